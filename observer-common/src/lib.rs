@@ -1,0 +1,283 @@
+//! Wire types shared by the kernel programs (observer-ebpf) and the agent (observer).
+//!
+//! Every struct here is `#[repr(C)]`, has no implicit padding (explicit `_pad` fields where
+//! alignment needs them) and is guarded by a compile-time size/offset assert, so the two sides
+//! cannot drift apart silently. Each ring-buffer record starts with [`EventHeader`]; its `kind`
+//! says which payload struct follows. Type numbers are stable: never renumber, only append.
+#![no_std]
+
+mod offsets;
+
+pub use offsets::{Offsets, ABSENT};
+
+/// Length of `task_struct.comm` (TASK_COMM_LEN in the kernel).
+pub const COMM_LEN: usize = 16;
+/// PIDs captured from `thread_pid->numbers[]`, host level first. Deeper tasks set
+/// [`TASK_FLAG_PID_LEVELS_TRUNCATED`].
+pub const MAX_PID_LEVELS: usize = 8;
+/// Bytes of the exec'd filename kept (NUL-terminated, truncated beyond).
+pub const FILENAME_LEN: usize = 256;
+/// Bytes of argv kept from the new image's `mm->arg_start..arg_end` (NUL-separated).
+pub const ARGS_LEN: usize = 256;
+/// Bytes of the destination cgroup path kept for `cgroup_attach`.
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// Index of each namespace inode in [`TaskInfo::ns`]. Names match `/proc/<pid>/ns/<name>`.
+pub const NS_PID: usize = 0;
+pub const NS_PID_FOR_CHILDREN: usize = 1;
+pub const NS_MNT: usize = 2;
+pub const NS_UTS: usize = 3;
+pub const NS_IPC: usize = 4;
+pub const NS_NET: usize = 5;
+pub const NS_USER: usize = 6;
+pub const NS_CGROUP: usize = 7;
+pub const NS_TIME: usize = 8;
+pub const NS_COUNT: usize = 9;
+pub const NS_NAMES: [&str; NS_COUNT] =
+    ["pid", "pid_for_children", "mnt", "uts", "ipc", "net", "user", "cgroup", "time"];
+
+/// Set in [`TaskInfo::flags`] when at least one kernel read for this task failed (the field
+/// reads 0). Counted per event kind in [`Stats::read_errors`] too.
+pub const TASK_FLAG_READ_ERROR: u32 = 1 << 0;
+/// The task's pid namespace is nested deeper than [`MAX_PID_LEVELS`]; `ns_pids` holds the
+/// outermost levels only.
+pub const TASK_FLAG_PID_LEVELS_TRUNCATED: u32 = 1 << 1;
+
+/// Event type numbers: stable on the wire.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Fork = 1,
+    Exec = 2,
+    Exit = 3,
+    Free = 4,
+    Setns = 5,
+    Unshare = 6,
+    CgroupAttach = 7,
+}
+
+/// Number of slots in the per-kind counter arrays (index = kind number; slot 0 unused).
+pub const KIND_SLOTS: usize = 8;
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Fork,
+        EventKind::Exec,
+        EventKind::Exit,
+        EventKind::Free,
+        EventKind::Setns,
+        EventKind::Unshare,
+        EventKind::CgroupAttach,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => EventKind::Fork,
+            2 => EventKind::Exec,
+            3 => EventKind::Exit,
+            4 => EventKind::Free,
+            5 => EventKind::Setns,
+            6 => EventKind::Unshare,
+            7 => EventKind::CgroupAttach,
+            _ => return None,
+        })
+    }
+
+    /// The name used by the CLI and the JSON `type` key.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Fork => "fork",
+            EventKind::Exec => "exec",
+            EventKind::Exit => "exit",
+            EventKind::Free => "free",
+            EventKind::Setns => "setns",
+            EventKind::Unshare => "unshare",
+            EventKind::CgroupAttach => "cgroup_attach",
+        }
+    }
+
+    /// Size in bytes of the whole record (header included) of this kind.
+    pub const fn record_size(self) -> usize {
+        match self {
+            EventKind::Fork => core::mem::size_of::<ForkEvent>(),
+            EventKind::Exec => core::mem::size_of::<ExecEvent>(),
+            EventKind::Exit => core::mem::size_of::<ExitEvent>(),
+            EventKind::Free => core::mem::size_of::<FreeEvent>(),
+            EventKind::Setns | EventKind::Unshare => core::mem::size_of::<NsEvent>(),
+            EventKind::CgroupAttach => core::mem::size_of::<CgroupAttachEvent>(),
+        }
+    }
+}
+
+/// Fixed header at offset 0 of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] number (kept as u32: userspace must survive unknown values).
+    pub kind: u32,
+    /// CPU the program ran on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()` at the event: same clock as `start_time_ns`.
+    pub ktime_ns: u64,
+    /// Host tgid of the task concerned (the child for fork).
+    pub tgid: u32,
+    /// Host tid of the task concerned.
+    pub pid: u32,
+}
+
+/// What the kernel side reads from the `task_struct` concerned by an event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// `task->start_boottime` (ns since boot, suspend included): /proc stat field 22 in ns.
+    pub start_time_ns: u64,
+    /// cgroup v2 id (`cgroups->dfl_cgrp->kn->id`): the inode of the cgroup2 directory.
+    pub cgroup_id: u64,
+    /// `real_parent->tgid` (host).
+    pub ppid: u32,
+    /// Real uid/gid (`real_cred`), as /proc status shows first.
+    pub uid: u32,
+    pub gid: u32,
+    /// `thread_pid->level`: 0 on the host pid namespace.
+    pub pid_level: u32,
+    /// `thread_pid->numbers[i].nr` for i in 0..=min(level, MAX_PID_LEVELS-1); rest 0.
+    pub ns_pids: [u32; MAX_PID_LEVELS],
+    /// Namespace inode numbers, indexed by the `NS_*` constants; 0 = unknown/absent.
+    pub ns: [u32; NS_COUNT],
+    /// `TASK_FLAG_*` bits.
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    /// The child.
+    pub task: TaskInfo,
+    /// Host tid of the thread that called fork/clone.
+    pub parent_tid: u32,
+    /// 1 when the child is a new thread of the same thread group (u32, not bool: no padding
+    /// and no invalid bit patterns on the wire).
+    pub is_thread: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    /// Tid before exec (differs from `header.pid` when a non-leader thread exec'd).
+    pub old_tid: u32,
+    /// Bytes of `args` in use (≤ ARGS_LEN).
+    pub args_len: u32,
+    /// `bprm->filename`, NUL-terminated.
+    pub filename: [u8; FILENAME_LEN],
+    /// argv, each argument NUL-terminated, truncated at ARGS_LEN.
+    pub args: [u8; ARGS_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    /// `task->exit_code` in wait(2) status encoding: `(status << 8) | signal | core<<7`.
+    pub exit_code: u32,
+    /// 1 when the exiting thread is the thread-group leader.
+    pub is_leader: u32,
+    /// 1 when this is the last live thread of its group (`signal->live` reached 0): the
+    /// process as a whole has exited and becomes a zombie until reaped.
+    pub group_dead: u32,
+    pub _pad: u32,
+}
+
+/// `sched_process_free`: the task_struct is released, i.e. the zombie was reaped. Most
+/// TaskInfo fields are gone by then (nsproxy and thread_pid are detached); tgid/pid and
+/// start time identify the task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeEvent {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+}
+
+/// Successful `setns(2)` or `unshare(2)`: `task.ns` holds the namespaces after the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsEvent {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    /// Syscall return value (0: only successful calls are reported).
+    pub ret: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupAttachEvent {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    /// kernfs id (inode) of the destination cgroup in its hierarchy.
+    pub dst_cgroup_id: u64,
+    /// `cgroup_root.hierarchy_id`: 0 is the cgroup2 (default) hierarchy; v1 hierarchies > 0.
+    pub hierarchy_id: u32,
+    pub dst_level: u32,
+    /// 1 when the whole thread group moved.
+    pub threadgroup: u32,
+    pub _pad: u32,
+    /// Destination path inside its hierarchy, NUL-terminated.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+/// In-kernel counters, one copy per CPU (a `PerCpuArray` with a single entry); userspace
+/// sums the CPUs. Index = [`EventKind`] number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records submitted to the ring buffer.
+    pub emitted: [u64; KIND_SLOTS],
+    /// Records lost because the ring buffer was full.
+    pub dropped: [u64; KIND_SLOTS],
+    /// Events where at least one kernel read failed.
+    pub read_errors: [u64; KIND_SLOTS],
+}
+
+// Layout guards: the decoder relies on these exact sizes and offsets.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<EventHeader>() == 24);
+    assert!(offset_of!(EventHeader, ktime_ns) == 8);
+    assert!(offset_of!(EventHeader, tgid) == 16);
+    assert!(size_of::<TaskInfo>() == 120);
+    assert!(offset_of!(TaskInfo, ppid) == 16);
+    assert!(offset_of!(TaskInfo, ns_pids) == 32);
+    assert!(offset_of!(TaskInfo, ns) == 64);
+    assert!(offset_of!(TaskInfo, flags) == 100);
+    assert!(offset_of!(TaskInfo, comm) == 104);
+    assert!(size_of::<ForkEvent>() == 152);
+    assert!(offset_of!(ForkEvent, task) == 24);
+    assert!(offset_of!(ForkEvent, parent_tid) == 144);
+    assert!(size_of::<ExecEvent>() == 664);
+    assert!(offset_of!(ExecEvent, filename) == 152);
+    assert!(offset_of!(ExecEvent, args) == 408);
+    assert!(size_of::<ExitEvent>() == 160);
+    assert!(offset_of!(ExitEvent, exit_code) == 144);
+    assert!(size_of::<FreeEvent>() == 144);
+    assert!(size_of::<NsEvent>() == 152);
+    assert!(offset_of!(NsEvent, ret) == 144);
+    assert!(size_of::<CgroupAttachEvent>() == 424);
+    assert!(offset_of!(CgroupAttachEvent, dst_cgroup_id) == 144);
+    assert!(offset_of!(CgroupAttachEvent, path) == 168);
+    assert!(size_of::<Stats>() == 192);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are #[repr(C)], Copy, contain only integers/arrays of integers and have no
+    // implicit padding (checked by the size asserts above), so any byte pattern is valid.
+    unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for TaskInfo {}
+}

@@ -1,0 +1,97 @@
+//! Byte offsets of the kernel struct members the programs read, as found in the running
+//! kernel's BTF by the agent at load time and handed to the programs as a read-only global.
+//!
+//! Rust eBPF has no `preserve_access_index`, so this table is how one object file reads the
+//! right bytes on every kernel: layouts differ between releases (even inside `ns_common`).
+//! Every field is a u32; [`ABSENT`] means "this kernel has no such member: skip the read".
+//! Composite offsets (`pidns_inum` = offsetof(pid_namespace, ns) + offsetof(ns_common, inum))
+//! are pre-summed by userspace so the kernel side does one read per pointer hop.
+
+/// Marks a member the running kernel does not have.
+pub const ABSENT: u32 = u32::MAX;
+
+macro_rules! offsets {
+    ($($(#[$m:meta])* $field:ident),* $(,)?) => {
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Offsets {
+            $($(#[$m])* pub $field: u32,)*
+        }
+
+        impl Offsets {
+            /// Every offset absent: what the object carries until the loader overrides it.
+            pub const ALL_ABSENT: Offsets = Offsets { $($field: ABSENT,)* };
+
+            /// (name, value) of each field, for diagnostics.
+            pub fn fields(&self) -> [(&'static str, u32); Self::COUNT] {
+                [$((stringify!($field), self.$field),)*]
+            }
+
+            pub const COUNT: usize = [$(stringify!($field),)*].len();
+        }
+    };
+}
+
+offsets! {
+    // struct task_struct
+    task_pid,
+    task_tgid,
+    task_real_parent,
+    /// `start_boottime` (≥ 5.5) or `real_start_time` (older).
+    task_start_boottime,
+    task_comm,
+    task_real_cred,
+    task_thread_pid,
+    task_nsproxy,
+    task_cgroups,
+    task_exit_code,
+    task_signal,
+    task_mm,
+    // struct signal_struct
+    /// `signal->live` (atomic_t: its counter is at the same offset).
+    signal_live,
+    // struct cred
+    cred_uid,
+    cred_gid,
+    cred_user_ns,
+    // struct pid / struct upid
+    pid_level,
+    pid_numbers,
+    /// sizeof(struct upid): stride of the `numbers[]` flexible array.
+    upid_size,
+    upid_nr,
+    upid_ns,
+    // namespace inode numbers: offsetof(X, ns) + offsetof(ns_common, inum)
+    pidns_inum,
+    utsns_inum,
+    ipcns_inum,
+    mntns_inum,
+    netns_inum,
+    userns_inum,
+    cgroupns_inum,
+    timens_inum,
+    // struct nsproxy
+    nsproxy_uts,
+    nsproxy_ipc,
+    nsproxy_mnt,
+    nsproxy_pid_for_children,
+    nsproxy_net,
+    nsproxy_time,
+    nsproxy_cgroup,
+    // struct css_set / cgroup / kernfs_node / cgroup_root
+    css_set_dfl_cgrp,
+    cgroup_kn,
+    cgroup_level,
+    cgroup_root,
+    cgroup_root_hierarchy_id,
+    kernfs_node_id,
+    // struct mm_struct
+    mm_arg_start,
+    mm_arg_end,
+    // struct linux_binprm
+    binprm_filename,
+    /// Offset of `ret` in the `syscalls:sys_exit_*` tracepoint record (from its format file).
+    tp_sys_exit_ret,
+}
+
+const _: () = assert!(core::mem::size_of::<Offsets>() == Offsets::COUNT * 4);

@@ -1,0 +1,293 @@
+//! observer's kernel side: one program per process-lifecycle tracepoint. Each reserves a
+//! fixed-layout record in the ring buffer, fills it from the task concerned (namespace PIDs,
+//! namespace inodes and cgroup id are read here, at the event, so a task that lives 1 ms is
+//! described as exactly as one that lives a day) and submits it. Records that do not fit are
+//! counted, never silently lost.
+//!
+//! The sched events are raw tracepoints: their arguments are `task_struct` pointers whose
+//! argument lists have not moved between kernels (unlike the `sched_process_fork` record
+//! layout, which did). The syscall exits are ordinary tracepoints; the offset of `ret` comes
+//! from the format file.
+#![no_std]
+#![no_main]
+
+mod task;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use observer_common::{
+    CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent,
+    NsEvent, Offsets, Stats, TaskInfo, ARGS_LEN,
+};
+use task::{fill_task, Reader};
+
+/// Member offsets of the running kernel, written by the loader (`override_global("OFFS")`).
+#[unsafe(no_mangle)]
+static OFFS: Offsets = Offsets::ALL_ABSENT;
+
+/// Read one field of OFFS. A volatile read of the field's own address: the compiler must not
+/// fold the placeholder value, and only 4 bytes are loaded (not the whole struct).
+#[macro_export]
+macro_rules! off {
+    ($f:ident) => {
+        $crate::read_offset(core::ptr::addr_of!($crate::OFFS.$f))
+    };
+}
+
+#[inline(always)]
+pub fn read_offset(p: *const u32) -> u32 {
+    // SAFETY: `p` points at a field of the initialised static OFFS.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// The size here is a placeholder; the loader sets it (`--ringbuf-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map]
+static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
+
+#[derive(Clone, Copy)]
+enum Counter {
+    Emitted,
+    Dropped,
+    ReadError,
+}
+
+#[inline(always)]
+fn count(kind: EventKind, counter: Counter) {
+    if let Some(s) = STATS.get_ptr_mut(0) {
+        let s = unsafe { &mut *s };
+        let slot = match counter {
+            Counter::Emitted => s.emitted.get_mut(kind as usize),
+            Counter::Dropped => s.dropped.get_mut(kind as usize),
+            Counter::ReadError => s.read_errors.get_mut(kind as usize),
+        };
+        if let Some(v) = slot {
+            *v += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn header(h: &mut EventHeader, kind: EventKind, tgid: u32, pid: u32) {
+    h.kind = kind as u32;
+    h.cpu = unsafe { bpf_get_smp_processor_id() };
+    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.tgid = tgid;
+    h.pid = pid;
+}
+
+/// Header + TaskInfo for `task`, read through its struct (not the current task).
+#[inline(always)]
+fn describe(h: &mut EventHeader, t: &mut TaskInfo, kind: EventKind, task: u64, r: &mut Reader) {
+    let tgid = r.read(task, off!(task_tgid));
+    let pid = r.read(task, off!(task_pid));
+    header(h, kind, tgid, pid);
+    fill_task(task, t, r);
+}
+
+/// Header + TaskInfo for the current task.
+#[inline(always)]
+fn describe_current(h: &mut EventHeader, t: &mut TaskInfo, kind: EventKind, r: &mut Reader) {
+    let id = bpf_get_current_pid_tgid();
+    header(h, kind, (id >> 32) as u32, id as u32);
+    fill_task(unsafe { bpf_get_current_task() }, t, r);
+}
+
+/// Reserve a record of type `T` or count it as dropped.
+macro_rules! reserve {
+    ($ty:ty, $kind:expr) => {
+        match EVENTS.reserve::<$ty>(0) {
+            Some(e) => e,
+            None => {
+                count($kind, Counter::Dropped);
+                return 0;
+            }
+        }
+    };
+}
+
+#[inline(always)]
+fn finish(kind: EventKind, r: &Reader) {
+    count(kind, Counter::Emitted);
+    if r.failed {
+        count(kind, Counter::ReadError);
+    }
+}
+
+// sched_process_fork(struct task_struct *parent, struct task_struct *child)
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    let kind = EventKind::Fork;
+    let mut entry = reserve!(ForkEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe(&mut ev.header, &mut ev.task, kind, child, &mut r);
+    ev.parent_tid = r.read(parent, off!(task_pid));
+    let parent_tgid: u32 = r.read(parent, off!(task_tgid));
+    ev.is_thread = (parent_tgid == ev.header.tgid) as u32;
+    entry.submit(0);
+    finish(kind, &r);
+    0
+}
+
+// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    let old_pid: u64 = ctx.arg(1);
+    let bprm: u64 = ctx.arg(2);
+    let kind = EventKind::Exec;
+    let mut entry = reserve!(ExecEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
+    ev.old_tid = old_pid as u32;
+
+    ev.filename[0] = 0;
+    let filename: u64 = r.read(bprm, off!(binprm_filename));
+    if filename != 0
+        && unsafe { bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut ev.filename) }
+            .is_err()
+    {
+        r.failed = true;
+    }
+
+    // argv of the new image: [mm->arg_start, mm->arg_end) in user memory of the current task.
+    ev.args_len = 0;
+    let task = unsafe { bpf_get_current_task() };
+    let mm: u64 = r.read(task, off!(task_mm));
+    let start: u64 = r.read(mm, off!(mm_arg_start));
+    let end: u64 = r.read(mm, off!(mm_arg_end));
+    if start != 0 && end > start {
+        let mut len = end - start;
+        if len > ARGS_LEN as u64 {
+            len = ARGS_LEN as u64;
+        }
+        let ret = unsafe {
+            bpf_probe_read_user(ev.args.as_mut_ptr().cast(), len as u32, start as *const _)
+        };
+        if ret == 0 {
+            ev.args_len = len as u32;
+        } else {
+            r.failed = true;
+        }
+    }
+    entry.submit(0);
+    finish(kind, &r);
+    0
+}
+
+// sched_process_exit(struct task_struct *p [, bool group_dead on newer kernels])
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let kind = EventKind::Exit;
+    let mut entry = reserve!(ExitEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
+    ev.exit_code = r.read(task, off!(task_exit_code));
+    ev.is_leader = (ev.header.tgid == ev.header.pid) as u32;
+    // do_exit() decrements signal->live before this tracepoint fires.
+    let signal: u64 = r.read(task, off!(task_signal));
+    let live: i32 = r.read(signal, off!(signal_live));
+    ev.group_dead = (signal != 0 && live == 0) as u32;
+    ev._pad = 0;
+    entry.submit(0);
+    finish(kind, &r);
+    0
+}
+
+// sched_process_free(struct task_struct *p): the task is released (a zombie was reaped).
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let kind = EventKind::Free;
+    let mut entry = reserve!(FreeEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
+    entry.submit(0);
+    finish(kind, &r);
+    0
+}
+
+#[inline(always)]
+fn ns_syscall_exit(ctx: &TracePointContext, kind: EventKind) -> i32 {
+    let ret: i64 = match unsafe { ctx.read_at::<i64>(off!(tp_sys_exit_ret) as usize) } {
+        Ok(v) => v,
+        Err(_) => return 0,
+    };
+    if ret != 0 {
+        return 0;
+    }
+    let mut entry = reserve!(NsEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
+    ev.ret = ret;
+    entry.submit(0);
+    finish(kind, &r);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_setns")]
+pub fn sys_exit_setns(ctx: TracePointContext) -> i32 {
+    ns_syscall_exit(&ctx, EventKind::Setns)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unshare")]
+pub fn sys_exit_unshare(ctx: TracePointContext) -> i32 {
+    ns_syscall_exit(&ctx, EventKind::Unshare)
+}
+
+// cgroup_attach_task(struct cgroup *dst_cgrp, const char *path, struct task_struct *task,
+//                    bool threadgroup)
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
+    let cgrp: u64 = ctx.arg(0);
+    let path: u64 = ctx.arg(1);
+    let task: u64 = ctx.arg(2);
+    let threadgroup: u64 = ctx.arg(3);
+    let kind = EventKind::CgroupAttach;
+    let mut entry = reserve!(CgroupAttachEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
+    let kn: u64 = r.read(cgrp, off!(cgroup_kn));
+    ev.dst_cgroup_id = r.read(kn, off!(kernfs_node_id));
+    ev.dst_level = r.read(cgrp, off!(cgroup_level));
+    let root: u64 = r.read(cgrp, off!(cgroup_root));
+    ev.hierarchy_id = r.read(root, off!(cgroup_root_hierarchy_id));
+    ev.threadgroup = (threadgroup & 0xff != 0) as u32;
+    ev._pad = 0;
+    ev.path[0] = 0;
+    if path != 0
+        && unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut ev.path) }.is_err()
+    {
+        r.failed = true;
+    }
+    entry.submit(0);
+    finish(kind, &r);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

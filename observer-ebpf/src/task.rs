@@ -1,0 +1,120 @@
+//! Reads the fields of a `task_struct` that every event carries, following the member
+//! offsets the loader found in this kernel's BTF (observer_common::Offsets).
+//!
+//! Every read goes through `bpf_probe_read_kernel` at `base + offset`: a member the running
+//! kernel lacks (offset ABSENT) or a NULL pointer on the way (nsproxy is gone once a task is
+//! freed) yields 0 without counting as an error; a failed read sets TASK_FLAG_READ_ERROR.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use observer_common::{
+    TaskInfo, ABSENT, COMM_LEN, MAX_PID_LEVELS, NS_CGROUP, NS_COUNT, NS_IPC, NS_MNT, NS_NET,
+    NS_PID, NS_PID_FOR_CHILDREN, NS_TIME, NS_USER, NS_UTS, TASK_FLAG_PID_LEVELS_TRUNCATED,
+    TASK_FLAG_READ_ERROR,
+};
+
+use crate::off;
+
+/// Accumulates whether any read failed while filling one event.
+pub struct Reader {
+    pub failed: bool,
+}
+
+impl Reader {
+    pub const fn new() -> Self {
+        Reader { failed: false }
+    }
+
+    /// Reads a `T` at `base + off`; 0/default when the member is absent or `base` is NULL.
+    #[inline(always)]
+    pub fn read<T: Copy + Default>(&mut self, base: u64, off: u32) -> T {
+        if base == 0 || off == ABSENT {
+            return T::default();
+        }
+        match unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) } {
+            Ok(v) => v,
+            Err(_) => {
+                self.failed = true;
+                T::default()
+            }
+        }
+    }
+
+    /// Follows a pointer member, then reads a u32 at `inner_off` of what it points to.
+    #[inline(always)]
+    fn read_via(&mut self, base: u64, ptr_off: u32, inner_off: u32) -> u32 {
+        let p: u64 = self.read(base, ptr_off);
+        self.read(p, inner_off)
+    }
+}
+
+/// Fills `t` entirely (every byte written: ring-buffer memory is not zeroed) for `task`.
+#[inline(always)]
+pub fn fill_task(task: u64, t: &mut TaskInfo, r: &mut Reader) {
+    let mut flags = 0u32;
+    t.start_time_ns = r.read(task, off!(task_start_boottime));
+
+    let parent: u64 = r.read(task, off!(task_real_parent));
+    t.ppid = r.read(parent, off!(task_tgid));
+
+    let cred: u64 = r.read(task, off!(task_real_cred));
+    t.uid = r.read(cred, off!(cred_uid));
+    t.gid = r.read(cred, off!(cred_gid));
+
+    let mut ns = [0u32; NS_COUNT];
+    ns[NS_USER] = r.read_via(cred, off!(cred_user_ns), off!(userns_inum));
+
+    // The NSpid chain: thread_pid->numbers[0..=level].nr, host level first.
+    let pid: u64 = r.read(task, off!(task_thread_pid));
+    let mut ns_pids = [0u32; MAX_PID_LEVELS];
+    let mut level = 0u32;
+    if pid != 0 {
+        level = r.read(pid, off!(pid_level));
+        let numbers = pid + off!(pid_numbers) as u64;
+        let stride = off!(upid_size) as u64;
+        let nr_off = off!(upid_nr);
+        let mut i = 0usize;
+        while i < MAX_PID_LEVELS {
+            if i as u32 > level {
+                break;
+            }
+            if let Some(slot) = ns_pids.get_mut(i) {
+                *slot = r.read(numbers + i as u64 * stride, nr_off);
+            }
+            i += 1;
+        }
+        if level as usize >= MAX_PID_LEVELS {
+            flags |= TASK_FLAG_PID_LEVELS_TRUNCATED;
+        }
+        // The task's own pid namespace is the one of its innermost pid number; not
+        // nsproxy->pid_ns_for_children, which differs right after unshare(CLONE_NEWPID).
+        let own = numbers + level as u64 * stride;
+        ns[NS_PID] = r.read_via(own, off!(upid_ns), off!(pidns_inum));
+    }
+
+    let nsproxy: u64 = r.read(task, off!(task_nsproxy));
+    if nsproxy != 0 {
+        ns[NS_PID_FOR_CHILDREN] =
+            r.read_via(nsproxy, off!(nsproxy_pid_for_children), off!(pidns_inum));
+        ns[NS_MNT] = r.read_via(nsproxy, off!(nsproxy_mnt), off!(mntns_inum));
+        ns[NS_UTS] = r.read_via(nsproxy, off!(nsproxy_uts), off!(utsns_inum));
+        ns[NS_IPC] = r.read_via(nsproxy, off!(nsproxy_ipc), off!(ipcns_inum));
+        ns[NS_NET] = r.read_via(nsproxy, off!(nsproxy_net), off!(netns_inum));
+        ns[NS_CGROUP] = r.read_via(nsproxy, off!(nsproxy_cgroup), off!(cgroupns_inum));
+        ns[NS_TIME] = r.read_via(nsproxy, off!(nsproxy_time), off!(timens_inum));
+    }
+
+    // cgroup v2 id: task->cgroups->dfl_cgrp->kn->id.
+    let css_set: u64 = r.read(task, off!(task_cgroups));
+    let cgrp: u64 = r.read(css_set, off!(css_set_dfl_cgrp));
+    let kn: u64 = r.read(cgrp, off!(cgroup_kn));
+    t.cgroup_id = r.read(kn, off!(kernfs_node_id));
+
+    t.comm = r.read::<[u8; COMM_LEN]>(task, off!(task_comm));
+    t.pid_level = level;
+    t.ns_pids = ns_pids;
+    t.ns = ns;
+    if r.failed {
+        flags |= TASK_FLAG_READ_ERROR;
+    }
+    t.flags = flags;
+}

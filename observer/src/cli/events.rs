@@ -1,0 +1,185 @@
+//! `observer events`: the live event stream, straight from the ring buffer.
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context;
+use clap::Args;
+use observer_common::EventKind;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    events::{kind_from_name, reader::EventReader, Event},
+    probes::{self, btf::DEFAULT_BTF, ProbeConfig, Probes},
+    views::events::{text_line, EventJson},
+};
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// One JSON object per line instead of readable lines.
+    #[arg(long)]
+    json: bool,
+    /// Only these event types (comma-separated or repeated): fork, exec, exit, free, setns,
+    /// unshare, cgroup_attach.
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',', value_parser = parse_kind)]
+    types: Vec<EventKind>,
+    /// Only events about this host process id (tgid), or its children for fork.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print kernel and userspace event counters on exit.
+    #[arg(long)]
+    stats: bool,
+    /// Ring buffer size (power of two, e.g. 8M).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = probes::parse_size)]
+    ringbuf_size: u32,
+    /// Kernel BTF to read struct layouts from.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_BTF)]
+    btf: PathBuf,
+}
+
+fn parse_kind(s: &str) -> Result<EventKind, String> {
+    kind_from_name(s).ok_or_else(|| {
+        let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown event type `{s}` (one of: {})", names.join(", "))
+    })
+}
+
+pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(stream(args))
+}
+
+struct Filter {
+    mask: u32,
+    pid: Option<u32>,
+}
+
+impl Filter {
+    fn accepts(&self, ev: &Event) -> bool {
+        if self.mask & (1 << ev.kind() as u32) == 0 {
+            return false;
+        }
+        match self.pid {
+            None => true,
+            Some(p) => ev.header().tgid == p || (ev.kind() == EventKind::Fork && ev.task().ppid == p),
+        }
+    }
+}
+
+/// Where accepted events go; the first write error stops the stream (a closed pipe is a
+/// normal way to stop, e.g. `observer events | head`).
+struct Sink<W: Write> {
+    out: W,
+    err: Option<io::Error>,
+    json: bool,
+    filter: Filter,
+}
+
+impl<W: Write> Sink<W> {
+    fn emit(&mut self, ev: Event) {
+        if self.err.is_some() || !self.filter.accepts(&ev) {
+            return;
+        }
+        let r = if self.json {
+            serde_json::to_writer(&mut self.out, &EventJson::new(&ev))
+                .map_err(io::Error::from)
+                .and_then(|_| self.out.write_all(b"\n"))
+        } else {
+            writeln!(self.out, "{}", text_line(&ev))
+        };
+        if let Err(e) = r {
+            self.err = Some(e);
+        }
+    }
+
+    /// Flushes; false once writing has failed.
+    fn flush(&mut self) -> bool {
+        if self.err.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.err = Some(e);
+            }
+        }
+        self.err.is_none()
+    }
+}
+
+async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let cfg = ProbeConfig {
+        ringbuf_bytes: args.ringbuf_size,
+        btf: args.btf.clone(),
+    };
+    let (probes, ring) = Probes::load(&cfg)?;
+    let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let filter = Filter {
+        mask: if args.types.is_empty() {
+            u32::MAX
+        } else {
+            args.types.iter().fold(0, |m, k| m | 1 << *k as u32)
+        },
+        pid: args.pid,
+    };
+    eprintln!(
+        "observer: streaming events from {} tracepoints, ring buffer {} KiB (Ctrl-C to stop)",
+        probes.attached.len(),
+        probes.ringbuf_bytes / 1024
+    );
+
+    let mut sink = Sink {
+        out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        err: None,
+        json: args.json,
+        filter,
+    };
+    loop {
+        let mut emit = |ev| sink.emit(ev);
+        tokio::select! {
+            r = reader.next_batch(&mut emit) => { r.context("reading the ring buffer")?; }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        if !sink.flush() {
+            break;
+        }
+    }
+    // Whatever is still buffered was produced before the stop: deliver it.
+    reader.drain(&mut |ev| sink.emit(ev));
+    sink.flush();
+    if let Some(e) = sink.err {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing events to stdout");
+        }
+    }
+    let kstats = probes.kernel_stats()?;
+    drop(probes); // detaches the programs
+    if args.stats {
+        eprintln!("{:<14} {:>10} {:>10} {:>10} {:>11}", "type", "emitted", "dropped", "received", "read_errors");
+        for k in EventKind::ALL {
+            eprintln!(
+                "{:<14} {:>10} {:>10} {:>10} {:>11}",
+                k.name(),
+                kstats.emitted(k),
+                kstats.dropped(k),
+                reader.stats.received(k),
+                kstats.read_errors(k)
+            );
+        }
+        if reader.stats.decode_errors > 0 {
+            eprintln!("undecodable records: {}", reader.stats.decode_errors);
+        }
+    }
+    if kstats.total_dropped() > 0 {
+        eprintln!(
+            "observer: {} events were lost because the ring buffer was full (raise --ringbuf-size)",
+            kstats.total_dropped()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

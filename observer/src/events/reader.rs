@@ -1,0 +1,78 @@
+//! Draining the ring buffer from tokio: one epoll wake-up, then every available record is
+//! decoded and handed on without allocating.
+
+use std::io;
+
+use aya::maps::{MapData, RingBuf};
+use observer_common::{EventKind, KIND_SLOTS};
+use tokio::io::{unix::AsyncFd, Interest};
+
+use super::Event;
+
+/// Userspace side of the accounting: what was received, and what could not be decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    pub received: [u64; KIND_SLOTS],
+    pub decode_errors: u64,
+}
+
+impl ReaderStats {
+    pub fn received(&self, k: EventKind) -> u64 {
+        self.received[k as usize]
+    }
+    pub fn total(&self) -> u64 {
+        self.received.iter().sum()
+    }
+}
+
+pub struct EventReader {
+    fd: AsyncFd<RingBuf<MapData>>,
+    pub stats: ReaderStats,
+}
+
+impl EventReader {
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as
+        // the AsyncFd owns the RingBuf.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
+        Ok(EventReader {
+            fd,
+            stats: ReaderStats::default(),
+        })
+    }
+
+    /// Hands every record currently in the ring buffer to `f`; returns how many.
+    pub fn drain(&mut self, f: &mut impl FnMut(Event)) -> usize {
+        drain_ring(self.fd.get_mut(), &mut self.stats, f)
+    }
+
+    /// Waits until the ring buffer has data, then drains it.
+    pub async fn next_batch(&mut self, f: &mut impl FnMut(Event)) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable_mut().await?;
+            let n = drain_ring(guard.get_inner_mut(), &mut self.stats, f);
+            guard.clear_ready();
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, stats: &mut ReaderStats, f: &mut impl FnMut(Event)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        match Event::decode(&item) {
+            Ok(ev) => {
+                stats.received[ev.kind() as usize] += 1;
+                f(ev);
+            }
+            Err(e) => {
+                stats.decode_errors += 1;
+                log::debug!("undecodable record: {e}");
+            }
+        }
+        n += 1;
+    }
+    n
+}

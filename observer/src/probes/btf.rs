@@ -1,0 +1,200 @@
+//! Member offsets of kernel structs from the running kernel's BTF (/sys/kernel/btf/vmlinux),
+//! turned into the `Offsets` table the kernel programs read through.
+//!
+//! BTF parsing is btf-rs's (LGPL-2.1-or-later, compatible with this project's GPL-2.0-or-later);
+//! this module only walks struct members: anonymous struct/union members are searched
+//! recursively (task_struct and mm_struct wrap members in them), dotted paths step into
+//! embedded structs (`ns.inum`), and bitfields are refused (a byte offset cannot reach them).
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+use observer_common::{Offsets, ABSENT};
+
+use super::ProbeError;
+
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+    path: PathBuf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> Result<Self, ProbeError> {
+        if !path.exists() {
+            return Err(ProbeError::NoBtf(path.to_path_buf()));
+        }
+        let btf = Btf::from_file(path).map_err(|e| ProbeError::Btf {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(KernelBtf {
+            btf,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, reason: String) -> ProbeError {
+        ProbeError::Btf {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// The struct definition named `name` (forward declarations skipped).
+    fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) => Some(s),
+                _ => None,
+            })
+    }
+
+    /// Strips typedef/const/volatile/restrict/type-tag layers.
+    fn strip(&self, mut t: Type) -> Result<Type, ProbeError> {
+        for _ in 0..16 {
+            match &t {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    let inner = t.as_btf_type().expect("qualifier has a btf type");
+                    t = self
+                        .btf
+                        .resolve_chained_type(inner)
+                        .map_err(|e| self.err(e.to_string()))?;
+                }
+                _ => return Ok(t),
+            }
+        }
+        Err(self.err("type qualifier chain too long".into()))
+    }
+
+    /// Byte offset and type of member `name` in `s`, searching anonymous members too.
+    fn member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>, ProbeError> {
+        for m in &s.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let bit = m.bit_offset();
+            if mname == name {
+                if m.bitfield_size().unwrap_or(0) != 0 || bit % 8 != 0 {
+                    return Err(self.err(format!("member {name} is a bitfield")));
+                }
+                let t = self
+                    .btf
+                    .resolve_chained_type(m)
+                    .map_err(|e| self.err(e.to_string()))?;
+                return Ok(Some((bit / 8, t)));
+            }
+            if mname.is_empty() {
+                let t = self.btf.resolve_chained_type(m).map_err(|e| self.err(e.to_string()))?;
+                if let Type::Struct(inner) | Type::Union(inner) = self.strip(t)? {
+                    if let Some((off, t)) = self.member(&inner, name)? {
+                        return Ok(Some((bit / 8 + off, t)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset of a dotted member path (`ns.inum`) inside struct `st`; None if any hop is
+    /// missing in this kernel.
+    pub fn offset(&self, st: &str, path: &str) -> Result<Option<u32>, ProbeError> {
+        let Some(mut s) = self.find_struct(st) else {
+            return Ok(None);
+        };
+        let mut total = 0u32;
+        let mut hops = path.split('.').peekable();
+        while let Some(hop) = hops.next() {
+            let Some((off, t)) = self.member(&s, hop)? else {
+                return Ok(None);
+            };
+            total += off;
+            if hops.peek().is_some() {
+                match self.strip(t)? {
+                    Type::Struct(inner) | Type::Union(inner) => s = inner,
+                    other => {
+                        return Err(self.err(format!(
+                            "{st}.{path}: {hop} is a {}, not an embedded struct",
+                            other.name()
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(Some(total))
+    }
+
+    pub fn size_of(&self, st: &str) -> Option<u32> {
+        self.find_struct(st).map(|s| s.size() as u32)
+    }
+
+    /// Resolves every offset the programs use. Members every supported kernel (≥ 5.8) has
+    /// are required; the rest (time namespaces, < 5.6) may be absent.
+    pub fn offsets(&self) -> Result<Offsets, ProbeError> {
+        let mut o = Offsets::ALL_ABSENT;
+        let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
+            Ok(self.offset(st, path)?.unwrap_or(ABSENT))
+        };
+        let req = |st: &str, path: &str| -> Result<u32, ProbeError> {
+            self.offset(st, path)?
+                .ok_or_else(|| ProbeError::MissingMember(format!("{st}.{path}")))
+        };
+        o.task_pid = req("task_struct", "pid")?;
+        o.task_tgid = req("task_struct", "tgid")?;
+        o.task_real_parent = req("task_struct", "real_parent")?;
+        o.task_start_boottime = match self.offset("task_struct", "start_boottime")? {
+            Some(v) => v,
+            None => req("task_struct", "real_start_time")?,
+        };
+        o.task_comm = req("task_struct", "comm")?;
+        o.task_real_cred = req("task_struct", "real_cred")?;
+        o.task_thread_pid = req("task_struct", "thread_pid")?;
+        o.task_nsproxy = req("task_struct", "nsproxy")?;
+        o.task_cgroups = req("task_struct", "cgroups")?;
+        o.task_exit_code = req("task_struct", "exit_code")?;
+        o.task_signal = req("task_struct", "signal")?;
+        o.task_mm = req("task_struct", "mm")?;
+        o.signal_live = req("signal_struct", "live")?;
+        o.cred_uid = req("cred", "uid")?;
+        o.cred_gid = req("cred", "gid")?;
+        o.cred_user_ns = req("cred", "user_ns")?;
+        o.pid_level = req("pid", "level")?;
+        o.pid_numbers = req("pid", "numbers")?;
+        o.upid_size = self
+            .size_of("upid")
+            .ok_or_else(|| ProbeError::MissingMember("struct upid".into()))?;
+        o.upid_nr = req("upid", "nr")?;
+        o.upid_ns = req("upid", "ns")?;
+        o.pidns_inum = req("pid_namespace", "ns.inum")?;
+        o.utsns_inum = req("uts_namespace", "ns.inum")?;
+        o.ipcns_inum = req("ipc_namespace", "ns.inum")?;
+        o.mntns_inum = req("mnt_namespace", "ns.inum")?;
+        o.netns_inum = req("net", "ns.inum")?;
+        o.userns_inum = req("user_namespace", "ns.inum")?;
+        o.cgroupns_inum = req("cgroup_namespace", "ns.inum")?;
+        o.timens_inum = opt("time_namespace", "ns.inum")?;
+        o.nsproxy_uts = req("nsproxy", "uts_ns")?;
+        o.nsproxy_ipc = req("nsproxy", "ipc_ns")?;
+        o.nsproxy_mnt = req("nsproxy", "mnt_ns")?;
+        o.nsproxy_pid_for_children = req("nsproxy", "pid_ns_for_children")?;
+        o.nsproxy_net = req("nsproxy", "net_ns")?;
+        o.nsproxy_time = opt("nsproxy", "time_ns")?;
+        o.nsproxy_cgroup = req("nsproxy", "cgroup_ns")?;
+        o.css_set_dfl_cgrp = req("css_set", "dfl_cgrp")?;
+        o.cgroup_kn = req("cgroup", "kn")?;
+        o.cgroup_level = req("cgroup", "level")?;
+        o.cgroup_root = req("cgroup", "root")?;
+        o.cgroup_root_hierarchy_id = req("cgroup_root", "hierarchy_id")?;
+        o.kernfs_node_id = req("kernfs_node", "id")?;
+        o.mm_arg_start = req("mm_struct", "arg_start")?;
+        o.mm_arg_end = req("mm_struct", "arg_end")?;
+        o.binprm_filename = req("linux_binprm", "filename")?;
+        Ok(o)
+    }
+}

@@ -1,0 +1,245 @@
+//! Loading and attaching the kernel programs: privileges, RLIMIT_MEMLOCK, tracefs, member
+//! offsets from BTF, the ring buffer size, then one attach per tracepoint. A tracepoint the
+//! running kernel lacks is reported and skipped; everything else is a hard error with a
+//! message that says what to do.
+
+pub mod btf;
+mod privileges;
+pub mod tracefs;
+
+use std::path::PathBuf;
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use observer_common::{EventKind, Offsets, Stats, KIND_SLOTS};
+
+/// The compiled programs (observer-ebpf), built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+pub const DEFAULT_RINGBUF_BYTES: u32 = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("observer needs root (or CAP_BPF + CAP_PERFMON) to load eBPF programs: run it with sudo")]
+    NotPrivileged,
+    #[error("kernel BTF not found at {0}: observer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (or pass --btf FILE)")]
+    NoBtf(PathBuf),
+    #[error("reading BTF from {path}: {reason}")]
+    Btf { path: PathBuf, reason: String },
+    #[error("the running kernel's BTF has no {0}, which observer needs; this kernel is not supported")]
+    MissingMember(String),
+    #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed ({0}): mount it with `mount -t tracefs nodev /sys/kernel/tracing`")]
+    NoTracefs(String),
+    #[error("invalid ring buffer size {0}: it must be a power of two of at least 4 KiB (e.g. 8M)")]
+    RingBufSize(u32),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("loading program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {0}: {1}")]
+    Map(&'static str, String),
+    #[error("none of observer's tracepoints could be attached on this kernel")]
+    NothingAttached,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub ringbuf_bytes: u32,
+    pub btf: PathBuf,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
+            btf: PathBuf::from(btf::DEFAULT_BTF),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Hook {
+    /// Raw tracepoint `name`, whose trace event lives under `events/<category>/<name>`.
+    Raw(&'static str),
+    /// Ordinary tracepoint.
+    Tp,
+}
+
+/// (program name in the object, event kind, tracefs category, tracepoint name, hook).
+const PROGRAMS: [(&str, EventKind, &str, &str, Hook); 7] = [
+    ("sched_process_fork", EventKind::Fork, "sched", "sched_process_fork", Hook::Raw("sched_process_fork")),
+    ("sched_process_exec", EventKind::Exec, "sched", "sched_process_exec", Hook::Raw("sched_process_exec")),
+    ("sched_process_exit", EventKind::Exit, "sched", "sched_process_exit", Hook::Raw("sched_process_exit")),
+    ("sched_process_free", EventKind::Free, "sched", "sched_process_free", Hook::Raw("sched_process_free")),
+    ("sys_exit_setns", EventKind::Setns, "syscalls", "sys_exit_setns", Hook::Tp),
+    ("sys_exit_unshare", EventKind::Unshare, "syscalls", "sys_exit_unshare", Hook::Tp),
+    ("cgroup_attach_task", EventKind::CgroupAttach, "cgroup", "cgroup_attach_task", Hook::Raw("cgroup_attach_task")),
+];
+
+/// Loaded and attached programs. Dropping this detaches them.
+pub struct Probes {
+    _ebpf: Ebpf,
+    stats: PerCpuArray<MapData, Stats>,
+    /// Tracepoints attached, as `category:name`.
+    pub attached: Vec<String>,
+    /// Tracepoints this kernel lacks, with the reason; their events will not appear.
+    pub missing: Vec<(String, String)>,
+    pub ringbuf_bytes: u32,
+    pub offsets: Offsets,
+}
+
+/// Totals of the in-kernel counters over all CPUs, indexed by EventKind number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats(pub Stats);
+
+impl KernelStats {
+    pub fn emitted(&self, k: EventKind) -> u64 {
+        self.0.emitted[k as usize]
+    }
+    pub fn dropped(&self, k: EventKind) -> u64 {
+        self.0.dropped[k as usize]
+    }
+    pub fn read_errors(&self, k: EventKind) -> u64 {
+        self.0.read_errors[k as usize]
+    }
+    pub fn total_dropped(&self) -> u64 {
+        self.0.dropped.iter().sum()
+    }
+}
+
+impl Probes {
+    /// Checks privileges, prepares the kernel and loads + attaches every program.
+    /// Returns the probes and the ring buffer to read events from.
+    pub fn load(cfg: &ProbeConfig) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
+        privileges::check()?;
+        privileges::raise_memlock();
+        if cfg.ringbuf_bytes < 4096 || !cfg.ringbuf_bytes.is_power_of_two() {
+            return Err(ProbeError::RingBufSize(cfg.ringbuf_bytes));
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let kbtf = btf::KernelBtf::open(&cfg.btf)?;
+        let mut offsets = kbtf.offsets()?;
+        offsets.tp_sys_exit_ret =
+            tracefs::field_offset(&tracefs, "syscalls", "sys_exit_setns", "ret")
+                .unwrap_or(observer_common::ABSENT);
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFS", &offsets, true)
+            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+            .load(OBJECT)?;
+
+        let mut attached = Vec::new();
+        let mut missing = Vec::new();
+        for (prog, _kind, category, name, hook) in PROGRAMS {
+            let full = format!("{category}:{name}");
+            if !tracefs::exists(&tracefs, category, name) {
+                missing.push((full, "tracepoint not present in this kernel".to_string()));
+                continue;
+            }
+            if matches!(hook, Hook::Tp) && offsets.tp_sys_exit_ret == observer_common::ABSENT {
+                missing.push((full, "syscall exit record has no `ret` field".to_string()));
+                continue;
+            }
+            let p = ebpf
+                .program_mut(prog)
+                .ok_or(ProbeError::Map(prog, "program missing from the object".into()))?;
+            let perr = |source| ProbeError::Program { name: prog, source };
+            match hook {
+                Hook::Raw(tp) => {
+                    let p: &mut RawTracePoint = p.try_into().map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    p.attach(tp).map_err(perr)?;
+                }
+                Hook::Tp => {
+                    let p: &mut TracePoint = p.try_into().map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    p.attach(category, name).map_err(perr)?;
+                }
+            }
+            attached.push(full);
+        }
+        for (tp, why) in &missing {
+            log::warn!("{tp} not attached: {why}; its events will be missing");
+        }
+        if attached.is_empty() {
+            return Err(ProbeError::NothingAttached);
+        }
+
+        let events = ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS", "missing from the object".into()))?;
+        let events = RingBuf::try_from(events).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?;
+        let stats = ebpf
+            .take_map("STATS")
+            .ok_or(ProbeError::Map("STATS", "missing from the object".into()))?;
+        let stats = PerCpuArray::try_from(stats).map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
+        Ok((
+            Probes {
+                _ebpf: ebpf,
+                stats,
+                attached,
+                missing,
+                ringbuf_bytes: cfg.ringbuf_bytes,
+                offsets,
+            },
+            events,
+        ))
+    }
+
+    /// Sums the per-CPU kernel counters.
+    pub fn kernel_stats(&self) -> Result<KernelStats, ProbeError> {
+        let per_cpu = self
+            .stats
+            .get(&0, 0)
+            .map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
+        let mut total = Stats::default();
+        for s in per_cpu.iter() {
+            for i in 0..KIND_SLOTS {
+                total.emitted[i] += s.emitted[i];
+                total.dropped[i] += s.dropped[i];
+                total.read_errors[i] += s.read_errors[i];
+            }
+        }
+        Ok(KernelStats(total))
+    }
+}
+
+/// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304`.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
+        .iter()
+        .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+        .unwrap_or((lower.clone(), 1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 8M, 512K, 4194304)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .filter(|b| *b <= u32::MAX as u64)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("8G").is_err());
+    }
+}

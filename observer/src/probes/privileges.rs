@@ -1,0 +1,48 @@
+//! What loading eBPF needs from the process: capabilities and, on kernels before 5.11
+//! (no memcg accounting of BPF memory), a raised RLIMIT_MEMLOCK.
+
+use aya::util::KernelVersion;
+
+use super::ProbeError;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability mask of this process, from /proc/self/status.
+pub fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+pub fn check() -> Result<(), ProbeError> {
+    let caps = effective_caps().unwrap_or(0);
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(ProbeError::NotPrivileged)
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK to infinity. Failure matters only before 5.11; there it is a warning
+/// (the load then fails with a clear EPERM if the limit really is too low).
+pub fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        let err = std::io::Error::last_os_error();
+        let needs_it = KernelVersion::current()
+            .map(|v| v < KernelVersion::new(5, 11, 0))
+            .unwrap_or(true);
+        if needs_it {
+            log::warn!("raising RLIMIT_MEMLOCK failed ({err}); loading may fail on this kernel");
+        } else {
+            log::debug!("raising RLIMIT_MEMLOCK failed ({err}); not needed on this kernel");
+        }
+    }
+}

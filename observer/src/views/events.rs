@@ -1,0 +1,211 @@
+//! How one kernel event is shown: a JSON object per line (`observer events --json`, the
+//! agent's event stream) or a readable line.
+
+use std::fmt::Write as _;
+
+use observer_common::{TaskInfo, NS_COUNT, NS_NAMES};
+use serde::Serialize;
+
+use crate::events::{c_str, exit_status, split_args, Event, TaskInfoExt};
+
+#[derive(Serialize)]
+pub struct EventJson<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Boot-clock ns at the event (same clock as start_time_ns).
+    pub time_ns: u64,
+    pub cpu: u32,
+    /// Host tgid.
+    pub pid: u32,
+    /// Host tid.
+    pub tid: u32,
+    /// Host tgid of the real parent.
+    pub ppid: u32,
+    /// Host level first, innermost last.
+    pub ns_pids: &'a [u32],
+    pub ns: NsJson,
+    pub cgroup_id: u64,
+    pub start_time_ns: u64,
+    pub comm: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    /// True when a kernel read failed for this event (some fields may read 0).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_error: bool,
+    #[serde(flatten)]
+    pub detail: Detail<'a>,
+}
+
+/// The 9 namespace inodes by /proc/<pid>/ns name; null when unknown.
+pub struct NsJson([u32; NS_COUNT]);
+
+impl Serialize for NsJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(NS_COUNT))?;
+        for (name, v) in NS_NAMES.iter().zip(self.0) {
+            m.serialize_entry(name, &(v != 0).then_some(v))?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Detail<'a> {
+    Fork {
+        parent_tid: u32,
+        is_thread: bool,
+    },
+    Exec {
+        filename: &'a str,
+        argv: Vec<String>,
+        old_tid: u32,
+    },
+    Exit {
+        exit_code: Option<u8>,
+        signal: Option<u8>,
+        core_dumped: bool,
+        /// Raw wait(2) status.
+        status: u32,
+        leader: bool,
+        group_dead: bool,
+    },
+    Ns {
+        ret: i64,
+    },
+    CgroupAttach {
+        cgroup_path: &'a str,
+        dst_cgroup_id: u64,
+        hierarchy_id: u32,
+        level: u32,
+        threadgroup: bool,
+    },
+    None {},
+}
+
+impl<'a> EventJson<'a> {
+    pub fn new(ev: &'a Event) -> Self {
+        let h = ev.header();
+        let t: &TaskInfo = ev.task();
+        let detail = match ev {
+            Event::Fork(e) => Detail::Fork {
+                parent_tid: e.parent_tid,
+                is_thread: e.is_thread != 0,
+            },
+            Event::Exec(e) => Detail::Exec {
+                filename: c_str(&e.filename),
+                argv: split_args(&e.args, e.args_len as usize).collect(),
+                old_tid: e.old_tid,
+            },
+            Event::Exit(e) => {
+                let st = exit_status(e.exit_code);
+                Detail::Exit {
+                    exit_code: st.code,
+                    signal: st.signal,
+                    core_dumped: st.core_dumped,
+                    status: e.exit_code,
+                    leader: e.is_leader != 0,
+                    group_dead: e.group_dead != 0,
+                }
+            }
+            Event::Setns(e) | Event::Unshare(e) => Detail::Ns { ret: e.ret },
+            Event::CgroupAttach(e) => Detail::CgroupAttach {
+                cgroup_path: c_str(&e.path),
+                dst_cgroup_id: e.dst_cgroup_id,
+                hierarchy_id: e.hierarchy_id,
+                level: e.dst_level,
+                threadgroup: e.threadgroup != 0,
+            },
+            Event::Free(_) => Detail::None {},
+        };
+        EventJson {
+            kind: ev.kind().name(),
+            time_ns: h.ktime_ns,
+            cpu: h.cpu,
+            pid: h.tgid,
+            tid: h.pid,
+            ppid: t.ppid,
+            ns_pids: t.ns_pids(),
+            ns: NsJson(t.ns),
+            cgroup_id: t.cgroup_id,
+            start_time_ns: t.start_time_ns,
+            comm: t.comm_str(),
+            uid: t.uid,
+            gid: t.gid,
+            read_error: t.flags & observer_common::TASK_FLAG_READ_ERROR != 0,
+            detail,
+        }
+    }
+}
+
+/// One readable line: boot time, type, pid/tid, ppid, NSpid chain, comm, then the details.
+pub fn text_line(ev: &Event) -> String {
+    let h = ev.header();
+    let t = ev.task();
+    let mut s = String::with_capacity(160);
+    let chain = t
+        .ns_pids()
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    let _ = write!(
+        s,
+        "{:>6}.{:06} {:<13} pid={:<7} tid={:<7} ppid={:<7} nspid={:<12} {:<16}",
+        h.ktime_ns / 1_000_000_000,
+        (h.ktime_ns % 1_000_000_000) / 1000,
+        ev.kind().name(),
+        h.tgid,
+        h.pid,
+        t.ppid,
+        if chain.is_empty() { "-".to_string() } else { chain },
+        t.comm_str(),
+    );
+    match ev {
+        Event::Fork(e) => {
+            let _ = write!(s, " by={}{}", e.parent_tid, if e.is_thread != 0 { " thread" } else { "" });
+        }
+        Event::Exec(e) => {
+            let argv: Vec<String> = split_args(&e.args, e.args_len as usize).collect();
+            let _ = write!(s, " {} [{}]", c_str(&e.filename), argv.join(" "));
+        }
+        Event::Exit(e) => {
+            let st = exit_status(e.exit_code);
+            match (st.code, st.signal) {
+                (Some(c), _) => {
+                    let _ = write!(s, " code={c}");
+                }
+                (_, Some(sig)) => {
+                    let _ = write!(s, " signal={sig}{}", if st.core_dumped { " (core)" } else { "" });
+                }
+                _ => {}
+            }
+            if e.is_leader == 0 {
+                s.push_str(" thread");
+            }
+            if e.group_dead != 0 {
+                s.push_str(" group-dead");
+            }
+        }
+        Event::Setns(_) | Event::Unshare(_) => {
+            let _ = write!(
+                s,
+                " mnt={} pid={} pid_for_children={} net={} uts={} ipc={} cgroup={} user={}",
+                t.ns[observer_common::NS_MNT],
+                t.ns[observer_common::NS_PID],
+                t.ns[observer_common::NS_PID_FOR_CHILDREN],
+                t.ns[observer_common::NS_NET],
+                t.ns[observer_common::NS_UTS],
+                t.ns[observer_common::NS_IPC],
+                t.ns[observer_common::NS_CGROUP],
+                t.ns[observer_common::NS_USER],
+            );
+        }
+        Event::CgroupAttach(e) => {
+            let _ = write!(s, " -> {} (hierarchy {}, id {})", c_str(&e.path), e.hierarchy_id, e.dst_cgroup_id);
+        }
+        Event::Free(_) => {}
+    }
+    s
+}
