@@ -118,7 +118,7 @@ macro_rules! reserve {
 #[inline(always)]
 fn finish(kind: EventKind, r: &Reader) {
     count(kind, Counter::Emitted);
-    if r.failed {
+    if r.failed() {
         count(kind, Counter::ReadError);
     }
 }
@@ -159,7 +159,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         && unsafe { bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut ev.filename) }
             .is_err()
     {
-        r.failed = true;
+        r.fail();
     }
 
     // argv of the new image: [mm->arg_start, mm->arg_end) in user memory of the current task.
@@ -179,7 +179,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         if ret == 0 {
             ev.args_len = len as u32;
         } else {
-            r.failed = true;
+            r.fail();
         }
     }
     entry.submit(0);
@@ -275,7 +275,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     if path != 0
         && unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut ev.path) }.is_err()
     {
-        r.failed = true;
+        r.fail();
     }
     entry.submit(0);
     finish(kind, &r);

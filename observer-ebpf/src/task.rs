@@ -2,10 +2,13 @@
 //! offsets the loader found in this kernel's BTF (observer_common::Offsets).
 //!
 //! Every read goes through `bpf_probe_read_kernel` at `base + offset`: a member the running
-//! kernel lacks (offset ABSENT) or a NULL pointer on the way (nsproxy is gone once a task is
-//! freed) yields 0 without counting as an error; a failed read sets TASK_FLAG_READ_ERROR.
+//! kernel lacks (offset ABSENT) yields 0 without counting as an error, as do the pointers
+//! that are legitimately NULL once a task is freed (thread_pid, nsproxy), which are checked;
+//! any other failed read yields 0 and sets TASK_FLAG_READ_ERROR.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use core::mem::{size_of, MaybeUninit};
+
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use observer_common::{
     TaskInfo, ABSENT, COMM_LEN, MAX_PID_LEVELS, NS_CGROUP, NS_COUNT, NS_IPC, NS_MNT, NS_NET,
     NS_PID, NS_PID_FOR_CHILDREN, NS_TIME, NS_USER, NS_UTS, TASK_FLAG_PID_LEVELS_TRUNCATED,
@@ -14,29 +17,47 @@ use observer_common::{
 
 use crate::off;
 
-/// Accumulates whether any read failed while filling one event.
+/// Reads kernel memory without branching on the outcome: the helper zeroes its destination
+/// when a read faults, and the return codes are OR-ed into `err`. Branch-free reads keep the
+/// verifier's state count small; with a branch per read, kernels before ~6.8 give up on the
+/// fork program ("BPF program is too large", 1M instructions processed on 6.1).
 pub struct Reader {
-    pub failed: bool,
+    err: i64,
 }
 
 impl Reader {
     pub const fn new() -> Self {
-        Reader { failed: false }
+        Reader { err: 0 }
     }
 
-    /// Reads a `T` at `base + off`; 0/default when the member is absent or `base` is NULL.
+    pub fn failed(&self) -> bool {
+        self.err != 0
+    }
+
+    pub fn fail(&mut self) {
+        self.err = -1;
+    }
+
+    /// Reads a `T` at `base + off`; zero when the member is absent in this kernel (`off` is a
+    /// load-time constant, so the verifier drops the untaken side) or the read faults.
     #[inline(always)]
-    pub fn read<T: Copy + Default>(&mut self, base: u64, off: u32) -> T {
-        if base == 0 || off == ABSENT {
-            return T::default();
+    pub fn read<T: Copy>(&mut self, base: u64, off: u32) -> T {
+        if off == ABSENT {
+            // SAFETY: only used with integer and integer-array types.
+            return unsafe { core::mem::zeroed() };
         }
-        match unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) } {
-            Ok(v) => v,
-            Err(_) => {
-                self.failed = true;
-                T::default()
-            }
-        }
+        let mut v = MaybeUninit::<T>::uninit();
+        // SAFETY: the helper writes size_of::<T>() bytes to `v` (zeros on failure).
+        let ret = unsafe {
+            bpf_probe_read_kernel(
+                v.as_mut_ptr().cast(),
+                size_of::<T>() as u32,
+                base.wrapping_add(off as u64) as *const _,
+            )
+        };
+        self.err |= ret;
+        // SAFETY: fully written by the helper either way.
+        unsafe { v.assume_init() }
     }
 
     /// Follows a pointer member, then reads a u32 at `inner_off` of what it points to.
@@ -113,7 +134,7 @@ pub fn fill_task(task: u64, t: &mut TaskInfo, r: &mut Reader) {
     t.pid_level = level;
     t.ns_pids = ns_pids;
     t.ns = ns;
-    if r.failed {
+    if r.failed() {
         flags |= TASK_FLAG_READ_ERROR;
     }
     t.flags = flags;

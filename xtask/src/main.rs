@@ -2,6 +2,7 @@
 
 mod setup;
 mod util;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt,
@@ -34,8 +35,24 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run every test (as root: they load real eBPF programs).
+    /// Run the eBPF tests inside qemu on Debian kernels (5.10, 6.1, 6.12, newest).
+    VmTest {
+        /// Comma-separated kernels to boot.
+        #[arg(long, value_delimiter = ',', default_values_t = vm::DEFAULT_KERNELS.iter().map(|k| k.to_string()))]
+        kernels: Vec<String>,
+        /// Look for newer kernel packages instead of using the cached ones.
+        #[arg(long)]
+        refresh: bool,
+        /// Per-kernel time limit in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
+    /// Set up, build and run every test (as root: they load real eBPF programs): the host
+    /// tests, then the kernel matrix in qemu.
     Test {
+        /// Skip the kernel matrix (quicker local loops).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -72,7 +89,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let err = Command::new(root().join("target/release/observer")).args(&args).exec();
             bail!("starting observer: {err}")
         }
-        Cmd::Test { args } => {
+        Cmd::VmTest { kernels, refresh, timeout } => {
+            if !is_root() {
+                bail!("vm-test installs packages and builds an initramfs: run it as root");
+            }
+            setup::setup(true)?;
+            vm::vm_test(vm::VmArgs { kernels, refresh, timeout: std::time::Duration::from_secs(timeout) })
+        }
+        Cmd::Test { no_vm, args } => {
             if !is_root() {
                 bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
             }
@@ -81,7 +105,15 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 .current_dir(root())
                 .args(["test", "--release", "--locked", "--workspace", "--exclude", "observer-ebpf"])
                 .args(&args)
-                .args(["--", "--test-threads=1"]))
+                .args(["--", "--test-threads=1"]))?;
+            if no_vm {
+                return Ok(());
+            }
+            vm::vm_test(vm::VmArgs {
+                kernels: vm::DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
+                refresh: false,
+                timeout: std::time::Duration::from_secs(900),
+            })
         }
     }
 }

@@ -115,3 +115,12 @@ fn bpf_linker() -> Result<()> {
     }
     Ok(())
 }
+
+/// Adds a rustup target to the stable toolchain when missing (the VM matrix needs musl).
+pub fn rust_target(target: &str) -> Result<()> {
+    let installed = output(Command::new("rustup").args(["+stable", "target", "list", "--installed"])).unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["+stable", "target", "add", target]))
+}

@@ -13,8 +13,10 @@ use std::{
 
 use serde_json::Value;
 
-pub fn observer_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_observer")
+/// The binary under test: the one cargo built, or $OBSERVER_BIN (the VM matrix copies a
+/// static build into its initramfs).
+pub fn observer_bin() -> String {
+    std::env::var("OBSERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_observer").to_string())
 }
 
 pub fn observer() -> Command {

@@ -1,0 +1,104 @@
+//! The guest's root filesystem: busybox, a few util-linux tools with their libraries, the
+//! static observer binary, the static test binaries and an /init that runs every test on its
+//! own and prints one parseable line per test.
+
+use std::{
+    fs,
+    os::unix::fs::{symlink, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result};
+
+use crate::util::{output, run};
+
+/// Host tools copied with their shared libraries (busybox's applets differ in flags).
+const HOST_TOOLS: &[&str] = &["/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/setpriv"];
+
+/// Prefix of every line the runner parses.
+pub const TAG: &str = "observer-vm:";
+
+const INIT: &str = r#"#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin OBSERVER_BIN=/bin/observer HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /sys/fs/cgroup /dev/pts && mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# tracefs is left unmounted on purpose: observer mounts it when it is missing.
+echo "observer-vm: kernel $(uname -r)"
+for bin in /tests/*; do
+  b=$(basename "$bin")
+  "$bin" --list --format terse 2>/dev/null | sed -n 's/: test$//p' > /tmp/list
+  while read -r t; do
+    echo "observer-vm: start $b::$t"
+    "$bin" --exact "$t" --test-threads=1 --nocapture > /tmp/out 2>&1 < /dev/null
+    rc=$?
+    if [ $rc -eq 0 ]; then
+      why=$(sed -n 's/^observer-test-skip: //p' /tmp/out | head -n 1)
+      if [ -n "$why" ]; then echo "observer-vm: result $b::$t skip $why"
+      else echo "observer-vm: result $b::$t pass"; fi
+    else
+      sed 's/^/  | /' /tmp/out | tail -n 60
+      echo "observer-vm: result $b::$t fail"
+    fi
+  done < /tmp/list
+done
+echo "observer-vm: done"
+poweroff -f
+"#;
+
+/// Builds `out` (a gzip'd newc cpio) from the given binaries.
+pub fn build(work: &Path, observer: &Path, tests: &[(String, PathBuf)], out: &Path) -> Result<()> {
+    let root = work.join("root");
+    let _ = fs::remove_dir_all(&root);
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "tests", "var/lib"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    let busybox = Path::new("/bin/busybox");
+    fs::copy(busybox, root.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    let applets = output(Command::new(busybox).arg("--list")).context("busybox --list")?;
+    for a in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        let _ = symlink("busybox", root.join("bin").join(a));
+    }
+    for tool in HOST_TOOLS {
+        copy_with_libs(Path::new(tool), &root)?;
+    }
+    fs::copy(observer, root.join("bin/observer"))?;
+    for (name, path) in tests {
+        fs::copy(path, root.join("tests").join(name))?;
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    let init = root.join("init");
+    fs::write(&init, INIT)?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    run(Command::new("sh").current_dir(&root).arg("-c").arg(format!(
+        "find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'",
+        out.display()
+    )))
+}
+
+/// Copies an ELF binary and the shared libraries `ldd` lists to the same paths under `root`.
+fn copy_with_libs(bin: &Path, root: &Path) -> Result<()> {
+    let ldd = output(Command::new("ldd").arg(bin)).with_context(|| format!("ldd {}", bin.display()))?;
+    let mut files = vec![bin.to_path_buf()];
+    for l in ldd.lines() {
+        let path = match l.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => l.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in files {
+        let dst = root.join(f.strip_prefix("/").unwrap_or(&f));
+        fs::create_dir_all(dst.parent().unwrap())?;
+        fs::copy(&f, &dst).with_context(|| format!("copying {}", f.display()))?;
+    }
+    Ok(())
+}

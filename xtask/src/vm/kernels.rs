@@ -1,0 +1,188 @@
+//! Debian kernel packages for the VM matrix: resolve the newest package of a series in the
+//! suite that carries it, download it once with `apt-get download` (private sources lists for
+//! suites the host lacks), extract vmlinuz with `dpkg -x`, cache under .vm-cache/kernels.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{output, run};
+
+/// A kernel of the matrix: how the user names it and where Debian has it.
+pub struct KernelSeries {
+    pub label: &'static str,
+    suites: &'static [&'static str],
+    /// Package-name regex for `apt-cache search --names-only`.
+    pattern: &'static str,
+}
+
+pub const SERIES: &[KernelSeries] = &[
+    KernelSeries {
+        label: "5.10",
+        suites: &["bullseye", "bullseye-security"],
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-amd64$",
+    },
+    KernelSeries {
+        label: "6.1",
+        suites: &["bookworm", "bookworm-security"],
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+    },
+    KernelSeries {
+        label: "6.12",
+        suites: &["bookworm", "bookworm-security"],
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+    },
+    // The newest kernel Debian ships: unstable's.
+    KernelSeries {
+        label: "newest",
+        suites: &["sid"],
+        pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-amd64$",
+    },
+];
+
+pub fn series(label: &str) -> Result<&'static KernelSeries> {
+    SERIES.iter().find(|s| s.label == label).with_context(|| {
+        let known: Vec<_> = SERIES.iter().map(|s| s.label).collect();
+        format!("unknown kernel `{label}` (known: {})", known.join(", "))
+    })
+}
+
+/// A private apt configuration for one set of suites, so the host's sources stay untouched.
+struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    fn new(cache: &Path, suites: &[&str]) -> Result<Apt> {
+        let dir = cache.join("apt").join(suites.join("+"));
+        fs::create_dir_all(dir.join("lists/partial"))?;
+        fs::create_dir_all(dir.join("cache/archives/partial"))?;
+        let mut list = String::new();
+        for s in suites {
+            let base = if s.ends_with("-security") { "debian-security" } else { "debian" };
+            list.push_str(&format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/{base} {s} main\n"
+            ));
+        }
+        fs::write(dir.join("sources.list"), list)?;
+        Ok(Apt { dir })
+    }
+
+    fn opts(&self, cmd: &mut Command) {
+        let d = self.dir.display();
+        for o in [
+            format!("Dir::Etc::SourceList={d}/sources.list"),
+            "Dir::Etc::SourceParts=/dev/null".to_string(),
+            format!("Dir::State::Lists={d}/lists"),
+            format!("Dir::Cache={d}/cache"),
+            "APT::Sandbox::User=root".to_string(),
+        ] {
+            cmd.arg("-o").arg(o);
+        }
+    }
+
+    fn update(&self) -> Result<()> {
+        let mut c = Command::new("apt-get");
+        self.opts(&mut c);
+        run(c.args(["-q", "update"]))
+    }
+
+    fn newest(&self, pattern: &str) -> Option<String> {
+        let mut c = Command::new("apt-cache");
+        self.opts(&mut c);
+        let out = output(c.args(["search", "--names-only", pattern]))?;
+        let mut names: Vec<String> = out.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.pop()
+    }
+
+    fn download(&self, pkg: &str, into: &Path) -> Result<()> {
+        let mut c = Command::new("apt-get");
+        self.opts(&mut c);
+        run(c.current_dir(into).args(["-q", "download", pkg]))
+    }
+}
+
+/// Numeric fields of a package name, for ordering 6.1.0-9 before 6.1.0-10.
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+}
+
+/// A kernel ready to boot.
+pub struct Kernel {
+    pub label: String,
+    pub package: String,
+    pub vmlinuz: PathBuf,
+}
+
+/// Returns the cached kernel of a series, fetching it when absent. With `refresh`, looks for
+/// a newer package first.
+pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
+    let dir = cache.join("kernels").join(s.label);
+    let marker = dir.join("package");
+    if !refresh {
+        if let Ok(pkg) = fs::read_to_string(&marker) {
+            let vmlinuz = dir.join("vmlinuz");
+            if vmlinuz.is_file() {
+                return Ok(Kernel { label: s.label.into(), package: pkg.trim().into(), vmlinuz });
+            }
+        }
+    }
+    let apt = Apt::new(cache, s.suites)?;
+    apt.update()?;
+    let pkg = apt
+        .newest(s.pattern)
+        .with_context(|| format!("no package matching {} in {:?}", s.pattern, s.suites))?;
+    if fs::read_to_string(&marker).is_ok_and(|p| p.trim() == pkg) && dir.join("vmlinuz").is_file() {
+        return Ok(Kernel { label: s.label.into(), package: pkg, vmlinuz: dir.join("vmlinuz") });
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    eprintln!("vm-test: fetching {pkg}");
+    let x = dir.join("x");
+    extract(&apt, &pkg, &dir, &x)?;
+    if find_prefixed(&x, "vmlinuz").is_none() {
+        // Newer Debian kernels (≥ 6.17 in sid) moved the image into linux-binary-<version>.
+        let binary = pkg.replacen("linux-image-", "linux-binary-", 1);
+        extract(&apt, &binary, &dir, &x)?;
+    }
+    let image = find_prefixed(&x, "vmlinuz").context("no vmlinuz in the kernel packages")?;
+    fs::rename(&image, dir.join("vmlinuz"))?;
+    if let Some(cfg) = find_prefixed(&x, "config") {
+        fs::rename(cfg, dir.join("config"))?;
+    }
+    fs::remove_dir_all(&x)?;
+    fs::write(&marker, &pkg)?;
+    if !dir.join("vmlinuz").is_file() {
+        bail!("extracting {pkg} failed");
+    }
+    Ok(Kernel { label: s.label.into(), package: pkg, vmlinuz: dir.join("vmlinuz") })
+}
+
+/// Downloads `pkg` into `dir`, extracts it into `x` and deletes the .deb.
+fn extract(apt: &Apt, pkg: &str, dir: &Path, x: &Path) -> Result<()> {
+    apt.download(pkg, dir)?;
+    let deb = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download produced no .deb")?;
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(x))?;
+    fs::remove_file(&deb)?;
+    Ok(())
+}
+
+/// A file named `prefix*` in the places Debian kernel packages put the image and its config:
+/// `boot/` (up to 6.16) or `usr/lib/modules/<version>/` (later).
+fn find_prefixed(x: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut dirs = vec![x.join("boot")];
+    if let Ok(rd) = fs::read_dir(x.join("usr/lib/modules")) {
+        dirs.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    dirs.iter().filter_map(|d| fs::read_dir(d).ok()).flatten().filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+        p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+    })
+}

@@ -1,0 +1,115 @@
+//! Boots one kernel with the test initramfs under qemu and collects the guest's result lines.
+//! The guest powers off when done; the runner kills qemu on a kernel panic, soft lockup or
+//! timeout, and keeps the whole console log.
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc::{channel, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use super::initramfs::TAG;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skip(String),
+}
+
+pub struct Boot {
+    pub results: Vec<(String, Outcome)>,
+    /// Why the run ended early (panic, lockup, timeout, qemu failure), if it did.
+    pub aborted: Option<String>,
+    pub seconds: f64,
+}
+
+const FATAL: &[&str] = &["Kernel panic", "soft lockup", "BUG: ", "Oops: "];
+
+pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration, accel: &str) -> Result<Boot> {
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", accel, "-cpu", "max", "-smp", "2", "-m", "1536", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let (tx, rx) = channel();
+    let out = child.stdout.take().unwrap();
+    let tx2 = tx.clone();
+    thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let err = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("qemu: {l}"));
+        }
+    });
+    let mut logf = File::create(log)?;
+    let deadline = started + timeout;
+    let mut results = Vec::new();
+    let mut aborted = None;
+    let mut done = false;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                let line = line.trim_end_matches('\r').to_string();
+                writeln!(logf, "{line}")?;
+                if let Some(rest) = line.strip_prefix(TAG) {
+                    let rest = rest.trim();
+                    if let Some(r) = rest.strip_prefix("result ") {
+                        let mut f = r.splitn(3, ' ');
+                        let name = f.next().unwrap_or("?").to_string();
+                        let outcome = match f.next() {
+                            Some("pass") => Outcome::Pass,
+                            Some("skip") => Outcome::Skip(f.next().unwrap_or("").to_string()),
+                            _ => Outcome::Fail,
+                        };
+                        eprintln!("  {name}: {outcome:?}");
+                        results.push((name, outcome));
+                    } else if rest == "done" {
+                        done = true;
+                    } else if let Some(k) = rest.strip_prefix("kernel ") {
+                        eprintln!("  booted {k} after {:.1}s", started.elapsed().as_secs_f64());
+                    }
+                } else if let Some(f) = FATAL.iter().find(|f| line.contains(*f)) {
+                    aborted = Some(format!("guest kernel reported `{f}`: {line}"));
+                    // Keep the trace that follows in the log.
+                    let until = Instant::now() + Duration::from_secs(3);
+                    while let Ok(l) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        writeln!(logf, "{}", l.trim_end_matches('\r'))?;
+                    }
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                aborted = Some(format!("timed out after {}s", timeout.as_secs()));
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if aborted.is_some() {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    if aborted.is_none() && !done {
+        aborted = Some(format!("guest stopped before finishing (qemu {status})"));
+    }
+    Ok(Boot { results, aborted, seconds: started.elapsed().as_secs_f64() })
+}
