@@ -139,9 +139,11 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         filter,
     };
     loop {
-        let mut emit = |ev| sink.emit(ev);
         tokio::select! {
-            r = reader.next_batch(&mut emit) => { r.context("reading the ring buffer")?; }
+            r = reader.readable() => {
+                r.context("waiting on the ring buffer")?;
+                reader.drain(&mut |ev| sink.emit(ev));
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }

@@ -46,16 +46,12 @@ impl EventReader {
         drain_ring(self.fd.get_mut(), &mut self.stats, f)
     }
 
-    /// Waits until the ring buffer has data, then drains it.
-    pub async fn next_batch(&mut self, f: &mut impl FnMut(Event)) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable_mut().await?;
-            let n = drain_ring(guard.get_inner_mut(), &mut self.stats, f);
-            guard.clear_ready();
-            if n > 0 {
-                return Ok(n);
-            }
-        }
+    /// Waits until the ring buffer has data; `drain` then takes it. Readiness is cleared
+    /// before draining, so a record that lands during the drain wakes the next wait.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        let mut guard = self.fd.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
     }
 }
 

@@ -1,3 +1,8 @@
 //! Presentation: how events and process state are rendered for people and programs.
 
 pub mod events;
+pub mod lists;
+pub mod model;
+pub mod select;
+pub mod text;
+pub mod tree;

@@ -1,0 +1,187 @@
+//! `observer agent`: loads the probes, seeds the table from /proc, then applies kernel
+//! events as they come while serving the API. This task is the table's only owner: API
+//! handlers send it requests and get snapshots back.
+//!
+//! Start order: the ring buffer is open and the programs attached before /proc is scanned,
+//! so whatever starts during the scan is in the buffer and applied right after the seed.
+
+mod server;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{broadcast, mpsc, oneshot},
+};
+
+use crate::{
+    api::{ApiState, Request},
+    containers::{cgroupfs::CgroupFs, names::{Resolver, StateDirs}},
+    events::reader::EventReader,
+    probes::{ProbeConfig, Probes},
+    table::{scan, Table},
+    views::model::boot_now_ns,
+};
+
+pub struct AgentConfig {
+    pub probes: ProbeConfig,
+    pub listen: SocketAddr,
+    pub socket: PathBuf,
+    pub reconcile_every: Duration,
+    pub state_dirs: StateDirs,
+}
+
+/// A reconciliation scan running on a blocking thread.
+struct ScanJob {
+    started_ns: u64,
+    rx: oneshot::Receiver<(Vec<scan::Scanned>, Duration)>,
+}
+
+fn start_scan() -> ScanJob {
+    let (tx, rx) = oneshot::channel();
+    let started_ns = boot_now_ns();
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let s = scan::scan_all();
+        let _ = tx.send((s, t.elapsed()));
+    });
+    ScanJob { started_ns, rx }
+}
+
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (probes, ring) = Probes::load(&cfg.probes)?;
+    let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
+    let host_pidns = scan::ns_inode(std::process::id(), "pid");
+    let cgroupfs = CgroupFs::discover();
+    let mut table = Table::new(host_pidns, cgroupfs.clone());
+
+    let t = Instant::now();
+    let scans = tokio::task::spawn_blocking(scan::scan_all).await?;
+    let mut last_scan = t.elapsed();
+    table.seed(&scans, boot_now_ns());
+    let buffered = reader.drain(&mut |ev| table.apply(&ev));
+    log::info!(
+        "seeded {} processes from /proc in {:.0} ms, then applied {buffered} events buffered meanwhile",
+        table.len(),
+        last_scan.as_secs_f64() * 1e3
+    );
+
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
+    let (ev_tx, _) = broadcast::channel(8192);
+    let state = ApiState {
+        requests: req_tx,
+        events: ev_tx.clone(),
+        resolver: Arc::new(Mutex::new(Resolver::new(cfg.state_dirs.clone()))),
+        cgroupfs: Arc::new(cgroupfs),
+    };
+    let servers = server::start(&cfg, state).await?;
+    eprintln!(
+        "observer agent: {} processes, {} containers; API on http://{} and {}",
+        table.len(),
+        table.summaries().len(),
+        servers.tcp_addr,
+        cfg.socket.display()
+    );
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut reconcile = tokio::time::interval(cfg.reconcile_every);
+    reconcile.tick().await; // the seed was the first scan
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(200));
+    let mut job: Option<ScanJob> = None;
+    let mut last_dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(0);
+    let mut reconciliations = 0u64;
+
+    loop {
+        tokio::select! {
+            r = reader.readable() => {
+                r.context("waiting on the ring buffer")?;
+                reader.drain(&mut |ev| {
+                    table.apply(&ev);
+                    if ev_tx.receiver_count() > 0 {
+                        let _ = ev_tx.send(ev);
+                    }
+                });
+                if table.has_pending() {
+                    table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
+                }
+            }
+            Some(req) = req_rx.recv() => match req {
+                Request::Snapshot(scope, tx) => { let _ = tx.send(table.snapshot(scope)); }
+                Request::MemberOf(pid, tx) => { let _ = tx.send(table.get(pid).and_then(|p| p.container)); }
+                Request::Status(tx) => {
+                    let k = probes.kernel_stats().unwrap_or_default();
+                    let kinds: Vec<_> = observer_common::EventKind::ALL.iter().map(|&kind| json!({
+                        "type": kind.name(),
+                        "emitted": k.emitted(kind),
+                        "dropped": k.dropped(kind),
+                        "read_errors": k.read_errors(kind),
+                        "received": reader.stats.received(kind),
+                        "applied": table.stats.applied[kind as usize],
+                    })).collect();
+                    let _ = tx.send(json!({
+                        "uptime_s": started.elapsed().as_secs_f64(),
+                        "processes": table.len(),
+                        "zombies": table.zombies(),
+                        "containers": table.summaries().len(),
+                        "events": kinds,
+                        "decode_errors": reader.stats.decode_errors,
+                        "ringbuf_bytes": probes.ringbuf_bytes,
+                        "attached": probes.attached,
+                        "missing": probes.missing,
+                        "corrections": table.stats.corrections,
+                        "reconciliations": reconciliations,
+                        "last_scan_ms": last_scan.as_secs_f64() * 1e3,
+                        "adoptions": {
+                            "subreaper": table.stats.adoptions[0],
+                            "namespace_init": table.stats.adoptions[1],
+                            "host_init": table.stats.adoptions[2],
+                        },
+                        "cgroup_walks": table.stats.cgroup_walks,
+                    }));
+                }
+            },
+            _ = reconcile.tick(), if job.is_none() => job = Some(start_scan()),
+            r = async { (&mut job.as_mut().expect("guarded").rx).await }, if job.is_some() => {
+                let started_ns = job.take().expect("guarded").started_ns;
+                if let Ok((scans, took)) = r {
+                    // Apply what happened during the scan first: the scan must not undo it.
+                    reader.drain(&mut |ev| table.apply(&ev));
+                    let fixes = table.reconcile(&scans, started_ns, boot_now_ns());
+                    last_scan = took;
+                    reconciliations += 1;
+                    if fixes > 0 {
+                        log::info!("reconciliation fixed {fixes} entries ({} processes)", table.len());
+                    }
+                }
+            }
+            _ = housekeeping.tick() => {
+                if table.has_pending() {
+                    table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
+                }
+                let dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(last_dropped);
+                if dropped > last_dropped {
+                    log::warn!("{} events lost (ring buffer full): reconciling with /proc now", dropped - last_dropped);
+                    last_dropped = dropped;
+                    if job.is_none() {
+                        job = Some(start_scan());
+                    }
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    servers.stop();
+    drop(probes);
+    eprintln!("observer agent: stopped");
+    Ok(())
+}

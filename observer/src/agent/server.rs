@@ -1,0 +1,65 @@
+//! The agent's listeners: TCP (127.0.0.1 by default) and the root-only unix socket. A stale
+//! socket file left by a crashed agent is replaced; a live one means another agent runs.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::AgentConfig;
+use crate::api::{router, ApiState};
+
+pub struct Servers {
+    pub tcp_addr: SocketAddr,
+    socket: PathBuf,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Servers {
+    pub fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+async fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!("another observer agent is already serving {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers> {
+    let unix = bind_unix(&cfg.socket).await?;
+    let tcp = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {} (choose another address with --listen)", cfg.listen))?;
+    let tcp_addr = tcp.local_addr()?;
+    let app = router(state);
+    let a = app.clone();
+    let t1 = tokio::spawn(async move {
+        if let Err(e) = axum::serve(tcp, a).await {
+            log::error!("HTTP server: {e}");
+        }
+    });
+    let t2 = tokio::spawn(async move {
+        if let Err(e) = axum::serve(unix, app).await {
+            log::error!("unix socket server: {e}");
+        }
+    });
+    Ok(Servers { tcp_addr, socket: cfg.socket.clone(), tasks: vec![t1, t2] })
+}

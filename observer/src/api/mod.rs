@@ -1,0 +1,179 @@
+//! The agent's read-only API: JSON over HTTP, served both on a root-only unix socket (for
+//! the CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools).
+//!
+//! Routes: `/healthz`, `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
+//! `/v1/containers/{ref}/tree`, `/v1/zombies`, `/v1/events[?type=a,b]` (NDJSON stream).
+
+pub mod client;
+pub mod service;
+
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::{
+    containers::{cgroupfs::CgroupFs, names::Resolver},
+    events::{kind_from_name, Event},
+    table::snapshot::{Scope, Snapshot},
+    views::{events::EventJson, model::ViewCtx},
+};
+use service::{ApiError, Source};
+
+pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
+/// Not in Prometheus' default-port allocations (its 9100–9999 exporter range is full).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
+
+/// Requests to the task that owns the table.
+pub enum Request {
+    Snapshot(Scope, oneshot::Sender<Snapshot>),
+    MemberOf(u32, oneshot::Sender<Option<u32>>),
+    Status(oneshot::Sender<serde_json::Value>),
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub requests: mpsc::Sender<Request>,
+    pub events: broadcast::Sender<Event>,
+    pub resolver: Arc<Mutex<Resolver>>,
+    pub cgroupfs: Arc<CgroupFs>,
+}
+
+/// Asks the table task from a blocking thread.
+struct AgentSource<'a>(&'a mpsc::Sender<Request>);
+
+impl Source for AgentSource<'_> {
+    fn snapshot(&self, scope: Scope) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.0.blocking_send(Request::Snapshot(scope, tx)).ok()?;
+        rx.blocking_recv().ok()
+    }
+
+    fn member_of(&self, pid: u32) -> Option<u32> {
+        let (tx, rx) = oneshot::channel();
+        self.0.blocking_send(Request::MemberOf(pid, tx)).ok()?;
+        rx.blocking_recv().ok().flatten()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = match self {
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Ambiguous { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let mut body = serde_json::to_value(&self).unwrap_or_default();
+        body["message"] = self.to_string().into();
+        (code, Json(body)).into_response()
+    }
+}
+
+/// Runs a view on a blocking thread (views read /proc and runtime state files).
+async fn blocking<T: Serialize + Send + 'static>(
+    st: ApiState,
+    f: impl FnOnce(&dyn Source, &mut ViewCtx) -> Result<T, ApiError> + Send + 'static,
+) -> Response {
+    let r = tokio::task::spawn_blocking(move || {
+        let src = AgentSource(&st.requests);
+        let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ctx = ViewCtx { now_ns: crate::views::model::boot_now_ns(), resolver: &mut resolver, cgroupfs: &st.cgroupfs };
+        f(&src, &mut ctx)
+    })
+    .await;
+    match r {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view failed: {e}")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ProcessesQuery {
+    container: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(rename = "type")]
+    types: Option<String>,
+}
+
+async fn status(State(st): State<ApiState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if st.requests.send(Request::Status(tx)).await.is_err() {
+        return ApiError::Unavailable.into_response();
+    }
+    match rx.await {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => ApiError::Unavailable.into_response(),
+    }
+}
+
+/// NDJSON stream of live events; a `{"type":"lost","count":N}` line marks events this
+/// subscriber missed because it read too slowly.
+async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
+    let mut mask = u32::MAX;
+    if let Some(t) = q.types.as_deref().filter(|t| !t.is_empty()) {
+        mask = 0;
+        for name in t.split(',') {
+            match kind_from_name(name.trim()) {
+                Some(k) => mask |= 1 << k as u32,
+                None => return (StatusCode::BAD_REQUEST, format!("unknown event type `{name}`\n")).into_response(),
+            }
+        }
+    }
+    let rx = st.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            let line = match rx.recv().await {
+                Ok(ev) if mask & (1 << ev.kind() as u32) != 0 => {
+                    let mut l = serde_json::to_vec(&EventJson::new(&ev)).unwrap_or_default();
+                    l.push(b'\n');
+                    l
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"type\":\"lost\",\"count\":{n}}}\n").into_bytes(),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            return Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx));
+        }
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+pub fn router(st: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/status", get(status))
+        .route(
+            "/v1/containers",
+            get(|State(st): State<ApiState>| async move { blocking(st, |s, c| service::containers(s, c)).await }),
+        )
+        .route(
+            "/v1/containers/{reference}/tree",
+            get(|State(st): State<ApiState>, Path(r): Path<String>| async move {
+                blocking(st, move |s, c| service::tree(s, c, &r)).await
+            }),
+        )
+        .route(
+            "/v1/processes",
+            get(|State(st): State<ApiState>, Query(q): Query<ProcessesQuery>| async move {
+                blocking(st, move |s, c| service::processes(s, c, q.container.as_deref())).await
+            }),
+        )
+        .route(
+            "/v1/zombies",
+            get(|State(st): State<ApiState>| async move { blocking(st, |s, c| service::zombies(s, c)).await }),
+        )
+        .route("/v1/events", get(events))
+        .with_state(st)
+}

@@ -1,0 +1,66 @@
+//! `observer agent`: the node agent.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::{
+    agent::{self, AgentConfig},
+    api::{DEFAULT_LISTEN, DEFAULT_SOCKET},
+    containers::names::StateDirs,
+    probes::{self, btf::DEFAULT_BTF, ProbeConfig},
+};
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// TCP address of the HTTP API and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Root-only unix socket the CLI talks to.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Ring buffer size (power of two, e.g. 8M).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = probes::parse_size)]
+    ringbuf_size: u32,
+    /// Kernel BTF to read struct layouts from.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_BTF)]
+    btf: PathBuf,
+    /// How often to reconcile the table with /proc (also done at once when events are lost).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    reconcile_interval: Duration,
+    /// Docker's data root (container names from containers/<id>/config.v2.json).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/docker")]
+    docker_root: PathBuf,
+    /// containerd state directories (task bundles with Kubernetes annotations); repeatable.
+    #[arg(long = "containerd-state", value_name = "DIR", default_values = ["/run/containerd"])]
+    containerd_state: Vec<PathBuf>,
+    /// containers/storage roots (podman, cri-o names); repeatable.
+    #[arg(long = "storage-root", value_name = "DIR", default_values = ["/var/lib/containers/storage", "/run/containers/storage"])]
+    storage_root: Vec<PathBuf>,
+}
+
+pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    if a.reconcile_interval < Duration::from_secs(1) {
+        anyhow::bail!("--reconcile-interval must be at least 1s");
+    }
+    let cfg = AgentConfig {
+        probes: ProbeConfig { ringbuf_bytes: a.ringbuf_size, btf: a.btf },
+        listen: a.listen,
+        socket: a.socket,
+        reconcile_every: a.reconcile_interval,
+        state_dirs: StateDirs {
+            docker: a.docker_root,
+            containerd: a.containerd_state,
+            storage: a.storage_root,
+            launcher: StateDirs::default().launcher,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(agent::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}

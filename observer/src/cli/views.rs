@@ -1,0 +1,150 @@
+//! `observer tree | ps | containers | zombies`: ask the agent over its socket; without an
+//! agent, build the same views from a one-shot /proc scan and say so on stderr.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{
+    api::{
+        client::{self, ClientError},
+        service::{self, ApiError, Source},
+        DEFAULT_SOCKET,
+    },
+    containers::{cgroupfs::CgroupFs, names::{Resolver, StateDirs}},
+    table::{scan, snapshot::{Scope, Snapshot}, Table},
+    views::{
+        lists,
+        model::{boot_now_ns, ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
+        text::Style,
+        tree,
+    },
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct ViewOpts {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: Format,
+    /// Leave out the header line of tables.
+    #[arg(long)]
+    no_headers: bool,
+    /// The agent's socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+pub enum View {
+    Tree(String),
+    Ps(Option<String>),
+    Containers,
+    Zombies,
+}
+
+/// A table built from one /proc scan, for when no agent runs.
+struct Local(Table);
+
+impl Source for Local {
+    fn snapshot(&self, scope: Scope) -> Option<Snapshot> {
+        Some(self.0.snapshot(scope))
+    }
+    fn member_of(&self, pid: u32) -> Option<u32> {
+        self.0.get(pid).and_then(|p| p.container)
+    }
+}
+
+fn api_path(v: &View) -> String {
+    let enc = |s: &str| s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>();
+    match v {
+        View::Tree(c) => format!("/v1/containers/{}/tree", enc(c)),
+        View::Ps(Some(c)) => format!("/v1/processes?container={}", enc(c)),
+        View::Ps(None) => "/v1/processes".into(),
+        View::Containers => "/v1/containers".into(),
+        View::Zombies => "/v1/zombies".into(),
+    }
+}
+
+enum Answer {
+    Json(serde_json::Value),
+    Error(ApiError),
+}
+
+fn local(view: &View) -> anyhow::Result<Answer> {
+    eprintln!("observer: no agent running; this is a one-shot /proc scan (zombie ages, exit codes and adoptions need `observer agent`)");
+    let host_pidns = scan::ns_inode(std::process::id(), "pid");
+    let cgroupfs = CgroupFs::discover();
+    let mut table = Table::new(host_pidns, cgroupfs.clone());
+    table.seed(&scan::scan_all(), boot_now_ns());
+    let src = Local(table);
+    let mut resolver = Resolver::new(StateDirs::default());
+    let mut ctx = ViewCtx { now_ns: boot_now_ns(), resolver: &mut resolver, cgroupfs: &cgroupfs };
+    fn to<T: Serialize>(r: Result<T, ApiError>) -> anyhow::Result<Answer> {
+        Ok(match r {
+            Ok(v) => Answer::Json(serde_json::to_value(v)?),
+            Err(e) => Answer::Error(e),
+        })
+    }
+    match view {
+        View::Tree(c) => to(service::tree(&src, &mut ctx, c)),
+        View::Ps(c) => to(service::processes(&src, &mut ctx, c.as_deref())),
+        View::Containers => to(service::containers(&src, &mut ctx)),
+        View::Zombies => to(service::zombies(&src, &mut ctx)),
+    }
+}
+
+fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match rt.block_on(client::get(&opts.socket, &api_path(view))) {
+        Ok((status, body)) => {
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .with_context(|| format!("agent answered {status} with: {}", String::from_utf8_lossy(&body)))?;
+            if status.is_success() {
+                Ok(Some(Answer::Json(v)))
+            } else {
+                let e: ApiError = serde_json::from_value(v.clone()).with_context(|| format!("agent error {status}: {v}"))?;
+                Ok(Some(Answer::Error(e)))
+            }
+        }
+        Err(ClientError::NoAgent { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn typed<T: DeserializeOwned>(v: serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(v).context("decoding the agent's answer (agent and CLI versions differ?)")
+}
+
+pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
+    let answer = match remote(&opts, &view)? {
+        Some(a) => a,
+        None => local(&view)?,
+    };
+    let v = match answer {
+        Answer::Json(v) => v,
+        Answer::Error(e) => {
+            eprintln!("observer: {}", e.explain());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if opts.output == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let style = Style { color: std::io::stdout().is_terminal() };
+    let text = match view {
+        View::Tree(_) => tree::render(&typed::<TreeView>(v)?, style),
+        View::Ps(_) => lists::render_ps(&typed::<Vec<ProcessView>>(v)?, opts.no_headers),
+        View::Containers => lists::render_containers(&typed::<Vec<ContainerView>>(v)?, opts.no_headers),
+        View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(v)?, opts.no_headers),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,170 @@
+//! The cgroup file systems of this host — cgroup2 and the v1 hierarchies, whichever are
+//! mounted (pure v2, v1, or hybrid with v2 at /sys/fs/cgroup/unified) — and the resource
+//! files of one cgroup: CPU, memory, pids and OOM kills, read from v2 where the controller
+//! lives there and from the v1 hierarchy otherwise.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default)]
+pub struct CgroupFs {
+    /// cgroup2 mount point.
+    pub v2: Option<PathBuf>,
+    /// Controllers enabled at the cgroup2 root (cgroup.controllers).
+    pub v2_controllers: Vec<String>,
+    /// v1 mount point per controller (`cpu`, `cpuacct`, `memory`, `pids`, `name=systemd`...).
+    pub v1: Vec<(String, PathBuf)>,
+}
+
+impl CgroupFs {
+    /// Reads /proc/self/mountinfo.
+    pub fn discover() -> CgroupFs {
+        let mut fs_ = CgroupFs::default();
+        let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
+            return fs_;
+        };
+        for m in mounts {
+            match m.fs_type.as_str() {
+                "cgroup2" if fs_.v2.is_none() => fs_.v2 = Some(m.mount_point.clone()),
+                "cgroup" => {
+                    for opt in m.super_options.keys() {
+                        let known = ["cpu", "cpuacct", "memory", "pids", "cpuset", "blkio", "devices", "freezer"];
+                        if known.contains(&opt.as_str()) || opt.starts_with("name=") {
+                            fs_.v1.push((opt.clone(), m.mount_point.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(v2) = &fs_.v2 {
+            fs_.v2_controllers = fs::read_to_string(v2.join("cgroup.controllers"))
+                .map(|s| s.split_whitespace().map(String::from).collect())
+                .unwrap_or_default();
+        }
+        fs_
+    }
+
+    pub fn v1_mount(&self, controller: &str) -> Option<&Path> {
+        self.v1.iter().find(|(c, _)| c == controller).map(|(_, p)| p.as_path())
+    }
+
+    /// Pure cgroup v2 (no v1 controller hierarchies).
+    pub fn is_pure_v2(&self) -> bool {
+        self.v2.is_some() && self.v1.iter().all(|(c, _)| c.starts_with("name="))
+    }
+
+    fn has_v2(&self, controller: &str) -> bool {
+        self.v2_controllers.iter().any(|c| c == controller)
+    }
+
+    /// Directory of `path` for `controller`: the cgroup2 tree when the controller is enabled
+    /// there, else its v1 hierarchy.
+    pub fn dir_for(&self, controller: &str, path: &str) -> Option<PathBuf> {
+        let rel = path.trim_start_matches('/');
+        if self.has_v2(controller) {
+            return self.v2.as_ref().map(|m| m.join(rel));
+        }
+        self.v1_mount(controller).map(|m| m.join(rel))
+    }
+
+    /// Inode (= cgroup v2 id) of a cgroup2 path.
+    pub fn v2_id(&self, path: &str) -> Option<u64> {
+        let m = self.v2.as_ref()?;
+        fs::metadata(m.join(path.trim_start_matches('/'))).ok().map(|md| md.ino())
+    }
+
+    /// Every cgroup2 directory with its id (inode), for resolving ids of cgroups entered
+    /// without an attach event (clone3 CLONE_INTO_CGROUP).
+    pub fn walk_v2(&self) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let Some(root) = &self.v2 else { return out };
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(md) = fs::metadata(&dir) else { continue };
+            let rel = dir.strip_prefix(root).map(|r| format!("/{}", r.display())).unwrap_or_default();
+            out.push((md.ino(), if rel == "/" { "/".into() } else { rel }));
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Resource use and limits of the cgroup at `path` (as in /proc/<pid>/cgroup).
+    pub fn resources(&self, path: &str) -> Resources {
+        let mut r = Resources::default();
+        let rel = path.trim_start_matches('/');
+        // cgroup2 keeps cpu.stat usage in every cgroup, controller enabled or not (this is
+        // what hybrid hosts have); v1 hosts have cpuacct.usage.
+        r.cpu_usage_ns = self
+            .v2
+            .as_ref()
+            .and_then(|v2| keyed(&v2.join(rel).join("cpu.stat"), "usage_usec"))
+            .map(|us| us * 1000)
+            .or_else(|| self.v1_mount("cpuacct").and_then(|m| read_u64(&m.join(rel).join("cpuacct.usage"))));
+        if let Some(d) = self.dir_for("memory", path) {
+            if self.has_v2("memory") {
+                r.memory_bytes = read_u64(&d.join("memory.current"));
+                r.memory_limit_bytes = read_limit(&d.join("memory.max"));
+                r.oom_kills = keyed(&d.join("memory.events"), "oom_kill");
+            } else {
+                r.memory_bytes = read_u64(&d.join("memory.usage_in_bytes"));
+                // v1 reports "no limit" as a huge page-rounded number.
+                r.memory_limit_bytes = read_u64(&d.join("memory.limit_in_bytes")).filter(|v| *v < (1u64 << 62));
+                r.oom_kills = keyed(&d.join("memory.oom_control"), "oom_kill");
+            }
+        }
+        if let Some(d) = self.dir_for("pids", path) {
+            r.pids = read_u64(&d.join("pids.current"));
+            r.pids_limit = read_limit(&d.join("pids.max"));
+        }
+        r
+    }
+}
+
+/// One cgroup's resource use; None where this host does not account it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_usage_ns: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// None: no limit.
+    pub memory_limit_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    /// None: no limit.
+    pub pids_limit: Option<u64>,
+    pub oom_kills: Option<u64>,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// A limit file: a number, or "max" for none.
+fn read_limit(p: &Path) -> Option<u64> {
+    let s = fs::read_to_string(p).ok()?;
+    let s = s.trim();
+    if s == "max" {
+        None
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// The value of `key` in a flat keyed file (`key value` lines: cpu.stat, memory.events).
+fn keyed(p: &Path, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(p).ok()?;
+    s.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}

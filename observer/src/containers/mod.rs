@@ -1,0 +1,268 @@
+//! Containers as the table sees them: cgroup paths interned once and attributed once (the
+//! parse result is cached per path), a registry of containers keyed by (runtime, id), and
+//! the pid-namespace rule for processes outside any runtime cgroup: a process entered with
+//! setns into a known container's pid namespace belongs to that container; otherwise a
+//! non-initial pid namespace forms a "bare" container keyed by its inode.
+
+pub mod cgroup;
+pub mod cgroupfs;
+pub mod names;
+
+use cgroup::{CgroupMatch, Role, Runtime};
+use rustc_hash::FxHashMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ContainerKey {
+    pub runtime: Runtime,
+    /// Runtime id (64 hex for docker/podman/CRI; any string for containerd/lxc/launcher;
+    /// the pid-ns inode for bare containers).
+    pub id: String,
+}
+
+/// Per-container event counters (monotonic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub forks: u64,
+    pub execs: u64,
+    pub exits: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub key: ContainerKey,
+    pub pod_uid: Option<String>,
+    /// containerd namespace when the cgroup path names it.
+    pub ctr_namespace: Option<String>,
+    /// Interned cgroup path of the container (for resource files); 0 for bare containers.
+    pub cgroup: u32,
+    /// The pid namespace of its processes (0 until a member in a non-host namespace is seen).
+    pub pidns: u32,
+    /// Live processes attributed to it (zombies included).
+    pub members: u32,
+    pub counters: Counters,
+}
+
+/// Index 0 of the path table: "no path known".
+pub const NO_PATH: u32 = 0;
+
+pub struct Registry {
+    paths: Vec<Box<str>>,
+    path_ids: FxHashMap<Box<str>, u32>,
+    /// Per interned path: the container it names and the role of processes in it.
+    path_match: Vec<Option<(u32, Role)>>,
+    containers: Vec<Container>,
+    by_key: FxHashMap<ContainerKey, u32>,
+    by_pidns: FxHashMap<u32, u32>,
+    /// cgroup v2 ids seen with their interned paths.
+    cgroup_ids: FxHashMap<u64, u32>,
+    host_pidns: u32,
+}
+
+impl Registry {
+    pub fn new(host_pidns: u32) -> Self {
+        Registry {
+            paths: vec!["".into()],
+            path_ids: FxHashMap::default(),
+            path_match: vec![None],
+            containers: Vec::new(),
+            by_key: FxHashMap::default(),
+            by_pidns: FxHashMap::default(),
+            cgroup_ids: FxHashMap::default(),
+            host_pidns,
+        }
+    }
+
+    pub fn host_pidns(&self) -> u32 {
+        self.host_pidns
+    }
+
+    /// Interns a cgroup path, attributing it on first sight.
+    pub fn intern_path(&mut self, path: &str) -> u32 {
+        if path.is_empty() {
+            return NO_PATH;
+        }
+        if let Some(&i) = self.path_ids.get(path) {
+            return i;
+        }
+        let i = self.paths.len() as u32;
+        self.paths.push(path.into());
+        self.path_ids.insert(path.into(), i);
+        let m = cgroup::parse_path(path).map(|m| {
+            let role = m.role;
+            (self.container_for(m, i), role)
+        });
+        self.path_match.push(m);
+        i
+    }
+
+    /// Interns the attribution path of a whole /proc/<pid>/cgroup file: the first path that
+    /// names a container (v2 first, then v1), else the v2 path, else the first line's.
+    pub fn intern_file(&mut self, content: &str) -> u32 {
+        let mut lines: Vec<cgroup::CgroupLine> = content.lines().filter_map(cgroup::parse_line).collect();
+        lines.sort_by_key(|l| (l.hierarchy != 0, l.controllers != "name=systemd"));
+        if let Some(l) = lines.iter().find(|l| cgroup::parse_path(l.path).is_some()) {
+            return self.intern_path(l.path);
+        }
+        lines.first().map(|l| self.intern_path(l.path)).unwrap_or(NO_PATH)
+    }
+
+    pub fn path(&self, i: u32) -> &str {
+        self.paths.get(i as usize).map(|p| &**p).unwrap_or("")
+    }
+
+    /// Records the cgroup v2 id of an interned path.
+    pub fn learn_cgroup_id(&mut self, id: u64, path: u32) {
+        if id != 0 && path != NO_PATH {
+            self.cgroup_ids.insert(id, path);
+        }
+    }
+
+    pub fn path_of_cgroup_id(&self, id: u64) -> Option<u32> {
+        self.cgroup_ids.get(&id).copied()
+    }
+
+    fn container_for(&mut self, m: CgroupMatch, path: u32) -> u32 {
+        let key = ContainerKey { runtime: m.runtime, id: m.id };
+        if let Some(&c) = self.by_key.get(&key) {
+            let c_ref = &mut self.containers[c as usize];
+            if m.role == Role::Member && c_ref.cgroup == NO_PATH {
+                c_ref.cgroup = path;
+            }
+            return c;
+        }
+        let c = self.containers.len() as u32;
+        self.containers.push(Container {
+            key: key.clone(),
+            pod_uid: m.pod_uid,
+            ctr_namespace: m.namespace,
+            cgroup: if m.role == Role::Member { path } else { NO_PATH },
+            pidns: 0,
+            members: 0,
+            counters: Counters::default(),
+        });
+        self.by_key.insert(key, c);
+        c
+    }
+
+    /// The container a process with this cgroup path and pid namespace belongs to.
+    pub fn attribute(&mut self, path: u32, pidns: u32) -> Option<u32> {
+        match self.path_match.get(path as usize).copied().flatten() {
+            Some((c, Role::Member)) => {
+                if pidns != 0 && pidns != self.host_pidns {
+                    let cont = &mut self.containers[c as usize];
+                    if cont.pidns == 0 {
+                        cont.pidns = pidns;
+                    }
+                    self.by_pidns.entry(pidns).or_insert(c);
+                }
+                Some(c)
+            }
+            Some((_, Role::Shim)) => None,
+            None => {
+                if pidns == 0 || pidns == self.host_pidns {
+                    return None;
+                }
+                if let Some(&c) = self.by_pidns.get(&pidns) {
+                    return Some(c);
+                }
+                let key = ContainerKey { runtime: Runtime::Bare, id: pidns.to_string() };
+                let c = self.containers.len() as u32;
+                self.containers.push(Container {
+                    key: key.clone(),
+                    pod_uid: None,
+                    ctr_namespace: None,
+                    cgroup: NO_PATH,
+                    pidns,
+                    members: 0,
+                    counters: Counters::default(),
+                });
+                self.by_key.insert(key, c);
+                self.by_pidns.insert(pidns, c);
+                Some(c)
+            }
+        }
+    }
+
+    /// Whether the path names a runtime container's member cgroup.
+    pub fn attribute_is_runtime(&self, path: u32) -> bool {
+        matches!(self.path_match.get(path as usize).copied().flatten(), Some((_, Role::Member)))
+    }
+
+    /// The shim role of a path: Some(container) when the path is a conmon/monitor cgroup.
+    pub fn shim_of_path(&self, path: u32) -> Option<u32> {
+        match self.path_match.get(path as usize).copied().flatten() {
+            Some((c, Role::Shim)) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, c: u32) -> Option<&Container> {
+        self.containers.get(c as usize)
+    }
+
+    pub fn get_mut(&mut self, c: u32) -> Option<&mut Container> {
+        self.containers.get_mut(c as usize)
+    }
+
+    /// All containers ever seen, with their index.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Container)> {
+        self.containers.iter().enumerate().map(|(i, c)| (i as u32, c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.containers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_interned_and_attributed_once() {
+        let mut r = Registry::new(100);
+        let id = "a".repeat(64);
+        let p = r.intern_path(&format!("/docker/{id}"));
+        assert_eq!(r.intern_path(&format!("/docker/{id}")), p);
+        let c = r.attribute(p, 200).unwrap();
+        assert_eq!(r.get(c).unwrap().key, ContainerKey { runtime: Runtime::Docker, id: id.clone() });
+        assert_eq!(r.get(c).unwrap().pidns, 200);
+        // A process entered into that pid namespace from a host cgroup joins the container.
+        let host = r.intern_path("/user.slice/session-1.scope");
+        assert_eq!(r.attribute(host, 200), Some(c));
+        // The host pid namespace never makes a container.
+        assert_eq!(r.attribute(host, 100), None);
+    }
+
+    #[test]
+    fn unknown_pid_namespace_outside_runtime_cgroups_is_a_bare_container() {
+        let mut r = Registry::new(100);
+        let c = r.attribute(NO_PATH, 4026532177).unwrap();
+        let cont = r.get(c).unwrap();
+        assert_eq!(cont.key.runtime, Runtime::Bare);
+        assert_eq!(cont.key.id, "4026532177");
+        assert_eq!(r.attribute(NO_PATH, 4026532177), Some(c));
+    }
+
+    #[test]
+    fn conmon_scope_names_a_shim_not_a_member() {
+        let mut r = Registry::new(100);
+        let id = "b".repeat(64);
+        let p = r.intern_path(&format!("/machine.slice/libpod-conmon-{id}.scope"));
+        assert_eq!(r.attribute(p, 100), None);
+        assert!(r.shim_of_path(p).is_some());
+    }
+
+    #[test]
+    fn hybrid_file_attributes_through_v1_lines() {
+        let mut r = Registry::new(100);
+        let p = r.intern_file("4:memory:/default/fxc\n0::/system.slice/containerd.service\n");
+        assert_eq!(r.path(p), "/default/fxc");
+        let p2 = r.intern_file("0::/user.slice\n1:name=systemd:/user.slice\n");
+        assert_eq!(r.path(p2), "/user.slice");
+    }
+}

@@ -1,0 +1,255 @@
+//! Container names and Kubernetes pod metadata from the runtimes' own state files on the node,
+//! read lazily (when a view asks) and cached: Docker's config.v2.json, the containerd task
+//! bundle's config.json annotations, podman's containers.json, cri-o's userdata config.json,
+//! and observer's launcher state directory.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::{cgroup::Runtime, ContainerKey};
+
+/// Where each runtime keeps its state (flags of the agent; defaults are the runtimes').
+#[derive(Clone, Debug)]
+pub struct StateDirs {
+    pub docker: PathBuf,
+    /// containerd state directories (`--state` of containerd), holding
+    /// `io.containerd.runtime.v2.task/<namespace>/<id>/config.json`.
+    pub containerd: Vec<PathBuf>,
+    /// containers/storage roots (podman, cri-o).
+    pub storage: Vec<PathBuf>,
+    pub launcher: PathBuf,
+}
+
+impl Default for StateDirs {
+    fn default() -> Self {
+        StateDirs {
+            docker: "/var/lib/docker".into(),
+            containerd: vec!["/run/containerd".into()],
+            storage: vec!["/var/lib/containers/storage".into(), "/run/containers/storage".into()],
+            launcher: "/run/observer/containers".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub name: Option<String>,
+    pub pod: Option<String>,
+    pub pod_namespace: Option<String>,
+    /// The runtime when the cgroup path alone could not tell (kubelet cgroupfs layout).
+    pub runtime: Option<Runtime>,
+    pub image: Option<String>,
+}
+
+pub struct Resolver {
+    dirs: StateDirs,
+    cache: HashMap<ContainerKey, (Instant, Meta)>,
+    ttl: Duration,
+}
+
+impl Resolver {
+    pub fn new(dirs: StateDirs) -> Self {
+        Resolver { dirs, cache: HashMap::new(), ttl: Duration::from_secs(30) }
+    }
+
+    pub fn dirs(&self) -> &StateDirs {
+        &self.dirs
+    }
+
+    /// Metadata of a container (`ctr_namespace`: its containerd namespace when the cgroup
+    /// path named one); a miss (no state file yet) is retried after a short time.
+    pub fn meta(&mut self, key: &ContainerKey, ctr_namespace: Option<&str>) -> Meta {
+        if let Some((at, m)) = self.cache.get(key) {
+            let ttl = if m.name.is_some() { self.ttl } else { Duration::from_secs(2) };
+            if at.elapsed() < ttl {
+                return m.clone();
+            }
+        }
+        let m = self.lookup(key, ctr_namespace);
+        self.cache.insert(key.clone(), (Instant::now(), m.clone()));
+        m
+    }
+
+    fn lookup(&self, key: &ContainerKey, ctr_namespace: Option<&str>) -> Meta {
+        let id = key.id.as_str();
+        match key.runtime {
+            Runtime::Docker => docker(&self.dirs.docker, id),
+            Runtime::Containerd => self.containerd(id, ctr_namespace).unwrap_or_default(),
+            Runtime::Podman => podman(&self.dirs.storage, id),
+            Runtime::Crio => crio(&self.dirs.storage, id).unwrap_or_default(),
+            Runtime::Cri => {
+                if let Some(mut m) = self.containerd(id, Some("k8s.io")) {
+                    m.runtime = Some(Runtime::Containerd);
+                    m
+                } else if let Some(mut m) = crio(&self.dirs.storage, id) {
+                    m.runtime = Some(Runtime::Crio);
+                    m
+                } else {
+                    Meta::default()
+                }
+            }
+            Runtime::Observer => Meta {
+                name: Some(id.to_string()),
+                image: fs::read_to_string(self.dirs.launcher.join(id).join("rootfs")).ok().map(|s| s.trim().to_string()),
+                ..Meta::default()
+            },
+            Runtime::Lxc | Runtime::Nspawn => Meta { name: Some(id.to_string()), ..Meta::default() },
+            Runtime::Bare => Meta::default(),
+        }
+    }
+
+    fn containerd(&self, id: &str, ns: Option<&str>) -> Option<Meta> {
+        for state in &self.dirs.containerd {
+            let tasks = state.join("io.containerd.runtime.v2.task");
+            let namespaces: Vec<String> = match ns {
+                Some(n) => vec![n.to_string()],
+                None => fs::read_dir(&tasks)
+                    .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                    .unwrap_or_default(),
+            };
+            for n in namespaces {
+                let cfg = tasks.join(&n).join(id).join("config.json");
+                if let Some(v) = read_json(&cfg) {
+                    let a = &v["annotations"];
+                    let s = |k: &str| a[k].as_str().map(String::from);
+                    return Some(Meta {
+                        name: s("io.kubernetes.cri.container-name").or_else(|| Some(id.to_string())),
+                        pod: s("io.kubernetes.cri.sandbox-name").or_else(|| s("io.kubernetes.pod.name")),
+                        pod_namespace: s("io.kubernetes.cri.sandbox-namespace").or_else(|| s("io.kubernetes.pod.namespace")),
+                        image: s("io.kubernetes.cri.image-name"),
+                        runtime: None,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether a containerd task `<namespace>/<id>` exists (a cgroup `/<ns>/<id>` outside the
+    /// well-known namespaces is containerd's only when it does).
+    pub fn containerd_task_exists(&self, ns: &str, id: &str) -> bool {
+        self.dirs.containerd.iter().any(|s| s.join("io.containerd.runtime.v2.task").join(ns).join(id).is_dir())
+    }
+}
+
+fn read_json(p: &Path) -> Option<Value> {
+    serde_json::from_slice(&fs::read(p).ok()?).ok()
+}
+
+fn docker(root: &Path, id: &str) -> Meta {
+    let Some(v) = read_json(&root.join("containers").join(id).join("config.v2.json")) else {
+        return Meta::default();
+    };
+    let labels = &v["Config"]["Labels"];
+    let l = |k: &str| labels[k].as_str().map(String::from);
+    Meta {
+        name: v["Name"].as_str().map(|n| n.trim_start_matches('/').to_string()),
+        pod: l("io.kubernetes.pod.name"),
+        pod_namespace: l("io.kubernetes.pod.namespace"),
+        image: v["Config"]["Image"].as_str().map(String::from),
+        runtime: None,
+    }
+}
+
+fn podman(storage: &[PathBuf], id: &str) -> Meta {
+    for s in storage {
+        let Some(Value::Array(list)) = read_json(&s.join("overlay-containers/containers.json")) else { continue };
+        if let Some(c) = list.iter().find(|c| c["id"].as_str() == Some(id)) {
+            return Meta {
+                name: c["names"][0].as_str().map(String::from),
+                ..Meta::default()
+            };
+        }
+    }
+    Meta::default()
+}
+
+fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
+    for s in storage {
+        let Some(v) = read_json(&s.join("overlay-containers").join(id).join("userdata/config.json")) else { continue };
+        let a = &v["annotations"];
+        let s = |k: &str| a[k].as_str().map(String::from);
+        return Some(Meta {
+            name: s("io.kubernetes.container.name"),
+            pod: s("io.kubernetes.pod.name"),
+            pod_namespace: s("io.kubernetes.pod.namespace"),
+            image: s("io.kubernetes.cri-o.ImageName"),
+            runtime: None,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(runtime: Runtime, id: &str) -> ContainerKey {
+        ContainerKey { runtime, id: id.into() }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("observer-names-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn docker_name_and_pod_labels_from_config_v2() {
+        let root = tmp("docker");
+        let id = "c".repeat(64);
+        fs::create_dir_all(root.join("containers").join(&id)).unwrap();
+        fs::write(
+            root.join("containers").join(&id).join("config.v2.json"),
+            r#"{"Name":"/web","Config":{"Image":"busybox","Labels":{"io.kubernetes.pod.name":"p1","io.kubernetes.pod.namespace":"ns1"}}}"#,
+        )
+        .unwrap();
+        let mut r = Resolver::new(StateDirs { docker: root.clone(), ..StateDirs::default() });
+        let m = r.meta(&key(Runtime::Docker, &id), None);
+        assert_eq!(m.name.as_deref(), Some("web"));
+        assert_eq!(m.pod.as_deref(), Some("p1"));
+        assert_eq!(m.pod_namespace.as_deref(), Some("ns1"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn containerd_annotations_give_kubernetes_names() {
+        let state = tmp("containerd");
+        let dir = state.join("io.containerd.runtime.v2.task/k8s.io/abc");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.container-name":"app","io.kubernetes.cri.sandbox-name":"web-0","io.kubernetes.cri.sandbox-namespace":"prod"}}"#,
+        )
+        .unwrap();
+        let mut r = Resolver::new(StateDirs { containerd: vec![state.clone()], ..StateDirs::default() });
+        let m = r.meta(&key(Runtime::Cri, "abc"), None);
+        assert_eq!((m.name.as_deref(), m.pod.as_deref(), m.pod_namespace.as_deref()), (Some("app"), Some("web-0"), Some("prod")));
+        assert_eq!(m.runtime, Some(Runtime::Containerd));
+        // A plain `ctr run` container: no annotations, the id is the name; namespace found by search.
+        let dir = state.join("io.containerd.runtime.v2.task/default/fxc");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        assert_eq!(r.meta(&key(Runtime::Containerd, "fxc"), None).name.as_deref(), Some("fxc"));
+        assert!(r.containerd_task_exists("default", "fxc"));
+        fs::remove_dir_all(state).unwrap();
+    }
+
+    #[test]
+    fn podman_names_from_containers_json() {
+        let s = tmp("podman");
+        fs::create_dir_all(s.join("overlay-containers")).unwrap();
+        fs::write(s.join("overlay-containers/containers.json"), r#"[{"id":"dd","names":["db"]}]"#).unwrap();
+        let mut r = Resolver::new(StateDirs { storage: vec![s.clone()], ..StateDirs::default() });
+        assert_eq!(r.meta(&key(Runtime::Podman, "dd"), None).name.as_deref(), Some("db"));
+        assert_eq!(r.meta(&key(Runtime::Podman, "ee"), None).name, None);
+        fs::remove_dir_all(s).unwrap();
+    }
+}

@@ -1,0 +1,348 @@
+//! The process table: the single owner of process and container state. Seeded from /proc,
+//! then driven by kernel events in order; reconciled against /proc periodically. Applying an
+//! event does no I/O and, in steady state, no allocation: processes live in a hash map keyed
+//! by host pid, command lines in fixed inline buffers, children in an intrusive list.
+//!
+//! Identity is (host pid, start time): a pid whose start time changed is a new process.
+
+mod links;
+pub mod process;
+mod reconcile;
+pub mod snapshot;
+pub mod summary;
+pub mod scan;
+
+use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
+pub use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
+use rustc_hash::FxHashMap;
+
+use crate::{
+    containers::{cgroupfs::CgroupFs, Registry, NO_PATH},
+    events::{c_str, Event},
+};
+
+/// Counters about the table itself (exported by the agent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Events applied, by kind number.
+    pub applied: [u64; KIND_SLOTS],
+    /// Fixes made by reconciliation (processes added, removed or corrected).
+    pub corrections: u64,
+    /// Orphans adopted, by Adopter (subreaper, namespace init, host init).
+    pub adoptions: [u64; 3],
+    /// cgroup v2 ids that had to be looked up by walking the cgroup tree.
+    pub cgroup_walks: u64,
+}
+
+/// An orphan whose new parent is not known yet (the kernel reparents right after the
+/// exit tracepoint; /proc is read once the batch is applied).
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    pid: u32,
+    start_time_ns: u64,
+    from: u32,
+    at_ns: u64,
+    tries: u8,
+}
+
+pub struct Table {
+    procs: FxHashMap<u32, Process>,
+    pub registry: Registry,
+    pending: Vec<Pending>,
+    pub stats: TableStats,
+    tick_ns: u64,
+    cgroupfs: CgroupFs,
+    /// Boot-clock ns of the last cgroup-tree walk (walks are rate-limited to one a second).
+    last_walk_ns: u64,
+}
+
+impl Table {
+    pub fn new(host_pidns: u32, cgroupfs: CgroupFs) -> Self {
+        Table {
+            procs: FxHashMap::with_capacity_and_hasher(4096, Default::default()),
+            registry: Registry::new(host_pidns),
+            pending: Vec::with_capacity(64),
+            stats: TableStats::default(),
+            tick_ns: scan::tick_ns(),
+            cgroupfs,
+            last_walk_ns: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
+    pub fn cgroupfs(&self) -> &CgroupFs {
+        &self.cgroupfs
+    }
+
+    /// Whether `p` is the process that started at `start_ns` (compared at clock-tick
+    /// precision: /proc only has ticks).
+    fn same(&self, p: &Process, start_ns: u64) -> bool {
+        p.start_time_ns / self.tick_ns == start_ns / self.tick_ns
+    }
+
+    pub fn apply(&mut self, ev: &Event) {
+        self.stats.applied[ev.kind() as usize] += 1;
+        let h = ev.header();
+        match ev {
+            Event::Fork(e) if e.is_thread != 0 => {
+                if let Some(p) = self.procs.get_mut(&h.tgid) {
+                    p.threads += 1;
+                }
+            }
+            Event::Fork(e) => self.fork(h.tgid, &e.task, h.ktime_ns),
+            Event::Exec(e) => {
+                let pid = h.tgid;
+                self.ensure(pid, &e.task);
+                self.refresh(pid, &e.task, h.ktime_ns);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.comm = e.task.comm;
+                    p.exe = Fixed::from_bytes(c_str(&e.filename).as_bytes());
+                    p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
+                    // A non-leader thread exec'ing kills the other threads (de_thread).
+                    p.threads = 1;
+                    let c = p.container;
+                    self.count(c, EventKind::Exec);
+                }
+            }
+            Event::Exit(e) => {
+                let Some(p) = self.procs.get(&h.tgid) else { return };
+                if !self.same(p, e.task.start_time_ns) && e.is_leader != 0 {
+                    return;
+                }
+                if e.group_dead != 0 {
+                    let p = self.procs.get_mut(&h.tgid).expect("checked above");
+                    p.exit = Some(ExitInfo { status: Some(e.exit_code), at_ns: h.ktime_ns });
+                    let c = p.container;
+                    self.count(c, EventKind::Exit);
+                    self.orphan_children(h.tgid, h.ktime_ns);
+                } else if e.is_leader == 0 {
+                    let p = self.procs.get_mut(&h.tgid).expect("checked above");
+                    p.threads = p.threads.saturating_sub(1).max(1);
+                }
+            }
+            Event::Free(e) => {
+                // Only the leader's release reaps the process (threads are freed one by one).
+                if h.pid == h.tgid {
+                    if let Some(p) = self.procs.get(&h.tgid) {
+                        if self.same(p, e.task.start_time_ns) {
+                            self.remove(h.tgid);
+                        }
+                    }
+                }
+            }
+            Event::Setns(e) | Event::Unshare(e) => {
+                if h.pid == h.tgid || self.procs.contains_key(&h.tgid) {
+                    self.ensure(h.tgid, &e.task);
+                    self.refresh(h.tgid, &e.task, h.ktime_ns);
+                }
+            }
+            Event::CgroupAttach(e) => {
+                let pid = h.tgid;
+                self.ensure(pid, &e.task);
+                let path = c_str(&e.path);
+                let idx = self.registry.intern_path(path);
+                if e.hierarchy_id == 0 {
+                    self.registry.learn_cgroup_id(e.dst_cgroup_id, idx);
+                }
+                let names_container = crate::containers::cgroup::parse_path(path).is_some();
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    if e.hierarchy_id == 0 {
+                        p.cgroup_id = e.dst_cgroup_id;
+                    }
+                    if e.hierarchy_id == 0 || names_container {
+                        p.cgroup = idx;
+                        self.reattribute(pid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, container: Option<u32>, kind: EventKind) {
+        if let Some(c) = container.and_then(|c| self.registry.get_mut(c)) {
+            match kind {
+                EventKind::Fork => c.counters.forks += 1,
+                EventKind::Exec => c.counters.execs += 1,
+                EventKind::Exit => c.counters.exits += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// A new process from its fork event.
+    fn fork(&mut self, pid: u32, t: &TaskInfo, now: u64) {
+        if let Some(p) = self.procs.get(&pid) {
+            if self.same(p, t.start_time_ns) {
+                self.refresh(pid, t, now);
+                return;
+            }
+            self.remove(pid); // pid reused: the old process's free was missed
+        }
+        let mut p = new_process(pid, t);
+        let parent = self.procs.get(&t.ppid).map(|par| (par.exe, par.argv, par.cgroup_id, par.cgroup));
+        if let Some((exe, argv, _, _)) = parent {
+            p.exe = exe;
+            p.argv = argv;
+        }
+        p.cgroup = match parent {
+            Some((_, _, id, path)) if id == 0 || id == t.cgroup_id => path,
+            // Forked straight into another cgroup (clone3 CLONE_INTO_CGROUP): no attach event.
+            _ => self
+                .path_of_cgroup_id(t.cgroup_id, now)
+                .or(parent.map(|(_, _, _, path)| path))
+                .unwrap_or(NO_PATH),
+        };
+        self.insert(p);
+        let c = self.procs.get(&pid).and_then(|p| p.container);
+        self.count(c, EventKind::Fork);
+    }
+
+    /// Makes sure `pid` is in the table (a process whose fork predates the seed or was lost).
+    fn ensure(&mut self, pid: u32, t: &TaskInfo) {
+        if self.procs.contains_key(&pid) {
+            return;
+        }
+        let mut p = new_process(pid, t);
+        p.cgroup = self.path_of_cgroup_id(t.cgroup_id, 0).unwrap_or(NO_PATH);
+        self.insert(p);
+    }
+
+    /// Takes the facts every event carries: namespaces, PIDs, ids, parent (an adoption when
+    /// the old parent is gone), and the precise start time.
+    fn refresh(&mut self, pid: u32, t: &TaskInfo, now: u64) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        p.start_time_ns = t.start_time_ns;
+        p.uid = t.uid;
+        p.gid = t.gid;
+        if t.ns_pids[0] != 0 {
+            p.pid_level = t.pid_level;
+            p.ns_pids = t.ns_pids;
+        }
+        let old_pidns = p.pidns();
+        merge_ns(&mut p.ns, &t.ns);
+        if p.cgroup_id == 0 {
+            p.cgroup_id = t.cgroup_id;
+        }
+        let old_ppid = p.ppid;
+        let pidns_changed = p.pidns() != old_pidns;
+        if t.ppid != 0 && t.ppid != old_ppid {
+            let old_gone = self.procs.get(&old_ppid).is_none_or(|o| o.is_zombie());
+            self.reparent(pid, t.ppid, old_gone.then_some(old_ppid), now);
+        }
+        if pidns_changed {
+            self.reattribute(pid);
+        }
+    }
+
+    fn insert(&mut self, p: Process) {
+        let (pid, ppid) = (p.pid, p.ppid);
+        self.procs.insert(pid, p);
+        self.link(pid, ppid);
+        self.reattribute(pid);
+    }
+
+    /// Recomputes the container of `pid` from its cgroup path and pid namespace.
+    fn reattribute(&mut self, pid: u32) {
+        let Some(p) = self.procs.get(&pid) else { return };
+        let (old, path, pidns) = (p.container, p.cgroup, p.pidns());
+        let new = self.registry.attribute(path, pidns);
+        if new == old {
+            return;
+        }
+        if let Some(c) = old.and_then(|c| self.registry.get_mut(c)) {
+            c.members = c.members.saturating_sub(1);
+        }
+        if let Some(c) = new.and_then(|c| self.registry.get_mut(c)) {
+            c.members += 1;
+        }
+        self.procs.get_mut(&pid).expect("present").container = new;
+    }
+
+    fn remove(&mut self, pid: u32) {
+        self.unlink(pid);
+        self.detach_children(pid);
+        if let Some(p) = self.procs.remove(&pid) {
+            if let Some(c) = p.container.and_then(|c| self.registry.get_mut(c)) {
+                c.members = c.members.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The interned path of a cgroup v2 id, walking the cgroup tree (at most once a second)
+    /// when the id is new.
+    fn path_of_cgroup_id(&mut self, id: u64, now: u64) -> Option<u32> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(p) = self.registry.path_of_cgroup_id(id) {
+            return Some(p);
+        }
+        if now != 0 && now.saturating_sub(self.last_walk_ns) < 1_000_000_000 {
+            return None;
+        }
+        self.last_walk_ns = now.max(1);
+        self.stats.cgroup_walks += 1;
+        for (ino, path) in self.cgroupfs.walk_v2() {
+            let idx = self.registry.intern_path(&path);
+            self.registry.learn_cgroup_id(ino, idx);
+        }
+        self.registry.path_of_cgroup_id(id)
+    }
+
+    /// Number of zombies (exited, not yet reaped).
+    pub fn zombies(&self) -> usize {
+        self.procs.values().filter(|p| p.is_zombie()).count()
+    }
+}
+
+fn new_process(pid: u32, t: &TaskInfo) -> Process {
+    Process {
+        pid,
+        start_time_ns: t.start_time_ns,
+        ppid: t.ppid,
+        uid: t.uid,
+        gid: t.gid,
+        pid_level: t.pid_level,
+        ns_pids: t.ns_pids,
+        ns: t.ns,
+        cgroup_id: t.cgroup_id,
+        cgroup: NO_PATH,
+        container: None,
+        comm: t.comm,
+        exe: Fixed::default(),
+        argv: Fixed::default(),
+        threads: 1,
+        exit: None,
+        adoption: None,
+        first_child: 0,
+        next_sibling: 0,
+        prev_sibling: 0,
+    }
+}
+
+/// Copies the known namespace inodes (0 means "not read" and keeps the old value).
+fn merge_ns(dst: &mut [u32; NS_COUNT], src: &[u32; NS_COUNT]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        if *s != 0 {
+            *d = *s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

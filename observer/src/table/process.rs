@@ -1,0 +1,156 @@
+//! One process as the table knows it. Fixed-size inline buffers for the command line and
+//! executable keep the event path free of allocations (a fork copies, an exec overwrites).
+
+use observer_common::{COMM_LEN, MAX_PID_LEVELS, NS_COUNT, NS_PID};
+
+/// Bytes of argv kept per process (the kernel side captures the same bound).
+pub const ARGV_BYTES: usize = observer_common::ARGS_LEN;
+/// Bytes of the executable path kept.
+pub const EXE_BYTES: usize = observer_common::FILENAME_LEN;
+
+/// An inline byte string of at most N bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fixed<const N: usize> {
+    len: u16,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Default for Fixed<N> {
+    fn default() -> Self {
+        Fixed { len: 0, buf: [0; N] }
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Fixed<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.bytes()))
+    }
+}
+
+impl<const N: usize> Fixed<N> {
+    pub fn from_bytes(b: &[u8]) -> Self {
+        let n = b.len().min(N);
+        let mut f = Fixed { len: n as u16, buf: [0; N] };
+        f.buf[..n].copy_from_slice(&b[..n]);
+        f
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+
+    /// NUL-separated arguments (argv buffers).
+    pub fn args(&self) -> Vec<String> {
+        let b = self.bytes();
+        let b = b.strip_suffix(&[0]).unwrap_or(b);
+        if b.is_empty() {
+            return Vec::new();
+        }
+        b.split(|&c| c == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    }
+}
+
+/// How a parent's exit left this process: who adopted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Adopter {
+    /// A PR_SET_CHILD_SUBREAPER ancestor (containerd-shim, conmon, observer's shim, systemd).
+    Subreaper,
+    /// PID 1 of the orphan's pid namespace.
+    NamespaceInit,
+    /// PID 1 of the host.
+    HostInit,
+}
+
+impl Adopter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Adopter::Subreaper => "subreaper",
+            Adopter::NamespaceInit => "namespace_init",
+            Adopter::HostInit => "host_init",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adoption {
+    /// The parent that exited.
+    pub from: u32,
+    pub by: Adopter,
+    pub at_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// wait(2) status encoding; None for zombies found by a /proc scan (no status there).
+    pub status: Option<u32>,
+    /// Boot-clock ns when the last thread exited (the process became a zombie).
+    pub at_ns: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Process {
+    /// Host tgid.
+    pub pid: u32,
+    /// Boot-clock ns; from /proc it has clock-tick (10 ms) precision until an event refines it.
+    pub start_time_ns: u64,
+    /// Host tgid of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Depth of the pid namespace (0 = host) and the PID at each level, host first.
+    pub pid_level: u32,
+    pub ns_pids: [u32; MAX_PID_LEVELS],
+    /// Namespace inodes, indexed by observer_common::NS_*.
+    pub ns: [u32; NS_COUNT],
+    /// cgroup v2 id (0 when unknown).
+    pub cgroup_id: u64,
+    /// Interned cgroup path used for attribution (see containers::Registry).
+    pub cgroup: u32,
+    /// Index of the container this process belongs to.
+    pub container: Option<u32>,
+    pub comm: [u8; COMM_LEN],
+    pub exe: Fixed<EXE_BYTES>,
+    pub argv: Fixed<ARGV_BYTES>,
+    pub threads: u32,
+    /// Set when the whole thread group has exited: a zombie until reaped (freed).
+    pub exit: Option<ExitInfo>,
+    pub adoption: Option<Adoption>,
+    /// Intrusive child list (host pids; 0 = none) so exits find children without a scan.
+    pub first_child: u32,
+    pub next_sibling: u32,
+    pub prev_sibling: u32,
+}
+
+impl Process {
+    pub fn comm_str(&self) -> &str {
+        crate::events::c_str(&self.comm)
+    }
+
+    /// The PIDs from host level to the process's own namespace.
+    pub fn ns_pid_chain(&self) -> &[u32] {
+        let n = (self.pid_level as usize + 1).min(MAX_PID_LEVELS);
+        &self.ns_pids[..n]
+    }
+
+    /// The PID inside its own pid namespace.
+    pub fn ns_pid(&self) -> u32 {
+        *self.ns_pid_chain().last().unwrap_or(&self.pid)
+    }
+
+    pub fn pidns(&self) -> u32 {
+        self.ns[NS_PID]
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        self.exit.is_some()
+    }
+}

@@ -1,0 +1,90 @@
+//! Derived facts about containers that need a pass over the processes: zombie counts, the
+//! container's PID 1 and the shim above it (the host parent of PID 1 when that parent is not
+//! itself in the container: containerd-shim, conmon, observer's shim).
+
+use serde::{Deserialize, Serialize};
+
+use super::Table;
+use crate::containers::{Container, ContainerKey};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub index: u32,
+    pub container: ContainerData,
+    pub processes: u32,
+    pub threads: u32,
+    pub zombies: u32,
+    /// Boot-clock ns of the oldest zombie's exit.
+    pub oldest_zombie_ns: Option<u64>,
+    /// Host pid of the container's PID 1 (in its own pid namespace).
+    pub init_pid: Option<u32>,
+    pub shim_pid: Option<u32>,
+    pub shim_comm: Option<String>,
+}
+
+/// The registry's container record in a form views and the API can carry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerData {
+    #[serde(flatten)]
+    pub key: ContainerKey,
+    pub pod_uid: Option<String>,
+    pub ctr_namespace: Option<String>,
+    pub cgroup: String,
+    pub pidns: u32,
+    pub forks: u64,
+    pub execs: u64,
+    pub exits: u64,
+}
+
+impl Table {
+    pub fn container_data(&self, c: &Container) -> ContainerData {
+        ContainerData {
+            key: c.key.clone(),
+            pod_uid: c.pod_uid.clone(),
+            ctr_namespace: c.ctr_namespace.clone(),
+            cgroup: self.registry.path(c.cgroup).to_string(),
+            pidns: c.pidns,
+            forks: c.counters.forks,
+            execs: c.counters.execs,
+            exits: c.counters.exits,
+        }
+    }
+
+    /// A summary of every container that has processes.
+    pub fn summaries(&self) -> Vec<ContainerSummary> {
+        let mut out: Vec<Option<ContainerSummary>> = vec![None; self.registry.len()];
+        for p in self.processes() {
+            let Some(ci) = p.container else { continue };
+            let Some(c) = self.registry.get(ci) else { continue };
+            let s = out[ci as usize].get_or_insert_with(|| ContainerSummary {
+                index: ci,
+                container: self.container_data(c),
+                processes: 0,
+                threads: 0,
+                zombies: 0,
+                oldest_zombie_ns: None,
+                init_pid: None,
+                shim_pid: None,
+                shim_comm: None,
+            });
+            s.processes += 1;
+            s.threads += p.threads;
+            if let Some(e) = p.exit {
+                s.zombies += 1;
+                s.oldest_zombie_ns = Some(s.oldest_zombie_ns.map_or(e.at_ns, |o| o.min(e.at_ns)));
+            }
+            if p.pid_level > 0 && p.ns_pid() == 1 && (c.pidns == 0 || p.pidns() == c.pidns) {
+                s.init_pid = Some(p.pid);
+            }
+        }
+        let mut list: Vec<ContainerSummary> = out.into_iter().flatten().collect();
+        for s in &mut list {
+            let Some(init) = s.init_pid.and_then(|i| self.get(i)) else { continue };
+            if let Some(parent) = self.get(init.ppid).filter(|par| par.container != init.container) {
+                s.shim_pid = Some(parent.pid);
+                s.shim_comm = Some(parent.comm_str().to_string());
+            }
+        }
+        list
+    }
+}

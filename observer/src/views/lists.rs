@@ -1,0 +1,130 @@
+//! `observer ps`, `observer containers` and `observer zombies`: flat lists with a stable JSON
+//! form and an aligned text table.
+
+use super::{
+    model::{container_view, meta_of, process_view, short_id, ContainerView, ProcessView, ViewCtx, ZombieView, exit_code},
+    text::{bytes, duration, table},
+};
+use crate::table::snapshot::Snapshot;
+
+pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
+    let mut v: Vec<ProcessView> = snap
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let c = p.container.and_then(|i| snap.container(i)).map(|s| short_id(&s.container.key.id));
+            process_view(snap, p, ctx.now_ns, c)
+        })
+        .collect();
+    v.sort_by_key(|p| p.pid);
+    v
+}
+
+pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|p| {
+            vec![
+                p.pid.to_string(),
+                p.ppid.to_string(),
+                p.ns_pid.to_string(),
+                p.ns_ppid.to_string(),
+                p.state.clone(),
+                duration(p.age_s),
+                format!("{:.2}", p.cpu_s),
+                bytes(p.rss_bytes),
+                p.container.clone().unwrap_or_else(|| "-".into()),
+                if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.clone() },
+            ]
+        })
+        .collect();
+    table(&["PID", "PPID", "NSPID", "NSPPID", "S", "AGE", "CPU", "RSS", "CONTAINER", "COMMAND"], &cells, no_headers)
+}
+
+pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
+    let mut v: Vec<ContainerView> = snap.containers.iter().map(|s| container_view(ctx, s)).collect();
+    v.sort_by(|a, b| (&a.runtime, &a.name, &a.id).cmp(&(&b.runtime, &b.name, &b.id)));
+    v
+}
+
+pub fn render_containers(rows: &[ContainerView], no_headers: bool) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|c| {
+            let r = &c.resources;
+            vec![
+                c.runtime.clone(),
+                c.short_id.clone(),
+                c.name.clone().unwrap_or_else(|| "-".into()),
+                c.pod.clone().unwrap_or_else(|| "-".into()),
+                c.pidns.to_string(),
+                c.processes.to_string(),
+                c.zombies.to_string(),
+                r.cpu_usage_ns.map(|n| format!("{:.2}s", n as f64 / 1e9)).unwrap_or_else(|| "-".into()),
+                match (r.memory_bytes, r.memory_limit_bytes) {
+                    (Some(m), Some(l)) => format!("{}/{}", bytes(m), bytes(l)),
+                    (Some(m), None) => bytes(m),
+                    _ => "-".into(),
+                },
+                match (r.pids, r.pids_limit) {
+                    (Some(p), Some(l)) => format!("{p}/{l}"),
+                    (Some(p), None) => p.to_string(),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    table(&["RUNTIME", "ID", "NAME", "POD", "PIDNS", "PROCS", "ZOMBIES", "CPU", "MEMORY", "PIDS"], &cells, no_headers)
+}
+
+pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
+    let mut v: Vec<ZombieView> = snap
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let e = p.exit?;
+            // Confirmed by /proc: reaped processes whose free event is still pending are gone.
+            super::model::live_of(p).filter(|l| l.state == 'Z')?;
+            let parent = snap.process(p.ppid);
+            let parent_state = parent.and_then(super::model::live_of).map(|l| l.state.to_string());
+            let summary = p.container.and_then(|i| snap.container(i));
+            Some(ZombieView {
+                pid: p.pid,
+                ns_pid: p.ns_pid(),
+                comm: p.comm_str().to_string(),
+                zombie_age_s: ctx.now_ns.saturating_sub(e.at_ns) as f64 / 1e9,
+                exit_code: e.status.map(exit_code),
+                parent_pid: p.ppid,
+                parent_comm: parent.map(|par| par.comm_str().to_string()),
+                parent_state,
+                container: summary.map(|s| short_id(&s.container.key.id)),
+                container_name: summary.and_then(|s| meta_of(ctx, s).name),
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| b.zombie_age_s.total_cmp(&a.zombie_age_s));
+    v
+}
+
+pub fn render_zombies(rows: &[ZombieView], no_headers: bool) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|z| {
+            vec![
+                z.pid.to_string(),
+                z.ns_pid.to_string(),
+                z.comm.clone(),
+                duration(z.zombie_age_s),
+                z.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                format!("{} ({})", z.parent_comm.as_deref().unwrap_or("?"), z.parent_pid),
+                z.parent_state.clone().unwrap_or_else(|| "-".into()),
+                match (&z.container, &z.container_name) {
+                    (Some(id), Some(n)) => format!("{n} ({id})"),
+                    (Some(id), None) => id.clone(),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    table(&["PID", "NSPID", "COMMAND", "ZOMBIE FOR", "EXIT", "NOT REAPED BY", "PARENT STATE", "CONTAINER"], &cells, no_headers)
+}

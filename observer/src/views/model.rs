@@ -1,0 +1,233 @@
+//! The documented, stable JSON shapes of observer's views (`-o json` and the agent's API),
+//! and how they are built from a table snapshot plus the live facts only /proc has (state
+//! letter, CPU time, RSS) and the cgroup resource files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    containers::{
+        cgroupfs::{CgroupFs, Resources},
+        names::{Meta, Resolver},
+    },
+    table::{
+        scan::{self, Live},
+        snapshot::Snapshot,
+        summary::ContainerSummary,
+        Process,
+    },
+};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProcessView {
+    /// Host tgid.
+    pub pid: u32,
+    /// Host tgid of the parent.
+    pub ppid: u32,
+    /// PIDs from the host level to the process's own pid namespace.
+    pub ns_pids: Vec<u32>,
+    /// PID in its own pid namespace (last of ns_pids).
+    pub ns_pid: u32,
+    /// Parent's PID in this process's pid namespace; 0 when the parent is outside it.
+    pub ns_ppid: u32,
+    /// /proc state letter (R, S, D, Z, T, t, I, X).
+    pub state: String,
+    pub comm: String,
+    /// argv joined with spaces (bounded to 256 bytes of argv).
+    pub cmdline: String,
+    pub argv: Vec<String>,
+    pub exe: String,
+    pub uid: u32,
+    pub threads: u32,
+    /// Boot-clock start time in ns.
+    pub start_time_ns: u64,
+    pub age_s: f64,
+    /// User + system CPU time.
+    pub cpu_s: f64,
+    pub rss_bytes: u64,
+    pub pidns: u32,
+    /// Short id of the container, if any.
+    pub container: Option<String>,
+    /// On zombies: seconds since the process exited.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub zombie_age_s: Option<f64>,
+    /// On zombies: exit status (or 128+signal).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_code: Option<i32>,
+    /// On adopted orphans: the parent that exited.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub adopted_from: Option<u32>,
+    /// On adopted orphans: subreaper, namespace_init or host_init.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub adopter: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ContainerView {
+    /// Full runtime id (pid-ns inode for bare containers).
+    pub id: String,
+    /// First 12 characters of the id.
+    pub short_id: String,
+    pub name: Option<String>,
+    pub runtime: String,
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub pod_uid: Option<String>,
+    pub image: Option<String>,
+    pub pidns: u32,
+    pub cgroup: String,
+    /// Host pid of the container's PID 1.
+    pub init_pid: Option<u32>,
+    /// Host pid of the shim above PID 1 (containerd-shim, conmon, observer's shim).
+    pub shim_pid: Option<u32>,
+    pub shim_comm: Option<String>,
+    pub processes: u32,
+    pub threads: u32,
+    pub zombies: u32,
+    pub oldest_zombie_age_s: Option<f64>,
+    pub forks: u64,
+    pub execs: u64,
+    pub exits: u64,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TreeView {
+    pub container: ContainerView,
+    /// Members, parents before children; `container.shim_pid` names the process above PID 1.
+    pub processes: Vec<ProcessView>,
+    /// Parents outside the container of members that are not PID 1's descendants (entered
+    /// with setns), with their host pid and comm.
+    pub outside_parents: Vec<OutsideParent>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutsideParent {
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ZombieView {
+    pub pid: u32,
+    pub ns_pid: u32,
+    pub comm: String,
+    pub zombie_age_s: f64,
+    pub exit_code: Option<i32>,
+    /// The parent that is not reaping it.
+    pub parent_pid: u32,
+    pub parent_comm: Option<String>,
+    pub parent_state: Option<String>,
+    pub container: Option<String>,
+    pub container_name: Option<String>,
+}
+
+/// What builds views: clocks, the name resolver and the cgroup file systems.
+pub struct ViewCtx<'a> {
+    pub now_ns: u64,
+    pub resolver: &'a mut Resolver,
+    pub cgroupfs: &'a CgroupFs,
+}
+
+/// Boot-clock now in ns (the events' and start times' clock).
+pub fn boot_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// wait(2) status → exit code, or 128 + signal as shells report it.
+pub fn exit_code(status: u32) -> i32 {
+    let sig = status & 0x7f;
+    if sig == 0 {
+        ((status >> 8) & 0xff) as i32
+    } else {
+        128 + sig as i32
+    }
+}
+
+/// Reads the live /proc facts of `p`, checking it is still the same process.
+pub fn live_of(p: &Process) -> Option<Live> {
+    let l = scan::live(p.pid)?;
+    (l.start_ticks == p.start_time_ns / scan::tick_ns()).then_some(l)
+}
+
+/// The view of one process. None when it is gone from /proc (reaped meanwhile).
+pub fn process_view(snap: &Snapshot, p: &Process, now_ns: u64, container: Option<String>) -> Option<ProcessView> {
+    let live = live_of(p)?;
+    let parent = snap.process(p.ppid);
+    let ns_ppid = match parent {
+        Some(par) if par.pidns() == p.pidns() && p.pidns() != 0 => par.ns_pid(),
+        // The parent is in another (ancestor) namespace: invisible from inside.
+        Some(_) => 0,
+        // Not in the snapshot: visible iff we are on the host level.
+        None if p.pid_level == 0 => p.ppid,
+        None => 0,
+    };
+    let tick = scan::tick_ns();
+    let argv = p.argv.args();
+    // A zombie is an exit the events saw that /proc confirms (state Z): between the exit
+    // tracepoint and exit_notify the task still shows R/D, and once reaped it is gone.
+    let zombie = p.exit.filter(|_| matches!(live.state, 'Z' | 'X'));
+    Some(ProcessView {
+        pid: p.pid,
+        ppid: p.ppid,
+        ns_pids: p.ns_pid_chain().to_vec(),
+        ns_pid: p.ns_pid(),
+        ns_ppid,
+        state: live.state.to_string(),
+        comm: p.comm_str().to_string(),
+        cmdline: argv.join(" "),
+        argv,
+        exe: p.exe.to_string_lossy(),
+        uid: p.uid,
+        threads: live.threads.max(1),
+        start_time_ns: p.start_time_ns,
+        age_s: now_ns.saturating_sub(p.start_time_ns) as f64 / 1e9,
+        cpu_s: (live.cpu_ticks * tick) as f64 / 1e9,
+        rss_bytes: live.rss_pages * scan::page_size(),
+        pidns: p.pidns(),
+        container,
+        zombie_age_s: zombie.map(|e| now_ns.saturating_sub(e.at_ns) as f64 / 1e9),
+        exit_code: zombie.and_then(|e| e.status).map(exit_code),
+        adopted_from: p.adoption.map(|a| a.from),
+        adopter: p.adoption.map(|a| a.by.as_str().to_string()),
+    })
+}
+
+pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
+    ctx.resolver.meta(&s.container.key, s.container.ctr_namespace.as_deref())
+}
+
+pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
+    let meta = meta_of(ctx, s);
+    let c = &s.container;
+    let resources = if c.cgroup.is_empty() { Resources::default() } else { ctx.cgroupfs.resources(&c.cgroup) };
+    ContainerView {
+        id: c.key.id.clone(),
+        short_id: short_id(&c.key.id),
+        name: meta.name,
+        runtime: meta.runtime.unwrap_or(c.key.runtime).as_str().to_string(),
+        pod: meta.pod,
+        namespace: meta.pod_namespace.or_else(|| c.ctr_namespace.clone()),
+        pod_uid: c.pod_uid.clone(),
+        image: meta.image,
+        pidns: c.pidns,
+        cgroup: c.cgroup.clone(),
+        init_pid: s.init_pid,
+        shim_pid: s.shim_pid,
+        shim_comm: s.shim_comm.clone(),
+        processes: s.processes,
+        threads: s.threads,
+        zombies: s.zombies,
+        oldest_zombie_age_s: s.oldest_zombie_ns.map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
+        forks: c.forks,
+        execs: c.execs,
+        exits: c.exits,
+        resources,
+    }
+}

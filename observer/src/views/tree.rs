@@ -1,0 +1,124 @@
+//! `observer tree <container>`: the container's processes as a tree, with the shim drawn
+//! above PID 1, zombies with their age and the parent not reaping them, adopted orphans
+//! with whom they came from.
+
+use std::fmt::Write as _;
+
+use super::{
+    model::{container_view, process_view, short_id, OutsideParent, ProcessView, TreeView, ViewCtx},
+    text::{bytes, duration, Style},
+};
+use crate::table::{snapshot::Snapshot, summary::ContainerSummary};
+
+pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> TreeView {
+    let container = container_view(ctx, summary);
+    let short = short_id(&summary.container.key.id);
+    let mut views: Vec<ProcessView> = snap
+        .processes
+        .iter()
+        .filter_map(|p| process_view(snap, p, ctx.now_ns, Some(short.clone())))
+        .collect();
+    views.sort_by_key(|v| v.pid);
+    let order = tree_order(&views);
+    let processes: Vec<ProcessView> = order.into_iter().map(|i| views[i].clone()).collect();
+    let inside: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+    let mut outside_parents: Vec<OutsideParent> = processes
+        .iter()
+        .filter(|p| !inside.contains(&p.ppid) && Some(p.pid) != container.init_pid)
+        .filter_map(|p| snap.process(p.ppid).map(|par| OutsideParent { pid: par.pid, comm: par.comm_str().to_string() }))
+        .collect();
+    outside_parents.sort_by_key(|o| o.pid);
+    outside_parents.dedup();
+    TreeView { container, processes, outside_parents }
+}
+
+/// Indices of `views` in depth-first order (roots: processes whose parent is not listed).
+fn tree_order(views: &[ProcessView]) -> Vec<usize> {
+    let pids: std::collections::HashMap<u32, usize> = views.iter().enumerate().map(|(i, v)| (v.pid, i)).collect();
+    let mut kids: std::collections::HashMap<u32, Vec<usize>> = std::collections::HashMap::new();
+    let mut roots = Vec::new();
+    for (i, v) in views.iter().enumerate() {
+        if pids.contains_key(&v.ppid) && v.ppid != v.pid {
+            kids.entry(v.ppid).or_default().push(i);
+        } else {
+            roots.push(i);
+        }
+    }
+    let mut out = Vec::with_capacity(views.len());
+    let mut stack: Vec<usize> = roots.into_iter().rev().collect();
+    while let Some(i) = stack.pop() {
+        out.push(i);
+        if let Some(ch) = kids.get(&views[i].pid) {
+            stack.extend(ch.iter().rev());
+        }
+    }
+    out
+}
+
+/// The pstree-like text: one line per process, host PID / ns PID, state, age, CPU, RSS, command.
+pub fn render(t: &TreeView, style: Style) -> String {
+    let mut out = String::new();
+    let c = &t.container;
+    let _ = writeln!(
+        out,
+        "{} {} {}{}{}  pidns {}  {} processes, {} zombies",
+        style.bold(&c.runtime),
+        c.short_id,
+        c.name.as_deref().unwrap_or("-"),
+        c.pod.as_deref().map(|p| format!(" pod {p}")).unwrap_or_default(),
+        c.namespace.as_deref().map(|n| format!(" ns {n}")).unwrap_or_default(),
+        c.pidns,
+        c.processes,
+        c.zombies
+    );
+    let by_pid: std::collections::HashMap<u32, &ProcessView> = t.processes.iter().map(|p| (p.pid, p)).collect();
+    let depth_of = |p: &ProcessView| {
+        let mut d = 0;
+        let mut cur = p;
+        while let Some(par) = by_pid.get(&cur.ppid).filter(|par| par.pid != cur.pid) {
+            d += 1;
+            cur = par;
+            if d > 64 {
+                break;
+            }
+        }
+        d
+    };
+    let base = if c.shim_pid.is_some() || !t.outside_parents.is_empty() { 1 } else { 0 };
+    if let (Some(shim), Some(comm)) = (c.shim_pid, &c.shim_comm) {
+        let _ = writeln!(out, "{} ({shim})  {}", style.dim(comm), style.dim("[shim, outside the container]"));
+    }
+    for o in &t.outside_parents {
+        if Some(o.pid) != c.shim_pid {
+            let _ = writeln!(out, "{} ({})  {}", style.dim(&o.comm), o.pid, style.dim("[host parent, outside the container]"));
+        }
+    }
+    for p in &t.processes {
+        let d = depth_of(p) + base;
+        let indent = if d == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(d - 1)) };
+        let mut line = format!(
+            "{indent}{} ({} / ns {})  {}  age {}  cpu {:.2}s  rss {}  {}",
+            style.bold(&p.comm),
+            p.pid,
+            p.ns_pid,
+            p.state,
+            duration(p.age_s),
+            p.cpu_s,
+            bytes(p.rss_bytes),
+            if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.clone() }
+        );
+        if p.threads > 1 {
+            line.push_str(&format!("  {} threads", p.threads));
+        }
+        if let Some(z) = p.zombie_age_s {
+            let parent = by_pid.get(&p.ppid).map(|par| format!("{} ({})", par.comm, par.pid)).unwrap_or_else(|| p.ppid.to_string());
+            line.push_str(&style.red(&format!("  ZOMBIE for {}, not reaped by {parent}", duration(z))));
+        }
+        if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
+            line.push_str(&style.yellow(&format!("  adopted from {from} by {by}")));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
