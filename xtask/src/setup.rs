@@ -17,7 +17,17 @@ const LLVM_MAJOR: &str = "22";
 /// Packages needed to build (bpf-linker links libLLVM 22).
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 /// Packages the tests use besides the build ones.
-pub const TEST_PACKAGES: &[&str] = &["util-linux", "procps", "busybox-static"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "util-linux",
+    "procps",
+    "busybox-static",
+    // real runtimes for tests/runtimes.rs
+    "docker.io",
+    "containerd",
+    "runc",
+    "podman",
+    "conmon",
+];
 
 pub fn setup(with_test_deps: bool) -> Result<()> {
     let mut pkgs: Vec<&str> = BUILD_PACKAGES.to_vec();

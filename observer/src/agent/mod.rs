@@ -115,7 +115,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             Some(req) = req_rx.recv() => match req {
-                Request::Snapshot(scope, tx) => { let _ = tx.send(table.snapshot(scope)); }
+                Request::Snapshot(scope, tx) => {
+                    // Views must not count a reaped process whose free event is still due.
+                    table.reap_gone(|pid| scan::live(pid).map(|l| l.start_ticks));
+                    let _ = tx.send(table.snapshot(scope));
+                }
                 Request::MemberOf(pid, tx) => { let _ = tx.send(table.get(pid).and_then(|p| p.container)); }
                 Request::Status(tx) => {
                     let k = probes.kernel_stats().unwrap_or_default();
@@ -164,6 +168,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             _ = housekeeping.tick() => {
+                if table.has_exited() {
+                    table.reap_gone(|pid| scan::live(pid).map(|l| l.start_ticks));
+                }
                 if table.has_pending() {
                     table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
                 }

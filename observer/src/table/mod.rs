@@ -49,6 +49,10 @@ pub struct Table {
     procs: FxHashMap<u32, Process>,
     pub registry: Registry,
     pending: Vec<Pending>,
+    /// Processes whose exit was seen: zombies until reaped. The free event that ends them
+    /// can come seconds after the reap (it runs from a lazy RCU callback), so `reap_gone`
+    /// also checks /proc for these.
+    exited: rustc_hash::FxHashSet<u32>,
     pub stats: TableStats,
     tick_ns: u64,
     cgroupfs: CgroupFs,
@@ -62,6 +66,7 @@ impl Table {
             procs: FxHashMap::with_capacity_and_hasher(4096, Default::default()),
             registry: Registry::new(host_pidns),
             pending: Vec::with_capacity(64),
+            exited: rustc_hash::FxHashSet::default(),
             stats: TableStats::default(),
             tick_ns: scan::tick_ns(),
             cgroupfs,
@@ -128,6 +133,7 @@ impl Table {
                     let p = self.procs.get_mut(&h.tgid).expect("checked above");
                     p.exit = Some(ExitInfo { status: Some(e.exit_code), at_ns: h.ktime_ns });
                     let c = p.container;
+                    self.exited.insert(h.tgid);
                     self.count(c, EventKind::Exit);
                     self.orphan_children(h.tgid, h.ktime_ns);
                 } else if e.is_leader == 0 {
@@ -274,6 +280,7 @@ impl Table {
     }
 
     fn remove(&mut self, pid: u32) {
+        self.exited.remove(&pid);
         self.unlink(pid);
         self.detach_children(pid);
         if let Some(p) = self.procs.remove(&pid) {
@@ -302,6 +309,33 @@ impl Table {
             self.registry.learn_cgroup_id(ino, idx);
         }
         self.registry.path_of_cgroup_id(id)
+    }
+
+    /// Removes exited processes that /proc no longer shows (reaped; their free event is
+    /// still to come). `proc_start_ticks(pid)` gives the start time in clock ticks of the
+    /// process /proc has under that pid, if any.
+    pub fn reap_gone(&mut self, proc_start_ticks: impl Fn(u32) -> Option<u64>) -> usize {
+        let gone: Vec<u32> = self
+            .exited
+            .iter()
+            .copied()
+            .filter(|&pid| match (self.procs.get(&pid), proc_start_ticks(pid)) {
+                (Some(p), Some(ticks)) => ticks != p.start_time_ns / self.tick_ns,
+                (Some(_), None) => true,
+                (None, _) => true,
+            })
+            .collect();
+        for &pid in &gone {
+            self.exited.remove(&pid);
+            if self.procs.get(&pid).is_some_and(|p| p.is_zombie()) {
+                self.remove(pid);
+            }
+        }
+        gone.len()
+    }
+
+    pub fn has_exited(&self) -> bool {
+        !self.exited.is_empty()
     }
 
     /// Number of zombies (exited, not yet reaped).

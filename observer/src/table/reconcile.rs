@@ -49,10 +49,12 @@ impl Table {
     pub fn seed(&mut self, scans: &[Scanned], now_ns: u64) {
         self.procs.clear();
         self.pending.clear();
+        self.exited.clear();
         for s in scans {
             let mut p = self.from_scan(s);
             if let Some(e) = p.exit.as_mut() {
                 e.at_ns = now_ns;
+                self.exited.insert(p.pid);
             }
             self.procs.insert(p.pid, p);
         }
@@ -91,6 +93,7 @@ impl Table {
                     }
                     if s.state == 'Z' && !zombie {
                         self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo { status: None, at_ns: now_ns });
+                        self.exited.insert(s.pid);
                         fixes += 1;
                     }
                 }
@@ -102,6 +105,7 @@ impl Table {
                     let mut p = self.from_scan(s);
                     if let Some(e) = p.exit.as_mut() {
                         e.at_ns = now_ns;
+                        self.exited.insert(p.pid);
                     }
                     self.insert(p);
                     if old_enough || reused {

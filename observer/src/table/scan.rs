@@ -45,9 +45,11 @@ pub struct Scanned {
 }
 
 /// Live facts about a running process that only /proc has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Live {
     pub state: char,
+    /// Current comm: programs rename themselves (prctl PR_SET_NAME; busybox applets do).
+    pub comm: String,
     pub ppid: u32,
     pub start_ticks: u64,
     pub cpu_ticks: u64,
@@ -61,6 +63,7 @@ pub fn live(pid: u32) -> Option<Live> {
     let s = p.stat().ok()?;
     Some(Live {
         state: s.state,
+        comm: s.comm,
         ppid: s.ppid as u32,
         start_ticks: s.starttime,
         cpu_ticks: s.utime + s.stime,

@@ -270,3 +270,21 @@ fn reconcile_adds_missed_processes_removes_gone_ones_and_counts() {
     assert_eq!(tb.reconcile(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'), scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S')], 150 * TICK, 150 * TICK), 0);
     assert!(tb.get(13).is_some());
 }
+
+#[test]
+fn reaped_zombies_leave_before_their_late_free_event() {
+    let mut tb = table();
+    let t = task(1, &[900], HOST_NS, 7 * TICK, "sh");
+    tb.apply(&fork(900, t));
+    tb.apply(&exit(900, 900, t, 0, true, 8 * TICK));
+    assert!(tb.has_exited());
+    // Still a zombie in /proc: kept.
+    assert_eq!(tb.reap_gone(|_| Some(7)), 0);
+    assert!(tb.get(900).is_some());
+    // Gone from /proc (reaped), or the pid already reused: removed.
+    assert_eq!(tb.reap_gone(|_| Some(99)), 1);
+    assert!(tb.get(900).is_none());
+    assert!(!tb.has_exited());
+    tb.apply(&free(900, t));
+    assert!(tb.is_empty());
+}

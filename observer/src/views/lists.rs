@@ -3,7 +3,7 @@
 
 use super::{
     model::{container_view, meta_of, process_view, short_id, ContainerView, ProcessView, ViewCtx, ZombieView, exit_code},
-    text::{bytes, duration, table},
+    text::{bytes, duration, one_line, table},
 };
 use crate::table::snapshot::Snapshot;
 
@@ -34,7 +34,7 @@ pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
                 format!("{:.2}", p.cpu_s),
                 bytes(p.rss_bytes),
                 p.container.clone().unwrap_or_else(|| "-".into()),
-                if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.clone() },
+                if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { one_line(&p.cmdline) },
             ]
         })
         .collect();
@@ -84,19 +84,19 @@ pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
         .filter_map(|p| {
             let e = p.exit?;
             // Confirmed by /proc: reaped processes whose free event is still pending are gone.
-            super::model::live_of(p).filter(|l| l.state == 'Z')?;
+            let live = super::model::live_of(p).filter(|l| l.state == 'Z')?;
             let parent = snap.process(p.ppid);
-            let parent_state = parent.and_then(super::model::live_of).map(|l| l.state.to_string());
+            let parent_live = parent.and_then(super::model::live_of);
             let summary = p.container.and_then(|i| snap.container(i));
             Some(ZombieView {
                 pid: p.pid,
                 ns_pid: p.ns_pid(),
-                comm: p.comm_str().to_string(),
+                comm: live.comm,
                 zombie_age_s: ctx.now_ns.saturating_sub(e.at_ns) as f64 / 1e9,
                 exit_code: e.status.map(exit_code),
                 parent_pid: p.ppid,
-                parent_comm: parent.map(|par| par.comm_str().to_string()),
-                parent_state,
+                parent_comm: parent_live.as_ref().map(|l| l.comm.clone()).or_else(|| parent.map(|par| par.comm_str().to_string())),
+                parent_state: parent_live.map(|l| l.state.to_string()),
                 container: summary.map(|s| short_id(&s.container.key.id)),
                 container_name: summary.and_then(|s| meta_of(ctx, s).name),
             })

@@ -180,7 +180,7 @@ pub fn process_view(snap: &Snapshot, p: &Process, now_ns: u64, container: Option
         ns_pid: p.ns_pid(),
         ns_ppid,
         state: live.state.to_string(),
-        comm: p.comm_str().to_string(),
+        comm: live.comm.clone(),
         cmdline: argv.join(" "),
         argv,
         exe: p.exe.to_string_lossy(),

@@ -27,6 +27,20 @@ impl Style {
     }
 }
 
+/// A command line on one line: control characters escaped (argv may hold newlines).
+pub fn one_line(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            c if c.is_control() => o.push_str(&format!("\\x{:02x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 /// 42s, 3m12s, 2h05m, 3d04h.
 pub fn duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
@@ -98,6 +112,7 @@ mod tests {
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(1536), "1.5K");
         assert_eq!(bytes(3 << 20), "3.0M");
+        assert_eq!(one_line("sh -c\nsleep 1\x1b"), "sh -c\\nsleep 1\\x1b");
     }
 
     #[test]

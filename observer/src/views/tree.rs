@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::{
     model::{container_view, process_view, short_id, OutsideParent, ProcessView, TreeView, ViewCtx},
-    text::{bytes, duration, Style},
+    text::{bytes, duration, one_line, Style},
 };
 use crate::table::{snapshot::Snapshot, summary::ContainerSummary};
 
@@ -72,32 +72,13 @@ pub fn render(t: &TreeView, style: Style) -> String {
         c.zombies
     );
     let by_pid: std::collections::HashMap<u32, &ProcessView> = t.processes.iter().map(|p| (p.pid, p)).collect();
-    let depth_of = |p: &ProcessView| {
-        let mut d = 0;
-        let mut cur = p;
-        while let Some(par) = by_pid.get(&cur.ppid).filter(|par| par.pid != cur.pid) {
-            d += 1;
-            cur = par;
-            if d > 64 {
-                break;
-            }
-        }
-        d
-    };
-    let base = if c.shim_pid.is_some() || !t.outside_parents.is_empty() { 1 } else { 0 };
-    if let (Some(shim), Some(comm)) = (c.shim_pid, &c.shim_comm) {
-        let _ = writeln!(out, "{} ({shim})  {}", style.dim(comm), style.dim("[shim, outside the container]"));
-    }
-    for o in &t.outside_parents {
-        if Some(o.pid) != c.shim_pid {
-            let _ = writeln!(out, "{} ({})  {}", style.dim(&o.comm), o.pid, style.dim("[host parent, outside the container]"));
-        }
-    }
+    let mut kids: std::collections::BTreeMap<u32, Vec<&ProcessView>> = std::collections::BTreeMap::new();
     for p in &t.processes {
-        let d = depth_of(p) + base;
-        let indent = if d == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(d - 1)) };
+        kids.entry(p.ppid).or_default().push(p);
+    }
+    let label = |p: &ProcessView| {
         let mut line = format!(
-            "{indent}{} ({} / ns {})  {}  age {}  cpu {:.2}s  rss {}  {}",
+            "{} ({} / ns {})  {}  age {}  cpu {:.2}s  rss {}  {}",
             style.bold(&p.comm),
             p.pid,
             p.ns_pid,
@@ -105,7 +86,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
             duration(p.age_s),
             p.cpu_s,
             bytes(p.rss_bytes),
-            if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { p.cmdline.clone() }
+            if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { one_line(&p.cmdline) }
         );
         if p.threads > 1 {
             line.push_str(&format!("  {} threads", p.threads));
@@ -117,8 +98,53 @@ pub fn render(t: &TreeView, style: Style) -> String {
         if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
             line.push_str(&style.yellow(&format!("  adopted from {from} by {by}")));
         }
-        out.push_str(&line);
-        out.push('\n');
+        line
+    };
+    // Depth-first with box-drawing connectors; `seen` guards against parent loops.
+    let mut seen = std::collections::HashSet::new();
+    fn walk<'a>(
+        p: &'a ProcessView,
+        prefix: &str,
+        last: bool,
+        top: bool,
+        kids: &std::collections::BTreeMap<u32, Vec<&'a ProcessView>>,
+        label: &dyn Fn(&ProcessView) -> String,
+        seen: &mut std::collections::HashSet<u32>,
+        out: &mut String,
+    ) {
+        if !seen.insert(p.pid) {
+            return;
+        }
+        let branch = if top { "" } else if last { "└─ " } else { "├─ " };
+        let _ = writeln!(out, "{prefix}{branch}{}", label(p));
+        let child_prefix = if top { prefix.to_string() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        if let Some(ch) = kids.get(&p.pid).filter(|_| p.ppid != p.pid) {
+            for (i, c) in ch.iter().enumerate() {
+                walk(c, &child_prefix, i + 1 == ch.len(), false, kids, label, seen, out);
+            }
+        }
+    }
+    // Members whose parent is outside the container, grouped under that parent.
+    let mut outside: Vec<(u32, String, &str)> = Vec::new();
+    if let (Some(shim), Some(comm)) = (c.shim_pid, &c.shim_comm) {
+        outside.push((shim, comm.clone(), "[shim, outside the container]"));
+    }
+    for o in &t.outside_parents {
+        if Some(o.pid) != c.shim_pid {
+            outside.push((o.pid, o.comm.clone(), "[host parent, outside the container]"));
+        }
+    }
+    for (pid, comm, note) in &outside {
+        let Some(ch) = kids.get(pid) else { continue };
+        let _ = writeln!(out, "{} ({pid})  {}", style.dim(comm), style.dim(note));
+        for (i, p) in ch.iter().enumerate() {
+            walk(p, "", i + 1 == ch.len(), false, &kids, &label, &mut seen, &mut out);
+        }
+    }
+    for p in &t.processes {
+        if !by_pid.contains_key(&p.ppid) && !outside.iter().any(|(o, _, _)| *o == p.ppid) {
+            walk(p, "", true, true, &kids, &label, &mut seen, &mut out);
+        }
     }
     out
 }

@@ -2,6 +2,8 @@
 //! it prints, make cgroups and namespaces to observe.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},

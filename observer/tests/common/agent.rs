@@ -1,0 +1,208 @@
+//! A real `observer agent` for a test: its own socket and an ephemeral TCP port.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::mpsc::channel,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use super::observer;
+
+pub struct Agent {
+    child: Child,
+    pub socket: PathBuf,
+    /// host:port of the HTTP listener.
+    pub http: String,
+}
+
+impl Agent {
+    pub fn start(extra: &[&str]) -> Agent {
+        let socket = std::env::temp_dir().join(format!("observer-test-{}-{}.sock", std::process::id(), rand_suffix()));
+        let mut child = observer()
+            .arg("agent")
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start observer agent");
+        let (tx, rx) = channel();
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("agent: {l}");
+                let _ = tx.send(l);
+            }
+        });
+        let http = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => {
+                    if let Some(rest) = l.split("API on http://").nth(1) {
+                        break rest.split_whitespace().next().unwrap().to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("observer agent did not start: {:?}", child.wait());
+                }
+            }
+        };
+        Agent { child, socket, http }
+    }
+
+    /// Runs an observer CLI command against this agent; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = observer().args(args).arg("--socket").arg(&self.socket).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `observer <args> -o json` parsed; panics on a non-zero exit.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let (code, out, err) = self.cli(&a);
+        assert_eq!(code, 0, "observer {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
+    }
+
+    /// GET on the HTTP listener (plain HTTP/1.0 over TCP).
+    pub fn http_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000
+}
+
+/// What /proc says about a pid: (ppid, state, NSpid chain, pid-ns inode, comm, threads).
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct ProcFacts {
+    pub ppid: u64,
+    pub state: String,
+    pub ns_pids: Vec<u64>,
+    pub pidns: u64,
+    pub comm: String,
+    pub threads: u64,
+}
+
+pub fn proc_facts(pid: u64) -> Option<ProcFacts> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ns_pids = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()?;
+    Some(ProcFacts {
+        ppid: f[1].parse().ok()?,
+        state: f[0].to_string(),
+        ns_pids,
+        pidns: super::ns_inode(pid as u32, "pid"),
+        comm,
+        threads,
+    })
+}
+
+/// Host pids of every process in pid namespace `pidns` according to /proc.
+pub fn pids_in_pidns(pidns: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&p| std::fs::metadata(format!("/proc/{p}/ns/pid")).map(|m| std::os::unix::fs::MetadataExt::ino(&m) == pidns).unwrap_or(false))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Compares every process of a `tree -o json` answer with /proc read right after, and checks
+/// that the tree lists every process of the container's pid namespace. Returns the list of
+/// differences (empty when the tree equals /proc).
+pub fn tree_vs_proc(tree: &Value) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let procs = tree["processes"].as_array().expect("processes");
+    let pidns = tree["container"]["pidns"].as_u64().unwrap();
+    let listed: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    for p in procs {
+        let pid = p["pid"].as_u64().unwrap();
+        let Some(f) = proc_facts(pid) else {
+            diffs.push(format!("{pid} listed but gone from /proc"));
+            continue;
+        };
+        let ns: Vec<u64> = p["ns_pids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        if p["ppid"].as_u64() != Some(f.ppid) {
+            diffs.push(format!("{pid}: ppid {} vs /proc {}", p["ppid"], f.ppid));
+        }
+        if ns != f.ns_pids {
+            diffs.push(format!("{pid}: ns_pids {ns:?} vs /proc {:?}", f.ns_pids));
+        }
+        if p["state"].as_str() != Some(f.state.as_str()) {
+            diffs.push(format!("{pid}: state {} vs /proc {}", p["state"], f.state));
+        }
+        if p["comm"].as_str() != Some(f.comm.as_str()) {
+            diffs.push(format!("{pid}: comm {} vs /proc {}", p["comm"], f.comm));
+        }
+        if p["ns_pid"].as_u64() != f.ns_pids.last().copied() {
+            diffs.push(format!("{pid}: ns_pid {} vs /proc {:?}", p["ns_pid"], f.ns_pids.last()));
+        }
+        // ns PPID: the parent's PID in this namespace, 0 when the parent is outside it.
+        let want_ns_ppid = match proc_facts(f.ppid) {
+            Some(pf) if pf.pidns == f.pidns => *pf.ns_pids.last().unwrap(),
+            _ => 0,
+        };
+        if p["ns_ppid"].as_u64() != Some(want_ns_ppid) {
+            diffs.push(format!("{pid}: ns_ppid {} vs /proc-derived {want_ns_ppid}", p["ns_ppid"]));
+        }
+        if p["threads"].as_u64() != Some(f.threads) {
+            diffs.push(format!("{pid}: threads {} vs /proc {}", p["threads"], f.threads));
+        }
+    }
+    for pid in pids_in_pidns(pidns) {
+        if !listed.contains(&pid) {
+            diffs.push(format!("{pid} is in the container's pid namespace but not in the tree"));
+        }
+    }
+    diffs
+}
+
+/// Asks for the tree until it equals /proc (processes may still be starting), or panics
+/// with the last differences.
+pub fn tree_equal_to_proc(agent: &Agent, reference: &str, timeout: Duration) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let t = agent.json(&["tree", reference]);
+        let diffs = tree_vs_proc(&t);
+        if diffs.is_empty() {
+            return t;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("tree {reference} differs from /proc:\n  {}\ntree: {t:#}", diffs.join("\n  "));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
