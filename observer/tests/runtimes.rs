@@ -64,6 +64,8 @@ fn daemon(cmd: &mut Command, log: &Path) {
             Ok(())
         });
     }
+    // Deliberately not waited for: the daemon outlives the test.
+    #[allow(clippy::zombie_processes)]
     cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
 }
 
@@ -105,7 +107,7 @@ fn containerd_ready() -> &'static str {
         eventually(T, "containerd to answer", || succeeds(ctr().arg("version")).then_some(()));
     }
     let image = "docker.io/observer-test/busybox:1";
-    if ok(&mut ctr().args(["image", "ls", "-q"])).lines().all(|l| l != image) {
+    if ok(ctr().args(["image", "ls", "-q"])).lines().all(|l| l != image) {
         let archive = std::env::temp_dir().join("observer-test-busybox-image.tar");
         ok(Command::new("docker").args(["save", "-o"]).arg(&archive).arg(docker_ready()));
         ok(ctr().args(["image", "import"]).arg(&archive));
@@ -204,6 +206,7 @@ fn containerd_ctr_container_with_shim_runc_v2_and_task_exec() {
     let mut exec: Child = ctr().args(["task", "exec", "--exec-id", "observer-exec", name, "sleep", "999"]).stdout(Stdio::null()).spawn().unwrap();
     check(&agent, name, "containerd", name, "containerd-shim");
     let _ = exec.kill();
+    let _ = exec.wait();
     let _ = ctr().args(["task", "kill", "-s", "KILL", name]).output();
     eventually(T, "the ctr task to stop", || succeeds(ctr().args(["task", "delete", name])).then_some(()));
     ok(ctr().args(["container", "rm", name]));

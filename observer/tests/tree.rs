@@ -96,7 +96,7 @@ fn tree_of_a_pid_namespace_equals_proc_and_names_zombies_and_orphans() {
 
     let c = &tree["container"];
     assert_eq!(c["runtime"], "bare");
-    assert_eq!(c["pidns"].as_u64().unwrap(), ns_inode(s.init as u32, "pid") as u64);
+    assert_eq!(c["pidns"].as_u64().unwrap(), ns_inode(s.init as u32, "pid"));
     assert_eq!(c["init_pid"].as_u64(), Some(s.init));
     assert_eq!(c["shim_pid"].as_u64(), Some(s.unshare.id() as u64), "unshare is the host parent of PID 1");
 

@@ -30,7 +30,7 @@ enum Cmd {
     },
     /// Set up, then build the release binary (target/release/observer).
     Build,
-    /// Set up, build, then run observer (default: `observer events`); extra args go to it.
+    /// Set up, build, then run observer (default: `observer agent`); extra args go to it.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -85,7 +85,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Run { args } => {
             setup::setup(false)?;
             build()?;
-            let args = if args.is_empty() { vec!["events".to_string()] } else { args };
+            let args = if args.is_empty() { vec!["agent".to_string()] } else { args };
             let err = Command::new(root().join("target/release/observer")).args(&args).exec();
             bail!("starting observer: {err}")
         }

@@ -11,6 +11,9 @@ use observer_common::{
     NsEvent, TaskInfo, MAX_PID_LEVELS, TASK_FLAG_PID_LEVELS_TRUNCATED,
 };
 
+/// A decoded record, copied out of the ring buffer. Variants differ in size (an exec record
+/// carries 512 bytes of path and argv); boxing them would allocate per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Fork(ForkEvent),

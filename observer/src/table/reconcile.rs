@@ -9,7 +9,7 @@ use observer_common::MAX_PID_LEVELS;
 use super::{scan::Scanned, ExitInfo, Fixed, Process, Table};
 
 impl Table {
-    fn from_scan(&mut self, s: &Scanned) -> Process {
+    fn process_from_scan(&mut self, s: &Scanned) -> Process {
         let mut ns_pids = [0u32; MAX_PID_LEVELS];
         for (d, v) in ns_pids.iter_mut().zip(&s.ns_pids) {
             *d = *v;
@@ -51,7 +51,7 @@ impl Table {
         self.pending.clear();
         self.exited.clear();
         for s in scans {
-            let mut p = self.from_scan(s);
+            let mut p = self.process_from_scan(s);
             if let Some(e) = p.exit.as_mut() {
                 e.at_ns = now_ns;
                 self.exited.insert(p.pid);
@@ -102,7 +102,7 @@ impl Table {
                     if reused {
                         self.remove(s.pid);
                     }
-                    let mut p = self.from_scan(s);
+                    let mut p = self.process_from_scan(s);
                     if let Some(e) = p.exit.as_mut() {
                         e.at_ns = now_ns;
                         self.exited.insert(p.pid);

@@ -102,6 +102,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
     };
     // Depth-first with box-drawing connectors; `seen` guards against parent loops.
     let mut seen = std::collections::HashSet::new();
+    #[allow(clippy::too_many_arguments)]
     fn walk<'a>(
         p: &'a ProcessView,
         prefix: &str,

@@ -96,7 +96,7 @@ impl Apt {
         self.opts(&mut c);
         let out = output(c.args(["search", "--names-only", pattern]))?;
         let mut names: Vec<String> = out.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
-        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.sort_by_key(|n| version_key(n));
         names.pop()
     }
 

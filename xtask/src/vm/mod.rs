@@ -21,6 +21,15 @@ pub const VM_TESTS: &[&str] = &["events", "tree"];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
+/// One kernel's run: label, package, seconds, per-test outcomes, why it was aborted.
+struct KernelRun {
+    label: String,
+    package: String,
+    seconds: f64,
+    results: Vec<(String, Outcome)>,
+    aborted: Option<String>,
+}
+
 pub struct VmArgs {
     pub kernels: Vec<String>,
     pub refresh: bool,
@@ -38,7 +47,7 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
     initramfs::build(&cache, &observer, &tests, &initrd)?;
 
     let accel = "tcg,thread=single";
-    let mut table: Vec<(String, String, f64, Vec<(String, Outcome)>, Option<String>)> = Vec::new();
+    let mut table: Vec<KernelRun> = Vec::new();
     for label in &args.kernels {
         let series = kernels::series(label)?;
         let k = kernels::fetch(&cache, series, args.refresh)?;
@@ -48,27 +57,27 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
         if let Some(why) = &boot.aborted {
             eprintln!("vm-test: {} aborted: {why} (log: {})", k.label, log.display());
         }
-        table.push((k.label.clone(), k.package.clone(), boot.seconds, boot.results, boot.aborted));
+        table.push(KernelRun { label: k.label, package: k.package, seconds: boot.seconds, results: boot.results, aborted: boot.aborted });
     }
     summary(&table)
 }
 
-fn summary(table: &[(String, String, f64, Vec<(String, Outcome)>, Option<String>)]) -> Result<()> {
+fn summary(table: &[KernelRun]) -> Result<()> {
     let mut names: Vec<&str> = Vec::new();
-    for (_, _, _, res, _) in table {
-        for (n, _) in res {
+    for run in table {
+        for (n, _) in &run.results {
             if !names.contains(&n.as_str()) {
                 names.push(n);
             }
         }
     }
     let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(6);
-    println!("\n{:<w$}  {}", "test", table.iter().map(|t| format!("{:<8}", t.0)).collect::<Vec<_>>().join(" "));
+    println!("\n{:<w$}  {}", "test", table.iter().map(|t| format!("{:<8}", t.label)).collect::<Vec<_>>().join(" "));
     let mut failures = 0;
     let mut skips: BTreeMap<String, String> = BTreeMap::new();
     for n in &names {
         let mut row = format!("{n:<w$} ");
-        for (k, _, _, res, _) in table {
+        for KernelRun { label: k, results: res, .. } in table {
             let cell = match res.iter().find(|(t, _)| t == n).map(|(_, o)| o) {
                 Some(Outcome::Pass) => "pass".to_string(),
                 Some(Outcome::Fail) => {
@@ -89,7 +98,7 @@ fn summary(table: &[(String, String, f64, Vec<(String, Outcome)>, Option<String>
         println!("{row}");
     }
     println!();
-    for (k, pkg, secs, _, aborted) in table {
+    for KernelRun { label: k, package: pkg, seconds: secs, aborted, .. } in table {
         println!("{k:<7} {pkg}: {secs:.0}s{}", aborted.as_ref().map(|a| format!(" — ABORTED: {a}")).unwrap_or_default());
         if aborted.is_some() {
             failures += 1;
