@@ -3,6 +3,7 @@
 
 mod agent;
 mod events;
+mod launcher;
 mod views;
 
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ enum Command {
     },
     /// Stream process lifecycle events from the kernel as they happen.
     Events(events::EventsArgs),
+    #[command(flatten)]
+    Launcher(launcher::LauncherCmd),
 }
 
 pub fn main() -> ExitCode {
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Containers { opts } => views::run(opts, views::View::Containers),
         Command::Zombies { opts } => views::run(opts, views::View::Zombies),
         Command::Events(args) => events::run(args),
+        Command::Launcher(cmd) => return launcher::run(cmd),
     };
     match result {
         Ok(code) => code,

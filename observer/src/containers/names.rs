@@ -94,11 +94,7 @@ impl Resolver {
                     Meta::default()
                 }
             }
-            Runtime::Observer => Meta {
-                name: Some(id.to_string()),
-                image: fs::read_to_string(self.dirs.launcher.join(id).join("rootfs")).ok().map(|s| s.trim().to_string()),
-                ..Meta::default()
-            },
+            Runtime::Observer => launcher(&self.dirs.launcher, id),
             Runtime::Lxc | Runtime::Nspawn => Meta { name: Some(id.to_string()), ..Meta::default() },
             Runtime::Bare => Meta::default(),
         }
@@ -155,6 +151,21 @@ fn docker(root: &Path, id: &str) -> Meta {
         image: v["Config"]["Image"].as_str().map(String::from),
         runtime: None,
     }
+}
+
+/// observer's launcher: `<dir>/<name>/config.json` holds the id (the cgroup's name).
+fn launcher(dir: &Path, id: &str) -> Meta {
+    let Ok(rd) = fs::read_dir(dir) else { return Meta::default() };
+    for e in rd.flatten() {
+        if let Some(v) = read_json(&e.path().join("config.json")).filter(|v| v["id"].as_str() == Some(id)) {
+            return Meta {
+                name: v["name"].as_str().map(String::from),
+                image: v["rootfs"].as_str().map(String::from),
+                ..Meta::default()
+            };
+        }
+    }
+    Meta::default()
 }
 
 fn podman(storage: &[PathBuf], id: &str) -> Meta {

@@ -220,7 +220,8 @@ pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView 
         cgroup: c.cgroup.clone(),
         init_pid: s.init_pid,
         shim_pid: s.shim_pid,
-        shim_comm: s.shim_comm.clone(),
+        // The live name: shims rename themselves after exec (observer-shim does).
+        shim_comm: s.shim_pid.and_then(scan::live).map(|l| l.comm).or_else(|| s.shim_comm.clone()),
         processes: s.processes,
         threads: s.threads,
         zombies: s.zombies,

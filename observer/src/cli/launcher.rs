@@ -1,0 +1,174 @@
+//! `observer run | exec | ls | stop | rm | logs` (and the hidden `__shim`).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Subcommand};
+
+use crate::{
+    launcher::{self, state::Limits, LauncherError, RunOptions},
+    views::text::{duration, table},
+};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Container name (default: c-<first 8 hex of its id>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Root file system directory (default: a busybox rootfs built from the host's
+    /// busybox-static under /var/lib/observer/rootfs/busybox).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Hostname inside (default: the name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory limit (e.g. 64M); the OOM killer enforces it.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// Maximum number of tasks.
+    #[arg(long, value_name = "N")]
+    pids_max: Option<u64>,
+    /// CPU quota in CPUs (e.g. 0.5).
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Network: `none` (own namespace with loopback) or `host`.
+    #[arg(long, value_name = "none|host", default_value = "none", value_parser = ["none", "host"])]
+    net: String,
+    /// Run a tiny init as PID 1 that reaps every orphan (like `docker run --init`).
+    #[arg(long)]
+    init: bool,
+    /// Run in the background and print the name.
+    #[arg(short, long)]
+    detach: bool,
+    /// Environment variables (KEY=VALUE), repeatable.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Run without the limits whose cgroup controller this host lacks (reported).
+    #[arg(long)]
+    ignore_missing_limits: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum LauncherCmd {
+    /// Run a command in a new container (namespaces, rootfs, cgroup limits, a shim).
+    Run(RunArgs),
+    /// Run a command inside a running container (every namespace and its cgroup).
+    Exec {
+        name: String,
+        #[arg(short, long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// List launcher containers.
+    Ls {
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: super::views::Format,
+        #[arg(long)]
+        no_headers: bool,
+    },
+    /// Stop a container: SIGTERM to PID 1, then SIGKILL after the timeout.
+    Stop {
+        name: String,
+        /// Seconds to wait after SIGTERM.
+        #[arg(short = 't', long, default_value_t = 10)]
+        time: u64,
+    },
+    /// Remove a container's cgroups and state.
+    Rm {
+        name: String,
+        /// Stop it first if it is running.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Print a container's output.
+    Logs {
+        name: String,
+        /// Keep printing until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    #[command(name = "__shim", hide = true)]
+    Shim { name: String },
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
+        .iter()
+        .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+        .unwrap_or((t.clone(), 1));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (examples: 64M, 512K, 1G)"))?;
+    n.checked_mul(mult).filter(|b| *b >= 4096).ok_or_else(|| format!("`{s}` is out of range (at least 4K)"))
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
+    if v > 0.0 && v <= 1024.0 {
+        Ok(v)
+    } else {
+        Err(format!("--cpus must be between 0 and 1024, got {s}"))
+    }
+}
+
+fn code(r: Result<u8, LauncherError>) -> ExitCode {
+    match r {
+        Ok(c) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("observer: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+pub fn run(cmd: LauncherCmd) -> ExitCode {
+    match cmd {
+        LauncherCmd::Run(a) => code(launcher::run(RunOptions {
+            name: a.name,
+            rootfs: a.rootfs,
+            hostname: a.hostname,
+            limits: Limits { memory_bytes: a.memory, pids_max: a.pids_max, cpus: a.cpus },
+            net_host: a.net == "host",
+            init: a.init,
+            detach: a.detach,
+            env: a.env,
+            ignore_missing_limits: a.ignore_missing_limits,
+            cmd: a.cmd,
+        })),
+        LauncherCmd::Exec { name, env, cmd } => code(launcher::exec::exec(&name, &env, &cmd)),
+        LauncherCmd::Ls { output, no_headers } => code(launcher::ls().map(|list| {
+            if output == super::views::Format::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("serialisable"));
+            } else {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.id[..12].to_string(),
+                            c.state.clone(),
+                            c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                            format!("{} ago", duration(now.saturating_sub(c.created) as f64)),
+                            c.command.join(" "),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["NAME", "ID", "STATE", "PID", "CREATED", "COMMAND"], &rows, no_headers));
+            }
+            0
+        })),
+        LauncherCmd::Stop { name, time } => code(launcher::stop(&name, Duration::from_secs(time)).map(|st| {
+            println!("{name}: {}", launcher::state::effective(&st));
+            0
+        })),
+        LauncherCmd::Rm { name, force } => code(launcher::rm(&name, force).map(|_| {
+            println!("{name}");
+            0
+        })),
+        LauncherCmd::Logs { name, follow } => code(launcher::logs(&name, follow)),
+        LauncherCmd::Shim { name } => launcher::shim::main(&name),
+    }
+}

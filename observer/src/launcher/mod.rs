@@ -1,0 +1,323 @@
+//! observer's built-in launcher: real containers for tests and users on any Linux box
+//! without Docker — namespaces, a pivoted rootfs, cgroup limits, and a shim that is the
+//! subreaper above PID 1, like containerd-shim. It stands apart from the observer pipeline;
+//! the agent sees its containers like any runtime's (cgroup `/observer/<id>`).
+
+pub mod cgroups;
+mod container;
+pub mod exec;
+pub mod rootfs;
+pub mod shim;
+pub mod state;
+
+use std::{
+    io::{Read, Write},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use state::{Config, Limits, State, Status};
+
+use crate::containers::cgroupfs::CgroupFs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherError {
+    #[error("the launcher needs root: run it with sudo")]
+    NotRoot,
+    #[error("container name `{0}` is already in use: remove it with `observer rm -f {0}` or choose another --name")]
+    NameInUse(String),
+    #[error("invalid container name `{0}`: use letters, digits, `_`, `.` and `-`, starting with a letter or digit")]
+    BadName(String),
+    #[error("no container named `{0}` (see `observer ls`)")]
+    NoSuchContainer(String),
+    #[error("rootfs {0} does not exist")]
+    RootfsMissing(PathBuf),
+    #[error("rootfs {0} is not a directory")]
+    RootfsNotDir(PathBuf),
+    #[error("/bin/busybox is missing or not static: install Debian's busybox-static (the default rootfs is built from it) or pass --rootfs DIR")]
+    NoBusybox,
+    #[error("{1}")]
+    Command(i32, String),
+    #[error("the {0} cgroup controller is not available on this host: run without {1}, or pass --ignore-missing-limits to run without that limit")]
+    MissingController(String, String),
+    #[error("the limit in {0} reads back as `{1}`, not what was asked")]
+    LimitNotApplied(PathBuf, String),
+    #[error("container `{0}` is running: stop it first (`observer stop {0}`) or use `observer rm -f {0}`")]
+    Running(String),
+    #[error("container `{0}` is not running")]
+    NotRunning(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("{0} is not a valid launcher state file: {1}")]
+    Corrupt(PathBuf, String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LauncherError {
+    /// docker's convention: 125 launcher error, 126 not executable, 127 not found.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LauncherError::Command(code, _) => *code as u8,
+            _ => 125,
+        }
+    }
+}
+
+pub struct RunOptions {
+    pub name: Option<String>,
+    pub rootfs: Option<PathBuf>,
+    pub hostname: Option<String>,
+    pub limits: Limits,
+    pub net_host: bool,
+    pub init: bool,
+    pub detach: bool,
+    pub env: Vec<String>,
+    pub ignore_missing_limits: bool,
+    pub cmd: Vec<String>,
+}
+
+fn require_root() -> Result<(), LauncherError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(LauncherError::NotRoot)
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && n.len() <= 128
+}
+
+fn random_id() -> Result<String, LauncherError> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| LauncherError::Io("reading /dev/urandom".into(), e))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Creates and starts a container; returns the exit code for `observer run` (0 when
+/// detached, the command's when attached).
+pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
+    require_root()?;
+    if o.cmd.is_empty() {
+        return Err(LauncherError::Other("no command given: observer run [OPTIONS] -- CMD [ARGS...]".into()));
+    }
+    let id = random_id()?;
+    let name = o.name.clone().unwrap_or_else(|| format!("c-{}", &id[..8]));
+    if !valid_name(&name) {
+        return Err(LauncherError::BadName(name));
+    }
+    for kv in &o.env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(LauncherError::Other(format!("-e expects KEY=VALUE, got `{kv}`")));
+        }
+    }
+    let dir = state::dir(&name);
+    if dir.exists() {
+        return Err(LauncherError::NameInUse(name));
+    }
+    let (rootfs, readonly) = match &o.rootfs {
+        Some(r) => (rootfs::check(r)?, false),
+        None => (rootfs::ensure_default()?, true),
+    };
+    let mut cfg = Config {
+        hostname: o.hostname.clone().unwrap_or_else(|| name.clone()),
+        name: name.clone(),
+        id: id.clone(),
+        rootfs,
+        rootfs_readonly: readonly,
+        cmd: o.cmd.clone(),
+        env: o.env.clone(),
+        limits: o.limits.clone(),
+        net_host: o.net_host,
+        init: o.init,
+        created: now_secs(),
+        cgroups: Vec::new(),
+    };
+    // The command must exist in the rootfs: checked before anything is created.
+    let env = container::environment(&cfg, &[]);
+    rootfs::resolve(&cfg.rootfs, &cfg.cmd[0], &container::path_of(&env)).map_err(|(c, m)| LauncherError::Command(c, m))?;
+    std::fs::create_dir_all(&dir).map_err(|e| LauncherError::Io(format!("creating {}", dir.display()), e))?;
+    let cleanup = |cfg: &Config| {
+        cgroups::remove(&cfg.cgroups);
+        let _ = std::fs::remove_dir_all(state::dir(&cfg.name));
+    };
+    let cg = CgroupFs::discover();
+    match cgroups::create(&cg, &id, &o.limits, o.ignore_missing_limits) {
+        Ok(dirs) => cfg.cgroups = dirs,
+        Err(e) => {
+            cleanup(&cfg);
+            return Err(e);
+        }
+    }
+    if let Err(e) = state::save_config(&cfg).and_then(|_| state::save_state(&name, &State::default())) {
+        cleanup(&cfg);
+        return Err(e);
+    }
+    let exe = std::env::current_exe().map_err(|e| LauncherError::Io("locating the observer binary".into(), e))?;
+    let mut shim = Command::new(exe);
+    shim.arg("__shim").arg(&name).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid in the child before exec: the shim leaves our session and terminal.
+    unsafe {
+        shim.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut shim = shim.spawn().map_err(|e| LauncherError::Io("starting the shim".into(), e))?;
+    let st = wait_state(&name, Duration::from_secs(30), |s| s.status != Status::Created)?;
+    if st.status == Status::Failed {
+        let _ = shim.wait();
+        cleanup(&cfg);
+        let msg = st.error.unwrap_or_else(|| "the container failed to start".into());
+        return Err(LauncherError::Command(st.exit_code.unwrap_or(125), msg));
+    }
+    if o.detach {
+        println!("{name}");
+        return Ok(0);
+    }
+    let code = follow_log(&name, true)?;
+    let _ = shim.wait();
+    Ok(code)
+}
+
+fn wait_state(name: &str, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<State, LauncherError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = state::load_state(name)?;
+        if done(&st) {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            return Err(LauncherError::Other(format!("container `{name}` did not reach the expected state in {timeout:?} (state: {})", state::effective(&st))));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Copies the log to stdout; with `follow`, until the container has exited. Returns the
+/// container's exit code when it has exited.
+fn follow_log(name: &str, follow: bool) -> Result<u8, LauncherError> {
+    let path = state::log_path(name);
+    let mut f = std::fs::File::open(&path).map_err(|e| LauncherError::Io(format!("opening {}", path.display()), e))?;
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let st = state::load_state(name)?;
+        let running = st.status == Status::Running && st.shim_pid.is_some_and(state::alive);
+        loop {
+            let n = f.read(&mut buf).map_err(|e| LauncherError::Io("reading the log".into(), e))?;
+            if n == 0 {
+                break;
+            }
+            let _ = out.write_all(&buf[..n]);
+        }
+        let _ = out.flush();
+        if !follow || !running {
+            return Ok(st.exit_code.unwrap_or(0) as u8);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn logs(name: &str, follow: bool) -> Result<u8, LauncherError> {
+    state::load_config(name)?;
+    follow_log(name, follow).map(|_| 0)
+}
+
+/// SIGTERM to PID 1, then SIGKILL after `timeout`; waits for the shim to record the end.
+pub fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError> {
+    require_root()?;
+    state::load_config(name)?;
+    let st = state::load_state(name)?;
+    let (Status::Running, Some(pid)) = (&st.status, st.pid) else {
+        return Ok(st);
+    };
+    if !st.shim_pid.is_some_and(state::alive) {
+        return Err(LauncherError::Other(format!("the shim of `{name}` is gone; remove the container with `observer rm -f {name}`")));
+    }
+    let pid = Pid::from_raw(pid as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let ended = |s: &State| s.status != Status::Running;
+    match wait_state(name, timeout, ended) {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            wait_state(name, Duration::from_secs(30), ended)
+        }
+    }
+}
+
+/// Removes a container: its cgroups and state (with `force`, stopping it first).
+pub fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
+    require_root()?;
+    let cfg = state::load_config(name)?;
+    let st = state::load_state(name)?;
+    let running = st.status == Status::Running && st.shim_pid.is_some_and(state::alive);
+    if running {
+        if !force {
+            return Err(LauncherError::Running(name.into()));
+        }
+        stop(name, Duration::ZERO)?;
+    }
+    // A shim that died left PID 1 without a reaper: make sure nothing of it remains.
+    if let Some(pid) = st.pid.filter(|p| state::alive(*p)) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let left = cgroups::remove(&cfg.cgroups);
+    if !left.is_empty() {
+        return Err(LauncherError::Other(format!("cgroups still busy, not removed: {left:?}")));
+    }
+    std::fs::remove_dir_all(state::dir(name)).map_err(|e| LauncherError::Io(format!("removing {}", state::dir(name).display()), e))
+}
+
+#[derive(serde::Serialize)]
+pub struct Listed {
+    pub name: String,
+    pub id: String,
+    pub state: String,
+    pub status: Status,
+    /// Host pid of PID 1 while running.
+    pub pid: Option<u32>,
+    pub shim_pid: Option<u32>,
+    pub created: u64,
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    pub limits: Limits,
+}
+
+pub fn ls() -> Result<Vec<Listed>, LauncherError> {
+    let mut out = Vec::new();
+    for name in state::names() {
+        let (Ok(cfg), Ok(st)) = (state::load_config(&name), state::load_state(&name)) else { continue };
+        out.push(Listed {
+            state: state::effective(&st),
+            pid: st.pid.filter(|_| st.status == Status::Running),
+            name,
+            id: cfg.id,
+            status: st.status,
+            shim_pid: st.shim_pid,
+            created: cfg.created,
+            command: cfg.cmd,
+            exit_code: st.exit_code,
+            oom_killed: st.oom_killed,
+            limits: cfg.limits,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,116 @@
+//! The shim, like containerd-shim: one per container, started detached by `observer run`
+//! (a re-exec of this binary as `observer __shim <name>`), so it outlives the command that
+//! started it. It is a child subreaper and the host parent of the container's PID 1; it
+//! creates the container, records that it runs, reaps it, and records how it ended (exit
+//! code, signal, OOM kill). The container's stdout and stderr go to its log file.
+
+use std::{fs, io::Read, process::ExitCode};
+
+use nix::{
+    fcntl::OFlag,
+    sched::{unshare, CloneFlags},
+    sys::wait::{waitpid, WaitStatus},
+    unistd::{fork, pipe2, ForkResult, Pid},
+};
+
+use super::{
+    cgroups, container,
+    state::{self, State, Status},
+};
+use crate::containers::cgroupfs::CgroupFs;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn record(name: &str, st: &State) {
+    if let Err(e) = state::save_state(name, st) {
+        eprintln!("observer shim {name}: {e}");
+    }
+}
+
+pub fn main(name: &str) -> ExitCode {
+    let cfg = match state::load_config(name) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("observer shim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let me = std::process::id();
+    let mut st = State { shim_pid: Some(me), ..State::default() };
+    let fail = |st: &mut State, msg: String| {
+        st.status = Status::Failed;
+        st.error = Some(msg);
+        st.exit_code = Some(125);
+        record(name, st);
+        ExitCode::FAILURE
+    };
+    let _ = nix::sys::prctl::set_name(c"observer-shim");
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        return fail(&mut st, format!("PR_SET_CHILD_SUBREAPER: {e}"));
+    }
+    let log = match fs::OpenOptions::new().create(true).append(true).open(state::log_path(name)) {
+        Ok(f) => f,
+        Err(e) => return fail(&mut st, format!("opening the log: {e}")),
+    };
+    let (rd, wr) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut st, format!("pipe: {e}")),
+    };
+    // The next child is PID 1 of a new pid namespace; the shim stays in the host's.
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        return fail(&mut st, format!("creating the pid namespace: {e}"));
+    }
+    // SAFETY: the shim is single-threaded.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(rd);
+            container::child_main(&cfg, wr, &log)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return fail(&mut st, format!("fork: {e}")),
+    };
+    drop(wr);
+    let mut report = String::new();
+    let _ = fs::File::from(rd).read_to_string(&mut report);
+    if !report.is_empty() {
+        let (code, msg) = report.split_once(' ').unwrap_or(("125", report.as_str()));
+        st.status = Status::Failed;
+        st.exit_code = code.parse().ok();
+        st.error = Some(msg.to_string());
+        let _ = waitpid(child, None);
+        record(name, &st);
+        return ExitCode::FAILURE;
+    }
+    st.status = Status::Running;
+    st.pid = Some(child.as_raw() as u32);
+    record(name, &st);
+
+    // Reap everything re-parented to us; stop when PID 1 has ended.
+    let cg = CgroupFs::discover();
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                st.exit_code = Some(code);
+                break;
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                st.signal = Some(sig as i32);
+                st.exit_code = Some(128 + sig as i32);
+                break;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                st.error = Some(format!("waiting for the container: {e}"));
+                break;
+            }
+        }
+    }
+    st.oom_killed = cgroups::oom_kills(&cg, &cfg.cgroups) > 0;
+    st.status = Status::Exited;
+    st.finished = Some(now_secs());
+    record(name, &st);
+    ExitCode::SUCCESS
+}
