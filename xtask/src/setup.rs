@@ -27,6 +27,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "runc",
     "podman",
     "conmon",
+    // a real Prometheus and promtool for tests/metrics.rs
+    "prometheus",
 ];
 
 pub fn setup(with_test_deps: bool) -> Result<()> {

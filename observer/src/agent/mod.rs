@@ -5,6 +5,7 @@
 //! Start order: the ring buffer is open and the programs attached before /proc is scanned,
 //! so whatever starts during the scan is in the buffer and applied right after the seed.
 
+pub mod health;
 mod server;
 
 use std::{
@@ -15,7 +16,6 @@ use std::{
 };
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{broadcast, mpsc, oneshot},
@@ -36,6 +36,7 @@ pub struct AgentConfig {
     pub socket: PathBuf,
     pub reconcile_every: Duration,
     pub state_dirs: StateDirs,
+    pub metrics_labels: Vec<String>,
 }
 
 /// A reconciliation scan running on a blocking thread.
@@ -67,6 +68,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let scans = tokio::task::spawn_blocking(scan::scan_all).await?;
     let mut last_scan = t.elapsed();
     table.seed(&scans, boot_now_ns());
+    let mut states = health::states(&scans);
     let buffered = reader.drain(&mut |ev| table.apply(&ev));
     log::info!(
         "seeded {} processes from /proc in {:.0} ms, then applied {buffered} events buffered meanwhile",
@@ -81,6 +83,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         events: ev_tx.clone(),
         resolver: Arc::new(Mutex::new(Resolver::new(cfg.state_dirs.clone()))),
         cgroupfs: Arc::new(cgroupfs),
+        metrics_labels: Arc::new(cfg.metrics_labels.clone()),
+        limits: Arc::default(),
     };
     let servers = server::start(&cfg, state).await?;
     eprintln!(
@@ -122,34 +126,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 }
                 Request::MemberOf(pid, tx) => { let _ = tx.send(table.get(pid).and_then(|p| p.container)); }
                 Request::Status(tx) => {
-                    let k = probes.kernel_stats().unwrap_or_default();
-                    let kinds: Vec<_> = observer_common::EventKind::ALL.iter().map(|&kind| json!({
-                        "type": kind.name(),
-                        "emitted": k.emitted(kind),
-                        "dropped": k.dropped(kind),
-                        "read_errors": k.read_errors(kind),
-                        "received": reader.stats.received(kind),
-                        "applied": table.stats.applied[kind as usize],
-                    })).collect();
-                    let _ = tx.send(json!({
-                        "uptime_s": started.elapsed().as_secs_f64(),
-                        "processes": table.len(),
-                        "zombies": table.zombies(),
-                        "containers": table.summaries().len(),
-                        "events": kinds,
-                        "decode_errors": reader.stats.decode_errors,
-                        "ringbuf_bytes": probes.ringbuf_bytes,
-                        "attached": probes.attached,
-                        "missing": probes.missing,
-                        "corrections": table.stats.corrections,
-                        "reconciliations": reconciliations,
-                        "last_scan_ms": last_scan.as_secs_f64() * 1e3,
-                        "adoptions": {
-                            "subreaper": table.stats.adoptions[0],
-                            "namespace_init": table.stats.adoptions[1],
-                            "host_init": table.stats.adoptions[2],
-                        },
-                        "cgroup_walks": table.stats.cgroup_walks,
+                    let _ = tx.send(health::health(health::Inputs {
+                        table: &table,
+                        kernel: probes.kernel_stats().unwrap_or_default(),
+                        reader: &reader.stats,
+                        uptime_s: started.elapsed().as_secs_f64(),
+                        ringbuf_bytes: probes.ringbuf_bytes,
+                        attached: &probes.attached,
+                        missing: &probes.missing,
+                        reconciliations,
+                        last_scan_s: last_scan.as_secs_f64(),
+                        states: &states,
                     }));
                 }
             },
@@ -160,6 +147,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     // Apply what happened during the scan first: the scan must not undo it.
                     reader.drain(&mut |ev| table.apply(&ev));
                     let fixes = table.reconcile(&scans, started_ns, boot_now_ns());
+                    states = health::states(&scans);
                     last_scan = took;
                     reconciliations += 1;
                     if fixes > 0 {

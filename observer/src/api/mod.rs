@@ -1,13 +1,17 @@
 //! The agent's read-only API: JSON over HTTP, served both on a root-only unix socket (for
 //! the CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools).
 //!
-//! Routes: `/healthz`, `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
+//! Routes: `/healthz`, `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree`, `/v1/zombies`, `/v1/events[?type=a,b]` (NDJSON stream).
 
 pub mod client;
 pub mod service;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -21,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    containers::{cgroupfs::CgroupFs, names::Resolver},
+    containers::{
+        cgroupfs::{CgroupFs, Resources},
+        names::Resolver,
+    },
     events::{kind_from_name, Event},
     table::snapshot::{Scope, Snapshot},
     views::{events::EventJson, model::ViewCtx},
@@ -36,7 +43,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
 pub enum Request {
     Snapshot(Scope, oneshot::Sender<Snapshot>),
     MemberOf(u32, oneshot::Sender<Option<u32>>),
-    Status(oneshot::Sender<serde_json::Value>),
+    Status(oneshot::Sender<crate::agent::health::Health>),
 }
 
 #[derive(Clone)]
@@ -45,7 +52,13 @@ pub struct ApiState {
     pub events: broadcast::Sender<Event>,
     pub resolver: Arc<Mutex<Resolver>>,
     pub cgroupfs: Arc<CgroupFs>,
+    /// Container labels kept on metrics.
+    pub metrics_labels: Arc<Vec<String>>,
+    /// Cgroup limits per path, re-read every LIMITS_TTL (usage is read at every scrape).
+    pub limits: Arc<Mutex<HashMap<String, (Instant, Resources)>>>,
 }
+
+const LIMITS_TTL: Duration = Duration::from_secs(30);
 
 /// Asks the table task from a blocking thread.
 struct AgentSource<'a>(&'a mpsc::Sender<Request>);
@@ -150,9 +163,50 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
 }
 
+/// Prometheus scrape: container summaries and agent health from the table task, names and
+/// cgroup files read here (live containers only; limits cached), never a walk of /proc.
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if st.requests.send(Request::Status(tx)).await.is_err() {
+        return ApiError::Unavailable.into_response();
+    }
+    let Ok(health) = rx.await else { return ApiError::Unavailable.into_response() };
+    let r = tokio::task::spawn_blocking(move || {
+        let snap = AgentSource(&st.requests).snapshot(Scope::Containers)?;
+        let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ctx = ViewCtx { now_ns: crate::views::model::boot_now_ns(), resolver: &mut resolver, cgroupfs: &st.cgroupfs };
+        let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let live: std::collections::HashSet<&str> = snap.containers.iter().map(|c| c.container.cgroup.as_str()).collect();
+        limits.retain(|path, _| live.contains(path.as_str()));
+        let cg = st.cgroupfs.clone();
+        let samples = crate::views::metrics::samples(&mut ctx, &snap.containers, &st.metrics_labels, |path| {
+            let mut r = cg.usage(path);
+            let l = match limits.get(path) {
+                Some((at, l)) if at.elapsed() < LIMITS_TTL => *l,
+                _ => {
+                    let l = cg.limits(path);
+                    limits.insert(path.to_string(), (Instant::now(), l));
+                    l
+                }
+            };
+            r.memory_limit_bytes = l.memory_limit_bytes;
+            r.pids_limit = l.pids_limit;
+            r
+        });
+        Some(crate::views::metrics::render(&samples, &health))
+    })
+    .await;
+    match r {
+        Ok(Some(text)) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Ok(None) => ApiError::Unavailable.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics failed: {e}")).into_response(),
+    }
+}
+
 pub fn router(st: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route(
             "/v1/containers",

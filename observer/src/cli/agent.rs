@@ -38,6 +38,10 @@ pub struct AgentArgs {
     /// containers/storage roots (podman, cri-o names); repeatable.
     #[arg(long = "storage-root", value_name = "DIR", default_values = ["/var/lib/containers/storage", "/run/containers/storage"])]
     storage_root: Vec<PathBuf>,
+    /// Container labels on metrics (comma-separated subset of container_id,
+    /// container_name, runtime, pod, namespace); series that then coincide are summed.
+    #[arg(long, value_name = "LABELS", default_value = "container_id,container_name,runtime,pod,namespace")]
+    metrics_labels: String,
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -55,6 +59,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             storage: a.storage_root,
             launcher: StateDirs::default().launcher,
         },
+        metrics_labels: crate::views::metrics::parse_labels(&a.metrics_labels).map_err(anyhow::Error::msg)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -102,6 +102,32 @@ impl CgroupFs {
 
     /// Resource use and limits of the cgroup at `path` (as in /proc/<pid>/cgroup).
     pub fn resources(&self, path: &str) -> Resources {
+        let mut r = self.usage(path);
+        let l = self.limits(path);
+        r.memory_limit_bytes = l.memory_limit_bytes;
+        r.pids_limit = l.pids_limit;
+        r
+    }
+
+    /// The limits only (they rarely change: the metrics path caches them).
+    pub fn limits(&self, path: &str) -> Resources {
+        let mut r = Resources::default();
+        if let Some(d) = self.dir_for("memory", path) {
+            r.memory_limit_bytes = if self.has_v2("memory") {
+                read_limit(&d.join("memory.max"))
+            } else {
+                // v1 reports "no limit" as a huge page-rounded number.
+                read_u64(&d.join("memory.limit_in_bytes")).filter(|v| *v < (1u64 << 62))
+            };
+        }
+        if let Some(d) = self.dir_for("pids", path) {
+            r.pids_limit = read_limit(&d.join("pids.max"));
+        }
+        r
+    }
+
+    /// Use only: CPU, memory, pids, OOM kills (limits left None).
+    pub fn usage(&self, path: &str) -> Resources {
         let mut r = Resources::default();
         let rel = path.trim_start_matches('/');
         // cgroup2 keeps cpu.stat usage in every cgroup, controller enabled or not (this is
@@ -115,18 +141,14 @@ impl CgroupFs {
         if let Some(d) = self.dir_for("memory", path) {
             if self.has_v2("memory") {
                 r.memory_bytes = read_u64(&d.join("memory.current"));
-                r.memory_limit_bytes = read_limit(&d.join("memory.max"));
                 r.oom_kills = keyed(&d.join("memory.events"), "oom_kill");
             } else {
                 r.memory_bytes = read_u64(&d.join("memory.usage_in_bytes"));
-                // v1 reports "no limit" as a huge page-rounded number.
-                r.memory_limit_bytes = read_u64(&d.join("memory.limit_in_bytes")).filter(|v| *v < (1u64 << 62));
                 r.oom_kills = keyed(&d.join("memory.oom_control"), "oom_kill");
             }
         }
         if let Some(d) = self.dir_for("pids", path) {
             r.pids = read_u64(&d.join("pids.current"));
-            r.pids_limit = read_limit(&d.join("pids.max"));
         }
         r
     }

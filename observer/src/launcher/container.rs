@@ -120,9 +120,9 @@ fn loopback_up() -> Result<(), String> {
         for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
             *d = *c as libc::c_char;
         }
-        let r = if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+        let r = if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr) == 0 {
             ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr)
+            libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr)
         } else {
             -1
         };

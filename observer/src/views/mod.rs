@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod lists;
+pub mod metrics;
 pub mod model;
 pub mod select;
 pub mod text;

@@ -21,6 +21,13 @@ pub const TAG: &str = "observer-vm:";
 
 const INIT: &str = r#"#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin OBSERVER_BIN=/bin/observer HOME=/root
+# pivot_root (the launcher's) refuses to work under the initramfs root: move to a tmpfs.
+if [ ! -e /.switched ]; then
+  mkdir -p /newroot && mount -t tmpfs -o size=80% tmpfs /newroot
+  for f in /*; do [ "$f" = /newroot ] || cp -a "$f" /newroot/; done
+  touch /newroot/.switched
+  exec switch_root /newroot /init
+fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
