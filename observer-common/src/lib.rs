@@ -192,9 +192,9 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
-/// `sched_process_free`: the task_struct is released, i.e. the zombie was reaped. Most
-/// TaskInfo fields are gone by then (nsproxy and thread_pid are detached); tgid/pid and
-/// start time identify the task.
+/// `sched_process_free`: the task_struct is released (the zombie was reaped, often some
+/// time before: this runs from an RCU callback). Only the identity is filled in — start time
+/// and comm; the other TaskInfo fields are zero (pid and namespaces are detached by then).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FreeEvent {

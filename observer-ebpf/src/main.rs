@@ -26,7 +26,7 @@ use observer_common::{
     CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent,
     NsEvent, Offsets, Stats, TaskInfo, ARGS_LEN,
 };
-use task::{fill_task, Reader};
+use task::{fill_identity, fill_task, Reader};
 
 /// Member offsets of the running kernel, written by the loader (`override_global("OFFS")`).
 #[unsafe(no_mangle)]
@@ -45,6 +45,28 @@ macro_rules! off {
 pub fn read_offset(p: *const u32) -> u32 {
     // SAFETY: `p` points at a field of the initialised static OFFS.
     unsafe { core::ptr::read_volatile(p) }
+}
+
+/// Wake the reader only once this many bytes wait in the ring buffer; below that, records
+/// are submitted without a wakeup and the reader drains on its own timer. One wakeup per
+/// event would cost the agent a context switch per event. Set by the loader.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Submit flags for a record: batch wakeups unless the buffer is filling up.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    // SAFETY: reading an initialised static.
+    let threshold = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(WAKEUP_BYTES)) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 /// The size here is a placeholder; the loader sets it (`--ringbuf-size`).
@@ -136,7 +158,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     ev.parent_tid = r.read(parent, off!(task_pid));
     let parent_tgid: u32 = r.read(parent, off!(task_tgid));
     ev.is_thread = (parent_tgid == ev.header.tgid) as u32;
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     finish(kind, &r);
     0
 }
@@ -182,7 +204,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             r.fail();
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     finish(kind, &r);
     0
 }
@@ -203,7 +225,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     let live: i32 = r.read(signal, off!(signal_live));
     ev.group_dead = (signal != 0 && live == 0) as u32;
     ev._pad = 0;
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     finish(kind, &r);
     0
 }
@@ -216,8 +238,11 @@ pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
     let mut entry = reserve!(FreeEvent, kind);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
-    describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
-    entry.submit(0);
+    let tgid = r.read(task, off!(task_tgid));
+    let pid = r.read(task, off!(task_pid));
+    header(&mut ev.header, kind, tgid, pid);
+    fill_identity(task, &mut ev.task, &mut r);
+    entry.submit(wakeup_flags());
     finish(kind, &r);
     0
 }
@@ -236,7 +261,7 @@ fn ns_syscall_exit(ctx: &TracePointContext, kind: EventKind) -> i32 {
     let mut r = Reader::new();
     describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
     ev.ret = ret;
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     finish(kind, &r);
     0
 }
@@ -277,7 +302,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     {
         r.fail();
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     finish(kind, &r);
     0
 }

@@ -139,3 +139,19 @@ pub fn fill_task(task: u64, t: &mut TaskInfo, r: &mut Reader) {
     }
     t.flags = flags;
 }
+
+/// The identity only (start time, comm; the rest zero), for the free event: the task is
+/// already detached from its pid and namespaces, and this keeps the reap path cheap.
+#[inline(always)]
+pub fn fill_identity(task: u64, t: &mut TaskInfo, r: &mut Reader) {
+    t.start_time_ns = r.read(task, off!(task_start_boottime));
+    t.cgroup_id = 0;
+    t.ppid = 0;
+    t.uid = 0;
+    t.gid = 0;
+    t.pid_level = 0;
+    t.ns_pids = [0; MAX_PID_LEVELS];
+    t.ns = [0; NS_COUNT];
+    t.comm = r.read::<[u8; COMM_LEN]>(task, off!(task_comm));
+    t.flags = if r.failed() { TASK_FLAG_READ_ERROR } else { 0 };
+}

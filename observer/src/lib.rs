@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod containers;
 pub mod events;
+pub mod intern;
 pub mod launcher;
 pub mod probes;
 pub mod table;

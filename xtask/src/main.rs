@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run | test`.
 
+mod bench;
 mod setup;
 mod util;
 mod vm;
@@ -46,6 +47,12 @@ enum Cmd {
         /// Per-kernel time limit in seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+    },
+    /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS) as root.
+    Bench {
+        /// Only these: scan, tree, metrics, storm (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Set up, build and run every test (as root: they load real eBPF programs): the host
     /// tests, then the kernel matrix in qemu.
@@ -95,6 +102,13 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             }
             setup::setup(true)?;
             vm::vm_test(vm::VmArgs { kernels, refresh, timeout: std::time::Duration::from_secs(timeout) })
+        }
+        Cmd::Bench { only } => {
+            if !is_root() {
+                bail!("the benchmarks load eBPF programs and start containers: run them as root");
+            }
+            setup::setup(true)?;
+            bench::bench(&only)
         }
         Cmd::Test { no_vm, args } => {
             if !is_root() {

@@ -50,10 +50,30 @@ fn start_scan() -> ScanJob {
     let started_ns = boot_now_ns();
     tokio::task::spawn_blocking(move || {
         let t = Instant::now();
-        let s = scan::scan_all();
+        let s = scan::scan_all(true);
         let _ = tx.send((s, t.elapsed()));
     });
     ScanJob { started_ns, rx }
+}
+
+/// Applies every event waiting in the ring buffer, and passes them on to API subscribers.
+fn pump(reader: &mut EventReader, table: &mut Table, subscribers: &broadcast::Sender<crate::events::Event>) -> usize {
+    reader.drain(&mut |ev| {
+        table.apply(&ev);
+        if subscribers.receiver_count() > 0 {
+            let _ = subscribers.send(ev);
+        }
+    })
+}
+
+/// Returns memory freed after a scan to the system (glibc keeps it in its arenas, so one
+/// scan of 10,000 processes would otherwise stay in the agent's RSS for good).
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -65,10 +85,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut table = Table::new(host_pidns, cgroupfs.clone());
 
     let t = Instant::now();
-    let scans = tokio::task::spawn_blocking(scan::scan_all).await?;
+    let scans = tokio::task::spawn_blocking(|| scan::scan_all(false)).await?;
     let mut last_scan = t.elapsed();
     table.seed(&scans, boot_now_ns());
     let mut states = health::states(&scans);
+    drop(scans);
+    trim_heap();
+    // Command lines and executables are read after the seed, in the background, and
+    // merged when ready.
+    let (argv_tx, mut argv_rx) = oneshot::channel();
+    let missing = table.missing_details();
+    tokio::task::spawn_blocking(move || {
+        let found = scan::parallel(&missing, |&(pid, start)| Some((pid, start, scan::cmdline(pid), scan::exe(pid))));
+        let _ = argv_tx.send(found);
+    });
+    let mut argv_pending = true;
     let buffered = reader.drain(&mut |ev| table.apply(&ev));
     log::info!(
         "seeded {} processes from /proc in {:.0} ms, then applied {buffered} events buffered meanwhile",
@@ -100,28 +131,34 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut reconcile = tokio::time::interval(cfg.reconcile_every);
     reconcile.tick().await; // the seed was the first scan
     let mut housekeeping = tokio::time::interval(Duration::from_millis(200));
+    let mut drain = tokio::time::interval(crate::probes::DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut job: Option<ScanJob> = None;
     let mut last_dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(0);
     let mut reconciliations = 0u64;
 
     loop {
         tokio::select! {
-            r = reader.readable() => {
+            r = async {
+                tokio::select! {
+                    r = reader.readable() => r,
+                    _ = drain.tick() => Ok(()),
+                }
+            } => {
                 r.context("waiting on the ring buffer")?;
-                reader.drain(&mut |ev| {
-                    table.apply(&ev);
-                    if ev_tx.receiver_count() > 0 {
-                        let _ = ev_tx.send(ev);
-                    }
-                });
+                pump(&mut reader, &mut table, &ev_tx);
                 if table.has_pending() {
                     table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
                 }
             }
-            Some(req) = req_rx.recv() => match req {
+            Some(req) = req_rx.recv() => {
+                // Answer with everything that happened before the question: events wait in
+                // the ring buffer up to DRAIN_EVERY between wakeups.
+                pump(&mut reader, &mut table, &ev_tx);
+                match req {
                 Request::Snapshot(scope, tx) => {
                     // Views must not count a reaped process whose free event is still due.
-                    table.reap_gone(|pid| scan::live(pid).map(|l| l.start_ticks));
+                    table.reap_gone(scan::exists);
                     let _ = tx.send(table.snapshot(scope));
                 }
                 Request::MemberOf(pid, tx) => { let _ = tx.send(table.get(pid).and_then(|p| p.container)); }
@@ -139,15 +176,25 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                         states: &states,
                     }));
                 }
-            },
+                }
+            }
+            lines = &mut argv_rx, if argv_pending => {
+                argv_pending = false;
+                if let Ok(lines) = lines {
+                    table.fill_details(lines);
+                    trim_heap();
+                }
+            }
             _ = reconcile.tick(), if job.is_none() => job = Some(start_scan()),
             r = async { (&mut job.as_mut().expect("guarded").rx).await }, if job.is_some() => {
                 let started_ns = job.take().expect("guarded").started_ns;
                 if let Ok((scans, took)) = r {
                     // Apply what happened during the scan first: the scan must not undo it.
-                    reader.drain(&mut |ev| table.apply(&ev));
+                    pump(&mut reader, &mut table, &ev_tx);
                     let fixes = table.reconcile(&scans, started_ns, boot_now_ns());
                     states = health::states(&scans);
+                    drop(scans);
+                    trim_heap();
                     last_scan = took;
                     reconciliations += 1;
                     if fixes > 0 {
@@ -157,7 +204,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
             _ = housekeeping.tick() => {
                 if table.has_exited() {
-                    table.reap_gone(|pid| scan::live(pid).map(|l| l.start_ticks));
+                    table.reap_gone(scan::exists);
                 }
                 if table.has_pending() {
                     table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));

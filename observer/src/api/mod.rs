@@ -178,20 +178,28 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
         let live: std::collections::HashSet<&str> = snap.containers.iter().map(|c| c.container.cgroup.as_str()).collect();
         limits.retain(|path, _| live.contains(path.as_str()));
+        // Read the cgroup files of every live container up front, in parallel.
         let cg = st.cgroupfs.clone();
-        let samples = crate::views::metrics::samples(&mut ctx, &snap.containers, &st.metrics_labels, |path| {
+        let paths: Vec<String> = live.iter().filter(|p| !p.is_empty()).map(|p| p.to_string()).collect();
+        let read = crate::table::scan::parallel(&paths, |path| {
             let mut r = cg.usage(path);
-            let l = match limits.get(path) {
-                Some((at, l)) if at.elapsed() < LIMITS_TTL => *l,
-                _ => {
-                    let l = cg.limits(path);
-                    limits.insert(path.to_string(), (Instant::now(), l));
-                    l
-                }
+            let (l, reread) = match limits.get(path) {
+                Some((at, l)) if at.elapsed() < LIMITS_TTL => (*l, false),
+                _ => (cg.limits(path), true),
             };
             r.memory_limit_bytes = l.memory_limit_bytes;
             r.pids_limit = l.pids_limit;
-            r
+            Some((path.clone(), r, reread.then_some(l)))
+        });
+        let mut fresh = HashMap::with_capacity(read.len());
+        for (path, r, reread) in read {
+            if let Some(l) = reread {
+                limits.insert(path.clone(), (Instant::now(), l));
+            }
+            fresh.insert(path, r);
+        }
+        let samples = crate::views::metrics::samples(&mut ctx, &snap.containers, &st.metrics_labels, |path| {
+            fresh.get(path).copied().unwrap_or_default()
         });
         Some(crate::views::metrics::render(&samples, &health))
     })

@@ -20,8 +20,8 @@ pub struct AgentArgs {
     /// Root-only unix socket the CLI talks to.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Ring buffer size (power of two, e.g. 8M).
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = probes::parse_size)]
+    /// Ring buffer size (power of two, e.g. 4M).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = probes::parse_size)]
     ringbuf_size: u32,
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_BTF)]
@@ -61,8 +61,9 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         },
         metrics_labels: crate::views::metrics::parse_labels(&a.metrics_labels).map_err(anyhow::Error::msg)?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
+    // per batch); views and scans run on tokio's blocking threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

@@ -32,8 +32,8 @@ pub struct EventsArgs {
     /// Print kernel and userspace event counters on exit.
     #[arg(long)]
     stats: bool,
-    /// Ring buffer size (power of two, e.g. 8M).
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = probes::parse_size)]
+    /// Ring buffer size (power of two, e.g. 4M).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = probes::parse_size)]
     ringbuf_size: u32,
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_BTF)]
@@ -138,10 +138,15 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         json: args.json,
         filter,
     };
+    let mut drain = tokio::time::interval(probes::DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             r = reader.readable() => {
                 r.context("waiting on the ring buffer")?;
+                reader.drain(&mut |ev| sink.emit(ev));
+            }
+            _ = drain.tick() => {
                 reader.drain(&mut |ev| sink.emit(ev));
             }
             _ = sigint.recv() => break,

@@ -1,7 +1,11 @@
 //! `observer tree | ps | containers | zombies`: ask the agent over its socket; without an
 //! agent, build the same views from a one-shot /proc scan and say so on stderr.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -73,7 +77,8 @@ fn api_path(v: &View) -> String {
 }
 
 enum Answer {
-    Json(serde_json::Value),
+    /// A JSON document (the API's own bytes when it came from the agent).
+    Json(Vec<u8>),
     Error(ApiError),
 }
 
@@ -82,13 +87,15 @@ fn local(view: &View) -> anyhow::Result<Answer> {
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let cgroupfs = CgroupFs::discover();
     let mut table = Table::new(host_pidns, cgroupfs.clone());
-    table.seed(&scan::scan_all(), boot_now_ns());
+    table.seed(&scan::scan_all(true), boot_now_ns());
+    let missing = table.missing_details();
+    table.fill_details(scan::parallel(&missing, |&(pid, start)| Some((pid, start, Vec::new(), scan::exe(pid)))));
     let src = Local(table);
     let mut resolver = Resolver::new(StateDirs::default());
     let mut ctx = ViewCtx { now_ns: boot_now_ns(), resolver: &mut resolver, cgroupfs: &cgroupfs };
     fn to<T: Serialize>(r: Result<T, ApiError>) -> anyhow::Result<Answer> {
         Ok(match r {
-            Ok(v) => Answer::Json(serde_json::to_value(v)?),
+            Ok(v) => Answer::Json(serde_json::to_vec(&v)?),
             Err(e) => Answer::Error(e),
         })
     }
@@ -104,12 +111,11 @@ fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(client::get(&opts.socket, &api_path(view))) {
         Ok((status, body)) => {
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .with_context(|| format!("agent answered {status} with: {}", String::from_utf8_lossy(&body)))?;
             if status.is_success() {
-                Ok(Some(Answer::Json(v)))
+                Ok(Some(Answer::Json(body.to_vec())))
             } else {
-                let e: ApiError = serde_json::from_value(v.clone()).with_context(|| format!("agent error {status}: {v}"))?;
+                let e: ApiError = serde_json::from_slice(&body)
+                    .with_context(|| format!("agent answered {status}: {}", String::from_utf8_lossy(&body)))?;
                 Ok(Some(Answer::Error(e)))
             }
         }
@@ -118,8 +124,8 @@ fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
     }
 }
 
-fn typed<T: DeserializeOwned>(v: serde_json::Value) -> anyhow::Result<T> {
-    serde_json::from_value(v).context("decoding the agent's answer (agent and CLI versions differ?)")
+fn typed<T: DeserializeOwned>(v: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(v).context("decoding the agent's answer (agent and CLI versions differ?)")
 }
 
 pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
@@ -135,15 +141,17 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         }
     };
     if opts.output == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let mut out = std::io::stdout().lock();
+        out.write_all(&v)?;
+        out.write_all(b"\n")?;
         return Ok(ExitCode::SUCCESS);
     }
     let style = Style { color: std::io::stdout().is_terminal() };
     let text = match view {
-        View::Tree(_) => tree::render(&typed::<TreeView>(v)?, style),
-        View::Ps(_) => lists::render_ps(&typed::<Vec<ProcessView>>(v)?, opts.no_headers),
-        View::Containers => lists::render_containers(&typed::<Vec<ContainerView>>(v)?, opts.no_headers),
-        View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(v)?, opts.no_headers),
+        View::Tree(_) => tree::render(&typed::<TreeView>(&v)?, style),
+        View::Ps(_) => lists::render_ps(&typed::<Vec<ProcessView>>(&v)?, opts.no_headers),
+        View::Containers => lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers),
+        View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

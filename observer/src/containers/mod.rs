@@ -11,6 +11,8 @@ pub mod names;
 use cgroup::{CgroupMatch, Role, Runtime};
 use rustc_hash::FxHashMap;
 
+use crate::intern::Interner;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ContainerKey {
     pub runtime: Runtime,
@@ -46,8 +48,7 @@ pub struct Container {
 pub const NO_PATH: u32 = 0;
 
 pub struct Registry {
-    paths: Vec<Box<str>>,
-    path_ids: FxHashMap<Box<str>, u32>,
+    paths: Interner,
     /// Per interned path: the container it names and the role of processes in it.
     path_match: Vec<Option<(u32, Role)>>,
     containers: Vec<Container>,
@@ -61,8 +62,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(host_pidns: u32) -> Self {
         Registry {
-            paths: vec!["".into()],
-            path_ids: FxHashMap::default(),
+            paths: Interner::new(),
             path_match: vec![None],
             containers: Vec::new(),
             by_key: FxHashMap::default(),
@@ -78,15 +78,10 @@ impl Registry {
 
     /// Interns a cgroup path, attributing it on first sight.
     pub fn intern_path(&mut self, path: &str) -> u32 {
-        if path.is_empty() {
-            return NO_PATH;
-        }
-        if let Some(&i) = self.path_ids.get(path) {
+        let (i, new) = self.paths.intern(path);
+        if !new {
             return i;
         }
-        let i = self.paths.len() as u32;
-        self.paths.push(path.into());
-        self.path_ids.insert(path.into(), i);
         let m = cgroup::parse_path(path).map(|m| {
             let role = m.role;
             (self.container_for(m, i), role)
@@ -107,7 +102,7 @@ impl Registry {
     }
 
     pub fn path(&self, i: u32) -> &str {
-        self.paths.get(i as usize).map(|p| &**p).unwrap_or("")
+        self.paths.get(i)
     }
 
     /// Records the cgroup v2 id of an interned path.

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use observer_common::{Offsets, ABSENT};
 
 use super::ProbeError;
@@ -25,7 +25,9 @@ impl KernelBtf {
         if !path.exists() {
             return Err(ProbeError::NoBtf(path.to_path_buf()));
         }
-        let btf = Btf::from_file(path).map_err(|e| ProbeError::Btf {
+        // Mmap: only the ~50 types looked up below are parsed, not the whole of vmlinux
+        // (faster start, and none of the memory a full parse keeps).
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap).map_err(|e| ProbeError::Btf {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;

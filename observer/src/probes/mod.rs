@@ -19,7 +19,11 @@ use observer_common::{EventKind, Offsets, Stats, KIND_SLOTS};
 /// The compiled programs (observer-ebpf), built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
-pub const DEFAULT_RINGBUF_BYTES: u32 = 8 << 20;
+pub const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
+
+/// How often the reader drains the ring buffer when the kernel side has not woken it (it
+/// wakes the reader only once the buffer fills past an eighth): the delivery latency bound.
+pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -130,8 +134,14 @@ impl Probes {
             tracefs::field_offset(&tracefs, "syscalls", "sys_exit_setns", "ret")
                 .unwrap_or(observer_common::ABSENT);
 
+        // No kernel BTF for aya: the programs carry no CO-RE relocations (offsets come from
+        // OFFS), so parsing vmlinux a second time would only cost time and memory.
+        // Wake the reader when an eighth of the buffer is used (else it drains on its tick).
+        let wakeup_bytes = (cfg.ringbuf_bytes / 8) as u64;
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .override_global("OFFS", &offsets, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(OBJECT)?;
 

@@ -56,14 +56,14 @@ impl Table {
 
     /// Empties `pid`'s child list (its children keep their ppid until reparented).
     pub(super) fn detach_children(&mut self, pid: u32) {
-        for c in self.children(pid) {
-            if let Some(p) = self.procs.get_mut(&c) {
-                p.prev_sibling = 0;
-                p.next_sibling = 0;
-            }
-        }
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.first_child = 0;
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        let mut c = std::mem::take(&mut p.first_child);
+        let mut n = 0;
+        while c != 0 && n <= self.procs.len() {
+            let Some(child) = self.procs.get_mut(&c) else { break };
+            child.prev_sibling = 0;
+            c = std::mem::take(&mut child.next_sibling);
+            n += 1;
         }
     }
 

@@ -48,6 +48,7 @@ struct Pending {
 pub struct Table {
     procs: FxHashMap<u32, Process>,
     pub registry: Registry,
+    exes: crate::intern::Interner,
     pending: Vec<Pending>,
     /// Processes whose exit was seen: zombies until reaped. The free event that ends them
     /// can come seconds after the reap (it runs from a lazy RCU callback), so `reap_gone`
@@ -65,6 +66,7 @@ impl Table {
         Table {
             procs: FxHashMap::with_capacity_and_hasher(4096, Default::default()),
             registry: Registry::new(host_pidns),
+            exes: crate::intern::Interner::new(),
             pending: Vec::with_capacity(64),
             exited: rustc_hash::FxHashSet::default(),
             stats: TableStats::default(),
@@ -88,6 +90,11 @@ impl Table {
 
     pub fn processes(&self) -> impl Iterator<Item = &Process> {
         self.procs.values()
+    }
+
+    /// The executable path of an interned id.
+    pub fn exe(&self, id: u32) -> &str {
+        self.exes.get(id)
     }
 
     pub fn cgroupfs(&self) -> &CgroupFs {
@@ -114,9 +121,10 @@ impl Table {
                 let pid = h.tgid;
                 self.ensure(pid, &e.task);
                 self.refresh(pid, &e.task, h.ktime_ns);
+                let (exe, _) = self.exes.intern(c_str(&e.filename));
                 if let Some(p) = self.procs.get_mut(&pid) {
                     p.comm = e.task.comm;
-                    p.exe = Fixed::from_bytes(c_str(&e.filename).as_bytes());
+                    p.exe = exe;
                     p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
                     // A non-leader thread exec'ing kills the other threads (de_thread).
                     p.threads = 1;
@@ -311,31 +319,53 @@ impl Table {
         self.registry.path_of_cgroup_id(id)
     }
 
-    /// Removes exited processes that /proc no longer shows (reaped; their free event is
-    /// still to come). `proc_start_ticks(pid)` gives the start time in clock ticks of the
-    /// process /proc has under that pid, if any.
-    pub fn reap_gone(&mut self, proc_start_ticks: impl Fn(u32) -> Option<u64>) -> usize {
-        let gone: Vec<u32> = self
-            .exited
-            .iter()
-            .copied()
-            .filter(|&pid| match (self.procs.get(&pid), proc_start_ticks(pid)) {
-                (Some(p), Some(ticks)) => ticks != p.start_time_ns / self.tick_ns,
-                (Some(_), None) => true,
-                (None, _) => true,
-            })
-            .collect();
-        for &pid in &gone {
-            self.exited.remove(&pid);
-            if self.procs.get(&pid).is_some_and(|p| p.is_zombie()) {
-                self.remove(pid);
+    /// Removes exited processes that are gone (reaped; their free event is still to come).
+    /// `exists(pid)` says whether a task with that pid exists (a zombie does); a pid reused
+    /// since has a fork event in the table already, so only zombie entries are judged.
+    pub fn reap_gone(&mut self, exists: impl Fn(u32) -> bool) -> usize {
+        let mut reaped = 0;
+        let candidates: Vec<u32> = self.exited.iter().copied().collect();
+        for pid in candidates {
+            match self.procs.get(&pid) {
+                Some(p) if p.is_zombie() => {
+                    if !exists(pid) {
+                        self.remove(pid);
+                        reaped += 1;
+                    }
+                }
+                _ => {
+                    self.exited.remove(&pid);
+                }
             }
         }
-        gone.len()
+        reaped
     }
 
     pub fn has_exited(&self) -> bool {
         !self.exited.is_empty()
+    }
+
+    /// Processes seeded without a command line or executable, with their start time.
+    pub fn missing_details(&self) -> Vec<(u32, u64)> {
+        self.procs.values().filter(|p| (p.argv.is_empty() || p.exe == 0) && p.exit.is_none()).map(|p| (p.pid, p.start_time_ns)).collect()
+    }
+
+    /// Fills command lines and executables read after the seed, unless the process changed
+    /// meanwhile (an exec brought its own, or the pid now belongs to another process).
+    pub fn fill_details(&mut self, found: Vec<(u32, u64, Vec<u8>, String)>) {
+        let tick = self.tick_ns;
+        for (pid, start, argv, exe) in found {
+            let Some(p) = self.procs.get(&pid) else { continue };
+            if p.start_time_ns / tick != start / tick {
+                continue;
+            }
+            let (exe_id, _) = if p.exe == 0 { self.exes.intern(&exe) } else { (p.exe, false) };
+            let p = self.procs.get_mut(&pid).expect("present");
+            if p.argv.is_empty() {
+                p.argv = Fixed::from_bytes(&argv);
+            }
+            p.exe = exe_id;
+        }
     }
 
     /// Number of zombies (exited, not yet reaped).
@@ -358,7 +388,7 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         cgroup: NO_PATH,
         container: None,
         comm: t.comm,
-        exe: Fixed::default(),
+        exe: 0,
         argv: Fixed::default(),
         threads: 1,
         exit: None,

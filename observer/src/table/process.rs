@@ -5,8 +5,6 @@ use observer_common::{COMM_LEN, MAX_PID_LEVELS, NS_COUNT, NS_PID};
 
 /// Bytes of argv kept per process (the kernel side captures the same bound).
 pub const ARGV_BYTES: usize = observer_common::ARGS_LEN;
-/// Bytes of the executable path kept.
-pub const EXE_BYTES: usize = observer_common::FILENAME_LEN;
 
 /// An inline byte string of at most N bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -118,7 +116,8 @@ pub struct Process {
     /// Index of the container this process belongs to.
     pub container: Option<u32>,
     pub comm: [u8; COMM_LEN],
-    pub exe: Fixed<EXE_BYTES>,
+    /// Interned executable path (Table::exe); 0 = unknown (processes seen first by a scan).
+    pub exe: u32,
     pub argv: Fixed<ARGV_BYTES>,
     pub threads: u32,
     /// Set when the whole thread group has exited: a zombie until reaped (freed).

@@ -31,7 +31,7 @@ impl Table {
             cgroup,
             container: None,
             comm,
-            exe: Fixed::from_bytes(s.exe.as_bytes()),
+            exe: 0,
             argv: Fixed::from_bytes(&s.cmdline),
             threads: s.threads.max(1),
             // /proc has no exit time: the zombie's age counts from when observer saw it.

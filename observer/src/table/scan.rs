@@ -4,8 +4,8 @@
 
 use std::{io::Read, os::unix::fs::MetadataExt};
 
-use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_NAMES};
-use procfs::process::Process as ProcProcess;
+
+use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_PID};
 
 /// Clock ticks per second of /proc times (USER_HZ).
 pub fn ticks_per_second() -> u64 {
@@ -39,7 +39,6 @@ pub struct Scanned {
     pub cgroup: String,
     /// NUL-separated argv as in /proc/<pid>/cmdline.
     pub cmdline: Vec<u8>,
-    pub exe: String,
     pub cpu_ticks: u64,
     pub rss_pages: u64,
 }
@@ -57,10 +56,10 @@ pub struct Live {
     pub threads: u32,
 }
 
-/// Reads /proc/<pid>/stat only.
+/// Reads /proc/<pid>/stat only (one open and read: views call this per process).
 pub fn live(pid: u32) -> Option<Live> {
-    let p = ProcProcess::new(pid as i32).ok()?;
-    let s = p.stat().ok()?;
+    use procfs::FromRead;
+    let s = procfs::process::Stat::from_read(std::fs::File::open(format!("/proc/{pid}/stat")).ok()?).ok()?;
     Some(Live {
         state: s.state,
         comm: s.comm,
@@ -72,51 +71,86 @@ pub fn live(pid: u32) -> Option<Live> {
     })
 }
 
+/// Whether a task with this pid exists (zombies included): kill(pid, 0), far cheaper than
+/// reading /proc.
+pub fn exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
 /// Inode of /proc/<pid>/ns/<name> (0 when unreadable or absent on this kernel).
 pub fn ns_inode(pid: u32, name: &str) -> u32 {
     std::fs::metadata(format!("/proc/{pid}/ns/{name}")).map(|m| m.ino() as u32).unwrap_or(0)
 }
 
 /// Reads everything the table keeps about `pid`; None if it vanished meanwhile.
-pub fn scan_pid(pid: u32) -> Option<Scanned> {
-    let p = ProcProcess::new(pid as i32).ok()?;
-    let stat = p.stat().ok()?;
-    let status = p.status().ok();
+///
+/// The start-up scan must cover 10,000 processes in well under a second, so this reads only
+/// what the table needs, relative to one `/proc/<pid>` directory descriptor: `stat`, the
+/// pid namespace, `cgroup` and `cmdline` (about 30 µs a process). `/proc/<pid>/status`
+/// (40 µs by itself) is read only for processes in another pid namespace, for their NSpid
+/// chain; elsewhere uid/gid are the owner of `/proc/<pid>` (the effective ids). The other
+/// namespace inodes, and the executable path, come from the process's next event.
+pub fn scan_pid(pid: u32, host_pidns: u32, with_cmdline: bool, cgroups: Option<&std::collections::HashMap<u32, String>>) -> Option<Scanned> {
+    use nix::{
+        fcntl::{openat, OFlag},
+        sys::stat::{fstat, fstatat, Mode},
+    };
+    use procfs::FromRead;
+    let dir = nix::fcntl::open(format!("/proc/{pid}").as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let file = |name: &str| openat(&dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok().map(std::fs::File::from);
+    let stat = procfs::process::Stat::from_read(file("stat")?).ok()?;
     let mut ns = [0u32; NS_COUNT];
-    for (i, name) in NS_NAMES.iter().enumerate() {
-        ns[i] = ns_inode(pid, name);
+    ns[NS_PID] = fstatat(&dir, "ns/pid", nix::fcntl::AtFlags::empty()).map(|s| s.st_ino as u32).unwrap_or(0);
+    let (ns_pids, uid, gid) = if ns[NS_PID] != host_pidns && ns[NS_PID] != 0 {
+        let status = procfs::process::Status::from_read(file("status")?).ok()?;
+        let chain = status.nspid.map(|v| v.into_iter().map(|x| x as u32).take(MAX_PID_LEVELS).collect()).unwrap_or_else(|| vec![pid]);
+        (chain, status.ruid, status.rgid)
+    } else {
+        let (uid, gid) = fstat(&dir).map(|m| (m.st_uid, m.st_gid)).unwrap_or((0, 0));
+        (vec![pid], uid, gid)
+    };
+    let mut cgroup = cgroups.and_then(|m| m.get(&pid)).cloned().unwrap_or_default();
+    if cgroup.is_empty() {
+        if let Some(mut f) = file("cgroup") {
+            let _ = f.read_to_string(&mut cgroup);
+        }
     }
-    let ns_pids = status
-        .as_ref()
-        .and_then(|s| s.nspid.clone())
-        .map(|v| v.into_iter().map(|x| x as u32).take(MAX_PID_LEVELS).collect())
-        .unwrap_or_else(|| vec![pid]);
-    let mut cgroup = String::new();
-    if let Ok(mut f) = p.open_relative("cgroup") {
-        let _ = f.read_to_string(&mut cgroup);
-    }
-    let mut cmdline = Vec::new();
-    if let Ok(f) = p.open_relative("cmdline") {
-        let _ = f.take(super::process::ARGV_BYTES as u64).read_to_end(&mut cmdline);
-    }
-    let exe = p.exe().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let cmdline = if with_cmdline { read_cmdline_at(file("cmdline")) } else { Vec::new() };
     Some(Scanned {
         pid,
         ppid: stat.ppid as u32,
         start_time_ns: stat.starttime * tick_ns(),
         state: stat.state,
-        comm: stat.comm.clone(),
+        comm: stat.comm,
         threads: stat.num_threads as u32,
-        uid: status.as_ref().map(|s| s.ruid).unwrap_or(0),
-        gid: status.as_ref().map(|s| s.rgid).unwrap_or(0),
+        uid,
+        gid,
         ns_pids,
         ns,
         cgroup,
         cmdline,
-        exe,
         cpu_ticks: stat.utime + stat.stime,
         rss_pages: stat.rss,
     })
+}
+
+fn read_cmdline_at(f: Option<std::fs::File>) -> Vec<u8> {
+    let mut cmdline = Vec::new();
+    if let Some(f) = f {
+        let _ = f.take(super::process::ARGV_BYTES as u64).read_to_end(&mut cmdline);
+    }
+    cmdline
+}
+
+/// /proc/<pid>/cmdline, bounded like the table's argv.
+pub fn cmdline(pid: u32) -> Vec<u8> {
+    read_cmdline_at(std::fs::File::open(format!("/proc/{pid}/cmdline")).ok())
+}
+
+/// The executable of `pid` ("" for kernel threads and gone processes).
+pub fn exe(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Every process id in /proc.
@@ -125,19 +159,26 @@ pub fn pids() -> Vec<u32> {
     rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect()
 }
 
-/// Scans all processes, on as many threads as there are CPUs (at most 4).
-pub fn scan_all() -> Vec<Scanned> {
-    let pids = pids();
+/// Scans all processes, on as many threads as there are CPUs (at most 4). Without
+/// `with_cmdline` the command lines are left for `cmdline` to read later (they are a
+/// quarter of the cost: reading one locks the process's memory map).
+pub fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
+    let host = ns_inode(std::process::id(), "pid");
+    // Cgroups first: a process that starts after this read has its file read instead.
+    let cgroups = crate::containers::cgroupfs::CgroupFs::discover().members();
+    parallel(&pids(), |&p| scan_pid(p, host, with_cmdline, Some(&cgroups)))
+}
+
+/// Maps `f` over `items` on up to 4 threads (as many as there are CPUs), keeping order.
+pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
-    if workers == 1 || pids.len() < 256 {
-        return pids.into_iter().filter_map(scan_pid).collect();
+    if workers == 1 || items.len() < 64 {
+        return items.iter().filter_map(&f).collect();
     }
-    let chunk = pids.len().div_ceil(workers);
+    let chunk = items.len().div_ceil(workers);
+    let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = pids
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().filter_map(|&p| scan_pid(p)).collect::<Vec<_>>()))
-            .collect();
+        let handles: Vec<_> = items.chunks(chunk).map(|c| s.spawn(move || c.iter().filter_map(f).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
     })
 }

@@ -25,6 +25,10 @@ pub struct Snapshot {
     pub context: Vec<Process>,
     pub stats: TableStats,
     pub table_size: usize,
+    /// Executable paths of the processes in the snapshot, by interned id.
+    pub exes: rustc_hash::FxHashMap<u32, Box<str>>,
+    /// pid → (in scope?, index) for `process` lookups.
+    index: rustc_hash::FxHashMap<u32, (bool, usize)>,
 }
 
 impl Snapshot {
@@ -32,9 +36,16 @@ impl Snapshot {
         self.containers.iter().find(|c| c.index == index)
     }
 
+    pub fn exe(&self, id: u32) -> &str {
+        self.exes.get(&id).map(|s| &**s).unwrap_or("")
+    }
+
     /// A process of the snapshot, in scope or context.
     pub fn process(&self, pid: u32) -> Option<&Process> {
-        self.processes.iter().chain(&self.context).find(|p| p.pid == pid)
+        match self.index.get(&pid)? {
+            (true, i) => self.processes.get(*i),
+            (false, i) => self.context.get(*i),
+        }
     }
 }
 
@@ -58,7 +69,13 @@ impl Table {
                 }
             }
         }
+        let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(processes.len() + context.len(), Default::default());
+        index.extend(processes.iter().enumerate().map(|(i, p)| (p.pid, (true, i))));
+        index.extend(context.iter().enumerate().map(|(i, p)| (p.pid, (false, i))));
+        let exes = processes.iter().chain(&context).map(|p| (p.exe, self.exe(p.exe).into())).collect();
         Snapshot {
+            exes,
+            index,
             host_pidns: self.registry.host_pidns(),
             containers: self.summaries(),
             processes,

@@ -8,14 +8,11 @@ use super::{
 use crate::table::snapshot::Snapshot;
 
 pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
-    let mut v: Vec<ProcessView> = snap
-        .processes
-        .iter()
-        .filter_map(|p| {
-            let c = p.container.and_then(|i| snap.container(i)).map(|s| short_id(&s.container.key.id));
-            process_view(snap, p, ctx.now_ns, c)
-        })
-        .collect();
+    let now = ctx.now_ns;
+    let mut v: Vec<ProcessView> = crate::table::scan::parallel(&snap.processes, |p| {
+        let c = p.container.and_then(|i| snap.container(i)).map(|s| short_id(&s.container.key.id));
+        process_view(snap, p, now, c)
+    });
     v.sort_by_key(|p| p.pid);
     v
 }

@@ -183,7 +183,7 @@ pub fn process_view(snap: &Snapshot, p: &Process, now_ns: u64, container: Option
         comm: live.comm.clone(),
         cmdline: argv.join(" "),
         argv,
-        exe: p.exe.to_string_lossy(),
+        exe: snap.exe(p.exe).to_string(),
         uid: p.uid,
         threads: live.threads.max(1),
         start_time_ns: p.start_time_ns,

@@ -8,16 +8,13 @@ use super::{
     model::{container_view, process_view, short_id, OutsideParent, ProcessView, TreeView, ViewCtx},
     text::{bytes, duration, one_line, Style},
 };
-use crate::table::{snapshot::Snapshot, summary::ContainerSummary};
+use crate::table::{scan, snapshot::Snapshot, summary::ContainerSummary};
 
 pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> TreeView {
     let container = container_view(ctx, summary);
     let short = short_id(&summary.container.key.id);
-    let mut views: Vec<ProcessView> = snap
-        .processes
-        .iter()
-        .filter_map(|p| process_view(snap, p, ctx.now_ns, Some(short.clone())))
-        .collect();
+    let now = ctx.now_ns;
+    let mut views: Vec<ProcessView> = scan::parallel(&snap.processes, |p| process_view(snap, p, now, Some(short.clone())));
     views.sort_by_key(|v| v.pid);
     let order = tree_order(&views);
     let processes: Vec<ProcessView> = order.into_iter().map(|i| views[i].clone()).collect();
