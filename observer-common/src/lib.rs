@@ -33,8 +33,17 @@ pub const NS_USER: usize = 6;
 pub const NS_CGROUP: usize = 7;
 pub const NS_TIME: usize = 8;
 pub const NS_COUNT: usize = 9;
-pub const NS_NAMES: [&str; NS_COUNT] =
-    ["pid", "pid_for_children", "mnt", "uts", "ipc", "net", "user", "cgroup", "time"];
+pub const NS_NAMES: [&str; NS_COUNT] = [
+    "pid",
+    "pid_for_children",
+    "mnt",
+    "uts",
+    "ipc",
+    "net",
+    "user",
+    "cgroup",
+    "time",
+];
 
 /// Set in [`TaskInfo::flags`] when at least one kernel read for this task failed (the field
 /// reads 0). Counted per event kind in [`Stats::read_errors`] too.

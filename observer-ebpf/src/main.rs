@@ -23,8 +23,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use observer_common::{
-    CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent,
-    NsEvent, Offsets, Stats, TaskInfo, ARGS_LEN,
+    CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent, NsEvent,
+    Offsets, Stats, TaskInfo, ARGS_LEN,
 };
 use task::{fill_identity, fill_task, Reader};
 

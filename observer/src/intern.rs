@@ -18,7 +18,10 @@ impl Default for Interner {
 impl Interner {
     /// Id 0 is the empty string ("unknown").
     pub fn new() -> Self {
-        Interner { strings: vec!["".into()], ids: FxHashMap::default() }
+        Interner {
+            strings: vec!["".into()],
+            ids: FxHashMap::default(),
+        }
     }
 
     /// The id of `s`, and whether it was new.

@@ -37,7 +37,11 @@ fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
     let fork = stream.wait_for(T, "fork of the namespaced sh", |v| is(v, "fork", host_pid));
     assert_eq!(ns_pids(&fork), vec![host_pid, 1], "{fork}");
     assert_eq!(u64_of(&fork["ns"], "pid"), pidns);
-    assert_eq!(u64_of(&fork, "cgroup_id"), cg.inode(), "cgroup id = inode of the cgroup2 dir");
+    assert_eq!(
+        u64_of(&fork, "cgroup_id"),
+        cg.inode(),
+        "cgroup id = inode of the cgroup2 dir"
+    );
     assert_eq!(fork["tid"], fork["pid"]);
     assert_eq!(fork["is_thread"], false);
 
@@ -49,9 +53,14 @@ fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
     assert!(exec["argv"][0].as_str().unwrap().ends_with("sh"), "{exec}");
     assert_eq!(exec["argv"][1], "-c");
     assert_eq!(u64_of(&exec, "cgroup_id"), cg.inode());
-    assert_eq!(exec["start_time_ns"], fork["start_time_ns"], "same task, same start time");
+    assert_eq!(
+        exec["start_time_ns"], fork["start_time_ns"],
+        "same task, same start time"
+    );
 
-    let exit = stream.wait_for(T, "exit of sh", |v| is(v, "exit", host_pid) && v["leader"] == true);
+    let exit = stream.wait_for(T, "exit of sh", |v| {
+        is(v, "exit", host_pid) && v["leader"] == true
+    });
     assert_eq!(exit["exit_code"], 7, "{exit}");
     assert_eq!(exit["signal"], Value::Null);
     assert_eq!(exit["group_dead"], true);
@@ -63,7 +72,10 @@ fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
     let parent = u64_of(&fork, "ppid");
     let uns = stream.wait_for(T, "unshare by the parent", |v| is(v, "unshare", parent));
     assert_eq!(u64_of(&uns["ns"], "pid_for_children"), pidns);
-    assert_eq!(u64_of(&uns["ns"], "pid"), ns_inode(std::process::id(), "pid"));
+    assert_eq!(
+        u64_of(&uns["ns"], "pid"),
+        ns_inode(std::process::id(), "pid")
+    );
     assert_eq!(ns_pids(&uns).len(), 1);
 
     // Once reaped, the task is freed.
@@ -107,29 +119,48 @@ fn process_living_microseconds_in_new_pid_namespace_is_captured() {
     assert!(u64_of(&exit, "time_ns") >= u64_of(&fork, "time_ns"));
     stream.wait_for(T, "free of the clone child", |v| is(v, "free", pid));
     // --type filtered everything else out.
-    assert!(stream.seen.iter().all(|v| ["fork", "exit", "free"].contains(&v["type"].as_str().unwrap())));
+    assert!(stream
+        .seen
+        .iter()
+        .all(|v| ["fork", "exit", "free"].contains(&v["type"].as_str().unwrap())));
 }
 
 #[test]
 fn setns_event_reports_the_entered_namespaces() {
     let mut target = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "sleep", "60"])
+        .args([
+            "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "sleep", "60",
+        ])
         .spawn()
         .expect("unshare");
     let unshare_pid = target.id();
     // The sleep is unshare's only child, PID 1 of the new namespace.
     let sleep_pid: u32 = eventually(T, "the namespaced sleep", || {
-        let kids = std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children")).ok()?;
+        let kids =
+            std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children"))
+                .ok()?;
         let pid = kids.split_whitespace().next()?.parse().ok()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         (comm.trim() == "sleep").then_some(pid)
     });
-    let want: Vec<(&str, u64)> = ["mnt", "uts", "ipc", "net"].iter().map(|n| (*n, ns_inode(sleep_pid, n))).collect();
+    let want: Vec<(&str, u64)> = ["mnt", "uts", "ipc", "net"]
+        .iter()
+        .map(|n| (*n, ns_inode(sleep_pid, n)))
+        .collect();
     let target_pidns = ns_inode(sleep_pid, "pid");
 
     let mut stream = EventStream::start(&["--type", "setns,fork,exec"]);
     let nsenter = Command::new("nsenter")
-        .args(["-t", &sleep_pid.to_string(), "--mount", "--uts", "--ipc", "--net", "--pid", "true"])
+        .args([
+            "-t",
+            &sleep_pid.to_string(),
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--pid",
+            "true",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("nsenter");
@@ -144,10 +175,18 @@ fn setns_event_reports_the_entered_namespaces() {
     assert_eq!(u64_of(&exec["ns"], "pid"), target_pidns);
     assert_eq!(ns_pids(&exec).len(), 2, "{exec}");
     let setns = stream.all(|v| is(v, "setns", nsenter_pid));
-    assert!(setns.len() >= 5, "one setns per namespace, got {}", setns.len());
+    assert!(
+        setns.len() >= 5,
+        "one setns per namespace, got {}",
+        setns.len()
+    );
     let last = setns.last().unwrap();
     for (name, ino) in &want {
-        assert_eq!(u64_of(&last["ns"], name), *ino, "{name} after setns: {last}");
+        assert_eq!(
+            u64_of(&last["ns"], name),
+            *ino,
+            "{name} after setns: {last}"
+        );
     }
     assert_eq!(u64_of(&last["ns"], "pid_for_children"), target_pidns);
     assert_eq!(last["ret"], 0);
@@ -168,8 +207,15 @@ fn events_lost_while_the_reader_is_stalled_are_counted_not_hidden() {
     std::thread::sleep(Duration::from_millis(300));
     let (status, err) = stream.stop();
     assert!(status.success(), "{err}");
-    let exec = err.lines().find(|l| l.starts_with("exec ")).unwrap_or_else(|| panic!("no stats: {err}"));
-    let cols: Vec<u64> = exec.split_whitespace().skip(1).map(|c| c.parse().unwrap()).collect();
+    let exec = err
+        .lines()
+        .find(|l| l.starts_with("exec "))
+        .unwrap_or_else(|| panic!("no stats: {err}"));
+    let cols: Vec<u64> = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|c| c.parse().unwrap())
+        .collect();
     let (emitted, dropped, received) = (cols[0], cols[1], cols[2]);
     assert!(dropped > 0, "a stalled 16 KiB buffer must overflow: {exec}");
     assert_eq!(emitted, received, "everything emitted was received: {exec}");
@@ -179,31 +225,61 @@ fn events_lost_while_the_reader_is_stalled_are_counted_not_hidden() {
 
 #[test]
 fn bad_input_gets_a_clear_message_and_nonzero_exit() {
-    let out = observer().args(["events", "--type", "spawn"]).output().unwrap();
+    let out = observer()
+        .args(["events", "--type", "spawn"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event type `spawn`"));
 
-    let out = observer().args(["events", "--ringbuf-size", "5000"]).output().unwrap();
+    let out = observer()
+        .args(["events", "--ringbuf-size", "5000"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("power of two"),
+        "{out:?}"
+    );
 
-    let out = observer().args(["events", "--btf", "/nonexistent/vmlinux"]).output().unwrap();
+    let out = observer()
+        .args(["events", "--btf", "/nonexistent/vmlinux"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("BTF") && err.contains("/nonexistent/vmlinux"), "{err}");
+    assert!(
+        err.contains("BTF") && err.contains("/nonexistent/vmlinux"),
+        "{err}"
+    );
 
     let junk = std::env::temp_dir().join(format!("observer-not-btf-{}", std::process::id()));
     std::fs::write(&junk, "this is not BTF").unwrap();
-    let out = observer().arg("events").arg("--btf").arg(&junk).output().unwrap();
+    let out = observer()
+        .arg("events")
+        .arg("--btf")
+        .arg(&junk)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&junk);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("reading BTF"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reading BTF"),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn unprivileged_user_is_told_to_use_root() {
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", &observer_bin(), "events"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            &observer_bin(),
+            "events",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -23,12 +23,19 @@ const CMD: &str = "sleep 1000 & sleep 0.1 & exec sleep 1001";
 
 fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A busybox root file system as a tar (busybox-static and its applet links).
@@ -39,14 +46,20 @@ fn rootfs_tar() -> PathBuf {
     }
     let dir = std::env::temp_dir().join(format!("observer-test-rootfs-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static provides /bin/busybox");
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("busybox-static provides /bin/busybox");
     for applet in ok(Command::new("/bin/busybox").arg("--list")).lines() {
         if applet != "busybox" {
             std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
         }
     }
     let tmp = tar.with_extension("tmp");
-    ok(Command::new("tar").arg("-C").arg(&dir).arg("-cf").arg(&tmp).arg("."));
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tmp)
+        .arg("."));
     std::fs::rename(&tmp, &tar).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     tar
@@ -56,7 +69,9 @@ fn rootfs_tar() -> PathBuf {
 /// would), logging to `log`.
 fn daemon(cmd: &mut Command, log: &Path) {
     let f = std::fs::File::create(log).unwrap();
-    cmd.stdin(Stdio::null()).stdout(f.try_clone().unwrap()).stderr(f);
+    cmd.stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f);
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
@@ -66,20 +81,30 @@ fn daemon(cmd: &mut Command, log: &Path) {
     }
     // Deliberately not waited for: the daemon outlives the test.
     #[allow(clippy::zombie_processes)]
-    cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
 }
 
 fn docker_ready() -> &'static str {
     if !succeeds(Command::new("docker").arg("info")) {
         daemon(
-            Command::new("dockerd").args(["--iptables=false", "--ip6tables=false", "--bridge=none"]),
+            Command::new("dockerd").args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+            ]),
             Path::new("/tmp/observer-test-dockerd.log"),
         );
-        eventually(T, "dockerd to answer", || succeeds(Command::new("docker").arg("info")).then_some(()));
+        eventually(T, "dockerd to answer", || {
+            succeeds(Command::new("docker").arg("info")).then_some(())
+        });
     }
     let image = "observer-test/busybox:1";
     if !succeeds(Command::new("docker").args(["image", "inspect", image])) {
-        ok(Command::new("docker").args(["import", "--change", "ENV PATH=/bin"]).arg(rootfs_tar()).arg(image));
+        ok(Command::new("docker")
+            .args(["import", "--change", "ENV PATH=/bin"])
+            .arg(rootfs_tar())
+            .arg(image));
     }
     image
 }
@@ -104,12 +129,20 @@ fn containerd_ready() -> &'static str {
             ]),
             Path::new("/tmp/observer-test-containerd.log"),
         );
-        eventually(T, "containerd to answer", || succeeds(ctr().arg("version")).then_some(()));
+        eventually(T, "containerd to answer", || {
+            succeeds(ctr().arg("version")).then_some(())
+        });
     }
     let image = "docker.io/observer-test/busybox:1";
-    if ok(ctr().args(["image", "ls", "-q"])).lines().all(|l| l != image) {
+    if ok(ctr().args(["image", "ls", "-q"]))
+        .lines()
+        .all(|l| l != image)
+    {
         let archive = std::env::temp_dir().join("observer-test-busybox-image.tar");
-        ok(Command::new("docker").args(["save", "-o"]).arg(&archive).arg(docker_ready()));
+        ok(Command::new("docker")
+            .args(["save", "-o"])
+            .arg(&archive)
+            .arg(docker_ready()));
         ok(ctr().args(["image", "import"]).arg(&archive));
     }
     image
@@ -118,14 +151,18 @@ fn containerd_ready() -> &'static str {
 fn podman_ready() -> &'static str {
     let image = "localhost/observer-test-busybox:1";
     if !succeeds(Command::new("podman").args(["image", "exists", image])) {
-        ok(Command::new("podman").args(["import", "--change", "ENV=PATH=/bin"]).arg(rootfs_tar()).arg(image));
+        ok(Command::new("podman")
+            .args(["import", "--change", "ENV=PATH=/bin"])
+            .arg(rootfs_tar())
+            .arg(image));
     }
     image
 }
 
 fn podman(args: &[&str]) -> Command {
     let mut c = Command::new("podman");
-    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]).args(args);
+    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+        .args(args);
     c
 }
 
@@ -135,8 +172,10 @@ fn check(agent: &Agent, name: &str, runtime: &str, id: &str, shim_comm: &str) {
         let (code, out, _) = agent.cli(&["tree", name, "-o", "json"]);
         let t: Value = serde_json::from_str(&out).ok().filter(|_| code == 0)?;
         let procs = t["processes"].as_array()?;
-        (procs.len() == 4 && procs.iter().any(|p| p["cmdline"] == "sleep 999") && procs.iter().any(|p| p["state"] == "Z"))
-            .then_some(())
+        (procs.len() == 4
+            && procs.iter().any(|p| p["cmdline"] == "sleep 999")
+            && procs.iter().any(|p| p["state"] == "Z"))
+        .then_some(())
     });
     let tree = tree_equal_to_proc(agent, name, T);
     let c = &tree["container"];
@@ -152,31 +191,56 @@ fn check(agent: &Agent, name: &str, runtime: &str, id: &str, shim_comm: &str) {
     let pid1 = procs.iter().find(|p| p["ns_pid"] == 1).expect("PID 1");
     assert_eq!(pid1["pid"].as_u64(), c["init_pid"].as_u64());
     assert_eq!(pid1["ns_ppid"], 0, "PID 1 inside has ns PPID 0");
-    assert_eq!(pid1["ppid"].as_u64(), Some(shim), "PID 1's host parent is the shim");
+    assert_eq!(
+        pid1["ppid"].as_u64(),
+        Some(shim),
+        "PID 1's host parent is the shim"
+    );
     assert_eq!(pid1["cmdline"], "sleep 1001");
 
     let z = procs.iter().find(|p| p["state"] == "Z").unwrap();
-    assert_eq!(z["ppid"], pid1["pid"], "the zombie's parent is PID 1, which never reaps");
+    assert_eq!(
+        z["ppid"], pid1["pid"],
+        "the zombie's parent is PID 1, which never reaps"
+    );
     assert_eq!(c["zombies"], 1);
 
     let exec = procs.iter().find(|p| p["cmdline"] == "sleep 999").unwrap();
     let members: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
-    assert!(!members.contains(&exec["ppid"].as_u64().unwrap()), "the exec'd process's host parent is outside the container");
+    assert!(
+        !members.contains(&exec["ppid"].as_u64().unwrap()),
+        "the exec'd process's host parent is outside the container"
+    );
     assert_eq!(exec["ns_ppid"], 0);
     assert!(exec["ns_pid"].as_u64().unwrap() > 1);
 
     // The same container by a member's host pid and by an id prefix.
     for reference in [exec["pid"].to_string(), id[..id.len().min(8)].to_string()] {
-        assert_eq!(agent.json(&["tree", &reference])["container"]["id"], id, "tree {reference}");
+        assert_eq!(
+            agent.json(&["tree", &reference])["container"]["id"],
+            id,
+            "tree {reference}"
+        );
     }
     let text = agent.cli(&["tree", name]).1;
     assert!(text.contains(&format!("{shim_comm} ({shim})")), "{text}");
-    assert!(text.contains(&format!("not reaped by sleep ({})", pid1["pid"])), "{text}");
+    assert!(
+        text.contains(&format!("not reaped by sleep ({})", pid1["pid"])),
+        "{text}"
+    );
 
     let listed = agent.json(&["containers"]);
-    let row = listed.as_array().unwrap().iter().find(|r| r["id"] == id).expect("listed");
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .expect("listed");
     assert_eq!(row["processes"], 4);
-    assert!(row["resources"]["memory_bytes"].as_u64().unwrap_or(0) > 0, "{row:#}");
+    assert!(
+        row["resources"]["memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "{row:#}"
+    );
     assert_eq!(row["resources"]["pids"].as_u64(), Some(4), "{row:#}");
 }
 
@@ -186,7 +250,18 @@ fn docker_container_by_name_with_containerd_shim_and_docker_exec() {
     let agent = Agent::start(&[]);
     let name = "observer-test-docker";
     let _ = Command::new("docker").args(["rm", "-f", name]).output();
-    let id = ok(Command::new("docker").args(["run", "-d", "--network", "none", "--name", name, image, "sh", "-c", CMD]));
+    let id = ok(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        image,
+        "sh",
+        "-c",
+        CMD,
+    ]));
     ok(Command::new("docker").args(["exec", "-d", name, "sleep", "999"]));
     check(&agent, name, "docker", &id, "containerd-shim");
     ok(Command::new("docker").args(["rm", "-f", name]));
@@ -203,12 +278,26 @@ fn containerd_ctr_container_with_shim_runc_v2_and_task_exec() {
     let _ = ctr().args(["snapshot", "rm", name]).output();
     ok(ctr().args(["run", "-d", image, name, "sh", "-c", CMD]));
     // `ctr task exec` stays attached: it runs in the background for the test.
-    let mut exec: Child = ctr().args(["task", "exec", "--exec-id", "observer-exec", name, "sleep", "999"]).stdout(Stdio::null()).spawn().unwrap();
+    let mut exec: Child = ctr()
+        .args([
+            "task",
+            "exec",
+            "--exec-id",
+            "observer-exec",
+            name,
+            "sleep",
+            "999",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     check(&agent, name, "containerd", name, "containerd-shim");
     let _ = exec.kill();
     let _ = exec.wait();
     let _ = ctr().args(["task", "kill", "-s", "KILL", name]).output();
-    eventually(T, "the ctr task to stop", || succeeds(ctr().args(["task", "delete", name])).then_some(()));
+    eventually(T, "the ctr task to stop", || {
+        succeeds(ctr().args(["task", "delete", name])).then_some(())
+    });
     ok(ctr().args(["container", "rm", name]));
 }
 
@@ -219,7 +308,20 @@ fn podman_container_with_runc_conmon_and_podman_exec() {
     let name = "observer-test-podman";
     let _ = podman(&["rm", "-f", name]).output();
     let id = ok(&mut podman(&[
-        "run", "-d", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--name", name, image, "sh", "-c", CMD,
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--name",
+        name,
+        image,
+        "sh",
+        "-c",
+        CMD,
     ]));
     ok(&mut podman(&["exec", "-d", name, "sleep", "999"]));
     check(&agent, name, "podman", &id, "conmon");

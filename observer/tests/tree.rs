@@ -73,8 +73,14 @@ wait
         let kids = std::fs::read_to_string(format!("/proc/{up}/task/{up}/children")).ok()?;
         kids.split_whitespace().next()?.parse().ok()
     });
-    let s = Scenario { unshare, init, ready: ready.clone() };
-    eventually(T, "the scenario to be ready", || ready.exists().then_some(()));
+    let s = Scenario {
+        unshare,
+        init,
+        ready: ready.clone(),
+    };
+    eventually(T, "the scenario to be ready", || {
+        ready.exists().then_some(())
+    });
     s
 }
 
@@ -98,11 +104,21 @@ fn tree_of_a_pid_namespace_equals_proc_and_names_zombies_and_orphans() {
     assert_eq!(c["runtime"], "bare");
     assert_eq!(c["pidns"].as_u64().unwrap(), ns_inode(s.init as u32, "pid"));
     assert_eq!(c["init_pid"].as_u64(), Some(s.init));
-    assert_eq!(c["shim_pid"].as_u64(), Some(s.unshare.id() as u64), "unshare is the host parent of PID 1");
+    assert_eq!(
+        c["shim_pid"].as_u64(),
+        Some(s.unshare.id() as u64),
+        "unshare is the host parent of PID 1"
+    );
 
     let procs = tree["processes"].as_array().unwrap();
-    let pid1 = procs.iter().find(|p| p["pid"].as_u64() == Some(s.init)).unwrap();
-    assert_eq!((pid1["ns_pid"].as_u64(), pid1["ns_ppid"].as_u64()), (Some(1), Some(0)));
+    let pid1 = procs
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(s.init))
+        .unwrap();
+    assert_eq!(
+        (pid1["ns_pid"].as_u64(), pid1["ns_ppid"].as_u64()),
+        (Some(1), Some(0))
+    );
 
     // Nested forks: PID 1 → sh → sleep 1000.
     let nested = by_cmd(&tree, "sleep 1000");
@@ -115,7 +131,10 @@ fn tree_of_a_pid_namespace_equals_proc_and_names_zombies_and_orphans() {
     assert_eq!(orphan["ppid"].as_u64(), Some(s.init));
     assert_eq!(orphan["adopter"], "namespace_init", "{orphan:#}");
     let from = orphan["adopted_from"].as_u64().unwrap();
-    assert!(proc_facts(from).is_none_or(|f| f.comm != "sh"), "the original parent has exited");
+    assert!(
+        proc_facts(from).is_none_or(|f| f.comm != "sh"),
+        "the original parent has exited"
+    );
 
     // The parent that never reaps: exactly one zombie, its parent named.
     let zombies: Vec<&Value> = procs.iter().filter(|p| p["state"] == "Z").collect();
@@ -134,8 +153,14 @@ fn tree_of_a_pid_namespace_equals_proc_and_names_zombies_and_orphans() {
 
     // The multi-threaded process: 4 threads, one entry.
     // (libtest adds a thread of its own to the helper's 3 and its main thread)
-    let threaded = procs.iter().find(|p| p["threads"].as_u64() >= Some(4)).expect("the multi-threaded helper");
-    assert!(threaded["cmdline"].as_str().unwrap().contains("helper_threads"));
+    let threaded = procs
+        .iter()
+        .find(|p| p["threads"].as_u64() >= Some(4))
+        .expect("the multi-threaded helper");
+    assert!(threaded["cmdline"]
+        .as_str()
+        .unwrap()
+        .contains("helper_threads"));
 
     // 50 processes that lived a millisecond each were counted in the container.
     assert!(c["forks"].as_u64().unwrap() >= 55, "forks {}", c["forks"]);
@@ -145,13 +170,27 @@ fn tree_of_a_pid_namespace_equals_proc_and_names_zombies_and_orphans() {
     // The text view names the zombie's parent and marks the orphan.
     let (code, text, _) = agent.cli(&["tree", &init]);
     assert_eq!(code, 0);
-    assert!(text.contains(&format!("not reaped by sleep ({})", reaper["pid"])), "{text}");
-    assert!(text.contains(&format!("adopted from {from} by namespace_init")), "{text}");
+    assert!(
+        text.contains(&format!("not reaped by sleep ({})", reaper["pid"])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("adopted from {from} by namespace_init")),
+        "{text}"
+    );
     assert!(!text.contains("\x1b["), "no colours when not on a terminal");
 
     // The same container by its pid-ns inode and by any member's host pid.
-    for reference in [c["pidns"].to_string(), z["pid"].to_string(), orphan["pid"].to_string()] {
-        assert_eq!(agent.json(&["tree", &reference])["container"]["id"], c["id"], "tree {reference}");
+    for reference in [
+        c["pidns"].to_string(),
+        z["pid"].to_string(),
+        orphan["pid"].to_string(),
+    ] {
+        assert_eq!(
+            agent.json(&["tree", &reference])["container"]["id"],
+            c["id"],
+            "tree {reference}"
+        );
     }
 }
 
@@ -160,16 +199,32 @@ fn processes_entered_with_setns_join_the_container_with_an_outside_parent() {
     let agent = Agent::start(&[]);
     let s = scenario();
     let mut entered = Command::new("nsenter")
-        .args(["-t", &s.init.to_string(), "--pid", "sh", "-c", "exec sleep 1005"])
+        .args([
+            "-t",
+            &s.init.to_string(),
+            "--pid",
+            "sh",
+            "-c",
+            "exec sleep 1005",
+        ])
         .spawn()
         .expect("nsenter");
     let nsenter_pid = entered.id() as u64;
     let tree = tree_equal_to_proc(&agent, &s.init.to_string(), T);
     let p = eventually(T, "the setns'd sleep in the tree", || {
         let t = agent.json(&["tree", &s.init.to_string()]);
-        t["processes"].as_array().unwrap().iter().find(|p| p["cmdline"] == "sleep 1005").cloned()
+        t["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["cmdline"] == "sleep 1005")
+            .cloned()
     });
-    assert_eq!(p["ppid"].as_u64(), Some(nsenter_pid), "host parent is nsenter, outside the container");
+    assert_eq!(
+        p["ppid"].as_u64(),
+        Some(nsenter_pid),
+        "host parent is nsenter, outside the container"
+    );
     assert_eq!(p["ns_ppid"], 0);
     assert!(p["ns_pid"].as_u64().unwrap() > 1);
     let outside: Vec<u64> = agent.json(&["tree", &s.init.to_string()])["outside_parents"]
@@ -192,20 +247,42 @@ fn ps_zombies_and_containers_views_agree_with_proc() {
     let id = tree["container"]["id"].as_str().unwrap().to_string();
 
     let ps = agent.json(&["ps", "-c", &s.init.to_string()]);
-    let mut ps_pids: Vec<u64> = ps.as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    let mut ps_pids: Vec<u64> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
     ps_pids.sort();
-    assert_eq!(ps_pids, pids_in_pidns(tree["container"]["pidns"].as_u64().unwrap()));
+    assert_eq!(
+        ps_pids,
+        pids_in_pidns(tree["container"]["pidns"].as_u64().unwrap())
+    );
 
     let zombies = agent.json(&["zombies"]);
-    let mine: Vec<&Value> = zombies.as_array().unwrap().iter().filter(|z| z["container"] == Value::String(id.clone())).collect();
+    let mine: Vec<&Value> = zombies
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|z| z["container"] == Value::String(id.clone()))
+        .collect();
     assert_eq!(mine.len(), 1, "{zombies:#}");
     assert_eq!(mine[0]["parent_comm"], "sleep");
     assert_eq!(mine[0]["parent_state"], "S");
 
     let containers = agent.json(&["containers"]);
-    let c = containers.as_array().unwrap().iter().find(|c| c["id"] == id.as_str()).expect("listed");
+    let c = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .expect("listed");
     assert_eq!(c["zombies"], 1, "{ps:#}");
-    assert_eq!(c["processes"].as_u64().unwrap() as usize, ps_pids.len(), "{c:#}\n{ps:#}");
+    assert_eq!(
+        c["processes"].as_u64().unwrap() as usize,
+        ps_pids.len(),
+        "{c:#}\n{ps:#}"
+    );
 
     let (code, text, _) = agent.cli(&["ps", "-c", &s.init.to_string(), "--no-headers"]);
     assert_eq!(code, 0);
@@ -220,7 +297,10 @@ fn unknown_or_ambiguous_container_is_a_clear_error_listing_candidates() {
     tree_equal_to_proc(&agent, &s.init.to_string(), T);
     let (code, _, err) = agent.cli(&["tree", "no-such-container"]);
     assert_eq!(code, 1);
-    assert!(err.contains("no container matches `no-such-container`"), "{err}");
+    assert!(
+        err.contains("no container matches `no-such-container`"),
+        "{err}"
+    );
     assert!(err.contains("candidates:") && err.contains("bare"), "{err}");
     // Bare container ids are pid-ns inodes, all starting with 40265: ambiguous unless unique.
     let second = scenario();
@@ -234,7 +314,14 @@ fn unknown_or_ambiguous_container_is_a_clear_error_listing_candidates() {
 fn without_an_agent_views_fall_back_to_a_proc_scan_and_say_so() {
     let s = scenario();
     let out = observer()
-        .args(["tree", &s.init.to_string(), "-o", "json", "--socket", "/nonexistent/observer.sock"])
+        .args([
+            "tree",
+            &s.init.to_string(),
+            "-o",
+            "json",
+            "--socket",
+            "/nonexistent/observer.sock",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -243,5 +330,8 @@ fn without_an_agent_views_fall_back_to_a_proc_scan_and_say_so() {
     let diffs = tree_vs_proc(&tree);
     assert!(diffs.is_empty(), "{diffs:?}");
     assert_eq!(tree["container"]["runtime"], "bare");
-    assert_eq!(tree["container"]["shim_pid"].as_u64(), Some(s.unshare.id() as u64));
+    assert_eq!(
+        tree["container"]["shim_pid"].as_u64(),
+        Some(s.unshare.id() as u64)
+    );
 }

@@ -33,7 +33,8 @@ struct Agent {
 
 impl Agent {
     fn start() -> Result<Agent> {
-        let socket = std::env::temp_dir().join(format!("observer-bench-{}.sock", std::process::id()));
+        let socket =
+            std::env::temp_dir().join(format!("observer-bench-{}.sock", std::process::id()));
         let mut child = Command::new(observer())
             .env("RUST_LOG", "info")
             .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
@@ -49,10 +50,20 @@ impl Agent {
             }
         });
         loop {
-            let l = rx.recv_timeout(Duration::from_secs(120)).context("agent did not start")?;
+            let l = rx
+                .recv_timeout(Duration::from_secs(120))
+                .context("agent did not start")?;
             if let Some(rest) = l.split("API on http://").nth(1) {
-                let http = rest.split_whitespace().next().unwrap_or_default().to_string();
-                return Ok(Agent { child, http, socket });
+                let http = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                return Ok(Agent {
+                    child,
+                    http,
+                    socket,
+                });
             }
         }
     }
@@ -62,7 +73,10 @@ impl Agent {
         write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
-        Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+        Ok(buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default())
     }
 
     fn status(&self) -> Result<serde_json::Value> {
@@ -76,14 +90,23 @@ impl Agent {
     /// Events the agent took from the ring buffer, and those the kernel dropped.
     fn event_totals(&self) -> Result<(u64, u64)> {
         let st = self.status()?;
-        let sum = |k: &str| st["events"].as_array().map(|a| a.iter().map(|e| e[k].as_u64().unwrap_or(0)).sum::<u64>()).unwrap_or(0);
+        let sum = |k: &str| {
+            st["events"]
+                .as_array()
+                .map(|a| a.iter().map(|e| e[k].as_u64().unwrap_or(0)).sum::<u64>())
+                .unwrap_or(0)
+        };
         Ok((sum("received"), sum("dropped")))
     }
 
     fn rss_kb(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
             .unwrap_or(0)
     }
 }
@@ -97,7 +120,9 @@ impl Drop for Agent {
 
 /// CPU time of all threads of `pid`, in seconds, from schedstat (ns precision).
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
     rd.flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
@@ -183,7 +208,11 @@ fn storm(r: &mut Report) -> Result<()> {
     let cpu_slowdown = (median(cpu_ratios) - 1.0) * 100.0;
     r.add(
         &format!("storm: {STORM_SPAWNS} fork+exec+exit, wall-time slowdown"),
-        format!("{slowdown:+.1}% (median of {STORM_PAIRS} pairs; {:.0} → {:.0} ms)", a * 1e3, b * 1e3),
+        format!(
+            "{slowdown:+.1}% (median of {STORM_PAIRS} pairs; {:.0} → {:.0} ms)",
+            a * 1e3,
+            b * 1e3
+        ),
         "≤ 3%",
         slowdown <= 3.0,
     );
@@ -194,7 +223,12 @@ fn storm(r: &mut Report) -> Result<()> {
         cpu_slowdown <= 3.0,
     );
     let per = cpu / events.max(1) as f64 * 1e6;
-    r.add("storm: agent CPU per event", format!("{per:.2} µs ({events} events, {cpu:.2} s CPU)"), "≤ 2 µs", per <= 2.0);
+    r.add(
+        "storm: agent CPU per event",
+        format!("{per:.2} µs ({events} events, {cpu:.2} s CPU)"),
+        "≤ 2 µs",
+        per <= 2.0,
+    );
     r.add("storm: events lost", lost.to_string(), "0", lost == 0);
     Ok(())
 }
@@ -205,7 +239,11 @@ fn launcher(args: &[&str]) -> Result<()> {
 
 fn rm(names: &[String]) {
     for n in names {
-        let _ = Command::new(observer()).args(["rm", "-f", n]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new(observer())
+            .args(["rm", "-f", n])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -213,12 +251,29 @@ fn tree(r: &mut Report) -> Result<()> {
     let name = "bench-tree".to_string();
     rm(std::slice::from_ref(&name));
     let agent = Agent::start()?;
-    launcher(&["run", "-d", "--name", &name, "--pids-max", "4096", "--", "sh", "-c", "i=0; while [ $i -lt 999 ]; do sleep 3600 & i=$((i+1)); done; wait"])?;
+    launcher(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--pids-max",
+        "4096",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 999 ]; do sleep 3600 & i=$((i+1)); done; wait",
+    ])?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = Command::new(observer()).args(["containers", "-o", "json", "--socket"]).arg(&agent.socket).output()?;
+        let out = Command::new(observer())
+            .args(["containers", "-o", "json", "--socket"])
+            .arg(&agent.socket)
+            .output()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if v.as_array().is_some_and(|a| a.iter().any(|c| c["name"] == name.as_str() && c["processes"] == 1000)) {
+        if v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|c| c["name"] == name.as_str() && c["processes"] == 1000)
+        }) {
             break;
         }
         if Instant::now() > deadline {
@@ -229,11 +284,31 @@ fn tree(r: &mut Report) -> Result<()> {
     }
     let mut times = Vec::new();
     for _ in 0..15 {
-        times.push(time_cmd(Command::new(observer()).args(["tree", &name, "-o", "json", "--socket"]).arg(&agent.socket))?);
+        times.push(time_cmd(
+            Command::new(observer())
+                .args(["tree", &name, "-o", "json", "--socket"])
+                .arg(&agent.socket),
+        )?);
     }
-    let text = median((0..15).map(|_| time_cmd(Command::new(observer()).args(["tree", &name, "--socket"]).arg(&agent.socket)).unwrap_or(f64::NAN)).collect());
+    let text = median(
+        (0..15)
+            .map(|_| {
+                time_cmd(
+                    Command::new(observer())
+                        .args(["tree", &name, "--socket"])
+                        .arg(&agent.socket),
+                )
+                .unwrap_or(f64::NAN)
+            })
+            .collect(),
+    );
     let t = median(times);
-    r.add("tree: `observer tree` of a 1,000-process container (JSON)", format!("{:.1} ms (text: {:.1} ms)", t * 1e3, text * 1e3), "≤ 20 ms", t <= 0.020);
+    r.add(
+        "tree: `observer tree` of a 1,000-process container (JSON)",
+        format!("{:.1} ms (text: {:.1} ms)", t * 1e3, text * 1e3),
+        "≤ 20 ms",
+        t <= 0.020,
+    );
     rm(&[name]);
     Ok(())
 }
@@ -246,7 +321,10 @@ fn metrics(r: &mut Report) -> Result<()> {
     }
     let agent = Agent::start()?;
     let body = agent.get("/metrics")?;
-    let series = body.lines().filter(|l| l.starts_with("observer_container_processes{")).count();
+    let series = body
+        .lines()
+        .filter(|l| l.starts_with("observer_container_processes{"))
+        .count();
     let mut times = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
@@ -254,18 +332,35 @@ fn metrics(r: &mut Report) -> Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     let t = median(times);
-    r.add("metrics: /metrics with 200 containers", format!("{:.1} ms ({series} containers, {} bytes)", t * 1e3, body.len()), "≤ 10 ms", t <= 0.010 && series >= 200);
+    r.add(
+        "metrics: /metrics with 200 containers",
+        format!(
+            "{:.1} ms ({series} containers, {} bytes)",
+            t * 1e3,
+            body.len()
+        ),
+        "≤ 10 ms",
+        t <= 0.010 && series >= 200,
+    );
     drop(agent);
     rm(&names);
     Ok(())
 }
 
 fn scan(r: &mut Report) -> Result<()> {
-    let before = std::fs::read_dir("/proc")?.flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count();
+    let before = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .count();
     let want = 10_000usize.saturating_sub(before);
     let mut kids: Vec<Child> = Vec::with_capacity(want);
     for _ in 0..want {
-        kids.push(Command::new("sleep").arg("3600").stdin(Stdio::null()).spawn()?);
+        kids.push(
+            Command::new("sleep")
+                .arg("3600")
+                .stdin(Stdio::null())
+                .spawn()?,
+        );
     }
     let result = (|| -> Result<()> {
         let agent = Agent::start()?;
@@ -273,10 +368,20 @@ fn scan(r: &mut Report) -> Result<()> {
         let st = agent.status()?;
         let procs = st["processes"].as_u64().unwrap_or(0);
         let ms = st["last_scan_s"].as_f64().unwrap_or(f64::NAN) * 1e3;
-        r.add("scan: start-up scan", format!("{ms:.0} ms for {procs} processes"), "≤ 300 ms for 10,000", ms <= 300.0 && procs >= 10_000);
+        r.add(
+            "scan: start-up scan",
+            format!("{ms:.0} ms for {procs} processes"),
+            "≤ 300 ms for 10,000",
+            ms <= 300.0 && procs >= 10_000,
+        );
         thread::sleep(Duration::from_secs(2));
         let rss = agent.rss_kb();
-        r.add("rss: agent with 10,000 processes", format!("{:.1} MB", rss as f64 / 1024.0), "≤ 40 MB", rss <= 40 * 1024);
+        r.add(
+            "rss: agent with 10,000 processes",
+            format!("{:.1} MB", rss as f64 / 1024.0),
+            "≤ 40 MB",
+            rss <= 40 * 1024,
+        );
         Ok(())
     })();
     for k in &mut kids {
@@ -289,7 +394,13 @@ fn scan(r: &mut Report) -> Result<()> {
 }
 
 pub fn bench(only: &[String]) -> Result<()> {
-    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "--locked", "-p", "observer"]))?;
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "observer",
+    ]))?;
     let mut r = Report(Vec::new());
     let all = only.is_empty();
     let want = |k: &str| all || only.iter().any(|o| o == k);
@@ -305,9 +416,12 @@ pub fn bench(only: &[String]) -> Result<()> {
     if want("storm") {
         storm(&mut r)?;
     }
-    println!("\n{:<58} {:<48} {:<22} {}", "benchmark", "measured", "goal", "");
+    println!("\n{:<58} {:<48} {:<22}", "benchmark", "measured", "goal");
     for (what, m, goal, met) in &r.0 {
-        println!("{what:<58} {m:<48} {goal:<22} {}", if *met { "met" } else { "MISSED" });
+        println!(
+            "{what:<58} {m:<48} {goal:<22} {}",
+            if *met { "met" } else { "MISSED" }
+        );
     }
     Ok(())
 }

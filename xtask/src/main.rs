@@ -67,9 +67,69 @@ enum Cmd {
 }
 
 fn build() -> Result<()> {
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--release", "--locked", "-p", "observer"]))
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "observer",
+    ]))
+}
+
+/// Puts `observer` on PATH (/usr/local/bin) unless something else is there already.
+fn install_link(bin: &std::path::Path) {
+    let link = std::path::Path::new("/usr/local/bin/observer");
+    let ours = std::fs::read_link(link).is_ok_and(|t| t.ends_with("target/release/observer"));
+    if !link.exists() || ours {
+        let _ = std::fs::remove_file(link);
+        if std::os::unix::fs::symlink(bin, link).is_ok() {
+            eprintln!("run: /usr/local/bin/observer → {}", bin.display());
+        }
+    }
+}
+
+/// A launcher container worth looking at: a parent that never reaps (a zombie), an orphan
+/// adopted by PID 1, and a busy child forking every second.
+const DEMO: &str = "sh -c 'sleep 100000 &'; \
+sh -c 'sleep 0.5 & exec sleep 100000' & \
+while true; do sleep 1; done";
+
+fn demo(bin: &std::path::Path) -> Result<()> {
+    let running = Command::new(bin)
+        .args(["ls", "-o", "json"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .is_some_and(|v| {
+            v.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|c| c["name"] == "demo" && c["status"] == "running")
+            })
+        });
+    if !running {
+        let _ = Command::new(bin).args(["rm", "-f", "demo"]).output();
+        run(Command::new(bin).args([
+            "run",
+            "-d",
+            "--name",
+            "demo",
+            "--memory",
+            "64M",
+            "--pids-max",
+            "64",
+            "--",
+            "sh",
+            "-c",
+            DEMO,
+        ]))?;
+    }
+    eprintln!(
+        "run: a demo container `demo` is running. In another shell try:\n  \
+         observer tree demo\n  observer containers\n  observer zombies\n  \
+         observer events --type exec,exit\n  curl -s 127.0.0.1:19100/metrics | grep demo\n\
+         (remove it with `observer rm -f demo`)"
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -90,18 +150,37 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             build()
         }
         Cmd::Run { args } => {
+            if !is_root() {
+                bail!("observer loads eBPF programs: run `cargo xtask run` as root");
+            }
+            setup::apt_install(&["busybox-static"])?;
             setup::setup(false)?;
             build()?;
-            let args = if args.is_empty() { vec!["agent".to_string()] } else { args };
-            let err = Command::new(root().join("target/release/observer")).args(&args).exec();
+            let bin = root().join("target/release/observer");
+            install_link(&bin);
+            let args = if args.is_empty() {
+                demo(&bin)?;
+                vec!["agent".to_string()]
+            } else {
+                args
+            };
+            let err = Command::new(&bin).args(&args).exec();
             bail!("starting observer: {err}")
         }
-        Cmd::VmTest { kernels, refresh, timeout } => {
+        Cmd::VmTest {
+            kernels,
+            refresh,
+            timeout,
+        } => {
             if !is_root() {
                 bail!("vm-test installs packages and builds an initramfs: run it as root");
             }
             setup::setup(true)?;
-            vm::vm_test(vm::VmArgs { kernels, refresh, timeout: std::time::Duration::from_secs(timeout) })
+            vm::vm_test(vm::VmArgs {
+                kernels,
+                refresh,
+                timeout: std::time::Duration::from_secs(timeout),
+            })
         }
         Cmd::Bench { only } => {
             if !is_root() {
@@ -117,7 +196,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             setup::setup(true)?;
             run(Command::new("cargo")
                 .current_dir(root())
-                .args(["test", "--release", "--locked", "--workspace", "--exclude", "observer-ebpf"])
+                .args([
+                    "test",
+                    "--release",
+                    "--locked",
+                    "--workspace",
+                    "--exclude",
+                    "observer-ebpf",
+                ])
                 .args(&args)
                 .args(["--", "--test-threads=1"]))?;
             if no_vm {

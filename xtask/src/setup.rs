@@ -15,7 +15,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 
 /// Packages needed to build (bpf-linker links libLLVM 22).
-const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+const BUILD_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
 /// Packages the tests use besides the build ones.
 pub const TEST_PACKAGES: &[&str] = &[
     "util-linux",
@@ -68,7 +73,10 @@ pub fn apt_install(pkgs: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("Debian packages missing: {} — run as root so setup can install them", missing.join(" "));
+        bail!(
+            "Debian packages missing: {} — run as root so setup can install them",
+            missing.join(" ")
+        );
     }
     eprintln!("setup: installing {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
@@ -80,9 +88,14 @@ pub fn apt_install(pkgs: &[&str]) -> Result<()> {
 }
 
 fn nightly() -> Result<()> {
-    let has_src = output(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"]))
-        .map(|s| std::path::Path::new(s.trim()).join("lib/rustlib/src/rust/library/core").is_dir())
-        .unwrap_or(false);
+    let has_src =
+        output(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"]))
+            .map(|s| {
+                std::path::Path::new(s.trim())
+                    .join("lib/rustlib/src/rust/library/core")
+                    .is_dir()
+            })
+            .unwrap_or(false);
     if has_src {
         return Ok(());
     }
@@ -120,8 +133,20 @@ fn bpf_linker() -> Result<()> {
     run(Command::new("cargo")
         .env("LLVM_PREFIX", &llvm)
         .env("PATH", path)
-        .args(["+stable", "install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", &format!("llvm-{LLVM_MAJOR}")]))?;
+        .args([
+            "+stable",
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{LLVM_MAJOR}"),
+        ]))?;
     if !bpf_linker_ok() {
         bail!("bpf-linker was installed but is not on PATH or not linked against LLVM {LLVM_MAJOR}: add ~/.cargo/bin to PATH");
     }
@@ -130,7 +155,9 @@ fn bpf_linker() -> Result<()> {
 
 /// Adds a rustup target to the stable toolchain when missing (the VM matrix needs musl).
 pub fn rust_target(target: &str) -> Result<()> {
-    let installed = output(Command::new("rustup").args(["+stable", "target", "list", "--installed"])).unwrap_or_default();
+    let installed =
+        output(Command::new("rustup").args(["+stable", "target", "list", "--installed"]))
+            .unwrap_or_default();
     if installed.lines().any(|l| l.trim() == target) {
         return Ok(());
     }

@@ -63,7 +63,9 @@ pub fn health(i: Inputs) -> Health {
     let t = i.table;
     Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
         uptime_s: i.uptime_s,
         processes: t.len() as u64,
         zombies: t.zombies() as u64,

@@ -23,7 +23,10 @@ use tokio::{
 
 use crate::{
     api::{ApiState, Request},
-    containers::{cgroupfs::CgroupFs, names::{Resolver, StateDirs}},
+    containers::{
+        cgroupfs::CgroupFs,
+        names::{Resolver, StateDirs},
+    },
     events::reader::EventReader,
     probes::{ProbeConfig, Probes},
     table::{scan, Table},
@@ -57,7 +60,11 @@ fn start_scan() -> ScanJob {
 }
 
 /// Applies every event waiting in the ring buffer, and passes them on to API subscribers.
-fn pump(reader: &mut EventReader, table: &mut Table, subscribers: &broadcast::Sender<crate::events::Event>) -> usize {
+fn pump(
+    reader: &mut EventReader,
+    table: &mut Table,
+    subscribers: &broadcast::Sender<crate::events::Event>,
+) -> usize {
     reader.drain(&mut |ev| {
         table.apply(&ev);
         if subscribers.receiver_count() > 0 {
@@ -96,7 +103,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (argv_tx, mut argv_rx) = oneshot::channel();
     let missing = table.missing_details();
     tokio::task::spawn_blocking(move || {
-        let found = scan::parallel(&missing, |&(pid, start)| Some((pid, start, scan::cmdline(pid), scan::exe(pid))));
+        let found = scan::parallel(&missing, |&(pid, start)| {
+            Some((pid, start, scan::cmdline(pid), scan::exe(pid)))
+        });
         let _ = argv_tx.send(found);
     });
     let mut argv_pending = true;
@@ -134,7 +143,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut drain = tokio::time::interval(crate::probes::DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut job: Option<ScanJob> = None;
-    let mut last_dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(0);
+    let mut last_dropped = probes
+        .kernel_stats()
+        .map(|k| k.total_dropped())
+        .unwrap_or(0);
     let mut reconciliations = 0u64;
 
     loop {

@@ -34,9 +34,13 @@ async fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!("another observer agent is already serving {}", path.display());
+            bail!(
+                "another observer agent is already serving {}",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -45,9 +49,12 @@ async fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
 
 pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers> {
     let unix = bind_unix(&cfg.socket).await?;
-    let tcp = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {} (choose another address with --listen)", cfg.listen))?;
+    let tcp = TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!(
+            "listening on {} (choose another address with --listen)",
+            cfg.listen
+        )
+    })?;
     let tcp_addr = tcp.local_addr()?;
     let app = router(state);
     let a = app.clone();
@@ -61,5 +68,9 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
             log::error!("unix socket server: {e}");
         }
     });
-    Ok(Servers { tcp_addr, socket: cfg.socket.clone(), tasks: vec![t1, t2] })
+    Ok(Servers {
+        tcp_addr,
+        socket: cfg.socket.clone(),
+        tasks: vec![t1, t2],
+    })
 }

@@ -24,7 +24,10 @@ pub enum ClientError {
 pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
     let stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::NoAgent { path: socket.display().to_string(), source })?;
+        .map_err(|source| ClientError::NoAgent {
+            path: socket.display().to_string(),
+            source,
+        })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -35,8 +38,16 @@ pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes), Clien
         .header(hyper::header::HOST, "observer")
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Http(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
     Ok((status, body))
 }

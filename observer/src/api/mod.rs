@@ -98,14 +98,22 @@ async fn blocking<T: Serialize + Send + 'static>(
     let r = tokio::task::spawn_blocking(move || {
         let src = AgentSource(&st.requests);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ctx = ViewCtx { now_ns: crate::views::model::boot_now_ns(), resolver: &mut resolver, cgroupfs: &st.cgroupfs };
+        let mut ctx = ViewCtx {
+            now_ns: crate::views::model::boot_now_ns(),
+            resolver: &mut resolver,
+            cgroupfs: &st.cgroupfs,
+        };
         f(&src, &mut ctx)
     })
     .await;
     match r {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(e)) => e.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view failed: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("view failed: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -140,7 +148,13 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
         for name in t.split(',') {
             match kind_from_name(name.trim()) {
                 Some(k) => mask |= 1 << k as u32,
-                None => return (StatusCode::BAD_REQUEST, format!("unknown event type `{name}`\n")).into_response(),
+                None => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown event type `{name}`\n"),
+                    )
+                        .into_response()
+                }
             }
         }
     }
@@ -154,13 +168,19 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
                     l
                 }
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"type\":\"lost\",\"count\":{n}}}\n").into_bytes(),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    format!("{{\"type\":\"lost\",\"count\":{n}}}\n").into_bytes()
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
             return Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx));
         }
     });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Prometheus scrape: container summaries and agent health from the table task, names and
@@ -170,17 +190,31 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     if st.requests.send(Request::Status(tx)).await.is_err() {
         return ApiError::Unavailable.into_response();
     }
-    let Ok(health) = rx.await else { return ApiError::Unavailable.into_response() };
+    let Ok(health) = rx.await else {
+        return ApiError::Unavailable.into_response();
+    };
     let r = tokio::task::spawn_blocking(move || {
         let snap = AgentSource(&st.requests).snapshot(Scope::Containers)?;
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ctx = ViewCtx { now_ns: crate::views::model::boot_now_ns(), resolver: &mut resolver, cgroupfs: &st.cgroupfs };
+        let mut ctx = ViewCtx {
+            now_ns: crate::views::model::boot_now_ns(),
+            resolver: &mut resolver,
+            cgroupfs: &st.cgroupfs,
+        };
         let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
-        let live: std::collections::HashSet<&str> = snap.containers.iter().map(|c| c.container.cgroup.as_str()).collect();
+        let live: std::collections::HashSet<&str> = snap
+            .containers
+            .iter()
+            .map(|c| c.container.cgroup.as_str())
+            .collect();
         limits.retain(|path, _| live.contains(path.as_str()));
         // Read the cgroup files of every live container up front, in parallel.
         let cg = st.cgroupfs.clone();
-        let paths: Vec<String> = live.iter().filter(|p| !p.is_empty()).map(|p| p.to_string()).collect();
+        let paths: Vec<String> = live
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.to_string())
+            .collect();
         let read = crate::table::scan::parallel(&paths, |path| {
             let mut r = cg.usage(path);
             let (l, reread) = match limits.get(path) {
@@ -198,16 +232,30 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             }
             fresh.insert(path, r);
         }
-        let samples = crate::views::metrics::samples(&mut ctx, &snap.containers, &st.metrics_labels, |path| {
-            fresh.get(path).copied().unwrap_or_default()
-        });
+        let samples = crate::views::metrics::samples(
+            &mut ctx,
+            &snap.containers,
+            &st.metrics_labels,
+            |path| fresh.get(path).copied().unwrap_or_default(),
+        );
         Some(crate::views::metrics::render(&samples, &health))
     })
     .await;
     match r {
-        Ok(Some(text)) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Ok(Some(text)) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Ok(None) => ApiError::Unavailable.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics failed: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics failed: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -218,23 +266,34 @@ pub fn router(st: ApiState) -> Router {
         .route("/v1/status", get(status))
         .route(
             "/v1/containers",
-            get(|State(st): State<ApiState>| async move { blocking(st, |s, c| service::containers(s, c)).await }),
+            get(|State(st): State<ApiState>| async move {
+                blocking(st, |s, c| service::containers(s, c)).await
+            }),
         )
         .route(
             "/v1/containers/{reference}/tree",
-            get(|State(st): State<ApiState>, Path(r): Path<String>| async move {
-                blocking(st, move |s, c| service::tree(s, c, &r)).await
-            }),
+            get(
+                |State(st): State<ApiState>, Path(r): Path<String>| async move {
+                    blocking(st, move |s, c| service::tree(s, c, &r)).await
+                },
+            ),
         )
         .route(
             "/v1/processes",
-            get(|State(st): State<ApiState>, Query(q): Query<ProcessesQuery>| async move {
-                blocking(st, move |s, c| service::processes(s, c, q.container.as_deref())).await
-            }),
+            get(
+                |State(st): State<ApiState>, Query(q): Query<ProcessesQuery>| async move {
+                    blocking(st, move |s, c| {
+                        service::processes(s, c, q.container.as_deref())
+                    })
+                    .await
+                },
+            ),
         )
         .route(
             "/v1/zombies",
-            get(|State(st): State<ApiState>| async move { blocking(st, |s, c| service::zombies(s, c)).await }),
+            get(|State(st): State<ApiState>| async move {
+                blocking(st, |s, c| service::zombies(s, c)).await
+            }),
         )
         .route("/v1/events", get(events))
         .with_state(st)

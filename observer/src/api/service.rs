@@ -24,9 +24,15 @@ pub trait Source {
 #[serde(tag = "error", rename_all = "snake_case")]
 pub enum ApiError {
     #[error("no container matches `{query}`")]
-    NotFound { query: String, candidates: Vec<String> },
+    NotFound {
+        query: String,
+        candidates: Vec<String>,
+    },
     #[error("`{query}` matches several containers")]
-    Ambiguous { query: String, candidates: Vec<String> },
+    Ambiguous {
+        query: String,
+        candidates: Vec<String>,
+    },
     #[error("the agent is shutting down")]
     Unavailable,
 }
@@ -35,7 +41,9 @@ impl ApiError {
     /// The message with the candidate list, as the CLI prints it.
     pub fn explain(&self) -> String {
         match self {
-            ApiError::NotFound { candidates, .. } if candidates.is_empty() => format!("{self}; no containers are running"),
+            ApiError::NotFound { candidates, .. } if candidates.is_empty() => {
+                format!("{self}; no containers are running")
+            }
             ApiError::NotFound { candidates, .. } | ApiError::Ambiguous { candidates, .. } => {
                 format!("{self}; candidates:\n  {}", candidates.join("\n  "))
             }
@@ -53,8 +61,14 @@ pub fn resolve(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<u32, 
     let s = snap(src, Scope::Containers)?;
     match select(ctx, &s.containers, query, |pid| src.member_of(pid)) {
         Selection::Found(i) => Ok(i),
-        Selection::Ambiguous(candidates) => Err(ApiError::Ambiguous { query: query.into(), candidates }),
-        Selection::NotFound(candidates) => Err(ApiError::NotFound { query: query.into(), candidates }),
+        Selection::Ambiguous(candidates) => Err(ApiError::Ambiguous {
+            query: query.into(),
+            candidates,
+        }),
+        Selection::NotFound(candidates) => Err(ApiError::NotFound {
+            query: query.into(),
+            candidates,
+        }),
     }
 }
 
@@ -62,7 +76,11 @@ pub fn containers(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ContainerVi
     Ok(lists::containers(ctx, &snap(src, Scope::Containers)?))
 }
 
-pub fn processes(src: &dyn Source, ctx: &mut ViewCtx, container: Option<&str>) -> Result<Vec<ProcessView>, ApiError> {
+pub fn processes(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    container: Option<&str>,
+) -> Result<Vec<ProcessView>, ApiError> {
     let scope = match container {
         Some(q) => Scope::Container(resolve(src, ctx, q)?),
         None => Scope::All,
@@ -73,7 +91,10 @@ pub fn processes(src: &dyn Source, ctx: &mut ViewCtx, container: Option<&str>) -
 pub fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView, ApiError> {
     let i = resolve(src, ctx, query)?;
     let s = snap(src, Scope::Container(i))?;
-    let summary = s.container(i).cloned().ok_or_else(|| ApiError::NotFound { query: query.into(), candidates: vec![] })?;
+    let summary = s.container(i).cloned().ok_or_else(|| ApiError::NotFound {
+        query: query.into(),
+        candidates: vec![],
+    })?;
     Ok(tree::build(ctx, &s, &summary))
 }
 

@@ -40,7 +40,11 @@ pub struct AgentArgs {
     storage_root: Vec<PathBuf>,
     /// Container labels on metrics (comma-separated subset of container_id,
     /// container_name, runtime, pod, namespace); series that then coincide are summed.
-    #[arg(long, value_name = "LABELS", default_value = "container_id,container_name,runtime,pod,namespace")]
+    #[arg(
+        long,
+        value_name = "LABELS",
+        default_value = "container_id,container_name,runtime,pod,namespace"
+    )]
     metrics_labels: String,
 }
 
@@ -49,7 +53,10 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--reconcile-interval must be at least 1s");
     }
     let cfg = AgentConfig {
-        probes: ProbeConfig { ringbuf_bytes: a.ringbuf_size, btf: a.btf },
+        probes: ProbeConfig {
+            ringbuf_bytes: a.ringbuf_size,
+            btf: a.btf,
+        },
         listen: a.listen,
         socket: a.socket,
         reconcile_every: a.reconcile_interval,
@@ -59,7 +66,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             storage: a.storage_root,
             launcher: StateDirs::default().launcher,
         },
-        metrics_labels: crate::views::metrics::parse_labels(&a.metrics_labels).map_err(anyhow::Error::msg)?,
+        metrics_labels: crate::views::metrics::parse_labels(&a.metrics_labels)
+            .map_err(anyhow::Error::msg)?,
     };
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.

@@ -67,7 +67,9 @@ impl Filter {
         }
         match self.pid {
             None => true,
-            Some(p) => ev.header().tgid == p || (ev.kind() == EventKind::Fork && ev.task().ppid == p),
+            Some(p) => {
+                ev.header().tgid == p || (ev.kind() == EventKind::Fork && ev.task().ppid == p)
+            }
         }
     }
 }
@@ -167,7 +169,10 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let kstats = probes.kernel_stats()?;
     drop(probes); // detaches the programs
     if args.stats {
-        eprintln!("{:<14} {:>10} {:>10} {:>10} {:>11}", "type", "emitted", "dropped", "received", "read_errors");
+        eprintln!(
+            "{:<14} {:>10} {:>10} {:>10} {:>11}",
+            "type", "emitted", "dropped", "received", "read_errors"
+        );
         for k in EventKind::ALL {
             eprintln!(
                 "{:<14} {:>10} {:>10} {:>10} {:>11}",

@@ -96,16 +96,30 @@ pub enum LauncherCmd {
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let (num, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-        .unwrap_or((t.clone(), 1));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (examples: 64M, 512K, 1G)"))?;
-    n.checked_mul(mult).filter(|b| *b >= 4096).ok_or_else(|| format!("`{s}` is out of range (at least 4K)"))
+    let (num, mult) = [
+        ("kib", 1u64 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("g", 1 << 30),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 64M, 512K, 1G)"))?;
+    n.checked_mul(mult)
+        .filter(|b| *b >= 4096)
+        .ok_or_else(|| format!("`{s}` is out of range (at least 4K)"))
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
     if v > 0.0 && v <= 1024.0 {
         Ok(v)
     } else {
@@ -129,7 +143,11 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
             name: a.name,
             rootfs: a.rootfs,
             hostname: a.hostname,
-            limits: Limits { memory_bytes: a.memory, pids_max: a.pids_max, cpus: a.cpus },
+            limits: Limits {
+                memory_bytes: a.memory,
+                pids_max: a.pids_max,
+                cpus: a.cpus,
+            },
             net_host: a.net == "host",
             init: a.init,
             detach: a.detach,
@@ -140,9 +158,15 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
         LauncherCmd::Exec { name, env, cmd } => code(launcher::exec::exec(&name, &env, &cmd)),
         LauncherCmd::Ls { output, no_headers } => code(launcher::ls().map(|list| {
             if output == super::views::Format::Json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("serialisable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).expect("serialisable")
+                );
             } else {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|c| {
@@ -156,14 +180,23 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
                         ]
                     })
                     .collect();
-                print!("{}", table(&["NAME", "ID", "STATE", "PID", "CREATED", "COMMAND"], &rows, no_headers));
+                print!(
+                    "{}",
+                    table(
+                        &["NAME", "ID", "STATE", "PID", "CREATED", "COMMAND"],
+                        &rows,
+                        no_headers
+                    )
+                );
             }
             0
         })),
-        LauncherCmd::Stop { name, time } => code(launcher::stop(&name, Duration::from_secs(time)).map(|st| {
-            println!("{name}: {}", launcher::state::effective(&st));
-            0
-        })),
+        LauncherCmd::Stop { name, time } => {
+            code(launcher::stop(&name, Duration::from_secs(time)).map(|st| {
+                println!("{name}: {}", launcher::state::effective(&st));
+                0
+            }))
+        }
         LauncherCmd::Rm { name, force } => code(launcher::rm(&name, force).map(|_| {
             println!("{name}");
             0

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "observer", version, about = "What is really running in your containers: an eBPF process observer")]
+#[command(
+    name = "observer",
+    version,
+    about = "What is really running in your containers: an eBPF process observer"
+)]
 pub struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

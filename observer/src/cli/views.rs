@@ -17,8 +17,15 @@ use crate::{
         service::{self, ApiError, Source},
         DEFAULT_SOCKET,
     },
-    containers::{cgroupfs::CgroupFs, names::{Resolver, StateDirs}},
-    table::{scan, snapshot::{Scope, Snapshot}, Table},
+    containers::{
+        cgroupfs::CgroupFs,
+        names::{Resolver, StateDirs},
+    },
+    table::{
+        scan,
+        snapshot::{Scope, Snapshot},
+        Table,
+    },
     views::{
         lists,
         model::{boot_now_ns, ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
@@ -66,7 +73,17 @@ impl Source for Local {
 }
 
 fn api_path(v: &View) -> String {
-    let enc = |s: &str| s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>();
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
     match v {
         View::Tree(c) => format!("/v1/containers/{}/tree", enc(c)),
         View::Ps(Some(c)) => format!("/v1/processes?container={}", enc(c)),
@@ -89,10 +106,16 @@ fn local(view: &View) -> anyhow::Result<Answer> {
     let mut table = Table::new(host_pidns, cgroupfs.clone());
     table.seed(&scan::scan_all(true), boot_now_ns());
     let missing = table.missing_details();
-    table.fill_details(scan::parallel(&missing, |&(pid, start)| Some((pid, start, Vec::new(), scan::exe(pid)))));
+    table.fill_details(scan::parallel(&missing, |&(pid, start)| {
+        Some((pid, start, Vec::new(), scan::exe(pid)))
+    }));
     let src = Local(table);
     let mut resolver = Resolver::new(StateDirs::default());
-    let mut ctx = ViewCtx { now_ns: boot_now_ns(), resolver: &mut resolver, cgroupfs: &cgroupfs };
+    let mut ctx = ViewCtx {
+        now_ns: boot_now_ns(),
+        resolver: &mut resolver,
+        cgroupfs: &cgroupfs,
+    };
     fn to<T: Serialize>(r: Result<T, ApiError>) -> anyhow::Result<Answer> {
         Ok(match r {
             Ok(v) => Answer::Json(serde_json::to_vec(&v)?),
@@ -108,14 +131,20 @@ fn local(view: &View) -> anyhow::Result<Answer> {
 }
 
 fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match rt.block_on(client::get(&opts.socket, &api_path(view))) {
         Ok((status, body)) => {
             if status.is_success() {
                 Ok(Some(Answer::Json(body.to_vec())))
             } else {
-                let e: ApiError = serde_json::from_slice(&body)
-                    .with_context(|| format!("agent answered {status}: {}", String::from_utf8_lossy(&body)))?;
+                let e: ApiError = serde_json::from_slice(&body).with_context(|| {
+                    format!(
+                        "agent answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    )
+                })?;
                 Ok(Some(Answer::Error(e)))
             }
         }
@@ -125,7 +154,8 @@ fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
 }
 
 fn typed<T: DeserializeOwned>(v: &[u8]) -> anyhow::Result<T> {
-    serde_json::from_slice(v).context("decoding the agent's answer (agent and CLI versions differ?)")
+    serde_json::from_slice(v)
+        .context("decoding the agent's answer (agent and CLI versions differ?)")
 }
 
 pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
@@ -146,11 +176,15 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         out.write_all(b"\n")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let style = Style { color: std::io::stdout().is_terminal() };
+    let style = Style {
+        color: std::io::stdout().is_terminal(),
+    };
     let text = match view {
         View::Tree(_) => tree::render(&typed::<TreeView>(&v)?, style),
         View::Ps(_) => lists::render_ps(&typed::<Vec<ProcessView>>(&v)?, opts.no_headers),
-        View::Containers => lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers),
+        View::Containers => {
+            lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers)
+        }
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
     };
     print!("{text}");

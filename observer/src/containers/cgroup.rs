@@ -92,7 +92,10 @@ fn is_hex_id(s: &str) -> bool {
 /// The pod UID from a kubelet pod cgroup name (`pod<uid>` or `kubepods-…-pod<uid>.slice`).
 fn pod_uid(component: &str) -> Option<String> {
     let rest = component.strip_suffix(".slice").unwrap_or(component);
-    let uid = rest.rsplit_once("-pod").map(|(_, u)| u).or_else(|| rest.strip_prefix("pod"))?;
+    let uid = rest
+        .rsplit_once("-pod")
+        .map(|(_, u)| u)
+        .or_else(|| rest.strip_prefix("pod"))?;
     // The systemd driver writes the UID's dashes as underscores.
     let uid = uid.replace('_', "-");
     (uid.len() >= 32 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(uid)
@@ -120,7 +123,10 @@ fn systemd_unescape(s: &str) -> String {
 /// Matches one path component that names a container by itself (systemd-driver scopes and
 /// the prefixed cgroupfs names).
 fn component_match(c: &str) -> Option<CgroupMatch> {
-    let scope = |prefix: &str| c.strip_prefix(prefix).and_then(|r| r.strip_suffix(".scope"));
+    let scope = |prefix: &str| {
+        c.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(".scope"))
+    };
     if let Some(id) = scope("docker-") {
         return Some(CgroupMatch::new(Runtime::Docker, id));
     }
@@ -128,13 +134,19 @@ fn component_match(c: &str) -> Option<CgroupMatch> {
         return Some(CgroupMatch::new(Runtime::Containerd, id));
     }
     if let Some(id) = scope("crio-conmon-") {
-        return Some(CgroupMatch { role: Role::Shim, ..CgroupMatch::new(Runtime::Crio, id) });
+        return Some(CgroupMatch {
+            role: Role::Shim,
+            ..CgroupMatch::new(Runtime::Crio, id)
+        });
     }
     if let Some(id) = scope("crio-") {
         return Some(CgroupMatch::new(Runtime::Crio, id));
     }
     if let Some(id) = scope("libpod-conmon-") {
-        return Some(CgroupMatch { role: Role::Shim, ..CgroupMatch::new(Runtime::Podman, id) });
+        return Some(CgroupMatch {
+            role: Role::Shim,
+            ..CgroupMatch::new(Runtime::Podman, id)
+        });
     }
     if let Some(id) = scope("libpod-") {
         return Some(CgroupMatch::new(Runtime::Podman, id));
@@ -144,13 +156,19 @@ fn component_match(c: &str) -> Option<CgroupMatch> {
     }
     // cri-o with the cgroupfs driver: the same names without `.scope`.
     if let Some(id) = c.strip_prefix("crio-conmon-") {
-        return Some(CgroupMatch { role: Role::Shim, ..CgroupMatch::new(Runtime::Crio, id) });
+        return Some(CgroupMatch {
+            role: Role::Shim,
+            ..CgroupMatch::new(Runtime::Crio, id)
+        });
     }
     if let Some(id) = c.strip_prefix("crio-").filter(|id| is_hex_id(id)) {
         return Some(CgroupMatch::new(Runtime::Crio, id));
     }
     if let Some(id) = c.strip_prefix("libpod-conmon-") {
-        return Some(CgroupMatch { role: Role::Shim, ..CgroupMatch::new(Runtime::Podman, id) });
+        return Some(CgroupMatch {
+            role: Role::Shim,
+            ..CgroupMatch::new(Runtime::Podman, id)
+        });
     }
     if let Some(id) = c.strip_prefix("libpod-").filter(|id| is_hex_id(id)) {
         return Some(CgroupMatch::new(Runtime::Podman, id));
@@ -159,7 +177,10 @@ fn component_match(c: &str) -> Option<CgroupMatch> {
         return Some(CgroupMatch::new(Runtime::Lxc, name));
     }
     if let Some(name) = c.strip_prefix("lxc.monitor.") {
-        return Some(CgroupMatch { role: Role::Shim, ..CgroupMatch::new(Runtime::Lxc, name) });
+        return Some(CgroupMatch {
+            role: Role::Shim,
+            ..CgroupMatch::new(Runtime::Lxc, name)
+        });
     }
     None
 }
@@ -174,7 +195,11 @@ pub fn parse_path(path: &str) -> Option<CgroupMatch> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     // The innermost recognisable component wins: nested containers (a kind node in docker)
     // belong to the inner runtime.
-    let pod = comps.iter().find_map(|c| (c.starts_with("kubepods") || c.starts_with("pod")).then(|| pod_uid(c)).flatten());
+    let pod = comps.iter().find_map(|c| {
+        (c.starts_with("kubepods") || c.starts_with("pod"))
+            .then(|| pod_uid(c))
+            .flatten()
+    });
     for (i, c) in comps.iter().enumerate().rev() {
         if let Some(mut m) = component_match(c) {
             m.pod_uid = pod.clone();
@@ -222,7 +247,11 @@ pub fn parse_line(line: &str) -> Option<CgroupLine<'_>> {
     let hierarchy = it.next()?.parse().ok()?;
     let controllers = it.next()?;
     let path = it.next()?;
-    Some(CgroupLine { hierarchy, controllers, path })
+    Some(CgroupLine {
+        hierarchy,
+        controllers,
+        path,
+    })
 }
 
 /// Attributes a whole /proc/<pid>/cgroup file: the cgroup v2 line first, then the

@@ -33,7 +33,10 @@ impl CgroupFs {
                 "cgroup2" if fs_.v2.is_none() => fs_.v2 = Some(m.mount_point.clone()),
                 "cgroup" => {
                     for opt in m.super_options.keys() {
-                        let known = ["cpu", "cpuacct", "memory", "pids", "cpuset", "blkio", "devices", "freezer"];
+                        let known = [
+                            "cpu", "cpuacct", "memory", "pids", "cpuset", "blkio", "devices",
+                            "freezer",
+                        ];
                         if known.contains(&opt.as_str()) || opt.starts_with("name=") {
                             fs_.v1.push((opt.clone(), m.mount_point.clone()));
                         }
@@ -51,7 +54,10 @@ impl CgroupFs {
     }
 
     pub fn v1_mount(&self, controller: &str) -> Option<&Path> {
-        self.v1.iter().find(|(c, _)| c == controller).map(|(_, p)| p.as_path())
+        self.v1
+            .iter()
+            .find(|(c, _)| c == controller)
+            .map(|(_, p)| p.as_path())
     }
 
     /// Pure cgroup v2 (no v1 controller hierarchies).
@@ -76,7 +82,9 @@ impl CgroupFs {
     /// Inode (= cgroup v2 id) of a cgroup2 path.
     pub fn v2_id(&self, path: &str) -> Option<u64> {
         let m = self.v2.as_ref()?;
-        fs::metadata(m.join(path.trim_start_matches('/'))).ok().map(|md| md.ino())
+        fs::metadata(m.join(path.trim_start_matches('/')))
+            .ok()
+            .map(|md| md.ino())
     }
 
     /// Every cgroup2 directory with its id (inode), for resolving ids of cgroups entered
@@ -87,7 +95,10 @@ impl CgroupFs {
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(md) = fs::metadata(&dir) else { continue };
-            let rel = dir.strip_prefix(root).map(|r| format!("/{}", r.display())).unwrap_or_default();
+            let rel = dir
+                .strip_prefix(root)
+                .map(|r| format!("/{}", r.display()))
+                .unwrap_or_default();
             out.push((md.ino(), if rel == "/" { "/".into() } else { rel }));
             if let Ok(rd) = fs::read_dir(&dir) {
                 for e in rd.flatten() {
@@ -107,7 +118,9 @@ impl CgroupFs {
     /// (name=systemd, else pids, else memory): what container attribution looks at.
     pub fn members(&self) -> std::collections::HashMap<u32, String> {
         let mut out: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
-        let v1 = ["name=systemd", "pids", "memory"].iter().find_map(|c| self.v1_mount(c).map(|m| (*c, m.to_path_buf())));
+        let v1 = ["name=systemd", "pids", "memory"]
+            .iter()
+            .find_map(|c| self.v1_mount(c).map(|m| (*c, m.to_path_buf())));
         let mut hierarchies: Vec<(String, PathBuf)> = Vec::new();
         if let Some(v2) = &self.v2 {
             hierarchies.push(("0::".into(), v2.clone()));
@@ -118,7 +131,10 @@ impl CgroupFs {
         for (prefix, root) in hierarchies {
             let mut stack = vec![root.clone()];
             while let Some(dir) = stack.pop() {
-                let rel = dir.strip_prefix(&root).map(|r| format!("/{}", r.display())).unwrap_or_else(|_| "/".into());
+                let rel = dir
+                    .strip_prefix(&root)
+                    .map(|r| format!("/{}", r.display()))
+                    .unwrap_or_else(|_| "/".into());
                 if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
                     for pid in procs.lines().filter_map(|l| l.parse::<u32>().ok()) {
                         let e = out.entry(pid).or_default();
@@ -176,7 +192,10 @@ impl CgroupFs {
             .as_ref()
             .and_then(|v2| keyed(&v2.join(rel).join("cpu.stat"), "usage_usec"))
             .map(|us| us * 1000)
-            .or_else(|| self.v1_mount("cpuacct").and_then(|m| read_u64(&m.join(rel).join("cpuacct.usage"))));
+            .or_else(|| {
+                self.v1_mount("cpuacct")
+                    .and_then(|m| read_u64(&m.join(rel).join("cpuacct.usage")))
+            });
         if let Some(d) = self.dir_for("memory", path) {
             if self.has_v2("memory") {
                 r.memory_bytes = read_u64(&d.join("memory.current"));

@@ -93,12 +93,16 @@ impl Registry {
     /// Interns the attribution path of a whole /proc/<pid>/cgroup file: the first path that
     /// names a container (v2 first, then v1), else the v2 path, else the first line's.
     pub fn intern_file(&mut self, content: &str) -> u32 {
-        let mut lines: Vec<cgroup::CgroupLine> = content.lines().filter_map(cgroup::parse_line).collect();
+        let mut lines: Vec<cgroup::CgroupLine> =
+            content.lines().filter_map(cgroup::parse_line).collect();
         lines.sort_by_key(|l| (l.hierarchy != 0, l.controllers != "name=systemd"));
         if let Some(l) = lines.iter().find(|l| cgroup::parse_path(l.path).is_some()) {
             return self.intern_path(l.path);
         }
-        lines.first().map(|l| self.intern_path(l.path)).unwrap_or(NO_PATH)
+        lines
+            .first()
+            .map(|l| self.intern_path(l.path))
+            .unwrap_or(NO_PATH)
     }
 
     pub fn path(&self, i: u32) -> &str {
@@ -117,7 +121,10 @@ impl Registry {
     }
 
     fn container_for(&mut self, m: CgroupMatch, path: u32) -> u32 {
-        let key = ContainerKey { runtime: m.runtime, id: m.id };
+        let key = ContainerKey {
+            runtime: m.runtime,
+            id: m.id,
+        };
         if let Some(&c) = self.by_key.get(&key) {
             let c_ref = &mut self.containers[c as usize];
             if m.role == Role::Member && c_ref.cgroup == NO_PATH {
@@ -130,7 +137,11 @@ impl Registry {
             key: key.clone(),
             pod_uid: m.pod_uid,
             ctr_namespace: m.namespace,
-            cgroup: if m.role == Role::Member { path } else { NO_PATH },
+            cgroup: if m.role == Role::Member {
+                path
+            } else {
+                NO_PATH
+            },
             pidns: 0,
             members: 0,
             counters: Counters::default(),
@@ -160,7 +171,10 @@ impl Registry {
                 if let Some(&c) = self.by_pidns.get(&pidns) {
                     return Some(c);
                 }
-                let key = ContainerKey { runtime: Runtime::Bare, id: pidns.to_string() };
+                let key = ContainerKey {
+                    runtime: Runtime::Bare,
+                    id: pidns.to_string(),
+                };
                 let c = self.containers.len() as u32;
                 self.containers.push(Container {
                     key: key.clone(),
@@ -180,7 +194,10 @@ impl Registry {
 
     /// Whether the path names a runtime container's member cgroup.
     pub fn attribute_is_runtime(&self, path: u32) -> bool {
-        matches!(self.path_match.get(path as usize).copied().flatten(), Some((_, Role::Member)))
+        matches!(
+            self.path_match.get(path as usize).copied().flatten(),
+            Some((_, Role::Member))
+        )
     }
 
     /// The shim role of a path: Some(container) when the path is a conmon/monitor cgroup.
@@ -201,7 +218,10 @@ impl Registry {
 
     /// All containers ever seen, with their index.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Container)> {
-        self.containers.iter().enumerate().map(|(i, c)| (i as u32, c))
+        self.containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, c))
     }
 
     pub fn len(&self) -> usize {
@@ -224,7 +244,13 @@ mod registry_tests {
         let p = r.intern_path(&format!("/docker/{id}"));
         assert_eq!(r.intern_path(&format!("/docker/{id}")), p);
         let c = r.attribute(p, 200).unwrap();
-        assert_eq!(r.get(c).unwrap().key, ContainerKey { runtime: Runtime::Docker, id: id.clone() });
+        assert_eq!(
+            r.get(c).unwrap().key,
+            ContainerKey {
+                runtime: Runtime::Docker,
+                id: id.clone()
+            }
+        );
         assert_eq!(r.get(c).unwrap().pidns, 200);
         // A process entered into that pid namespace from a host cgroup joins the container.
         let host = r.intern_path("/user.slice/session-1.scope");

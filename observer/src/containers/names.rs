@@ -31,7 +31,10 @@ impl Default for StateDirs {
         StateDirs {
             docker: "/var/lib/docker".into(),
             containerd: vec!["/run/containerd".into()],
-            storage: vec!["/var/lib/containers/storage".into(), "/run/containers/storage".into()],
+            storage: vec![
+                "/var/lib/containers/storage".into(),
+                "/run/containers/storage".into(),
+            ],
             launcher: "/run/observer/containers".into(),
         }
     }
@@ -55,7 +58,11 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(dirs: StateDirs) -> Self {
-        Resolver { dirs, cache: HashMap::new(), ttl: Duration::from_secs(30) }
+        Resolver {
+            dirs,
+            cache: HashMap::new(),
+            ttl: Duration::from_secs(30),
+        }
     }
 
     pub fn dirs(&self) -> &StateDirs {
@@ -66,7 +73,11 @@ impl Resolver {
     /// path named one); a miss (no state file yet) is retried after a short time.
     pub fn meta(&mut self, key: &ContainerKey, ctr_namespace: Option<&str>) -> Meta {
         if let Some((at, m)) = self.cache.get(key) {
-            let ttl = if m.name.is_some() { self.ttl } else { Duration::from_secs(2) };
+            let ttl = if m.name.is_some() {
+                self.ttl
+            } else {
+                Duration::from_secs(2)
+            };
             if at.elapsed() < ttl {
                 return m.clone();
             }
@@ -95,7 +106,10 @@ impl Resolver {
                 }
             }
             Runtime::Observer => launcher(&self.dirs.launcher, id),
-            Runtime::Lxc | Runtime::Nspawn => Meta { name: Some(id.to_string()), ..Meta::default() },
+            Runtime::Lxc | Runtime::Nspawn => Meta {
+                name: Some(id.to_string()),
+                ..Meta::default()
+            },
             Runtime::Bare => Meta::default(),
         }
     }
@@ -106,7 +120,11 @@ impl Resolver {
             let namespaces: Vec<String> = match ns {
                 Some(n) => vec![n.to_string()],
                 None => fs::read_dir(&tasks)
-                    .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
                     .unwrap_or_default(),
             };
             for n in namespaces {
@@ -115,9 +133,12 @@ impl Resolver {
                     let a = &v["annotations"];
                     let s = |k: &str| a[k].as_str().map(String::from);
                     return Some(Meta {
-                        name: s("io.kubernetes.cri.container-name").or_else(|| Some(id.to_string())),
-                        pod: s("io.kubernetes.cri.sandbox-name").or_else(|| s("io.kubernetes.pod.name")),
-                        pod_namespace: s("io.kubernetes.cri.sandbox-namespace").or_else(|| s("io.kubernetes.pod.namespace")),
+                        name: s("io.kubernetes.cri.container-name")
+                            .or_else(|| Some(id.to_string())),
+                        pod: s("io.kubernetes.cri.sandbox-name")
+                            .or_else(|| s("io.kubernetes.pod.name")),
+                        pod_namespace: s("io.kubernetes.cri.sandbox-namespace")
+                            .or_else(|| s("io.kubernetes.pod.namespace")),
                         image: s("io.kubernetes.cri.image-name"),
                         runtime: None,
                     });
@@ -130,7 +151,12 @@ impl Resolver {
     /// Whether a containerd task `<namespace>/<id>` exists (a cgroup `/<ns>/<id>` outside the
     /// well-known namespaces is containerd's only when it does).
     pub fn containerd_task_exists(&self, ns: &str, id: &str) -> bool {
-        self.dirs.containerd.iter().any(|s| s.join("io.containerd.runtime.v2.task").join(ns).join(id).is_dir())
+        self.dirs.containerd.iter().any(|s| {
+            s.join("io.containerd.runtime.v2.task")
+                .join(ns)
+                .join(id)
+                .is_dir()
+        })
     }
 }
 
@@ -145,7 +171,9 @@ fn docker(root: &Path, id: &str) -> Meta {
     let labels = &v["Config"]["Labels"];
     let l = |k: &str| labels[k].as_str().map(String::from);
     Meta {
-        name: v["Name"].as_str().map(|n| n.trim_start_matches('/').to_string()),
+        name: v["Name"]
+            .as_str()
+            .map(|n| n.trim_start_matches('/').to_string()),
         pod: l("io.kubernetes.pod.name"),
         pod_namespace: l("io.kubernetes.pod.namespace"),
         image: v["Config"]["Image"].as_str().map(String::from),
@@ -155,9 +183,13 @@ fn docker(root: &Path, id: &str) -> Meta {
 
 /// observer's launcher: `<dir>/<name>/config.json` holds the id (the cgroup's name).
 fn launcher(dir: &Path, id: &str) -> Meta {
-    let Ok(rd) = fs::read_dir(dir) else { return Meta::default() };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Meta::default();
+    };
     for e in rd.flatten() {
-        if let Some(v) = read_json(&e.path().join("config.json")).filter(|v| v["id"].as_str() == Some(id)) {
+        if let Some(v) =
+            read_json(&e.path().join("config.json")).filter(|v| v["id"].as_str() == Some(id))
+        {
             return Meta {
                 name: v["name"].as_str().map(String::from),
                 image: v["rootfs"].as_str().map(String::from),
@@ -170,7 +202,10 @@ fn launcher(dir: &Path, id: &str) -> Meta {
 
 fn podman(storage: &[PathBuf], id: &str) -> Meta {
     for s in storage {
-        let Some(Value::Array(list)) = read_json(&s.join("overlay-containers/containers.json")) else { continue };
+        let Some(Value::Array(list)) = read_json(&s.join("overlay-containers/containers.json"))
+        else {
+            continue;
+        };
         if let Some(c) = list.iter().find(|c| c["id"].as_str() == Some(id)) {
             return Meta {
                 name: c["names"][0].as_str().map(String::from),
@@ -183,7 +218,13 @@ fn podman(storage: &[PathBuf], id: &str) -> Meta {
 
 fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
     for s in storage {
-        let Some(v) = read_json(&s.join("overlay-containers").join(id).join("userdata/config.json")) else { continue };
+        let Some(v) = read_json(
+            &s.join("overlay-containers")
+                .join(id)
+                .join("userdata/config.json"),
+        ) else {
+            continue;
+        };
         let a = &v["annotations"];
         let s = |k: &str| a[k].as_str().map(String::from);
         return Some(Meta {
@@ -202,7 +243,10 @@ mod tests {
     use super::*;
 
     fn key(runtime: Runtime, id: &str) -> ContainerKey {
-        ContainerKey { runtime, id: id.into() }
+        ContainerKey {
+            runtime,
+            id: id.into(),
+        }
     }
 
     fn tmp(name: &str) -> PathBuf {
@@ -222,7 +266,10 @@ mod tests {
             r#"{"Name":"/web","Config":{"Image":"busybox","Labels":{"io.kubernetes.pod.name":"p1","io.kubernetes.pod.namespace":"ns1"}}}"#,
         )
         .unwrap();
-        let mut r = Resolver::new(StateDirs { docker: root.clone(), ..StateDirs::default() });
+        let mut r = Resolver::new(StateDirs {
+            docker: root.clone(),
+            ..StateDirs::default()
+        });
         let m = r.meta(&key(Runtime::Docker, &id), None);
         assert_eq!(m.name.as_deref(), Some("web"));
         assert_eq!(m.pod.as_deref(), Some("p1"));
@@ -240,15 +287,30 @@ mod tests {
             r#"{"annotations":{"io.kubernetes.cri.container-name":"app","io.kubernetes.cri.sandbox-name":"web-0","io.kubernetes.cri.sandbox-namespace":"prod"}}"#,
         )
         .unwrap();
-        let mut r = Resolver::new(StateDirs { containerd: vec![state.clone()], ..StateDirs::default() });
+        let mut r = Resolver::new(StateDirs {
+            containerd: vec![state.clone()],
+            ..StateDirs::default()
+        });
         let m = r.meta(&key(Runtime::Cri, "abc"), None);
-        assert_eq!((m.name.as_deref(), m.pod.as_deref(), m.pod_namespace.as_deref()), (Some("app"), Some("web-0"), Some("prod")));
+        assert_eq!(
+            (
+                m.name.as_deref(),
+                m.pod.as_deref(),
+                m.pod_namespace.as_deref()
+            ),
+            (Some("app"), Some("web-0"), Some("prod"))
+        );
         assert_eq!(m.runtime, Some(Runtime::Containerd));
         // A plain `ctr run` container: no annotations, the id is the name; namespace found by search.
         let dir = state.join("io.containerd.runtime.v2.task/default/fxc");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
-        assert_eq!(r.meta(&key(Runtime::Containerd, "fxc"), None).name.as_deref(), Some("fxc"));
+        assert_eq!(
+            r.meta(&key(Runtime::Containerd, "fxc"), None)
+                .name
+                .as_deref(),
+            Some("fxc")
+        );
         assert!(r.containerd_task_exists("default", "fxc"));
         fs::remove_dir_all(state).unwrap();
     }
@@ -257,9 +319,19 @@ mod tests {
     fn podman_names_from_containers_json() {
         let s = tmp("podman");
         fs::create_dir_all(s.join("overlay-containers")).unwrap();
-        fs::write(s.join("overlay-containers/containers.json"), r#"[{"id":"dd","names":["db"]}]"#).unwrap();
-        let mut r = Resolver::new(StateDirs { storage: vec![s.clone()], ..StateDirs::default() });
-        assert_eq!(r.meta(&key(Runtime::Podman, "dd"), None).name.as_deref(), Some("db"));
+        fs::write(
+            s.join("overlay-containers/containers.json"),
+            r#"[{"id":"dd","names":["db"]}]"#,
+        )
+        .unwrap();
+        let mut r = Resolver::new(StateDirs {
+            storage: vec![s.clone()],
+            ..StateDirs::default()
+        });
+        assert_eq!(
+            r.meta(&key(Runtime::Podman, "dd"), None).name.as_deref(),
+            Some("db")
+        );
         assert_eq!(r.meta(&key(Runtime::Podman, "ee"), None).name, None);
         fs::remove_dir_all(s).unwrap();
     }

@@ -7,8 +7,8 @@ pub mod reader;
 use std::mem::size_of;
 
 use observer_common::{
-    CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent,
-    NsEvent, TaskInfo, MAX_PID_LEVELS, TASK_FLAG_PID_LEVELS_TRUNCATED,
+    CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent, NsEvent,
+    TaskInfo, MAX_PID_LEVELS, TASK_FLAG_PID_LEVELS_TRUNCATED,
 };
 
 /// A decoded record, copied out of the ring buffer. Variants differ in size (an exec record
@@ -32,7 +32,11 @@ pub enum DecodeError {
     #[error("unknown event type {0}")]
     UnknownKind(u32),
     #[error("{kind:?} record has {got} bytes, expected {want}")]
-    Size { kind: EventKind, got: usize, want: usize },
+    Size {
+        kind: EventKind,
+        got: usize,
+        want: usize,
+    },
 }
 
 /// Copies a `T` out of `bytes` (caller checked the length).
@@ -53,7 +57,11 @@ impl Event {
         let want = kind.record_size();
         // The ring buffer may round a record up; it never shortens one.
         if bytes.len() < want {
-            return Err(DecodeError::Size { kind, got: bytes.len(), want });
+            return Err(DecodeError::Size {
+                kind,
+                got: bytes.len(),
+                want,
+            });
         }
         Ok(match kind {
             EventKind::Fork => Event::Fork(read(bytes)),

@@ -55,7 +55,11 @@ impl EventReader {
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, stats: &mut ReaderStats, f: &mut impl FnMut(Event)) -> usize {
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    stats: &mut ReaderStats,
+    f: &mut impl FnMut(Event),
+) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
         match Event::decode(&item) {

@@ -27,7 +27,13 @@ fn task(level: u32, pids: &[u32]) -> TaskInfo {
 }
 
 fn header(kind: EventKind, tgid: u32, pid: u32) -> EventHeader {
-    EventHeader { kind: kind as u32, cpu: 1, ktime_ns: 99, tgid, pid }
+    EventHeader {
+        kind: kind as u32,
+        cpu: 1,
+        ktime_ns: 99,
+        tgid,
+        pid,
+    }
 }
 
 #[test]
@@ -60,15 +66,23 @@ fn exec_record_carries_filename_and_args() {
     let args = b"sleep\x000.3\x00";
     ev.args[..args.len()].copy_from_slice(args);
     ev.args_len = args.len() as u32;
-    let Event::Exec(d) = Event::decode(&bytes_of(&ev)).unwrap() else { panic!("not exec") };
+    let Event::Exec(d) = Event::decode(&bytes_of(&ev)).unwrap() else {
+        panic!("not exec")
+    };
     assert_eq!(c_str(&d.filename), "/bin/true");
-    assert_eq!(split_args(&d.args, d.args_len as usize).collect::<Vec<_>>(), ["sleep", "0.3"]);
+    assert_eq!(
+        split_args(&d.args, d.args_len as usize).collect::<Vec<_>>(),
+        ["sleep", "0.3"]
+    );
 }
 
 #[test]
 fn truncated_argv_without_final_nul_keeps_last_fragment() {
     let buf = b"sh\0-c\0echo hi";
-    assert_eq!(split_args(buf, buf.len()).collect::<Vec<_>>(), ["sh", "-c", "echo hi"]);
+    assert_eq!(
+        split_args(buf, buf.len()).collect::<Vec<_>>(),
+        ["sh", "-c", "echo hi"]
+    );
     assert_eq!(split_args(buf, 0).count(), 0);
 }
 
@@ -81,13 +95,20 @@ fn short_and_unknown_records_are_rejected() {
     let h = bytes_of(&header(EventKind::Exit, 1, 1));
     assert_eq!(
         Event::decode(&h),
-        Err(DecodeError::Size { kind: EventKind::Exit, got: 24, want: size_of::<ExitEvent>() })
+        Err(DecodeError::Size {
+            kind: EventKind::Exit,
+            got: 24,
+            want: size_of::<ExitEvent>()
+        })
     );
 }
 
 #[test]
 fn records_padded_by_the_ring_buffer_still_decode() {
-    let ev = FreeEvent { header: header(EventKind::Free, 3, 4), task: task(0, &[3]) };
+    let ev = FreeEvent {
+        header: header(EventKind::Free, 3, 4),
+        task: task(0, &[3]),
+    };
     let mut b = bytes_of(&ev);
     b.extend_from_slice(&[0xaa; 8]);
     assert_eq!(Event::decode(&b).unwrap(), Event::Free(ev));
@@ -95,9 +116,30 @@ fn records_padded_by_the_ring_buffer_still_decode() {
 
 #[test]
 fn exit_status_decodes_code_and_signal() {
-    assert_eq!(exit_status(7 << 8), ExitStatus { code: Some(7), signal: None, core_dumped: false });
-    assert_eq!(exit_status(9), ExitStatus { code: None, signal: Some(9), core_dumped: false });
-    assert_eq!(exit_status(0x80 | 11), ExitStatus { code: None, signal: Some(11), core_dumped: true });
+    assert_eq!(
+        exit_status(7 << 8),
+        ExitStatus {
+            code: Some(7),
+            signal: None,
+            core_dumped: false
+        }
+    );
+    assert_eq!(
+        exit_status(9),
+        ExitStatus {
+            code: None,
+            signal: Some(9),
+            core_dumped: false
+        }
+    );
+    assert_eq!(
+        exit_status(0x80 | 11),
+        ExitStatus {
+            code: None,
+            signal: Some(11),
+            core_dumped: true
+        }
+    );
 }
 
 #[test]

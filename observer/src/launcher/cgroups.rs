@@ -20,27 +20,40 @@ fn write(p: &Path, v: &str) -> Result<(), LauncherError> {
 }
 
 fn read(p: &Path) -> String {
-    fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn mkdir(p: &Path) -> Result<(), LauncherError> {
-    fs::create_dir_all(p).map_err(|e| LauncherError::Io(format!("creating cgroup {}", p.display()), e))
+    fs::create_dir_all(p)
+        .map_err(|e| LauncherError::Io(format!("creating cgroup {}", p.display()), e))
 }
 
 /// Where a controller's files for the container live: (directory, is cgroup2).
 fn controller_dir(cg: &CgroupFs, dirs: &[PathBuf], controller: &str) -> Option<(PathBuf, bool)> {
     if cg.v2_controllers.iter().any(|c| c == controller) {
         let v2 = cg.v2.as_ref()?;
-        return dirs.iter().find(|d| d.starts_with(v2)).map(|d| (d.clone(), true));
+        return dirs
+            .iter()
+            .find(|d| d.starts_with(v2))
+            .map(|d| (d.clone(), true));
     }
     let m = cg.v1_mount(controller)?;
-    dirs.iter().find(|d| d.starts_with(m)).map(|d| (d.clone(), false))
+    dirs.iter()
+        .find(|d| d.starts_with(m))
+        .map(|d| (d.clone(), false))
 }
 
 /// Creates the container's cgroups and applies `limits`, verifying each by reading it back.
 /// A limit whose controller is not available is an error unless `ignore_missing`, in which
 /// case it is reported on stderr and skipped.
-pub fn create(cg: &CgroupFs, id: &str, limits: &Limits, ignore_missing: bool) -> Result<Vec<PathBuf>, LauncherError> {
+pub fn create(
+    cg: &CgroupFs,
+    id: &str,
+    limits: &Limits,
+    ignore_missing: bool,
+) -> Result<Vec<PathBuf>, LauncherError> {
     let mut dirs = Vec::new();
     if let Some(v2) = &cg.v2 {
         let parent = v2.join(LAUNCHER_PARENT);
@@ -84,7 +97,10 @@ fn missing(controller: &str, flag: &str, ignore: bool) -> Result<(), LauncherErr
         eprintln!("observer: the {controller} cgroup controller is not available here: running without {flag}");
         Ok(())
     } else {
-        Err(LauncherError::MissingController(controller.into(), flag.into()))
+        Err(LauncherError::MissingController(
+            controller.into(),
+            flag.into(),
+        ))
     }
 }
 
@@ -142,7 +158,9 @@ fn apply(cg: &CgroupFs, dirs: &[PathBuf], l: &Limits, ignore: bool) -> Result<()
 /// Reads a limit back; memory limits may be rounded down to a page.
 fn verify(p: &Path, want: u64, page_rounded: bool) -> Result<(), LauncherError> {
     let got = read(p);
-    let ok = got.parse::<u64>().is_ok_and(|g| g == want || (page_rounded && g <= want && want - g < 4096 * 16));
+    let ok = got
+        .parse::<u64>()
+        .is_ok_and(|g| g == want || (page_rounded && g <= want && want - g < 4096 * 16));
     if ok {
         Ok(())
     } else {
@@ -186,7 +204,13 @@ pub fn remove(dirs: &[PathBuf]) -> Vec<PathBuf> {
 /// Number of OOM kills recorded in the container's memory cgroup.
 pub fn oom_kills(cg: &CgroupFs, dirs: &[PathBuf]) -> u64 {
     let key = |p: PathBuf| -> u64 {
-        read(&p).lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+        read(&p)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
     };
     match controller_dir(cg, dirs, "memory") {
         Some((d, true)) => key(d.join("memory.events")),

@@ -39,7 +39,12 @@ pub fn fail(err: &mut fs::File, code: i32, msg: &str) -> ! {
 
 /// The container's environment: PATH, HOSTNAME, HOME, TERM, then the user's -e values.
 pub fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
-    let mut env = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={}", cfg.hostname), "HOME=/root".into(), "TERM=xterm".into()];
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={}", cfg.hostname),
+        "HOME=/root".into(),
+        "TERM=xterm".into(),
+    ];
     for kv in cfg.env.iter().chain(extra) {
         let key = kv.split('=').next().unwrap_or("");
         env.retain(|e| e.split('=').next() != Some(key));
@@ -49,30 +54,63 @@ pub fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
 }
 
 pub fn path_of(env: &[String]) -> String {
-    env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string()
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string()
 }
 
 fn cstrings(v: &[String]) -> Vec<CString> {
-    v.iter().map(|s| CString::new(s.as_bytes()).unwrap_or_default()).collect()
+    v.iter()
+        .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
+        .collect()
 }
 
 /// Execs `path` (already resolved inside the container) or reports why it could not.
 pub fn exec(err: &mut fs::File, path: &str, argv: &[String], env: &[String]) -> ! {
     let p = CString::new(path).unwrap_or_default();
     let e = execve(&p, &cstrings(argv), &cstrings(env)).unwrap_err();
-    let code = if e == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    let code = if e == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
     fail(err, code, &format!("cannot execute `{path}`: {e}"))
 }
 
-fn m(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
-    mount(src, target, fstype, flags, data).map_err(|e| format!("mounting {} on {}: {e}", fstype.or(src).unwrap_or("?"), target.display()))
+fn m(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mounting {} on {}: {e}",
+            fstype.or(src).unwrap_or("?"),
+            target.display()
+        )
+    })
 }
 
 /// Mounts and pivots into the rootfs. Runs in the new mount namespace.
 fn build_mounts(cfg: &Config) -> Result<(), String> {
     let root = cfg.rootfs.as_path();
-    m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
-    m(Some(root.to_str().unwrap_or("/")), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    m(
+        Some(root.to_str().unwrap_or("/")),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     if !cfg.rootfs_readonly {
         for d in rootfs::MOUNT_POINTS {
             let _ = fs::create_dir_all(root.join(d));
@@ -80,24 +118,79 @@ fn build_mounts(cfg: &Config) -> Result<(), String> {
     }
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m(Some("proc"), &root.join("proc"), Some("proc"), nosuid, None)?;
-    m(Some("sysfs"), &root.join("sys"), Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None)?;
-    m(Some("tmpfs"), &root.join("tmp"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    m(
+        Some("sysfs"),
+        &root.join("sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    m(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
     let dev = root.join("dev");
-    m(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
-        mknod(&dev.join(name), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
+    m(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        mknod(
+            &dev.join(name),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
     }
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("/dev/{link}: {e}"))?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("/dev/{link}: {e}"))?;
     }
     for d in ["pts", "shm"] {
         fs::create_dir(dev.join(d)).map_err(|e| format!("/dev/{d}: {e}"))?;
     }
-    m(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"))?;
-    m(Some("shm"), &dev.join("shm"), Some("tmpfs"), nosuid, Some("mode=1777,size=65536k"))?;
+    m(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    )?;
+    m(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )?;
     if cfg.rootfs_readonly {
-        m(None, root, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None)?;
+        m(
+            None,
+            root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None,
+        )?;
     }
     // pivot_root(".", "."), then detach the old root stacked underneath (no put_old
     // directory is needed, so a read-only rootfs works too).
@@ -150,7 +243,10 @@ pub fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
     if let Err(e) = cgroups::join(&cfg.cgroups, 0) {
         fail(&mut err, 125, &e.to_string());
     }
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
     if !cfg.net_host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -210,7 +306,9 @@ fn init_loop(child: Pid, set: &SigSet) -> ! {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => status = Some(code),
-                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => status = Some(128 + s as i32),
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
+                    status = Some(128 + s as i32)
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }

@@ -23,7 +23,9 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
         return Err(LauncherError::NotRoot);
     }
     if cmd.is_empty() {
-        return Err(LauncherError::Other("no command given: observer exec NAME -- CMD [ARGS...]".into()));
+        return Err(LauncherError::Other(
+            "no command given: observer exec NAME -- CMD [ARGS...]".into(),
+        ));
     }
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
@@ -42,17 +44,21 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
     ];
     let mut fds = Vec::new();
     for (ns, flag) in order {
-        let f = fs::File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|e| LauncherError::Io(format!("opening the {ns} namespace of {pid}"), e))?;
+        let f = fs::File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map_err(|e| LauncherError::Io(format!("opening the {ns} namespace of {pid}"), e))?;
         fds.push((ns, flag, f));
     }
     cgroups::join(&cfg.cgroups, std::process::id())?;
     for (ns, flag, f) in &fds {
-        setns(f, *flag).map_err(|e| LauncherError::Other(format!("entering the {ns} namespace: {e}")))?;
+        setns(f, *flag)
+            .map_err(|e| LauncherError::Other(format!("entering the {ns} namespace: {e}")))?;
     }
     // Now "/" is the container's root.
     let env = container::environment(&cfg, env_extra);
-    let path = rootfs::resolve(Path::new("/"), &cmd[0], &container::path_of(&env)).map_err(|(c, m)| LauncherError::Command(c, m))?;
-    let (rd, wr) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LauncherError::Other(format!("pipe: {e}")))?;
+    let path = rootfs::resolve(Path::new("/"), &cmd[0], &container::path_of(&env))
+        .map_err(|(c, m)| LauncherError::Command(c, m))?;
+    let (rd, wr) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| LauncherError::Other(format!("pipe: {e}")))?;
     // SAFETY: the CLI is single-threaded here (setns into a mount namespace requires it).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
@@ -70,12 +76,19 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
                     Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
                     Ok(_) => continue,
                     Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(LauncherError::Other(format!("waiting for the command: {e}"))),
+                    Err(e) => {
+                        return Err(LauncherError::Other(format!(
+                            "waiting for the command: {e}"
+                        )))
+                    }
                 }
             };
             if !report.is_empty() {
                 let (code, msg) = report.split_once(' ').unwrap_or(("126", report.as_str()));
-                return Err(LauncherError::Command(code.parse().unwrap_or(126), msg.to_string()));
+                return Err(LauncherError::Command(
+                    code.parse().unwrap_or(126),
+                    msg.to_string(),
+                ));
             }
             Ok(status as u8)
         }

@@ -106,7 +106,10 @@ fn random_id() -> Result<String, LauncherError> {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Creates and starts a container; returns the exit code for `observer run` (0 when
@@ -114,7 +117,9 @@ fn now_secs() -> u64 {
 pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
     require_root()?;
     if o.cmd.is_empty() {
-        return Err(LauncherError::Other("no command given: observer run [OPTIONS] -- CMD [ARGS...]".into()));
+        return Err(LauncherError::Other(
+            "no command given: observer run [OPTIONS] -- CMD [ARGS...]".into(),
+        ));
     }
     let id = random_id()?;
     let name = o.name.clone().unwrap_or_else(|| format!("c-{}", &id[..8]));
@@ -123,7 +128,9 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
     }
     for kv in &o.env {
         if !kv.contains('=') || kv.starts_with('=') {
-            return Err(LauncherError::Other(format!("-e expects KEY=VALUE, got `{kv}`")));
+            return Err(LauncherError::Other(format!(
+                "-e expects KEY=VALUE, got `{kv}`"
+            )));
         }
     }
     let dir = state::dir(&name);
@@ -150,8 +157,10 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
     };
     // The command must exist in the rootfs: checked before anything is created.
     let env = container::environment(&cfg, &[]);
-    rootfs::resolve(&cfg.rootfs, &cfg.cmd[0], &container::path_of(&env)).map_err(|(c, m)| LauncherError::Command(c, m))?;
-    std::fs::create_dir_all(&dir).map_err(|e| LauncherError::Io(format!("creating {}", dir.display()), e))?;
+    rootfs::resolve(&cfg.rootfs, &cfg.cmd[0], &container::path_of(&env))
+        .map_err(|(c, m)| LauncherError::Command(c, m))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LauncherError::Io(format!("creating {}", dir.display()), e))?;
     let cleanup = |cfg: &Config| {
         cgroups::remove(&cfg.cgroups);
         let _ = std::fs::remove_dir_all(state::dir(&cfg.name));
@@ -164,13 +173,20 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
             return Err(e);
         }
     }
-    if let Err(e) = state::save_config(&cfg).and_then(|_| state::save_state(&name, &State::default())) {
+    if let Err(e) =
+        state::save_config(&cfg).and_then(|_| state::save_state(&name, &State::default()))
+    {
         cleanup(&cfg);
         return Err(e);
     }
-    let exe = std::env::current_exe().map_err(|e| LauncherError::Io("locating the observer binary".into(), e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| LauncherError::Io("locating the observer binary".into(), e))?;
     let mut shim = Command::new(exe);
-    shim.arg("__shim").arg(&name).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    shim.arg("__shim")
+        .arg(&name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: setsid in the child before exec: the shim leaves our session and terminal.
     unsafe {
         shim.pre_exec(|| {
@@ -178,12 +194,18 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
             Ok(())
         });
     }
-    let mut shim = shim.spawn().map_err(|e| LauncherError::Io("starting the shim".into(), e))?;
-    let st = wait_state(&name, Duration::from_secs(30), |s| s.status != Status::Created)?;
+    let mut shim = shim
+        .spawn()
+        .map_err(|e| LauncherError::Io("starting the shim".into(), e))?;
+    let st = wait_state(&name, Duration::from_secs(30), |s| {
+        s.status != Status::Created
+    })?;
     if st.status == Status::Failed {
         let _ = shim.wait();
         cleanup(&cfg);
-        let msg = st.error.unwrap_or_else(|| "the container failed to start".into());
+        let msg = st
+            .error
+            .unwrap_or_else(|| "the container failed to start".into());
         return Err(LauncherError::Command(st.exit_code.unwrap_or(125), msg));
     }
     if o.detach {
@@ -195,7 +217,11 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
     Ok(code)
 }
 
-fn wait_state(name: &str, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<State, LauncherError> {
+fn wait_state(
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&State) -> bool,
+) -> Result<State, LauncherError> {
     let deadline = Instant::now() + timeout;
     loop {
         let st = state::load_state(name)?;
@@ -203,7 +229,10 @@ fn wait_state(name: &str, timeout: Duration, done: impl Fn(&State) -> bool) -> R
             return Ok(st);
         }
         if Instant::now() > deadline {
-            return Err(LauncherError::Other(format!("container `{name}` did not reach the expected state in {timeout:?} (state: {})", state::effective(&st))));
+            return Err(LauncherError::Other(format!(
+                "container `{name}` did not reach the expected state in {timeout:?} (state: {})",
+                state::effective(&st)
+            )));
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -213,14 +242,17 @@ fn wait_state(name: &str, timeout: Duration, done: impl Fn(&State) -> bool) -> R
 /// container's exit code when it has exited.
 fn follow_log(name: &str, follow: bool) -> Result<u8, LauncherError> {
     let path = state::log_path(name);
-    let mut f = std::fs::File::open(&path).map_err(|e| LauncherError::Io(format!("opening {}", path.display()), e))?;
+    let mut f = std::fs::File::open(&path)
+        .map_err(|e| LauncherError::Io(format!("opening {}", path.display()), e))?;
     let mut out = std::io::stdout();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let st = state::load_state(name)?;
         let running = st.status == Status::Running && st.shim_pid.is_some_and(state::alive);
         loop {
-            let n = f.read(&mut buf).map_err(|e| LauncherError::Io("reading the log".into(), e))?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| LauncherError::Io("reading the log".into(), e))?;
             if n == 0 {
                 break;
             }
@@ -248,7 +280,9 @@ pub fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError> {
         return Ok(st);
     };
     if !st.shim_pid.is_some_and(state::alive) {
-        return Err(LauncherError::Other(format!("the shim of `{name}` is gone; remove the container with `observer rm -f {name}`")));
+        return Err(LauncherError::Other(format!(
+            "the shim of `{name}` is gone; remove the container with `observer rm -f {name}`"
+        )));
     }
     let pid = Pid::from_raw(pid as i32);
     let _ = kill(pid, Signal::SIGTERM);
@@ -280,9 +314,12 @@ pub fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
     }
     let left = cgroups::remove(&cfg.cgroups);
     if !left.is_empty() {
-        return Err(LauncherError::Other(format!("cgroups still busy, not removed: {left:?}")));
+        return Err(LauncherError::Other(format!(
+            "cgroups still busy, not removed: {left:?}"
+        )));
     }
-    std::fs::remove_dir_all(state::dir(name)).map_err(|e| LauncherError::Io(format!("removing {}", state::dir(name).display()), e))
+    std::fs::remove_dir_all(state::dir(name))
+        .map_err(|e| LauncherError::Io(format!("removing {}", state::dir(name).display()), e))
 }
 
 #[derive(serde::Serialize)]
@@ -304,7 +341,9 @@ pub struct Listed {
 pub fn ls() -> Result<Vec<Listed>, LauncherError> {
     let mut out = Vec::new();
     for name in state::names() {
-        let (Ok(cfg), Ok(st)) = (state::load_config(&name), state::load_state(&name)) else { continue };
+        let (Ok(cfg), Ok(st)) = (state::load_config(&name), state::load_state(&name)) else {
+            continue;
+        };
         out.push(Listed {
             state: state::effective(&st),
             pid: st.pid.filter(|_| st.status == Status::Running),

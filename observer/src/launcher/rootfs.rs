@@ -32,12 +32,23 @@ pub fn ensure_default() -> Result<PathBuf, LauncherError> {
         fs::create_dir_all(tmp.join(d)).map_err(|e| io(d, e))?;
     }
     fs::copy(bb, tmp.join("bin/busybox")).map_err(|e| io("copying /bin/busybox", e))?;
-    let list = Command::new(bb).arg("--list").output().map_err(|e| io("busybox --list", e))?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
+    let list = Command::new(bb)
+        .arg("--list")
+        .output()
+        .map_err(|e| io("busybox --list", e))?;
+    for applet in String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         symlink("busybox", tmp.join("bin").join(applet)).map_err(|e| io(applet, e))?;
     }
-    fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n").map_err(|e| io("etc/passwd", e))?;
-    fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").map_err(|e| io("etc/group", e))?;
+    fs::write(
+        tmp.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .map_err(|e| io("etc/passwd", e))?;
+    fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")
+        .map_err(|e| io("etc/group", e))?;
     fs::create_dir_all(root.parent().expect("has parent")).map_err(|e| io("parent", e))?;
     fs::rename(&tmp, &root).map_err(|e| io("rename", e))?;
     Ok(root)
@@ -56,7 +67,8 @@ pub fn check(root: &Path) -> Result<PathBuf, LauncherError> {
     if !md.is_dir() {
         return Err(LauncherError::RootfsNotDir(root.to_path_buf()));
     }
-    fs::canonicalize(root).map_err(|e| LauncherError::Io(format!("resolving {}", root.display()), e))
+    fs::canonicalize(root)
+        .map_err(|e| LauncherError::Io(format!("resolving {}", root.display()), e))
 }
 
 /// Finds `cmd` in the rootfs as PATH lookup inside the container would: Ok(path inside the
@@ -66,7 +78,11 @@ pub fn resolve(root: &Path, cmd: &str, path_env: &str) -> Result<String, (i32, S
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.to_string()]
     } else {
-        path_env.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{cmd}", d.trim_end_matches('/'))).collect()
+        path_env
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{}/{cmd}", d.trim_end_matches('/')))
+            .collect()
     };
     let mut not_exec = None;
     for c in candidates {
@@ -78,8 +94,14 @@ pub fn resolve(root: &Path, cmd: &str, path_env: &str) -> Result<String, (i32, S
         }
     }
     match not_exec {
-        Some(c) => Err((126, format!("`{c}` in the rootfs is not an executable file"))),
-        None => Err((127, format!("command `{cmd}` not found in the rootfs (PATH={path_env})"))),
+        Some(c) => Err((
+            126,
+            format!("`{c}` in the rootfs is not an executable file"),
+        )),
+        None => Err((
+            127,
+            format!("command `{cmd}` not found in the rootfs (PATH={path_env})"),
+        )),
     }
 }
 
@@ -87,7 +109,12 @@ pub fn resolve(root: &Path, cmd: &str, path_env: &str) -> Result<String, (i32, S
 /// are taken relative to the rootfs, as they resolve inside the container).
 fn inside(root: &Path, p: &str) -> PathBuf {
     let mut cur = root.to_path_buf();
-    let mut parts: Vec<String> = p.split('/').filter(|s| !s.is_empty()).rev().map(String::from).collect();
+    let mut parts: Vec<String> = p
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .rev()
+        .map(String::from)
+        .collect();
     let mut hops = 0;
     while let Some(part) = parts.pop() {
         if part == ".." {
@@ -120,7 +147,8 @@ mod tests {
 
     #[test]
     fn commands_resolve_inside_the_rootfs_with_docker_exit_codes() {
-        let root = std::env::temp_dir().join(format!("observer-rootfs-test-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("observer-rootfs-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("bin")).unwrap();
         fs::create_dir_all(root.join("usr/bin")).unwrap();
@@ -129,8 +157,14 @@ mod tests {
         fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(root.join("bin/data"), "x").unwrap();
         symlink("/bin/tool", root.join("usr/bin/abs")).unwrap();
-        assert_eq!(resolve(&root, "tool", "/usr/bin:/bin"), Ok("/bin/tool".into()));
-        assert_eq!(resolve(&root, "abs", "/usr/bin:/bin"), Ok("/usr/bin/abs".into()));
+        assert_eq!(
+            resolve(&root, "tool", "/usr/bin:/bin"),
+            Ok("/bin/tool".into())
+        );
+        assert_eq!(
+            resolve(&root, "abs", "/usr/bin:/bin"),
+            Ok("/usr/bin/abs".into())
+        );
         assert_eq!(resolve(&root, "data", "/bin").unwrap_err().0, 126);
         assert_eq!(resolve(&root, "nope", "/bin").unwrap_err().0, 127);
         assert_eq!(resolve(&root, "/bin/tool", "").unwrap(), "/bin/tool");

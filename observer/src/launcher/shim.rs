@@ -20,7 +20,10 @@ use super::{
 use crate::containers::cgroupfs::CgroupFs;
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn record(name: &str, st: &State) {
@@ -38,7 +41,10 @@ pub fn main(name: &str) -> ExitCode {
         }
     };
     let me = std::process::id();
-    let mut st = State { shim_pid: Some(me), ..State::default() };
+    let mut st = State {
+        shim_pid: Some(me),
+        ..State::default()
+    };
     let fail = |st: &mut State, msg: String| {
         st.status = Status::Failed;
         st.error = Some(msg);
@@ -50,7 +56,11 @@ pub fn main(name: &str) -> ExitCode {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return fail(&mut st, format!("PR_SET_CHILD_SUBREAPER: {e}"));
     }
-    let log = match fs::OpenOptions::new().create(true).append(true).open(state::log_path(name)) {
+    let log = match fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state::log_path(name))
+    {
         Ok(f) => f,
         Err(e) => return fail(&mut st, format!("opening the log: {e}")),
     };

@@ -82,8 +82,10 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), LauncherError> {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, LauncherError> {
-    let b = fs::read(path).map_err(|e| LauncherError::Io(format!("reading {}", path.display()), e))?;
-    serde_json::from_slice(&b).map_err(|e| LauncherError::Corrupt(path.to_path_buf(), e.to_string()))
+    let b =
+        fs::read(path).map_err(|e| LauncherError::Io(format!("reading {}", path.display()), e))?;
+    serde_json::from_slice(&b)
+        .map_err(|e| LauncherError::Corrupt(path.to_path_buf(), e.to_string()))
 }
 
 pub fn save_config(c: &Config) -> Result<(), LauncherError> {
@@ -112,7 +114,12 @@ pub fn load_state(name: &str) -> Result<State, LauncherError> {
 /// Names of every container with a state directory.
 pub fn names() -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(STATE_ROOT)
-        .map(|rd| rd.flatten().filter(|e| e.path().join("config.json").exists()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("config.json").exists())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -122,7 +129,10 @@ pub fn names() -> Vec<String> {
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next() != Some('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 

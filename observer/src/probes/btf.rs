@@ -27,10 +27,11 @@ impl KernelBtf {
         }
         // Mmap: only the ~50 types looked up below are parsed, not the whole of vmlinux
         // (faster start, and none of the memory a full parse keeps).
-        let btf = Btf::from_file_with_backend(path, Backend::Mmap).map_err(|e| ProbeError::Btf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let btf =
+            Btf::from_file_with_backend(path, Backend::Mmap).map_err(|e| ProbeError::Btf {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         Ok(KernelBtf {
             btf,
             path: path.to_path_buf(),
@@ -93,7 +94,10 @@ impl KernelBtf {
                 return Ok(Some((bit / 8, t)));
             }
             if mname.is_empty() {
-                let t = self.btf.resolve_chained_type(m).map_err(|e| self.err(e.to_string()))?;
+                let t = self
+                    .btf
+                    .resolve_chained_type(m)
+                    .map_err(|e| self.err(e.to_string()))?;
                 if let Type::Struct(inner) | Type::Union(inner) = self.strip(t)? {
                     if let Some((off, t)) = self.member(&inner, name)? {
                         return Ok(Some((bit / 8 + off, t)));

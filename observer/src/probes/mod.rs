@@ -27,13 +27,17 @@ pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("observer needs root (or CAP_BPF + CAP_PERFMON) to load eBPF programs: run it with sudo")]
+    #[error(
+        "observer needs root (or CAP_BPF + CAP_PERFMON) to load eBPF programs: run it with sudo"
+    )]
     NotPrivileged,
     #[error("kernel BTF not found at {0}: observer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (or pass --btf FILE)")]
     NoBtf(PathBuf),
     #[error("reading BTF from {path}: {reason}")]
     Btf { path: PathBuf, reason: String },
-    #[error("the running kernel's BTF has no {0}, which observer needs; this kernel is not supported")]
+    #[error(
+        "the running kernel's BTF has no {0}, which observer needs; this kernel is not supported"
+    )]
     MissingMember(String),
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed ({0}): mount it with `mount -t tracefs nodev /sys/kernel/tracing`")]
     NoTracefs(String),
@@ -78,13 +82,55 @@ enum Hook {
 
 /// (program name in the object, event kind, tracefs category, tracepoint name, hook).
 const PROGRAMS: [(&str, EventKind, &str, &str, Hook); 7] = [
-    ("sched_process_fork", EventKind::Fork, "sched", "sched_process_fork", Hook::Raw("sched_process_fork")),
-    ("sched_process_exec", EventKind::Exec, "sched", "sched_process_exec", Hook::Raw("sched_process_exec")),
-    ("sched_process_exit", EventKind::Exit, "sched", "sched_process_exit", Hook::Raw("sched_process_exit")),
-    ("sched_process_free", EventKind::Free, "sched", "sched_process_free", Hook::Raw("sched_process_free")),
-    ("sys_exit_setns", EventKind::Setns, "syscalls", "sys_exit_setns", Hook::Tp),
-    ("sys_exit_unshare", EventKind::Unshare, "syscalls", "sys_exit_unshare", Hook::Tp),
-    ("cgroup_attach_task", EventKind::CgroupAttach, "cgroup", "cgroup_attach_task", Hook::Raw("cgroup_attach_task")),
+    (
+        "sched_process_fork",
+        EventKind::Fork,
+        "sched",
+        "sched_process_fork",
+        Hook::Raw("sched_process_fork"),
+    ),
+    (
+        "sched_process_exec",
+        EventKind::Exec,
+        "sched",
+        "sched_process_exec",
+        Hook::Raw("sched_process_exec"),
+    ),
+    (
+        "sched_process_exit",
+        EventKind::Exit,
+        "sched",
+        "sched_process_exit",
+        Hook::Raw("sched_process_exit"),
+    ),
+    (
+        "sched_process_free",
+        EventKind::Free,
+        "sched",
+        "sched_process_free",
+        Hook::Raw("sched_process_free"),
+    ),
+    (
+        "sys_exit_setns",
+        EventKind::Setns,
+        "syscalls",
+        "sys_exit_setns",
+        Hook::Tp,
+    ),
+    (
+        "sys_exit_unshare",
+        EventKind::Unshare,
+        "syscalls",
+        "sys_exit_unshare",
+        Hook::Tp,
+    ),
+    (
+        "cgroup_attach_task",
+        EventKind::CgroupAttach,
+        "cgroup",
+        "cgroup_attach_task",
+        Hook::Raw("cgroup_attach_task"),
+    ),
 ];
 
 /// Loaded and attached programs. Dropping this detaches them.
@@ -157,9 +203,10 @@ impl Probes {
                 missing.push((full, "syscall exit record has no `ret` field".to_string()));
                 continue;
             }
-            let p = ebpf
-                .program_mut(prog)
-                .ok_or(ProbeError::Map(prog, "program missing from the object".into()))?;
+            let p = ebpf.program_mut(prog).ok_or(ProbeError::Map(
+                prog,
+                "program missing from the object".into(),
+            ))?;
             let perr = |source| ProbeError::Program { name: prog, source };
             match hook {
                 Hook::Raw(tp) => {
@@ -185,11 +232,13 @@ impl Probes {
         let events = ebpf
             .take_map("EVENTS")
             .ok_or(ProbeError::Map("EVENTS", "missing from the object".into()))?;
-        let events = RingBuf::try_from(events).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?;
+        let events =
+            RingBuf::try_from(events).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?;
         let stats = ebpf
             .take_map("STATS")
             .ok_or(ProbeError::Map("STATS", "missing from the object".into()))?;
-        let stats = PerCpuArray::try_from(stats).map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
+        let stats =
+            PerCpuArray::try_from(stats).map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
         Ok((
             Probes {
                 _ebpf: ebpf,
@@ -225,10 +274,18 @@ impl Probes {
 pub fn parse_size(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let (num, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-        .unwrap_or((lower.clone(), 1));
+    let (num, mult) = [
+        ("kib", 1u64 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("g", 1 << 30),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a size (examples: 8M, 512K, 4194304)"))?;

@@ -36,7 +36,9 @@ pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
         )
     };
     if rc != 0 || !target.join("events").is_dir() {
-        return Err(ProbeError::NoTracefs(std::io::Error::last_os_error().to_string()));
+        return Err(ProbeError::NoTracefs(
+            std::io::Error::last_os_error().to_string(),
+        ));
     }
     log::info!("mounted tracefs on {}", target.display());
     Ok(target.to_path_buf())
@@ -49,7 +51,8 @@ pub fn exists(root: &Path, category: &str, name: &str) -> bool {
 
 /// Byte offset of `field` in the record of tracepoint `category/name`.
 pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Option<u32> {
-    let text = fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok()?;
+    let text =
+        fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok()?;
     parse_field_offset(&text, field)
 }
 

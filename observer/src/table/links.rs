@@ -23,7 +23,9 @@ impl Table {
     }
 
     pub(super) fn unlink(&mut self, pid: u32) {
-        let Some(p) = self.procs.get_mut(&pid) else { return };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
         let (ppid, prev, next) = (p.ppid, p.prev_sibling, p.next_sibling);
         p.prev_sibling = 0;
         p.next_sibling = 0;
@@ -56,11 +58,15 @@ impl Table {
 
     /// Empties `pid`'s child list (its children keep their ppid until reparented).
     pub(super) fn detach_children(&mut self, pid: u32) {
-        let Some(p) = self.procs.get_mut(&pid) else { return };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
         let mut c = std::mem::take(&mut p.first_child);
         let mut n = 0;
         while c != 0 && n <= self.procs.len() {
-            let Some(child) = self.procs.get_mut(&c) else { break };
+            let Some(child) = self.procs.get_mut(&c) else {
+                break;
+            };
             child.prev_sibling = 0;
             c = std::mem::take(&mut child.next_sibling);
             n += 1;
@@ -73,7 +79,13 @@ impl Table {
         let mut n = 0;
         while c != 0 && n <= self.procs.len() {
             let Some(p) = self.procs.get(&c) else { break };
-            self.pending.push(Pending { pid: c, start_time_ns: p.start_time_ns, from: pid, at_ns, tries: 0 });
+            self.pending.push(Pending {
+                pid: c,
+                start_time_ns: p.start_time_ns,
+                from: pid,
+                at_ns,
+                tries: 0,
+            });
             c = p.next_sibling;
             n += 1;
         }
@@ -90,7 +102,9 @@ impl Table {
     pub fn resolve_pending(&mut self, read_ppid: impl Fn(u32) -> Option<(u32, u64)>) {
         let pending = std::mem::take(&mut self.pending);
         for mut w in pending {
-            let Some(p) = self.procs.get(&w.pid) else { continue };
+            let Some(p) = self.procs.get(&w.pid) else {
+                continue;
+            };
             if !self.same(p, w.start_time_ns) || p.ppid != w.from {
                 continue; // gone, reused, or an event already told us the new parent
             }
@@ -110,14 +124,22 @@ impl Table {
 
     /// Moves `pid` under `new_parent`; `orphaned_from` is the exited parent when this is an
     /// adoption (recorded with the adopter's kind).
-    pub(super) fn reparent(&mut self, pid: u32, new_parent: u32, orphaned_from: Option<u32>, at_ns: u64) {
+    pub(super) fn reparent(
+        &mut self,
+        pid: u32,
+        new_parent: u32,
+        orphaned_from: Option<u32>,
+        at_ns: u64,
+    ) {
         self.unlink(pid);
         self.link(pid, new_parent);
         let Some(from) = orphaned_from else { return };
         let child_pidns = self.procs.get(&pid).map(|p| p.pidns()).unwrap_or(0);
         let by = match self.procs.get(&new_parent) {
             _ if new_parent == 1 => Adopter::HostInit,
-            Some(np) if np.pidns() == child_pidns && np.ns_pid() == 1 && np.pid_level > 0 => Adopter::NamespaceInit,
+            Some(np) if np.pidns() == child_pidns && np.ns_pid() == 1 && np.pid_level > 0 => {
+                Adopter::NamespaceInit
+            }
             _ => Adopter::Subreaper,
         };
         self.stats.adoptions[by as usize] += 1;

@@ -8,9 +8,9 @@
 mod links;
 pub mod process;
 mod reconcile;
+pub mod scan;
 pub mod snapshot;
 pub mod summary;
-pub mod scan;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
 pub use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
@@ -133,13 +133,18 @@ impl Table {
                 }
             }
             Event::Exit(e) => {
-                let Some(p) = self.procs.get(&h.tgid) else { return };
+                let Some(p) = self.procs.get(&h.tgid) else {
+                    return;
+                };
                 if !self.same(p, e.task.start_time_ns) && e.is_leader != 0 {
                     return;
                 }
                 if e.group_dead != 0 {
                     let p = self.procs.get_mut(&h.tgid).expect("checked above");
-                    p.exit = Some(ExitInfo { status: Some(e.exit_code), at_ns: h.ktime_ns });
+                    p.exit = Some(ExitInfo {
+                        status: Some(e.exit_code),
+                        at_ns: h.ktime_ns,
+                    });
                     let c = p.container;
                     self.exited.insert(h.tgid);
                     self.count(c, EventKind::Exit);
@@ -208,7 +213,10 @@ impl Table {
             self.remove(pid); // pid reused: the old process's free was missed
         }
         let mut p = new_process(pid, t);
-        let parent = self.procs.get(&t.ppid).map(|par| (par.exe, par.argv, par.cgroup_id, par.cgroup));
+        let parent = self
+            .procs
+            .get(&t.ppid)
+            .map(|par| (par.exe, par.argv, par.cgroup_id, par.cgroup));
         if let Some((exe, argv, _, _)) = parent {
             p.exe = exe;
             p.argv = argv;
@@ -239,7 +247,9 @@ impl Table {
     /// Takes the facts every event carries: namespaces, PIDs, ids, parent (an adoption when
     /// the old parent is gone), and the precise start time.
     fn refresh(&mut self, pid: u32, t: &TaskInfo, now: u64) {
-        let Some(p) = self.procs.get_mut(&pid) else { return };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
         p.start_time_ns = t.start_time_ns;
         p.uid = t.uid;
         p.gid = t.gid;
@@ -272,7 +282,9 @@ impl Table {
 
     /// Recomputes the container of `pid` from its cgroup path and pid namespace.
     fn reattribute(&mut self, pid: u32) {
-        let Some(p) = self.procs.get(&pid) else { return };
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
         let (old, path, pidns) = (p.container, p.cgroup, p.pidns());
         let new = self.registry.attribute(path, pidns);
         if new == old {
@@ -347,7 +359,11 @@ impl Table {
 
     /// Processes seeded without a command line or executable, with their start time.
     pub fn missing_details(&self) -> Vec<(u32, u64)> {
-        self.procs.values().filter(|p| (p.argv.is_empty() || p.exe == 0) && p.exit.is_none()).map(|p| (p.pid, p.start_time_ns)).collect()
+        self.procs
+            .values()
+            .filter(|p| (p.argv.is_empty() || p.exe == 0) && p.exit.is_none())
+            .map(|p| (p.pid, p.start_time_ns))
+            .collect()
     }
 
     /// Fills command lines and executables read after the seed, unless the process changed
@@ -355,11 +371,17 @@ impl Table {
     pub fn fill_details(&mut self, found: Vec<(u32, u64, Vec<u8>, String)>) {
         let tick = self.tick_ns;
         for (pid, start, argv, exe) in found {
-            let Some(p) = self.procs.get(&pid) else { continue };
+            let Some(p) = self.procs.get(&pid) else {
+                continue;
+            };
             if p.start_time_ns / tick != start / tick {
                 continue;
             }
-            let (exe_id, _) = if p.exe == 0 { self.exes.intern(&exe) } else { (p.exe, false) };
+            let (exe_id, _) = if p.exe == 0 {
+                self.exes.intern(&exe)
+            } else {
+                (p.exe, false)
+            };
             let p = self.procs.get_mut(&pid).expect("present");
             if p.argv.is_empty() {
                 p.argv = Fixed::from_bytes(&argv);

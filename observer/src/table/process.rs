@@ -15,7 +15,10 @@ pub struct Fixed<const N: usize> {
 
 impl<const N: usize> Default for Fixed<N> {
     fn default() -> Self {
-        Fixed { len: 0, buf: [0; N] }
+        Fixed {
+            len: 0,
+            buf: [0; N],
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl<const N: usize> std::fmt::Debug for Fixed<N> {
 impl<const N: usize> Fixed<N> {
     pub fn from_bytes(b: &[u8]) -> Self {
         let n = b.len().min(N);
-        let mut f = Fixed { len: n as u16, buf: [0; N] };
+        let mut f = Fixed {
+            len: n as u16,
+            buf: [0; N],
+        };
         f.buf[..n].copy_from_slice(&b[..n]);
         f
     }
@@ -52,7 +58,9 @@ impl<const N: usize> Fixed<N> {
         if b.is_empty() {
             return Vec::new();
         }
-        b.split(|&c| c == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        b.split(|&c| c == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
     }
 }
 

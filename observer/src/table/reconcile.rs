@@ -35,7 +35,10 @@ impl Table {
             argv: Fixed::from_bytes(&s.cmdline),
             threads: s.threads.max(1),
             // /proc has no exit time: the zombie's age counts from when observer saw it.
-            exit: (s.state == 'Z').then_some(ExitInfo { status: None, at_ns: 0 }),
+            exit: (s.state == 'Z').then_some(ExitInfo {
+                status: None,
+                at_ns: 0,
+            }),
             adoption: None,
             first_child: 0,
             next_sibling: 0,
@@ -63,8 +66,9 @@ impl Table {
             let ppid = self.procs[&pid].ppid;
             self.link(pid, ppid);
         }
-        let (in_runtime, rest): (Vec<u32>, Vec<u32>) =
-            pids.iter().partition(|pid| self.registry.attribute_is_runtime(self.procs[pid].cgroup));
+        let (in_runtime, rest): (Vec<u32>, Vec<u32>) = pids
+            .iter()
+            .partition(|pid| self.registry.attribute_is_runtime(self.procs[pid].cgroup));
         for pid in in_runtime.into_iter().chain(rest) {
             self.reattribute(pid);
         }
@@ -85,14 +89,25 @@ impl Table {
                     if !old_enough {
                         continue;
                     }
-                    let (ppid, zombie, pending) = (p.ppid, p.is_zombie(), self.pending.iter().any(|w| w.pid == s.pid));
+                    let (ppid, zombie, pending) = (
+                        p.ppid,
+                        p.is_zombie(),
+                        self.pending.iter().any(|w| w.pid == s.pid),
+                    );
                     if ppid != s.ppid && !pending && s.ppid != 0 {
-                        let from = self.procs.get(&ppid).is_none_or(|o| o.is_zombie()).then_some(ppid);
+                        let from = self
+                            .procs
+                            .get(&ppid)
+                            .is_none_or(|o| o.is_zombie())
+                            .then_some(ppid);
                         self.reparent(s.pid, s.ppid, from, now_ns);
                         fixes += 1;
                     }
                     if s.state == 'Z' && !zombie {
-                        self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo { status: None, at_ns: now_ns });
+                        self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo {
+                            status: None,
+                            at_ns: now_ns,
+                        });
                         self.exited.insert(s.pid);
                         fixes += 1;
                     }
@@ -128,7 +143,13 @@ impl Table {
         let orphans: Vec<(u32, u32)> = self
             .procs
             .values()
-            .filter(|p| p.prev_sibling == 0 && self.procs.get(&p.ppid).is_some_and(|par| par.first_child != p.pid))
+            .filter(|p| {
+                p.prev_sibling == 0
+                    && self
+                        .procs
+                        .get(&p.ppid)
+                        .is_some_and(|par| par.first_child != p.pid)
+            })
             .map(|p| (p.pid, p.ppid))
             .collect();
         for (pid, ppid) in orphans {

@@ -4,7 +4,6 @@
 
 use std::{io::Read, os::unix::fs::MetadataExt};
 
-
 use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_PID};
 
 /// Clock ticks per second of /proc times (USER_HZ).
@@ -59,7 +58,9 @@ pub struct Live {
 /// Reads /proc/<pid>/stat only (one open and read: views call this per process).
 pub fn live(pid: u32) -> Option<Live> {
     use procfs::FromRead;
-    let s = procfs::process::Stat::from_read(std::fs::File::open(format!("/proc/{pid}/stat")).ok()?).ok()?;
+    let s =
+        procfs::process::Stat::from_read(std::fs::File::open(format!("/proc/{pid}/stat")).ok()?)
+            .ok()?;
     Some(Live {
         state: s.state,
         comm: s.comm,
@@ -75,12 +76,17 @@ pub fn live(pid: u32) -> Option<Live> {
 /// reading /proc.
 pub fn exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as i32, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+    unsafe {
+        libc::kill(pid as i32, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
 }
 
 /// Inode of /proc/<pid>/ns/<name> (0 when unreadable or absent on this kernel).
 pub fn ns_inode(pid: u32, name: &str) -> u32 {
-    std::fs::metadata(format!("/proc/{pid}/ns/{name}")).map(|m| m.ino() as u32).unwrap_or(0)
+    std::fs::metadata(format!("/proc/{pid}/ns/{name}"))
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
 }
 
 /// Reads everything the table keeps about `pid`; None if it vanished meanwhile.
@@ -91,32 +97,68 @@ pub fn ns_inode(pid: u32, name: &str) -> u32 {
 /// (40 µs by itself) is read only for processes in another pid namespace, for their NSpid
 /// chain; elsewhere uid/gid are the owner of `/proc/<pid>` (the effective ids). The other
 /// namespace inodes, and the executable path, come from the process's next event.
-pub fn scan_pid(pid: u32, host_pidns: u32, with_cmdline: bool, cgroups: Option<&std::collections::HashMap<u32, String>>) -> Option<Scanned> {
+pub fn scan_pid(
+    pid: u32,
+    host_pidns: u32,
+    with_cmdline: bool,
+    cgroups: Option<&std::collections::HashMap<u32, String>>,
+) -> Option<Scanned> {
     use nix::{
         fcntl::{openat, OFlag},
         sys::stat::{fstat, fstatat, Mode},
     };
     use procfs::FromRead;
-    let dir = nix::fcntl::open(format!("/proc/{pid}").as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
-    let file = |name: &str| openat(&dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok().map(std::fs::File::from);
+    let dir = nix::fcntl::open(
+        format!("/proc/{pid}").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let file = |name: &str| {
+        openat(
+            &dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .map(std::fs::File::from)
+    };
     let stat = procfs::process::Stat::from_read(file("stat")?).ok()?;
     let mut ns = [0u32; NS_COUNT];
-    ns[NS_PID] = fstatat(&dir, "ns/pid", nix::fcntl::AtFlags::empty()).map(|s| s.st_ino as u32).unwrap_or(0);
+    ns[NS_PID] = fstatat(&dir, "ns/pid", nix::fcntl::AtFlags::empty())
+        .map(|s| s.st_ino as u32)
+        .unwrap_or(0);
     let (ns_pids, uid, gid) = if ns[NS_PID] != host_pidns && ns[NS_PID] != 0 {
         let status = procfs::process::Status::from_read(file("status")?).ok()?;
-        let chain = status.nspid.map(|v| v.into_iter().map(|x| x as u32).take(MAX_PID_LEVELS).collect()).unwrap_or_else(|| vec![pid]);
+        let chain = status
+            .nspid
+            .map(|v| {
+                v.into_iter()
+                    .map(|x| x as u32)
+                    .take(MAX_PID_LEVELS)
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![pid]);
         (chain, status.ruid, status.rgid)
     } else {
         let (uid, gid) = fstat(&dir).map(|m| (m.st_uid, m.st_gid)).unwrap_or((0, 0));
         (vec![pid], uid, gid)
     };
-    let mut cgroup = cgroups.and_then(|m| m.get(&pid)).cloned().unwrap_or_default();
+    let mut cgroup = cgroups
+        .and_then(|m| m.get(&pid))
+        .cloned()
+        .unwrap_or_default();
     if cgroup.is_empty() {
         if let Some(mut f) = file("cgroup") {
             let _ = f.read_to_string(&mut cgroup);
         }
     }
-    let cmdline = if with_cmdline { read_cmdline_at(file("cmdline")) } else { Vec::new() };
+    let cmdline = if with_cmdline {
+        read_cmdline_at(file("cmdline"))
+    } else {
+        Vec::new()
+    };
     Some(Scanned {
         pid,
         ppid: stat.ppid as u32,
@@ -138,7 +180,9 @@ pub fn scan_pid(pid: u32, host_pidns: u32, with_cmdline: bool, cgroups: Option<&
 fn read_cmdline_at(f: Option<std::fs::File>) -> Vec<u8> {
     let mut cmdline = Vec::new();
     if let Some(f) = f {
-        let _ = f.take(super::process::ARGV_BYTES as u64).read_to_end(&mut cmdline);
+        let _ = f
+            .take(super::process::ARGV_BYTES as u64)
+            .read_to_end(&mut cmdline);
     }
     cmdline
 }
@@ -150,13 +194,19 @@ pub fn cmdline(pid: u32) -> Vec<u8> {
 
 /// The executable of `pid` ("" for kernel threads and gone processes).
 pub fn exe(pid: u32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Every process id in /proc.
 pub fn pids() -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect()
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
 }
 
 /// Scans all processes, on as many threads as there are CPUs (at most 4). Without
@@ -166,19 +216,30 @@ pub fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
     let host = ns_inode(std::process::id(), "pid");
     // Cgroups first: a process that starts after this read has its file read instead.
     let cgroups = crate::containers::cgroupfs::CgroupFs::discover().members();
-    parallel(&pids(), |&p| scan_pid(p, host, with_cmdline, Some(&cgroups)))
+    parallel(&pids(), |&p| {
+        scan_pid(p, host, with_cmdline, Some(&cgroups))
+    })
 }
 
 /// Maps `f` over `items` on up to 4 threads (as many as there are CPUs), keeping order.
 pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
     if workers == 1 || items.len() < 64 {
         return items.iter().filter_map(&f).collect();
     }
     let chunk = items.len().div_ceil(workers);
     let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(chunk).map(|c| s.spawn(move || c.iter().filter_map(f).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().filter_map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     })
 }

@@ -54,8 +54,16 @@ impl Table {
         let processes: Vec<Process> = match scope {
             Scope::Containers => Vec::new(),
             Scope::All => self.processes().cloned().collect(),
-            Scope::Container(c) => self.processes().filter(|p| p.container == Some(c)).cloned().collect(),
-            Scope::Zombies => self.processes().filter(|p| p.is_zombie()).cloned().collect(),
+            Scope::Container(c) => self
+                .processes()
+                .filter(|p| p.container == Some(c))
+                .cloned()
+                .collect(),
+            Scope::Zombies => self
+                .processes()
+                .filter(|p| p.is_zombie())
+                .cloned()
+                .collect(),
         };
         let mut context = Vec::new();
         if !matches!(scope, Scope::All) {
@@ -69,10 +77,22 @@ impl Table {
                 }
             }
         }
-        let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(processes.len() + context.len(), Default::default());
-        index.extend(processes.iter().enumerate().map(|(i, p)| (p.pid, (true, i))));
+        let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(
+            processes.len() + context.len(),
+            Default::default(),
+        );
+        index.extend(
+            processes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.pid, (true, i))),
+        );
         index.extend(context.iter().enumerate().map(|(i, p)| (p.pid, (false, i))));
-        let exes = processes.iter().chain(&context).map(|p| (p.exe, self.exe(p.exe).into())).collect();
+        let exes = processes
+            .iter()
+            .chain(&context)
+            .map(|p| (p.exe, self.exe(p.exe).into()))
+            .collect();
         Snapshot {
             exes,
             index,

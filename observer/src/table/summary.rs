@@ -55,7 +55,9 @@ impl Table {
         let mut out: Vec<Option<ContainerSummary>> = vec![None; self.registry.len()];
         for p in self.processes() {
             let Some(ci) = p.container else { continue };
-            let Some(c) = self.registry.get(ci) else { continue };
+            let Some(c) = self.registry.get(ci) else {
+                continue;
+            };
             let s = out[ci as usize].get_or_insert_with(|| ContainerSummary {
                 index: ci,
                 container: self.container_data(c),
@@ -79,8 +81,13 @@ impl Table {
         }
         let mut list: Vec<ContainerSummary> = out.into_iter().flatten().collect();
         for s in &mut list {
-            let Some(init) = s.init_pid.and_then(|i| self.get(i)) else { continue };
-            if let Some(parent) = self.get(init.ppid).filter(|par| par.container != init.container) {
+            let Some(init) = s.init_pid.and_then(|i| self.get(i)) else {
+                continue;
+            };
+            if let Some(parent) = self
+                .get(init.ppid)
+                .filter(|par| par.container != init.container)
+            {
                 s.shim_pid = Some(parent.pid);
                 s.shim_comm = Some(parent.comm_str().to_string());
             }

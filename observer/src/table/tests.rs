@@ -1,10 +1,7 @@
 use observer_common::*;
 
 use super::*;
-use crate::{
-    containers::cgroup::Runtime,
-    table::scan::Scanned,
-};
+use crate::{containers::cgroup::Runtime, table::scan::Scanned};
 
 const HOST_NS: u32 = 4026531836;
 const TICK: u64 = 10_000_000;
@@ -32,15 +29,31 @@ fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) -> TaskInfo
 }
 
 fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
-    EventHeader { kind: kind as u32, cpu: 0, ktime_ns: t, tgid, pid }
+    EventHeader {
+        kind: kind as u32,
+        cpu: 0,
+        ktime_ns: t,
+        tgid,
+        pid,
+    }
 }
 
 fn fork(pid: u32, t: TaskInfo) -> Event {
-    Event::Fork(ForkEvent { header: hdr(EventKind::Fork, pid, pid, t.start_time_ns), task: t, parent_tid: t.ppid, is_thread: 0 })
+    Event::Fork(ForkEvent {
+        header: hdr(EventKind::Fork, pid, pid, t.start_time_ns),
+        task: t,
+        parent_tid: t.ppid,
+        is_thread: 0,
+    })
 }
 
 fn thread(tgid: u32, tid: u32, t: TaskInfo) -> Event {
-    Event::Fork(ForkEvent { header: hdr(EventKind::Fork, tgid, tid, t.start_time_ns), task: t, parent_tid: tgid, is_thread: 1 })
+    Event::Fork(ForkEvent {
+        header: hdr(EventKind::Fork, tgid, tid, t.start_time_ns),
+        task: t,
+        parent_tid: tgid,
+        is_thread: 1,
+    })
 }
 
 fn exec(pid: u32, t: TaskInfo, file: &str, args: &[&str]) -> Event {
@@ -71,14 +84,25 @@ fn exit(tgid: u32, tid: u32, t: TaskInfo, code: u32, group_dead: bool, at: u64) 
 }
 
 fn free(pid: u32, t: TaskInfo) -> Event {
-    Event::Free(FreeEvent { header: hdr(EventKind::Free, pid, pid, 0), task: t })
+    Event::Free(FreeEvent {
+        header: hdr(EventKind::Free, pid, pid, 0),
+        task: t,
+    })
 }
 
 fn table() -> Table {
     Table::new(HOST_NS, CgroupFs::default())
 }
 
-fn scanned(pid: u32, ppid: u32, start: u64, cgroup: &str, pids: &[u32], pidns: u32, state: char) -> Scanned {
+fn scanned(
+    pid: u32,
+    ppid: u32,
+    start: u64,
+    cgroup: &str,
+    pids: &[u32],
+    pidns: u32,
+    state: char,
+) -> Scanned {
     let mut ns = [0; NS_COUNT];
     ns[NS_PID] = pidns;
     Scanned {
@@ -107,10 +131,22 @@ fn lifecycle_fork_exec_exit_free_makes_and_reaps_a_zombie() {
     tb.apply(&fork(200, t));
     assert_eq!(tb.get(200).unwrap().ppid, 100);
     assert_eq!(tb.children(100), vec![200]);
-    assert_eq!(tb.get(200).unwrap().argv.args(), ["sh"], "argv inherited from the parent");
-    tb.apply(&exec(200, task(100, &[200], HOST_NS, 5 * TICK, "sleep"), "/bin/sleep", &["sleep", "1"]));
+    assert_eq!(
+        tb.get(200).unwrap().argv.args(),
+        ["sh"],
+        "argv inherited from the parent"
+    );
+    tb.apply(&exec(
+        200,
+        task(100, &[200], HOST_NS, 5 * TICK, "sleep"),
+        "/bin/sleep",
+        &["sleep", "1"],
+    ));
     let p = tb.get(200).unwrap();
-    assert_eq!((p.comm_str(), p.argv.args()), ("sleep", vec!["sleep".to_string(), "1".into()]));
+    assert_eq!(
+        (p.comm_str(), p.argv.args()),
+        ("sleep", vec!["sleep".to_string(), "1".into()])
+    );
     assert_eq!(tb.exe(p.exe), "/bin/sleep");
     tb.apply(&exit(200, 200, t, 3, true, 9 * TICK));
     let p = tb.get(200).unwrap();
@@ -131,10 +167,20 @@ fn threads_fold_into_their_process() {
     tb.apply(&thread(300, 302, task(1, &[302], HOST_NS, 2 * TICK, "app")));
     assert_eq!(tb.get(300).unwrap().threads, 3);
     assert!(tb.get(301).is_none(), "threads are not processes");
-    tb.apply(&exit(300, 301, task(1, &[301], HOST_NS, 2 * TICK, "app"), 0, false, 3 * TICK));
+    tb.apply(&exit(
+        300,
+        301,
+        task(1, &[301], HOST_NS, 2 * TICK, "app"),
+        0,
+        false,
+        3 * TICK,
+    ));
     assert_eq!(tb.get(300).unwrap().threads, 2);
     // A thread's free does not reap the process.
-    tb.apply(&Event::Free(FreeEvent { header: hdr(EventKind::Free, 300, 301, 0), task: t }));
+    tb.apply(&Event::Free(FreeEvent {
+        header: hdr(EventKind::Free, 300, 301, 0),
+        task: t,
+    }));
     assert!(tb.get(300).is_some());
 }
 
@@ -146,7 +192,14 @@ fn orphans_are_adopted_by_namespace_init_and_recorded() {
     tb.apply(&fork(500, task(10, &[500, 1], pidns, TICK, "init")));
     tb.apply(&fork(501, task(500, &[501, 2], pidns, 2 * TICK, "sh")));
     tb.apply(&fork(502, task(501, &[502, 3], pidns, 3 * TICK, "sleep")));
-    tb.apply(&exit(501, 501, task(500, &[501, 2], pidns, 2 * TICK, "sh"), 0, true, 4 * TICK));
+    tb.apply(&exit(
+        501,
+        501,
+        task(500, &[501, 2], pidns, 2 * TICK, "sh"),
+        0,
+        true,
+        4 * TICK,
+    ));
     assert!(tb.has_pending());
     // The kernel moved 502 under the namespace's init.
     tb.resolve_pending(|pid| (pid == 502).then_some((500, 3)));
@@ -165,11 +218,21 @@ fn orphan_still_showing_old_parent_is_retried_then_adopted_by_subreaper() {
     tb.apply(&fork(600, task(1, &[600], HOST_NS, TICK, "shim")));
     tb.apply(&fork(601, task(600, &[601], HOST_NS, 2 * TICK, "sh")));
     tb.apply(&fork(602, task(601, &[602], HOST_NS, 3 * TICK, "sleep")));
-    tb.apply(&exit(601, 601, task(600, &[601], HOST_NS, 2 * TICK, "sh"), 0, true, 4 * TICK));
+    tb.apply(&exit(
+        601,
+        601,
+        task(600, &[601], HOST_NS, 2 * TICK, "sh"),
+        0,
+        true,
+        4 * TICK,
+    ));
     tb.resolve_pending(|_| Some((601, 3)));
     assert!(tb.has_pending(), "not reparented yet: retried");
     tb.resolve_pending(|_| Some((600, 3)));
-    assert_eq!(tb.get(602).unwrap().adoption.unwrap().by, Adopter::Subreaper);
+    assert_eq!(
+        tb.get(602).unwrap().adoption.unwrap().by,
+        Adopter::Subreaper
+    );
 }
 
 #[test]
@@ -177,9 +240,21 @@ fn an_event_revealing_a_new_parent_records_the_adoption() {
     let mut tb = table();
     tb.apply(&fork(700, task(1, &[700], HOST_NS, TICK, "a")));
     tb.apply(&fork(701, task(700, &[701], HOST_NS, 2 * TICK, "b")));
-    tb.apply(&exit(700, 700, task(1, &[700], HOST_NS, TICK, "a"), 0, true, 3 * TICK));
+    tb.apply(&exit(
+        700,
+        700,
+        task(1, &[700], HOST_NS, TICK, "a"),
+        0,
+        true,
+        3 * TICK,
+    ));
     tb.apply(&free(700, task(1, &[700], HOST_NS, TICK, "a")));
-    tb.apply(&exec(701, task(1, &[701], HOST_NS, 2 * TICK, "b"), "/bin/b", &["b"]));
+    tb.apply(&exec(
+        701,
+        task(1, &[701], HOST_NS, 2 * TICK, "b"),
+        "/bin/b",
+        &["b"],
+    ));
     let p = tb.get(701).unwrap();
     assert_eq!(p.ppid, 1);
     assert_eq!(p.adoption.unwrap().by, Adopter::HostInit);
@@ -220,7 +295,10 @@ fn containers_by_cgroup_attach_and_by_pid_namespace() {
     }));
     let c = tb.get(900).unwrap().container.unwrap();
     let cont = tb.registry.get(c).unwrap();
-    assert_eq!((cont.key.runtime, cont.key.id.as_str(), cont.members), (Runtime::Docker, id.as_str(), 1));
+    assert_eq!(
+        (cont.key.runtime, cont.key.id.as_str(), cont.members),
+        (Runtime::Docker, id.as_str(), 1)
+    );
     assert_eq!(tb.registry.get(bare).unwrap().members, 0);
     // A child forked in that cgroup (same cgroup id) inherits the container and counts a fork.
     let mut t = task(900, &[901, 2], pidns, 3 * TICK, "sh");
@@ -244,17 +322,29 @@ fn seed_prefers_runtime_containers_for_shared_pid_namespaces() {
         0,
     );
     assert_eq!(tb.get(50).unwrap().container, tb.get(60).unwrap().container);
-    let c = tb.registry.get(tb.get(60).unwrap().container.unwrap()).unwrap();
+    let c = tb
+        .registry
+        .get(tb.get(60).unwrap().container.unwrap())
+        .unwrap();
     assert_eq!((c.key.runtime, c.members), (Runtime::Docker, 2));
 }
 
 #[test]
 fn reconcile_adds_missed_processes_removes_gone_ones_and_counts() {
     let mut tb = table();
-    tb.seed(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'S'), scanned(11, 10, TICK, "/", &[11], HOST_NS, 'S')], 0);
+    tb.seed(
+        &[
+            scanned(10, 1, TICK, "/", &[10], HOST_NS, 'S'),
+            scanned(11, 10, TICK, "/", &[11], HOST_NS, 'S'),
+        ],
+        0,
+    );
     // 11 ended unseen; 12 started unseen; 10's zombie state was missed.
     let fixes = tb.reconcile(
-        &[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'), scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S')],
+        &[
+            scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'),
+            scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S'),
+        ],
         100 * TICK,
         100 * TICK,
     );
@@ -266,7 +356,17 @@ fn reconcile_adds_missed_processes_removes_gone_ones_and_counts() {
     assert_eq!(tb.stats.corrections, 3);
     // A process younger than the scan start is not judged.
     tb.apply(&fork(13, task(10, &[13], HOST_NS, 200 * TICK, "new")));
-    assert_eq!(tb.reconcile(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'), scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S')], 150 * TICK, 150 * TICK), 0);
+    assert_eq!(
+        tb.reconcile(
+            &[
+                scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'),
+                scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S')
+            ],
+            150 * TICK,
+            150 * TICK
+        ),
+        0
+    );
     assert!(tb.get(13).is_some());
 }
 

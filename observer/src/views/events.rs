@@ -159,12 +159,21 @@ pub fn text_line(ev: &Event) -> String {
         h.tgid,
         h.pid,
         t.ppid,
-        if chain.is_empty() { "-".to_string() } else { chain },
+        if chain.is_empty() {
+            "-".to_string()
+        } else {
+            chain
+        },
         t.comm_str(),
     );
     match ev {
         Event::Fork(e) => {
-            let _ = write!(s, " by={}{}", e.parent_tid, if e.is_thread != 0 { " thread" } else { "" });
+            let _ = write!(
+                s,
+                " by={}{}",
+                e.parent_tid,
+                if e.is_thread != 0 { " thread" } else { "" }
+            );
         }
         Event::Exec(e) => {
             let argv: Vec<String> = split_args(&e.args, e.args_len as usize).collect();
@@ -177,7 +186,11 @@ pub fn text_line(ev: &Event) -> String {
                     let _ = write!(s, " code={c}");
                 }
                 (_, Some(sig)) => {
-                    let _ = write!(s, " signal={sig}{}", if st.core_dumped { " (core)" } else { "" });
+                    let _ = write!(
+                        s,
+                        " signal={sig}{}",
+                        if st.core_dumped { " (core)" } else { "" }
+                    );
                 }
                 _ => {}
             }
@@ -203,7 +216,13 @@ pub fn text_line(ev: &Event) -> String {
             );
         }
         Event::CgroupAttach(e) => {
-            let _ = write!(s, " -> {} (hierarchy {}, id {})", c_str(&e.path), e.hierarchy_id, e.dst_cgroup_id);
+            let _ = write!(
+                s,
+                " -> {} (hierarchy {}, id {})",
+                c_str(&e.path),
+                e.hierarchy_id,
+                e.dst_cgroup_id
+            );
         }
         Event::Free(_) => {}
     }

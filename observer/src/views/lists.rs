@@ -2,7 +2,10 @@
 //! form and an aligned text table.
 
 use super::{
-    model::{container_view, meta_of, process_view, short_id, ContainerView, ProcessView, ViewCtx, ZombieView, exit_code},
+    model::{
+        container_view, exit_code, meta_of, process_view, short_id, ContainerView, ProcessView,
+        ViewCtx, ZombieView,
+    },
     text::{bytes, duration, one_line, table},
 };
 use crate::table::snapshot::Snapshot;
@@ -10,7 +13,10 @@ use crate::table::snapshot::Snapshot;
 pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
     let now = ctx.now_ns;
     let mut v: Vec<ProcessView> = crate::table::scan::parallel(&snap.processes, |p| {
-        let c = p.container.and_then(|i| snap.container(i)).map(|s| short_id(&s.container.key.id));
+        let c = p
+            .container
+            .and_then(|i| snap.container(i))
+            .map(|s| short_id(&s.container.key.id));
         process_view(snap, p, now, c)
     });
     v.sort_by_key(|p| p.pid);
@@ -31,15 +37,38 @@ pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
                 format!("{:.2}", p.cpu_s),
                 bytes(p.rss_bytes),
                 p.container.clone().unwrap_or_else(|| "-".into()),
-                if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { one_line(&p.cmdline) },
+                if p.cmdline.is_empty() {
+                    format!("[{}]", p.comm)
+                } else {
+                    one_line(&p.cmdline)
+                },
             ]
         })
         .collect();
-    table(&["PID", "PPID", "NSPID", "NSPPID", "S", "AGE", "CPU", "RSS", "CONTAINER", "COMMAND"], &cells, no_headers)
+    table(
+        &[
+            "PID",
+            "PPID",
+            "NSPID",
+            "NSPPID",
+            "S",
+            "AGE",
+            "CPU",
+            "RSS",
+            "CONTAINER",
+            "COMMAND",
+        ],
+        &cells,
+        no_headers,
+    )
 }
 
 pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
-    let mut v: Vec<ContainerView> = snap.containers.iter().map(|s| container_view(ctx, s)).collect();
+    let mut v: Vec<ContainerView> = snap
+        .containers
+        .iter()
+        .map(|s| container_view(ctx, s))
+        .collect();
     v.sort_by(|a, b| (&a.runtime, &a.name, &a.id).cmp(&(&b.runtime, &b.name, &b.id)));
     v
 }
@@ -57,7 +86,9 @@ pub fn render_containers(rows: &[ContainerView], no_headers: bool) -> String {
                 c.pidns.to_string(),
                 c.processes.to_string(),
                 c.zombies.to_string(),
-                r.cpu_usage_ns.map(|n| format!("{:.2}s", n as f64 / 1e9)).unwrap_or_else(|| "-".into()),
+                r.cpu_usage_ns
+                    .map(|n| format!("{:.2}s", n as f64 / 1e9))
+                    .unwrap_or_else(|| "-".into()),
                 match (r.memory_bytes, r.memory_limit_bytes) {
                     (Some(m), Some(l)) => format!("{}/{}", bytes(m), bytes(l)),
                     (Some(m), None) => bytes(m),
@@ -71,7 +102,13 @@ pub fn render_containers(rows: &[ContainerView], no_headers: bool) -> String {
             ]
         })
         .collect();
-    table(&["RUNTIME", "ID", "NAME", "POD", "PIDNS", "PROCS", "ZOMBIES", "CPU", "MEMORY", "PIDS"], &cells, no_headers)
+    table(
+        &[
+            "RUNTIME", "ID", "NAME", "POD", "PIDNS", "PROCS", "ZOMBIES", "CPU", "MEMORY", "PIDS",
+        ],
+        &cells,
+        no_headers,
+    )
 }
 
 pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
@@ -92,7 +129,10 @@ pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
                 zombie_age_s: ctx.now_ns.saturating_sub(e.at_ns) as f64 / 1e9,
                 exit_code: e.status.map(exit_code),
                 parent_pid: p.ppid,
-                parent_comm: parent_live.as_ref().map(|l| l.comm.clone()).or_else(|| parent.map(|par| par.comm_str().to_string())),
+                parent_comm: parent_live
+                    .as_ref()
+                    .map(|l| l.comm.clone())
+                    .or_else(|| parent.map(|par| par.comm_str().to_string())),
                 parent_state: parent_live.map(|l| l.state.to_string()),
                 container: summary.map(|s| short_id(&s.container.key.id)),
                 container_name: summary.and_then(|s| meta_of(ctx, s).name),
@@ -112,8 +152,14 @@ pub fn render_zombies(rows: &[ZombieView], no_headers: bool) -> String {
                 z.ns_pid.to_string(),
                 z.comm.clone(),
                 duration(z.zombie_age_s),
-                z.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                format!("{} ({})", z.parent_comm.as_deref().unwrap_or("?"), z.parent_pid),
+                z.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format!(
+                    "{} ({})",
+                    z.parent_comm.as_deref().unwrap_or("?"),
+                    z.parent_pid
+                ),
                 z.parent_state.clone().unwrap_or_else(|| "-".into()),
                 match (&z.container, &z.container_name) {
                     (Some(id), Some(n)) => format!("{n} ({id})"),
@@ -123,5 +169,18 @@ pub fn render_zombies(rows: &[ZombieView], no_headers: bool) -> String {
             ]
         })
         .collect();
-    table(&["PID", "NSPID", "COMMAND", "ZOMBIE FOR", "EXIT", "NOT REAPED BY", "PARENT STATE", "CONTAINER"], &cells, no_headers)
+    table(
+        &[
+            "PID",
+            "NSPID",
+            "COMMAND",
+            "ZOMBIE FOR",
+            "EXIT",
+            "NOT REAPED BY",
+            "PARENT STATE",
+            "CONTAINER",
+        ],
+        &cells,
+        no_headers,
+    )
 }

@@ -13,19 +13,26 @@ use prometheus::{
 
 use super::model::{meta_of, short_id, ViewCtx};
 use crate::{
-    agent::health::Health,
-    containers::cgroupfs::Resources,
-    table::summary::ContainerSummary,
+    agent::health::Health, containers::cgroupfs::Resources, table::summary::ContainerSummary,
 };
 
-pub const CONTAINER_LABELS: [&str; 5] = ["container_id", "container_name", "runtime", "pod", "namespace"];
+pub const CONTAINER_LABELS: [&str; 5] = [
+    "container_id",
+    "container_name",
+    "runtime",
+    "pod",
+    "namespace",
+];
 
 /// Parses `--metrics-labels`.
 pub fn parse_labels(s: &str) -> Result<Vec<String>, String> {
     let mut v = Vec::new();
     for l in s.split(',').map(str::trim).filter(|l| !l.is_empty()) {
         if !CONTAINER_LABELS.contains(&l) {
-            return Err(format!("unknown metrics label `{l}` (allowed: {})", CONTAINER_LABELS.join(", ")));
+            return Err(format!(
+                "unknown metrics label `{l}` (allowed: {})",
+                CONTAINER_LABELS.join(", ")
+            ));
         }
         v.push(l.to_string());
     }
@@ -42,7 +49,12 @@ pub struct ContainerSample {
 
 /// Builds container samples: names from the runtimes' state, resources from cgroup files
 /// (`resources(path)` — the caller caches limits).
-pub fn samples(ctx: &mut ViewCtx, containers: &[ContainerSummary], allow: &[String], mut resources: impl FnMut(&str) -> Resources) -> Vec<ContainerSample> {
+pub fn samples(
+    ctx: &mut ViewCtx,
+    containers: &[ContainerSummary],
+    allow: &[String],
+    mut resources: impl FnMut(&str) -> Resources,
+) -> Vec<ContainerSample> {
     containers
         .iter()
         .map(|s| {
@@ -50,15 +62,37 @@ pub fn samples(ctx: &mut ViewCtx, containers: &[ContainerSummary], allow: &[Stri
             let all = [
                 ("container_id", short_id(&s.container.key.id)),
                 ("container_name", meta.name.clone().unwrap_or_default()),
-                ("runtime", meta.runtime.unwrap_or(s.container.key.runtime).as_str().to_string()),
+                (
+                    "runtime",
+                    meta.runtime
+                        .unwrap_or(s.container.key.runtime)
+                        .as_str()
+                        .to_string(),
+                ),
                 ("pod", meta.pod.clone().unwrap_or_default()),
-                ("namespace", meta.pod_namespace.clone().or_else(|| s.container.ctr_namespace.clone()).unwrap_or_default()),
+                (
+                    "namespace",
+                    meta.pod_namespace
+                        .clone()
+                        .or_else(|| s.container.ctr_namespace.clone())
+                        .unwrap_or_default(),
+                ),
             ];
-            let labels = all.into_iter().filter(|(k, _)| allow.iter().any(|a| a == k)).map(|(k, v)| (k.to_string(), v)).collect();
+            let labels = all
+                .into_iter()
+                .filter(|(k, _)| allow.iter().any(|a| a == k))
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             ContainerSample {
                 labels,
-                resources: if s.container.cgroup.is_empty() { Resources::default() } else { resources(&s.container.cgroup) },
-                oldest_zombie_age_s: s.oldest_zombie_ns.map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
+                resources: if s.container.cgroup.is_empty() {
+                    Resources::default()
+                } else {
+                    resources(&s.container.cgroup)
+                },
+                oldest_zombie_age_s: s
+                    .oldest_zombie_ns
+                    .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
                 summary: s.clone(),
             }
         })
@@ -81,12 +115,25 @@ struct Family {
 
 impl Family {
     fn new(name: &'static str, help: &'static str, counter: bool) -> Self {
-        Family { name, help, counter, agg: Agg::Sum, series: BTreeMap::new() }
+        Family {
+            name,
+            help,
+            counter,
+            agg: Agg::Sum,
+            series: BTreeMap::new(),
+        }
     }
 
     fn add(&mut self, labels: &[(String, String)], v: f64) {
-        let e = self.series.entry(labels.to_vec()).or_insert(if self.agg == Agg::Max { f64::MIN } else { 0.0 });
-        *e = if self.agg == Agg::Max { e.max(v) } else { *e + v };
+        let e = self
+            .series
+            .entry(labels.to_vec())
+            .or_insert(if self.agg == Agg::Max { f64::MIN } else { 0.0 });
+        *e = if self.agg == Agg::Max {
+            e.max(v)
+        } else {
+            *e + v
+        };
     }
 
     fn add1(&mut self, k: &str, val: &str, v: f64) {
@@ -97,7 +144,11 @@ impl Family {
         let mut mf = MetricFamily::default();
         mf.set_name(self.name.to_string());
         mf.set_help(self.help.to_string());
-        mf.set_field_type(if self.counter { MetricType::COUNTER } else { MetricType::GAUGE });
+        mf.set_field_type(if self.counter {
+            MetricType::COUNTER
+        } else {
+            MetricType::GAUGE
+        });
         let metrics = self
             .series
             .into_iter()
@@ -137,19 +188,71 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         fams.push(Family::new(name, help, counter));
         fams.len() - 1
     };
-    let procs = f("observer_container_processes", "Processes in the container (zombies included).", false);
-    let threads = f("observer_container_threads", "Threads of the container's processes.", false);
-    let zombies = f("observer_container_zombies", "Processes of the container that exited and are not reaped.", false);
-    let zage = f("observer_container_oldest_zombie_age_seconds", "Age of the container's oldest zombie.", false);
-    let forks = f("observer_container_forks_total", "Processes forked in the container since the agent started.", true);
-    let execs = f("observer_container_execs_total", "Programs executed in the container since the agent started.", true);
-    let exits = f("observer_container_exits_total", "Processes that exited in the container since the agent started.", true);
-    let ooms = f("observer_container_oom_kills_total", "OOM kills in the container's memory cgroup.", true);
-    let cpu = f("observer_container_cpu_usage_seconds_total", "CPU time used by the container's cgroup.", true);
-    let mem = f("observer_container_memory_usage_bytes", "Memory charged to the container's cgroup.", false);
-    let meml = f("observer_container_memory_limit_bytes", "Memory limit of the container's cgroup (absent: none).", false);
-    let pids = f("observer_container_pids", "Tasks in the container's pids cgroup.", false);
-    let pidsl = f("observer_container_pids_limit", "Task limit of the container's pids cgroup (absent: none).", false);
+    let procs = f(
+        "observer_container_processes",
+        "Processes in the container (zombies included).",
+        false,
+    );
+    let threads = f(
+        "observer_container_threads",
+        "Threads of the container's processes.",
+        false,
+    );
+    let zombies = f(
+        "observer_container_zombies",
+        "Processes of the container that exited and are not reaped.",
+        false,
+    );
+    let zage = f(
+        "observer_container_oldest_zombie_age_seconds",
+        "Age of the container's oldest zombie.",
+        false,
+    );
+    let forks = f(
+        "observer_container_forks_total",
+        "Processes forked in the container since the agent started.",
+        true,
+    );
+    let execs = f(
+        "observer_container_execs_total",
+        "Programs executed in the container since the agent started.",
+        true,
+    );
+    let exits = f(
+        "observer_container_exits_total",
+        "Processes that exited in the container since the agent started.",
+        true,
+    );
+    let ooms = f(
+        "observer_container_oom_kills_total",
+        "OOM kills in the container's memory cgroup.",
+        true,
+    );
+    let cpu = f(
+        "observer_container_cpu_usage_seconds_total",
+        "CPU time used by the container's cgroup.",
+        true,
+    );
+    let mem = f(
+        "observer_container_memory_usage_bytes",
+        "Memory charged to the container's cgroup.",
+        false,
+    );
+    let meml = f(
+        "observer_container_memory_limit_bytes",
+        "Memory limit of the container's cgroup (absent: none).",
+        false,
+    );
+    let pids = f(
+        "observer_container_pids",
+        "Tasks in the container's pids cgroup.",
+        false,
+    );
+    let pidsl = f(
+        "observer_container_pids_limit",
+        "Task limit of the container's pids cgroup (absent: none).",
+        false,
+    );
     fams[zage].agg = Agg::Max;
     for s in samples {
         let l = &s.labels;
@@ -180,53 +283,150 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         fill(&mut fam);
         fams.push(fam);
     };
-    node("observer_processes", "Processes in the agent's table.", false, &|f| f.add(&[], h.processes as f64));
-    node("observer_zombies", "Zombies on the node (exited, not reaped).", false, &|f| f.add(&[], h.zombies as f64));
-    node("observer_processes_by_state", "Processes by /proc state letter at the last /proc scan.", false, &|f| {
-        for (s, n) in &h.states {
-            f.add1("state", s, *n as f64);
-        }
-    });
-    node("observer_orphan_adoptions_total", "Orphans adopted, by adopter kind.", true, &|f| {
-        for (k, n) in &h.adoptions {
-            f.add1("adopter", k, *n as f64);
-        }
-    });
-    node("observer_containers", "Containers with processes.", false, &|f| f.add(&[], h.containers as f64));
-    node("observer_events_received_total", "Events the agent took from the ring buffer, by type.", true, &|f| {
-        for e in &h.events {
-            f.add1("type", &e.kind, e.received as f64);
-        }
-    });
-    node("observer_events_emitted_total", "Events the kernel programs submitted, by type.", true, &|f| {
-        for e in &h.events {
-            f.add1("type", &e.kind, e.emitted as f64);
-        }
-    });
-    node("observer_events_lost_total", "Events lost because the ring buffer was full, by type.", true, &|f| {
-        for e in &h.events {
-            f.add1("type", &e.kind, e.dropped as f64);
-        }
-    });
-    node("observer_event_read_errors_total", "Events for which a kernel read failed, by type.", true, &|f| {
-        for e in &h.events {
-            f.add1("type", &e.kind, e.read_errors as f64);
-        }
-    });
-    node("observer_event_decode_errors_total", "Ring buffer records the agent could not decode.", true, &|f| f.add(&[], h.decode_errors as f64));
-    node("observer_ringbuf_size_bytes", "Size of the kernel ring buffer.", false, &|f| f.add(&[], h.ringbuf_bytes as f64));
-    node("observer_table_processes", "Entries in the agent's process table.", false, &|f| f.add(&[], h.processes as f64));
-    node("observer_reconcile_corrections_total", "Table entries fixed by reconciliation with /proc.", true, &|f| f.add(&[], h.corrections as f64));
-    node("observer_reconciliations_total", "Reconciliations with /proc.", true, &|f| f.add(&[], h.reconciliations as f64));
-    node("observer_scan_duration_seconds", "Duration of the last /proc scan.", false, &|f| f.add(&[], h.last_scan_s));
-    node("observer_uptime_seconds", "Seconds since the agent started.", false, &|f| f.add(&[], h.uptime_s));
-    node("observer_build_info", "Build and kernel of the agent (value 1).", false, &|f| {
-        f.add(&[("kernel".into(), h.kernel.clone()), ("version".into(), h.version.clone())], 1.0)
-    });
+    node(
+        "observer_processes",
+        "Processes in the agent's table.",
+        false,
+        &|f| f.add(&[], h.processes as f64),
+    );
+    node(
+        "observer_zombies",
+        "Zombies on the node (exited, not reaped).",
+        false,
+        &|f| f.add(&[], h.zombies as f64),
+    );
+    node(
+        "observer_processes_by_state",
+        "Processes by /proc state letter at the last /proc scan.",
+        false,
+        &|f| {
+            for (s, n) in &h.states {
+                f.add1("state", s, *n as f64);
+            }
+        },
+    );
+    node(
+        "observer_orphan_adoptions_total",
+        "Orphans adopted, by adopter kind.",
+        true,
+        &|f| {
+            for (k, n) in &h.adoptions {
+                f.add1("adopter", k, *n as f64);
+            }
+        },
+    );
+    node(
+        "observer_containers",
+        "Containers with processes.",
+        false,
+        &|f| f.add(&[], h.containers as f64),
+    );
+    node(
+        "observer_events_received_total",
+        "Events the agent took from the ring buffer, by type.",
+        true,
+        &|f| {
+            for e in &h.events {
+                f.add1("type", &e.kind, e.received as f64);
+            }
+        },
+    );
+    node(
+        "observer_events_emitted_total",
+        "Events the kernel programs submitted, by type.",
+        true,
+        &|f| {
+            for e in &h.events {
+                f.add1("type", &e.kind, e.emitted as f64);
+            }
+        },
+    );
+    node(
+        "observer_events_lost_total",
+        "Events lost because the ring buffer was full, by type.",
+        true,
+        &|f| {
+            for e in &h.events {
+                f.add1("type", &e.kind, e.dropped as f64);
+            }
+        },
+    );
+    node(
+        "observer_event_read_errors_total",
+        "Events for which a kernel read failed, by type.",
+        true,
+        &|f| {
+            for e in &h.events {
+                f.add1("type", &e.kind, e.read_errors as f64);
+            }
+        },
+    );
+    node(
+        "observer_event_decode_errors_total",
+        "Ring buffer records the agent could not decode.",
+        true,
+        &|f| f.add(&[], h.decode_errors as f64),
+    );
+    node(
+        "observer_ringbuf_size_bytes",
+        "Size of the kernel ring buffer.",
+        false,
+        &|f| f.add(&[], h.ringbuf_bytes as f64),
+    );
+    node(
+        "observer_table_processes",
+        "Entries in the agent's process table.",
+        false,
+        &|f| f.add(&[], h.processes as f64),
+    );
+    node(
+        "observer_reconcile_corrections_total",
+        "Table entries fixed by reconciliation with /proc.",
+        true,
+        &|f| f.add(&[], h.corrections as f64),
+    );
+    node(
+        "observer_reconciliations_total",
+        "Reconciliations with /proc.",
+        true,
+        &|f| f.add(&[], h.reconciliations as f64),
+    );
+    node(
+        "observer_scan_duration_seconds",
+        "Duration of the last /proc scan.",
+        false,
+        &|f| f.add(&[], h.last_scan_s),
+    );
+    node(
+        "observer_uptime_seconds",
+        "Seconds since the agent started.",
+        false,
+        &|f| f.add(&[], h.uptime_s),
+    );
+    node(
+        "observer_build_info",
+        "Build and kernel of the agent (value 1).",
+        false,
+        &|f| {
+            f.add(
+                &[
+                    ("kernel".into(), h.kernel.clone()),
+                    ("version".into(), h.version.clone()),
+                ],
+                1.0,
+            )
+        },
+    );
 
-    let protos: Vec<MetricFamily> = fams.into_iter().filter(|f| !f.series.is_empty()).map(Family::into_proto).collect();
+    let protos: Vec<MetricFamily> = fams
+        .into_iter()
+        .filter(|f| !f.series.is_empty())
+        .map(Family::into_proto)
+        .collect();
     let mut out = String::new();
-    TextEncoder::new().encode_utf8(&protos, &mut out).expect("text encoding of valid families");
+    TextEncoder::new()
+        .encode_utf8(&protos, &mut out)
+        .expect("text encoding of valid families");
     out
 }
 
@@ -245,7 +445,10 @@ mod tests {
         f.add1("runtime", "docker", 3.0);
         f.add1("runtime", "podman", 1.0);
         assert_eq!(f.series.len(), 2);
-        assert_eq!(f.series[&vec![("runtime".to_string(), "docker".to_string())]], 5.0);
+        assert_eq!(
+            f.series[&vec![("runtime".to_string(), "docker".to_string())]],
+            5.0
+        );
         let mut m = family(false);
         m.agg = Agg::Max;
         m.add(&[], 2.0);
@@ -259,13 +462,20 @@ mod tests {
         let mut f = family(true);
         f.add1("type", "fork", 3.0);
         let mut out = String::new();
-        TextEncoder::new().encode_utf8(&[f.into_proto()], &mut out).unwrap();
+        TextEncoder::new()
+            .encode_utf8(&[f.into_proto()], &mut out)
+            .unwrap();
         assert_eq!(out, "# HELP observer_test help\n# TYPE observer_test counter\nobserver_test{type=\"fork\"} 3\n");
     }
 
     #[test]
     fn label_allowlist_is_checked() {
-        assert_eq!(parse_labels("container_name, runtime").unwrap(), vec!["container_name", "runtime"]);
-        assert!(parse_labels("pid").unwrap_err().contains("unknown metrics label `pid`"));
+        assert_eq!(
+            parse_labels("container_name, runtime").unwrap(),
+            vec!["container_name", "runtime"]
+        );
+        assert!(parse_labels("pid")
+            .unwrap_err()
+            .contains("unknown metrics label `pid`"));
     }
 }

@@ -130,7 +130,10 @@ pub struct ViewCtx<'a> {
 
 /// Boot-clock now in ns (the events' and start times' clock).
 pub fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -157,7 +160,12 @@ pub fn live_of(p: &Process) -> Option<Live> {
 }
 
 /// The view of one process. None when it is gone from /proc (reaped meanwhile).
-pub fn process_view(snap: &Snapshot, p: &Process, now_ns: u64, container: Option<String>) -> Option<ProcessView> {
+pub fn process_view(
+    snap: &Snapshot,
+    p: &Process,
+    now_ns: u64,
+    container: Option<String>,
+) -> Option<ProcessView> {
     let live = live_of(p)?;
     let parent = snap.process(p.ppid);
     let ns_ppid = match parent {
@@ -200,13 +208,18 @@ pub fn process_view(snap: &Snapshot, p: &Process, now_ns: u64, container: Option
 }
 
 pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
-    ctx.resolver.meta(&s.container.key, s.container.ctr_namespace.as_deref())
+    ctx.resolver
+        .meta(&s.container.key, s.container.ctr_namespace.as_deref())
 }
 
 pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
     let meta = meta_of(ctx, s);
     let c = &s.container;
-    let resources = if c.cgroup.is_empty() { Resources::default() } else { ctx.cgroupfs.resources(&c.cgroup) };
+    let resources = if c.cgroup.is_empty() {
+        Resources::default()
+    } else {
+        ctx.cgroupfs.resources(&c.cgroup)
+    };
     ContainerView {
         id: c.key.id.clone(),
         short_id: short_id(&c.key.id),
@@ -221,11 +234,17 @@ pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView 
         init_pid: s.init_pid,
         shim_pid: s.shim_pid,
         // The live name: shims rename themselves after exec (observer-shim does).
-        shim_comm: s.shim_pid.and_then(scan::live).map(|l| l.comm).or_else(|| s.shim_comm.clone()),
+        shim_comm: s
+            .shim_pid
+            .and_then(scan::live)
+            .map(|l| l.comm)
+            .or_else(|| s.shim_comm.clone()),
         processes: s.processes,
         threads: s.threads,
         zombies: s.zombies,
-        oldest_zombie_age_s: s.oldest_zombie_ns.map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
+        oldest_zombie_age_s: s
+            .oldest_zombie_ns
+            .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
         forks: c.forks,
         execs: c.execs,
         exits: c.exits,

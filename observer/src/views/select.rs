@@ -15,7 +15,11 @@ pub enum Selection {
 
 fn describe(ctx: &mut ViewCtx, s: &ContainerSummary) -> String {
     let m = meta_of(ctx, s);
-    let mut d = format!("{} {}", s.container.key.runtime, short_id(&s.container.key.id));
+    let mut d = format!(
+        "{} {}",
+        s.container.key.runtime,
+        short_id(&s.container.key.id)
+    );
     if let Some(n) = m.name {
         d.push_str(&format!(" {n}"));
     }
@@ -26,13 +30,20 @@ fn describe(ctx: &mut ViewCtx, s: &ContainerSummary) -> String {
 }
 
 /// `member_of(pid)` gives the container index of a host pid, if any.
-pub fn select(ctx: &mut ViewCtx, containers: &[ContainerSummary], query: &str, member_of: impl Fn(u32) -> Option<u32>) -> Selection {
+pub fn select(
+    ctx: &mut ViewCtx,
+    containers: &[ContainerSummary],
+    query: &str,
+    member_of: impl Fn(u32) -> Option<u32>,
+) -> Selection {
     let q = query.trim();
     let pick = |ctx: &mut ViewCtx, hits: Vec<&ContainerSummary>| -> Option<Selection> {
         match hits.len() {
             0 => None,
             1 => Some(Selection::Found(hits[0].index)),
-            _ => Some(Selection::Ambiguous(hits.iter().map(|s| describe(ctx, s)).collect())),
+            _ => Some(Selection::Ambiguous(
+                hits.iter().map(|s| describe(ctx, s)).collect(),
+            )),
         }
     };
     let names: Vec<(u32, Option<String>, Option<String>)> = containers
@@ -44,11 +55,21 @@ pub fn select(ctx: &mut ViewCtx, containers: &[ContainerSummary], query: &str, m
         .collect();
     let by_index = |i: u32| containers.iter().find(|s| s.index == i).expect("listed");
     // 1. exact name, 2. exact id
-    let hits: Vec<_> = names.iter().filter(|(_, n, _)| n.as_deref() == Some(q)).map(|(i, _, _)| by_index(*i)).collect();
+    let hits: Vec<_> = names
+        .iter()
+        .filter(|(_, n, _)| n.as_deref() == Some(q))
+        .map(|(i, _, _)| by_index(*i))
+        .collect();
     if let Some(s) = pick(ctx, hits) {
         return s;
     }
-    if let Some(s) = pick(ctx, containers.iter().filter(|s| s.container.key.id == q).collect()) {
+    if let Some(s) = pick(
+        ctx,
+        containers
+            .iter()
+            .filter(|s| s.container.key.id == q)
+            .collect(),
+    ) {
         return s;
     }
     // 3. a member's host PID, or a pid-namespace inode
@@ -58,15 +79,31 @@ pub fn select(ctx: &mut ViewCtx, containers: &[ContainerSummary], query: &str, m
                 return Selection::Found(i);
             }
         }
-        if let Some(s) = pick(ctx, containers.iter().filter(|s| s.container.pidns as u64 == n).collect()) {
+        if let Some(s) = pick(
+            ctx,
+            containers
+                .iter()
+                .filter(|s| s.container.pidns as u64 == n)
+                .collect(),
+        ) {
             return s;
         }
     }
     // 4. unique id prefix, 5. pod name
-    if let Some(s) = pick(ctx, containers.iter().filter(|s| s.container.key.id.starts_with(q)).collect()) {
+    if let Some(s) = pick(
+        ctx,
+        containers
+            .iter()
+            .filter(|s| s.container.key.id.starts_with(q))
+            .collect(),
+    ) {
         return s;
     }
-    let hits: Vec<_> = names.iter().filter(|(_, _, p)| p.as_deref() == Some(q)).map(|(i, _, _)| by_index(*i)).collect();
+    let hits: Vec<_> = names
+        .iter()
+        .filter(|(_, _, p)| p.as_deref() == Some(q))
+        .map(|(i, _, _)| by_index(*i))
+        .collect();
     if let Some(s) = pick(ctx, hits) {
         return s;
     }

@@ -117,7 +117,14 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(&["PID", "COMMAND"], &[vec!["1".into(), "init".into()], vec!["12345".into(), "sleep 1".into()]], false);
+        let t = table(
+            &["PID", "COMMAND"],
+            &[
+                vec!["1".into(), "init".into()],
+                vec!["12345".into(), "sleep 1".into()],
+            ],
+            false,
+        );
         assert_eq!(t, "PID    COMMAND\n1      init\n12345  sleep 1\n");
         assert_eq!(table(&["A"], &[vec!["x".into()]], true), "x\n");
     }

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    model::{container_view, process_view, short_id, OutsideParent, ProcessView, TreeView, ViewCtx},
+    model::{
+        container_view, process_view, short_id, OutsideParent, ProcessView, TreeView, ViewCtx,
+    },
     text::{bytes, duration, one_line, Style},
 };
 use crate::table::{scan, snapshot::Snapshot, summary::ContainerSummary};
@@ -14,7 +16,9 @@ pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> 
     let container = container_view(ctx, summary);
     let short = short_id(&summary.container.key.id);
     let now = ctx.now_ns;
-    let mut views: Vec<ProcessView> = scan::parallel(&snap.processes, |p| process_view(snap, p, now, Some(short.clone())));
+    let mut views: Vec<ProcessView> = scan::parallel(&snap.processes, |p| {
+        process_view(snap, p, now, Some(short.clone()))
+    });
     views.sort_by_key(|v| v.pid);
     let order = tree_order(&views);
     let processes: Vec<ProcessView> = order.into_iter().map(|i| views[i].clone()).collect();
@@ -22,16 +26,26 @@ pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> 
     let mut outside_parents: Vec<OutsideParent> = processes
         .iter()
         .filter(|p| !inside.contains(&p.ppid) && Some(p.pid) != container.init_pid)
-        .filter_map(|p| snap.process(p.ppid).map(|par| OutsideParent { pid: par.pid, comm: par.comm_str().to_string() }))
+        .filter_map(|p| {
+            snap.process(p.ppid).map(|par| OutsideParent {
+                pid: par.pid,
+                comm: par.comm_str().to_string(),
+            })
+        })
         .collect();
     outside_parents.sort_by_key(|o| o.pid);
     outside_parents.dedup();
-    TreeView { container, processes, outside_parents }
+    TreeView {
+        container,
+        processes,
+        outside_parents,
+    }
 }
 
 /// Indices of `views` in depth-first order (roots: processes whose parent is not listed).
 fn tree_order(views: &[ProcessView]) -> Vec<usize> {
-    let pids: std::collections::HashMap<u32, usize> = views.iter().enumerate().map(|(i, v)| (v.pid, i)).collect();
+    let pids: std::collections::HashMap<u32, usize> =
+        views.iter().enumerate().map(|(i, v)| (v.pid, i)).collect();
     let mut kids: std::collections::HashMap<u32, Vec<usize>> = std::collections::HashMap::new();
     let mut roots = Vec::new();
     for (i, v) in views.iter().enumerate() {
@@ -62,14 +76,22 @@ pub fn render(t: &TreeView, style: Style) -> String {
         style.bold(&c.runtime),
         c.short_id,
         c.name.as_deref().unwrap_or("-"),
-        c.pod.as_deref().map(|p| format!(" pod {p}")).unwrap_or_default(),
-        c.namespace.as_deref().map(|n| format!(" ns {n}")).unwrap_or_default(),
+        c.pod
+            .as_deref()
+            .map(|p| format!(" pod {p}"))
+            .unwrap_or_default(),
+        c.namespace
+            .as_deref()
+            .map(|n| format!(" ns {n}"))
+            .unwrap_or_default(),
         c.pidns,
         c.processes,
         c.zombies
     );
-    let by_pid: std::collections::HashMap<u32, &ProcessView> = t.processes.iter().map(|p| (p.pid, p)).collect();
-    let mut kids: std::collections::BTreeMap<u32, Vec<&ProcessView>> = std::collections::BTreeMap::new();
+    let by_pid: std::collections::HashMap<u32, &ProcessView> =
+        t.processes.iter().map(|p| (p.pid, p)).collect();
+    let mut kids: std::collections::BTreeMap<u32, Vec<&ProcessView>> =
+        std::collections::BTreeMap::new();
     for p in &t.processes {
         kids.entry(p.ppid).or_default().push(p);
     }
@@ -83,14 +105,24 @@ pub fn render(t: &TreeView, style: Style) -> String {
             duration(p.age_s),
             p.cpu_s,
             bytes(p.rss_bytes),
-            if p.cmdline.is_empty() { format!("[{}]", p.comm) } else { one_line(&p.cmdline) }
+            if p.cmdline.is_empty() {
+                format!("[{}]", p.comm)
+            } else {
+                one_line(&p.cmdline)
+            }
         );
         if p.threads > 1 {
             line.push_str(&format!("  {} threads", p.threads));
         }
         if let Some(z) = p.zombie_age_s {
-            let parent = by_pid.get(&p.ppid).map(|par| format!("{} ({})", par.comm, par.pid)).unwrap_or_else(|| p.ppid.to_string());
-            line.push_str(&style.red(&format!("  ZOMBIE for {}, not reaped by {parent}", duration(z))));
+            let parent = by_pid
+                .get(&p.ppid)
+                .map(|par| format!("{} ({})", par.comm, par.pid))
+                .unwrap_or_else(|| p.ppid.to_string());
+            line.push_str(&style.red(&format!(
+                "  ZOMBIE for {}, not reaped by {parent}",
+                duration(z)
+            )));
         }
         if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
             line.push_str(&style.yellow(&format!("  adopted from {from} by {by}")));
@@ -113,12 +145,31 @@ pub fn render(t: &TreeView, style: Style) -> String {
         if !seen.insert(p.pid) {
             return;
         }
-        let branch = if top { "" } else if last { "└─ " } else { "├─ " };
+        let branch = if top {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
         let _ = writeln!(out, "{prefix}{branch}{}", label(p));
-        let child_prefix = if top { prefix.to_string() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        let child_prefix = if top {
+            prefix.to_string()
+        } else {
+            format!("{prefix}{}", if last { "   " } else { "│  " })
+        };
         if let Some(ch) = kids.get(&p.pid).filter(|_| p.ppid != p.pid) {
             for (i, c) in ch.iter().enumerate() {
-                walk(c, &child_prefix, i + 1 == ch.len(), false, kids, label, seen, out);
+                walk(
+                    c,
+                    &child_prefix,
+                    i + 1 == ch.len(),
+                    false,
+                    kids,
+                    label,
+                    seen,
+                    out,
+                );
             }
         }
     }
@@ -129,14 +180,27 @@ pub fn render(t: &TreeView, style: Style) -> String {
     }
     for o in &t.outside_parents {
         if Some(o.pid) != c.shim_pid {
-            outside.push((o.pid, o.comm.clone(), "[host parent, outside the container]"));
+            outside.push((
+                o.pid,
+                o.comm.clone(),
+                "[host parent, outside the container]",
+            ));
         }
     }
     for (pid, comm, note) in &outside {
         let Some(ch) = kids.get(pid) else { continue };
         let _ = writeln!(out, "{} ({pid})  {}", style.dim(comm), style.dim(note));
         for (i, p) in ch.iter().enumerate() {
-            walk(p, "", i + 1 == ch.len(), false, &kids, &label, &mut seen, &mut out);
+            walk(
+                p,
+                "",
+                i + 1 == ch.len(),
+                false,
+                &kids,
+                &label,
+                &mut seen,
+                &mut out,
+            );
         }
     }
     for p in &t.processes {

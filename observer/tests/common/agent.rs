@@ -23,7 +23,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(extra: &[&str]) -> Agent {
-        let socket = std::env::temp_dir().join(format!("observer-test-{}-{}.sock", std::process::id(), rand_suffix()));
+        let socket = std::env::temp_dir().join(format!(
+            "observer-test-{}-{}.sock",
+            std::process::id(),
+            rand_suffix()
+        ));
         let mut child = observer()
             .arg("agent")
             .arg("--socket")
@@ -55,12 +59,21 @@ impl Agent {
                 }
             }
         };
-        Agent { child, socket, http }
+        Agent {
+            child,
+            socket,
+            http,
+        }
     }
 
     /// Runs an observer CLI command against this agent; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = observer().args(args).arg("--socket").arg(&self.socket).output().unwrap();
+        let out = observer()
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -96,7 +109,11 @@ impl Drop for Agent {
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000
 }
 
 /// What /proc says about a pid: (ppid, state, NSpid chain, pid-ns inode, comm, threads).
@@ -116,8 +133,18 @@ pub fn proc_facts(pid: u64) -> Option<ProcFacts> {
     let comm = head.split_once('(')?.1.to_string();
     let f: Vec<&str> = rest.split_whitespace().collect();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let ns_pids = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()?;
+    let ns_pids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()?;
     Some(ProcFacts {
         ppid: f[1].parse().ok()?,
         state: f[0].to_string(),
@@ -134,7 +161,11 @@ pub fn pids_in_pidns(pidns: u64) -> Vec<u64> {
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|&p| std::fs::metadata(format!("/proc/{p}/ns/pid")).map(|m| std::os::unix::fs::MetadataExt::ino(&m) == pidns).unwrap_or(false))
+        .filter(|&p| {
+            std::fs::metadata(format!("/proc/{p}/ns/pid"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == pidns)
+                .unwrap_or(false)
+        })
         .collect();
     v.sort();
     v
@@ -154,7 +185,12 @@ pub fn tree_vs_proc(tree: &Value) -> Vec<String> {
             diffs.push(format!("{pid} listed but gone from /proc"));
             continue;
         };
-        let ns: Vec<u64> = p["ns_pids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let ns: Vec<u64> = p["ns_pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         if p["ppid"].as_u64() != Some(f.ppid) {
             diffs.push(format!("{pid}: ppid {} vs /proc {}", p["ppid"], f.ppid));
         }
@@ -168,7 +204,11 @@ pub fn tree_vs_proc(tree: &Value) -> Vec<String> {
             diffs.push(format!("{pid}: comm {} vs /proc {}", p["comm"], f.comm));
         }
         if p["ns_pid"].as_u64() != f.ns_pids.last().copied() {
-            diffs.push(format!("{pid}: ns_pid {} vs /proc {:?}", p["ns_pid"], f.ns_pids.last()));
+            diffs.push(format!(
+                "{pid}: ns_pid {} vs /proc {:?}",
+                p["ns_pid"],
+                f.ns_pids.last()
+            ));
         }
         // ns PPID: the parent's PID in this namespace, 0 when the parent is outside it.
         let want_ns_ppid = match proc_facts(f.ppid) {
@@ -176,15 +216,23 @@ pub fn tree_vs_proc(tree: &Value) -> Vec<String> {
             _ => 0,
         };
         if p["ns_ppid"].as_u64() != Some(want_ns_ppid) {
-            diffs.push(format!("{pid}: ns_ppid {} vs /proc-derived {want_ns_ppid}", p["ns_ppid"]));
+            diffs.push(format!(
+                "{pid}: ns_ppid {} vs /proc-derived {want_ns_ppid}",
+                p["ns_ppid"]
+            ));
         }
         if p["threads"].as_u64() != Some(f.threads) {
-            diffs.push(format!("{pid}: threads {} vs /proc {}", p["threads"], f.threads));
+            diffs.push(format!(
+                "{pid}: threads {} vs /proc {}",
+                p["threads"], f.threads
+            ));
         }
     }
     for pid in pids_in_pidns(pidns) {
         if !listed.contains(&pid) {
-            diffs.push(format!("{pid} is in the container's pid namespace but not in the tree"));
+            diffs.push(format!(
+                "{pid} is in the container's pid namespace but not in the tree"
+            ));
         }
     }
     diffs
@@ -201,7 +249,10 @@ pub fn tree_equal_to_proc(agent: &Agent, reference: &str, timeout: Duration) -> 
             return t;
         }
         if std::time::Instant::now() > deadline {
-            panic!("tree {reference} differs from /proc:\n  {}\ntree: {t:#}", diffs.join("\n  "));
+            panic!(
+                "tree {reference} differs from /proc:\n  {}\ntree: {t:#}",
+                diffs.join("\n  ")
+            );
         }
         thread::sleep(Duration::from_millis(200));
     }

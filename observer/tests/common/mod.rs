@@ -72,19 +72,33 @@ impl EventStream {
                 }
             }
         }
-        EventStream { child, lines, stderr, seen: Vec::new() }
+        EventStream {
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        }
     }
 
     /// Reads events until `pred` holds for one of them (returned), or panics after `timeout`.
-    pub fn wait_for(&mut self, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
         }
         let deadline = Instant::now() + timeout;
         loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(l) => {
-                    let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"));
+                    let v: Value = serde_json::from_str(&l)
+                        .unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"));
                     let hit = pred(&v);
                     self.seen.push(v);
                     if hit {
@@ -92,7 +106,10 @@ impl EventStream {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!("no event {what} within {timeout:?}; saw {} events", self.seen.len())
+                    panic!(
+                        "no event {what} within {timeout:?}; saw {} events",
+                        self.seen.len()
+                    )
                 }
             }
         }
@@ -173,7 +190,9 @@ impl Drop for TestCgroup {
 
 pub fn inode(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display())).ino()
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .ino()
 }
 
 /// Inode of /proc/<pid>/ns/<name>.
@@ -182,7 +201,10 @@ pub fn ns_inode(pid: u32, name: &str) -> u64 {
 }
 
 pub fn sh(script: &str) -> std::process::Output {
-    Command::new("sh").args(["-c", script]).output().expect("run sh")
+    Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("run sh")
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout`.
@@ -200,9 +222,16 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 }
 
 pub fn u64_of(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 pub fn ns_pids(v: &Value) -> Vec<u64> {
-    v["ns_pids"].as_array().expect("ns_pids").iter().map(|x| x.as_u64().unwrap()).collect()
+    v["ns_pids"]
+        .as_array()
+        .expect("ns_pids")
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
 }

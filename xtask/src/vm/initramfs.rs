@@ -62,7 +62,10 @@ poweroff -f
 pub fn build(work: &Path, observer: &Path, tests: &[(String, PathBuf)], out: &Path) -> Result<()> {
     let root = work.join("root");
     let _ = fs::remove_dir_all(&root);
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "tests", "var/lib"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root",
+        "tests", "var/lib",
+    ] {
         fs::create_dir_all(root.join(d))?;
     }
     let busybox = Path::new("/bin/busybox");
@@ -78,7 +81,10 @@ pub fn build(work: &Path, observer: &Path, tests: &[(String, PathBuf)], out: &Pa
     for (name, path) in tests {
         fs::copy(path, root.join("tests").join(name))?;
     }
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     let init = root.join("init");
     fs::write(&init, INIT)?;
@@ -91,7 +97,8 @@ pub fn build(work: &Path, observer: &Path, tests: &[(String, PathBuf)], out: &Pa
 
 /// Copies an ELF binary and the shared libraries `ldd` lists to the same paths under `root`.
 fn copy_with_libs(bin: &Path, root: &Path) -> Result<()> {
-    let ldd = output(Command::new("ldd").arg(bin)).with_context(|| format!("ldd {}", bin.display()))?;
+    let ldd =
+        output(Command::new("ldd").arg(bin)).with_context(|| format!("ldd {}", bin.display()))?;
     let mut files = vec![bin.to_path_buf()];
     for l in ldd.lines() {
         let path = match l.split_once("=>") {

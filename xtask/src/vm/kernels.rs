@@ -63,7 +63,11 @@ impl Apt {
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
         let mut list = String::new();
         for s in suites {
-            let base = if s.ends_with("-security") { "debian-security" } else { "debian" };
+            let base = if s.ends_with("-security") {
+                "debian-security"
+            } else {
+                "debian"
+            };
             list.push_str(&format!(
                 "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/{base} {s} main\n"
             ));
@@ -95,7 +99,11 @@ impl Apt {
         let mut c = Command::new("apt-cache");
         self.opts(&mut c);
         let out = output(c.args(["search", "--names-only", pattern]))?;
-        let mut names: Vec<String> = out.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+        let mut names: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from)
+            .collect();
         names.sort_by_key(|n| version_key(n));
         names.pop()
     }
@@ -109,7 +117,10 @@ impl Apt {
 
 /// Numeric fields of a package name, for ordering 6.1.0-9 before 6.1.0-10.
 fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 /// A kernel ready to boot.
@@ -128,7 +139,11 @@ pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
         if let Ok(pkg) = fs::read_to_string(&marker) {
             let vmlinuz = dir.join("vmlinuz");
             if vmlinuz.is_file() {
-                return Ok(Kernel { label: s.label.into(), package: pkg.trim().into(), vmlinuz });
+                return Ok(Kernel {
+                    label: s.label.into(),
+                    package: pkg.trim().into(),
+                    vmlinuz,
+                });
             }
         }
     }
@@ -138,7 +153,11 @@ pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
         .newest(s.pattern)
         .with_context(|| format!("no package matching {} in {:?}", s.pattern, s.suites))?;
     if fs::read_to_string(&marker).is_ok_and(|p| p.trim() == pkg) && dir.join("vmlinuz").is_file() {
-        return Ok(Kernel { label: s.label.into(), package: pkg, vmlinuz: dir.join("vmlinuz") });
+        return Ok(Kernel {
+            label: s.label.into(),
+            package: pkg,
+            vmlinuz: dir.join("vmlinuz"),
+        });
     }
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -160,7 +179,11 @@ pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
     if !dir.join("vmlinuz").is_file() {
         bail!("extracting {pkg} failed");
     }
-    Ok(Kernel { label: s.label.into(), package: pkg, vmlinuz: dir.join("vmlinuz") })
+    Ok(Kernel {
+        label: s.label.into(),
+        package: pkg,
+        vmlinuz: dir.join("vmlinuz"),
+    })
 }
 
 /// Downloads `pkg` into `dir`, extracts it into `x` and deletes the .deb.
@@ -182,7 +205,13 @@ fn find_prefixed(x: &Path, prefix: &str) -> Option<PathBuf> {
     if let Ok(rd) = fs::read_dir(x.join("usr/lib/modules")) {
         dirs.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
     }
-    dirs.iter().filter_map(|d| fs::read_dir(d).ok()).flatten().filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-        p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-    })
+    dirs.iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
 }

@@ -55,9 +55,19 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
         let log = cache.join("logs").join(format!("{}.log", k.label));
         let boot = qemu::boot(&k.vmlinuz, &initrd, &log, args.timeout, accel)?;
         if let Some(why) = &boot.aborted {
-            eprintln!("vm-test: {} aborted: {why} (log: {})", k.label, log.display());
+            eprintln!(
+                "vm-test: {} aborted: {why} (log: {})",
+                k.label,
+                log.display()
+            );
         }
-        table.push(KernelRun { label: k.label, package: k.package, seconds: boot.seconds, results: boot.results, aborted: boot.aborted });
+        table.push(KernelRun {
+            label: k.label,
+            package: k.package,
+            seconds: boot.seconds,
+            results: boot.results,
+            aborted: boot.aborted,
+        });
     }
     summary(&table)
 }
@@ -72,12 +82,25 @@ fn summary(table: &[KernelRun]) -> Result<()> {
         }
     }
     let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(6);
-    println!("\n{:<w$}  {}", "test", table.iter().map(|t| format!("{:<8}", t.label)).collect::<Vec<_>>().join(" "));
+    println!(
+        "\n{:<w$}  {}",
+        "test",
+        table
+            .iter()
+            .map(|t| format!("{:<8}", t.label))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let mut failures = 0;
     let mut skips: BTreeMap<String, String> = BTreeMap::new();
     for n in &names {
         let mut row = format!("{n:<w$} ");
-        for KernelRun { label: k, results: res, .. } in table {
+        for KernelRun {
+            label: k,
+            results: res,
+            ..
+        } in table
+        {
             let cell = match res.iter().find(|(t, _)| t == n).map(|(_, o)| o) {
                 Some(Outcome::Pass) => "pass".to_string(),
                 Some(Outcome::Fail) => {
@@ -98,8 +121,21 @@ fn summary(table: &[KernelRun]) -> Result<()> {
         println!("{row}");
     }
     println!();
-    for KernelRun { label: k, package: pkg, seconds: secs, aborted, .. } in table {
-        println!("{k:<7} {pkg}: {secs:.0}s{}", aborted.as_ref().map(|a| format!(" — ABORTED: {a}")).unwrap_or_default());
+    for KernelRun {
+        label: k,
+        package: pkg,
+        seconds: secs,
+        aborted,
+        ..
+    } in table
+    {
+        println!(
+            "{k:<7} {pkg}: {secs:.0}s{}",
+            aborted
+                .as_ref()
+                .map(|a| format!(" — ABORTED: {a}"))
+                .unwrap_or_default()
+        );
         if aborted.is_some() {
             failures += 1;
         }
@@ -115,12 +151,27 @@ fn summary(table: &[KernelRun]) -> Result<()> {
 
 /// Static (musl) builds of observer and of the VM test binaries.
 fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--release", "--locked", "-p", "observer", "--target", MUSL]))?;
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "observer",
+        "--target",
+        MUSL,
+    ]))?;
     let out = Command::new("cargo")
         .current_dir(root())
-        .args(["test", "--release", "--locked", "-p", "observer", "--target", MUSL, "--no-run"])
+        .args([
+            "test",
+            "--release",
+            "--locked",
+            "-p",
+            "observer",
+            "--target",
+            MUSL,
+            "--no-run",
+        ])
         .args(["--message-format", "json-render-diagnostics"])
         .args(VM_TESTS.iter().flat_map(|t| ["--test", t]))
         .stderr(std::process::Stdio::inherit())
@@ -131,7 +182,9 @@ fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     }
     let mut tests = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v["reason"] != "compiler-artifact" || v["target"]["kind"][0] != "test" {
             continue;
         }
@@ -142,5 +195,8 @@ fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     if tests.len() != VM_TESTS.len() {
         bail!("expected test binaries {VM_TESTS:?}, cargo built {tests:?}");
     }
-    Ok((root().join("target").join(MUSL).join("release/observer"), tests))
+    Ok((
+        root().join("target").join(MUSL).join("release/observer"),
+        tests,
+    ))
 }

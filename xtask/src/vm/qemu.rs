@@ -32,10 +32,27 @@ pub struct Boot {
 
 const FATAL: &[&str] = &["Kernel panic", "soft lockup", "BUG: ", "Oops: "];
 
-pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration, accel: &str) -> Result<Boot> {
+pub fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+    accel: &str,
+) -> Result<Boot> {
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", accel, "-cpu", "max", "-smp", "2", "-m", "1536", "-nographic", "-no-reboot"])
+        .args([
+            "-accel",
+            accel,
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            "1536",
+            "-nographic",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
@@ -91,7 +108,9 @@ pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration, accel:
                     aborted = Some(format!("guest kernel reported `{f}`: {line}"));
                     // Keep the trace that follows in the log.
                     let until = Instant::now() + Duration::from_secs(3);
-                    while let Ok(l) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    while let Ok(l) =
+                        rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                    {
                         writeln!(logf, "{}", l.trim_end_matches('\r'))?;
                     }
                     break;
@@ -111,5 +130,9 @@ pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration, accel:
     if aborted.is_none() && !done {
         aborted = Some(format!("guest stopped before finishing (qemu {status})"));
     }
-    Ok(Boot { results, aborted, seconds: started.elapsed().as_secs_f64() })
+    Ok(Boot {
+        results,
+        aborted,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

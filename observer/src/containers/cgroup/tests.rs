@@ -16,8 +16,14 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn docker_cgroupfs_and_systemd_drivers() {
-    assert_eq!(m(&format!("/docker/{ID}")), (Runtime::Docker, ID.into(), None, Role::Member));
-    assert_eq!(m(&format!("/system.slice/docker-{ID}.scope")), (Runtime::Docker, ID.into(), None, Role::Member));
+    assert_eq!(
+        m(&format!("/docker/{ID}")),
+        (Runtime::Docker, ID.into(), None, Role::Member)
+    );
+    assert_eq!(
+        m(&format!("/system.slice/docker-{ID}.scope")),
+        (Runtime::Docker, ID.into(), None, Role::Member)
+    );
     // A non-hex child of /docker is not a container id.
     assert_eq!(parse_path("/docker/buildkit"), None);
 }
@@ -25,10 +31,19 @@ fn docker_cgroupfs_and_systemd_drivers() {
 #[test]
 fn containerd_namespaces_and_cri_scopes() {
     let c = parse_path("/default/fxc").unwrap();
-    assert_eq!((c.runtime, c.id.as_str(), c.namespace.as_deref()), (Runtime::Containerd, "fxc", Some("default")));
+    assert_eq!(
+        (c.runtime, c.id.as_str(), c.namespace.as_deref()),
+        (Runtime::Containerd, "fxc", Some("default"))
+    );
     let c = parse_path(&format!("/k8s.io/{ID}")).unwrap();
-    assert_eq!((c.runtime, c.namespace.as_deref()), (Runtime::Containerd, Some("k8s.io")));
-    assert_eq!(m(&format!("/system.slice/cri-containerd-{ID}.scope")).0, Runtime::Containerd);
+    assert_eq!(
+        (c.runtime, c.namespace.as_deref()),
+        (Runtime::Containerd, Some("k8s.io"))
+    );
+    assert_eq!(
+        m(&format!("/system.slice/cri-containerd-{ID}.scope")).0,
+        Runtime::Containerd
+    );
     // Unknown top-level directories are not containerd namespaces.
     assert_eq!(parse_path("/user.slice/session-1.scope"), None);
     assert_eq!(parse_path("/mygroup/child"), None);
@@ -37,41 +52,94 @@ fn containerd_namespaces_and_cri_scopes() {
 #[test]
 fn kubelet_systemd_slices_carry_the_pod_uid() {
     let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope");
-    assert_eq!(m(&path), (Runtime::Containerd, ID.into(), Some(UID.into()), Role::Member));
+    assert_eq!(
+        m(&path),
+        (
+            Runtime::Containerd,
+            ID.into(),
+            Some(UID.into()),
+            Role::Member
+        )
+    );
     let path = format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{ID}.scope");
-    assert_eq!(m(&path), (Runtime::Crio, ID.into(), Some(UID.into()), Role::Member));
+    assert_eq!(
+        m(&path),
+        (Runtime::Crio, ID.into(), Some(UID.into()), Role::Member)
+    );
     let path = format!("/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope");
-    assert_eq!(m(&path), (Runtime::Docker, ID.into(), Some(UID.into()), Role::Member));
+    assert_eq!(
+        m(&path),
+        (Runtime::Docker, ID.into(), Some(UID.into()), Role::Member)
+    );
     let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope");
-    assert_eq!(m(&path), (Runtime::Crio, ID.into(), Some(UID.into()), Role::Shim));
+    assert_eq!(
+        m(&path),
+        (Runtime::Crio, ID.into(), Some(UID.into()), Role::Shim)
+    );
 }
 
 #[test]
 fn kubelet_cgroupfs_layout_without_runtime_prefix() {
-    assert_eq!(m(&format!("/kubepods/burstable/pod{UID}/{ID}")), (Runtime::Cri, ID.into(), Some(UID.into()), Role::Member));
-    assert_eq!(m(&format!("/kubepods/pod{UID}/{ID}")), (Runtime::Cri, ID.into(), Some(UID.into()), Role::Member));
-    assert_eq!(m(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}")).0, Runtime::Crio);
+    assert_eq!(
+        m(&format!("/kubepods/burstable/pod{UID}/{ID}")),
+        (Runtime::Cri, ID.into(), Some(UID.into()), Role::Member)
+    );
+    assert_eq!(
+        m(&format!("/kubepods/pod{UID}/{ID}")),
+        (Runtime::Cri, ID.into(), Some(UID.into()), Role::Member)
+    );
+    assert_eq!(
+        m(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}")).0,
+        Runtime::Crio
+    );
     // The pod cgroup itself is not a container.
     assert_eq!(parse_path(&format!("/kubepods/burstable/pod{UID}")), None);
 }
 
 #[test]
 fn podman_and_conmon() {
-    assert_eq!(m(&format!("/libpod_parent/libpod-{ID}")), (Runtime::Podman, ID.into(), None, Role::Member));
-    assert_eq!(m(&format!("/machine.slice/libpod-{ID}.scope")), (Runtime::Podman, ID.into(), None, Role::Member));
-    assert_eq!(m(&format!("/machine.slice/libpod-conmon-{ID}.scope")), (Runtime::Podman, ID.into(), None, Role::Shim));
+    assert_eq!(
+        m(&format!("/libpod_parent/libpod-{ID}")),
+        (Runtime::Podman, ID.into(), None, Role::Member)
+    );
+    assert_eq!(
+        m(&format!("/machine.slice/libpod-{ID}.scope")),
+        (Runtime::Podman, ID.into(), None, Role::Member)
+    );
+    assert_eq!(
+        m(&format!("/machine.slice/libpod-conmon-{ID}.scope")),
+        (Runtime::Podman, ID.into(), None, Role::Shim)
+    );
     // podman's cgroupfs conmon cgroup is shared by all containers: no id, no match.
     assert_eq!(parse_path("/libpod_parent/conmon"), None);
 }
 
 #[test]
 fn lxc_nspawn_and_launcher() {
-    assert_eq!(m("/lxc.payload.web"), (Runtime::Lxc, "web".into(), None, Role::Member));
-    assert_eq!(m("/lxc.payload.web/system.slice/cron.service").0, Runtime::Lxc);
-    assert_eq!(m("/lxc.monitor.web"), (Runtime::Lxc, "web".into(), None, Role::Shim));
-    assert_eq!(m("/lxc/web"), (Runtime::Lxc, "web".into(), None, Role::Member));
-    assert_eq!(m("/machine.slice/machine-my\\x2dbox.scope"), (Runtime::Nspawn, "my-box".into(), None, Role::Member));
-    assert_eq!(m("/observer/web"), (Runtime::Observer, "web".into(), None, Role::Member));
+    assert_eq!(
+        m("/lxc.payload.web"),
+        (Runtime::Lxc, "web".into(), None, Role::Member)
+    );
+    assert_eq!(
+        m("/lxc.payload.web/system.slice/cron.service").0,
+        Runtime::Lxc
+    );
+    assert_eq!(
+        m("/lxc.monitor.web"),
+        (Runtime::Lxc, "web".into(), None, Role::Shim)
+    );
+    assert_eq!(
+        m("/lxc/web"),
+        (Runtime::Lxc, "web".into(), None, Role::Member)
+    );
+    assert_eq!(
+        m("/machine.slice/machine-my\\x2dbox.scope"),
+        (Runtime::Nspawn, "my-box".into(), None, Role::Member)
+    );
+    assert_eq!(
+        m("/observer/web"),
+        (Runtime::Observer, "web".into(), None, Role::Member)
+    );
     assert_eq!(parse_path("/observer"), None);
 }
 
@@ -80,7 +148,10 @@ fn innermost_runtime_wins_when_nested() {
     // A kind/k3s node running in docker: the inner containerd scope is the container.
     let inner = "a".repeat(64);
     let path = format!("/docker/{ID}/kubepods/besteffort/pod{UID}/cri-containerd-{inner}.scope");
-    assert_eq!(m(&path), (Runtime::Containerd, inner, Some(UID.into()), Role::Member));
+    assert_eq!(
+        m(&path),
+        (Runtime::Containerd, inner, Some(UID.into()), Role::Member)
+    );
 }
 
 #[test]
@@ -88,10 +159,19 @@ fn real_captures_from_this_machine() {
     let d = parse_file(&fixture("docker-cgroupfs-hybrid.cgroup")).unwrap();
     assert_eq!((d.runtime, d.id.as_str()), (Runtime::Docker, ID));
     let p = parse_file(&fixture("podman-cgroupfs-hybrid.cgroup")).unwrap();
-    assert_eq!((p.runtime, p.id.as_str()), (Runtime::Podman, "9a5450c1d6b75741c0b50d7168460cf3cb83165a39ef6623ad4211913122c813"));
+    assert_eq!(
+        (p.runtime, p.id.as_str()),
+        (
+            Runtime::Podman,
+            "9a5450c1d6b75741c0b50d7168460cf3cb83165a39ef6623ad4211913122c813"
+        )
+    );
     let c = parse_file(&fixture("containerd-ctr-default-hybrid.cgroup")).unwrap();
     assert_eq!((c.runtime, c.id.as_str()), (Runtime::Containerd, "fxc"));
-    assert_eq!(parse_file(&fixture("podman-conmon-cgroupfs-hybrid.cgroup")), None);
+    assert_eq!(
+        parse_file(&fixture("podman-conmon-cgroupfs-hybrid.cgroup")),
+        None
+    );
 }
 
 #[test]
@@ -100,16 +180,33 @@ fn v1_only_and_hybrid_files_fall_back_to_controller_lines() {
     let v1 = format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n");
     assert_eq!(parse_file(&v1).unwrap().runtime, Runtime::Docker);
     // Hybrid where only v1 hierarchies carry the container (v2 shows the service).
-    let hybrid = format!("1:name=systemd:/system.slice/docker-{ID}.scope\n0::/system.slice/docker.service\n");
+    let hybrid = format!(
+        "1:name=systemd:/system.slice/docker-{ID}.scope\n0::/system.slice/docker.service\n"
+    );
     assert_eq!(parse_file(&hybrid).unwrap().id, ID);
     // Pure v2 host.
-    assert_eq!(parse_file(&format!("0::/system.slice/docker-{ID}.scope\n")).unwrap().id, ID);
-    assert_eq!(parse_file("0::/user.slice/user-0.slice/session-3.scope\n"), None);
+    assert_eq!(
+        parse_file(&format!("0::/system.slice/docker-{ID}.scope\n"))
+            .unwrap()
+            .id,
+        ID
+    );
+    assert_eq!(
+        parse_file("0::/user.slice/user-0.slice/session-3.scope\n"),
+        None
+    );
 }
 
 #[test]
 fn cgroup_lines_parse() {
-    assert_eq!(parse_line("0::/a/b"), Some(CgroupLine { hierarchy: 0, controllers: "", path: "/a/b" }));
+    assert_eq!(
+        parse_line("0::/a/b"),
+        Some(CgroupLine {
+            hierarchy: 0,
+            controllers: "",
+            path: "/a/b"
+        })
+    );
     assert_eq!(parse_line("4:memory:/x:y").unwrap().path, "/x:y");
     assert_eq!(parse_line("garbage"), None);
 }
