@@ -94,26 +94,14 @@ pub enum LauncherCmd {
     Shim { name: String },
 }
 
+/// A memory limit: a byte size of at least 4 KiB.
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let (num, mult) = [
-        ("kib", 1u64 << 10),
-        ("mib", 1 << 20),
-        ("gib", 1 << 30),
-        ("k", 1 << 10),
-        ("m", 1 << 20),
-        ("g", 1 << 30),
-        ("b", 1),
-    ]
-    .iter()
-    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-    .unwrap_or((t.clone(), 1));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 64M, 512K, 1G)"))?;
-    n.checked_mul(mult)
-        .filter(|b| *b >= 4096)
-        .ok_or_else(|| format!("`{s}` is out of range (at least 4K)"))
+    let b = crate::probes::parse_bytes(s)?;
+    if b >= 4096 {
+        Ok(b)
+    } else {
+        Err(format!("`{s}` is too small (at least 4K)"))
+    }
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {

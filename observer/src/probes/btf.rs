@@ -26,9 +26,11 @@ impl KernelBtf {
             return Err(ProbeError::NoBtf(path.to_path_buf()));
         }
         // Mmap: only the ~50 types looked up below are parsed, not the whole of vmlinux
-        // (faster start, and none of the memory a full parse keeps).
-        let btf =
-            Btf::from_file_with_backend(path, Backend::Mmap).map_err(|e| ProbeError::Btf {
+        // (faster start, and none of the memory a full parse keeps). Kernels before ~6.16
+        // cannot mmap /sys/kernel/btf/vmlinux (ENODEV): parse it whole there.
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+            .or_else(|_| Btf::from_file_with_backend(path, Backend::Cache))
+            .map_err(|e| ProbeError::Btf {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;

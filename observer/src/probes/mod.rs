@@ -270,10 +270,10 @@ impl Probes {
     }
 }
 
-/// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304`.
-pub fn parse_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
+/// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304` (the CLI's one parser
+/// for sizes: ring buffers here, memory limits in the launcher).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
     let (num, mult) = [
         ("kib", 1u64 << 10),
         ("mib", 1 << 20),
@@ -284,16 +284,20 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         ("b", 1),
     ]
     .iter()
-    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-    .unwrap_or((lower.clone(), 1));
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a size (examples: 8M, 512K, 4194304)"))?;
-    let bytes = n
-        .checked_mul(mult)
-        .filter(|b| *b <= u32::MAX as u64)
-        .ok_or_else(|| format!("`{s}` is too large"))?;
-    Ok(bytes as u32)
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// A ring buffer size: a byte size that fits the kernel's u32.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    parse_bytes(s)?
+        .try_into()
+        .map_err(|_| format!("`{s}` is too large"))
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub table_size: usize,
     /// Executable paths of the processes in the snapshot, by interned id.
     pub exes: rustc_hash::FxHashMap<u32, Box<str>>,
+    /// Cgroup paths of the processes in the snapshot, by interned id.
+    pub cgroups: rustc_hash::FxHashMap<u32, Box<str>>,
     /// pid → (in scope?, index) for `process` lookups.
     index: rustc_hash::FxHashMap<u32, (bool, usize)>,
 }
@@ -38,6 +40,10 @@ impl Snapshot {
 
     pub fn exe(&self, id: u32) -> &str {
         self.exes.get(&id).map(|s| &**s).unwrap_or("")
+    }
+
+    pub fn cgroup(&self, id: u32) -> &str {
+        self.cgroups.get(&id).map(|s| &**s).unwrap_or("")
     }
 
     /// A process of the snapshot, in scope or context.
@@ -93,8 +99,14 @@ impl Table {
             .chain(&context)
             .map(|p| (p.exe, self.exe(p.exe).into()))
             .collect();
+        let cgroups = processes
+            .iter()
+            .chain(&context)
+            .map(|p| (p.cgroup, self.registry.path(p.cgroup).into()))
+            .collect();
         Snapshot {
             exes,
+            cgroups,
             index,
             host_pidns: self.registry.host_pidns(),
             containers: self.summaries(),

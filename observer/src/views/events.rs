@@ -37,7 +37,19 @@ pub struct EventJson<'a> {
 }
 
 /// The 9 namespace inodes by /proc/<pid>/ns name; null when unknown.
-pub struct NsJson([u32; NS_COUNT]);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsJson(pub [u32; NS_COUNT]);
+
+impl<'de> serde::Deserialize<'de> for NsJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: std::collections::HashMap<String, Option<u32>> = serde::Deserialize::deserialize(d)?;
+        let mut ns = [0u32; NS_COUNT];
+        for (i, name) in NS_NAMES.iter().enumerate() {
+            ns[i] = m.get(*name).copied().flatten().unwrap_or(0);
+        }
+        Ok(NsJson(ns))
+    }
+}
 
 impl Serialize for NsJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

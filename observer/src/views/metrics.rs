@@ -321,46 +321,36 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         false,
         &|f| f.add(&[], h.containers as f64),
     );
-    node(
-        "observer_events_received_total",
-        "Events the agent took from the ring buffer, by type.",
-        true,
-        &|f| {
+    type EventField = fn(&crate::agent::health::EventCounts) -> u64;
+    let per_type: [(&'static str, &'static str, EventField); 4] = [
+        (
+            "observer_events_received_total",
+            "Events the agent took from the ring buffer, by type.",
+            |e| e.received,
+        ),
+        (
+            "observer_events_emitted_total",
+            "Events the kernel programs submitted, by type.",
+            |e| e.emitted,
+        ),
+        (
+            "observer_events_lost_total",
+            "Events lost because the ring buffer was full, by type.",
+            |e| e.dropped,
+        ),
+        (
+            "observer_event_read_errors_total",
+            "Events for which a kernel read failed, by type.",
+            |e| e.read_errors,
+        ),
+    ];
+    for (name, help, field) in per_type {
+        node(name, help, true, &|f| {
             for e in &h.events {
-                f.add1("type", &e.kind, e.received as f64);
+                f.add1("type", &e.kind, field(e) as f64);
             }
-        },
-    );
-    node(
-        "observer_events_emitted_total",
-        "Events the kernel programs submitted, by type.",
-        true,
-        &|f| {
-            for e in &h.events {
-                f.add1("type", &e.kind, e.emitted as f64);
-            }
-        },
-    );
-    node(
-        "observer_events_lost_total",
-        "Events lost because the ring buffer was full, by type.",
-        true,
-        &|f| {
-            for e in &h.events {
-                f.add1("type", &e.kind, e.dropped as f64);
-            }
-        },
-    );
-    node(
-        "observer_event_read_errors_total",
-        "Events for which a kernel read failed, by type.",
-        true,
-        &|f| {
-            for e in &h.events {
-                f.add1("type", &e.kind, e.read_errors as f64);
-            }
-        },
-    );
+        });
+    }
     node(
         "observer_event_decode_errors_total",
         "Ring buffer records the agent could not decode.",

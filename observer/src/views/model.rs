@@ -45,6 +45,11 @@ pub struct ProcessView {
     pub cpu_s: f64,
     pub rss_bytes: u64,
     pub pidns: u32,
+    /// Namespace inodes by /proc/<pid>/ns name (null: not known yet — processes found by
+    /// the start-up scan get them from their next event).
+    pub ns: crate::views::events::NsJson,
+    /// The cgroup path container attribution used (v2 first, else a v1 hierarchy's).
+    pub cgroup: String,
     /// Short id of the container, if any.
     pub container: Option<String>,
     /// On zombies: seconds since the process exited.
@@ -199,6 +204,8 @@ pub fn process_view(
         cpu_s: (live.cpu_ticks * tick) as f64 / 1e9,
         rss_bytes: live.rss_pages * scan::page_size(),
         pidns: p.pidns(),
+        ns: crate::views::events::NsJson(p.ns),
+        cgroup: snap.cgroup(p.cgroup).to_string(),
         container,
         zombie_age_s: zombie.map(|e| now_ns.saturating_sub(e.at_ns) as f64 / 1e9),
         exit_code: zombie.and_then(|e| e.status).map(exit_code),

@@ -66,7 +66,8 @@ fn tree_order(views: &[ProcessView]) -> Vec<usize> {
     out
 }
 
-/// The pstree-like text: one line per process, host PID / ns PID, state, age, CPU, RSS, command.
+/// The pstree-like text: one line per process, host PID / ns PID, state, ns PPID, age, CPU,
+/// RSS, command.
 pub fn render(t: &TreeView, style: Style) -> String {
     let mut out = String::new();
     let c = &t.container;
@@ -97,11 +98,12 @@ pub fn render(t: &TreeView, style: Style) -> String {
     }
     let label = |p: &ProcessView| {
         let mut line = format!(
-            "{} ({} / ns {})  {}  age {}  cpu {:.2}s  rss {}  {}",
+            "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}  {}",
             style.bold(&p.comm),
             p.pid,
             p.ns_pid,
             p.state,
+            p.ns_ppid,
             duration(p.age_s),
             p.cpu_s,
             bytes(p.rss_bytes),

@@ -46,14 +46,34 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
     let initrd = cache.join("initramfs.gz");
     initramfs::build(&cache, &observer, &tests, &initrd)?;
 
-    let accel = "tcg,thread=single";
+    // KVM when it works (it hangs on some hosts, this one included): the first boot finds out.
+    let mut accel = if std::path::Path::new("/dev/kvm").exists() {
+        qemu::Accel::Kvm
+    } else {
+        qemu::Accel::Tcg
+    };
     let mut table: Vec<KernelRun> = Vec::new();
     for label in &args.kernels {
         let series = kernels::series(label)?;
         let k = kernels::fetch(&cache, series, args.refresh)?;
         eprintln!("vm-test: {} ({})", k.label, k.package);
         let log = cache.join("logs").join(format!("{}.log", k.label));
-        let boot = qemu::boot(&k.vmlinuz, &initrd, &log, args.timeout, accel)?;
+        let mut boot = qemu::boot(
+            &k.vmlinuz,
+            &initrd,
+            &log,
+            args.timeout,
+            accel,
+            (accel == qemu::Accel::Kvm).then_some(Duration::from_secs(30)),
+        )?;
+        if accel == qemu::Accel::Kvm && !boot.booted {
+            eprintln!(
+                "vm-test: KVM did not boot the guest ({}); using TCG",
+                boot.aborted.as_deref().unwrap_or("?")
+            );
+            accel = qemu::Accel::Tcg;
+            boot = qemu::boot(&k.vmlinuz, &initrd, &log, args.timeout, accel, None)?;
+        }
         if let Some(why) = &boot.aborted {
             eprintln!(
                 "vm-test: {} aborted: {why} (log: {})",
