@@ -70,7 +70,8 @@ offsets! {
     userns_inum,
     cgroupns_inum,
     timens_inum,
-    // struct nsproxy
+    // struct nsproxy (read whole: `nsproxy_size` bytes)
+    nsproxy_size,
     nsproxy_uts,
     nsproxy_ipc,
     nsproxy_mnt,

@@ -118,6 +118,17 @@ impl Drop for Agent {
     }
 }
 
+/// Total run time (ns) of the BPF programs `pid` holds, from their fdinfo (counted while
+/// kernel.bpf_stats_enabled is 1).
+fn bpf_run_ns(pid: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    rd.flatten()
+        .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+        .filter(|s| s.contains("prog_type"))
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("run_time_ns:")).and_then(|v| v.trim().parse::<u64>().ok()))
+        .sum()
+}
+
 /// CPU time of all threads of `pid`, in seconds, from schedstat (ns precision).
 fn cpu_seconds(pid: u32) -> f64 {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -180,6 +191,8 @@ fn storm(r: &mut Report) -> Result<()> {
         c
     };
     time_cmd(&mut sh())?; // warm caches
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let (mut bpf_ns, mut workload_cpu) = (0u64, 0.0);
     let mut without = Vec::new();
     let mut with = Vec::new();
     let mut ratios = Vec::new();
@@ -193,7 +206,10 @@ fn storm(r: &mut Report) -> Result<()> {
         thread::sleep(Duration::from_secs(2));
         let (received0, _) = agent.event_totals()?;
         let cpu0 = agent.cpu_s();
+        let bpf0 = bpf_run_ns(agent.child.id());
         let (t, t_cpu) = time_workload(&mut sh())?;
+        bpf_ns += bpf_run_ns(agent.child.id()) - bpf0;
+        workload_cpu += t_cpu;
         with.push(t);
         ratios.push(t / base);
         cpu_ratios.push(t_cpu / base_cpu);
@@ -203,6 +219,16 @@ fn storm(r: &mut Report) -> Result<()> {
         events += received - received0;
         lost += dropped;
     }
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    let spawns = (STORM_SPAWNS as usize * STORM_PAIRS) as f64;
+    let per_spawn = bpf_ns as f64 / spawns / 1e3;
+    let share = bpf_ns as f64 / 1e9 / workload_cpu * 100.0;
+    r.add(
+        "storm: in-kernel probe time per spawn (bpf_stats)",
+        format!("{per_spawn:.1} µs = {share:.2}% of the workload's CPU time"),
+        "≤ 3%",
+        share <= 3.0,
+    );
     let (a, b) = (median(without), median(with));
     let slowdown = (median(ratios) - 1.0) * 100.0;
     let cpu_slowdown = (median(cpu_ratios) - 1.0) * 100.0;

@@ -187,6 +187,9 @@ impl KernelBtf {
         o.userns_inum = req("user_namespace", "ns.inum")?;
         o.cgroupns_inum = req("cgroup_namespace", "ns.inum")?;
         o.timens_inum = opt("time_namespace", "ns.inum")?;
+        o.nsproxy_size = self
+            .size_of("nsproxy")
+            .ok_or_else(|| ProbeError::MissingMember("struct nsproxy".into()))?;
         o.nsproxy_uts = req("nsproxy", "uts_ns")?;
         o.nsproxy_ipc = req("nsproxy", "ipc_ns")?;
         o.nsproxy_mnt = req("nsproxy", "mnt_ns")?;
