@@ -271,17 +271,7 @@ fn bad_input_gets_a_clear_message_and_nonzero_exit() {
 
 #[test]
 fn unprivileged_user_is_told_to_use_root() {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            &observer_bin(),
-            "events",
-        ])
-        .output()
-        .unwrap();
+    let out = observer_as_nobody(&["events"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs root"), "{err}");

@@ -416,19 +416,7 @@ fn every_launcher_error_is_a_clear_message_with_docker_exit_codes() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
     drop(c);
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            &observer_bin(),
-            "run",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
+    let out = observer_as_nobody(&["run", "--", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
 }

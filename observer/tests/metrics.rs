@@ -62,7 +62,10 @@ impl Prometheus {
     fn query(&self, expr: &str) -> Value {
         let body = http_get(
             &self.addr,
-            &format!("/api/v1/query?query={}", urlencode(expr)),
+            &format!(
+                "/api/v1/query?query={}",
+                observer::api::client::urlencode(expr)
+            ),
         )
         .expect("query");
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -82,18 +85,6 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// A plain HTTP/1.0 GET; the body, or an error for a refused connection.

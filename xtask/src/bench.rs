@@ -121,11 +121,17 @@ impl Drop for Agent {
 /// Total run time (ns) of the BPF programs `pid` holds, from their fdinfo (counted while
 /// kernel.bpf_stats_enabled is 1).
 fn bpf_run_ns(pid: u32) -> u64 {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
     rd.flatten()
         .filter_map(|f| std::fs::read_to_string(f.path()).ok())
         .filter(|s| s.contains("prog_type"))
-        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("run_time_ns:")).and_then(|v| v.trim().parse::<u64>().ok()))
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("run_time_ns:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
         .sum()
 }
 
@@ -420,13 +426,7 @@ fn scan(r: &mut Report) -> Result<()> {
 }
 
 pub fn bench(only: &[String]) -> Result<()> {
-    run(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "observer",
-    ]))?;
+    crate::build()?;
     let mut r = Report(Vec::new());
     let all = only.is_empty();
     let want = |k: &str| all || only.iter().any(|o| o == k);

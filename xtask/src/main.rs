@@ -66,7 +66,7 @@ enum Cmd {
     },
 }
 
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     run(Command::new("cargo").current_dir(root()).args([
         "build",
         "--release",

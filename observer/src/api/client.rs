@@ -20,6 +20,19 @@ pub enum ClientError {
     Http(String),
 }
 
+/// Percent-encodes a path segment or query value (RFC 3986 unreserved characters kept).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// GETs `path` from the agent; returns the status and the whole body.
 pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
     let stream = UnixStream::connect(socket)

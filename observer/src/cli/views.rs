@@ -73,17 +73,7 @@ impl Source for Local {
 }
 
 fn api_path(v: &View) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
+    let enc = client::urlencode;
     match v {
         View::Tree(c) => format!("/v1/containers/{}/tree", enc(c)),
         View::Ps(Some(c)) => format!("/v1/processes?container={}", enc(c)),

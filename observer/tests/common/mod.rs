@@ -235,3 +235,17 @@ pub fn ns_pids(v: &Value) -> Vec<u64> {
         .map(|x| x.as_u64().unwrap())
         .collect()
 }
+
+/// Runs observer as user nobody with no capabilities (setpriv).
+pub fn observer_as_nobody(args: &[&str]) -> std::process::Output {
+    let bin = observer_bin();
+    let mut a = vec![
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        bin.as_str(),
+    ];
+    a.extend(args);
+    Command::new("setpriv").args(&a).output().expect("setpriv")
+}
