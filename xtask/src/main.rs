@@ -66,14 +66,16 @@ enum Cmd {
     },
 }
 
+/// `cargo build --release --locked -p observer`, plus `extra` arguments.
+pub(crate) fn build_observer(extra: &[&str]) -> Result<()> {
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "--locked", "-p", "observer"])
+        .args(extra))
+}
+
 pub(crate) fn build() -> Result<()> {
-    run(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "observer",
-    ]))
+    build_observer(&[])
 }
 
 /// Puts `observer` on PATH (/usr/local/bin) unless something else is there already.

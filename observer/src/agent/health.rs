@@ -69,7 +69,7 @@ pub fn health(i: Inputs) -> Health {
         uptime_s: i.uptime_s,
         processes: t.len() as u64,
         zombies: t.zombies() as u64,
-        containers: t.summaries().len() as u64,
+        containers: t.live_containers() as u64,
         events: EventKind::ALL
             .iter()
             .map(|&k| EventCounts {

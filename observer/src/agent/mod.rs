@@ -130,7 +130,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     eprintln!(
         "observer agent: {} processes, {} containers; API on http://{} and {}",
         table.len(),
-        table.summaries().len(),
+        table.live_containers(),
         servers.tcp_addr,
         cfg.socket.display()
     );

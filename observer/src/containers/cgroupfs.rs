@@ -60,11 +60,6 @@ impl CgroupFs {
             .map(|(_, p)| p.as_path())
     }
 
-    /// Pure cgroup v2 (no v1 controller hierarchies).
-    pub fn is_pure_v2(&self) -> bool {
-        self.v2.is_some() && self.v1.iter().all(|(c, _)| c.starts_with("name="))
-    }
-
     fn has_v2(&self, controller: &str) -> bool {
         self.v2_controllers.iter().any(|c| c == controller)
     }
@@ -77,14 +72,6 @@ impl CgroupFs {
             return self.v2.as_ref().map(|m| m.join(rel));
         }
         self.v1_mount(controller).map(|m| m.join(rel))
-    }
-
-    /// Inode (= cgroup v2 id) of a cgroup2 path.
-    pub fn v2_id(&self, path: &str) -> Option<u64> {
-        let m = self.v2.as_ref()?;
-        fs::metadata(m.join(path.trim_start_matches('/')))
-            .ok()
-            .map(|md| md.ino())
     }
 
     /// Every cgroup2 directory with its id (inode), for resolving ids of cgroups entered

@@ -8,7 +8,7 @@ use std::mem::size_of;
 
 use observer_common::{
     CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent, NsEvent,
-    TaskInfo, MAX_PID_LEVELS, TASK_FLAG_PID_LEVELS_TRUNCATED,
+    TaskInfo, MAX_PID_LEVELS,
 };
 
 /// A decoded record, copied out of the ring buffer. Variants differ in size (an exec record
@@ -134,13 +134,6 @@ impl TaskInfoExt for TaskInfo {
 
     fn comm_str(&self) -> &str {
         c_str(&self.comm)
-    }
-}
-
-impl Event {
-    /// Whether the task's NSpid chain was cut at MAX_PID_LEVELS.
-    pub fn truncated_levels(&self) -> bool {
-        self.task().flags & TASK_FLAG_PID_LEVELS_TRUNCATED != 0
     }
 }
 

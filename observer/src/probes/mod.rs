@@ -74,63 +74,21 @@ impl Default for ProbeConfig {
 
 #[derive(Clone, Copy)]
 enum Hook {
-    /// Raw tracepoint `name`, whose trace event lives under `events/<category>/<name>`.
-    Raw(&'static str),
+    /// Raw tracepoint (its trace event still lives under `events/<category>/<name>`).
+    Raw,
     /// Ordinary tracepoint.
     Tp,
 }
 
-/// (program name in the object, event kind, tracefs category, tracepoint name, hook).
-const PROGRAMS: [(&str, EventKind, &str, &str, Hook); 7] = [
-    (
-        "sched_process_fork",
-        EventKind::Fork,
-        "sched",
-        "sched_process_fork",
-        Hook::Raw("sched_process_fork"),
-    ),
-    (
-        "sched_process_exec",
-        EventKind::Exec,
-        "sched",
-        "sched_process_exec",
-        Hook::Raw("sched_process_exec"),
-    ),
-    (
-        "sched_process_exit",
-        EventKind::Exit,
-        "sched",
-        "sched_process_exit",
-        Hook::Raw("sched_process_exit"),
-    ),
-    (
-        "sched_process_free",
-        EventKind::Free,
-        "sched",
-        "sched_process_free",
-        Hook::Raw("sched_process_free"),
-    ),
-    (
-        "sys_exit_setns",
-        EventKind::Setns,
-        "syscalls",
-        "sys_exit_setns",
-        Hook::Tp,
-    ),
-    (
-        "sys_exit_unshare",
-        EventKind::Unshare,
-        "syscalls",
-        "sys_exit_unshare",
-        Hook::Tp,
-    ),
-    (
-        "cgroup_attach_task",
-        EventKind::CgroupAttach,
-        "cgroup",
-        "cgroup_attach_task",
-        Hook::Raw("cgroup_attach_task"),
-    ),
+/// (tracefs category, tracepoint name — also the program's name in the object, hook).
+const PROGRAMS: [(&str, &str, Hook); 7] = [
+    ("sched", "sched_process_fork", Hook::Raw),
+    ("sched", "sched_process_exec", Hook::Raw),
+    ("sched", "sched_process_exit", Hook::Raw),
+    ("sched", "sched_process_free", Hook::Raw),
+    ("syscalls", "sys_exit_setns", Hook::Tp),
+    ("syscalls", "sys_exit_unshare", Hook::Tp),
+    ("cgroup", "cgroup_attach_task", Hook::Raw),
 ];
 
 /// Loaded and attached programs. Dropping this detaches them.
@@ -193,7 +151,7 @@ impl Probes {
 
         let mut attached = Vec::new();
         let mut missing = Vec::new();
-        for (prog, _kind, category, name, hook) in PROGRAMS {
+        for (category, name, hook) in PROGRAMS {
             let full = format!("{category}:{name}");
             if !tracefs::exists(&tracefs, category, name) {
                 missing.push((full, "tracepoint not present in this kernel".to_string()));
@@ -203,16 +161,16 @@ impl Probes {
                 missing.push((full, "syscall exit record has no `ret` field".to_string()));
                 continue;
             }
-            let p = ebpf.program_mut(prog).ok_or(ProbeError::Map(
-                prog,
+            let p = ebpf.program_mut(name).ok_or(ProbeError::Map(
+                name,
                 "program missing from the object".into(),
             ))?;
-            let perr = |source| ProbeError::Program { name: prog, source };
+            let perr = |source| ProbeError::Program { name, source };
             match hook {
-                Hook::Raw(tp) => {
+                Hook::Raw => {
                     let p: &mut RawTracePoint = p.try_into().map_err(perr)?;
                     p.load().map_err(perr)?;
-                    p.attach(tp).map_err(perr)?;
+                    p.attach(name).map_err(perr)?;
                 }
                 Hook::Tp => {
                     let p: &mut TracePoint = p.try_into().map_err(perr)?;

@@ -97,10 +97,6 @@ impl Table {
         self.exes.get(id)
     }
 
-    pub fn cgroupfs(&self) -> &CgroupFs {
-        &self.cgroupfs
-    }
-
     /// Whether `p` is the process that started at `start_ns` (compared at clock-tick
     /// precision: /proc only has ticks).
     fn same(&self, p: &Process, start_ns: u64) -> bool {
@@ -388,6 +384,12 @@ impl Table {
             }
             p.exe = exe_id;
         }
+    }
+
+    /// Containers that have processes (from the registry's member counts: no pass over the
+    /// processes).
+    pub fn live_containers(&self) -> usize {
+        self.registry.iter().filter(|(_, c)| c.members > 0).count()
     }
 
     /// Number of zombies (exited, not yet reaped).

@@ -2,7 +2,7 @@
 //! rendering or I/O: the processes in scope, their parents when outside it (a tree draws the
 //! shim above a container's PID 1), and the container summaries.
 
-use super::{summary::ContainerSummary, Process, Table, TableStats};
+use super::{summary::ContainerSummary, Process, Table};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -23,8 +23,6 @@ pub struct Snapshot {
     pub processes: Vec<Process>,
     /// Parents of in-scope processes that are themselves out of scope.
     pub context: Vec<Process>,
-    pub stats: TableStats,
-    pub table_size: usize,
     /// Executable paths of the processes in the snapshot, by interned id.
     pub exes: rustc_hash::FxHashMap<u32, Box<str>>,
     /// Cgroup paths of the processes in the snapshot, by interned id.
@@ -112,8 +110,6 @@ impl Table {
             containers: self.summaries(),
             processes,
             context,
-            stats: self.stats,
-            table_size: self.len(),
         }
     }
 }

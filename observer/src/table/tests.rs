@@ -300,6 +300,8 @@ fn containers_by_cgroup_attach_and_by_pid_namespace() {
         (Runtime::Docker, id.as_str(), 1)
     );
     assert_eq!(tb.registry.get(bare).unwrap().members, 0);
+    assert_eq!(tb.live_containers(), tb.summaries().len());
+    assert_eq!(tb.live_containers(), 1);
     // A child forked in that cgroup (same cgroup id) inherits the container and counts a fork.
     let mut t = task(900, &[901, 2], pidns, 3 * TICK, "sh");
     t.cgroup_id = 77;

@@ -283,18 +283,72 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         fill(&mut fam);
         fams.push(fam);
     };
-    node(
-        "observer_processes",
-        "Processes in the agent's table.",
-        false,
-        &|f| f.add(&[], h.processes as f64),
-    );
-    node(
-        "observer_zombies",
-        "Zombies on the node (exited, not reaped).",
-        false,
-        &|f| f.add(&[], h.zombies as f64),
-    );
+    // Label-less node and agent figures: (name, help, counter?, value).
+    let scalars: [(&'static str, &'static str, bool, f64); 10] = [
+        (
+            "observer_processes",
+            "Processes in the agent's table.",
+            false,
+            h.processes as f64,
+        ),
+        (
+            "observer_zombies",
+            "Zombies on the node (exited, not reaped).",
+            false,
+            h.zombies as f64,
+        ),
+        (
+            "observer_containers",
+            "Containers with processes.",
+            false,
+            h.containers as f64,
+        ),
+        (
+            "observer_event_decode_errors_total",
+            "Ring buffer records the agent could not decode.",
+            true,
+            h.decode_errors as f64,
+        ),
+        (
+            "observer_ringbuf_size_bytes",
+            "Size of the kernel ring buffer.",
+            false,
+            h.ringbuf_bytes as f64,
+        ),
+        (
+            "observer_table_processes",
+            "Entries in the agent's process table.",
+            false,
+            h.processes as f64,
+        ),
+        (
+            "observer_reconcile_corrections_total",
+            "Table entries fixed by reconciliation with /proc.",
+            true,
+            h.corrections as f64,
+        ),
+        (
+            "observer_reconciliations_total",
+            "Reconciliations with /proc.",
+            true,
+            h.reconciliations as f64,
+        ),
+        (
+            "observer_scan_duration_seconds",
+            "Duration of the last /proc scan.",
+            false,
+            h.last_scan_s,
+        ),
+        (
+            "observer_uptime_seconds",
+            "Seconds since the agent started.",
+            false,
+            h.uptime_s,
+        ),
+    ];
+    for (name, help, counter, v) in scalars {
+        node(name, help, counter, &|f| f.add(&[], v));
+    }
     node(
         "observer_processes_by_state",
         "Processes by /proc state letter at the last /proc scan.",
@@ -314,12 +368,6 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
                 f.add1("adopter", k, *n as f64);
             }
         },
-    );
-    node(
-        "observer_containers",
-        "Containers with processes.",
-        false,
-        &|f| f.add(&[], h.containers as f64),
     );
     type EventField = fn(&crate::agent::health::EventCounts) -> u64;
     let per_type: [(&'static str, &'static str, EventField); 4] = [
@@ -351,48 +399,6 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
             }
         });
     }
-    node(
-        "observer_event_decode_errors_total",
-        "Ring buffer records the agent could not decode.",
-        true,
-        &|f| f.add(&[], h.decode_errors as f64),
-    );
-    node(
-        "observer_ringbuf_size_bytes",
-        "Size of the kernel ring buffer.",
-        false,
-        &|f| f.add(&[], h.ringbuf_bytes as f64),
-    );
-    node(
-        "observer_table_processes",
-        "Entries in the agent's process table.",
-        false,
-        &|f| f.add(&[], h.processes as f64),
-    );
-    node(
-        "observer_reconcile_corrections_total",
-        "Table entries fixed by reconciliation with /proc.",
-        true,
-        &|f| f.add(&[], h.corrections as f64),
-    );
-    node(
-        "observer_reconciliations_total",
-        "Reconciliations with /proc.",
-        true,
-        &|f| f.add(&[], h.reconciliations as f64),
-    );
-    node(
-        "observer_scan_duration_seconds",
-        "Duration of the last /proc scan.",
-        false,
-        &|f| f.add(&[], h.last_scan_s),
-    );
-    node(
-        "observer_uptime_seconds",
-        "Seconds since the agent started.",
-        false,
-        &|f| f.add(&[], h.uptime_s),
-    );
     node(
         "observer_build_info",
         "Build and kernel of the agent (value 1).",

@@ -9,10 +9,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration
 
 use anyhow::{bail, Context, Result};
 
-use crate::{
-    setup,
-    util::{root, run},
-};
+use crate::{setup, util::root};
 use qemu::Outcome;
 
 /// Integration test targets that run inside the VMs (the real-runtime and Prometheus tests
@@ -171,15 +168,7 @@ fn summary(table: &[KernelRun]) -> Result<()> {
 
 /// Static (musl) builds of observer and of the VM test binaries.
 fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
-    run(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "observer",
-        "--target",
-        MUSL,
-    ]))?;
+    crate::build_observer(&["--target", MUSL])?;
     let out = Command::new("cargo")
         .current_dir(root())
         .args([
