@@ -12,5 +12,6 @@ pub mod events;
 pub mod intern;
 pub mod launcher;
 pub mod probes;
+pub mod stdout;
 pub mod table;
 pub mod views;

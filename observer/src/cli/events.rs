@@ -161,11 +161,11 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Whatever is still buffered was produced before the stop: deliver it.
     reader.drain(&mut |ev| sink.emit(ev));
     sink.flush();
-    if let Some(e) = sink.err {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing events to stdout");
-        }
-    }
+    let broken_pipe = match sink.err {
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => true,
+        Some(e) => return Err(e).context("writing events to stdout"),
+        None => false,
+    };
     let kstats = probes.kernel_stats()?;
     drop(probes); // detaches the programs
     if args.stats {
@@ -192,6 +192,11 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
             "observer: {} events were lost because the ring buffer was full (raise --ringbuf-size)",
             kstats.total_dropped()
         );
+    }
+    if broken_pipe {
+        // The reader went away (`observer events | head`): the programs are detached, now
+        // end as a Unix filter does.
+        crate::stdout::die_of_sigpipe();
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -115,6 +115,11 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Prints to stdout (a closed pipe ends the process by SIGPIPE).
+fn out(s: &str) -> Result<(), LauncherError> {
+    crate::stdout::print(s).map_err(|e| LauncherError::Io("writing to stdout".into(), e))
+}
+
 fn code(r: Result<u8, LauncherError>) -> ExitCode {
     match r {
         Ok(c) => ExitCode::from(c),
@@ -144,12 +149,12 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
             cmd: a.cmd,
         })),
         LauncherCmd::Exec { name, env, cmd } => code(launcher::exec::exec(&name, &env, &cmd)),
-        LauncherCmd::Ls { output, no_headers } => code(launcher::ls().map(|list| {
+        LauncherCmd::Ls { output, no_headers } => code(launcher::ls().and_then(|list| {
             if output == super::views::Format::Json {
-                println!(
-                    "{}",
+                out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&list).expect("serialisable")
-                );
+                ))?;
             } else {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -168,26 +173,23 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
                         ]
                     })
                     .collect();
-                print!(
-                    "{}",
-                    table(
-                        &["NAME", "ID", "STATE", "PID", "CREATED", "COMMAND"],
-                        &rows,
-                        no_headers
-                    )
-                );
+                out(&table(
+                    &["NAME", "ID", "STATE", "PID", "CREATED", "COMMAND"],
+                    &rows,
+                    no_headers,
+                ))?;
             }
-            0
+            Ok(0)
         })),
-        LauncherCmd::Stop { name, time } => {
-            code(launcher::stop(&name, Duration::from_secs(time)).map(|st| {
-                println!("{name}: {}", launcher::state::effective(&st));
-                0
-            }))
-        }
-        LauncherCmd::Rm { name, force } => code(launcher::rm(&name, force).map(|_| {
-            println!("{name}");
-            0
+        LauncherCmd::Stop { name, time } => code(
+            launcher::stop(&name, Duration::from_secs(time)).and_then(|st| {
+                out(&format!("{name}: {}\n", launcher::state::effective(&st)))?;
+                Ok(0)
+            }),
+        ),
+        LauncherCmd::Rm { name, force } => code(launcher::rm(&name, force).and_then(|_| {
+            out(&format!("{name}\n"))?;
+            Ok(0)
         })),
         LauncherCmd::Logs { name, follow } => code(launcher::logs(&name, follow)),
         LauncherCmd::Shim { name } => launcher::shim::main(&name),

@@ -82,6 +82,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if crate::stdout::is_broken_pipe(&e) => crate::stdout::die_of_sigpipe(),
         Err(e) => {
             eprintln!("observer: {e:#}");
             ExitCode::FAILURE

@@ -1,11 +1,7 @@
 //! `observer tree | ps | containers | zombies`: ask the agent over its socket; without an
 //! agent, build the same views from a one-shot /proc scan and say so on stderr.
 
-use std::{
-    io::{IsTerminal, Write},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -161,9 +157,9 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         }
     };
     if opts.output == Format::Json {
-        let mut out = std::io::stdout().lock();
-        out.write_all(&v)?;
-        out.write_all(b"\n")?;
+        let mut v = v;
+        v.push(b'\n');
+        crate::stdout::write(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
     let style = Style {
@@ -177,6 +173,6 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         }
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
     };
-    print!("{text}");
+    crate::stdout::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -209,7 +209,8 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
         return Err(LauncherError::Command(st.exit_code.unwrap_or(125), msg));
     }
     if o.detach {
-        println!("{name}");
+        crate::stdout::print(&format!("{name}\n"))
+            .map_err(|e| LauncherError::Io("writing to stdout".into(), e))?;
         return Ok(0);
     }
     let code = follow_log(&name, true)?;
@@ -256,9 +257,11 @@ fn follow_log(name: &str, follow: bool) -> Result<u8, LauncherError> {
             if n == 0 {
                 break;
             }
-            let _ = out.write_all(&buf[..n]);
+            crate::stdout::check(out.write_all(&buf[..n]))
+                .map_err(|e| LauncherError::Io("writing the log to stdout".into(), e))?;
         }
-        let _ = out.flush();
+        crate::stdout::check(out.flush())
+            .map_err(|e| LauncherError::Io("writing the log to stdout".into(), e))?;
         if !follow || !running {
             return Ok(st.exit_code.unwrap_or(0) as u8);
         }

@@ -176,7 +176,7 @@ pub fn text_line(ev: &Event) -> String {
         } else {
             chain
         },
-        t.comm_str(),
+        super::text::one_line(t.comm_str()),
     );
     match ev {
         Event::Fork(e) => {
@@ -189,7 +189,12 @@ pub fn text_line(ev: &Event) -> String {
         }
         Event::Exec(e) => {
             let argv: Vec<String> = split_args(&e.args, e.args_len as usize).collect();
-            let _ = write!(s, " {} [{}]", c_str(&e.filename), argv.join(" "));
+            let _ = write!(
+                s,
+                " {} [{}]",
+                super::text::one_line(c_str(&e.filename)),
+                super::text::one_line(&argv.join(" "))
+            );
         }
         Event::Exit(e) => {
             let st = exit_status(e.exit_code);
@@ -231,7 +236,7 @@ pub fn text_line(ev: &Event) -> String {
             let _ = write!(
                 s,
                 " -> {} (hierarchy {}, id {})",
-                c_str(&e.path),
+                super::text::one_line(c_str(&e.path)),
                 e.hierarchy_id,
                 e.dst_cgroup_id
             );

@@ -6,7 +6,7 @@ use super::{
         container_view, exit_code, meta_of, process_view, short_id, ContainerView, ProcessView,
         ViewCtx, ZombieView,
     },
-    text::{bytes, duration, one_line, table},
+    text::{bytes, duration, table},
 };
 use crate::table::snapshot::Snapshot;
 
@@ -40,7 +40,7 @@ pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
                 if p.cmdline.is_empty() {
                     format!("[{}]", p.comm)
                 } else {
-                    one_line(&p.cmdline)
+                    p.cmdline.clone()
                 },
             ]
         })

@@ -359,6 +359,40 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
             }
         },
     );
+    type ConnField = fn(&crate::agent::http::ConnCounts) -> u64;
+    let conns: [(&'static str, &'static str, bool, ConnField); 4] = [
+        (
+            "observer_api_connections_open",
+            "Open connections per API listener.",
+            false,
+            |c| c.open,
+        ),
+        (
+            "observer_api_connections_total",
+            "Connections accepted per API listener.",
+            true,
+            |c| c.accepted,
+        ),
+        (
+            "observer_api_connections_rejected_total",
+            "Connections closed at once because the listener had --max-connections open.",
+            true,
+            |c| c.rejected,
+        ),
+        (
+            "observer_api_connections_timed_out_total",
+            "Connections closed for a slow header, idling, or a reader that stopped reading.",
+            true,
+            |c| c.timed_out,
+        ),
+    ];
+    for (name, help, counter, field) in conns {
+        node(name, help, counter, &|f| {
+            for c in &h.http {
+                f.add1("listener", &c.listener, field(c) as f64);
+            }
+        });
+    }
     node(
         "observer_orphan_adoptions_total",
         "Orphans adopted, by adopter kind.",

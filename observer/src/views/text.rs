@@ -27,8 +27,13 @@ impl Style {
     }
 }
 
-/// A command line on one line: control characters escaped (argv may hold newlines).
+/// Text from a process (comm, argv, exe, container and pod names) made safe for a terminal:
+/// on one line, every control character escaped (C0, DEL and C1, so neither an escape
+/// sequence nor an 8-bit CSI reaches the operator's terminal), as `ps` does.
 pub fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -69,7 +74,13 @@ pub fn bytes(b: u64) -> String {
 }
 
 /// Lays out rows as left-aligned columns separated by two spaces (last column unpadded).
+/// Every cell is escaped with [`one_line`]: tables show process-controlled text.
 pub fn table(headers: &[&str], rows: &[Vec<String>], no_headers: bool) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| one_line(c)).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -113,6 +124,11 @@ mod tests {
         assert_eq!(bytes(1536), "1.5K");
         assert_eq!(bytes(3 << 20), "3.0M");
         assert_eq!(one_line("sh -c\nsleep 1\x1b"), "sh -c\\nsleep 1\\x1b");
+        assert_eq!(
+            one_line("\x1b]0;PWNED\x07\x1b[2J"),
+            "\\x1b]0;PWNED\\x07\\x1b[2J"
+        );
+        assert_eq!(one_line("a\u{9b}2Jb\x7f"), "a\\x9b2Jb\\x7f");
     }
 
     #[test]
@@ -127,5 +143,10 @@ mod tests {
         );
         assert_eq!(t, "PID    COMMAND\n1      init\n12345  sleep 1\n");
         assert_eq!(table(&["A"], &[vec!["x".into()]], true), "x\n");
+        assert_eq!(
+            table(&["A"], &[vec!["\x1b[2Jx".into()]], true),
+            "\\x1b[2Jx\n",
+            "every cell is escaped"
+        );
     }
 }

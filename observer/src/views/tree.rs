@@ -74,16 +74,16 @@ pub fn render(t: &TreeView, style: Style) -> String {
     let _ = writeln!(
         out,
         "{} {} {}{}{}  pidns {}  {} processes, {} zombies",
-        style.bold(&c.runtime),
-        c.short_id,
-        c.name.as_deref().unwrap_or("-"),
+        style.bold(&one_line(&c.runtime)),
+        one_line(&c.short_id),
+        one_line(c.name.as_deref().unwrap_or("-")),
         c.pod
             .as_deref()
-            .map(|p| format!(" pod {p}"))
+            .map(|p| format!(" pod {}", one_line(p)))
             .unwrap_or_default(),
         c.namespace
             .as_deref()
-            .map(|n| format!(" ns {n}"))
+            .map(|n| format!(" ns {}", one_line(n)))
             .unwrap_or_default(),
         c.pidns,
         c.processes,
@@ -99,7 +99,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
     let label = |p: &ProcessView| {
         let mut line = format!(
             "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}  {}",
-            style.bold(&p.comm),
+            style.bold(&one_line(&p.comm)),
             p.pid,
             p.ns_pid,
             p.state,
@@ -108,7 +108,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
             p.cpu_s,
             bytes(p.rss_bytes),
             if p.cmdline.is_empty() {
-                format!("[{}]", p.comm)
+                format!("[{}]", one_line(&p.comm))
             } else {
                 one_line(&p.cmdline)
             }
@@ -119,7 +119,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
         if let Some(z) = p.zombie_age_s {
             let parent = by_pid
                 .get(&p.ppid)
-                .map(|par| format!("{} ({})", par.comm, par.pid))
+                .map(|par| format!("{} ({})", one_line(&par.comm), par.pid))
                 .unwrap_or_else(|| p.ppid.to_string());
             line.push_str(&style.red(&format!(
                 "  ZOMBIE for {}, not reaped by {parent}",
@@ -127,7 +127,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
             )));
         }
         if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
-            line.push_str(&style.yellow(&format!("  adopted from {from} by {by}")));
+            line.push_str(&style.yellow(&format!("  adopted from {from} by {}", one_line(by))));
         }
         line
     };
@@ -191,7 +191,12 @@ pub fn render(t: &TreeView, style: Style) -> String {
     }
     for (pid, comm, note) in &outside {
         let Some(ch) = kids.get(pid) else { continue };
-        let _ = writeln!(out, "{} ({pid})  {}", style.dim(comm), style.dim(note));
+        let _ = writeln!(
+            out,
+            "{} ({pid})  {}",
+            style.dim(&one_line(comm)),
+            style.dim(note)
+        );
         for (i, p) in ch.iter().enumerate() {
             walk(
                 p,
