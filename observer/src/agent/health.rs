@@ -44,6 +44,9 @@ pub struct Health {
     pub states: BTreeMap<String, u64>,
     pub adoptions: BTreeMap<String, u64>,
     pub cgroup_walks: u64,
+    /// Connections per API listener.
+    #[serde(default)]
+    pub http: Vec<super::http::ConnCounts>,
 }
 
 pub struct Inputs<'a> {
@@ -57,6 +60,7 @@ pub struct Inputs<'a> {
     pub reconciliations: u64,
     pub last_scan_s: f64,
     pub states: &'a BTreeMap<String, u64>,
+    pub http: Vec<super::http::ConnCounts>,
 }
 
 pub fn health(i: Inputs) -> Health {
@@ -94,6 +98,7 @@ pub fn health(i: Inputs) -> Health {
             .map(|(n, idx)| (n.to_string(), t.stats.adoptions[*idx]))
             .collect(),
         cgroup_walks: t.stats.cgroup_walks,
+        http: i.http,
     }
 }
 

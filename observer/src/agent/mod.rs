@@ -6,6 +6,7 @@
 //! so whatever starts during the scan is in the buffer and applied right after the seed.
 
 pub mod health;
+pub mod http;
 mod server;
 
 use std::{
@@ -40,6 +41,7 @@ pub struct AgentConfig {
     pub reconcile_every: Duration,
     pub state_dirs: StateDirs,
     pub metrics_labels: Vec<String>,
+    pub http_limits: http::Limits,
 }
 
 /// A reconciliation scan running on a blocking thread.
@@ -186,6 +188,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                         reconciliations,
                         last_scan_s: last_scan.as_secs_f64(),
                         states: &states,
+                        http: servers.counts(),
                     }));
                 }
                 }

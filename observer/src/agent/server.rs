@@ -1,25 +1,37 @@
 //! The agent's listeners: TCP (127.0.0.1 by default) and the root-only unix socket. A stale
 //! socket file left by a crashed agent is replaced; a live one means another agent runs.
+//! Each listener has its own connection limits (`http`), so a flood of TCP clients never
+//! locks the CLI out of the unix socket.
 
 use std::{
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{bail, Context};
 use tokio::net::{TcpListener, UnixListener};
 
-use super::AgentConfig;
+use super::{
+    http::{self, ConnCounts, ConnStats},
+    AgentConfig,
+};
 use crate::api::{router, ApiState};
 
 pub struct Servers {
     pub tcp_addr: SocketAddr,
     socket: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    stats: [(&'static str, Arc<ConnStats>); 2],
 }
 
 impl Servers {
+    /// Connection counters per listener (`http`, `unix`).
+    pub fn counts(&self) -> Vec<ConnCounts> {
+        self.stats.iter().map(|(n, s)| s.counts(n)).collect()
+    }
+
     pub fn stop(self) {
         for t in &self.tasks {
             t.abort();
@@ -57,20 +69,19 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
     })?;
     let tcp_addr = tcp.local_addr()?;
     let app = router(state);
-    let a = app.clone();
-    let t1 = tokio::spawn(async move {
-        if let Err(e) = axum::serve(tcp, a).await {
-            log::error!("HTTP server: {e}");
-        }
-    });
-    let t2 = tokio::spawn(async move {
-        if let Err(e) = axum::serve(unix, app).await {
-            log::error!("unix socket server: {e}");
-        }
-    });
+    let stats: [(&'static str, Arc<ConnStats>); 2] =
+        [("http", Arc::default()), ("unix", Arc::default())];
+    let t1 = tokio::spawn(http::serve(
+        tcp,
+        app.clone(),
+        cfg.http_limits,
+        stats[0].1.clone(),
+    ));
+    let t2 = tokio::spawn(http::serve(unix, app, cfg.http_limits, stats[1].1.clone()));
     Ok(Servers {
         tcp_addr,
         socket: cfg.socket.clone(),
         tasks: vec![t1, t2],
+        stats,
     })
 }

@@ -46,6 +46,25 @@ pub struct AgentArgs {
         default_value = "container_id,container_name,runtime,pod,namespace"
     )]
     metrics_labels: String,
+    /// Most open connections per API listener (TCP and unix socket each); more are closed.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: u32,
+    /// Time a client has to send a request's header.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: Duration,
+    /// Idle keep-alive connections, and responses the client stopped reading, are closed
+    /// after this long (a streaming /v1/events response is not idle).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    idle_timeout: Duration,
+}
+
+/// A connection timeout: a duration from 100ms to 1h.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10s, 2m)"))?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("`{s}` is out of range (100ms to 1h)"));
+    }
+    Ok(d)
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -68,6 +87,11 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         },
         metrics_labels: crate::views::metrics::parse_labels(&a.metrics_labels)
             .map_err(anyhow::Error::msg)?,
+        http_limits: agent::http::Limits {
+            max_connections: a.max_connections as usize,
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+        },
     };
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.

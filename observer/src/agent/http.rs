@@ -1,0 +1,276 @@
+//! Serving the API router on a listener with bounds a local client cannot get around:
+//! `axum::serve` keeps a connection that sends nothing, half a header, or idles after a
+//! keep-alive response open forever, so a client could exhaust the agent's descriptors.
+//!
+//! Per listener: at most `max_connections` (more are closed at once and counted); a request
+//! header must arrive within `header_timeout` (hyper's own timer); a connection with no
+//! request in flight and no traffic for `idle_timeout` is closed, and so is one whose
+//! reader stopped taking a response for as long (a stalled `/v1/events` subscriber). A
+//! response that is streaming (`/v1/events` on a quiet node) is not idle.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{body::Body, Router};
+use hyper::body::{Frame, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::Semaphore,
+    time::{Instant, Sleep},
+};
+use tower_service::Service;
+
+/// Largest request head accepted (hyper answers 431 beyond it).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// A listener's connection counters (served on /v1/status and /metrics).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub timed_out: AtomicU64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConnCounts {
+    pub listener: String,
+    pub open: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub timed_out: u64,
+}
+
+impl ConnStats {
+    pub fn counts(&self, listener: &str) -> ConnCounts {
+        ConnCounts {
+            listener: listener.to_string(),
+            open: self.open.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Accepts connections forever, each served on its own task within `limits`.
+pub async fn serve<L>(mut listener: L, app: Router, limits: Limits, stats: Arc<ConnStats>)
+where
+    L: axum::serve::Listener,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        // axum's Listener retries accept errors (EMFILE included) after a pause itself.
+        let (io, _) = listener.accept().await;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "closing a connection: {} already open",
+                limits.max_connections
+            );
+            drop(io);
+            continue;
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let app = app.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let io = Watched::new(io, limits.idle_timeout, in_flight.clone());
+            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let guard = InFlight::new(in_flight.clone());
+                let mut app = app.clone();
+                async move {
+                    let resp = app.call(req.map(Body::new)).await?;
+                    Ok::<_, std::convert::Infallible>(resp.map(|body| {
+                        Body::new(Guarded {
+                            body,
+                            _guard: guard,
+                        })
+                    }))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(io), svc);
+            if let Err(e) = conn.await {
+                let timed_out = e.is_timeout()
+                    || std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<io::Error>())
+                        .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
+                if timed_out {
+                    stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
+                log::debug!("HTTP connection ended: {e}");
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// Counts a request as in flight until its response body is dropped (sent or abandoned).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(n: Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body carrying its request's [`InFlight`] guard.
+struct Guarded {
+    body: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's socket with an inactivity deadline, pushed back by every byte moved. When
+/// it passes, a pending read fails if no request is in flight (idle keep-alive, a client
+/// that never sends) and a pending write fails always (a reader that stopped reading).
+struct Watched<IO> {
+    io: IO,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    in_flight: Arc<AtomicUsize>,
+    /// The last write could not proceed (the peer is not reading).
+    write_blocked: bool,
+}
+
+impl<IO> Watched<IO> {
+    fn new(io: IO, timeout: Duration, in_flight: Arc<AtomicUsize>) -> Self {
+        Watched {
+            io,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            in_flight,
+            write_blocked: false,
+        }
+    }
+
+    fn touch(&mut self) {
+        let at = Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(at);
+    }
+
+    /// Whether the deadline has passed (registering a wakeup for it otherwise).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection inactive for too long")
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.expired(cx) {
+                    if self.write_blocked || self.in_flight.load(Ordering::Relaxed) == 0 {
+                        return Poll::Ready(Err(timed_out()));
+                    }
+                    // A response is streaming: quiet is fine; look again a period later.
+                    self.touch();
+                    let _ = self.expired(cx);
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.write_blocked = false;
+                if r.as_ref().is_ok_and(|&n| n > 0) {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                self.write_blocked = true;
+                if self.expired(cx) {
+                    return Poll::Ready(Err(timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
