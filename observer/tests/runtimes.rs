@@ -2,8 +2,13 @@
 //! containerd-shim-runc-v2, podman with runc and conmon — observed by a real agent: the
 //! container's runtime, id, name and shim are right, PID 1 has ns PPID 0 while its host parent
 //! is the shim, a process entered with the runtime's exec has its host parent outside the
-//! container, and `observer tree <name>` equals /proc. Run as root; the daemons are started
-//! here when they are not running.
+//! container, and `observer tree <name>` equals /proc. Run as root.
+//!
+//! Every runtime runs from test-owned roots (/run/observer-test, /var/lib/observer-test), never
+//! the machine's own: dockerd and containerd are started here on private sockets, shared by
+//! the tests of one run, their pids recorded in /run/observer-test/daemons/ so that `cargo
+//! xtask test` stops them at the end of the run, also when a test failed or the run was
+//! interrupted (xtask/src/hygiene.rs).
 
 mod common;
 
@@ -19,6 +24,10 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(60);
 const CTR_SOCK: &str = "/run/observer-test/containerd.sock";
 const CTR_STATE: &str = "/run/observer-test/containerd";
+const DOCKER_SOCK: &str = "unix:///run/observer-test/docker.sock";
+const DOCKER_ROOT: &str = "/var/lib/observer-test/docker";
+const PODMAN_ROOT: &str = "/var/lib/observer-test/podman";
+const PODMAN_RUNROOT: &str = "/run/observer-test/podman";
 const CMD: &str = "sleep 1000 & sleep 0.1 & exec sleep 1001";
 
 fn ok(cmd: &mut Command) -> String {
@@ -40,11 +49,15 @@ fn succeeds(cmd: &mut Command) -> bool {
 
 /// A busybox root file system as a tar (busybox-static and its applet links).
 fn rootfs_tar() -> PathBuf {
-    let tar = std::env::temp_dir().join("observer-test-busybox.tar");
+    let tar = PathBuf::from("/var/lib/observer-test/busybox.tar");
     if tar.exists() {
         return tar;
     }
-    let dir = std::env::temp_dir().join(format!("observer-test-rootfs-{}", std::process::id()));
+    std::fs::create_dir_all("/var/lib/observer-test").unwrap();
+    let dir = PathBuf::from(format!(
+        "/var/lib/observer-test/rootfs-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
         .expect("busybox-static provides /bin/busybox");
@@ -65,9 +78,12 @@ fn rootfs_tar() -> PathBuf {
     tar
 }
 
-/// Starts `cmd` in the background, detached from the test (it outlives it, as a daemon
-/// would), logging to `log`.
-fn daemon(cmd: &mut Command, log: &Path) {
+/// Starts `cmd` in the background, detached from the test (the run's other tests reuse it),
+/// logging to `log`; its pid goes to /run/observer-test/daemons/<name>.pid, where the end of
+/// `cargo xtask test` finds it to stop it.
+fn daemon(name: &str, cmd: &mut Command, log: &Path) {
+    let dir = Path::new("/run/observer-test/daemons");
+    std::fs::create_dir_all(dir).unwrap();
     let f = std::fs::File::create(log).unwrap();
     cmd.stdin(Stdio::null())
         .stdout(f.try_clone().unwrap())
@@ -81,27 +97,44 @@ fn daemon(cmd: &mut Command, log: &Path) {
     }
     // Deliberately not waited for: the daemon outlives the test.
     #[allow(clippy::zombie_processes)]
-    cmd.spawn()
+    let child = cmd
+        .spawn()
         .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    std::fs::write(dir.join(format!("{name}.pid")), child.id().to_string()).unwrap();
+}
+
+fn docker() -> Command {
+    let mut c = Command::new("docker");
+    c.args(["-H", DOCKER_SOCK]);
+    c
 }
 
 fn docker_ready() -> &'static str {
-    if !succeeds(Command::new("docker").arg("info")) {
+    if !succeeds(docker().arg("info")) {
         daemon(
+            "dockerd",
             Command::new("dockerd").args([
                 "--iptables=false",
                 "--ip6tables=false",
                 "--bridge=none",
+                "--host",
+                DOCKER_SOCK,
+                "--data-root",
+                DOCKER_ROOT,
+                "--exec-root",
+                "/run/observer-test/docker",
+                "--pidfile",
+                "/run/observer-test/dockerd.pid",
             ]),
-            Path::new("/tmp/observer-test-dockerd.log"),
+            Path::new("/run/observer-test/dockerd.log"),
         );
         eventually(T, "dockerd to answer", || {
-            succeeds(Command::new("docker").arg("info")).then_some(())
+            succeeds(docker().arg("info")).then_some(())
         });
     }
     let image = "observer-test/busybox:1";
-    if !succeeds(Command::new("docker").args(["image", "inspect", image])) {
-        ok(Command::new("docker")
+    if !succeeds(docker().args(["image", "inspect", image])) {
+        ok(docker()
             .args(["import", "--change", "ENV PATH=/bin"])
             .arg(rootfs_tar())
             .arg(image));
@@ -119,6 +152,7 @@ fn containerd_ready() -> &'static str {
     if !succeeds(ctr().arg("version")) {
         std::fs::create_dir_all("/run/observer-test").unwrap();
         daemon(
+            "containerd",
             Command::new("containerd").args([
                 "--root",
                 "/var/lib/observer-test/containerd",
@@ -127,7 +161,7 @@ fn containerd_ready() -> &'static str {
                 "--address",
                 CTR_SOCK,
             ]),
-            Path::new("/tmp/observer-test-containerd.log"),
+            Path::new("/run/observer-test/containerd.log"),
         );
         eventually(T, "containerd to answer", || {
             succeeds(ctr().arg("version")).then_some(())
@@ -138,21 +172,21 @@ fn containerd_ready() -> &'static str {
         .lines()
         .all(|l| l != image)
     {
-        let archive = std::env::temp_dir().join("observer-test-busybox-image.tar");
-        ok(Command::new("docker")
+        let archive = Path::new("/var/lib/observer-test/busybox-image.tar");
+        ok(docker()
             .args(["save", "-o"])
-            .arg(&archive)
+            .arg(archive)
             .arg(docker_ready()));
-        ok(ctr().args(["image", "import"]).arg(&archive));
+        ok(ctr().args(["image", "import"]).arg(archive));
+        let _ = std::fs::remove_file(archive);
     }
     image
 }
 
 fn podman_ready() -> &'static str {
     let image = "localhost/observer-test-busybox:1";
-    if !succeeds(Command::new("podman").args(["image", "exists", image])) {
-        ok(Command::new("podman")
-            .args(["import", "--change", "ENV=PATH=/bin"])
+    if !succeeds(&mut podman(&["image", "exists", image])) {
+        ok(podman(&["import", "--change", "ENV=PATH=/bin"])
             .arg(rootfs_tar())
             .arg(image));
     }
@@ -161,8 +195,17 @@ fn podman_ready() -> &'static str {
 
 fn podman(args: &[&str]) -> Command {
     let mut c = Command::new("podman");
-    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
-        .args(args);
+    c.args([
+        "--root",
+        PODMAN_ROOT,
+        "--runroot",
+        PODMAN_RUNROOT,
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+    ])
+    .args(args);
     c
 }
 
@@ -247,10 +290,10 @@ fn check(agent: &Agent, name: &str, runtime: &str, id: &str, shim_comm: &str) {
 #[test]
 fn docker_container_by_name_with_containerd_shim_and_docker_exec() {
     let image = docker_ready();
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(&["--docker-root", DOCKER_ROOT]);
     let name = "observer-test-docker";
-    let _ = Command::new("docker").args(["rm", "-f", name]).output();
-    let id = ok(Command::new("docker").args([
+    let _ = docker().args(["rm", "-f", name]).output();
+    let id = ok(docker().args([
         "run",
         "-d",
         "--network",
@@ -262,9 +305,9 @@ fn docker_container_by_name_with_containerd_shim_and_docker_exec() {
         "-c",
         CMD,
     ]));
-    ok(Command::new("docker").args(["exec", "-d", name, "sleep", "999"]));
+    ok(docker().args(["exec", "-d", name, "sleep", "999"]));
     check(&agent, name, "docker", &id, "containerd-shim");
-    ok(Command::new("docker").args(["rm", "-f", name]));
+    ok(docker().args(["rm", "-f", name]));
 }
 
 #[test]
@@ -304,7 +347,12 @@ fn containerd_ctr_container_with_shim_runc_v2_and_task_exec() {
 #[test]
 fn podman_container_with_runc_conmon_and_podman_exec() {
     let image = podman_ready();
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(&[
+        "--storage-root",
+        PODMAN_ROOT,
+        "--storage-root",
+        PODMAN_RUNROOT,
+    ]);
     let name = "observer-test-podman";
     let _ = podman(&["rm", "-f", name]).output();
     let id = ok(&mut podman(&[

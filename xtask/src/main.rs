@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run | test`.
 
 mod bench;
+mod hygiene;
 mod setup;
 mod util;
 mod vm;
@@ -196,7 +197,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
             }
             setup::setup(true)?;
-            run(Command::new("cargo")
+            // Whatever the tests do, and however they end, the machine is left as it was.
+            let before = hygiene::before();
+            hygiene::survive_interrupts();
+            let tests = run(Command::new("cargo")
                 .current_dir(root())
                 .args([
                     "test",
@@ -207,7 +211,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     "observer-ebpf",
                 ])
                 .args(&args)
-                .args(["--", "--test-threads=1"]))?;
+                .args(["--", "--test-threads=1"]));
+            let clean =
+                hygiene::teardown_and_check(&before, &root().join("target/release/observer"));
+            tests?;
+            clean?;
             if no_vm {
                 return Ok(());
             }

@@ -32,6 +32,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "runc",
     "podman",
     "conmon",
+    // bpftool: tests/resilience.rs checks that a killed agent leaves no program behind
+    "bpftool",
     // a real Prometheus and promtool for tests/metrics.rs
     "prometheus",
 ];
