@@ -174,9 +174,8 @@ const HOSTILE: &str = "\x1b]0;PWNED\x07\x1b[2J";
 #[test]
 fn control_characters_from_processes_never_reach_the_terminal() {
     // An executable named with escape sequences: its comm, exe and argv[0] carry them.
-    let dir = std::env::temp_dir().join(format!("observer-test-esc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join(HOSTILE);
+    let dir = Scratch::new("esc");
+    let exe = dir.0.join(HOSTILE);
     std::fs::copy("/bin/sleep", &exe).unwrap();
     let crowd = Crowd::start(2, &exe.to_string_lossy());
     let agent = Agent::start(&[]);
@@ -229,7 +228,23 @@ fn control_characters_from_processes_never_reach_the_terminal() {
         outputs.last().unwrap().1
     );
     drop(crowd);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A directory of the test's own, removed when the test ends (passing or failing).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("observer-test-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn connect(agent: &Agent) -> TcpStream {

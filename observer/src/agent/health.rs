@@ -47,6 +47,11 @@ pub struct Health {
     /// Connections per API listener.
     #[serde(default)]
     pub http: Vec<super::http::ConnCounts>,
+    /// Agents started with this socket's state file, and those that did not stop cleanly.
+    #[serde(default)]
+    pub agent_starts: u64,
+    #[serde(default)]
+    pub unclean_restarts: u64,
 }
 
 pub struct Inputs<'a> {
@@ -61,6 +66,7 @@ pub struct Inputs<'a> {
     pub last_scan_s: f64,
     pub states: &'a BTreeMap<String, u64>,
     pub http: Vec<super::http::ConnCounts>,
+    pub restarts: super::marker::Restarts,
 }
 
 pub fn health(i: Inputs) -> Health {
@@ -99,6 +105,8 @@ pub fn health(i: Inputs) -> Health {
             .collect(),
         cgroup_walks: t.stats.cgroup_walks,
         http: i.http,
+        agent_starts: i.restarts.starts,
+        unclean_restarts: i.restarts.unclean,
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod http;
+mod marker;
 mod server;
 
 use std::{
@@ -129,6 +130,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         limits: Arc::default(),
     };
     let servers = server::start(&cfg, state).await?;
+    // The socket is ours from here: no other agent runs with this state file.
+    let marker = marker::path_for(&cfg.socket);
+    let restarts = marker::on_start(&marker);
     eprintln!(
         "observer agent: {} processes, {} containers; API on http://{} and {}",
         table.len(),
@@ -150,6 +154,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|k| k.total_dropped())
         .unwrap_or(0);
     let mut reconciliations = 0u64;
+    // Events were lost while a scan ran: that scan may predate what they described.
+    let mut rescan = false;
 
     loop {
         tokio::select! {
@@ -189,6 +195,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                         last_scan_s: last_scan.as_secs_f64(),
                         states: &states,
                         http: servers.counts(),
+                        restarts,
                     }));
                 }
                 }
@@ -216,6 +223,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                         log::info!("reconciliation fixed {fixes} entries ({} processes)", table.len());
                     }
                 }
+                if std::mem::take(&mut rescan) {
+                    job = Some(start_scan());
+                }
             }
             _ = housekeeping.tick() => {
                 if table.has_exited() {
@@ -230,6 +240,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     last_dropped = dropped;
                     if job.is_none() {
                         job = Some(start_scan());
+                    } else {
+                        rescan = true;
                     }
                 }
             }
@@ -239,6 +251,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     servers.stop();
     drop(probes);
+    marker::on_clean_stop(&marker, restarts);
     eprintln!("observer agent: stopped");
     Ok(())
 }

@@ -284,7 +284,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         fams.push(fam);
     };
     // Label-less node and agent figures: (name, help, counter?, value).
-    let scalars: [(&'static str, &'static str, bool, f64); 10] = [
+    let scalars: [(&'static str, &'static str, bool, f64); 12] = [
         (
             "observer_processes",
             "Processes in the agent's table.",
@@ -338,6 +338,18 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
             "Duration of the last /proc scan.",
             false,
             h.last_scan_s,
+        ),
+        (
+            "observer_agent_starts_total",
+            "Agents started on this node with this socket (this one included).",
+            true,
+            h.agent_starts as f64,
+        ),
+        (
+            "observer_agent_unclean_restarts_total",
+            "Agents that ended without a clean stop (killed, crashed) before this one started.",
+            true,
+            h.unclean_restarts as f64,
         ),
         (
             "observer_uptime_seconds",

@@ -19,6 +19,8 @@ pub struct Agent {
     pub socket: PathBuf,
     /// host:port of the HTTP listener.
     pub http: String,
+    /// Crashed on purpose: leave the socket and restart record for the next agent.
+    crashed: bool,
 }
 
 impl Agent {
@@ -28,6 +30,12 @@ impl Agent {
             std::process::id(),
             rand_suffix()
         ));
+        Agent::start_at(&socket, extra)
+    }
+
+    /// An agent on a given socket path (e.g. the one a killed agent left).
+    pub fn start_at(socket: &std::path::Path, extra: &[&str]) -> Agent {
+        let socket = socket.to_path_buf();
         let mut child = observer()
             .arg("agent")
             .arg("--socket")
@@ -63,7 +71,15 @@ impl Agent {
             child,
             socket,
             http,
+            crashed: false,
         }
+    }
+
+    /// SIGKILL, as the OOM killer or an operator would: the agent gets no chance to clean up.
+    pub fn crash(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.crashed = true;
     }
 
     pub fn pid(&self) -> u32 {
@@ -107,8 +123,13 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if self.crashed {
+            return;
+        }
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        // A clean stop removes the socket; the restart record beside it is the test's.
+        let _ = std::fs::remove_file(self.socket.with_extension("state"));
     }
 }
 

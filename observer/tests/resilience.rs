@@ -1,0 +1,262 @@
+//! The agent when things go wrong underneath it: a ring buffer too small for a spawn storm
+//! (losses counted in the kernel and by the agent, a reconciliation at once, the table equal
+//! to /proc right after), and an agent killed with SIGKILL under load (nothing left attached,
+//! the stale socket does not block the next agent, which rebuilds an exact table and says
+//! that its predecessor died). Run as root.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{agent::*, *};
+use serde_json::Value;
+
+/// A bare container (new pid namespace) whose shell runs `workers` spawn loops of
+/// `per_worker` short-lived processes each, then sleeps; `go` starts the storm.
+struct Storm {
+    unshare: Child,
+    pidns: u64,
+    go: std::path::PathBuf,
+    done: std::path::PathBuf,
+}
+
+impl Storm {
+    fn new(workers: usize, per_worker: usize) -> Storm {
+        let tag = format!("{}-{}", std::process::id(), workers);
+        let go = std::env::temp_dir().join(format!("observer-test-go-{tag}"));
+        let done = std::env::temp_dir().join(format!("observer-test-done-{tag}"));
+        let _ = std::fs::remove_file(&go);
+        let _ = std::fs::remove_file(&done);
+        let script = format!(
+            "sleep 100000 & sleep 100001 & echo ready; \
+             while [ ! -e {go} ]; do sleep 0.05; done; \
+             w=0; pids=; while [ $w -lt {workers} ]; do \
+               (i=0; while [ $i -lt {per_worker} ]; do /bin/true; i=$((i+1)); done) & \
+               pids=\"$pids $!\"; w=$((w+1)); done; \
+             for p in $pids; do wait $p; done; \
+             touch {done}; wait",
+            go = go.display(),
+            done = done.display()
+        );
+        let mut unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        BufReader::new(unshare.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let sh = eventually(Duration::from_secs(10), "the namespace's shell", || {
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()
+        });
+        Storm {
+            pidns: ns_inode(sh, "pid"),
+            unshare,
+            go,
+            done,
+        }
+    }
+
+    /// Starts the storm and waits for its end.
+    fn run(&self, timeout: Duration) {
+        std::fs::write(&self.go, "").unwrap();
+        eventually(timeout, "the spawn storm to end", || {
+            self.done.exists().then_some(())
+        });
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        let _ = std::fs::remove_file(&self.go);
+        let _ = std::fs::remove_file(&self.done);
+    }
+}
+
+fn status(agent: &Agent) -> Value {
+    let body = agent.http_get("/v1/status");
+    serde_json::from_str(body.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+fn total(st: &Value, field: &str) -> u64 {
+    st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[field].as_u64().unwrap())
+        .sum()
+}
+
+/// The agent's processes compared with /proc read before and after asking it, so that
+/// processes starting or ending meanwhile do not count: returns (pids /proc lists in both
+/// reads that the agent lacks, pids the agent lists that /proc has in neither read although
+/// they are older than the comparison).
+fn table_vs_proc(agent: &Agent) -> (Vec<u64>, Vec<u64>) {
+    let read = || -> std::collections::BTreeSet<u64> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    let t = Instant::now();
+    let before = read();
+    let ps = agent.json(&["ps"]);
+    let after = read();
+    let window = t.elapsed().as_secs_f64() + 0.2;
+    let procs = ps.as_array().unwrap();
+    let listed: std::collections::BTreeSet<u64> =
+        procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    let missing = before
+        .intersection(&after)
+        .filter(|p| !listed.contains(p))
+        .copied()
+        .collect();
+    let gone = procs
+        .iter()
+        .filter(|p| p["age_s"].as_f64().unwrap() > window)
+        .map(|p| p["pid"].as_u64().unwrap())
+        .filter(|p| !before.contains(p) && !after.contains(p))
+        .collect();
+    (missing, gone)
+}
+
+fn assert_table_equals_proc(agent: &Agent, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (missing, gone) = table_vs_proc(agent);
+        if missing.is_empty() && gone.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("the table differs from /proc: missing {missing:?}, gone but listed {gone:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn forced_ring_buffer_overflow_is_counted_reconciled_at_once_and_the_table_equals_proc() {
+    // The smallest ring buffer, no periodic reconciliation: only a counted loss can trigger one.
+    let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h"]);
+    let st0 = status(&agent);
+    assert_eq!(st0["reconciliations"], 0);
+    let storm = Storm::new(4, 1500);
+    let end = Instant::now();
+    storm.run(Duration::from_secs(120));
+    let storm_took = end.elapsed();
+    let st = status(&agent);
+    let dropped = total(&st, "dropped");
+    assert!(
+        dropped > 0,
+        "a 4 KiB ring buffer must overflow under a 4-way storm: {st:#}"
+    );
+    let m = agent.http_get("/metrics");
+    let lost: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("observer_events_lost_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(lost as u64, dropped, "/metrics reports the kernel's count");
+    // The agent noticed the loss and reconciled without waiting for its 1 h interval.
+    let ended = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "a reconciliation after the loss",
+        || (status(&agent)["reconciliations"].as_u64()? >= 1).then_some(()),
+    );
+    assert_table_equals_proc(
+        &agent,
+        Duration::from_secs(5).saturating_sub(ended.elapsed()),
+    );
+    tree_equal_to_proc(&agent, &storm.pidns.to_string(), Duration::from_secs(5));
+    eprintln!(
+        "storm of 6,000 spawns took {storm_took:?}; {dropped} events dropped, {} received; table equal to /proc {:?} after the storm",
+        total(&st, "received"),
+        ended.elapsed()
+    );
+}
+
+/// Names of the BPF programs loaded on the machine (bpftool).
+fn bpf_programs() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (installed by cargo xtask setup --tests)");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some(p["name"].as_str()?.to_string()))
+        .collect()
+}
+
+fn ours(progs: &[String]) -> usize {
+    // The programs' names in observer-ebpf (truncated to 15 bytes by the kernel).
+    progs
+        .iter()
+        .filter(|n| {
+            [
+                "sched_process_",
+                "cgroup_attach",
+                "sys_exit_setns",
+                "sys_exit_unsha",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+        })
+        .count()
+}
+
+#[test]
+fn agent_killed_with_sigkill_under_load_restarts_with_an_exact_table() {
+    let base = ours(&bpf_programs());
+    let storm = Storm::new(2, 20_000);
+    let first = Agent::start(&[]);
+    let socket = first.socket.clone();
+    assert!(
+        ours(&bpf_programs()) > base,
+        "the agent's programs are loaded"
+    );
+    std::fs::write(&storm.go, "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    first.crash();
+    assert!(socket.exists(), "a killed agent leaves its socket file");
+    eventually(Duration::from_secs(5), "the programs to be gone", || {
+        (ours(&bpf_programs()) == base).then_some(())
+    });
+    let pinned: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        !pinned
+            .iter()
+            .any(|p: &std::path::PathBuf| p.to_string_lossy().contains("observer")),
+        "nothing pinned: {pinned:?}"
+    );
+    // The next agent takes the same socket while the storm goes on.
+    let second = Agent::start_at(&socket, &[]);
+    let st = status(&second);
+    assert_eq!(st["agent_starts"].as_u64(), Some(2), "{st:#}");
+    assert_eq!(st["unclean_restarts"].as_u64(), Some(1), "{st:#}");
+    let m = second.http_get("/metrics");
+    assert!(m.contains("observer_agent_unclean_restarts_total 1"), "{m}");
+    // While the storm goes on (field by field once it is over: states change meanwhile).
+    assert_table_equals_proc(&second, Duration::from_secs(5));
+    storm.run(Duration::from_secs(300));
+    assert_table_equals_proc(&second, Duration::from_secs(5));
+    tree_equal_to_proc(&second, &storm.pidns.to_string(), Duration::from_secs(5));
+}
