@@ -35,7 +35,7 @@ impl Table {
             argv: Fixed::from_bytes(&s.cmdline),
             threads: s.threads.max(1),
             // /proc has no exit time: the zombie's age counts from when observer saw it.
-            exit: (s.state == 'Z').then_some(ExitInfo {
+            exit: s.is_zombie().then_some(ExitInfo {
                 status: None,
                 at_ns: 0,
             }),
@@ -95,6 +95,11 @@ impl Table {
                         self.pending.iter().any(|w| w.pid == s.pid),
                     );
                     if ppid != s.ppid && !pending && s.ppid != 0 {
+                        log::debug!(
+                            "reconcile: pid {}: ppid {ppid} in the table, {} in /proc",
+                            s.pid,
+                            s.ppid
+                        );
                         let from = self
                             .procs
                             .get(&ppid)
@@ -103,7 +108,11 @@ impl Table {
                         self.reparent(s.pid, s.ppid, from, now_ns);
                         fixes += 1;
                     }
-                    if s.state == 'Z' && !zombie {
+                    if s.is_zombie() && !zombie {
+                        log::debug!(
+                            "reconcile: pid {}: a zombie in /proc, its exit was missed",
+                            s.pid
+                        );
                         self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo {
                             status: None,
                             at_ns: now_ns,
@@ -115,7 +124,20 @@ impl Table {
                 existing => {
                     let reused = existing.is_some();
                     if reused {
+                        log::debug!(
+                            "reconcile: pid {}: start time {} in the table, {} in /proc (reused)",
+                            s.pid,
+                            existing.map_or(0, |p| p.start_time_ns),
+                            s.start_time_ns
+                        );
                         self.remove(s.pid);
+                    } else if old_enough {
+                        log::debug!(
+                            "reconcile: pid {} ({}) in /proc since {} ns, missing from the table",
+                            s.pid,
+                            s.comm,
+                            s.start_time_ns
+                        );
                     }
                     let mut p = self.process_from_scan(s);
                     if let Some(e) = p.exit.as_mut() {
@@ -129,15 +151,20 @@ impl Table {
                 }
             }
         }
-        let gone: Vec<u32> = self
+        let gone: Vec<(u32, bool)> = self
             .procs
             .values()
             .filter(|p| !seen.contains(&p.pid) && p.start_time_ns + margin < scan_start_ns)
-            .map(|p| p.pid)
+            .map(|p| (p.pid, p.exit.is_some()))
             .collect();
-        for pid in gone {
+        for (pid, exited) in gone {
             self.remove(pid);
-            fixes += 1;
+            // An exited process reaped before the scan read /proc only awaits its free
+            // event (an RCU callback, later than the reap): not a correction.
+            if !exited {
+                log::debug!("reconcile: pid {pid} is in the table but gone from /proc");
+                fixes += 1;
+            }
         }
         // Children whose links pointed at removed parents are relinked to their recorded ppid.
         let orphans: Vec<(u32, u32)> = self

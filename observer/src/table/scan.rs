@@ -42,6 +42,14 @@ pub struct Scanned {
     pub rss_pages: u64,
 }
 
+impl Scanned {
+    /// Exited and not reaped. A leader thread that exited while other threads run also
+    /// reads as `Z` in /proc (with Threads > 1): that process is alive.
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' && self.threads <= 1
+    }
+}
+
 /// Live facts about a running process that only /proc has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Live {
@@ -57,10 +65,7 @@ pub struct Live {
 
 /// Reads /proc/<pid>/stat only (one open and read: views call this per process).
 pub fn live(pid: u32) -> Option<Live> {
-    use procfs::FromRead;
-    let s =
-        procfs::process::Stat::from_read(std::fs::File::open(format!("/proc/{pid}/stat")).ok()?)
-            .ok()?;
+    let s = parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)?;
     Some(Live {
         state: s.state,
         comm: s.comm,
@@ -124,7 +129,7 @@ pub fn scan_pid(
         .ok()
         .map(std::fs::File::from)
     };
-    let stat = procfs::process::Stat::from_read(file("stat")?).ok()?;
+    let stat = parse_stat(&read_all(file("stat")?)?)?;
     let mut ns = [0u32; NS_COUNT];
     ns[NS_PID] = fstatat(&dir, "ns/pid", nix::fcntl::AtFlags::empty())
         .map(|s| s.st_ino as u32)
@@ -175,6 +180,33 @@ pub fn scan_pid(
         cpu_ticks: stat.utime + stat.stime,
         rss_pages: stat.rss,
     })
+}
+
+fn read_all(mut f: std::fs::File) -> Option<Vec<u8>> {
+    let mut b = Vec::with_capacity(512);
+    f.read_to_end(&mut b).ok()?;
+    Some(b)
+}
+
+/// `/proc/<pid>/stat` through procfs, which slices its text by the positions of the
+/// parentheses around comm and panics (found by fuzz/fuzz_targets/proc_files.rs) when they
+/// are not where the kernel puts them: `<pid> (<comm>) <state> ...`. Checked here first,
+/// on the same lossily decoded, trimmed text procfs looks at.
+pub fn parse_stat(bytes: &[u8]) -> Option<procfs::process::Stat> {
+    use procfs::FromRead;
+    let text = String::from_utf8_lossy(bytes);
+    let b = text.trim().as_bytes();
+    let open = b.iter().position(|&c| c == b'(')?;
+    let close = b.iter().rposition(|&c| c == b')')?;
+    let well_formed = open >= 1
+        && b[open - 1].is_ascii()
+        && close > open
+        && close + 2 <= b.len()
+        && b[close + 1].is_ascii();
+    if !well_formed {
+        return None;
+    }
+    procfs::process::Stat::from_read(bytes).ok()
 }
 
 fn read_cmdline_at(f: Option<std::fs::File>) -> Vec<u8> {
@@ -242,4 +274,37 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Syn
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stat;
+
+    #[test]
+    fn stat_parsing_survives_what_fuzzing_found_and_hostile_comms() {
+        // Inputs that once panicked procfs' parser (fuzz/regressions/proc_files).
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/regressions/proc_files"
+        );
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            let _ = parse_stat(&std::fs::read(f.path()).unwrap());
+        }
+        for bad in [
+            &b"1 (x)"[..],
+            b"(x) S 1",
+            b"1 (x)\xc3\xa9 S",
+            b"\xc3\xa9(x) S 1",
+            b"1 )x( S",
+        ] {
+            assert!(parse_stat(bad).is_none(), "{bad:?}");
+        }
+        // A comm with parentheses, spaces and invalid UTF-8, as a process can name itself.
+        let mut line = b"42 (a) (b\xff) c) S 1 42 42 0 -1 4194560".to_vec();
+        line.extend_from_slice(&b" 0".repeat(45));
+        line.push(b'\n');
+        let s = parse_stat(&line).expect("a kernel-shaped line parses");
+        assert_eq!((s.pid, s.ppid, s.state), (42, 1, 'S'));
+        assert!(s.comm.starts_with("a) (b"), "{}", s.comm);
+    }
 }

@@ -389,3 +389,23 @@ fn reaped_zombies_leave_before_their_late_free_event() {
     tb.apply(&free(900, t));
     assert!(tb.is_empty());
 }
+
+#[test]
+fn steady_state_reconciliation_corrects_nothing() {
+    // A multi-threaded process whose leader thread exited reads `Z` in /proc with
+    // Threads > 1: it is alive, neither at the seed nor at a reconciliation a zombie.
+    let mut leader_gone = scanned(20, 1, TICK, "/", &[20], HOST_NS, 'Z');
+    leader_gone.threads = 2;
+    let mut tb = table();
+    tb.seed(&[leader_gone.clone()], 0);
+    assert!(!tb.get(20).unwrap().is_zombie());
+    // A process whose exit was seen and that was reaped before the scan read /proc: its
+    // free event (an RCU callback) is still due. Removing it is no correction.
+    let t = task(1, &[30], HOST_NS, 2 * TICK, "sh");
+    tb.apply(&fork(30, t));
+    tb.apply(&exit(30, 30, t, 0, true, 3 * TICK));
+    assert_eq!(tb.reconcile(&[leader_gone], 100 * TICK, 100 * TICK), 0);
+    assert!(!tb.get(20).unwrap().is_zombie());
+    assert!(tb.get(30).is_none());
+    assert_eq!(tb.stats.corrections, 0);
+}
