@@ -130,18 +130,7 @@ impl Resolver {
             for n in namespaces {
                 let cfg = tasks.join(&n).join(id).join("config.json");
                 if let Some(v) = read_json(&cfg) {
-                    let a = &v["annotations"];
-                    let s = |k: &str| a[k].as_str().map(String::from);
-                    return Some(Meta {
-                        name: s("io.kubernetes.cri.container-name")
-                            .or_else(|| Some(id.to_string())),
-                        pod: s("io.kubernetes.cri.sandbox-name")
-                            .or_else(|| s("io.kubernetes.pod.name")),
-                        pod_namespace: s("io.kubernetes.cri.sandbox-namespace")
-                            .or_else(|| s("io.kubernetes.pod.namespace")),
-                        image: s("io.kubernetes.cri.image-name"),
-                        runtime: None,
-                    });
+                    return Some(parse::containerd(&v, id));
                 }
             }
         }
@@ -160,25 +149,36 @@ impl Resolver {
     }
 }
 
+/// Runtime state files are read whole; a bigger one than this is refused (a state file
+/// that large is corrupt or hostile, and the agent's memory stays bounded).
+pub const MAX_STATE_FILE: u64 = 16 << 20;
+
 fn read_json(p: &Path) -> Option<Value> {
-    serde_json::from_slice(&fs::read(p).ok()?).ok()
+    use std::io::Read;
+    let f = fs::File::open(p).ok()?;
+    let mut bytes = Vec::new();
+    f.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        log::warn!(
+            "ignoring {}: larger than {} MiB",
+            p.display(),
+            MAX_STATE_FILE >> 20
+        );
+        return None;
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::debug!("ignoring {}: not the JSON expected: {e}", p.display());
+            None
+        }
+    }
 }
 
 fn docker(root: &Path, id: &str) -> Meta {
-    let Some(v) = read_json(&root.join("containers").join(id).join("config.v2.json")) else {
-        return Meta::default();
-    };
-    let labels = &v["Config"]["Labels"];
-    let l = |k: &str| labels[k].as_str().map(String::from);
-    Meta {
-        name: v["Name"]
-            .as_str()
-            .map(|n| n.trim_start_matches('/').to_string()),
-        pod: l("io.kubernetes.pod.name"),
-        pod_namespace: l("io.kubernetes.pod.namespace"),
-        image: v["Config"]["Image"].as_str().map(String::from),
-        runtime: None,
-    }
+    read_json(&root.join("containers").join(id).join("config.v2.json"))
+        .map(|v| parse::docker(&v))
+        .unwrap_or_default()
 }
 
 /// observer's launcher: `<dir>/<name>/config.json` holds the id (the cgroup's name).
@@ -186,56 +186,104 @@ fn launcher(dir: &Path, id: &str) -> Meta {
     let Ok(rd) = fs::read_dir(dir) else {
         return Meta::default();
     };
-    for e in rd.flatten() {
-        if let Some(v) =
-            read_json(&e.path().join("config.json")).filter(|v| v["id"].as_str() == Some(id))
-        {
-            return Meta {
-                name: v["name"].as_str().map(String::from),
-                image: v["rootfs"].as_str().map(String::from),
-                ..Meta::default()
-            };
-        }
-    }
-    Meta::default()
+    rd.flatten()
+        .find_map(|e| parse::launcher(&read_json(&e.path().join("config.json"))?, id))
+        .unwrap_or_default()
 }
 
 fn podman(storage: &[PathBuf], id: &str) -> Meta {
-    for s in storage {
-        let Some(Value::Array(list)) = read_json(&s.join("overlay-containers/containers.json"))
-        else {
-            continue;
-        };
-        if let Some(c) = list.iter().find(|c| c["id"].as_str() == Some(id)) {
-            return Meta {
-                name: c["names"][0].as_str().map(String::from),
-                ..Meta::default()
-            };
-        }
-    }
-    Meta::default()
+    storage
+        .iter()
+        .find_map(|s| {
+            parse::podman(
+                &read_json(&s.join("overlay-containers/containers.json"))?,
+                id,
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
-    for s in storage {
-        let Some(v) = read_json(
+    storage.iter().find_map(|s| {
+        let v = read_json(
             &s.join("overlay-containers")
                 .join(id)
                 .join("userdata/config.json"),
-        ) else {
-            continue;
-        };
-        let a = &v["annotations"];
-        let s = |k: &str| a[k].as_str().map(String::from);
-        return Some(Meta {
-            name: s("io.kubernetes.container.name"),
-            pod: s("io.kubernetes.pod.name"),
-            pod_namespace: s("io.kubernetes.pod.namespace"),
-            image: s("io.kubernetes.cri-o.ImageName"),
-            runtime: None,
-        });
+        )?;
+        Some(parse::crio(&v))
+    })
+}
+
+/// What each runtime's state file says, from its parsed JSON: wrong types and missing keys
+/// give no name, never a panic (fuzzed: fuzz/fuzz_targets/state_files.rs).
+pub mod parse {
+    use serde_json::Value;
+
+    use super::Meta;
+
+    fn s(v: &Value, k: &str) -> Option<String> {
+        v[k].as_str().map(String::from)
     }
-    None
+
+    /// Docker's `containers/<id>/config.v2.json`.
+    pub fn docker(v: &Value) -> Meta {
+        let labels = &v["Config"]["Labels"];
+        Meta {
+            name: v["Name"]
+                .as_str()
+                .map(|n| n.trim_start_matches('/').to_string()),
+            pod: s(labels, "io.kubernetes.pod.name"),
+            pod_namespace: s(labels, "io.kubernetes.pod.namespace"),
+            image: v["Config"]["Image"].as_str().map(String::from),
+            runtime: None,
+        }
+    }
+
+    /// A containerd task bundle's `config.json` (CRI annotations); the id names it otherwise.
+    pub fn containerd(v: &Value, id: &str) -> Meta {
+        let a = &v["annotations"];
+        Meta {
+            name: s(a, "io.kubernetes.cri.container-name").or_else(|| Some(id.to_string())),
+            pod: s(a, "io.kubernetes.cri.sandbox-name").or_else(|| s(a, "io.kubernetes.pod.name")),
+            pod_namespace: s(a, "io.kubernetes.cri.sandbox-namespace")
+                .or_else(|| s(a, "io.kubernetes.pod.namespace")),
+            image: s(a, "io.kubernetes.cri.image-name"),
+            runtime: None,
+        }
+    }
+
+    /// containers/storage's `overlay-containers/containers.json` (podman): the entry of `id`.
+    pub fn podman(v: &Value, id: &str) -> Option<Meta> {
+        let c = v
+            .as_array()?
+            .iter()
+            .find(|c| c["id"].as_str() == Some(id))?;
+        Some(Meta {
+            name: c["names"][0].as_str().map(String::from),
+            ..Meta::default()
+        })
+    }
+
+    /// cri-o's `overlay-containers/<id>/userdata/config.json`.
+    pub fn crio(v: &Value) -> Meta {
+        let a = &v["annotations"];
+        Meta {
+            name: s(a, "io.kubernetes.container.name"),
+            pod: s(a, "io.kubernetes.pod.name"),
+            pod_namespace: s(a, "io.kubernetes.pod.namespace"),
+            image: s(a, "io.kubernetes.cri-o.ImageName"),
+            runtime: None,
+        }
+    }
+
+    /// The launcher's `<name>/config.json`, when it is the container `id`.
+    pub fn launcher(v: &Value, id: &str) -> Option<Meta> {
+        (v["id"].as_str() == Some(id)).then(|| Meta {
+            name: s(v, "name"),
+            image: s(v, "rootfs"),
+            ..Meta::default()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -334,5 +382,65 @@ mod tests {
         );
         assert_eq!(r.meta(&key(Runtime::Podman, "ee"), None).name, None);
         fs::remove_dir_all(s).unwrap();
+    }
+
+    #[test]
+    fn corrupt_or_huge_state_files_give_no_name_and_no_panic() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state");
+        let huge = tmp("huge").join("huge.json");
+        fs::File::create(&huge)
+            .unwrap()
+            .set_len(MAX_STATE_FILE + 1)
+            .unwrap();
+        let mut files: Vec<PathBuf> = fs::read_dir(&fixtures)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        assert!(files.len() >= 4, "fixtures: {files:?}");
+        files.push(huge.clone());
+        let id = "d".repeat(64);
+        for f in &files {
+            let root = tmp("corrupt");
+            let place = |rel: &str| {
+                let p = root.join(rel);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::copy(f, &p).unwrap();
+            };
+            place(&format!("docker/containers/{id}/config.v2.json"));
+            place(&format!(
+                "ctr/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"
+            ));
+            place("storage/overlay-containers/containers.json");
+            place(&format!(
+                "storage/overlay-containers/{id}/userdata/config.json"
+            ));
+            place("launcher/x/config.json");
+            let mut r = Resolver::new(StateDirs {
+                docker: root.join("docker"),
+                containerd: vec![root.join("ctr")],
+                storage: vec![root.join("storage")],
+                launcher: root.join("launcher"),
+            });
+            for rt in [
+                Runtime::Docker,
+                Runtime::Cri,
+                Runtime::Containerd,
+                Runtime::Podman,
+                Runtime::Crio,
+                Runtime::Observer,
+            ] {
+                let m = r.meta(&key(rt, &id), None);
+                assert_eq!(m.pod, None, "{rt:?} from {}", f.display());
+                assert!(
+                    m.name.is_none() || m.name.as_deref() == Some(id.as_str()),
+                    "{rt:?} from {}: {m:?}",
+                    f.display()
+                );
+            }
+            fs::remove_dir_all(root).unwrap();
+        }
+        fs::remove_dir_all(huge.parent().unwrap()).unwrap();
     }
 }
