@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run | test`.
 
 mod bench;
+mod fuzz;
 mod hygiene;
 mod setup;
 mod util;
@@ -55,8 +56,19 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Fuzz the parsers of untrusted input (libFuzzer via cargo-fuzz, pinned nightly):
+    /// event decoder, cgroup paths, /proc and tracefs files, runtime state files, API requests.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only these targets (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Set up, build and run every test (as root: they load real eBPF programs): the host
-    /// tests, then the kernel matrix in qemu.
+    /// tests, the fuzz targets briefly (and their regression inputs), then the kernel
+    /// matrix in qemu.
     Test {
         /// Skip the kernel matrix (quicker local loops).
         #[arg(long)]
@@ -192,6 +204,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             setup::setup(true)?;
             bench::bench(&only)
         }
+        Cmd::Fuzz { time, only } => {
+            setup::setup(false)?;
+            fuzz::fuzz(&only, time)
+        }
         Cmd::Test { no_vm, args } => {
             if !is_root() {
                 bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
@@ -216,6 +232,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 hygiene::teardown_and_check(&before, &root().join("target/release/observer"));
             tests?;
             clean?;
+            // Each fuzz target briefly: its regressions, then new inputs from its seeds.
+            fuzz::fuzz(&[], 10)?;
             if no_vm {
                 return Ok(());
             }

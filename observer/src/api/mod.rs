@@ -259,6 +259,23 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     }
 }
 
+/// The real router with no table task behind it: routes that need the table answer 503.
+/// For fuzzing the request parsing (fuzz/fuzz_targets/api_requests.rs). Call it inside a
+/// tokio runtime.
+#[doc(hidden)]
+pub fn fuzzing_router() -> Router {
+    let (requests, _) = mpsc::channel(1);
+    let (events, _) = broadcast::channel(1);
+    router(ApiState {
+        requests,
+        events,
+        resolver: Arc::new(Mutex::new(Resolver::new(Default::default()))),
+        cgroupfs: Arc::new(CgroupFs::discover()),
+        metrics_labels: Arc::new(Vec::new()),
+        limits: Arc::default(),
+    })
+}
+
 pub fn router(st: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

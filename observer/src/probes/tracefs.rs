@@ -56,7 +56,8 @@ pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Opt
     parse_field_offset(&text, field)
 }
 
-fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+/// The offset of `field` in a tracepoint `format` file's text.
+pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let line = line.trim();
         let decl = line.strip_prefix("field:")?.split(';').next()?;

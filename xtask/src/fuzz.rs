@@ -1,0 +1,125 @@
+//! `cargo xtask fuzz`: libFuzzer through cargo-fuzz, with the pinned nightly, on the parsers
+//! that read what other processes control (fuzz/fuzz_targets/). Each target starts from its
+//! committed seeds (fuzz/corpus/<target>/seed-*); inputs that once crashed a target live in
+//! fuzz/regressions/<target>/ and are replayed first, so a fixed crash stays fixed.
+//! A new crash is copied there and fails the run: commit it with the fix.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{root, run};
+
+pub const TARGETS: [&str; 5] = [
+    "event_decode",
+    "cgroup_paths",
+    "proc_files",
+    "state_files",
+    "api_requests",
+];
+
+/// cargo-fuzz from crates.io (built with the stable toolchain; it drives the nightly).
+pub fn install() -> Result<()> {
+    let ok = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz");
+    run(Command::new("cargo").args(["+stable", "install", "cargo-fuzz", "--locked"]))
+}
+
+fn cargo_fuzz() -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root())
+        .arg(format!("+{}", crate::setup::EBPF_TOOLCHAIN))
+        .arg("fuzz");
+    c
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Builds every target, replays the regressions, then fuzzes each for `secs` seconds.
+pub fn fuzz(targets: &[String], secs: u64) -> Result<()> {
+    install()?;
+    let targets: Vec<&str> = if targets.is_empty() {
+        TARGETS.to_vec()
+    } else {
+        for t in targets {
+            if !TARGETS.contains(&t.as_str()) {
+                bail!(
+                    "unknown fuzz target `{t}` (targets: {})",
+                    TARGETS.join(", ")
+                );
+            }
+        }
+        targets.iter().map(String::as_str).collect()
+    };
+    run(cargo_fuzz().args(["build", "-O"]))?;
+    let dir = root().join("fuzz");
+    for t in &targets {
+        let regressions = files(&dir.join("regressions").join(t));
+        if !regressions.is_empty() {
+            eprintln!(
+                "fuzz: {t}: replaying {} regression input(s)",
+                regressions.len()
+            );
+            run(cargo_fuzz()
+                .args(["run", "-O", t])
+                .args(&regressions)
+                .args(["--", "-runs=1"]))
+            .with_context(|| format!("a fixed crash of {t} is back"))?;
+        }
+        // A scratch corpus seeded from the committed seeds: what the run finds stays out of
+        // the tree (commit a new seed on purpose with `cargo fuzz cmin`).
+        let work = dir.join("target").join("corpus").join(t);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        for seed in files(&dir.join("corpus").join(t)) {
+            if let Some(name) = seed.file_name() {
+                std::fs::copy(&seed, work.join(name))?;
+            }
+        }
+        let artifacts = dir.join("artifacts").join(t);
+        std::fs::create_dir_all(&artifacts)?;
+        let before = files(&artifacts);
+        eprintln!("fuzz: {t} for {secs} s");
+        let r = run(cargo_fuzz().args(["run", "-O", t]).arg(&work).args([
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-rss_limit_mb=2048",
+            "-timeout=10",
+            &format!("-artifact_prefix={}/", artifacts.display()),
+            "-print_final_stats=1",
+        ]));
+        if let Err(e) = r {
+            let found: Vec<PathBuf> = files(&artifacts)
+                .into_iter()
+                .filter(|a| !before.contains(a))
+                .collect();
+            let keep = dir.join("regressions").join(t);
+            std::fs::create_dir_all(&keep)?;
+            for a in &found {
+                if let Some(name) = a.file_name() {
+                    std::fs::copy(a, keep.join(name))?;
+                }
+            }
+            bail!(
+                "fuzz target {t} failed: {e:#}\nthe input(s) are now in {} — fix the bug and commit them as regression tests",
+                keep.display()
+            );
+        }
+    }
+    Ok(())
+}
