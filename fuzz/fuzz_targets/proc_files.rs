@@ -1,19 +1,18 @@
-//! The /proc and tracefs text the agent parses: `stat` (scan::parse_stat) and `status`
-//! (procfs, as the scan reads it), `cmdline` argv splitting, exit statuses, and tracepoint
-//! `format` files.
+//! The /proc and tracefs text the agent parses: `stat` (scan::parse_stat, a guard before
+//! procfs) and `status` (scan::parse_status_ids), `cmdline` argv splitting, exit statuses,
+//! and tracepoint `format` files.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use observer::{
     events::{exit_status, split_args},
     probes::tracefs::parse_field_offset,
-    table::scan::parse_stat,
+    table::scan::{parse_stat, parse_status_ids},
 };
-use procfs::FromRead;
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_stat(data);
-    let _ = procfs::process::Status::from_read(data);
+    let _ = parse_status_ids(data);
     let _ = split_args(data, data.len()).count();
     let _ = split_args(data, usize::MAX).count();
     if data.len() >= 4 {

@@ -112,7 +112,6 @@ pub fn scan_pid(
         fcntl::{openat, OFlag},
         sys::stat::{fstat, fstatat, Mode},
     };
-    use procfs::FromRead;
     let dir = nix::fcntl::open(
         format!("/proc/{pid}").as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -135,17 +134,13 @@ pub fn scan_pid(
         .map(|s| s.st_ino as u32)
         .unwrap_or(0);
     let (ns_pids, uid, gid) = if ns[NS_PID] != host_pidns && ns[NS_PID] != 0 {
-        let status = procfs::process::Status::from_read(file("status")?).ok()?;
-        let chain = status
-            .nspid
-            .map(|v| {
-                v.into_iter()
-                    .map(|x| x as u32)
-                    .take(MAX_PID_LEVELS)
-                    .collect()
-            })
-            .unwrap_or_else(|| vec![pid]);
-        (chain, status.ruid, status.rgid)
+        let ids = parse_status_ids(&read_all(file("status")?)?)?;
+        let chain = if ids.nspid.is_empty() {
+            vec![pid]
+        } else {
+            ids.nspid
+        };
+        (chain, ids.ruid, ids.rgid)
     } else {
         let (uid, gid) = fstat(&dir).map(|m| (m.st_uid, m.st_gid)).unwrap_or((0, 0));
         (vec![pid], uid, gid)
@@ -186,6 +181,42 @@ fn read_all(mut f: std::fs::File) -> Option<Vec<u8>> {
     let mut b = Vec::with_capacity(512);
     f.read_to_end(&mut b).ok()?;
     Some(b)
+}
+
+/// What the scan needs from `/proc/<pid>/status`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StatusIds {
+    /// The NSpid chain, outermost first (capped at MAX_PID_LEVELS).
+    pub nspid: Vec<u32>,
+    pub ruid: u32,
+    pub rgid: u32,
+}
+
+/// The NSpid, Uid and Gid lines of `/proc/<pid>/status`. Hand-rolled because procfs reads
+/// the file as UTF-8 lines and fails on a process whose name is not UTF-8 (the kernel
+/// prints comm bytes as they are): the scan then lost such a process, and reconciliation
+/// removed it from the table. Lines are matched as bytes; only the three needed are read.
+pub fn parse_status_ids(bytes: &[u8]) -> Option<StatusIds> {
+    let field = |name: &[u8]| {
+        bytes.split(|&b| b == b'\n').find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(b":")?;
+            let text = std::str::from_utf8(rest).ok()?;
+            Some(
+                text.split_whitespace()
+                    .map(|x| x.parse::<u32>().ok())
+                    .collect::<Option<Vec<u32>>>(),
+            )
+        })
+    };
+    let uid = field(b"Uid")??;
+    let gid = field(b"Gid")??;
+    let mut nspid = field(b"NSpid").unwrap_or(Some(Vec::new()))?;
+    nspid.truncate(MAX_PID_LEVELS);
+    Some(StatusIds {
+        nspid,
+        ruid: *uid.first()?,
+        rgid: *gid.first()?,
+    })
 }
 
 /// `/proc/<pid>/stat` through procfs, which slices its text by the positions of the
@@ -299,6 +330,13 @@ mod tests {
         ] {
             assert!(parse_stat(bad).is_none(), "{bad:?}");
         }
+        // status of a process named with invalid UTF-8 (procfs' reader refused it).
+        let status = b"Name:\tsl\xff\xfeep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t7\n\
+Uid:\t1000\t0\t0\t0\nGid:\t1001\t0\t0\t0\nNSpid:\t7\t2\t1\n";
+        let ids = super::parse_status_ids(status).expect("parses");
+        assert_eq!((ids.nspid, ids.ruid, ids.rgid), (vec![7, 2, 1], 1000, 1001));
+        assert!(super::parse_status_ids(b"Name:\tx\nUid:\tnope\n").is_none());
+        assert!(super::parse_status_ids(b"").is_none());
         // A comm with parentheses, spaces and invalid UTF-8, as a process can name itself.
         let mut line = b"42 (a) (b\xff) c) S 1 42 42 0 -1 4194560".to_vec();
         line.extend_from_slice(&b" 0".repeat(45));
