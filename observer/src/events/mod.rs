@@ -119,7 +119,7 @@ pub fn kind_from_name(name: &str) -> Option<EventKind> {
 pub trait TaskInfoExt {
     /// PIDs from the host level to the task's own namespace (as many as were captured).
     fn ns_pids(&self) -> &[u32];
-    fn comm_str(&self) -> &str;
+    fn comm_str(&self) -> std::borrow::Cow<'_, str>;
 }
 
 impl TaskInfoExt for TaskInfo {
@@ -132,18 +132,16 @@ impl TaskInfoExt for TaskInfo {
         &self.ns_pids[..n]
     }
 
-    fn comm_str(&self) -> &str {
+    fn comm_str(&self) -> std::borrow::Cow<'_, str> {
         c_str(&self.comm)
     }
 }
 
-/// The text before the first NUL (lossy UTF-8 is avoided: invalid bytes end the string).
-pub fn c_str(bytes: &[u8]) -> &str {
+/// The text before the first NUL; bytes that are not UTF-8 become U+FFFD, as /proc-based
+/// views show them (a name is never cut short at its first odd byte).
+pub fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    match std::str::from_utf8(&bytes[..end]) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
-    }
+    String::from_utf8_lossy(&bytes[..end])
 }
 
 /// Splits a NUL-separated argv buffer (`len` bytes in use) into arguments.

@@ -117,7 +117,7 @@ impl Table {
                 let pid = h.tgid;
                 self.ensure(pid, &e.task);
                 self.refresh(pid, &e.task, h.ktime_ns);
-                let (exe, _) = self.exes.intern(c_str(&e.filename));
+                let (exe, _) = self.exes.intern(&c_str(&e.filename));
                 if let Some(p) = self.procs.get_mut(&pid) {
                     p.comm = e.task.comm;
                     p.exe = exe;
@@ -170,11 +170,11 @@ impl Table {
                 let pid = h.tgid;
                 self.ensure(pid, &e.task);
                 let path = c_str(&e.path);
-                let idx = self.registry.intern_path(path);
+                let idx = self.registry.intern_path(&path);
                 if e.hierarchy_id == 0 {
                     self.registry.learn_cgroup_id(e.dst_cgroup_id, idx);
                 }
-                let names_container = crate::containers::cgroup::parse_path(path).is_some();
+                let names_container = crate::containers::cgroup::parse_path(&path).is_some();
                 if let Some(p) = self.procs.get_mut(&pid) {
                     if e.hierarchy_id == 0 {
                         p.cgroup_id = e.dst_cgroup_id;

@@ -138,7 +138,7 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn comm_str(&self) -> &str {
+    pub fn comm_str(&self) -> std::borrow::Cow<'_, str> {
         crate::events::c_str(&self.comm)
     }
 

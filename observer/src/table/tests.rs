@@ -144,8 +144,8 @@ fn lifecycle_fork_exec_exit_free_makes_and_reaps_a_zombie() {
     ));
     let p = tb.get(200).unwrap();
     assert_eq!(
-        (p.comm_str(), p.argv.args()),
-        ("sleep", vec!["sleep".to_string(), "1".into()])
+        (p.comm_str().into_owned(), p.argv.args()),
+        ("sleep".to_string(), vec!["sleep".to_string(), "1".into()])
     );
     assert_eq!(tb.exe(p.exe), "/bin/sleep");
     tb.apply(&exit(200, 200, t, 3, true, 9 * TICK));

@@ -26,7 +26,7 @@ pub struct EventJson<'a> {
     pub ns: NsJson,
     pub cgroup_id: u64,
     pub start_time_ns: u64,
-    pub comm: &'a str,
+    pub comm: std::borrow::Cow<'a, str>,
     pub uid: u32,
     pub gid: u32,
     /// True when a kernel read failed for this event (some fields may read 0).
@@ -70,7 +70,7 @@ pub enum Detail<'a> {
         is_thread: bool,
     },
     Exec {
-        filename: &'a str,
+        filename: std::borrow::Cow<'a, str>,
         argv: Vec<String>,
         old_tid: u32,
     },
@@ -87,7 +87,7 @@ pub enum Detail<'a> {
         ret: i64,
     },
     CgroupAttach {
-        cgroup_path: &'a str,
+        cgroup_path: std::borrow::Cow<'a, str>,
         dst_cgroup_id: u64,
         hierarchy_id: u32,
         level: u32,
@@ -176,7 +176,7 @@ pub fn text_line(ev: &Event) -> String {
         } else {
             chain
         },
-        super::text::one_line(t.comm_str()),
+        super::text::one_line(&t.comm_str()),
     );
     match ev {
         Event::Fork(e) => {
@@ -192,7 +192,7 @@ pub fn text_line(ev: &Event) -> String {
             let _ = write!(
                 s,
                 " {} [{}]",
-                super::text::one_line(c_str(&e.filename)),
+                super::text::one_line(&c_str(&e.filename)),
                 super::text::one_line(&argv.join(" "))
             );
         }
@@ -236,7 +236,7 @@ pub fn text_line(ev: &Event) -> String {
             let _ = write!(
                 s,
                 " -> {} (hierarchy {}, id {})",
-                super::text::one_line(c_str(&e.path)),
+                super::text::one_line(&c_str(&e.path)),
                 e.hierarchy_id,
                 e.dst_cgroup_id
             );
