@@ -60,13 +60,14 @@ async fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers> {
-    let unix = bind_unix(&cfg.socket).await?;
+    // TCP first: an address in use must not leave a socket file behind.
     let tcp = TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(
             "listening on {} (choose another address with --listen)",
             cfg.listen
         )
     })?;
+    let unix = bind_unix(&cfg.socket).await?;
     let tcp_addr = tcp.local_addr()?;
     let app = router(state);
     let stats: [(&'static str, Arc<ConnStats>); 2] =

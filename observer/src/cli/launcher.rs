@@ -24,8 +24,8 @@ pub struct RunArgs {
     /// Memory limit (e.g. 64M); the OOM killer enforces it.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     memory: Option<u64>,
-    /// Maximum number of tasks.
-    #[arg(long, value_name = "N")]
+    /// Maximum number of tasks (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4_194_304))]
     pids_max: Option<u64>,
     /// CPU quota in CPUs (e.g. 0.5).
     #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]

@@ -39,6 +39,8 @@ pub enum LauncherError {
     RootfsMissing(PathBuf),
     #[error("rootfs {0} is not a directory")]
     RootfsNotDir(PathBuf),
+    #[error("rootfs {0} is the host's own root file system (/): give the directory of a container's root file system")]
+    RootfsIsHost(PathBuf),
     #[error("/bin/busybox is missing or not static: install Debian's busybox-static (the default rootfs is built from it) or pass --rootfs DIR")]
     NoBusybox,
     #[error("{1}")]

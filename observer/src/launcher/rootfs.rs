@@ -61,14 +61,19 @@ fn is_static_elf(p: &Path) -> bool {
     object::File::parse(&*data).is_ok_and(|f| f.section_by_name(".interp").is_none())
 }
 
-/// Checks a user-given rootfs: an existing directory.
+/// Checks a user-given rootfs: an existing directory that is not, itself or through a
+/// symlink, the host's own root (a container there would see and change the host).
 pub fn check(root: &Path) -> Result<PathBuf, LauncherError> {
     let md = fs::metadata(root).map_err(|_| LauncherError::RootfsMissing(root.to_path_buf()))?;
     if !md.is_dir() {
         return Err(LauncherError::RootfsNotDir(root.to_path_buf()));
     }
-    fs::canonicalize(root)
-        .map_err(|e| LauncherError::Io(format!("resolving {}", root.display()), e))
+    let real = fs::canonicalize(root)
+        .map_err(|e| LauncherError::Io(format!("resolving {}", root.display()), e))?;
+    if real == Path::new("/") {
+        return Err(LauncherError::RootfsIsHost(root.to_path_buf()));
+    }
+    Ok(real)
 }
 
 /// Finds `cmd` in the rootfs as PATH lookup inside the container would: Ok(path inside the
