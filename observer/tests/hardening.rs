@@ -479,3 +479,74 @@ fn fd_count(pid: u32) -> usize {
         .unwrap()
         .count()
 }
+
+#[test]
+fn redacted_arguments_are_never_stored_or_served() {
+    let secret = format!("hunter{}", std::process::id());
+    let script = |tag: &str| {
+        format!("exec -a observer-redact-{tag} sh -c 'sleep 600; :' --password={secret} keep")
+    };
+    // One process from before the agent (its start-up scan), one after (an exec event).
+    let mut before = Command::new("bash")
+        .args(["-c", &script("before")])
+        .spawn()
+        .unwrap();
+    let agent = Agent::start(&["--redact-args", "password=[^ ]*"]);
+    let mut stream = connect(&agent);
+    stream
+        .write_all(b"GET /v1/events?type=exec HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut after = Command::new("bash")
+        .args(["-c", &script("after")])
+        .spawn()
+        .unwrap();
+    let ps = eventually(
+        Duration::from_secs(10),
+        "both processes with their argv",
+        || {
+            let ps = agent.json(&["ps"]);
+            let n = ps
+                .as_array()?
+                .iter()
+                .filter(|p| {
+                    p["cmdline"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("observer-redact-") && c.ends_with("keep"))
+                })
+                .count();
+            (n == 2).then_some(ps)
+        },
+    );
+    let mut seen = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if seen.contains("observer-redact-after") {
+            break;
+        }
+    }
+    let _ = before.kill();
+    let _ = after.kill();
+    let _ = before.wait();
+    let _ = after.wait();
+    let text = agent.cli(&["ps"]).1;
+    for (what, out) in [
+        ("ps -o json", ps.to_string()),
+        ("ps", text),
+        ("/v1/events", seen.clone()),
+    ] {
+        assert!(!out.contains(&secret), "{what} shows the secret");
+    }
+    assert!(ps.to_string().contains("--*** keep"), "{ps}");
+    assert!(
+        seen.contains("\"--***\""),
+        "the exec event is masked: {seen}"
+    );
+}

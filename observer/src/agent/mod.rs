@@ -29,7 +29,7 @@ use crate::{
         cgroupfs::CgroupFs,
         names::{Resolver, StateDirs},
     },
-    events::reader::EventReader,
+    events::{reader::EventReader, redact::Redactor, Event},
     probes::{ProbeConfig, Probes},
     table::{scan, Table},
     views::model::boot_now_ns,
@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub state_dirs: StateDirs,
     pub metrics_labels: Vec<String>,
     pub http_limits: http::Limits,
+    /// Masks secrets in command lines before they are stored or served.
+    pub redact: Option<Redactor>,
 }
 
 /// A reconciliation scan running on a blocking thread.
@@ -51,24 +53,36 @@ struct ScanJob {
     rx: oneshot::Receiver<(Vec<scan::Scanned>, Duration)>,
 }
 
-fn start_scan() -> ScanJob {
+fn start_scan(redact: Option<Redactor>) -> ScanJob {
     let (tx, rx) = oneshot::channel();
     let started_ns = boot_now_ns();
     tokio::task::spawn_blocking(move || {
         let t = Instant::now();
-        let s = scan::scan_all(true);
+        let mut s = scan::scan_all(true);
+        if let Some(r) = &redact {
+            for p in &mut s {
+                if let Some(masked) = r.argv(&p.cmdline) {
+                    p.cmdline = masked;
+                }
+            }
+        }
         let _ = tx.send((s, t.elapsed()));
     });
     ScanJob { started_ns, rx }
 }
 
-/// Applies every event waiting in the ring buffer, and passes them on to API subscribers.
+/// Applies every event waiting in the ring buffer (secrets masked first), and passes them
+/// on to API subscribers.
 fn pump(
     reader: &mut EventReader,
     table: &mut Table,
-    subscribers: &broadcast::Sender<crate::events::Event>,
+    subscribers: &broadcast::Sender<Event>,
+    redact: Option<&Redactor>,
 ) -> usize {
-    reader.drain(&mut |ev| {
+    reader.drain(&mut |mut ev| {
+        if let Some(r) = redact {
+            r.event(&mut ev);
+        }
         table.apply(&ev);
         if subscribers.receiver_count() > 0 {
             let _ = subscribers.send(ev);
@@ -105,14 +119,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // merged when ready.
     let (argv_tx, mut argv_rx) = oneshot::channel();
     let missing = table.missing_details();
+    let redact = cfg.redact.clone();
     tokio::task::spawn_blocking(move || {
         let found = scan::parallel(&missing, |&(pid, start)| {
-            Some((pid, start, scan::cmdline(pid), scan::exe(pid)))
+            let argv = scan::cmdline(pid);
+            let argv = redact.as_ref().and_then(|r| r.argv(&argv)).unwrap_or(argv);
+            Some((pid, start, argv, scan::exe(pid)))
         });
         let _ = argv_tx.send(found);
     });
     let mut argv_pending = true;
-    let buffered = reader.drain(&mut |ev| table.apply(&ev));
+    let (ev_tx, _) = broadcast::channel(8192);
+    let redact = cfg.redact.as_ref();
+    let buffered = pump(&mut reader, &mut table, &ev_tx, redact);
     log::info!(
         "seeded {} processes from /proc in {:.0} ms, then applied {buffered} events buffered meanwhile",
         table.len(),
@@ -120,7 +139,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     );
 
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
-    let (ev_tx, _) = broadcast::channel(8192);
     let state = ApiState {
         requests: req_tx,
         events: ev_tx.clone(),
@@ -166,7 +184,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 }
             } => {
                 r.context("waiting on the ring buffer")?;
-                pump(&mut reader, &mut table, &ev_tx);
+                pump(&mut reader, &mut table, &ev_tx, redact);
                 if table.has_pending() {
                     table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
                 }
@@ -174,7 +192,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             Some(req) = req_rx.recv() => {
                 // Answer with everything that happened before the question: events wait in
                 // the ring buffer up to DRAIN_EVERY between wakeups.
-                pump(&mut reader, &mut table, &ev_tx);
+                pump(&mut reader, &mut table, &ev_tx, redact);
                 match req {
                 Request::Snapshot(scope, tx) => {
                     // Views must not count a reaped process whose free event is still due.
@@ -207,12 +225,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     trim_heap();
                 }
             }
-            _ = reconcile.tick(), if job.is_none() => job = Some(start_scan()),
+            _ = reconcile.tick(), if job.is_none() => job = Some(start_scan(cfg.redact.clone())),
             r = async { (&mut job.as_mut().expect("guarded").rx).await }, if job.is_some() => {
                 let started_ns = job.take().expect("guarded").started_ns;
                 if let Ok((scans, took)) = r {
                     // Apply what happened during the scan first: the scan must not undo it.
-                    pump(&mut reader, &mut table, &ev_tx);
+                    pump(&mut reader, &mut table, &ev_tx, redact);
                     let fixes = table.reconcile(&scans, started_ns, boot_now_ns());
                     states = health::states(&scans);
                     drop(scans);
@@ -224,7 +242,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     }
                 }
                 if std::mem::take(&mut rescan) {
-                    job = Some(start_scan());
+                    job = Some(start_scan(cfg.redact.clone()));
                 }
             }
             _ = housekeeping.tick() => {
@@ -239,7 +257,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     log::warn!("{} events lost (ring buffer full): reconciling with /proc now", dropped - last_dropped);
                     last_dropped = dropped;
                     if job.is_none() {
-                        job = Some(start_scan());
+                        job = Some(start_scan(cfg.redact.clone()));
                     } else {
                         rescan = true;
                     }

@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// after this long (a streaming /v1/events response is not idle).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     idle_timeout: Duration,
+    /// Mask what this regular expression matches in each command-line argument (with
+    /// `***`) before anything is stored or served, e.g. '(?i)(password|token)=\S*'.
+    #[arg(long, value_name = "REGEX", value_parser = crate::events::redact::Redactor::new)]
+    redact_args: Option<crate::events::redact::Redactor>,
 }
 
 /// A connection timeout: a duration from 100ms to 1h.
@@ -92,6 +96,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             header_timeout: a.header_timeout,
             idle_timeout: a.idle_timeout,
         },
+        redact: a.redact_args,
     };
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.

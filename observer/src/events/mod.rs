@@ -3,6 +3,7 @@
 //! `#[repr(C)]` integer-only structs from observer-common, so any byte pattern is valid).
 
 pub mod reader;
+pub mod redact;
 
 use std::mem::size_of;
 
