@@ -2,11 +2,12 @@
 //! strings) are replaced before anything is stored or sent. The agent applies it to every
 //! exec event as it leaves the ring buffer — before the table keeps its argv and before
 //! /v1/events subscribers see it — and to every command line its /proc scans read. The
-//! pattern is matched against each argument on its own (bytes, so arguments that are not
-//! UTF-8 are covered too); what it matches becomes `***`.
+//! pattern is matched against each argument on its own, on bytes with ASCII classes
+//! (`.` and `[^ ]` match any byte, so a secret that is not UTF-8 is masked too); what it
+//! matches becomes `***`.
 
 use observer_common::ARGS_LEN;
-use regex::bytes::Regex;
+use regex::bytes::{Regex, RegexBuilder};
 
 use super::Event;
 
@@ -17,7 +18,9 @@ pub struct Redactor(Regex);
 
 impl Redactor {
     pub fn new(pattern: &str) -> Result<Redactor, String> {
-        Regex::new(pattern)
+        RegexBuilder::new(pattern)
+            .unicode(false)
+            .build()
             .map(Redactor)
             .map_err(|e| format!("--redact-args: not a regular expression: {e}"))
     }
@@ -67,7 +70,7 @@ mod tests {
         let r = Redactor::new(r"(?i)(password|token)=[^ ]*").unwrap();
         assert_eq!(
             r.argv(b"mysql\0--password=hunter2\0-h\0db\0").unwrap(),
-            b"mysql\0***\0-h\0db\0"
+            b"mysql\0--***\0-h\0db\0"
         );
         assert_eq!(
             r.argv(b"curl\0-H\0X TOKEN=abc rest\0").unwrap(),
