@@ -46,6 +46,19 @@ impl Interner {
         self.strings.len()
     }
 
+    /// Drops every string `keep` refuses; returns the new id of each old id (0 for a dropped
+    /// one). Holders of ids must remap theirs with it.
+    pub fn compact(&mut self, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+        let old = std::mem::take(self);
+        let mut remap = vec![0u32; old.strings.len()];
+        for (i, s) in old.strings.into_iter().enumerate().skip(1) {
+            if keep(i as u32) {
+                remap[i] = self.intern(&s).0;
+            }
+        }
+        remap
+    }
+
     pub fn is_empty(&self) -> bool {
         self.strings.len() <= 1
     }
@@ -54,6 +67,20 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::Interner;
+
+    #[test]
+    fn compaction_keeps_what_is_asked_and_remaps_it() {
+        let mut i = Interner::new();
+        let a = i.intern("a").0;
+        let b = i.intern("b").0;
+        let c = i.intern("c").0;
+        let remap = i.compact(|id| id != b);
+        assert_eq!(remap[b as usize], 0);
+        assert_eq!(i.get(remap[a as usize]), "a");
+        assert_eq!(i.get(remap[c as usize]), "c");
+        assert_eq!(i.len(), 3);
+        assert_eq!(i.intern("c"), (remap[c as usize], false));
+    }
 
     #[test]
     fn strings_are_stored_once() {

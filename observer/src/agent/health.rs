@@ -52,6 +52,15 @@ pub struct Health {
     pub agent_starts: u64,
     #[serde(default)]
     pub unclean_restarts: u64,
+    /// Entries evicted to bound memory (ended containers, unreferenced paths).
+    #[serde(default)]
+    pub evictions: crate::table::gc::Evictions,
+    /// What the table holds now (bounded by pid_max, --max-containers and compaction).
+    #[serde(default)]
+    pub retained: crate::table::gc::Retained,
+    /// Container-name cache entries evicted (filled in by the API, which owns the cache).
+    #[serde(default)]
+    pub name_cache_evictions: u64,
 }
 
 pub struct Inputs<'a> {
@@ -105,6 +114,9 @@ pub fn health(i: Inputs) -> Health {
             .collect(),
         cgroup_walks: t.stats.cgroup_walks,
         http: i.http,
+        evictions: t.stats.evictions,
+        retained: t.retained(),
+        name_cache_evictions: 0,
         agent_starts: i.restarts.starts,
         unclean_restarts: i.restarts.unclean,
     }

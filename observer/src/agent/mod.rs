@@ -45,7 +45,11 @@ pub struct AgentConfig {
     pub http_limits: http::Limits,
     /// Masks secrets in command lines before they are stored or served.
     pub redact: Option<Redactor>,
+    pub memory: crate::table::gc::Limits,
 }
+
+/// How often ended containers and unreferenced paths are looked for (table/gc.rs).
+const COLLECT_EVERY: Duration = Duration::from_secs(5);
 
 /// A reconciliation scan running on a blocking thread.
 struct ScanJob {
@@ -142,7 +146,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let state = ApiState {
         requests: req_tx,
         events: ev_tx.clone(),
-        resolver: Arc::new(Mutex::new(Resolver::new(cfg.state_dirs.clone()))),
+        resolver: Arc::new(Mutex::new(Resolver::with_cap(
+            cfg.state_dirs.clone(),
+            cfg.memory.max_containers,
+        ))),
         cgroupfs: Arc::new(cgroupfs),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
         limits: Arc::default(),
@@ -164,6 +171,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut reconcile = tokio::time::interval(cfg.reconcile_every);
     reconcile.tick().await; // the seed was the first scan
     let mut housekeeping = tokio::time::interval(Duration::from_millis(200));
+    let mut collect = tokio::time::interval(COLLECT_EVERY);
+    collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut drain = tokio::time::interval(crate::probes::DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut job: Option<ScanJob> = None;
@@ -261,6 +270,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                     } else {
                         rescan = true;
                     }
+                }
+            }
+            _ = collect.tick() => {
+                if table.collect(boot_now_ns(), &cfg.memory) {
+                    trim_heap();
                 }
             }
             _ = sigint.recv() => break,

@@ -190,12 +190,13 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     if st.requests.send(Request::Status(tx)).await.is_err() {
         return ApiError::Unavailable.into_response();
     }
-    let Ok(health) = rx.await else {
+    let Ok(mut health) = rx.await else {
         return ApiError::Unavailable.into_response();
     };
     let r = tokio::task::spawn_blocking(move || {
         let snap = AgentSource(&st.requests).snapshot(Scope::Containers)?;
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        health.name_cache_evictions = resolver.evictions;
         let mut ctx = ViewCtx {
             now_ns: crate::views::model::boot_now_ns(),
             resolver: &mut resolver,

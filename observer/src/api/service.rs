@@ -56,11 +56,12 @@ fn snap(src: &dyn Source, scope: Scope) -> Result<Snapshot, ApiError> {
     src.snapshot(scope).ok_or(ApiError::Unavailable)
 }
 
-/// Resolves a user's container reference to a container index.
-pub fn resolve(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<u32, ApiError> {
+/// Resolves a user's container reference to a container index, valid in the returned
+/// registry generation.
+pub fn resolve(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<(u32, u64), ApiError> {
     let s = snap(src, Scope::Containers)?;
     match select(ctx, &s.containers, query, |pid| src.member_of(pid)) {
-        Selection::Found(i) => Ok(i),
+        Selection::Found(i) => Ok((i, s.generation)),
         Selection::Ambiguous(candidates) => Err(ApiError::Ambiguous {
             query: query.into(),
             candidates,
@@ -81,16 +82,33 @@ pub fn processes(
     ctx: &mut ViewCtx,
     container: Option<&str>,
 ) -> Result<Vec<ProcessView>, ApiError> {
-    let scope = match container {
-        Some(q) => Scope::Container(resolve(src, ctx, q)?),
-        None => Scope::All,
+    let s = match container {
+        Some(q) => container_snapshot(src, ctx, q)?.0,
+        None => snap(src, Scope::All)?,
     };
-    Ok(lists::ps(ctx, &snap(src, scope)?))
+    Ok(lists::ps(ctx, &s))
+}
+
+/// The snapshot of one container and its index. Indices change when the table compacts its
+/// registry (table/gc.rs): a snapshot from another generation than the resolution is
+/// retried.
+fn container_snapshot(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+) -> Result<(Snapshot, u32), ApiError> {
+    for _ in 0..3 {
+        let (i, generation) = resolve(src, ctx, query)?;
+        let s = snap(src, Scope::Container(i))?;
+        if s.generation == generation {
+            return Ok((s, i));
+        }
+    }
+    Err(ApiError::Unavailable)
 }
 
 pub fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView, ApiError> {
-    let i = resolve(src, ctx, query)?;
-    let s = snap(src, Scope::Container(i))?;
+    let (s, i) = container_snapshot(src, ctx, query)?;
     let summary = s.container(i).cloned().ok_or_else(|| ApiError::NotFound {
         query: query.into(),
         candidates: vec![],

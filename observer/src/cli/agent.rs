@@ -60,6 +60,13 @@ pub struct AgentArgs {
     /// `***`) before anything is stored or served, e.g. '(?i)(password|token)=\S*'.
     #[arg(long, value_name = "REGEX", value_parser = crate::events::redact::Redactor::new)]
     redact_args: Option<crate::events::redact::Redactor>,
+    /// Containers kept in memory, live and ended (ended ones are evicted first, live ones
+    /// never); also the size of the container-name cache.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_containers: u32,
+    /// How long an ended container stays in the views and metrics.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    container_retention: Duration,
 }
 
 /// A connection timeout: a duration from 100ms to 1h.
@@ -97,6 +104,10 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: a.idle_timeout,
         },
         redact: a.redact_args,
+        memory: crate::table::gc::Limits {
+            max_containers: a.max_containers as usize,
+            retention_ns: a.container_retention.as_nanos().min(u64::MAX as u128) as u64,
+        },
     };
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.

@@ -42,6 +42,9 @@ pub struct Container {
     /// Live processes attributed to it (zombies included).
     pub members: u32,
     pub counters: Counters,
+    /// Boot-clock ns since which it has had no members, as first noticed by the table's
+    /// collection pass (0 while it has members).
+    pub idle_since_ns: u64,
 }
 
 /// Index 0 of the path table: "no path known".
@@ -57,6 +60,17 @@ pub struct Registry {
     /// cgroup v2 ids seen with their interned paths.
     cgroup_ids: FxHashMap<u64, u32>,
     host_pidns: u32,
+    /// Bumped by every compaction (container indices change then).
+    generation: u64,
+}
+
+/// What a compaction kept: old index or id → new (None / NO_PATH when dropped).
+pub struct Remap {
+    pub containers: Vec<Option<u32>>,
+    pub paths: Vec<u32>,
+    pub dropped_containers: u64,
+    pub dropped_paths: u64,
+    pub dropped_cgroup_ids: u64,
 }
 
 impl Registry {
@@ -69,6 +83,93 @@ impl Registry {
             by_pidns: FxHashMap::default(),
             cgroup_ids: FxHashMap::default(),
             host_pidns,
+            generation: 0,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn paths_len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn cgroup_ids_len(&self) -> usize {
+        self.cgroup_ids.len()
+    }
+
+    /// Keeps the containers `keep_container` accepts and the paths `keep_path` accepts
+    /// (plus the cgroup paths of kept containers), dropping the rest and the cgroup ids of
+    /// dropped paths. Indices change: holders must apply the returned remap.
+    pub fn compact(
+        &mut self,
+        keep_container: impl Fn(u32, &Container) -> bool,
+        keep_path: impl Fn(u32) -> bool,
+    ) -> Remap {
+        let mut containers = vec![None; self.containers.len()];
+        let mut kept = Vec::new();
+        for (i, c) in std::mem::take(&mut self.containers).into_iter().enumerate() {
+            if keep_container(i as u32, &c) {
+                containers[i] = Some(kept.len() as u32);
+                kept.push(c);
+            }
+        }
+        let dropped_containers = (containers.len() - kept.len()) as u64;
+        let container_paths: rustc_hash::FxHashSet<u32> = kept.iter().map(|c| c.cgroup).collect();
+        let old_match = std::mem::take(&mut self.path_match);
+        let before = self.paths.len();
+        let paths = self
+            .paths
+            .compact(|id| keep_path(id) || container_paths.contains(&id));
+        self.path_match = vec![None; self.paths.len()];
+        let mut orphaned = Vec::new();
+        for (old, m) in old_match.into_iter().enumerate() {
+            let new = paths.get(old).copied().unwrap_or(NO_PATH);
+            if let (true, Some((c, role))) = (new != NO_PATH, m) {
+                match containers[c as usize] {
+                    Some(n) => self.path_match[new as usize] = Some((n, role)),
+                    None => orphaned.push(new),
+                }
+            }
+        }
+        for c in &mut kept {
+            c.cgroup = paths.get(c.cgroup as usize).copied().unwrap_or(NO_PATH);
+        }
+        let ids_before = self.cgroup_ids.len();
+        self.cgroup_ids.retain(|_, p| {
+            *p = paths.get(*p as usize).copied().unwrap_or(NO_PATH);
+            *p != NO_PATH
+        });
+        self.by_key = kept
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.key.clone(), i as u32))
+            .collect();
+        self.by_pidns.retain(|_, c| match containers[*c as usize] {
+            Some(n) => {
+                *c = n;
+                true
+            }
+            None => false,
+        });
+        self.containers = kept;
+        // A kept path whose container was dropped (a shim outliving its container's
+        // retention) names a container again: attributed afresh.
+        for p in orphaned {
+            let path = self.paths.get(p).to_string();
+            self.path_match[p as usize] = cgroup::parse_path(&path).map(|m| {
+                let role = m.role;
+                (self.container_for(m, p), role)
+            });
+        }
+        self.generation += 1;
+        Remap {
+            dropped_paths: (before - self.paths.len()) as u64,
+            dropped_cgroup_ids: (ids_before - self.cgroup_ids.len()) as u64,
+            containers,
+            paths,
+            dropped_containers,
         }
     }
 
@@ -145,6 +246,7 @@ impl Registry {
             pidns: 0,
             members: 0,
             counters: Counters::default(),
+            idle_since_ns: 0,
         });
         self.by_key.insert(key, c);
         c
@@ -184,6 +286,7 @@ impl Registry {
                     pidns,
                     members: 0,
                     counters: Counters::default(),
+                    idle_since_ns: 0,
                 });
                 self.by_key.insert(key, c);
                 self.by_pidns.insert(pidns, c);

@@ -54,15 +54,42 @@ pub struct Resolver {
     dirs: StateDirs,
     cache: HashMap<ContainerKey, (Instant, Meta)>,
     ttl: Duration,
+    /// Most cached entries; beyond it expired entries go, then the oldest.
+    cap: usize,
+    /// Entries dropped to stay within `cap`.
+    pub evictions: u64,
 }
 
 impl Resolver {
     pub fn new(dirs: StateDirs) -> Self {
+        Self::with_cap(dirs, 10_000)
+    }
+
+    pub fn with_cap(dirs: StateDirs, cap: usize) -> Self {
         Resolver {
             dirs,
             cache: HashMap::new(),
             ttl: Duration::from_secs(30),
+            cap: cap.max(1),
+            evictions: 0,
         }
+    }
+
+    /// Keeps the cache within its cap: expired entries first, then the oldest.
+    fn make_room(&mut self) {
+        if self.cache.len() < self.cap {
+            return;
+        }
+        let before = self.cache.len();
+        let ttl = self.ttl;
+        self.cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        if self.cache.len() >= self.cap {
+            let mut ages: Vec<Instant> = self.cache.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages[self.cache.len() - self.cap / 2];
+            self.cache.retain(|_, (at, _)| *at >= cut);
+        }
+        self.evictions += (before - self.cache.len()) as u64;
     }
 
     pub fn dirs(&self) -> &StateDirs {
@@ -83,6 +110,9 @@ impl Resolver {
             }
         }
         let m = self.lookup(key, ctr_namespace);
+        if !self.cache.contains_key(key) {
+            self.make_room();
+        }
         self.cache.insert(key.clone(), (Instant::now(), m.clone()));
         m
     }

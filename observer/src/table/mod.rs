@@ -5,6 +5,7 @@
 //!
 //! Identity is (host pid, start time): a pid whose start time changed is a new process.
 
+pub mod gc;
 mod links;
 pub mod process;
 mod reconcile;
@@ -32,6 +33,8 @@ pub struct TableStats {
     pub adoptions: [u64; 3],
     /// cgroup v2 ids that had to be looked up by walking the cgroup tree.
     pub cgroup_walks: u64,
+    /// Entries dropped by collection passes (gc.rs).
+    pub evictions: gc::Evictions,
 }
 
 /// An orphan whose new parent is not known yet (the kernel reparents right after the

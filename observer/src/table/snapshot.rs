@@ -19,6 +19,8 @@ pub enum Scope {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub host_pidns: u32,
+    /// The registry's generation: container indices are valid only within it.
+    pub generation: u64,
     pub containers: Vec<ContainerSummary>,
     pub processes: Vec<Process>,
     /// Parents of in-scope processes that are themselves out of scope.
@@ -107,6 +109,7 @@ impl Table {
             cgroups,
             index,
             host_pidns: self.registry.host_pidns(),
+            generation: self.registry.generation(),
             containers: self.summaries(),
             processes,
             context,

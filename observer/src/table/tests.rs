@@ -409,3 +409,56 @@ fn steady_state_reconciliation_corrects_nothing() {
     assert!(tb.get(30).is_none());
     assert_eq!(tb.stats.corrections, 0);
 }
+
+#[test]
+fn ended_containers_and_their_paths_are_evicted_live_ones_never() {
+    const SEC: u64 = 1_000_000_000;
+    let mut tb = table();
+    let ids: Vec<String> = (0..5).map(|i| i.to_string().repeat(64)).collect();
+    let scans: Vec<Scanned> = (0..5u32)
+        .map(|i| {
+            let path = format!("/docker/{}", ids[i as usize]);
+            scanned(100 + i, 1, TICK, &path, &[100 + i], HOST_NS, 'S')
+        })
+        .collect();
+    tb.seed(&scans, 0);
+    assert_eq!(tb.live_containers(), 5);
+    for i in 0..3 {
+        tb.apply(&free(100 + i, task(1, &[100 + i], HOST_NS, TICK, "sh")));
+    }
+    let keep = gc::Limits {
+        max_containers: 100,
+        retention_ns: 10 * SEC,
+    };
+    assert!(!tb.collect(SEC, &keep), "within their retention they stay");
+    assert_eq!(tb.registry.len(), 5);
+    assert!(tb.collect(20 * SEC, &keep));
+    assert_eq!(tb.registry.len(), 2);
+    assert_eq!(tb.stats.evictions.containers, 3);
+    assert_eq!(tb.stats.evictions.cgroup_paths, 3);
+    // The survivors keep their container and path through the renumbering.
+    for i in 3..5u32 {
+        let p = tb.get(100 + i).unwrap();
+        let c = tb.registry.get(p.container.unwrap()).unwrap();
+        assert_eq!(c.key.id, ids[i as usize]);
+        assert_eq!(c.members, 1);
+        assert_eq!(
+            tb.registry.path(p.cgroup),
+            format!("/docker/{}", ids[i as usize])
+        );
+    }
+    // Over the cap, ended containers go at once; a live one is never evicted.
+    tb.apply(&free(103, task(1, &[103], HOST_NS, TICK, "sh")));
+    let tight = gc::Limits {
+        max_containers: 1,
+        retention_ns: u64::MAX,
+    };
+    assert!(tb.collect(21 * SEC, &tight));
+    assert_eq!(tb.registry.len(), 1);
+    let c = tb.get(104).unwrap().container.unwrap();
+    assert_eq!(tb.registry.get(c).unwrap().key.id, ids[4]);
+    // An evicted container's cgroup seen again names it anew.
+    let path = tb.registry.intern_path(&format!("/docker/{}", ids[0]));
+    let again = tb.registry.attribute(path, HOST_NS).unwrap();
+    assert_eq!(tb.registry.get(again).unwrap().key.id, ids[0]);
+}

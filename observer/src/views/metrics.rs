@@ -371,6 +371,40 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
             }
         },
     );
+    node(
+        "observer_evictions_total",
+        "Entries dropped to bound the agent's memory, by kind (ended containers past their retention or over --max-containers, unreferenced cgroup paths, cgroup ids and executable paths, container-name cache entries).",
+        true,
+        &|f| {
+            let e = &h.evictions;
+            for (what, n) in [
+                ("container", e.containers),
+                ("cgroup_path", e.cgroup_paths),
+                ("cgroup_id", e.cgroup_ids),
+                ("exe", e.exes),
+                ("name_cache", h.name_cache_evictions),
+            ] {
+                f.add1("what", what, n as f64);
+            }
+        },
+    );
+    node(
+        "observer_retained_entries",
+        "Entries the agent holds in memory, by kind: processes (bounded by kernel.pid_max), containers live and ended (bounded by --max-containers), cgroup paths, cgroup ids and executable paths (compacted when mostly unreferenced).",
+        false,
+        &|f| {
+            let r = &h.retained;
+            for (what, n) in [
+                ("process", r.processes),
+                ("container", r.containers),
+                ("cgroup_path", r.cgroup_paths),
+                ("cgroup_id", r.cgroup_ids),
+                ("exe", r.exes),
+            ] {
+                f.add1("what", what, n as f64);
+            }
+        },
+    );
     type ConnField = fn(&crate::agent::http::ConnCounts) -> u64;
     let conns: [(&'static str, &'static str, bool, ConnField); 4] = [
         (
