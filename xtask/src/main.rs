@@ -50,9 +50,10 @@ enum Cmd {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
-    /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS) as root.
+    /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS, memory under
+    /// churn) as root.
     Bench {
-        /// Only these: scan, tree, metrics, storm (comma-separated).
+        /// Only these: scan, tree, metrics, storm, churn (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -6,6 +6,8 @@
 //! - tree: `observer tree` of a 1,000-process container
 //! - metrics: `/metrics` with 200 containers
 //! - scan: start-up scan of 10,000 processes, and the agent's RSS with them
+//! - churn: the agent's RSS through 1,000,000 short-lived processes and 10,000 short-lived
+//!   containers (churn.rs)
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -21,6 +23,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{root, run};
 
+mod churn;
+
 fn observer() -> PathBuf {
     root().join("target/release/observer")
 }
@@ -33,12 +37,17 @@ struct Agent {
 
 impl Agent {
     fn start() -> Result<Agent> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Result<Agent> {
         let socket =
             std::env::temp_dir().join(format!("observer-bench-{}.sock", std::process::id()));
         let mut child = Command::new(observer())
             .env("RUST_LOG", "info")
             .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
             .arg(&socket)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -441,6 +450,9 @@ pub fn bench(only: &[String]) -> Result<()> {
     }
     if want("storm") {
         storm(&mut r)?;
+    }
+    if want("churn") {
+        churn::churn(&mut r)?;
     }
     println!("\n{:<58} {:<48} {:<22}", "benchmark", "measured", "goal");
     for (what, m, goal, met) in &r.0 {
