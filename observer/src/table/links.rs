@@ -105,7 +105,7 @@ impl Table {
             let Some(p) = self.procs.get(&w.pid) else {
                 continue;
             };
-            if !self.same(p, w.start_time_ns) || p.ppid != w.from {
+            if !self.same_tick(p.start_time_ns, w.start_time_ns) || p.ppid != w.from {
                 continue; // gone, reused, or an event already told us the new parent
             }
             match read_ppid(w.pid) {

@@ -100,10 +100,22 @@ impl Table {
         self.exes.get(id)
     }
 
-    /// Whether `p` is the process that started at `start_ns` (compared at clock-tick
-    /// precision: /proc only has ticks).
+    /// Whether `p` is the process whose leader started at `start_ns` (an event's, in ns):
+    /// exactly when the table's start time came from an event too, at clock-tick precision
+    /// when it came from /proc. Ticks alone would confuse two holders of a PID started in
+    /// the same 10 ms — common when PIDs wrap fast — and a late free of the first would
+    /// remove the second.
     fn same(&self, p: &Process, start_ns: u64) -> bool {
-        p.start_time_ns / self.tick_ns == start_ns / self.tick_ns
+        if p.start_exact {
+            p.start_time_ns == start_ns
+        } else {
+            self.same_tick(p.start_time_ns, start_ns)
+        }
+    }
+
+    /// Start times compared at clock-tick precision (one of them is from /proc).
+    fn same_tick(&self, a_ns: u64, b_ns: u64) -> bool {
+        a_ns / self.tick_ns == b_ns / self.tick_ns
     }
 
     pub fn apply(&mut self, ev: &Event) {
@@ -118,8 +130,8 @@ impl Table {
             Event::Fork(e) => self.fork(h.tgid, &e.task, h.ktime_ns),
             Event::Exec(e) => {
                 let pid = h.tgid;
-                self.ensure(pid, &e.task);
-                self.refresh(pid, &e.task, h.ktime_ns);
+                self.ensure(pid, &e.task, h.pid == h.tgid);
+                self.refresh(pid, &e.task, h.ktime_ns, h.pid == h.tgid);
                 let (exe, _) = self.exes.intern(&c_str(&e.filename));
                 if let Some(p) = self.procs.get_mut(&pid) {
                     p.comm = e.task.comm;
@@ -165,13 +177,13 @@ impl Table {
             }
             Event::Setns(e) | Event::Unshare(e) => {
                 if h.pid == h.tgid || self.procs.contains_key(&h.tgid) {
-                    self.ensure(h.tgid, &e.task);
-                    self.refresh(h.tgid, &e.task, h.ktime_ns);
+                    self.ensure(h.tgid, &e.task, h.pid == h.tgid);
+                    self.refresh(h.tgid, &e.task, h.ktime_ns, h.pid == h.tgid);
                 }
             }
             Event::CgroupAttach(e) => {
                 let pid = h.tgid;
-                self.ensure(pid, &e.task);
+                self.ensure(pid, &e.task, h.pid == h.tgid);
                 let path = c_str(&e.path);
                 let idx = self.registry.intern_path(&path);
                 if e.hierarchy_id == 0 {
@@ -206,7 +218,7 @@ impl Table {
     fn fork(&mut self, pid: u32, t: &TaskInfo, now: u64) {
         if let Some(p) = self.procs.get(&pid) {
             if self.same(p, t.start_time_ns) {
-                self.refresh(pid, t, now);
+                self.refresh(pid, t, now, true);
                 return;
             }
             self.remove(pid); // pid reused: the old process's free was missed
@@ -234,22 +246,31 @@ impl Table {
     }
 
     /// Makes sure `pid` is in the table (a process whose fork predates the seed or was lost).
-    fn ensure(&mut self, pid: u32, t: &TaskInfo) {
-        if self.procs.contains_key(&pid) {
-            return;
+    /// `leader`: `t` is the thread-group leader's, so its start time is the process's — an
+    /// entry with another start time is an earlier holder of the PID whose end was missed.
+    fn ensure(&mut self, pid: u32, t: &TaskInfo, leader: bool) {
+        if let Some(p) = self.procs.get(&pid) {
+            if !leader || self.same(p, t.start_time_ns) {
+                return;
+            }
+            self.remove(pid);
         }
         let mut p = new_process(pid, t);
+        p.start_exact = leader;
         p.cgroup = self.path_of_cgroup_id(t.cgroup_id, 0).unwrap_or(NO_PATH);
         self.insert(p);
     }
 
     /// Takes the facts every event carries: namespaces, PIDs, ids, parent (an adoption when
-    /// the old parent is gone), and the precise start time.
-    fn refresh(&mut self, pid: u32, t: &TaskInfo, now: u64) {
+    /// the old parent is gone), and — from the leader's events — the precise start time.
+    fn refresh(&mut self, pid: u32, t: &TaskInfo, now: u64, leader: bool) {
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
-        p.start_time_ns = t.start_time_ns;
+        if leader {
+            p.start_time_ns = t.start_time_ns;
+            p.start_exact = true;
+        }
         p.uid = t.uid;
         p.gid = t.gid;
         if t.ns_pids[0] != 0 {
@@ -405,6 +426,7 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
     Process {
         pid,
         start_time_ns: t.start_time_ns,
+        start_exact: true,
         ppid: t.ppid,
         uid: t.uid,
         gid: t.gid,

@@ -108,6 +108,8 @@ pub struct Process {
     pub pid: u32,
     /// Boot-clock ns; from /proc it has clock-tick (10 ms) precision until an event refines it.
     pub start_time_ns: u64,
+    /// Whether start_time_ns is the kernel's (from an event), not /proc's clock ticks.
+    pub start_exact: bool,
     /// Host tgid of the real parent.
     pub ppid: u32,
     pub uid: u32,

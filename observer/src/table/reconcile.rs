@@ -21,6 +21,7 @@ impl Table {
         Process {
             pid: s.pid,
             start_time_ns: s.start_time_ns,
+            start_exact: false,
             ppid: s.ppid,
             uid: s.uid,
             gid: s.gid,
@@ -85,7 +86,7 @@ impl Table {
             seen.insert(s.pid);
             let old_enough = s.start_time_ns + margin < scan_start_ns;
             match self.procs.get(&s.pid) {
-                Some(p) if self.same(p, s.start_time_ns) => {
+                Some(p) if self.same_tick(p.start_time_ns, s.start_time_ns) => {
                     if !old_enough {
                         continue;
                     }
@@ -122,14 +123,23 @@ impl Table {
                     }
                 }
                 existing => {
+                    // The table already has a later holder of this PID: its events were
+                    // applied after the scan read /proc.
+                    if existing.is_some_and(|p| p.start_time_ns > s.start_time_ns) {
+                        continue;
+                    }
                     let reused = existing.is_some();
-                    if reused {
+                    // A PID reused by a process younger than the margin: the end of the
+                    // earlier holder and this one's fork are still on their way, not missed.
+                    if reused && old_enough {
                         log::debug!(
                             "reconcile: pid {}: start time {} in the table, {} in /proc (reused)",
                             s.pid,
                             existing.map_or(0, |p| p.start_time_ns),
                             s.start_time_ns
                         );
+                    }
+                    if reused {
                         self.remove(s.pid);
                     } else if old_enough {
                         log::debug!(
@@ -145,7 +155,7 @@ impl Table {
                         self.exited.insert(p.pid);
                     }
                     self.insert(p);
-                    if old_enough || reused {
+                    if old_enough {
                         fixes += 1;
                     }
                 }

@@ -273,6 +273,34 @@ fn pid_reuse_replaces_the_old_process() {
 }
 
 #[test]
+fn pid_reused_within_one_clock_tick_keeps_the_new_holder() {
+    let mut tb = table();
+    // Two holders of PID 800 started 3 µs apart (same 10 ms tick): the first exits and is
+    // reaped, the second forks, then the first's (RCU-deferred) free arrives.
+    let first = task(1, &[800], HOST_NS, TICK + 1_000, "first");
+    let second = task(1, &[800], HOST_NS, TICK + 4_000, "second");
+    tb.apply(&fork(800, first));
+    tb.apply(&exit(800, 800, first, 3, true, TICK + 2_000));
+    tb.apply(&fork(800, second));
+    assert_eq!(tb.get(800).unwrap().comm_str(), "second");
+    assert!(
+        tb.get(800).unwrap().exit.is_none(),
+        "the first's exit stuck"
+    );
+    tb.apply(&free(800, first));
+    assert_eq!(
+        tb.get(800).map(|p| p.comm_str().into_owned()).as_deref(),
+        Some("second")
+    );
+    // An exec of a third holder whose fork and the second's end were missed replaces it.
+    let third = task(1, &[800], HOST_NS, TICK + 9_000, "third");
+    tb.apply(&exit(800, 800, second, 0, true, TICK + 5_000));
+    tb.apply(&exec(800, third, "/bin/third", &["third"]));
+    let p = tb.get(800).unwrap();
+    assert!(p.exit.is_none() && p.start_time_ns == TICK + 9_000, "{p:?}");
+}
+
+#[test]
 fn containers_by_cgroup_attach_and_by_pid_namespace() {
     let mut tb = table();
     let id = "d".repeat(64);
