@@ -20,7 +20,7 @@ const HOST_TOOLS: &[&str] = &["/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/
 pub const TAG: &str = "observer-vm:";
 
 const INIT: &str = r#"#!/bin/sh
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin OBSERVER_BIN=/bin/observer HOME=/root
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin OBSERVER_BIN=/bin/observer HOME=/root OBSERVER_VM=1
 # pivot_root (the launcher's) refuses to work under the initramfs root: move to a tmpfs.
 if [ ! -e /.switched ]; then
   mkdir -p /newroot && mount -t tmpfs -o size=80% tmpfs /newroot
@@ -35,6 +35,8 @@ mkdir -p /sys/fs/cgroup /dev/pts && mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+# The agent's HTTP listener is on 127.0.0.1 (tests read /v1/status and /metrics).
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 # tracefs is left unmounted on purpose: observer mounts it when it is missing.
 echo "observer-vm: kernel $(uname -r)"
 for bin in /tests/*; do
@@ -49,7 +51,7 @@ for bin in /tests/*; do
       if [ -n "$why" ]; then echo "observer-vm: result $b::$t skip $why"
       else echo "observer-vm: result $b::$t pass"; fi
     else
-      sed 's/^/  | /' /tmp/out | tail -n 60
+      { grep -m 1 -A 6 'panicked at' /tmp/out; echo '[...]'; tail -n 60 /tmp/out; } | sed 's/^/  | /'
       echo "observer-vm: result $b::$t fail"
     fi
   done < /tmp/list
