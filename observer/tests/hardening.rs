@@ -7,7 +7,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    os::unix::process::ExitStatusExt,
+    os::unix::process::{CommandExt, ExitStatusExt},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -480,27 +480,41 @@ fn fd_count(pid: u32) -> usize {
         .count()
 }
 
+/// A child in its own process group, killed with the whole group on drop.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn redacted_arguments_are_never_stored_or_served() {
     let secret = format!("hunter{}", std::process::id());
     let script = |tag: &str| {
         format!("exec -a observer-redact-{tag} sh -c 'sleep 600; :' --password={secret} keep")
     };
-    // One process from before the agent (its start-up scan), one after (an exec event).
-    let mut before = Command::new("bash")
-        .args(["-c", &script("before")])
-        .spawn()
-        .unwrap();
+    // One process from before the agent (its start-up scan), one after (an exec event);
+    // each in its own process group, killed whole (the sleep under it too).
+    let spawn = |tag: &str| {
+        Group(
+            Command::new("bash")
+                .args(["-c", &script(tag)])
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let before = spawn("before");
     let agent = Agent::start(&["--redact-args", "password=[^ ]*"]);
     let mut stream = connect(&agent);
     stream
         .write_all(b"GET /v1/events?type=exec HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let mut after = Command::new("bash")
-        .args(["-c", &script("after")])
-        .spawn()
-        .unwrap();
+    let after = spawn("after");
     let ps = eventually(
         Duration::from_secs(10),
         "both processes with their argv",
@@ -532,10 +546,7 @@ fn redacted_arguments_are_never_stored_or_served() {
             break;
         }
     }
-    let _ = before.kill();
-    let _ = after.kill();
-    let _ = before.wait();
-    let _ = after.wait();
+    drop((before, after));
     let text = agent.cli(&["ps"]).1;
     for (what, out) in [
         ("ps -o json", ps.to_string()),

@@ -111,16 +111,19 @@ pub fn teardown_and_check(b: &Before, observer: &Path) -> Result<()> {
         .into_iter()
         .filter(|c| !b.cgroups.contains(c))
         .collect();
-    new_cgroups.retain(|c| {
-        let parent = c
-            .file_name()
-            .is_some_and(|n| RUNTIME_PARENTS.iter().any(|p| n == *p))
-            && c.parent().is_some_and(|p| cgroup_roots().contains(p));
-        // An empty runtime parent goes quietly; one that still has children is a leak.
-        !(parent && std::fs::remove_dir(c).is_ok())
-    });
     // Deepest first, so that parents are empty when their turn comes.
     new_cgroups.sort_by_key(|c| std::cmp::Reverse(c.components().count()));
+    // A runtime parent and what the runtime keeps under it with no process in it (podman's
+    // libpod_parent/conmon) go quietly; a cgroup that still holds a process is a leak.
+    let roots = cgroup_roots();
+    new_cgroups.retain(|c| {
+        let under_parent = roots
+            .iter()
+            .any(|r| RUNTIME_PARENTS.iter().any(|p| c.starts_with(r.join(p))));
+        let empty =
+            std::fs::read_to_string(c.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty());
+        !(under_parent && empty && std::fs::remove_dir(c).is_ok())
+    });
     for c in &new_cgroups {
         leaks.push(format!("cgroup {}", c.display()));
         let _ = std::fs::remove_dir(c);
