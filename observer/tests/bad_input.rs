@@ -57,13 +57,13 @@ fn bad_agent_flags_are_refused_with_the_flag_named() {
             1,
             "choose another address with --listen",
         ),
-        (agent(&["--reconcile-interval", "0s"]), 1, "at least 1s"),
+        (agent(&["--reconcile-interval", "0s"]), 2, "at least 1s"),
         (
             agent(&["--reconcile-interval", "forever"]),
             2,
             "--reconcile-interval",
         ),
-        (agent(&["--ringbuf-size", "3M"]), 1, "power of two"),
+        (agent(&["--ringbuf-size", "3M"]), 2, "power of two"),
         (
             agent(&["--ringbuf-size", "99999999999999G"]),
             2,
@@ -72,7 +72,7 @@ fn bad_agent_flags_are_refused_with_the_flag_named() {
         (agent(&["--max-connections", "0"]), 2, "--max-connections"),
         (agent(&["--idle-timeout", "1ns"]), 2, "out of range"),
         (agent(&["--header-timeout=-1s"]), 2, "--header-timeout"),
-        (agent(&["--metrics-labels", "pid"]), 1, "pid"),
+        (agent(&["--metrics-labels", "pid"]), 2, "pid"),
         (
             agent(&["--btf", "/nonexistent/vmlinux"]),
             1,

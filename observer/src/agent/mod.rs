@@ -13,7 +13,10 @@ mod server;
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -46,6 +49,23 @@ pub struct AgentConfig {
     /// Masks secrets in command lines before they are stored or served.
     pub redact: Option<Redactor>,
     pub memory: crate::table::gc::Limits,
+    /// The agent's own status lines as JSON objects, like the log (`--log-format json`).
+    pub json_logs: bool,
+}
+
+/// One status line on stderr (start-up, stop): the line tests and operators wait for.
+fn say(cfg: &AgentConfig, msg: &str) {
+    if cfg.json_logs {
+        let line = serde_json::json!({
+            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "level": "info",
+            "target": "observer::agent",
+            "msg": format!("observer agent: {msg}"),
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("observer agent: {msg}");
+    }
 }
 
 /// How often ended containers and unreferenced paths are looked for (table/gc.rs).
@@ -105,12 +125,53 @@ fn trim_heap() {
 }
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // The listeners come first, so /healthz answers and /readyz says 503 while the
+    // programs load and the table is seeded.
+    let cgroupfs = CgroupFs::discover();
+    let (ev_tx, _) = broadcast::channel(8192);
+    let (req_tx, req_rx) = mpsc::channel::<Request>(64);
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = ApiState {
+        requests: req_tx,
+        events: ev_tx.clone(),
+        resolver: Arc::new(Mutex::new(Resolver::with_cap(
+            cfg.state_dirs.clone(),
+            cfg.memory.max_containers,
+        ))),
+        cgroupfs: Arc::new(cgroupfs.clone()),
+        metrics_labels: Arc::new(cfg.metrics_labels.clone()),
+        limits: Arc::default(),
+        ready: ready.clone(),
+    };
+    let servers = server::start(&cfg, state).await?;
+    match serve(&cfg, &servers, cgroupfs, ev_tx, req_rx, ready).await {
+        Ok(()) => {
+            servers.stop();
+            say(&cfg, "stopped");
+            Ok(())
+        }
+        Err(e) => {
+            servers.stop();
+            Err(e)
+        }
+    }
+}
+
+async fn serve(
+    cfg: &AgentConfig,
+    servers: &server::Servers,
+    cgroupfs: CgroupFs,
+    ev_tx: broadcast::Sender<Event>,
+    mut req_rx: mpsc::Receiver<Request>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (probes, ring) = Probes::load(&cfg.probes)?;
+    // Off the runtime thread: the listeners keep answering (/readyz 503) meanwhile.
+    let probe_cfg = cfg.probes.clone();
+    let (probes, ring) = tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
-    let cgroupfs = CgroupFs::discover();
-    let mut table = Table::new(host_pidns, cgroupfs.clone());
+    let mut table = Table::new(host_pidns, cgroupfs);
 
     let t = Instant::now();
     let scans = tokio::task::spawn_blocking(|| scan::scan_all(false)).await?;
@@ -133,7 +194,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let _ = argv_tx.send(found);
     });
     let mut argv_pending = true;
-    let (ev_tx, _) = broadcast::channel(8192);
     let redact = cfg.redact.as_ref();
     let buffered = pump(&mut reader, &mut table, &ev_tx, redact);
     log::info!(
@@ -141,29 +201,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         table.len(),
         last_scan.as_secs_f64() * 1e3
     );
-
-    let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
-    let state = ApiState {
-        requests: req_tx,
-        events: ev_tx.clone(),
-        resolver: Arc::new(Mutex::new(Resolver::with_cap(
-            cfg.state_dirs.clone(),
-            cfg.memory.max_containers,
-        ))),
-        cgroupfs: Arc::new(cgroupfs),
-        metrics_labels: Arc::new(cfg.metrics_labels.clone()),
-        limits: Arc::default(),
-    };
-    let servers = server::start(&cfg, state).await?;
+    ready.store(true, Ordering::Release);
     // The socket is ours from here: no other agent runs with this state file.
     let marker = marker::path_for(&cfg.socket);
     let restarts = marker::on_start(&marker);
-    eprintln!(
-        "observer agent: {} processes, {} containers; API on http://{} and {}",
-        table.len(),
-        table.live_containers(),
-        servers.tcp_addr,
-        cfg.socket.display()
+    say(
+        cfg,
+        &format!(
+            "{} processes, {} containers; API on http://{} and {}",
+            table.len(),
+            table.live_containers(),
+            servers.tcp_addr,
+            cfg.socket.display()
+        ),
     );
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -281,9 +331,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
         }
     }
-    servers.stop();
+    ready.store(false, Ordering::Release);
     drop(probes);
     marker::on_clean_stop(&marker, restarts);
-    eprintln!("observer agent: stopped");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The agent's read-only API: JSON over HTTP, served both on a root-only unix socket (for
 //! the CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools).
 //!
-//! Routes: `/healthz`, `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
+//! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
+//! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree`, `/v1/zombies`, `/v1/events[?type=a,b]` (NDJSON stream).
 
 pub mod client;
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub metrics_labels: Arc<Vec<String>>,
     /// Cgroup limits per path, re-read every LIMITS_TTL (usage is read at every scrape).
     pub limits: Arc<Mutex<HashMap<String, (Instant, Resources)>>>,
+    /// Set once the programs are attached and the first scan is applied (`/readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const LIMITS_TTL: Duration = Duration::from_secs(30);
@@ -265,21 +268,29 @@ async fn metrics(State(st): State<ApiState>) -> Response {
 /// tokio runtime.
 #[doc(hidden)]
 pub fn fuzzing_router() -> Router {
+    router(detached_state(true))
+}
+
+/// A state with no agent behind it (requests to the table find nobody).
+fn detached_state(ready: bool) -> ApiState {
     let (requests, _) = mpsc::channel(1);
     let (events, _) = broadcast::channel(1);
-    router(ApiState {
+    ApiState {
         requests,
         events,
         resolver: Arc::new(Mutex::new(Resolver::new(Default::default()))),
         cgroupfs: Arc::new(CgroupFs::discover()),
         metrics_labels: Arc::new(Vec::new()),
         limits: Arc::default(),
-    })
+        ready: Arc::new(ready.into()),
+    }
 }
 
 pub fn router(st: ApiState) -> Router {
+    let ready = st.ready.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route(
@@ -315,4 +326,66 @@ pub fn router(st: ApiState) -> Router {
         )
         .route("/v1/events", get(events))
         .with_state(st)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let ready = ready.load(std::sync::atomic::Ordering::Acquire);
+                async move {
+                    let path = req.uri().path();
+                    if ready || path == "/healthz" || path == "/readyz" {
+                        next.run(req).await
+                    } else {
+                        starting()
+                    }
+                }
+            },
+        ))
+}
+
+/// The answer of every route but /healthz until the agent is ready.
+fn starting() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting: attaching the programs and reading /proc\n",
+    )
+        .into_response()
+}
+
+/// 200 once the programs are attached and the first scan is applied, 503 before.
+async fn readyz(State(st): State<ApiState>) -> Response {
+    if st.ready.load(std::sync::atomic::Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        starting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_service::Service;
+
+    use super::*;
+
+    fn status_of(ready: bool, path: &str) -> StatusCode {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut r = router(detached_state(ready));
+            let req = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            r.call(req).await.unwrap().status()
+        })
+    }
+
+    #[test]
+    fn before_ready_only_healthz_answers_and_readyz_says_503() {
+        assert_eq!(status_of(false, "/healthz"), StatusCode::OK);
+        for p in ["/readyz", "/v1/status", "/metrics", "/v1/processes"] {
+            assert_eq!(status_of(false, p), StatusCode::SERVICE_UNAVAILABLE, "{p}");
+        }
+        assert_eq!(status_of(true, "/readyz"), StatusCode::OK);
+        assert_eq!(status_of(true, "/healthz"), StatusCode::OK);
+    }
 }

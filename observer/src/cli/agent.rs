@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::Args;
 
+use super::config;
 use crate::{
     agent::{self, AgentConfig},
     api::{DEFAULT_LISTEN, DEFAULT_SOCKET},
@@ -14,59 +15,110 @@ use crate::{
 
 #[derive(Args)]
 pub struct AgentArgs {
+    /// Settings file (TOML; keys are these flags' names with `_`). The default one is read
+    /// when it exists; flags win over OBSERVER_* variables, which win over the file.
+    #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Print the effective settings (as a config file, each with its origin) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// TCP address of the HTTP API and /metrics.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    #[arg(long, env = "OBSERVER_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Root-only unix socket the CLI talks to.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    #[arg(long, env = "OBSERVER_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Ring buffer size (power of two, e.g. 4M).
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = probes::parse_size)]
+    #[arg(long, env = "OBSERVER_RINGBUF_SIZE", value_name = "BYTES", default_value = "4M", value_parser = parse_ringbuf)]
     ringbuf_size: u32,
     /// Kernel BTF to read struct layouts from.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_BTF)]
+    #[arg(long, env = "OBSERVER_BTF", value_name = "FILE", default_value = DEFAULT_BTF)]
     btf: PathBuf,
-    /// How often to reconcile the table with /proc (also done at once when events are lost).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How often to reconcile the table with /proc (also done at once when events are lost;
+    /// at least 1s).
+    #[arg(long, env = "OBSERVER_RECONCILE_INTERVAL", value_name = "DURATION", default_value = "30s", value_parser = parse_reconcile)]
     reconcile_interval: Duration,
     /// Docker's data root (container names from containers/<id>/config.v2.json).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/docker")]
+    #[arg(
+        long,
+        env = "OBSERVER_DOCKER_ROOT",
+        value_name = "DIR",
+        default_value = "/var/lib/docker"
+    )]
     docker_root: PathBuf,
-    /// containerd state directories (task bundles with Kubernetes annotations); repeatable.
-    #[arg(long = "containerd-state", value_name = "DIR", default_values = ["/run/containerd"])]
+    /// containerd state directories (task bundles with Kubernetes annotations); repeatable,
+    /// comma-separated in the environment.
+    #[arg(long = "containerd-state", env = "OBSERVER_CONTAINERD_STATE", value_delimiter = ',', value_name = "DIR", default_values = ["/run/containerd"])]
     containerd_state: Vec<PathBuf>,
-    /// containers/storage roots (podman, cri-o names); repeatable.
-    #[arg(long = "storage-root", value_name = "DIR", default_values = ["/var/lib/containers/storage", "/run/containers/storage"])]
+    /// containers/storage roots (podman, cri-o names); repeatable, comma-separated in the
+    /// environment.
+    #[arg(long = "storage-root", env = "OBSERVER_STORAGE_ROOT", value_delimiter = ',', value_name = "DIR", default_values = ["/var/lib/containers/storage", "/run/containers/storage"])]
     storage_root: Vec<PathBuf>,
     /// Container labels on metrics (comma-separated subset of container_id,
     /// container_name, runtime, pod, namespace); series that then coincide are summed.
     #[arg(
         long,
+        env = "OBSERVER_METRICS_LABELS",
         value_name = "LABELS",
-        default_value = "container_id,container_name,runtime,pod,namespace"
+        default_value = "container_id,container_name,runtime,pod,namespace",
+        value_parser = parse_labels
     )]
-    metrics_labels: String,
+    metrics_labels: Labels,
     /// Most open connections per API listener (TCP and unix socket each); more are closed.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    #[arg(long, env = "OBSERVER_MAX_CONNECTIONS", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_connections: u32,
     /// Time a client has to send a request's header.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, env = "OBSERVER_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     header_timeout: Duration,
     /// Idle keep-alive connections, and responses the client stopped reading, are closed
     /// after this long (a streaming /v1/events response is not idle).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    #[arg(long, env = "OBSERVER_IDLE_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     idle_timeout: Duration,
     /// Mask what this regular expression matches in each command-line argument (with
     /// `***`) before anything is stored or served, e.g. '(?i)(password|token)=\S*'.
-    #[arg(long, value_name = "REGEX", value_parser = crate::events::redact::Redactor::new)]
+    #[arg(long, env = "OBSERVER_REDACT_ARGS", value_name = "REGEX", value_parser = crate::events::redact::Redactor::new)]
     redact_args: Option<crate::events::redact::Redactor>,
     /// Containers kept in memory, live and ended (ended ones are evicted first, live ones
     /// never); also the size of the container-name cache.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "OBSERVER_MAX_CONTAINERS", value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_containers: u32,
     /// How long an ended container stays in the views and metrics.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OBSERVER_CONTAINER_RETENTION", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     container_retention: Duration,
+    /// Log lines as text or as one JSON object per line (for log shippers).
+    #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--metrics-labels`, checked when parsed (so a bad value in the config file names its line).
+#[derive(Clone, Debug)]
+pub struct Labels(Vec<String>);
+
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    crate::views::metrics::parse_labels(s).map(Labels)
+}
+
+/// `--ringbuf-size`: a size the kernel accepts for a ring buffer, checked when parsed.
+fn parse_ringbuf(s: &str) -> Result<u32, String> {
+    let n = probes::parse_size(s)?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(probes::ProbeError::RingBufSize(n).to_string());
+    }
+    Ok(n)
+}
+
+fn parse_reconcile(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5m)"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is too short (at least 1s)"));
+    }
+    Ok(d)
 }
 
 /// A connection timeout: a duration from 100ms to 1h.
@@ -79,9 +131,6 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
-    if a.reconcile_interval < Duration::from_secs(1) {
-        anyhow::bail!("--reconcile-interval must be at least 1s");
-    }
     let cfg = AgentConfig {
         probes: ProbeConfig {
             ringbuf_bytes: a.ringbuf_size,
@@ -96,8 +145,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             storage: a.storage_root,
             launcher: StateDirs::default().launcher,
         },
-        metrics_labels: crate::views::metrics::parse_labels(&a.metrics_labels)
-            .map_err(anyhow::Error::msg)?,
+        metrics_labels: a.metrics_labels.0,
         http_limits: agent::http::Limits {
             max_connections: a.max_connections as usize,
             header_timeout: a.header_timeout,
@@ -108,6 +156,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             max_containers: a.max_containers as usize,
             retention_ns: a.container_retention.as_nanos().min(u64::MAX as u128) as u64,
         },
+        json_logs: a.log_format == LogFormat::Json,
     };
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.
@@ -115,6 +164,9 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(agent::run(cfg))?;
+    let r = rt.block_on(agent::run(cfg));
+    // A scan still running on a blocking thread must not hold the exit (SIGTERM: ≤ 2 s).
+    rt.shutdown_timeout(Duration::from_millis(200));
+    r?;
     Ok(ExitCode::SUCCESS)
 }

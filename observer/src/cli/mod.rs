@@ -2,13 +2,14 @@
 //! exit status 1 (never a panic).
 
 mod agent;
+pub mod config;
 mod events;
 mod launcher;
 mod views;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -62,15 +63,50 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    let mut m = cmd
+        .try_get_matches_from_mut(&argv)
+        .unwrap_or_else(|e| e.exit());
+    // The agent's config file: its settings join the command line as flags (cli/config.rs).
+    if let Some(("agent", am)) = m.subcommand() {
+        let agent = cmd.find_subcommand("agent").expect("defined");
+        let file = match config::read(agent, am) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("observer: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !file.flags.is_empty() {
+            let mut all = argv.clone();
+            all.extend(file.flags.iter().cloned());
+            m = cmd
+                .try_get_matches_from_mut(all)
+                .unwrap_or_else(|e| e.exit());
+        }
+        if let Some(("agent", am)) = m.subcommand() {
+            if am.get_flag("print_config") {
+                let agent = cmd.find_subcommand("agent").expect("defined");
+                return match crate::stdout::print(&config::render(agent, am, &file)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("observer: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+        }
+    }
+    let cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_target(false)
-        .init();
+    let json_logs =
+        matches!(&cli.command, Command::Agent(a) if a.log_format == agent::LogFormat::Json);
+    init_logging(level, json_logs);
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::Tree { container, opts } => views::run(opts, views::View::Tree(container)),
@@ -88,4 +124,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// env_logger with the text format, or one JSON object per line (`--log-format json`).
+fn init_logging(level: &str, json: bool) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    if json {
+        b.format(|buf, r| {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "ts": buf.timestamp_millis().to_string(),
+                "level": r.level().as_str().to_ascii_lowercase(),
+                "target": r.target(),
+                "msg": r.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    } else {
+        b.format_target(false);
+    }
+    b.init();
 }

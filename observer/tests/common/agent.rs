@@ -75,6 +75,16 @@ impl Agent {
         }
     }
 
+    /// Sends `sig` and waits for the agent to exit: its status and how long it took.
+    #[allow(dead_code)]
+    pub fn stop_with(mut self, sig: i32) -> (std::process::ExitStatus, Duration) {
+        let t = std::time::Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let status = self.child.wait().unwrap();
+        self.crashed = true; // nothing left for Drop
+        (status, t.elapsed())
+    }
+
     /// SIGKILL, as the OOM killer or an operator would: the agent gets no chance to clean up.
     pub fn crash(mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
