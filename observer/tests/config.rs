@@ -244,6 +244,7 @@ fn json_logs_are_one_object_per_line() {
     });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(socket.with_extension("state"));
     let lines = lines.join().unwrap();
     assert!(lines.len() >= 3, "{lines:?}");
     for l in &lines {

@@ -81,7 +81,8 @@ impl Agent {
         let t = std::time::Instant::now();
         unsafe { libc::kill(self.child.id() as i32, sig) };
         let status = self.child.wait().unwrap();
-        self.crashed = true; // nothing left for Drop
+        self.crashed = true; // nothing left for Drop but the restart record
+        let _ = std::fs::remove_file(self.socket.with_extension("state"));
         (status, t.elapsed())
     }
 

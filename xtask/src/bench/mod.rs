@@ -124,6 +124,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket.with_extension("state"));
     }
 }
 
