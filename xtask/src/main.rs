@@ -4,6 +4,7 @@ mod bench;
 mod fuzz;
 mod hygiene;
 mod setup;
+mod tools;
 mod util;
 mod vm;
 
@@ -217,8 +218,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             // Whatever the tests do, and however they end, the machine is left as it was.
             let before = hygiene::before();
             hygiene::survive_interrupts();
+            let promtool = tools::promtool()?;
             let tests = run(Command::new("cargo")
                 .current_dir(root())
+                .env("OBSERVER_PROMTOOL", &promtool)
                 .args([
                     "test",
                     "--release",

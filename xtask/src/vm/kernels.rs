@@ -52,12 +52,12 @@ pub fn series(label: &str) -> Result<&'static KernelSeries> {
 }
 
 /// A private apt configuration for one set of suites, so the host's sources stay untouched.
-struct Apt {
+pub(crate) struct Apt {
     dir: PathBuf,
 }
 
 impl Apt {
-    fn new(cache: &Path, suites: &[&str]) -> Result<Apt> {
+    pub(crate) fn new(cache: &Path, suites: &[&str]) -> Result<Apt> {
         let dir = cache.join("apt").join(suites.join("+"));
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
@@ -89,7 +89,7 @@ impl Apt {
         }
     }
 
-    fn update(&self) -> Result<()> {
+    pub(crate) fn update(&self) -> Result<()> {
         let mut c = Command::new("apt-get");
         self.opts(&mut c);
         run(c.args(["-q", "update"]))
@@ -108,7 +108,7 @@ impl Apt {
         names.pop()
     }
 
-    fn download(&self, pkg: &str, into: &Path) -> Result<()> {
+    pub(crate) fn download(&self, pkg: &str, into: &Path) -> Result<()> {
         let mut c = Command::new("apt-get");
         self.opts(&mut c);
         run(c.current_dir(into).args(["-q", "download", pkg]))

@@ -2,7 +2,7 @@
 //! 5.10 to the newest, with a kernel × test summary at the end.
 
 mod initramfs;
-mod kernels;
+pub(crate) mod kernels;
 mod qemu;
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
