@@ -288,3 +288,45 @@ fn the_shipped_config_documents_every_setting_and_is_accepted_uncommented() {
     let out = agent(&["--config", conf.path(), "--print-config"], &[]);
     assert!(out.status.success(), "{out:?}\n{uncommented}");
 }
+
+#[test]
+fn the_metrics_listener_serves_metrics_and_health_only() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--metrics-listen", &addr]);
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut b = String::new();
+        s.read_to_string(&mut b).unwrap();
+        b
+    };
+    let m = get("/metrics");
+    assert!(
+        m.starts_with("HTTP/1.0 200") && m.contains("observer_processes "),
+        "{m}"
+    );
+    assert!(get("/healthz").ends_with("ok\n"));
+    assert!(get("/readyz").ends_with("ready\n"));
+    for path in [
+        "/v1/processes",
+        "/v1/status",
+        "/v1/containers",
+        "/v1/events",
+    ] {
+        let r = get(path);
+        assert!(r.starts_with("HTTP/1.0 404"), "{path} served: {r}");
+    }
+    // The JSON API is still on its own listener; connections are counted per listener.
+    assert!(agent.http_get("/v1/status").starts_with("HTTP/1.0 200"));
+    let m = get("/metrics");
+    assert!(
+        m.contains("observer_api_connections_total{listener=\"metrics\"}"),
+        "{m}"
+    );
+}

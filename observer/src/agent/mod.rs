@@ -41,6 +41,8 @@ use crate::{
 pub struct AgentConfig {
     pub probes: ProbeConfig,
     pub listen: SocketAddr,
+    /// A listener with only /metrics, /healthz and /readyz.
+    pub metrics_listen: Option<SocketAddr>,
     pub socket: PathBuf,
     pub reconcile_every: Duration,
     pub state_dirs: StateDirs,
@@ -208,11 +210,15 @@ async fn serve(
     say(
         cfg,
         &format!(
-            "{} processes, {} containers; API on http://{} and {}",
+            "{} processes, {} containers; API on http://{} and {}{}",
             table.len(),
             table.live_containers(),
             servers.tcp_addr,
-            cfg.socket.display()
+            cfg.socket.display(),
+            servers
+                .metrics_addr
+                .map(|a| format!("; metrics on http://{a}/metrics"))
+                .unwrap_or_default()
         ),
     );
 

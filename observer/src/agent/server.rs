@@ -1,4 +1,7 @@
-//! The agent's listeners: TCP (127.0.0.1 by default) and the root-only unix socket. A stale
+//! The agent's listeners: TCP (127.0.0.1 by default), the root-only unix socket, and with
+//! `--metrics-listen` a third that serves only /metrics, /healthz and /readyz (so Prometheus
+//! can scrape from the network while the JSON API, which lists every command line, stays
+//! local). A stale
 //! socket file left by a crashed agent is replaced; a live one means another agent runs.
 //! Each listener has its own connection limits (`http`), so a flood of TCP clients never
 //! locks the CLI out of the unix socket.
@@ -17,13 +20,15 @@ use super::{
     http::{self, ConnCounts, ConnStats},
     AgentConfig,
 };
-use crate::api::{router, ApiState};
+use crate::api::{metrics_router, router, ApiState};
 
 pub struct Servers {
     pub tcp_addr: SocketAddr,
+    /// The metrics-only listener's address (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     socket: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    stats: [(&'static str, Arc<ConnStats>); 2],
+    stats: Vec<(&'static str, Arc<ConnStats>)>,
 }
 
 impl Servers {
@@ -67,22 +72,46 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
             cfg.listen
         )
     })?;
+    let metrics = match cfg.metrics_listen {
+        Some(a) => Some(TcpListener::bind(a).await.with_context(|| {
+            format!("listening on {a} (choose another address with --metrics-listen)")
+        })?),
+        None => None,
+    };
     let unix = bind_unix(&cfg.socket).await?;
     let tcp_addr = tcp.local_addr()?;
+    let metrics_addr = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+    let mut stats: Vec<(&'static str, Arc<ConnStats>)> =
+        vec![("http", Arc::default()), ("unix", Arc::default())];
+    let mut tasks = Vec::new();
+    if let Some(m) = metrics {
+        let s: Arc<ConnStats> = Arc::default();
+        stats.push(("metrics", s.clone()));
+        tasks.push(tokio::spawn(http::serve(
+            m,
+            metrics_router(state.clone()),
+            cfg.http_limits,
+            s,
+        )));
+    }
     let app = router(state);
-    let stats: [(&'static str, Arc<ConnStats>); 2] =
-        [("http", Arc::default()), ("unix", Arc::default())];
-    let t1 = tokio::spawn(http::serve(
+    tasks.push(tokio::spawn(http::serve(
         tcp,
         app.clone(),
         cfg.http_limits,
         stats[0].1.clone(),
-    ));
-    let t2 = tokio::spawn(http::serve(unix, app, cfg.http_limits, stats[1].1.clone()));
+    )));
+    tasks.push(tokio::spawn(http::serve(
+        unix,
+        app,
+        cfg.http_limits,
+        stats[1].1.clone(),
+    )));
     Ok(Servers {
         tcp_addr,
+        metrics_addr,
         socket: cfg.socket.clone(),
-        tasks: vec![t1, t2],
+        tasks,
         stats,
     })
 }

@@ -286,9 +286,22 @@ fn detached_state(ready: bool) -> ApiState {
     }
 }
 
+/// The metrics listener's routes: nothing of the JSON API.
+pub fn metrics_router(st: ApiState) -> Router {
+    let ready = st.ready.clone();
+    gate(
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(st),
+        ready,
+    )
+}
+
 pub fn router(st: ApiState) -> Router {
     let ready = st.ready.clone();
-    Router::new()
+    let r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -325,20 +338,25 @@ pub fn router(st: ApiState) -> Router {
             }),
         )
         .route("/v1/events", get(events))
-        .with_state(st)
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let ready = ready.load(std::sync::atomic::Ordering::Acquire);
-                async move {
-                    let path = req.uri().path();
-                    if ready || path == "/healthz" || path == "/readyz" {
-                        next.run(req).await
-                    } else {
-                        starting()
-                    }
+        .with_state(st);
+    gate(r, ready)
+}
+
+/// Every route but /healthz answers 503 until the agent is ready.
+fn gate(r: Router, ready: Arc<std::sync::atomic::AtomicBool>) -> Router {
+    r.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let ready = ready.load(std::sync::atomic::Ordering::Acquire);
+            async move {
+                let path = req.uri().path();
+                if ready || path == "/healthz" || path == "/readyz" {
+                    next.run(req).await
+                } else {
+                    starting()
                 }
-            },
-        ))
+            }
+        },
+    ))
 }
 
 /// The answer of every route but /healthz until the agent is ready.

@@ -25,6 +25,10 @@ pub struct AgentArgs {
     /// TCP address of the HTTP API and /metrics.
     #[arg(long, env = "OBSERVER_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Also serve /metrics, /healthz and /readyz (nothing else) on this address, e.g.
+    /// 0.0.0.0:19101 for Prometheus to scrape while the JSON API stays local.
+    #[arg(long, env = "OBSERVER_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Root-only unix socket the CLI talks to.
     #[arg(long, env = "OBSERVER_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -137,6 +141,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             btf: a.btf,
         },
         listen: a.listen,
+        metrics_listen: a.metrics_listen,
         socket: a.socket,
         reconcile_every: a.reconcile_interval,
         state_dirs: StateDirs {

@@ -60,6 +60,18 @@ enum Command {
     Events(events::EventsArgs),
     #[command(flatten)]
     Launcher(launcher::LauncherCmd),
+    /// Print a shell completion script (e.g. `observer completions bash >
+    /// /etc/bash_completion.d/observer`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (observer.1 and one per subcommand) into a directory.
+    Man {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: std::path::PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -115,6 +127,14 @@ pub fn main() -> ExitCode {
         Command::Zombies { opts } => views::run(opts, views::View::Zombies),
         Command::Events(args) => events::run(args),
         Command::Launcher(cmd) => return launcher::run(cmd),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "observer", &mut out);
+            crate::stdout::write(&out)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
+        Command::Man { dir } => man(&dir),
     };
     match result {
         Ok(code) => code,
@@ -144,4 +164,23 @@ fn init_logging(level: &str, json: bool) {
         b.format_target(false);
     }
     b.init();
+}
+
+/// observer.1 and observer-<subcommand>.1 from the clap definitions.
+fn man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("observer".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("observer-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c).render(&mut out)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
