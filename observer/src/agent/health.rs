@@ -16,6 +16,9 @@ pub struct EventCounts {
     pub emitted: u64,
     /// Lost in the kernel because the ring buffer was full.
     pub dropped: u64,
+    /// Lost in the kernel because it skipped the program's run (already running on that
+    /// CPU: its task was preempted, or an interrupt hit the same tracepoint).
+    pub skipped: u64,
     /// Events where a kernel read failed.
     pub read_errors: u64,
     /// Taken from the ring buffer by the agent.
@@ -95,6 +98,7 @@ pub fn health(i: Inputs) -> Health {
                 kind: k.name().to_string(),
                 emitted: i.kernel.emitted(k),
                 dropped: i.kernel.dropped(k),
+                skipped: i.kernel.skipped(k),
                 read_errors: i.kernel.read_errors(k),
                 received: i.reader.received(k),
                 applied: t.stats.applied[k as usize],

@@ -170,15 +170,16 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     drop(probes); // detaches the programs
     if args.stats {
         eprintln!(
-            "{:<14} {:>10} {:>10} {:>10} {:>11}",
-            "type", "emitted", "dropped", "received", "read_errors"
+            "{:<14} {:>10} {:>10} {:>10} {:>10} {:>11}",
+            "type", "emitted", "dropped", "skipped", "received", "read_errors"
         );
         for k in EventKind::ALL {
             eprintln!(
-                "{:<14} {:>10} {:>10} {:>10} {:>11}",
+                "{:<14} {:>10} {:>10} {:>10} {:>10} {:>11}",
                 k.name(),
                 kstats.emitted(k),
                 kstats.dropped(k),
+                kstats.skipped(k),
                 reader.stats.received(k),
                 kstats.read_errors(k)
             );
@@ -187,10 +188,17 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
             eprintln!("undecodable records: {}", reader.stats.decode_errors);
         }
     }
-    if kstats.total_dropped() > 0 {
+    let full: u64 = EventKind::ALL.iter().map(|&k| kstats.dropped(k)).sum();
+    if full > 0 {
         eprintln!(
-            "observer: {} events were lost because the ring buffer was full (raise --ringbuf-size)",
-            kstats.total_dropped()
+            "observer: {full} events were lost because the ring buffer was full (raise --ringbuf-size)"
+        );
+    }
+    let skipped = kstats.total_dropped() - full;
+    if skipped > 0 {
+        eprintln!(
+            "observer: {skipped} events were lost because the kernel skipped a program's run \
+             (it was already running on that CPU)"
         );
     }
     if broken_pipe {

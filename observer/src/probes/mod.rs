@@ -4,10 +4,11 @@
 //! message that says what to do.
 
 pub mod btf;
+mod misses;
 mod privileges;
 pub mod tracefs;
 
-use std::path::PathBuf;
+use std::{os::fd::AsFd, path::PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
@@ -81,19 +82,24 @@ enum Hook {
 }
 
 /// (tracefs category, tracepoint name — also the program's name in the object, hook).
-const PROGRAMS: [(&str, &str, Hook); 7] = [
-    ("sched", "sched_process_fork", Hook::Raw),
-    ("sched", "sched_process_exec", Hook::Raw),
-    ("sched", "sched_process_exit", Hook::Raw),
-    ("sched", "sched_process_free", Hook::Raw),
-    ("syscalls", "sys_exit_setns", Hook::Tp),
-    ("syscalls", "sys_exit_unshare", Hook::Tp),
-    ("cgroup", "cgroup_attach_task", Hook::Raw),
+const PROGRAMS: [(&str, &str, Hook, EventKind); 7] = [
+    ("sched", "sched_process_fork", Hook::Raw, EventKind::Fork),
+    ("sched", "sched_process_exec", Hook::Raw, EventKind::Exec),
+    ("sched", "sched_process_exit", Hook::Raw, EventKind::Exit),
+    ("sched", "sched_process_free", Hook::Raw, EventKind::Free),
+    ("syscalls", "sys_exit_setns", Hook::Tp, EventKind::Setns),
+    ("syscalls", "sys_exit_unshare", Hook::Tp, EventKind::Unshare),
+    (
+        "cgroup",
+        "cgroup_attach_task",
+        Hook::Raw,
+        EventKind::CgroupAttach,
+    ),
 ];
 
 /// Loaded and attached programs. Dropping this detaches them.
 pub struct Probes {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     stats: PerCpuArray<MapData, Stats>,
     /// Tracepoints attached, as `category:name`.
     pub attached: Vec<String>,
@@ -103,22 +109,30 @@ pub struct Probes {
     pub offsets: Offsets,
 }
 
-/// Totals of the in-kernel counters over all CPUs, indexed by EventKind number.
+/// Totals of the in-kernel counters over all CPUs, indexed by EventKind number, and the
+/// runs of each program the kernel skipped (misses.rs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelStats(pub Stats);
+pub struct KernelStats {
+    pub counters: Stats,
+    pub skipped: [u64; KIND_SLOTS],
+}
 
 impl KernelStats {
     pub fn emitted(&self, k: EventKind) -> u64 {
-        self.0.emitted[k as usize]
+        self.counters.emitted[k as usize]
     }
     pub fn dropped(&self, k: EventKind) -> u64 {
-        self.0.dropped[k as usize]
+        self.counters.dropped[k as usize]
+    }
+    pub fn skipped(&self, k: EventKind) -> u64 {
+        self.skipped[k as usize]
     }
     pub fn read_errors(&self, k: EventKind) -> u64 {
-        self.0.read_errors[k as usize]
+        self.counters.read_errors[k as usize]
     }
+    /// Every event lost in the kernel: ring buffer full, or the program's run skipped.
     pub fn total_dropped(&self) -> u64 {
-        self.0.dropped.iter().sum()
+        self.counters.dropped.iter().sum::<u64>() + self.skipped.iter().sum::<u64>()
     }
 }
 
@@ -151,7 +165,7 @@ impl Probes {
 
         let mut attached = Vec::new();
         let mut missing = Vec::new();
-        for (category, name, hook) in PROGRAMS {
+        for (category, name, hook, _) in PROGRAMS {
             let full = format!("{category}:{name}");
             if !tracefs::exists(&tracefs, category, name) {
                 missing.push((full, "tracepoint not present in this kernel".to_string()));
@@ -199,7 +213,7 @@ impl Probes {
             PerCpuArray::try_from(stats).map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
         Ok((
             Probes {
-                _ebpf: ebpf,
+                ebpf,
                 stats,
                 attached,
                 missing,
@@ -224,7 +238,17 @@ impl Probes {
                 total.read_errors[i] += s.read_errors[i];
             }
         }
-        Ok(KernelStats(total))
+        let mut skipped = [0; KIND_SLOTS];
+        for (_, name, _, kind) in PROGRAMS {
+            let fd = self.ebpf.program(name).and_then(|p| p.fd().ok());
+            if let Some(n) = fd.and_then(|fd| misses::recursion_misses(fd.as_fd())) {
+                skipped[kind as usize] += n;
+            }
+        }
+        Ok(KernelStats {
+            counters: total,
+            skipped,
+        })
     }
 }
 

@@ -450,7 +450,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         },
     );
     type EventField = fn(&crate::agent::health::EventCounts) -> u64;
-    let per_type: [(&'static str, &'static str, EventField); 4] = [
+    let per_type: [(&'static str, &'static str, EventField); 5] = [
         (
             "observer_events_received_total",
             "Events the agent took from the ring buffer, by type.",
@@ -465,6 +465,11 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
             "observer_events_lost_total",
             "Events lost because the ring buffer was full, by type.",
             |e| e.dropped,
+        ),
+        (
+            "observer_events_skipped_total",
+            "Events lost because the kernel skipped a program's run (already running on that CPU), by type.",
+            |e| e.skipped,
         ),
         (
             "observer_event_read_errors_total",
