@@ -296,7 +296,9 @@ async fn serve(
                 if let Ok((scans, took)) = r {
                     // Apply what happened during the scan first: the scan must not undo it.
                     pump(&mut reader, &mut table, &ev_tx, redact);
-                    let fixes = table.reconcile(&scans, started_ns, boot_now_ns());
+                    let fixes = table.reconcile(&scans, started_ns, boot_now_ns(), |pid| {
+                        scan::live(pid).map(|l| l.start_ticks)
+                    });
                     states = health::states(&scans);
                     drop(scans);
                     trim_heap();
@@ -311,6 +313,13 @@ async fn serve(
                 }
             }
             _ = housekeeping.tick() => {
+                if table.has_unconfirmed() {
+                    pump(&mut reader, &mut table, &ev_tx, redact);
+                    let missed = table.settle(boot_now_ns());
+                    if missed > 0 {
+                        log::info!("reconciliation added {missed} processes whose fork events were missed");
+                    }
+                }
                 if table.has_exited() {
                     table.reap_gone(scan::exists);
                 }
@@ -319,7 +328,10 @@ async fn serve(
                 }
                 let dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(last_dropped);
                 if dropped > last_dropped {
-                    log::warn!("{} events lost (ring buffer full): reconciling with /proc now", dropped - last_dropped);
+                    log::warn!(
+                        "{} events lost in the kernel (ring buffer full, or a program's run skipped): reconciling with /proc now",
+                        dropped - last_dropped
+                    );
                     last_dropped = dropped;
                     if job.is_none() {
                         job = Some(start_scan(cfg.redact.clone()));

@@ -48,11 +48,26 @@ struct Pending {
     tries: u8,
 }
 
+/// A process reconciliation added from /proc (missing from the table, or holding a PID the
+/// table gave to an earlier holder). It counts as a correction only if its fork event does
+/// not turn up within [`CONFIRM_NS`]: a child is in /proc before its parent's fork
+/// tracepoint fires, and a parent preempted in between delays the event past the scan.
+#[derive(Clone, Copy, Debug)]
+struct Unconfirmed {
+    pid: u32,
+    start_time_ns: u64,
+    due_ns: u64,
+}
+
+/// How long a process reconciliation added may wait for its own fork event.
+const CONFIRM_NS: u64 = 2_000_000_000;
+
 pub struct Table {
     procs: FxHashMap<u32, Process>,
     pub registry: Registry,
     exes: crate::intern::Interner,
     pending: Vec<Pending>,
+    unconfirmed: Vec<Unconfirmed>,
     /// Processes whose exit was seen: zombies until reaped. The free event that ends them
     /// can come seconds after the reap (it runs from a lazy RCU callback), so `reap_gone`
     /// also checks /proc for these.
@@ -71,6 +86,7 @@ impl Table {
             registry: Registry::new(host_pidns),
             exes: crate::intern::Interner::new(),
             pending: Vec::with_capacity(64),
+            unconfirmed: Vec::new(),
             exited: rustc_hash::FxHashSet::default(),
             stats: TableStats::default(),
             tick_ns: scan::tick_ns(),
@@ -145,9 +161,16 @@ impl Table {
             }
             Event::Exit(e) => {
                 let Some(p) = self.procs.get(&h.tgid) else {
+                    log::debug!("exit of pid {}: not in the table", h.tgid);
                     return;
                 };
                 if !self.same(p, e.task.start_time_ns) && e.is_leader != 0 {
+                    log::debug!(
+                        "exit of pid {} (started {}) ignored: the table holds one started {}",
+                        h.tgid,
+                        e.task.start_time_ns,
+                        p.start_time_ns
+                    );
                     return;
                 }
                 if e.group_dead != 0 {
@@ -218,6 +241,9 @@ impl Table {
     fn fork(&mut self, pid: u32, t: &TaskInfo, now: u64) {
         if let Some(p) = self.procs.get(&pid) {
             if self.same(p, t.start_time_ns) {
+                if !self.unconfirmed.is_empty() {
+                    self.confirm(pid, t.start_time_ns, now);
+                }
                 self.refresh(pid, t, now, true);
                 return;
             }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use observer_common::MAX_PID_LEVELS;
 
-use super::{scan::Scanned, ExitInfo, Fixed, Process, Table};
+use super::{scan::Scanned, ExitInfo, Fixed, Process, Table, Unconfirmed, CONFIRM_NS};
 
 impl Table {
     fn process_from_scan(&mut self, s: &Scanned) -> Process {
@@ -77,8 +77,20 @@ impl Table {
 
     /// Compares the table with a scan taken while events kept flowing. `scan_start_ns` is the
     /// boot-clock time the scan began: only processes older than that are judged, since a
-    /// younger one may still have its events in the ring buffer. Returns the number of fixes.
-    pub fn reconcile(&mut self, scans: &[Scanned], scan_start_ns: u64, now_ns: u64) -> u64 {
+    /// younger one may still have its events in the ring buffer. Returns the number of fixes;
+    /// processes added from /proc count later, in [`Table::settle`], unless their fork event
+    /// arrives meanwhile.
+    ///
+    /// `live_start_ticks` reads a PID's current start time (clock ticks) from /proc: a
+    /// process the scan found but the table lacks is added only if it is still there — one
+    /// that ended after the scan read it had its whole life applied (and removed) meanwhile.
+    pub fn reconcile(
+        &mut self,
+        scans: &[Scanned],
+        scan_start_ns: u64,
+        now_ns: u64,
+        live_start_ticks: impl Fn(u32) -> Option<u64>,
+    ) -> u64 {
         let margin = self.tick_ns * 2;
         let mut fixes = 0;
         let mut seen = HashSet::with_capacity(scans.len());
@@ -128,26 +140,13 @@ impl Table {
                     if existing.is_some_and(|p| p.start_time_ns > s.start_time_ns) {
                         continue;
                     }
-                    let reused = existing.is_some();
-                    // A PID reused by a process younger than the margin: the end of the
-                    // earlier holder and this one's fork are still on their way, not missed.
-                    if reused && old_enough {
-                        log::debug!(
-                            "reconcile: pid {}: start time {} in the table, {} in /proc (reused)",
-                            s.pid,
-                            existing.map_or(0, |p| p.start_time_ns),
-                            s.start_time_ns
-                        );
+                    let tick = self.tick_ns;
+                    if live_start_ticks(s.pid) != Some(s.start_time_ns / tick) {
+                        continue;
                     }
-                    if reused {
+                    let earlier = existing.map(|p| p.start_time_ns);
+                    if earlier.is_some() {
                         self.remove(s.pid);
-                    } else if old_enough {
-                        log::debug!(
-                            "reconcile: pid {} ({}) in /proc since {} ns, missing from the table",
-                            s.pid,
-                            s.comm,
-                            s.start_time_ns
-                        );
                     }
                     let mut p = self.process_from_scan(s);
                     if let Some(e) = p.exit.as_mut() {
@@ -155,8 +154,30 @@ impl Table {
                         self.exited.insert(p.pid);
                     }
                     self.insert(p);
+                    // Added at once; a miss only if the fork event does not follow (a
+                    // younger PID reuse's events are simply still on their way).
                     if old_enough {
-                        fixes += 1;
+                        match earlier {
+                            Some(t) => log::debug!(
+                                "reconcile: pid {} ({}): start time {t} in the table, {} in \
+                                 /proc: added, awaiting its fork event",
+                                s.pid,
+                                s.comm,
+                                s.start_time_ns
+                            ),
+                            None => log::debug!(
+                                "reconcile: pid {} ({}) in /proc since {} ns, missing from the \
+                                 table: added, awaiting its fork event",
+                                s.pid,
+                                s.comm,
+                                s.start_time_ns
+                            ),
+                        }
+                        self.unconfirmed.push(Unconfirmed {
+                            pid: s.pid,
+                            start_time_ns: s.start_time_ns,
+                            due_ns: now_ns + CONFIRM_NS,
+                        });
                     }
                 }
             }
@@ -196,5 +217,46 @@ impl Table {
         }
         self.stats.corrections += fixes;
         fixes
+    }
+
+    /// A fork event for a process reconciliation added: the event was late, not lost.
+    pub(super) fn confirm(&mut self, pid: u32, start_ns: u64, now_ns: u64) {
+        let tick = self.tick_ns;
+        if let Some(i) = self
+            .unconfirmed
+            .iter()
+            .position(|u| u.pid == pid && u.start_time_ns / tick == start_ns / tick)
+        {
+            let u = self.unconfirmed.swap_remove(i);
+            log::debug!(
+                "reconcile: pid {pid}: its fork event came {} ms after the scan added it: not a miss",
+                (now_ns + CONFIRM_NS).saturating_sub(u.due_ns) / 1_000_000
+            );
+        }
+    }
+
+    /// Counts as corrections the processes reconciliation added whose fork event never came
+    /// (lost, or predating the agent). Returns how many were settled now.
+    pub fn settle(&mut self, now_ns: u64) -> u64 {
+        let mut missed = 0;
+        self.unconfirmed.retain(|u| {
+            if u.due_ns > now_ns {
+                return true;
+            }
+            log::debug!(
+                "reconcile: pid {} (started {} ns): no fork event followed: a miss",
+                u.pid,
+                u.start_time_ns
+            );
+            missed += 1;
+            false
+        });
+        self.stats.corrections += missed;
+        missed
+    }
+
+    /// Whether processes added by reconciliation still await their fork event.
+    pub fn has_unconfirmed(&self) -> bool {
+        !self.unconfirmed.is_empty()
     }
 }

@@ -370,7 +370,7 @@ fn reconcile_adds_missed_processes_removes_gone_ones_and_counts() {
         0,
     );
     // 11 ended unseen; 12 started unseen; 10's zombie state was missed.
-    let fixes = tb.reconcile(
+    let fixes = tb.reconcile_all(
         &[
             scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'),
             scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S'),
@@ -378,16 +378,19 @@ fn reconcile_adds_missed_processes_removes_gone_ones_and_counts() {
         100 * TICK,
         100 * TICK,
     );
-    assert_eq!(fixes, 3);
+    // 12 is in the table at once; it counts once its fork event failed to follow.
+    assert_eq!(fixes, 2);
     assert!(tb.get(11).is_none());
     assert!(tb.get(12).is_some());
     assert!(tb.get(10).unwrap().is_zombie());
     assert_eq!(tb.children(10), vec![12]);
+    assert_eq!(tb.settle(100 * TICK + 1_000_000_000), 0);
+    assert_eq!(tb.settle(100 * TICK + 2_000_000_000), 1);
     assert_eq!(tb.stats.corrections, 3);
     // A process younger than the scan start is not judged.
     tb.apply(&fork(13, task(10, &[13], HOST_NS, 200 * TICK, "new")));
     assert_eq!(
-        tb.reconcile(
+        tb.reconcile_all(
             &[
                 scanned(10, 1, TICK, "/", &[10], HOST_NS, 'Z'),
                 scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S')
@@ -432,7 +435,7 @@ fn steady_state_reconciliation_corrects_nothing() {
     let t = task(1, &[30], HOST_NS, 2 * TICK, "sh");
     tb.apply(&fork(30, t));
     tb.apply(&exit(30, 30, t, 0, true, 3 * TICK));
-    assert_eq!(tb.reconcile(&[leader_gone], 100 * TICK, 100 * TICK), 0);
+    assert_eq!(tb.reconcile_all(&[leader_gone], 100 * TICK, 100 * TICK), 0);
     assert!(!tb.get(20).unwrap().is_zombie());
     assert!(tb.get(30).is_none());
     assert_eq!(tb.stats.corrections, 0);
@@ -489,4 +492,80 @@ fn ended_containers_and_their_paths_are_evicted_live_ones_never() {
     let path = tb.registry.intern_path(&format!("/docker/{}", ids[0]));
     let again = tb.registry.attribute(path, HOST_NS).unwrap();
     assert_eq!(tb.registry.get(again).unwrap().key.id, ids[0]);
+}
+
+#[test]
+fn a_fork_event_later_than_the_scan_is_no_correction() {
+    // The child is in /proc before its parent's fork tracepoint fires: a scan in between
+    // finds it missing from the table, and the late fork event then confirms it.
+    let mut tb = table();
+    tb.seed(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'S')], 0);
+    let late = scanned(12, 10, 2 * TICK, "/", &[12], HOST_NS, 'S');
+    assert_eq!(
+        tb.reconcile_all(&[tb_scan(10), late.clone()], 100 * TICK, 100 * TICK),
+        0
+    );
+    assert!(tb.get(12).is_some());
+    tb.apply(&fork(12, task(10, &[12], HOST_NS, 2 * TICK + 3_000, "sh")));
+    assert_eq!(tb.settle(100 * TICK + 5_000_000_000), 0);
+    assert_eq!(tb.stats.corrections, 0);
+    assert_eq!(tb.children(10), vec![12]);
+    // A PID reused unseen: the earlier holder is replaced at once; the new holder's late
+    // fork confirms it too, and the earlier holder's late free changes nothing.
+    let old = task(10, &[13], HOST_NS, 3 * TICK, "old");
+    tb.apply(&fork(13, old));
+    let reused = scanned(13, 10, 50 * TICK, "/", &[13], HOST_NS, 'S');
+    assert_eq!(
+        tb.reconcile_all(&[tb_scan(10), late, reused], 100 * TICK, 100 * TICK),
+        0
+    );
+    assert_eq!(tb.get(13).unwrap().start_time_ns, 50 * TICK);
+    tb.apply(&free(13, old));
+    tb.apply(&fork(13, task(10, &[13], HOST_NS, 50 * TICK + 7, "new")));
+    assert_eq!(tb.settle(u64::MAX), 0);
+    assert_eq!(tb.get(13).unwrap().start_time_ns, 50 * TICK + 7);
+    assert_eq!(tb.stats.corrections, 0);
+}
+
+fn tb_scan(pid: u32) -> crate::table::scan::Scanned {
+    scanned(pid, 1, TICK, "/", &[pid], HOST_NS, 'S')
+}
+
+impl Table {
+    /// reconcile() with every scanned process still in /proc.
+    fn reconcile_all(
+        &mut self,
+        scans: &[crate::table::scan::Scanned],
+        start: u64,
+        now: u64,
+    ) -> u64 {
+        let live: Vec<(u32, u64)> = scans
+            .iter()
+            .map(|s| (s.pid, s.start_time_ns / TICK))
+            .collect();
+        self.reconcile(scans, start, now, |pid| {
+            live.iter().find(|(p, _)| *p == pid).map(|(_, t)| *t)
+        })
+    }
+}
+
+#[test]
+fn a_process_that_ended_after_the_scan_is_not_added_back() {
+    let mut tb = table();
+    tb.seed(&[tb_scan(10)], 0);
+    let t = task(10, &[14], HOST_NS, 5 * TICK, "sleep");
+    let scanned_alive = scanned(14, 10, 5 * TICK, "/", &[14], HOST_NS, 'S');
+    // Its whole life is applied between the scan and the reconciliation.
+    tb.apply(&fork(14, t));
+    tb.apply(&exit(14, 14, t, 0, true, 6 * TICK));
+    tb.apply(&free(14, t));
+    let fixes = tb.reconcile(
+        &[tb_scan(10), scanned_alive],
+        100 * TICK,
+        100 * TICK,
+        |pid| (pid == 10).then_some(1),
+    );
+    assert_eq!(fixes, 0);
+    assert!(tb.get(14).is_none());
+    assert_eq!(tb.settle(u64::MAX), 0);
 }
