@@ -50,6 +50,9 @@ enum Cmd {
         /// Per-kernel time limit in seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// Only the tests whose `target::name` contains this (e.g. `pid_reuse`).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS, memory under
     /// churn) as root.
@@ -188,6 +191,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             kernels,
             refresh,
             timeout,
+            only,
         } => {
             if !is_root() {
                 bail!("vm-test installs packages and builds an initramfs: run it as root");
@@ -197,6 +201,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 kernels,
                 refresh,
                 timeout: std::time::Duration::from_secs(timeout),
+                only,
             })
         }
         Cmd::Bench { only } => {
@@ -245,6 +250,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 kernels: vm::DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
                 refresh: false,
                 timeout: std::time::Duration::from_secs(900),
+                only: None,
             })
         }
     }

@@ -39,10 +39,13 @@ mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 # tracefs is left unmounted on purpose: observer mounts it when it is missing.
 echo "observer-vm: kernel $(uname -r)"
+# `cargo xtask vm-test --only NAME` passes observer.only=NAME on the kernel command line.
+only=$(sed -n 's/.*observer\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
 for bin in /tests/*; do
   b=$(basename "$bin")
   "$bin" --list --format terse 2>/dev/null | sed -n 's/: test$//p' > /tmp/list
   while read -r t; do
+    case "$b::$t" in *"$only"*) ;; *) continue ;; esac
     echo "observer-vm: start $b::$t"
     "$bin" --exact "$t" --test-threads=1 --nocapture > /tmp/out 2>&1 < /dev/null
     rc=$?

@@ -31,6 +31,8 @@ pub struct VmArgs {
     pub kernels: Vec<String>,
     pub refresh: bool,
     pub timeout: Duration,
+    /// Only the tests whose `target::name` contains this.
+    pub only: Option<String>,
 }
 
 pub fn vm_test(args: VmArgs) -> Result<()> {
@@ -62,6 +64,7 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
             args.timeout,
             accel,
             (accel == qemu::Accel::Kvm).then_some(Duration::from_secs(30)),
+            args.only.as_deref(),
         )?;
         if accel == qemu::Accel::Kvm && !boot.booted {
             eprintln!(
@@ -69,7 +72,15 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
                 boot.aborted.as_deref().unwrap_or("?")
             );
             accel = qemu::Accel::Tcg;
-            boot = qemu::boot(&k.vmlinuz, &initrd, &log, args.timeout, accel, None)?;
+            boot = qemu::boot(
+                &k.vmlinuz,
+                &initrd,
+                &log,
+                args.timeout,
+                accel,
+                None,
+                args.only.as_deref(),
+            )?;
         }
         if let Some(why) = &boot.aborted {
             eprintln!(

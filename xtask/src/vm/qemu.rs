@@ -52,6 +52,7 @@ pub fn boot(
     timeout: Duration,
     accel: Accel,
     boot_timeout: Option<Duration>,
+    only: Option<&str>,
 ) -> Result<Boot> {
     let started = Instant::now();
     let (accel_arg, cpu) = match accel {
@@ -75,7 +76,12 @@ pub fn boot(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .arg("-append")
+        .arg(match only {
+            // The guest's init runs only the tests whose name contains this.
+            Some(o) => format!("console=ttyS0 panic=-1 quiet loglevel=3 observer.only={o}"),
+            None => "console=ttyS0 panic=-1 quiet loglevel=3".to_string(),
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
