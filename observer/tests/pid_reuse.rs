@@ -162,11 +162,26 @@ fn stale(ps: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn corrections(agent: &Agent) -> u64 {
+fn status(agent: &Agent) -> Value {
     let r = agent.http_get("/v1/status");
     let body = r.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("status: {e}: {r}"));
-    v["corrections"].as_u64().expect("corrections")
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("status: {e}: {r}"))
+}
+
+fn corrections(agent: &Agent) -> u64 {
+    status(agent)["corrections"].as_u64().expect("corrections")
+}
+
+/// Events the kernel says it lost (ring buffer full, or a program's run skipped — newer
+/// kernels run tracepoint programs preemptibly and skip a run that would nest). What they
+/// described can only come from reconciliation, without exit codes.
+fn kernel_lost(agent: &Agent) -> u64 {
+    status(agent)["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["dropped"].as_u64().unwrap_or(0) + e["skipped"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 fn find(list: &Value, pid: u64) -> Option<&Value> {
@@ -184,7 +199,7 @@ fn wrapped_pids_are_never_attributed_to_an_earlier_holder() {
     }
     let _pid_max = PidMax::set(PID_MAX);
     // Each correction reconciliation makes is logged (and shown if the test fails).
-    std::env::set_var("RUST_LOG", "info,observer::table::reconcile=debug");
+    std::env::set_var("RUST_LOG", "info,observer::table=debug");
     let agent = Agent::start(&["--reconcile-interval", "2s"]);
     let _ = observer().args(["rm", "-f", "pid-reuse"]).output();
     let out = observer()
@@ -245,7 +260,10 @@ fn wrapped_pids_are_never_attributed_to_an_earlier_holder() {
             kept.iter()
                 .all(|&pid| {
                     find(&z, pid).is_some_and(|e| {
-                        e["exit_code"] == round && e["parent_pid"] == me && e["container"].is_null()
+                        (e["exit_code"] == round
+                            || e["exit_code"].is_null() && kernel_lost(&agent) > 0)
+                            && e["parent_pid"] == me
+                            && e["container"].is_null()
                     })
                 })
                 .then_some(())
@@ -310,10 +328,22 @@ fn wrapped_pids_are_never_attributed_to_an_earlier_holder() {
         wraps as i32 >= ROUNDS,
         "PIDs wrapped {wraps} times in {ROUNDS} rounds of {PID_MAX} forks"
     );
-    assert_eq!(
-        corrections(&agent),
-        corrections0,
-        "reconciliation had to correct the event-driven table while PIDs wrapped"
+    let lost = kernel_lost(&agent);
+    let fixed = corrections(&agent) - corrections0;
+    if lost == 0 {
+        assert_eq!(
+            fixed, 0,
+            "reconciliation had to correct the event-driven table while PIDs wrapped"
+        );
+    } else {
+        // A lost event leaves its process to correct (a lost exit: the zombie, then its end).
+        assert!(
+            fixed <= 2 * lost,
+            "{fixed} corrections for {lost} events the kernel lost"
+        );
+    }
+    println!(
+        "pid-reuse: {wraps} wraps of pid_max {PID_MAX}, {ROUNDS} rounds, {fixed} corrections, \
+         {lost} events lost in the kernel"
     );
-    println!("pid-reuse: {wraps} wraps of pid_max {PID_MAX}, {ROUNDS} rounds, 0 corrections");
 }

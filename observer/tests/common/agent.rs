@@ -185,7 +185,10 @@ pub fn proc_facts(pid: u64) -> Option<ProcFacts> {
         ppid: f[1].parse().ok()?,
         state: f[0].to_string(),
         ns_pids,
-        pidns: super::ns_inode(pid as u32, "pid"),
+        // The process may end between the reads: gone, like a failed read above.
+        pidns: std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?,
+        ),
         comm,
         threads,
     })
