@@ -275,6 +275,9 @@ fn unprivileged_user_is_told_to_use_root() {
     let out = observer_as_nobody(&["events"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("needs root"), "{err}");
+    assert!(
+        err.contains("needs root") && err.contains("lacks CAP_BPF and CAP_PERFMON"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 mod marker;
 mod server;
+mod systemd;
 
 use std::{
     net::SocketAddr,
@@ -168,6 +169,7 @@ async fn serve(
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let notifier = systemd::Notifier::from_env();
     // Off the runtime thread: the listeners keep answering (/readyz 503) meanwhile.
     let probe_cfg = cfg.probes.clone();
     let (probes, ring) = tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
@@ -207,20 +209,19 @@ async fn serve(
     // The socket is ours from here: no other agent runs with this state file.
     let marker = marker::path_for(&cfg.socket);
     let restarts = marker::on_start(&marker);
-    say(
-        cfg,
-        &format!(
-            "{} processes, {} containers; API on http://{} and {}{}",
-            table.len(),
-            table.live_containers(),
-            servers.tcp_addr,
-            cfg.socket.display(),
-            servers
-                .metrics_addr
-                .map(|a| format!("; metrics on http://{a}/metrics"))
-                .unwrap_or_default()
-        ),
+    let status = format!(
+        "{} processes, {} containers; API on http://{} and {}{}",
+        table.len(),
+        table.live_containers(),
+        servers.tcp_addr,
+        cfg.socket.display(),
+        servers
+            .metrics_addr
+            .map(|a| format!("; metrics on http://{a}/metrics"))
+            .unwrap_or_default()
     );
+    say(cfg, &status);
+    notifier.ready(&status);
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -229,6 +230,8 @@ async fn serve(
     let mut housekeeping = tokio::time::interval(Duration::from_millis(200));
     let mut collect = tokio::time::interval(COLLECT_EVERY);
     collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let watchdog_every = notifier.watchdog_every();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     let mut drain = tokio::time::interval(crate::probes::DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut job: Option<ScanJob> = None;
@@ -345,11 +348,13 @@ async fn serve(
                     trim_heap();
                 }
             }
+            _ = watchdog.tick(), if watchdog_every.is_some() => notifier.alive(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     ready.store(false, Ordering::Release);
+    notifier.stopping();
     drop(probes);
     marker::on_clean_stop(&marker, restarts);
     Ok(())

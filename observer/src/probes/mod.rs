@@ -29,9 +29,9 @@ pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "observer needs root (or CAP_BPF + CAP_PERFMON) to load eBPF programs: run it with sudo"
+        "observer needs root to load eBPF programs (CAP_BPF and CAP_PERFMON; this process lacks {0}): run it with sudo"
     )]
-    NotPrivileged,
+    NotPrivileged(String),
     #[error("kernel BTF not found at {0}: observer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (or pass --btf FILE)")]
     NoBtf(PathBuf),
     #[error("reading BTF from {path}: {reason}")]

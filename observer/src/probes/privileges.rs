@@ -5,6 +5,7 @@ use aya::util::KernelVersion;
 
 use super::ProbeError;
 
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -22,16 +23,38 @@ pub fn effective_caps() -> Option<u64> {
 pub fn check() -> Result<(), ProbeError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(())
-    } else {
-        Err(ProbeError::NotPrivileged)
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+            .into_iter()
+            .filter(|&(c, _)| !has(c))
+            .map(|(_, n)| n)
+            .collect();
+        return Err(ProbeError::NotPrivileged(missing.join(" and ")));
     }
+    if !has(CAP_SYS_PTRACE) {
+        log::warn!(
+            "without CAP_SYS_PTRACE /proc/<pid>/exe and /proc/<pid>/ns/* of processes of other \
+             users (or with capabilities this agent lacks) cannot be read: processes that were \
+             running before the agent start without executable and namespaces, and may not be \
+             attributed to their containers"
+        );
+    }
+    Ok(())
 }
 
 /// Raises RLIMIT_MEMLOCK to infinity. Failure matters only before 5.11; there it is a warning
 /// (the load then fails with a clear EPERM if the limit really is too low).
 pub fn raise_memlock() {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) } == 0
+        && cur.rlim_cur == libc::RLIM_INFINITY
+    {
+        return; // e.g. LimitMEMLOCK=infinity in the systemd unit
+    }
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

@@ -21,6 +21,8 @@ pub struct Agent {
     pub http: String,
     /// Crashed on purpose: leave the socket and restart record for the next agent.
     crashed: bool,
+    /// What it printed on stderr before it was ready (warnings about its environment).
+    pub startup_log: Vec<String>,
 }
 
 impl Agent {
@@ -35,9 +37,21 @@ impl Agent {
 
     /// An agent on a given socket path (e.g. the one a killed agent left).
     pub fn start_at(socket: &std::path::Path, extra: &[&str]) -> Agent {
+        let mut cmd = observer();
+        cmd.arg("agent");
+        Agent::launch(cmd, socket, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An agent run by `cmd` (which ends in `observer agent`, perhaps behind a wrapper such
+    /// as setpriv, perhaps with its own environment) on `socket`; Err with what it printed
+    /// if it exits before it is ready.
+    pub fn launch(
+        mut cmd: std::process::Command,
+        socket: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<Agent, String> {
         let socket = socket.to_path_buf();
-        let mut child = observer()
-            .arg("agent")
+        let mut child = cmd
             .arg("--socket")
             .arg(&socket)
             .args(["--listen", "127.0.0.1:0"])
@@ -54,25 +68,32 @@ impl Agent {
                 let _ = tx.send(l);
             }
         });
+        let mut said = Vec::new();
         let http = loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) => {
                     if let Some(rest) = l.split("API on http://").nth(1) {
                         break rest.split_whitespace().next().unwrap().to_string();
                     }
+                    said.push(l);
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("observer agent did not start: {:?}", child.wait());
+                    let status = child.wait();
+                    return Err(format!(
+                        "observer agent did not start ({status:?}): {}",
+                        said.join("\n")
+                    ));
                 }
             }
         };
-        Agent {
+        Ok(Agent {
             child,
             socket,
             http,
             crashed: false,
-        }
+            startup_log: said,
+        })
     }
 
     /// Sends `sig` and waits for the agent to exit: its status and how long it took.
