@@ -144,3 +144,129 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
         );
     }
 }
+
+/// The .deb `cargo xtask package` built (`cargo xtask test` passes it in OBSERVER_DEB).
+fn deb() -> PathBuf {
+    PathBuf::from(std::env::var("OBSERVER_DEB").expect(
+        "OBSERVER_DEB: build the package with `cargo xtask package` (cargo xtask test does)",
+    ))
+}
+
+fn cmd(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_debian_package_holds_everything_and_lintian_finds_nothing() {
+    let deb = deb();
+    let d = deb.to_str().unwrap();
+    let field = |f: &str| cmd("dpkg-deb", &["-f", d, f]).1.trim().to_string();
+    assert_eq!(field("Package"), "observer");
+    assert_eq!(field("Architecture"), "amd64");
+    assert_eq!(field("Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
+
+    let (ok, list) = cmd("dpkg-deb", &["-c", d]);
+    assert!(ok, "{list}");
+    let mut want = vec![
+        "./usr/bin/observer".to_string(),
+        "./usr/lib/systemd/system/observer.service".into(),
+        "./etc/observer/config.toml".into(),
+        "./usr/share/bash-completion/completions/observer".into(),
+        "./usr/share/zsh/vendor-completions/_observer".into(),
+        "./usr/share/fish/vendor_completions.d/observer.fish".into(),
+        "./usr/share/man/man1/observer.1.gz".into(),
+        "./usr/share/doc/observer/copyright".into(),
+        "./usr/share/doc/observer/changelog.Debian.gz".into(),
+    ];
+    for sub in [
+        "agent",
+        "tree",
+        "ps",
+        "containers",
+        "zombies",
+        "events",
+        "run",
+    ] {
+        want.push(format!("./usr/share/man/man1/observer-{sub}.1.gz"));
+    }
+    for w in &want {
+        assert!(
+            list.lines().any(|l| l.ends_with(&format!(" {w}"))),
+            "{w} not in the package:\n{list}"
+        );
+    }
+
+    // The files are the ones in deploy/, the binary is static and runs.
+    let dir = std::env::temp_dir().join(format!("observer-deb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, out) = cmd("dpkg-deb", &["-x", d, dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let same = |packaged: &str, source: &str| {
+        assert_eq!(
+            std::fs::read(dir.join(packaged)).unwrap(),
+            std::fs::read(deploy(source)).unwrap(),
+            "{packaged} differs from deploy/{source}"
+        );
+    };
+    same(
+        "usr/lib/systemd/system/observer.service",
+        "systemd/observer.service",
+    );
+    same("etc/observer/config.toml", "config.toml");
+    let bin = dir.join("usr/bin/observer");
+    let (_, ldd) = cmd("ldd", &[bin.to_str().unwrap()]);
+    assert!(
+        ldd.contains("statically linked") || ldd.contains("not a dynamic executable"),
+        "{ldd}"
+    );
+    let (ok, version) = cmd(bin.to_str().unwrap(), &["--version"]);
+    assert!(
+        ok && version.contains(env!("CARGO_PKG_VERSION")),
+        "{version}"
+    );
+    let completion = dir.join("usr/share/bash-completion/completions/observer");
+    let (ok, out) = cmd("bash", &["-n", completion.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, conffiles) = cmd(
+        "sh",
+        &[
+            "-c",
+            &format!("dpkg-deb --ctrl-tarfile {d} | tar xO ./conffiles"),
+        ],
+    );
+    assert!(
+        ok && conffiles.trim() == "/etc/observer/config.toml",
+        "{conffiles}"
+    );
+    let (ok, postinst) = cmd(
+        "sh",
+        &[
+            "-c",
+            &format!("dpkg-deb --ctrl-tarfile {d} | tar xO ./postinst"),
+        ],
+    );
+    assert!(
+        ok && postinst.contains("deb-systemd-helper enable observer.service"),
+        "the package enables the unit: {postinst}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // No error and no warning (the overrides in deploy/debian/lintian-overrides say why).
+    let (ok, out) = cmd("lintian", &["--fail-on", "error,warning", d]);
+    assert!(ok, "lintian:\n{out}");
+    assert!(
+        !out.contains("E: ") && !out.contains("W: "),
+        "lintian:\n{out}"
+    );
+}

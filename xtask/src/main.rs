@@ -3,6 +3,7 @@
 mod bench;
 mod fuzz;
 mod hygiene;
+mod package;
 mod setup;
 mod tools;
 mod util;
@@ -54,6 +55,9 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Build the Debian package (static musl binary, systemd unit, config, completions, man
+    /// pages) into target/package/ with cargo-deb.
+    Package,
     /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS, memory under
     /// churn) as root.
     Bench {
@@ -204,6 +208,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 only,
             })
         }
+        Cmd::Package => {
+            setup::setup(false)?;
+            package::package().map(|_| ())
+        }
         Cmd::Bench { only } => {
             if !is_root() {
                 bail!("the benchmarks load eBPF programs and start containers: run them as root");
@@ -224,9 +232,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let before = hygiene::before();
             hygiene::survive_interrupts();
             let promtool = tools::promtool()?;
+            let deb = package::package()?;
             let tests = run(Command::new("cargo")
                 .current_dir(root())
                 .env("OBSERVER_PROMTOOL", &promtool)
+                .env("OBSERVER_DEB", &deb)
                 .args([
                     "test",
                     "--release",

@@ -36,6 +36,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     // a real Prometheus and promtool for tests/metrics.rs
     "prometheus",
+    // tests/deploy.rs checks the Debian package
+    "lintian",
 ];
 
 pub fn setup(with_test_deps: bool) -> Result<()> {

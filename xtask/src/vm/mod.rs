@@ -16,7 +16,7 @@ use qemu::Outcome;
 /// need Docker, containerd, podman and Prometheus, which the guests do not have).
 pub const VM_TESTS: &[&str] = &["events", "tree", "launcher", "pid_reuse"];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
-const MUSL: &str = "x86_64-unknown-linux-musl";
+pub(crate) const MUSL: &str = "x86_64-unknown-linux-musl";
 
 /// One kernel's run: label, package, seconds, per-test outcomes, why it was aborted.
 struct KernelRun {
