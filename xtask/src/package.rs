@@ -65,6 +65,11 @@ pub fn package() -> Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("cargo deb wrote no .deb")?;
+    // The packaged (stripped) binary also stands alone, as the container image's context.
+    let unpacked = dest.join("unpacked");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    fs::rename(unpacked.join("usr/bin/observer"), dest.join("observer"))?;
+    fs::remove_dir_all(&unpacked)?;
     eprintln!("package: {}", deb.display());
     Ok(deb)
 }
