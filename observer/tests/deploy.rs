@@ -270,3 +270,176 @@ fn the_debian_package_holds_everything_and_lintian_finds_nothing() {
         "lintian:\n{out}"
     );
 }
+
+/// The venv `cargo xtask test` makes with the Kubernetes validators (OBSERVER_KUBE_VENV).
+fn kube_venv() -> PathBuf {
+    PathBuf::from(std::env::var("OBSERVER_KUBE_VENV").expect(
+        "OBSERVER_KUBE_VENV: the venv with kubernetes-validate (cargo xtask test makes it)",
+    ))
+}
+
+/// A YAML manifest as JSON (PyYAML from the validators' venv: no YAML crate needed here).
+fn manifest(name: &str) -> serde_json::Value {
+    let path = deploy(&format!("kubernetes/{name}"));
+    let (ok, out) = cmd(
+        kube_venv().join("python").to_str().unwrap(),
+        &[
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn kubernetes_manifests_are_valid_and_agree_with_the_image_unit_and_agent() {
+    let venv = kube_venv();
+    let dir = deploy("kubernetes");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "daemonset.yaml",
+            "namespace.yaml",
+            "service.yaml",
+            "serviceaccount.yaml",
+            "servicemonitor.yaml"
+        ]
+    );
+    for n in &names {
+        let path = dir.join(n);
+        let (ok, out) = if n == "servicemonitor.yaml" {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/tools/validate_servicemonitor.py");
+            cmd(
+                venv.join("python").to_str().unwrap(),
+                &[script.to_str().unwrap(), path.to_str().unwrap()],
+            )
+        } else {
+            cmd(
+                venv.join("kubernetes-validate").to_str().unwrap(),
+                &["--strict", path.to_str().unwrap()],
+            )
+        };
+        assert!(
+            ok && !out.contains("WARN") && !out.contains("ERROR"),
+            "{n}: {out}"
+        );
+    }
+
+    let ds = manifest("daemonset.yaml");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    let c = &pod["containers"][0];
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(c["image"], format!("observer:{version}"));
+    let containerfile =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Containerfile"))
+            .unwrap();
+    assert!(
+        containerfile.contains(&format!("-t observer:{version} ")),
+        "{containerfile}"
+    );
+    // The metrics listener: flag, container port, probes, scrape annotations, Service, monitor.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "agent");
+    let listen = args
+        .windows(2)
+        .find(|w| w[0] == "--metrics-listen")
+        .expect("--metrics-listen")[1];
+    let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(containerfile.contains(&format!("EXPOSE {port}")));
+    assert_eq!(c["ports"][0]["name"], "metrics");
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics");
+    }
+    let ann = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/port"], port.to_string());
+    assert_eq!(ann["prometheus.io/path"], "/metrics");
+    let svc = manifest("service.yaml");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["spec"]["ports"][0]["port"], port);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    let sm = manifest("servicemonitor.yaml");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    let app = &ds["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"];
+    assert_eq!(&svc["spec"]["selector"]["app.kubernetes.io/name"], app);
+    assert_eq!(
+        &sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        app
+    );
+    let prom = std::fs::read_to_string(deploy("prometheus/prometheus.yml")).unwrap();
+    assert!(prom.contains(&format!("regex: {}", app.as_str().unwrap())));
+
+    // The capabilities are the systemd unit's.
+    let unit = std::fs::read_to_string(deploy("systemd/observer.service")).unwrap();
+    let unit_caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap()
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_string())
+        .collect();
+    let sc = &c["securityContext"];
+    let added: Vec<String> = sc["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(added, unit_caps);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+
+    // Mounts: the kernel's file systems and every runtime directory the agent reads by
+    // default (deploy/config.toml), read-only from the host; the socket's directory writable.
+    let config = std::fs::read_to_string(deploy("config.toml")).unwrap();
+    let mut want: Vec<String> = ["/sys/kernel/btf", "/sys/fs/cgroup", "/sys/kernel/tracing"]
+        .map(String::from)
+        .to_vec();
+    for key in ["docker_root", "containerd_state", "storage_root"] {
+        let line = config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("# {key} = ")))
+            .unwrap_or_else(|| panic!("{key} in deploy/config.toml"));
+        want.extend(line.split('"').skip(1).step_by(2).map(String::from));
+    }
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
+    for path in &want {
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == path.as_str())
+            .unwrap_or_else(|| panic!("{path} not mounted"));
+        assert_eq!(m["readOnly"], true, "{path}");
+        let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+        assert_eq!(
+            v["hostPath"]["path"],
+            path.as_str(),
+            "{path} comes from the host"
+        );
+    }
+    let socket_dir = config
+        .lines()
+        .find_map(|l| l.strip_prefix("# socket = "))
+        .map(|s| s.trim_matches('"').rsplit_once('/').unwrap().0.to_string())
+        .unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m["mountPath"] == socket_dir.as_str() && m["readOnly"].is_null()));
+}

@@ -233,10 +233,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             hygiene::survive_interrupts();
             let promtool = tools::promtool()?;
             let deb = package::package()?;
+            let kube = tools::kube_validators()?;
             let tests = run(Command::new("cargo")
                 .current_dir(root())
                 .env("OBSERVER_PROMTOOL", &promtool)
                 .env("OBSERVER_DEB", &deb)
+                .env("OBSERVER_KUBE_VENV", &kube)
                 .args([
                     "test",
                     "--release",

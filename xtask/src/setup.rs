@@ -38,6 +38,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     // tests/deploy.rs checks the Debian package
     "lintian",
+    // a venv for the Kubernetes manifest validators (PyPI)
+    "python3-venv",
 ];
 
 pub fn setup(with_test_deps: bool) -> Result<()> {

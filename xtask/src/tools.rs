@@ -34,3 +34,25 @@ pub fn promtool() -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&work);
     Ok(bin)
 }
+
+/// A Python venv with the Kubernetes manifest validators from PyPI (pinned): kubernetes-validate
+/// (the built-in kinds' OpenAPI schemas) and the prometheus-operator CRD models (for the
+/// ServiceMonitor). Returns the venv's bin directory.
+pub fn kube_validators() -> Result<PathBuf> {
+    let venv = root().join(".vm-cache/tools/kube-venv");
+    let bin = venv.join("bin");
+    let ready = venv.join(".installed-1");
+    if ready.exists() {
+        return Ok(bin);
+    }
+    let _ = fs::remove_dir_all(&venv);
+    crate::util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    crate::util::run(Command::new(bin.join("pip")).args([
+        "install",
+        "-q",
+        "kubernetes-validate==1.37.0",
+        "cloudcoil-models-prometheus-operator==0.80.1.0",
+    ]))?;
+    fs::write(&ready, "")?;
+    Ok(bin)
+}
