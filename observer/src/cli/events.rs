@@ -188,13 +188,13 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
             eprintln!("undecodable records: {}", reader.stats.decode_errors);
         }
     }
-    let full: u64 = EventKind::ALL.iter().map(|&k| kstats.dropped(k)).sum();
+    let full = kstats.total_full();
     if full > 0 {
         eprintln!(
             "observer: {full} events were lost because the ring buffer was full (raise --ringbuf-size)"
         );
     }
-    let skipped = kstats.total_dropped() - full;
+    let skipped = kstats.total_skipped();
     if skipped > 0 {
         eprintln!(
             "observer: {skipped} events were lost because the kernel skipped a program's run \

@@ -130,9 +130,17 @@ impl KernelStats {
     pub fn read_errors(&self, k: EventKind) -> u64 {
         self.counters.read_errors[k as usize]
     }
+    /// Events lost because the ring buffer was full.
+    pub fn total_full(&self) -> u64 {
+        self.counters.dropped.iter().sum()
+    }
+    /// Events lost because the kernel skipped a program's run.
+    pub fn total_skipped(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
     /// Every event lost in the kernel: ring buffer full, or the program's run skipped.
     pub fn total_dropped(&self) -> u64 {
-        self.counters.dropped.iter().sum::<u64>() + self.skipped.iter().sum::<u64>()
+        self.total_full() + self.total_skipped()
     }
 }
 
