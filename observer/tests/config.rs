@@ -298,14 +298,7 @@ fn the_metrics_listener_serves_metrics_and_health_only() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let agent = Agent::start(&["--metrics-listen", &addr]);
-    let get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut b = String::new();
-        s.read_to_string(&mut b).unwrap();
-        b
-    };
+    let get = |path: &str| http_get(&addr, path).unwrap();
     let m = get("/metrics");
     assert!(
         m.starts_with("HTTP/1.0 200") && m.contains("observer_processes "),

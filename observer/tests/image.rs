@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::{io::Read, io::Write, net::TcpStream, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use common::{agent::tree_vs_proc, eventually, runtimes::*};
+use common::{agent::tree_vs_proc, eventually, http_body, http_get, runtimes::*};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -40,12 +40,9 @@ fn free_port() -> u16 {
 
 /// (status code, body) of GET `path` on 127.0.0.1:`port`; None while nothing listens.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, buf.split_once("\r\n\r\n")?.1.to_string()))
+    let response = http_get(&format!("127.0.0.1:{port}"), path).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, http_body(&response)))
 }
 
 #[test]
@@ -64,38 +61,8 @@ fn the_image_runs_as_a_node_agent_and_sees_the_hosts_docker_and_podman_container
         .arg(&containerfile)
         .arg(context));
 
-    let docker_image = docker_ready();
-    let podman_image = podman_ready();
-    let _ = docker().args(["rm", "-f", DOCKER_NAME]).output();
-    ok(docker().args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        DOCKER_NAME,
-        docker_image,
-        "sh",
-        "-c",
-        CMD,
-    ]));
-    let _ = podman(&["rm", "-f", PODMAN_NAME]).output();
-    ok(&mut podman(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--name",
-        PODMAN_NAME,
-        podman_image,
-        "sh",
-        "-c",
-        CMD,
-    ]));
+    docker_run_cmd(DOCKER_NAME);
+    podman_run_cmd(PODMAN_NAME);
 
     let (api, metrics) = (free_port(), free_port());
     let ro = |p: &str| format!("{p}:{p}:ro");

@@ -6,8 +6,7 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -89,15 +88,7 @@ impl Drop for Prometheus {
 
 /// A plain HTTP/1.0 GET; the body, or an error for a refused connection.
 fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    Ok(buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
+    common::http_get(addr, path).map(|r| http_body(&r))
 }
 
 fn launcher(args: &[&str]) {

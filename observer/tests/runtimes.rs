@@ -96,22 +96,11 @@ fn check(agent: &Agent, name: &str, runtime: &str, id: &str, shim_comm: &str) {
 
 #[test]
 fn docker_container_by_name_with_containerd_shim_and_docker_exec() {
-    let image = docker_ready();
+    // The daemon and image first: the agent starts on a machine where dockerd runs.
+    docker_ready();
     let agent = Agent::start(&["--docker-root", DOCKER_ROOT]);
     let name = "observer-test-docker";
-    let _ = docker().args(["rm", "-f", name]).output();
-    let id = ok(docker().args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        name,
-        image,
-        "sh",
-        "-c",
-        CMD,
-    ]));
+    let id = docker_run_cmd(name);
     ok(docker().args(["exec", "-d", name, "sleep", "999"]));
     check(&agent, name, "docker", &id, "containerd-shim");
     ok(docker().args(["rm", "-f", name]));
@@ -153,7 +142,7 @@ fn containerd_ctr_container_with_shim_runc_v2_and_task_exec() {
 
 #[test]
 fn podman_container_with_runc_conmon_and_podman_exec() {
-    let image = podman_ready();
+    podman_ready();
     let agent = Agent::start(&[
         "--storage-root",
         PODMAN_ROOT,
@@ -161,23 +150,7 @@ fn podman_container_with_runc_conmon_and_podman_exec() {
         PODMAN_RUNROOT,
     ]);
     let name = "observer-test-podman";
-    let _ = podman(&["rm", "-f", name]).output();
-    let id = ok(&mut podman(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--name",
-        name,
-        image,
-        "sh",
-        "-c",
-        CMD,
-    ]));
+    let id = podman_run_cmd(name);
     ok(&mut podman(&["exec", "-d", name, "sleep", "999"]));
     check(&agent, name, "podman", &id, "conmon");
     ok(&mut podman(&["rm", "-f", name]));

@@ -144,12 +144,7 @@ impl Agent {
 
     /// GET on the HTTP listener (plain HTTP/1.0 over TCP).
     pub fn http_get(&self, path: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        buf
+        super::http_get(&self.http, path).unwrap()
     }
 }
 

@@ -201,6 +201,26 @@ pub fn ns_inode(pid: u32, name: &str) -> u64 {
     inode(Path::new(&format!("/proc/{pid}/ns/{name}")))
 }
 
+/// A plain HTTP/1.0 GET on `addr` (host:port): the whole response, status line and headers
+/// included; an error for a refused connection.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf)
+}
+
+/// The body of a response `http_get` returned.
+pub fn http_body(response: &str) -> String {
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 pub fn sh(script: &str) -> std::process::Output {
     Command::new("sh")
         .args(["-c", script])

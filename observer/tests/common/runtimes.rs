@@ -184,6 +184,48 @@ pub fn podman_ready() -> &'static str {
     image
 }
 
+/// Runs CMD in a detached Docker busybox container `name` (replacing one left by an earlier
+/// run); returns its id.
+pub fn docker_run_cmd(name: &str) -> String {
+    let image = docker_ready();
+    let _ = docker().args(["rm", "-f", name]).output();
+    ok(docker().args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        image,
+        "sh",
+        "-c",
+        CMD,
+    ]))
+}
+
+/// Runs CMD in a detached podman busybox container `name` (replacing one left by an earlier
+/// run); returns its id.
+pub fn podman_run_cmd(name: &str) -> String {
+    let image = podman_ready();
+    let _ = podman(&["rm", "-f", name]).output();
+    ok(&mut podman(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--name",
+        name,
+        image,
+        "sh",
+        "-c",
+        CMD,
+    ]))
+}
+
 pub fn podman(args: &[&str]) -> Command {
     let mut c = Command::new("podman");
     c.args([
