@@ -7,84 +7,15 @@ mod common;
 
 use std::{
     io::Write,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{agent::*, *};
+use common::{agent::*, prometheus::Prometheus, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-
-struct Prometheus {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Prometheus {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("observer-test-prometheus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(&cfg, format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: observer\n    static_configs:\n      - targets: ['{target}']\n")).unwrap();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("log")).unwrap())
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`)");
-        let p = Prometheus { child, addr, dir };
-        eventually(T, "prometheus to be ready", || {
-            http_get(&p.addr, "/-/ready")
-                .ok()
-                .filter(|b| b.contains("Ready"))
-                .map(|_| ())
-        });
-        p
-    }
-
-    fn query(&self, expr: &str) -> Value {
-        let body = http_get(
-            &self.addr,
-            &format!(
-                "/api/v1/query?query={}",
-                observer::api::client::urlencode(expr)
-            ),
-        )
-        .expect("query");
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        assert_eq!(v["status"], "success", "{expr}: {v}");
-        v["data"]["result"].clone()
-    }
-
-    fn scalar(&self, expr: &str) -> Option<f64> {
-        let r = self.query(expr);
-        r.as_array()?.first()?["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A plain HTTP/1.0 GET; the body, or an error for a refused connection.
 fn http_get(addr: &str, path: &str) -> std::io::Result<String> {

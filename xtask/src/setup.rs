@@ -14,12 +14,14 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 
-/// Packages needed to build (bpf-linker links libLLVM 22).
+/// Packages needed to build (bpf-linker links libLLVM 22; ring, the TLS crypto, has C and
+/// assembly that the static musl build compiles with musl-gcc).
 const BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+    "musl-tools",
 ];
 /// Packages the tests use besides the build ones.
 pub const TEST_PACKAGES: &[&str] = &[
@@ -40,6 +42,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     "lintian",
     // a venv for the Kubernetes manifest validators (PyPI)
     "python3-venv",
+    // tests/web.rs: an OpenSSL-based HTTPS client beside Prometheus, and bcrypt hashes
+    // made the way exporter-toolkit's docs make them (htpasswd -B)
+    "curl",
+    "apache2-utils",
 ];
 
 pub fn setup(with_test_deps: bool) -> Result<()> {

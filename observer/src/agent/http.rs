@@ -6,7 +6,8 @@
 //! header must arrive within `header_timeout` (hyper's own timer); a connection with no
 //! request in flight and no traffic for `idle_timeout` is closed, and so is one whose
 //! reader stopped taking a response for as long (a stalled `/v1/events` subscriber). A
-//! response that is streaming (`/v1/events` on a quiet node) is not idle.
+//! response that is streaming (`/v1/events` on a quiet node) is not idle. With TLS
+//! (`--web-config`) the handshake must finish within `header_timeout` too.
 
 use std::{
     future::Future,
@@ -48,6 +49,8 @@ pub struct ConnStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub timed_out: AtomicU64,
+    pub tls_failed: AtomicU64,
+    pub unauthorized: AtomicU64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -57,6 +60,10 @@ pub struct ConnCounts {
     pub accepted: u64,
     pub rejected: u64,
     pub timed_out: u64,
+    #[serde(default)]
+    pub tls_failed: u64,
+    #[serde(default)]
+    pub unauthorized: u64,
 }
 
 impl ConnStats {
@@ -67,13 +74,25 @@ impl ConnStats {
             accepted: self.accepted.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
+            tls_failed: self.tls_failed.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
         }
     }
 }
 
-/// Accepts connections forever, each served on its own task within `limits`.
-pub async fn serve<L>(mut listener: L, app: Router, limits: Limits, stats: Arc<ConnStats>)
-where
+/// A connection's byte stream, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Accepts connections forever, each served on its own task within `limits`, over TLS when
+/// `tls` is given.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    limits: Limits,
+    stats: Arc<ConnStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) where
     L: axum::serve::Listener,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -93,9 +112,30 @@ where
         stats.open.fetch_add(1, Ordering::Relaxed);
         let app = app.clone();
         let stats = stats.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let in_flight = Arc::new(AtomicUsize::new(0));
             let io = Watched::new(io, limits.idle_timeout, in_flight.clone());
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(io),
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            log::debug!("TLS handshake failed: {e}");
+                            stats.open.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(_) => {
+                            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                            stats.open.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            };
             let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                 let guard = InFlight::new(in_flight.clone());
                 let mut app = app.clone();
@@ -125,7 +165,6 @@ where
                 log::debug!("HTTP connection ended: {e}");
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
     }
 }

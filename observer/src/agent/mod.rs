@@ -10,6 +10,7 @@ pub mod http;
 mod marker;
 mod server;
 mod systemd;
+pub mod web;
 
 use std::{
     net::SocketAddr,
@@ -54,6 +55,8 @@ pub struct AgentConfig {
     pub memory: crate::table::gc::Limits,
     /// The agent's own status lines as JSON objects, like the log (`--log-format json`).
     pub json_logs: bool,
+    /// TLS and credentials for the TCP listeners (`--web-config`).
+    pub web: web::Web,
 }
 
 /// One status line on stderr (start-up, stop): the line tests and operators wait for.
@@ -209,16 +212,23 @@ async fn serve(
     // The socket is ours from here: no other agent runs with this state file.
     let marker = marker::path_for(&cfg.socket);
     let restarts = marker::on_start(&marker);
+    let scheme = cfg.web.scheme();
+    let protected = cfg.web.describe();
     let status = format!(
-        "{} processes, {} containers; API on http://{} and {}{}",
+        "{} processes, {} containers; API on {scheme}://{} and {}{}{}",
         table.len(),
         table.live_containers(),
         servers.tcp_addr,
         cfg.socket.display(),
         servers
             .metrics_addr
-            .map(|a| format!("; metrics on http://{a}/metrics"))
-            .unwrap_or_default()
+            .map(|a| format!("; metrics on {scheme}://{a}/metrics"))
+            .unwrap_or_default(),
+        if protected.is_empty() {
+            String::new()
+        } else {
+            format!(" ({protected})")
+        }
     );
     say(cfg, &status);
     notifier.ready(&status);

@@ -4,7 +4,8 @@
 //! local). A stale
 //! socket file left by a crashed agent is replaced; a live one means another agent runs.
 //! Each listener has its own connection limits (`http`), so a flood of TCP clients never
-//! locks the CLI out of the unix socket.
+//! locks the CLI out of the unix socket. `--web-config` puts TLS and credentials on the two
+//! TCP listeners (`web`); the unix socket's file mode is its access control.
 
 use std::{
     net::SocketAddr,
@@ -89,23 +90,26 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
         stats.push(("metrics", s.clone()));
         tasks.push(tokio::spawn(http::serve(
             m,
-            metrics_router(state.clone()),
+            cfg.web.guard(metrics_router(state.clone()), s.clone()),
             cfg.http_limits,
             s,
+            cfg.web.tls.clone(),
         )));
     }
     let app = router(state);
     tasks.push(tokio::spawn(http::serve(
         tcp,
-        app.clone(),
+        cfg.web.guard(app.clone(), stats[0].1.clone()),
         cfg.http_limits,
         stats[0].1.clone(),
+        cfg.web.tls.clone(),
     )));
     tasks.push(tokio::spawn(http::serve(
         unix,
         app,
         cfg.http_limits,
         stats[1].1.clone(),
+        None,
     )));
     Ok(Servers {
         tcp_addr,

@@ -29,6 +29,10 @@ pub struct AgentArgs {
     /// 0.0.0.0:19101 for Prometheus to scrape while the JSON API stays local.
     #[arg(long, env = "OBSERVER_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// TLS and basic/bearer authentication for --listen and --metrics-listen, in the format
+    /// of Prometheus exporters' web-config.yml (README "Securing remote scraping").
+    #[arg(long, env = "OBSERVER_WEB_CONFIG", value_name = "FILE")]
+    web_config: Option<PathBuf>,
     /// Root-only unix socket the CLI talks to.
     #[arg(long, env = "OBSERVER_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -135,6 +139,10 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    let web = match &a.web_config {
+        Some(p) => agent::web::Web::load(p).map_err(anyhow::Error::msg)?,
+        None => agent::web::Web::default(),
+    };
     let cfg = AgentConfig {
         probes: ProbeConfig {
             ringbuf_bytes: a.ringbuf_size,
@@ -162,6 +170,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             retention_ns: a.container_retention.as_nanos().min(u64::MAX as u128) as u64,
         },
         json_logs: a.log_format == LogFormat::Json,
+        web,
     };
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.

@@ -406,7 +406,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         },
     );
     type ConnField = fn(&crate::agent::http::ConnCounts) -> u64;
-    let conns: [(&'static str, &'static str, bool, ConnField); 4] = [
+    let conns: [(&'static str, &'static str, bool, ConnField); 6] = [
         (
             "observer_api_connections_open",
             "Open connections per API listener.",
@@ -430,6 +430,18 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
             "Connections closed for a slow header, idling, or a reader that stopped reading.",
             true,
             |c| c.timed_out,
+        ),
+        (
+            "observer_api_tls_handshake_failures_total",
+            "Connections whose TLS handshake failed (--web-config).",
+            true,
+            |c| c.tls_failed,
+        ),
+        (
+            "observer_api_unauthorized_total",
+            "Requests refused for missing or wrong credentials (--web-config).",
+            true,
+            |c| c.unauthorized,
         ),
     ];
     for (name, help, counter, field) in conns {

@@ -19,6 +19,8 @@ pub struct Agent {
     pub socket: PathBuf,
     /// host:port of the HTTP listener.
     pub http: String,
+    /// host:port of the metrics listener (`--metrics-listen`).
+    pub metrics: Option<String>,
     /// Crashed on purpose: leave the socket and restart record for the next agent.
     crashed: bool,
     /// What it printed on stderr before it was ready (warnings about its environment).
@@ -69,11 +71,17 @@ impl Agent {
             }
         });
         let mut said = Vec::new();
-        let http = loop {
+        // "… API on http[s]://ADDR and SOCKET[; metrics on http[s]://ADDR/metrics]"
+        let after = |l: &str, what: &str| {
+            let rest = l.split(what).nth(1)?;
+            let rest = rest.split_once("://")?.1;
+            Some(rest.split(['/', ' ']).next()?.to_string())
+        };
+        let (http, metrics) = loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) => {
-                    if let Some(rest) = l.split("API on http://").nth(1) {
-                        break rest.split_whitespace().next().unwrap().to_string();
+                    if let Some(http) = after(&l, "API on http") {
+                        break (http, after(&l, "metrics on http"));
                     }
                     said.push(l);
                 }
@@ -91,6 +99,7 @@ impl Agent {
             child,
             socket,
             http,
+            metrics,
             crashed: false,
             startup_log: said,
         })

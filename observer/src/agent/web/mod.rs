@@ -1,0 +1,140 @@
+//! `--web-config`: TLS and authentication on the agent's TCP listeners (the API's
+//! `--listen` and the metrics listener), configured like Prometheus exporters. The unix
+//! socket is not concerned: its file mode (root only) is its access control.
+
+pub mod auth;
+pub mod config;
+mod tls;
+
+use std::{path::Path, sync::Arc};
+
+use axum::{
+    extract::{Request, State},
+    http::{header, HeaderName, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    Router,
+};
+use tokio_rustls::TlsAcceptor;
+
+use super::http::ConnStats;
+use auth::Credentials;
+
+/// A loaded web config: everything checked and read before the agent listens.
+#[derive(Clone, Default)]
+pub struct Web {
+    pub tls: Option<TlsAcceptor>,
+    pub credentials: Option<Arc<Credentials>>,
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl Web {
+    /// Reads, checks and loads `path` (certificates, keys, CA and hashes included); the
+    /// error names the file and the key or file at fault.
+    pub fn load(path: &Path) -> Result<Web, String> {
+        let at = |e: String| format!("web config {}: {e}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let s = config::parse(&text, dir).map_err(at)?;
+        let tls = s.tls.as_ref().map(tls::acceptor).transpose().map_err(at)?;
+        let credentials = (!s.users.is_empty() || !s.tokens.is_empty())
+            .then(|| Arc::new(Credentials::new(s.users, s.tokens)));
+        let headers = s
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                Ok((
+                    HeaderName::from_bytes(n.as_bytes()).map_err(|e| e.to_string())?,
+                    HeaderValue::from_str(v).map_err(|e| e.to_string())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(at)?;
+        Ok(Web {
+            tls,
+            credentials,
+            headers: Arc::new(headers),
+        })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// What protects the TCP listeners, for the start-up line ("" when nothing does).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.tls.is_some() {
+            parts.push("TLS".to_string());
+        }
+        if let Some(c) = &self.credentials {
+            parts.push(c.describe());
+        }
+        parts.join(", ")
+    }
+
+    /// `router` behind this config's credentials and response headers; refusals are
+    /// counted in `stats`.
+    pub fn guard(&self, router: Router, stats: Arc<ConnStats>) -> Router {
+        if self.credentials.is_none() && self.headers.is_empty() {
+            return router;
+        }
+        let g = Guard {
+            credentials: self.credentials.clone(),
+            headers: self.headers.clone(),
+            stats,
+        };
+        router.layer(axum::middleware::from_fn_with_state(g, guard))
+    }
+}
+
+#[derive(Clone)]
+struct Guard {
+    credentials: Option<Arc<Credentials>>,
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    stats: Arc<ConnStats>,
+}
+
+async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let allowed = match &g.credentials {
+        Some(c) if !open => match c.remembered(req.headers()) {
+            Some(_) => true,
+            None => {
+                let (c, h) = (c.clone(), req.headers().clone());
+                tokio::task::spawn_blocking(move || c.check(&h))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }
+        },
+        _ => true,
+    };
+    let mut resp = if allowed {
+        next.run(req).await
+    } else {
+        g.stats
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::debug!(
+            "refused {} {}: no valid credentials",
+            req.method(),
+            req.uri().path()
+        );
+        let mut r = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+        for c in g.credentials.iter().flat_map(|c| c.challenges()) {
+            r.headers_mut().append(header::WWW_AUTHENTICATE, c);
+        }
+        r
+    };
+    for (n, v) in g.headers.iter() {
+        resp.headers_mut().insert(n.clone(), v.clone());
+    }
+    resp
+}
