@@ -41,7 +41,7 @@ fn prometheus_config_and_rules_pass_promtool_and_every_alert_is_unit_tested() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 4, "{alerts:?}");
+    assert_eq!(alerts.len(), 5, "{alerts:?}");
     for a in alerts {
         let blocks: Vec<&str> = tests
             .split("- eval_time:")
