@@ -65,46 +65,7 @@ fn the_image_runs_as_a_node_agent_and_sees_the_hosts_docker_and_podman_container
     podman_run_cmd(PODMAN_NAME);
 
     let (api, metrics) = (free_port(), free_port());
-    let ro = |p: &str| format!("{p}:{p}:ro");
-    let _ = podman(&["rm", "-f", AGENT]).output();
-    ok(&mut podman(&[
-        "run",
-        "-d",
-        "--name",
-        AGENT,
-        "--privileged",
-        "--pid=host",
-        "--network=host",
-        "--cgroupns=host",
-        "--ulimit",
-        "nofile=4096:4096",
-        "--ulimit",
-        "nproc=4096:4096",
-        "-v",
-        &ro("/sys/kernel/btf"),
-        "-v",
-        &ro("/sys/fs/cgroup"),
-        "-v",
-        &ro("/sys/kernel/tracing"),
-        "-v",
-        &ro(DOCKER_ROOT),
-        "-v",
-        &ro(PODMAN_ROOT),
-        "-v",
-        &ro(PODMAN_RUNROOT),
-        IMAGE,
-        "agent",
-        "--listen",
-        &format!("127.0.0.1:{api}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics}"),
-        "--docker-root",
-        DOCKER_ROOT,
-        "--storage-root",
-        PODMAN_ROOT,
-        "--storage-root",
-        PODMAN_RUNROOT,
-    ]));
+    ok(&mut run_agent(&["--privileged"], api, metrics));
     let logs = || ok(&mut podman(&["logs", AGENT]));
     eventually(T, "the agent in its container to be ready", || {
         (get(metrics, "/readyz").map(|r| r.0) == Some(200)).then_some(())
@@ -139,4 +100,86 @@ fn the_image_runs_as_a_node_agent_and_sees_the_hosts_docker_and_podman_container
         });
         assert_eq!(tree["container"]["name"], name, "{last}");
     }
+
+    // As the DaemonSet runs it: not privileged, only BPF, PERFMON and SYS_PTRACE, read-only
+    // root. Under podman's default seccomp profile bpf() is refused, and the agent says so.
+    let _ = podman(&["rm", "-f", "-t", "2", AGENT]).output();
+    let caps = [
+        "--cap-drop=all",
+        "--cap-add=bpf,perfmon,sys_ptrace",
+        "--read-only",
+    ];
+    ok(&mut run_agent(&caps, api, metrics));
+    let code = ok(&mut podman(&["wait", AGENT]));
+    let said = String::from_utf8(podman(&["logs", AGENT]).output().unwrap().stderr).unwrap();
+    assert_ne!(code.trim(), "0", "{said}");
+    assert!(
+        said.contains("a seccomp profile") && said.contains("seccomp=unconfined"),
+        "{said}"
+    );
+    let _ = podman(&["rm", "-f", AGENT]).output();
+    let mut unconfined = caps.to_vec();
+    unconfined.push("--security-opt=seccomp=unconfined");
+    ok(&mut run_agent(&unconfined, api, metrics));
+    eventually(
+        T,
+        "the capabilities-only agent to see the containers",
+        || {
+            let (_, body) = get(metrics, "/metrics")?;
+            [DOCKER_NAME, PODMAN_NAME]
+                .iter()
+                .all(|n| body.contains(&format!("container_name=\"{n}\"")))
+                .then_some(())
+        },
+    );
+}
+
+/// `podman run` of the agent image as a node agent, with `security` options: host pid,
+/// network and cgroup namespaces, read-only kernel and runtime state mounts.
+fn run_agent(security: &[&str], api: u16, metrics: u16) -> std::process::Command {
+    let ro = |p: &str| format!("{p}:{p}:ro");
+    let mut a: Vec<String> = ["run", "-d", "--name", AGENT]
+        .iter()
+        .chain(security)
+        .map(|s| s.to_string())
+        .collect();
+    for x in [
+        "--pid=host",
+        "--network=host",
+        "--cgroupns=host",
+        "--ulimit",
+        "nofile=4096:4096",
+        "--ulimit",
+        "nproc=4096:4096",
+    ] {
+        a.push(x.into());
+    }
+    for dir in [
+        "/sys/kernel/btf",
+        "/sys/fs/cgroup",
+        "/sys/kernel/tracing",
+        DOCKER_ROOT,
+        PODMAN_ROOT,
+        PODMAN_RUNROOT,
+    ] {
+        a.push("-v".into());
+        a.push(ro(dir));
+    }
+    for x in [
+        IMAGE,
+        "agent",
+        "--listen",
+        &format!("127.0.0.1:{api}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+        "--docker-root",
+        DOCKER_ROOT,
+        "--storage-root",
+        PODMAN_ROOT,
+        "--storage-root",
+        PODMAN_RUNROOT,
+    ] {
+        a.push(x.to_string());
+    }
+    podman(&a.iter().map(String::as_str).collect::<Vec<_>>())
 }

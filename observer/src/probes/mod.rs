@@ -46,6 +46,14 @@ pub enum ProbeError {
     RingBufSize(u32),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error(
+        "the kernel refused bpf() with EPERM although this process has CAP_BPF and CAP_PERFMON, \
+         and a seccomp filter is active (Seccomp: 2 in /proc/self/status): a seccomp profile, \
+         such as a container runtime's default one, refuses bpf(). Run the agent with seccomp \
+         unconfined (podman/docker --security-opt seccomp=unconfined; Kubernetes \
+         seccompProfile type Unconfined) or a profile that allows bpf and perf_event_open ({0})"
+    )]
+    Seccomp(String),
     #[error("loading program {name}: {source}")]
     Program {
         name: &'static str,
@@ -169,7 +177,11 @@ impl Probes {
             .override_global("OFFS", &offsets, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
-            .load(OBJECT)?;
+            .load(OBJECT)
+            .map_err(|e| match privileges::refused_by_seccomp(&e) {
+                true => ProbeError::Seccomp(e.to_string()),
+                false => ProbeError::Load(e),
+            })?;
 
         let mut attached = Vec::new();
         let mut missing = Vec::new();

@@ -42,6 +42,30 @@ pub fn check() -> Result<(), ProbeError> {
     Ok(())
 }
 
+/// Whether a seccomp filter explains `e`: an EPERM somewhere in its chain (bpf() refused)
+/// while this process has the capabilities (checked before loading) and runs under a
+/// seccomp filter.
+pub fn refused_by_seccomp(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    let mut eperm = false;
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            eperm |= io.raw_os_error() == Some(libc::EPERM);
+        }
+        cur = err.source();
+    }
+    eperm && seccomp_filtered()
+}
+
+/// `Seccomp: 2` (filter mode) in /proc/self/status.
+fn seccomp_filtered() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .is_some_and(|v| v.trim() == "2")
+    })
+}
+
 /// Raises RLIMIT_MEMLOCK to infinity. Failure matters only before 5.11; there it is a warning
 /// (the load then fails with a clear EPERM if the limit really is too low).
 pub fn raise_memlock() {
