@@ -51,10 +51,10 @@ pub struct TlsFile {
     pub max_version: Option<String>,
     // exporter-toolkit keys observer does not implement: accepted by the parser only to be
     // refused by name (`unsupported`).
-    cipher_suites: Option<serde_yaml_ng::Value>,
-    prefer_server_cipher_suites: Option<serde_yaml_ng::Value>,
-    curve_preferences: Option<serde_yaml_ng::Value>,
-    client_allowed_sans: Option<serde_yaml_ng::Value>,
+    cipher_suites: Option<serde::de::IgnoredAny>,
+    prefer_server_cipher_suites: Option<serde::de::IgnoredAny>,
+    curve_preferences: Option<serde::de::IgnoredAny>,
+    client_allowed_sans: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -118,7 +118,12 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
     let f: WebFile = if text.trim().is_empty() {
         WebFile::default()
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+        serde_saphyr::from_str(text).map_err(|e| {
+            // The parser's message with a source snippet: its first line says what and where.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_string()
+        })?
     };
     let mut out = WebSettings {
         users: f.basic_auth_users.unwrap_or_default(),
@@ -325,13 +330,16 @@ mod tests {
             ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n", "above max_version"),
             ("http_server_config:\n  http2: true\n", "HTTP/1.1 only"),
             ("http_server_config:\n  headers:\n    Set-Cookie: a\n", "`Set-Cookie` cannot be set"),
-            ("basic_auth_users: [a]\n", "basic_auth_users"),
-            ("- a\n", "expected struct"),
+            ("basic_auth_users: [a]\n", "line 1 column 19"),
+            ("- a\n", "line 1 column 1: expected mapping"),
         ] {
             let e = err(text);
             assert!(e.contains(says), "{text:?}: {e}");
         }
-        // serde_yaml says where.
-        assert!(err("basic_auth_users:\n  a: b\nfoo: 1\n").contains("line 3"));
+        // The parser says where, on one line.
+        let e = err("basic_auth_users:\n  a: b\nfoo: 1\n");
+        assert!(e.contains("line 3") && !e.contains('\n'), "{e}");
+        let e = err("tls_server_config:\n  cert_fil: a\n");
+        assert!(e.contains("line 2") && !e.contains('\n'), "{e}");
     }
 }
