@@ -34,6 +34,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "runc",
     "podman",
     "conmon",
+    // podman builds its pod infra (pause) image from catatonit when it cannot pull one
+    "catatonit",
     // bpftool: tests/resilience.rs checks that a killed agent leaves no program behind
     "bpftool",
     // a real Prometheus and promtool for tests/metrics.rs

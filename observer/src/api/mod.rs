@@ -3,7 +3,8 @@
 //!
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
-//! `/v1/containers/{ref}/tree`, `/v1/zombies`, `/v1/events[?type=a,b]` (NDJSON stream).
+//! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
+//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/events[?type=a,b]` (NDJSON stream).
 
 pub mod client;
 pub mod service;
@@ -83,13 +84,22 @@ impl Source for AgentSource<'_> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = match self {
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::NotAPod { .. } => StatusCode::NOT_FOUND,
             ApiError::Ambiguous { .. } => StatusCode::CONFLICT,
+            ApiError::IsPod { .. } => StatusCode::SEE_OTHER,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut body = serde_json::to_value(&self).unwrap_or_default();
         body["message"] = self.to_string().into();
-        (code, Json(body)).into_response()
+        let mut r = (code, Json(body)).into_response();
+        if let ApiError::IsPod { query } = &self {
+            // The pod's tree is where a pod reference's tree is.
+            let to = format!("/v1/pods/{}/tree", client::urlencode(query));
+            if let Ok(v) = axum::http::HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+        r
     }
 }
 
@@ -317,6 +327,20 @@ pub fn router(st: ApiState) -> Router {
             get(
                 |State(st): State<ApiState>, Path(r): Path<String>| async move {
                     blocking(st, move |s, c| service::tree(s, c, &r)).await
+                },
+            ),
+        )
+        .route(
+            "/v1/pods",
+            get(|State(st): State<ApiState>| async move {
+                blocking(st, |s, c| service::pods(s, c)).await
+            }),
+        )
+        .route(
+            "/v1/pods/{reference}/tree",
+            get(
+                |State(st): State<ApiState>, Path(r): Path<String>| async move {
+                    blocking(st, move |s, c| service::pod_tree(s, c, &r)).await
                 },
             ),
         )

@@ -4,10 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    containers::pods::Pod,
     table::snapshot::{Scope, Snapshot},
     views::{
         lists,
         model::{ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
+        pods::{self, PodTreeView, PodView},
         select::{select, Selection},
         tree,
     },
@@ -33,6 +35,12 @@ pub enum ApiError {
         query: String,
         candidates: Vec<String>,
     },
+    /// The reference names a pod: its tree is the pod's (`/v1/pods/{ref}/tree`).
+    #[error("`{query}` is a pod")]
+    IsPod { query: String },
+    /// A pod was asked for and the reference names a container in none.
+    #[error("`{query}` is a container in no pod")]
+    NotAPod { query: String },
     #[error("the agent is shutting down")]
     Unavailable,
 }
@@ -47,7 +55,9 @@ impl ApiError {
             ApiError::NotFound { candidates, .. } | ApiError::Ambiguous { candidates, .. } => {
                 format!("{self}; candidates:\n  {}", candidates.join("\n  "))
             }
-            ApiError::Unavailable => self.to_string(),
+            ApiError::IsPod { .. } | ApiError::NotAPod { .. } | ApiError::Unavailable => {
+                self.to_string()
+            }
         }
     }
 }
@@ -56,12 +66,23 @@ fn snap(src: &dyn Source, scope: Scope) -> Result<Snapshot, ApiError> {
     src.snapshot(scope).ok_or(ApiError::Unavailable)
 }
 
-/// Resolves a user's container reference to a container index, valid in the returned
-/// registry generation.
-pub fn resolve(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<(u32, u64), ApiError> {
+/// What a reference names.
+pub enum Target {
+    Container(u32),
+    Pod(Pod),
+}
+
+/// Resolves a user's container or pod reference; container indices are valid in the
+/// returned registry generation.
+pub fn resolve(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+) -> Result<(Target, u64), ApiError> {
     let s = snap(src, Scope::Containers)?;
     match select(ctx, &s.containers, query, |pid| src.member_of(pid)) {
-        Selection::Found(i) => Ok((i, s.generation)),
+        Selection::Found(i) => Ok((Target::Container(i), s.generation)),
+        Selection::Pod(p) => Ok((Target::Pod(p), s.generation)),
         Selection::Ambiguous(candidates) => Err(ApiError::Ambiguous {
             query: query.into(),
             candidates,
@@ -89,31 +110,79 @@ pub fn processes(
     Ok(lists::ps(ctx, &s))
 }
 
-/// The snapshot of one container and its index. Indices change when the table compacts its
-/// registry (table/gc.rs): a snapshot from another generation than the resolution is
-/// retried.
+/// The snapshot of what `query` names (one container's or one pod's processes). Indices
+/// change when the table compacts its registry (table/gc.rs): a snapshot from another
+/// generation than the resolution is retried.
 fn container_snapshot(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
-) -> Result<(Snapshot, u32), ApiError> {
+) -> Result<(Snapshot, Target), ApiError> {
     for _ in 0..3 {
-        let (i, generation) = resolve(src, ctx, query)?;
-        let s = snap(src, Scope::Container(i))?;
+        let (t, generation) = resolve(src, ctx, query)?;
+        let scope = match &t {
+            Target::Container(i) => Scope::Container(*i),
+            Target::Pod(p) => Scope::Pod(p.containers.clone()),
+        };
+        let s = snap(src, scope)?;
         if s.generation == generation {
-            return Ok((s, i));
+            return Ok((s, t));
         }
     }
     Err(ApiError::Unavailable)
 }
 
+/// A container's tree; a pod reference answers `IsPod` (its tree is `pod_tree`).
 pub fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView, ApiError> {
-    let (s, i) = container_snapshot(src, ctx, query)?;
+    let (s, t) = container_snapshot(src, ctx, query)?;
+    let i = match t {
+        Target::Container(i) => i,
+        Target::Pod(_) => {
+            return Err(ApiError::IsPod {
+                query: query.into(),
+            })
+        }
+    };
     let summary = s.container(i).cloned().ok_or_else(|| ApiError::NotFound {
         query: query.into(),
         candidates: vec![],
     })?;
     Ok(tree::build(ctx, &s, &summary))
+}
+
+/// A pod's tree: the pod `query` names, or the pod of the container it names.
+pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodTreeView, ApiError> {
+    for _ in 0..3 {
+        let (s, t) = container_snapshot(src, ctx, query)?;
+        let pod = match t {
+            Target::Pod(p) => p,
+            Target::Container(i) => {
+                let all = snap(src, Scope::Containers)?;
+                if all.generation != s.generation {
+                    continue;
+                }
+                let list = pods::index(ctx, &all.containers);
+                let Some(p) = list.into_iter().find(|p| p.containers.contains(&i)) else {
+                    return Err(ApiError::NotAPod {
+                        query: query.into(),
+                    });
+                };
+                let s = snap(src, Scope::Pod(p.containers.clone()))?;
+                if s.generation != all.generation {
+                    continue;
+                }
+                return Ok(pods::build(ctx, &s, &p));
+            }
+        };
+        return Ok(pods::build(ctx, &s, &pod));
+    }
+    Err(ApiError::Unavailable)
+}
+
+pub fn pods(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<PodView>, ApiError> {
+    let containers = snap(src, Scope::Containers)?;
+    let zombies = snap(src, Scope::Zombies)?;
+    Ok(pods::pods(ctx, &containers, &zombies))
 }
 
 pub fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieView>, ApiError> {

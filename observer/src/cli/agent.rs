@@ -9,7 +9,7 @@ use super::config;
 use crate::{
     agent::{self, AgentConfig},
     api::{DEFAULT_LISTEN, DEFAULT_SOCKET},
-    containers::names::StateDirs,
+    containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
 };
 
@@ -62,6 +62,14 @@ pub struct AgentArgs {
     /// environment.
     #[arg(long = "storage-root", env = "OBSERVER_STORAGE_ROOT", value_delimiter = ',', value_name = "DIR", default_values = ["/var/lib/containers/storage", "/run/containers/storage"])]
     storage_root: Vec<PathBuf>,
+    /// runc state roots (`runc --root`): names containers runc started by itself; repeatable,
+    /// comma-separated in the environment.
+    #[arg(long = "runc-root", env = "OBSERVER_RUNC_ROOT", value_delimiter = ',', value_name = "DIR", default_values = ["/run/runc"])]
+    runc_root: Vec<PathBuf>,
+    /// crun state roots (`crun --root`): names containers crun started by itself; repeatable,
+    /// comma-separated in the environment.
+    #[arg(long = "crun-root", env = "OBSERVER_CRUN_ROOT", value_delimiter = ',', value_name = "DIR", default_values = ["/run/crun"])]
+    crun_root: Vec<PathBuf>,
     /// Container labels on metrics (comma-separated subset of container_id,
     /// container_name, runtime, pod, namespace); series that then coincide are summed.
     #[arg(
@@ -157,6 +165,18 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             containerd: a.containerd_state,
             storage: a.storage_root,
             launcher: StateDirs::default().launcher,
+            oci: a
+                .runc_root
+                .into_iter()
+                .map(|dir| OciRoot {
+                    runtime: Runtime::Runc,
+                    dir,
+                })
+                .chain(a.crun_root.into_iter().map(|dir| OciRoot {
+                    runtime: Runtime::Crun,
+                    dir,
+                }))
+                .collect(),
         },
         metrics_labels: a.metrics_labels.0,
         http_limits: agent::http::Limits {

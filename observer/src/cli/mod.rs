@@ -29,11 +29,12 @@ pub struct Cli {
 enum Command {
     /// Run the node agent: live process table, container attribution, API on a unix socket
     /// and on HTTP.
-    Agent(agent::AgentArgs),
-    /// Show a container's processes as a tree: shim above PID 1, ns PIDs, zombies, orphans.
+    Agent(Box<agent::AgentArgs>),
+    /// Show a container's processes as a tree: shim above PID 1, ns PIDs, zombies, orphans;
+    /// for a pod, its sandbox and containers (one tree when they share a pid namespace).
     Tree {
-        /// Container name, full or unique-prefix id, pod name, pid-namespace inode, or the
-        /// host PID of any member.
+        /// Container name, full or unique-prefix id, pid-namespace inode, host PID of any
+        /// member, or a pod: name, namespace/name, id or UID.
         container: String,
         #[command(flatten)]
         opts: views::ViewOpts,
@@ -48,6 +49,11 @@ enum Command {
     },
     /// List containers with their runtime, pid namespace, processes, zombies, CPU, memory.
     Containers {
+        #[command(flatten)]
+        opts: views::ViewOpts,
+    },
+    /// List pods: sandbox, containers, shared namespaces, processes, zombies, CPU, memory.
+    Pods {
         #[command(flatten)]
         opts: views::ViewOpts,
     },
@@ -120,11 +126,12 @@ pub fn main() -> ExitCode {
         matches!(&cli.command, Command::Agent(a) if a.log_format == agent::LogFormat::Json);
     init_logging(level, json_logs);
     let result = match cli.command {
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Tree { container, opts } => views::run(opts, views::View::Tree(container)),
         Command::Ps { container, opts } => views::run(opts, views::View::Ps(container)),
         Command::Containers { opts } => views::run(opts, views::View::Containers),
         Command::Zombies { opts } => views::run(opts, views::View::Zombies),
+        Command::Pods { opts } => views::run(opts, views::View::Pods),
         Command::Events(args) => events::run(args),
         Command::Launcher(cmd) => return launcher::run(cmd),
         Command::Completions { shell } => {

@@ -25,6 +25,7 @@ use crate::{
     views::{
         lists,
         model::{boot_now_ns, ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
+        pods::{self, PodTreeView, PodView},
         text::Style,
         tree,
     },
@@ -51,6 +52,9 @@ pub struct ViewOpts {
 
 pub enum View {
     Tree(String),
+    /// A pod's tree (what `Tree` becomes when its reference names a pod).
+    PodTree(String),
+    Pods,
     Ps(Option<String>),
     Containers,
     Zombies,
@@ -72,6 +76,8 @@ fn api_path(v: &View) -> String {
     let enc = client::urlencode;
     match v {
         View::Tree(c) => format!("/v1/containers/{}/tree", enc(c)),
+        View::PodTree(p) => format!("/v1/pods/{}/tree", enc(p)),
+        View::Pods => "/v1/pods".into(),
         View::Ps(Some(c)) => format!("/v1/processes?container={}", enc(c)),
         View::Ps(None) => "/v1/processes".into(),
         View::Containers => "/v1/containers".into(),
@@ -86,7 +92,10 @@ enum Answer {
 }
 
 fn local(view: &View) -> anyhow::Result<Answer> {
-    eprintln!("observer: no agent running; this is a one-shot /proc scan (zombie ages, exit codes and adoptions need `observer agent`)");
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("observer: no agent running; this is a one-shot /proc scan (zombie ages, exit codes and adoptions need `observer agent`)");
+    }
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let cgroupfs = CgroupFs::discover();
     let mut table = Table::new(host_pidns, cgroupfs.clone());
@@ -110,6 +119,8 @@ fn local(view: &View) -> anyhow::Result<Answer> {
     }
     match view {
         View::Tree(c) => to(service::tree(&src, &mut ctx, c)),
+        View::PodTree(p) => to(service::pod_tree(&src, &mut ctx, p)),
+        View::Pods => to(service::pods(&src, &mut ctx)),
         View::Ps(c) => to(service::processes(&src, &mut ctx, c.as_deref())),
         View::Containers => to(service::containers(&src, &mut ctx)),
         View::Zombies => to(service::zombies(&src, &mut ctx)),
@@ -145,10 +156,19 @@ fn typed<T: DeserializeOwned>(v: &[u8]) -> anyhow::Result<T> {
 }
 
 pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
-    let answer = match remote(&opts, &view)? {
-        Some(a) => a,
-        None => local(&view)?,
+    let ask = |view: &View| -> anyhow::Result<Answer> {
+        Ok(match remote(&opts, view)? {
+            Some(a) => a,
+            None => local(view)?,
+        })
     };
+    let mut view = view;
+    let mut answer = ask(&view)?;
+    // `tree <pod>`: the agent (or the local view) says the reference is a pod.
+    if let (Answer::Error(ApiError::IsPod { .. }), View::Tree(q)) = (&answer, &view) {
+        view = View::PodTree(q.clone());
+        answer = ask(&view)?;
+    }
     let v = match answer {
         Answer::Json(v) => v,
         Answer::Error(e) => {
@@ -167,6 +187,8 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
     };
     let text = match view {
         View::Tree(_) => tree::render(&typed::<TreeView>(&v)?, style),
+        View::PodTree(_) => pods::render(&typed::<PodTreeView>(&v)?, style),
+        View::Pods => pods::render_pods(&typed::<Vec<PodView>>(&v)?, opts.no_headers),
         View::Ps(_) => lists::render_ps(&typed::<Vec<ProcessView>>(&v)?, opts.no_headers),
         View::Containers => {
             lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers)

@@ -30,6 +30,10 @@ pub enum Runtime {
     Observer,
     /// No runtime cgroup, but a pid namespace of its own (`unshare --pid --fork`).
     Bare,
+    /// A bare container its OCI runtime's state names (`runc run`, `crun run`): reported,
+    /// never a key (the key stays the pid namespace's).
+    Runc,
+    Crun,
 }
 
 impl Runtime {
@@ -44,6 +48,8 @@ impl Runtime {
             Runtime::Nspawn => "nspawn",
             Runtime::Observer => "observer",
             Runtime::Bare => "bare",
+            Runtime::Runc => "runc",
+            Runtime::Crun => "crun",
         }
     }
 }
@@ -70,6 +76,9 @@ pub struct CgroupMatch {
     pub pod_uid: Option<String>,
     /// containerd namespace (`default`, `k8s.io`, ...), when known from the path.
     pub namespace: Option<String>,
+    /// Podman pod id, when the path is under a pod's cgroup (`/libpod_parent/<pod id>/…`,
+    /// `machine-libpod_pod_<pod id>.slice`).
+    pub pod_id: Option<String>,
     pub role: Role,
 }
 
@@ -80,6 +89,7 @@ impl CgroupMatch {
             id: id.to_string(),
             pod_uid: None,
             namespace: None,
+            pod_id: None,
             role: Role::Member,
         }
     }
@@ -99,6 +109,18 @@ fn pod_uid(component: &str) -> Option<String> {
     // The systemd driver writes the UID's dashes as underscores.
     let uid = uid.replace('_', "-");
     (uid.len() >= 32 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(uid)
+}
+
+/// The podman pod id of a path: the directory after `libpod_parent` (cgroupfs driver) or a
+/// `machine-libpod_pod_<id>.slice` (systemd driver).
+fn podman_pod(comps: &[&str]) -> Option<String> {
+    comps.iter().enumerate().find_map(|(i, c)| {
+        let id = c
+            .strip_prefix("machine-libpod_pod_")
+            .and_then(|r| r.strip_suffix(".slice"))
+            .or_else(|| (i > 0 && comps[i - 1] == "libpod_parent").then_some(*c))?;
+        is_hex_id(id).then(|| id.to_string())
+    })
 }
 
 /// Undoes systemd unit-name escaping (`\x2d` → `-`).
@@ -200,6 +222,16 @@ pub fn parse_path(path: &str) -> Option<CgroupMatch> {
             .then(|| pod_uid(c))
             .flatten()
     });
+    let m = innermost(&comps, pod);
+    m.map(|mut m| {
+        if m.runtime == Runtime::Podman {
+            m.pod_id = podman_pod(&comps);
+        }
+        m
+    })
+}
+
+fn innermost(comps: &[&str], pod: Option<String>) -> Option<CgroupMatch> {
     for (i, c) in comps.iter().enumerate().rev() {
         if let Some(mut m) = component_match(c) {
             m.pod_uid = pod.clone();

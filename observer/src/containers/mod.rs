@@ -7,6 +7,8 @@
 pub mod cgroup;
 pub mod cgroupfs;
 pub mod names;
+pub mod oci;
+pub mod pods;
 
 use cgroup::{CgroupMatch, Role, Runtime};
 use rustc_hash::FxHashMap;
@@ -33,6 +35,8 @@ pub struct Counters {
 pub struct Container {
     pub key: ContainerKey,
     pub pod_uid: Option<String>,
+    /// Podman pod id from the cgroup path.
+    pub pod_id: Option<String>,
     /// containerd namespace when the cgroup path names it.
     pub ctr_namespace: Option<String>,
     /// Interned cgroup path of the container (for resource files); 0 for bare containers.
@@ -237,6 +241,7 @@ impl Registry {
         self.containers.push(Container {
             key: key.clone(),
             pod_uid: m.pod_uid,
+            pod_id: m.pod_id,
             ctr_namespace: m.namespace,
             cgroup: if m.role == Role::Member {
                 path
@@ -281,6 +286,7 @@ impl Registry {
                 self.containers.push(Container {
                     key: key.clone(),
                     pod_uid: None,
+                    pod_id: None,
                     ctr_namespace: None,
                     cgroup: NO_PATH,
                     pidns,

@@ -12,7 +12,11 @@ use std::{
 
 use serde_json::Value;
 
-use super::{cgroup::Runtime, ContainerKey};
+use super::{
+    cgroup::Runtime,
+    oci::{self, OciRoot},
+    ContainerKey,
+};
 
 /// Where each runtime keeps its state (flags of the agent; defaults are the runtimes').
 #[derive(Clone, Debug)]
@@ -24,6 +28,8 @@ pub struct StateDirs {
     /// containers/storage roots (podman, cri-o).
     pub storage: Vec<PathBuf>,
     pub launcher: PathBuf,
+    /// OCI runtimes' state roots (runc, crun) naming containers they started directly.
+    pub oci: Vec<OciRoot>,
 }
 
 impl Default for StateDirs {
@@ -36,6 +42,7 @@ impl Default for StateDirs {
                 "/run/containers/storage".into(),
             ],
             launcher: "/run/observer/containers".into(),
+            oci: OciRoot::defaults(),
         }
     }
 }
@@ -48,6 +55,14 @@ pub struct Meta {
     /// The runtime when the cgroup path alone could not tell (kubelet cgroupfs layout).
     pub runtime: Option<Runtime>,
     pub image: Option<String>,
+    /// The pod's sandbox container (CRI `sandbox-id`, cri-o and podman `SandboxID`).
+    pub sandbox_id: Option<String>,
+    /// This container is a pod's sandbox (pause/infra): CRI `container-type: sandbox`.
+    pub sandbox: bool,
+    /// Kubernetes pod UID from the annotations.
+    pub pod_uid: Option<String>,
+    /// The OCI config's hostname (podman sets a pod's infra hostname to the pod name).
+    pub hostname: Option<String>,
 }
 
 pub struct Resolver {
@@ -97,8 +112,14 @@ impl Resolver {
     }
 
     /// Metadata of a container (`ctr_namespace`: its containerd namespace when the cgroup
-    /// path named one); a miss (no state file yet) is retried after a short time.
-    pub fn meta(&mut self, key: &ContainerKey, ctr_namespace: Option<&str>) -> Meta {
+    /// path named one; `init_pid`: its PID 1, which names a bare container to its OCI
+    /// runtime's state); a miss (no state file yet) is retried after a short time.
+    pub fn meta(
+        &mut self,
+        key: &ContainerKey,
+        ctr_namespace: Option<&str>,
+        init_pid: Option<u32>,
+    ) -> Meta {
         if let Some((at, m)) = self.cache.get(key) {
             let ttl = if m.name.is_some() {
                 self.ttl
@@ -109,7 +130,7 @@ impl Resolver {
                 return m.clone();
             }
         }
-        let m = self.lookup(key, ctr_namespace);
+        let m = self.lookup(key, ctr_namespace, init_pid);
         if !self.cache.contains_key(key) {
             self.make_room();
         }
@@ -117,7 +138,7 @@ impl Resolver {
         m
     }
 
-    fn lookup(&self, key: &ContainerKey, ctr_namespace: Option<&str>) -> Meta {
+    fn lookup(&self, key: &ContainerKey, ctr_namespace: Option<&str>, init: Option<u32>) -> Meta {
         let id = key.id.as_str();
         match key.runtime {
             Runtime::Docker => docker(&self.dirs.docker, id),
@@ -132,7 +153,8 @@ impl Resolver {
                     m.runtime = Some(Runtime::Crio);
                     m
                 } else {
-                    Meta::default()
+                    // A CRI layout some other tool made with runc or crun directly.
+                    init.and_then(|pid| self.oci(pid)).unwrap_or_default()
                 }
             }
             Runtime::Observer => launcher(&self.dirs.launcher, id),
@@ -140,8 +162,33 @@ impl Resolver {
                 name: Some(id.to_string()),
                 ..Meta::default()
             },
-            Runtime::Bare => Meta::default(),
+            Runtime::Bare => init.and_then(|pid| self.oci(pid)).unwrap_or_default(),
+            Runtime::Runc | Runtime::Crun => Meta::default(),
         }
+    }
+
+    /// A bare container's name, runtime and pod facts from its OCI runtime's state.
+    fn oci(&self, pid: u32) -> Option<Meta> {
+        let start = crate::table::scan::live(pid)?.start_ticks;
+        let state = oci::find(&self.dirs.oci, pid, start)?;
+        let cfg = state.bundle.as_deref().and_then(oci::bundle_config);
+        let mut m = cfg
+            .as_ref()
+            .map(|c| parse::containerd(c, &state.id))
+            .unwrap_or_default();
+        if let Some(c) = &cfg {
+            // cri-o's and podman's annotations, where containerd's are absent.
+            let o = parse::crio(c);
+            m.pod = m.pod.or(o.pod);
+            m.pod_namespace = m.pod_namespace.or(o.pod_namespace);
+            m.sandbox_id = m.sandbox_id.or(o.sandbox_id);
+            m.sandbox |= o.sandbox;
+            m.pod_uid = m.pod_uid.or(o.pod_uid);
+        }
+        // The CRI container name when annotated, else the runtime's id.
+        m.name = m.name.or(Some(state.id));
+        m.runtime = Some(state.runtime);
+        Some(m)
     }
 
     fn containerd(&self, id: &str, ns: Option<&str>) -> Option<Meta> {
@@ -183,7 +230,7 @@ impl Resolver {
 /// that large is corrupt or hostile, and the agent's memory stays bounded).
 pub const MAX_STATE_FILE: u64 = 16 << 20;
 
-fn read_json(p: &Path) -> Option<Value> {
+pub(crate) fn read_json(p: &Path) -> Option<Value> {
     use std::io::Read;
     let f = fs::File::open(p).ok()?;
     let mut bytes = Vec::new();
@@ -221,14 +268,17 @@ fn launcher(dir: &Path, id: &str) -> Meta {
         .unwrap_or_default()
 }
 
+/// podman: the name from containers.json, pod facts from the container's OCI config.
 fn podman(storage: &[PathBuf], id: &str) -> Meta {
     storage
         .iter()
         .find_map(|s| {
-            parse::podman(
-                &read_json(&s.join("overlay-containers/containers.json"))?,
-                id,
-            )
+            let dir = s.join("overlay-containers");
+            let mut m = parse::podman(&read_json(&dir.join("containers.json"))?, id)?;
+            if let Some(cfg) = read_json(&dir.join(id).join("userdata/config.json")) {
+                parse::podman_config(&cfg, &mut m);
+            }
+            Some(m)
         })
         .unwrap_or_default()
 }
@@ -265,20 +315,31 @@ pub mod parse {
             pod: s(labels, "io.kubernetes.pod.name"),
             pod_namespace: s(labels, "io.kubernetes.pod.namespace"),
             image: v["Config"]["Image"].as_str().map(String::from),
-            runtime: None,
+            // dockershim and cri-dockerd label sandboxes `io.kubernetes.docker.type: podsandbox`.
+            sandbox: labels["io.kubernetes.docker.type"].as_str() == Some("podsandbox"),
+            sandbox_id: s(labels, "io.kubernetes.sandbox.id"),
+            pod_uid: s(labels, "io.kubernetes.pod.uid"),
+            ..Meta::default()
         }
     }
 
     /// A containerd task bundle's `config.json` (CRI annotations); the id names it otherwise.
     pub fn containerd(v: &Value, id: &str) -> Meta {
         let a = &v["annotations"];
+        let sandbox = a["io.kubernetes.cri.container-type"].as_str() == Some("sandbox");
+        let pod = s(a, "io.kubernetes.cri.sandbox-name").or_else(|| s(a, "io.kubernetes.pod.name"));
         Meta {
             name: s(a, "io.kubernetes.cri.container-name").or_else(|| Some(id.to_string())),
-            pod: s(a, "io.kubernetes.cri.sandbox-name").or_else(|| s(a, "io.kubernetes.pod.name")),
+            pod,
             pod_namespace: s(a, "io.kubernetes.cri.sandbox-namespace")
                 .or_else(|| s(a, "io.kubernetes.pod.namespace")),
             image: s(a, "io.kubernetes.cri.image-name"),
             runtime: None,
+            sandbox_id: s(a, "io.kubernetes.cri.sandbox-id"),
+            sandbox,
+            pod_uid: s(a, "io.kubernetes.cri.sandbox-uid")
+                .or_else(|| s(a, "io.kubernetes.pod.uid")),
+            hostname: s(v, "hostname"),
         }
     }
 
@@ -294,15 +355,30 @@ pub mod parse {
         })
     }
 
+    /// A podman container's `userdata/config.json`: members of a pod name its infra
+    /// container in `io.kubernetes.cri-o.SandboxID`; the infra's hostname is the pod name.
+    pub fn podman_config(v: &Value, m: &mut Meta) {
+        let a = &v["annotations"];
+        m.sandbox_id = s(a, "io.kubernetes.cri-o.SandboxID");
+        m.sandbox = a["io.kubernetes.cri-o.ContainerType"].as_str() == Some("sandbox");
+        m.hostname = s(v, "hostname");
+    }
+
     /// cri-o's `overlay-containers/<id>/userdata/config.json`.
     pub fn crio(v: &Value) -> Meta {
         let a = &v["annotations"];
+        let sandbox = a["io.kubernetes.cri-o.ContainerType"].as_str() == Some("sandbox");
+        let pod = s(a, "io.kubernetes.pod.name");
         Meta {
             name: s(a, "io.kubernetes.container.name"),
-            pod: s(a, "io.kubernetes.pod.name"),
+            pod,
             pod_namespace: s(a, "io.kubernetes.pod.namespace"),
             image: s(a, "io.kubernetes.cri-o.ImageName"),
             runtime: None,
+            sandbox_id: s(a, "io.kubernetes.cri-o.SandboxID"),
+            sandbox,
+            pod_uid: s(a, "io.kubernetes.pod.uid"),
+            hostname: s(v, "hostname"),
         }
     }
 
@@ -348,7 +424,7 @@ mod tests {
             docker: root.clone(),
             ..StateDirs::default()
         });
-        let m = r.meta(&key(Runtime::Docker, &id), None);
+        let m = r.meta(&key(Runtime::Docker, &id), None, None);
         assert_eq!(m.name.as_deref(), Some("web"));
         assert_eq!(m.pod.as_deref(), Some("p1"));
         assert_eq!(m.pod_namespace.as_deref(), Some("ns1"));
@@ -369,7 +445,7 @@ mod tests {
             containerd: vec![state.clone()],
             ..StateDirs::default()
         });
-        let m = r.meta(&key(Runtime::Cri, "abc"), None);
+        let m = r.meta(&key(Runtime::Cri, "abc"), None, None);
         assert_eq!(
             (
                 m.name.as_deref(),
@@ -384,7 +460,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
         assert_eq!(
-            r.meta(&key(Runtime::Containerd, "fxc"), None)
+            r.meta(&key(Runtime::Containerd, "fxc"), None, None)
                 .name
                 .as_deref(),
             Some("fxc")
@@ -407,10 +483,12 @@ mod tests {
             ..StateDirs::default()
         });
         assert_eq!(
-            r.meta(&key(Runtime::Podman, "dd"), None).name.as_deref(),
+            r.meta(&key(Runtime::Podman, "dd"), None, None)
+                .name
+                .as_deref(),
             Some("db")
         );
-        assert_eq!(r.meta(&key(Runtime::Podman, "ee"), None).name, None);
+        assert_eq!(r.meta(&key(Runtime::Podman, "ee"), None, None).name, None);
         fs::remove_dir_all(s).unwrap();
     }
 
@@ -452,6 +530,7 @@ mod tests {
                 containerd: vec![root.join("ctr")],
                 storage: vec![root.join("storage")],
                 launcher: root.join("launcher"),
+                oci: Vec::new(),
             });
             for rt in [
                 Runtime::Docker,
@@ -461,7 +540,7 @@ mod tests {
                 Runtime::Crio,
                 Runtime::Observer,
             ] {
-                let m = r.meta(&key(rt, &id), None);
+                let m = r.meta(&key(rt, &id), None, None);
                 assert_eq!(m.pod, None, "{rt:?} from {}", f.display());
                 assert!(
                     m.name.is_none() || m.name.as_deref() == Some(id.as_str()),

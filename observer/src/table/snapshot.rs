@@ -4,7 +4,7 @@
 
 use super::{summary::ContainerSummary, Process, Table};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Container summaries only.
     Containers,
@@ -12,6 +12,8 @@ pub enum Scope {
     All,
     /// The members of one container.
     Container(u32),
+    /// The members of several containers (a pod's).
+    Pod(Vec<u32>),
     /// Zombies and their parents.
     Zombies,
 }
@@ -57,12 +59,17 @@ impl Snapshot {
 
 impl Table {
     pub fn snapshot(&self, scope: Scope) -> Snapshot {
-        let processes: Vec<Process> = match scope {
+        let processes: Vec<Process> = match &scope {
             Scope::Containers => Vec::new(),
             Scope::All => self.processes().cloned().collect(),
             Scope::Container(c) => self
                 .processes()
-                .filter(|p| p.container == Some(c))
+                .filter(|p| p.container == Some(*c))
+                .cloned()
+                .collect(),
+            Scope::Pod(cs) => self
+                .processes()
+                .filter(|p| p.container.is_some_and(|c| cs.contains(&c)))
                 .cloned()
                 .collect(),
             Scope::Zombies => self

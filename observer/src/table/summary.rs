@@ -16,7 +16,8 @@ pub struct ContainerSummary {
     pub zombies: u32,
     /// Boot-clock ns of the oldest zombie's exit.
     pub oldest_zombie_ns: Option<u64>,
-    /// Host pid of the container's PID 1 (in its own pid namespace).
+    /// Host pid of the container's PID 1 (in its own pid namespace); in a pid namespace it
+    /// shares (a pod's), its oldest process whose parent is outside it.
     pub init_pid: Option<u32>,
     pub shim_pid: Option<u32>,
     pub shim_comm: Option<String>,
@@ -28,6 +29,9 @@ pub struct ContainerData {
     #[serde(flatten)]
     pub key: ContainerKey,
     pub pod_uid: Option<String>,
+    /// Podman pod id from the cgroup path.
+    #[serde(default)]
+    pub pod_id: Option<String>,
     pub ctr_namespace: Option<String>,
     pub cgroup: String,
     pub pidns: u32,
@@ -41,6 +45,7 @@ impl Table {
         ContainerData {
             key: c.key.clone(),
             pod_uid: c.pod_uid.clone(),
+            pod_id: c.pod_id.clone(),
             ctr_namespace: c.ctr_namespace.clone(),
             cgroup: self.registry.path(c.cgroup).to_string(),
             pidns: c.pidns,
@@ -48,6 +53,12 @@ impl Table {
             execs: c.counters.execs,
             exits: c.counters.exits,
         }
+    }
+
+    /// Whether `pid` is PID 1 of its pid namespace.
+    fn has_ns_init(&self, pid: u32) -> bool {
+        self.get(pid)
+            .is_some_and(|p| p.pid_level > 0 && p.ns_pid() == 1)
     }
 
     /// A summary of every container that has processes.
@@ -76,6 +87,31 @@ impl Table {
                 s.oldest_zombie_ns = Some(s.oldest_zombie_ns.map_or(e.at_ns, |o| o.min(e.at_ns)));
             }
             if p.pid_level > 0 && p.ns_pid() == 1 && (c.pidns == 0 || p.pidns() == c.pidns) {
+                s.init_pid = Some(p.pid);
+            }
+        }
+        // A container in a pid namespace it does not own (a pod sharing the sandbox's) has
+        // no PID 1 of its own: its first process is the oldest one whose parent is outside
+        // it (what the runtime started, and calls the container's pid).
+        for p in self.processes() {
+            let Some(s) = p.container.and_then(|ci| out[ci as usize].as_mut()) else {
+                continue;
+            };
+            let root = p.pid_level > 0
+                && self
+                    .get(p.ppid)
+                    .is_none_or(|par| par.container != p.container);
+            if !root
+                || s.init_pid
+                    .is_some_and(|i| i != p.pid && self.has_ns_init(i))
+            {
+                continue;
+            }
+            let older = s
+                .init_pid
+                .and_then(|i| self.get(i))
+                .is_none_or(|cur| (p.start_time_ns, p.pid) < (cur.start_time_ns, cur.pid));
+            if older {
                 s.init_pid = Some(p.pid);
             }
         }

@@ -64,10 +64,21 @@ pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
 }
 
 pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
+    let pods = super::pods::membership(ctx, &snap.containers);
     let mut v: Vec<ContainerView> = snap
         .containers
         .iter()
-        .map(|s| container_view(ctx, s))
+        .map(|s| {
+            let mut c = container_view(ctx, s);
+            // Pod facts the container's own state lacks (podman members name only their
+            // infra; the infra's hostname names the pod).
+            if let Some((pod, ns, sandbox)) = pods.get(&s.index) {
+                c.pod = c.pod.or_else(|| Some(pod.clone()));
+                c.namespace = c.namespace.or_else(|| ns.clone());
+                c.sandbox |= sandbox;
+            }
+            c
+        })
         .collect();
     v.sort_by(|a, b| (&a.runtime, &a.name, &a.id).cmp(&(&b.runtime, &b.name, &b.id)));
     v
@@ -82,7 +93,11 @@ pub fn render_containers(rows: &[ContainerView], no_headers: bool) -> String {
                 c.runtime.clone(),
                 c.short_id.clone(),
                 c.name.clone().unwrap_or_else(|| "-".into()),
-                c.pod.clone().unwrap_or_else(|| "-".into()),
+                match (&c.pod, c.sandbox) {
+                    (Some(p), true) => format!("{p} (sandbox)"),
+                    (Some(p), false) => p.clone(),
+                    (None, _) => "-".into(),
+                },
                 c.pidns.to_string(),
                 c.processes.to_string(),
                 c.zombies.to_string(),

@@ -55,10 +55,15 @@ pub fn samples(
     allow: &[String],
     mut resources: impl FnMut(&str) -> Resources,
 ) -> Vec<ContainerSample> {
+    let pods = super::pods::membership(ctx, containers);
     containers
         .iter()
         .map(|s| {
-            let meta = meta_of(ctx, s);
+            let mut meta = meta_of(ctx, s);
+            if let Some((pod, ns, _)) = pods.get(&s.index) {
+                meta.pod = meta.pod.or_else(|| Some(pod.clone()));
+                meta.pod_namespace = meta.pod_namespace.or_else(|| ns.clone());
+            }
             let all = [
                 ("container_id", short_id(&s.container.key.id)),
                 ("container_name", meta.name.clone().unwrap_or_default()),

@@ -4,6 +4,7 @@ pub mod events;
 pub mod lists;
 pub mod metrics;
 pub mod model;
+pub mod pods;
 pub mod select;
 pub mod text;
 pub mod tree;

@@ -77,10 +77,17 @@ pub struct ContainerView {
     pub pod: Option<String>,
     pub namespace: Option<String>,
     pub pod_uid: Option<String>,
+    /// Podman pod id (cgroup parent).
+    #[serde(default)]
+    pub pod_id: Option<String>,
+    /// The container is its pod's sandbox (pause/infra).
+    #[serde(default)]
+    pub sandbox: bool,
     pub image: Option<String>,
     pub pidns: u32,
     pub cgroup: String,
-    /// Host pid of the container's PID 1.
+    /// Host pid of the container's PID 1 (in a pod's shared pid namespace: its first
+    /// process, the one the runtime started).
     pub init_pid: Option<u32>,
     /// Host pid of the shim above PID 1 (containerd-shim, conmon, observer's shim).
     pub shim_pid: Option<u32>,
@@ -215,8 +222,11 @@ pub fn process_view(
 }
 
 pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
-    ctx.resolver
-        .meta(&s.container.key, s.container.ctr_namespace.as_deref())
+    ctx.resolver.meta(
+        &s.container.key,
+        s.container.ctr_namespace.as_deref(),
+        s.init_pid,
+    )
 }
 
 pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
@@ -235,6 +245,8 @@ pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView 
         pod: meta.pod,
         namespace: meta.pod_namespace.or_else(|| c.ctr_namespace.clone()),
         pod_uid: c.pod_uid.clone(),
+        pod_id: c.pod_id.clone(),
+        sandbox: meta.sandbox,
         image: meta.image,
         pidns: c.pidns,
         cgroup: c.cgroup.clone(),

@@ -1,12 +1,15 @@
-//! Resolving what a user typed for `<container>`: a name, a full or unique-prefix id, a pod
-//! name, a pid-namespace inode, or the host PID of any member.
+//! Resolving what a user typed for `<container>` or `<pod>`: a container name, a full or
+//! unique-prefix id, a pid-namespace inode (a pod's when its containers share it), the host
+//! PID of any member, a pod name (`name` or `namespace/name`), or a pod id or UID.
 
 use super::model::{meta_of, short_id, ViewCtx};
-use crate::table::summary::ContainerSummary;
+use crate::{containers::pods::Pod, table::summary::ContainerSummary};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Selection {
     Found(u32),
+    /// A pod (its containers' indices are valid in the resolved generation).
+    Pod(Pod),
     /// Several containers match: their descriptions.
     Ambiguous(Vec<String>),
     /// Nothing matches: every container's description, to choose from.
@@ -79,13 +82,21 @@ pub fn select(
                 return Selection::Found(i);
             }
         }
-        if let Some(s) = pick(
-            ctx,
-            containers
+        let sharing: Vec<&ContainerSummary> = containers
+            .iter()
+            .filter(|s| s.container.pidns as u64 == n)
+            .collect();
+        if sharing.len() > 1 {
+            // One pod's shared pid namespace: the pod.
+            let pods = super::pods::index(ctx, containers);
+            if let Some(p) = pods
                 .iter()
-                .filter(|s| s.container.pidns as u64 == n)
-                .collect(),
-        ) {
+                .find(|p| sharing.iter().all(|s| p.containers.contains(&s.index)))
+            {
+                return Selection::Pod(p.clone());
+            }
+        }
+        if let Some(s) = pick(ctx, sharing) {
             return s;
         }
     }
@@ -99,13 +110,42 @@ pub fn select(
     ) {
         return s;
     }
-    let hits: Vec<_> = names
-        .iter()
-        .filter(|(_, _, p)| p.as_deref() == Some(q))
-        .map(|(i, _, _)| by_index(*i))
-        .collect();
-    if let Some(s) = pick(ctx, hits) {
-        return s;
+    // 5. a pod: name, namespace/name, id or UID, unique id prefix
+    let pods = super::pods::index(ctx, containers);
+    let tests: [&dyn Fn(&Pod) -> bool; 3] = [
+        &|p| {
+            p.name.as_deref() == Some(q)
+                || p.namespace
+                    .as_ref()
+                    .zip(p.name.as_ref())
+                    .is_some_and(|(n, m)| {
+                        q.strip_prefix(n.as_str()).and_then(|r| r.strip_prefix('/')) == Some(m)
+                    })
+        },
+        &|p| p.key.id == q || p.uid.as_deref() == Some(q),
+        &|p| !q.is_empty() && p.key.id.starts_with(q),
+    ];
+    for test in tests {
+        let hits: Vec<&Pod> = pods.iter().filter(|p| test(p)).collect();
+        match hits.len() {
+            0 => {}
+            1 => return Selection::Pod(hits[0].clone()),
+            _ => return Selection::Ambiguous(hits.iter().map(|p| describe_pod(p)).collect()),
+        }
     }
-    Selection::NotFound(containers.iter().map(|s| describe(ctx, s)).collect())
+    let mut all: Vec<String> = containers.iter().map(|s| describe(ctx, s)).collect();
+    all.extend(pods.iter().map(describe_pod));
+    Selection::NotFound(all)
+}
+
+fn describe_pod(p: &Pod) -> String {
+    let mut d = format!("pod {} {}", p.key.kind.as_str(), short_id(&p.key.id));
+    if let Some(n) = &p.name {
+        d.push(' ');
+        if let Some(ns) = &p.namespace {
+            d.push_str(&format!("{ns}/"));
+        }
+        d.push_str(n);
+    }
+    d
 }

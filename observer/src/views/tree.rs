@@ -2,7 +2,10 @@
 //! above PID 1, zombies with their age and the parent not reaping them, adopted orphans
 //! with whom they came from.
 
-use std::fmt::Write as _;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
 
 use super::{
     model::{
@@ -16,7 +19,12 @@ pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> 
     let container = container_view(ctx, summary);
     let short = short_id(&summary.container.key.id);
     let now = ctx.now_ns;
-    let mut views: Vec<ProcessView> = scan::parallel(&snap.processes, |p| {
+    let members: Vec<&crate::table::Process> = snap
+        .processes
+        .iter()
+        .filter(|p| p.container == Some(summary.index))
+        .collect();
+    let mut views: Vec<ProcessView> = scan::parallel(&members, |p| {
         process_view(snap, p, now, Some(short.clone()))
     });
     views.sort_by_key(|v| v.pid);
@@ -66,6 +74,98 @@ fn tree_order(views: &[ProcessView]) -> Vec<usize> {
     out
 }
 
+/// Children of each pid, in the order of `processes`.
+pub fn children(processes: &[ProcessView]) -> BTreeMap<u32, Vec<&ProcessView>> {
+    let mut kids: BTreeMap<u32, Vec<&ProcessView>> = BTreeMap::new();
+    for p in processes {
+        kids.entry(p.ppid).or_default().push(p);
+    }
+    kids
+}
+
+/// One process's line: comm (host PID / ns PID), state, ns PPID, age, CPU, RSS, command;
+/// zombies with their age and the parent not reaping them, adopted orphans with whence.
+pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style) -> String {
+    let mut line = format!(
+        "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}  {}",
+        style.bold(&one_line(&p.comm)),
+        p.pid,
+        p.ns_pid,
+        p.state,
+        p.ns_ppid,
+        duration(p.age_s),
+        p.cpu_s,
+        bytes(p.rss_bytes),
+        if p.cmdline.is_empty() {
+            format!("[{}]", one_line(&p.comm))
+        } else {
+            one_line(&p.cmdline)
+        }
+    );
+    if p.threads > 1 {
+        line.push_str(&format!("  {} threads", p.threads));
+    }
+    if let Some(z) = p.zombie_age_s {
+        let parent = by_pid
+            .get(&p.ppid)
+            .map(|par| format!("{} ({})", one_line(&par.comm), par.pid))
+            .unwrap_or_else(|| p.ppid.to_string());
+        line.push_str(&style.red(&format!(
+            "  ZOMBIE for {}, not reaped by {parent}",
+            duration(z)
+        )));
+    }
+    if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
+        line.push_str(&style.yellow(&format!("  adopted from {from} by {}", one_line(by))));
+    }
+    line
+}
+
+/// Draws `p` and its descendants depth-first with box-drawing connectors; `seen` guards
+/// against parent loops.
+#[allow(clippy::too_many_arguments)]
+pub fn walk<'a>(
+    p: &'a ProcessView,
+    prefix: &str,
+    last: bool,
+    top: bool,
+    kids: &BTreeMap<u32, Vec<&'a ProcessView>>,
+    label: &dyn Fn(&ProcessView) -> String,
+    seen: &mut std::collections::HashSet<u32>,
+    out: &mut String,
+) {
+    if !seen.insert(p.pid) {
+        return;
+    }
+    let branch = if top {
+        ""
+    } else if last {
+        "└─ "
+    } else {
+        "├─ "
+    };
+    let _ = writeln!(out, "{prefix}{branch}{}", label(p));
+    let child_prefix = if top {
+        prefix.to_string()
+    } else {
+        format!("{prefix}{}", if last { "   " } else { "│  " })
+    };
+    if let Some(ch) = kids.get(&p.pid).filter(|_| p.ppid != p.pid) {
+        for (i, c) in ch.iter().enumerate() {
+            walk(
+                c,
+                &child_prefix,
+                i + 1 == ch.len(),
+                false,
+                kids,
+                label,
+                seen,
+                out,
+            );
+        }
+    }
+}
+
 /// The pstree-like text: one line per process, host PID / ns PID, state, ns PPID, age, CPU,
 /// RSS, command.
 pub fn render(t: &TreeView, style: Style) -> String {
@@ -89,92 +189,10 @@ pub fn render(t: &TreeView, style: Style) -> String {
         c.processes,
         c.zombies
     );
-    let by_pid: std::collections::HashMap<u32, &ProcessView> =
-        t.processes.iter().map(|p| (p.pid, p)).collect();
-    let mut kids: std::collections::BTreeMap<u32, Vec<&ProcessView>> =
-        std::collections::BTreeMap::new();
-    for p in &t.processes {
-        kids.entry(p.ppid).or_default().push(p);
-    }
-    let label = |p: &ProcessView| {
-        let mut line = format!(
-            "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}  {}",
-            style.bold(&one_line(&p.comm)),
-            p.pid,
-            p.ns_pid,
-            p.state,
-            p.ns_ppid,
-            duration(p.age_s),
-            p.cpu_s,
-            bytes(p.rss_bytes),
-            if p.cmdline.is_empty() {
-                format!("[{}]", one_line(&p.comm))
-            } else {
-                one_line(&p.cmdline)
-            }
-        );
-        if p.threads > 1 {
-            line.push_str(&format!("  {} threads", p.threads));
-        }
-        if let Some(z) = p.zombie_age_s {
-            let parent = by_pid
-                .get(&p.ppid)
-                .map(|par| format!("{} ({})", one_line(&par.comm), par.pid))
-                .unwrap_or_else(|| p.ppid.to_string());
-            line.push_str(&style.red(&format!(
-                "  ZOMBIE for {}, not reaped by {parent}",
-                duration(z)
-            )));
-        }
-        if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
-            line.push_str(&style.yellow(&format!("  adopted from {from} by {}", one_line(by))));
-        }
-        line
-    };
-    // Depth-first with box-drawing connectors; `seen` guards against parent loops.
+    let by_pid: HashMap<u32, &ProcessView> = t.processes.iter().map(|p| (p.pid, p)).collect();
+    let kids = children(&t.processes);
+    let label = |p: &ProcessView| label(p, &by_pid, style);
     let mut seen = std::collections::HashSet::new();
-    #[allow(clippy::too_many_arguments)]
-    fn walk<'a>(
-        p: &'a ProcessView,
-        prefix: &str,
-        last: bool,
-        top: bool,
-        kids: &std::collections::BTreeMap<u32, Vec<&'a ProcessView>>,
-        label: &dyn Fn(&ProcessView) -> String,
-        seen: &mut std::collections::HashSet<u32>,
-        out: &mut String,
-    ) {
-        if !seen.insert(p.pid) {
-            return;
-        }
-        let branch = if top {
-            ""
-        } else if last {
-            "└─ "
-        } else {
-            "├─ "
-        };
-        let _ = writeln!(out, "{prefix}{branch}{}", label(p));
-        let child_prefix = if top {
-            prefix.to_string()
-        } else {
-            format!("{prefix}{}", if last { "   " } else { "│  " })
-        };
-        if let Some(ch) = kids.get(&p.pid).filter(|_| p.ppid != p.pid) {
-            for (i, c) in ch.iter().enumerate() {
-                walk(
-                    c,
-                    &child_prefix,
-                    i + 1 == ch.len(),
-                    false,
-                    kids,
-                    label,
-                    seen,
-                    out,
-                );
-            }
-        }
-    }
     // Members whose parent is outside the container, grouped under that parent.
     let mut outside: Vec<(u32, String, &str)> = Vec::new();
     if let (Some(shim), Some(comm)) = (c.shim_pid, &c.shim_comm) {

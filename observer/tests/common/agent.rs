@@ -239,10 +239,52 @@ pub fn pids_in_pidns(pidns: u64) -> Vec<u64> {
 /// that the tree lists every process of the container's pid namespace. Returns the list of
 /// differences (empty when the tree equals /proc).
 pub fn tree_vs_proc(tree: &Value) -> Vec<String> {
-    let mut diffs = Vec::new();
     let procs = tree["processes"].as_array().expect("processes");
     let pidns = tree["container"]["pidns"].as_u64().unwrap();
+    let mut diffs = processes_vs_proc(procs);
+    diffs.extend(complete(pidns, procs, "the container's"));
+    diffs
+}
+
+/// A pod tree (`observer tree <pod> -o json`) against /proc: every container's processes,
+/// and every process of each pid namespace listed — the pod's shared one, or each
+/// container's own.
+pub fn pod_tree_vs_proc(t: &Value) -> Vec<String> {
+    let trees = t["containers"].as_array().expect("containers");
+    let all: Vec<Value> = trees
+        .iter()
+        .flat_map(|c| c["processes"].as_array().unwrap().clone())
+        .collect();
+    let mut diffs = processes_vs_proc(&all);
+    match t["pod"]["shared_pidns"].as_u64() {
+        Some(ns) => diffs.extend(complete(ns, &all, "the pod's")),
+        None => {
+            for c in trees {
+                let ns = c["container"]["pidns"].as_u64().unwrap();
+                diffs.extend(complete(
+                    ns,
+                    c["processes"].as_array().unwrap(),
+                    "a container's",
+                ));
+            }
+        }
+    }
+    diffs
+}
+
+/// Every process of pid namespace `pidns` in `procs`.
+fn complete(pidns: u64, procs: &[Value], whose: &str) -> Vec<String> {
     let listed: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    pids_in_pidns(pidns)
+        .into_iter()
+        .filter(|pid| !listed.contains(pid))
+        .map(|pid| format!("{pid} is in {whose} pid namespace but not in the tree"))
+        .collect()
+}
+
+/// Each listed process's facts against /proc.
+pub fn processes_vs_proc(procs: &[Value]) -> Vec<String> {
+    let mut diffs = Vec::new();
     for p in procs {
         let pid = p["pid"].as_u64().unwrap();
         let Some(f) = proc_facts(pid) else {
@@ -289,13 +331,6 @@ pub fn tree_vs_proc(tree: &Value) -> Vec<String> {
             diffs.push(format!(
                 "{pid}: threads {} vs /proc {}",
                 p["threads"], f.threads
-            ));
-        }
-    }
-    for pid in pids_in_pidns(pidns) {
-        if !listed.contains(&pid) {
-            diffs.push(format!(
-                "{pid} is in the container's pid namespace but not in the tree"
             ));
         }
     }

@@ -226,8 +226,26 @@ pub fn podman_run_cmd(name: &str) -> String {
     ]))
 }
 
+/// podman's settings for the tests: pod infra containers get the nofile/nproc limits this
+/// machine needs (containers get them with --ulimit; infra containers only from here).
+fn containers_conf() -> &'static str {
+    let path = "/run/observer-test/containers.conf";
+    if !Path::new(path).exists() {
+        std::fs::create_dir_all("/run/observer-test").unwrap();
+        let tmp = format!("{path}.{}", std::process::id());
+        std::fs::write(
+            &tmp,
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
+        )
+        .unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    path
+}
+
 pub fn podman(args: &[&str]) -> Command {
     let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", containers_conf());
     c.args([
         "--root",
         PODMAN_ROOT,

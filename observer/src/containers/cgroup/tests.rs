@@ -210,3 +210,41 @@ fn cgroup_lines_parse() {
     assert_eq!(parse_line("4:memory:/x:y").unwrap().path, "/x:y");
     assert_eq!(parse_line("garbage"), None);
 }
+
+#[test]
+fn podman_pod_members_carry_the_pod_id() {
+    // Captured here: `podman pod create` with the cgroupfs manager, then a member (v2 and v1
+    // lines alike).
+    let pod = "819899278f7f5cbadf809ebd9a9e8c190236f256f08c9c9883728da79c28b551";
+    let m = parse_path(&format!("/libpod_parent/{pod}/libpod-{ID}")).unwrap();
+    assert_eq!(
+        (m.runtime, m.id.as_str(), m.pod_id.as_deref(), m.role),
+        (Runtime::Podman, ID, Some(pod), Role::Member)
+    );
+    // The systemd driver's pod slice.
+    let m = parse_path(&format!(
+        "/machine.slice/machine-libpod_pod_{pod}.slice/libpod-{ID}.scope"
+    ))
+    .unwrap();
+    assert_eq!(m.pod_id.as_deref(), Some(pod));
+    let m = parse_path(&format!(
+        "/machine.slice/machine-libpod_pod_{pod}.slice/libpod-conmon-{ID}.scope"
+    ))
+    .unwrap();
+    assert_eq!((m.role, m.pod_id.as_deref()), (Role::Shim, Some(pod)));
+    // Outside a pod: none.
+    assert_eq!(
+        parse_path(&format!("/libpod_parent/libpod-{ID}"))
+            .unwrap()
+            .pod_id,
+        None
+    );
+    assert_eq!(
+        parse_path(&format!("/machine.slice/libpod-{ID}.scope"))
+            .unwrap()
+            .pod_id,
+        None
+    );
+    // conmon of a pod member (cgroupfs) sits in the pod's `conmon` cgroup: not a container.
+    assert_eq!(parse_path(&format!("/libpod_parent/{pod}/conmon")), None);
+}

@@ -1,0 +1,397 @@
+//! `observer pods` and `observer tree <pod>`: a pod's sandbox and containers, the namespaces
+//! they share (read from the containers' PID 1s, /proc/<pid>/ns), and with a shared pid
+//! namespace one tree rooted at the sandbox's PID 1, every process labelled with its
+//! container. Orphans the sandbox's PID 1 adopted say so (`pod_sandbox`), and a sandbox
+//! that does not reap its adopted children is named with the zombies it leaves.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    model::{container_view, meta_of, short_id, ProcessView, TreeView, ViewCtx},
+    text::{bytes, one_line, table, Style},
+    tree,
+};
+use crate::{
+    containers::{
+        names::Meta,
+        pods::{self, Member, Pod},
+    },
+    table::{scan, snapshot::Snapshot, summary::ContainerSummary},
+};
+
+/// Namespaces compared between a pod's containers (mnt is never shared).
+const SHAREABLE: &[&str] = &["pid", "net", "ipc", "uts", "cgroup", "user"];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PodView {
+    /// The pod's identity: Kubernetes pod UID, podman pod id, or CRI sandbox id.
+    pub id: String,
+    /// `kubernetes`, `podman` or `cri` (what `id` is).
+    pub kind: String,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
+    /// Short id of the sandbox (pause/infra) container, when it runs.
+    pub sandbox: Option<String>,
+    /// The sandbox first.
+    pub containers: Vec<PodContainer>,
+    /// Namespaces all the pod's containers share with the sandbox.
+    pub shared_namespaces: Vec<String>,
+    /// The pod's pid namespace when it is shared (its PID 1 is the sandbox's).
+    pub shared_pidns: Option<u32>,
+    pub processes: u32,
+    pub threads: u32,
+    pub zombies: u32,
+    /// Zombies whose parent is the sandbox's PID 1 (a sandbox that does not reap).
+    pub sandbox_zombies: u32,
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PodContainer {
+    pub id: String,
+    pub short_id: String,
+    pub name: Option<String>,
+    pub sandbox: bool,
+    pub init_pid: Option<u32>,
+    pub processes: u32,
+    pub zombies: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PodTreeView {
+    pub pod: PodView,
+    /// Each container's tree, the sandbox's first.
+    pub containers: Vec<TreeView>,
+}
+
+/// The pods among `containers`, with each container's metadata.
+pub fn index(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Pod> {
+    let metas: Vec<Meta> = containers.iter().map(|s| meta_of(ctx, s)).collect();
+    let members: Vec<Member> = containers
+        .iter()
+        .zip(&metas)
+        .map(|(s, meta)| Member {
+            index: s.index,
+            data: &s.container,
+            meta,
+        })
+        .collect();
+    pods::group(&members)
+}
+
+/// What each container in a pod shows of it: (pod name or id, its namespace, whether the
+/// container is the sandbox), by container index.
+pub fn membership(
+    ctx: &mut ViewCtx,
+    containers: &[ContainerSummary],
+) -> HashMap<u32, (String, Option<String>, bool)> {
+    let mut out = HashMap::new();
+    for p in index(ctx, containers) {
+        let name = p.name.clone().unwrap_or_else(|| short_id(&p.key.id));
+        for &c in &p.containers {
+            out.insert(c, (name.clone(), p.namespace.clone(), Some(c) == p.sandbox));
+        }
+    }
+    out
+}
+
+/// The namespaces every init in `inits` shares with the first one and that the pod made:
+/// not those of `outside` (the sandbox's shim, or the agent: the host's namespaces, which
+/// containers that never unshared them all have in common).
+fn shared(inits: &[u32], outside: u32) -> Vec<(&'static str, u32)> {
+    if inits.len() < 2 {
+        return Vec::new();
+    }
+    SHAREABLE
+        .iter()
+        .filter_map(|&kind| {
+            let first = scan::ns_inode(inits[0], kind);
+            (first != 0
+                && first != scan::ns_inode(outside, kind)
+                && inits[1..].iter().all(|&p| scan::ns_inode(p, kind) == first))
+            .then_some((kind, first))
+        })
+        .collect()
+}
+
+/// The pod's view; `zombies` (a zombie snapshot, or a pod snapshot) counts the zombies its
+/// sandbox leaves unreaped.
+pub fn pod_view(
+    ctx: &mut ViewCtx,
+    pod: &Pod,
+    containers: &[ContainerSummary],
+    zombies: Option<&Snapshot>,
+) -> PodView {
+    let of = |i: u32| containers.iter().find(|s| s.index == i);
+    let members: Vec<&ContainerSummary> = pod.containers.iter().filter_map(|&i| of(i)).collect();
+    let inits: Vec<u32> = members.iter().filter_map(|s| s.init_pid).collect();
+    let outside = members
+        .iter()
+        .find_map(|s| s.shim_pid)
+        .unwrap_or_else(std::process::id);
+    let shared = shared(&inits, outside);
+    let sandbox_init = pod.sandbox.and_then(of).and_then(|s| s.init_pid);
+    let in_pod: HashSet<u32> = pod.containers.iter().copied().collect();
+    let sandbox_zombies = match (zombies, sandbox_init) {
+        (Some(snap), Some(init)) => snap
+            .processes
+            .iter()
+            .filter(|p| p.is_zombie() && p.ppid == init)
+            .filter(|p| p.container.is_some_and(|c| in_pod.contains(&c)))
+            .count() as u32,
+        _ => 0,
+    };
+    let mut v = PodView {
+        id: pod.key.id.clone(),
+        kind: pod.key.kind.as_str().to_string(),
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        uid: pod.uid.clone(),
+        sandbox: pod
+            .sandbox
+            .and_then(of)
+            .map(|s| short_id(&s.container.key.id)),
+        containers: Vec::new(),
+        shared_pidns: shared
+            .iter()
+            .find(|(k, _)| *k == "pid")
+            .map(|&(_, ino)| ino),
+        shared_namespaces: shared.iter().map(|(k, _)| k.to_string()).collect(),
+        processes: 0,
+        threads: 0,
+        zombies: 0,
+        sandbox_zombies,
+        cpu_usage_ns: 0,
+        memory_bytes: 0,
+    };
+    for s in members {
+        let c = container_view(ctx, s);
+        v.processes += c.processes;
+        v.threads += c.threads;
+        v.zombies += c.zombies;
+        v.cpu_usage_ns += c.resources.cpu_usage_ns.unwrap_or(0);
+        v.memory_bytes += c.resources.memory_bytes.unwrap_or(0);
+        v.containers.push(PodContainer {
+            sandbox: Some(s.index) == pod.sandbox,
+            id: c.id,
+            short_id: c.short_id,
+            name: c.name,
+            init_pid: c.init_pid,
+            processes: c.processes,
+            zombies: c.zombies,
+        });
+    }
+    v
+}
+
+pub fn pods(ctx: &mut ViewCtx, snap: &Snapshot, zombies: &Snapshot) -> Vec<PodView> {
+    let list = index(ctx, &snap.containers);
+    let mut v: Vec<PodView> = list
+        .iter()
+        .map(|p| pod_view(ctx, p, &snap.containers, Some(zombies)))
+        .collect();
+    v.sort_by(|a, b| (&a.namespace, &a.name, &a.id).cmp(&(&b.namespace, &b.name, &b.id)));
+    v
+}
+
+/// The pod's tree from a snapshot of its containers (`Scope::Pod`).
+pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, pod: &Pod) -> PodTreeView {
+    let view = pod_view(ctx, pod, &snap.containers, Some(snap));
+    let sandbox_init = pod
+        .sandbox
+        .and_then(|i| snap.container(i))
+        .and_then(|s| s.init_pid);
+    let mut containers: Vec<TreeView> = pod
+        .containers
+        .iter()
+        .filter_map(|&i| snap.container(i))
+        .map(|s| tree::build(ctx, snap, s))
+        .collect();
+    // Orphans adopted by the pod's PID 1 were adopted by the sandbox.
+    for t in &mut containers {
+        for p in &mut t.processes {
+            if p.adopter.as_deref() == Some("namespace_init") && Some(p.ppid) == sandbox_init {
+                p.adopter = Some("pod_sandbox".into());
+            }
+        }
+    }
+    PodTreeView {
+        pod: view,
+        containers,
+    }
+}
+
+fn header(p: &PodView, style: Style) -> String {
+    let sandbox = p
+        .containers
+        .iter()
+        .find(|c| c.sandbox)
+        .map(|c| c.name.clone().unwrap_or_else(|| c.short_id.clone()));
+    format!(
+        "{} {} ({} {}){}  sandbox {}  shares {}  {} containers, {} processes, {} zombies",
+        style.bold("pod"),
+        one_line(p.name.as_deref().unwrap_or(&short_id(&p.id))),
+        p.kind,
+        short_id(&p.id),
+        p.namespace
+            .as_deref()
+            .map(|n| format!(" ns {}", one_line(n)))
+            .unwrap_or_default(),
+        one_line(sandbox.as_deref().unwrap_or("-")),
+        if p.shared_namespaces.is_empty() {
+            "nothing".to_string()
+        } else {
+            p.shared_namespaces.join(",")
+        },
+        p.containers.len(),
+        p.processes,
+        p.zombies
+    )
+}
+
+/// The pod as text: with a shared pid namespace one tree under the sandbox's PID 1 (each
+/// process labelled with its container; a process whose parent is outside the namespace —
+/// conmon, a shim — drawn under PID 1 with that parent named); otherwise each container's
+/// tree, the sandbox's first.
+pub fn render(t: &PodTreeView, style: Style) -> String {
+    let mut out = header(&t.pod, style);
+    out.push('\n');
+    let sandbox_init = t
+        .containers
+        .iter()
+        .find(|c| t.pod.sandbox.as_deref() == Some(c.container.short_id.as_str()))
+        .and_then(|c| c.container.init_pid);
+    let (Some(pidns), Some(init)) = (t.pod.shared_pidns, sandbox_init) else {
+        for c in &t.containers {
+            out.push('\n');
+            out.push_str(&tree::render(c, style));
+        }
+        return out;
+    };
+    let mut all: Vec<ProcessView> = Vec::new();
+    let mut whose: HashMap<u32, String> = HashMap::new();
+    let mut outside: HashMap<u32, String> = HashMap::new();
+    for c in &t.containers {
+        let name = c
+            .container
+            .name
+            .clone()
+            .unwrap_or_else(|| c.container.short_id.clone());
+        if let (Some(pid), Some(comm)) = (c.container.shim_pid, &c.container.shim_comm) {
+            outside.insert(pid, comm.clone());
+        }
+        for o in &c.outside_parents {
+            outside.insert(o.pid, o.comm.clone());
+        }
+        for p in &c.processes {
+            whose.insert(p.pid, name.clone());
+            all.push(p.clone());
+        }
+    }
+    let inside: HashSet<u32> = all.iter().map(|p| p.pid).collect();
+    // Drawn under PID 1: the namespace's processes whose parent is outside it.
+    let mut via: HashMap<u32, u32> = HashMap::new();
+    for p in &mut all {
+        if p.pid != init && p.pidns == pidns && !inside.contains(&p.ppid) {
+            via.insert(p.pid, p.ppid);
+            p.ppid = init;
+        }
+    }
+    let by_pid: HashMap<u32, &ProcessView> = all.iter().map(|p| (p.pid, p)).collect();
+    let kids = tree::children(&all);
+    let label = |p: &ProcessView| {
+        let mut l = tree::label(p, &by_pid, style);
+        if let Some(name) = whose.get(&p.pid) {
+            l.push_str(&style.dim(&format!("  [{}]", one_line(name))));
+        }
+        if let Some(parent) = via.get(&p.pid) {
+            let comm = outside.get(parent).map(|c| one_line(c)).unwrap_or_default();
+            l.push_str(&style.dim(&format!(
+                "  (parent {comm} {parent}, outside the pod's pid namespace)"
+            )));
+        }
+        l
+    };
+    let mut seen = HashSet::new();
+    for p in &all {
+        if p.pid == init || !by_pid.contains_key(&p.ppid) {
+            tree::walk(p, "", true, true, &kids, &label, &mut seen, &mut out);
+        }
+    }
+    if t.pod.sandbox_zombies > 0 {
+        if let Some(p) = by_pid.get(&init) {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.red(&format!(
+                    "the sandbox's PID 1 {} ({}) is not reaping {} zombies of the pod",
+                    one_line(&p.comm),
+                    p.pid,
+                    t.pod.sandbox_zombies
+                ))
+            );
+        }
+    }
+    out
+}
+
+pub fn render_pods(rows: &[PodView], no_headers: bool) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|p| {
+            let names: Vec<String> = p
+                .containers
+                .iter()
+                .filter(|c| !c.sandbox)
+                .map(|c| one_line(c.name.as_deref().unwrap_or(&c.short_id)))
+                .collect();
+            vec![
+                one_line(p.name.as_deref().unwrap_or(&short_id(&p.id))),
+                one_line(p.namespace.as_deref().unwrap_or("-")),
+                p.kind.clone(),
+                p.sandbox.clone().unwrap_or_else(|| "-".into()),
+                if names.is_empty() {
+                    "-".into()
+                } else {
+                    names.join(",")
+                },
+                if p.shared_namespaces.is_empty() {
+                    "-".into()
+                } else {
+                    p.shared_namespaces.join(",")
+                },
+                p.processes.to_string(),
+                if p.sandbox_zombies > 0 {
+                    format!("{} ({} by sandbox)", p.zombies, p.sandbox_zombies)
+                } else {
+                    p.zombies.to_string()
+                },
+                format!("{:.2}s", p.cpu_usage_ns as f64 / 1e9),
+                bytes(p.memory_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "POD",
+            "NAMESPACE",
+            "KIND",
+            "SANDBOX",
+            "CONTAINERS",
+            "SHARED",
+            "PROCS",
+            "ZOMBIES",
+            "CPU",
+            "MEMORY",
+        ],
+        &cells,
+        no_headers,
+    )
+}
