@@ -94,12 +94,7 @@ fn podman_pods_are_grouped_drawn_and_match_podman_and_proc() {
     let _cleanup = Cleanup;
     podman_ready();
     // Running first, so that it sees the orphans' adoption by the lazy sandbox.
-    let agent = Agent::start(&[
-        "--storage-root",
-        PODMAN_ROOT,
-        "--storage-root",
-        PODMAN_RUNROOT,
-    ]);
+    let agent = podman_agent();
 
     pod_create(SHARED, &["--share", "pid,ipc,net,uts"]);
     run_in(

@@ -143,12 +143,7 @@ fn containerd_ctr_container_with_shim_runc_v2_and_task_exec() {
 #[test]
 fn podman_container_with_runc_conmon_and_podman_exec() {
     podman_ready();
-    let agent = Agent::start(&[
-        "--storage-root",
-        PODMAN_ROOT,
-        "--storage-root",
-        PODMAN_RUNROOT,
-    ]);
+    let agent = podman_agent();
     let name = "observer-test-podman";
     let id = podman_run_cmd(name);
     ok(&mut podman(&["exec", "-d", name, "sleep", "999"]));

@@ -36,6 +36,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "conmon",
     // podman builds its pod infra (pause) image from catatonit when it cannot pull one
     "catatonit",
+    // tests/oci.rs: containers runc and crun start by themselves (crun in the VM matrix)
+    "crun",
     // bpftool: tests/resilience.rs checks that a killed agent leaves no program behind
     "bpftool",
     // a real Prometheus and promtool for tests/metrics.rs

@@ -316,33 +316,15 @@ pub fn router(st: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route(
-            "/v1/containers",
-            get(|State(st): State<ApiState>| async move {
-                blocking(st, |s, c| service::containers(s, c)).await
-            }),
-        )
+        .route("/v1/containers", get(listing(service::containers)))
         .route(
             "/v1/containers/{reference}/tree",
-            get(
-                |State(st): State<ApiState>, Path(r): Path<String>| async move {
-                    blocking(st, move |s, c| service::tree(s, c, &r)).await
-                },
-            ),
+            get(by_reference(service::tree)),
         )
-        .route(
-            "/v1/pods",
-            get(|State(st): State<ApiState>| async move {
-                blocking(st, |s, c| service::pods(s, c)).await
-            }),
-        )
+        .route("/v1/pods", get(listing(service::pods)))
         .route(
             "/v1/pods/{reference}/tree",
-            get(
-                |State(st): State<ApiState>, Path(r): Path<String>| async move {
-                    blocking(st, move |s, c| service::pod_tree(s, c, &r)).await
-                },
-            ),
+            get(by_reference(service::pod_tree)),
         )
         .route(
             "/v1/processes",
@@ -355,15 +337,36 @@ pub fn router(st: ApiState) -> Router {
                 },
             ),
         )
-        .route(
-            "/v1/zombies",
-            get(|State(st): State<ApiState>| async move {
-                blocking(st, |s, c| service::zombies(s, c)).await
-            }),
-        )
+        .route("/v1/zombies", get(listing(service::zombies)))
         .route("/v1/events", get(events))
         .with_state(st);
     gate(r, ready)
+}
+
+/// A view of the whole node, as a route's handler.
+fn listing<T: Serialize + Send + 'static>(
+    view: fn(&dyn Source, &mut ViewCtx) -> Result<T, ApiError>,
+) -> impl Fn(State<ApiState>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    move |State(st): State<ApiState>| Box::pin(blocking(st, move |s, c| view(s, c)))
+}
+
+/// A view of what the path's `{reference}` names, as a route's handler.
+#[allow(clippy::type_complexity)]
+fn by_reference<T: Serialize + Send + 'static>(
+    view: fn(&dyn Source, &mut ViewCtx, &str) -> Result<T, ApiError>,
+) -> impl Fn(
+    State<ApiState>,
+    Path<String>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    move |State(st): State<ApiState>, Path(r): Path<String>| {
+        Box::pin(blocking(st, move |s, c| view(s, c, &r)))
+    }
 }
 
 /// Every route but /healthz answers 503 until the agent is ready.

@@ -174,6 +174,16 @@ pub fn containerd_ready() -> &'static str {
     image
 }
 
+/// An agent that reads the tests' podman storage (container names, pod facts).
+pub fn podman_agent() -> super::agent::Agent {
+    super::agent::Agent::start(&[
+        "--storage-root",
+        PODMAN_ROOT,
+        "--storage-root",
+        PODMAN_RUNROOT,
+    ])
+}
+
 pub fn podman_ready() -> &'static str {
     let image = "localhost/observer-test-busybox:1";
     if !succeeds(&mut podman(&["image", "exists", image])) {

@@ -13,8 +13,14 @@ use anyhow::{Context, Result};
 
 use crate::util::{output, run};
 
-/// Host tools copied with their shared libraries (busybox's applets differ in flags).
-const HOST_TOOLS: &[&str] = &["/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/setpriv"];
+/// Host tools copied with their shared libraries (busybox's applets differ in flags; crun
+/// for tests/oci.rs, which it cannot run on a hybrid-cgroup host).
+const HOST_TOOLS: &[&str] = &[
+    "/usr/bin/unshare",
+    "/usr/bin/nsenter",
+    "/usr/bin/setpriv",
+    "/usr/bin/crun",
+];
 
 /// Prefix of every line the runner parses.
 pub const TAG: &str = "observer-vm:";
