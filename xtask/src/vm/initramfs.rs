@@ -56,7 +56,7 @@ for bin in /tests/*; do
     "$bin" --exact "$t" --test-threads=1 --nocapture > /tmp/out 2>&1 < /dev/null
     rc=$?
     if [ $rc -eq 0 ]; then
-      why=$(sed -n 's/^observer-test-skip: //p' /tmp/out | head -n 1)
+      why=$(sed -n 's/.*observer-test-skip: //p' /tmp/out | head -n 1)
       if [ -n "$why" ]; then echo "observer-vm: result $b::$t skip $why"
       else echo "observer-vm: result $b::$t pass"; fi
     else
