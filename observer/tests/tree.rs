@@ -335,3 +335,50 @@ fn without_an_agent_views_fall_back_to_a_proc_scan_and_say_so() {
         Some(s.unshare.id() as u64)
     );
 }
+
+#[test]
+fn processes_found_at_start_up_carry_every_namespace_and_zombies_their_status() {
+    // Before the agent starts: a sleep that never reaps its child, which exited with 3.
+    let mut child = Command::new("sh")
+        .args(["-c", "(exit 3) & exec sleep 1000"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let zombie: u32 = eventually(T, "the unreaped child", || {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        let z: u32 = kids.split_whitespace().next()?.parse().ok()?;
+        (proc_facts(z as u64)?.state == "Z").then_some(z)
+    });
+    let agent = Agent::start(&[]);
+    // Every namespace inode /proc has, shortly after ready (read in the background).
+    let want: serde_json::Map<String, Value> = observer_common::NS_NAMES
+        .iter()
+        .map(|n| {
+            use std::os::unix::fs::MetadataExt;
+            let ino = std::fs::metadata(format!("/proc/{pid}/ns/{n}")).map(|m| m.ino());
+            (n.to_string(), ino.ok().into())
+        })
+        .collect();
+    let mut last = Value::Null;
+    eventually(T, "the seeded process's namespaces", || {
+        let ps = agent.json(&["ps"]);
+        let p = ps.as_array()?.iter().find(|p| p["pid"] == pid)?.clone();
+        last = p["ns"].clone();
+        (p["ns"] == Value::Object(want.clone())).then_some(())
+    });
+    assert_ne!(last, Value::Null);
+    let ps = agent.json(&["ps"]);
+    let z = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == zombie)
+        .unwrap_or_else(|| panic!("zombie {zombie} not listed"));
+    assert_eq!(
+        (&z["state"], &z["exit_code"]),
+        (&Value::from("Z"), &Value::from(3)),
+        "{z}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -194,9 +194,11 @@ async fn serve(
     let redact = cfg.redact.clone();
     tokio::task::spawn_blocking(move || {
         let found = scan::parallel(&missing, |&(pid, start)| {
-            let argv = scan::cmdline(pid);
-            let argv = redact.as_ref().and_then(|r| r.argv(&argv)).unwrap_or(argv);
-            Some((pid, start, argv, scan::exe(pid)))
+            let mut d = scan::Details::read(pid, start, true);
+            if let Some(masked) = redact.as_ref().and_then(|r| r.argv(&d.argv)) {
+                d.argv = masked;
+            }
+            Some(d)
         });
         let _ = argv_tx.send(found);
     });

@@ -102,7 +102,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
     table.seed(&scan::scan_all(true), boot_now_ns());
     let missing = table.missing_details();
     table.fill_details(scan::parallel(&missing, |&(pid, start)| {
-        Some((pid, start, Vec::new(), scan::exe(pid)))
+        Some(scan::Details::read(pid, start, false))
     }));
     let src = Local(table);
     let mut resolver = Resolver::new(StateDirs::default());

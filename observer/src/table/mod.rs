@@ -403,36 +403,43 @@ impl Table {
         !self.exited.is_empty()
     }
 
-    /// Processes seeded without a command line or executable, with their start time.
+    /// Processes seeded without a command line, executable or some namespace inode, with
+    /// their start time.
     pub fn missing_details(&self) -> Vec<(u32, u64)> {
         self.procs
             .values()
-            .filter(|p| (p.argv.is_empty() || p.exe == 0) && p.exit.is_none())
+            .filter(|p| (p.argv.is_empty() || p.exe == 0 || p.ns.contains(&0)) && p.exit.is_none())
             .map(|p| (p.pid, p.start_time_ns))
             .collect()
     }
 
-    /// Fills command lines and executables read after the seed, unless the process changed
-    /// meanwhile (an exec brought its own, or the pid now belongs to another process).
-    pub fn fill_details(&mut self, found: Vec<(u32, u64, Vec<u8>, String)>) {
+    /// Fills command lines, executables and namespace inodes read after the seed, unless
+    /// the process changed meanwhile (an exec brought its own, or the pid now belongs to
+    /// another process); what an event already set stays.
+    pub fn fill_details(&mut self, found: Vec<scan::Details>) {
         let tick = self.tick_ns;
-        for (pid, start, argv, exe) in found {
-            let Some(p) = self.procs.get(&pid) else {
+        for d in found {
+            let Some(p) = self.procs.get(&d.pid) else {
                 continue;
             };
-            if p.start_time_ns / tick != start / tick {
+            if p.start_time_ns / tick != d.start_ns / tick {
                 continue;
             }
             let (exe_id, _) = if p.exe == 0 {
-                self.exes.intern(&exe)
+                self.exes.intern(&d.exe)
             } else {
                 (p.exe, false)
             };
-            let p = self.procs.get_mut(&pid).expect("present");
+            let p = self.procs.get_mut(&d.pid).expect("present");
             if p.argv.is_empty() {
-                p.argv = Fixed::from_bytes(&argv);
+                p.argv = Fixed::from_bytes(&d.argv);
             }
             p.exe = exe_id;
+            for (have, read) in p.ns.iter_mut().zip(d.ns) {
+                if *have == 0 {
+                    *have = read;
+                }
+            }
         }
     }
 

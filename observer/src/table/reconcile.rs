@@ -35,9 +35,10 @@ impl Table {
             exe: 0,
             argv: Fixed::from_bytes(&s.cmdline),
             threads: s.threads.max(1),
-            // /proc has no exit time: the zombie's age counts from when observer saw it.
+            // /proc has no exit time: the zombie's age counts from when observer saw it; its
+            // wait status is in stat.
             exit: s.is_zombie().then_some(ExitInfo {
-                status: None,
+                status: s.exit_status,
                 at_ns: 0,
             }),
             adoption: None,

@@ -4,7 +4,7 @@
 
 use std::{io::Read, os::unix::fs::MetadataExt};
 
-use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_PID};
+use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_NAMES, NS_PID};
 
 /// Clock ticks per second of /proc times (USER_HZ).
 pub fn ticks_per_second() -> u64 {
@@ -40,6 +40,8 @@ pub struct Scanned {
     pub cmdline: Vec<u8>,
     pub cpu_ticks: u64,
     pub rss_pages: u64,
+    /// A zombie's wait status (/proc/<pid>/stat field 52).
+    pub exit_status: Option<u32>,
 }
 
 impl Scanned {
@@ -101,7 +103,8 @@ pub fn ns_inode(pid: u32, name: &str) -> u32 {
 /// pid namespace, `cgroup` and `cmdline` (about 30 µs a process). `/proc/<pid>/status`
 /// (40 µs by itself) is read only for processes in another pid namespace, for their NSpid
 /// chain; elsewhere uid/gid are the owner of `/proc/<pid>` (the effective ids). The other
-/// namespace inodes, and the executable path, come from the process's next event.
+/// namespace inodes, and the executable path, come from `Details` right after the agent
+/// is ready, or from the process's next event.
 pub fn scan_pid(
     pid: u32,
     host_pidns: u32,
@@ -174,6 +177,7 @@ pub fn scan_pid(
         cmdline,
         cpu_ticks: stat.utime + stat.stime,
         rss_pages: stat.rss,
+        exit_status: stat.exit_code.map(|c| c as u32),
     })
 }
 
@@ -253,6 +257,40 @@ fn read_cmdline_at(f: Option<std::fs::File>) -> Vec<u8> {
 /// /proc/<pid>/cmdline, bounded like the table's argv.
 pub fn cmdline(pid: u32) -> Vec<u8> {
     read_cmdline_at(std::fs::File::open(format!("/proc/{pid}/cmdline")).ok())
+}
+
+/// What the start-up scan leaves for later (it must be quick): filled in after the agent
+/// is ready, in one background pass.
+#[derive(Clone, Debug)]
+pub struct Details {
+    pub pid: u32,
+    pub start_ns: u64,
+    pub argv: Vec<u8>,
+    pub exe: String,
+    /// The nine namespace inodes (0 where /proc has none).
+    pub ns: [u32; NS_COUNT],
+}
+
+impl Details {
+    /// Reads them for `pid` (`argv` only when asked: the CLI's one-shot view has no use).
+    pub fn read(pid: u32, start_ns: u64, with_argv: bool) -> Details {
+        Details {
+            pid,
+            start_ns,
+            argv: if with_argv { cmdline(pid) } else { Vec::new() },
+            exe: exe(pid),
+            ns: namespaces(pid),
+        }
+    }
+}
+
+/// The namespace inodes of `pid`, in observer's order (0 where unreadable).
+pub fn namespaces(pid: u32) -> [u32; NS_COUNT] {
+    let mut ns = [0u32; NS_COUNT];
+    for (i, name) in NS_NAMES.iter().enumerate() {
+        ns[i] = ns_inode(pid, name);
+    }
+    ns
 }
 
 /// The executable of `pid` ("" for kernel threads and gone processes).

@@ -120,7 +120,40 @@ fn scanned(
         cmdline: b"sh\0".to_vec(),
         cpu_ticks: 0,
         rss_pages: 0,
+        exit_status: (state == 'Z').then_some(3 << 8),
     }
+}
+
+#[test]
+fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
+    let mut tb = table();
+    tb.seed(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'S')], 0);
+    tb.seed(
+        &[tb_scan(10), scanned(11, 10, TICK, "/", &[11], HOST_NS, 'Z')],
+        0,
+    );
+    assert_eq!(tb.get(11).unwrap().exit.unwrap().status, Some(3 << 8));
+    assert_eq!(
+        tb.missing_details(),
+        [(10, TICK)],
+        "zombies have no details left"
+    );
+    tb.procs.get_mut(&10).unwrap().ns[NS_NET] = 77; // as an event would have set it
+    let mut ns = [5; NS_COUNT];
+    ns[NS_PID] = 1;
+    let d = |start| crate::table::scan::Details {
+        pid: 10,
+        start_ns: start,
+        argv: b"x\0".to_vec(),
+        exe: "/bin/x".into(),
+        ns,
+    };
+    tb.fill_details(vec![d(2 * TICK)]); // another process by now: ignored
+    assert_eq!(tb.get(10).unwrap().ns[NS_MNT], 0);
+    tb.fill_details(vec![d(TICK)]);
+    let p = tb.get(10).unwrap();
+    assert_eq!((p.ns[NS_PID], p.ns[NS_NET], p.ns[NS_MNT]), (HOST_NS, 77, 5));
+    assert!(tb.missing_details().is_empty());
 }
 
 #[test]

@@ -45,8 +45,8 @@ pub struct ProcessView {
     pub cpu_s: f64,
     pub rss_bytes: u64,
     pub pidns: u32,
-    /// Namespace inodes by /proc/<pid>/ns name (null: not known yet — processes found by
-    /// the start-up scan get them from their next event).
+    /// Namespace inodes by /proc/<pid>/ns name (null: not known — processes found by the
+    /// start-up scan get them from a background read right after the agent is ready).
     pub ns: crate::views::events::NsJson,
     /// The cgroup path container attribution used (v2 first, else a v1 hierarchy's).
     pub cgroup: String,
