@@ -251,16 +251,17 @@ fn huge_and_non_utf8_command_lines_and_names_are_shown_bounded_and_escaped() {
     let odd = odd_processes();
     let agent = Agent::start(&[]);
     let pidns = odd.pidns.to_string();
-    // The agent starts after the process: its start-up scan must find it.
+    // The agent starts after the process: its start-up scan must find it, and the pass
+    // right after ready read its command line.
     let tree = eventually(
         Duration::from_secs(10),
-        "the odd process in the tree",
+        "the odd process in the tree with its command line",
         || {
             let t = agent.json(&["tree", &pidns]);
             t["processes"]
                 .as_array()?
                 .iter()
-                .any(|p| p["comm"] == ODD_COMM)
+                .any(|p| p["comm"] == ODD_COMM && p["cmdline"] != "")
                 .then_some(t)
         },
     );
