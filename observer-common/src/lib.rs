@@ -63,13 +63,15 @@ pub enum EventKind {
     Setns = 5,
     Unshare = 6,
     CgroupAttach = 7,
+    Signal = 8,
+    Oom = 9,
 }
 
 /// Number of slots in the per-kind counter arrays (index = kind number; slot 0 unused).
-pub const KIND_SLOTS: usize = 8;
+pub const KIND_SLOTS: usize = 10;
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::Exit,
@@ -77,6 +79,8 @@ impl EventKind {
         EventKind::Setns,
         EventKind::Unshare,
         EventKind::CgroupAttach,
+        EventKind::Signal,
+        EventKind::Oom,
     ];
 
     pub const fn from_u32(v: u32) -> Option<Self> {
@@ -88,6 +92,8 @@ impl EventKind {
             5 => EventKind::Setns,
             6 => EventKind::Unshare,
             7 => EventKind::CgroupAttach,
+            8 => EventKind::Signal,
+            9 => EventKind::Oom,
             _ => return None,
         })
     }
@@ -102,6 +108,8 @@ impl EventKind {
             EventKind::Setns => "setns",
             EventKind::Unshare => "unshare",
             EventKind::CgroupAttach => "cgroup_attach",
+            EventKind::Signal => "signal",
+            EventKind::Oom => "oom",
         }
     }
 
@@ -114,6 +122,8 @@ impl EventKind {
             EventKind::Free => core::mem::size_of::<FreeEvent>(),
             EventKind::Setns | EventKind::Unshare => core::mem::size_of::<NsEvent>(),
             EventKind::CgroupAttach => core::mem::size_of::<CgroupAttachEvent>(),
+            EventKind::Signal => core::mem::size_of::<SignalEvent>(),
+            EventKind::Oom => core::mem::size_of::<OomEvent>(),
         }
     }
 }
@@ -238,6 +248,70 @@ pub struct CgroupAttachEvent {
     pub path: [u8; CGROUP_PATH_LEN],
 }
 
+/// Bit `n` of the wanted-signals mask set by the loader: signal `n` (1..=64) is reported.
+pub const fn signal_bit(sig: u32) -> u64 {
+    if sig == 0 || sig > 64 {
+        0
+    } else {
+        1u64 << (sig - 1)
+    }
+}
+
+/// SIGCHLD: sent to a parent for every child that ends, so never reported unless asked for,
+/// not even when its target is a pid-namespace init.
+pub const SIGCHLD: u32 = 17;
+
+/// `signal:signal_generate`: a signal was generated for a task. The header and `task`
+/// describe the target; the sender is the task that was running (for signals the kernel
+/// raises itself — the OOM killer, a fault, a dying pid-namespace init — the task in whose
+/// context it happened). Reported when the signal is in the loader's mask, or when the
+/// target is PID 1 of a pid namespace other than the host's (any signal but SIGCHLD).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalEvent {
+    pub header: EventHeader,
+    pub task: TaskInfo,
+    pub sender_start_ns: u64,
+    pub sender_cgroup_id: u64,
+    pub sender_tgid: u32,
+    pub sender_pid: u32,
+    /// Inode of the sender's pid namespace.
+    pub sender_pidns: u32,
+    pub sig: u32,
+    /// `si_code` as the tracepoint records it (SI_USER 0 for kill(2), SI_TKILL -6, SI_KERNEL
+    /// 0x80, a fault's positive code...).
+    pub code: i32,
+    /// 1 when sent to the whole thread group.
+    pub group: u32,
+    /// TRACE_SIGNAL_*: 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lost info.
+    pub result: u32,
+    pub _pad: u32,
+    pub sender_comm: [u8; COMM_LEN],
+}
+
+/// Which optional fields of [`OomEvent`] this kernel's `oom:mark_victim` record has.
+pub const OOM_HAS_RSS: u32 = 1 << 0;
+pub const OOM_HAS_SCORE_ADJ: u32 = 1 << 1;
+
+/// `oom:mark_victim`: the OOM killer chose a victim (its SIGKILL follows). The header is
+/// the task in whose context the kill happened (the one whose allocation failed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    pub header: EventHeader,
+    /// The victim's host tgid.
+    pub victim_pid: u32,
+    /// `OOM_HAS_*` bits (kernels before 6.1 report the pid only).
+    pub flags: u32,
+    /// In KiB, as the tracepoint records them.
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub oom_score_adj: i32,
+    pub _pad: u32,
+}
+
 /// In-kernel counters, one copy per CPU (a `PerCpuArray` with a single entry); userspace
 /// sums the CPUs. Index = [`EventKind`] number.
 #[repr(C)]
@@ -277,7 +351,14 @@ const _: () = {
     assert!(size_of::<CgroupAttachEvent>() == 424);
     assert!(offset_of!(CgroupAttachEvent, dst_cgroup_id) == 144);
     assert!(offset_of!(CgroupAttachEvent, path) == 168);
-    assert!(size_of::<Stats>() == 192);
+    assert!(size_of::<SignalEvent>() == 208);
+    assert!(offset_of!(SignalEvent, sender_start_ns) == 144);
+    assert!(offset_of!(SignalEvent, sig) == 172);
+    assert!(offset_of!(SignalEvent, sender_comm) == 192);
+    assert!(size_of::<OomEvent>() == 72);
+    assert!(offset_of!(OomEvent, total_vm_kb) == 32);
+    assert!(offset_of!(OomEvent, oom_score_adj) == 64);
+    assert!(size_of::<Stats>() == 240);
 };
 
 #[cfg(feature = "user")]

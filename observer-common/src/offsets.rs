@@ -93,6 +93,14 @@ offsets! {
     binprm_filename,
     /// Offset of `ret` in the `syscalls:sys_exit_*` tracepoint record (from its format file).
     tp_sys_exit_ret,
+    /// Fields of the `oom:mark_victim` record (from its format file); all but the pid are
+    /// absent before Linux 6.1.
+    tp_oom_pid,
+    tp_oom_total_vm,
+    tp_oom_anon_rss,
+    tp_oom_file_rss,
+    tp_oom_shmem_rss,
+    tp_oom_score_adj,
 }
 
 const _: () = assert!(core::mem::size_of::<Offsets>() == Offsets::COUNT * 4);

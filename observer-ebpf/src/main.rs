@@ -23,10 +23,11 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use observer_common::{
-    CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent, NsEvent,
-    Offsets, Stats, TaskInfo, ARGS_LEN,
+    signal_bit, CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
+    FreeEvent, NsEvent, Offsets, OomEvent, SignalEvent, Stats, TaskInfo, ABSENT, ARGS_LEN,
+    COMM_LEN, OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, SIGCHLD,
 };
-use task::{fill_identity, fill_task, Reader};
+use task::{cgroup_id, fill_identity, fill_task, own_pid, Reader};
 
 /// Member offsets of the running kernel, written by the loader (`override_global("OFFS")`).
 #[unsafe(no_mangle)]
@@ -52,6 +53,11 @@ pub fn read_offset(p: *const u32) -> u32 {
 /// event would cost the agent a context switch per event. Set by the loader.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
+
+/// Signals reported (bit n-1 for signal n, observer_common::signal_bit). Set by the loader
+/// (`--signals`); the rest are dropped here, before a record is reserved.
+#[unsafe(no_mangle)]
+static SIGNAL_MASK: u64 = 0;
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -302,6 +308,101 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     {
         r.fail();
     }
+    entry.submit(wakeup_flags());
+    finish(kind, &r);
+    0
+}
+
+// signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
+//                 int group, int result)
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let sig = ctx.arg::<u64>(0) as u32;
+    let info: u64 = ctx.arg(1);
+    let task: u64 = ctx.arg(2);
+    let group: u64 = ctx.arg(3);
+    let result: u64 = ctx.arg(4);
+    // SAFETY: reading an initialised static.
+    let mask = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SIGNAL_MASK)) };
+    if mask & signal_bit(sig) == 0 {
+        if sig == SIGCHLD {
+            return 0;
+        }
+        // Any other signal to PID 1 of a container's pid namespace is reported: that is
+        // where a missing handler makes `docker stop` wait for its timeout.
+        let mut r = Reader::new();
+        let (level, nr, _) = own_pid(task, &mut r);
+        if level == 0 || nr != 1 {
+            return 0;
+        }
+    }
+    let kind = EventKind::Signal;
+    let mut entry = reserve!(SignalEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
+    let id = bpf_get_current_pid_tgid();
+    ev.sender_tgid = (id >> 32) as u32;
+    ev.sender_pid = id as u32;
+    let current = unsafe { bpf_get_current_task() };
+    ev.sender_start_ns = r.read(current, off!(task_start_boottime));
+    ev.sender_cgroup_id = cgroup_id(current, &mut r);
+    ev.sender_pidns = own_pid(current, &mut r).2;
+    ev.sender_comm = r.read::<[u8; COMM_LEN]>(current, off!(task_comm));
+    ev.sig = sig;
+    // As TP_STORE_SIGINFO: SEND_SIG_NOINFO (0) is a user's kill, SEND_SIG_PRIV (1) the
+    // kernel's; otherwise kernel_siginfo.si_code (after si_signo and si_errno).
+    ev.code = match info {
+        0 => 0,
+        1 => 0x80,
+        _ => r.read(info, 8),
+    };
+    ev.group = (group as u32 != 0) as u32;
+    ev.result = result as u32;
+    ev._pad = 0;
+    entry.submit(wakeup_flags());
+    finish(kind, &r);
+    0
+}
+
+/// A field of a tracepoint record at a load-time offset; 0 when this kernel lacks it.
+#[inline(always)]
+fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u32, r: &mut Reader) -> T {
+    if off == ABSENT {
+        return T::default();
+    }
+    match unsafe { ctx.read_at::<T>(off as usize) } {
+        Ok(v) => v,
+        Err(_) => {
+            r.fail();
+            T::default()
+        }
+    }
+}
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn mark_victim(ctx: TracePointContext) -> i32 {
+    let kind = EventKind::Oom;
+    let mut entry = reserve!(OomEvent, kind);
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut r = Reader::new();
+    let id = bpf_get_current_pid_tgid();
+    header(&mut ev.header, kind, (id >> 32) as u32, id as u32);
+    ev.victim_pid = tp_field::<i32>(&ctx, off!(tp_oom_pid), &mut r) as u32;
+    ev.total_vm_kb = tp_field(&ctx, off!(tp_oom_total_vm), &mut r);
+    ev.anon_rss_kb = tp_field(&ctx, off!(tp_oom_anon_rss), &mut r);
+    ev.file_rss_kb = tp_field(&ctx, off!(tp_oom_file_rss), &mut r);
+    ev.shmem_rss_kb = tp_field(&ctx, off!(tp_oom_shmem_rss), &mut r);
+    ev.oom_score_adj = tp_field::<i16>(&ctx, off!(tp_oom_score_adj), &mut r) as i32;
+    let mut flags = 0;
+    if off!(tp_oom_anon_rss) != ABSENT {
+        flags |= OOM_HAS_RSS;
+    }
+    if off!(tp_oom_score_adj) != ABSENT {
+        flags |= OOM_HAS_SCORE_ADJ;
+    }
+    ev.flags = flags;
+    ev._pad = 0;
     entry.submit(wakeup_flags());
     finish(kind, &r);
     0

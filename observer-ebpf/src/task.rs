@@ -156,11 +156,7 @@ pub fn fill_task(task: u64, t: &mut TaskInfo, r: &mut Reader) {
         ns[NS_TIME] = inum(off!(nsproxy_time), off!(timens_inum));
     }
 
-    // cgroup v2 id: task->cgroups->dfl_cgrp->kn->id.
-    let css_set: u64 = r.read(task, off!(task_cgroups));
-    let cgrp: u64 = r.read(css_set, off!(css_set_dfl_cgrp));
-    let kn: u64 = r.read(cgrp, off!(cgroup_kn));
-    t.cgroup_id = r.read(kn, off!(kernfs_node_id));
+    t.cgroup_id = cgroup_id(task, r);
 
     t.comm = r.read::<[u8; COMM_LEN]>(task, off!(task_comm));
     t.pid_level = level;
@@ -186,4 +182,29 @@ pub fn fill_identity(task: u64, t: &mut TaskInfo, r: &mut Reader) {
     t.ns = [0; NS_COUNT];
     t.comm = r.read::<[u8; COMM_LEN]>(task, off!(task_comm));
     t.flags = if r.failed() { TASK_FLAG_READ_ERROR } else { 0 };
+}
+
+/// The pid-namespace depth of `task`, its PID at that innermost level and that namespace's
+/// inode: (0, host pid, host pidns) on the host. For the signal program's filter (is the
+/// target PID 1 of a container's namespace?) and the sender's namespace.
+#[inline(always)]
+pub fn own_pid(task: u64, r: &mut Reader) -> (u32, u32, u32) {
+    let pid: u64 = r.read(task, off!(task_thread_pid));
+    if pid == 0 {
+        return (0, 0, 0);
+    }
+    let level: u32 = r.read(pid, off!(pid_level));
+    let own = pid + off!(pid_numbers) as u64 + level as u64 * off!(upid_size) as u64;
+    let nr = r.read(own, off!(upid_nr));
+    let ns = r.read_via(own, off!(upid_ns), off!(pidns_inum));
+    (level, nr, ns)
+}
+
+/// The cgroup v2 id of `task` (`cgroups->dfl_cgrp->kn->id`).
+#[inline(always)]
+pub fn cgroup_id(task: u64, r: &mut Reader) -> u64 {
+    let css_set: u64 = r.read(task, off!(task_cgroups));
+    let cgrp: u64 = r.read(css_set, off!(css_set_dfl_cgrp));
+    let kn: u64 = r.read(cgrp, off!(cgroup_kn));
+    r.read(kn, off!(kernfs_node_id))
 }

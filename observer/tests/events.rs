@@ -281,3 +281,74 @@ fn unprivileged_user_is_told_to_use_root() {
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
+
+#[test]
+fn signals_to_a_namespace_init_and_an_oom_kill_carry_the_kernels_verdict() {
+    let mut s = EventStream::start(&["--type", "signal,oom"]);
+    // SIGTERM to PID 1 of a new pid namespace whose command has no handler: the kernel
+    // ignores it (result 1); the SIGKILL that follows is delivered.
+    let mut ns = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    let init: u32 = eventually(Duration::from_secs(10), "the namespace's init", || {
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", ns.id()))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    eventually(Duration::from_secs(10), "sleep to run", || {
+        (std::fs::read_to_string(format!("/proc/{init}/comm"))
+            .ok()?
+            .trim()
+            == "sleep")
+            .then_some(())
+    });
+    unsafe { libc::kill(init as i32, libc::SIGTERM) };
+    let term = s.wait_for(T, "SIGTERM to the init", |v| {
+        is(v, "signal", init as u64) && v["signal"] == "SIGTERM"
+    });
+    assert_eq!(term["result"], "ignored", "{term:#}");
+    assert_eq!(term["sender"]["pid"], std::process::id());
+    assert_eq!(term["ns_pids"][1], 1);
+    assert_eq!(term["code"], 0, "kill(2): SI_USER");
+    unsafe { libc::kill(init as i32, libc::SIGKILL) };
+    let kill = s.wait_for(T, "SIGKILL to the init", |v| {
+        is(v, "signal", init as u64) && v["signal"] == "SIGKILL"
+    });
+    assert_eq!(kill["result"], "delivered");
+    let _ = ns.wait();
+
+    // An OOM kill in a launcher container limited to 32 MiB: the victim, then the kernel's
+    // own SIGKILL to it.
+    let name = format!("observer-test-oom-{}", std::process::id());
+    let out = observer()
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--memory",
+            "32M",
+            "--",
+            "sh",
+            "-c",
+            "tail /dev/zero",
+        ])
+        .output()
+        .unwrap();
+    let _ = observer().args(["rm", "-f", &name]).output();
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    let oom = s.wait_for(T, "the OOM victim", |v| v["type"] == "oom");
+    let victim = oom["victim_pid"].as_u64().unwrap();
+    if !oom["anon_rss_kb"].is_null() {
+        assert!(oom["anon_rss_kb"].as_u64().unwrap() > 1024, "{oom:#}");
+    }
+    let by_kernel = s.wait_for(T, "the OOM killer's SIGKILL", |v| {
+        is(v, "signal", victim) && v["signal"] == "SIGKILL"
+    });
+    assert_eq!(by_kernel["code"], 128, "SI_KERNEL: {by_kernel:#}");
+    let (status, _) = s.stop();
+    assert!(status.success());
+}

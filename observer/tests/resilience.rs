@@ -3,7 +3,8 @@
 //! to /proc right after), and an agent killed with SIGKILL under load (nothing left attached,
 //! the stale socket does not block the next agent, which rebuilds an exact table and says
 //! that its predecessor died), and memory bounds (ended containers evicted past their
-//! retention and over --max-containers, counted; live ones kept). Run as root.
+//! retention and over --max-containers, counted; live ones kept), and the cheap periodic
+//! check that replaces full scans when nothing was lost. Run as root.
 
 mod common;
 
@@ -188,6 +189,58 @@ fn forced_ring_buffer_overflow_is_counted_reconciled_at_once_and_the_table_equal
         "storm of 6,000 spawns took {storm_took:?}; {dropped} events dropped, {} received; table equal to /proc {:?} after the storm",
         total(&st, "received"),
         ended.elapsed()
+    );
+}
+
+#[test]
+fn with_no_event_lost_the_periodic_check_reads_only_the_process_ids_even_during_a_storm() {
+    // A check every second, a full scan never (1 h): the check must tolerate processes
+    // that start and end while it reads /proc, and the table stay exact without full scans.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "1s",
+        "--full-reconcile-interval",
+        "1h",
+    ]);
+    let storm = Storm::new(2, 8000);
+    let t = Instant::now();
+    storm.run(Duration::from_secs(120));
+    let storm_took = t.elapsed();
+    let checks_after_storm = status(&agent)["checks"].as_u64().unwrap();
+    eventually(Duration::from_secs(5), "two more checks", || {
+        (status(&agent)["checks"].as_u64()? >= checks_after_storm + 2).then_some(())
+    });
+    let st = status(&agent);
+    assert_eq!(
+        total(&st, "dropped"),
+        0,
+        "no event lost with the default ring buffer: {st:#}"
+    );
+    assert_eq!(
+        st["reconciliations"], 0,
+        "a check found a disagreement although no event was lost: {st:#}"
+    );
+    assert_table_equals_proc(&agent, Duration::from_secs(2));
+    eprintln!(
+        "{} checks, 0 full scans; storm of 16,000 spawns took {storm_took:?}",
+        st["checks"]
+    );
+    drop(agent);
+
+    // The long interval still brings a full scan.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "1s",
+        "--full-reconcile-interval",
+        "2s",
+    ]);
+    eventually(
+        Duration::from_secs(10),
+        "a full scan after the long interval",
+        || {
+            let st = status(&agent);
+            (st["reconciliations"].as_u64()? >= 1 && st["checks"].as_u64()? >= 1).then_some(())
+        },
     );
 }
 

@@ -42,6 +42,10 @@ pub struct Health {
     pub missing: Vec<(String, String)>,
     pub corrections: u64,
     pub reconciliations: u64,
+    /// Cheap reconciliation checks (one read of /proc's directory, compared with the
+    /// table); those that found a disagreement started a full scan.
+    #[serde(default)]
+    pub checks: u64,
     pub last_scan_s: f64,
     /// Processes by /proc state letter as of the last scan (seed or reconciliation).
     pub states: BTreeMap<String, u64>,
@@ -75,6 +79,7 @@ pub struct Inputs<'a> {
     pub attached: &'a [String],
     pub missing: &'a [(String, String)],
     pub reconciliations: u64,
+    pub checks: u64,
     pub last_scan_s: f64,
     pub states: &'a BTreeMap<String, u64>,
     pub http: Vec<super::http::ConnCounts>,
@@ -110,6 +115,7 @@ pub fn health(i: Inputs) -> Health {
         missing: i.missing.to_vec(),
         corrections: t.stats.corrections,
         reconciliations: i.reconciliations,
+        checks: i.checks,
         last_scan_s: i.last_scan_s,
         states: i.states.clone(),
         adoptions: [("subreaper", 0), ("namespace_init", 1), ("host_init", 2)]
@@ -118,7 +124,7 @@ pub fn health(i: Inputs) -> Health {
             .collect(),
         cgroup_walks: t.stats.cgroup_walks,
         http: i.http,
-        evictions: t.stats.evictions,
+        evictions: t.evictions(),
         retained: t.retained(),
         name_cache_evictions: 0,
         agent_starts: i.restarts.starts,

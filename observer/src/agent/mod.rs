@@ -46,7 +46,10 @@ pub struct AgentConfig {
     /// A listener with only /metrics, /healthz and /readyz.
     pub metrics_listen: Option<SocketAddr>,
     pub socket: PathBuf,
+    /// A check runs every `reconcile_every`; a full scan when it finds a difference, when
+    /// events were lost, and every `full_reconcile_every`.
     pub reconcile_every: Duration,
+    pub full_reconcile_every: Duration,
     pub state_dirs: StateDirs,
     pub metrics_labels: Vec<String>,
     pub http_limits: http::Limits,
@@ -99,6 +102,17 @@ fn start_scan(redact: Option<Redactor>) -> ScanJob {
         let _ = tx.send((s, t.elapsed()));
     });
     ScanJob { started_ns, rx }
+}
+
+/// The cheap reconciliation check: /proc's process ids (one directory read, no per-process
+/// file), compared with the table on the event loop.
+fn start_check() -> oneshot::Receiver<(Vec<u32>, u64)> {
+    let (tx, rx) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let started_ns = boot_now_ns();
+        let _ = tx.send((scan::pids(), started_ns));
+    });
+    rx
 }
 
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
@@ -179,6 +193,7 @@ async fn serve(
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let mut table = Table::new(host_pidns, cgroupfs);
+    table.history_limits = cfg.memory.history;
 
     let t = Instant::now();
     let scans = tokio::task::spawn_blocking(|| scan::scan_all(false)).await?;
@@ -252,6 +267,9 @@ async fn serve(
         .map(|k| k.total_dropped())
         .unwrap_or(0);
     let mut reconciliations = 0u64;
+    let mut checks = 0u64;
+    let mut check: Option<oneshot::Receiver<(Vec<u32>, u64)>> = None;
+    let mut last_full = Instant::now();
     // Events were lost while a scan ran: that scan may predate what they described.
     let mut rescan = false;
 
@@ -290,6 +308,7 @@ async fn serve(
                         attached: &probes.attached,
                         missing: &probes.missing,
                         reconciliations,
+                        checks,
                         last_scan_s: last_scan.as_secs_f64(),
                         states: &states,
                         http: servers.counts(),
@@ -305,7 +324,29 @@ async fn serve(
                     trim_heap();
                 }
             }
-            _ = reconcile.tick(), if job.is_none() => job = Some(start_scan(cfg.redact.clone())),
+            _ = reconcile.tick(), if job.is_none() && check.is_none() => {
+                if last_full.elapsed() >= cfg.full_reconcile_every {
+                    job = Some(start_scan(cfg.redact.clone()));
+                } else {
+                    check = Some(start_check());
+                }
+            }
+            pids = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
+                check = None;
+                // The table as of now: what happened while /proc was read applied first.
+                pump(&mut reader, &mut table, &ev_tx, redact);
+                let differ = match pids {
+                    Ok((pids, started_ns)) => table.disagreements(&pids, started_ns, |pid| {
+                        scan::live(pid).map(|l| l.start_ticks)
+                    }),
+                    Err(_) => 1,
+                };
+                checks += 1;
+                if differ > 0 && job.is_none() {
+                    log::debug!("/proc and the table disagree on {differ} processes: reading all of /proc");
+                    job = Some(start_scan(cfg.redact.clone()));
+                }
+            }
             r = async { (&mut job.as_mut().expect("guarded").rx).await }, if job.is_some() => {
                 let started_ns = job.take().expect("guarded").started_ns;
                 if let Ok((scans, took)) = r {
@@ -319,6 +360,7 @@ async fn serve(
                     trim_heap();
                     last_scan = took;
                     reconciliations += 1;
+                    last_full = Instant::now();
                     if fixes > 0 {
                         log::info!("reconciliation fixed {fixes} entries ({} processes)", table.len());
                     }

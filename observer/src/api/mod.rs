@@ -4,7 +4,9 @@
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
-//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/events[?type=a,b]` (NDJSON stream).
+//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/containers/{ref}/history[?since=&failed=&comm=]`,
+//! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
+//! `/v1/signals` (the same stream, signal and OOM events only).
 
 pub mod client;
 pub mod service;
@@ -135,6 +137,33 @@ struct ProcessesQuery {
     container: Option<String>,
 }
 
+/// `?since=10m&failed=true&comm=sh` of `/v1/containers/{ref}/history`.
+#[derive(Deserialize)]
+struct HistoryQuery {
+    since: Option<String>,
+    #[serde(default)]
+    failed: bool,
+    comm: Option<String>,
+}
+
+impl HistoryQuery {
+    fn filter(self) -> Result<crate::views::history::HistoryFilter, String> {
+        let since_s = match self.since {
+            Some(s) => Some(
+                humantime::parse_duration(&s)
+                    .map_err(|e| format!("since={s}: {e} (e.g. 10m, 90s, 2h)\n"))?
+                    .as_secs_f64(),
+            ),
+            None => None,
+        };
+        Ok(crate::views::history::HistoryFilter {
+            since_s,
+            failed: self.failed,
+            comm: self.comm,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct EventsQuery {
     #[serde(rename = "type")]
@@ -246,12 +275,19 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             }
             fresh.insert(path, r);
         }
-        let samples = crate::views::metrics::samples(
+        let mut samples = crate::views::metrics::samples(
             &mut ctx,
             &snap.containers,
             &st.metrics_labels,
             |path| fresh.get(path).copied().unwrap_or_default(),
         );
+        // Ended containers: their counters only (no cgroup left to read).
+        let mut ended =
+            crate::views::metrics::samples(&mut ctx, &snap.ended, &st.metrics_labels, |_| {
+                Resources::default()
+            });
+        ended.iter_mut().for_each(|s| s.ended = true);
+        samples.extend(ended);
         Some(crate::views::metrics::render(&samples, &health))
     })
     .await;
@@ -338,7 +374,32 @@ pub fn router(st: ApiState) -> Router {
             ),
         )
         .route("/v1/zombies", get(listing(service::zombies)))
+        .route(
+            "/v1/containers/{reference}/history",
+            get(
+                |State(st): State<ApiState>,
+                 Path(r): Path<String>,
+                 Query(q): Query<HistoryQuery>| async move {
+                    match q.filter() {
+                        Ok(f) => blocking(st, move |s, c| service::history(s, c, &r, &f)).await,
+                        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                    }
+                },
+            ),
+        )
+        .route("/v1/why/{reference}", get(by_reference(service::why)))
         .route("/v1/events", get(events))
+        .route(
+            "/v1/signals",
+            get(|st: State<ApiState>| {
+                events(
+                    st,
+                    Query(EventsQuery {
+                        types: Some("signal,oom".into()),
+                    }),
+                )
+            }),
+        )
         .with_state(st);
     gate(r, ready)
 }

@@ -4,14 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    containers::pods::Pod,
-    table::snapshot::{Scope, Snapshot},
+    containers::{pods::Pod, ContainerKey},
+    table::{
+        snapshot::{Scope, Snapshot},
+        summary::ContainerSummary,
+    },
     views::{
+        history::{self, EndedView, HistoryFilter, HistoryView},
         lists,
         model::{ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
         pods::{self, PodTreeView, PodView},
         select::{select, Selection},
         tree,
+        why::{self, WhyView},
     },
 };
 
@@ -187,4 +192,186 @@ pub fn pods(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<PodView>, ApiErro
 
 pub fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieView>, ApiError> {
     Ok(lists::zombies(ctx, &snap(src, Scope::Zombies)?))
+}
+
+/// The container a history or `why` reference names: a container the registry has, or
+/// one only a history remains of (its runtime removed it and the registry let it go),
+/// by id, id prefix or the name it last had.
+fn history_key(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
+    match resolve(src, ctx, query) {
+        Ok((Target::Container(i), _)) => {
+            let s = snap(src, Scope::Containers)?;
+            if let Some(c) = s.container(i) {
+                return Ok((c.container.key.clone(), Some(c.clone())));
+            }
+            Err(ApiError::Unavailable)
+        }
+        Ok((Target::Pod(_), _)) => Err(ApiError::IsPod {
+            query: query.into(),
+        }),
+        Err(ApiError::NotFound { candidates, .. }) => {
+            let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
+            let q = query.trim();
+            let hits: Vec<ContainerKey> = keys
+                .into_iter()
+                .filter(|k| {
+                    k.id == q
+                        || (q.len() >= 4 && k.id.starts_with(q))
+                        || ctx.resolver.meta(k, None, None).name.as_deref() == Some(q)
+                })
+                .collect();
+            match hits.len() {
+                1 => Ok((hits.into_iter().next().expect("one"), None)),
+                0 => Err(ApiError::NotFound {
+                    query: query.into(),
+                    candidates,
+                }),
+                _ => Err(ApiError::Ambiguous {
+                    query: query.into(),
+                    candidates: hits.iter().map(|k| k.id.clone()).collect(),
+                }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn history_entries(
+    src: &dyn Source,
+    ctx: &ViewCtx,
+    keys: Vec<ContainerKey>,
+) -> Result<Vec<(ContainerKey, Vec<EndedView>)>, ApiError> {
+    Ok(snap(src, Scope::History(keys))?
+        .history
+        .into_iter()
+        .map(|(k, es)| {
+            let v = es
+                .iter()
+                .map(|e| history::ended_view(e, ctx.now_ns))
+                .collect();
+            (k, v)
+        })
+        .collect())
+}
+
+/// The processes of a container that already ended (`observer history`).
+pub fn history(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    filter: &HistoryFilter,
+) -> Result<HistoryView, ApiError> {
+    let (key, _) = history_key(src, ctx, query)?;
+    let entries = history_entries(src, ctx, vec![key.clone()])?
+        .into_iter()
+        .flat_map(|(_, es)| es)
+        .filter(|e| filter.keep(e, ctx.now_ns))
+        .collect();
+    let evicted_total = snap(src, Scope::Containers)?.history_evicted;
+    let name = ctx.resolver.meta(&key, None, None).name;
+    Ok(HistoryView {
+        runtime: serde_json::to_value(key.runtime)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        id: key.id,
+        name,
+        entries,
+        evicted_total,
+    })
+}
+
+/// `observer why <container|pid>`.
+pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
+    let now = ctx.now_ns;
+    let signals_of = |s: &Snapshot, pid: u32| -> Vec<history::SignalView> {
+        s.signals
+            .get(&pid)
+            .map(|f| {
+                f.recent
+                    .iter()
+                    .map(|x| history::signal_view(x, now))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let who = |p: &crate::table::Process| {
+        format!(
+            "{} (host pid {}, pid {} in its namespace)",
+            p.comm_str(),
+            p.pid,
+            p.ns_pid()
+        )
+    };
+    let container = history_key(src, ctx, query);
+    if let (Err(ApiError::NotFound { .. }), Ok(pid)) = (&container, query.trim().parse::<u32>()) {
+        let s = snap(src, Scope::All)?;
+        if let Some(p) = s.process(pid).filter(|p| !p.is_zombie()) {
+            let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
+            return Ok(why::live(
+                format!("pid {pid}"),
+                &who(p),
+                ns_init,
+                signals_of(&s, pid),
+            ));
+        }
+        let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
+        let last = history_entries(src, ctx, keys)?
+            .into_iter()
+            .flat_map(|(_, es)| es)
+            .filter(|e| e.pid == pid)
+            .max_by_key(|e| e.end_time_ns);
+        return match last {
+            Some(e) => {
+                let w = format!(
+                    "{} (host pid {pid}, pid {} in its namespace)",
+                    e.comm, e.ns_pid
+                );
+                Ok(why::ended(format!("pid {pid}"), &w, e, now))
+            }
+            None => Err(ApiError::NotFound {
+                query: query.into(),
+                candidates: vec![],
+            }),
+        };
+    }
+    let (key, summary) = container?;
+    let subject = format!("container {query}");
+    if let Some(c) = &summary {
+        let s = snap(src, Scope::Container(c.index))?;
+        if let Some(p) = c
+            .init_pid
+            .and_then(|i| s.process(i))
+            .filter(|p| !p.is_zombie())
+        {
+            let w = format!("PID 1 of {query}, {}", who(p));
+            let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
+            return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid)));
+        }
+    }
+    let init = history_entries(src, ctx, vec![key])?
+        .into_iter()
+        .flat_map(|(_, es)| es)
+        .filter(|e| e.ns_pid == 1 || e.parents.is_empty())
+        .max_by_key(|e| e.end_time_ns);
+    match init {
+        Some(e) => {
+            let w = format!("PID 1 of {query}, {} (host pid {})", e.comm, e.pid);
+            Ok(why::ended(subject, &w, e, now))
+        }
+        None => Ok(WhyView {
+            subject,
+            alive: false,
+            paragraph: format!(
+                "{query} has no running PID 1 and no record of how it ended: it ended before \
+                 the agent started, or its history expired"
+            ),
+            signals: vec![],
+            ended: None,
+        }),
+    }
 }

@@ -42,10 +42,19 @@ pub struct AgentArgs {
     /// Kernel BTF to read struct layouts from.
     #[arg(long, env = "OBSERVER_BTF", value_name = "FILE", default_value = DEFAULT_BTF)]
     btf: PathBuf,
+    /// Signals the kernel side reports: names or numbers, `default` (those that end or stop
+    /// a process by default), `all`, `-NAME` to leave one out. Any signal but SIGCHLD to
+    /// PID 1 of a container's pid namespace is reported regardless.
+    #[arg(long, env = "OBSERVER_SIGNALS", value_name = "LIST", default_value = "default", value_parser = crate::events::signals::parse_mask)]
+    signals: u64,
     /// How often to reconcile the table with /proc (also done at once when events are lost;
     /// at least 1s).
     #[arg(long, env = "OBSERVER_RECONCILE_INTERVAL", value_name = "DURATION", default_value = "30s", value_parser = parse_reconcile)]
     reconcile_interval: Duration,
+    /// How often the reconciliation reads all of /proc even when a check finds /proc's
+    /// process ids equal to the table's and no event was lost (at least 1s).
+    #[arg(long, env = "OBSERVER_FULL_RECONCILE_INTERVAL", value_name = "DURATION", default_value = "10m", value_parser = parse_reconcile)]
+    full_reconcile_interval: Duration,
     /// Docker's data root (container names from containers/<id>/config.v2.json).
     #[arg(
         long,
@@ -101,6 +110,16 @@ pub struct AgentArgs {
     /// How long an ended container stays in the views and metrics.
     #[arg(long, env = "OBSERVER_CONTAINER_RETENTION", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     container_retention: Duration,
+    /// Ended processes kept in each container's history (`observer history`).
+    #[arg(long, env = "OBSERVER_HISTORY_PER_CONTAINER", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    history_per_container: u32,
+    /// Ended processes kept in all histories together (the oldest go first).
+    #[arg(long, env = "OBSERVER_HISTORY_MAX", value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    history_max: u32,
+    /// How long a container's history stays after its last entry (also after the
+    /// container is removed).
+    #[arg(long, env = "OBSERVER_HISTORY_RETENTION", value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    history_retention: Duration,
     /// Log lines as text or as one JSON object per line (for log shippers).
     #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -155,11 +174,13 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         probes: ProbeConfig {
             ringbuf_bytes: a.ringbuf_size,
             btf: a.btf,
+            signal_mask: a.signals,
         },
         listen: a.listen,
         metrics_listen: a.metrics_listen,
         socket: a.socket,
         reconcile_every: a.reconcile_interval,
+        full_reconcile_every: a.full_reconcile_interval,
         state_dirs: StateDirs {
             docker: a.docker_root,
             containerd: a.containerd_state,
@@ -188,6 +209,11 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         memory: crate::table::gc::Limits {
             max_containers: a.max_containers as usize,
             retention_ns: a.container_retention.as_nanos().min(u64::MAX as u128) as u64,
+            history: crate::table::history::HistoryLimits {
+                per_container: a.history_per_container as usize,
+                total: a.history_max as usize,
+                retention_ns: a.history_retention.as_nanos().min(u64::MAX as u128) as u64,
+            },
         },
         json_logs: a.log_format == LogFormat::Json,
         web,

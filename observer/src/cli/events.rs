@@ -23,7 +23,7 @@ pub struct EventsArgs {
     #[arg(long)]
     json: bool,
     /// Only these event types (comma-separated or repeated): fork, exec, exit, free, setns,
-    /// unshare, cgroup_attach.
+    /// unshare, cgroup_attach, signal, oom.
     #[arg(long = "type", value_name = "TYPE", value_delimiter = ',', value_parser = parse_kind)]
     types: Vec<EventKind>,
     /// Only events about this host process id (tgid), or its children for fork.
@@ -38,6 +38,9 @@ pub struct EventsArgs {
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_BTF)]
     btf: PathBuf,
+    /// Signals reported (as `observer agent --signals`).
+    #[arg(long, value_name = "LIST", default_value = "default", value_parser = crate::events::signals::parse_mask)]
+    signals: u64,
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
@@ -68,7 +71,8 @@ impl Filter {
         match self.pid {
             None => true,
             Some(p) => {
-                ev.header().tgid == p || (ev.kind() == EventKind::Fork && ev.task().ppid == p)
+                ev.header().tgid == p
+                    || (ev.kind() == EventKind::Fork && ev.task().is_some_and(|t| t.ppid == p))
             }
         }
     }
@@ -115,6 +119,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let cfg = ProbeConfig {
         ringbuf_bytes: args.ringbuf_size,
         btf: args.btf.clone(),
+        signal_mask: args.signals,
     };
     let (probes, ring) = Probes::load(&cfg)?;
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;

@@ -57,6 +57,32 @@ enum Command {
         #[command(flatten)]
         opts: views::ViewOpts,
     },
+    /// Processes of a container that already ended: command, parents, duration, exit code
+    /// or signal and who sent it, OOM kills, deaths with the pid namespace (needs the agent;
+    /// kept after the container is removed).
+    History {
+        /// Container name, id or unique id prefix (also of a removed container).
+        container: String,
+        /// Only processes that ended within this time (e.g. 10m).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only processes that ended with a signal or a non-zero code.
+        #[arg(long)]
+        failed: bool,
+        /// Only processes with this command name.
+        #[arg(long, value_name = "COMM")]
+        comm: Option<String>,
+        #[command(flatten)]
+        opts: views::ViewOpts,
+    },
+    /// Say how a container's PID 1 (or a process) ended, or which signals it is ignoring,
+    /// with the evidence: sender, the kernel's verdict, OOM facts, exit code.
+    Why {
+        /// A container (as for `history`) or a host pid.
+        target: String,
+        #[command(flatten)]
+        opts: views::ViewOpts,
+    },
     /// List zombies node-wide with their age, container and the parent not reaping them.
     Zombies {
         #[command(flatten)]
@@ -132,6 +158,24 @@ pub fn main() -> ExitCode {
         Command::Containers { opts } => views::run(opts, views::View::Containers),
         Command::Zombies { opts } => views::run(opts, views::View::Zombies),
         Command::Pods { opts } => views::run(opts, views::View::Pods),
+        Command::History {
+            container,
+            since,
+            failed,
+            comm,
+            opts,
+        } => views::run(
+            opts,
+            views::View::History(
+                container,
+                crate::views::history::HistoryFilter {
+                    since_s: since.map(|d| d.as_secs_f64()),
+                    failed,
+                    comm,
+                },
+            ),
+        ),
+        Command::Why { target, opts } => views::run(opts, views::View::Why(target)),
         Command::Events(args) => events::run(args),
         Command::Launcher(cmd) => return launcher::run(cmd),
         Command::Completions { shell } => {

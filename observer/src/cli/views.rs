@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::views::history::{self, HistoryFilter, HistoryView};
 use crate::{
     api::{
         client::{self, ClientError},
@@ -28,6 +29,7 @@ use crate::{
         pods::{self, PodTreeView, PodView},
         text::Style,
         tree,
+        why::{self, WhyView},
     },
 };
 
@@ -58,6 +60,8 @@ pub enum View {
     Ps(Option<String>),
     Containers,
     Zombies,
+    History(String, HistoryFilter),
+    Why(String),
 }
 
 /// A table built from one /proc scan, for when no agent runs.
@@ -82,6 +86,25 @@ fn api_path(v: &View) -> String {
         View::Ps(None) => "/v1/processes".into(),
         View::Containers => "/v1/containers".into(),
         View::Zombies => "/v1/zombies".into(),
+        View::History(c, f) => {
+            let mut q = Vec::new();
+            if let Some(s) = f.since_s {
+                q.push(format!("since={}ms", (s * 1000.0) as u64));
+            }
+            if f.failed {
+                q.push("failed=true".into());
+            }
+            if let Some(c) = &f.comm {
+                q.push(format!("comm={}", enc(c)));
+            }
+            let q = if q.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", q.join("&"))
+            };
+            format!("/v1/containers/{}/history{q}", enc(c))
+        }
+        View::Why(t) => format!("/v1/why/{}", enc(t)),
     }
 }
 
@@ -124,6 +147,8 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         View::Ps(c) => to(service::processes(&src, &mut ctx, c.as_deref())),
         View::Containers => to(service::containers(&src, &mut ctx)),
         View::Zombies => to(service::zombies(&src, &mut ctx)),
+        View::History(c, f) => to(service::history(&src, &mut ctx, c, f)),
+        View::Why(t) => to(service::why(&src, &mut ctx, t)),
     }
 }
 
@@ -194,6 +219,8 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
             lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers)
         }
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
+        View::History(..) => history::render(&typed::<HistoryView>(&v)?),
+        View::Why(_) => why::render(&typed::<WhyView>(&v)?),
     };
     crate::stdout::print(&text)?;
     Ok(ExitCode::SUCCESS)

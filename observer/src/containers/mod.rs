@@ -15,7 +15,9 @@ use rustc_hash::FxHashMap;
 
 use crate::intern::Interner;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ContainerKey {
     pub runtime: Runtime,
     /// Runtime id (64 hex for docker/podman/CRI; any string for containerd/lxc/launcher;
@@ -29,6 +31,15 @@ pub struct Counters {
     pub forks: u64,
     pub execs: u64,
     pub exits: u64,
+}
+
+/// Per-container counts (metrics): by (signal, result), OOM victims, exit classes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignalCounters {
+    pub signals: Vec<(u32, u32, u64)>,
+    pub oom_victims: u64,
+    /// Exits by class: code 0, 1–125, 126/127 (not executable / not found), by a signal.
+    pub exit_classes: [u64; 4],
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +57,7 @@ pub struct Container {
     /// Live processes attributed to it (zombies included).
     pub members: u32,
     pub counters: Counters,
+    pub signals: SignalCounters,
     /// Boot-clock ns since which it has had no members, as first noticed by the table's
     /// collection pass (0 while it has members).
     pub idle_since_ns: u64,
@@ -251,6 +263,7 @@ impl Registry {
             pidns: 0,
             members: 0,
             counters: Counters::default(),
+            signals: SignalCounters::default(),
             idle_since_ns: 0,
         });
         self.by_key.insert(key, c);
@@ -292,6 +305,7 @@ impl Registry {
                     pidns,
                     members: 0,
                     counters: Counters::default(),
+                    signals: SignalCounters::default(),
                     idle_since_ns: 0,
                 });
                 self.by_key.insert(key, c);

@@ -130,7 +130,13 @@ impl Resolver {
                 return m.clone();
             }
         }
-        let m = self.lookup(key, ctr_namespace, init_pid);
+        let mut m = self.lookup(key, ctr_namespace, init_pid);
+        if m.name.is_none() {
+            // Its runtime removed it: the name it had still names its history.
+            if let Some((_, old)) = self.cache.get(key).filter(|(_, o)| o.name.is_some()) {
+                m = old.clone();
+            }
+        }
         if !self.cache.contains_key(key) {
             self.make_room();
         }

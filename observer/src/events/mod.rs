@@ -4,12 +4,13 @@
 
 pub mod reader;
 pub mod redact;
+pub mod signals;
 
 use std::mem::size_of;
 
 use observer_common::{
     CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, FreeEvent, NsEvent,
-    TaskInfo, MAX_PID_LEVELS,
+    OomEvent, SignalEvent, TaskInfo, MAX_PID_LEVELS,
 };
 
 /// A decoded record, copied out of the ring buffer. Variants differ in size (an exec record
@@ -24,6 +25,8 @@ pub enum Event {
     Setns(NsEvent),
     Unshare(NsEvent),
     CgroupAttach(CgroupAttachEvent),
+    Signal(SignalEvent),
+    Oom(OomEvent),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +75,8 @@ impl Event {
             EventKind::Setns => Event::Setns(read(bytes)),
             EventKind::Unshare => Event::Unshare(read(bytes)),
             EventKind::CgroupAttach => Event::CgroupAttach(read(bytes)),
+            EventKind::Signal => Event::Signal(read(bytes)),
+            EventKind::Oom => Event::Oom(read(bytes)),
         })
     }
 
@@ -84,6 +89,8 @@ impl Event {
             Event::Setns(_) => EventKind::Setns,
             Event::Unshare(_) => EventKind::Unshare,
             Event::CgroupAttach(_) => EventKind::CgroupAttach,
+            Event::Signal(_) => EventKind::Signal,
+            Event::Oom(_) => EventKind::Oom,
         }
     }
 
@@ -95,19 +102,24 @@ impl Event {
             Event::Free(e) => &e.header,
             Event::Setns(e) | Event::Unshare(e) => &e.header,
             Event::CgroupAttach(e) => &e.header,
+            Event::Signal(e) => &e.header,
+            Event::Oom(e) => &e.header,
         }
     }
 
-    /// The task the event is about (the child for fork).
-    pub fn task(&self) -> &TaskInfo {
-        match self {
+    /// The task the event is about (the child for fork, the target for a signal); OOM
+    /// records carry only the victim's pid.
+    pub fn task(&self) -> Option<&TaskInfo> {
+        Some(match self {
             Event::Fork(e) => &e.task,
             Event::Exec(e) => &e.task,
             Event::Exit(e) => &e.task,
             Event::Free(e) => &e.task,
             Event::Setns(e) | Event::Unshare(e) => &e.task,
             Event::CgroupAttach(e) => &e.task,
-        }
+            Event::Signal(e) => &e.task,
+            Event::Oom(_) => return None,
+        })
     }
 }
 

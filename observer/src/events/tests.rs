@@ -48,8 +48,8 @@ fn fork_record_decodes_with_namespace_pid_chain() {
     assert_eq!(decoded, Event::Fork(ev));
     assert_eq!(decoded.kind(), EventKind::Fork);
     assert_eq!(decoded.header().tgid, 79054);
-    assert_eq!(decoded.task().ns_pids(), &[79054, 7]);
-    assert_eq!(decoded.task().comm_str(), "sleep");
+    assert_eq!(decoded.task().unwrap().ns_pids(), &[79054, 7]);
+    assert_eq!(decoded.task().unwrap().comm_str(), "sleep");
 }
 
 #[test]

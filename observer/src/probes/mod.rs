@@ -70,6 +70,8 @@ pub enum ProbeError {
 pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     pub btf: PathBuf,
+    /// Signals the kernel side reports (observer_common::signal_bit; events/signals.rs).
+    pub signal_mask: u64,
 }
 
 impl Default for ProbeConfig {
@@ -77,6 +79,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
             btf: PathBuf::from(btf::DEFAULT_BTF),
+            signal_mask: crate::events::signals::DEFAULT_MASK,
         }
     }
 }
@@ -90,7 +93,7 @@ enum Hook {
 }
 
 /// (tracefs category, tracepoint name — also the program's name in the object, hook).
-const PROGRAMS: [(&str, &str, Hook, EventKind); 7] = [
+const PROGRAMS: [(&str, &str, Hook, EventKind); 9] = [
     ("sched", "sched_process_fork", Hook::Raw, EventKind::Fork),
     ("sched", "sched_process_exec", Hook::Raw, EventKind::Exec),
     ("sched", "sched_process_exit", Hook::Raw, EventKind::Exit),
@@ -103,6 +106,8 @@ const PROGRAMS: [(&str, &str, Hook, EventKind); 7] = [
         Hook::Raw,
         EventKind::CgroupAttach,
     ),
+    ("signal", "signal_generate", Hook::Raw, EventKind::Signal),
+    ("oom", "mark_victim", Hook::Tp, EventKind::Oom),
 ];
 
 /// Loaded and attached programs. Dropping this detaches them.
@@ -167,6 +172,16 @@ impl Probes {
         offsets.tp_sys_exit_ret =
             tracefs::field_offset(&tracefs, "syscalls", "sys_exit_setns", "ret")
                 .unwrap_or(observer_common::ABSENT);
+        let oom = |field| {
+            tracefs::field_offset(&tracefs, "oom", "mark_victim", field)
+                .unwrap_or(observer_common::ABSENT)
+        };
+        offsets.tp_oom_pid = oom("pid");
+        offsets.tp_oom_total_vm = oom("total_vm");
+        offsets.tp_oom_anon_rss = oom("anon_rss");
+        offsets.tp_oom_file_rss = oom("file_rss");
+        offsets.tp_oom_shmem_rss = oom("shmem_rss");
+        offsets.tp_oom_score_adj = oom("oom_score_adj");
 
         // No kernel BTF for aya: the programs carry no CO-RE relocations (offsets come from
         // OFFS), so parsing vmlinux a second time would only cost time and memory.
@@ -176,6 +191,7 @@ impl Probes {
             .btf(None)
             .override_global("OFFS", &offsets, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("SIGNAL_MASK", &cfg.signal_mask, true)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(OBJECT)
             .map_err(|e| match privileges::refused_by_seccomp(&e) {
@@ -191,8 +207,12 @@ impl Probes {
                 missing.push((full, "tracepoint not present in this kernel".to_string()));
                 continue;
             }
-            if matches!(hook, Hook::Tp) && offsets.tp_sys_exit_ret == observer_common::ABSENT {
+            if category == "syscalls" && offsets.tp_sys_exit_ret == observer_common::ABSENT {
                 missing.push((full, "syscall exit record has no `ret` field".to_string()));
+                continue;
+            }
+            if category == "oom" && offsets.tp_oom_pid == observer_common::ABSENT {
+                missing.push((full, "mark_victim record has no `pid` field".to_string()));
                 continue;
             }
             let p = ebpf.program_mut(name).ok_or(ProbeError::Map(

@@ -20,11 +20,16 @@ pub struct Limits {
     /// How long an ended container (no members) stays: views, metrics and names keep
     /// answering for it meanwhile.
     pub retention_ns: u64,
+    /// Bounds of the per-container histories of ended processes.
+    pub history: super::history::HistoryLimits,
 }
 
 /// Entries evicted since the agent started, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evictions {
+    /// Entries of the histories of ended processes (history.rs).
+    #[serde(default)]
+    pub history: u64,
     pub containers: u64,
     pub cgroup_paths: u64,
     pub cgroup_ids: u64,
@@ -35,6 +40,8 @@ pub struct Evictions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retained {
     pub processes: u64,
+    #[serde(default)]
+    pub history: u64,
     pub containers: u64,
     pub cgroup_paths: u64,
     pub cgroup_ids: u64,
@@ -45,9 +52,18 @@ pub struct Retained {
 const SLACK: usize = 1024;
 
 impl Table {
+    /// What was evicted, histories included.
+    pub fn evictions(&self) -> Evictions {
+        Evictions {
+            history: self.history.evicted,
+            ..self.stats.evictions
+        }
+    }
+
     pub fn retained(&self) -> Retained {
         Retained {
             processes: self.procs.len() as u64,
+            history: self.history.len() as u64,
             containers: self.registry.len() as u64,
             cgroup_paths: self.registry.paths_len() as u64,
             cgroup_ids: self.registry.cgroup_ids_len() as u64,
@@ -57,6 +73,8 @@ impl Table {
 
     /// One collection pass; returns whether anything was evicted.
     pub fn collect(&mut self, now_ns: u64, lim: &Limits) -> bool {
+        self.history_limits = lim.history;
+        self.history.expire(now_ns, &lim.history);
         let mut idle: Vec<(u64, u32)> = Vec::new();
         for i in 0..self.registry.len() as u32 {
             let c = self.registry.get_mut(i).expect("in range");

@@ -6,10 +6,12 @@
 //! Identity is (host pid, start time): a pid whose start time changed is a new process.
 
 pub mod gc;
+pub mod history;
 mod links;
 pub mod process;
 mod reconcile;
 pub mod scan;
+pub mod signals;
 pub mod snapshot;
 pub mod summary;
 
@@ -73,6 +75,10 @@ pub struct Table {
     /// also checks /proc for these.
     exited: rustc_hash::FxHashSet<u32>,
     pub stats: TableStats,
+    /// Signals and OOM facts of live processes, by host pid (signals.rs).
+    signals: FxHashMap<u32, signals::ProcSignals>,
+    history: history::History,
+    pub history_limits: history::HistoryLimits,
     tick_ns: u64,
     cgroupfs: CgroupFs,
     /// Boot-clock ns of the last cgroup-tree walk (walks are rate-limited to one a second).
@@ -89,6 +95,9 @@ impl Table {
             unconfirmed: Vec::new(),
             exited: rustc_hash::FxHashSet::default(),
             stats: TableStats::default(),
+            signals: FxHashMap::default(),
+            history: history::History::default(),
+            history_limits: history::HistoryLimits::default(),
             tick_ns: scan::tick_ns(),
             cgroupfs,
             last_walk_ns: 0,
@@ -175,6 +184,11 @@ impl Table {
                 }
                 if e.group_dead != 0 {
                     let p = self.procs.get_mut(&h.tgid).expect("checked above");
+                    if e.is_leader != 0 {
+                        // The name it had at its end (prctl(PR_SET_NAME) renames, as
+                        // busybox's applets do), as the kernel's OOM and exit lines show it.
+                        p.comm = e.task.comm;
+                    }
                     p.exit = Some(ExitInfo {
                         status: Some(e.exit_code),
                         at_ns: h.ktime_ns,
@@ -182,6 +196,7 @@ impl Table {
                     let c = p.container;
                     self.exited.insert(h.tgid);
                     self.count(c, EventKind::Exit);
+                    self.record_end(h.tgid, e.exit_code, h.ktime_ns);
                     self.orphan_children(h.tgid, h.ktime_ns);
                 } else if e.is_leader == 0 {
                     let p = self.procs.get_mut(&h.tgid).expect("checked above");
@@ -223,6 +238,8 @@ impl Table {
                     }
                 }
             }
+            Event::Signal(e) => self.apply_signal(e),
+            Event::Oom(e) => self.apply_oom(e),
         }
     }
 
@@ -347,6 +364,7 @@ impl Table {
 
     fn remove(&mut self, pid: u32) {
         self.exited.remove(&pid);
+        self.signals.remove(&pid);
         self.unlink(pid);
         self.detach_children(pid);
         if let Some(p) = self.procs.remove(&pid) {
@@ -490,5 +508,7 @@ fn merge_ns(dst: &mut [u32; NS_COUNT], src: &[u32; NS_COUNT]) {
     }
 }
 
+#[cfg(test)]
+mod startup_tests;
 #[cfg(test)]
 mod tests;

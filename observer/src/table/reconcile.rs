@@ -48,6 +48,39 @@ impl Table {
         }
     }
 
+    /// How many processes /proc (`pids`, one directory read begun at `started_ns`) and the
+    /// table disagree on; with none and no event lost, a full scan has nothing to correct.
+    /// Races of the read are not disagreements: a process the table has that started
+    /// after the read began or whose exit was seen (its reap may have been missed or not yet
+    /// freed), or a process /proc listed that is gone by now or started too near the read
+    /// for its fork event to be applied (`live_start_ticks` reads its start from /proc, as
+    /// in [`Table::reconcile`]). What is left is a process /proc has that no event announced,
+    /// or one the table thinks alive that /proc lacks.
+    pub fn disagreements(
+        &self,
+        pids: &[u32],
+        started_ns: u64,
+        live_start_ticks: impl Fn(u32) -> Option<u64>,
+    ) -> usize {
+        let listed: rustc_hash::FxHashSet<u32> = pids.iter().copied().collect();
+        let margin = self.tick_ns * 2;
+        let unknown = pids
+            .iter()
+            .filter(|&&p| !self.procs.contains_key(&p))
+            .filter(|&&p| {
+                live_start_ticks(p).is_some_and(|t| t * self.tick_ns + margin < started_ns)
+            })
+            .count();
+        let vanished = self
+            .procs
+            .values()
+            .filter(|p| {
+                !listed.contains(&p.pid) && p.exit.is_none() && p.start_time_ns < started_ns
+            })
+            .count();
+        unknown + vanished
+    }
+
     /// Replaces the table with a scan: runtime containers first, so that a process entered
     /// into a container's pid namespace from outside its cgroup joins that container rather
     /// than a bare one.

@@ -2,7 +2,8 @@
 //! rendering or I/O: the processes in scope, their parents when outside it (a tree draws the
 //! shim above a container's PID 1), and the container summaries.
 
-use super::{summary::ContainerSummary, Process, Table};
+use super::{history::Ended, signals::ProcSignals, summary::ContainerSummary, Process, Table};
+use crate::containers::ContainerKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -16,6 +17,8 @@ pub enum Scope {
     Pod(Vec<u32>),
     /// Zombies and their parents.
     Zombies,
+    /// The history of these containers (ended processes), with container summaries.
+    History(Vec<ContainerKey>),
 }
 
 #[derive(Clone, Debug)]
@@ -24,6 +27,8 @@ pub struct Snapshot {
     /// The registry's generation: container indices are valid only within it.
     pub generation: u64,
     pub containers: Vec<ContainerSummary>,
+    /// With Scope::Containers: the containers that ended and are still retained.
+    pub ended: Vec<ContainerSummary>,
     pub processes: Vec<Process>,
     /// Parents of in-scope processes that are themselves out of scope.
     pub context: Vec<Process>,
@@ -31,6 +36,14 @@ pub struct Snapshot {
     pub exes: rustc_hash::FxHashMap<u32, Box<str>>,
     /// Cgroup paths of the processes in the snapshot, by interned id.
     pub cgroups: rustc_hash::FxHashMap<u32, Box<str>>,
+    /// Signals and OOM facts of the processes in scope that have any.
+    pub signals: rustc_hash::FxHashMap<u32, ProcSignals>,
+    /// With Scope::History: every container with a history, and the entries of those
+    /// asked for.
+    pub history_keys: Vec<ContainerKey>,
+    pub history: Vec<(ContainerKey, Vec<Ended>)>,
+    /// Entries dropped from histories since the agent started.
+    pub history_evicted: u64,
     /// pid → (in scope?, index) for `process` lookups.
     index: rustc_hash::FxHashMap<u32, (bool, usize)>,
 }
@@ -60,7 +73,7 @@ impl Snapshot {
 impl Table {
     pub fn snapshot(&self, scope: Scope) -> Snapshot {
         let processes: Vec<Process> = match &scope {
-            Scope::Containers => Vec::new(),
+            Scope::Containers | Scope::History(_) => Vec::new(),
             Scope::All => self.processes().cloned().collect(),
             Scope::Container(c) => self
                 .processes()
@@ -111,13 +124,35 @@ impl Table {
             .chain(&context)
             .map(|p| (p.cgroup, self.registry.path(p.cgroup).into()))
             .collect();
+        let signals = processes
+            .iter()
+            .filter_map(|p| Some((p.pid, self.signals_of(p.pid)?.clone())))
+            .collect();
+        let history = match &scope {
+            Scope::History(keys) => keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), self.history.of(k)?.iter().cloned().collect())))
+                .collect(),
+            _ => Vec::new(),
+        };
         Snapshot {
+            signals,
+            history_keys: match scope {
+                Scope::History(_) => self.history.keys().cloned().collect(),
+                _ => Vec::new(),
+            },
+            history,
+            history_evicted: self.history.evicted,
             exes,
             cgroups,
             index,
             host_pidns: self.registry.host_pidns(),
             generation: self.registry.generation(),
             containers: self.summaries(),
+            ended: match scope {
+                Scope::Containers => self.ended_summaries(),
+                _ => Vec::new(),
+            },
             processes,
             context,
         }

@@ -38,6 +38,14 @@ pub struct ContainerData {
     pub forks: u64,
     pub execs: u64,
     pub exits: u64,
+    /// (signal, result, count) of the signals its processes were sent.
+    #[serde(default)]
+    pub signals: Vec<(u32, u32, u64)>,
+    #[serde(default)]
+    pub oom_victims: u64,
+    /// Exits by class (table::signals::EXIT_CLASSES).
+    #[serde(default)]
+    pub exit_classes: [u64; 4],
 }
 
 impl Table {
@@ -52,6 +60,9 @@ impl Table {
             forks: c.counters.forks,
             execs: c.counters.execs,
             exits: c.counters.exits,
+            signals: c.signals.signals.clone(),
+            oom_victims: c.signals.oom_victims,
+            exit_classes: c.signals.exit_classes,
         }
     }
 
@@ -59,6 +70,26 @@ impl Table {
     fn has_ns_init(&self, pid: u32) -> bool {
         self.get(pid)
             .is_some_and(|p| p.pid_level > 0 && p.ns_pid() == 1)
+    }
+
+    /// Containers the registry still holds (within their retention) that have no process
+    /// left: their counters stay on /metrics until they are evicted.
+    pub fn ended_summaries(&self) -> Vec<ContainerSummary> {
+        self.registry
+            .iter()
+            .filter(|(_, c)| c.members == 0)
+            .map(|(i, c)| ContainerSummary {
+                index: i,
+                container: self.container_data(c),
+                processes: 0,
+                threads: 0,
+                zombies: 0,
+                oldest_zombie_ns: None,
+                init_pid: None,
+                shim_pid: None,
+                shim_comm: None,
+            })
+            .collect()
     }
 
     /// A summary of every container that has processes.

@@ -3,8 +3,8 @@ use observer_common::*;
 use super::*;
 use crate::{containers::cgroup::Runtime, table::scan::Scanned};
 
-const HOST_NS: u32 = 4026531836;
-const TICK: u64 = 10_000_000;
+pub(super) const HOST_NS: u32 = 4026531836;
+pub(super) const TICK: u64 = 10_000_000;
 
 fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) -> TaskInfo {
     let mut ns_pids = [0; MAX_PID_LEVELS];
@@ -90,11 +90,11 @@ fn free(pid: u32, t: TaskInfo) -> Event {
     })
 }
 
-fn table() -> Table {
+pub(super) fn table() -> Table {
     Table::new(HOST_NS, CgroupFs::default())
 }
 
-fn scanned(
+pub(super) fn scanned(
     pid: u32,
     ppid: u32,
     start: u64,
@@ -122,38 +122,6 @@ fn scanned(
         rss_pages: 0,
         exit_status: (state == 'Z').then_some(3 << 8),
     }
-}
-
-#[test]
-fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
-    let mut tb = table();
-    tb.seed(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'S')], 0);
-    tb.seed(
-        &[tb_scan(10), scanned(11, 10, TICK, "/", &[11], HOST_NS, 'Z')],
-        0,
-    );
-    assert_eq!(tb.get(11).unwrap().exit.unwrap().status, Some(3 << 8));
-    assert_eq!(
-        tb.missing_details(),
-        [(10, TICK)],
-        "zombies have no details left"
-    );
-    tb.procs.get_mut(&10).unwrap().ns[NS_NET] = 77; // as an event would have set it
-    let mut ns = [5; NS_COUNT];
-    ns[NS_PID] = 1;
-    let d = |start| crate::table::scan::Details {
-        pid: 10,
-        start_ns: start,
-        argv: b"x\0".to_vec(),
-        exe: "/bin/x".into(),
-        ns,
-    };
-    tb.fill_details(vec![d(2 * TICK)]); // another process by now: ignored
-    assert_eq!(tb.get(10).unwrap().ns[NS_MNT], 0);
-    tb.fill_details(vec![d(TICK)]);
-    let p = tb.get(10).unwrap();
-    assert_eq!((p.ns[NS_PID], p.ns[NS_NET], p.ns[NS_MNT]), (HOST_NS, 77, 5));
-    assert!(tb.missing_details().is_empty());
 }
 
 #[test]
@@ -493,6 +461,7 @@ fn ended_containers_and_their_paths_are_evicted_live_ones_never() {
     let keep = gc::Limits {
         max_containers: 100,
         retention_ns: 10 * SEC,
+        history: Default::default(),
     };
     assert!(!tb.collect(SEC, &keep), "within their retention they stay");
     assert_eq!(tb.registry.len(), 5);
@@ -516,6 +485,7 @@ fn ended_containers_and_their_paths_are_evicted_live_ones_never() {
     let tight = gc::Limits {
         max_containers: 1,
         retention_ns: u64::MAX,
+        history: Default::default(),
     };
     assert!(tb.collect(21 * SEC, &tight));
     assert_eq!(tb.registry.len(), 1);
@@ -560,7 +530,7 @@ fn a_fork_event_later_than_the_scan_is_no_correction() {
     assert_eq!(tb.stats.corrections, 0);
 }
 
-fn tb_scan(pid: u32) -> crate::table::scan::Scanned {
+pub(super) fn tb_scan(pid: u32) -> crate::table::scan::Scanned {
     scanned(pid, 1, TICK, "/", &[pid], HOST_NS, 'S')
 }
 

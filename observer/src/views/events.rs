@@ -93,13 +93,56 @@ pub enum Detail<'a> {
         level: u32,
         threadgroup: bool,
     },
+    Signal {
+        signal: String,
+        signo: u32,
+        /// si_code (0 kill(2), -6 tkill, 128 the kernel, > 0 a fault).
+        code: i32,
+        group: bool,
+        result: &'static str,
+        sender: SenderJson<'a>,
+    },
+    Oom {
+        victim_pid: u32,
+        total_vm_kb: u64,
+        /// Absent before Linux 6.1 (the tracepoint had the pid only).
+        anon_rss_kb: Option<u64>,
+        file_rss_kb: Option<u64>,
+        shmem_rss_kb: Option<u64>,
+        oom_score_adj: Option<i32>,
+    },
     None {},
 }
+
+/// The task that was running when a signal was generated.
+#[derive(Serialize)]
+pub struct SenderJson<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: std::borrow::Cow<'a, str>,
+    pub pidns: u32,
+    pub cgroup_id: u64,
+    pub start_time_ns: u64,
+}
+
+/// What an OOM record shows in the task fields: it has only the victim's pid.
+static NO_TASK: TaskInfo = TaskInfo {
+    start_time_ns: 0,
+    cgroup_id: 0,
+    ppid: 0,
+    uid: 0,
+    gid: 0,
+    pid_level: 0,
+    ns_pids: [0; observer_common::MAX_PID_LEVELS],
+    ns: [0; NS_COUNT],
+    flags: 0,
+    comm: [0; observer_common::COMM_LEN],
+};
 
 impl<'a> EventJson<'a> {
     pub fn new(ev: &'a Event) -> Self {
         let h = ev.header();
-        let t: &TaskInfo = ev.task();
+        let t: &TaskInfo = ev.task().unwrap_or(&NO_TASK);
         let detail = match ev {
             Event::Fork(e) => Detail::Fork {
                 parent_tid: e.parent_tid,
@@ -129,6 +172,33 @@ impl<'a> EventJson<'a> {
                 level: e.dst_level,
                 threadgroup: e.threadgroup != 0,
             },
+            Event::Signal(e) => Detail::Signal {
+                signal: crate::events::signals::name(e.sig),
+                signo: e.sig,
+                code: e.code,
+                group: e.group != 0,
+                result: crate::events::signals::result_name(e.result),
+                sender: SenderJson {
+                    pid: e.sender_tgid,
+                    tid: e.sender_pid,
+                    comm: c_str(&e.sender_comm),
+                    pidns: e.sender_pidns,
+                    cgroup_id: e.sender_cgroup_id,
+                    start_time_ns: e.sender_start_ns,
+                },
+            },
+            Event::Oom(e) => {
+                let rss = e.flags & observer_common::OOM_HAS_RSS != 0;
+                Detail::Oom {
+                    victim_pid: e.victim_pid,
+                    total_vm_kb: e.total_vm_kb,
+                    anon_rss_kb: rss.then_some(e.anon_rss_kb),
+                    file_rss_kb: rss.then_some(e.file_rss_kb),
+                    shmem_rss_kb: rss.then_some(e.shmem_rss_kb),
+                    oom_score_adj: (e.flags & observer_common::OOM_HAS_SCORE_ADJ != 0)
+                        .then_some(e.oom_score_adj),
+                }
+            }
             Event::Free(_) => Detail::None {},
         };
         EventJson {
@@ -154,7 +224,7 @@ impl<'a> EventJson<'a> {
 /// One readable line: boot time, type, pid/tid, ppid, NSpid chain, comm, then the details.
 pub fn text_line(ev: &Event) -> String {
     let h = ev.header();
-    let t = ev.task();
+    let t = ev.task().unwrap_or(&NO_TASK);
     let mut s = String::with_capacity(160);
     let chain = t
         .ns_pids()
@@ -239,6 +309,25 @@ pub fn text_line(ev: &Event) -> String {
                 super::text::one_line(&c_str(&e.path)),
                 e.hierarchy_id,
                 e.dst_cgroup_id
+            );
+        }
+        Event::Signal(e) => {
+            let _ = write!(
+                s,
+                " {} {} from pid={} ({}){}{}",
+                crate::events::signals::name(e.sig),
+                crate::events::signals::result_name(e.result),
+                e.sender_tgid,
+                super::text::one_line(&c_str(&e.sender_comm)),
+                if e.code > 0 { " by the kernel" } else { "" },
+                if e.group != 0 { " group" } else { "" },
+            );
+        }
+        Event::Oom(e) => {
+            let _ = write!(
+                s,
+                " victim={} total_vm={}kB anon_rss={}kB file_rss={}kB shmem_rss={}kB",
+                e.victim_pid, e.total_vm_kb, e.anon_rss_kb, e.file_rss_kb, e.shmem_rss_kb
             );
         }
         Event::Free(_) => {}

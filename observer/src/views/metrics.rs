@@ -45,6 +45,8 @@ pub struct ContainerSample {
     pub summary: ContainerSummary,
     pub resources: Resources,
     pub oldest_zombie_age_s: Option<f64>,
+    /// The container has ended (still retained): only its counters are exported.
+    pub ended: bool,
 }
 
 /// Builds container samples: names from the runtimes' state, resources from cgroup files
@@ -99,6 +101,7 @@ pub fn samples(
                     .oldest_zombie_ns
                     .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
                 summary: s.clone(),
+                ended: false,
             }
         })
         .collect()
@@ -228,6 +231,21 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         "Processes that exited in the container since the agent started.",
         true,
     );
+    let sigs = f(
+        "observer_container_signals_total",
+        "Signals sent to the container's processes (those that end or stop a process, and any to its PID 1), by the kernel's verdict.",
+        true,
+    );
+    let victims = f(
+        "observer_container_oom_victims_total",
+        "Processes of the container the OOM killer chose, since the agent started.",
+        true,
+    );
+    let exit_codes = f(
+        "observer_container_exit_codes_total",
+        "Processes of the container that ended, by exit class: 0, 1-125, 126-127 (not executable or not found), signal.",
+        true,
+    );
     let ooms = f(
         "observer_container_oom_kills_total",
         "OOM kills in the container's memory cgroup.",
@@ -262,13 +280,33 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
     for s in samples {
         let l = &s.labels;
         let c = &s.summary;
-        fams[procs].add(l, c.processes as f64);
-        fams[threads].add(l, c.threads as f64);
-        fams[zombies].add(l, c.zombies as f64);
-        fams[zage].add(l, s.oldest_zombie_age_s.unwrap_or(0.0));
+        if !s.ended {
+            fams[procs].add(l, c.processes as f64);
+            fams[threads].add(l, c.threads as f64);
+            fams[zombies].add(l, c.zombies as f64);
+            fams[zage].add(l, s.oldest_zombie_age_s.unwrap_or(0.0));
+        }
         fams[forks].add(l, c.container.forks as f64);
         fams[execs].add(l, c.container.execs as f64);
         fams[exits].add(l, c.container.exits as f64);
+        for &(sig, result, n) in &c.container.signals {
+            let mut with = l.clone();
+            with.push(("signal".into(), crate::events::signals::name(sig)));
+            with.push((
+                "result".into(),
+                crate::events::signals::result_name(result).into(),
+            ));
+            fams[sigs].add(&with, n as f64);
+        }
+        fams[victims].add(l, c.container.oom_victims as f64);
+        for (class, n) in crate::table::signals::EXIT_CLASSES
+            .iter()
+            .zip(c.container.exit_classes)
+        {
+            let mut with = l.clone();
+            with.push(("class".into(), class.to_string()));
+            fams[exit_codes].add(&with, n as f64);
+        }
         let r = &s.resources;
         let mut opt = |i: usize, v: Option<f64>| {
             if let Some(v) = v {
@@ -289,7 +327,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         fams.push(fam);
     };
     // Label-less node and agent figures: (name, help, counter?, value).
-    let scalars: [(&'static str, &'static str, bool, f64); 12] = [
+    let scalars: [(&'static str, &'static str, bool, f64); 13] = [
         (
             "observer_processes",
             "Processes in the agent's table.",
@@ -334,9 +372,15 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         ),
         (
             "observer_reconciliations_total",
-            "Reconciliations with /proc.",
+            "Reconciliations with /proc (full scans).",
             true,
             h.reconciliations as f64,
+        ),
+        (
+            "observer_reconcile_checks_total",
+            "Cheap reconciliation checks (one read of /proc's directory compared with the table); a disagreement starts a full scan.",
+            true,
+            h.checks as f64,
         ),
         (
             "observer_scan_duration_seconds",
@@ -378,7 +422,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
     );
     node(
         "observer_evictions_total",
-        "Entries dropped to bound the agent's memory, by kind (ended containers past their retention or over --max-containers, unreferenced cgroup paths, cgroup ids and executable paths, container-name cache entries).",
+        "Entries dropped to bound the agent's memory, by kind (ended containers past their retention or over --max-containers, unreferenced cgroup paths, cgroup ids and executable paths, container-name cache entries, ended processes past the history bounds or retention).",
         true,
         &|f| {
             let e = &h.evictions;
@@ -388,6 +432,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
                 ("cgroup_id", e.cgroup_ids),
                 ("exe", e.exes),
                 ("name_cache", h.name_cache_evictions),
+                ("history", e.history),
             ] {
                 f.add1("what", what, n as f64);
             }
@@ -395,7 +440,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
     );
     node(
         "observer_retained_entries",
-        "Entries the agent holds in memory, by kind: processes (bounded by kernel.pid_max), containers live and ended (bounded by --max-containers), cgroup paths, cgroup ids and executable paths (compacted when mostly unreferenced).",
+        "Entries the agent holds in memory, by kind: processes (bounded by kernel.pid_max), containers live and ended (bounded by --max-containers), cgroup paths, cgroup ids and executable paths (compacted when mostly unreferenced), ended processes in the histories.",
         false,
         &|f| {
             let r = &h.retained;
@@ -405,6 +450,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
                 ("cgroup_path", r.cgroup_paths),
                 ("cgroup_id", r.cgroup_ids),
                 ("exe", r.exes),
+                ("history", r.history),
             ] {
                 f.add1("what", what, n as f64);
             }

@@ -1,6 +1,7 @@
 //! Presentation: how events and process state are rendered for people and programs.
 
 pub mod events;
+pub mod history;
 pub mod lists;
 pub mod metrics;
 pub mod model;
@@ -8,3 +9,4 @@ pub mod pods;
 pub mod select;
 pub mod text;
 pub mod tree;
+pub mod why;

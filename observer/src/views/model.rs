@@ -64,6 +64,10 @@ pub struct ProcessView {
     /// On adopted orphans: subreaper, namespace_init or host_init.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub adopter: Option<String>,
+    /// Signals it ignored (no handler; for a pid-namespace init, every signal it does not
+    /// handle), newest last: why a `docker stop` is waiting.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub ignored_signals: Vec<crate::views::history::SignalView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -218,6 +222,17 @@ pub fn process_view(
         exit_code: zombie.and_then(|e| e.status).map(exit_code),
         adopted_from: p.adoption.map(|a| a.from),
         adopter: p.adoption.map(|a| a.by.as_str().to_string()),
+        ignored_signals: snap
+            .signals
+            .get(&p.pid)
+            .map(|f| {
+                f.recent
+                    .iter()
+                    .filter(|s| s.result == 1)
+                    .map(|s| crate::views::history::signal_view(s, now_ns))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -118,6 +118,14 @@ pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style)
     if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
         line.push_str(&style.yellow(&format!("  adopted from {from} by {}", one_line(by))));
     }
+    if let Some(s) = p.ignored_signals.last() {
+        line.push_str(&style.red(&format!(
+            "  ignored {} from {} {}s ago",
+            s.signal,
+            one_line(&crate::views::history::from(&s.sender)),
+            s.ago_s.round()
+        )));
+    }
     line
 }
 

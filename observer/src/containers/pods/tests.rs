@@ -33,6 +33,9 @@ fn data(path: &str) -> ContainerData {
         forks: 0,
         execs: 0,
         exits: 0,
+        signals: vec![],
+        oom_victims: 0,
+        exit_classes: [0; 4],
     }
 }
 

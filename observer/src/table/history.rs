@@ -1,0 +1,242 @@
+//! Processes that already ended, per container: a bounded ring each (and a bound on all of
+//! them together), kept after the container itself ended for `retention`, so a crashed
+//! container can be examined after its runtime removed it. Each entry is written when the
+//! process's last thread exits, with what the table knew then: command, parent chain up to
+//! the container's PID 1, the signal that ended it and who sent it, the OOM killer's facts,
+//! and — when it was killed because its pid namespace's init died — that init's own end.
+
+use std::collections::{BinaryHeap, VecDeque};
+
+use observer_common::COMM_LEN;
+use rustc_hash::FxHashMap;
+
+use super::{
+    signals::{exit_class, OomFacts, SignalFact, SIGKILL, SI_KERNEL},
+    Table,
+};
+use crate::containers::ContainerKey;
+
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryLimits {
+    pub per_container: usize,
+    pub total: usize,
+    /// How long a container's history stays after its last entry.
+    pub retention_ns: u64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            per_container: 1000,
+            total: 100_000,
+            retention_ns: 3600 * 1_000_000_000,
+        }
+    }
+}
+
+/// One ancestor of an ended process (innermost first in `Ended::chain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub pid: u32,
+    pub ns_pid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The pid-namespace init whose death killed a process, and how that init ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitEnd {
+    pub pid: u32,
+    pub comm: [u8; COMM_LEN],
+    /// Its wait status (None when its exit was not seen).
+    pub status: Option<u32>,
+    /// The signal that ended the init, when one did.
+    pub cause: Option<SignalFact>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub pid: u32,
+    pub ns_pid: u32,
+    pub comm: [u8; COMM_LEN],
+    /// NUL-separated argv, as captured at exec.
+    pub argv: Box<[u8]>,
+    pub exe: Box<str>,
+    /// Parent, grandparent... up to the container's PID 1 (or the first ancestor outside).
+    pub chain: Box<[Link]>,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// wait(2) status.
+    pub status: u32,
+    /// The signal that ended it (its sender as it was then).
+    pub signal: Option<Box<SignalFact>>,
+    pub oom: Option<Box<OomFacts>>,
+    /// Killed because the init of its pid namespace died.
+    pub with_namespace: Option<Box<InitEnd>>,
+    /// Signals it ignored before it ended (e.g. the SIGTERM of a `docker stop`).
+    pub ignored: Box<[SignalFact]>,
+}
+
+#[derive(Default)]
+pub struct History {
+    rings: FxHashMap<ContainerKey, VecDeque<Ended>>,
+    total: usize,
+    pub evicted: u64,
+}
+
+impl History {
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    pub fn of(&self, key: &ContainerKey) -> Option<&VecDeque<Ended>> {
+        self.rings.get(key)
+    }
+
+    /// Containers with a history (including ones the registry no longer has).
+    pub fn keys(&self) -> impl Iterator<Item = &ContainerKey> {
+        self.rings.keys()
+    }
+
+    fn push(&mut self, key: ContainerKey, e: Ended, lim: &HistoryLimits) {
+        let ring = self.rings.entry(key).or_default();
+        ring.push_back(e);
+        self.total += 1;
+        while ring.len() > lim.per_container.max(1) {
+            ring.pop_front();
+            self.total -= 1;
+            self.evicted += 1;
+        }
+        if self.total > lim.total {
+            self.evict_oldest(lim.total - lim.total / 100);
+        }
+    }
+
+    /// Drops the oldest entries of all rings until `keep` remain (one pass for about a
+    /// hundredth of the bound, so that the cost is spread over many pushes).
+    fn evict_oldest(&mut self, keep: usize) {
+        let mut heap: BinaryHeap<(std::cmp::Reverse<u64>, ContainerKey)> = self
+            .rings
+            .iter()
+            .filter_map(|(k, r)| Some((std::cmp::Reverse(r.front()?.end_ns), k.clone())))
+            .collect();
+        while self.total > keep {
+            let Some((_, key)) = heap.pop() else { break };
+            let ring = self.rings.get_mut(&key).expect("present");
+            ring.pop_front();
+            self.total -= 1;
+            self.evicted += 1;
+            match ring.front() {
+                Some(f) => heap.push((std::cmp::Reverse(f.end_ns), key)),
+                None => {
+                    self.rings.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Drops the histories whose newest entry is older than the retention.
+    pub fn expire(&mut self, now_ns: u64, lim: &HistoryLimits) {
+        let (mut dropped, mut n) = (0, 0);
+        self.rings.retain(|_, r| {
+            let keep = r
+                .back()
+                .is_some_and(|e| now_ns.saturating_sub(e.end_ns) < lim.retention_ns);
+            if !keep {
+                dropped += r.len();
+                n += 1;
+            }
+            keep
+        });
+        self.total -= dropped;
+        self.evicted += dropped as u64;
+        if n > 0 {
+            log::debug!("history: {n} containers' histories expired ({dropped} entries)");
+        }
+    }
+}
+
+impl Table {
+    /// Writes the history entry of `pid`, whose last thread just exited with `status`.
+    pub(super) fn record_end(&mut self, pid: u32, status: u32, at_ns: u64) {
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        let Some(c) = p.container else {
+            return; // host processes have no history
+        };
+        let mut chain = Vec::new();
+        let mut cur = p;
+        while cur.ns_pid() != 1 && chain.len() < 16 {
+            match self.procs.get(&cur.ppid) {
+                Some(par) if par.container == Some(c) || par.pidns() == p.pidns() => {
+                    chain.push(Link {
+                        pid: par.pid,
+                        ns_pid: par.ns_pid(),
+                        comm: par.comm,
+                    });
+                    cur = par;
+                }
+                _ => break,
+            }
+        }
+        let facts = self.signals_of(pid);
+        let signal = crate::events::exit_status(status)
+            .signal
+            .and_then(|sig| facts.and_then(|f| f.last(sig as u32)).cloned());
+        let with_namespace = signal
+            .as_ref()
+            .filter(|s| {
+                s.sig == SIGKILL
+                    && s.code == SI_KERNEL
+                    && s.sender.pid != pid
+                    && s.sender.ns_pid == Some(1)
+                    && s.sender.pidns == p.pidns()
+            })
+            .map(|s| {
+                let init = self.procs.get(&s.sender.pid);
+                let init_status = init.and_then(|i| i.exit).and_then(|x| x.status);
+                let cause = init_status
+                    .and_then(|st| crate::events::exit_status(st).signal)
+                    .and_then(|sig| self.signals_of(s.sender.pid)?.last(sig as u32).cloned());
+                Box::new(InitEnd {
+                    pid: s.sender.pid,
+                    comm: s.sender.comm,
+                    status: init_status,
+                    cause,
+                })
+            });
+        let oom = facts.and_then(|f| f.oom.clone()).map(Box::new);
+        let ignored: Box<[SignalFact]> = facts
+            .map(|f| f.recent.iter().filter(|s| s.result == 1).cloned().collect())
+            .unwrap_or_default();
+        let e = Ended {
+            pid,
+            ns_pid: p.ns_pid(),
+            comm: p.comm,
+            argv: p.argv.bytes().into(),
+            exe: self.exe(p.exe).into(),
+            chain: chain.into(),
+            start_ns: p.start_time_ns,
+            end_ns: at_ns,
+            status,
+            signal: signal.map(Box::new),
+            oom,
+            with_namespace,
+            ignored,
+        };
+        let Some(container) = self.registry.get_mut(c) else {
+            return;
+        };
+        container.signals.exit_classes[exit_class(status)] += 1;
+        let key = container.key.clone();
+        self.history.push(key, e, &self.history_limits);
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+}

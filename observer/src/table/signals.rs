@@ -1,0 +1,207 @@
+//! Signals and OOM kills as the table keeps them: the last few signals each live process
+//! was sent (with the kernel's verdict and the sender as it was at that moment), the OOM
+//! killer's facts about its victim, and per-container counts for the metrics. A process's
+//! facts go with it into the container's history (history.rs) when it ends.
+
+use observer_common::{OomEvent, SignalEvent, COMM_LEN, OOM_HAS_RSS, OOM_HAS_SCORE_ADJ};
+
+use super::Table;
+use crate::containers::ContainerKey;
+
+/// Signals kept per live process (the newest replace the oldest).
+const RECENT: usize = 4;
+
+/// si_code of a signal the kernel raised itself (SEND_SIG_PRIV).
+pub const SI_KERNEL: i32 = 0x80;
+pub const SIGKILL: u32 = 9;
+
+/// Who sent a signal, as it was when the signal was generated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub pid: u32,
+    pub comm: [u8; COMM_LEN],
+    pub start_ns: u64,
+    pub pidns: u32,
+    /// Its PID in its own pid namespace, when the table knew it.
+    pub ns_pid: Option<u32>,
+    /// Its container, when it was in one ("host" otherwise).
+    pub container: Option<ContainerKey>,
+    /// Whether it was ending itself (a dying pid-namespace init kills the rest).
+    pub exiting: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalFact {
+    pub sig: u32,
+    /// TRACE_SIGNAL_*: 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lost info.
+    pub result: u32,
+    pub code: i32,
+    pub group: bool,
+    pub at_ns: u64,
+    pub sender: Sender,
+}
+
+impl SignalFact {
+    /// Raised by the kernel itself (SI_KERNEL, a fault), not sent by a process's kill().
+    pub fn from_kernel(&self) -> bool {
+        crate::events::signals::from_kernel(self.code)
+    }
+}
+
+/// What the OOM killer said about its victim, and its cgroup's memory at that moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomFacts {
+    pub at_ns: u64,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub oom_score_adj: Option<i32>,
+    /// The task whose allocation made the kernel pick a victim.
+    pub trigger_pid: u32,
+    pub trigger_comm: [u8; COMM_LEN],
+    /// The victim's memory cgroup, read by the agent right after the event.
+    pub memory_limit_bytes: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// Facts about one live process beyond what its events give.
+#[derive(Clone, Debug, Default)]
+pub struct ProcSignals {
+    /// The leader's start time, so that a reused PID does not inherit them.
+    pub start_ns: u64,
+    pub recent: Vec<SignalFact>,
+    pub oom: Option<OomFacts>,
+}
+
+impl ProcSignals {
+    /// The newest signal `sig` the process was sent.
+    pub fn last(&self, sig: u32) -> Option<&SignalFact> {
+        self.recent.iter().rev().find(|f| f.sig == sig)
+    }
+}
+
+pub const EXIT_CLASSES: [&str; 4] = ["0", "1-125", "126-127", "signal"];
+
+/// The class index of a wait(2) status (EXIT_CLASSES).
+pub fn exit_class(status: u32) -> usize {
+    let st = crate::events::exit_status(status);
+    match (st.code, st.signal) {
+        (_, Some(_)) => 3,
+        (Some(0), _) => 0,
+        (Some(126 | 127), _) => 2,
+        _ => 1,
+    }
+}
+
+impl Table {
+    pub(super) fn apply_signal(&mut self, e: &SignalEvent) {
+        let pid = e.header.tgid;
+        let leader = e.header.pid == e.header.tgid;
+        self.ensure(pid, &e.task, leader);
+        let sender = match self.procs.get(&e.sender_tgid) {
+            Some(p) => Sender {
+                pid: e.sender_tgid,
+                comm: e.sender_comm,
+                start_ns: e.sender_start_ns,
+                pidns: e.sender_pidns,
+                ns_pid: Some(p.ns_pid()),
+                container: p
+                    .container
+                    .and_then(|c| self.registry.get(c))
+                    .map(|c| c.key.clone()),
+                exiting: p.is_zombie(),
+            },
+            None => Sender {
+                pid: e.sender_tgid,
+                comm: e.sender_comm,
+                start_ns: e.sender_start_ns,
+                pidns: e.sender_pidns,
+                ns_pid: None,
+                container: None,
+                exiting: false,
+            },
+        };
+        let fact = SignalFact {
+            sig: e.sig,
+            result: e.result,
+            code: e.code,
+            group: e.group != 0,
+            at_ns: e.header.ktime_ns,
+            sender,
+        };
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        let (container, start_ns) = (p.container, p.start_time_ns);
+        let tick = self.tick_ns;
+        let entry = self.signals.entry(pid).or_default();
+        if entry.start_ns / tick != start_ns / tick {
+            *entry = ProcSignals::default(); // an earlier holder of the PID
+        }
+        entry.start_ns = start_ns;
+        if entry.recent.len() == RECENT {
+            entry.recent.remove(0);
+        }
+        entry.recent.push(fact);
+        if let Some(c) = container.and_then(|c| self.registry.get_mut(c)) {
+            let key = (e.sig, e.result);
+            match c.signals.signals.iter_mut().find(|s| (s.0, s.1) == key) {
+                Some(s) => s.2 += 1,
+                None => c.signals.signals.push((e.sig, e.result, 1)),
+            }
+        }
+    }
+
+    pub(super) fn apply_oom(&mut self, e: &OomEvent) {
+        let pid = e.victim_pid;
+        let Some(p) = self.procs.get(&pid) else {
+            log::debug!("OOM victim {pid}: not in the table");
+            return;
+        };
+        let (container, start_ns) = (p.container, p.start_time_ns);
+        let (memory_limit_bytes, memory_bytes) = match container.and_then(|c| self.registry.get(c))
+        {
+            Some(c) if c.cgroup != crate::containers::NO_PATH => {
+                let r = self.cgroupfs.resources(self.registry.path(c.cgroup));
+                (r.memory_limit_bytes, r.memory_bytes)
+            }
+            _ => (None, None),
+        };
+        let rss = e.flags & OOM_HAS_RSS != 0;
+        let facts = OomFacts {
+            at_ns: e.header.ktime_ns,
+            total_vm_kb: e.total_vm_kb,
+            anon_rss_kb: rss.then_some(e.anon_rss_kb),
+            file_rss_kb: rss.then_some(e.file_rss_kb),
+            shmem_rss_kb: rss.then_some(e.shmem_rss_kb),
+            oom_score_adj: (e.flags & OOM_HAS_SCORE_ADJ != 0).then_some(e.oom_score_adj),
+            trigger_pid: e.header.tgid,
+            trigger_comm: self
+                .procs
+                .get(&e.header.tgid)
+                .map(|t| t.comm)
+                .unwrap_or_default(),
+            memory_limit_bytes,
+            memory_bytes,
+        };
+        let tick = self.tick_ns;
+        let entry = self.signals.entry(pid).or_default();
+        if entry.start_ns / tick != start_ns / tick {
+            *entry = ProcSignals::default();
+        }
+        entry.start_ns = start_ns;
+        entry.oom = Some(facts);
+        if let Some(c) = container.and_then(|c| self.registry.get_mut(c)) {
+            c.signals.oom_victims += 1;
+        }
+    }
+
+    /// The signals and OOM facts of a live (or not yet reaped) process.
+    pub fn signals_of(&self, pid: u32) -> Option<&ProcSignals> {
+        let p = self.procs.get(&pid)?;
+        self.signals
+            .get(&pid)
+            .filter(|s| self.same_tick(s.start_ns, p.start_time_ns))
+    }
+}

@@ -1,0 +1,62 @@
+//! What the table knows of processes found at start-up, and the cheap reconciliation check.
+
+use observer_common::*;
+
+use super::tests::{scanned, table, tb_scan, HOST_NS, TICK};
+
+#[test]
+fn the_cheap_check_counts_only_real_disagreements() {
+    let mut tb = table();
+    tb.seed(&[tb_scan(10), tb_scan(11)], 0);
+    let all = |_| Some(1);
+    assert_eq!(tb.disagreements(&[11, 10], u64::MAX, all), 0);
+    // /proc has a process no event announced, or lost one the table thinks alive.
+    assert_eq!(tb.disagreements(&[10, 11, 12], u64::MAX, all), 1);
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all), 1);
+    assert_eq!(tb.disagreements(&[10, 12], u64::MAX, all), 2);
+    // Races of the directory read: 12 was gone before the table was compared, and 11
+    // started after the read began.
+    assert_eq!(
+        tb.disagreements(&[10, 12], u64::MAX, |p| (p != 12).then_some(1)),
+        1
+    );
+    assert_eq!(tb.disagreements(&[10, 11, 12], 4 * TICK, all), 1);
+    assert_eq!(
+        tb.disagreements(&[10, 11, 12], 3 * TICK, all),
+        0,
+        "12 started too near"
+    );
+    assert_eq!(tb.disagreements(&[10], 0, all), 0);
+}
+
+#[test]
+fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
+    let mut tb = table();
+    tb.seed(&[scanned(10, 1, TICK, "/", &[10], HOST_NS, 'S')], 0);
+    tb.seed(
+        &[tb_scan(10), scanned(11, 10, TICK, "/", &[11], HOST_NS, 'Z')],
+        0,
+    );
+    assert_eq!(tb.get(11).unwrap().exit.unwrap().status, Some(3 << 8));
+    assert_eq!(
+        tb.missing_details(),
+        [(10, TICK)],
+        "zombies have no details left"
+    );
+    tb.procs.get_mut(&10).unwrap().ns[NS_NET] = 77; // as an event would have set it
+    let mut ns = [5; NS_COUNT];
+    ns[NS_PID] = 1;
+    let d = |start| crate::table::scan::Details {
+        pid: 10,
+        start_ns: start,
+        argv: b"x\0".to_vec(),
+        exe: "/bin/x".into(),
+        ns,
+    };
+    tb.fill_details(vec![d(2 * TICK)]); // another process by now: ignored
+    assert_eq!(tb.get(10).unwrap().ns[NS_MNT], 0);
+    tb.fill_details(vec![d(TICK)]);
+    let p = tb.get(10).unwrap();
+    assert_eq!((p.ns[NS_PID], p.ns[NS_NET], p.ns[NS_MNT]), (HOST_NS, 77, 5));
+    assert!(tb.missing_details().is_empty());
+}

@@ -1,0 +1,305 @@
+//! `observer history <container>` and the signal facts of live processes: the JSON shapes
+//! of ended processes (with who signalled them, the OOM killer's facts and deaths with a
+//! pid namespace) and their text rendering. `why.rs` turns them into a paragraph.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    containers::ContainerKey,
+    events::{c_str, exit_status, signals},
+    table::{
+        history::{Ended, InitEnd},
+        signals::{OomFacts, SignalFact},
+    },
+    views::model::{exit_code, short_id},
+};
+
+/// Who sent a signal: a process (host pid, comm, its container or the host) or the kernel.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SenderView {
+    /// Host pid of the task that was running (0: an interrupt, no task).
+    pub pid: u32,
+    pub ns_pid: Option<u32>,
+    pub comm: String,
+    /// `host`, a container's short id, or `kernel` (the OOM killer, a fault, a dying
+    /// pid-namespace init: the kernel raised it in that task's context).
+    pub origin: String,
+    pub container_id: Option<String>,
+    pub runtime: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SignalView {
+    pub signal: String,
+    pub signo: u32,
+    /// delivered, ignored, already_pending, overflow, lost_info.
+    pub result: String,
+    pub si_code: i32,
+    pub group: bool,
+    pub time_ns: u64,
+    /// Seconds before the view was made.
+    pub ago_s: f64,
+    pub sender: SenderView,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OomView {
+    pub time_ns: u64,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub oom_score_adj: Option<i32>,
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    /// The victim's memory cgroup right after the kill.
+    pub memory_limit_bytes: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InitEndView {
+    pub pid: u32,
+    pub comm: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub killed_by: Option<SignalView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LinkView {
+    pub pid: u32,
+    pub ns_pid: u32,
+    pub comm: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EndedView {
+    pub pid: u32,
+    pub ns_pid: u32,
+    pub comm: String,
+    pub argv: Vec<String>,
+    pub exe: String,
+    /// Parent first, up to the container's PID 1.
+    pub parents: Vec<LinkView>,
+    pub start_time_ns: u64,
+    pub end_time_ns: u64,
+    pub duration_s: f64,
+    /// Exit code, or 128 + signal as shells report it.
+    pub exit_code: i32,
+    pub signal: Option<String>,
+    pub core_dumped: bool,
+    /// Ended by a signal or with a code other than 0.
+    pub failed: bool,
+    pub killed_by: Option<SignalView>,
+    pub oom: Option<OomView>,
+    /// Killed by the kernel because its pid namespace's init died.
+    pub killed_with_namespace: Option<InitEndView>,
+    /// Signals it ignored before it ended (no handler, or SIG_IGN).
+    pub ignored: Vec<SignalView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HistoryView {
+    pub runtime: String,
+    pub id: String,
+    pub name: Option<String>,
+    /// Entries matching the filters, oldest first.
+    pub entries: Vec<EndedView>,
+    /// Entries dropped from all histories since the agent started (bounds).
+    pub evicted_total: u64,
+}
+
+/// `observer history` filters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct HistoryFilter {
+    /// Only processes that ended within this many seconds.
+    pub since_s: Option<f64>,
+    #[serde(default)]
+    pub failed: bool,
+    pub comm: Option<String>,
+}
+
+pub fn sender_view(f: &SignalFact) -> SenderView {
+    let s = &f.sender;
+    let (origin, container_id, runtime) = if f.from_kernel() || s.pid == 0 {
+        ("kernel".to_string(), None, None)
+    } else {
+        match &s.container {
+            Some(k) => (short_id(&k.id), Some(k.id.clone()), Some(runtime_name(k))),
+            None => ("host".to_string(), None, None),
+        }
+    };
+    SenderView {
+        pid: s.pid,
+        ns_pid: s.ns_pid,
+        comm: c_str(&s.comm).into_owned(),
+        origin,
+        container_id,
+        runtime,
+    }
+}
+
+fn runtime_name(k: &ContainerKey) -> String {
+    serde_json::to_value(k.runtime)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn signal_view(f: &SignalFact, now_ns: u64) -> SignalView {
+    SignalView {
+        signal: signals::name(f.sig),
+        signo: f.sig,
+        result: signals::result_name(f.result).to_string(),
+        si_code: f.code,
+        group: f.group,
+        time_ns: f.at_ns,
+        ago_s: now_ns.saturating_sub(f.at_ns) as f64 / 1e9,
+        sender: sender_view(f),
+    }
+}
+
+pub fn oom_view(o: &OomFacts) -> OomView {
+    OomView {
+        time_ns: o.at_ns,
+        total_vm_kb: o.total_vm_kb,
+        anon_rss_kb: o.anon_rss_kb,
+        file_rss_kb: o.file_rss_kb,
+        shmem_rss_kb: o.shmem_rss_kb,
+        oom_score_adj: o.oom_score_adj,
+        trigger_pid: o.trigger_pid,
+        trigger_comm: c_str(&o.trigger_comm).into_owned(),
+        memory_limit_bytes: o.memory_limit_bytes,
+        memory_bytes: o.memory_bytes,
+    }
+}
+
+fn init_view(i: &InitEnd, now_ns: u64) -> InitEndView {
+    let st = i.status.map(exit_status);
+    InitEndView {
+        pid: i.pid,
+        comm: c_str(&i.comm).into_owned(),
+        exit_code: i.status.map(exit_code),
+        signal: st.and_then(|s| s.signal).map(|s| signals::name(s as u32)),
+        killed_by: i.cause.as_ref().map(|c| signal_view(c, now_ns)),
+    }
+}
+
+pub fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
+    let st = exit_status(e.status);
+    let argv = crate::table::Fixed::<{ crate::table::process::ARGV_BYTES }>::from_bytes(&e.argv);
+    EndedView {
+        pid: e.pid,
+        ns_pid: e.ns_pid,
+        comm: c_str(&e.comm).into_owned(),
+        argv: argv.args(),
+        exe: e.exe.to_string(),
+        parents: e
+            .chain
+            .iter()
+            .map(|l| LinkView {
+                pid: l.pid,
+                ns_pid: l.ns_pid,
+                comm: c_str(&l.comm).into_owned(),
+            })
+            .collect(),
+        start_time_ns: e.start_ns,
+        end_time_ns: e.end_ns,
+        duration_s: e.end_ns.saturating_sub(e.start_ns) as f64 / 1e9,
+        exit_code: exit_code(e.status),
+        signal: st.signal.map(|s| signals::name(s as u32)),
+        core_dumped: st.core_dumped,
+        failed: st.signal.is_some() || st.code != Some(0),
+        killed_by: e.signal.as_deref().map(|s| signal_view(s, now_ns)),
+        oom: e.oom.as_deref().map(oom_view),
+        killed_with_namespace: e.with_namespace.as_deref().map(|i| init_view(i, now_ns)),
+        ignored: e.ignored.iter().map(|s| signal_view(s, now_ns)).collect(),
+    }
+}
+
+impl HistoryFilter {
+    pub fn keep(&self, e: &EndedView, now_ns: u64) -> bool {
+        self.since_s
+            .is_none_or(|s| (now_ns.saturating_sub(e.end_time_ns) as f64) / 1e9 <= s)
+            && (!self.failed || e.failed)
+            && self.comm.as_deref().is_none_or(|c| e.comm == c)
+    }
+}
+
+/// How a process ended, in a few words: `exit 0`, `SIGKILL from bash (host pid 812)`.
+pub fn ending(e: &EndedView) -> String {
+    let mut s = match &e.signal {
+        Some(sig) => sig.clone(),
+        None => format!("exit {}", e.exit_code),
+    };
+    if e.core_dumped {
+        s.push_str(" (core dumped)");
+    }
+    if let Some(i) = &e.killed_with_namespace {
+        s.push_str(&format!(
+            ", killed with its pid namespace: PID 1 {} (host pid {}) ended ({})",
+            i.comm,
+            i.pid,
+            match (&i.signal, i.exit_code) {
+                (Some(sig), _) => sig.clone(),
+                (None, Some(c)) => format!("exit {c}"),
+                _ => "unknown".into(),
+            }
+        ));
+    } else if let Some(o) = &e.oom {
+        s.push_str(&format!(
+            ", OOM-killed (anon rss {} kB, limit {})",
+            o.anon_rss_kb.map(|v| v.to_string()).unwrap_or("?".into()),
+            o.memory_limit_bytes
+                .map(|b| format!("{} MiB", b >> 20))
+                .unwrap_or("none".into())
+        ));
+    } else if let Some(k) = &e.killed_by {
+        s.push_str(&format!(" from {}", from(&k.sender)));
+    }
+    s
+}
+
+/// `bash (host pid 812)`, `containerd-shim (host pid 90)`, `the kernel (in sleep's context)`.
+pub fn from(s: &SenderView) -> String {
+    match s.origin.as_str() {
+        "kernel" => format!("the kernel (in the context of {} pid {})", s.comm, s.pid),
+        "host" => format!("{} (host pid {})", s.comm, s.pid),
+        c => format!("{} (pid {}, container {c})", s.comm, s.pid),
+    }
+}
+
+pub fn render(v: &HistoryView) -> String {
+    let mut out = format!(
+        "{} {}{}: {} ended processes\n",
+        v.runtime,
+        short_id(&v.id),
+        v.name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        v.entries.len()
+    );
+    out.push_str(&format!(
+        "{:<8} {:<7} {:<16} {:>10}  {:<24} {}\n",
+        "PID", "NSPID", "COMM", "DURATION", "PARENTS", "ENDED"
+    ));
+    for e in &v.entries {
+        let parents: Vec<String> = e
+            .parents
+            .iter()
+            .map(|l| format!("{}[{}]", l.comm, l.ns_pid))
+            .collect();
+        out.push_str(&format!(
+            "{:<8} {:<7} {:<16} {:>9.3}s  {:<24} {}\n",
+            e.pid,
+            e.ns_pid,
+            super::text::one_line(&e.comm),
+            e.duration_s,
+            parents.join(" < "),
+            ending(e),
+        ));
+    }
+    out
+}

@@ -1,0 +1,161 @@
+//! `observer why <container|pid>`: one paragraph on how a container's PID 1 (or one
+//! process) ended, or what it is ignoring while it runs, with the evidence it rests on.
+
+use serde::{Deserialize, Serialize};
+
+use super::history::{ending, from, EndedView, SignalView};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WhyView {
+    /// What was asked about: `container <name>` or `pid <n>`.
+    pub subject: String,
+    /// Whether that process is still alive.
+    pub alive: bool,
+    pub paragraph: String,
+    /// The signals it was sent, oldest first (live), or how it ended.
+    pub signals: Vec<SignalView>,
+    pub ended: Option<EndedView>,
+}
+
+fn ago(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s ago")
+    } else if s < 7200.0 {
+        format!("{:.0} min ago", s / 60.0)
+    } else {
+        format!("{:.1} h ago", s / 3600.0)
+    }
+}
+
+fn ignored_sentence(who: &str, ns_init: bool, s: &SignalView) -> String {
+    let mut t = format!(
+        "{who} ignored {} from {} {}",
+        s.signal,
+        from(&s.sender),
+        ago(s.ago_s)
+    );
+    if ns_init && s.signal != "SIGKILL" && s.signal != "SIGSTOP" {
+        t.push_str(
+            ": it has no handler for it, and the init of a pid namespace only gets the \
+             signals it handles (the kernel drops the rest), so a `docker stop` or \
+             `kubectl delete` waits for its timeout and then sends SIGKILL",
+        );
+    }
+    t
+}
+
+/// A live process: what it ignored, and the last signals it got.
+pub fn live(subject: String, who: &str, ns_init: bool, signals: Vec<SignalView>) -> WhyView {
+    let ignored: Vec<&SignalView> = signals.iter().filter(|s| s.result == "ignored").collect();
+    let mut paragraph = format!("{who} is running.");
+    if ignored.is_empty() {
+        match signals.last() {
+            Some(s) => paragraph.push_str(&format!(
+                " The last signal it was sent: {} ({}) from {} {}.",
+                s.signal,
+                s.result,
+                from(&s.sender),
+                ago(s.ago_s)
+            )),
+            None => {
+                paragraph.push_str(" No signal that ends or stops a process has been sent to it.")
+            }
+        }
+    } else {
+        for s in ignored {
+            paragraph.push(' ');
+            paragraph.push_str(&ignored_sentence("It", ns_init, s));
+            paragraph.push('.');
+        }
+    }
+    WhyView {
+        subject,
+        alive: true,
+        paragraph,
+        signals,
+        ended: None,
+    }
+}
+
+/// A process that ended (a container's PID 1, or the process asked about).
+pub fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> WhyView {
+    let ago_s = now_ns.saturating_sub(e.end_time_ns) as f64 / 1e9;
+    let mut paragraph = format!(
+        "{who} ended {} after {:.3} s: {}.",
+        ago(ago_s),
+        e.duration_s,
+        ending(&e)
+    );
+    let ns_init = e.ns_pid == 1;
+    for s in &e.ignored {
+        paragraph.push_str(&format!(
+            " Before that, {}.",
+            ignored_sentence("it", ns_init, s)
+        ));
+    }
+    if let (Some(k), Some(first)) = (&e.killed_by, e.ignored.first()) {
+        if k.signal == "SIGKILL" && k.time_ns > first.time_ns {
+            paragraph.push_str(&format!(
+                " The SIGKILL came {:.1} s after the first ignored {}.",
+                (k.time_ns - first.time_ns) as f64 / 1e9,
+                first.signal
+            ));
+        }
+    }
+    if let Some(o) = &e.oom {
+        paragraph.push_str(&format!(
+            " The OOM killer chose it while {} (pid {}) was allocating: total_vm {} kB{}{}.",
+            o.trigger_comm,
+            o.trigger_pid,
+            o.total_vm_kb,
+            o.anon_rss_kb
+                .map(|v| format!(", anon rss {v} kB"))
+                .unwrap_or_default(),
+            match (o.memory_bytes, o.memory_limit_bytes) {
+                (Some(u), Some(l)) => format!("; its cgroup used {u} of {l} bytes right after"),
+                (None, Some(l)) => format!("; its cgroup's limit is {l} bytes"),
+                _ => String::new(),
+            }
+        ));
+    }
+    if let Some(i) = &e.killed_with_namespace {
+        if let Some(k) = &i.killed_by {
+            paragraph.push_str(&format!(
+                " Its PID 1 had been sent {} ({}) by {}.",
+                k.signal,
+                k.result,
+                from(&k.sender)
+            ));
+        }
+    }
+    let mut signals = e.ignored.clone();
+    signals.extend(e.killed_by.clone());
+    WhyView {
+        subject,
+        alive: false,
+        paragraph,
+        signals,
+        ended: Some(e),
+    }
+}
+
+pub fn render(v: &WhyView) -> String {
+    format!("{}\n", textwrap(&v.paragraph, 100))
+}
+
+fn textwrap(s: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for w in s.split(' ') {
+        if line > 0 && line + 1 + w.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(w);
+        line += w.len();
+    }
+    out
+}
