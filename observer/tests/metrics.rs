@@ -118,30 +118,37 @@ fn prometheus_scrapes_every_dashboard_query_and_values_match_the_cgroups() {
     ]);
     // A SIGTERM its PID 1 (sleep, no handler, a pid-namespace init) ignores.
     let zombie_pid1 = eventually(T, "obs-m-zombie's PID 1", || {
-        let ls: Value = serde_json::from_slice(
-            &observer().args(["ls", "-o", "json"]).output().ok()?.stdout,
-        )
-        .ok()?;
+        let ls: Value =
+            serde_json::from_slice(&observer().args(["ls", "-o", "json"]).output().ok()?.stdout)
+                .ok()?;
         ls.as_array()?
             .iter()
             .find(|c| c["name"] == "obs-m-zombie")?["pid"]
             .as_u64()
     });
     eventually(T, "PID 1 to be sleep", || {
-        (std::fs::read_to_string(format!("/proc/{zombie_pid1}/comm")).ok()?.trim() == "sleep")
+        (std::fs::read_to_string(format!("/proc/{zombie_pid1}/comm"))
+            .ok()?
+            .trim()
+            == "sleep")
             .then_some(())
     });
     unsafe { libc::kill(zombie_pid1 as i32, libc::SIGTERM) };
     let prom = Prometheus::start(&agent.http);
-    eventually(T, "scrapes with both containers, a fork rate and an ignored SIGTERM", || {
-        let forks = prom
-            .scalar(r#"rate(observer_container_forks_total{container_name="obs-m-work"}[15s])"#)?;
-        let z = prom.scalar(r#"observer_container_zombies{container_name="obs-m-zombie"}"#)?;
-        let term = prom.scalar(
+    eventually(
+        T,
+        "scrapes with both containers, a fork rate and an ignored SIGTERM",
+        || {
+            let forks = prom.scalar(
+                r#"rate(observer_container_forks_total{container_name="obs-m-work"}[15s])"#,
+            )?;
+            let z = prom.scalar(r#"observer_container_zombies{container_name="obs-m-zombie"}"#)?;
+            let term = prom.scalar(
             r#"observer_container_signals_total{container_name="obs-m-zombie",signal="SIGTERM",result="ignored"}"#,
         )?;
-        (forks > 0.0 && z == 1.0 && term == 1.0).then_some(())
-    });
+            (forks > 0.0 && z == 1.0 && term == 1.0).then_some(())
+        },
+    );
 
     for file in [
         "observer-node.json",
