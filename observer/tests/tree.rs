@@ -337,7 +337,7 @@ fn without_an_agent_views_fall_back_to_a_proc_scan_and_say_so() {
 }
 
 #[test]
-fn processes_found_at_start_up_carry_every_namespace_and_zombies_their_status() {
+fn processes_found_at_start_up_carry_every_namespace_their_cgroup_id_and_zombies_their_status() {
     // Before the agent starts: a sleep that never reaps its child, which exited with 3.
     let mut child = Command::new("sh")
         .args(["-c", "(exit 3) & exec sleep 1000"])
@@ -367,6 +367,18 @@ fn processes_found_at_start_up_carry_every_namespace_and_zombies_their_status() 
         (p["ns"] == Value::Object(want.clone())).then_some(())
     });
     assert_ne!(last, Value::Null);
+    // Its cgroup id: the inode of its cgroup2 directory, as the kernel side reads it.
+    let v2 = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = v2.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let want_id = inode(&cgroup2_mount().join(path.trim_start_matches('/')));
+    let ps = agent.json(&["ps"]);
+    let p = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap();
+    assert_eq!(p["cgroup_id"], want_id, "{p}");
     let ps = agent.json(&["ps"]);
     let z = ps
         .as_array()

@@ -200,6 +200,7 @@ async fn serve(
     let (probes, ring) = tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
+    let cgroup2 = cgroupfs.v2.clone();
     let mut table = Table::new(host_pidns, cgroupfs);
     table.history_limits = cfg.memory.history;
 
@@ -217,7 +218,7 @@ async fn serve(
     let redact = cfg.redact.clone();
     tokio::task::spawn_blocking(move || {
         let found = scan::parallel(&missing, |&(pid, start)| {
-            let mut d = scan::Details::read(pid, start, true);
+            let mut d = scan::Details::read(pid, start, true, cgroup2.as_deref());
             if let Some(masked) = redact.as_ref().and_then(|r| r.argv(&d.argv)) {
                 d.argv = masked;
             }

@@ -125,7 +125,12 @@ fn local(view: &View) -> anyhow::Result<Answer> {
     table.seed(&scan::scan_all(true), boot_now_ns());
     let missing = table.missing_details();
     table.fill_details(scan::parallel(&missing, |&(pid, start)| {
-        Some(scan::Details::read(pid, start, false))
+        Some(scan::Details::read(
+            pid,
+            start,
+            false,
+            cgroupfs.v2.as_deref(),
+        ))
     }));
     let src = Local(table);
     let mut resolver = Resolver::new(StateDirs::default());

@@ -61,8 +61,12 @@ pub struct Ended {
     /// NUL-separated argv, as captured at exec.
     pub argv: Box<[u8]>,
     pub exe: Box<str>,
-    /// Parent, grandparent... up to the container's PID 1 (or the first ancestor outside).
+    /// Parent, grandparent... up to the container's PID 1 (or the first ancestor outside),
+    /// as they were when it ended.
     pub chain: Box<[Link]>,
+    /// When it had been orphaned: the parent it had before (its chain at exec went
+    /// through that one).
+    pub adopted_from: Option<u32>,
     pub start_ns: u64,
     pub end_ns: u64,
     /// wait(2) status.
@@ -220,6 +224,7 @@ impl Table {
             argv: p.argv.bytes().into(),
             exe: self.exe(p.exe).into(),
             chain: chain.into(),
+            adopted_from: p.adoption.map(|a| a.from),
             start_ns: p.start_time_ns,
             end_ns: at_ns,
             status,

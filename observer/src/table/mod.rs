@@ -426,7 +426,10 @@ impl Table {
     pub fn missing_details(&self) -> Vec<(u32, u64)> {
         self.procs
             .values()
-            .filter(|p| (p.argv.is_empty() || p.exe == 0 || p.ns.contains(&0)) && p.exit.is_none())
+            .filter(|p| {
+                (p.argv.is_empty() || p.exe == 0 || p.ns.contains(&0) || p.cgroup_id == 0)
+                    && p.exit.is_none()
+            })
             .map(|p| (p.pid, p.start_time_ns))
             .collect()
     }
@@ -453,6 +456,9 @@ impl Table {
                 p.argv = Fixed::from_bytes(&d.argv);
             }
             p.exe = exe_id;
+            if p.cgroup_id == 0 {
+                p.cgroup_id = d.cgroup_id;
+            }
             for (have, read) in p.ns.iter_mut().zip(d.ns) {
                 if *have == 0 {
                     *have = read;

@@ -2,7 +2,7 @@
 //! reconciliation, and the CLI's one-shot view when no agent runs. Also the cheap per-process
 //! reads the views need for facts no event carries (state letter, CPU time, RSS).
 
-use std::{io::Read, os::unix::fs::MetadataExt};
+use std::{io::Read, os::unix::fs::MetadataExt, path::Path};
 
 use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_NAMES, NS_PID};
 
@@ -269,19 +269,37 @@ pub struct Details {
     pub exe: String,
     /// The nine namespace inodes (0 where /proc has none).
     pub ns: [u32; NS_COUNT],
+    /// Its cgroup v2 id: the inode of its cgroup2 directory (0 without cgroup2).
+    pub cgroup_id: u64,
 }
 
 impl Details {
-    /// Reads them for `pid` (`argv` only when asked: the CLI's one-shot view has no use).
-    pub fn read(pid: u32, start_ns: u64, with_argv: bool) -> Details {
+    /// Reads them for `pid` (`argv` only when asked: the CLI's one-shot view has no use);
+    /// `cgroup2`: where the cgroup2 hierarchy is mounted.
+    pub fn read(pid: u32, start_ns: u64, with_argv: bool, cgroup2: Option<&Path>) -> Details {
         Details {
             pid,
             start_ns,
             argv: if with_argv { cmdline(pid) } else { Vec::new() },
             exe: exe(pid),
             ns: namespaces(pid),
+            cgroup_id: cgroup2.map(|m| cgroup_id(pid, m)).unwrap_or(0),
         }
     }
+}
+
+/// The inode of `pid`'s cgroup2 directory (what the kernel side reads as the cgroup id):
+/// its `0::` line of /proc/<pid>/cgroup under the cgroup2 mount.
+pub fn cgroup_id(pid: u32, cgroup2: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return 0;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|path| std::fs::metadata(cgroup2.join(path.trim_start_matches('/'))).ok())
+        .map(|m| m.ino())
+        .unwrap_or(0)
 }
 
 /// The namespace inodes of `pid`, in observer's order (0 where unreadable).

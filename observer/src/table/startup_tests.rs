@@ -52,11 +52,13 @@ fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
         argv: b"x\0".to_vec(),
         exe: "/bin/x".into(),
         ns,
+        cgroup_id: 4242,
     };
     tb.fill_details(vec![d(2 * TICK)]); // another process by now: ignored
     assert_eq!(tb.get(10).unwrap().ns[NS_MNT], 0);
     tb.fill_details(vec![d(TICK)]);
     let p = tb.get(10).unwrap();
     assert_eq!((p.ns[NS_PID], p.ns[NS_NET], p.ns[NS_MNT]), (HOST_NS, 77, 5));
+    assert_eq!(p.cgroup_id, 4242);
     assert!(tb.missing_details().is_empty());
 }

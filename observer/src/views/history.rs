@@ -80,8 +80,10 @@ pub struct EndedView {
     pub comm: String,
     pub argv: Vec<String>,
     pub exe: String,
-    /// Parent first, up to the container's PID 1.
+    /// Parent first, up to the container's PID 1 (as they were when it ended).
     pub parents: Vec<LinkView>,
+    /// The parent it had before it was orphaned and adopted.
+    pub adopted_from: Option<u32>,
     pub start_time_ns: u64,
     pub end_time_ns: u64,
     pub duration_s: f64,
@@ -204,6 +206,7 @@ pub fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
                 comm: c_str(&l.comm).into_owned(),
             })
             .collect(),
+        adopted_from: e.adopted_from,
         start_time_ns: e.start_ns,
         end_time_ns: e.end_ns,
         duration_s: e.end_ns.saturating_sub(e.start_ns) as f64 / 1e9,

@@ -37,10 +37,22 @@ pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
                 format!("{:.2}", p.cpu_s),
                 bytes(p.rss_bytes),
                 p.container.clone().unwrap_or_else(|| "-".into()),
-                if p.cmdline.is_empty() {
-                    format!("[{}]", p.comm)
-                } else {
-                    p.cmdline.clone()
+                {
+                    let mut c = if p.cmdline.is_empty() {
+                        format!("[{}]", p.comm)
+                    } else {
+                        p.cmdline.clone()
+                    };
+                    // What a stuck `docker stop` is waiting on.
+                    if let Some(s) = p.ignored_signals.last() {
+                        c.push_str(&format!(
+                            "  (ignored {} from {} {}s ago)",
+                            s.signal,
+                            super::history::from(&s.sender),
+                            s.ago_s.round()
+                        ));
+                    }
+                    c
                 },
             ]
         })

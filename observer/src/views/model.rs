@@ -50,6 +50,9 @@ pub struct ProcessView {
     pub ns: crate::views::events::NsJson,
     /// The cgroup path container attribution used (v2 first, else a v1 hierarchy's).
     pub cgroup: String,
+    /// Its cgroup v2 id (the inode of its cgroup2 directory; null without cgroup2).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup_id: Option<u64>,
     /// Short id of the container, if any.
     pub container: Option<String>,
     /// On zombies: seconds since the process exited.
@@ -217,6 +220,7 @@ pub fn process_view(
         pidns: p.pidns(),
         ns: crate::views::events::NsJson(p.ns),
         cgroup: snap.cgroup(p.cgroup).to_string(),
+        cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
         container,
         zombie_age_s: zombie.map(|e| now_ns.saturating_sub(e.at_ns) as f64 / 1e9),
         exit_code: zombie.and_then(|e| e.status).map(exit_code),
