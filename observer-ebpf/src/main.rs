@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod diag;
 mod task;
 
 use aya_ebpf::{
@@ -130,13 +131,14 @@ fn describe_current(h: &mut EventHeader, t: &mut TaskInfo, kind: EventKind, r: &
     fill_task(unsafe { bpf_get_current_task() }, t, r);
 }
 
-/// Reserve a record of type `T` or count it as dropped.
+/// Reserve a record of type `T` or count it as dropped (and say so, rate-limited).
 macro_rules! reserve {
-    ($ty:ty, $kind:expr) => {
+    ($ty:ty, $kind:expr, $ctx:expr) => {
         match EVENTS.reserve::<$ty>(0) {
             Some(e) => e,
             None => {
                 count($kind, Counter::Dropped);
+                diag::dropped($ctx, $kind);
                 return 0;
             }
         }
@@ -144,10 +146,11 @@ macro_rules! reserve {
 }
 
 #[inline(always)]
-fn finish(kind: EventKind, r: &Reader) {
+fn finish<C: aya_ebpf::EbpfContext>(ctx: &C, kind: EventKind, r: &Reader) {
     count(kind, Counter::Emitted);
     if r.failed() {
         count(kind, Counter::ReadError);
+        diag::read_failed(ctx, kind);
     }
 }
 
@@ -157,7 +160,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let parent: u64 = ctx.arg(0);
     let child: u64 = ctx.arg(1);
     let kind = EventKind::Fork;
-    let mut entry = reserve!(ForkEvent, kind);
+    let mut entry = reserve!(ForkEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     describe(&mut ev.header, &mut ev.task, kind, child, &mut r);
@@ -165,7 +168,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let parent_tgid: u32 = r.read(parent, off!(task_tgid));
     ev.is_thread = (parent_tgid == ev.header.tgid) as u32;
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 
@@ -175,7 +178,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let old_pid: u64 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
     let kind = EventKind::Exec;
-    let mut entry = reserve!(ExecEvent, kind);
+    let mut entry = reserve!(ExecEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
@@ -211,7 +214,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         }
     }
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 
@@ -220,7 +223,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
     let kind = EventKind::Exit;
-    let mut entry = reserve!(ExitEvent, kind);
+    let mut entry = reserve!(ExitEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
@@ -232,7 +235,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     ev.group_dead = (signal != 0 && live == 0) as u32;
     ev._pad = 0;
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 
@@ -241,7 +244,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
 pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
     let kind = EventKind::Free;
-    let mut entry = reserve!(FreeEvent, kind);
+    let mut entry = reserve!(FreeEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     let tgid = r.read(task, off!(task_tgid));
@@ -249,7 +252,7 @@ pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
     header(&mut ev.header, kind, tgid, pid);
     fill_identity(task, &mut ev.task, &mut r);
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 
@@ -262,13 +265,13 @@ fn ns_syscall_exit(ctx: &TracePointContext, kind: EventKind) -> i32 {
     if ret != 0 {
         return 0;
     }
-    let mut entry = reserve!(NsEvent, kind);
+    let mut entry = reserve!(NsEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
     ev.ret = ret;
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(ctx, kind, &r);
     0
 }
 
@@ -291,7 +294,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(2);
     let threadgroup: u64 = ctx.arg(3);
     let kind = EventKind::CgroupAttach;
-    let mut entry = reserve!(CgroupAttachEvent, kind);
+    let mut entry = reserve!(CgroupAttachEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
@@ -309,7 +312,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
         r.fail();
     }
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 
@@ -337,7 +340,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         }
     }
     let kind = EventKind::Signal;
-    let mut entry = reserve!(SignalEvent, kind);
+    let mut entry = reserve!(SignalEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
@@ -361,7 +364,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     ev.result = result as u32;
     ev._pad = 0;
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 
@@ -383,7 +386,7 @@ fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u32, r: &mut Reader
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim(ctx: TracePointContext) -> i32 {
     let kind = EventKind::Oom;
-    let mut entry = reserve!(OomEvent, kind);
+    let mut entry = reserve!(OomEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Reader::new();
     let id = bpf_get_current_pid_tgid();
@@ -404,7 +407,7 @@ pub fn mark_victim(ctx: TracePointContext) -> i32 {
     ev.flags = flags;
     ev._pad = 0;
     entry.submit(wakeup_flags());
-    finish(kind, &r);
+    finish(&ctx, kind, &r);
     0
 }
 

@@ -198,7 +198,8 @@ fn setns_event_reports_the_entered_namespaces() {
 
 #[test]
 fn events_lost_while_the_reader_is_stalled_are_counted_not_hidden() {
-    let stream = EventStream::start(&["--ringbuf-size", "16K", "--stats"]);
+    // -v: the kernel side also says, rate-limited, that it dropped records (aya-log).
+    let stream = EventStream::start(&["--ringbuf-size", "16K", "--stats", "-v"]);
     // Stop the reader, overflow its 16 KiB buffer (a few dozen records), resume.
     unsafe { libc::kill(stream.pid() as i32, libc::SIGSTOP) };
     let out = sh("i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done");
@@ -222,6 +223,10 @@ fn events_lost_while_the_reader_is_stalled_are_counted_not_hidden() {
     assert_eq!(emitted, received, "everything emitted was received: {exec}");
     assert!(emitted + dropped + skipped >= 300, "{exec}");
     assert!(err.contains("events were lost"), "{err}");
+    assert!(
+        err.contains("event dropped: the ring buffer is full"),
+        "the kernel side's diagnostics: {err}"
+    );
 }
 
 #[test]

@@ -197,7 +197,9 @@ async fn serve(
     let notifier = systemd::Notifier::from_env();
     // Off the runtime thread: the listeners keep answering (/readyz 503) meanwhile.
     let probe_cfg = cfg.probes.clone();
-    let (probes, ring) = tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
+    let (mut probes, ring) =
+        tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
+    probes.forward_kernel_log();
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let cgroup2 = cgroupfs.v2.clone();

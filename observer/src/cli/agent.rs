@@ -175,6 +175,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             ringbuf_bytes: a.ringbuf_size,
             btf: a.btf,
             signal_mask: a.signals,
+            // `observer agent -vv`
+            kernel_log: log::max_level() >= log::LevelFilter::Debug,
         },
         listen: a.listen,
         metrics_listen: a.metrics_listen,

@@ -120,8 +120,11 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         ringbuf_bytes: args.ringbuf_size,
         btf: args.btf.clone(),
         signal_mask: args.signals,
+        // `observer events -v`
+        kernel_log: log::max_level() >= log::LevelFilter::Info,
     };
-    let (probes, ring) = Probes::load(&cfg)?;
+    let (mut probes, ring) = Probes::load(&cfg)?;
+    probes.forward_kernel_log();
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

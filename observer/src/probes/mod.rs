@@ -72,6 +72,9 @@ pub struct ProbeConfig {
     pub btf: PathBuf,
     /// Signals the kernel side reports (observer_common::signal_bit; events/signals.rs).
     pub signal_mask: u64,
+    /// The programs say why they dropped a record or read a field as 0 (aya-log,
+    /// rate-limited; observer-ebpf/src/diag.rs), forwarded to this process's log at info.
+    pub kernel_log: bool,
 }
 
 impl Default for ProbeConfig {
@@ -80,6 +83,7 @@ impl Default for ProbeConfig {
             ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
             btf: PathBuf::from(btf::DEFAULT_BTF),
             signal_mask: crate::events::signals::DEFAULT_MASK,
+            kernel_log: false,
         }
     }
 }
@@ -113,6 +117,8 @@ const PROGRAMS: [(&str, &str, Hook, EventKind); 9] = [
 /// Loaded and attached programs. Dropping this detaches them.
 pub struct Probes {
     ebpf: Ebpf,
+    /// The kernel side's log records (with `kernel_log`), until `forward_kernel_log`.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     stats: PerCpuArray<MapData, Stats>,
     /// Tracepoints attached, as `category:name`.
     pub attached: Vec<String>,
@@ -192,6 +198,12 @@ impl Probes {
             .override_global("OFFS", &offsets, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("SIGNAL_MASK", &cfg.signal_mask, true)
+            // aya-log's level gate: Info (3) when asked for, else every statement is off.
+            .override_global(
+                "AYA_LOG_LEVEL",
+                &(if cfg.kernel_log { 3u8 } else { 0u8 }),
+                true,
+            )
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(OBJECT)
             .map_err(|e| match privileges::refused_by_seccomp(&e) {
@@ -251,8 +263,20 @@ impl Probes {
             .ok_or(ProbeError::Map("STATS", "missing from the object".into()))?;
         let stats =
             PerCpuArray::try_from(stats).map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
+        let logger = if cfg.kernel_log {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    log::warn!("the kernel side's diagnostics are unavailable: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok((
             Probes {
+                logger,
                 ebpf,
                 stats,
                 attached,
@@ -262,6 +286,30 @@ impl Probes {
             },
             events,
         ))
+    }
+
+    /// Forwards the kernel side's log records to this process's log as they come (a task
+    /// of the current tokio runtime).
+    pub fn forward_kernel_log(&mut self) {
+        let Some(logger) = self.logger.take() else {
+            return;
+        };
+        use tokio::io::{unix::AsyncFd, Interest};
+        // SAFETY: the logger owns its ring buffer's descriptor, which stays open for as long
+        // as the AsyncFd owns the logger.
+        let mut fd = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("the kernel side's diagnostics are unavailable: {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
     }
 
     /// Sums the per-CPU kernel counters.
