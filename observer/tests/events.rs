@@ -297,12 +297,7 @@ fn signals_to_a_namespace_init_and_an_oom_kill_carry_the_kernels_verdict() {
         .spawn()
         .unwrap();
     let init: u32 = eventually(Duration::from_secs(10), "the namespace's init", || {
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", ns.id()))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        first_child(ns.id())
     });
     eventually(Duration::from_secs(10), "sleep to run", || {
         (std::fs::read_to_string(format!("/proc/{init}/comm"))
@@ -330,17 +325,7 @@ fn signals_to_a_namespace_init_and_an_oom_kill_carry_the_kernels_verdict() {
     // own SIGKILL to it.
     let name = format!("observer-test-oom-{}", std::process::id());
     let out = observer()
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--memory",
-            "32M",
-            "--",
-            "sh",
-            "-c",
-            "tail /dev/zero",
-        ])
+        .args(oom_container_args(&name, false))
         .output()
         .unwrap();
     let _ = observer().args(["rm", "-f", &name]).output();

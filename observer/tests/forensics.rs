@@ -184,14 +184,7 @@ fn a_kill_from_a_host_shell_names_that_shell_as_the_sender() {
         &["sh", "-c", "sleep 1000 & wait"],
     );
     let pid1 = c.pid1();
-    let sleep: u32 = eventually(T, "the container's sleep", || {
-        std::fs::read_to_string(format!("/proc/{pid1}/task/{pid1}/children"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    });
+    let sleep: u32 = eventually(T, "the container's sleep", || first_child(pid1));
     eventually(T, "the agent to know the sleep", || {
         agent
             .json(&["ps", "-c", "observer-test-kill"])
@@ -295,18 +288,7 @@ fn an_oom_kill_in_a_launcher_container_matches_the_kernel_log() {
     let name = "observer-test-oom-launcher";
     let _ = observer().args(["rm", "-f", name]).output();
     let out = observer()
-        .args([
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--memory",
-            "32M",
-            "--",
-            "sh",
-            "-c",
-            "tail /dev/zero",
-        ])
+        .args(oom_container_args(name, true))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -72,23 +72,28 @@ impl Table {
             .is_some_and(|p| p.pid_level > 0 && p.ns_pid() == 1)
     }
 
+    /// A container's summary before its processes are counted.
+    fn empty_summary(&self, index: u32, c: &Container) -> ContainerSummary {
+        ContainerSummary {
+            index,
+            container: self.container_data(c),
+            processes: 0,
+            threads: 0,
+            zombies: 0,
+            oldest_zombie_ns: None,
+            init_pid: None,
+            shim_pid: None,
+            shim_comm: None,
+        }
+    }
+
     /// Containers the registry still holds (within their retention) that have no process
     /// left: their counters stay on /metrics until they are evicted.
     pub fn ended_summaries(&self) -> Vec<ContainerSummary> {
         self.registry
             .iter()
             .filter(|(_, c)| c.members == 0)
-            .map(|(i, c)| ContainerSummary {
-                index: i,
-                container: self.container_data(c),
-                processes: 0,
-                threads: 0,
-                zombies: 0,
-                oldest_zombie_ns: None,
-                init_pid: None,
-                shim_pid: None,
-                shim_comm: None,
-            })
+            .map(|(i, c)| self.empty_summary(i, c))
             .collect()
     }
 
@@ -100,17 +105,7 @@ impl Table {
             let Some(c) = self.registry.get(ci) else {
                 continue;
             };
-            let s = out[ci as usize].get_or_insert_with(|| ContainerSummary {
-                index: ci,
-                container: self.container_data(c),
-                processes: 0,
-                threads: 0,
-                zombies: 0,
-                oldest_zombie_ns: None,
-                init_pid: None,
-                shim_pid: None,
-                shim_comm: None,
-            });
+            let s = out[ci as usize].get_or_insert_with(|| self.empty_summary(ci, c));
             s.processes += 1;
             s.threads += p.threads;
             if let Some(e) = p.exit {

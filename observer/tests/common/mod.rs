@@ -271,3 +271,35 @@ pub fn observer_as_nobody(args: &[&str]) -> std::process::Output {
     a.extend(args);
     Command::new("setpriv").args(&a).output().expect("setpriv")
 }
+
+/// The first child of `pid`'s main thread (/proc/<pid>/task/<pid>/children).
+pub fn first_child(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// argv of a launcher container limited to 32 MiB whose `tail /dev/zero` the OOM killer
+/// ends (`observer run ...`; `detach` adds -d).
+pub fn oom_container_args(name: &str, detach: bool) -> Vec<String> {
+    let mut a = vec!["run".to_string()];
+    if detach {
+        a.push("-d".into());
+    }
+    for s in [
+        "--name",
+        name,
+        "--memory",
+        "32M",
+        "--",
+        "sh",
+        "-c",
+        "tail /dev/zero",
+    ] {
+        a.push(s.into());
+    }
+    a
+}
