@@ -191,6 +191,7 @@ fn the_units_capability_set_is_enough_and_each_capability_in_it_is_needed() {
         .unwrap();
     let want: u64 = caps.iter().map(|c| 1u64 << cap_number(c)).sum();
     assert_eq!(eff, want, "the agent runs with exactly {caps:?}");
+    agent.wait_startup_details();
     for &pid in &subjects {
         assert_eq!(agent_facts(&agent, pid), proc_facts(pid), "pid {pid}");
     }
@@ -209,6 +210,7 @@ fn the_units_capability_set_is_enough_and_each_capability_in_it_is_needed() {
                 "without {without} the agent must say so: {e}"
             ),
             Ok(agent) => {
+                agent.wait_startup_details();
                 let (exe, pidns) = agent_facts(&agent, nobody.0.id());
                 assert!(
                     exe.is_empty() && pidns == 0,

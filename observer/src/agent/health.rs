@@ -46,6 +46,10 @@ pub struct Health {
     /// table); those that found a disagreement started a full scan.
     #[serde(default)]
     pub checks: u64,
+    /// The pass right after ready that reads the command lines, executables, namespace
+    /// inodes and cgroup ids of the processes found at start-up is still running.
+    #[serde(default)]
+    pub startup_details_pending: bool,
     pub last_scan_s: f64,
     /// Processes by /proc state letter as of the last scan (seed or reconciliation).
     pub states: BTreeMap<String, u64>,
@@ -80,6 +84,7 @@ pub struct Inputs<'a> {
     pub missing: &'a [(String, String)],
     pub reconciliations: u64,
     pub checks: u64,
+    pub startup_details_pending: bool,
     pub last_scan_s: f64,
     pub states: &'a BTreeMap<String, u64>,
     pub http: Vec<super::http::ConnCounts>,
@@ -116,6 +121,7 @@ pub fn health(i: Inputs) -> Health {
         corrections: t.stats.corrections,
         reconciliations: i.reconciliations,
         checks: i.checks,
+        startup_details_pending: i.startup_details_pending,
         last_scan_s: i.last_scan_s,
         states: i.states.clone(),
         adoptions: [("subreaper", 0), ("namespace_init", 1), ("host_init", 2)]

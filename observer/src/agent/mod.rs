@@ -333,6 +333,7 @@ async fn serve(
                         missing: &probes.missing,
                         reconciliations,
                         checks,
+                        startup_details_pending: argv_pending,
                         last_scan_s: last_scan.as_secs_f64(),
                         states: &states,
                         http: servers.counts(),

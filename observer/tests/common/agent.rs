@@ -151,6 +151,16 @@ impl Agent {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
     }
 
+    /// Waits for the pass right after ready that reads the command lines, executables,
+    /// namespaces and cgroup ids of the processes found at start-up.
+    pub fn wait_startup_details(&self) {
+        super::eventually(Duration::from_secs(30), "the start-up details pass", || {
+            let st: Value =
+                serde_json::from_str(&super::http_body(&self.http_get("/v1/status"))).ok()?;
+            (st["startup_details_pending"] == false).then_some(())
+        });
+    }
+
     /// GET on the HTTP listener (plain HTTP/1.0 over TCP).
     pub fn http_get(&self, path: &str) -> String {
         super::http_get(&self.http, path).unwrap()
