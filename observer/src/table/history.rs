@@ -61,8 +61,9 @@ pub struct Ended {
     /// NUL-separated argv, as captured at exec.
     pub argv: Box<[u8]>,
     pub exe: Box<str>,
-    /// Parent, grandparent... up to the container's PID 1 (or the first ancestor outside),
-    /// as they were when it ended.
+    /// Parent, grandparent... up to the container's PID 1 (or the first ancestor outside):
+    /// for an orphan as they were before its parent died, else as they are at its end (the
+    /// same as at its exec: only a parent's death changes a process's parent).
     pub chain: Box<[Link]>,
     /// When it had been orphaned: the parent it had before (its chain at exec went
     /// through that one).
@@ -172,21 +173,11 @@ impl Table {
         let Some(c) = p.container else {
             return; // host processes have no history
         };
-        let mut chain = Vec::new();
-        let mut cur = p;
-        while cur.ns_pid() != 1 && chain.len() < 16 {
-            match self.procs.get(&cur.ppid) {
-                Some(par) if par.container == Some(c) || par.pidns() == p.pidns() => {
-                    chain.push(Link {
-                        pid: par.pid,
-                        ns_pid: par.ns_pid(),
-                        comm: par.comm,
-                    });
-                    cur = par;
-                }
-                _ => break,
-            }
-        }
+        // An orphan's chain is the one it had before its parent died (kept then).
+        let chain = match self.orphan_chains.get(&pid) {
+            Some(c) => c.clone(),
+            None => self.chain_of(p).into(),
+        };
         let facts = self.signals_of(pid);
         let signal = crate::events::exit_status(status)
             .signal
@@ -223,7 +214,7 @@ impl Table {
             comm: p.comm,
             argv: p.argv.bytes().into(),
             exe: self.exe(p.exe).into(),
-            chain: chain.into(),
+            chain,
             adopted_from: p.adoption.map(|a| a.from),
             start_ns: p.start_time_ns,
             end_ns: at_ns,
@@ -239,6 +230,60 @@ impl Table {
         container.signals.exit_classes[exit_class(status)] += 1;
         let key = container.key.clone();
         self.history.push(key, e, &self.history_limits);
+    }
+
+    /// `p`'s parent, grandparent... while they are in its container or pid namespace, up
+    /// to its namespace's PID 1.
+    pub(super) fn chain_of(&self, p: &super::Process) -> Vec<Link> {
+        let mut chain = Vec::new();
+        let mut cur = p;
+        while cur.ns_pid() != 1 && chain.len() < 16 {
+            match self.procs.get(&cur.ppid) {
+                Some(par) if par.container == p.container || par.pidns() == p.pidns() => {
+                    chain.push(Link {
+                        pid: par.pid,
+                        ns_pid: par.ns_pid(),
+                        comm: par.comm,
+                    });
+                    cur = par;
+                }
+                _ => break,
+            }
+        }
+        chain
+    }
+
+    /// `parent` is dying: its children in containers keep the chain they had (the dying
+    /// parent first) for their history entries, as it was before they were adopted.
+    pub(super) fn keep_orphan_chains(&mut self, parent: u32) {
+        let Some(par) = self.procs.get(&parent) else {
+            return;
+        };
+        if par.first_child == 0 || par.container.is_none() {
+            return;
+        }
+        let mut chain = vec![Link {
+            pid: par.pid,
+            ns_pid: par.ns_pid(),
+            comm: par.comm,
+        }];
+        if par.ns_pid() != 1 {
+            chain.extend(self.chain_of(par));
+        }
+        let chain: Box<[Link]> = chain.into();
+        let mut c = par.first_child;
+        let mut n = 0;
+        while c != 0 && n <= self.procs.len() {
+            let Some(child) = self.procs.get(&c) else {
+                break;
+            };
+            let next = child.next_sibling;
+            if child.container.is_some() {
+                self.orphan_chains.insert(c, chain.clone());
+            }
+            c = next;
+            n += 1;
+        }
     }
 
     pub fn history(&self) -> &History {

@@ -78,6 +78,8 @@ pub struct Table {
     /// Signals and OOM facts of live processes, by host pid (signals.rs).
     signals: FxHashMap<u32, signals::ProcSignals>,
     history: history::History,
+    /// Orphans' parent chains as they were before their parent died (history.rs).
+    orphan_chains: FxHashMap<u32, Box<[history::Link]>>,
     pub history_limits: history::HistoryLimits,
     tick_ns: u64,
     cgroupfs: CgroupFs,
@@ -97,6 +99,7 @@ impl Table {
             stats: TableStats::default(),
             signals: FxHashMap::default(),
             history: history::History::default(),
+            orphan_chains: FxHashMap::default(),
             history_limits: history::HistoryLimits::default(),
             tick_ns: scan::tick_ns(),
             cgroupfs,
@@ -197,6 +200,7 @@ impl Table {
                     self.exited.insert(h.tgid);
                     self.count(c, EventKind::Exit);
                     self.record_end(h.tgid, e.exit_code, h.ktime_ns);
+                    self.keep_orphan_chains(h.tgid);
                     self.orphan_children(h.tgid, h.ktime_ns);
                 } else if e.is_leader == 0 {
                     let p = self.procs.get_mut(&h.tgid).expect("checked above");
@@ -365,6 +369,7 @@ impl Table {
     fn remove(&mut self, pid: u32) {
         self.exited.remove(&pid);
         self.signals.remove(&pid);
+        self.orphan_chains.remove(&pid);
         self.unlink(pid);
         self.detach_children(pid);
         if let Some(p) = self.procs.remove(&pid) {
@@ -514,6 +519,8 @@ fn merge_ns(dst: &mut [u32; NS_COUNT], src: &[u32; NS_COUNT]) {
     }
 }
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod startup_tests;
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::{containers::cgroup::Runtime, table::scan::Scanned};
 pub(super) const HOST_NS: u32 = 4026531836;
 pub(super) const TICK: u64 = 10_000_000;
 
-fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) -> TaskInfo {
+pub(super) fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) -> TaskInfo {
     let mut ns_pids = [0; MAX_PID_LEVELS];
     ns_pids[..pids.len()].copy_from_slice(pids);
     let mut ns = [0; NS_COUNT];
@@ -38,7 +38,7 @@ fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
     }
 }
 
-fn fork(pid: u32, t: TaskInfo) -> Event {
+pub(super) fn fork(pid: u32, t: TaskInfo) -> Event {
     Event::Fork(ForkEvent {
         header: hdr(EventKind::Fork, pid, pid, t.start_time_ns),
         task: t,
@@ -72,7 +72,14 @@ fn exec(pid: u32, t: TaskInfo, file: &str, args: &[&str]) -> Event {
     Event::Exec(e)
 }
 
-fn exit(tgid: u32, tid: u32, t: TaskInfo, code: u32, group_dead: bool, at: u64) -> Event {
+pub(super) fn exit(
+    tgid: u32,
+    tid: u32,
+    t: TaskInfo,
+    code: u32,
+    group_dead: bool,
+    at: u64,
+) -> Event {
     Event::Exit(ExitEvent {
         header: hdr(EventKind::Exit, tgid, tid, at),
         task: t,

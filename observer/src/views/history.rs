@@ -80,7 +80,7 @@ pub struct EndedView {
     pub comm: String,
     pub argv: Vec<String>,
     pub exe: String,
-    /// Parent first, up to the container's PID 1 (as they were when it ended).
+    /// Parent first, up to the container's PID 1 (for an orphan: before its parent died).
     pub parents: Vec<LinkView>,
     /// The parent it had before it was orphaned and adopted.
     pub adopted_from: Option<u32>,
