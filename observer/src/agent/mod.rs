@@ -313,8 +313,16 @@ async fn serve(
             }
             Some(req) = req_rx.recv() => {
                 // Answer with everything that happened before the question: events wait in
-                // the ring buffer up to DRAIN_EVERY between wakeups.
-                pump(&mut reader, &mut table, &ev_tx, redact);
+                // the ring buffer up to DRAIN_EVERY (IDLE_DRAIN_EVERY when idle) between
+                // wakeups. Orphans they made are adopted now, as a drain would (their new
+                // parent is read from /proc before their PID can be reused).
+                if pump(&mut reader, &mut table, &ev_tx, redact) > 0 {
+                    busy = true;
+                    drain.as_mut().reset(tokio::time::Instant::now() + crate::probes::DRAIN_EVERY);
+                }
+                if table.has_pending() {
+                    table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
+                }
                 match req {
                 Request::Snapshot(scope, tx) => {
                     // Views must not count a reaped process whose free event is still due.
