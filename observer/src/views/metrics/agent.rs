@@ -1,0 +1,249 @@
+//! The node's and the agent's own figures on /metrics: processes and zombies, states,
+//! adoptions, events by type, losses, reconciliation, the table's bounds, the API
+//! listeners and the build. Label-less or labelled by type — never by process.
+
+use super::family::Family;
+use crate::agent::health::Health;
+
+pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
+    let mut node = |name, help, counter, fill: &dyn Fn(&mut Family)| {
+        let mut fam = Family::new(name, help, counter);
+        fill(&mut fam);
+        fams.push(fam);
+    };
+    // Label-less node and agent figures: (name, help, counter?, value).
+    let scalars: [(&'static str, &'static str, bool, f64); 13] = [
+        (
+            "observer_processes",
+            "Processes in the agent's table.",
+            false,
+            h.processes as f64,
+        ),
+        (
+            "observer_zombies",
+            "Zombies on the node (exited, not reaped).",
+            false,
+            h.zombies as f64,
+        ),
+        (
+            "observer_containers",
+            "Containers with processes.",
+            false,
+            h.containers as f64,
+        ),
+        (
+            "observer_event_decode_errors_total",
+            "Ring buffer records the agent could not decode.",
+            true,
+            h.decode_errors as f64,
+        ),
+        (
+            "observer_ringbuf_size_bytes",
+            "Size of the kernel ring buffer.",
+            false,
+            h.ringbuf_bytes as f64,
+        ),
+        (
+            "observer_table_processes",
+            "Entries in the agent's process table.",
+            false,
+            h.processes as f64,
+        ),
+        (
+            "observer_reconcile_corrections_total",
+            "Table entries fixed by reconciliation with /proc.",
+            true,
+            h.corrections as f64,
+        ),
+        (
+            "observer_reconciliations_total",
+            "Reconciliations with /proc (full scans).",
+            true,
+            h.reconciliations as f64,
+        ),
+        (
+            "observer_reconcile_checks_total",
+            "Cheap reconciliation checks (one read of /proc's directory compared with the table); a disagreement starts a full scan.",
+            true,
+            h.checks as f64,
+        ),
+        (
+            "observer_scan_duration_seconds",
+            "Duration of the last /proc scan.",
+            false,
+            h.last_scan_s,
+        ),
+        (
+            "observer_agent_starts_total",
+            "Agents started on this node with this socket (this one included).",
+            true,
+            h.agent_starts as f64,
+        ),
+        (
+            "observer_agent_unclean_restarts_total",
+            "Agents that ended without a clean stop (killed, crashed) before this one started.",
+            true,
+            h.unclean_restarts as f64,
+        ),
+        (
+            "observer_uptime_seconds",
+            "Seconds since the agent started.",
+            false,
+            h.uptime_s,
+        ),
+    ];
+    for (name, help, counter, v) in scalars {
+        node(name, help, counter, &|f| f.add(&[], v));
+    }
+    node(
+        "observer_processes_by_state",
+        "Processes by /proc state letter at the last /proc scan.",
+        false,
+        &|f| {
+            for (s, n) in &h.states {
+                f.add1("state", s, *n as f64);
+            }
+        },
+    );
+    node(
+        "observer_evictions_total",
+        "Entries dropped to bound the agent's memory, by kind (ended containers past their retention or over --max-containers, unreferenced cgroup paths, cgroup ids and executable paths, container-name cache entries, ended processes past the history bounds or retention).",
+        true,
+        &|f| {
+            let e = &h.evictions;
+            for (what, n) in [
+                ("container", e.containers),
+                ("cgroup_path", e.cgroup_paths),
+                ("cgroup_id", e.cgroup_ids),
+                ("exe", e.exes),
+                ("name_cache", h.name_cache_evictions),
+                ("history", e.history),
+            ] {
+                f.add1("what", what, n as f64);
+            }
+        },
+    );
+    node(
+        "observer_retained_entries",
+        "Entries the agent holds in memory, by kind: processes (bounded by kernel.pid_max), containers live and ended (bounded by --max-containers), cgroup paths, cgroup ids and executable paths (compacted when mostly unreferenced), ended processes in the histories.",
+        false,
+        &|f| {
+            let r = &h.retained;
+            for (what, n) in [
+                ("process", r.processes),
+                ("container", r.containers),
+                ("cgroup_path", r.cgroup_paths),
+                ("cgroup_id", r.cgroup_ids),
+                ("exe", r.exes),
+                ("history", r.history),
+            ] {
+                f.add1("what", what, n as f64);
+            }
+        },
+    );
+    type ConnField = fn(&crate::agent::http::ConnCounts) -> u64;
+    let conns: [(&'static str, &'static str, bool, ConnField); 6] = [
+        (
+            "observer_api_connections_open",
+            "Open connections per API listener.",
+            false,
+            |c| c.open,
+        ),
+        (
+            "observer_api_connections_total",
+            "Connections accepted per API listener.",
+            true,
+            |c| c.accepted,
+        ),
+        (
+            "observer_api_connections_rejected_total",
+            "Connections closed at once because the listener had --max-connections open.",
+            true,
+            |c| c.rejected,
+        ),
+        (
+            "observer_api_connections_timed_out_total",
+            "Connections closed for a slow header, idling, or a reader that stopped reading.",
+            true,
+            |c| c.timed_out,
+        ),
+        (
+            "observer_api_tls_handshake_failures_total",
+            "Connections whose TLS handshake failed (--web-config).",
+            true,
+            |c| c.tls_failed,
+        ),
+        (
+            "observer_api_unauthorized_total",
+            "Requests refused for missing or wrong credentials (--web-config).",
+            true,
+            |c| c.unauthorized,
+        ),
+    ];
+    for (name, help, counter, field) in conns {
+        node(name, help, counter, &|f| {
+            for c in &h.http {
+                f.add1("listener", &c.listener, field(c) as f64);
+            }
+        });
+    }
+    node(
+        "observer_orphan_adoptions_total",
+        "Orphans adopted, by adopter kind.",
+        true,
+        &|f| {
+            for (k, n) in &h.adoptions {
+                f.add1("adopter", k, *n as f64);
+            }
+        },
+    );
+    type EventField = fn(&crate::agent::health::EventCounts) -> u64;
+    let per_type: [(&'static str, &'static str, EventField); 5] = [
+        (
+            "observer_events_received_total",
+            "Events the agent took from the ring buffer, by type.",
+            |e| e.received,
+        ),
+        (
+            "observer_events_emitted_total",
+            "Events the kernel programs submitted, by type.",
+            |e| e.emitted,
+        ),
+        (
+            "observer_events_lost_total",
+            "Events lost because the ring buffer was full, by type.",
+            |e| e.dropped,
+        ),
+        (
+            "observer_events_skipped_total",
+            "Events lost because the kernel skipped a program's run (already running on that CPU), by type.",
+            |e| e.skipped,
+        ),
+        (
+            "observer_event_read_errors_total",
+            "Events for which a kernel read failed, by type.",
+            |e| e.read_errors,
+        ),
+    ];
+    for (name, help, field) in per_type {
+        node(name, help, true, &|f| {
+            for e in &h.events {
+                f.add1("type", &e.kind, field(e) as f64);
+            }
+        });
+    }
+    node(
+        "observer_build_info",
+        "Build and kernel of the agent (value 1).",
+        false,
+        &|f| {
+            f.add(
+                &[
+                    ("kernel".into(), h.kernel.clone()),
+                    ("version".into(), h.version.clone()),
+                ],
+                1.0,
+            )
+        },
+    );
+}

@@ -1,0 +1,302 @@
+//! Prometheus exposition of the agent's state (the `prometheus` crate's data model and text
+//! encoder): per-container process, zombie, event and cgroup resource metrics, node-wide
+//! process states and orphan adoptions, and the agent's own health. Labels are per
+//! container, never per process; `--metrics-labels` keeps a subset (series that then share
+//! labels are summed, or maxed for ages).
+
+mod agent;
+mod family;
+
+use family::{Agg, Family};
+use prometheus::{proto::MetricFamily, TextEncoder};
+
+use super::model::{meta_of, short_id, ViewCtx};
+use crate::{
+    agent::health::Health, containers::cgroupfs::Resources, table::summary::ContainerSummary,
+};
+
+pub const CONTAINER_LABELS: [&str; 5] = [
+    "container_id",
+    "container_name",
+    "runtime",
+    "pod",
+    "namespace",
+];
+
+/// Parses `--metrics-labels`.
+pub fn parse_labels(s: &str) -> Result<Vec<String>, String> {
+    let mut v = Vec::new();
+    for l in s.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        if !CONTAINER_LABELS.contains(&l) {
+            return Err(format!(
+                "unknown metrics label `{l}` (allowed: {})",
+                CONTAINER_LABELS.join(", ")
+            ));
+        }
+        v.push(l.to_string());
+    }
+    Ok(v)
+}
+
+/// One container's metrics input.
+pub struct ContainerSample {
+    pub labels: Vec<(String, String)>,
+    pub summary: ContainerSummary,
+    pub resources: Resources,
+    pub oldest_zombie_age_s: Option<f64>,
+    /// The container has ended (still retained): only its counters are exported.
+    pub ended: bool,
+}
+
+/// Builds container samples: names from the runtimes' state, resources from cgroup files
+/// (`resources(path)` — the caller caches limits).
+pub fn samples(
+    ctx: &mut ViewCtx,
+    containers: &[ContainerSummary],
+    allow: &[String],
+    mut resources: impl FnMut(&str) -> Resources,
+) -> Vec<ContainerSample> {
+    let pods = super::pods::membership(ctx, containers);
+    containers
+        .iter()
+        .map(|s| {
+            let mut meta = meta_of(ctx, s);
+            if let Some((pod, ns, _)) = pods.get(&s.index) {
+                meta.pod = meta.pod.or_else(|| Some(pod.clone()));
+                meta.pod_namespace = meta.pod_namespace.or_else(|| ns.clone());
+            }
+            let all = [
+                ("container_id", short_id(&s.container.key.id)),
+                ("container_name", meta.name.clone().unwrap_or_default()),
+                (
+                    "runtime",
+                    meta.runtime
+                        .unwrap_or(s.container.key.runtime)
+                        .as_str()
+                        .to_string(),
+                ),
+                ("pod", meta.pod.clone().unwrap_or_default()),
+                (
+                    "namespace",
+                    meta.pod_namespace
+                        .clone()
+                        .or_else(|| s.container.ctr_namespace.clone())
+                        .unwrap_or_default(),
+                ),
+            ];
+            let labels = all
+                .into_iter()
+                .filter(|(k, _)| allow.iter().any(|a| a == k))
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            ContainerSample {
+                labels,
+                resources: if s.container.cgroup.is_empty() {
+                    Resources::default()
+                } else {
+                    resources(&s.container.cgroup)
+                },
+                oldest_zombie_age_s: s
+                    .oldest_zombie_ns
+                    .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
+                summary: s.clone(),
+                ended: false,
+            }
+        })
+        .collect()
+}
+
+pub fn render(samples: &[ContainerSample], h: &Health) -> String {
+    let mut fams: Vec<Family> = Vec::new();
+    let mut f = |name, help, counter| {
+        fams.push(Family::new(name, help, counter));
+        fams.len() - 1
+    };
+    let procs = f(
+        "observer_container_processes",
+        "Processes in the container (zombies included).",
+        false,
+    );
+    let threads = f(
+        "observer_container_threads",
+        "Threads of the container's processes.",
+        false,
+    );
+    let zombies = f(
+        "observer_container_zombies",
+        "Processes of the container that exited and are not reaped.",
+        false,
+    );
+    let zage = f(
+        "observer_container_oldest_zombie_age_seconds",
+        "Age of the container's oldest zombie.",
+        false,
+    );
+    let forks = f(
+        "observer_container_forks_total",
+        "Processes forked in the container since the agent started.",
+        true,
+    );
+    let execs = f(
+        "observer_container_execs_total",
+        "Programs executed in the container since the agent started.",
+        true,
+    );
+    let exits = f(
+        "observer_container_exits_total",
+        "Processes that exited in the container since the agent started.",
+        true,
+    );
+    let sigs = f(
+        "observer_container_signals_total",
+        "Signals sent to the container's processes (those that end or stop a process, and any to its PID 1), by the kernel's verdict.",
+        true,
+    );
+    let victims = f(
+        "observer_container_oom_victims_total",
+        "Processes of the container the OOM killer chose, since the agent started.",
+        true,
+    );
+    let exit_codes = f(
+        "observer_container_exit_codes_total",
+        "Processes of the container that ended, by exit class: 0, 1-125, 126-127 (not executable or not found), signal.",
+        true,
+    );
+    let ooms = f(
+        "observer_container_oom_kills_total",
+        "OOM kills in the container's memory cgroup.",
+        true,
+    );
+    let cpu = f(
+        "observer_container_cpu_usage_seconds_total",
+        "CPU time used by the container's cgroup.",
+        true,
+    );
+    let mem = f(
+        "observer_container_memory_usage_bytes",
+        "Memory charged to the container's cgroup.",
+        false,
+    );
+    let meml = f(
+        "observer_container_memory_limit_bytes",
+        "Memory limit of the container's cgroup (absent: none).",
+        false,
+    );
+    let pids = f(
+        "observer_container_pids",
+        "Tasks in the container's pids cgroup.",
+        false,
+    );
+    let pidsl = f(
+        "observer_container_pids_limit",
+        "Task limit of the container's pids cgroup (absent: none).",
+        false,
+    );
+    fams[zage].agg = Agg::Max;
+    for s in samples {
+        let l = &s.labels;
+        let c = &s.summary;
+        if !s.ended {
+            fams[procs].add(l, c.processes as f64);
+            fams[threads].add(l, c.threads as f64);
+            fams[zombies].add(l, c.zombies as f64);
+            fams[zage].add(l, s.oldest_zombie_age_s.unwrap_or(0.0));
+        }
+        fams[forks].add(l, c.container.forks as f64);
+        fams[execs].add(l, c.container.execs as f64);
+        fams[exits].add(l, c.container.exits as f64);
+        for &(sig, result, n) in &c.container.signals {
+            let mut with = l.clone();
+            with.push(("signal".into(), crate::events::signals::name(sig)));
+            with.push((
+                "result".into(),
+                crate::events::signals::result_name(result).into(),
+            ));
+            fams[sigs].add(&with, n as f64);
+        }
+        fams[victims].add(l, c.container.oom_victims as f64);
+        for (class, n) in crate::table::signals::EXIT_CLASSES
+            .iter()
+            .zip(c.container.exit_classes)
+        {
+            let mut with = l.clone();
+            with.push(("class".into(), class.to_string()));
+            fams[exit_codes].add(&with, n as f64);
+        }
+        let r = &s.resources;
+        let mut opt = |i: usize, v: Option<f64>| {
+            if let Some(v) = v {
+                fams[i].add(l, v);
+            }
+        };
+        opt(ooms, r.oom_kills.map(|v| v as f64));
+        opt(cpu, r.cpu_usage_ns.map(|v| v as f64 / 1e9));
+        opt(mem, r.memory_bytes.map(|v| v as f64));
+        opt(meml, r.memory_limit_bytes.map(|v| v as f64));
+        opt(pids, r.pids.map(|v| v as f64));
+        opt(pidsl, r.pids_limit.map(|v| v as f64));
+    }
+
+    agent::families(h, &mut fams);
+
+    let protos: Vec<MetricFamily> = fams
+        .into_iter()
+        .filter(|f| !f.series.is_empty())
+        .map(Family::into_proto)
+        .collect();
+    let mut out = String::new();
+    TextEncoder::new()
+        .encode_utf8(&protos, &mut out)
+        .expect("text encoding of valid families");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn family(counter: bool) -> Family {
+        Family::new("observer_test", "help", counter)
+    }
+
+    #[test]
+    fn dropped_labels_merge_series_by_sum_or_max() {
+        let mut f = family(false);
+        f.add1("runtime", "docker", 2.0);
+        f.add1("runtime", "docker", 3.0);
+        f.add1("runtime", "podman", 1.0);
+        assert_eq!(f.series.len(), 2);
+        assert_eq!(
+            f.series[&vec![("runtime".to_string(), "docker".to_string())]],
+            5.0
+        );
+        let mut m = family(false);
+        m.agg = Agg::Max;
+        m.add(&[], 2.0);
+        m.add(&[], 7.0);
+        m.add(&[], 3.0);
+        assert_eq!(m.series[&vec![]], 7.0);
+    }
+
+    #[test]
+    fn families_encode_as_prometheus_text() {
+        let mut f = family(true);
+        f.add1("type", "fork", 3.0);
+        let mut out = String::new();
+        TextEncoder::new()
+            .encode_utf8(&[f.into_proto()], &mut out)
+            .unwrap();
+        assert_eq!(out, "# HELP observer_test help\n# TYPE observer_test counter\nobserver_test{type=\"fork\"} 3\n");
+    }
+
+    #[test]
+    fn label_allowlist_is_checked() {
+        assert_eq!(
+            parse_labels("container_name, runtime").unwrap(),
+            vec!["container_name", "runtime"]
+        );
+        assert!(parse_labels("pid")
+            .unwrap_err()
+            .contains("unknown metrics label `pid`"));
+    }
+}
