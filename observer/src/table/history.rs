@@ -106,8 +106,12 @@ impl History {
         self.rings.keys()
     }
 
-    fn push(&mut self, key: ContainerKey, e: Ended, lim: &HistoryLimits) {
-        let ring = self.rings.entry(key).or_default();
+    fn push(&mut self, key: &ContainerKey, e: Ended, lim: &HistoryLimits) {
+        // The key is cloned only for a container's first entry (this runs on every exit).
+        if !self.rings.contains_key(key) {
+            self.rings.insert(key.clone(), VecDeque::new());
+        }
+        let ring = self.rings.get_mut(key).expect("present");
         ring.push_back(e);
         self.total += 1;
         while ring.len() > lim.per_container.max(1) {
@@ -228,8 +232,7 @@ impl Table {
             return;
         };
         container.signals.exit_classes[exit_class(status)] += 1;
-        let key = container.key.clone();
-        self.history.push(key, e, &self.history_limits);
+        self.history.push(&container.key, e, &self.history_limits);
     }
 
     /// `p`'s parent, grandparent... while they are in its container or pid namespace, up

@@ -20,14 +20,11 @@ pub const SIGKILL: u32 = 9;
 pub struct Sender {
     pub pid: u32,
     pub comm: [u8; COMM_LEN],
-    pub start_ns: u64,
     pub pidns: u32,
     /// Its PID in its own pid namespace, when the table knew it.
     pub ns_pid: Option<u32>,
     /// Its container, when it was in one ("host" otherwise).
     pub container: Option<ContainerKey>,
-    /// Whether it was ending itself (a dying pid-namespace init kills the rest).
-    pub exiting: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,28 +96,16 @@ impl Table {
         let pid = e.header.tgid;
         let leader = e.header.pid == e.header.tgid;
         self.ensure(pid, &e.task, leader);
-        let sender = match self.procs.get(&e.sender_tgid) {
-            Some(p) => Sender {
-                pid: e.sender_tgid,
-                comm: e.sender_comm,
-                start_ns: e.sender_start_ns,
-                pidns: e.sender_pidns,
-                ns_pid: Some(p.ns_pid()),
-                container: p
-                    .container
-                    .and_then(|c| self.registry.get(c))
-                    .map(|c| c.key.clone()),
-                exiting: p.is_zombie(),
-            },
-            None => Sender {
-                pid: e.sender_tgid,
-                comm: e.sender_comm,
-                start_ns: e.sender_start_ns,
-                pidns: e.sender_pidns,
-                ns_pid: None,
-                container: None,
-                exiting: false,
-            },
+        let known = self.procs.get(&e.sender_tgid);
+        let sender = Sender {
+            pid: e.sender_tgid,
+            comm: e.sender_comm,
+            pidns: e.sender_pidns,
+            ns_pid: known.map(|p| p.ns_pid()),
+            container: known
+                .and_then(|p| p.container)
+                .and_then(|c| self.registry.get(c))
+                .map(|c| c.key.clone()),
         };
         let fact = SignalFact {
             sig: e.sig,
@@ -134,12 +119,7 @@ impl Table {
             return;
         };
         let (container, start_ns) = (p.container, p.start_time_ns);
-        let tick = self.tick_ns;
-        let entry = self.signals.entry(pid).or_default();
-        if entry.start_ns / tick != start_ns / tick {
-            *entry = ProcSignals::default(); // an earlier holder of the PID
-        }
-        entry.start_ns = start_ns;
+        let entry = self.facts_mut(pid, start_ns);
         if entry.recent.len() == RECENT {
             entry.recent.remove(0);
         }
@@ -185,16 +165,25 @@ impl Table {
             memory_limit_bytes,
             memory_bytes,
         };
-        let tick = self.tick_ns;
-        let entry = self.signals.entry(pid).or_default();
-        if entry.start_ns / tick != start_ns / tick {
-            *entry = ProcSignals::default();
-        }
-        entry.start_ns = start_ns;
-        entry.oom = Some(facts);
+        self.facts_mut(pid, start_ns).oom = Some(facts);
         if let Some(c) = container.and_then(|c| self.registry.get_mut(c)) {
             c.signals.oom_victims += 1;
         }
+    }
+
+    /// The facts of `pid`, whose start time is `start_ns`: those of an earlier holder of the
+    /// PID are dropped first.
+    fn facts_mut(&mut self, pid: u32, start_ns: u64) -> &mut ProcSignals {
+        let stale = self
+            .signals
+            .get(&pid)
+            .is_some_and(|s| !self.same_tick(s.start_ns, start_ns));
+        let entry = self.signals.entry(pid).or_default();
+        if stale {
+            *entry = ProcSignals::default();
+        }
+        entry.start_ns = start_ns;
+        entry
     }
 
     /// The signals and OOM facts of a live (or not yet reaped) process.

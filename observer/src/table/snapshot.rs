@@ -124,9 +124,12 @@ impl Table {
             .chain(&context)
             .map(|p| (p.cgroup, self.registry.path(p.cgroup).into()))
             .collect();
-        let signals = processes
-            .iter()
-            .filter_map(|p| Some((p.pid, self.signals_of(p.pid)?.clone())))
+        // Few processes have signal facts: look those up, not every process in scope.
+        let signals = self
+            .signals
+            .keys()
+            .filter(|pid| matches!(index.get(pid), Some((true, _))))
+            .filter_map(|&pid| Some((pid, self.signals_of(pid)?.clone())))
             .collect();
         let history = match &scope {
             Scope::History(keys) => keys
