@@ -142,6 +142,14 @@ fn pump(
     })
 }
 
+/// Records who adopted the orphans that exits left, from their new parent in /proc (read
+/// at once: with PIDs wrapping fast an orphan's PID may soon name another process).
+fn adopt_orphans(table: &mut Table) {
+    if table.has_pending() {
+        table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
+    }
+}
+
 /// Returns memory freed after a scan to the system (glibc keeps it in its arenas, so one
 /// scan of 10,000 processes would otherwise stay in the agent's RSS for good).
 fn trim_heap() {
@@ -298,9 +306,7 @@ async fn serve(
             } => {
                 r.context("waiting on the ring buffer")?;
                 busy = pump(&mut reader, &mut table, &ev_tx, redact) > 0;
-                if table.has_pending() {
-                    table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
-                }
+                adopt_orphans(&mut table);
                 // While events flow or someone streams them, drain every DRAIN_EVERY; when
                 // a drain found nothing, once a second (views and scrapes drain first, and
                 // the kernel side wakes the agent when the buffer fills past an eighth).
@@ -320,9 +326,7 @@ async fn serve(
                     busy = true;
                     drain.as_mut().reset(tokio::time::Instant::now() + crate::probes::DRAIN_EVERY);
                 }
-                if table.has_pending() {
-                    table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
-                }
+                adopt_orphans(&mut table);
                 match req {
                 Request::Snapshot(scope, tx) => {
                     // Views must not count a reaped process whose free event is still due.
@@ -418,9 +422,7 @@ async fn serve(
                 if table.has_exited() {
                     table.reap_gone(scan::exists);
                 }
-                if table.has_pending() {
-                    table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
-                }
+                adopt_orphans(&mut table);
                 let dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(last_dropped);
                 if dropped > last_dropped {
                     log::warn!(

@@ -240,22 +240,20 @@ fn history_key(
     }
 }
 
+/// The ended processes of these containers' histories, and the evictions from all of them.
 fn history_entries(
     src: &dyn Source,
     ctx: &ViewCtx,
     keys: Vec<ContainerKey>,
-) -> Result<Vec<(ContainerKey, Vec<EndedView>)>, ApiError> {
-    Ok(snap(src, Scope::History(keys))?
+) -> Result<(Vec<EndedView>, u64), ApiError> {
+    let s = snap(src, Scope::History(keys))?;
+    let entries = s
         .history
-        .into_iter()
-        .map(|(k, es)| {
-            let v = es
-                .iter()
-                .map(|e| history::ended_view(e, ctx.now_ns))
-                .collect();
-            (k, v)
-        })
-        .collect())
+        .iter()
+        .flat_map(|(_, es)| es)
+        .map(|e| history::ended_view(e, ctx.now_ns))
+        .collect();
+    Ok((entries, s.history_evicted))
 }
 
 /// The processes of a container that already ended (`observer history`).
@@ -266,18 +264,14 @@ pub fn history(
     filter: &HistoryFilter,
 ) -> Result<HistoryView, ApiError> {
     let (key, _) = history_key(src, ctx, query)?;
-    let entries = history_entries(src, ctx, vec![key.clone()])?
+    let (entries, evicted_total) = history_entries(src, ctx, vec![key.clone()])?;
+    let entries = entries
         .into_iter()
-        .flat_map(|(_, es)| es)
         .filter(|e| filter.keep(e, ctx.now_ns))
         .collect();
-    let evicted_total = snap(src, Scope::Containers)?.history_evicted;
     let name = ctx.resolver.meta(&key, None, None).name;
     Ok(HistoryView {
-        runtime: serde_json::to_value(key.runtime)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        runtime: key.runtime.as_str().to_string(),
         id: key.id,
         name,
         entries,
@@ -321,8 +315,8 @@ pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, 
         }
         let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
         let last = history_entries(src, ctx, keys)?
+            .0
             .into_iter()
-            .flat_map(|(_, es)| es)
             .filter(|e| e.pid == pid)
             .max_by_key(|e| e.end_time_ns);
         return match last {
@@ -354,8 +348,8 @@ pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, 
         }
     }
     let init = history_entries(src, ctx, vec![key])?
+        .0
         .into_iter()
-        .flat_map(|(_, es)| es)
         .filter(|e| e.ns_pid == 1 || e.parents.is_empty())
         .max_by_key(|e| e.end_time_ns);
     match init {

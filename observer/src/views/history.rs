@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    containers::ContainerKey,
     events::{c_str, exit_status, signals},
     table::{
         history::{Ended, InitEnd},
@@ -128,7 +127,11 @@ pub fn sender_view(f: &SignalFact) -> SenderView {
         ("kernel".to_string(), None, None)
     } else {
         match &s.container {
-            Some(k) => (short_id(&k.id), Some(k.id.clone()), Some(runtime_name(k))),
+            Some(k) => (
+                short_id(&k.id),
+                Some(k.id.clone()),
+                Some(k.runtime.as_str().to_string()),
+            ),
             None => ("host".to_string(), None, None),
         }
     };
@@ -140,13 +143,6 @@ pub fn sender_view(f: &SignalFact) -> SenderView {
         container_id,
         runtime,
     }
-}
-
-fn runtime_name(k: &ContainerKey) -> String {
-    serde_json::to_value(k.runtime)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 pub fn signal_view(f: &SignalFact, now_ns: u64) -> SignalView {
