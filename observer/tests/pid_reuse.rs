@@ -58,20 +58,52 @@ impl Drop for Ctr {
     }
 }
 
-/// The container's spawn loop paused (a file in its /tmp) until dropped.
+/// The container's spawn loop paused until dropped: it blocks (forking nothing) reading a
+/// FIFO in its /tmp, so the tree holds still while it is compared with /proc. A loop that
+/// slept instead would fork a `sleep` every few milliseconds, always one ahead of a
+/// snapshot compared with /proc a moment later on a slow (emulated) machine.
 struct Pause(PathBuf);
 
 impl Pause {
     fn new(file: &Path) -> Pause {
-        std::fs::write(file, "").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string path.
+        let r = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(
+            r,
+            0,
+            "mkfifo {}: {}",
+            file.display(),
+            std::io::Error::last_os_error()
+        );
         Pause(file.to_path_buf())
     }
 }
 
 impl Drop for Pause {
+    /// Opens the FIFO for writing (without blocking: the loop is there, blocked opening it
+    /// to read, unless it is between iterations or gone), removes it, so the loop does not
+    /// pause again, and releases the reader with a line.
     fn drop(&mut self) {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let writer = loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.0)
+            {
+                Ok(f) => break Some(f),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => break None,
+            }
+        };
         let _ = std::fs::remove_file(&self.0);
+        if let Some(mut w) = writer {
+            let _ = w.write_all(b"go\n");
+        }
     }
 }
 
@@ -207,7 +239,7 @@ fn wrapped_pids_are_never_attributed_to_an_earlier_holder() {
         .arg(
             "sh -c 'sleep 0.1 & exec sleep 100000' & \
              sh -c 'sleep 100001 &'; \
-             while :; do if [ -e /tmp/pause ]; then sleep 0.05; \
+             while :; do if [ -p /tmp/pause ]; then read go < /tmp/pause; \
              else sh -c '/bin/true & exit 0'; /bin/true; fi; done",
         )
         .output()
