@@ -248,6 +248,27 @@ pub struct CgroupAttachEvent {
     pub path: [u8; CGROUP_PATH_LEN],
 }
 
+/// One task as the task iterator (`iter/task`, the agent's start-up seed) sees it: the
+/// same TaskInfo an event carries, plus what /proc's stat would add. Written with
+/// `bpf_seq_write` for each thread-group leader, one after another, no header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedTask {
+    pub task: TaskInfo,
+    /// Host tgid (= pid: only leaders are written).
+    pub tgid: u32,
+    /// `task->__state` (`state` before 5.14), raw.
+    pub state: u32,
+    /// `task->exit_state` (EXIT_ZOMBIE 0x20, EXIT_DEAD 0x10).
+    pub exit_state: u32,
+    /// `task->exit_code`: a zombie's wait status.
+    pub exit_code: u32,
+    /// `signal->nr_threads` (/proc's Threads).
+    pub nr_threads: u32,
+    /// `task->flags` (PF_KTHREAD 0x00200000 marks a kernel thread).
+    pub kflags: u32,
+}
+
 /// Bit `n` of the wanted-signals mask set by the loader: signal `n` (1..=64) is reported.
 pub const fn signal_bit(sig: u32) -> u64 {
     if sig == 0 || sig > 64 {
@@ -337,6 +358,8 @@ const _: () = {
     assert!(offset_of!(TaskInfo, ns) == 64);
     assert!(offset_of!(TaskInfo, flags) == 100);
     assert!(offset_of!(TaskInfo, comm) == 104);
+    assert!(size_of::<SeedTask>() == 144);
+    assert!(offset_of!(SeedTask, kflags) == 140);
     assert!(size_of::<ForkEvent>() == 152);
     assert!(offset_of!(ForkEvent, task) == 24);
     assert!(offset_of!(ForkEvent, parent_tid) == 144);

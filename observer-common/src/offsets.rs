@@ -47,9 +47,14 @@ offsets! {
     task_exit_code,
     task_signal,
     task_mm,
+    /// `__state` (≥ 5.14) or `state`.
+    task_state,
+    task_exit_state,
+    task_flags,
     // struct signal_struct
     /// `signal->live` (atomic_t: its counter is at the same offset).
     signal_live,
+    signal_nr_threads,
     // struct cred
     cred_uid,
     cred_gid,

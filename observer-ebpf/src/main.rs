@@ -12,6 +12,7 @@
 #![no_main]
 
 mod diag;
+mod seed;
 mod task;
 
 use aya_ebpf::{

@@ -50,6 +50,10 @@ pub struct Health {
     /// inodes and cgroup ids of the processes found at start-up is still running.
     #[serde(default)]
     pub startup_details_pending: bool,
+    /// Where the start-up table came from: `iterator` (the kernel's task iterator) or
+    /// `proc`.
+    #[serde(default)]
+    pub seed: String,
     pub last_scan_s: f64,
     /// Processes by /proc state letter as of the last scan (seed or reconciliation).
     pub states: BTreeMap<String, u64>,
@@ -85,6 +89,7 @@ pub struct Inputs<'a> {
     pub reconciliations: u64,
     pub checks: u64,
     pub startup_details_pending: bool,
+    pub seed: &'static str,
     pub last_scan_s: f64,
     pub states: &'a BTreeMap<String, u64>,
     pub http: Vec<super::http::ConnCounts>,
@@ -122,6 +127,7 @@ pub fn health(i: Inputs) -> Health {
         reconciliations: i.reconciliations,
         checks: i.checks,
         startup_details_pending: i.startup_details_pending,
+        seed: i.seed.to_string(),
         last_scan_s: i.last_scan_s,
         states: i.states.clone(),
         adoptions: [("subreaper", 0), ("namespace_init", 1), ("host_init", 2)]

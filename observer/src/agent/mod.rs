@@ -50,6 +50,7 @@ pub struct AgentConfig {
     /// events were lost, and every `full_reconcile_every`.
     pub reconcile_every: Duration,
     pub full_reconcile_every: Duration,
+    pub seed: Seed,
     pub state_dirs: StateDirs,
     pub metrics_labels: Vec<String>,
     pub http_limits: http::Limits,
@@ -87,6 +88,36 @@ const IDLE_DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// ...and checks the kernel's loss counters (events that flow make it busy again: losses
 /// are then noticed within HOUSEKEEPING_EVERY).
 const IDLE_HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the start-up table comes from (`--seed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Seed {
+    /// The task iterator where the kernel has one (5.8+), else /proc.
+    Auto,
+    /// The task iterator, or the agent does not start.
+    Iterator,
+    /// /proc.
+    Proc,
+}
+
+/// The start-up table: from the task iterator (unless `--seed proc`), else from /proc.
+/// Returns the processes and which source gave them.
+fn seed_scan(
+    probes: &mut Probes,
+    seed: Seed,
+    btf: &std::path::Path,
+) -> anyhow::Result<(Vec<scan::Scanned>, &'static str)> {
+    if seed != Seed::Proc {
+        match crate::probes::seed::scan_all(probes, btf) {
+            Ok(s) => return Ok((s, "iterator")),
+            Err(e) if seed == Seed::Iterator => {
+                return Err(anyhow::Error::new(e).context("--seed iterator: the task iterator"))
+            }
+            Err(e) => log::info!("seeding from /proc: the task iterator is unavailable ({e})"),
+        }
+    }
+    Ok((scan::scan_all(false), "proc"))
+}
 
 /// A reconciliation scan running on a blocking thread.
 struct ScanJob {
@@ -215,7 +246,13 @@ async fn serve(
     table.history_limits = cfg.memory.history;
 
     let t = Instant::now();
-    let scans = tokio::task::spawn_blocking(|| scan::scan_all(false)).await?;
+    let (seed, btf) = (cfg.seed, cfg.probes.btf.clone());
+    let (probes, seeded) = tokio::task::spawn_blocking(move || {
+        let r = seed_scan(&mut probes, seed, &btf);
+        (probes, r)
+    })
+    .await?;
+    let (scans, seed) = seeded?;
     let mut last_scan = t.elapsed();
     table.seed(&scans, boot_now_ns());
     let mut states = health::states(&scans);
@@ -227,8 +264,8 @@ async fn serve(
     let missing = table.missing_details();
     let redact = cfg.redact.clone();
     tokio::task::spawn_blocking(move || {
-        let found = scan::parallel(&missing, |&(pid, start)| {
-            let mut d = scan::Details::read(pid, start, true, cgroup2.as_deref());
+        let found = scan::parallel(&missing, |&(pid, start, ns)| {
+            let mut d = scan::Details::read(pid, start, true, ns, cgroup2.as_deref());
             if let Some(masked) = redact.as_ref().and_then(|r| r.argv(&d.argv)) {
                 d.argv = masked;
             }
@@ -240,7 +277,7 @@ async fn serve(
     let redact = cfg.redact.as_ref();
     let buffered = pump(&mut reader, &mut table, &ev_tx, redact);
     log::info!(
-        "seeded {} processes from /proc in {:.0} ms, then applied {buffered} events buffered meanwhile",
+        "seeded {} processes from {seed} in {:.0} ms, then applied {buffered} events buffered meanwhile",
         table.len(),
         last_scan.as_secs_f64() * 1e3
     );
@@ -346,6 +383,7 @@ async fn serve(
                         reconciliations,
                         checks,
                         startup_details_pending: argv_pending,
+                        seed,
                         last_scan_s: last_scan.as_secs_f64(),
                         states: &states,
                         http: servers.counts(),

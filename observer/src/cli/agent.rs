@@ -55,6 +55,16 @@ pub struct AgentArgs {
     /// process ids equal to the table's and no event was lost (at least 1s).
     #[arg(long, env = "OBSERVER_FULL_RECONCILE_INTERVAL", value_name = "DURATION", default_value = "10m", value_parser = parse_reconcile)]
     full_reconcile_interval: Duration,
+    /// Where the start-up table comes from: `iterator` (a BPF task iterator: every fact of
+    /// every process, read like an event's), `proc` (/proc; namespaces and cgroup ids follow
+    /// in a background pass), or `auto` (the iterator where the kernel has one, else /proc).
+    #[arg(
+        long,
+        env = "OBSERVER_SEED",
+        value_name = "SOURCE",
+        default_value = "auto"
+    )]
+    seed: agent::Seed,
     /// Docker's data root (container names from containers/<id>/config.v2.json).
     #[arg(
         long,
@@ -183,6 +193,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         socket: a.socket,
         reconcile_every: a.reconcile_interval,
         full_reconcile_every: a.full_reconcile_interval,
+        seed: a.seed,
         state_dirs: StateDirs {
             docker: a.docker_root,
             containerd: a.containerd_state,

@@ -124,11 +124,12 @@ fn local(view: &View) -> anyhow::Result<Answer> {
     let mut table = Table::new(host_pidns, cgroupfs.clone());
     table.seed(&scan::scan_all(true), boot_now_ns());
     let missing = table.missing_details();
-    table.fill_details(scan::parallel(&missing, |&(pid, start)| {
+    table.fill_details(scan::parallel(&missing, |&(pid, start, ns)| {
         Some(scan::Details::read(
             pid,
             start,
             false,
+            ns,
             cgroupfs.v2.as_deref(),
         ))
     }));

@@ -168,7 +168,14 @@ impl KernelBtf {
         o.task_exit_code = req("task_struct", "exit_code")?;
         o.task_signal = req("task_struct", "signal")?;
         o.task_mm = req("task_struct", "mm")?;
+        o.task_state = match self.offset("task_struct", "__state")? {
+            Some(v) => v,
+            None => req("task_struct", "state")?,
+        };
+        o.task_exit_state = req("task_struct", "exit_state")?;
+        o.task_flags = req("task_struct", "flags")?;
         o.signal_live = req("signal_struct", "live")?;
+        o.signal_nr_threads = req("signal_struct", "nr_threads")?;
         o.cred_uid = req("cred", "uid")?;
         o.cred_gid = req("cred", "gid")?;
         o.cred_user_ns = req("cred", "user_ns")?;

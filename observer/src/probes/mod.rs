@@ -6,6 +6,7 @@
 pub mod btf;
 mod misses;
 mod privileges;
+pub mod seed;
 pub mod tracefs;
 
 use std::{os::fd::AsFd, path::PathBuf};

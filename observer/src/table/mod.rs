@@ -427,15 +427,16 @@ impl Table {
     }
 
     /// Processes seeded without a command line, executable or some namespace inode, with
-    /// their start time.
-    pub fn missing_details(&self) -> Vec<(u32, u64)> {
+    /// their start time and whether their namespaces or cgroup id are missing too (a /proc
+    /// seed; the task iterator's has them).
+    pub fn missing_details(&self) -> Vec<(u32, u64, bool)> {
         self.procs
             .values()
-            .filter(|p| {
-                (p.argv.is_empty() || p.exe == 0 || p.ns.contains(&0) || p.cgroup_id == 0)
-                    && p.exit.is_none()
+            .filter(|p| p.exit.is_none())
+            .filter_map(|p| {
+                let ns = p.ns.contains(&0) || p.cgroup_id == 0;
+                (p.argv.is_empty() || p.exe == 0 || ns).then_some((p.pid, p.start_time_ns, ns))
             })
-            .map(|p| (p.pid, p.start_time_ns))
             .collect()
     }
 

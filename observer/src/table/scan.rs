@@ -26,8 +26,10 @@ pub fn page_size() -> u64 {
 pub struct Scanned {
     pub pid: u32,
     pub ppid: u32,
-    /// Boot-clock ns, clock-tick precision.
+    /// Boot-clock ns: clock-tick precision from /proc, exact from the task iterator.
     pub start_time_ns: u64,
+    /// Whether start_time_ns is the kernel's exact value (the task iterator's).
+    pub start_exact: bool,
     pub state: char,
     pub comm: String,
     pub threads: u32,
@@ -36,6 +38,8 @@ pub struct Scanned {
     pub ns_pids: Vec<u32>,
     pub ns: [u32; NS_COUNT],
     pub cgroup: String,
+    /// cgroup v2 id, when the task iterator read it (0 from /proc: `Details` reads it).
+    pub cgroup_id: u64,
     /// NUL-separated argv as in /proc/<pid>/cmdline.
     pub cmdline: Vec<u8>,
     pub cpu_ticks: u64,
@@ -166,6 +170,7 @@ pub fn scan_pid(
         pid,
         ppid: stat.ppid as u32,
         start_time_ns: stat.starttime * tick_ns(),
+        start_exact: false,
         state: stat.state,
         comm: stat.comm,
         threads: stat.num_threads as u32,
@@ -174,6 +179,7 @@ pub fn scan_pid(
         ns_pids,
         ns,
         cgroup,
+        cgroup_id: 0,
         cmdline,
         cpu_ticks: stat.utime + stat.stime,
         rss_pages: stat.rss,
@@ -274,16 +280,30 @@ pub struct Details {
 }
 
 impl Details {
-    /// Reads them for `pid` (`argv` only when asked: the CLI's one-shot view has no use);
-    /// `cgroup2`: where the cgroup2 hierarchy is mounted.
-    pub fn read(pid: u32, start_ns: u64, with_argv: bool, cgroup2: Option<&Path>) -> Details {
+    /// Reads them for `pid` (`argv` only when asked: the CLI's one-shot view has no use;
+    /// namespaces and cgroup id only `with_ns`); `cgroup2`: where the cgroup2 hierarchy is
+    /// mounted.
+    pub fn read(
+        pid: u32,
+        start_ns: u64,
+        with_argv: bool,
+        with_ns: bool,
+        cgroup2: Option<&Path>,
+    ) -> Details {
         Details {
             pid,
             start_ns,
             argv: if with_argv { cmdline(pid) } else { Vec::new() },
             exe: exe(pid),
-            ns: namespaces(pid),
-            cgroup_id: cgroup2.map(|m| cgroup_id(pid, m)).unwrap_or(0),
+            ns: if with_ns {
+                namespaces(pid)
+            } else {
+                [0; NS_COUNT]
+            },
+            cgroup_id: match cgroup2 {
+                Some(m) if with_ns => cgroup_id(pid, m),
+                _ => 0,
+            },
         }
     }
 }

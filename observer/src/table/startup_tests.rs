@@ -40,7 +40,7 @@ fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
     assert_eq!(tb.get(11).unwrap().exit.unwrap().status, Some(3 << 8));
     assert_eq!(
         tb.missing_details(),
-        [(10, TICK)],
+        [(10, TICK, true)],
         "zombies have no details left"
     );
     tb.procs.get_mut(&10).unwrap().ns[NS_NET] = 77; // as an event would have set it

@@ -1,0 +1,94 @@
+//! The agent's start-up seed: a task iterator (`iter/task`, Linux 5.8+) that writes one
+//! `SeedTask` per thread-group leader, read by the same `fill_task` the tracepoint programs
+//! use, so a process found at start-up carries exactly the facts an event would give it.
+//! The agent reads the records from the iterator's file; /proc stays the fallback.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel, bpf_seq_write},
+    macros::map,
+    maps::PerCpuArray,
+};
+use observer_common::SeedTask;
+
+use crate::{
+    off,
+    task::{fill_task, Reader},
+};
+
+/// `struct bpf_iter__task`: `{ struct bpf_iter_meta *meta; struct task_struct *task; }`.
+#[repr(C)]
+struct IterTask {
+    meta: *const IterMeta,
+    task: u64,
+}
+
+/// `struct bpf_iter_meta`: the seq_file comes first.
+#[repr(C)]
+struct IterMeta {
+    seq: *mut c_void,
+}
+
+/// The record being written (too big for the 512-byte stack next to the reader's buffers).
+#[map]
+static SEED_RECORD: PerCpuArray<SeedTask> = PerCpuArray::with_max_entries(1, 0);
+
+/// Called once per task, then once with a NULL task at the end.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub extern "C" fn seed_tasks(ctx: *mut c_void) -> i32 {
+    let ctx = ctx as *const IterTask;
+    // The task pointer is copied out with a helper, so the verifier sees a plain number
+    // (like a raw tracepoint's arguments) rather than a typed pointer that forbids the
+    // offset arithmetic the reader does.
+    let mut task = 0u64;
+    // SAFETY: reads the 8-byte `task` member of the context into a local.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            (&mut task as *mut u64).cast(),
+            8,
+            core::ptr::addr_of!((*ctx).task).cast(),
+        )
+    };
+    if ret != 0 || task == 0 {
+        return 0;
+    }
+    let mut r = Reader::new();
+    let tgid: u32 = r.read(task, off!(task_tgid));
+    let pid: u32 = r.read(task, off!(task_pid));
+    if pid != tgid {
+        return 0; // a thread: /proc lists processes
+    }
+    let Some(rec) = SEED_RECORD.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, used by this run only; every field is written below.
+    let s = unsafe { &mut *rec };
+    fill_task(task, &mut s.task, &mut r);
+    s.tgid = tgid;
+    s.state = r.read(task, off!(task_state));
+    s.exit_state = r.read(task, off!(task_exit_state));
+    s.exit_code = r.read(task, off!(task_exit_code));
+    s.kflags = r.read(task, off!(task_flags));
+    let signal: u64 = r.read(task, off!(task_signal));
+    s.nr_threads = if signal == 0 {
+        0
+    } else {
+        r.read(signal, off!(signal_nr_threads))
+    };
+    if r.failed() {
+        s.task.flags |= observer_common::TASK_FLAG_READ_ERROR;
+    }
+    // SAFETY: the context's meta and its seq_file are valid for the whole call.
+    unsafe {
+        let meta = core::ptr::read_volatile(core::ptr::addr_of!((*ctx).meta));
+        let seq = core::ptr::read_volatile(core::ptr::addr_of!((*meta).seq));
+        bpf_seq_write(
+            seq.cast(),
+            (rec as *const SeedTask).cast(),
+            core::mem::size_of::<SeedTask>() as u32,
+        );
+    }
+    0
+}

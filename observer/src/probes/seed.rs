@@ -1,0 +1,166 @@
+//! The start-up seed from the kernel's task iterator (observer-ebpf/src/seed.rs): one
+//! `SeedTask` per process, read by the same code as the events, so every process carries
+//! its nine namespace inodes, cgroup id, exact start time and (zombies) exit status from the
+//! first second. /proc remains the fallback (kernels before 5.8, or a refused program) and
+//! supplies what the kernel side does not read here: command lines and executables (in the
+//! background pass that follows the seed) and cgroup paths (one pass over the hierarchies).
+
+use std::{io::Read, path::Path};
+
+use aya::programs::Iter;
+use observer_common::{SeedTask, COMM_LEN};
+
+use super::{ProbeError, Probes};
+use crate::table::scan::{self, Scanned};
+
+/// `PF_KTHREAD` in `task->flags`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+impl Probes {
+    /// Every process, from the task iterator (loaded on first use: it needs the kernel's
+    /// BTF id of `bpf_iter_task`, read from `btf`).
+    pub fn seed_tasks(&mut self, btf: &Path) -> Result<Vec<SeedTask>, ProbeError> {
+        const NAME: &str = "seed_tasks";
+        let perr = |source| ProbeError::Program { name: NAME, source };
+        let prog: &mut Iter = self
+            .ebpf
+            .program_mut(NAME)
+            .ok_or(ProbeError::Map(
+                NAME,
+                "program missing from the object".into(),
+            ))?
+            .try_into()
+            .map_err(perr)?;
+        if prog.fd().is_err() {
+            let t = std::time::Instant::now();
+            let kbtf = aya::Btf::parse_file(btf, aya::Endianness::default()).map_err(|e| {
+                ProbeError::Btf {
+                    path: btf.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })?;
+            prog.load("task", &kbtf).map_err(perr)?;
+            log::debug!(
+                "task iterator loaded in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let link = prog.attach().map_err(perr)?;
+        let link = prog.take_link(link).map_err(perr)?;
+        let mut file = link
+            .into_file()
+            .map_err(|e| ProbeError::Map(NAME, format!("creating the iterator: {e}")))?;
+        let mut bytes = Vec::with_capacity(64 << 10);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| ProbeError::Map(NAME, format!("reading the iterator: {e}")))?;
+        Ok(decode(&bytes))
+    }
+}
+
+/// The records of an iterator read (a partial trailing record, which the kernel never
+/// writes, is ignored).
+pub fn decode(bytes: &[u8]) -> Vec<SeedTask> {
+    bytes
+        .chunks_exact(std::mem::size_of::<SeedTask>())
+        // SAFETY: SeedTask is plain old data (repr(C), integers only); any bytes are valid.
+        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<SeedTask>()) })
+        .collect()
+}
+
+/// The state letter /proc shows for a task's raw `__state` and `exit_state`
+/// (fs/proc/array.c: `task_state_index`, "RSDTtXZPI").
+pub fn state_letter(state: u32, exit_state: u32) -> char {
+    const TASK_REPORT: u32 = 0x7f;
+    const TASK_IDLE: u32 = 0x402; // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
+    const TASK_RTLOCK_WAIT: u32 = 0x1000;
+    let raw = state | exit_state;
+    let mut s = raw & TASK_REPORT;
+    if raw == TASK_IDLE {
+        return 'I';
+    }
+    if raw == TASK_RTLOCK_WAIT {
+        s = 2;
+    }
+    let index = 32 - s.leading_zeros(); // fls()
+    b"RSDTtXZPI"
+        .get(index as usize)
+        .map(|&c| c as char)
+        .unwrap_or('?')
+}
+
+/// A record as the /proc scan would describe the process (plus what only the kernel side
+/// reads: every namespace, the cgroup id, the exact start time). `cgroups`: each pid's
+/// cgroup lines (CgroupFs::members); a process missing there has its /proc file read.
+pub fn scanned(t: &SeedTask, cgroups: &std::collections::HashMap<u32, String>) -> Scanned {
+    let i = &t.task;
+    let levels = (i.pid_level as usize + 1).min(i.ns_pids.len());
+    let comm_len = i.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    let cgroup = cgroups.get(&t.tgid).cloned().unwrap_or_else(|| {
+        std::fs::read_to_string(format!("/proc/{}/cgroup", t.tgid)).unwrap_or_default()
+    });
+    let state = state_letter(t.state, t.exit_state);
+    Scanned {
+        pid: t.tgid,
+        ppid: i.ppid,
+        start_time_ns: i.start_time_ns,
+        start_exact: true,
+        state,
+        comm: String::from_utf8_lossy(&i.comm[..comm_len]).into_owned(),
+        threads: t.nr_threads.max(1),
+        uid: i.uid,
+        gid: i.gid,
+        ns_pids: i.ns_pids[..levels].to_vec(),
+        ns: i.ns,
+        cgroup,
+        cgroup_id: i.cgroup_id,
+        cmdline: Vec::new(),
+        cpu_ticks: 0,
+        rss_pages: 0,
+        exit_status: (state == 'Z').then_some(t.exit_code),
+    }
+}
+
+/// The seed from the iterator, as scan records; Err (with the reason) to fall back to /proc.
+/// A process /proc lists that the iterator did not visit (a task the kernel hides from it,
+/// as this machine's PID 1; or one that started after the pass) is read from /proc, so the
+/// seed never has less than /proc.
+pub fn scan_all(probes: &mut Probes, btf: &Path) -> Result<Vec<Scanned>, ProbeError> {
+    let t = std::time::Instant::now();
+    let cgroups = crate::containers::cgroupfs::CgroupFs::discover().members();
+    let t_cg = t.elapsed();
+    let tasks = probes.seed_tasks(btf)?;
+    let t_it = t.elapsed();
+    let mut out: Vec<Scanned> = tasks.iter().map(|t| scanned(t, &cgroups)).collect();
+    let seen: std::collections::HashSet<u32> = out.iter().map(|s| s.pid).collect();
+    let host = scan::ns_inode(std::process::id(), "pid");
+    out.extend(
+        scan::pids()
+            .into_iter()
+            .filter(|p| !seen.contains(p))
+            .filter_map(|p| scan::scan_pid(p, host, false, Some(&cgroups))),
+    );
+    log::debug!(
+        "task iterator seed: cgroup paths {:.0} ms, iterator {:.0} ms, the rest {:.0} ms",
+        t_cg.as_secs_f64() * 1e3,
+        (t_it - t_cg).as_secs_f64() * 1e3,
+        (t.elapsed() - t_it).as_secs_f64() * 1e3
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state_letter;
+
+    #[test]
+    fn state_letters_match_proc() {
+        assert_eq!(state_letter(0, 0), 'R');
+        assert_eq!(state_letter(1, 0), 'S');
+        assert_eq!(state_letter(2, 0), 'D');
+        assert_eq!(state_letter(0x402, 0), 'I');
+        assert_eq!(state_letter(4, 0), 'T');
+        assert_eq!(state_letter(8, 0), 't');
+        assert_eq!(state_letter(0x80, 0x20), 'Z'); // TASK_DEAD | EXIT_ZOMBIE
+        assert_eq!(state_letter(0, 0x10), 'X');
+    }
+}
