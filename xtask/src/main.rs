@@ -64,6 +64,10 @@ enum Cmd {
         /// Only these: scan, tree, metrics, storm, churn (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Run the peers side by side instead (execsnoop+exitsnoop, podman top, ps,
+        /// prometheus-process-exporter) and write BENCHMARKS.md; with --only, both.
+        #[arg(long)]
+        peers: bool,
     },
     /// Fuzz the parsers of untrusted input (libFuzzer via cargo-fuzz, pinned nightly):
     /// event decoder, cgroup paths, /proc and tracefs files, runtime state files, API requests.
@@ -212,12 +216,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             setup::setup(false)?;
             package::package().map(|_| ())
         }
-        Cmd::Bench { only } => {
+        Cmd::Bench { only, peers } => {
             if !is_root() {
                 bail!("the benchmarks load eBPF programs and start containers: run them as root");
             }
             setup::setup(true)?;
-            bench::bench(&only)
+            bench::bench(&only, peers)
         }
         Cmd::Fuzz { time, only } => {
             setup::setup(false)?;
