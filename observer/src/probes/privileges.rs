@@ -35,8 +35,8 @@ pub fn check() -> Result<(), ProbeError> {
         log::warn!(
             "without CAP_SYS_PTRACE /proc/<pid>/exe and /proc/<pid>/ns/* of processes of other \
              users (or with capabilities this agent lacks) cannot be read: processes that were \
-             running before the agent start without executable and namespaces, and may not be \
-             attributed to their containers"
+             running before the agent start have no executable (nor, unless the task iterator \
+             seeds the table, namespaces, and then may not be attributed to their containers)"
         );
     }
     Ok(())
