@@ -7,6 +7,8 @@
 //! - metrics: `/metrics` with 200 containers
 //! - scan: start-up of 10,000 processes seeded by the task iterator and by /proc, side by
 //!   side, and the agent's RSS with them
+//! - scale (only with --only scale): the cost curve from ~1k to ~10k to ~50k processes in
+//!   up to 981 containers, and 1,000 containers started and removed (scale.rs)
 //! - --peers: observer beside execsnoop+exitsnoop, podman top, ps and process-exporter,
 //!   written to BENCHMARKS.md (peers.rs)
 //! - churn: the agent's RSS through 1,000,000 short-lived processes and 10,000 short-lived
@@ -28,6 +30,7 @@ use crate::util::{root, run};
 
 mod churn;
 mod peers;
+mod scale;
 
 fn observer() -> PathBuf {
     root().join("target/release/observer")
@@ -493,6 +496,10 @@ pub fn bench(only: &[String], with_peers: bool) -> Result<()> {
     }
     if want("churn") {
         churn::churn(&mut r)?;
+    }
+    // Not part of the default set (it takes about 15 minutes): --only scale.
+    if only.iter().any(|o| o == "scale") {
+        scale::scale(&mut r)?;
     }
     println!("\n{:<58} {:<48} {:<22}", "benchmark", "measured", "goal");
     for (what, m, goal, met) in &r.0 {
