@@ -77,6 +77,20 @@ fn start(name: &str, n: usize) -> Result<()> {
     ])
 }
 
+/// utime + stime of a whole process, exited threads included, in seconds.
+fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 /// What one size measured.
 struct Point {
     procs: usize,
@@ -103,9 +117,11 @@ fn measure(big: &str) -> Result<Point> {
         thread::sleep(Duration::from_millis(100));
     }
     thread::sleep(Duration::from_secs(5));
-    let cpu0 = agent.cpu_s();
+    // From /proc/<pid>/stat, which keeps the time of threads that have exited (the
+    // runtime's blocking threads end when idle; a sum over /proc/<pid>/task loses theirs).
+    let cpu0 = process_cpu_s(agent.child.id());
     thread::sleep(Duration::from_secs(IDLE_S));
-    let idle_pct = (agent.cpu_s() - cpu0) / IDLE_S as f64 * 100.0;
+    let idle_pct = (process_cpu_s(agent.child.id()) - cpu0) / IDLE_S as f64 * 100.0;
     let rss_mb = agent.rss_kb() as f64 / 1024.0;
     let mut m = Vec::new();
     for _ in 0..10 {
