@@ -13,9 +13,6 @@ use observer_common::{SeedTask, COMM_LEN};
 use super::{ProbeError, Probes};
 use crate::table::scan::{self, Scanned};
 
-/// `PF_KTHREAD` in `task->flags`.
-pub const PF_KTHREAD: u32 = 0x0020_0000;
-
 impl Probes {
     /// Every process, from the task iterator (loaded on first use: it needs the kernel's
     /// BTF id of `bpf_iter_task`, read from `btf`).
@@ -90,12 +87,13 @@ pub fn state_letter(state: u32, exit_state: u32) -> char {
 
 /// A record as the /proc scan would describe the process (plus what only the kernel side
 /// reads: every namespace, the cgroup id, the exact start time). `cgroups`: each pid's
-/// cgroup lines (CgroupFs::members); a process missing there has its /proc file read.
-pub fn scanned(t: &SeedTask, cgroups: &std::collections::HashMap<u32, String>) -> Scanned {
+/// cgroup lines (CgroupFs::members), taken out (not copied) for the process; one missing
+/// there has its /proc file read.
+pub fn scanned(t: &SeedTask, cgroups: &mut std::collections::HashMap<u32, String>) -> Scanned {
     let i = &t.task;
     let levels = (i.pid_level as usize + 1).min(i.ns_pids.len());
     let comm_len = i.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-    let cgroup = cgroups.get(&t.tgid).cloned().unwrap_or_else(|| {
+    let cgroup = cgroups.remove(&t.tgid).unwrap_or_else(|| {
         std::fs::read_to_string(format!("/proc/{}/cgroup", t.tgid)).unwrap_or_default()
     });
     let state = state_letter(t.state, t.exit_state);
@@ -126,11 +124,11 @@ pub fn scanned(t: &SeedTask, cgroups: &std::collections::HashMap<u32, String>) -
 /// seed never has less than /proc.
 pub fn scan_all(probes: &mut Probes, btf: &Path) -> Result<Vec<Scanned>, ProbeError> {
     let t = std::time::Instant::now();
-    let cgroups = crate::containers::cgroupfs::CgroupFs::discover().members();
+    let mut cgroups = crate::containers::cgroupfs::CgroupFs::discover().members();
     let t_cg = t.elapsed();
     let tasks = probes.seed_tasks(btf)?;
     let t_it = t.elapsed();
-    let mut out: Vec<Scanned> = tasks.iter().map(|t| scanned(t, &cgroups)).collect();
+    let mut out: Vec<Scanned> = tasks.iter().map(|t| scanned(t, &mut cgroups)).collect();
     let seen: std::collections::HashSet<u32> = out.iter().map(|s| s.pid).collect();
     let host = scan::ns_inode(std::process::id(), "pid");
     out.extend(
