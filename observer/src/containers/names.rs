@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::{
     cgroup::Runtime,
     oci::{self, OciRoot},
+    state_index::StateIndex,
     ContainerKey,
 };
 
@@ -73,6 +74,10 @@ pub struct Resolver {
     cap: usize,
     /// Entries dropped to stay within `cap`.
     pub evictions: u64,
+    /// The launcher's state directory and podman's containers.json (one per storage root),
+    /// each read once for all containers.
+    launcher_index: StateIndex,
+    podman_index: Vec<StateIndex>,
 }
 
 impl Resolver {
@@ -87,6 +92,8 @@ impl Resolver {
             ttl: Duration::from_secs(30),
             cap: cap.max(1),
             evictions: 0,
+            launcher_index: StateIndex::default(),
+            podman_index: Vec::new(),
         }
     }
 
@@ -144,12 +151,17 @@ impl Resolver {
         m
     }
 
-    fn lookup(&self, key: &ContainerKey, ctr_namespace: Option<&str>, init: Option<u32>) -> Meta {
+    fn lookup(
+        &mut self,
+        key: &ContainerKey,
+        ctr_namespace: Option<&str>,
+        init: Option<u32>,
+    ) -> Meta {
         let id = key.id.as_str();
         match key.runtime {
             Runtime::Docker => docker(&self.dirs.docker, id),
             Runtime::Containerd => self.containerd(id, ctr_namespace).unwrap_or_default(),
-            Runtime::Podman => podman(&self.dirs.storage, id),
+            Runtime::Podman => self.podman(id),
             Runtime::Crio => crio(&self.dirs.storage, id).unwrap_or_default(),
             Runtime::Cri => {
                 if let Some(mut m) = self.containerd(id, Some("k8s.io")) {
@@ -163,7 +175,12 @@ impl Resolver {
                     init.and_then(|pid| self.oci(pid)).unwrap_or_default()
                 }
             }
-            Runtime::Observer => launcher(&self.dirs.launcher, id),
+            Runtime::Observer => {
+                let dir = &self.dirs.launcher;
+                self.launcher_index
+                    .get(dir, id, || launcher(dir))
+                    .unwrap_or_default()
+            }
             Runtime::Lxc | Runtime::Nspawn => Meta {
                 name: Some(id.to_string()),
                 ..Meta::default()
@@ -171,6 +188,31 @@ impl Resolver {
             Runtime::Bare => init.and_then(|pid| self.oci(pid)).unwrap_or_default(),
             Runtime::Runc | Runtime::Crun => Meta::default(),
         }
+    }
+
+    /// podman: the name from containers.json (indexed), pod facts from the container's OCI
+    /// config.
+    fn podman(&mut self, id: &str) -> Meta {
+        let storage = &self.dirs.storage;
+        self.podman_index
+            .resize_with(storage.len(), StateIndex::default);
+        storage
+            .iter()
+            .zip(self.podman_index.iter_mut())
+            .find_map(|(s, idx)| {
+                let dir = s.join("overlay-containers");
+                let file = dir.join("containers.json");
+                let mut m = idx.get(&file, id, || {
+                    read_json(&file)
+                        .map(|v| parse::podman(&v))
+                        .unwrap_or_default()
+                })?;
+                if let Some(cfg) = read_json(&dir.join(id).join("userdata/config.json")) {
+                    parse::podman_config(&cfg, &mut m);
+                }
+                Some(m)
+            })
+            .unwrap_or_default()
     }
 
     /// A bare container's name, runtime and pod facts from its OCI runtime's state.
@@ -264,29 +306,15 @@ fn docker(root: &Path, id: &str) -> Meta {
         .unwrap_or_default()
 }
 
-/// observer's launcher: `<dir>/<name>/config.json` holds the id (the cgroup's name).
-fn launcher(dir: &Path, id: &str) -> Meta {
+/// observer's launcher: `<dir>/<name>/config.json` holds the id (the cgroup's name); every
+/// container of the directory by id.
+fn launcher(dir: &Path) -> HashMap<String, Meta> {
     let Ok(rd) = fs::read_dir(dir) else {
-        return Meta::default();
+        return HashMap::new();
     };
     rd.flatten()
-        .find_map(|e| parse::launcher(&read_json(&e.path().join("config.json"))?, id))
-        .unwrap_or_default()
-}
-
-/// podman: the name from containers.json, pod facts from the container's OCI config.
-fn podman(storage: &[PathBuf], id: &str) -> Meta {
-    storage
-        .iter()
-        .find_map(|s| {
-            let dir = s.join("overlay-containers");
-            let mut m = parse::podman(&read_json(&dir.join("containers.json"))?, id)?;
-            if let Some(cfg) = read_json(&dir.join(id).join("userdata/config.json")) {
-                parse::podman_config(&cfg, &mut m);
-            }
-            Some(m)
-        })
-        .unwrap_or_default()
+        .filter_map(|e| parse::launcher(&read_json(&e.path().join("config.json"))?))
+        .collect()
 }
 
 fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
@@ -305,7 +333,7 @@ fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
 pub mod parse {
     use serde_json::Value;
 
-    use super::Meta;
+    use super::{HashMap, Meta};
 
     fn s(v: &Value, k: &str) -> Option<String> {
         v[k].as_str().map(String::from)
@@ -349,16 +377,19 @@ pub mod parse {
         }
     }
 
-    /// containers/storage's `overlay-containers/containers.json` (podman): the entry of `id`.
-    pub fn podman(v: &Value, id: &str) -> Option<Meta> {
-        let c = v
-            .as_array()?
-            .iter()
-            .find(|c| c["id"].as_str() == Some(id))?;
-        Some(Meta {
-            name: c["names"][0].as_str().map(String::from),
-            ..Meta::default()
-        })
+    /// containers/storage's `overlay-containers/containers.json` (podman): every container by id.
+    pub fn podman(v: &Value) -> HashMap<String, Meta> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let meta = Meta {
+                    name: c["names"][0].as_str().map(String::from),
+                    ..Meta::default()
+                };
+                Some((c["id"].as_str()?.to_string(), meta))
+            })
+            .collect()
     }
 
     /// A podman container's `userdata/config.json`: members of a pod name its infra
@@ -388,13 +419,14 @@ pub mod parse {
         }
     }
 
-    /// The launcher's `<name>/config.json`, when it is the container `id`.
-    pub fn launcher(v: &Value, id: &str) -> Option<Meta> {
-        (v["id"].as_str() == Some(id)).then(|| Meta {
+    /// The launcher's `<name>/config.json`: its container's id and facts.
+    pub fn launcher(v: &Value) -> Option<(String, Meta)> {
+        let meta = Meta {
             name: s(v, "name"),
             image: s(v, "rootfs"),
             ..Meta::default()
-        })
+        };
+        Some((v["id"].as_str()?.to_string(), meta))
     }
 }
 

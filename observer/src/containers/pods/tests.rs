@@ -186,17 +186,17 @@ fn a_podman_pod_named_by_its_infra_hostname() {
     let pod = "819899278f7f5cbadf809ebd9a9e8c190236f256f08c9c9883728da79c28b551";
     let infra = "bfbd750c261281edc7b6c186be71d411e9f3d3f11be990bc700b6393cc970e5d";
     let web = "99fb2db21c6cff43f30994adbcdb37999082b412144007bb56aad6996a01cd28";
-    let mut infra_meta = parse::podman(
-        &serde_json::json!([{"id": infra, "names": ["819899278f7f-infra"]}]),
-        infra,
-    )
-    .unwrap();
+    let mut infra_meta =
+        parse::podman(&serde_json::json!([{"id": infra, "names": ["819899278f7f-infra"]}]))
+            .remove(infra)
+            .unwrap();
     parse::podman_config(
         &serde_json::json!({"hostname": "probepod", "annotations": {"io.container.manager": "libpod"}}),
         &mut infra_meta,
     );
-    let mut web_meta =
-        parse::podman(&serde_json::json!([{"id": web, "names": ["podweb"]}]), web).unwrap();
+    let mut web_meta = parse::podman(&serde_json::json!([{"id": web, "names": ["podweb"]}]))
+        .remove(web)
+        .unwrap();
     parse::podman_config(
         &serde_json::json!({"annotations": {
             "io.kubernetes.cri-o.ContainerType": "container",
