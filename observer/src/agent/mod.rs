@@ -33,6 +33,7 @@ use crate::{
     containers::{
         cgroupfs::CgroupFs,
         names::{Resolver, StateDirs},
+        resource_files::ResourceFiles,
     },
     events::{reader::EventReader, redact::Redactor, Event},
     probes::{ProbeConfig, Probes},
@@ -207,7 +208,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ))),
         cgroupfs: Arc::new(cgroupfs.clone()),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
-        limits: Arc::default(),
+        cgroup_files: Arc::new(Mutex::new(ResourceFiles::default())),
         ready: ready.clone(),
     };
     let servers = server::start(&cfg, state).await?;

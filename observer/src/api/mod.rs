@@ -11,11 +11,7 @@
 pub mod client;
 pub mod service;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::sync::{Arc, Mutex};
 
 use axum::{
     body::{Body, Bytes},
@@ -32,6 +28,7 @@ use crate::{
     containers::{
         cgroupfs::{CgroupFs, Resources},
         names::Resolver,
+        resource_files::ResourceFiles,
     },
     events::{kind_from_name, Event},
     table::snapshot::{Scope, Snapshot},
@@ -58,13 +55,11 @@ pub struct ApiState {
     pub cgroupfs: Arc<CgroupFs>,
     /// Container labels kept on metrics.
     pub metrics_labels: Arc<Vec<String>>,
-    /// Cgroup limits per path, re-read every LIMITS_TTL (usage is read at every scrape).
-    pub limits: Arc<Mutex<HashMap<String, (Instant, Resources)>>>,
+    /// The live containers' cgroup files, kept open between scrapes.
+    pub cgroup_files: Arc<Mutex<ResourceFiles>>,
     /// Set once the programs are attached and the first scan is applied (`/readyz`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
-
-const LIMITS_TTL: Duration = Duration::from_secs(30);
 
 /// Asks the table task from a blocking thread.
 struct AgentSource<'a>(&'a mpsc::Sender<Request>);
@@ -117,6 +112,7 @@ async fn blocking<T: Serialize + Send + 'static>(
             now_ns: crate::views::model::boot_now_ns(),
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
+            cgroup_files: Some(&st.cgroup_files),
         };
         f(&src, &mut ctx)
     })
@@ -226,55 +222,44 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
 }
 
 /// Prometheus scrape: container summaries and agent health from the table task, names and
-/// cgroup files read here (live containers only; limits cached), never a walk of /proc.
+/// cgroup files read here (live containers only), never a walk of /proc. The cgroup files
+/// of the containers the last scrape saw are read while the table task works out the
+/// summaries; only containers new since then wait for it.
 async fn metrics(State(st): State<ApiState>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if st.requests.send(Request::Status(tx)).await.is_err() {
+    let (status_tx, status_rx) = oneshot::channel();
+    let (snap_tx, snap_rx) = oneshot::channel();
+    if st.requests.send(Request::Status(status_tx)).await.is_err()
+        || st
+            .requests
+            .send(Request::Snapshot(Scope::Containers, snap_tx))
+            .await
+            .is_err()
+    {
         return ApiError::Unavailable.into_response();
     }
-    let Ok(mut health) = rx.await else {
-        return ApiError::Unavailable.into_response();
-    };
     let r = tokio::task::spawn_blocking(move || {
-        let snap = AgentSource(&st.requests).snapshot(Scope::Containers)?;
+        let mut files = st.cgroup_files.lock().unwrap_or_else(|e| e.into_inner());
+        let early = files.read_known();
+        let mut health = status_rx.blocking_recv().ok()?;
+        let snap = snap_rx.blocking_recv().ok()?;
+        let paths: Vec<String> = snap
+            .containers
+            .iter()
+            .map(|c| c.container.cgroup.clone())
+            .filter(|p| !p.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let fresh = files.read_new(&st.cgroupfs, &paths, early);
+        drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         health.name_cache_evictions = resolver.evictions;
         let mut ctx = ViewCtx {
             now_ns: crate::views::model::boot_now_ns(),
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
+            cgroup_files: None,
         };
-        let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
-        let live: std::collections::HashSet<&str> = snap
-            .containers
-            .iter()
-            .map(|c| c.container.cgroup.as_str())
-            .collect();
-        limits.retain(|path, _| live.contains(path.as_str()));
-        // Read the cgroup files of every live container up front, in parallel.
-        let cg = st.cgroupfs.clone();
-        let paths: Vec<String> = live
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| p.to_string())
-            .collect();
-        let read = crate::table::scan::parallel(&paths, |path| {
-            let mut r = cg.usage(path);
-            let (l, reread) = match limits.get(path) {
-                Some((at, l)) if at.elapsed() < LIMITS_TTL => (*l, false),
-                _ => (cg.limits(path), true),
-            };
-            r.memory_limit_bytes = l.memory_limit_bytes;
-            r.pids_limit = l.pids_limit;
-            Some((path.clone(), r, reread.then_some(l)))
-        });
-        let mut fresh = HashMap::with_capacity(read.len());
-        for (path, r, reread) in read {
-            if let Some(l) = reread {
-                limits.insert(path.clone(), (Instant::now(), l));
-            }
-            fresh.insert(path, r);
-        }
         let mut samples = crate::views::metrics::samples(
             &mut ctx,
             &snap.containers,
@@ -327,7 +312,7 @@ fn detached_state(ready: bool) -> ApiState {
         resolver: Arc::new(Mutex::new(Resolver::new(Default::default()))),
         cgroupfs: Arc::new(CgroupFs::discover()),
         metrics_labels: Arc::new(Vec::new()),
-        limits: Arc::default(),
+        cgroup_files: Arc::new(Mutex::new(ResourceFiles::with_budget(0))),
         ready: Arc::new(ready.into()),
     }
 }

@@ -139,6 +139,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         now_ns: boot_now_ns(),
         resolver: &mut resolver,
         cgroupfs: &cgroupfs,
+        cgroup_files: None,
     };
     fn to<T: Serialize>(r: Result<T, ApiError>) -> anyhow::Result<Answer> {
         Ok(match r {

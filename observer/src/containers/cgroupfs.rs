@@ -144,58 +144,97 @@ impl CgroupFs {
 
     /// Resource use and limits of the cgroup at `path` (as in /proc/<pid>/cgroup).
     pub fn resources(&self, path: &str) -> Resources {
-        let mut r = self.usage(path);
-        let l = self.limits(path);
-        r.memory_limit_bytes = l.memory_limit_bytes;
-        r.pids_limit = l.pids_limit;
-        r
-    }
-
-    /// The limits only (they rarely change: the metrics path caches them).
-    pub fn limits(&self, path: &str) -> Resources {
         let mut r = Resources::default();
-        if let Some(d) = self.dir_for("memory", path) {
-            r.memory_limit_bytes = if self.has_v2("memory") {
-                read_limit(&d.join("memory.max"))
-            } else {
-                // v1 reports "no limit" as a huge page-rounded number.
-                read_u64(&d.join("memory.limit_in_bytes")).filter(|v| *v < (1u64 << 62))
-            };
-        }
-        if let Some(d) = self.dir_for("pids", path) {
-            r.pids_limit = read_limit(&d.join("pids.max"));
+        for (field, file) in self.resource_files(path) {
+            if !field.needed(&r) {
+                continue;
+            }
+            if let Ok(s) = fs::read_to_string(&file) {
+                field.apply(&mut r, &s);
+            }
         }
         r
     }
 
-    /// Use only: CPU, memory, pids, OOM kills (limits left None).
-    pub fn usage(&self, path: &str) -> Resources {
-        let mut r = Resources::default();
+    /// The files `resources` reads for the cgroup at `path`, in order, with what each
+    /// gives.
+    pub fn resource_files(&self, path: &str) -> Vec<(UsageField, PathBuf)> {
+        let mut out = Vec::with_capacity(8);
         let rel = path.trim_start_matches('/');
         // cgroup2 keeps cpu.stat usage in every cgroup, controller enabled or not (this is
         // what hybrid hosts have); v1 hosts have cpuacct.usage.
-        r.cpu_usage_ns = self
-            .v2
-            .as_ref()
-            .and_then(|v2| keyed(&v2.join(rel).join("cpu.stat"), "usage_usec"))
-            .map(|us| us * 1000)
-            .or_else(|| {
-                self.v1_mount("cpuacct")
-                    .and_then(|m| read_u64(&m.join(rel).join("cpuacct.usage")))
-            });
+        if let Some(v2) = &self.v2 {
+            out.push((UsageField::CpuStat, v2.join(rel).join("cpu.stat")));
+        }
+        if let Some(m) = self.v1_mount("cpuacct") {
+            out.push((UsageField::CpuacctUsage, m.join(rel).join("cpuacct.usage")));
+        }
         if let Some(d) = self.dir_for("memory", path) {
             if self.has_v2("memory") {
-                r.memory_bytes = read_u64(&d.join("memory.current"));
-                r.oom_kills = keyed(&d.join("memory.events"), "oom_kill");
+                out.push((UsageField::Memory, d.join("memory.current")));
+                out.push((UsageField::OomKills, d.join("memory.events")));
+                out.push((UsageField::MemoryMax, d.join("memory.max")));
             } else {
-                r.memory_bytes = read_u64(&d.join("memory.usage_in_bytes"));
-                r.oom_kills = keyed(&d.join("memory.oom_control"), "oom_kill");
+                out.push((UsageField::Memory, d.join("memory.usage_in_bytes")));
+                out.push((UsageField::OomKills, d.join("memory.oom_control")));
+                out.push((UsageField::MemoryLimitV1, d.join("memory.limit_in_bytes")));
             }
         }
         if let Some(d) = self.dir_for("pids", path) {
-            r.pids = read_u64(&d.join("pids.current"));
+            out.push((UsageField::Pids, d.join("pids.current")));
+            out.push((UsageField::PidsMax, d.join("pids.max")));
         }
-        r
+        out
+    }
+}
+
+/// What one usage file gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageField {
+    /// cgroup2 cpu.stat `usage_usec`.
+    CpuStat,
+    /// v1 cpuacct.usage (ns), when cpu.stat gave nothing.
+    CpuacctUsage,
+    Memory,
+    /// `oom_kill` of memory.events (v2) or memory.oom_control (v1).
+    OomKills,
+    Pids,
+    /// cgroup2 memory.max (`max`: none).
+    MemoryMax,
+    /// v1 memory.limit_in_bytes (a huge page-rounded number: none).
+    MemoryLimitV1,
+    /// pids.max (`max`: none).
+    PidsMax,
+}
+
+impl UsageField {
+    /// cpuacct.usage is read only when cpu.stat gave nothing.
+    pub fn needed(self, r: &Resources) -> bool {
+        self != UsageField::CpuacctUsage || r.cpu_usage_ns.is_none()
+    }
+
+    /// A limit (rarely changes) rather than a use.
+    pub fn is_limit(self) -> bool {
+        matches!(
+            self,
+            UsageField::MemoryMax | UsageField::MemoryLimitV1 | UsageField::PidsMax
+        )
+    }
+
+    /// Takes this field's value from the file's text into `r`.
+    pub fn apply(self, r: &mut Resources, text: &str) {
+        match self {
+            UsageField::CpuStat => r.cpu_usage_ns = keyed(text, "usage_usec").map(|us| us * 1000),
+            UsageField::CpuacctUsage => r.cpu_usage_ns = number(text),
+            UsageField::Memory => r.memory_bytes = number(text),
+            UsageField::OomKills => r.oom_kills = keyed(text, "oom_kill"),
+            UsageField::Pids => r.pids = number(text),
+            UsageField::MemoryMax => r.memory_limit_bytes = limit(text),
+            UsageField::MemoryLimitV1 => {
+                r.memory_limit_bytes = number(text).filter(|v| *v < (1u64 << 62))
+            }
+            UsageField::PidsMax => r.pids_limit = limit(text),
+        }
     }
 }
 
@@ -212,14 +251,13 @@ pub struct Resources {
     pub oom_kills: Option<u64>,
 }
 
-fn read_u64(p: &Path) -> Option<u64> {
-    fs::read_to_string(p).ok()?.trim().parse().ok()
+fn number(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
 }
 
-/// A limit file: a number, or "max" for none.
-fn read_limit(p: &Path) -> Option<u64> {
-    let s = fs::read_to_string(p).ok()?;
-    let s = s.trim();
+/// A limit file's text: a number, or "max" for none.
+fn limit(text: &str) -> Option<u64> {
+    let s = text.trim();
     if s == "max" {
         None
     } else {
@@ -227,10 +265,10 @@ fn read_limit(p: &Path) -> Option<u64> {
     }
 }
 
-/// The value of `key` in a flat keyed file (`key value` lines: cpu.stat, memory.events).
-fn keyed(p: &Path, key: &str) -> Option<u64> {
-    let s = fs::read_to_string(p).ok()?;
-    s.lines().find_map(|l| {
+/// The value of `key` in a flat keyed file's text (`key value` lines: cpu.stat,
+/// memory.events).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })

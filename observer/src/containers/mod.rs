@@ -9,6 +9,7 @@ pub mod cgroupfs;
 pub mod names;
 pub mod oci;
 pub mod pods;
+pub mod resource_files;
 pub mod state_index;
 
 use cgroup::{CgroupMatch, Role, Runtime};

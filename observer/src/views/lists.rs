@@ -3,8 +3,8 @@
 
 use super::{
     model::{
-        container_view, exit_code, meta_of, process_view, short_id, ContainerView, ProcessView,
-        ViewCtx, ZombieView,
+        container_view_with, exit_code, meta_of, process_view, short_id, ContainerView,
+        ProcessView, ViewCtx, ZombieView,
     },
     text::{bytes, duration, table},
 };
@@ -77,11 +77,29 @@ pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
 
 pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     let pods = super::pods::membership(ctx, &snap.containers);
+    // Every container's cgroup files at once, in parallel, through the agent's open files.
+    let read = ctx.cgroup_files.map(|files| {
+        let paths: Vec<String> = snap
+            .containers
+            .iter()
+            .map(|c| c.container.cgroup.clone())
+            .filter(|p| !p.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(ctx.cgroupfs, &paths)
+    });
     let mut v: Vec<ContainerView> = snap
         .containers
         .iter()
         .map(|s| {
-            let mut c = container_view(ctx, s);
+            let r = read
+                .as_ref()
+                .and_then(|m| m.get(&s.container.cgroup).copied());
+            let mut c = container_view_with(ctx, s, r);
             // Pod facts the container's own state lacks (podman members name only their
             // infra; the infra's hostname names the pod).
             if let Some((pod, ns, sandbox)) = pods.get(&s.index) {

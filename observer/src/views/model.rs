@@ -145,6 +145,9 @@ pub struct ViewCtx<'a> {
     pub now_ns: u64,
     pub resolver: &'a mut Resolver,
     pub cgroupfs: &'a CgroupFs,
+    /// The agent's open cgroup files (lists of every container read through them).
+    pub cgroup_files:
+        Option<&'a std::sync::Mutex<crate::containers::resource_files::ResourceFiles>>,
 }
 
 /// Boot-clock now in ns (the events' and start times' clock).
@@ -249,12 +252,21 @@ pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
 }
 
 pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
+    container_view_with(ctx, s, None)
+}
+
+/// `container_view` with the cgroup's resources when the caller has read them already.
+pub fn container_view_with(
+    ctx: &mut ViewCtx,
+    s: &ContainerSummary,
+    resources: Option<Resources>,
+) -> ContainerView {
     let meta = meta_of(ctx, s);
     let c = &s.container;
     let resources = if c.cgroup.is_empty() {
         Resources::default()
     } else {
-        ctx.cgroupfs.resources(&c.cgroup)
+        resources.unwrap_or_else(|| ctx.cgroupfs.resources(&c.cgroup))
     };
     ContainerView {
         id: c.key.id.clone(),

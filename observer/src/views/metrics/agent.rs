@@ -236,14 +236,6 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         "observer_build_info",
         "Build and kernel of the agent (value 1).",
         false,
-        &|f| {
-            f.add(
-                &[
-                    ("kernel".into(), h.kernel.clone()),
-                    ("version".into(), h.version.clone()),
-                ],
-                1.0,
-            )
-        },
+        &|f| f.add(&[("kernel", &h.kernel), ("version", &h.version)], 1.0),
     );
 }

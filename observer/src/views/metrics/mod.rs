@@ -7,8 +7,7 @@
 mod agent;
 mod family;
 
-use family::{Agg, Family};
-use prometheus::{proto::MetricFamily, TextEncoder};
+use family::{Agg, Family, LabelSets};
 
 use super::model::{meta_of, short_id, ViewCtx};
 use crate::{
@@ -193,40 +192,35 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
         false,
     );
     fams[zage].agg = Agg::Max;
+    let (sets, ids) = LabelSets::new(samples.iter().map(|s| s.labels.as_slice()));
     for s in samples {
-        let l = &s.labels;
+        let l = ids[s.labels.as_slice()];
         let c = &s.summary;
         if !s.ended {
-            fams[procs].add(l, c.processes as f64);
-            fams[threads].add(l, c.threads as f64);
-            fams[zombies].add(l, c.zombies as f64);
-            fams[zage].add(l, s.oldest_zombie_age_s.unwrap_or(0.0));
+            fams[procs].add_set(l, &[], c.processes as f64);
+            fams[threads].add_set(l, &[], c.threads as f64);
+            fams[zombies].add_set(l, &[], c.zombies as f64);
+            fams[zage].add_set(l, &[], s.oldest_zombie_age_s.unwrap_or(0.0));
         }
-        fams[forks].add(l, c.container.forks as f64);
-        fams[execs].add(l, c.container.execs as f64);
-        fams[exits].add(l, c.container.exits as f64);
+        fams[forks].add_set(l, &[], c.container.forks as f64);
+        fams[execs].add_set(l, &[], c.container.execs as f64);
+        fams[exits].add_set(l, &[], c.container.exits as f64);
         for &(sig, result, n) in &c.container.signals {
-            let mut with = l.clone();
-            with.push(("signal".into(), crate::events::signals::name(sig)));
-            with.push((
-                "result".into(),
-                crate::events::signals::result_name(result).into(),
-            ));
-            fams[sigs].add(&with, n as f64);
+            let name = crate::events::signals::name(sig);
+            let result = crate::events::signals::result_name(result);
+            fams[sigs].add_set(l, &[("signal", &name), ("result", result)], n as f64);
         }
-        fams[victims].add(l, c.container.oom_victims as f64);
+        fams[victims].add_set(l, &[], c.container.oom_victims as f64);
         for (class, n) in crate::table::signals::EXIT_CLASSES
             .iter()
             .zip(c.container.exit_classes)
         {
-            let mut with = l.clone();
-            with.push(("class".into(), class.to_string()));
-            fams[exit_codes].add(&with, n as f64);
+            fams[exit_codes].add_set(l, &[("class", class)], n as f64);
         }
         let r = &s.resources;
         let mut opt = |i: usize, v: Option<f64>| {
             if let Some(v) = v {
-                fams[i].add(l, v);
+                fams[i].add_set(l, &[], v);
             }
         };
         opt(ooms, r.oom_kills.map(|v| v as f64));
@@ -239,16 +233,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
 
     agent::families(h, &mut fams);
 
-    let protos: Vec<MetricFamily> = fams
-        .into_iter()
-        .filter(|f| !f.series.is_empty())
-        .map(Family::into_proto)
-        .collect();
-    let mut out = String::new();
-    TextEncoder::new()
-        .encode_utf8(&protos, &mut out)
-        .expect("text encoding of valid families");
-    out
+    family::encode(&fams, &sets)
 }
 
 #[cfg(test)]
@@ -266,27 +251,21 @@ mod tests {
         f.add1("runtime", "docker", 3.0);
         f.add1("runtime", "podman", 1.0);
         assert_eq!(f.series.len(), 2);
-        assert_eq!(
-            f.series[&vec![("runtime".to_string(), "docker".to_string())]],
-            5.0
-        );
+        assert_eq!(f.series[&(0, "runtime=\"docker\"".to_string())], 5.0);
         let mut m = family(false);
         m.agg = Agg::Max;
         m.add(&[], 2.0);
         m.add(&[], 7.0);
         m.add(&[], 3.0);
-        assert_eq!(m.series[&vec![]], 7.0);
+        assert_eq!(m.series[&(0, String::new())], 7.0);
     }
 
     #[test]
     fn families_encode_as_prometheus_text() {
         let mut f = family(true);
         f.add1("type", "fork", 3.0);
-        let mut out = String::new();
-        TextEncoder::new()
-            .encode_utf8(&[f.into_proto()], &mut out)
-            .unwrap();
-        assert_eq!(out, "# HELP observer_test help\n# TYPE observer_test counter\nobserver_test{type=\"fork\"} 3\n");
+        let (sets, _) = LabelSets::new(std::iter::empty());
+        assert_eq!(family::encode(&[f], &sets), "# HELP observer_test help\n# TYPE observer_test counter\nobserver_test{type=\"fork\"} 3\n");
     }
 
     #[test]
