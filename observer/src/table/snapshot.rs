@@ -72,19 +72,20 @@ impl Snapshot {
 
 impl Table {
     pub fn snapshot(&self, scope: Scope) -> Snapshot {
+        let (containers, members) = self.summaries_and_members();
+        let of = |keep: &dyn Fn(u32) -> bool| -> Vec<Process> {
+            members
+                .iter()
+                .filter(|(ci, _)| keep(*ci))
+                .filter_map(|(_, pid)| self.get(*pid))
+                .cloned()
+                .collect()
+        };
         let processes: Vec<Process> = match &scope {
             Scope::Containers | Scope::History(_) => Vec::new(),
             Scope::All => self.processes().cloned().collect(),
-            Scope::Container(c) => self
-                .processes()
-                .filter(|p| p.container == Some(*c))
-                .cloned()
-                .collect(),
-            Scope::Pod(cs) => self
-                .processes()
-                .filter(|p| p.container.is_some_and(|c| cs.contains(&c)))
-                .cloned()
-                .collect(),
+            Scope::Container(c) => of(&|ci| ci == *c),
+            Scope::Pod(cs) => of(&|ci| cs.contains(&ci)),
             Scope::Zombies => self
                 .processes()
                 .filter(|p| p.is_zombie())
@@ -151,7 +152,7 @@ impl Table {
             index,
             host_pidns: self.registry.host_pidns(),
             generation: self.registry.generation(),
-            containers: self.summaries(),
+            containers,
             ended: match scope {
                 Scope::Containers => self.ended_summaries(),
                 _ => Vec::new(),

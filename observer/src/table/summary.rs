@@ -99,12 +99,22 @@ impl Table {
 
     /// A summary of every container that has processes.
     pub fn summaries(&self) -> Vec<ContainerSummary> {
+        self.summaries_and_members().0
+    }
+
+    /// The summaries, and every containerised process as (container, pid) in the table's
+    /// order: one pass over the process map serves a container's snapshot too.
+    pub fn summaries_and_members(&self) -> (Vec<ContainerSummary>, Vec<(u32, u32)>) {
         let mut out: Vec<Option<ContainerSummary>> = vec![None; self.registry.len()];
+        // Every containerised process, for the second look below (a Vec walks faster than
+        // the process map a second time).
+        let mut members: Vec<(u32, u32)> = Vec::with_capacity(self.len());
         for p in self.processes() {
             let Some(ci) = p.container else { continue };
             let Some(c) = self.registry.get(ci) else {
                 continue;
             };
+            members.push((ci, p.pid));
             let s = out[ci as usize].get_or_insert_with(|| self.empty_summary(ci, c));
             s.processes += 1;
             s.threads += p.threads;
@@ -118,9 +128,17 @@ impl Table {
         }
         // A container in a pid namespace it does not own (a pod sharing the sandbox's) has
         // no PID 1 of its own: its first process is the oldest one whose parent is outside
-        // it (what the runtime started, and calls the container's pid).
-        for p in self.processes() {
-            let Some(s) = p.container.and_then(|ci| out[ci as usize].as_mut()) else {
+        // it (what the runtime started, and calls the container's pid). Containers with a
+        // PID 1 of their own (found above) are skipped without a look at the parent.
+        let has_init: Vec<bool> = out
+            .iter()
+            .map(|s| s.as_ref().is_some_and(|s| s.init_pid.is_some()))
+            .collect();
+        for &(ci, pid) in &members {
+            if has_init[ci as usize] {
+                continue;
+            }
+            let (Some(s), Some(p)) = (out[ci as usize].as_mut(), self.get(pid)) else {
                 continue;
             };
             let root = p.pid_level > 0
@@ -154,6 +172,6 @@ impl Table {
                 s.shim_comm = Some(parent.comm_str().to_string());
             }
         }
-        list
+        (list, members)
     }
 }
