@@ -40,6 +40,9 @@ pub fn succeeds(cmd: &mut Command) -> bool {
 
 /// A busybox root file system as a tar (busybox-static and its applet links).
 pub fn rootfs_tar() -> PathBuf {
+    // Tests of one binary running in parallel would build it in the same directory.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let tar = PathBuf::from("/var/lib/observer-test/busybox.tar");
     if tar.exists() {
         return tar;
