@@ -152,16 +152,57 @@ fn bpf_run_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// CPU time of all threads of `pid`, in seconds, from schedstat (ns precision).
+/// utime + stime of a whole process in seconds, exited threads included (a sum over
+/// /proc/<pid>/task loses the time of the runtime's blocking threads once they end).
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// bpf_stats run time of each BPF program `pid` holds, by program name (bpftool's
+/// names; fdinfo has only ids).
+fn bpf_run_ns_by_program(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let names: std::collections::HashMap<u64, String> = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
     };
-    rd.flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum::<u64>() as f64
-        / 1e9
+    for s in rd
+        .flatten()
+        .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+    {
+        let field = |k: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(ns)) = (field("prog_id:"), field("run_time_ns:")) {
+            let name = names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("id {id}"));
+            *out.entry(name).or_insert(0) += ns;
+        }
+    }
+    out
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
