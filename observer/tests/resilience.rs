@@ -268,6 +268,7 @@ fn ours(progs: &[String]) -> usize {
                 "cgroup_attach",
                 "sys_exit_setns",
                 "sys_exit_unsha",
+                "seed_",
             ]
             .iter()
             .any(|p| n.starts_with(p))

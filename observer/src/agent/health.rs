@@ -42,8 +42,9 @@ pub struct Health {
     pub missing: Vec<(String, String)>,
     pub corrections: u64,
     pub reconciliations: u64,
-    /// Cheap reconciliation checks (one read of /proc's directory, compared with the
-    /// table); those that found a disagreement started a full scan.
+    /// Cheap reconciliation checks (every process id, from a task-iterator pass or /proc's
+    /// directory, compared with the table); those that found a disagreement started a full
+    /// scan.
     #[serde(default)]
     pub checks: u64,
     /// The pass right after ready that reads the command lines, executables, namespace

@@ -144,13 +144,26 @@ fn start_scan(redact: Option<Redactor>) -> ScanJob {
     ScanJob { started_ns, rx }
 }
 
-/// The cheap reconciliation check: /proc's process ids (one directory read, no per-process
-/// file), compared with the table on the event loop.
-fn start_check() -> oneshot::Receiver<(Vec<u32>, u64)> {
+/// The cheap reconciliation check: every process id, compared with the table on the event
+/// loop. From the pid iterator when the seed came from the task iterator (a pass is started
+/// here and run by reading it on a blocking thread: ~5× cheaper than /proc's directory,
+/// whose read instantiates a dentry per process), else from /proc's directory.
+fn start_check(
+    probes: &mut Probes,
+    btf: &std::path::Path,
+    iterator: bool,
+) -> oneshot::Receiver<(Vec<u32>, u64)> {
     let (tx, rx) = oneshot::channel();
+    let started_ns = boot_now_ns();
+    let pass = iterator.then(|| probes.pid_iter(btf)).and_then(|r| {
+        r.map_err(|e| log::debug!("pid iterator: {e}; reading /proc"))
+            .ok()
+    });
     tokio::task::spawn_blocking(move || {
-        let started_ns = boot_now_ns();
-        let _ = tx.send((scan::pids(), started_ns));
+        let pids = pass
+            .and_then(|f| crate::probes::seed::read_pids(f).ok())
+            .unwrap_or_else(scan::pids);
+        let _ = tx.send((pids, started_ns));
     });
     rx
 }
@@ -248,7 +261,7 @@ async fn serve(
 
     let t = Instant::now();
     let (seed, btf) = (cfg.seed, cfg.probes.btf.clone());
-    let (probes, seeded) = tokio::task::spawn_blocking(move || {
+    let (mut probes, seeded) = tokio::task::spawn_blocking(move || {
         let r = seed_scan(&mut probes, seed, &btf);
         (probes, r)
     })
@@ -404,7 +417,7 @@ async fn serve(
                 if last_full.elapsed() >= cfg.full_reconcile_every {
                     job = Some(start_scan(cfg.redact.clone()));
                 } else {
-                    check = Some(start_check());
+                    check = Some(start_check(&mut probes, &cfg.probes.btf, seed == "iterator"));
                 }
             }
             pids = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
@@ -412,9 +425,12 @@ async fn serve(
                 // The table as of now: what happened while /proc was read applied first.
                 pump(&mut reader, &mut table, &ev_tx, redact);
                 let differ = match pids {
-                    Ok((pids, started_ns)) => table.disagreements(&pids, started_ns, |pid| {
-                        scan::live(pid).map(|l| l.start_ticks)
-                    }),
+                    Ok((pids, started_ns)) => table.disagreements(
+                        &pids,
+                        started_ns,
+                        |pid| scan::live(pid).map(|l| l.start_ticks),
+                        scan::exists,
+                    ),
                     Err(_) => 1,
                 };
                 checks += 1;

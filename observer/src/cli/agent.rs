@@ -231,6 +231,15 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         json_logs: a.log_format == LogFormat::Json,
         web,
     };
+    // One heap for every thread: glibc gives each thread its own arena, and what the
+    // start-up's helper threads allocate and free (the cgroup walk beside the task
+    // iterator, the scans) stays mapped there — measured at 50,000 processes: 79 MB RSS
+    // with per-thread arenas, 54 MB with one. The agent's threads rarely allocate at once.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator tunable; no thread has started yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.
     let rt = tokio::runtime::Builder::new_current_thread()

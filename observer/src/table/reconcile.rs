@@ -61,6 +61,7 @@ impl Table {
         pids: &[u32],
         started_ns: u64,
         live_start_ticks: impl Fn(u32) -> Option<u64>,
+        exists: impl Fn(u32) -> bool,
     ) -> usize {
         let listed: rustc_hash::FxHashSet<u32> = pids.iter().copied().collect();
         let margin = self.tick_ns * 2;
@@ -77,6 +78,9 @@ impl Table {
             .filter(|p| {
                 !listed.contains(&p.pid) && p.exit.is_none() && p.start_time_ns < started_ns
             })
+            // A process the list missed but the kernel still has is no disagreement: the
+            // task iterator does not visit every task /proc shows (this host's PID 1).
+            .filter(|p| !exists(p.pid))
             .count();
         unknown + vanished
     }

@@ -9,24 +9,28 @@ fn the_cheap_check_counts_only_real_disagreements() {
     let mut tb = table();
     tb.seed(&[tb_scan(10), tb_scan(11)], 0);
     let all = |_| Some(1);
-    assert_eq!(tb.disagreements(&[11, 10], u64::MAX, all), 0);
+    assert_eq!(tb.disagreements(&[11, 10], u64::MAX, all, |_| false), 0);
     // /proc has a process no event announced, or lost one the table thinks alive.
-    assert_eq!(tb.disagreements(&[10, 11, 12], u64::MAX, all), 1);
-    assert_eq!(tb.disagreements(&[10], u64::MAX, all), 1);
-    assert_eq!(tb.disagreements(&[10, 12], u64::MAX, all), 2);
+    assert_eq!(tb.disagreements(&[10, 11, 12], u64::MAX, all, |_| false), 1);
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |_| false), 1);
+    assert_eq!(tb.disagreements(&[10, 12], u64::MAX, all, |_| false), 2);
     // Races of the directory read: 12 was gone before the table was compared, and 11
     // started after the read began.
     assert_eq!(
-        tb.disagreements(&[10, 12], u64::MAX, |p| (p != 12).then_some(1)),
+        tb.disagreements(&[10, 12], u64::MAX, |p| (p != 12).then_some(1), |_| false),
         1
     );
-    assert_eq!(tb.disagreements(&[10, 11, 12], 4 * TICK, all), 1);
+    assert_eq!(tb.disagreements(&[10, 11, 12], 4 * TICK, all, |_| false), 1);
     assert_eq!(
-        tb.disagreements(&[10, 11, 12], 3 * TICK, all),
+        tb.disagreements(&[10, 11, 12], 3 * TICK, all, |_| false),
         0,
         "12 started too near"
     );
-    assert_eq!(tb.disagreements(&[10], 0, all), 0);
+    assert_eq!(tb.disagreements(&[10], 0, all, |_| false), 0);
+    // A process the list missed that the kernel still has (a task the iterator does not
+    // visit) is no disagreement; one the kernel lacks is.
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |p| p == 11), 0);
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |p| p == 99), 1);
 }
 
 #[test]

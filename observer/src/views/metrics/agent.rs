@@ -63,7 +63,7 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         ),
         (
             "observer_reconcile_checks_total",
-            "Cheap reconciliation checks (one read of /proc's directory compared with the table); a disagreement starts a full scan.",
+            "Cheap reconciliation checks (every process id, from a task-iterator pass or /proc's directory, compared with the table); a disagreement starts a full scan.",
             true,
             h.checks as f64,
         ),
