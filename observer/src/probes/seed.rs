@@ -33,7 +33,7 @@ impl Probes {
 
     /// A new pass of the task iterator program `name`.
     fn task_iter(&mut self, name: &'static str, btf: &Path) -> Result<std::fs::File, ProbeError> {
-        self.load_iters(btf)?;
+        self.load_iters(name, btf)?;
         let perr = |source| ProbeError::Program { name, source };
         let prog: &mut Iter = self
             .ebpf
@@ -50,42 +50,61 @@ impl Probes {
             .map_err(|e| ProbeError::Map(name, format!("creating the iterator: {e}")))
     }
 
-    /// Loads both task iterator programs on first use, with one parse of the kernel's BTF
-    /// (they need its id of `bpf_iter_task`; the parse is most of the load's time).
-    fn load_iters(&mut self, btf: &Path) -> Result<(), ProbeError> {
+    /// Loads the task iterator program `name` on first use, and the other one with the
+    /// same parse of the kernel's BTF (they need its id of `bpf_iter_task`; the parse is
+    /// most of a load's time). Only `name` failing is an error.
+    fn load_iters(&mut self, name: &'static str, btf: &Path) -> Result<(), ProbeError> {
         let mut kbtf = None;
-        for name in ["seed_tasks", "seed_pids"] {
-            let perr = |source| ProbeError::Program { name, source };
-            let prog: &mut Iter = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::Map(
-                    name,
-                    "program missing from the object".into(),
-                ))?
-                .try_into()
-                .map_err(perr)?;
-            if prog.fd().is_ok() {
-                continue;
+        let others = ["seed_tasks", "seed_pids"]
+            .into_iter()
+            .filter(|n| *n != name);
+        for n in std::iter::once(name).chain(others) {
+            let r = self.load_iter(n, btf, &mut kbtf);
+            match r {
+                Err(e) if n == name => return Err(e),
+                Err(e) => log::debug!("task iterator {n} not loaded: {e}"),
+                Ok(()) => {}
             }
-            let t = std::time::Instant::now();
-            if kbtf.is_none() {
-                kbtf = Some(
-                    aya::Btf::parse_file(btf, aya::Endianness::default()).map_err(|e| {
-                        ProbeError::Btf {
-                            path: btf.to_path_buf(),
-                            reason: e.to_string(),
-                        }
-                    })?,
-                );
-            }
-            prog.load("task", kbtf.as_ref().expect("parsed above"))
-                .map_err(perr)?;
-            log::debug!(
-                "task iterator {name} loaded in {:.0} ms",
-                t.elapsed().as_secs_f64() * 1e3
+        }
+        Ok(())
+    }
+
+    fn load_iter(
+        &mut self,
+        name: &'static str,
+        btf: &Path,
+        kbtf: &mut Option<aya::Btf>,
+    ) -> Result<(), ProbeError> {
+        let perr = |source| ProbeError::Program { name, source };
+        let prog: &mut Iter = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::Map(
+                name,
+                "program missing from the object".into(),
+            ))?
+            .try_into()
+            .map_err(perr)?;
+        if prog.fd().is_ok() {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        if kbtf.is_none() {
+            *kbtf = Some(
+                aya::Btf::parse_file(btf, aya::Endianness::default()).map_err(|e| {
+                    ProbeError::Btf {
+                        path: btf.to_path_buf(),
+                        reason: e.to_string(),
+                    }
+                })?,
             );
         }
+        prog.load("task", kbtf.as_ref().expect("parsed above"))
+            .map_err(perr)?;
+        log::debug!(
+            "task iterator {name} loaded in {:.0} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         Ok(())
     }
 }
