@@ -75,7 +75,7 @@ mod tests {
         };
         let mut idx = StateIndex::default();
         let mut reads = 0;
-        let mut read = |reads: &mut i32| {
+        let read = |reads: &mut i32| {
             *reads += 1;
             HashMap::from([("a".to_string(), meta("x")), ("b".to_string(), meta("y"))])
         };

@@ -17,6 +17,9 @@ pub(super) enum Agg {
     Max,
 }
 
+/// A label set's number, by the set.
+pub(super) type SetIds<'a> = BTreeMap<&'a [(String, String)], u32>;
+
 /// Label sets rendered once (`k="v",k="v"`), referred to by number; 0 is the empty set.
 pub(super) struct LabelSets {
     texts: Vec<String>,
@@ -27,8 +30,8 @@ impl LabelSets {
     /// label order, as Prometheus clients write them).
     pub(super) fn new<'a>(
         sets: impl Iterator<Item = &'a [(String, String)]>,
-    ) -> (Self, BTreeMap<&'a [(String, String)], u32>) {
-        let mut ids: BTreeMap<&[(String, String)], u32> = sets.map(|s| (s, 0)).collect();
+    ) -> (Self, SetIds<'a>) {
+        let mut ids: SetIds<'a> = sets.map(|s| (s, 0)).collect();
         let mut texts = vec![String::new()];
         for (set, id) in ids.iter_mut() {
             if set.is_empty() {
@@ -201,7 +204,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let all_sets = vec![
+        let all_sets = [
             Vec::new(),
             pairs(&[("container_name", "web"), ("pod", "")]),
             pairs(&[
