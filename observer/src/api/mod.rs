@@ -242,14 +242,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let early = files.read_known();
         let mut health = status_rx.blocking_recv().ok()?;
         let snap = snap_rx.blocking_recv().ok()?;
-        let paths: Vec<String> = snap
-            .containers
-            .iter()
-            .map(|c| c.container.cgroup.clone())
-            .filter(|p| !p.is_empty())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let paths = crate::containers::resource_files::cgroup_paths(&snap.containers);
         let fresh = files.read_new(&st.cgroupfs, &paths, early);
         drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());

@@ -181,6 +181,17 @@ fn spread(d: Duration) -> Duration {
     d + d.mul_f64(f64::from(nanos) / 1e9)
 }
 
+/// The distinct cgroup paths of `containers` (those with one), sorted.
+pub fn cgroup_paths(containers: &[crate::table::summary::ContainerSummary]) -> Vec<String> {
+    containers
+        .iter()
+        .map(|c| c.container.cgroup.clone())
+        .filter(|p| !p.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

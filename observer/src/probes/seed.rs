@@ -31,19 +31,22 @@ impl Probes {
         self.task_iter("seed_pids", btf)
     }
 
-    /// A new pass of the task iterator program `name`.
-    fn task_iter(&mut self, name: &'static str, btf: &Path) -> Result<std::fs::File, ProbeError> {
-        self.load_iters(name, btf)?;
-        let perr = |source| ProbeError::Program { name, source };
-        let prog: &mut Iter = self
-            .ebpf
+    fn iter_prog(&mut self, name: &'static str) -> Result<&mut Iter, ProbeError> {
+        self.ebpf
             .program_mut(name)
             .ok_or(ProbeError::Map(
                 name,
                 "program missing from the object".into(),
             ))?
             .try_into()
-            .map_err(perr)?;
+            .map_err(|source| ProbeError::Program { name, source })
+    }
+
+    /// A new pass of the task iterator program `name`.
+    fn task_iter(&mut self, name: &'static str, btf: &Path) -> Result<std::fs::File, ProbeError> {
+        self.load_iters(name, btf)?;
+        let perr = |source| ProbeError::Program { name, source };
+        let prog = self.iter_prog(name)?;
         let link = prog.attach().map_err(perr)?;
         let link = prog.take_link(link).map_err(perr)?;
         link.into_file()
@@ -76,15 +79,7 @@ impl Probes {
         kbtf: &mut Option<aya::Btf>,
     ) -> Result<(), ProbeError> {
         let perr = |source| ProbeError::Program { name, source };
-        let prog: &mut Iter = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Map(
-                name,
-                "program missing from the object".into(),
-            ))?
-            .try_into()
-            .map_err(perr)?;
+        let prog = self.iter_prog(name)?;
         if prog.fd().is_ok() {
             return Ok(());
         }

@@ -79,14 +79,7 @@ pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     let pods = super::pods::membership(ctx, &snap.containers);
     // Every container's cgroup files at once, in parallel, through the agent's open files.
     let read = ctx.cgroup_files.map(|files| {
-        let paths: Vec<String> = snap
-            .containers
-            .iter()
-            .map(|c| c.container.cgroup.clone())
-            .filter(|p| !p.is_empty())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let paths = crate::containers::resource_files::cgroup_paths(&snap.containers);
         files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
