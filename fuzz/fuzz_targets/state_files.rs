@@ -13,10 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let id = "0123456789ab";
     let _ = parse::docker(&v);
     let _ = parse::containerd(&v, id);
-    let _ = parse::podman(&v, id);
+    let podman = parse::podman(&v);
     let _ = parse::crio(&v);
-    let _ = parse::launcher(&v, id);
-    let mut m = parse::podman(&v, id).unwrap_or_default();
+    let _ = parse::launcher(&v);
+    let mut m = podman.into_values().next().unwrap_or_default();
     parse::podman_config(&v, &mut m);
     let _ = oci::parse::runc(&v);
     let _ = oci::parse::crun(&v, id);
