@@ -71,7 +71,9 @@ pub struct Live {
 
 /// Reads /proc/<pid>/stat only (one open and read: views call this per process).
 pub fn live(pid: u32) -> Option<Live> {
-    let s = parse_stat(&read_small(&format!("/proc/{pid}/stat"))?)?;
+    let s = parse_stat(&read_all(
+        std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
+    )?)?;
     Some(Live {
         state: s.state,
         comm: s.comm,
@@ -81,20 +83,6 @@ pub fn live(pid: u32) -> Option<Live> {
         rss_pages: s.rss,
         threads: s.num_threads as u32,
     })
-}
-
-/// A small /proc file whole: one open and one read into a stack buffer (`fs::read` also
-/// stats the file and reads a second time to see the end: a third of the cost of a view
-/// of 1,000 processes); a file that fills the buffer is read again the long way.
-fn read_small(path: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = [0u8; 1024];
-    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
-    if n < buf.len() {
-        Some(buf[..n].to_vec())
-    } else {
-        std::fs::read(path).ok()
-    }
 }
 
 /// Whether a task with this pid exists (zombies included): kill(pid, 0), far cheaper than
@@ -201,9 +189,17 @@ pub fn scan_pid(
     })
 }
 
+/// A /proc file (stat, status) whole. These are generated whole at each read, so a read
+/// that comes back shorter than the buffer is the end: one read into a stack buffer, where
+/// `read_to_end` alone also stats the file and reads once more to see the end (a third of
+/// the cost of a view of 1,000 processes); a file that fills the buffer reads on.
 fn read_all(mut f: std::fs::File) -> Option<Vec<u8>> {
-    let mut b = Vec::with_capacity(512);
-    f.read_to_end(&mut b).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = f.read(&mut buf).ok()?;
+    let mut b = buf[..n].to_vec();
+    if n == buf.len() {
+        f.read_to_end(&mut b).ok()?;
+    }
     Some(b)
 }
 
