@@ -240,6 +240,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    raise_nofile();
     // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
     // per batch); views and scans run on tokio's blocking threads.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -251,4 +252,22 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_millis(200));
     r?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (as Go programs and systemd's own
+/// services do; the soft 1,024 exists for select(2), which the agent does not use): the
+/// /metrics path keeps every live container's cgroup files open
+/// (containers/resource_files.rs).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }

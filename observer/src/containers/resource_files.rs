@@ -1,5 +1,6 @@
-//! The cgroup resource files (use and limits) of every live container, kept open between scrapes and re-read
-//! with `pread` at offset 0 (cgroup files are generated at each read from the start).
+//! The cgroup resource files (use and limits) of every live container, kept open between
+//! scrapes and re-read with `pread` at offset 0 (cgroup files are generated at each read
+//! from the start).
 //! Opening is most of a cgroup file's cost — the path walk through kernfs, the open and
 //! the close: 4,000 files at 1,000 containers made up ~80 ms of CPU per /metrics. A read
 //! that fails (the cgroup was removed, maybe re-created at the same path by a restart)
@@ -216,28 +217,16 @@ fn pread_all(f: &File, buf: &mut Vec<u8>) -> bool {
     }
 }
 
-/// How many files may stay open: the soft RLIMIT_NOFILE, first raised to the hard limit
-/// (as Go programs and systemd's own services do; the soft 1,024 exists for select(2),
-/// which the agent does not use), less a reserve.
+/// How many files may stay open: the soft RLIMIT_NOFILE (which the agent raises to the
+/// hard limit at start: cli/agent.rs), less a reserve.
 fn fd_budget() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
+    // SAFETY: getrlimit with a valid rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
     }
     lim.rlim_cur.saturating_sub(RESERVE_FDS).min(1 << 20) as usize
 }
@@ -246,10 +235,12 @@ fn fd_budget() -> usize {
 mod tests {
     use super::*;
 
-    /// A fake cgroup tree (plain files stand in for cgroup2's): values as `usage` reads
-    /// them, re-read through the open files, and a removed-and-recreated cgroup re-opened.
+    /// A fake cgroup tree (plain files stand in for cgroup2's): values as
+    /// `CgroupFs::resources` reads them, re-read through the open files, limits kept, only
+    /// new cgroups read beside `read_known`, files closed with their cgroup and none kept
+    /// past the budget.
     #[test]
-    fn open_files_give_what_usage_gives_and_survive_a_recreated_cgroup() {
+    fn open_files_give_what_resources_gives_and_close_with_their_cgroup() {
         let root = std::env::temp_dir().join(format!("observer-resources-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let dir = root.join("c1");
