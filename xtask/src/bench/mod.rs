@@ -138,18 +138,31 @@ impl Drop for Agent {
 /// Total run time (ns) of the BPF programs `pid` holds, from their fdinfo (counted while
 /// kernel.bpf_stats_enabled is 1).
 fn bpf_run_ns(pid: u32) -> u64 {
+    bpf_run_ns_by_id(pid).values().sum()
+}
+
+/// Run time (ns) of each BPF program `pid` holds, by program id, summed over its
+/// descriptors (fdinfo).
+fn bpf_run_ns_by_id(pid: u32) -> std::collections::BTreeMap<u64, u64> {
+    let mut out = std::collections::BTreeMap::new();
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
+        return out;
     };
-    rd.flatten()
+    for s in rd
+        .flatten()
         .filter_map(|f| std::fs::read_to_string(f.path()).ok())
         .filter(|s| s.contains("prog_type"))
-        .filter_map(|s| {
+    {
+        let field = |k: &str| {
             s.lines()
-                .find_map(|l| l.strip_prefix("run_time_ns:"))
+                .find_map(|l| l.strip_prefix(k))
                 .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-        .sum()
+        };
+        if let Some(ns) = field("run_time_ns:") {
+            *out.entry(field("prog_id:").unwrap_or(0)).or_insert(0) += ns;
+        }
+    }
+    out
 }
 
 /// utime + stime of a whole process in seconds, exited threads included (a sum over
@@ -182,25 +195,12 @@ fn bpf_run_ns_by_program(pid: u32) -> std::collections::BTreeMap<String, u64> {
         .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
         .collect();
     let mut out = std::collections::BTreeMap::new();
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return out;
-    };
-    for s in rd
-        .flatten()
-        .filter_map(|f| std::fs::read_to_string(f.path()).ok())
-    {
-        let field = |k: &str| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(ns)) = (field("prog_id:"), field("run_time_ns:")) {
-            let name = names
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| format!("id {id}"));
-            *out.entry(name).or_insert(0) += ns;
-        }
+    for (id, ns) in bpf_run_ns_by_id(pid) {
+        let name = names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("id {id}"));
+        *out.entry(name).or_insert(0) += ns;
     }
     out
 }
