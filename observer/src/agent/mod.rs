@@ -226,6 +226,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cgroupfs: Arc::new(cgroupfs.clone()),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
         cgroup_files: Arc::new(Mutex::new(ResourceFiles::default())),
+        stat_files: Arc::new(Mutex::new(crate::table::stat_files::StatFiles::default())),
         ready: ready.clone(),
     };
     let servers = server::start(&cfg, state).await?;

@@ -31,7 +31,10 @@ use crate::{
         resource_files::ResourceFiles,
     },
     events::{kind_from_name, Event},
-    table::snapshot::{Scope, Snapshot},
+    table::{
+        snapshot::{Scope, Snapshot},
+        stat_files::StatFiles,
+    },
     views::{events::EventJson, model::ViewCtx},
 };
 use service::{ApiError, Source};
@@ -57,6 +60,8 @@ pub struct ApiState {
     pub metrics_labels: Arc<Vec<String>>,
     /// The live containers' cgroup files, kept open between scrapes.
     pub cgroup_files: Arc<Mutex<ResourceFiles>>,
+    /// The /proc/<pid>/stat files of processes viewed recently, kept open between views.
+    pub stat_files: Arc<Mutex<StatFiles>>,
     /// Set once the programs are attached and the first scan is applied (`/readyz`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -113,6 +118,7 @@ async fn blocking<T: Serialize + Send + 'static>(
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: Some(&st.cgroup_files),
+            stat_files: Some(&st.stat_files),
         };
         f(&src, &mut ctx)
     })
@@ -252,6 +258,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: None,
+            stat_files: None,
         };
         let mut samples = crate::views::metrics::samples(
             &mut ctx,
@@ -306,6 +313,7 @@ fn detached_state(ready: bool) -> ApiState {
         cgroupfs: Arc::new(CgroupFs::discover()),
         metrics_labels: Arc::new(Vec::new()),
         cgroup_files: Arc::new(Mutex::new(ResourceFiles::with_budget(0))),
+        stat_files: Arc::new(Mutex::new(StatFiles::with_budget(0))),
         ready: Arc::new(ready.into()),
     }
 }

@@ -140,6 +140,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         resolver: &mut resolver,
         cgroupfs: &cgroupfs,
         cgroup_files: None,
+        stat_files: None,
     };
     fn to<T: Serialize>(r: Result<T, ApiError>) -> anyhow::Result<Answer> {
         Ok(match r {

@@ -56,8 +56,9 @@ pub struct Container {
     pub cgroup: u32,
     /// The pid namespace of its processes (0 until a member in a non-host namespace is seen).
     pub pidns: u32,
-    /// Live processes attributed to it (zombies included).
-    pub members: u32,
+    /// Host pids of the live processes attributed to it (zombies included), kept by the
+    /// table as it attributes: a container's snapshot reads these, not the process map.
+    pub members: rustc_hash::FxHashSet<u32>,
     pub counters: Counters,
     pub signals: SignalCounters,
     /// Boot-clock ns since which it has had no members, as first noticed by the table's
@@ -263,7 +264,7 @@ impl Registry {
                 NO_PATH
             },
             pidns: 0,
-            members: 0,
+            members: Default::default(),
             counters: Counters::default(),
             signals: SignalCounters::default(),
             idle_since_ns: 0,
@@ -305,7 +306,7 @@ impl Registry {
                     ctr_namespace: None,
                     cgroup: NO_PATH,
                     pidns,
-                    members: 0,
+                    members: Default::default(),
                     counters: Counters::default(),
                     signals: SignalCounters::default(),
                     idle_since_ns: 0,

@@ -45,7 +45,8 @@ pub struct ResourceFiles {
 
 impl Default for ResourceFiles {
     fn default() -> Self {
-        Self::with_budget(fd_budget())
+        // The views' kept /proc stat files share the descriptor table.
+        Self::with_budget(fd_budget().saturating_sub(crate::table::stat_files::MAX_OPEN))
     }
 }
 

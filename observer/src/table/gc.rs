@@ -78,7 +78,7 @@ impl Table {
         let mut idle: Vec<(u64, u32)> = Vec::new();
         for i in 0..self.registry.len() as u32 {
             let c = self.registry.get_mut(i).expect("in range");
-            if c.members > 0 {
+            if !c.members.is_empty() {
                 c.idle_since_ns = 0;
             } else {
                 if c.idle_since_ns == 0 {

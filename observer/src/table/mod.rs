@@ -11,6 +11,7 @@ mod links;
 pub mod process;
 mod reconcile;
 pub mod scan;
+pub mod stat_files;
 pub mod signals;
 pub mod snapshot;
 pub mod summary;
@@ -358,10 +359,10 @@ impl Table {
             return;
         }
         if let Some(c) = old.and_then(|c| self.registry.get_mut(c)) {
-            c.members = c.members.saturating_sub(1);
+            c.members.remove(&pid);
         }
         if let Some(c) = new.and_then(|c| self.registry.get_mut(c)) {
-            c.members += 1;
+            c.members.insert(pid);
         }
         self.procs.get_mut(&pid).expect("present").container = new;
     }
@@ -374,7 +375,7 @@ impl Table {
         self.detach_children(pid);
         if let Some(p) = self.procs.remove(&pid) {
             if let Some(c) = p.container.and_then(|c| self.registry.get_mut(c)) {
-                c.members = c.members.saturating_sub(1);
+                c.members.remove(&pid);
             }
         }
     }
@@ -476,7 +477,7 @@ impl Table {
     /// Containers that have processes (from the registry's member counts: no pass over the
     /// processes).
     pub fn live_containers(&self) -> usize {
-        self.registry.iter().filter(|(_, c)| c.members > 0).count()
+        self.registry.iter().filter(|(_, c)| !c.members.is_empty()).count()
     }
 
     /// Number of zombies (exited, not yet reaped).
@@ -524,5 +525,7 @@ fn merge_ns(dst: &mut [u32; NS_COUNT], src: &[u32; NS_COUNT]) {
 mod history_tests;
 #[cfg(test)]
 mod startup_tests;
+#[cfg(test)]
+mod summary_tests;
 #[cfg(test)]
 mod tests;

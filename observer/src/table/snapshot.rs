@@ -72,7 +72,11 @@ impl Snapshot {
 
 impl Table {
     pub fn snapshot(&self, scope: Scope) -> Snapshot {
-        let (containers, members) = self.summaries_and_members();
+        let (containers, members) = match &scope {
+            Scope::Container(c) => self.summaries_of(&[*c]),
+            Scope::Pod(cs) => self.summaries_of(cs),
+            _ => self.summaries_and_members(),
+        };
         let of = |keep: &dyn Fn(u32) -> bool| -> Vec<Process> {
             members
                 .iter()

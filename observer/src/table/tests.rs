@@ -90,7 +90,7 @@ pub(super) fn exit(
     })
 }
 
-fn free(pid: u32, t: TaskInfo) -> Event {
+pub(super) fn free(pid: u32, t: TaskInfo) -> Event {
     Event::Free(FreeEvent {
         header: hdr(EventKind::Free, pid, pid, 0),
         task: t,
@@ -334,10 +334,10 @@ fn containers_by_cgroup_attach_and_by_pid_namespace() {
     let c = tb.get(900).unwrap().container.unwrap();
     let cont = tb.registry.get(c).unwrap();
     assert_eq!(
-        (cont.key.runtime, cont.key.id.as_str(), cont.members),
+        (cont.key.runtime, cont.key.id.as_str(), cont.members.len()),
         (Runtime::Docker, id.as_str(), 1)
     );
-    assert_eq!(tb.registry.get(bare).unwrap().members, 0);
+    assert_eq!(tb.registry.get(bare).unwrap().members.len(), 0);
     assert_eq!(tb.live_containers(), tb.summaries().len());
     assert_eq!(tb.live_containers(), 1);
     // A child forked in that cgroup (same cgroup id) inherits the container and counts a fork.
@@ -366,7 +366,7 @@ fn seed_prefers_runtime_containers_for_shared_pid_namespaces() {
         .registry
         .get(tb.get(60).unwrap().container.unwrap())
         .unwrap();
-    assert_eq!((c.key.runtime, c.members), (Runtime::Docker, 2));
+    assert_eq!((c.key.runtime, c.members.len()), (Runtime::Docker, 2));
 }
 
 #[test]
@@ -483,7 +483,7 @@ fn ended_containers_and_their_paths_are_evicted_live_ones_never() {
         let p = tb.get(100 + i).unwrap();
         let c = tb.registry.get(p.container.unwrap()).unwrap();
         assert_eq!(c.key.id, ids[i as usize]);
-        assert_eq!(c.members, 1);
+        assert_eq!(c.members.len(), 1);
         assert_eq!(
             tb.registry.path(p.cgroup),
             format!("/docker/{}", ids[i as usize])

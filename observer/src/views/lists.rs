@@ -3,7 +3,7 @@
 
 use super::{
     model::{
-        container_view_with, exit_code, meta_of, process_view, short_id, ContainerView,
+        container_view_with, exit_code, meta_of, process_views, short_id, ContainerView,
         ProcessView, ViewCtx, ZombieView,
     },
     text::{bytes, duration, table},
@@ -11,13 +11,11 @@ use super::{
 use crate::table::snapshot::Snapshot;
 
 pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
-    let now = ctx.now_ns;
-    let mut v: Vec<ProcessView> = crate::table::scan::parallel(&snap.processes, |p| {
-        let c = p
-            .container
+    let procs: Vec<&crate::table::Process> = snap.processes.iter().collect();
+    let mut v = process_views(ctx, snap, &procs, |p| {
+        p.container
             .and_then(|i| snap.container(i))
-            .map(|s| short_id(&s.container.key.id));
-        process_view(snap, p, now, c)
+            .map(|s| short_id(&s.container.key.id))
     });
     v.sort_by_key(|p| p.pid);
     v

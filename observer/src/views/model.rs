@@ -148,6 +148,8 @@ pub struct ViewCtx<'a> {
     /// The agent's open cgroup files (lists of every container read through them).
     pub cgroup_files:
         Option<&'a std::sync::Mutex<crate::containers::resource_files::ResourceFiles>>,
+    /// The agent's open /proc/<pid>/stat files (views of processes read through them).
+    pub stat_files: Option<&'a std::sync::Mutex<crate::table::stat_files::StatFiles>>,
 }
 
 /// Boot-clock now in ns (the events' and start times' clock).
@@ -181,14 +183,30 @@ pub fn live_of(p: &Process) -> Option<Live> {
     (l.start_ticks == p.start_time_ns / scan::tick_ns()).then_some(l)
 }
 
-/// The view of one process. None when it is gone from /proc (reaped meanwhile).
-pub fn process_view(
+/// The views of `procs` that are still in /proc (reaped ones are left out), with their
+/// live facts read through the agent's open stat files; `container` names each one's.
+pub fn process_views(
+    ctx: &ViewCtx,
+    snap: &Snapshot,
+    procs: &[&Process],
+    container: impl Fn(&Process) -> Option<String>,
+) -> Vec<ProcessView> {
+    let lives = crate::table::stat_files::StatFiles::read(ctx.stat_files, procs);
+    procs
+        .iter()
+        .zip(lives)
+        .filter_map(|(p, live)| Some(process_view(snap, p, live?, ctx.now_ns, container(p))))
+        .collect()
+}
+
+/// The view of one process, with its live /proc facts.
+fn process_view(
     snap: &Snapshot,
     p: &Process,
+    live: Live,
     now_ns: u64,
     container: Option<String>,
-) -> Option<ProcessView> {
-    let live = live_of(p)?;
+) -> ProcessView {
     let parent = snap.process(p.ppid);
     let ns_ppid = match parent {
         Some(par) if par.pidns() == p.pidns() && p.pidns() != 0 => par.ns_pid(),
@@ -203,7 +221,7 @@ pub fn process_view(
     // A zombie is an exit the events saw that /proc confirms (state Z): between the exit
     // tracepoint and exit_notify the task still shows R/D, and once reaped it is gone.
     let zombie = p.exit.filter(|_| matches!(live.state, 'Z' | 'X'));
-    Some(ProcessView {
+    ProcessView {
         pid: p.pid,
         ppid: p.ppid,
         ns_pids: p.ns_pid_chain().to_vec(),
@@ -240,7 +258,7 @@ pub fn process_view(
                     .collect()
             })
             .unwrap_or_default(),
-    })
+    }
 }
 
 pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {

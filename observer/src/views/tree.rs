@@ -9,24 +9,21 @@ use std::{
 
 use super::{
     model::{
-        container_view, process_view, short_id, OutsideParent, ProcessView, TreeView, ViewCtx,
+        container_view, process_views, short_id, OutsideParent, ProcessView, TreeView, ViewCtx,
     },
     text::{bytes, duration, one_line, Style},
 };
-use crate::table::{scan, snapshot::Snapshot, summary::ContainerSummary};
+use crate::table::{snapshot::Snapshot, summary::ContainerSummary};
 
 pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> TreeView {
     let container = container_view(ctx, summary);
     let short = short_id(&summary.container.key.id);
-    let now = ctx.now_ns;
     let members: Vec<&crate::table::Process> = snap
         .processes
         .iter()
         .filter(|p| p.container == Some(summary.index))
         .collect();
-    let mut views: Vec<ProcessView> = scan::parallel(&members, |p| {
-        process_view(snap, p, now, Some(short.clone()))
-    });
+    let mut views = process_views(ctx, snap, &members, |_| Some(short.clone()));
     views.sort_by_key(|v| v.pid);
     let order = tree_order(&views);
     let processes: Vec<ProcessView> = order.into_iter().map(|i| views[i].clone()).collect();

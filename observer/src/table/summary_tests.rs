@@ -1,0 +1,76 @@
+//! A container's summary from the member sets the table keeps equals the one a pass over
+//! every process gives, through seeding, pid namespaces, zombies, frees and compaction.
+
+use super::{
+    gc,
+    tests::{free, scanned, table, task, HOST_NS, TICK},
+    Table,
+};
+
+/// Every container's summary and members, both ways.
+fn check(tb: &Table) {
+    let (all, members) = tb.summaries_and_members();
+    for s in &all {
+        let (one, mine) = tb.summaries_of(&[s.index]);
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            serde_json::to_value(&one[0]).unwrap(),
+            serde_json::to_value(s).unwrap()
+        );
+        let mut want: Vec<u32> = members
+            .iter()
+            .filter(|(c, _)| *c == s.index)
+            .map(|&(_, p)| p)
+            .collect();
+        let mut got: Vec<u32> = mine.iter().map(|&(_, p)| p).collect();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want, "members of container {}", s.index);
+        let set = &tb.registry.get(s.index).unwrap().members;
+        assert_eq!(set.len(), want.len());
+    }
+    // Both containers at once, and one listed twice, give each once.
+    let twice: Vec<u32> = all.iter().flat_map(|s| [s.index, s.index]).collect();
+    assert_eq!(tb.summaries_of(&twice).0.len(), all.len());
+}
+
+#[test]
+fn member_sets_give_the_summary_a_full_pass_gives() {
+    let mut tb = table();
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    let pidns = 4026532500;
+    tb.seed(
+        &[
+            // Container a: PID 1 of its own pid namespace, a child and a zombie.
+            scanned(30, 20, TICK, "/", &[30], HOST_NS, 'S'),
+            scanned(40, 30, TICK, &format!("/docker/{a}"), &[40, 1], pidns, 'S'),
+            scanned(41, 40, 2 * TICK, &format!("/docker/{a}"), &[41, 2], pidns, 'S'),
+            scanned(42, 40, 2 * TICK, &format!("/docker/{a}"), &[42, 3], pidns, 'Z'),
+            // Container b: in the host pid namespace (its first process is its root).
+            scanned(50, 30, TICK, &format!("/docker/{b}"), &[50], HOST_NS, 'S'),
+            scanned(51, 50, 3 * TICK, &format!("/docker/{b}"), &[51], HOST_NS, 'S'),
+        ],
+        0,
+    );
+    assert_eq!(tb.live_containers(), 2);
+    check(&tb);
+    // A member leaves: gone from its set.
+    tb.apply(&free(51, task(50, &[51], HOST_NS, 3 * TICK, "sh")));
+    assert!(tb.get(51).is_none());
+    check(&tb);
+    // b ends; its eviction renumbers a, whose set follows it.
+    tb.apply(&free(50, task(30, &[50], HOST_NS, TICK, "sh")));
+    let now = 100_000_000_000;
+    let lim = gc::Limits {
+        max_containers: 100,
+        retention_ns: 1,
+        history: Default::default(),
+    };
+    tb.collect(1, &lim);
+    assert!(tb.collect(now, &lim));
+    assert_eq!(tb.registry.len(), 1);
+    check(&tb);
+    let (s, m) = tb.summaries_of(&[tb.get(40).unwrap().container.unwrap()]);
+    assert_eq!((s[0].processes, s[0].zombies, s[0].init_pid), (3, 1, Some(40)));
+    assert_eq!(m.len(), 3);
+}
