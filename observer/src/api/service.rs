@@ -84,7 +84,7 @@ pub fn resolve(
     ctx: &mut ViewCtx,
     query: &str,
 ) -> Result<(Target, u64), ApiError> {
-    let s = snap(src, Scope::Containers)?;
+    let s = snap(src, Scope::Registry)?;
     match select(ctx, &s.containers, query, |pid| src.member_of(pid)) {
         Selection::Found(i) => Ok((Target::Container(i), s.generation)),
         Selection::Pod(p) => Ok((Target::Pod(p), s.generation)),
@@ -162,7 +162,7 @@ pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodT
         let pod = match t {
             Target::Pod(p) => p,
             Target::Container(i) => {
-                let all = snap(src, Scope::Containers)?;
+                let all = snap(src, Scope::Registry)?;
                 if all.generation != s.generation {
                     continue;
                 }

@@ -9,6 +9,9 @@ use crate::containers::ContainerKey;
 pub enum Scope {
     /// Container summaries only.
     Containers,
+    /// Container summaries enough to resolve a reference (`Table::registry_summaries`:
+    /// threads and zombies not counted), without a pass over every process.
+    Registry,
     /// Every process.
     All,
     /// The members of one container.
@@ -75,6 +78,7 @@ impl Table {
         let (containers, members) = match &scope {
             Scope::Container(c) => self.summaries_of(&[*c]),
             Scope::Pod(cs) => self.summaries_of(cs),
+            Scope::Registry => (self.registry_summaries(), Vec::new()),
             _ => self.summaries_and_members(),
         };
         let of = |keep: &dyn Fn(u32) -> bool| -> Vec<Process> {
@@ -86,7 +90,7 @@ impl Table {
                 .collect()
         };
         let processes: Vec<Process> = match &scope {
-            Scope::Containers | Scope::History(_) => Vec::new(),
+            Scope::Containers | Scope::Registry | Scope::History(_) => Vec::new(),
             Scope::All => self.processes().cloned().collect(),
             Scope::Container(c) => of(&|ci| ci == *c),
             Scope::Pod(cs) => of(&|ci| cs.contains(&ci)),

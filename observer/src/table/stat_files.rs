@@ -47,9 +47,11 @@ impl Default for StatFiles {
     }
 }
 
-/// What one process's read gave: its facts, and the file to keep when it was opened now.
-struct Read {
-    live: Option<Live>,
+/// What one process's read gave: `f` of its facts, whether it was read at all, and the
+/// file to keep when it was opened now.
+struct Read<R> {
+    out: Option<R>,
+    live: bool,
     opened: Option<File>,
 }
 
@@ -67,9 +69,20 @@ impl StatFiles {
     }
 
     /// The live facts of each of `procs`, in order: None where the process is gone, or the
-    /// pid now names another process. Reads on up to 4 threads (scan::parallel), through
-    /// the files `files` keeps (or opens and then keeps); without a cache, open and close.
+    /// pid now names another process.
     pub fn read(files: Option<&Mutex<StatFiles>>, procs: &[&Process]) -> Vec<Option<Live>> {
+        Self::read_with(files, procs, |_, l| Some(l))
+    }
+
+    /// `f(process, its live facts)` for each of `procs`, in order (None where the process
+    /// is gone or the pid names another process now). Reads, and runs `f`, on up to 4
+    /// threads (scan::parallel), through the files `files` keeps (or opens and then
+    /// keeps); without a cache, each file is opened and closed.
+    pub fn read_with<R: Send>(
+        files: Option<&Mutex<StatFiles>>,
+        procs: &[&Process],
+        f: impl Fn(&Process, Live) -> Option<R> + Sync,
+    ) -> Vec<Option<R>> {
         let kept: Vec<Option<Arc<File>>> = match files {
             Some(m) => {
                 let g = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,22 +100,21 @@ impl StatFiles {
         };
         let keep = files.is_some();
         let idx: Vec<usize> = (0..procs.len()).collect();
-        let reads: Vec<Read> = scan::parallel(&idx, |&i| {
+        let reads: Vec<Read<R>> = scan::parallel(&idx, |&i| {
             let p = procs[i];
             let check = |l: Live| (l.start_ticks == p.start_time_ns / scan::tick_ns()).then_some(l);
-            Some(match &kept[i] {
-                Some(f) => Read {
-                    live: read_at(f).and_then(check),
-                    opened: None,
-                },
+            let (live, opened) = match &kept[i] {
+                Some(file) => (read_at(file).and_then(check), None),
                 None => {
-                    let f = File::open(format!("/proc/{}/stat", p.pid)).ok();
-                    let live = f.as_ref().and_then(read_at).and_then(check);
-                    Read {
-                        opened: f.filter(|_| keep && live.is_some()),
-                        live,
-                    }
+                    let file = File::open(format!("/proc/{}/stat", p.pid)).ok();
+                    let live = file.as_ref().and_then(read_at).and_then(check);
+                    (live, file)
                 }
+            };
+            Some(Read {
+                live: live.is_some(),
+                opened: opened.filter(|_| keep && live.is_some()),
+                out: live.and_then(|l| f(p, l)),
             })
         });
         match files {
@@ -110,28 +122,28 @@ impl StatFiles {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .settle(procs, &kept, reads),
-            None => reads.into_iter().map(|r| r.live).collect(),
+            None => reads.into_iter().map(|r| r.out).collect(),
         }
     }
 
     /// After a read: keeps the files opened (within the budget), marks the ones read,
     /// closes those whose read failed, and now and then the idle ones.
-    fn settle(
+    fn settle<R>(
         &mut self,
         procs: &[&Process],
         kept: &[Option<Arc<File>>],
-        reads: Vec<Read>,
-    ) -> Vec<Option<Live>> {
+        reads: Vec<Read<R>>,
+    ) -> Vec<Option<R>> {
         let now = Instant::now();
-        let mut lives = Vec::with_capacity(reads.len());
+        let mut outs = Vec::with_capacity(reads.len());
         for ((p, k), r) in procs.iter().zip(kept).zip(reads) {
-            match (k, &r.live, r.opened) {
-                (Some(_), Some(_), _) => {
+            match (k, r.live, r.opened) {
+                (Some(_), true, _) => {
                     if let Some(e) = self.files.get_mut(&p.pid) {
                         e.used = now;
                     }
                 }
-                (Some(_), None, _) => {
+                (Some(_), false, _) => {
                     self.files.remove(&p.pid);
                 }
                 (None, _, Some(f)) => {
@@ -143,13 +155,13 @@ impl StatFiles {
                 }
                 (None, _, None) => {}
             }
-            lives.push(r.live);
+            outs.push(r.out);
         }
         if now.duration_since(self.swept) >= IDLE / 4 {
             self.swept = now;
             self.files.retain(|_, e| now.duration_since(e.used) < IDLE);
         }
-        lives
+        outs
     }
 }
 

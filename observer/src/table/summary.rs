@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Table;
-use crate::containers::{Container, ContainerKey};
+use crate::containers::{cgroup::Runtime, Container, ContainerKey};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerSummary {
@@ -120,6 +120,30 @@ impl Table {
         }
         let list = self.settle_roots(out, &members);
         (list, members)
+    }
+
+    /// Summaries enough to resolve a reference (`Scope::Registry`), without a pass over
+    /// the process map: every container with members, its process count from its member
+    /// set; PID 1 and shim only where the runtime's names are read through PID 1 (bare and
+    /// CRI containers: their OCI state), from those containers' member sets. Threads and
+    /// zombies are not counted (0): a view that shows them asks for `summaries`.
+    pub fn registry_summaries(&self) -> Vec<ContainerSummary> {
+        let live = || self.registry.iter().filter(|(_, c)| !c.members.is_empty());
+        let by_init: Vec<u32> = live()
+            .filter(|(_, c)| matches!(c.key.runtime, Runtime::Bare | Runtime::Cri))
+            .map(|(i, _)| i)
+            .collect();
+        let mut out = self.summaries_of(&by_init).0;
+        out.extend(
+            live()
+                .filter(|(_, c)| !matches!(c.key.runtime, Runtime::Bare | Runtime::Cri))
+                .map(|(i, c)| ContainerSummary {
+                    processes: c.members.len() as u32,
+                    ..self.empty_summary(i, c)
+                }),
+        );
+        out.sort_unstable_by_key(|s| s.index);
+        out
     }
 
     /// The summaries of these containers only, and their members as (container, pid):

@@ -6,9 +6,11 @@ use super::{
     tests::{free, scanned, table, task, HOST_NS, TICK},
     Table,
 };
+use crate::containers::cgroup::Runtime;
 
 /// Every container's summary and members, both ways.
 fn check(tb: &Table) {
+    tb.zombies(); // checks its count from `exited` against a full pass
     let (all, members) = tb.summaries_and_members();
     for s in &all {
         let (one, mine) = tb.summaries_of(&[s.index]);
@@ -28,6 +30,17 @@ fn check(tb: &Table) {
         assert_eq!(got, want, "members of container {}", s.index);
         let set = &tb.registry.get(s.index).unwrap().members;
         assert_eq!(set.len(), want.len());
+    }
+    // What resolving a reference gets: every container, its process count, and PID 1 where
+    // names are read through it (bare containers here).
+    let reg = tb.registry_summaries();
+    assert_eq!(reg.len(), all.len());
+    for (r, s) in reg.iter().zip(&all) {
+        assert_eq!((r.index, r.processes), (s.index, s.processes));
+        if r.container.key.runtime == Runtime::Bare {
+            assert_eq!((r.init_pid, r.shim_pid), (s.init_pid, s.shim_pid));
+            assert!(r.init_pid.is_some());
+        }
     }
     // Both containers at once, and one listed twice, give each once.
     let twice: Vec<u32> = all.iter().flat_map(|s| [s.index, s.index]).collect();
@@ -49,10 +62,13 @@ fn member_sets_give_the_summary_a_full_pass_gives() {
             // Container b: in the host pid namespace (its first process is its root).
             scanned(50, 30, TICK, &format!("/docker/{b}"), &[50], HOST_NS, 'S'),
             scanned(51, 50, 3 * TICK, &format!("/docker/{b}"), &[51], HOST_NS, 'S'),
+            // A bare pid namespace (no runtime's cgroup): its PID 1 and a child.
+            scanned(60, 30, TICK, "/user.slice", &[60, 1], pidns + 1, 'S'),
+            scanned(61, 60, TICK, "/user.slice", &[61, 2], pidns + 1, 'S'),
         ],
         0,
     );
-    assert_eq!(tb.live_containers(), 2);
+    assert_eq!(tb.live_containers(), 3);
     check(&tb);
     // A member leaves: gone from its set.
     tb.apply(&free(51, task(50, &[51], HOST_NS, 3 * TICK, "sh")));
@@ -68,7 +84,7 @@ fn member_sets_give_the_summary_a_full_pass_gives() {
     };
     tb.collect(1, &lim);
     assert!(tb.collect(now, &lim));
-    assert_eq!(tb.registry.len(), 1);
+    assert_eq!(tb.registry.len(), 2);
     check(&tb);
     let (s, m) = tb.summaries_of(&[tb.get(40).unwrap().container.unwrap()]);
     assert_eq!((s[0].processes, s[0].zombies, s[0].init_pid), (3, 1, Some(40)));

@@ -393,6 +393,7 @@ fn reconcile_adds_missed_processes_removes_gone_ones_and_counts() {
     assert!(tb.get(11).is_none());
     assert!(tb.get(12).is_some());
     assert!(tb.get(10).unwrap().is_zombie());
+    assert_eq!(tb.zombies(), 1);
     assert_eq!(tb.children(10), vec![12]);
     assert_eq!(tb.settle(100 * TICK + 1_000_000_000), 0);
     assert_eq!(tb.settle(100 * TICK + 2_000_000_000), 1);

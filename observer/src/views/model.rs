@@ -189,14 +189,15 @@ pub fn process_views(
     ctx: &ViewCtx,
     snap: &Snapshot,
     procs: &[&Process],
-    container: impl Fn(&Process) -> Option<String>,
+    container: impl Fn(&Process) -> Option<String> + Sync,
 ) -> Vec<ProcessView> {
-    let lives = crate::table::stat_files::StatFiles::read(ctx.stat_files, procs);
-    procs
-        .iter()
-        .zip(lives)
-        .filter_map(|(p, live)| Some(process_view(snap, p, live?, ctx.now_ns, container(p))))
-        .collect()
+    let now = ctx.now_ns;
+    crate::table::stat_files::StatFiles::read_with(ctx.stat_files, procs, |p, live| {
+        Some(process_view(snap, p, live, now, container(p)))
+    })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The view of one process, with its live /proc facts.

@@ -23,10 +23,11 @@ pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> 
         .iter()
         .filter(|p| p.container == Some(summary.index))
         .collect();
-    let mut views = process_views(ctx, snap, &members, |_| Some(short.clone()));
-    views.sort_by_key(|v| v.pid);
+    let views = process_views(ctx, snap, &members, |_| Some(short.clone()));
     let order = tree_order(&views);
-    let processes: Vec<ProcessView> = order.into_iter().map(|i| views[i].clone()).collect();
+    // Moved into tree order, not cloned (a view is a few hundred bytes and allocations).
+    let mut slots: Vec<Option<ProcessView>> = views.into_iter().map(Some).collect();
+    let processes: Vec<ProcessView> = order.into_iter().filter_map(|i| slots[i].take()).collect();
     let inside: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let mut outside_parents: Vec<OutsideParent> = processes
         .iter()
@@ -47,13 +48,17 @@ pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> 
     }
 }
 
-/// Indices of `views` in depth-first order (roots: processes whose parent is not listed).
+/// Indices of `views` in depth-first order (roots: processes whose parent is not listed),
+/// siblings by pid.
 fn tree_order(views: &[ProcessView]) -> Vec<usize> {
     let pids: std::collections::HashMap<u32, usize> =
         views.iter().enumerate().map(|(i, v)| (v.pid, i)).collect();
     let mut kids: std::collections::HashMap<u32, Vec<usize>> = std::collections::HashMap::new();
     let mut roots = Vec::new();
-    for (i, v) in views.iter().enumerate() {
+    let mut by_pid: Vec<usize> = (0..views.len()).collect();
+    by_pid.sort_unstable_by_key(|&i| views[i].pid);
+    for i in by_pid {
+        let v = &views[i];
         if pids.contains_key(&v.ppid) && v.ppid != v.pid {
             kids.entry(v.ppid).or_default().push(i);
         } else {
