@@ -49,8 +49,9 @@ pub(super) struct Family {
     help: &'static str,
     counter: bool,
     pub(super) agg: Agg,
-    /// By (label set, further labels rendered like a set's).
-    pub(super) series: BTreeMap<(u32, String), f64>,
+    /// By (label set, further labels rendered like a set's): appended as added, sorted
+    /// and merged by `merge` (cheaper than keeping ~17,000 series in a map as they come).
+    pub(super) series: Vec<((u32, String), f64)>,
 }
 
 impl Family {
@@ -60,22 +61,27 @@ impl Family {
             help,
             counter,
             agg: Agg::Sum,
-            series: BTreeMap::new(),
+            series: Vec::new(),
         }
     }
 
     /// Adds `v` to the series of label set `set` with the further labels `extra`.
     pub(super) fn add_set(&mut self, set: u32, extra: &[(&str, &str)], v: f64) {
-        let key = (set, render(extra));
-        let e = self
-            .series
-            .entry(key)
-            .or_insert(if self.agg == Agg::Max { f64::MIN } else { 0.0 });
-        *e = if self.agg == Agg::Max {
-            e.max(v)
-        } else {
-            *e + v
-        };
+        self.series.push(((set, render(extra)), v));
+    }
+
+    /// Sorts the series by label set and merges those with the same labels (summed, or
+    /// the largest for `Agg::Max`).
+    pub(super) fn merge(&mut self) {
+        self.series.sort_by(|a, b| a.0.cmp(&b.0));
+        let max = self.agg == Agg::Max;
+        self.series.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = if max { kept.1.max(later.1) } else { kept.1 + later.1 };
+            }
+            same
+        });
     }
 
     pub(super) fn add(&mut self, labels: &[(&str, &str)], v: f64) {
@@ -117,7 +123,8 @@ fn escape(out: &mut String, v: &str, quote: bool) {
 }
 
 /// The families with series, in order, as Prometheus text.
-pub(super) fn encode(fams: &[Family], sets: &LabelSets) -> String {
+pub(super) fn encode(fams: &mut [Family], sets: &LabelSets) -> String {
+    fams.iter_mut().for_each(Family::merge);
     let mut out = String::with_capacity(fams.iter().map(|f| f.series.len()).sum::<usize>() * 160);
     for f in fams.iter().filter(|f| !f.series.is_empty()) {
         out.push_str("# HELP ");
@@ -234,8 +241,8 @@ mod tests {
             g.add_set(ids[s.as_slice()], &[], 1e21);
         }
         let empty = Family::new("observer_empty", "None.", false);
-        let fams = [c, empty, g];
-        let ours = encode(&fams, &sets);
+        let mut fams = [c, empty, g];
+        let ours = encode(&mut fams, &sets);
         let mut theirs = String::new();
         let protos: Vec<MetricFamily> = fams
             .iter()

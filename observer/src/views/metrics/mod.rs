@@ -233,7 +233,7 @@ pub fn render(samples: &[ContainerSample], h: &Health) -> String {
 
     agent::families(h, &mut fams);
 
-    family::encode(&fams, &sets)
+    family::encode(&mut fams, &sets)
 }
 
 #[cfg(test)]
@@ -250,14 +250,18 @@ mod tests {
         f.add1("runtime", "docker", 2.0);
         f.add1("runtime", "docker", 3.0);
         f.add1("runtime", "podman", 1.0);
+        f.add1("runtime", "docker", 4.0);
+        f.merge();
         assert_eq!(f.series.len(), 2);
-        assert_eq!(f.series[&(0, "runtime=\"docker\"".to_string())], 5.0);
+        let docker = (0, "runtime=\"docker\"".to_string());
+        assert_eq!(f.series[0], (docker, 9.0));
         let mut m = family(false);
         m.agg = Agg::Max;
         m.add(&[], 2.0);
         m.add(&[], 7.0);
         m.add(&[], 3.0);
-        assert_eq!(m.series[&(0, String::new())], 7.0);
+        m.merge();
+        assert_eq!(m.series, vec![((0, String::new()), 7.0)]);
     }
 
     #[test]
@@ -265,7 +269,7 @@ mod tests {
         let mut f = family(true);
         f.add1("type", "fork", 3.0);
         let (sets, _) = LabelSets::new(std::iter::empty());
-        assert_eq!(family::encode(&[f], &sets), "# HELP observer_test help\n# TYPE observer_test counter\nobserver_test{type=\"fork\"} 3\n");
+        assert_eq!(family::encode(&mut [f], &sets), "# HELP observer_test help\n# TYPE observer_test counter\nobserver_test{type=\"fork\"} 3\n");
     }
 
     #[test]
