@@ -307,6 +307,50 @@ fn an_oom_kill_in_a_launcher_container_matches_the_kernel_log() {
     check_oom(&e);
 }
 
+/// The cgroup's OOM kill counter on /metrics: kept between scrapes (the agent sees OOM kills
+/// as events), it must still move as soon as the table counts the victim, not only when the
+/// kept value expires (30–60 s): the container is scraped before the kill, and must show
+/// the kill within 15 s.
+#[test]
+fn the_cgroup_oom_counter_on_metrics_follows_an_oom_kill_at_once() {
+    let agent = Agent::start(&[]);
+    let name = "observer-test-oom-metrics";
+    let _ = observer().args(["rm", "-f", name]).output();
+    let out = observer()
+        .args([
+            "run", "-d", "--name", name, "--memory", "32M", "--", "sh", "-c",
+            "sleep 6; tail /dev/zero; sleep 600",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    struct Rm(&'static str);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = observer().args(["rm", "-f", self.0]).output();
+        }
+    }
+    let _rm = Rm(name);
+    let kills = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("observer_container_oom_kills_total{") && l.contains(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    // Scraped before the kill: the counter (0) is now kept.
+    let before = eventually(T, "the container's OOM counter on /metrics", || {
+        kills(&agent.http_get("/metrics"))
+    });
+    assert_eq!(before, 0);
+    eventually(T, "the OOM victim in the history", || {
+        history(&agent, name).into_iter().find(|e| !e["oom"].is_null())
+    });
+    let seen = std::time::Instant::now();
+    eventually(std::time::Duration::from_secs(15), "the OOM kill on /metrics", || {
+        (kills(&agent.http_get("/metrics")) == Some(1)).then_some(())
+    });
+    assert!(seen.elapsed() < std::time::Duration::from_secs(15));
+}
+
 #[test]
 fn children_are_killed_with_their_pid_namespace_when_pid_1_exits() {
     let agent = docker_agent(&[]);

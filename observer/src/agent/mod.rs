@@ -216,6 +216,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (ev_tx, _) = broadcast::channel(8192);
     let (req_tx, req_rx) = mpsc::channel::<Request>(64);
     let ready = Arc::new(AtomicBool::new(false));
+    let cgroup_files = Arc::new(Mutex::new(ResourceFiles::default()));
     let state = ApiState {
         requests: req_tx,
         events: ev_tx.clone(),
@@ -225,12 +226,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ))),
         cgroupfs: Arc::new(cgroupfs.clone()),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
-        cgroup_files: Arc::new(Mutex::new(ResourceFiles::default())),
+        cgroup_files: cgroup_files.clone(),
         stat_files: Arc::new(Mutex::new(crate::table::stat_files::StatFiles::default())),
         ready: ready.clone(),
     };
     let servers = server::start(&cfg, state).await?;
-    match serve(&cfg, &servers, cgroupfs, ev_tx, req_rx, ready).await {
+    match serve(&cfg, &servers, cgroupfs, &cgroup_files, ev_tx, req_rx, ready).await {
         Ok(()) => {
             servers.stop();
             say(&cfg, "stopped");
@@ -247,6 +248,7 @@ async fn serve(
     cfg: &AgentConfig,
     servers: &server::Servers,
     cgroupfs: CgroupFs,
+    cgroup_files: &Mutex<ResourceFiles>,
     ev_tx: broadcast::Sender<Event>,
     mut req_rx: mpsc::Receiver<Request>,
     ready: Arc<AtomicBool>,
@@ -258,6 +260,11 @@ async fn serve(
     let (mut probes, ring) =
         tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
     probes.forward_kernel_log();
+    // OOM counters can be kept between scrapes only if OOM kills arrive as events.
+    cgroup_files
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_oom_events(probes.attached.iter().any(|a| a == "oom:mark_victim"));
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let cgroup2 = cgroupfs.v2.clone();

@@ -6,7 +6,10 @@
 //! that fails (the cgroup was removed, maybe re-created at the same path by a restart)
 //! opens the file again. Open files stay within a budget under RLIMIT_NOFILE; past it, a
 //! file is opened and closed at each read as before. Limits, which rarely change, are
-//! re-read every 30–60 s; use at every read.
+//! re-read every 30–60 s; use at every read. So is a cgroup's OOM kill counter when the
+//! agent sees OOM kills (the oom:mark_victim tracepoint fires for each victim the counter
+//! counts): re-read at once when the table counted a new victim in that cgroup's container
+//! (`note_ooms`), and every 30–60 s in case an event was lost.
 
 use std::{
     collections::HashMap,
@@ -33,7 +36,7 @@ struct Open {
     field: UsageField,
     path: PathBuf,
     file: Mutex<Option<File>>,
-    /// A limit's last text, and until when it holds.
+    /// A limit's (or kept OOM counter's) last text, and until when it holds.
     kept: Mutex<Option<(Instant, String)>>,
 }
 
@@ -41,6 +44,10 @@ pub struct ResourceFiles {
     by_cgroup: HashMap<String, Vec<Open>>,
     open: AtomicUsize,
     budget: usize,
+    /// The agent sees OOM kills as events: OOM counters are kept between changes.
+    oom_events: bool,
+    /// OOM victims the table had counted per cgroup at the last `note_ooms`.
+    ooms_seen: HashMap<String, u64>,
 }
 
 impl Default for ResourceFiles {
@@ -56,7 +63,39 @@ impl ResourceFiles {
             by_cgroup: HashMap::new(),
             open: AtomicUsize::new(0),
             budget,
+            oom_events: false,
+            ooms_seen: HashMap::new(),
         }
+    }
+
+    /// Whether OOM kills arrive as events (oom:mark_victim attached): only then are OOM
+    /// counter files kept between reads.
+    pub fn set_oom_events(&mut self, on: bool) {
+        self.oom_events = on;
+    }
+
+    /// Takes the OOM victims the table counted per cgroup (`oom_counts`); forgets the kept
+    /// OOM counter of each cgroup whose count changed, and returns those cgroups: what was
+    /// read of them before this (`read_known`) is out of date.
+    pub fn note_ooms(&mut self, counts: &HashMap<String, u64>) -> Vec<String> {
+        let mut stale = Vec::new();
+        for (path, &n) in counts {
+            let before = self.ooms_seen.insert(path.clone(), n);
+            if before.is_some_and(|b| b != n) {
+                for f in self.by_cgroup.get(path).into_iter().flatten() {
+                    if f.field == UsageField::OomKills {
+                        *lock(&f.kept) = None;
+                    }
+                }
+                stale.push(path.clone());
+            }
+        }
+        self.ooms_seen.retain(|p, _| counts.contains_key(p));
+        stale
+    }
+
+    fn kept_field(&self, field: UsageField) -> bool {
+        field.is_limit() || (self.oom_events && field == UsageField::OomKills)
     }
 
     /// Files open now.
@@ -139,7 +178,7 @@ impl ResourceFiles {
                 }
                 if let Ok(text) = std::str::from_utf8(&buf) {
                     f.field.apply(&mut r, text);
-                    if f.field.is_limit() {
+                    if self.kept_field(f.field) {
                         *kept = Some((Instant::now() + spread(LIMITS_TTL), text.to_string()));
                     }
                 }
@@ -181,6 +220,15 @@ fn spread(d: Duration) -> Duration {
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
     d + d.mul_f64(f64::from(nanos) / 1e9)
+}
+
+/// The OOM victims the table counted in `containers`, by cgroup path (for `note_ooms`).
+pub fn oom_counts(containers: &[crate::table::summary::ContainerSummary]) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
+        *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
+    }
+    out
 }
 
 /// The distinct cgroup paths of `containers` (those with one), sorted.
@@ -329,5 +377,48 @@ mod tests {
         );
         assert_eq!(again, first, "the re-created cgroup reads like the first");
         assert_eq!(reopened, opened);
+    }
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use super::*;
+
+    /// With OOM kills seen as events, the OOM counter is kept until the table counts a new
+    /// victim in the cgroup; without, it is read every time like any use.
+    #[test]
+    fn oom_counters_are_kept_until_a_victim_is_counted() {
+        let root = std::env::temp_dir().join(format!("observer-ooms-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let kills = |n: u64| {
+            std::fs::write(dir.join("memory.events"), format!("oom 1\noom_kill {n}\n")).unwrap()
+        };
+        std::fs::write(dir.join("memory.current"), "100\n").unwrap();
+        kills(1);
+        let cg = CgroupFs {
+            v2: Some(root.clone()),
+            v2_controllers: vec!["memory".into()],
+            v1: Vec::new(),
+        };
+        let paths = vec!["/c1".to_string()];
+        let counts = |n: u64| HashMap::from([("/c1".to_string(), n)]);
+        let mut u = ResourceFiles::with_budget(100);
+        u.set_oom_events(true);
+        assert!(u.note_ooms(&counts(0)).is_empty(), "first sight: nothing stale");
+        assert_eq!(u.read(&cg, &paths)["/c1"].oom_kills, Some(1));
+        kills(2);
+        assert!(u.note_ooms(&counts(0)).is_empty());
+        assert_eq!(u.read(&cg, &paths)["/c1"].oom_kills, Some(1), "kept: no victim seen");
+        assert_eq!(u.note_ooms(&counts(1)), paths, "a victim: the counter is stale");
+        assert_eq!(u.read(&cg, &paths)["/c1"].oom_kills, Some(2));
+        // Without OOM events the counter is use: read every time.
+        let mut plain = ResourceFiles::with_budget(100);
+        assert_eq!(plain.read(&cg, &paths)["/c1"].oom_kills, Some(2));
+        kills(3);
+        assert!(plain.note_ooms(&counts(1)).is_empty());
+        assert_eq!(plain.read(&cg, &paths)["/c1"].oom_kills, Some(3));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
