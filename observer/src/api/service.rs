@@ -202,15 +202,14 @@ fn history_key(
     ctx: &mut ViewCtx,
     query: &str,
 ) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
-    match resolve(src, ctx, query) {
-        Ok((Target::Container(i), _)) => {
-            let s = snap(src, Scope::Containers)?;
-            if let Some(c) = s.container(i) {
-                return Ok((c.container.key.clone(), Some(c.clone())));
-            }
-            Err(ApiError::Unavailable)
-        }
-        Ok((Target::Pod(_), _)) => Err(ApiError::IsPod {
+    // The container's own snapshot (from its member set, checked to be of the registry
+    // generation the reference was resolved in), not every container's summary.
+    match container_snapshot(src, ctx, query) {
+        Ok((s, Target::Container(i))) => match s.container(i) {
+            Some(c) => Ok((c.container.key.clone(), Some(c.clone()))),
+            None => Err(ApiError::Unavailable),
+        },
+        Ok((_, Target::Pod(_))) => Err(ApiError::IsPod {
             query: query.into(),
         }),
         Err(ApiError::NotFound { candidates, .. }) => {
