@@ -33,8 +33,9 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// GETs `path` from the agent; returns the status and the whole body.
-pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
+/// GETs `path` from the agent; returns the status, the whole body, and whether the body
+/// is plain text (a view rendered by the agent) rather than JSON.
+pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes, bool), ClientError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::NoAgent {
@@ -56,11 +57,16 @@ pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes), Clien
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
     let status = resp.status();
+    let text = resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
     let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, body, text))
 }

@@ -111,6 +111,8 @@ fn api_path(v: &View) -> String {
 enum Answer {
     /// A JSON document (the API's own bytes when it came from the agent).
     Json(Vec<u8>),
+    /// The view as text, rendered by the agent (trees: `?format=text`).
+    Text(String),
     Error(ApiError),
 }
 
@@ -164,9 +166,18 @@ fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(client::get(&opts.socket, &api_path(view))) {
-        Ok((status, body)) => {
-            if status.is_success() {
+    let mut path = api_path(view);
+    // Trees are rendered by the agent for text output: decoding their JSON here cost more
+    // than the agent's whole answer (a 1,000-process tree is 600 kB of it).
+    if opts.output != Format::Json && matches!(view, View::Tree(_) | View::PodTree(_)) {
+        let color = std::io::stdout().is_terminal();
+        path.push_str(&format!("?format=text&color={color}"));
+    }
+    match rt.block_on(client::get(&opts.socket, &path)) {
+        Ok((status, body, text)) => {
+            if status.is_success() && text {
+                Ok(Some(Answer::Text(String::from_utf8_lossy(&body).into_owned())))
+            } else if status.is_success() {
                 Ok(Some(Answer::Json(body.to_vec())))
             } else {
                 let e: ApiError = serde_json::from_slice(&body).with_context(|| {
@@ -204,6 +215,10 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
     }
     let v = match answer {
         Answer::Json(v) => v,
+        Answer::Text(t) => {
+            crate::stdout::print(&t)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Answer::Error(e) => {
             eprintln!("observer: {}", e.explain());
             return Ok(ExitCode::FAILURE);
