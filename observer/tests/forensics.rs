@@ -318,7 +318,15 @@ fn the_cgroup_oom_counter_on_metrics_follows_an_oom_kill_at_once() {
     let _ = observer().args(["rm", "-f", name]).output();
     let out = observer()
         .args([
-            "run", "-d", "--name", name, "--memory", "32M", "--", "sh", "-c",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--memory",
+            "32M",
+            "--",
+            "sh",
+            "-c",
             "sleep 6; tail /dev/zero; sleep 600",
         ])
         .output()
@@ -342,12 +350,16 @@ fn the_cgroup_oom_counter_on_metrics_follows_an_oom_kill_at_once() {
     });
     assert_eq!(before, 0);
     eventually(T, "the OOM victim in the history", || {
-        history(&agent, name).into_iter().find(|e| !e["oom"].is_null())
+        history(&agent, name)
+            .into_iter()
+            .find(|e| !e["oom"].is_null())
     });
     let seen = std::time::Instant::now();
-    eventually(std::time::Duration::from_secs(15), "the OOM kill on /metrics", || {
-        (kills(&agent.http_get("/metrics")) == Some(1)).then_some(())
-    });
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the OOM kill on /metrics",
+        || (kills(&agent.http_get("/metrics")) == Some(1)).then_some(()),
+    );
     assert!(seen.elapsed() < std::time::Duration::from_secs(15));
 }
 

@@ -494,13 +494,20 @@ fn the_agent_shows_the_shim_above_pid1_and_both_sleeps() {
     let json: observer::views::model::TreeView =
         serde_json::from_value(agent.json(&["tree", "obs-t-web"])).unwrap();
     let here = observer::views::tree::render(&json, observer::views::text::Style { color: false });
-    let letters = |s: &str| s.chars().filter(|c| !c.is_ascii_digit()).collect::<String>();
+    let letters = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect::<String>()
+    };
     assert_eq!(letters(&text), letters(&here));
     let raw = agent.http_get("/v1/containers/obs-t-web/tree?format=text");
     assert!(raw.contains("text/plain"), "{raw}");
     assert_eq!(letters(&http_body(&raw)), letters(&text));
     let bad = agent.http_get("/v1/containers/obs-t-web/tree?format=xml");
-    assert!(bad.contains(" 400 ") && bad.contains("unknown format `xml`"), "{bad}");
+    assert!(
+        bad.contains(" 400 ") && bad.contains("unknown format `xml`"),
+        "{bad}"
+    );
     let dirs = c.cgroups();
     let pidns = cont["pidns"].as_u64().unwrap();
     let (code, _, _) = run(&["rm", "-f", "obs-t-web"]);

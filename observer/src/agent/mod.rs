@@ -231,7 +231,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ready: ready.clone(),
     };
     let servers = server::start(&cfg, state).await?;
-    match serve(&cfg, &servers, cgroupfs, &cgroup_files, ev_tx, req_rx, ready).await {
+    match serve(
+        &cfg,
+        &servers,
+        cgroupfs,
+        &cgroup_files,
+        ev_tx,
+        req_rx,
+        ready,
+    )
+    .await
+    {
         Ok(()) => {
             servers.stop();
             say(&cfg, "stopped");

@@ -143,6 +143,9 @@ async fn blocking_as<T: Send + 'static>(
     }
 }
 
+/// A route handler's answer, boxed.
+type ViewFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
 /// `?format=text[&color=true]` on a tree: the view as the CLI prints it, rendered by the
 /// agent. The CLI asks for it: decoding a 1,000-process tree's JSON (600 kB) was most of
 /// its time. `format=json` (the default) is the tree object.
@@ -157,14 +160,8 @@ struct FormatQuery {
 fn tree_by_reference<T: Serialize + Send + 'static>(
     view: fn(&dyn Source, &mut ViewCtx, &str) -> Result<T, ApiError>,
     render: fn(&T, Style) -> String,
-) -> impl Fn(
-    State<ApiState>,
-    Path<String>,
-    Query<FormatQuery>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
-       + Clone
-       + Send
-       + 'static {
+) -> impl Fn(State<ApiState>, Path<String>, Query<FormatQuery>) -> ViewFuture + Clone + Send + 'static
+{
     move |State(st): State<ApiState>, Path(r): Path<String>, Query(q): Query<FormatQuery>| {
         Box::pin(async move {
             let style = Style { color: q.color };
@@ -407,7 +404,10 @@ pub fn router(st: ApiState) -> Router {
         .route("/v1/pods", get(listing(service::pods)))
         .route(
             "/v1/pods/{reference}/tree",
-            get(tree_by_reference(service::pod_tree, crate::views::pods::render)),
+            get(tree_by_reference(
+                service::pod_tree,
+                crate::views::pods::render,
+            )),
         )
         .route(
             "/v1/processes",
@@ -465,13 +465,7 @@ fn listing<T: Serialize + Send + 'static>(
 #[allow(clippy::type_complexity)]
 fn by_reference<T: Serialize + Send + 'static>(
     view: fn(&dyn Source, &mut ViewCtx, &str) -> Result<T, ApiError>,
-) -> impl Fn(
-    State<ApiState>,
-    Path<String>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
-       + Clone
-       + Send
-       + 'static {
+) -> impl Fn(State<ApiState>, Path<String>) -> ViewFuture + Clone + Send + 'static {
     move |State(st): State<ApiState>, Path(r): Path<String>| {
         Box::pin(blocking(st, move |s, c| view(s, c, &r)))
     }

@@ -176,7 +176,9 @@ fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
     match rt.block_on(client::get(&opts.socket, &path)) {
         Ok((status, body, text)) => {
             if status.is_success() && text {
-                Ok(Some(Answer::Text(String::from_utf8_lossy(&body).into_owned())))
+                Ok(Some(Answer::Text(
+                    String::from_utf8_lossy(&body).into_owned(),
+                )))
             } else if status.is_success() {
                 Ok(Some(Answer::Json(body.to_vec())))
             } else {

@@ -406,12 +406,23 @@ mod oom_tests {
         let counts = |n: u64| HashMap::from([("/c1".to_string(), n)]);
         let mut u = ResourceFiles::with_budget(100);
         u.set_oom_events(true);
-        assert!(u.note_ooms(&counts(0)).is_empty(), "first sight: nothing stale");
+        assert!(
+            u.note_ooms(&counts(0)).is_empty(),
+            "first sight: nothing stale"
+        );
         assert_eq!(u.read(&cg, &paths)["/c1"].oom_kills, Some(1));
         kills(2);
         assert!(u.note_ooms(&counts(0)).is_empty());
-        assert_eq!(u.read(&cg, &paths)["/c1"].oom_kills, Some(1), "kept: no victim seen");
-        assert_eq!(u.note_ooms(&counts(1)), paths, "a victim: the counter is stale");
+        assert_eq!(
+            u.read(&cg, &paths)["/c1"].oom_kills,
+            Some(1),
+            "kept: no victim seen"
+        );
+        assert_eq!(
+            u.note_ooms(&counts(1)),
+            paths,
+            "a victim: the counter is stale"
+        );
         assert_eq!(u.read(&cg, &paths)["/c1"].oom_kills, Some(2));
         // Without OOM events the counter is use: read every time.
         let mut plain = ResourceFiles::with_budget(100);

@@ -11,9 +11,9 @@ mod links;
 pub mod process;
 mod reconcile;
 pub mod scan;
-pub mod stat_files;
 pub mod signals;
 pub mod snapshot;
+pub mod stat_files;
 pub mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
@@ -477,7 +477,10 @@ impl Table {
     /// Containers that have processes (from the registry's member counts: no pass over the
     /// processes).
     pub fn live_containers(&self) -> usize {
-        self.registry.iter().filter(|(_, c)| !c.members.is_empty()).count()
+        self.registry
+            .iter()
+            .filter(|(_, c)| !c.members.is_empty())
+            .count()
     }
 
     /// Number of zombies (exited, not yet reaped).

@@ -150,7 +150,14 @@ impl StatFiles {
                     if self.files.len() < self.budget || self.files.contains_key(&p.pid) {
                         let file = Arc::new(f);
                         let start_ns = p.start_time_ns;
-                        self.files.insert(p.pid, Entry { start_ns, file, used: now });
+                        self.files.insert(
+                            p.pid,
+                            Entry {
+                                start_ns,
+                                file,
+                                used: now,
+                            },
+                        );
                     }
                 }
                 (None, _, None) => {}
@@ -181,7 +188,10 @@ mod tests {
     /// (its file closed) although the pid may be anyone's by then.
     #[test]
     fn kept_files_read_live_processes_and_close_with_them() {
-        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
         let pid = child.id();
         // Asleep in `sleep` (past its exec), so that the reads below are of one state.
         for _ in 0..500 {
@@ -197,10 +207,16 @@ mod tests {
         let fresh = scan::live(pid).unwrap();
         let files = Mutex::new(StatFiles::default());
         let first = StatFiles::read(Some(&files), &[&p]);
-        assert_eq!(first[0].as_ref().map(|l| l.start_ticks), Some(fresh.start_ticks));
+        assert_eq!(
+            first[0].as_ref().map(|l| l.start_ticks),
+            Some(fresh.start_ticks)
+        );
         assert_eq!(files.lock().unwrap().open_files(), 1);
         let again = StatFiles::read(Some(&files), &[&p]);
-        assert_eq!(again[0].as_ref().map(|l| (l.ppid, l.state)), Some((std::process::id(), 'S')));
+        assert_eq!(
+            again[0].as_ref().map(|l| (l.ppid, l.state)),
+            Some((std::process::id(), 'S'))
+        );
         // Another process with the table's pid but a different start is not read as it.
         let mut other = p.clone();
         other.start_time_ns += 10 * scan::tick_ns();

@@ -57,11 +57,35 @@ fn member_sets_give_the_summary_a_full_pass_gives() {
             // Container a: PID 1 of its own pid namespace, a child and a zombie.
             scanned(30, 20, TICK, "/", &[30], HOST_NS, 'S'),
             scanned(40, 30, TICK, &format!("/docker/{a}"), &[40, 1], pidns, 'S'),
-            scanned(41, 40, 2 * TICK, &format!("/docker/{a}"), &[41, 2], pidns, 'S'),
-            scanned(42, 40, 2 * TICK, &format!("/docker/{a}"), &[42, 3], pidns, 'Z'),
+            scanned(
+                41,
+                40,
+                2 * TICK,
+                &format!("/docker/{a}"),
+                &[41, 2],
+                pidns,
+                'S',
+            ),
+            scanned(
+                42,
+                40,
+                2 * TICK,
+                &format!("/docker/{a}"),
+                &[42, 3],
+                pidns,
+                'Z',
+            ),
             // Container b: in the host pid namespace (its first process is its root).
             scanned(50, 30, TICK, &format!("/docker/{b}"), &[50], HOST_NS, 'S'),
-            scanned(51, 50, 3 * TICK, &format!("/docker/{b}"), &[51], HOST_NS, 'S'),
+            scanned(
+                51,
+                50,
+                3 * TICK,
+                &format!("/docker/{b}"),
+                &[51],
+                HOST_NS,
+                'S',
+            ),
             // A bare pid namespace (no runtime's cgroup): its PID 1 and a child.
             scanned(60, 30, TICK, "/user.slice", &[60, 1], pidns + 1, 'S'),
             scanned(61, 60, TICK, "/user.slice", &[61, 2], pidns + 1, 'S'),
@@ -87,6 +111,9 @@ fn member_sets_give_the_summary_a_full_pass_gives() {
     assert_eq!(tb.registry.len(), 2);
     check(&tb);
     let (s, m) = tb.summaries_of(&[tb.get(40).unwrap().container.unwrap()]);
-    assert_eq!((s[0].processes, s[0].zombies, s[0].init_pid), (3, 1, Some(40)));
+    assert_eq!(
+        (s[0].processes, s[0].zombies, s[0].init_pid),
+        (3, 1, Some(40))
+    );
     assert_eq!(m.len(), 3);
 }

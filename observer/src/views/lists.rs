@@ -79,7 +79,9 @@ pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     let read = ctx.cgroup_files.map(|files| {
         let paths = crate::containers::resource_files::cgroup_paths(&snap.containers);
         let mut files = files.lock().unwrap_or_else(|e| e.into_inner());
-        files.note_ooms(&crate::containers::resource_files::oom_counts(&snap.containers));
+        files.note_ooms(&crate::containers::resource_files::oom_counts(
+            &snap.containers,
+        ));
         files.read(ctx.cgroupfs, &paths)
     });
     let mut v: Vec<ContainerView> = snap

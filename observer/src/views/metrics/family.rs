@@ -78,7 +78,11 @@ impl Family {
         self.series.dedup_by(|later, kept| {
             let same = later.0 == kept.0;
             if same {
-                kept.1 = if max { kept.1.max(later.1) } else { kept.1 + later.1 };
+                kept.1 = if max {
+                    kept.1.max(later.1)
+                } else {
+                    kept.1 + later.1
+                };
             }
             same
         });
