@@ -282,23 +282,31 @@ fn an_oom_kill_in_a_docker_container_matches_the_kernel_log_and_docker() {
     );
 }
 
+/// A launcher container removed when dropped.
+struct Rm(&'static str);
+
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = observer().args(["rm", "-f", self.0]).output();
+    }
+}
+
+/// Starts launcher container `name` (32 MiB of memory) running `script`.
+fn launcher_oom(name: &'static str, script: &str) -> Rm {
+    let _ = observer().args(["rm", "-f", name]).output();
+    let out = observer()
+        .args(oom_container_args_with(name, true, script))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    Rm(name)
+}
+
 #[test]
 fn an_oom_kill_in_a_launcher_container_matches_the_kernel_log() {
     let agent = Agent::start(&[]);
     let name = "observer-test-oom-launcher";
-    let _ = observer().args(["rm", "-f", name]).output();
-    let out = observer()
-        .args(oom_container_args(name, true))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    struct Rm(&'static str);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = observer().args(["rm", "-f", self.0]).output();
-        }
-    }
-    let _rm = Rm(name);
+    let _rm = launcher_oom(name, "tail /dev/zero");
     let e = eventually(T, "the OOM victim in the history", || {
         history(&agent, name)
             .into_iter()
@@ -315,30 +323,7 @@ fn an_oom_kill_in_a_launcher_container_matches_the_kernel_log() {
 fn the_cgroup_oom_counter_on_metrics_follows_an_oom_kill_at_once() {
     let agent = Agent::start(&[]);
     let name = "observer-test-oom-metrics";
-    let _ = observer().args(["rm", "-f", name]).output();
-    let out = observer()
-        .args([
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--memory",
-            "32M",
-            "--",
-            "sh",
-            "-c",
-            "sleep 6; tail /dev/zero; sleep 600",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    struct Rm(&'static str);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = observer().args(["rm", "-f", self.0]).output();
-        }
-    }
-    let _rm = Rm(name);
+    let _rm = launcher_oom(name, "sleep 6; tail /dev/zero; sleep 600");
     let kills = |m: &str| {
         m.lines()
             .find(|l| l.starts_with("observer_container_oom_kills_total{") && l.contains(name))

@@ -285,20 +285,16 @@ pub fn first_child(pid: u32) -> Option<u32> {
 /// argv of a launcher container limited to 32 MiB whose `tail /dev/zero` the OOM killer
 /// ends (`observer run ...`; `detach` adds -d).
 pub fn oom_container_args(name: &str, detach: bool) -> Vec<String> {
+    oom_container_args_with(name, detach, "tail /dev/zero")
+}
+
+/// `oom_container_args` running `script` instead.
+pub fn oom_container_args_with(name: &str, detach: bool, script: &str) -> Vec<String> {
     let mut a = vec!["run".to_string()];
     if detach {
         a.push("-d".into());
     }
-    for s in [
-        "--name",
-        name,
-        "--memory",
-        "32M",
-        "--",
-        "sh",
-        "-c",
-        "tail /dev/zero",
-    ] {
+    for s in ["--name", name, "--memory", "32M", "--", "sh", "-c", script] {
         a.push(s.into());
     }
     a
