@@ -301,13 +301,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let early = files.read_known();
         let mut health = status_rx.blocking_recv().ok()?;
         let snap = snap_rx.blocking_recv().ok()?;
-        let paths = crate::containers::resource_files::cgroup_paths(&snap.containers);
-        let mut early = early;
-        let stale = files.note_ooms(&crate::containers::resource_files::oom_counts(
-            &snap.containers,
-        ));
-        early.retain(|p, _| !stale.contains(p));
-        let fresh = files.read_new(&st.cgroupfs, &paths, early);
+        let fresh = files.read_containers(&st.cgroupfs, &snap.containers, early);
         drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         health.name_cache_evictions = resolver.evictions;

@@ -24,6 +24,7 @@ use std::{
 };
 
 use super::cgroupfs::{CgroupFs, Resources, UsageField};
+use crate::table::summary::ContainerSummary;
 
 /// Descriptors left for everything else (sockets, /proc, BPF maps).
 const RESERVE_FDS: u64 = 1024;
@@ -66,6 +67,20 @@ impl ResourceFiles {
             oom_events: false,
             ooms_seen: HashMap::new(),
         }
+    }
+
+    /// The resources of `containers`' cgroups: `known` (from `read_known`) is taken as read
+    /// except for cgroups whose container the table counted a new OOM victim in since
+    /// (`note_ooms`); the rest are read now, and files of cgroups gone are closed.
+    pub fn read_containers(
+        &mut self,
+        cg: &CgroupFs,
+        containers: &[ContainerSummary],
+        mut known: HashMap<String, Resources>,
+    ) -> HashMap<String, Resources> {
+        let stale = self.note_ooms(&oom_counts(containers));
+        known.retain(|p, _| !stale.contains(p));
+        self.read_new(cg, &cgroup_paths(containers), known)
     }
 
     /// Whether OOM kills arrive as events (oom:mark_victim attached): only then are OOM
@@ -223,7 +238,7 @@ fn spread(d: Duration) -> Duration {
 }
 
 /// The OOM victims the table counted in `containers`, by cgroup path (for `note_ooms`).
-pub fn oom_counts(containers: &[crate::table::summary::ContainerSummary]) -> HashMap<String, u64> {
+fn oom_counts(containers: &[ContainerSummary]) -> HashMap<String, u64> {
     let mut out: HashMap<String, u64> = HashMap::new();
     for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
         *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
@@ -232,7 +247,7 @@ pub fn oom_counts(containers: &[crate::table::summary::ContainerSummary]) -> Has
 }
 
 /// The distinct cgroup paths of `containers` (those with one), sorted.
-pub fn cgroup_paths(containers: &[crate::table::summary::ContainerSummary]) -> Vec<String> {
+fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
     containers
         .iter()
         .map(|c| c.container.cgroup.clone())

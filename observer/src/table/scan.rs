@@ -69,6 +69,14 @@ pub struct Live {
     pub threads: u32,
 }
 
+impl Live {
+    /// Whether these facts are of `p` (the pid not reused since): /proc's start time in
+    /// clock ticks against the table's.
+    pub fn is_of(&self, p: &super::Process) -> bool {
+        self.start_ticks == p.start_time_ns / tick_ns()
+    }
+}
+
 /// Reads /proc/<pid>/stat only (one open and read: views call this per process).
 pub fn live(pid: u32) -> Option<Live> {
     live_from(&read_all(

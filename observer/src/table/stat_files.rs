@@ -102,7 +102,7 @@ impl StatFiles {
         let idx: Vec<usize> = (0..procs.len()).collect();
         let reads: Vec<Read<R>> = scan::parallel(&idx, |&i| {
             let p = procs[i];
-            let check = |l: Live| (l.start_ticks == p.start_time_ns / scan::tick_ns()).then_some(l);
+            let check = |l: Live| l.is_of(p).then_some(l);
             let (live, opened) = match &kept[i] {
                 Some(file) => (read_at(file).and_then(check), None),
                 None => {

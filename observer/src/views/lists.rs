@@ -77,12 +77,10 @@ pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     let pods = super::pods::membership(ctx, &snap.containers);
     // Every container's cgroup files at once, in parallel, through the agent's open files.
     let read = ctx.cgroup_files.map(|files| {
-        let paths = crate::containers::resource_files::cgroup_paths(&snap.containers);
-        let mut files = files.lock().unwrap_or_else(|e| e.into_inner());
-        files.note_ooms(&crate::containers::resource_files::oom_counts(
-            &snap.containers,
-        ));
-        files.read(ctx.cgroupfs, &paths)
+        files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_containers(ctx.cgroupfs, &snap.containers, Default::default())
     });
     let mut v: Vec<ContainerView> = snap
         .containers

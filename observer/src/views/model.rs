@@ -179,8 +179,7 @@ pub fn exit_code(status: u32) -> i32 {
 
 /// Reads the live /proc facts of `p`, checking it is still the same process.
 pub fn live_of(p: &Process) -> Option<Live> {
-    let l = scan::live(p.pid)?;
-    (l.start_ticks == p.start_time_ns / scan::tick_ns()).then_some(l)
+    scan::live(p.pid).filter(|l| l.is_of(p))
 }
 
 /// The views of `procs` that are still in /proc (reaped ones are left out), with their
