@@ -394,3 +394,8 @@ mod pod {
     unsafe impl aya::Pod for EventHeader {}
     unsafe impl aya::Pod for TaskInfo {}
 }
+
+// The BTF tracepoints store a comm as two u64 words (observer-ebpf task.rs read_comm).
+const _: () = assert!(
+    core::mem::offset_of!(TaskInfo, comm) % 8 == 0 && core::mem::align_of::<TaskInfo>() == 8
+);

@@ -20,16 +20,17 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
         bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use observer_common::{
     signal_bit, CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
     FreeEvent, NsEvent, Offsets, OomEvent, SignalEvent, Stats, TaskInfo, ABSENT, ARGS_LEN,
-    COMM_LEN, OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, SIGCHLD,
+    OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, SIGCHLD,
 };
-use task::{cgroup_id, fill_identity, fill_task, own_pid, Reader};
+use task::{cgroup_id, fill_identity, fill_task, own_pid, Probe, Reader};
 
 /// Member offsets of the running kernel, written by the loader (`override_global("OFFS")`).
 #[unsafe(no_mangle)]
@@ -117,19 +118,32 @@ fn header(h: &mut EventHeader, kind: EventKind, tgid: u32, pid: u32) {
 
 /// Header + TaskInfo for `task`, read through its struct (not the current task).
 #[inline(always)]
-fn describe(h: &mut EventHeader, t: &mut TaskInfo, kind: EventKind, task: u64, r: &mut Reader) {
+fn describe<const D: bool>(
+    h: &mut EventHeader,
+    t: &mut TaskInfo,
+    kind: EventKind,
+    task: u64,
+    r: &mut Reader<D>,
+) {
     let tgid = r.read(task, off!(task_tgid));
     let pid = r.read(task, off!(task_pid));
     header(h, kind, tgid, pid);
     fill_task(task, t, r);
 }
 
-/// Header + TaskInfo for the current task.
+/// Header + TaskInfo for the current task (`task`: the current task, as the tracepoint
+/// passes it; typed for the direct reader, unlike bpf_get_current_task's).
 #[inline(always)]
-fn describe_current(h: &mut EventHeader, t: &mut TaskInfo, kind: EventKind, r: &mut Reader) {
+fn describe_current<const D: bool>(
+    h: &mut EventHeader,
+    t: &mut TaskInfo,
+    kind: EventKind,
+    task: u64,
+    r: &mut Reader<D>,
+) {
     let id = bpf_get_current_pid_tgid();
     header(h, kind, (id >> 32) as u32, id as u32);
-    fill_task(unsafe { bpf_get_current_task() }, t, r);
+    fill_task(task, t, r);
 }
 
 /// Reserve a record of type `T` or count it as dropped (and say so, rate-limited).
@@ -147,7 +161,7 @@ macro_rules! reserve {
 }
 
 #[inline(always)]
-fn finish<C: aya_ebpf::EbpfContext>(ctx: &C, kind: EventKind, r: &Reader) {
+fn finish<C: EbpfContext, const D: bool>(ctx: &C, kind: EventKind, r: &Reader<D>) {
     count(kind, Counter::Emitted);
     if r.failed() {
         count(kind, Counter::ReadError);
@@ -155,34 +169,78 @@ fn finish<C: aya_ebpf::EbpfContext>(ctx: &C, kind: EventKind, r: &Reader) {
     }
 }
 
+// The four lifecycle programs are each built twice from one body: a BTF tracepoint
+// (`tp_btf_*`, Direct reader: plain loads through the typed arguments) that the loader
+// attaches where the kernel accepts it, and a raw tracepoint (Probe reader) otherwise.
+macro_rules! lifecycle {
+    ($tp:literal, $raw:ident, $btf:ident, $body:ident, $nargs:literal) => {
+        #[raw_tracepoint(tracepoint = $tp)]
+        pub fn $raw(ctx: RawTracePointContext) -> i32 {
+            let a = args::<_, $nargs>(|i| ctx.arg(i));
+            $body(&ctx, a, Probe::new())
+        }
+
+        #[btf_tracepoint(function = $tp)]
+        pub fn $btf(ctx: BtfTracePointContext) -> i32 {
+            let a = args::<_, $nargs>(|i| ctx.arg(i));
+            $body(&ctx, a, task::Direct::new())
+        }
+    };
+}
+
+/// The first N arguments of a tracepoint, as the kernel passes them (u64 each).
+#[inline(always)]
+fn args<F: Fn(usize) -> u64, const N: usize>(arg: F) -> [u64; N] {
+    let mut a = [0u64; N];
+    let mut i = 0;
+    while i < N {
+        a[i] = arg(i);
+        i += 1;
+    }
+    a
+}
+
 // sched_process_fork(struct task_struct *parent, struct task_struct *child)
-#[raw_tracepoint(tracepoint = "sched_process_fork")]
-pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
-    let parent: u64 = ctx.arg(0);
-    let child: u64 = ctx.arg(1);
+lifecycle!(
+    "sched_process_fork",
+    sched_process_fork,
+    tp_btf_fork,
+    fork,
+    2
+);
+
+#[inline(always)]
+fn fork<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 2], mut r: Reader<D>) -> i32 {
+    let [parent, child] = a;
     let kind = EventKind::Fork;
-    let mut entry = reserve!(ForkEvent, kind, &ctx);
+    let mut entry = reserve!(ForkEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
     describe(&mut ev.header, &mut ev.task, kind, child, &mut r);
     ev.parent_tid = r.read(parent, off!(task_pid));
     let parent_tgid: u32 = r.read(parent, off!(task_tgid));
     ev.is_thread = (parent_tgid == ev.header.tgid) as u32;
     entry.submit(wakeup_flags());
-    finish(&ctx, kind, &r);
+    finish(ctx, kind, &r);
     0
 }
 
-// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-#[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
-    let old_pid: u64 = ctx.arg(1);
-    let bprm: u64 = ctx.arg(2);
+// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm);
+// p is the current task.
+lifecycle!(
+    "sched_process_exec",
+    sched_process_exec,
+    tp_btf_exec,
+    exec,
+    3
+);
+
+#[inline(always)]
+fn exec<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 3], mut r: Reader<D>) -> i32 {
+    let [task, old_pid, bprm] = a;
     let kind = EventKind::Exec;
-    let mut entry = reserve!(ExecEvent, kind, &ctx);
+    let mut entry = reserve!(ExecEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
-    describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
+    describe_current(&mut ev.header, &mut ev.task, kind, task, &mut r);
     ev.old_tid = old_pid as u32;
 
     ev.filename[0] = 0;
@@ -196,7 +254,6 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 
     // argv of the new image: [mm->arg_start, mm->arg_end) in user memory of the current task.
     ev.args_len = 0;
-    let task = unsafe { bpf_get_current_task() };
     let mm: u64 = r.read(task, off!(task_mm));
     let start: u64 = r.read(mm, off!(mm_arg_start));
     let end: u64 = r.read(mm, off!(mm_arg_end));
@@ -215,45 +272,63 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         }
     }
     entry.submit(wakeup_flags());
-    finish(&ctx, kind, &r);
+    finish(ctx, kind, &r);
     0
 }
 
 // sched_process_exit(struct task_struct *p [, bool group_dead on newer kernels])
-#[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
-    let task: u64 = ctx.arg(0);
+lifecycle!(
+    "sched_process_exit",
+    sched_process_exit,
+    tp_btf_exit,
+    exit,
+    1
+);
+
+#[inline(always)]
+fn exit<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 1], mut r: Reader<D>) -> i32 {
+    let [task] = a;
     let kind = EventKind::Exit;
-    let mut entry = reserve!(ExitEvent, kind, &ctx);
+    let mut entry = reserve!(ExitEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
     ev.exit_code = r.read(task, off!(task_exit_code));
     ev.is_leader = (ev.header.tgid == ev.header.pid) as u32;
     // do_exit() decrements signal->live before this tracepoint fires.
     let signal: u64 = r.read(task, off!(task_signal));
-    let live: i32 = r.read(signal, off!(signal_live));
+    let live: i32 = if signal == 0 {
+        0
+    } else {
+        r.read(signal, off!(signal_live))
+    };
     ev.group_dead = (signal != 0 && live == 0) as u32;
     ev._pad = 0;
     entry.submit(wakeup_flags());
-    finish(&ctx, kind, &r);
+    finish(ctx, kind, &r);
     0
 }
 
 // sched_process_free(struct task_struct *p): the task is released (a zombie was reaped).
-#[raw_tracepoint(tracepoint = "sched_process_free")]
-pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
-    let task: u64 = ctx.arg(0);
+lifecycle!(
+    "sched_process_free",
+    sched_process_free,
+    tp_btf_free,
+    free,
+    1
+);
+
+#[inline(always)]
+fn free<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 1], mut r: Reader<D>) -> i32 {
+    let [task] = a;
     let kind = EventKind::Free;
-    let mut entry = reserve!(FreeEvent, kind, &ctx);
+    let mut entry = reserve!(FreeEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
     let tgid = r.read(task, off!(task_tgid));
     let pid = r.read(task, off!(task_pid));
     header(&mut ev.header, kind, tgid, pid);
     fill_identity(task, &mut ev.task, &mut r);
     entry.submit(wakeup_flags());
-    finish(&ctx, kind, &r);
+    finish(ctx, kind, &r);
     0
 }
 
@@ -268,8 +343,9 @@ fn ns_syscall_exit(ctx: &TracePointContext, kind: EventKind) -> i32 {
     }
     let mut entry = reserve!(NsEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
-    describe_current(&mut ev.header, &mut ev.task, kind, &mut r);
+    let mut r = Probe::new();
+    let current = unsafe { bpf_get_current_task() };
+    describe_current(&mut ev.header, &mut ev.task, kind, current, &mut r);
     ev.ret = ret;
     entry.submit(wakeup_flags());
     finish(ctx, kind, &r);
@@ -297,7 +373,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     let kind = EventKind::CgroupAttach;
     let mut entry = reserve!(CgroupAttachEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
+    let mut r = Probe::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
     let kn: u64 = r.read(cgrp, off!(cgroup_kn));
     ev.dst_cgroup_id = r.read(kn, off!(kernfs_node_id));
@@ -334,7 +410,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         }
         // Any other signal to PID 1 of a container's pid namespace is reported: that is
         // where a missing handler makes `docker stop` wait for its timeout.
-        let mut r = Reader::new();
+        let mut r = Probe::new();
         let (level, nr, _) = own_pid(task, &mut r);
         if level == 0 || nr != 1 {
             return 0;
@@ -343,7 +419,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     let kind = EventKind::Signal;
     let mut entry = reserve!(SignalEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
+    let mut r = Probe::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
     let id = bpf_get_current_pid_tgid();
     ev.sender_tgid = (id >> 32) as u32;
@@ -352,7 +428,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     ev.sender_start_ns = r.read(current, off!(task_start_boottime));
     ev.sender_cgroup_id = cgroup_id(current, &mut r);
     ev.sender_pidns = own_pid(current, &mut r).2;
-    ev.sender_comm = r.read::<[u8; COMM_LEN]>(current, off!(task_comm));
+    r.read_comm(&mut ev.sender_comm, current, off!(task_comm));
     ev.sig = sig;
     // As TP_STORE_SIGINFO: SEND_SIG_NOINFO (0) is a user's kill, SEND_SIG_PRIV (1) the
     // kernel's; otherwise kernel_siginfo.si_code (after si_signo and si_errno).
@@ -371,7 +447,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
 
 /// A field of a tracepoint record at a load-time offset; 0 when this kernel lacks it.
 #[inline(always)]
-fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u32, r: &mut Reader) -> T {
+fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u32, r: &mut Probe) -> T {
     if off == ABSENT {
         return T::default();
     }
@@ -389,7 +465,7 @@ pub fn mark_victim(ctx: TracePointContext) -> i32 {
     let kind = EventKind::Oom;
     let mut entry = reserve!(OomEvent, kind, &ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    let mut r = Reader::new();
+    let mut r = Probe::new();
     let id = bpf_get_current_pid_tgid();
     header(&mut ev.header, kind, (id >> 32) as u32, id as u32);
     ev.victim_pid = tp_field::<i32>(&ctx, off!(tp_oom_pid), &mut r) as u32;

@@ -14,7 +14,7 @@ use observer_common::SeedTask;
 
 use crate::{
     off,
-    task::{fill_task, Reader},
+    task::{fill_task, Probe},
 };
 
 /// `struct bpf_iter__task`: `{ struct bpf_iter_meta *meta; struct task_struct *task; }`.
@@ -67,12 +67,12 @@ fn emit(ctx: *const IterTask, data: *const c_void, len: u32) {
 
 /// The context's task when it leads its thread group (/proc lists processes, not threads),
 /// with its tgid and the reader that read them.
-fn leader(ctx: *const IterTask) -> Option<(u64, u32, Reader)> {
+fn leader(ctx: *const IterTask) -> Option<(u64, u32, Probe)> {
     let task = ctx_task(ctx);
     if task == 0 {
         return None;
     }
-    let mut r = Reader::new();
+    let mut r = Probe::new();
     let tgid: u32 = r.read(task, off!(task_tgid));
     let pid: u32 = r.read(task, off!(task_pid));
     (pid == tgid && !r.failed()).then_some((task, tgid, r))

@@ -17,22 +17,58 @@ fn is(v: &Value, kind: &str, pid: u64) -> bool {
     v["type"] == kind && v["pid"].as_u64() == Some(pid)
 }
 
+/// Namespaces as the events name them, in the order the test script prints their inodes.
+const NAMESPACES: [&str; 9] = [
+    "pid",
+    "pid_for_children",
+    "mnt",
+    "uts",
+    "ipc",
+    "net",
+    "user",
+    "cgroup",
+    "time",
+];
+
+// The same process described by the BTF tracepoints (plain reads the verifier checked) and
+// by the raw ones (probe reads): every kernel of the matrix must accept the BTF ones, and
+// both must give the same facts.
 #[test]
 fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
+    described_exactly("btf");
+}
+
+#[test]
+fn short_lived_process_is_described_exactly_by_the_raw_tracepoints_too() {
+    described_exactly("raw");
+}
+
+fn described_exactly(tracepoint_kind: &str) {
     let cg = TestCgroup::new("events");
-    let mut stream = EventStream::start(&[]);
+    let mut stream = EventStream::start(&["--tracepoint-kind", tracepoint_kind]);
     // The inner sh prints its host PID (its own /proc/self/stat: /proc is the host's) and the
-    // pid-ns inode it sees, then exits 7, all within a millisecond or two.
+    // inode of each namespace it sees, then exits 7, all within a millisecond or two.
     let script = format!(
-        "echo $$ > {}/cgroup.procs && exec /usr/bin/unshare --pid --fork /bin/sh -c \
-         'read -r hp _ < /proc/self/stat; echo $hp $(stat -L -c %i /proc/self/ns/pid); exit 7'",
-        cg.path.display()
+        "echo $$ > {}/cgroup.procs && exec /usr/bin/unshare --pid --uts --fork /bin/sh -c \
+         'read -r hp _ < /proc/self/stat; printf \"%s \" $hp; \
+          for n in {}; do printf \"%s \" $(stat -L -c %i /proc/self/ns/$n); done; exit 7'",
+        cg.path.display(),
+        NAMESPACES.join(" ")
     );
     let out = sh(&script);
     assert_eq!(out.status.code(), Some(7), "inner sh exit status: {out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let mut it = text.split_whitespace().map(|s| s.parse::<u64>().unwrap());
-    let (host_pid, pidns) = (it.next().unwrap(), it.next().unwrap());
+    let host_pid = it.next().unwrap();
+    let inodes: Vec<u64> = it.collect();
+    assert_eq!(inodes.len(), NAMESPACES.len(), "{text}");
+    let pidns = inodes[0];
+    let all_ns = |ev: &Value| {
+        assert_eq!(ev.get("read_error"), None, "{ev}");
+        for (name, inode) in NAMESPACES.iter().zip(&inodes) {
+            assert_eq!(u64_of(&ev["ns"], name), *inode, "{name} namespace in {ev}");
+        }
+    };
 
     let fork = stream.wait_for(T, "fork of the namespaced sh", |v| is(v, "fork", host_pid));
     assert_eq!(ns_pids(&fork), vec![host_pid, 1], "{fork}");
@@ -57,6 +93,13 @@ fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
         exec["start_time_ns"], fork["start_time_ns"],
         "same task, same start time"
     );
+    assert_eq!(
+        (exec["uid"].as_u64(), exec["gid"].as_u64()),
+        (Some(0), Some(0)),
+        "{exec}"
+    );
+    all_ns(&fork);
+    all_ns(&exec);
 
     let exit = stream.wait_for(T, "exit of sh", |v| {
         is(v, "exit", host_pid) && v["leader"] == true
@@ -65,7 +108,8 @@ fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
     assert_eq!(exit["signal"], Value::Null);
     assert_eq!(exit["group_dead"], true);
     assert_eq!(ns_pids(&exit), vec![host_pid, 1]);
-    assert_eq!(u64_of(&exit["ns"], "pid"), pidns);
+    all_ns(&exit);
+    assert_eq!(u64_of(&exit, "cgroup_id"), cg.inode());
 
     // Its parent, `unshare`, created the namespace: an unshare event whose pid_for_children
     // is the new namespace while its own pid namespace is still the host's.
@@ -79,7 +123,9 @@ fn short_lived_process_in_new_pid_namespace_is_described_exactly() {
     assert_eq!(ns_pids(&uns).len(), 1);
 
     // Once reaped, the task is freed.
-    stream.wait_for(T, "free of sh", |v| is(v, "free", host_pid));
+    let free = stream.wait_for(T, "free of sh", |v| is(v, "free", host_pid));
+    assert_eq!(free["comm"], "sh", "{free}");
+    assert_eq!(free["start_time_ns"], fork["start_time_ns"], "{free}");
     let (status, _) = stream.stop();
     assert!(status.success(), "observer events exit: {status}");
 }

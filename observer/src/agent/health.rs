@@ -39,6 +39,9 @@ pub struct Health {
     pub decode_errors: u64,
     pub ringbuf_bytes: u64,
     pub attached: Vec<String>,
+    /// Those attached as BTF tracepoints (the rest of the lifecycle ones are raw).
+    #[serde(default)]
+    pub btf_tracepoints: Vec<String>,
     pub missing: Vec<(String, String)>,
     pub corrections: u64,
     pub reconciliations: u64,
@@ -86,6 +89,7 @@ pub struct Inputs<'a> {
     pub uptime_s: f64,
     pub ringbuf_bytes: u32,
     pub attached: &'a [String],
+    pub btf_attached: &'a [String],
     pub missing: &'a [(String, String)],
     pub reconciliations: u64,
     pub checks: u64,
@@ -123,6 +127,7 @@ pub fn health(i: Inputs) -> Health {
         decode_errors: i.reader.decode_errors,
         ringbuf_bytes: i.ringbuf_bytes as u64,
         attached: i.attached.to_vec(),
+        btf_tracepoints: i.btf_attached.to_vec(),
         missing: i.missing.to_vec(),
         corrections: t.stats.corrections,
         reconciliations: i.reconciliations,

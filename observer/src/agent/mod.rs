@@ -417,6 +417,7 @@ async fn serve(
                         uptime_s: started.elapsed().as_secs_f64(),
                         ringbuf_bytes: probes.ringbuf_bytes,
                         attached: &probes.attached,
+                        btf_attached: &probes.btf_attached,
                         missing: &probes.missing,
                         reconciliations,
                         checks,

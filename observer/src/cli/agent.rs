@@ -65,6 +65,16 @@ pub struct AgentArgs {
         default_value = "auto"
     )]
     seed: agent::Seed,
+    /// How the fork/exec/exit/free programs attach: `auto` (BTF tracepoints where the
+    /// kernel accepts them — plain reads the verifier checked, several times cheaper per
+    /// event — else raw tracepoints), `btf` (or fail), `raw`.
+    #[arg(
+        long,
+        env = "OBSERVER_TRACEPOINT_KIND",
+        value_name = "KIND",
+        default_value = "auto"
+    )]
+    tracepoint_kind: probes::TracepointKind,
     /// Docker's data root (container names from containers/<id>/config.v2.json).
     #[arg(
         long,
@@ -187,6 +197,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             signal_mask: a.signals,
             // `observer agent -vv`
             kernel_log: log::max_level() >= log::LevelFilter::Debug,
+            tracepoint_kind: a.tracepoint_kind,
         },
         listen: a.listen,
         metrics_listen: a.metrics_listen,

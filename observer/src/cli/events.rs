@@ -41,6 +41,9 @@ pub struct EventsArgs {
     /// Signals reported (as `observer agent --signals`).
     #[arg(long, value_name = "LIST", default_value = "default", value_parser = crate::events::signals::parse_mask)]
     signals: u64,
+    /// How the lifecycle programs attach (as `observer agent --tracepoint-kind`).
+    #[arg(long, value_name = "KIND", default_value = "auto")]
+    tracepoint_kind: probes::TracepointKind,
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
@@ -122,6 +125,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         signal_mask: args.signals,
         // `observer events -v`
         kernel_log: log::max_level() >= log::LevelFilter::Info,
+        tracepoint_kind: args.tracepoint_kind,
     };
     let (mut probes, ring) = Probes::load(&cfg)?;
     probes.forward_kernel_log();

@@ -76,6 +76,21 @@ pub struct ProbeConfig {
     /// The programs say why they dropped a record or read a field as 0 (aya-log,
     /// rate-limited; observer-ebpf/src/diag.rs), forwarded to this process's log at info.
     pub kernel_log: bool,
+    /// How the process-lifecycle programs attach (`--tracepoint-kind`).
+    pub tracepoint_kind: TracepointKind,
+}
+
+/// How the fork/exec/exit/free programs attach (`--tracepoint-kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TracepointKind {
+    /// BTF tracepoints where the kernel accepts them (they read the task with plain loads
+    /// the verifier checked: several times cheaper per event), else raw tracepoints.
+    #[default]
+    Auto,
+    /// BTF tracepoints, or the program fails to start.
+    Btf,
+    /// Raw tracepoints (every read a bpf_probe_read_kernel): for comparison.
+    Raw,
 }
 
 impl Default for ProbeConfig {
@@ -85,6 +100,7 @@ impl Default for ProbeConfig {
             btf: PathBuf::from(btf::DEFAULT_BTF),
             signal_mask: crate::events::signals::DEFAULT_MASK,
             kernel_log: false,
+            tracepoint_kind: TracepointKind::Auto,
         }
     }
 }
@@ -93,16 +109,40 @@ impl Default for ProbeConfig {
 enum Hook {
     /// Raw tracepoint (its trace event still lives under `events/<category>/<name>`).
     Raw,
+    /// BTF tracepoint (the program named here, built from the same body), else the raw
+    /// tracepoint.
+    Btf(&'static str),
     /// Ordinary tracepoint.
     Tp,
 }
 
-/// (tracefs category, tracepoint name — also the program's name in the object, hook).
+/// (tracefs category, tracepoint name — also the (raw or ordinary) program's name in the
+/// object, hook).
 const PROGRAMS: [(&str, &str, Hook, EventKind); 9] = [
-    ("sched", "sched_process_fork", Hook::Raw, EventKind::Fork),
-    ("sched", "sched_process_exec", Hook::Raw, EventKind::Exec),
-    ("sched", "sched_process_exit", Hook::Raw, EventKind::Exit),
-    ("sched", "sched_process_free", Hook::Raw, EventKind::Free),
+    (
+        "sched",
+        "sched_process_fork",
+        Hook::Btf("tp_btf_fork"),
+        EventKind::Fork,
+    ),
+    (
+        "sched",
+        "sched_process_exec",
+        Hook::Btf("tp_btf_exec"),
+        EventKind::Exec,
+    ),
+    (
+        "sched",
+        "sched_process_exit",
+        Hook::Btf("tp_btf_exit"),
+        EventKind::Exit,
+    ),
+    (
+        "sched",
+        "sched_process_free",
+        Hook::Btf("tp_btf_free"),
+        EventKind::Free,
+    ),
     ("syscalls", "sys_exit_setns", Hook::Tp, EventKind::Setns),
     ("syscalls", "sys_exit_unshare", Hook::Tp, EventKind::Unshare),
     (
@@ -123,6 +163,13 @@ pub struct Probes {
     stats: PerCpuArray<MapData, Stats>,
     /// Tracepoints attached, as `category:name`.
     pub attached: Vec<String>,
+    /// Those attached as BTF tracepoints.
+    pub btf_attached: Vec<String>,
+    /// The program attached for each event kind (misses.rs reads their counters).
+    programs: Vec<(&'static str, EventKind)>,
+    /// The kernel's BTF as aya parsed it for the BTF tracepoints, kept for the task
+    /// iterators' load (the parse is most of a load's time) and dropped there.
+    kernel_btf: Option<aya::Btf>,
     /// Tracepoints this kernel lacks, with the reason; their events will not appear.
     pub missing: Vec<(String, String)>,
     pub ringbuf_bytes: u32,
@@ -213,8 +260,11 @@ impl Probes {
             })?;
 
         let mut attached = Vec::new();
+        let mut btf_attached = Vec::new();
+        let mut programs = Vec::new();
         let mut missing = Vec::new();
-        for (category, name, hook, _) in PROGRAMS {
+        let mut kernel_btf = None;
+        for (category, name, hook, event) in PROGRAMS {
             let full = format!("{category}:{name}");
             if !tracefs::exists(&tracefs, category, name) {
                 missing.push((full, "tracepoint not present in this kernel".to_string()));
@@ -228,13 +278,34 @@ impl Probes {
                 missing.push((full, "mark_victim record has no `pid` field".to_string()));
                 continue;
             }
+            let mut hook = hook;
+            if let Hook::Btf(btf_name) = hook {
+                match cfg.tracepoint_kind {
+                    TracepointKind::Raw => hook = Hook::Raw,
+                    wanted => {
+                        match attach_btf(&mut ebpf, btf_name, name, &cfg.btf, &mut kernel_btf) {
+                            Ok(()) => {
+                                btf_attached.push(full.clone());
+                                attached.push(full);
+                                programs.push((btf_name, event));
+                                continue;
+                            }
+                            Err(e) if wanted == TracepointKind::Btf => return Err(e),
+                            Err(e) => {
+                                log::info!("{full}: the BTF tracepoint was refused, using the raw one ({e})");
+                                hook = Hook::Raw;
+                            }
+                        }
+                    }
+                }
+            }
             let p = ebpf.program_mut(name).ok_or(ProbeError::Map(
                 name,
                 "program missing from the object".into(),
             ))?;
             let perr = |source| ProbeError::Program { name, source };
             match hook {
-                Hook::Raw => {
+                Hook::Raw | Hook::Btf(_) => {
                     let p: &mut RawTracePoint = p.try_into().map_err(perr)?;
                     p.load().map_err(perr)?;
                     p.attach(name).map_err(perr)?;
@@ -246,6 +317,7 @@ impl Probes {
                 }
             }
             attached.push(full);
+            programs.push((name, event));
         }
         for (tp, why) in &missing {
             log::warn!("{tp} not attached: {why}; its events will be missing");
@@ -281,6 +353,9 @@ impl Probes {
                 ebpf,
                 stats,
                 attached,
+                btf_attached,
+                programs,
+                kernel_btf,
                 missing,
                 ringbuf_bytes: cfg.ringbuf_bytes,
                 offsets,
@@ -328,7 +403,7 @@ impl Probes {
             }
         }
         let mut skipped = [0; KIND_SLOTS];
-        for (_, name, _, kind) in PROGRAMS {
+        for &(name, kind) in &self.programs {
             let fd = self.ebpf.program(name).and_then(|p| p.fd().ok());
             if let Some(n) = fd.and_then(|fd| misses::recursion_misses(fd.as_fd())) {
                 skipped[kind as usize] += n;
@@ -339,6 +414,43 @@ impl Probes {
             skipped,
         })
     }
+}
+
+/// Loads and attaches the BTF tracepoint program `prog` on tracepoint `tp`, parsing the
+/// kernel's BTF (aya's parse: it needs the tracepoint's type id) on first use.
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tp: &str,
+    btf_path: &std::path::Path,
+    kernel_btf: &mut Option<aya::Btf>,
+) -> Result<(), ProbeError> {
+    if kernel_btf.is_none() {
+        *kernel_btf = Some(
+            aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
+                ProbeError::Btf {
+                    path: btf_path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })?,
+        );
+    }
+    let btf = kernel_btf.as_ref().expect("parsed above");
+    let perr = |source| ProbeError::Program { name: prog, source };
+    let p: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(ProbeError::Map(
+            prog,
+            "program missing from the object".into(),
+        ))?
+        .try_into()
+        .map_err(perr)?;
+    p.load(tp, btf).map_err(perr)?;
+    if let Err(e) = p.attach() {
+        let _ = p.unload();
+        return Err(perr(e));
+    }
+    Ok(())
 }
 
 /// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304` (the CLI's one parser

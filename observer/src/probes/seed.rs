@@ -57,7 +57,7 @@ impl Probes {
     /// same parse of the kernel's BTF (they need its id of `bpf_iter_task`; the parse is
     /// most of a load's time). Only `name` failing is an error.
     fn load_iters(&mut self, name: &'static str, btf: &Path) -> Result<(), ProbeError> {
-        let mut kbtf = None;
+        let mut kbtf = self.kernel_btf.take();
         let others = ["seed_tasks", "seed_pids"]
             .into_iter()
             .filter(|n| *n != name);
