@@ -290,7 +290,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     if st.requests.send(Request::Status(status_tx)).await.is_err()
         || st
             .requests
-            .send(Request::Snapshot(Scope::Containers, snap_tx))
+            .send(Request::Snapshot(Scope::Metrics, snap_tx))
             .await
             .is_err()
     {
@@ -312,15 +312,13 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             cgroup_files: None,
             stat_files: None,
         };
-        let mut samples = crate::views::metrics::samples(
-            &mut ctx,
-            &snap.containers,
-            &st.metrics_labels,
-            |path| fresh.get(path).copied().unwrap_or_default(),
-        );
+        let mut samples =
+            crate::views::metrics::samples(&mut ctx, snap.containers, &st.metrics_labels, |path| {
+                fresh.get(path).copied().unwrap_or_default()
+            });
         // Ended containers: their counters only (no cgroup left to read).
         let mut ended =
-            crate::views::metrics::samples(&mut ctx, &snap.ended, &st.metrics_labels, |_| {
+            crate::views::metrics::samples(&mut ctx, snap.ended, &st.metrics_labels, |_| {
                 Resources::default()
             });
         ended.iter_mut().for_each(|s| s.ended = true);

@@ -12,7 +12,6 @@
 //! (`note_ooms`), and every 30–60 s in case an event was lost.
 
 use std::{
-    collections::HashMap,
     fs::File,
     os::unix::fs::FileExt,
     path::PathBuf,
@@ -22,6 +21,10 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+// Keyed by cgroup path: a thousand long paths hashed several times a scrape, where std's
+// SipHash showed in profiles.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 use super::cgroupfs::{CgroupFs, Resources, UsageField};
 use crate::table::summary::ContainerSummary;
@@ -61,11 +64,11 @@ impl Default for ResourceFiles {
 impl ResourceFiles {
     pub fn with_budget(budget: usize) -> Self {
         ResourceFiles {
-            by_cgroup: HashMap::new(),
+            by_cgroup: HashMap::default(),
             open: AtomicUsize::new(0),
             budget,
             oom_events: false,
-            ooms_seen: HashMap::new(),
+            ooms_seen: HashMap::default(),
         }
     }
 
@@ -121,7 +124,7 @@ impl ResourceFiles {
     /// Use and limits of each cgroup of `paths` (what `CgroupFs::resources` gives), read in
     /// parallel; the files of cgroups not in `paths` are closed.
     pub fn read(&mut self, cg: &CgroupFs, paths: &[String]) -> HashMap<String, Resources> {
-        self.read_new(cg, paths, HashMap::new())
+        self.read_new(cg, paths, HashMap::default())
     }
 
     /// The cgroups of the last `read`, read again now.
@@ -138,7 +141,7 @@ impl ResourceFiles {
         paths: &[String],
         mut known: HashMap<String, Resources>,
     ) -> HashMap<String, Resources> {
-        let live: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+        let live: FxHashSet<&str> = paths.iter().map(String::as_str).collect();
         let open = &self.open;
         self.by_cgroup.retain(|p, files| {
             let keep = live.contains(p.as_str());
@@ -239,21 +242,21 @@ fn spread(d: Duration) -> Duration {
 
 /// The OOM victims the table counted in `containers`, by cgroup path (for `note_ooms`).
 fn oom_counts(containers: &[ContainerSummary]) -> HashMap<String, u64> {
-    let mut out: HashMap<String, u64> = HashMap::new();
+    let mut out: HashMap<String, u64> = HashMap::default();
     for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
         *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
     }
     out
 }
 
-/// The distinct cgroup paths of `containers` (those with one), sorted.
+/// The distinct cgroup paths of `containers` (those with one).
 fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
+    let mut seen = FxHashSet::default();
     containers
         .iter()
-        .map(|c| c.container.cgroup.clone())
-        .filter(|p| !p.is_empty())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
+        .map(|c| c.container.cgroup.as_str())
+        .filter(|p| !p.is_empty() && seen.insert(*p))
+        .map(str::to_string)
         .collect()
 }
 
@@ -418,7 +421,7 @@ mod oom_tests {
             v1: Vec::new(),
         };
         let paths = vec!["/c1".to_string()];
-        let counts = |n: u64| HashMap::from([("/c1".to_string(), n)]);
+        let counts = |n: u64| HashMap::from_iter([("/c1".to_string(), n)]);
         let mut u = ResourceFiles::with_budget(100);
         u.set_oom_events(true);
         assert!(

@@ -151,11 +151,7 @@ impl Table {
         self.stats.applied[ev.kind() as usize] += 1;
         let h = ev.header();
         match ev {
-            Event::Fork(e) if e.is_thread != 0 => {
-                if let Some(p) = self.procs.get_mut(&h.tgid) {
-                    p.threads += 1;
-                }
-            }
+            Event::Fork(e) if e.is_thread != 0 => self.set_threads(h.tgid, |n| n + 1),
             Event::Fork(e) => self.fork(h.tgid, &e.task, h.ktime_ns),
             Event::Exec(e) => {
                 let pid = h.tgid;
@@ -166,9 +162,9 @@ impl Table {
                     p.comm = e.task.comm;
                     p.exe = exe;
                     p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
-                    // A non-leader thread exec'ing kills the other threads (de_thread).
-                    p.threads = 1;
                     let c = p.container;
+                    // A non-leader thread exec'ing kills the other threads (de_thread).
+                    self.set_threads(pid, |_| 1);
                     self.count(c, EventKind::Exec);
                 }
             }
@@ -204,8 +200,7 @@ impl Table {
                     self.keep_orphan_chains(h.tgid);
                     self.orphan_children(h.tgid, h.ktime_ns);
                 } else if e.is_leader == 0 {
-                    let p = self.procs.get_mut(&h.tgid).expect("checked above");
-                    p.threads = p.threads.saturating_sub(1).max(1);
+                    self.set_threads(h.tgid, |n| n.saturating_sub(1).max(1));
                 }
             }
             Event::Free(e) => {
@@ -343,7 +338,9 @@ impl Table {
 
     fn insert(&mut self, p: Process) {
         let (pid, ppid) = (p.pid, p.ppid);
-        self.procs.insert(pid, p);
+        if let Some(old) = self.procs.insert(pid, p) {
+            self.leave(old.container, pid, old.threads);
+        }
         self.link(pid, ppid);
         self.reattribute(pid);
     }
@@ -353,18 +350,39 @@ impl Table {
         let Some(p) = self.procs.get(&pid) else {
             return;
         };
-        let (old, path, pidns) = (p.container, p.cgroup, p.pidns());
+        let (old, path, pidns, threads) = (p.container, p.cgroup, p.pidns(), p.threads);
         let new = self.registry.attribute(path, pidns);
         if new == old {
             return;
         }
-        if let Some(c) = old.and_then(|c| self.registry.get_mut(c)) {
-            c.members.remove(&pid);
-        }
+        self.leave(old, pid, threads);
         if let Some(c) = new.and_then(|c| self.registry.get_mut(c)) {
             c.members.insert(pid);
+            c.threads += u64::from(threads);
         }
         self.procs.get_mut(&pid).expect("present").container = new;
+    }
+
+    /// Takes `pid` (with `threads` threads) out of container `c`'s members.
+    fn leave(&mut self, c: Option<u32>, pid: u32, threads: u32) {
+        if let Some(c) = c.and_then(|c| self.registry.get_mut(c)) {
+            if c.members.remove(&pid) {
+                c.threads = c.threads.saturating_sub(u64::from(threads));
+            }
+        }
+    }
+
+    /// Changes the thread count of `pid`, and its container's sum with it.
+    fn set_threads(&mut self, pid: u32, f: impl FnOnce(u32) -> u32) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let (before, c) = (p.threads, p.container);
+        p.threads = f(before);
+        let after = p.threads;
+        if let Some(c) = c.and_then(|c| self.registry.get_mut(c)) {
+            c.threads = (c.threads + u64::from(after)).saturating_sub(u64::from(before));
+        }
     }
 
     fn remove(&mut self, pid: u32) {
@@ -374,9 +392,7 @@ impl Table {
         self.unlink(pid);
         self.detach_children(pid);
         if let Some(p) = self.procs.remove(&pid) {
-            if let Some(c) = p.container.and_then(|c| self.registry.get_mut(c)) {
-                c.members.remove(&pid);
-            }
+            self.leave(p.container, pid, p.threads);
         }
     }
 

@@ -90,6 +90,7 @@ impl Table {
     /// than a bare one.
     pub fn seed(&mut self, scans: &[Scanned], now_ns: u64) {
         self.procs.clear();
+        self.registry.clear_members();
         self.pending.clear();
         self.exited.clear();
         for s in scans {

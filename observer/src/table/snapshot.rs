@@ -9,6 +9,9 @@ use crate::containers::ContainerKey;
 pub enum Scope {
     /// Container summaries only.
     Containers,
+    /// Container summaries as /metrics shows them (`Table::metrics_summaries`), and the
+    /// ended containers, without a pass over every process.
+    Metrics,
     /// Container summaries enough to resolve a reference (`Table::registry_summaries`:
     /// threads and zombies not counted), without a pass over every process.
     Registry,
@@ -79,6 +82,7 @@ impl Table {
             Scope::Container(c) => self.summaries_of(&[*c]),
             Scope::Pod(cs) => self.summaries_of(cs),
             Scope::Registry => (self.registry_summaries(), Vec::new()),
+            Scope::Metrics => (self.metrics_summaries(), Vec::new()),
             _ => self.summaries_and_members(),
         };
         let of = |keep: &dyn Fn(u32) -> bool| -> Vec<Process> {
@@ -90,7 +94,7 @@ impl Table {
                 .collect()
         };
         let processes: Vec<Process> = match &scope {
-            Scope::Containers | Scope::Registry | Scope::History(_) => Vec::new(),
+            Scope::Containers | Scope::Metrics | Scope::Registry | Scope::History(_) => Vec::new(),
             Scope::All => self.processes().cloned().collect(),
             Scope::Container(c) => of(&|ci| ci == *c),
             Scope::Pod(cs) => of(&|ci| cs.contains(&ci)),
@@ -162,7 +166,7 @@ impl Table {
             generation: self.registry.generation(),
             containers,
             ended: match scope {
-                Scope::Containers => self.ended_summaries(),
+                Scope::Containers | Scope::Metrics => self.ended_summaries(),
                 _ => Vec::new(),
             },
             processes,

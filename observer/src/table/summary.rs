@@ -122,6 +122,35 @@ impl Table {
         (list, members)
     }
 
+    /// What /metrics shows of every container that has processes — processes, threads,
+    /// zombies and the oldest zombie's exit — from the member sets, their thread sums and the
+    /// exited set: no pass over the process map (51,000 processes cost ~5 ms a scrape).
+    /// PID 1 and shim as `registry_summaries` has them (the names of bare and CRI
+    /// containers are read through PID 1).
+    pub fn metrics_summaries(&self) -> Vec<ContainerSummary> {
+        let mut out = self.registry_summaries();
+        let mut at: Vec<Option<usize>> = vec![None; self.registry.len()];
+        for (k, s) in out.iter_mut().enumerate() {
+            at[s.index as usize] = Some(k);
+            s.threads = self
+                .registry
+                .get(s.index)
+                .map_or(0, |c| c.threads.min(u64::from(u32::MAX)) as u32);
+            s.zombies = 0;
+            s.oldest_zombie_ns = None;
+        }
+        for p in self.exited.iter().filter_map(|pid| self.get(*pid)) {
+            let (Some(e), Some(ci)) = (p.exit, p.container) else {
+                continue;
+            };
+            if let Some(s) = at.get(ci as usize).copied().flatten().map(|k| &mut out[k]) {
+                s.zombies += 1;
+                s.oldest_zombie_ns = Some(s.oldest_zombie_ns.map_or(e.at_ns, |o| o.min(e.at_ns)));
+            }
+        }
+        out
+    }
+
     /// Summaries enough to resolve a reference (`Scope::Registry`), without a pass over
     /// the process map: every container with members, its process count from its member
     /// set; PID 1 and shim only where the runtime's names are read through PID 1 (bare and

@@ -1,9 +1,10 @@
 //! A container's summary from the member sets the table keeps equals the one a pass over
-//! every process gives, through seeding, pid namespaces, zombies, frees and compaction.
+//! every process gives, through seeding, pid namespaces, threads, zombies, frees and
+//! compaction.
 
 use super::{
     gc,
-    tests::{free, scanned, table, task, HOST_NS, TICK},
+    tests::{exec, exit, free, scanned, table, task, thread, HOST_NS, TICK},
     Table,
 };
 use crate::containers::cgroup::Runtime;
@@ -40,6 +41,33 @@ fn check(tb: &Table) {
         if r.container.key.runtime == Runtime::Bare {
             assert_eq!((r.init_pid, r.shim_pid), (s.init_pid, s.shim_pid));
             assert!(r.init_pid.is_some());
+        }
+    }
+    // What /metrics gets: the same counts from the sets, their thread sums and `exited`.
+    let metrics = tb.metrics_summaries();
+    assert_eq!(metrics.len(), all.len());
+    for (m, s) in metrics.iter().zip(&all) {
+        assert_eq!(
+            (
+                m.index,
+                m.processes,
+                m.threads,
+                m.zombies,
+                m.oldest_zombie_ns
+            ),
+            (
+                s.index,
+                s.processes,
+                s.threads,
+                s.zombies,
+                s.oldest_zombie_ns
+            ),
+            "metrics summary of container {}",
+            s.index
+        );
+        assert_eq!(m.container.key, s.container.key);
+        if m.container.key.runtime == Runtime::Bare {
+            assert_eq!((m.init_pid, m.shim_pid), (s.init_pid, s.shim_pid));
         }
     }
     // Both containers at once, and one listed twice, give each once.
@@ -93,6 +121,25 @@ fn member_sets_give_the_summary_a_full_pass_gives() {
         0,
     );
     assert_eq!(tb.live_containers(), 3);
+    check(&tb);
+    // Threads come and go; an exec by one of them leaves one (de_thread).
+    let t41 = task(40, &[41, 2], pidns, 2 * TICK, "sh");
+    tb.apply(&thread(41, 43, task(40, &[43, 4], pidns, 4 * TICK, "sh")));
+    tb.apply(&thread(41, 44, task(40, &[44, 5], pidns, 4 * TICK, "sh")));
+    tb.apply(&thread(51, 52, task(50, &[52], HOST_NS, 4 * TICK, "sh")));
+    check(&tb);
+    assert_eq!(tb.metrics_summaries()[0].threads, 5);
+    tb.apply(&exit(
+        41,
+        44,
+        task(40, &[44, 5], pidns, 4 * TICK, "sh"),
+        0,
+        false,
+        5 * TICK,
+    ));
+    check(&tb);
+    tb.apply(&exec(41, t41, "/bin/true", &["true"]));
+    assert_eq!(tb.get(41).unwrap().threads, 1);
     check(&tb);
     // A member leaves: gone from its set.
     tb.apply(&free(51, task(50, &[51], HOST_NS, 3 * TICK, "sh")));

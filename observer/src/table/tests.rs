@@ -47,7 +47,7 @@ pub(super) fn fork(pid: u32, t: TaskInfo) -> Event {
     })
 }
 
-fn thread(tgid: u32, tid: u32, t: TaskInfo) -> Event {
+pub(super) fn thread(tgid: u32, tid: u32, t: TaskInfo) -> Event {
     Event::Fork(ForkEvent {
         header: hdr(EventKind::Fork, tgid, tid, t.start_time_ns),
         task: t,
@@ -56,7 +56,7 @@ fn thread(tgid: u32, tid: u32, t: TaskInfo) -> Event {
     })
 }
 
-fn exec(pid: u32, t: TaskInfo, file: &str, args: &[&str]) -> Event {
+pub(super) fn exec(pid: u32, t: TaskInfo, file: &str, args: &[&str]) -> Event {
     let mut e = ExecEvent {
         header: hdr(EventKind::Exec, pid, pid, t.start_time_ns + 1),
         task: t,

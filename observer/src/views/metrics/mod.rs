@@ -51,14 +51,15 @@ pub struct ContainerSample {
 /// (`resources(path)` — the caller caches limits).
 pub fn samples(
     ctx: &mut ViewCtx,
-    containers: &[ContainerSummary],
+    containers: Vec<ContainerSummary>,
     allow: &[String],
     mut resources: impl FnMut(&str) -> Resources,
 ) -> Vec<ContainerSample> {
-    let pods = super::pods::membership(ctx, containers);
+    let pods = super::pods::membership(ctx, &containers);
     containers
-        .iter()
-        .map(|s| {
+        .into_iter()
+        .map(|summary| {
+            let s = &summary;
             let mut meta = meta_of(ctx, s);
             if let Some((pod, ns, _)) = pods.get(&s.index) {
                 meta.pod = meta.pod.or_else(|| Some(pod.clone()));
@@ -88,17 +89,19 @@ pub fn samples(
                 .filter(|(k, _)| allow.iter().any(|a| a == k))
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            let resources = if s.container.cgroup.is_empty() {
+                Resources::default()
+            } else {
+                resources(&s.container.cgroup)
+            };
+            let oldest_zombie_age_s = s
+                .oldest_zombie_ns
+                .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9);
             ContainerSample {
                 labels,
-                resources: if s.container.cgroup.is_empty() {
-                    Resources::default()
-                } else {
-                    resources(&s.container.cgroup)
-                },
-                oldest_zombie_age_s: s
-                    .oldest_zombie_ns
-                    .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
-                summary: s.clone(),
+                resources,
+                oldest_zombie_age_s,
+                summary,
                 ended: false,
             }
         })
