@@ -128,6 +128,40 @@ fn escape(out: &mut String, v: &str, quote: bool) {
 
 /// The families with series, in order, as Prometheus text.
 pub(super) fn encode(fams: &mut [Family], sets: &LabelSets) -> String {
+    encode_above(fams, sets, PARALLEL_SERIES)
+}
+
+fn encode_above(fams: &mut [Family], sets: &LabelSets, parallel_series: usize) -> String {
+    // At 1,000 containers ~17,000 series take ~4 ms to sort and write: two halves (by
+    // series) on two threads, joined in order. Small answers stay on this thread.
+    let total: usize = fams.iter().map(|f| f.series.len()).sum();
+    if total < parallel_series {
+        return encode_part(fams, sets);
+    }
+    let mut acc = 0;
+    let mid = fams
+        .iter()
+        .position(|f| {
+            acc += f.series.len();
+            acc >= total / 2
+        })
+        .map_or(fams.len(), |i| i + 1);
+    let (first, second) = fams.split_at_mut(mid);
+    std::thread::scope(|s| {
+        let later = s.spawn(|| encode_part(second, sets));
+        let mut out = encode_part(first, sets);
+        match later.join() {
+            Ok(rest) => out.push_str(&rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
+    })
+}
+
+/// Series above which `encode` uses a second thread.
+const PARALLEL_SERIES: usize = 4096;
+
+fn encode_part(fams: &mut [Family], sets: &LabelSets) -> String {
     fams.iter_mut().for_each(Family::merge);
     let mut out = String::with_capacity(fams.iter().map(|f| f.series.len()).sum::<usize>() * 160);
     for f in fams.iter().filter(|f| !f.series.is_empty()) {
@@ -247,6 +281,8 @@ mod tests {
         let empty = Family::new("observer_empty", "None.", false);
         let mut fams = [c, empty, g];
         let ours = encode(&mut fams, &sets);
+        // Split over two threads, the same text.
+        assert_eq!(encode_above(&mut fams, &sets, 0), ours);
         let mut theirs = String::new();
         let protos: Vec<MetricFamily> = fams
             .iter()
