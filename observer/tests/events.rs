@@ -18,17 +18,7 @@ fn is(v: &Value, kind: &str, pid: u64) -> bool {
 }
 
 /// Namespaces as the events name them, in the order the test script prints their inodes.
-const NAMESPACES: [&str; 9] = [
-    "pid",
-    "pid_for_children",
-    "mnt",
-    "uts",
-    "ipc",
-    "net",
-    "user",
-    "cgroup",
-    "time",
-];
+const NAMESPACES: [&str; 9] = observer_common::NS_NAMES;
 
 // The same process described by the BTF tracepoints (plain reads the verifier checked) and
 // by the raw ones (probe reads): every kernel of the matrix must accept the BTF ones, and

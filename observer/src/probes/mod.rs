@@ -116,33 +116,22 @@ enum Hook {
     Tp,
 }
 
+/// A process-lifecycle tracepoint: its raw program and its BTF twin.
+const fn sched(
+    name: &'static str,
+    btf: &'static str,
+    kind: EventKind,
+) -> (&'static str, &'static str, Hook, EventKind) {
+    ("sched", name, Hook::Btf(btf), kind)
+}
+
 /// (tracefs category, tracepoint name — also the (raw or ordinary) program's name in the
 /// object, hook).
 const PROGRAMS: [(&str, &str, Hook, EventKind); 9] = [
-    (
-        "sched",
-        "sched_process_fork",
-        Hook::Btf("tp_btf_fork"),
-        EventKind::Fork,
-    ),
-    (
-        "sched",
-        "sched_process_exec",
-        Hook::Btf("tp_btf_exec"),
-        EventKind::Exec,
-    ),
-    (
-        "sched",
-        "sched_process_exit",
-        Hook::Btf("tp_btf_exit"),
-        EventKind::Exit,
-    ),
-    (
-        "sched",
-        "sched_process_free",
-        Hook::Btf("tp_btf_free"),
-        EventKind::Free,
-    ),
+    sched("sched_process_fork", "tp_btf_fork", EventKind::Fork),
+    sched("sched_process_exec", "tp_btf_exec", EventKind::Exec),
+    sched("sched_process_exit", "tp_btf_exit", EventKind::Exit),
+    sched("sched_process_free", "tp_btf_free", EventKind::Free),
     ("syscalls", "sys_exit_setns", Hook::Tp, EventKind::Setns),
     ("syscalls", "sys_exit_unshare", Hook::Tp, EventKind::Unshare),
     (
