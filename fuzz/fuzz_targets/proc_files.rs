@@ -1,5 +1,5 @@
 //! The /proc and tracefs text the agent parses: `stat` (scan::parse_stat, a guard before
-//! procfs) and `status` (scan::parse_status_ids), `cmdline` argv splitting, exit statuses,
+//! procfs, and scan::live_from, the in-place parser of kept-open stat files) and `status` (scan::parse_status_ids), `cmdline` argv splitting, exit statuses,
 //! and tracepoint `format` files.
 #![no_main]
 
@@ -7,11 +7,12 @@ use libfuzzer_sys::fuzz_target;
 use observer::{
     events::{exit_status, split_args},
     probes::tracefs::parse_field_offset,
-    table::scan::{parse_stat, parse_status_ids},
+    table::scan::{live_from, parse_stat, parse_status_ids},
 };
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_stat(data);
+    let _ = live_from(data);
     let _ = parse_status_ids(data);
     let _ = split_args(data, data.len()).count();
     let _ = split_args(data, usize::MAX).count();
