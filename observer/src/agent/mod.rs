@@ -108,14 +108,19 @@ fn seed_scan(
     seed: Seed,
     btf: &std::path::Path,
 ) -> anyhow::Result<(Vec<scan::Scanned>, &'static str)> {
-    if seed != Seed::Proc {
-        match crate::probes::seed::scan_all(probes, btf) {
-            Ok(s) => return Ok((s, "iterator")),
-            Err(e) if seed == Seed::Iterator => {
-                return Err(anyhow::Error::new(e).context("--seed iterator: the task iterator"))
-            }
-            Err(e) => log::info!("seeding from /proc: the task iterator is unavailable ({e})"),
+    let from_iterator = match seed {
+        Seed::Proc => None,
+        _ => Some(crate::probes::seed::scan_all(probes, btf)),
+    };
+    // Loading the iterators (both, with one parse) was the kept BTF's last use.
+    probes.release_kernel_btf();
+    match from_iterator {
+        Some(Ok(s)) => return Ok((s, "iterator")),
+        Some(Err(e)) if seed == Seed::Iterator => {
+            return Err(anyhow::Error::new(e).context("--seed iterator: the task iterator"))
         }
+        Some(Err(e)) => log::info!("seeding from /proc: the task iterator is unavailable ({e})"),
+        None => {}
     }
     Ok((scan::scan_all(false), "proc"))
 }

@@ -128,6 +128,8 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         tracepoint_kind: args.tracepoint_kind,
     };
     let (mut probes, ring) = Probes::load(&cfg)?;
+    // Nothing here seeds: the BTF parse kept for the task iterators is not needed.
+    probes.release_kernel_btf();
     probes.forward_kernel_log();
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -288,19 +288,15 @@ impl Probes {
                     }
                 }
             }
-            let p = ebpf.program_mut(name).ok_or(ProbeError::Map(
-                name,
-                "program missing from the object".into(),
-            ))?;
             let perr = |source| ProbeError::Program { name, source };
             match hook {
                 Hook::Raw | Hook::Btf(_) => {
-                    let p: &mut RawTracePoint = p.try_into().map_err(perr)?;
+                    let p: &mut RawTracePoint = program(&mut ebpf, name)?;
                     p.load().map_err(perr)?;
                     p.attach(name).map_err(perr)?;
                 }
                 Hook::Tp => {
-                    let p: &mut TracePoint = p.try_into().map_err(perr)?;
+                    let p: &mut TracePoint = program(&mut ebpf, name)?;
                     p.load().map_err(perr)?;
                     p.attach(category, name).map_err(perr)?;
                 }
@@ -414,32 +410,48 @@ fn attach_btf(
     btf_path: &std::path::Path,
     kernel_btf: &mut Option<aya::Btf>,
 ) -> Result<(), ProbeError> {
-    if kernel_btf.is_none() {
-        *kernel_btf = Some(
-            aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
-                ProbeError::Btf {
-                    path: btf_path.to_path_buf(),
-                    reason: e.to_string(),
-                }
-            })?,
-        );
-    }
-    let btf = kernel_btf.as_ref().expect("parsed above");
+    let btf = parsed_btf(kernel_btf, btf_path)?;
     let perr = |source| ProbeError::Program { name: prog, source };
-    let p: &mut aya::programs::BtfTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or(ProbeError::Map(
-            prog,
-            "program missing from the object".into(),
-        ))?
-        .try_into()
-        .map_err(perr)?;
+    let p: &mut aya::programs::BtfTracePoint = program(ebpf, prog)?;
     p.load(tp, btf).map_err(perr)?;
     if let Err(e) = p.attach() {
         let _ = p.unload();
         return Err(perr(e));
     }
     Ok(())
+}
+
+/// aya's parse of the kernel BTF at `path`, made on first use and kept in `slot`: the BTF
+/// tracepoints and the task iterators need its type ids, and the parse is most of their
+/// load time.
+fn parsed_btf<'a>(
+    slot: &'a mut Option<aya::Btf>,
+    path: &std::path::Path,
+) -> Result<&'a aya::Btf, ProbeError> {
+    if slot.is_none() {
+        let btf = aya::Btf::parse_file(path, aya::Endianness::default()).map_err(|e| {
+            ProbeError::Btf {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        *slot = Some(btf);
+    }
+    Ok(slot.as_ref().expect("parsed above"))
+}
+
+/// The program `name` of the object, as its kind `T` (RawTracePoint, Iter, ...).
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut aya::programs::Program: TryInto<&'a mut T, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::Map(
+            name,
+            "program missing from the object".into(),
+        ))?
+        .try_into()
+        .map_err(|source| ProbeError::Program { name, source })
 }
 
 /// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304` (the CLI's one parser

@@ -25,6 +25,12 @@ impl Probes {
         Ok(decode(&bytes))
     }
 
+    /// Drops the kernel BTF kept from the load for the task iterators (several MB): once
+    /// the seed is done, or where nothing seeds (`observer events`).
+    pub fn release_kernel_btf(&mut self) {
+        self.kernel_btf = None;
+    }
+
     /// A pass of the pid iterator (every process's pid), run by reading the file: the
     /// reconciliation check reads it on a blocking thread (`read_pids`).
     pub fn pid_iter(&mut self, btf: &Path) -> Result<std::fs::File, ProbeError> {
@@ -32,14 +38,7 @@ impl Probes {
     }
 
     fn iter_prog(&mut self, name: &'static str) -> Result<&mut Iter, ProbeError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Map(
-                name,
-                "program missing from the object".into(),
-            ))?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })
+        super::program(&mut self.ebpf, name)
     }
 
     /// A new pass of the task iterator program `name`.
@@ -84,17 +83,7 @@ impl Probes {
             return Ok(());
         }
         let t = std::time::Instant::now();
-        if kbtf.is_none() {
-            *kbtf = Some(
-                aya::Btf::parse_file(btf, aya::Endianness::default()).map_err(|e| {
-                    ProbeError::Btf {
-                        path: btf.to_path_buf(),
-                        reason: e.to_string(),
-                    }
-                })?,
-            );
-        }
-        prog.load("task", kbtf.as_ref().expect("parsed above"))
+        prog.load("task", super::parsed_btf(kbtf, btf)?)
             .map_err(perr)?;
         log::debug!(
             "task iterator {name} loaded in {:.0} ms",
