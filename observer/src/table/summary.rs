@@ -144,8 +144,7 @@ impl Table {
                 continue;
             };
             if let Some(s) = at.get(ci as usize).copied().flatten().map(|k| &mut out[k]) {
-                s.zombies += 1;
-                s.oldest_zombie_ns = Some(s.oldest_zombie_ns.map_or(e.at_ns, |o| o.min(e.at_ns)));
+                note_zombie(s, e.at_ns);
             }
         }
         out
@@ -256,12 +255,17 @@ impl Table {
 }
 
 /// Counts one member of `c` into its summary.
+/// One more zombie in `s`, exited at `at_ns`.
+fn note_zombie(s: &mut ContainerSummary, at_ns: u64) {
+    s.zombies += 1;
+    s.oldest_zombie_ns = Some(s.oldest_zombie_ns.map_or(at_ns, |o| o.min(at_ns)));
+}
+
 fn count(s: &mut ContainerSummary, c: &Container, p: &super::Process) {
     s.processes += 1;
     s.threads += p.threads;
     if let Some(e) = p.exit {
-        s.zombies += 1;
-        s.oldest_zombie_ns = Some(s.oldest_zombie_ns.map_or(e.at_ns, |o| o.min(e.at_ns)));
+        note_zombie(s, e.at_ns);
     }
     if p.pid_level > 0 && p.ns_pid() == 1 && (c.pidns == 0 || p.pidns() == c.pidns) {
         s.init_pid = Some(p.pid);
