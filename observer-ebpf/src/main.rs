@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod calib;
 mod diag;
 mod seed;
 mod task;

@@ -378,3 +378,58 @@ fn signals_to_a_namespace_init_and_an_oom_kill_carry_the_kernels_verdict() {
     let (status, _) = s.stop();
     assert!(status.success());
 }
+
+/// The benchmark's calibration programs (`observer agent --calibrate`, observer-ebpf's
+/// calib.rs) load and attach beside observer's own on this kernel, and the records they
+/// reserve and discard never reach the agent: no undecodable record, and exactly the
+/// events observer's programs emitted were received.
+#[test]
+fn calibration_programs_attach_and_add_no_events() {
+    // BPF programs a process holds (fdinfo entries of program descriptors).
+    let programs = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .unwrap()
+            .flatten()
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .filter(|s| s.contains("prog_type"))
+            .count()
+    };
+    let plain = common::agent::Agent::start(&[]);
+    let base = programs(plain.pid());
+    drop(plain);
+    let agent = common::agent::Agent::start(&["--calibrate"]);
+    assert_eq!(
+        programs(agent.pid()),
+        base + 4,
+        "the four calibration programs are loaded beside observer's {base}"
+    );
+    let out = sh("i=0; while [ $i -lt 50 ]; do /bin/true; i=$((i+1)); done");
+    assert!(out.status.success());
+    let metric = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}")) as u64
+    };
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let text = http_body(&agent.http_get("/metrics"));
+        assert_eq!(metric(&text, "observer_event_decode_errors_total"), 0);
+        let counts = |kind: &str| {
+            let series = |name: &str| format!("{name}{{type=\"{kind}\"}}");
+            (
+                metric(&text, &series("observer_events_emitted_total")),
+                metric(&text, &series("observer_events_received_total")),
+            )
+        };
+        let all = ["fork", "exec", "exit", "free"].map(counts);
+        if all.iter().all(|(emitted, received)| emitted == received && *received >= 50) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "(emitted, received) of fork, exec, exit, free: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

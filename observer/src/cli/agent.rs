@@ -75,6 +75,11 @@ pub struct AgentArgs {
         default_value = "auto"
     )]
     tracepoint_kind: probes::TracepointKind,
+    /// Also attach calibration programs (an empty one, a ring-buffer record, a record
+    /// write, a clock read) to the lifecycle tracepoints, for `cargo xtask bench --peers`'
+    /// profile. They cost every event a little more: not for production.
+    #[arg(long, hide = true)]
+    calibrate: bool,
     /// Docker's data root (container names from containers/<id>/config.v2.json).
     #[arg(
         long,
@@ -198,6 +203,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             // `observer agent -vv`
             kernel_log: log::max_level() >= log::LevelFilter::Debug,
             tracepoint_kind: a.tracepoint_kind,
+            calibrate: a.calibrate,
         },
         listen: a.listen,
         metrics_listen: a.metrics_listen,

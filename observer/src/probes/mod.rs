@@ -4,6 +4,7 @@
 //! message that says what to do.
 
 pub mod btf;
+mod calib;
 mod misses;
 mod privileges;
 pub mod seed;
@@ -78,6 +79,8 @@ pub struct ProbeConfig {
     pub kernel_log: bool,
     /// How the process-lifecycle programs attach (`--tracepoint-kind`).
     pub tracepoint_kind: TracepointKind,
+    /// Also attach the calibration programs (calib.rs) to the lifecycle tracepoints.
+    pub calibrate: bool,
 }
 
 /// How the fork/exec/exit/free programs attach (`--tracepoint-kind`).
@@ -101,6 +104,7 @@ impl Default for ProbeConfig {
             signal_mask: crate::events::signals::DEFAULT_MASK,
             kernel_log: false,
             tracepoint_kind: TracepointKind::Auto,
+            calibrate: false,
         }
     }
 }
@@ -303,6 +307,16 @@ impl Probes {
             }
             attached.push(full);
             programs.push((name, event));
+        }
+        if cfg.calibrate {
+            // Where observer's lifecycle and signal programs run.
+            let tracepoints: Vec<&str> = PROGRAMS
+                .iter()
+                .filter(|(c, n, ..)| attached.iter().any(|a| *a == format!("{c}:{n}")))
+                .filter(|(_, n, hook, _)| matches!(hook, Hook::Btf(_)) || *n == "signal_generate")
+                .map(|(_, n, ..)| *n)
+                .collect();
+            calib::attach(&mut ebpf, &tracepoints)?;
         }
         for (tp, why) in &missing {
             log::warn!("{tp} not attached: {why}; its events will be missing");
