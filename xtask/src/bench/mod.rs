@@ -138,12 +138,29 @@ impl Drop for Agent {
 /// Total run time (ns) of the BPF programs `pid` holds, from their fdinfo (counted while
 /// kernel.bpf_stats_enabled is 1).
 fn bpf_run_ns(pid: u32) -> u64 {
-    bpf_run_ns_by_id(pid).values().sum()
+    bpf_runs_by_id(pid).values().map(|r| r.ns).sum()
 }
 
-/// Run time (ns) of each BPF program `pid` holds, by program id, summed over its
-/// descriptors (fdinfo).
-fn bpf_run_ns_by_id(pid: u32) -> std::collections::BTreeMap<u64, u64> {
+/// bpf_stats counters of one program: run time (ns) and number of runs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Runs {
+    ns: u64,
+    count: u64,
+}
+
+impl std::ops::Sub for Runs {
+    type Output = Runs;
+    fn sub(self, b: Runs) -> Runs {
+        Runs {
+            ns: self.ns.saturating_sub(b.ns),
+            count: self.count.saturating_sub(b.count),
+        }
+    }
+}
+
+/// bpf_stats counters of each BPF program `pid` holds, by program id (fdinfo; a program
+/// held through several descriptors counts once).
+fn bpf_runs_by_id(pid: u32) -> std::collections::BTreeMap<u64, Runs> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return out;
@@ -158,8 +175,8 @@ fn bpf_run_ns_by_id(pid: u32) -> std::collections::BTreeMap<u64, u64> {
                 .find_map(|l| l.strip_prefix(k))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        if let Some(ns) = field("run_time_ns:") {
-            *out.entry(field("prog_id:").unwrap_or(0)).or_insert(0) += ns;
+        if let (Some(ns), Some(count)) = (field("run_time_ns:"), field("run_cnt:")) {
+            out.insert(field("prog_id:").unwrap_or(0), Runs { ns, count });
         }
     }
     out
@@ -181,9 +198,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// bpf_stats run time of each BPF program `pid` holds, by program name (bpftool's
-/// names; fdinfo has only ids).
-fn bpf_run_ns_by_program(pid: u32) -> std::collections::BTreeMap<String, u64> {
+/// bpf_stats counters of each BPF program `pid` holds, by program name (bpftool's names;
+/// fdinfo has only ids).
+fn bpf_runs_by_program(pid: u32) -> std::collections::BTreeMap<String, Runs> {
     let names: std::collections::HashMap<u64, String> = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -195,12 +212,12 @@ fn bpf_run_ns_by_program(pid: u32) -> std::collections::BTreeMap<String, u64> {
         .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
         .collect();
     let mut out = std::collections::BTreeMap::new();
-    for (id, ns) in bpf_run_ns_by_id(pid) {
+    for (id, runs) in bpf_runs_by_id(pid) {
         let name = names
             .get(&id)
             .cloned()
             .unwrap_or_else(|| format!("id {id}"));
-        *out.entry(name).or_insert(0) += ns;
+        out.insert(name, runs);
     }
     out
 }

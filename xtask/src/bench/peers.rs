@@ -3,7 +3,9 @@
 //!
 //! - spawn storm: no tracer, observer's agent, libbpf-tools `execsnoop` + `exitsnoop` (wall
 //!   ratio to the untraced run, and in-kernel ns per spawn from `kernel.bpf_stats_enabled`
-//!   for the programs each holds — the same method for both);
+//!   for the programs each holds — the same method for both), and one more storm with the
+//!   calibration programs (`observer agent --calibrate`) to split observer's time per
+//!   program into the fixed cost any program pays and its reads;
 //! - tree of one 1,000-process podman container: `observer tree`, `podman top`, and
 //!   `ps -e --forest` (the node; ps cannot select a container);
 //! - one scrape of the node: observer's `/metrics` and Debian's
@@ -22,7 +24,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    bpf_run_ns, bpf_run_ns_by_program, median, observer, time_cmd, time_workload, Agent,
+    bpf_run_ns, bpf_runs_by_program, median, observer, time_cmd, time_workload, Agent,
     STORM_SPAWNS,
 };
 use crate::util::root;
@@ -151,20 +153,22 @@ fn storm(md: &mut String) -> Result<()> {
     ];
     // observer's time per program, summed over the rounds: BTF tracepoints (the default)
     // and raw ones, so the table shows what the probe reads cost.
-    let mut programs: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut raw_programs: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut programs = ProgramRuns::new();
+    let mut raw_programs = ProgramRuns::new();
     // One storm under an agent started with `args`: its in-kernel ns per spawn, its
-    // programs' times added to `per_program`, and the wall time.
-    let observed = |args: &[&str], per_program: &mut std::collections::BTreeMap<String, u64>| {
+    // programs' counters added to `per_program`, and the wall time.
+    let observed = |args: &[&str], per_program: &mut ProgramRuns| {
         let agent = Agent::start_with(args)?;
         thread::sleep(Duration::from_secs(2));
         let b0 = bpf_run_ns(agent.child.id());
-        let p0 = bpf_run_ns_by_program(agent.child.id());
+        let p0 = bpf_runs_by_program(agent.child.id());
         let wall = time_workload(&mut sh())?.0;
         let ns = bpf_run_ns(agent.child.id()) - b0;
-        for (name, ns) in bpf_run_ns_by_program(agent.child.id()) {
-            *per_program.entry(name.clone()).or_default() +=
-                ns - p0.get(&name).copied().unwrap_or(0);
+        for (name, runs) in bpf_runs_by_program(agent.child.id()) {
+            let d = runs - p0.get(&name).copied().unwrap_or_default();
+            let sum = per_program.entry(name).or_default();
+            sum.ns += d.ns;
+            sum.count += d.count;
         }
         anyhow::Ok((wall, ns as f64 / STORM_SPAWNS as f64))
     };
@@ -184,6 +188,10 @@ fn storm(md: &mut String) -> Result<()> {
                 .push((t.bpf_ns() - b0) as f64 / STORM_SPAWNS as f64);
         }
     }
+    // One more storm with the calibration programs beside observer's (not in the rows
+    // above: they add to every event's cost).
+    let mut calib = ProgramRuns::new();
+    observed(&["--calibrate"], &mut calib)?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     table(
         md,
@@ -199,10 +207,45 @@ fn storm(md: &mut String) -> Result<()> {
         1e-3,
         &kernel,
     );
+    per_program_table(md, &programs, &raw_programs, &calib);
+    Ok(())
+}
+
+type ProgramRuns = std::collections::BTreeMap<String, super::Runs>;
+
+/// Nanoseconds per run of a program, if it ran.
+fn per_run(runs: &ProgramRuns, name: &str) -> Option<f64> {
+    let r = runs.get(name)?;
+    (r.count > 0).then(|| r.ns as f64 / r.count as f64)
+}
+
+/// observer's time per tracepoint (BTF and raw builds), and what of it is the fixed cost
+/// any program pays there, from the calibration programs.
+fn per_program_table(
+    md: &mut String,
+    programs: &ProgramRuns,
+    raw_programs: &ProgramRuns,
+    calib: &ProgramRuns,
+) {
     let spawns = (STORM_SPAWNS as usize * ROUNDS) as f64;
+    let c = |name| per_run(calib, name).unwrap_or(f64::NAN);
+    let (empty, record, write, clock) = (
+        c("calib_empty"),
+        c("calib_record"),
+        c("calib_write"),
+        c("calib_clock"),
+    );
     let _ = writeln!(
         md,
-        "\n### observer's programs in that storm: in-kernel time per spawn (mean of {ROUNDS} rounds; goal ≤ 2 µs for fork+exec+exit+free)\n\nThe lifecycle programs are BTF tracepoints (`tp_btf_*`: plain reads of the task the verifier checked against the kernel's types) unless the kernel refuses them; beside them the raw-tracepoint build of the same code (`sched_process_*`: every read a `bpf_probe_read_kernel`). Programs that did not run in the storm are left out.\n\n| tracepoint | µs per spawn (BTF) | raw tracepoint |\n|---|---|---|"
+        "\n### Where observer's in-kernel time goes\n\nOne more storm with four calibration programs (observer-ebpf/src/calib.rs, `observer agent --calibrate`) attached beside observer's to each of the five tracepoints the storm fires; each adds one piece of what every observer program pays before it reads a single fact. They run right after observer's program on the same event, with its cache lines still warm: a lower bound.\n\n| fixed cost, per program run | ns |\n|---|---|\n| a program run (empty program; includes bpf_stats' own clock reads) | {empty:.0} |\n| reserving a {size}-byte ring-buffer record (and discarding it) | {:.0} |\n| writing those {size} bytes | {:.0} |\n| one `bpf_ktime_get_boot_ns` (the event's time) | {:.0} |",
+        record - empty,
+        write - record,
+        clock - empty,
+        size = 152,
+    );
+    let _ = writeln!(
+        md,
+        "\n### observer's programs in the storm (mean of {ROUNDS} rounds; goal ≤ 2 µs for fork+exec+exit+free)\n\nThe lifecycle programs are BTF tracepoints (`tp_btf_*`: plain reads of the task the verifier checked against the kernel's types) unless the kernel refuses them; beside them the raw-tracepoint build of the same code (`sched_process_*`: every read a `bpf_probe_read_kernel`). *Fixed* is what the calibration programs cost together for a program that writes a record and stamps it (signal_generate drops SIGCHLD before either: its fixed part is the run alone); *reads* is the rest of the BTF program's time: following the task's pointers (parent, credentials, pid numbers, nsproxy and its seven namespaces, css_set → cgroup → kernfs node) and, for exec, copying the file name and argv. Programs that did not run in the storm are left out.\n\n| tracepoint | µs per spawn (BTF) | raw tracepoint | fixed | reads |\n|---|---|---|---|---|"
     );
     // By tracepoint: tp_btf_fork and sched_process_fork are the same code.
     let mut rows: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
@@ -210,20 +253,33 @@ fn storm(md: &mut String) -> Result<()> {
         Some(t) => format!("sched_process_{t}"),
         None => name.to_string(),
     };
-    for (name, ns) in &programs {
-        rows.entry(tracepoint(name)).or_default().0 += *ns as f64 / spawns / 1e3;
+    for (name, r) in programs.iter().filter(|(n, _)| !n.starts_with("calib_")) {
+        rows.entry(tracepoint(name)).or_default().0 += r.ns as f64 / spawns / 1e3;
     }
-    for (name, ns) in &raw_programs {
-        rows.entry(tracepoint(name)).or_default().1 += *ns as f64 / spawns / 1e3;
+    for (name, r) in raw_programs {
+        rows.entry(tracepoint(name)).or_default().1 += r.ns as f64 / spawns / 1e3;
     }
-    let (mut total, mut raw_total) = (0.0, 0.0);
+    let (mut total, mut raw_total, mut fixed_total) = (0.0, 0.0, 0.0);
     for (name, (us, raw)) in rows.iter().filter(|(_, (a, b))| *a >= 0.005 || *b >= 0.005) {
+        let fixed = if name == "signal_generate" {
+            empty
+        } else {
+            write + clock - empty
+        } / 1e3;
         total += us;
         raw_total += raw;
-        let _ = writeln!(md, "| {name} | {us:.2} | {raw:.2} |");
+        fixed_total += fixed;
+        let _ = writeln!(
+            md,
+            "| {name} | {us:.2} | {raw:.2} | {fixed:.2} | {:.2} |",
+            us - fixed
+        );
     }
-    let _ = writeln!(md, "| all | {total:.2} | {raw_total:.2} |");
-    Ok(())
+    let _ = writeln!(
+        md,
+        "| all | {total:.2} | {raw_total:.2} | {fixed_total:.2} | {:.2} |",
+        total - fixed_total
+    );
 }
 
 fn podman(args: &[&str]) -> Command {
