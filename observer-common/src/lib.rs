@@ -265,8 +265,7 @@ pub struct SeedTask {
     pub exit_code: u32,
     /// `signal->nr_threads` (/proc's Threads).
     pub nr_threads: u32,
-    /// `task->flags` (PF_KTHREAD 0x00200000 marks a kernel thread).
-    pub kflags: u32,
+    pub _pad: u32,
 }
 
 /// Bit `n` of the wanted-signals mask set by the loader: signal `n` (1..=64) is reported.
@@ -359,7 +358,7 @@ const _: () = {
     assert!(offset_of!(TaskInfo, flags) == 100);
     assert!(offset_of!(TaskInfo, comm) == 104);
     assert!(size_of::<SeedTask>() == 144);
-    assert!(offset_of!(SeedTask, kflags) == 140);
+    assert!(offset_of!(SeedTask, _pad) == 140);
     assert!(size_of::<ForkEvent>() == 152);
     assert!(offset_of!(ForkEvent, task) == 24);
     assert!(offset_of!(ForkEvent, parent_tid) == 144);

@@ -96,7 +96,7 @@ pub extern "C" fn seed_tasks(ctx: *mut c_void) -> i32 {
     s.state = r.read(task, off!(task_state));
     s.exit_state = r.read(task, off!(task_exit_state));
     s.exit_code = r.read(task, off!(task_exit_code));
-    s.kflags = r.read(task, off!(task_flags));
+    s._pad = 0;
     let signal: u64 = r.read(task, off!(task_signal));
     s.nr_threads = if signal == 0 {
         0
