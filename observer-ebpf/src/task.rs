@@ -144,9 +144,22 @@ fn put<T: Copy>(slot: &mut T, v: T) {
 /// Fills `t` entirely (every byte written: ring-buffer memory is not zeroed) for `task`.
 #[inline(always)]
 pub fn fill_task<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) {
-    let mut flags = 0u32;
     t.start_time_ns = r.read(task, off!(task_start_boottime));
+    fill_parent_creds(task, t, r);
+    let (level, mut flags) = fill_pids(task, t, r);
+    fill_namespaces(task, t, r);
+    t.cgroup_id = cgroup_id(task, r);
+    r.read_comm(&mut t.comm, task, off!(task_comm));
+    t.pid_level = level;
+    if r.failed() {
+        flags |= TASK_FLAG_READ_ERROR;
+    }
+    t.flags = flags;
+}
 
+/// The parent's tgid, the credentials' uid and gid and their user namespace.
+#[inline(always)]
+pub fn fill_parent_creds<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) {
     let parent: u64 = r.read(task, off!(task_real_parent));
     t.ppid = r.read(parent, off!(task_tgid));
 
@@ -157,7 +170,13 @@ pub fn fill_task<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) 
         &mut t.ns[NS_USER],
         r.read_via(cred, off!(cred_user_ns), off!(userns_inum)),
     );
+}
 
+/// The pid numbers from the host's level down and the task's own pid namespace; returns
+/// the level and TASK_FLAG_PID_LEVELS_TRUNCATED when it is deeper than the array.
+#[inline(always)]
+pub fn fill_pids<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) -> (u32, u32) {
+    let mut flags = 0u32;
     // The NSpid chain: thread_pid->numbers[0..=level].nr, host level first, walked with a
     // constant index per step (typed pointers allow no variable offset).
     let pid: u64 = r.read(task, off!(task_thread_pid));
@@ -207,7 +226,12 @@ pub fn fill_task<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) 
         own_ns = r.probe(ns, off!(pidns_inum));
     }
     put(&mut t.ns[NS_PID], own_ns);
+    (level, flags)
+}
 
+/// The seven namespaces of the task's nsproxy (all but user and its own pid namespace).
+#[inline(always)]
+pub fn fill_namespaces<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) {
     let nsproxy: u64 = r.read(task, off!(task_nsproxy));
     const OTHERS: [usize; 7] = [
         NS_PID_FOR_CHILDREN,
@@ -263,15 +287,6 @@ pub fn fill_task<const D: bool>(task: u64, t: &mut TaskInfo, r: &mut Reader<D>) 
         member_ns!(NS_CGROUP, nsproxy_cgroup, cgroupns_inum);
         member_ns!(NS_TIME, nsproxy_time, timens_inum);
     }
-
-    t.cgroup_id = cgroup_id(task, r);
-
-    r.read_comm(&mut t.comm, task, off!(task_comm));
-    t.pid_level = level;
-    if r.failed() {
-        flags |= TASK_FLAG_READ_ERROR;
-    }
-    t.flags = flags;
 }
 
 /// The identity only (start time, comm; the rest zero), for the free event: the task is

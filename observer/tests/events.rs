@@ -397,11 +397,14 @@ fn calibration_programs_attach_and_add_no_events() {
     let plain = common::agent::Agent::start(&[]);
     let base = programs(plain.pid());
     drop(plain);
-    let agent = common::agent::Agent::start(&["--calibrate"]);
+    let agent = common::agent::Agent::start(&[
+        "--calibrate",
+        "calib_empty,calib_record,calib_write,calib_clock,calib_ident,calib_creds,calib_pids,calib_ns,calib_cgroup",
+    ]);
     assert_eq!(
         programs(agent.pid()),
-        base + 4,
-        "the four calibration programs are loaded beside observer's {base}"
+        base + 9,
+        "the nine calibration programs are loaded beside observer's {base}"
     );
     let out = sh("i=0; while [ $i -lt 50 ]; do /bin/true; i=$((i+1)); done");
     assert!(out.status.success());
@@ -423,7 +426,10 @@ fn calibration_programs_attach_and_add_no_events() {
             )
         };
         let all = ["fork", "exec", "exit", "free"].map(counts);
-        if all.iter().all(|(emitted, received)| emitted == received && *received >= 50) {
+        if all
+            .iter()
+            .all(|(emitted, received)| emitted == received && *received >= 50)
+        {
             break;
         }
         assert!(

@@ -75,11 +75,18 @@ pub struct AgentArgs {
         default_value = "auto"
     )]
     tracepoint_kind: probes::TracepointKind,
-    /// Also attach calibration programs (an empty one, a ring-buffer record, a record
-    /// write, a clock read) to the lifecycle tracepoints, for `cargo xtask bench --peers`'
-    /// profile. They cost every event a little more: not for production.
-    #[arg(long, hide = true)]
-    calibrate: bool,
+    /// Also attach these calibration programs (observer-ebpf/src/calib.rs: a fixed cost
+    /// such as a ring-buffer record, or one group of the task reads; comma-separated),
+    /// before observer's own, for `cargo xtask bench --peers`' profile. They cost every
+    /// event more: not for production.
+    #[arg(
+        long,
+        hide = true,
+        value_name = "PROGRAM,...",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(probes::calib::ALL)
+    )]
+    calibrate: Vec<String>,
     /// Docker's data root (container names from containers/<id>/config.v2.json).
     #[arg(
         long,

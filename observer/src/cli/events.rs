@@ -126,7 +126,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         // `observer events -v`
         kernel_log: log::max_level() >= log::LevelFilter::Info,
         tracepoint_kind: args.tracepoint_kind,
-        calibrate: false,
+        calibrate: Vec::new(),
     };
     let (mut probes, ring) = Probes::load(&cfg)?;
     // Nothing here seeds: the BTF parse kept for the task iterators is not needed.

@@ -4,7 +4,7 @@
 //! message that says what to do.
 
 pub mod btf;
-mod calib;
+pub mod calib;
 mod misses;
 mod privileges;
 pub mod seed;
@@ -79,8 +79,8 @@ pub struct ProbeConfig {
     pub kernel_log: bool,
     /// How the process-lifecycle programs attach (`--tracepoint-kind`).
     pub tracepoint_kind: TracepointKind,
-    /// Also attach the calibration programs (calib.rs) to the lifecycle tracepoints.
-    pub calibrate: bool,
+    /// Also attach these calibration programs (calib.rs), before observer's own.
+    pub calibrate: Vec<String>,
 }
 
 /// How the fork/exec/exit/free programs attach (`--tracepoint-kind`).
@@ -104,7 +104,7 @@ impl Default for ProbeConfig {
             signal_mask: crate::events::signals::DEFAULT_MASK,
             kernel_log: false,
             tracepoint_kind: TracepointKind::Auto,
-            calibrate: false,
+            calibrate: Vec::new(),
         }
     }
 }
@@ -257,6 +257,10 @@ impl Probes {
         let mut programs = Vec::new();
         let mut missing = Vec::new();
         let mut kernel_btf = None;
+        for name in &cfg.calibrate {
+            // Before observer's programs: they run first on each event.
+            calib::attach(&mut ebpf, name, &tracefs, &cfg.btf, &mut kernel_btf)?;
+        }
         for (category, name, hook, event) in PROGRAMS {
             let full = format!("{category}:{name}");
             if !tracefs::exists(&tracefs, category, name) {
@@ -307,16 +311,6 @@ impl Probes {
             }
             attached.push(full);
             programs.push((name, event));
-        }
-        if cfg.calibrate {
-            // Where observer's lifecycle and signal programs run.
-            let tracepoints: Vec<&str> = PROGRAMS
-                .iter()
-                .filter(|(c, n, ..)| attached.iter().any(|a| *a == format!("{c}:{n}")))
-                .filter(|(_, n, hook, _)| matches!(hook, Hook::Btf(_)) || *n == "signal_generate")
-                .map(|(_, n, ..)| *n)
-                .collect();
-            calib::attach(&mut ebpf, &tracepoints)?;
         }
         for (tp, why) in &missing {
             log::warn!("{tp} not attached: {why}; its events will be missing");
