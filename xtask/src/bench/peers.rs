@@ -24,8 +24,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    bpf_run_ns, bpf_runs_by_program, median, observer, time_cmd, time_workload, Agent,
-    STORM_SPAWNS,
+    bpf_run_ns, bpf_runs_by_program, median, observer, time_cmd, time_workload, Agent, STORM_SPAWNS,
 };
 use crate::util::root;
 
@@ -188,10 +187,12 @@ fn storm(md: &mut String) -> Result<()> {
                 .push((t.bpf_ns() - b0) as f64 / STORM_SPAWNS as f64);
         }
     }
-    // One more storm with the calibration programs beside observer's (not in the rows
-    // above: they add to every event's cost).
+    // One more storm per calibration program, alone before observer's (not in the rows
+    // above: it adds to every event's cost).
     let mut calib = ProgramRuns::new();
-    observed(&["--calibrate"], &mut calib)?;
+    for name in CALIBRATION.iter().map(|(n, _)| *n) {
+        observed(&["--calibrate", name], &mut calib)?;
+    }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     table(
         md,
@@ -219,8 +220,32 @@ fn per_run(runs: &ProgramRuns, name: &str) -> Option<f64> {
     (r.count > 0).then(|| r.ns as f64 / r.count as f64)
 }
 
-/// observer's time per tracepoint (BTF and raw builds), and what of it is the fixed cost
-/// any program pays there, from the calibration programs.
+/// observer-ebpf/src/calib.rs's programs (`observer agent --calibrate`) and what each
+/// adds to the one it is compared with: the fixed costs on every tracepoint, then the
+/// groups of facts the exit program reads (each against the empty program).
+/// The read groups among them.
+const READ_GROUPS: [&str; 5] = [
+    "calib_ident",
+    "calib_creds",
+    "calib_pids",
+    "calib_ns",
+    "calib_cgroup",
+];
+
+const CALIBRATION: [(&str, &str); 9] = [
+    ("calib_empty", "a program run (empty program; bpf_stats' own clock reads included)"),
+    ("calib_record", "+ reserving a 152-byte ring-buffer record (and discarding it)"),
+    ("calib_write", "+ writing those 152 bytes"),
+    ("calib_clock", "+ the event's time (`bpf_ktime_get_boot_ns`) stamped into it: a program that records nothing of the task"),
+    ("calib_ident", "exit: tgid, pid, start time, comm"),
+    ("calib_creds", "exit: parent's tgid, credentials (uid, gid), user namespace"),
+    ("calib_pids", "exit: pid numbers and the task's own pid namespace"),
+    ("calib_ns", "exit: nsproxy and its seven namespaces"),
+    ("calib_cgroup", "exit: css_set → cgroup → kernfs id"),
+];
+
+/// observer's time per tracepoint (BTF and raw builds), and how it splits, from the
+/// calibration programs.
 fn per_program_table(
     md: &mut String,
     programs: &ProgramRuns,
@@ -229,7 +254,7 @@ fn per_program_table(
 ) {
     let spawns = (STORM_SPAWNS as usize * ROUNDS) as f64;
     let c = |name| per_run(calib, name).unwrap_or(f64::NAN);
-    let (empty, record, write, clock) = (
+    let (empty, record, write, stamped) = (
         c("calib_empty"),
         c("calib_record"),
         c("calib_write"),
@@ -237,15 +262,31 @@ fn per_program_table(
     );
     let _ = writeln!(
         md,
-        "\n### Where observer's in-kernel time goes\n\nOne more storm with four calibration programs (observer-ebpf/src/calib.rs, `observer agent --calibrate`) attached beside observer's to each of the five tracepoints the storm fires; each adds one piece of what every observer program pays before it reads a single fact. They run right after observer's program on the same event, with its cache lines still warm: a lower bound.\n\n| fixed cost, per program run | ns |\n|---|---|\n| a program run (empty program; includes bpf_stats' own clock reads) | {empty:.0} |\n| reserving a {size}-byte ring-buffer record (and discarding it) | {:.0} |\n| writing those {size} bytes | {:.0} |\n| one `bpf_ktime_get_boot_ns` (the event's time) | {:.0} |",
-        record - empty,
-        write - record,
-        clock - empty,
-        size = 152,
+        "\n### Where observer's in-kernel time goes\n\nOne more storm per calibration program (observer-ebpf/src/calib.rs, `observer agent --calibrate NAME`), each attached alone and before observer's programs, so it runs first on each event and meets the caches as observer's programs otherwise do. The fixed-cost ones run on all five tracepoints the storm fires; the read ones on sched_process_exit, each doing one group of the exit program's reads (same code, same reader). Each row: the program's ns per run less that of the one it builds on (the read groups: less the empty program's).\n\n| piece | ns per run |\n|---|---|"
+    );
+    let mut reads = 0.0;
+    for (name, what) in CALIBRATION {
+        let ns = match name {
+            "calib_empty" => empty,
+            "calib_record" => record - empty,
+            "calib_write" => write - record,
+            "calib_clock" => stamped - write,
+            _ => c(name) - empty,
+        };
+        if READ_GROUPS.contains(&name) {
+            reads += ns;
+        }
+        let _ = writeln!(md, "| {what} | {ns:.0} |");
+    }
+    let exit = per_run(programs, "tp_btf_exit").unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "\nA program that writes a stamped record and reads nothing of the task costs {stamped:.0} ns per run here. The exit program: that, plus its five read groups measured one at a time ({reads:.0} ns), is {:.0} ns against {exit:.0} ns measured per run — each group alone pays for cache lines the others would share (the task_struct's), so alone they overstate; exit's own bookkeeping (exit code, thread-group liveness, counters, the submit) is in the measured figure only.",
+        stamped + reads
     );
     let _ = writeln!(
         md,
-        "\n### observer's programs in the storm (mean of {ROUNDS} rounds; goal ≤ 2 µs for fork+exec+exit+free)\n\nThe lifecycle programs are BTF tracepoints (`tp_btf_*`: plain reads of the task the verifier checked against the kernel's types) unless the kernel refuses them; beside them the raw-tracepoint build of the same code (`sched_process_*`: every read a `bpf_probe_read_kernel`). *Fixed* is what the calibration programs cost together for a program that writes a record and stamps it (signal_generate drops SIGCHLD before either: its fixed part is the run alone); *reads* is the rest of the BTF program's time: following the task's pointers (parent, credentials, pid numbers, nsproxy and its seven namespaces, css_set → cgroup → kernfs node) and, for exec, copying the file name and argv. Programs that did not run in the storm are left out.\n\n| tracepoint | µs per spawn (BTF) | raw tracepoint | fixed | reads |\n|---|---|---|---|---|"
+        "\n### observer's programs in the storm (mean of {ROUNDS} rounds; goal ≤ 2 µs for fork+exec+exit+free)\n\nThe lifecycle programs are BTF tracepoints (`tp_btf_*`: plain reads of the task the verifier checked against the kernel's types) unless the kernel refuses them; beside them the raw-tracepoint build of the same code (`sched_process_*`: every read a `bpf_probe_read_kernel`). *Fixed* is what a program that writes a record and stamps it pays before its first read (the stamped record above, measured as one program; signal_generate drops SIGCHLD before either: its fixed part is the run alone); *reads* is the rest of the BTF program's time: the task's facts and, for exec, copying the file name and argv. Programs that did not run in the storm are left out.\n\n| tracepoint | µs per spawn (BTF) | raw tracepoint | fixed | reads |\n|---|---|---|---|---|"
     );
     // By tracepoint: tp_btf_fork and sched_process_fork are the same code.
     let mut rows: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
@@ -264,7 +305,7 @@ fn per_program_table(
         let fixed = if name == "signal_generate" {
             empty
         } else {
-            write + clock - empty
+            stamped
         } / 1e3;
         total += us;
         raw_total += raw;
