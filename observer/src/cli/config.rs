@@ -18,8 +18,9 @@ use toml::de::{DeTable, DeValue};
 
 pub const DEFAULT_CONFIG: &str = "/etc/observer/config.toml";
 
-/// Arguments of `observer agent` that are not settings (never in the file nor printed).
-const NOT_SETTINGS: &[&str] = &["config", "print_config", "help", "verbose"];
+/// Arguments of `observer agent` that are not settings (never in the file nor printed);
+/// `calibrate` is the benchmark's hidden flag, not something to deploy.
+const NOT_SETTINGS: &[&str] = &["config", "print_config", "help", "verbose", "calibrate"];
 
 /// What the config file contributed.
 #[derive(Default)]
