@@ -10,6 +10,12 @@ use aya_build::Toolchain;
 const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 
 fn main() -> anyhow::Result<()> {
+    // cargo-fuzz builds with `--cfg fuzzing`: its targets test parsers and never load the
+    // kernel programs, so a fuzzing build skips them (probes/mod.rs embeds no object then).
+    println!("cargo::rustc-check-cfg=cfg(fuzzing)");
+    if std::env::var_os("CARGO_CFG_FUZZING").is_some() {
+        return Ok(());
+    }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

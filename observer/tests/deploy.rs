@@ -59,12 +59,7 @@ fn prometheus_config_and_rules_pass_promtool_and_every_alert_is_unit_tested() {
 }
 
 fn observer_bin() -> String {
-    std::env::var("OBSERVER_BIN").unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release/observer")
-            .display()
-            .to_string()
-    })
+    std::env::var("OBSERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_observer").to_string())
 }
 
 #[test]

@@ -239,6 +239,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let promtool = tools::promtool()?;
             let deb = package::package()?;
             let kube = tools::kube_validators()?;
+            // The static (musl) build the package ships and the kernel matrix runs: the tests
+            // exercise that binary, and reuse the dependencies the package step just built.
             let tests = run(Command::new("cargo")
                 .current_dir(root())
                 .env("OBSERVER_PROMTOOL", &promtool)
@@ -248,14 +250,20 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     "test",
                     "--release",
                     "--locked",
-                    "--workspace",
-                    "--exclude",
-                    "observer-ebpf",
+                    "-p",
+                    "observer",
+                    "-p",
+                    "observer-common",
+                    "--target",
+                    vm::MUSL,
                 ])
                 .args(&args)
                 .args(["--", "--test-threads=1"]));
-            let clean =
-                hygiene::teardown_and_check(&before, &root().join("target/release/observer"));
+            let observer = root()
+                .join("target")
+                .join(vm::MUSL)
+                .join("release/observer");
+            let clean = hygiene::teardown_and_check(&before, &observer);
             tests?;
             clean?;
             // Each fuzz target briefly: its regressions, then new inputs from its seeds.
