@@ -8,9 +8,11 @@ use std::path::Path;
 
 use aya::{programs::RawTracePoint, Ebpf};
 
-use super::{tracefs, Hook, ProbeError, PROGRAMS};
+use observer_common::EventKind;
 
-/// Raw tracepoint programs for every lifecycle tracepoint and signal_generate, each adding
+use super::{tracefs, ProbeError, PROGRAMS};
+
+/// Raw tracepoint programs for every tracepoint a spawn fires (SPAWN), each adding
 /// one piece to the one before.
 pub const FIXED: [&str; 4] = ["calib_empty", "calib_record", "calib_write", "calib_clock"];
 
@@ -28,24 +30,31 @@ pub const ALL: [&str; 9] = [
     FIXED[0], FIXED[1], FIXED[2], FIXED[3], READS[0], READS[1], READS[2], READS[3], READS[4],
 ];
 
+/// What one spawn fires: fork, exec, exit and free, and the SIGCHLD to the parent.
+const SPAWN: [EventKind; 5] = [
+    EventKind::Fork,
+    EventKind::Exec,
+    EventKind::Exit,
+    EventKind::Free,
+    EventKind::Signal,
+];
+
 /// Loads and attaches the calibration program `name` (one of ALL): a fixed-cost one to
-/// every lifecycle tracepoint and signal_generate, a read one to sched_process_exit.
+/// every tracepoint a spawn fires, a read one to sched_process_exit. `cfg.calibrate` names
+/// outside ALL cannot get here: the command line accepts only ALL.
 pub fn attach(
     ebpf: &mut Ebpf,
-    name: &str,
+    name: &'static str,
     tracefs_root: &Path,
     btf_path: &Path,
     kernel_btf: &mut Option<aya::Btf>,
 ) -> Result<(), ProbeError> {
-    let Some(name) = ALL.into_iter().find(|n| *n == name) else {
-        return Err(ProbeError::Map("calibration", format!("no program {name}")));
-    };
     if READS.contains(&name) {
         return super::attach_btf(ebpf, name, "sched_process_exit", btf_path, kernel_btf);
     }
     let tracepoints = PROGRAMS
         .iter()
-        .filter(|(_, n, hook, _)| matches!(hook, Hook::Btf(_)) || *n == "signal_generate")
+        .filter(|(.., kind)| SPAWN.contains(kind))
         .filter(|(c, n, ..)| tracefs::exists(tracefs_root, c, n));
     let perr = |source| ProbeError::Program { name, source };
     let p: &mut RawTracePoint = super::program(ebpf, name)?;

@@ -20,7 +20,12 @@ use aya::{
 use observer_common::{EventKind, Offsets, Stats, KIND_SLOTS};
 
 /// The compiled programs (observer-ebpf), built by build.rs.
+#[cfg(not(fuzzing))]
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+/// Fuzzing builds (cargo-fuzz sets `--cfg fuzzing`) exercise parsers only; build.rs skips
+/// the kernel programs for them, so `Probes::load` fails there (aya finds no ELF object).
+#[cfg(fuzzing)]
+static OBJECT: &[u8] = &[];
 
 pub const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
 
@@ -257,8 +262,11 @@ impl Probes {
         let mut programs = Vec::new();
         let mut missing = Vec::new();
         let mut kernel_btf = None;
-        for name in &cfg.calibrate {
-            // Before observer's programs: they run first on each event.
+        // Before observer's programs: they run first on each event.
+        for name in calib::ALL
+            .into_iter()
+            .filter(|n| cfg.calibrate.iter().any(|c| c == n))
+        {
             calib::attach(&mut ebpf, name, &tracefs, &cfg.btf, &mut kernel_btf)?;
         }
         for (category, name, hook, event) in PROGRAMS {

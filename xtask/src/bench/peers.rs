@@ -190,7 +190,7 @@ fn storm(md: &mut String) -> Result<()> {
     // One more storm per calibration program, alone before observer's (not in the rows
     // above: it adds to every event's cost).
     let mut calib = ProgramRuns::new();
-    for name in CALIBRATION.iter().map(|(n, _)| *n) {
+    for (name, _) in calibration() {
         observed(&["--calibrate", name], &mut calib)?;
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
@@ -221,28 +221,34 @@ fn per_run(runs: &ProgramRuns, name: &str) -> Option<f64> {
 }
 
 /// observer-ebpf/src/calib.rs's programs (`observer agent --calibrate`) and what each
-/// adds to the one it is compared with: the fixed costs on every tracepoint, then the
-/// groups of facts the exit program reads (each against the empty program).
-/// The read groups among them.
-const READ_GROUPS: [&str; 5] = [
-    "calib_ident",
-    "calib_creds",
-    "calib_pids",
-    "calib_ns",
-    "calib_cgroup",
-];
-
-const CALIBRATION: [(&str, &str); 9] = [
+/// adds to the one it is compared with: the fixed costs on every tracepoint, each on top
+/// of the one before...
+const FIXED_PIECES: [(&str, &str); 4] = [
     ("calib_empty", "a program run (empty program; bpf_stats' own clock reads included)"),
     ("calib_record", "+ reserving a 152-byte ring-buffer record (and discarding it)"),
     ("calib_write", "+ writing those 152 bytes"),
     ("calib_clock", "+ the event's time (`bpf_ktime_get_boot_ns`) stamped into it: a program that records nothing of the task"),
+];
+
+/// ...then the groups of facts the exit program reads, each against the empty program.
+const READ_GROUPS: [(&str, &str); 5] = [
     ("calib_ident", "exit: tgid, pid, start time, comm"),
-    ("calib_creds", "exit: parent's tgid, credentials (uid, gid), user namespace"),
-    ("calib_pids", "exit: pid numbers and the task's own pid namespace"),
+    (
+        "calib_creds",
+        "exit: parent's tgid, credentials (uid, gid), user namespace",
+    ),
+    (
+        "calib_pids",
+        "exit: pid numbers and the task's own pid namespace",
+    ),
     ("calib_ns", "exit: nsproxy and its seven namespaces"),
     ("calib_cgroup", "exit: css_set → cgroup → kernfs id"),
 ];
+
+/// Every calibration program, fixed pieces first.
+fn calibration() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FIXED_PIECES.into_iter().chain(READ_GROUPS)
+}
 
 /// observer's time per tracepoint (BTF and raw builds), and how it splits, from the
 /// calibration programs.
@@ -254,28 +260,21 @@ fn per_program_table(
 ) {
     let spawns = (STORM_SPAWNS as usize * ROUNDS) as f64;
     let c = |name| per_run(calib, name).unwrap_or(f64::NAN);
-    let (empty, record, write, stamped) = (
-        c("calib_empty"),
-        c("calib_record"),
-        c("calib_write"),
-        c("calib_clock"),
-    );
+    // The empty program, and the last fixed piece: a stamped record that reads nothing.
+    let (empty, stamped) = (c(FIXED_PIECES[0].0), c(FIXED_PIECES[3].0));
     let _ = writeln!(
         md,
         "\n### Where observer's in-kernel time goes\n\nOne more storm per calibration program (observer-ebpf/src/calib.rs, `observer agent --calibrate NAME`), each attached alone and before observer's programs, so it runs first on each event and meets the caches as observer's programs otherwise do. The fixed-cost ones run on all five tracepoints the storm fires; the read ones on sched_process_exit, each doing one group of the exit program's reads (same code, same reader). Each row: the program's ns per run less that of the one it builds on (the read groups: less the empty program's).\n\n| piece | ns per run |\n|---|---|"
     );
+    let mut before = 0.0;
+    for (name, what) in FIXED_PIECES {
+        let _ = writeln!(md, "| {what} | {:.0} |", c(name) - before);
+        before = c(name);
+    }
     let mut reads = 0.0;
-    for (name, what) in CALIBRATION {
-        let ns = match name {
-            "calib_empty" => empty,
-            "calib_record" => record - empty,
-            "calib_write" => write - record,
-            "calib_clock" => stamped - write,
-            _ => c(name) - empty,
-        };
-        if READ_GROUPS.contains(&name) {
-            reads += ns;
-        }
+    for (name, what) in READ_GROUPS {
+        let ns = c(name) - empty;
+        reads += ns;
         let _ = writeln!(md, "| {what} | {ns:.0} |");
     }
     let exit = per_run(programs, "tp_btf_exit").unwrap_or(f64::NAN);
