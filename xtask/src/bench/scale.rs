@@ -18,7 +18,7 @@ use super::{cpu_seconds, launcher, median, observer, rm, time_cmd, Agent, Report
 const SIZES: [(usize, &str); 3] = [(0, "1k"), (180, "10k"), (980, "50k")];
 const IDLE_S: u64 = 60;
 const CHURN: usize = 1000;
-const CHURN_WORKERS: usize = 3;
+const CHURN_WORKERS: usize = 4;
 
 /// kernel.pid_max raised for the run, restored on drop.
 struct PidMax(String);
