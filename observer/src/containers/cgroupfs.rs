@@ -4,6 +4,7 @@
 //! lives there and from the v1 hierarchy otherwise.
 
 use std::{
+    collections::HashMap,
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -75,27 +76,26 @@ impl CgroupFs {
     }
 
     /// Every cgroup2 directory with its id (inode), for resolving ids of cgroups entered
-    /// without an attach event (clone3 CLONE_INTO_CGROUP).
+    /// without an attach event (clone3 CLONE_INTO_CGROUP), and the seed's cgroup2 paths.
     pub fn walk_v2(&self) -> Vec<(u64, String)> {
         let mut out = Vec::new();
-        let Some(root) = &self.v2 else { return out };
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(md) = fs::metadata(&dir) else { continue };
-            let rel = dir
-                .strip_prefix(root)
-                .map(|r| format!("/{}", r.display()))
-                .unwrap_or_default();
-            out.push((md.ino(), if rel == "/" { "/".into() } else { rel }));
-            if let Ok(rd) = fs::read_dir(&dir) {
-                for e in rd.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push(e.path());
-                    }
+        if let Some(root) = &self.v2 {
+            walk(root, |dir, rel| {
+                if let Ok(md) = fs::metadata(dir) {
+                    out.push((md.ino(), rel.to_string()));
                 }
-            }
+            });
         }
         out
+    }
+
+    /// The v1 hierarchy container attribution looks at (name=systemd, else pids, else
+    /// memory): its line prefix in `/proc/<pid>/cgroup` and its mount point.
+    fn attribution_v1(&self) -> Option<(String, PathBuf)> {
+        ["name=systemd", "pids", "memory"].iter().find_map(|c| {
+            self.v1_mount(c)
+                .map(|m| (format!("1:{c}:"), m.to_path_buf()))
+        })
     }
 
     /// Every process's cgroup, from the hierarchies' `cgroup.procs` files rather than one
@@ -103,43 +103,25 @@ impl CgroupFs {
     /// formats every hierarchy's path: a third of a 10,000-process scan). Returns, per pid,
     /// the lines of a `/proc/<pid>/cgroup` with the cgroup2 path and one v1 hierarchy's
     /// (name=systemd, else pids, else memory): what container attribution looks at.
-    pub fn members(&self) -> std::collections::HashMap<u32, String> {
-        let mut out: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
-        let v1 = ["name=systemd", "pids", "memory"]
-            .iter()
-            .find_map(|c| self.v1_mount(c).map(|m| (*c, m.to_path_buf())));
-        let mut hierarchies: Vec<(String, PathBuf)> = Vec::new();
+    pub fn members(&self) -> HashMap<u32, String> {
+        let mut out = HashMap::new();
         if let Some(v2) = &self.v2 {
-            hierarchies.push(("0::".into(), v2.clone()));
+            procs_lines(v2, "0::", &mut out);
         }
-        if let Some((c, m)) = v1 {
-            hierarchies.push((format!("1:{c}:"), m));
-        }
-        for (prefix, root) in hierarchies {
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                let rel = dir
-                    .strip_prefix(&root)
-                    .map(|r| format!("/{}", r.display()))
-                    .unwrap_or_else(|_| "/".into());
-                if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-                    for pid in procs.lines().filter_map(|l| l.parse::<u32>().ok()) {
-                        let e = out.entry(pid).or_default();
-                        e.push_str(&prefix);
-                        e.push_str(&rel);
-                        e.push('\n');
-                    }
-                }
-                if let Ok(rd) = fs::read_dir(&dir) {
-                    for e in rd.flatten() {
-                        if e.file_type().is_ok_and(|t| t.is_dir()) {
-                            stack.push(e.path());
-                        }
-                    }
-                }
-            }
+        if let Some((prefix, root)) = self.attribution_v1() {
+            procs_lines(&root, &prefix, &mut out);
         }
         out
+    }
+
+    /// `members` without the cgroup2 lines, for a caller that has each process's cgroup2
+    /// id (the task iterator): a `walk_v2` names those without reading any `cgroup.procs`.
+    /// None when no v1 hierarchy is mounted.
+    pub fn v1_members(&self) -> Option<HashMap<u32, String>> {
+        let (prefix, root) = self.attribution_v1()?;
+        let mut out = HashMap::new();
+        procs_lines(&root, &prefix, &mut out);
+        Some(out)
     }
 
     /// Resource use and limits of the cgroup at `path` (as in /proc/<pid>/cgroup).
@@ -272,4 +254,40 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })
+}
+
+/// Calls `each` with every cgroup directory under `root` (root included) and its path
+/// relative to root as `/proc/<pid>/cgroup` writes it ("/" for the root).
+fn walk(root: &Path, mut each: impl FnMut(&Path, &str)) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rel = match dir.strip_prefix(root) {
+            Ok(r) if r.as_os_str().is_empty() => "/".to_string(),
+            Ok(r) => format!("/{}", r.display()),
+            Err(_) => continue,
+        };
+        each(&dir, &rel);
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Adds `prefix` + path + newline to `out[pid]` for every pid in every `cgroup.procs`
+/// of the hierarchy at `root`.
+fn procs_lines(root: &Path, prefix: &str, out: &mut HashMap<u32, String>) {
+    walk(root, |dir, rel| {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.parse::<u32>().ok()) {
+                let e = out.entry(pid).or_default();
+                e.push_str(prefix);
+                e.push_str(rel);
+                e.push('\n');
+            }
+        }
+    });
 }
