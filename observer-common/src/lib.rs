@@ -136,7 +136,8 @@ pub struct EventHeader {
     pub kind: u32,
     /// CPU the program ran on.
     pub cpu: u32,
-    /// `bpf_ktime_get_boot_ns()` at the event: same clock as `start_time_ns`.
+    /// `bpf_ktime_get_boot_ns()` at the event: same clock as `start_time_ns`. For a fork,
+    /// the child's start time (stamped by the kernel just before the tracepoint).
     pub ktime_ns: u64,
     /// Host tgid of the task concerned (the child for fork).
     pub tgid: u32,

@@ -110,9 +110,19 @@ fn count(kind: EventKind, counter: Counter) {
 
 #[inline(always)]
 fn header(h: &mut EventHeader, kind: EventKind, tgid: u32, pid: u32) {
+    header_at(h, kind, tgid, pid, 0);
+}
+
+/// The header, stamped `at` (boot-clock ns), or now when `at` is 0.
+#[inline(always)]
+fn header_at(h: &mut EventHeader, kind: EventKind, tgid: u32, pid: u32, at: u64) {
     h.kind = kind as u32;
     h.cpu = unsafe { bpf_get_smp_processor_id() };
-    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.ktime_ns = if at != 0 {
+        at
+    } else {
+        unsafe { bpf_ktime_get_boot_ns() }
+    };
     h.tgid = tgid;
     h.pid = pid;
 }
@@ -216,7 +226,13 @@ fn fork<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 2], mut r: Reader<D>) -
     let kind = EventKind::Fork;
     let mut entry = reserve!(ForkEvent, kind, ctx);
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    describe(&mut ev.header, &mut ev.task, kind, child, &mut r);
+    // The child's start time is the fork's time (copy_process stamps it just before this
+    // tracepoint): no clock read of our own.
+    let tgid = r.read(child, off!(task_tgid));
+    let pid = r.read(child, off!(task_pid));
+    fill_task(child, &mut ev.task, &mut r);
+    let start = ev.task.start_time_ns;
+    header_at(&mut ev.header, kind, tgid, pid, start);
     ev.parent_tid = r.read(parent, off!(task_pid));
     let parent_tgid: u32 = r.read(parent, off!(task_tgid));
     ev.is_thread = (parent_tgid == ev.header.tgid) as u32;
