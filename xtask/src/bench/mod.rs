@@ -307,8 +307,8 @@ fn storm(r: &mut Report) -> Result<()> {
     r.add(
         "storm: in-kernel probe time per spawn (bpf_stats)",
         format!("{per_spawn:.1} µs = {share:.2}% of the workload's CPU time"),
-        "≤ 3%",
-        share <= 3.0,
+        "≤ 2 µs",
+        per_spawn <= 2.0,
     );
     let (a, b) = (median(without), median(with));
     let slowdown = (median(ratios) - 1.0) * 100.0;
@@ -320,8 +320,8 @@ fn storm(r: &mut Report) -> Result<()> {
             a * 1e3,
             b * 1e3
         ),
-        "≤ 3%",
-        slowdown <= 3.0,
+        "≤ 1%",
+        slowdown <= 1.0,
     );
     r.add(
         "storm: workload CPU-time slowdown (incl. in-kernel probes)",
@@ -333,8 +333,8 @@ fn storm(r: &mut Report) -> Result<()> {
     r.add(
         "storm: agent CPU per event",
         format!("{per:.2} µs ({events} events, {cpu:.2} s CPU)"),
-        "≤ 2 µs",
-        per <= 2.0,
+        "≤ 1 µs",
+        per <= 1.0,
     );
     r.add("storm: events lost", lost.to_string(), "0", lost == 0);
     Ok(())
