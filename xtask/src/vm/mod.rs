@@ -5,7 +5,16 @@ mod initramfs;
 pub(crate) mod kernels;
 mod qemu;
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -45,59 +54,91 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
     let initrd = cache.join("initramfs.gz");
     initramfs::build(&cache, &observer, &tests, &initrd)?;
 
+    // Every kernel fetched first (apt, one after another), then booted `workers` at a time:
+    // TCG runs a guest on one host thread, so on a 2-core host two guests take the time
+    // of one.
+    let kernels: Vec<kernels::Kernel> = args
+        .kernels
+        .iter()
+        .map(|label| kernels::fetch(&cache, kernels::series(label)?, args.refresh))
+        .collect::<Result<_>>()?;
     // KVM when it works (it hangs on some hosts, this one included): the first boot finds out.
-    let mut accel = if std::path::Path::new("/dev/kvm").exists() {
+    let accel = Mutex::new(if std::path::Path::new("/dev/kvm").exists() {
         qemu::Accel::Kvm
     } else {
         qemu::Accel::Tcg
-    };
-    let mut table: Vec<KernelRun> = Vec::new();
-    for label in &args.kernels {
-        let series = kernels::series(label)?;
-        let k = kernels::fetch(&cache, series, args.refresh)?;
-        eprintln!("vm-test: {} ({})", k.label, k.package);
-        let log = cache.join("logs").join(format!("{}.log", k.label));
-        let mut boot = qemu::boot(
-            &k.vmlinuz,
-            &initrd,
-            &log,
-            args.timeout,
-            accel,
-            (accel == qemu::Accel::Kvm).then_some(Duration::from_secs(30)),
-            args.only.as_deref(),
-        )?;
-        if accel == qemu::Accel::Kvm && !boot.booted {
-            eprintln!(
-                "vm-test: KVM did not boot the guest ({}); using TCG",
-                boot.aborted.as_deref().unwrap_or("?")
-            );
-            accel = qemu::Accel::Tcg;
-            boot = qemu::boot(
-                &k.vmlinuz,
-                &initrd,
-                &log,
-                args.timeout,
-                accel,
-                None,
-                args.only.as_deref(),
-            )?;
+    });
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(kernels.len());
+    let next = AtomicUsize::new(0);
+    let runs: Vec<Mutex<Option<Result<KernelRun>>>> =
+        kernels.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(k) = kernels.get(i) else { break };
+                let run = boot_kernel(k, &initrd, &cache, &args, &accel);
+                *runs[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+            });
         }
-        if let Some(why) = &boot.aborted {
-            eprintln!(
-                "vm-test: {} aborted: {why} (log: {})",
-                k.label,
-                log.display()
-            );
+    });
+    let mut table = Vec::new();
+    for run in runs {
+        if let Some(run) = run.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            table.push(run?);
         }
-        table.push(KernelRun {
-            label: k.label,
-            package: k.package,
-            seconds: boot.seconds,
-            results: boot.results,
-            aborted: boot.aborted,
-        });
     }
     summary(&table)
+}
+
+/// Boots one kernel with the tests; falls back to TCG for good when KVM does not boot.
+fn boot_kernel(
+    k: &kernels::Kernel,
+    initrd: &std::path::Path,
+    cache: &std::path::Path,
+    args: &VmArgs,
+    accel: &Mutex<qemu::Accel>,
+) -> Result<KernelRun> {
+    eprintln!("vm-test: {} ({})", k.label, k.package);
+    let log = cache.join("logs").join(format!("{}.log", k.label));
+    let boot = |a: qemu::Accel| {
+        qemu::boot(
+            &k.label,
+            &k.vmlinuz,
+            initrd,
+            &log,
+            args.timeout,
+            a,
+            (a == qemu::Accel::Kvm).then_some(Duration::from_secs(30)),
+            args.only.as_deref(),
+        )
+    };
+    let tried = *accel.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = boot(tried)?;
+    if tried == qemu::Accel::Kvm && !run.booted {
+        eprintln!(
+            "vm-test: KVM did not boot the guest ({}); using TCG",
+            run.aborted.as_deref().unwrap_or("?")
+        );
+        *accel.lock().unwrap_or_else(|e| e.into_inner()) = qemu::Accel::Tcg;
+        run = boot(qemu::Accel::Tcg)?;
+    }
+    if let Some(why) = &run.aborted {
+        eprintln!(
+            "vm-test: {} aborted: {why} (log: {})",
+            k.label,
+            log.display()
+        );
+    }
+    Ok(KernelRun {
+        label: k.label.clone(),
+        package: k.package.clone(),
+        seconds: run.seconds,
+        results: run.results,
+        aborted: run.aborted,
+    })
 }
 
 fn summary(table: &[KernelRun]) -> Result<()> {

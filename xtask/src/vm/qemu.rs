@@ -45,7 +45,9 @@ pub enum Accel {
 
 /// Boots and runs the guest. With `boot_timeout`, gives up early (`Boot::booted` false) when
 /// the guest's init has not printed its first line by then — how a hanging KVM shows.
+#[allow(clippy::too_many_arguments)]
 pub fn boot(
+    label: &str,
     vmlinuz: &Path,
     initrd: &Path,
     log: &Path,
@@ -126,13 +128,16 @@ pub fn boot(
                             Some("skip") => Outcome::Skip(f.next().unwrap_or("").to_string()),
                             _ => Outcome::Fail,
                         };
-                        eprintln!("  {name}: {outcome:?}");
+                        eprintln!("  {label}: {name}: {outcome:?}");
                         results.push((name, outcome));
                     } else if rest == "done" {
                         done = true;
                     } else if let Some(k) = rest.strip_prefix("kernel ") {
                         booted = true;
-                        eprintln!("  booted {k} after {:.1}s", started.elapsed().as_secs_f64());
+                        eprintln!(
+                            "  {label}: booted {k} after {:.1}s",
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                 } else if let Some(f) = FATAL.iter().find(|f| line.contains(*f)) {
                     aborted = Some(format!("guest kernel reported `{f}`: {line}"));
