@@ -206,6 +206,38 @@ fn sigterm_and_sigint_stop_the_agent_within_2s_with_status_0() {
 }
 
 #[test]
+fn a_stop_during_start_up_is_clean_too() {
+    // SIGTERM as soon as the socket exists, while the programs load and the table is
+    // seeded: the agent finishes starting, then stops with status 0 and removes its socket
+    // (it used to die of the signal's default action, leaving the socket behind).
+    let socket = std::env::temp_dir().join(format!(
+        "observer-test-earlystop-{}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&socket);
+    let mut child = observer()
+        .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent made no socket"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_file(socket.with_extension("state"));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(!socket.exists(), "socket left");
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     let socket =
         std::env::temp_dir().join(format!("observer-test-jsonlog-{}.sock", std::process::id()));

@@ -214,12 +214,26 @@ fn trim_heap() {
     }
 }
 
+/// What asks the agent to act: API requests, SIGINT and SIGTERM.
+struct Inbox {
+    requests: mpsc::Receiver<Request>,
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+}
+
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // The listeners come first, so /healthz answers and /readyz says 503 while the
     // programs load and the table is seeded.
     let cgroupfs = CgroupFs::discover();
     let (ev_tx, _) = broadcast::channel(8192);
     let (req_tx, req_rx) = mpsc::channel::<Request>(64);
+    // Before the listeners: a SIGTERM or SIGINT during start-up is then a clean stop once
+    // the main loop runs (socket removed), not the default action's kill mid-way.
+    let inbox = Inbox {
+        requests: req_rx,
+        sigint: signal(SignalKind::interrupt())?,
+        sigterm: signal(SignalKind::terminate())?,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let cgroup_files = Arc::new(Mutex::new(ResourceFiles::default()));
     let state = ApiState {
@@ -236,17 +250,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ready: ready.clone(),
     };
     let servers = server::start(&cfg, state).await?;
-    match serve(
-        &cfg,
-        &servers,
-        cgroupfs,
-        &cgroup_files,
-        ev_tx,
-        req_rx,
-        ready,
-    )
-    .await
-    {
+    match serve(&cfg, &servers, cgroupfs, &cgroup_files, ev_tx, inbox, ready).await {
         Ok(()) => {
             servers.stop();
             say(&cfg, "stopped");
@@ -265,9 +269,14 @@ async fn serve(
     cgroupfs: CgroupFs,
     cgroup_files: &Mutex<ResourceFiles>,
     ev_tx: broadcast::Sender<Event>,
-    mut req_rx: mpsc::Receiver<Request>,
+    inbox: Inbox,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let Inbox {
+        requests: mut req_rx,
+        mut sigint,
+        mut sigterm,
+    } = inbox;
     let started = Instant::now();
     let notifier = systemd::Notifier::from_env();
     // Off the runtime thread: the listeners keep answering (/readyz 503) meanwhile.
@@ -347,8 +356,6 @@ async fn serve(
     say(cfg, &status);
     notifier.ready(&status);
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut reconcile = tokio::time::interval(cfg.reconcile_every);
     reconcile.tick().await; // the seed was the first scan
                             // Timers that wake the agent only as often as there is work: on an idle node each
