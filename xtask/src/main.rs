@@ -259,11 +259,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 ])
                 .args(&args)
                 .args(["--", "--test-threads=1"]));
-            let observer = root()
-                .join("target")
-                .join(vm::MUSL)
-                .join("release/observer");
-            let clean = hygiene::teardown_and_check(&before, &observer);
+            let clean = hygiene::teardown_and_check(&before, &vm::static_observer());
             tests?;
             clean?;
             // Each fuzz target briefly: its regressions, then new inputs from its seeds.

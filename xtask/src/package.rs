@@ -21,7 +21,7 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 pub fn package() -> Result<PathBuf> {
     setup::rust_target(MUSL)?;
     crate::build_observer(&["--target", MUSL])?;
-    let bin = root().join("target").join(MUSL).join("release/observer");
+    let bin = crate::vm::static_observer();
     // Generated assets outside target/ (cargo-deb reads paths under target/ as build
     // products); the .deb goes to target/package/.
     let out = root().join(".package");

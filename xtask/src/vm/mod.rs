@@ -5,16 +5,7 @@ mod initramfs;
 pub(crate) mod kernels;
 mod qemu;
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    process::Command,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::Mutex, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
@@ -70,26 +61,30 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
     });
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(kernels.len());
-    let next = AtomicUsize::new(0);
-    let runs: Vec<Mutex<Option<Result<KernelRun>>>> =
-        kernels.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(k) = kernels.get(i) else { break };
-                let run = boot_kernel(k, &initrd, &cache, &args, &accel);
-                *runs[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
-            });
-        }
+        .clamp(1, kernels.len().max(1));
+    // Worker w boots kernels w, w + workers, ...; the runs come back in the kernels' order.
+    let mut runs: Vec<(usize, Result<KernelRun>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (kernels, initrd, cache, args, accel) =
+                    (&kernels, &initrd, &cache, &args, &accel);
+                s.spawn(move || {
+                    let mine = kernels.iter().enumerate().skip(w).step_by(workers);
+                    mine.map(|(i, k)| (i, boot_kernel(k, initrd, cache, args, accel)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("vm-test worker panicked"))
+            .collect()
     });
-    let mut table = Vec::new();
-    for run in runs {
-        if let Some(run) = run.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            table.push(run?);
-        }
-    }
+    runs.sort_by_key(|(i, _)| *i);
+    let table = runs
+        .into_iter()
+        .map(|(_, run)| run)
+        .collect::<Result<Vec<_>>>()?;
     summary(&table)
 }
 
@@ -218,6 +213,12 @@ fn summary(table: &[KernelRun]) -> Result<()> {
     Ok(())
 }
 
+/// Where the static (musl) observer is built: what the package ships, the kernel matrix
+/// runs and the host tests use.
+pub(crate) fn static_observer() -> PathBuf {
+    root().join("target").join(MUSL).join("release/observer")
+}
+
 /// Static (musl) builds of observer and of the VM test binaries.
 fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     crate::build_observer(&["--target", MUSL])?;
@@ -256,8 +257,5 @@ fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     if tests.len() != VM_TESTS.len() {
         bail!("expected test binaries {VM_TESTS:?}, cargo built {tests:?}");
     }
-    Ok((
-        root().join("target").join(MUSL).join("release/observer"),
-        tests,
-    ))
+    Ok((static_observer(), tests))
 }
