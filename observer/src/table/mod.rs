@@ -38,6 +38,9 @@ pub struct TableStats {
     pub cgroup_walks: u64,
     /// Entries dropped by collection passes (gc.rs).
     pub evictions: gc::Evictions,
+    /// Events of non-leader threads that entered other namespaces or cgroups on their own
+    /// (kept out of their process's facts).
+    pub thread_ns_changes: u64,
 }
 
 /// An orphan whose new parent is not known yet (the kernel reparents right after the
@@ -213,15 +216,21 @@ impl Table {
                     }
                 }
             }
-            Event::Setns(e) | Event::Unshare(e) => {
-                if h.pid == h.tgid || self.procs.contains_key(&h.tgid) {
-                    self.ensure(h.tgid, &e.task, h.pid == h.tgid);
-                    self.refresh(h.tgid, &e.task, h.ktime_ns, h.pid == h.tgid);
-                }
+            // Process facts come from the leader (/proc reports the leader's namespaces,
+            // NSpid and credentials): a non-leader thread that enters other namespaces —
+            // Go runtimes lock a thread and setns it all day — changes nothing of its
+            // process's.
+            Event::Setns(e) | Event::Unshare(e) if h.pid == h.tgid => {
+                self.ensure(h.tgid, &e.task, true);
+                self.refresh(h.tgid, &e.task, h.ktime_ns, true);
             }
+            Event::Setns(_) | Event::Unshare(_) => self.stats.thread_ns_changes += 1,
+            // A thread moved alone (cgroup v1 `tasks`, v2 `cgroup.threads`): /proc shows the
+            // leader's cgroup for the process, so only a thread group's move counts.
+            Event::CgroupAttach(_) if h.pid != h.tgid => self.stats.thread_ns_changes += 1,
             Event::CgroupAttach(e) => {
                 let pid = h.tgid;
-                self.ensure(pid, &e.task, h.pid == h.tgid);
+                self.ensure(pid, &e.task, true);
                 let path = c_str(&e.path);
                 let idx = self.registry.intern_path(&path);
                 if e.hierarchy_id == 0 {
@@ -557,3 +566,5 @@ mod startup_tests;
 mod summary_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod thread_tests;

@@ -28,7 +28,7 @@ pub(super) fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) 
     }
 }
 
-fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
+pub(super) fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
     EventHeader {
         kind: kind as u32,
         cpu: 0,
