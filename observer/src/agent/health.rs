@@ -80,6 +80,10 @@ pub struct Health {
     /// Container-name cache entries evicted (filled in by the API, which owns the cache).
     #[serde(default)]
     pub name_cache_evictions: u64,
+    /// Processes a view listed from the table's facts because their /proc files could not
+    /// be read (filled in by the API, which owns the open stat files).
+    #[serde(default)]
+    pub unreadable_processes: u64,
 }
 
 pub struct Inputs<'a> {
@@ -145,6 +149,7 @@ pub fn health(i: Inputs) -> Health {
         evictions: t.evictions(),
         retained: t.retained(),
         name_cache_evictions: 0,
+        unreadable_processes: 0,
         agent_starts: i.restarts.starts,
         unclean_restarts: i.restarts.unclean,
     }

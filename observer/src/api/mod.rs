@@ -305,6 +305,11 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         health.name_cache_evictions = resolver.evictions;
+        health.unreadable_processes = st
+            .stat_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unreadable();
         let mut ctx = ViewCtx {
             now_ns: crate::views::model::boot_now_ns(),
             resolver: &mut resolver,

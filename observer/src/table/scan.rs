@@ -79,9 +79,39 @@ impl Live {
 
 /// Reads /proc/<pid>/stat only (one open and read: views call this per process).
 pub fn live(pid: u32) -> Option<Live> {
-    live_from(&read_all(
-        std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
-    )?)
+    live_read(pid).ok().flatten()
+}
+
+/// [`live`], telling a process that is gone (Ok(None)) from one that could not be read
+/// (Err: out of file descriptors, permission, ...): a view still lists the latter.
+pub fn live_read(pid: u32) -> std::io::Result<Option<Live>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(512);
+    match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut f| f.read_to_end(&mut buf))
+    {
+        Ok(_) => Ok(live_from(&buf)),
+        Err(e) if is_gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an error opening or reading a /proc/<pid> file means the process is gone
+/// (ENOENT before the open, ESRCH on a file opened before it was reaped).
+pub fn is_gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH))
+}
+
+/// The soft RLIMIT_NOFILE (0 if it cannot be read), bounded to 2^20.
+pub fn nofile_soft() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur.min(1 << 20) as usize
 }
 
 /// The live facts in the text of a `/proc/<pid>/stat`. Views read these for every process

@@ -13,7 +13,10 @@
 use std::{
     fs::File,
     os::unix::fs::FileExt,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -39,20 +42,32 @@ pub struct StatFiles {
     files: FxHashMap<u32, Entry>,
     budget: usize,
     swept: Instant,
+    unreadable: u64,
 }
 
 impl Default for StatFiles {
     fn default() -> Self {
-        Self::with_budget(MAX_OPEN)
+        Self::for_rlimit()
     }
 }
 
 /// What one process's read gave: `f` of its facts, whether it was read at all, and the
-/// file to keep when it was opened now.
+/// file to keep when it was opened now (only while the budget has room: past it, a file is
+/// closed right after its read, so a view of 50,000 processes never holds 50,000 files).
 struct Read<R> {
     out: Option<R>,
     live: bool,
     opened: Option<File>,
+}
+
+/// How a live read of one process ended.
+enum Outcome {
+    Live(Live),
+    /// Reaped, or the pid names another process now.
+    Gone,
+    /// Not read for another reason (EMFILE, ENFILE, EACCES, ...): the process is listed
+    /// with the table's facts.
+    Unreadable,
 }
 
 impl StatFiles {
@@ -61,32 +76,46 @@ impl StatFiles {
             files: FxHashMap::default(),
             budget,
             swept: Instant::now(),
+            unreadable: 0,
         }
+    }
+
+    /// A budget that leaves most of RLIMIT_NOFILE to everything else: at most
+    /// [`MAX_OPEN`], at most a quarter of the soft limit.
+    pub fn for_rlimit() -> Self {
+        Self::with_budget(MAX_OPEN.min(scan::nofile_soft() / 4))
     }
 
     pub fn open_files(&self) -> usize {
         self.files.len()
     }
 
+    /// Live reads that failed for a reason other than the process being gone.
+    pub fn unreadable(&self) -> u64 {
+        self.unreadable
+    }
+
     /// The live facts of each of `procs`, in order: None where the process is gone, or the
-    /// pid now names another process.
-    pub fn read(files: Option<&Mutex<StatFiles>>, procs: &[&Process]) -> Vec<Option<Live>> {
+    /// pid now names another process; `Some(None)` where it could not be read.
+    pub fn read(files: Option<&Mutex<StatFiles>>, procs: &[&Process]) -> Vec<Option<Option<Live>>> {
         Self::read_with(files, procs, |_, l| Some(l))
     }
 
-    /// `f(process, its live facts)` for each of `procs`, in order (None where the process
-    /// is gone or the pid names another process now). Reads, and runs `f`, on up to 4
-    /// threads (scan::parallel), through the files `files` keeps (or opens and then
-    /// keeps); without a cache, each file is opened and closed.
+    /// `f(process, its live facts)` for each of `procs`, in order: None where the process
+    /// is gone or the pid names another process now; `f` gets None for the live facts of a
+    /// process whose read failed for another reason (it is still there as far as anyone
+    /// knows). Reads, and runs `f`, on up to 4 threads (scan::parallel), through the files
+    /// `files` keeps (or opens and then keeps, within its budget); without a cache, each
+    /// file is opened, read and closed.
     pub fn read_with<R: Send>(
         files: Option<&Mutex<StatFiles>>,
         procs: &[&Process],
-        f: impl Fn(&Process, Live) -> Option<R> + Sync,
+        f: impl Fn(&Process, Option<Live>) -> Option<R> + Sync,
     ) -> Vec<Option<R>> {
-        let kept: Vec<Option<Arc<File>>> = match files {
+        let (kept, room) = match files {
             Some(m) => {
                 let g = m.lock().unwrap_or_else(|e| e.into_inner());
-                procs
+                let kept = procs
                     .iter()
                     .map(|p| {
                         g.files
@@ -94,27 +123,41 @@ impl StatFiles {
                             .filter(|e| e.start_ns == p.start_time_ns)
                             .map(|e| e.file.clone())
                     })
-                    .collect()
+                    .collect();
+                (kept, g.budget.saturating_sub(g.files.len()))
             }
-            None => vec![None; procs.len()],
+            None => (vec![None; procs.len()], 0),
         };
-        let keep = files.is_some();
+        let room = AtomicUsize::new(room);
         let idx: Vec<usize> = (0..procs.len()).collect();
         let reads: Vec<Read<R>> = scan::parallel(&idx, |&i| {
             let p = procs[i];
-            let check = |l: Live| l.is_of(p).then_some(l);
-            let (live, opened) = match &kept[i] {
-                Some(file) => (read_at(file).and_then(check), None),
-                None => {
-                    let file = File::open(format!("/proc/{}/stat", p.pid)).ok();
-                    let live = file.as_ref().and_then(read_at).and_then(check);
-                    (live, file)
-                }
+            let (outcome, opened) = match &kept[i] {
+                Some(file) => (outcome_of(read_at(file), p), None),
+                None => open_and_read(p),
             };
-            Some(Read {
-                live: live.is_some(),
-                opened: opened.filter(|_| keep && live.is_some()),
-                out: live.and_then(|l| f(p, l)),
+            // Keep a file opened now only while there is room; else it closes here.
+            let keep = |f: File| {
+                room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                    .then_some(f)
+            };
+            Some(match outcome {
+                Outcome::Live(l) => Read {
+                    live: true,
+                    opened: opened.and_then(keep),
+                    out: f(p, Some(l)),
+                },
+                Outcome::Gone => Read {
+                    live: false,
+                    opened: None,
+                    out: None,
+                },
+                Outcome::Unreadable => Read {
+                    live: false,
+                    opened: None,
+                    out: f(p, None),
+                },
             })
         });
         match files {
@@ -127,7 +170,8 @@ impl StatFiles {
     }
 
     /// After a read: keeps the files opened (within the budget), marks the ones read,
-    /// closes those whose read failed, and now and then the idle ones.
+    /// closes those whose read failed, counts the unreadable, and now and then closes the
+    /// idle ones.
     fn settle<R>(
         &mut self,
         procs: &[&Process],
@@ -137,6 +181,9 @@ impl StatFiles {
         let now = Instant::now();
         let mut outs = Vec::with_capacity(reads.len());
         for ((p, k), r) in procs.iter().zip(kept).zip(reads) {
+            if !r.live && r.out.is_some() {
+                self.unreadable += 1;
+            }
             match (k, r.live, r.opened) {
                 (Some(_), true, _) => {
                     if let Some(e) = self.files.get_mut(&p.pid) {
@@ -172,11 +219,30 @@ impl StatFiles {
     }
 }
 
+/// Opens and reads the stat file of `p`: what the read says, and the open file.
+fn open_and_read(p: &Process) -> (Outcome, Option<File>) {
+    match File::open(format!("/proc/{}/stat", p.pid)) {
+        Ok(file) => (outcome_of(read_at(&file), p), Some(file)),
+        Err(e) if scan::is_gone(&e) => (Outcome::Gone, None),
+        Err(_) => (Outcome::Unreadable, None),
+    }
+}
+
+fn outcome_of(read: std::io::Result<Option<Live>>, p: &Process) -> Outcome {
+    match read {
+        Ok(Some(l)) if l.is_of(p) => Outcome::Live(l),
+        // Another process holds the pid now, or the text is not a stat line of a task.
+        Ok(_) => Outcome::Gone,
+        Err(e) if scan::is_gone(&e) => Outcome::Gone,
+        Err(_) => Outcome::Unreadable,
+    }
+}
+
 /// One read at offset 0 (a stat file is far shorter than the buffer).
-fn read_at(f: &File) -> Option<Live> {
+fn read_at(f: &File) -> std::io::Result<Option<Live>> {
     let mut buf = [0u8; 4096];
-    let n = f.read_at(&mut buf, 0).ok()?;
-    scan::live_from(&buf[..n])
+    let n = f.read_at(&mut buf, 0)?;
+    Ok(scan::live_from(&buf[..n]))
 }
 
 #[cfg(test)]
@@ -208,13 +274,13 @@ mod tests {
         let files = Mutex::new(StatFiles::default());
         let first = StatFiles::read(Some(&files), &[&p]);
         assert_eq!(
-            first[0].as_ref().map(|l| l.start_ticks),
+            first[0].clone().flatten().map(|l| l.start_ticks),
             Some(fresh.start_ticks)
         );
         assert_eq!(files.lock().unwrap().open_files(), 1);
         let again = StatFiles::read(Some(&files), &[&p]);
         assert_eq!(
-            again[0].as_ref().map(|l| (l.ppid, l.state)),
+            again[0].clone().flatten().map(|l| (l.ppid, l.state)),
             Some((std::process::id(), 'S'))
         );
         // Another process with the table's pid but a different start is not read as it.
@@ -230,5 +296,77 @@ mod tests {
         assert_eq!(StatFiles::read(Some(&none), &[&p]), vec![None]);
         assert_eq!(none.lock().unwrap().open_files(), 0);
         assert_eq!(StatFiles::read(None, &[&p]), vec![None]);
+    }
+
+    /// Far more processes than the budget: every one is read, and no more files than the
+    /// budget stay open afterwards (the rest were closed right after their read).
+    #[test]
+    fn a_view_past_the_budget_reads_every_process_and_keeps_only_the_budget_open() {
+        let mut kids: Vec<_> = (0..150)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let host = scan::ns_inode(std::process::id(), "pid");
+        let mut tb = Table::new(host, CgroupFs::default());
+        let seeds: Vec<_> = kids
+            .iter()
+            .filter_map(|k| scan::scan_pid(k.id(), host, true, None))
+            .collect();
+        tb.seed(&seeds, 0);
+        let procs: Vec<Process> = kids
+            .iter()
+            .map(|k| tb.get(k.id()).unwrap().clone())
+            .collect();
+        let refs: Vec<&Process> = procs.iter().collect();
+        let files = Mutex::new(StatFiles::with_budget(10));
+        let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let read = StatFiles::read(Some(&files), &refs);
+        assert_eq!(
+            read.iter().filter(|r| matches!(r, Some(Some(_)))).count(),
+            150
+        );
+        assert_eq!(files.lock().unwrap().open_files(), 10);
+        let fds_after = std::fs::read_dir("/proc/self/fd").unwrap().count();
+        // Other tests of this binary open files too: allow them some slack.
+        assert!(
+            fds_after < fds_before + 10 + 20,
+            "{fds_before} -> {fds_after}"
+        );
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
+
+    /// Only ENOENT and ESRCH (and a stat line of another process) mean "gone": any other
+    /// failure keeps the process in the view.
+    #[test]
+    fn only_a_vanished_process_is_gone() {
+        let host = scan::ns_inode(std::process::id(), "pid");
+        let mut tb = Table::new(host, CgroupFs::default());
+        tb.seed(
+            &[scan::scan_pid(std::process::id(), host, true, None).unwrap()],
+            0,
+        );
+        let p = tb.get(std::process::id()).unwrap().clone();
+        let err = |n| Err(std::io::Error::from_raw_os_error(n));
+        for gone in [libc::ENOENT, libc::ESRCH] {
+            assert!(matches!(outcome_of(err(gone), &p), Outcome::Gone));
+        }
+        for unreadable in [libc::EMFILE, libc::ENFILE, libc::EACCES, libc::EIO] {
+            assert!(matches!(
+                outcome_of(err(unreadable), &p),
+                Outcome::Unreadable
+            ));
+        }
+        assert!(matches!(outcome_of(Ok(None), &p), Outcome::Gone));
+        assert!(matches!(
+            outcome_of(Ok(scan::live(p.pid)), &p),
+            Outcome::Live(_)
+        ));
     }
 }

@@ -153,14 +153,18 @@ pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
         .filter_map(|p| {
             let e = p.exit?;
             // Confirmed by /proc: reaped processes whose free event is still pending are gone.
-            let live = super::model::live_of(p).filter(|l| l.state == 'Z')?;
+            // One that cannot be read (out of file descriptors) stays, on the table's word.
+            let live = match crate::table::scan::live_read(p.pid) {
+                Ok(l) => Some(l.filter(|l| l.is_of(p) && l.state == 'Z')?),
+                Err(_) => None,
+            };
             let parent = snap.process(p.ppid);
             let parent_live = parent.and_then(super::model::live_of);
             let summary = p.container.and_then(|i| snap.container(i));
             Some(ZombieView {
                 pid: p.pid,
                 ns_pid: p.ns_pid(),
-                comm: live.comm,
+                comm: live.map_or_else(|| p.comm_str().into_owned(), |l| l.comm),
                 zombie_age_s: ctx.now_ns.saturating_sub(e.at_ns) as f64 / 1e9,
                 exit_code: e.status.map(exit_code),
                 parent_pid: p.ppid,

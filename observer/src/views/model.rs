@@ -29,8 +29,13 @@ pub struct ProcessView {
     pub ns_pid: u32,
     /// Parent's PID in this process's pid namespace; 0 when the parent is outside it.
     pub ns_ppid: u32,
-    /// /proc state letter (R, S, D, Z, T, t, I, X).
+    /// /proc state letter (R, S, D, Z, T, t, I, X); `?` when /proc could not be read.
     pub state: String,
+    /// False when this process's /proc files could not be read (out of file descriptors,
+    /// permission): it is listed with what the table knows, and CPU, RSS and state are
+    /// unknown (0, 0, `?` — `Z` when its exit was seen).
+    #[serde(default = "yes")]
+    pub live: bool,
     pub comm: String,
     /// argv joined with spaces (bounded to 256 bytes of argv).
     pub cmdline: String,
@@ -182,8 +187,14 @@ pub fn live_of(p: &Process) -> Option<Live> {
     scan::live(p.pid).filter(|l| l.is_of(p))
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// The views of `procs` that are still in /proc (reaped ones are left out), with their
 /// live facts read through the agent's open stat files; `container` names each one's.
+/// A process whose read failed for another reason than being gone is still listed
+/// (`live: false`) with the table's facts.
 pub fn process_views(
     ctx: &ViewCtx,
     snap: &Snapshot,
@@ -199,11 +210,11 @@ pub fn process_views(
     .collect()
 }
 
-/// The view of one process, with its live /proc facts.
+/// The view of one process, with its live /proc facts (None: unreadable, the table's).
 fn process_view(
     snap: &Snapshot,
     p: &Process,
-    live: Live,
+    live: Option<Live>,
     now_ns: u64,
     container: Option<String>,
 ) -> ProcessView {
@@ -218,6 +229,16 @@ fn process_view(
     };
     let tick = scan::tick_ns();
     let argv = p.argv.args();
+    let is_live = live.is_some();
+    let live = live.unwrap_or_else(|| Live {
+        state: if p.exit.is_some() { 'Z' } else { '?' },
+        comm: p.comm_str().into_owned(),
+        ppid: p.ppid,
+        start_ticks: p.start_time_ns / tick,
+        cpu_ticks: 0,
+        rss_pages: 0,
+        threads: p.threads,
+    });
     // A zombie is an exit the events saw that /proc confirms (state Z): between the exit
     // tracepoint and exit_notify the task still shows R/D, and once reaped it is gone.
     let zombie = p.exit.filter(|_| matches!(live.state, 'Z' | 'X'));
@@ -228,6 +249,7 @@ fn process_view(
         ns_pid: p.ns_pid(),
         ns_ppid,
         state: live.state.to_string(),
+        live: is_live,
         comm: live.comm.clone(),
         cmdline: argv.join(" "),
         argv,
@@ -317,5 +339,35 @@ pub fn container_view_with(
         execs: c.execs,
         exits: c.exits,
         resources,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        containers::cgroupfs::CgroupFs,
+        table::{snapshot::Scope, Table},
+    };
+
+    /// A process whose /proc files could not be read is listed with the table's facts and
+    /// says so.
+    #[test]
+    fn an_unreadable_process_is_listed_with_the_tables_facts() {
+        let me = std::process::id();
+        let host = scan::ns_inode(me, "pid");
+        let mut tb = Table::new(host, CgroupFs::default());
+        tb.seed(&[scan::scan_pid(me, host, true, None).unwrap()], 0);
+        let snap = tb.snapshot(Scope::All);
+        let p = snap.process(me).unwrap();
+        let v = process_view(&snap, p, None, boot_now_ns(), None);
+        assert!(!v.live);
+        assert_eq!((v.pid, v.ppid, v.state.as_str()), (me, p.ppid, "?"));
+        assert_eq!((v.ns_pids.clone(), v.pidns), (vec![me], host));
+        assert_eq!(v.comm, p.comm_str());
+        let live = process_view(&snap, p, live_of(p), boot_now_ns(), None);
+        assert!(live.live);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["live"], false);
     }
 }

@@ -12,7 +12,7 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         fams.push(fam);
     };
     // Label-less node and agent figures: (name, help, counter?, value).
-    let scalars: [(&'static str, &'static str, bool, f64); 13] = [
+    let scalars: [(&'static str, &'static str, bool, f64); 14] = [
         (
             "observer_processes",
             "Processes in the agent's table.",
@@ -66,6 +66,12 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
             "Cheap reconciliation checks (every process id, from a task-iterator pass or /proc's directory, compared with the table); a disagreement starts a full scan.",
             true,
             h.checks as f64,
+        ),
+        (
+            "observer_view_unreadable_processes_total",
+            "Processes a view listed with the table's facts only (live: false) because their /proc files could not be read (file descriptors exhausted, permission).",
+            true,
+            h.unreadable_processes as f64,
         ),
         (
             "observer_scan_duration_seconds",
