@@ -7,11 +7,13 @@
 //! | thing                | the run's when                                              |
 //! |----------------------|-------------------------------------------------------------|
 //! | process              | it descends from the runner                                 |
-//! | test runtime         | its recorded daemon descends from the runner (runtimes.rs)  |
+//! | test runtime         | its recorded daemon descends from the runner; a podman      |
+//! |                      | container, when its conmon does (runtimes.rs)               |
 //! | launcher container   | it appeared during the run, and its shim or PID 1 descends  |
 //! |                      | from the runner, or its shim was reaped by the runner       |
 //! | mount                | it appeared under the run's TMPDIR or the test-owned dirs   |
-//! | network namespace    | its pin appeared during the run and a run process was in it |
+//! | network namespace    | its pin appeared during the run, a run process was in it,   |
+//! |                      | and no other process is                                     |
 //! | cgroup               | it appeared during the run and held a run process, or is a  |
 //! |                      | run container's, or (empty) is the parent a runtime of the  |
 //! |                      | run makes (`/docker`, `/default`, `/libpod_parent`,         |
@@ -244,14 +246,19 @@ fn launcher_containers(
     (cgroups, any)
 }
 
-/// Waits for the run's processes to end now that their daemons and containers are gone;
-/// kills those that do not.
+/// Waits for the run's processes to end now that their daemons and containers are gone
+/// (up to 10 s, or until none has ended for 3 s); kills those that do not.
 fn processes(b: &Before, root: u32, seen: &mut Seen, r: &mut Report) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut left = seen.observe(b, root);
-    while !left.is_empty() && Instant::now() < deadline {
+    let mut changed = Instant::now();
+    while !left.is_empty() && Instant::now() < deadline && changed.elapsed().as_secs() < 3 {
         std::thread::sleep(Duration::from_millis(200));
-        left = seen.observe(b, root);
+        let now = seen.observe(b, root);
+        if now != left {
+            changed = Instant::now();
+        }
+        left = now;
     }
     let mut left: Vec<u32> = left.into_iter().collect();
     left.sort_unstable();

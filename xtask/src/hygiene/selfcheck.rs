@@ -52,8 +52,10 @@ pub fn check(observer: &Path) -> Result<()> {
 
 fn check_with(observer: &Path, own: &Own, cg_root: &Path, tag: u32) -> Result<()> {
     let before = super::before();
+    let script = own.out.join("run.sh");
+    std::fs::write(&script, OWN_RUN)?;
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", OWN_RUN])
+    cmd.arg(&script)
         .env("OBS", observer)
         .env("OUT", &own.out)
         .env("NAME", &own.name)
@@ -63,9 +65,6 @@ fn check_with(observer: &Path, own: &Own, cg_root: &Path, tag: u32) -> Result<()
     let others = Others::start(observer, cg_root, tag);
     let ran = run.wait();
     let others = others?;
-    ran?;
-    // The run's processes as the run left them (identities to clean up by, if need be).
-    own.note_pids()?;
     let inside = host::descendants(run.root());
     ensure!(
         others
@@ -74,6 +73,15 @@ fn check_with(observer: &Path, own: &Own, cg_root: &Path, tag: u32) -> Result<()
             .all(|(_, p)| !inside.contains(&p.pid)),
         "the check's own setup is wrong: the other daemon or container is below the run's runner"
     );
+    if let Err(e) = ran {
+        // However the run ended (Ctrl-C), the hygiene runs, as in the test command.
+        if let Err(leaks) = super::teardown(&before, &mut run, observer, false).into_result() {
+            eprintln!("hygiene-check: {leaks:#}");
+        }
+        return Err(e);
+    }
+    // The run's processes as the run left them (identities to clean up by, if need be).
+    own.note_pids()?;
     let tmp_file = run.tmp.join("observer-hygiene-own");
     let report = super::teardown(&before, &mut run, observer, false);
     drop(run);
@@ -88,7 +96,7 @@ fn check_with(observer: &Path, own: &Own, cg_root: &Path, tag: u32) -> Result<()
     ];
     for f in ["daemon", "cgroup-proc"] {
         // Compared by pid: the command line is the hygiene's to report.
-        want.push(Leak::Process(own.pid(f)?.pid, String::new()));
+        want.push(Leak::Process(own.pid(f)?.pid, "sleep 100000".into()));
     }
     let mut problems = compare(&want, &report.leaks);
     problems.extend(own.still_there());
