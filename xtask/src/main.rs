@@ -14,7 +14,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use util::{is_root, root, run};
 
@@ -79,6 +79,16 @@ enum Cmd {
         /// Only these targets (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// Check that the test command's hygiene stops only what its run started: others'
+    /// daemon, launcher container and cgroup survive it, the run's own leaks do not (as root;
+    /// needs a built observer: target/<musl>/release or target/release).
+    HygieneCheck,
+    /// The test runner (a child subreaper below which `cargo xtask test` runs the tests).
+    #[command(name = hygiene::RUNNER_CMD, hide = true)]
+    Runner {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
     },
     /// Set up, build and run every test (as root: they load real eBPF programs): the host
     /// tests, the fuzz targets briefly (and their regression inputs), then the kernel
@@ -162,7 +172,11 @@ fn demo(bin: &std::path::Path) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match dispatch(Cli::parse().cmd) {
+    let cmd = Cli::parse().cmd;
+    if let Cmd::Runner { cmd } = &cmd {
+        return hygiene::runner_main(cmd);
+    }
+    match dispatch(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: {e:#}");
@@ -224,6 +238,20 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             setup::setup(true)?;
             bench::bench(&only, peers)
         }
+        Cmd::HygieneCheck => {
+            if !is_root() {
+                bail!("the hygiene check starts daemons, containers and cgroups: run it as root");
+            }
+            let observer = [
+                vm::static_observer(),
+                root().join("target/release/observer"),
+            ]
+            .into_iter()
+            .find(|p| p.exists())
+            .context("no observer binary: build one first (cargo build --release -p observer)")?;
+            hygiene::selfcheck::check(&observer)
+        }
+        Cmd::Runner { .. } => unreachable!("handled in main"),
         Cmd::Fuzz { time, only } => {
             setup::setup(false)?;
             fuzz::fuzz(&only, time)
@@ -233,15 +261,18 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
             }
             setup::setup(true)?;
-            // Whatever the tests do, and however they end, the machine is left as it was.
-            let before = hygiene::before();
             hygiene::survive_interrupts();
             let promtool = tools::promtool()?;
             let deb = package::package()?;
             let kube = tools::kube_validators()?;
+            // Whatever the tests do, and however they end, what they started is stopped and
+            // nothing else is touched: first proven here, then done for the tests.
+            hygiene::selfcheck::check(&vm::static_observer())?;
+            let before = hygiene::before();
             // The static (musl) build the package ships and the kernel matrix runs: the tests
             // exercise that binary, and reuse the dependencies the package step just built.
-            let tests = run(Command::new("cargo")
+            let mut cargo_test = Command::new("cargo");
+            cargo_test
                 .current_dir(root())
                 .env("OBSERVER_PROMTOOL", &promtool)
                 .env("OBSERVER_DEB", &deb)
@@ -258,10 +289,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     vm::MUSL,
                 ])
                 .args(&args)
-                .args(["--", "--test-threads=1"]));
-            let clean = hygiene::teardown_and_check(&before, &vm::static_observer());
-            tests?;
-            clean?;
+                .args(["--", "--test-threads=1"]);
+            // Below a runner that is a subreaper: the tests' processes are known positively.
+            let mut tests = hygiene::Run::start(&cargo_test)?;
+            let tests_result = tests.wait();
+            let clean = hygiene::teardown(&before, &mut tests, &vm::static_observer(), true);
+            drop(tests);
+            tests_result?;
+            clean.into_result()?;
             // Each fuzz target briefly: its regressions, then new inputs from its seeds.
             fuzz::fuzz(&[], 10)?;
             if no_vm {

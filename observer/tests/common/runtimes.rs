@@ -2,7 +2,7 @@
 //! /var/lib/observer-test), never the machine's own: dockerd and containerd are started on
 //! private sockets, shared by the tests of one run, their pids recorded in
 //! /run/observer-test/daemons/ so that `cargo xtask test` stops them at the end of the run,
-//! also when a test failed or the run was interrupted (xtask/src/hygiene.rs).
+//! also when a test failed or the run was interrupted (xtask/src/hygiene/).
 #![allow(dead_code)]
 
 use std::{
