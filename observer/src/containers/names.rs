@@ -106,10 +106,14 @@ impl Resolver {
         let ttl = self.ttl;
         self.cache.retain(|_, (at, _)| at.elapsed() < ttl);
         if self.cache.len() >= self.cap {
+            // The newest half stays (none with a cap of 1: `--max-containers 1`).
+            let keep = self.cap / 2;
             let mut ages: Vec<Instant> = self.cache.values().map(|(at, _)| *at).collect();
             ages.sort_unstable();
-            let cut = ages[self.cache.len() - self.cap / 2];
-            self.cache.retain(|_, (at, _)| *at >= cut);
+            match ages.len().checked_sub(keep).and_then(|i| ages.get(i)) {
+                Some(&cut) if keep > 0 => self.cache.retain(|_, (at, _)| *at >= cut),
+                _ => self.cache.clear(),
+            }
         }
         self.evictions += (before - self.cache.len()) as u64;
     }
@@ -446,6 +450,18 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// `--max-containers 1` sizes the cache to one entry: a second container makes room
+    /// (it panicked on an index past the end).
+    #[test]
+    fn a_cache_of_one_makes_room_for_each_new_container() {
+        let mut r = Resolver::with_cap(StateDirs::default(), 1);
+        for id in ["a", "b", "c"] {
+            r.meta(&key(Runtime::Docker, id), None, None);
+            assert_eq!(r.cache.len(), 1);
+        }
+        assert_eq!(r.evictions, 2);
     }
 
     #[test]
