@@ -185,6 +185,25 @@ fn forced_ring_buffer_overflow_is_counted_reconciled_at_once_and_the_table_equal
         Duration::from_secs(5).saturating_sub(ended.elapsed()),
     );
     tree_equal_to_proc(&agent, &storm.pidns.to_string(), Duration::from_secs(5));
+    // Every correction is explained in the log with both sides.
+    let mut explained = Vec::new();
+    let corrections = eventually(Duration::from_secs(10), "a line per correction", || {
+        explained.extend(
+            agent
+                .log_lines()
+                .into_iter()
+                .filter(|l| l.contains("correction:")),
+        );
+        let n = status(&agent)["corrections"].as_u64()?;
+        (explained.len() as u64 == n).then_some(n)
+    });
+    assert!(corrections > 0, "a loss this size needs corrections");
+    for l in &explained {
+        assert!(
+            l.contains("the table has") && l.contains("/proc has"),
+            "a correction without both sides: {l}"
+        );
+    }
     eprintln!(
         "storm of 6,000 spawns took {storm_took:?}; {dropped} events dropped, {} received; table equal to /proc {:?} after the storm",
         total(&st, "received"),

@@ -177,6 +177,20 @@ fn start_check(
     rx
 }
 
+/// Why a check starts a full scan: each disagreement with both sides (the first 20).
+fn log_disagreements(d: &[crate::table::Disagreement]) {
+    log::info!(
+        "/proc and the table disagree on {} processes: reading all of /proc",
+        d.len()
+    );
+    for x in d.iter().take(20) {
+        log::info!("check: {x}");
+    }
+    if d.len() > 20 {
+        log::info!("check: and {} more", d.len() - 20);
+    }
+}
+
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
 /// on to API subscribers.
 fn pump(
@@ -468,11 +482,11 @@ async fn serve(
                         |pid| scan::live(pid).map(|l| l.start_ticks),
                         scan::exists,
                     ),
-                    Err(_) => 1,
+                    Err(_) => vec![],
                 };
                 checks += 1;
-                if differ > 0 && job.is_none() {
-                    log::debug!("/proc and the table disagree on {differ} processes: reading all of /proc");
+                if !differ.is_empty() && job.is_none() {
+                    log_disagreements(&differ);
                     job = Some(start_scan(cfg.redact.clone()));
                 }
             }

@@ -18,6 +18,7 @@ pub mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
 pub use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
+pub use reconcile::Disagreement;
 use rustc_hash::FxHashMap;
 
 use crate::{
@@ -58,11 +59,13 @@ struct Pending {
 /// table gave to an earlier holder). It counts as a correction only if its fork event does
 /// not turn up within [`CONFIRM_NS`]: a child is in /proc before its parent's fork
 /// tracepoint fires, and a parent preempted in between delays the event past the scan.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Unconfirmed {
     pid: u32,
     start_time_ns: u64,
     due_ns: u64,
+    /// Both sides as the scan found them, for the log line if it becomes a correction.
+    sides: Box<str>,
 }
 
 /// How long a process reconciliation added may wait for its own fork event.
@@ -152,6 +155,20 @@ impl Table {
 
     pub fn apply(&mut self, ev: &Event) {
         self.stats.applied[ev.kind() as usize] += 1;
+        self.apply_kind(ev);
+        let h = ev.header();
+        // Signal and OOM records are headed by the sender or the allocating task: not a fact
+        // of that process's life.
+        if matches!(ev, Event::Signal(_) | Event::Oom(_)) {
+            return;
+        }
+        if let Some(p) = self.procs.get_mut(&h.tgid) {
+            p.last_event = ev.kind() as u8;
+            p.last_event_ns = h.ktime_ns;
+        }
+    }
+
+    fn apply_kind(&mut self, ev: &Event) {
         let h = ev.header();
         match ev {
             Event::Fork(e) if e.is_thread != 0 => self.set_threads(h.tgid, |n| n + 1),
@@ -546,6 +563,8 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         first_child: 0,
         next_sibling: 0,
         prev_sibling: 0,
+        last_event: process::SCANNED,
+        last_event_ns: 0,
     }
 }
 

@@ -137,7 +137,14 @@ pub struct Process {
     pub first_child: u32,
     pub next_sibling: u32,
     pub prev_sibling: u32,
+    /// The last kernel event applied to it (kind number; [`SCANNED`] when it came from
+    /// /proc and no event followed) and its time: what a correction's log line quotes.
+    pub last_event: u8,
+    pub last_event_ns: u64,
 }
+
+/// `Process::last_event` of an entry that came from a /proc scan or the seed.
+pub const SCANNED: u8 = u8::MAX;
 
 impl Process {
     pub fn comm_str(&self) -> std::borrow::Cow<'_, str> {
@@ -161,5 +168,16 @@ impl Process {
 
     pub fn is_zombie(&self) -> bool {
         self.exit.is_some()
+    }
+
+    /// "exec at 1234.5 s" (boot clock), or "none since the scan": the last event applied.
+    pub fn last_event_str(&self) -> String {
+        match observer_common::EventKind::ALL
+            .iter()
+            .find(|k| **k as u8 == self.last_event)
+        {
+            Some(k) => format!("{} at {:.3} s", k.name(), self.last_event_ns as f64 / 1e9),
+            None => "none since it was read from /proc".to_string(),
+        }
     }
 }

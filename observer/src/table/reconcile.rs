@@ -8,6 +8,56 @@ use observer_common::MAX_PID_LEVELS;
 
 use super::{scan::Scanned, ExitInfo, Fixed, Process, Table, Unconfirmed, CONFIRM_NS};
 
+/// How old a process unknown to the table must be for a check to call it a miss.
+const UNKNOWN_MARGIN_NS: u64 = 1_000_000_000;
+
+/// One process a cheap check found /proc and the table to disagree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disagreement {
+    /// /proc lists it (started then), the table does not have it.
+    Unknown { pid: u32, start_ns: u64 },
+    /// The table holds it alive; /proc and the kernel do not have it.
+    Vanished(String),
+}
+
+impl std::fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Disagreement::Unknown { pid, start_ns } => write!(
+                f,
+                "pid {pid} (started {:.2} s) is in /proc, not in the table",
+                *start_ns as f64 / 1e9
+            ),
+            Disagreement::Vanished(e) => write!(f, "{e} is in the table, gone from /proc"),
+        }
+    }
+}
+
+/// The table's side of a correction: "pid 12 (sh, started 3.41 s, ppid 1, last event exec
+/// at 5.2 s)" — names escaped, they are chosen by others.
+fn entry(p: &Process) -> String {
+    format!(
+        "pid {} ({}, started {:.2} s, ppid {}, last event {})",
+        p.pid,
+        p.comm_str().escape_debug(),
+        p.start_time_ns as f64 / 1e9,
+        p.ppid,
+        p.last_event_str()
+    )
+}
+
+/// The /proc side of a correction.
+fn scanned(s: &Scanned) -> String {
+    format!(
+        "pid {} ({}, started {:.2} s, ppid {}, state {})",
+        s.pid,
+        s.comm.escape_debug(),
+        s.start_time_ns as f64 / 1e9,
+        s.ppid,
+        s.state
+    )
+}
+
 impl Table {
     fn process_from_scan(&mut self, s: &Scanned) -> Process {
         let mut ns_pids = [0u32; MAX_PID_LEVELS];
@@ -45,11 +95,13 @@ impl Table {
             first_child: 0,
             next_sibling: 0,
             prev_sibling: 0,
+            last_event: super::process::SCANNED,
+            last_event_ns: 0,
         }
     }
 
-    /// How many processes /proc (`pids`, one directory read begun at `started_ns`) and the
-    /// table disagree on; with none and no event lost, a full scan has nothing to correct.
+    /// Where /proc (`pids`, one directory read begun at `started_ns`) and the table
+    /// disagree; with none and no event lost, a full scan has nothing to correct.
     /// Races of the read are not disagreements: a process the table has that started
     /// after the read began or whose exit was seen (its reap may have been missed or not yet
     /// freed), or a process /proc listed that is gone by now or started too near the read
@@ -62,16 +114,22 @@ impl Table {
         started_ns: u64,
         live_start_ticks: impl Fn(u32) -> Option<u64>,
         exists: impl Fn(u32) -> bool,
-    ) -> usize {
+    ) -> Vec<Disagreement> {
         let listed: rustc_hash::FxHashSet<u32> = pids.iter().copied().collect();
-        let margin = self.tick_ns * 2;
+        // A child is in /proc before its parent's fork tracepoint runs; a parent preempted
+        // in between (a busy node) delays the event. A process younger than this at the
+        // check is left to the next check rather than start a full scan.
+        let margin = (self.tick_ns * 2).max(UNKNOWN_MARGIN_NS);
         let unknown = pids
             .iter()
             .filter(|&&p| !self.procs.contains_key(&p))
-            .filter(|&&p| {
-                live_start_ticks(p).is_some_and(|t| t * self.tick_ns + margin < started_ns)
-            })
-            .count();
+            .filter_map(|&p| {
+                let t = live_start_ticks(p)?;
+                (t * self.tick_ns + margin < started_ns).then_some(Disagreement::Unknown {
+                    pid: p,
+                    start_ns: t * self.tick_ns,
+                })
+            });
         let vanished = self
             .procs
             .values()
@@ -81,8 +139,8 @@ impl Table {
             // A process the list missed but the kernel still has is no disagreement: the
             // task iterator does not visit every task /proc shows (this host's PID 1).
             .filter(|p| !exists(p.pid))
-            .count();
-        unknown + vanished
+            .map(|p| Disagreement::Vanished(entry(p)));
+        unknown.chain(vanished).collect()
     }
 
     /// Replaces the table with a scan: runtime containers first, so that a process entered
@@ -147,10 +205,10 @@ impl Table {
                         self.pending.iter().any(|w| w.pid == s.pid),
                     );
                     if ppid != s.ppid && !pending && s.ppid != 0 {
-                        log::debug!(
-                            "reconcile: pid {}: ppid {ppid} in the table, {} in /proc",
-                            s.pid,
-                            s.ppid
+                        log::info!(
+                            "correction: parent: the table has {}, /proc has {}",
+                            entry(p),
+                            scanned(s)
                         );
                         let from = self
                             .procs
@@ -161,9 +219,10 @@ impl Table {
                         fixes += 1;
                     }
                     if s.is_zombie() && !zombie {
-                        log::debug!(
-                            "reconcile: pid {}: a zombie in /proc, its exit was missed",
-                            s.pid
+                        log::info!(
+                            "correction: exit missed: the table has {} running, /proc has {}",
+                            entry(&self.procs[&s.pid]),
+                            scanned(s)
                         );
                         self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo {
                             status: None,
@@ -183,7 +242,7 @@ impl Table {
                     if live_start_ticks(s.pid) != Some(s.start_time_ns / tick) {
                         continue;
                     }
-                    let earlier = existing.map(|p| p.start_time_ns);
+                    let earlier = existing.map(entry);
                     if earlier.is_some() {
                         self.remove(s.pid);
                     }
@@ -196,43 +255,35 @@ impl Table {
                     // Added at once; a miss only if the fork event does not follow (a
                     // younger PID reuse's events are simply still on their way).
                     if old_enough {
-                        match earlier {
-                            Some(t) => log::debug!(
-                                "reconcile: pid {} ({}): start time {t} in the table, {} in \
-                                 /proc: added, awaiting its fork event",
-                                s.pid,
-                                s.comm,
-                                s.start_time_ns
-                            ),
-                            None => log::debug!(
-                                "reconcile: pid {} ({}) in /proc since {} ns, missing from the \
-                                 table: added, awaiting its fork event",
-                                s.pid,
-                                s.comm,
-                                s.start_time_ns
-                            ),
-                        }
+                        let table_side = earlier.unwrap_or_else(|| "nothing".to_string());
+                        log::debug!(
+                            "reconcile: /proc has {}, the table {table_side}: added, awaiting \
+                             its fork event",
+                            scanned(s)
+                        );
                         self.unconfirmed.push(Unconfirmed {
                             pid: s.pid,
                             start_time_ns: s.start_time_ns,
                             due_ns: now_ns + CONFIRM_NS,
+                            sides: format!("/proc has {}, the table had {table_side}", scanned(s))
+                                .into(),
                         });
                     }
                 }
             }
         }
-        let gone: Vec<(u32, bool)> = self
+        let gone: Vec<(u32, Option<String>)> = self
             .procs
             .values()
             .filter(|p| !seen.contains(&p.pid) && p.start_time_ns + margin < scan_start_ns)
-            .map(|p| (p.pid, p.exit.is_some()))
-            .collect();
-        for (pid, exited) in gone {
-            self.remove(pid);
             // An exited process reaped before the scan read /proc only awaits its free
             // event (an RCU callback, later than the reap): not a correction.
-            if !exited {
-                log::debug!("reconcile: pid {pid} is in the table but gone from /proc");
+            .map(|p| (p.pid, p.exit.is_none().then(|| entry(p))))
+            .collect();
+        for (pid, alive) in gone {
+            self.remove(pid);
+            if let Some(e) = alive {
+                log::info!("correction: end missed: the table has {e}, /proc has nothing");
                 fixes += 1;
             }
         }
@@ -282,10 +333,10 @@ impl Table {
             if u.due_ns > now_ns {
                 return true;
             }
-            log::debug!(
-                "reconcile: pid {} (started {} ns): no fork event followed: a miss",
-                u.pid,
-                u.start_time_ns
+            log::info!(
+                "correction: start missed (no fork event followed in {} s): {}",
+                CONFIRM_NS / 1_000_000_000,
+                u.sides
             );
             missed += 1;
             false

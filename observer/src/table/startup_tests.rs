@@ -2,35 +2,59 @@
 
 use observer_common::*;
 
-use super::tests::{scanned, table, tb_scan, HOST_NS, TICK};
+use super::{
+    tests::{scanned, table, tb_scan, HOST_NS, TICK},
+    Disagreement,
+};
 
 #[test]
 fn the_cheap_check_counts_only_real_disagreements() {
     let mut tb = table();
     tb.seed(&[tb_scan(10), tb_scan(11)], 0);
     let all = |_| Some(1);
-    assert_eq!(tb.disagreements(&[11, 10], u64::MAX, all, |_| false), 0);
+    assert_eq!(
+        tb.disagreements(&[11, 10], u64::MAX, all, |_| false).len(),
+        0
+    );
     // /proc has a process no event announced, or lost one the table thinks alive.
-    assert_eq!(tb.disagreements(&[10, 11, 12], u64::MAX, all, |_| false), 1);
-    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |_| false), 1);
-    assert_eq!(tb.disagreements(&[10, 12], u64::MAX, all, |_| false), 2);
+    assert_eq!(
+        tb.disagreements(&[10, 11, 12], u64::MAX, all, |_| false)
+            .len(),
+        1
+    );
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |_| false).len(), 1);
+    assert_eq!(
+        tb.disagreements(&[10, 12], u64::MAX, all, |_| false).len(),
+        2
+    );
     // Races of the directory read: 12 was gone before the table was compared, and 11
     // started after the read began.
     assert_eq!(
         tb.disagreements(&[10, 12], u64::MAX, |p| (p != 12).then_some(1), |_| false),
+        vec![Disagreement::Vanished(
+            "pid 11 (sh, started 0.01 s, ppid 1, last event none since it was read from /proc)"
+                .into()
+        )]
+    );
+    // 12 started 10 ms after boot: a miss for a check a second later, too near before
+    // (its fork event may still be on its way from a preempted parent).
+    let second = 1_000_000_000;
+    assert_eq!(
+        tb.disagreements(&[10, 11, 12], second + 2 * TICK, all, |_| false)
+            .len(),
         1
     );
-    assert_eq!(tb.disagreements(&[10, 11, 12], 4 * TICK, all, |_| false), 1);
     assert_eq!(
-        tb.disagreements(&[10, 11, 12], 3 * TICK, all, |_| false),
+        tb.disagreements(&[10, 11, 12], second + TICK / 2, all, |_| false)
+            .len(),
         0,
         "12 started too near"
     );
-    assert_eq!(tb.disagreements(&[10], 0, all, |_| false), 0);
+    assert_eq!(tb.disagreements(&[10], 0, all, |_| false).len(), 0);
     // A process the list missed that the kernel still has (a task the iterator does not
     // visit) is no disagreement; one the kernel lacks is.
-    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |p| p == 11), 0);
-    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |p| p == 99), 1);
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |p| p == 11).len(), 0);
+    assert_eq!(tb.disagreements(&[10], u64::MAX, all, |p| p == 99).len(), 1);
 }
 
 #[test]

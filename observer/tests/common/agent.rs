@@ -25,6 +25,8 @@ pub struct Agent {
     crashed: bool,
     /// What it printed on stderr before it was ready (warnings about its environment).
     pub startup_log: Vec<String>,
+    /// What it prints on stderr after that, line by line.
+    log: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Agent {
@@ -102,7 +104,13 @@ impl Agent {
             metrics,
             crashed: false,
             startup_log: said,
+            log: std::sync::Mutex::new(rx),
         })
+    }
+
+    /// The lines it printed on stderr since it was ready (or since the last call).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().try_iter().collect()
     }
 
     /// Sends `sig` and waits for the agent to exit: its status and how long it took.
