@@ -153,7 +153,7 @@ fn assert_table_equals_proc(agent: &Agent, within: Duration) {
 #[test]
 fn forced_ring_buffer_overflow_is_counted_reconciled_at_once_and_the_table_equals_proc() {
     // The smallest ring buffer, no periodic reconciliation: only a counted loss can trigger one.
-    let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h"]);
+    let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h", "-v"]);
     let st0 = status(&agent);
     assert_eq!(st0["reconciliations"], 0);
     let storm = Storm::new(4, 1500);
