@@ -400,3 +400,117 @@ fn ended_containers_are_evicted_and_counted_live_ones_stay() {
     let tree = agent.json(&["tree", &live.0]);
     assert_eq!(tree["processes"][0]["comm"], "sleep", "{tree:#}");
 }
+
+/// GET `path` from `addr` with an Authorization header; the response as text ("" when the
+/// connection failed).
+fn get_with(addr: &str, path: &str, auth: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
+    let mut out = String::new();
+    if s.write_all(req.as_bytes()).is_ok() {
+        let _ = s.read_to_string(&mut out);
+    }
+    out
+}
+
+/// The same spawn storm into a 256 KiB ring buffer, alone and then while 8 clients send
+/// wrong passwords (a bcrypt each) and 8 scrape /metrics in a loop: the clients cost the
+/// events nothing (TLS, credentials and views run off the events' thread, failures are
+/// throttled per client, bcrypt runs one at a time).
+#[test]
+fn clients_with_wrong_passwords_and_scrapers_cost_no_events() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    };
+    let dir = std::env::temp_dir().join(format!("observer-test-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("htpasswd")
+        .args(["-nbBC", "10", "prom", "secret"])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prom: {hash}\n")).unwrap();
+    let good = "Basic cHJvbTpzZWNyZXQ="; // prom:secret
+    let bad = "Basic cHJvbTp3cm9uZw=="; // prom:wrong
+    let run = |clients: bool| -> (u64, u64, u64, Duration) {
+        let agent = Agent::start(&[
+            "--ringbuf-size",
+            "256K",
+            "--reconcile-interval",
+            "1h",
+            "--web-config",
+            web.to_str().unwrap(),
+        ]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (refused, scraped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..if clients { 16 } else { 0 })
+            .map(|i| {
+                let (addr, stop) = (agent.http.clone(), stop.clone());
+                let (refused, scraped) = (refused.clone(), scraped.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = get_with(&addr, "/metrics", if i < 8 { bad } else { good });
+                        match r.split_whitespace().nth(1) {
+                            Some("401") => refused.fetch_add(1, Ordering::Relaxed),
+                            // Throttled: refused without a bcrypt.
+                            Some("429") => refused.fetch_add(1 << 32, Ordering::Relaxed),
+                            Some("200") => scraped.fetch_add(1, Ordering::Relaxed),
+                            _ => 0,
+                        };
+                    }
+                })
+            })
+            .collect();
+        let storm = Storm::new(2, 10_000);
+        let t = Instant::now();
+        storm.run(Duration::from_secs(180));
+        let took = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let st: Value = serde_json::from_str(
+            get_with(&agent.http, "/v1/status", good)
+                .split_once("\r\n\r\n")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        let refused = refused.load(Ordering::Relaxed);
+        let scraped = scraped.load(Ordering::Relaxed);
+        (total(&st, "dropped"), refused, scraped, took)
+    };
+    let (alone, _, _, alone_took) = run(false);
+    let (busy, refused, scraped, busy_took) = run(true);
+    let (bcrypted, throttled) = (refused & 0xffff_ffff, refused >> 32);
+    eprintln!(
+        "storm alone: {alone} events lost in {alone_took:?}; with clients: {busy} lost in \
+         {busy_took:?}, {bcrypted} refusals after a bcrypt, {throttled} throttled, {scraped} \
+         scrapes"
+    );
+    assert!(
+        bcrypted > 0 && scraped > 0,
+        "the clients did not run: {refused} {scraped}"
+    );
+    assert!(
+        throttled > bcrypted,
+        "failures are not throttled per client"
+    );
+    assert!(
+        busy <= alone,
+        "the clients cost {busy} lost events (alone: {alone})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

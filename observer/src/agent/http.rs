@@ -2,7 +2,8 @@
 //! `axum::serve` keeps a connection that sends nothing, half a header, or idles after a
 //! keep-alive response open forever, so a client could exhaust the agent's descriptors.
 //!
-//! Per listener: at most `max_connections` (more are closed at once and counted); a request
+//! Per listener: at most `max_connections` (more are closed at once and counted), at most a
+//! quarter of them from one client address; a request
 //! header must arrive within `header_timeout` (hyper's own timer); a connection with no
 //! request in flight and no traffic for `idle_timeout` is closed, and so is one whose
 //! reader stopped taking a response for as long (a stalled `/v1/events` subscriber). A
@@ -10,8 +11,10 @@
 //! (`--web-config`) the handshake must finish within `header_timeout` too.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
+    net::IpAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -80,6 +83,65 @@ impl ConnStats {
     }
 }
 
+/// The client's address, on every request of a TCP connection (None on the unix socket):
+/// failed credentials are throttled per address (web/throttle.rs).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<IpAddr>);
+
+/// A listener's peer address as the key connections and failures are counted by.
+pub trait PeerAddr {
+    fn ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerAddr for std::net::SocketAddr {
+    fn ip(&self) -> Option<IpAddr> {
+        Some(std::net::SocketAddr::ip(self))
+    }
+}
+
+impl PeerAddr for tokio::net::unix::SocketAddr {
+    fn ip(&self) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// Connections per client address, so that one client cannot take a listener's every
+/// slot: at most a quarter of them each (at least one).
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// A client's hold on one of its connections.
+struct ClientSlot(Arc<PerClient>, Option<IpAddr>);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: Option<IpAddr>, cap: usize) -> Option<ClientSlot> {
+        let Some(ip) = ip else {
+            return Some(ClientSlot(self.clone(), None));
+        };
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), Some(ip)))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.1 {
+            let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
 /// A connection's byte stream, plain or TLS.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -94,11 +156,21 @@ pub async fn serve<L>(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) where
     L: axum::serve::Listener,
+    L::Addr: PeerAddr,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(PerClient::default());
+    let client_cap = (limits.max_connections / 4).max(1);
     loop {
         // axum's Listener retries accept errors (EMFILE included) after a pause itself.
-        let (io, _) = listener.accept().await;
+        let (io, addr) = listener.accept().await;
+        let ip = addr.ip();
+        let Some(client) = per_client.take(ip, client_cap) else {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            log::debug!("closing a connection: its client has {client_cap} open already");
+            drop(io);
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
             log::debug!(
@@ -114,7 +186,7 @@ pub async fn serve<L>(
         let stats = stats.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, client);
             let in_flight = Arc::new(AtomicUsize::new(0));
             let io = Watched::new(io, limits.idle_timeout, in_flight.clone());
             let io: Box<dyn Io> = match tls {
@@ -139,8 +211,10 @@ pub async fn serve<L>(
             let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                 let guard = InFlight::new(in_flight.clone());
                 let mut app = app.clone();
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(Peer(ip));
                 async move {
-                    let resp = app.call(req.map(Body::new)).await?;
+                    let resp = app.call(req).await?;
                     Ok::<_, std::convert::Infallible>(resp.map(|body| {
                         Body::new(Guarded {
                             body,

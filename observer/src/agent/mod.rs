@@ -41,6 +41,7 @@ use crate::{
     views::model::boot_now_ns,
 };
 
+#[derive(Clone)]
 pub struct AgentConfig {
     pub probes: ProbeConfig,
     pub listen: SocketAddr,
@@ -235,7 +236,10 @@ struct Inbox {
     sigterm: tokio::signal::unix::Signal,
 }
 
-pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+/// The agent: `api` is the runtime the listeners run on (TLS handshakes, credential
+/// checks, request parsing and view building), so that what clients choose to cost never
+/// runs on this thread, which applies the kernel's events.
+pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Result<()> {
     // The listeners come first, so /healthz answers and /readyz says 503 while the
     // programs load and the table is seeded.
     let cgroupfs = CgroupFs::discover();
@@ -263,7 +267,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         stat_files: Arc::new(Mutex::new(crate::table::stat_files::StatFiles::default())),
         ready: ready.clone(),
     };
-    let servers = server::start(&cfg, state).await?;
+    let servers = {
+        let cfg = cfg.clone();
+        api.spawn(async move { server::start(&cfg, state).await })
+            .await
+            .context("starting the listeners")??
+    };
     match serve(&cfg, &servers, cgroupfs, &cgroup_files, ev_tx, inbox, ready).await {
         Ok(()) => {
             servers.stop();
@@ -428,11 +437,28 @@ async fn serve(
                     drain.as_mut().reset(tokio::time::Instant::now() + crate::probes::DRAIN_EVERY);
                 }
                 adopt_orphans(&mut table);
+                // Every request already queued is answered from this one state: concurrent
+                // requests for the same view share one snapshot.
+                let mut batch = vec![req];
+                while let Ok(r) = req_rx.try_recv() {
+                    batch.push(r);
+                }
+                let mut built: Vec<(crate::table::snapshot::Scope, Arc<crate::table::snapshot::Snapshot>)> = Vec::new();
+                for req in batch {
                 match req {
                 Request::Snapshot(scope, tx) => {
-                    // Views must not count a reaped process whose free event is still due.
-                    table.reap_gone(scan::exists);
-                    let _ = tx.send(table.snapshot(scope));
+                    let snap = match built.iter().find(|(s, _)| *s == scope) {
+                        Some((_, snap)) => snap.clone(),
+                        None => {
+                            // Views must not count a reaped process whose free event is
+                            // still due.
+                            table.reap_gone(scan::exists);
+                            let snap = Arc::new(table.snapshot(scope.clone()));
+                            built.push((scope, snap.clone()));
+                            snap
+                        }
+                    };
+                    let _ = tx.send(snap);
                 }
                 Request::MemberOf(pid, tx) => { let _ = tx.send(table.get(pid).and_then(|p| p.container)); }
                 Request::Status(tx) => {
@@ -454,6 +480,7 @@ async fn serve(
                         http: servers.counts(),
                         restarts,
                     }));
+                }
                 }
                 }
             }

@@ -45,7 +45,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
 
 /// Requests to the task that owns the table.
 pub enum Request {
-    Snapshot(Scope, oneshot::Sender<Snapshot>),
+    /// Shared between the requests for one scope the table task answers at once.
+    Snapshot(Scope, oneshot::Sender<Arc<Snapshot>>),
     MemberOf(u32, oneshot::Sender<Option<u32>>),
     Status(oneshot::Sender<crate::agent::health::Health>),
 }
@@ -73,7 +74,10 @@ impl Source for AgentSource<'_> {
     fn snapshot(&self, scope: Scope) -> Option<Snapshot> {
         let (tx, rx) = oneshot::channel();
         self.0.blocking_send(Request::Snapshot(scope, tx)).ok()?;
-        rx.blocking_recv().ok()
+        // A copy here, off the table's thread, when another request shares it.
+        rx.blocking_recv()
+            .ok()
+            .map(|s| Arc::try_unwrap(s).unwrap_or_else(|s| (*s).clone()))
     }
 
     fn member_of(&self, pid: u32) -> Option<u32> {
@@ -301,6 +305,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let early = files.read_known();
         let mut health = status_rx.blocking_recv().ok()?;
         let snap = snap_rx.blocking_recv().ok()?;
+        let snap = Arc::try_unwrap(snap).unwrap_or_else(|s| (*s).clone());
         let fresh = files.read_containers(&st.cgroupfs, &snap.containers, early);
         drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());

@@ -121,7 +121,8 @@ pub struct AgentArgs {
         value_parser = parse_labels
     )]
     metrics_labels: Labels,
-    /// Most open connections per API listener (TCP and unix socket each); more are closed.
+    /// Most open connections per API listener (TCP and unix socket each), a quarter of them
+    /// from one client address at most; more are closed.
     #[arg(long, env = "OBSERVER_MAX_CONNECTIONS", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_connections: u32,
     /// Time a client has to send a request's header.
@@ -265,14 +266,31 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     raise_nofile();
-    // One thread for the table, the ring buffer and the listeners (no cross-thread wakeups
-    // per batch); views and scans run on tokio's blocking threads.
+    // One thread for the table and the ring buffer (no cross-thread wakeups per batch);
+    // scans run on its blocking threads. The listeners have a runtime of their own: TLS
+    // handshakes, credential checks and requests — whose cost clients choose — never take
+    // the events' thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let r = rt.block_on(agent::run(cfg));
-    // A scan still running on a blocking thread must not hold the exit (SIGTERM: ≤ 2 s).
+    let api = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(8)
+        .thread_name("observer-api")
+        // Below the events' thread when the CPU is short (nice 10, per thread on Linux):
+        // a client's request waits rather than a kernel event being lost.
+        // SAFETY: setpriority on the calling thread (gettid), no memory involved.
+        .on_thread_start(|| unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+        })
+        .enable_all()
+        .build()
+        .context("starting the API's tokio runtime")?;
+    let r = rt.block_on(agent::run(cfg, api.handle().clone()));
+    // A scan or view still running on a blocking thread must not hold the exit (SIGTERM:
+    // ≤ 2 s).
+    api.shutdown_timeout(Duration::from_millis(200));
     rt.shutdown_timeout(Duration::from_millis(200));
     r?;
     Ok(ExitCode::SUCCESS)

@@ -26,6 +26,10 @@ pub struct Credentials {
     dummy: String,
     /// SHA-256 of a credential that verified → who it is.
     verified: Mutex<HashMap<[u8; 32], Arc<str>>>,
+    /// Held while bcrypt runs: one check at a time, at most one core for all clients.
+    bcrypt: Mutex<()>,
+    /// Failed checks per client address (throttle.rs).
+    pub throttle: super::throttle::Throttle,
 }
 
 /// A request's credentials as sent.
@@ -50,6 +54,8 @@ impl Credentials {
             tokens,
             dummy,
             verified: Mutex::default(),
+            bcrypt: Mutex::default(),
+            throttle: Default::default(),
         }
     }
 
@@ -91,6 +97,7 @@ impl Credentials {
         if let Some(who) = self.lock().get(&key) {
             return Some(who.clone());
         }
+        let _one_at_a_time = self.bcrypt.lock().unwrap_or_else(|p| p.into_inner());
         let who: Option<&str> = match &presented {
             Presented::Basic { user, password } => match self.users.get_key_value(user) {
                 Some((name, hash)) => verify(password, hash).then_some(name.as_str()),

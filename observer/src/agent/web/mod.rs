@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+mod throttle;
 mod tls;
 
 use std::{path::Path, sync::Arc};
@@ -17,7 +18,7 @@ use axum::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::http::ConnStats;
+use super::http::{ConnStats, Peer};
 use auth::Credentials;
 
 /// A loaded web config: everything checked and read before the agent listens.
@@ -102,22 +103,40 @@ struct Guard {
 
 async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let peer = req.extensions().get::<Peer>().and_then(|p| p.0);
     let allowed = match &g.credentials {
         Some(c) if !open => match c.remembered(req.headers()) {
-            Some(_) => true,
+            Some(_) => Some(true),
+            // Past its failures: refused without a bcrypt.
+            None if !c.throttle.allows(peer) => None,
             None => {
                 let (c, h) = (c.clone(), req.headers().clone());
-                tokio::task::spawn_blocking(move || c.check(&h))
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
+                let ok = tokio::task::spawn_blocking(move || {
+                    let who = c.check(&h);
+                    if who.is_none() {
+                        c.throttle.failed(peer);
+                    }
+                    who
+                })
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+                Some(ok)
             }
         },
-        _ => true,
+        _ => Some(true),
     };
-    let mut resp = if allowed {
+    let mut resp = if allowed == Some(true) {
         next.run(req).await
+    } else if allowed.is_none() {
+        g.stats
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut r = (StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n").into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        r
     } else {
         g.stats
             .unauthorized
