@@ -96,54 +96,12 @@ fn m(
     })
 }
 
-/// Mounts and pivots into the rootfs. Runs in the new mount namespace.
-fn build_mounts(cfg: &Config) -> Result<(), String> {
-    let root = cfg.rootfs.as_path();
-    m(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
-    m(
-        Some(root.to_str().unwrap_or("/")),
-        root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    if !cfg.rootfs_readonly {
-        for d in rootfs::MOUNT_POINTS {
-            let _ = fs::create_dir_all(root.join(d));
-        }
-    }
+/// A minimal /dev: a tmpfs with the standard character devices, links, pts and shm.
+fn make_dev(dev: &Path) -> Result<(), String> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    m(Some("proc"), &root.join("proc"), Some("proc"), nosuid, None)?;
-    // Read-only unless --privileged (as Docker).
-    let sys_ro = if cfg.security.privileged {
-        MsFlags::empty()
-    } else {
-        MsFlags::MS_RDONLY
-    };
-    m(
-        Some("sysfs"),
-        &root.join("sys"),
-        Some("sysfs"),
-        nosuid | sys_ro,
-        None,
-    )?;
     m(
         Some("tmpfs"),
-        &root.join("tmp"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )?;
-    let dev = root.join("dev");
-    m(
-        Some("tmpfs"),
-        &dev,
+        dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
@@ -191,6 +149,54 @@ fn build_mounts(cfg: &Config) -> Result<(), String> {
         nosuid,
         Some("mode=1777,size=65536k"),
     )?;
+    Ok(())
+}
+
+/// Mounts and pivots into the rootfs. Runs in the new mount namespace.
+fn build_mounts(cfg: &Config) -> Result<(), String> {
+    let root = cfg.rootfs.as_path();
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    m(
+        Some(root.to_str().unwrap_or("/")),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if !cfg.rootfs_readonly {
+        for d in rootfs::MOUNT_POINTS {
+            let _ = fs::create_dir_all(root.join(d));
+        }
+    }
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    m(Some("proc"), &root.join("proc"), Some("proc"), nosuid, None)?;
+    // Read-only unless --privileged (as Docker).
+    let sys_ro = if cfg.security.privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    m(
+        Some("sysfs"),
+        &root.join("sys"),
+        Some("sysfs"),
+        nosuid | sys_ro,
+        None,
+    )?;
+    m(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    make_dev(&root.join("dev"))?;
     if cfg.rootfs_readonly {
         m(
             None,

@@ -141,10 +141,8 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates and starts a container; returns the exit code for `observer run` (0 when
-/// detached, the command's when attached).
-pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
-    require_root()?;
+/// What `run` was asked for, checked, as the container's config (no cgroups yet).
+fn checked_config(o: &RunOptions) -> Result<Config, LauncherError> {
     if o.cmd.is_empty() {
         return Err(LauncherError::Other(
             "no command given: observer run [OPTIONS] -- CMD [ARGS...]".into(),
@@ -168,10 +166,10 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
         Some(r) => (rootfs::check(r)?, false),
         None => (rootfs::ensure_default()?, true),
     };
-    let mut cfg = Config {
+    let cfg = Config {
         hostname,
-        name: name.clone(),
-        id: id.clone(),
+        name,
+        id,
         rootfs,
         rootfs_readonly: readonly,
         cmd: o.cmd.clone(),
@@ -187,30 +185,16 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
     let env = container::environment(&cfg, &[]);
     rootfs::resolve(&cfg.rootfs, &cfg.cmd[0], &container::path_of(&env))
         .map_err(|(c, m)| LauncherError::Command(c, m))?;
-    state::create_dir(&name)?;
-    let cleanup = |cfg: &Config| {
-        cgroups::remove(&cfg.cgroups);
-        let _ = std::fs::remove_dir_all(state::dir(&cfg.name));
-    };
-    let cg = CgroupFs::discover();
-    match cgroups::create(&cg, &id, &o.limits, o.ignore_missing_limits) {
-        Ok(dirs) => cfg.cgroups = dirs,
-        Err(e) => {
-            cleanup(&cfg);
-            return Err(e);
-        }
-    }
-    if let Err(e) =
-        state::save_config(&cfg).and_then(|_| state::save_state(&name, &State::default()))
-    {
-        cleanup(&cfg);
-        return Err(e);
-    }
+    Ok(cfg)
+}
+
+/// Starts `observer __shim <name>` in its own session, stdio on /dev/null.
+fn spawn_shim(name: &str) -> Result<std::process::Child, LauncherError> {
     let exe = std::env::current_exe()
         .map_err(|e| LauncherError::Io("locating the observer binary".into(), e))?;
     let mut shim = Command::new(exe);
     shim.arg("__shim")
-        .arg(&name)
+        .arg(name)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -221,9 +205,36 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
             Ok(())
         });
     }
-    let mut shim = shim
-        .spawn()
-        .map_err(|e| LauncherError::Io("starting the shim".into(), e))?;
+    shim.spawn()
+        .map_err(|e| LauncherError::Io("starting the shim".into(), e))
+}
+
+/// Creates and starts a container; returns the exit code for `observer run` (0 when
+/// detached, the command's when attached).
+pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
+    require_root()?;
+    let mut cfg = checked_config(&o)?;
+    let name = cfg.name.clone();
+    state::create_dir(&name)?;
+    let cleanup = |cfg: &Config| {
+        cgroups::remove(&cfg.cgroups);
+        let _ = std::fs::remove_dir_all(state::dir(&cfg.name));
+    };
+    let cg = CgroupFs::discover();
+    let started = cgroups::create(&cg, &cfg.id, &o.limits, o.ignore_missing_limits)
+        .and_then(|dirs| {
+            cfg.cgroups = dirs;
+            state::save_config(&cfg)
+        })
+        .and_then(|_| state::save_state(&name, &State::default()))
+        .and_then(|_| spawn_shim(&name));
+    let mut shim = match started {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&cfg);
+            return Err(e);
+        }
+    };
     let st = wait_state(&name, Duration::from_secs(30), |s| {
         s.status != Status::Created
     })?;
