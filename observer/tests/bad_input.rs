@@ -147,8 +147,8 @@ fn launcher_refuses_absurd_limits_bad_names_and_the_host_root() {
             125,
             "invalid container name",
         ),
-        (vec!["logs", "../../etc"], 125, "no container named"),
-        (vec!["rm", "/etc/passwd"], 125, "no container named"),
+        (vec!["logs", "../../etc"], 125, "invalid container name"),
+        (vec!["rm", "/etc/passwd"], 125, "invalid container name"),
     ];
     for (args, code, msg) in &cases {
         expect_error(args, *code, msg);

@@ -5,7 +5,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Args, Subcommand};
 
 use crate::{
-    launcher::{self, state::Limits, LauncherError, RunOptions},
+    launcher::{
+        self,
+        security::{parse_cap, parse_security_opt, CapArg, SecurityOpt},
+        state::Limits,
+        LauncherError, RunOptions,
+    },
     views::text::{duration, table},
 };
 
@@ -45,6 +50,20 @@ pub struct RunArgs {
     /// Run without the limits whose cgroup controller this host lacks (reported).
     #[arg(long)]
     ignore_missing_limits: bool,
+    /// Every capability, no seccomp profile, no masked or read-only /proc paths, /sys
+    /// writable (like `docker run --privileged`): root inside is root on the host.
+    #[arg(long)]
+    privileged: bool,
+    /// Add a capability to Docker's default set (e.g. SYS_PTRACE, NET_ADMIN, ALL);
+    /// repeatable.
+    #[arg(long, value_name = "CAP", value_parser = parse_cap)]
+    cap_add: Vec<CapArg>,
+    /// Drop a capability from the default set (e.g. NET_RAW, ALL); repeatable.
+    #[arg(long, value_name = "CAP", value_parser = parse_cap)]
+    cap_drop: Vec<CapArg>,
+    /// `seccomp=unconfined` (no seccomp profile) or `no-new-privileges=false`; repeatable.
+    #[arg(long, value_name = "OPT", value_parser = parse_security_opt)]
+    security_opt: Vec<SecurityOpt>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -146,6 +165,10 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
             detach: a.detach,
             env: a.env,
             ignore_missing_limits: a.ignore_missing_limits,
+            privileged: a.privileged,
+            cap_add: a.cap_add,
+            cap_drop: a.cap_drop,
+            security_opt: a.security_opt,
             cmd: a.cmd,
         })),
         LauncherCmd::Exec { name, env, cmd } => code(launcher::exec::exec(&name, &env, &cmd)),
@@ -165,7 +188,7 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
                     .map(|c| {
                         vec![
                             c.name.clone(),
-                            c.id[..12].to_string(),
+                            c.id.get(..12).unwrap_or(&c.id).to_string(),
                             c.state.clone(),
                             c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                             format!("{} ago", duration(now.saturating_sub(c.created) as f64)),

@@ -2,7 +2,9 @@
 //! a new pid namespace) joins its cgroups, takes new mount, uts, ipc, cgroup and (unless
 //! --net host) net namespaces, builds its mounts — the rootfs, a fresh /proc, a read-only
 //! /sys, a minimal /dev, /tmp — pivots into the rootfs and execs the command. With --init
-//! it forks the command and stays PID 1 as a tiny init that reaps every orphan.
+//! it forks the command and stays PID 1 as a tiny init that reaps every orphan. Last, it
+//! takes a container's defaults (`security.rs`): masked and read-only /proc paths,
+//! Docker's capabilities and seccomp profile, no_new_privs, no inherited descriptors.
 //!
 //! Failures before exec are written to `err` (a close-on-exec pipe the shim reads) as
 //! "<exit code> <message>": an empty pipe means the exec succeeded.
@@ -26,7 +28,7 @@ use nix::{
     unistd::{chdir, execve, fork, pivot_root, sethostname, ForkResult, Pid},
 };
 
-use super::{cgroups, rootfs, state::Config};
+use super::{cgroups, rootfs, security, state::Config};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -94,48 +96,12 @@ fn m(
     })
 }
 
-/// Mounts and pivots into the rootfs. Runs in the new mount namespace.
-fn build_mounts(cfg: &Config) -> Result<(), String> {
-    let root = cfg.rootfs.as_path();
-    m(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
-    m(
-        Some(root.to_str().unwrap_or("/")),
-        root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    if !cfg.rootfs_readonly {
-        for d in rootfs::MOUNT_POINTS {
-            let _ = fs::create_dir_all(root.join(d));
-        }
-    }
+/// A minimal /dev: a tmpfs with the standard character devices, links, pts and shm.
+fn make_dev(dev: &Path) -> Result<(), String> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    m(Some("proc"), &root.join("proc"), Some("proc"), nosuid, None)?;
-    m(
-        Some("sysfs"),
-        &root.join("sys"),
-        Some("sysfs"),
-        nosuid | MsFlags::MS_RDONLY,
-        None,
-    )?;
     m(
         Some("tmpfs"),
-        &root.join("tmp"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )?;
-    let dev = root.join("dev");
-    m(
-        Some("tmpfs"),
-        &dev,
+        dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
@@ -183,6 +149,54 @@ fn build_mounts(cfg: &Config) -> Result<(), String> {
         nosuid,
         Some("mode=1777,size=65536k"),
     )?;
+    Ok(())
+}
+
+/// Mounts and pivots into the rootfs. Runs in the new mount namespace.
+fn build_mounts(cfg: &Config) -> Result<(), String> {
+    let root = cfg.rootfs.as_path();
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    m(
+        Some(root.to_str().unwrap_or("/")),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if !cfg.rootfs_readonly {
+        for d in rootfs::MOUNT_POINTS {
+            let _ = fs::create_dir_all(root.join(d));
+        }
+    }
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    m(Some("proc"), &root.join("proc"), Some("proc"), nosuid, None)?;
+    // Read-only unless --privileged (as Docker).
+    let sys_ro = if cfg.security.privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    m(
+        Some("sysfs"),
+        &root.join("sys"),
+        Some("sysfs"),
+        nosuid | sys_ro,
+        None,
+    )?;
+    m(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    make_dev(&root.join("dev"))?;
     if cfg.rootfs_readonly {
         m(
             None,
@@ -198,6 +212,9 @@ fn build_mounts(cfg: &Config) -> Result<(), String> {
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    if !cfg.security.privileged {
+        security::protect_paths()?;
+    }
     Ok(())
 }
 
@@ -269,6 +286,10 @@ pub fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
         if let Err(e) = loopback_up() {
             fail(&mut err, 125, &e);
         }
+    }
+    // Also --init's PID 1: it and the command it forks are the container's.
+    if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
+        fail(&mut err, 125, &e);
     }
     if !cfg.init {
         exec(&mut err, &path, &cfg.cmd, &env);

@@ -1,8 +1,9 @@
 //! `observer exec`: a new process inside a running container, like `docker exec` — into the
 //! container's cgroups and every one of its namespaces (setns), then fork and exec. The
-//! exec'd process's host parent is this command, outside the container.
+//! exec'd process's host parent is this command, outside the container; it is confined
+//! like PID 1 (capabilities, no_new_privs, seccomp, no inherited descriptors).
 
-use std::{fs, io::Read, path::Path};
+use std::{fs, io::Read, os::fd::AsRawFd, path::Path};
 
 use nix::{
     fcntl::OFlag,
@@ -12,7 +13,7 @@ use nix::{
 };
 
 use super::{
-    cgroups, container, rootfs,
+    cgroups, check_env, container, process, rootfs, security,
     state::{self, Status},
     LauncherError,
 };
@@ -27,10 +28,12 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
             "no command given: observer exec NAME -- CMD [ARGS...]".into(),
         ));
     }
+    check_env(env_extra)?;
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
-    let pid = match (st.status, st.pid) {
-        (Status::Running, Some(p)) if state::alive(p) => p,
+    // PID 1 as recorded (pid and start time): a reused pid is never entered.
+    let pid = match process::pid1(&st, &cfg) {
+        Some(p) if st.status == Status::Running => p,
         _ => return Err(LauncherError::NotRunning(name.into())),
     };
     // Open every namespace first: /proc/<pid> must stay reachable while we switch.
@@ -48,6 +51,10 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
             .map_err(|e| LauncherError::Io(format!("opening the {ns} namespace of {pid}"), e))?;
         fds.push((ns, flag, f));
     }
+    // Still the recorded PID 1 after opening: the namespaces are that process's.
+    if process::pid1(&st, &cfg) != Some(pid) {
+        return Err(LauncherError::NotRunning(name.into()));
+    }
     cgroups::join(&cfg.cgroups, std::process::id())?;
     for (ns, flag, f) in &fds {
         setns(f, *flag)
@@ -63,7 +70,11 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(rd);
+            drop(fds);
             let mut err = fs::File::from(wr);
+            if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
+                container::fail(&mut err, 125, &e)
+            }
             container::exec(&mut err, &path, cmd, &env)
         }
         Ok(ForkResult::Parent { child }) => {

@@ -6,7 +6,10 @@
 pub mod cgroups;
 mod container;
 pub mod exec;
+pub mod process;
 pub mod rootfs;
+mod seccomp;
+pub mod security;
 pub mod shim;
 pub mod state;
 
@@ -19,8 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+use security::{CapArg, SecurityOpt};
 use state::{Config, Limits, State, Status};
 
 use crate::containers::cgroupfs::CgroupFs;
@@ -81,6 +84,10 @@ pub struct RunOptions {
     pub detach: bool,
     pub env: Vec<String>,
     pub ignore_missing_limits: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<CapArg>,
+    pub cap_drop: Vec<CapArg>,
+    pub security_opt: Vec<SecurityOpt>,
     pub cmd: Vec<String>,
 }
 
@@ -92,11 +99,31 @@ fn require_root() -> Result<(), LauncherError> {
     }
 }
 
-fn valid_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && n.len() <= 128
+/// `-e` values: KEY=VALUE with a non-empty key.
+fn check_env(env: &[String]) -> Result<(), LauncherError> {
+    match env
+        .iter()
+        .find(|kv| !kv.contains('=') || kv.starts_with('='))
+    {
+        Some(kv) => Err(LauncherError::Other(format!(
+            "-e expects KEY=VALUE, got `{kv}`"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A hostname the kernel takes: 1 to 64 bytes of letters, digits, `-` and `.`.
+fn check_hostname(h: &str) -> Result<(), LauncherError> {
+    let ok = (1..=64).contains(&h.len())
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(LauncherError::Other(format!(
+            "invalid --hostname `{h}`: use 1 to 64 letters, digits, `-` and `.`"
+        )))
+    }
 }
 
 fn random_id() -> Result<String, LauncherError> {
@@ -114,39 +141,35 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates and starts a container; returns the exit code for `observer run` (0 when
-/// detached, the command's when attached).
-pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
-    require_root()?;
+/// What `run` was asked for, checked, as the container's config (no cgroups yet).
+fn checked_config(o: &RunOptions) -> Result<Config, LauncherError> {
     if o.cmd.is_empty() {
         return Err(LauncherError::Other(
             "no command given: observer run [OPTIONS] -- CMD [ARGS...]".into(),
         ));
     }
+    let security = security::resolve(o.privileged, &o.cap_add, &o.cap_drop, &o.security_opt)?;
     let id = random_id()?;
     let name = o.name.clone().unwrap_or_else(|| format!("c-{}", &id[..8]));
-    if !valid_name(&name) {
-        return Err(LauncherError::BadName(name));
-    }
-    for kv in &o.env {
-        if !kv.contains('=') || kv.starts_with('=') {
-            return Err(LauncherError::Other(format!(
-                "-e expects KEY=VALUE, got `{kv}`"
-            )));
-        }
-    }
-    let dir = state::dir(&name);
-    if dir.exists() {
+    state::check_name(&name)?;
+    check_env(&o.env)?;
+    // The default hostname is the name, cut to the kernel's 64 bytes (names are ASCII).
+    let hostname = o
+        .hostname
+        .clone()
+        .unwrap_or_else(|| name.chars().take(64).collect());
+    check_hostname(&hostname)?;
+    if state::dir(&name).exists() {
         return Err(LauncherError::NameInUse(name));
     }
     let (rootfs, readonly) = match &o.rootfs {
         Some(r) => (rootfs::check(r)?, false),
         None => (rootfs::ensure_default()?, true),
     };
-    let mut cfg = Config {
-        hostname: o.hostname.clone().unwrap_or_else(|| name.clone()),
-        name: name.clone(),
-        id: id.clone(),
+    let cfg = Config {
+        hostname,
+        name,
+        id,
         rootfs,
         rootfs_readonly: readonly,
         cmd: o.cmd.clone(),
@@ -156,36 +179,22 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
         init: o.init,
         created: now_secs(),
         cgroups: Vec::new(),
+        security,
     };
     // The command must exist in the rootfs: checked before anything is created.
     let env = container::environment(&cfg, &[]);
     rootfs::resolve(&cfg.rootfs, &cfg.cmd[0], &container::path_of(&env))
         .map_err(|(c, m)| LauncherError::Command(c, m))?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| LauncherError::Io(format!("creating {}", dir.display()), e))?;
-    let cleanup = |cfg: &Config| {
-        cgroups::remove(&cfg.cgroups);
-        let _ = std::fs::remove_dir_all(state::dir(&cfg.name));
-    };
-    let cg = CgroupFs::discover();
-    match cgroups::create(&cg, &id, &o.limits, o.ignore_missing_limits) {
-        Ok(dirs) => cfg.cgroups = dirs,
-        Err(e) => {
-            cleanup(&cfg);
-            return Err(e);
-        }
-    }
-    if let Err(e) =
-        state::save_config(&cfg).and_then(|_| state::save_state(&name, &State::default()))
-    {
-        cleanup(&cfg);
-        return Err(e);
-    }
+    Ok(cfg)
+}
+
+/// Starts `observer __shim <name>` in its own session, stdio on /dev/null.
+fn spawn_shim(name: &str) -> Result<std::process::Child, LauncherError> {
     let exe = std::env::current_exe()
         .map_err(|e| LauncherError::Io("locating the observer binary".into(), e))?;
     let mut shim = Command::new(exe);
     shim.arg("__shim")
-        .arg(&name)
+        .arg(name)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -196,9 +205,36 @@ pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
             Ok(())
         });
     }
-    let mut shim = shim
-        .spawn()
-        .map_err(|e| LauncherError::Io("starting the shim".into(), e))?;
+    shim.spawn()
+        .map_err(|e| LauncherError::Io("starting the shim".into(), e))
+}
+
+/// Creates and starts a container; returns the exit code for `observer run` (0 when
+/// detached, the command's when attached).
+pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
+    require_root()?;
+    let mut cfg = checked_config(&o)?;
+    let name = cfg.name.clone();
+    state::create_dir(&name)?;
+    let cleanup = |cfg: &Config| {
+        cgroups::remove(&cfg.cgroups);
+        let _ = std::fs::remove_dir_all(state::dir(&cfg.name));
+    };
+    let cg = CgroupFs::discover();
+    let started = cgroups::create(&cg, &cfg.id, &o.limits, o.ignore_missing_limits)
+        .and_then(|dirs| {
+            cfg.cgroups = dirs;
+            state::save_config(&cfg)
+        })
+        .and_then(|_| state::save_state(&name, &State::default()))
+        .and_then(|_| spawn_shim(&name));
+    let mut shim = match started {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&cfg);
+            return Err(e);
+        }
+    };
     let st = wait_state(&name, Duration::from_secs(30), |s| {
         s.status != Status::Created
     })?;
@@ -225,13 +261,14 @@ fn wait_state(
     timeout: Duration,
     done: impl Fn(&State) -> bool,
 ) -> Result<State, LauncherError> {
-    let deadline = Instant::now() + timeout;
+    // A timeout past what Instant can hold (`stop -t` takes any u64) waits for ever.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         let st = state::load_state(name)?;
         if done(&st) {
             return Ok(st);
         }
-        if Instant::now() > deadline {
+        if deadline.is_some_and(|d| Instant::now() > d) {
             return Err(LauncherError::Other(format!(
                 "container `{name}` did not reach the expected state in {timeout:?} (state: {})",
                 state::effective(&st)
@@ -251,7 +288,7 @@ fn follow_log(name: &str, follow: bool) -> Result<u8, LauncherError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let st = state::load_state(name)?;
-        let running = st.status == Status::Running && st.shim_pid.is_some_and(state::alive);
+        let running = st.status == Status::Running && process::shim_alive(&st);
         loop {
             let n = f
                 .read(&mut buf)
@@ -277,25 +314,25 @@ pub fn logs(name: &str, follow: bool) -> Result<u8, LauncherError> {
 }
 
 /// SIGTERM to PID 1, then SIGKILL after `timeout`; waits for the shim to record the end.
+/// Only the processes the state recorded (pid and start time) are ever signalled.
 pub fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError> {
     require_root()?;
-    state::load_config(name)?;
+    let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
-    let (Status::Running, Some(pid)) = (&st.status, st.pid) else {
+    if st.status != Status::Running || st.pid.is_none() {
         return Ok(st);
-    };
-    if !st.shim_pid.is_some_and(state::alive) {
+    }
+    if !process::shim_alive(&st) {
         return Err(LauncherError::Other(format!(
             "the shim of `{name}` is gone; remove the container with `observer rm -f {name}`"
         )));
     }
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGTERM);
+    process::signal_pid1(&st, &cfg, Signal::SIGTERM)?;
     let ended = |s: &State| s.status != Status::Running;
     match wait_state(name, timeout, ended) {
         Ok(s) => Ok(s),
         Err(_) => {
-            let _ = kill(pid, Signal::SIGKILL);
+            process::signal_pid1(&st, &cfg, Signal::SIGKILL)?;
             wait_state(name, Duration::from_secs(30), ended)
         }
     }
@@ -306,7 +343,7 @@ pub fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
     require_root()?;
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
-    let running = st.status == Status::Running && st.shim_pid.is_some_and(state::alive);
+    let running = st.status == Status::Running && process::shim_alive(&st);
     if running {
         if !force {
             return Err(LauncherError::Running(name.into()));
@@ -314,9 +351,7 @@ pub fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
         stop(name, Duration::ZERO)?;
     }
     // A shim that died left PID 1 without a reaper: make sure nothing of it remains.
-    if let Some(pid) = st.pid.filter(|p| state::alive(*p)) {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    }
+    process::signal_pid1(&st, &cfg, Signal::SIGKILL)?;
     let left = cgroups::remove(&cfg.cgroups);
     if !left.is_empty() {
         return Err(LauncherError::Other(format!(
@@ -345,7 +380,7 @@ pub struct Listed {
 
 pub fn ls() -> Result<Vec<Listed>, LauncherError> {
     let mut out = Vec::new();
-    for name in state::names() {
+    for name in state::names()? {
         let (Ok(cfg), Ok(st)) = (state::load_config(&name), state::load_state(&name)) else {
             continue;
         };

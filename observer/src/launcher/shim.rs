@@ -14,7 +14,7 @@ use nix::{
 };
 
 use super::{
-    cgroups, container,
+    cgroups, container, process, security,
     state::{self, State, Status},
 };
 use crate::containers::cgroupfs::CgroupFs;
@@ -33,6 +33,12 @@ fn record(name: &str, st: &State) {
 }
 
 pub fn main(name: &str) -> ExitCode {
+    // Whatever `observer run` inherited from its caller stays out of the shim and so out of
+    // the container (its stdio is /dev/null).
+    if let Err(e) = security::close_inherited(None) {
+        eprintln!("observer shim: {e}");
+        return ExitCode::FAILURE;
+    }
     let cfg = match state::load_config(name) {
         Ok(c) => c,
         Err(e) => {
@@ -43,6 +49,7 @@ pub fn main(name: &str) -> ExitCode {
     let me = std::process::id();
     let mut st = State {
         shim_pid: Some(me),
+        shim_start: process::start_ticks(me),
         ..State::default()
     };
     let fail = |st: &mut State, msg: String| {
@@ -56,11 +63,7 @@ pub fn main(name: &str) -> ExitCode {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return fail(&mut st, format!("PR_SET_CHILD_SUBREAPER: {e}"));
     }
-    let log = match fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state::log_path(name))
-    {
+    let log = match state::open_log(name) {
         Ok(f) => f,
         Err(e) => return fail(&mut st, format!("opening the log: {e}")),
     };
@@ -95,6 +98,8 @@ pub fn main(name: &str) -> ExitCode {
     }
     st.status = Status::Running;
     st.pid = Some(child.as_raw() as u32);
+    // Our child until we reap it, so its pid cannot have been reused yet.
+    st.pid_start = process::start_time(child.as_raw() as u32);
     record(name, &st);
 
     // Reap everything re-parented to us; stop when PID 1 has ended.

@@ -1,15 +1,18 @@
 //! A container's files under /run/observer/containers/<name>/: config.json (what was asked),
 //! state.json (what happened: shim, PID 1, exit), and the log. Every write is a rename of a
-//! complete file, so any command in any shell reads a consistent state.
+//! complete file, so any command in any shell reads a consistent state. They hold the
+//! `-e` values, so they are root's alone: directories 0700, files 0600.
 
 use std::{
     fs,
+    io::{ErrorKind, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::LauncherError;
+use super::{security::Security, LauncherError};
 
 pub const STATE_ROOT: &str = "/run/observer/containers";
 
@@ -39,6 +42,10 @@ pub struct Config {
     pub created: u64,
     /// cgroup directories made for the container (one per hierarchy).
     pub cgroups: Vec<PathBuf>,
+    /// Capabilities, seccomp, no_new_privs (a config from before these existed gets the
+    /// defaults).
+    #[serde(default)]
+    pub security: Security,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -56,8 +63,13 @@ pub enum Status {
 pub struct State {
     pub status: Status,
     pub shim_pid: Option<u32>,
+    /// The shim's start time (clock ticks after boot, /proc/<pid>/stat field 22): with the
+    /// pid, it names the process, so a reused pid is never taken for it.
+    pub shim_start: Option<u64>,
     /// Host pid of the container's PID 1.
     pub pid: Option<u32>,
+    /// PID 1's start time, as `shim_start`.
+    pub pid_start: Option<u64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub oom_killed: bool,
@@ -70,13 +82,69 @@ pub fn dir(name: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(name)
 }
 
+/// Container names: letters, digits, `_`, `.` and `-`, starting with a letter or digit, at
+/// most 128 bytes — a single path component, never `.` or `..`.
+pub fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && n.len() <= 128
+}
+
+pub fn check_name(n: &str) -> Result<(), LauncherError> {
+    if valid_name(n) {
+        Ok(())
+    } else {
+        Err(LauncherError::BadName(n.to_string()))
+    }
+}
+
+/// Makes a new container's directory, 0700 under a 0700 root (also tightening a root an
+/// older observer made world-readable); an existing directory means the name is taken.
+pub fn create_dir(name: &str) -> Result<PathBuf, LauncherError> {
+    let root = Path::new(STATE_ROOT);
+    let io = |p: &Path, e| LauncherError::Io(format!("creating {}", p.display()), e);
+    if let Some(parent) = root.parent() {
+        fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(root, e)),
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(|e| io(root, e))?;
+    let d = dir(name);
+    match fs::DirBuilder::new().mode(0o700).create(&d) {
+        Ok(()) => Ok(d),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Err(LauncherError::NameInUse(name.to_string()))
+        }
+        Err(e) => Err(io(&d, e)),
+    }
+}
+
+/// Opens (creating, 0600) a container's log for appending.
+pub fn open_log(name: &str) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log_path(name))
+}
+
 pub fn log_path(name: &str) -> PathBuf {
     dir(name).join("log")
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), LauncherError> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(v).expect("serialisable"))
+    let _ = fs::remove_file(&tmp);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&serde_json::to_vec_pretty(v).expect("serialisable")))
         .and_then(|_| fs::rename(&tmp, path))
         .map_err(|e| LauncherError::Io(format!("writing {}", path.display()), e))
 }
@@ -93,6 +161,7 @@ pub fn save_config(c: &Config) -> Result<(), LauncherError> {
 }
 
 pub fn load_config(name: &str) -> Result<Config, LauncherError> {
+    check_name(name)?;
     if !dir(name).join("config.json").exists() {
         return Err(LauncherError::NoSuchContainer(name.to_string()));
     }
@@ -111,35 +180,33 @@ pub fn load_state(name: &str) -> Result<State, LauncherError> {
     read_json(&p)
 }
 
-/// Names of every container with a state directory.
-pub fn names() -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(STATE_ROOT)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("config.json").exists())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+/// Names of every container with a state directory (none when the launcher never ran).
+pub fn names() -> Result<Vec<String>, LauncherError> {
+    let rd = match fs::read_dir(STATE_ROOT) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            return Err(LauncherError::Io(
+                format!("reading {STATE_ROOT} (the launcher's state is root's: run as root)"),
+                e,
+            ))
+        }
+        Err(e) => return Err(LauncherError::Io(format!("reading {STATE_ROOT}"), e)),
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.path().join("config.json").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| valid_name(n))
+        .collect();
     v.sort();
-    v
-}
-
-/// Whether a process is alive (and not a zombie).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    Ok(v)
 }
 
 /// The status as the user sees it: a "running" container whose shim died is reported as such.
 pub fn effective(s: &State) -> String {
     match s.status {
-        Status::Running if !s.shim_pid.is_some_and(alive) => "dead (shim gone)".into(),
+        Status::Running if !super::process::shim_alive(s) => "dead (shim gone)".into(),
         Status::Running => "running".into(),
         Status::Created => "created".into(),
         Status::Exited => match (s.exit_code, s.oom_killed) {
