@@ -4,10 +4,14 @@
 //! described as exactly as one that lives a day) and submits it. Records that do not fit are
 //! counted, never silently lost.
 //!
-//! The sched events are raw tracepoints: their arguments are `task_struct` pointers whose
+//! The four sched events (fork, exec, exit, free) are each built twice from one body: a BTF
+//! tracepoint (`tp_btf`, plain loads through typed `task_struct` arguments) that the loader
+//! attaches where the kernel accepts it, and a raw tracepoint (probe reads) otherwise; their
 //! argument lists have not moved between kernels (unlike the `sched_process_fork` record
-//! layout, which did). The syscall exits are ordinary tracepoints; the offset of `ret` comes
-//! from the format file.
+//! layout, which did). `cgroup_attach_task` and `signal_generate` are raw tracepoints; the
+//! syscall exits (setns, unshare) and `oom:mark_victim` are ordinary tracepoints whose field
+//! offsets come from their format files. `seed.rs` holds the task iterators of the start-up
+//! seed and the cheap check, `calib.rs` the calibration programs of the benchmark.
 #![no_std]
 #![no_main]
 
