@@ -491,8 +491,10 @@ fn the_agent_shows_the_shim_above_pid1_and_both_sleeps() {
     );
     // The agent rendered that text (`?format=text`): the CLI's own rendering of the tree's
     // JSON has the same lines, numbers aside (ages and CPU move between two requests).
-    let json: observer::views::model::TreeView =
-        serde_json::from_value(agent.json(&["tree", "obs-t-web"])).unwrap();
+    let json = observer::views::text::Escaped::<observer::views::model::TreeView>::from_json(
+        agent.json(&["tree", "obs-t-web"]).to_string().as_bytes(),
+    )
+    .unwrap();
     let here = observer::views::tree::render(&json, observer::views::text::Style { color: false });
     let letters = |s: &str| {
         s.chars()

@@ -21,7 +21,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
@@ -35,7 +35,11 @@ use crate::{
         snapshot::{Scope, Snapshot},
         stat_files::StatFiles,
     },
-    views::{events::EventJson, model::ViewCtx, text::Style},
+    views::{
+        events::EventJson,
+        model::ViewCtx,
+        text::{Escaped, Style},
+    },
 };
 use service::{ApiError, Source};
 
@@ -157,9 +161,9 @@ struct FormatQuery {
 }
 
 /// A tree view by reference, as JSON or (`FormatQuery`) rendered text.
-fn tree_by_reference<T: Serialize + Send + 'static>(
+fn tree_by_reference<T: Serialize + DeserializeOwned + Send + 'static>(
     view: fn(&dyn Source, &mut ViewCtx, &str) -> Result<T, ApiError>,
-    render: fn(&T, Style) -> String,
+    render: fn(&Escaped<T>, Style) -> String,
 ) -> impl Fn(State<ApiState>, Path<String>, Query<FormatQuery>) -> ViewFuture + Clone + Send + 'static
 {
     move |State(st): State<ApiState>, Path(r): Path<String>, Query(q): Query<FormatQuery>| {
@@ -169,11 +173,16 @@ fn tree_by_reference<T: Serialize + Send + 'static>(
                 None | Some("json") => blocking(st, move |s, c| view(s, c, &r)).await,
                 Some("text") => {
                     let f = move |s: &dyn Source, c: &mut ViewCtx| {
-                        view(s, c, &r).map(|v| render(&v, style))
+                        view(s, c, &r).map(|v| Escaped::new(v).map(|v| render(&v, style)))
                     };
-                    blocking_as(st, f, |text| {
-                        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
-                            .into_response()
+                    blocking_as(st, f, |text| match text {
+                        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+                            .into_response(),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("rendering the view failed: {e}\n"),
+                        )
+                            .into_response(),
                     })
                     .await
                 }
