@@ -502,10 +502,10 @@ fn the_agent_shows_the_shim_above_pid1_and_both_sleeps() {
             .collect::<String>()
     };
     assert_eq!(letters(&text), letters(&here));
-    let raw = agent.http_get("/v1/containers/obs-t-web/tree?format=text");
+    let raw = agent.socket_get("/v1/containers/obs-t-web/tree?format=text");
     assert!(raw.contains("text/plain"), "{raw}");
     assert_eq!(letters(&http_body(&raw)), letters(&text));
-    let bad = agent.http_get("/v1/containers/obs-t-web/tree?format=xml");
+    let bad = agent.socket_get("/v1/containers/obs-t-web/tree?format=xml");
     assert!(
         bad.contains(" 400 ") && bad.contains("unknown format `xml`"),
         "{bad}"

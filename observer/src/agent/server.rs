@@ -1,7 +1,8 @@
 //! The agent's listeners: TCP (127.0.0.1 by default), the root-only unix socket, and with
 //! `--metrics-listen` a third that serves only /metrics, /healthz and /readyz (so Prometheus
-//! can scrape from the network while the JSON API, which lists every command line, stays
-//! local). A stale
+//! can scrape from the network). The process views list every command line: on TCP they
+//! answer only when `--web-config` makes every client authenticate, since /proc mounted
+//! with `hidepid` hides them from other local users. A stale
 //! socket file left by a crashed agent is replaced; a live one means another agent runs.
 //! Each listener has its own connection limits (`http`), so a flood of TCP clients never
 //! locks the CLI out of the unix socket. `--web-config` puts TLS and credentials on the two
@@ -21,7 +22,7 @@ use super::{
     http::{self, ConnCounts, ConnStats},
     AgentConfig,
 };
-use crate::api::{metrics_router, router, ApiState};
+use crate::api::{metrics_router, public_router, router, ApiState};
 
 pub struct Servers {
     pub tcp_addr: SocketAddr,
@@ -143,10 +144,16 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
             cfg.web.tls.clone(),
         )));
     }
+    // The process views answer on TCP only when every client there authenticates.
+    let tcp_app = if cfg.web.authenticates_every_client() {
+        router(state.clone())
+    } else {
+        public_router(state.clone(), &cfg.socket)
+    };
     let app = router(state);
     tasks.push(tokio::spawn(http::serve(
         tcp,
-        cfg.web.guard(app.clone(), stats[0].1.clone()),
+        cfg.web.guard(tcp_app, stats[0].1.clone()),
         cfg.http_limits,
         stats[0].1.clone(),
         cfg.web.tls.clone(),
