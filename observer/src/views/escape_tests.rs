@@ -440,4 +440,3 @@ fn text_from_another_process_keeps_only_line_breaks_and_colours() {
         "\\x1b[2J\\x1b["
     );
 }
-
