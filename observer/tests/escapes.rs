@@ -163,29 +163,20 @@ impl Drop for TextEvents {
     }
 }
 
-#[test]
-fn no_view_prints_a_control_character_from_a_name_others_chose() {
-    let agent = Agent::start(&[]);
-    let events = TextEvents::start();
-    let _ctr = start_container();
+/// Waits until the killer has done its work and the zombie is there; the killed child's
+/// host pid.
+fn wait_for_the_story(agent: &Agent) -> String {
     // The child is killed and reaped: its history entry names the killer.
     let history = eventually(T, "the killed child in the history", || {
         let h = agent.json(&["history", NAME]);
         h["entries"]
             .as_array()?
             .iter()
-            .any(|e| {
+            .find(|e| {
                 e["signal"] == "SIGKILL" && e["parents"].as_array().is_some_and(|p| p.len() == 2)
             })
-            .then_some(h)
+            .map(|e| e["pid"].to_string())
     });
-    let victim = history["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["signal"] == "SIGKILL")
-        .unwrap()["pid"]
-        .to_string();
     eventually(T, "the zombie", || {
         let z = agent.json(&["zombies"]);
         z.as_array()?
@@ -197,8 +188,11 @@ fn no_view_prints_a_control_character_from_a_name_others_chose() {
         let w: Value = agent.json(&["why", NAME]);
         w["paragraph"].as_str()?.contains("ignored").then_some(())
     });
+    history
+}
 
-    // Every text view, and what each must show of the hostile names.
+/// Every text view of the agent, and what each must show of the hostile names.
+fn check_views(agent: &Agent, victim: &str) {
     let checks: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             vec!["tree", NAME],
@@ -218,12 +212,12 @@ fn no_view_prints_a_control_character_from_a_name_others_chose() {
             vec![EXE_SHOWN, PARENT_SHOWN, PID1_SHOWN, KILLER_SHOWN],
         ),
         (vec!["why", NAME], vec![PID1_SHOWN, KILLER_SHOWN]),
-        (vec!["why", &victim], vec![EXE_SHOWN, KILLER_SHOWN]),
+        (vec!["why", victim], vec![EXE_SHOWN, KILLER_SHOWN]),
         (vec!["containers"], vec![NAME]),
         (vec!["pods"], vec![]),
     ];
     for (args, shows) in &checks {
-        let out = view(&agent, args);
+        let out = view(agent, args);
         for s in shows {
             assert!(
                 out.contains(s),
@@ -232,7 +226,10 @@ fn no_view_prints_a_control_character_from_a_name_others_chose() {
             );
         }
     }
-    // Without an agent: the same views from a one-shot /proc scan.
+}
+
+/// Without an agent: the same views from a one-shot /proc scan; and the launcher's list.
+fn check_views_without_agent() {
     for (args, shows) in [
         (vec!["ps"], ARGV_SHOWN),
         (vec!["tree", NAME], PID1_SHOWN),
@@ -247,11 +244,13 @@ fn no_view_prints_a_control_character_from_a_name_others_chose() {
         let out = assert_clean(&what, &out);
         assert!(out.contains(shows), "{what} does not show {shows}:\n{out}");
     }
-    // The launcher's list.
     let (code, out, _) = run(&["ls"]);
     assert_eq!(code, 0);
     assert!(assert_clean("ls", &out).contains(NAME));
-    // Error messages that quote a name: an unknown container and an unknown launcher one.
+}
+
+/// Error messages that quote a name: unknown containers, and an unknown launcher one.
+fn check_errors(agent: &Agent) {
     let hostile = "no\x1b]0;PWNED\x07\x1b[2J\r\nsuch";
     let sock = agent.socket.to_string_lossy().to_string();
     for args in [
@@ -266,6 +265,17 @@ fn no_view_prints_a_control_character_from_a_name_others_chose() {
         let err = assert_clean(&format!("{} (stderr)", args[0]), &err);
         assert!(err.contains("no\\x1b]0;PWNED"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn no_view_prints_a_control_character_from_a_name_others_chose() {
+    let agent = Agent::start(&[]);
+    let events = TextEvents::start();
+    let _ctr = start_container();
+    let victim = wait_for_the_story(&agent);
+    check_views(&agent, &victim);
+    check_views_without_agent();
+    check_errors(&agent);
     // The event stream saw the hostile executable and the killer's signals.
     let ev = events.stop();
     assert!(ev.contains(EXE_SHOWN), "events:\n{ev}");
