@@ -149,12 +149,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Removes the test's directory when it ends (passing or failing).
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn symlinks_planted_at_the_state_paths_are_replaced_never_written_through() {
         use std::os::unix::fs::symlink;
         let dir = std::env::temp_dir().join(format!("observer-unit-links-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Cleanup(dir.clone());
         let victim = dir.join("victim");
         std::fs::write(&victim, b"precious\n").unwrap();
         let p = dir.join("a.state");
@@ -180,6 +190,5 @@ mod tests {
         );
         assert!(!tmp.exists() && std::fs::symlink_metadata(&tmp).is_err());
         assert_eq!(on_start(&p).starts, 2);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -191,11 +191,20 @@ mod tests {
             .unwrap()
     }
 
-    fn scratch(what: &str) -> PathBuf {
+    /// A directory of the test's own, removed when it ends (passing or failing).
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(what: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("observer-unit-{what}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(d)
     }
 
     #[test]
@@ -203,7 +212,8 @@ mod tests {
         // A watcher stats the path in a tight loop while the socket is bound again and
         // again. Bound in place and then chmod-ed, it saw the umask's mode (0755) within
         // a few hundred binds; bound aside and linked into place, only 0600 is ever there.
-        let dir = scratch("bind");
+        let scratch = scratch("bind");
+        let dir = &scratch.0;
         let path = dir.join("observer.sock");
         let stop = AtomicBool::new(false);
         let rt = runtime();
@@ -228,14 +238,14 @@ mod tests {
         assert!(seen.contains(&0o600), "the watcher never saw the socket");
         let modes: Vec<String> = seen.iter().map(|m| format!("{m:o}")).collect();
         assert_eq!(modes, ["600"], "modes the socket was seen with");
-        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        let left: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
         assert!(left.is_empty(), "staging directories left behind: {left:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_live_socket_stops_the_agent_and_stale_ones_and_links_are_replaced() {
-        let dir = scratch("stale");
+        let scratch = scratch("stale");
+        let dir = &scratch.0;
         let path = dir.join("observer.sock");
         let rt = runtime();
         let live = rt.block_on(bind_unix(&path)).unwrap();
@@ -262,6 +272,5 @@ mod tests {
         let err = rt.block_on(bind_unix(&path)).unwrap_err().to_string();
         assert!(err.contains("is not a socket"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
