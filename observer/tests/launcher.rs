@@ -421,8 +421,10 @@ fn the_agent_shows_the_shim_above_pid1_and_both_sleeps() {
     );
     // The agent rendered that text (`?format=text`): the CLI's own rendering of the tree's
     // JSON has the same lines, numbers aside (ages and CPU move between two requests).
-    let json: observer::views::model::TreeView =
-        serde_json::from_value(agent.json(&["tree", "obs-t-web"])).unwrap();
+    let json = observer::views::text::Escaped::<observer::views::model::TreeView>::from_json(
+        agent.json(&["tree", "obs-t-web"]).to_string().as_bytes(),
+    )
+    .unwrap();
     let here = observer::views::tree::render(&json, observer::views::text::Style { color: false });
     let letters = |s: &str| {
         s.chars()
@@ -430,10 +432,10 @@ fn the_agent_shows_the_shim_above_pid1_and_both_sleeps() {
             .collect::<String>()
     };
     assert_eq!(letters(&text), letters(&here));
-    let raw = agent.http_get("/v1/containers/obs-t-web/tree?format=text");
+    let raw = agent.socket_get("/v1/containers/obs-t-web/tree?format=text");
     assert!(raw.contains("text/plain"), "{raw}");
     assert_eq!(letters(&http_body(&raw)), letters(&text));
-    let bad = agent.http_get("/v1/containers/obs-t-web/tree?format=xml");
+    let bad = agent.socket_get("/v1/containers/obs-t-web/tree?format=xml");
     assert!(
         bad.contains(" 400 ") && bad.contains("unknown format `xml`"),
         "{bad}"

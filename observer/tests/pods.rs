@@ -219,7 +219,7 @@ fn podman_pods_are_grouped_drawn_and_match_podman_and_proc() {
     let t = agent.json(&["tree", "observer-test-podweb"]);
     assert_eq!(t["container"]["name"], "observer-test-podweb");
     // The API sends a pod reference's container tree to the pod's.
-    let r = agent.http_get(&format!("/v1/containers/{SHARED}/tree"));
+    let r = agent.socket_get(&format!("/v1/containers/{SHARED}/tree"));
     assert!(r.starts_with("HTTP/1.0 303"), "{r}");
     assert!(
         r.to_ascii_lowercase()

@@ -257,11 +257,13 @@ fn tls_and_credentials_guard_both_listeners_and_prometheus_scrapes_over_tls() {
         );
     }
     // The JSON API is behind the same credentials; the unix socket needs none.
-    let api = format!("https://{}/v1/status", agent.http);
-    assert_eq!(curl(&api, &["--cacert", &ca]).0, "401");
-    let (code, _, body) = curl(&api, &["--cacert", &ca, "-u", &basic]);
-    assert_eq!(code, "200");
-    assert!(body.starts_with('{'), "{body}");
+    for path in ["/v1/status", "/v1/processes"] {
+        let api = format!("https://{}{path}", agent.http);
+        assert_eq!(curl(&api, &["--cacert", &ca]).0, "401");
+        let (code, _, body) = curl(&api, &["--cacert", &ca, "-u", &basic]);
+        assert_eq!(code, "200");
+        assert!(body.starts_with(['{', '[']), "{body}");
+    }
     let (code, out, err) = agent.cli(&["ps"]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.is_empty());
@@ -363,6 +365,110 @@ fn tls_and_credentials_guard_both_listeners_and_prometheus_scrapes_over_tls() {
     assert_eq!(code, "200");
 }
 
+/// A process whose command line is the test's secret, killed on drop.
+struct Secret(std::process::Child, String);
+
+impl Secret {
+    fn start() -> Secret {
+        let argv0 = format!("observer-hidden-{}", std::process::id());
+        let child = Command::new("bash")
+            .args(["-c", &format!("exec -a {argv0} sleep 1000")])
+            .spawn()
+            .unwrap();
+        Secret(child, argv0)
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every route that shows processes (command lines, comm, cgroups, signals).
+const VIEWS: &[&str] = &[
+    "/v1/containers",
+    "/v1/processes",
+    "/v1/processes?container=x",
+    "/v1/containers/x/tree",
+    "/v1/pods",
+    "/v1/pods/x/tree",
+    "/v1/zombies",
+    "/v1/containers/x/history",
+    "/v1/why/1",
+    "/v1/events",
+    "/v1/signals",
+];
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn process_views_answer_on_tcp_only_to_clients_that_authenticate() {
+    let secret = Secret::start();
+    // No --web-config: TCP serves health, readiness, metrics and the agent's status; every
+    // process view is refused with where to find it, and nothing of a process leaks.
+    let agent = Agent::start(&[]);
+    for path in VIEWS {
+        let r = agent.http_get(path);
+        assert_eq!(status(&r), 403, "{path}: {r}");
+        let body: serde_json::Value = serde_json::from_str(&http_body(&r)).unwrap();
+        assert_eq!(body["error"], "forbidden", "{path}");
+        let m = body["message"].as_str().unwrap();
+        assert!(m.contains("--web-config"), "{m}");
+        assert!(m.contains(&*agent.socket.to_string_lossy()), "{m}");
+        assert!(!r.contains(&secret.1), "{path} leaks the command line");
+    }
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/status"] {
+        assert_eq!(status(&agent.http_get(path)), 200, "{path}");
+    }
+    assert_eq!(status(&agent.http_get("/nope")), 404);
+    // The unix socket (root only) serves them, and the CLI reads them there.
+    let ps = eventually(T, "the secret process over the socket", || {
+        let r = agent.socket_get("/v1/processes");
+        (status(&r) == 200 && r.contains(&secret.1)).then_some(r)
+    });
+    assert!(ps.contains(&secret.1));
+    assert!(agent.cli(&["ps"]).1.contains(&secret.1));
+    drop(agent);
+
+    // A bearer token required on TCP: the views answer there to the token, and only to it.
+    let agent = Agent::start_with_token(&[]);
+    for path in VIEWS {
+        let r = agent.http_get(path);
+        assert_eq!(status(&r), 401, "{path}: {r}");
+        assert!(!r.contains(&secret.1), "{path} leaks the command line");
+    }
+    let r = eventually(T, "the secret process over TCP with the token", || {
+        let r = agent.http_get_with_token("/v1/processes");
+        (status(&r) == 200 && r.contains(&secret.1)).then_some(r)
+    });
+    assert!(r.contains(&secret.1));
+    assert_eq!(status(&agent.http_get("/metrics")), 401);
+    assert_eq!(status(&agent.http_get("/healthz")), 200);
+    drop(agent);
+
+    // TLS alone authenticates nobody: still refused.
+    let pki = Pki::new("tls-only");
+    let web = pki.write(
+        "web.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    );
+    let agent = Agent::start(&["--web-config", &web]);
+    let ca = pki.path("ca.crt");
+    let url = |p: &str| format!("https://{}{p}", agent.http);
+    let (code, _, body) = curl(&url("/v1/processes"), &["--cacert", &ca]);
+    assert_eq!(code, "403", "{body}");
+    assert!(!body.contains(&secret.1));
+    assert_eq!(curl(&url("/metrics"), &["--cacert", &ca]).0, "200");
+}
+
 #[test]
 fn client_certificates_and_tls13_only() {
     let pki = Pki::new("mtls");
@@ -414,13 +520,17 @@ fn client_certificates_and_tls13_only() {
         .0,
         "000"
     );
-    // The API listener is under the same rule.
-    let api = format!("https://{}/v1/status", agent.http);
-    assert_eq!(curl(&api, &["--cacert", &ca]).0, "000");
-    assert_eq!(
-        curl(&api, &["--cacert", &ca, "--cert", &cert, "--key", &key]).0,
-        "200"
-    );
+    // The API listener is under the same rule; a required client certificate
+    // authenticates, so the process views answer there too.
+    for path in ["/v1/status", "/v1/processes"] {
+        let api = format!("https://{}{path}", agent.http);
+        assert_eq!(curl(&api, &["--cacert", &ca]).0, "000");
+        assert_eq!(
+            curl(&api, &["--cacert", &ca, "--cert", &cert, "--key", &key]).0,
+            "200",
+            "{path}"
+        );
+    }
     // Prometheus with its client certificate.
     let prom = Prometheus::start_with(&format!(
         "  - job_name: mtls\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      cert_file: {cert}\n      key_file: {key}\n    static_configs:\n      - targets: ['{metrics}']\n"

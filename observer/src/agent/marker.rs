@@ -27,9 +27,24 @@ fn alive(pid: u32) -> bool {
     pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Opens `path` for reading without following a symlink there.
+fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut b = Vec::new();
+    f.by_ref().take(64 * 1024).read_to_end(&mut b)?;
+    Ok(b)
+}
+
 /// Records this agent's start; returns the counts including it.
 pub fn on_start(path: &Path) -> Restarts {
-    let prev: Restarts = match std::fs::read(path) {
+    let prev: Restarts = match read_nofollow(path) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
             log::warn!("ignoring unreadable {}: {e}", path.display());
             Restarts::default()
@@ -57,15 +72,43 @@ pub fn on_clean_stop(path: &Path, r: Restarts) {
     write(path, &Restarts { pid: 0, ..r });
 }
 
+/// Replaces the state file without following symlinks: the new content goes to a file
+/// created here with O_EXCL (which never follows one) and is renamed over `path` (which
+/// replaces a symlink there, not its target). The socket's directory may be shared (a test's
+/// /tmp); a link planted there must not make the agent, as root, write through it.
 fn write(path: &Path, r: &Restarts) {
-    let tmp = path.with_extension("state.tmp");
-    let ok = serde_json::to_vec(r)
-        .map_err(std::io::Error::from)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = ok {
+    if let Err(e) = replace(path, &serde_json::to_vec(r).expect("plain numbers")) {
         log::warn!("cannot record the agent's state in {}: {e}", path.display());
     }
+}
+
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let tmp = path.with_extension(format!("state.{}.tmp", std::process::id()));
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+    };
+    let mut f = match create() {
+        // Left by an agent with the same pid that died here, or planted: remove the name
+        // (never what a link there points to) and create afresh.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            create()?
+        }
+        r => r?,
+    };
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -104,5 +147,48 @@ mod tests {
         let after_crash = on_start(&p);
         assert_eq!((after_crash.starts, after_crash.unclean), (4, 1));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Removes the test's directory when it ends (passing or failing).
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn symlinks_planted_at_the_state_paths_are_replaced_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("observer-unit-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Cleanup(dir.clone());
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious\n").unwrap();
+        let p = dir.join("a.state");
+        // At the state file itself, at the name its temporary file gets, and at the fixed
+        // one earlier versions wrote through.
+        symlink(&victim, &p).unwrap();
+        let tmp = p.with_extension(format!("state.{}.tmp", std::process::id()));
+        symlink(&victim, &tmp).unwrap();
+        symlink(&victim, p.with_extension("state.tmp")).unwrap();
+        let r = on_start(&p);
+        assert_eq!(
+            (r.starts, r.unclean),
+            (1, 0),
+            "the link's target is not read"
+        );
+        on_clean_stop(&p, r);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert!(m.is_file(), "the link was replaced by the state file");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
+            0o600
+        );
+        assert!(!tmp.exists() && std::fs::symlink_metadata(&tmp).is_err());
+        assert_eq!(on_start(&p).starts, 2);
     }
 }

@@ -361,10 +361,15 @@ async fn serve(
     let scheme = cfg.web.scheme();
     let protected = cfg.web.describe();
     let status = format!(
-        "{} processes, {} containers; API on {scheme}://{} and {}{}{}",
+        "{} processes, {} containers; API on {scheme}://{}{} and {}{}{}",
         table.len(),
         table.live_containers(),
         servers.tcp_addr,
+        if cfg.web.authenticates_every_client() {
+            ""
+        } else {
+            " (metrics and status; process views on the socket only)"
+        },
         cfg.socket.display(),
         servers
             .metrics_addr

@@ -1,5 +1,6 @@
-//! The agent's read-only API: JSON over HTTP, served both on a root-only unix socket (for
-//! the CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools).
+//! The agent's read-only API: JSON over HTTP, served on a root-only unix socket (for the
+//! CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools). On TCP the
+//! process views answer only clients that authenticate (`public_router`).
 //!
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
@@ -21,7 +22,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
@@ -35,7 +36,11 @@ use crate::{
         snapshot::{Scope, Snapshot},
         stat_files::StatFiles,
     },
-    views::{events::EventJson, model::ViewCtx, text::Style},
+    views::{
+        events::EventJson,
+        model::ViewCtx,
+        text::{Escaped, Style},
+    },
 };
 use service::{ApiError, Source};
 
@@ -161,9 +166,9 @@ struct FormatQuery {
 }
 
 /// A tree view by reference, as JSON or (`FormatQuery`) rendered text.
-fn tree_by_reference<T: Serialize + Send + 'static>(
+fn tree_by_reference<T: Serialize + DeserializeOwned + Send + 'static>(
     view: fn(&dyn Source, &mut ViewCtx, &str) -> Result<T, ApiError>,
-    render: fn(&T, Style) -> String,
+    render: fn(&Escaped<T>, Style) -> String,
 ) -> impl Fn(State<ApiState>, Path<String>, Query<FormatQuery>) -> ViewFuture + Clone + Send + 'static
 {
     move |State(st): State<ApiState>, Path(r): Path<String>, Query(q): Query<FormatQuery>| {
@@ -173,11 +178,16 @@ fn tree_by_reference<T: Serialize + Send + 'static>(
                 None | Some("json") => blocking(st, move |s, c| view(s, c, &r)).await,
                 Some("text") => {
                     let f = move |s: &dyn Source, c: &mut ViewCtx| {
-                        view(s, c, &r).map(|v| render(&v, style))
+                        view(s, c, &r).map(|v| Escaped::new(v).map(|v| render(&v, style)))
                     };
-                    blocking_as(st, f, |text| {
-                        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
-                            .into_response()
+                    blocking_as(st, f, |text| match text {
+                        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+                            .into_response(),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("rendering the view failed: {e}\n"),
+                        )
+                            .into_response(),
                     })
                     .await
                 }
@@ -391,13 +401,48 @@ pub fn metrics_router(st: ApiState) -> Router {
     )
 }
 
-pub fn router(st: ApiState) -> Router {
-    let ready = st.ready.clone();
-    let r = Router::new()
+/// Health, readiness, /metrics and the agent's own account (/v1/status): what every API
+/// listener serves. Nothing here names a process.
+fn open_routes() -> Router<ApiState> {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+}
+
+/// The TCP listener's routes when its clients need not prove who they are (no
+/// `--web-config` credentials or required client certificates): [`open_routes`] only. The
+/// process views list every command line, which /proc mounted with `hidepid` hides from
+/// other users, so they are not routes here: `/v1/...` answers 403 saying where they are.
+pub fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
+    let ready = st.ready.clone();
+    let message: Arc<str> = format!(
+        "the process views list every command line, so on TCP they answer only clients that \
+         authenticate (--web-config with basic_auth_users or bearer_tokens, or \
+         client_auth_type: RequireAndVerifyClientCert); root can use the unix socket {} \
+         (observer ps, tree, ...; curl --unix-socket)",
+        socket.display()
+    )
+    .into();
+    let refuse = move |uri: axum::http::Uri| {
+        let message = message.clone();
+        async move {
+            if uri.path().starts_with("/v1/") {
+                let body = serde_json::json!({ "error": "forbidden", "message": &*message });
+                (StatusCode::FORBIDDEN, Json(body)).into_response()
+            } else {
+                StatusCode::NOT_FOUND.into_response()
+            }
+        }
+    };
+    gate(open_routes().fallback(refuse).with_state(st), ready)
+}
+
+/// Every route: the unix socket's (root only), and TCP's when every client authenticates.
+pub fn router(st: ApiState) -> Router {
+    let ready = st.ready.clone();
+    let r = open_routes()
         .route("/v1/containers", get(listing(service::containers)))
         .route(
             "/v1/containers/{reference}/tree",
@@ -509,32 +554,4 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use tower_service::Service;
-
-    use super::*;
-
-    fn status_of(ready: bool, path: &str) -> StatusCode {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut r = router(detached_state(ready));
-            let req = axum::http::Request::get(path)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            r.call(req).await.unwrap().status()
-        })
-    }
-
-    #[test]
-    fn before_ready_only_healthz_answers_and_readyz_says_503() {
-        assert_eq!(status_of(false, "/healthz"), StatusCode::OK);
-        for p in ["/readyz", "/v1/status", "/metrics", "/v1/processes"] {
-            assert_eq!(status_of(false, p), StatusCode::SERVICE_UNAVAILABLE, "{p}");
-        }
-        assert_eq!(status_of(true, "/readyz"), StatusCode::OK);
-        assert_eq!(status_of(true, "/healthz"), StatusCode::OK);
-    }
-}
+mod tests;

@@ -15,6 +15,7 @@ use crate::{
         model::{ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
         pods::{self, PodTreeView, PodView},
         select::{select, Selection},
+        text::Escaped,
         tree,
         why::{self, WhyView},
     },
@@ -50,18 +51,19 @@ pub enum ApiError {
     Unavailable,
 }
 
-impl ApiError {
-    /// The message with the candidate list, as the CLI prints it.
+impl Escaped<ApiError> {
+    /// The message with the candidate list, as the CLI prints it: the query and the
+    /// candidates' names escaped (an error is a text view too).
     pub fn explain(&self) -> String {
-        match self {
+        match &**self {
             ApiError::NotFound { candidates, .. } if candidates.is_empty() => {
-                format!("{self}; no containers are running")
+                format!("{}; no containers are running", **self)
             }
             ApiError::NotFound { candidates, .. } | ApiError::Ambiguous { candidates, .. } => {
-                format!("{self}; candidates:\n  {}", candidates.join("\n  "))
+                format!("{}; candidates:\n  {}", **self, candidates.join("\n  "))
             }
-            ApiError::IsPod { .. } | ApiError::NotAPod { .. } | ApiError::Unavailable => {
-                self.to_string()
+            e @ (ApiError::IsPod { .. } | ApiError::NotAPod { .. } | ApiError::Unavailable) => {
+                e.to_string()
             }
         }
     }

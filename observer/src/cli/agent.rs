@@ -22,7 +22,9 @@ pub struct AgentArgs {
     /// Print the effective settings (as a config file, each with its origin) and exit.
     #[arg(long)]
     print_config: bool,
-    /// TCP address of the HTTP API and /metrics.
+    /// TCP address of the HTTP API: /metrics, /healthz, /readyz and /v1/status to anyone;
+    /// the process views only when --web-config makes every client authenticate (they are
+    /// always on the unix socket).
     #[arg(long, env = "OBSERVER_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Also serve /metrics, /healthz and /readyz (nothing else) on this address, e.g.

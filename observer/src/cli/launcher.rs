@@ -143,7 +143,7 @@ fn code(r: Result<u8, LauncherError>) -> ExitCode {
     match r {
         Ok(c) => ExitCode::from(c),
         Err(e) => {
-            eprintln!("observer: {e}");
+            super::print_error(&e);
             ExitCode::from(e.exit_code())
         }
     }
@@ -188,7 +188,7 @@ pub fn run(cmd: LauncherCmd) -> ExitCode {
                     .map(|c| {
                         vec![
                             c.name.clone(),
-                            c.id.get(..12).unwrap_or(&c.id).to_string(),
+                            crate::views::model::short_id(&c.id),
                             c.state.clone(),
                             c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                             format!("{} ago", duration(now.saturating_sub(c.created) as f64)),

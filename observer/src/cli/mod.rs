@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
         let file = match config::read(agent, am) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("observer: {e}");
+                print_error(e);
                 return ExitCode::FAILURE;
             }
         };
@@ -135,7 +135,7 @@ pub fn main() -> ExitCode {
                 return match crate::stdout::print(&config::render(agent, am, &file)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        eprintln!("observer: {e}");
+                        print_error(e);
                         ExitCode::FAILURE
                     }
                 };
@@ -191,10 +191,16 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if crate::stdout::is_broken_pipe(&e) => crate::stdout::die_of_sigpipe(),
         Err(e) => {
-            eprintln!("observer: {e:#}");
+            print_error(format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error for the operator, on one line with every control character escaped: messages
+/// quote what others named (cgroup paths, comm, argv, container names).
+pub(crate) fn print_error(e: impl std::fmt::Display) {
+    eprintln!("observer: {}", crate::views::text::one_line(&e.to_string()));
 }
 
 /// env_logger with the text format, or one JSON object per line (`--log-format json`).
@@ -212,7 +218,19 @@ fn init_logging(level: &str, json: bool) {
             writeln!(buf, "{line}")
         });
     } else {
-        b.format_target(false);
+        // env_logger's own layout without the target; messages quote names others chose
+        // (cgroup paths, runtime state files), so they are escaped like every text view.
+        b.format(|buf, r| {
+            use std::io::Write;
+            let level = buf.default_level_style(r.level());
+            writeln!(
+                buf,
+                "[{} {level}{:<5}{level:#}] {}",
+                buf.timestamp(),
+                r.level(),
+                crate::views::text::one_line(&r.args().to_string())
+            )
+        });
     }
     b.init();
 }

@@ -27,7 +27,7 @@ use crate::{
         lists,
         model::{boot_now_ns, ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
         pods::{self, PodTreeView, PodView},
-        text::Style,
+        text::{self, Escaped, Style},
         tree,
         why::{self, WhyView},
     },
@@ -196,9 +196,9 @@ fn remote(opts: &ViewOpts, view: &View) -> anyhow::Result<Option<Answer>> {
     }
 }
 
-fn typed<T: DeserializeOwned>(v: &[u8]) -> anyhow::Result<T> {
-    serde_json::from_slice(v)
-        .context("decoding the agent's answer (agent and CLI versions differ?)")
+/// The view's JSON decoded for text output: every string in it escaped.
+fn typed<T: Serialize + DeserializeOwned>(v: &[u8]) -> anyhow::Result<Escaped<T>> {
+    Escaped::from_json(v).context("decoding the agent's answer (agent and CLI versions differ?)")
 }
 
 pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
@@ -218,11 +218,11 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
     let v = match answer {
         Answer::Json(v) => v,
         Answer::Text(t) => {
-            crate::stdout::print(&t)?;
+            crate::stdout::print(&text::rendered(&t, std::io::stdout().is_terminal()))?;
             return Ok(ExitCode::SUCCESS);
         }
         Answer::Error(e) => {
-            eprintln!("observer: {}", e.explain());
+            eprintln!("observer: {}", Escaped::new(e)?.explain());
             return Ok(ExitCode::FAILURE);
         }
     };

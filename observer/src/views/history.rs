@@ -269,7 +269,7 @@ pub fn from(s: &SenderView) -> String {
     }
 }
 
-pub fn render(v: &HistoryView) -> String {
+pub fn render(v: &super::text::Escaped<HistoryView>) -> String {
     let mut out = format!(
         "{} {}{}: {} ended processes\n",
         v.runtime,
@@ -294,7 +294,7 @@ pub fn render(v: &HistoryView) -> String {
             "{:<8} {:<7} {:<16} {:>9.3}s  {:<24} {}\n",
             e.pid,
             e.ns_pid,
-            super::text::one_line(&e.comm),
+            e.comm,
             e.duration_s,
             parents.join(" < "),
             ending(e),

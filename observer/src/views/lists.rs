@@ -6,7 +6,7 @@ use super::{
         container_view_with, exit_code, meta_of, process_views, short_id, ContainerView,
         ProcessView, ViewCtx, ZombieView,
     },
-    text::{bytes, duration, table},
+    text::{bytes, duration, table, Escaped},
 };
 use crate::table::snapshot::Snapshot;
 
@@ -21,7 +21,7 @@ pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
     v
 }
 
-pub fn render_ps(rows: &[ProcessView], no_headers: bool) -> String {
+pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|p| {
@@ -104,7 +104,7 @@ pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     v
 }
 
-pub fn render_containers(rows: &[ContainerView], no_headers: bool) -> String {
+pub fn render_containers(rows: &Escaped<Vec<ContainerView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|c| {
@@ -182,7 +182,7 @@ pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
     v
 }
 
-pub fn render_zombies(rows: &[ZombieView], no_headers: bool) -> String {
+pub fn render_zombies(rows: &Escaped<Vec<ZombieView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|z| {

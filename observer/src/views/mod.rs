@@ -10,3 +10,6 @@ pub mod select;
 pub mod text;
 pub mod tree;
 pub mod why;
+
+#[cfg(test)]
+mod escape_tests;

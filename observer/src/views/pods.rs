@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     model::{container_view, meta_of, short_id, ProcessView, TreeView, ViewCtx},
-    text::{bytes, one_line, table, Style},
+    text::{bytes, table, Escaped, Style},
     tree,
 };
 use crate::{
@@ -237,14 +237,14 @@ fn header(p: &PodView, style: Style) -> String {
     format!(
         "{} {} ({} {}){}  sandbox {}  shares {}  {} containers, {} processes, {} zombies",
         style.bold("pod"),
-        one_line(p.name.as_deref().unwrap_or(&short_id(&p.id))),
+        p.name.clone().unwrap_or_else(|| short_id(&p.id)),
         p.kind,
         short_id(&p.id),
         p.namespace
             .as_deref()
-            .map(|n| format!(" ns {}", one_line(n)))
+            .map(|n| format!(" ns {n}"))
             .unwrap_or_default(),
-        one_line(sandbox.as_deref().unwrap_or("-")),
+        sandbox.as_deref().unwrap_or("-"),
         if p.shared_namespaces.is_empty() {
             "nothing".to_string()
         } else {
@@ -260,7 +260,7 @@ fn header(p: &PodView, style: Style) -> String {
 /// process labelled with its container; a process whose parent is outside the namespace —
 /// conmon, a shim — drawn under PID 1 with that parent named); otherwise each container's
 /// tree, the sandbox's first.
-pub fn render(t: &PodTreeView, style: Style) -> String {
+pub fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
     let mut out = header(&t.pod, style);
     out.push('\n');
     let sandbox_init = t
@@ -271,7 +271,7 @@ pub fn render(t: &PodTreeView, style: Style) -> String {
     let (Some(pidns), Some(init)) = (t.pod.shared_pidns, sandbox_init) else {
         for c in &t.containers {
             out.push('\n');
-            out.push_str(&tree::render(c, style));
+            out.push_str(&tree::draw(c, style));
         }
         return out;
     };
@@ -309,10 +309,10 @@ pub fn render(t: &PodTreeView, style: Style) -> String {
     let label = |p: &ProcessView| {
         let mut l = tree::label(p, &by_pid, style);
         if let Some(name) = whose.get(&p.pid) {
-            l.push_str(&style.dim(&format!("  [{}]", one_line(name))));
+            l.push_str(&style.dim(&format!("  [{name}]")));
         }
         if let Some(parent) = via.get(&p.pid) {
-            let comm = outside.get(parent).map(|c| one_line(c)).unwrap_or_default();
+            let comm = outside.get(parent).map(String::as_str).unwrap_or_default();
             l.push_str(&style.dim(&format!(
                 "  (parent {comm} {parent}, outside the pod's pid namespace)"
             )));
@@ -332,9 +332,7 @@ pub fn render(t: &PodTreeView, style: Style) -> String {
                 "{}",
                 style.red(&format!(
                     "the sandbox's PID 1 {} ({}) is not reaping {} zombies of the pod",
-                    one_line(&p.comm),
-                    p.pid,
-                    t.pod.sandbox_zombies
+                    p.comm, p.pid, t.pod.sandbox_zombies
                 ))
             );
         }
@@ -342,7 +340,7 @@ pub fn render(t: &PodTreeView, style: Style) -> String {
     out
 }
 
-pub fn render_pods(rows: &[PodView], no_headers: bool) -> String {
+pub fn render_pods(rows: &Escaped<Vec<PodView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|p| {
@@ -350,11 +348,11 @@ pub fn render_pods(rows: &[PodView], no_headers: bool) -> String {
                 .containers
                 .iter()
                 .filter(|c| !c.sandbox)
-                .map(|c| one_line(c.name.as_deref().unwrap_or(&c.short_id)))
+                .map(|c| c.name.clone().unwrap_or_else(|| c.short_id.clone()))
                 .collect();
             vec![
-                one_line(p.name.as_deref().unwrap_or(&short_id(&p.id))),
-                one_line(p.namespace.as_deref().unwrap_or("-")),
+                p.name.clone().unwrap_or_else(|| short_id(&p.id)),
+                p.namespace.clone().unwrap_or_else(|| "-".into()),
                 p.kind.clone(),
                 p.sandbox.clone().unwrap_or_else(|| "-".into()),
                 if names.is_empty() {

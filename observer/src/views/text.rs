@@ -1,4 +1,9 @@
-//! Small text helpers for the CLI views: durations, sizes, colours (only on a terminal).
+//! Small text helpers for the CLI views: durations, sizes, colours (only on a terminal), and
+//! the one way a view reaches a terminal: [`Escaped`], which makes every string in it safe.
+
+use std::{borrow::Cow, ops::Deref};
+
+use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Style {
@@ -42,6 +47,135 @@ pub fn one_line(s: &str) -> String {
             c if c.is_control() => o.push_str(&format!("\\x{:02x}", c as u32)),
             c => o.push(c),
         }
+    }
+    o
+}
+
+/// A view whose every string (comm, argv, exe, paths, container, pod and namespace names,
+/// and text built from them such as `why`'s paragraph) went through [`one_line`]. The text
+/// renderers take only this, so neither a new view nor a new field of one can reach a
+/// terminal unescaped: escaping is done once here, on the view's serde form, not at each
+/// place a renderer formats a name. JSON output never goes through it (serde escapes
+/// control characters in JSON strings by construction).
+#[derive(Debug)]
+pub struct Escaped<T>(T);
+
+impl<T: Serialize + DeserializeOwned> Escaped<T> {
+    /// A view built in this process (the agent renders trees as text).
+    pub fn new(view: T) -> Result<Self, serde_json::Error> {
+        let json = serde_json::to_vec(&view)?;
+        match escaped_json(&json) {
+            Cow::Borrowed(_) => Ok(Escaped(view)),
+            Cow::Owned(json) => serde_json::from_slice(&json).map(Escaped),
+        }
+    }
+
+    /// A view decoded from its JSON (the agent's answer), every string escaped.
+    pub fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(&escaped_json(json)).map(Escaped)
+    }
+}
+
+impl<T> Deref for Escaped<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// JSON text with every control character in its strings (and keys) rewritten as
+/// [`one_line`] writes it — `\u001b` becomes the text `\x1b`, `\n` the two characters `\`
+/// and `n` — and still JSON; borrowed when there is none, the common case. Hand-written
+/// rather than a walk of a decoded `serde_json::Value` because that cost ten times the
+/// decoding of a 1,000-process tree, and a view with one hostile name would cost it: the
+/// rewrite only has to find `\b \f \n \r \t`, a `\u` escape of C0, DEL or C1, or a raw DEL
+/// or C1 character. Outside strings JSON holds neither backslashes nor those bytes, and a
+/// string's `\\` is skipped as a pair; the decoding itself stays serde_json's (an invalid
+/// document is left for it to report).
+fn escaped_json(json: &[u8]) -> Cow<'_, [u8]> {
+    let control = |c: u32| c < 0x20 || (0x7f..=0x9f).contains(&c);
+    let mut out: Vec<u8> = Vec::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < json.len() {
+        let (len, code) = match json[i] {
+            b'\\' => match json.get(i + 1) {
+                Some(b'b') => (2, Some(0x08)),
+                Some(b'f') => (2, Some(0x0c)),
+                Some(b'n') => (2, Some(0x0a)),
+                Some(b'r') => (2, Some(0x0d)),
+                Some(b't') => (2, Some(0x09)),
+                Some(b'u') => {
+                    let hex = json
+                        .get(i + 2..i + 6)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                    let c = hex
+                        .and_then(|h| u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+                    (6, c.filter(|&c| control(c)))
+                }
+                _ => (2, None),
+            },
+            0x7f => (1, Some(0x7f)),
+            0xc2 => match json.get(i + 1) {
+                Some(&b @ 0x80..=0x9f) => (2, Some(u32::from(b))),
+                _ => (1, None),
+            },
+            _ => (1, None),
+        };
+        if let Some(c) = code {
+            if out.is_empty() {
+                out.reserve(json.len() + 64);
+            }
+            out.extend_from_slice(&json[copied..i]);
+            match c {
+                0x0a => out.extend_from_slice(b"\\\\n"),
+                0x09 => out.extend_from_slice(b"\\\\t"),
+                c => out.extend_from_slice(format!("\\\\x{c:02x}").as_bytes()),
+            }
+            copied = i + len;
+        }
+        i += len;
+    }
+    if out.is_empty() {
+        return Cow::Borrowed(json);
+    }
+    out.extend_from_slice(&json[copied..]);
+    Cow::Owned(out)
+}
+
+/// Text another process rendered (the agent's text trees) checked again before it reaches
+/// the terminal: line breaks stay, and with `color` so do the colour sequences [`Style`]
+/// writes (`ESC [ digits ; m`); every other control character is escaped as [`one_line`]
+/// does. An agent of this version sends nothing else; an older or foreign one cannot do more.
+pub fn rendered(s: &str, color: bool) -> String {
+    let mut o = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        let sgr = (color && c == '\x1b')
+            .then(|| rest.strip_prefix("\x1b["))
+            .flatten()
+            .and_then(|r| {
+                let n = r
+                    .bytes()
+                    .take_while(|b| b.is_ascii_digit() || *b == b';')
+                    .count();
+                (r.as_bytes().get(n) == Some(&b'm')).then_some(2 + n + 1)
+            });
+        let take = match sgr {
+            Some(n) => {
+                o.push_str(&rest[..n]);
+                n
+            }
+            None if c == '\n' || !c.is_control() => {
+                o.push(c);
+                c.len_utf8()
+            }
+            None => {
+                o.push_str(&one_line(c.encode_utf8(&mut [0; 4])));
+                c.len_utf8()
+            }
+        };
+        rest = &rest[take..];
     }
     o
 }
@@ -129,6 +263,75 @@ mod tests {
             "\\x1b]0;PWNED\\x07\\x1b[2J"
         );
         assert_eq!(one_line("a\u{9b}2Jb\x7f"), "a\\x9b2Jb\\x7f");
+    }
+
+    #[test]
+    fn escaped_views_have_every_string_and_key_escaped() {
+        #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+        struct V {
+            a: String,
+            b: Vec<Option<String>>,
+            m: std::collections::BTreeMap<String, u32>,
+            n: f64,
+        }
+        let hostile = V {
+            a: "\x1b[2J".into(),
+            b: vec![None, Some("ok".into()), Some("a\nb\u{9b}".into())],
+            m: [("k\x07".to_string(), 1)].into(),
+            n: 0.5,
+        };
+        let want = V {
+            a: "\\x1b[2J".into(),
+            b: vec![None, Some("ok".into()), Some("a\\nb\\x9b".into())],
+            m: [("k\\x07".to_string(), 1)].into(),
+            n: 0.5,
+        };
+        let json = serde_json::to_vec(&hostile).unwrap();
+        assert_eq!(*Escaped::<V>::from_json(&json).unwrap(), want);
+        assert_eq!(*Escaped::new(hostile).unwrap(), want);
+        let clean = V {
+            a: "plain \"quoted\" \\ é".into(),
+            b: vec![],
+            m: Default::default(),
+            n: 1.0,
+        };
+        let json = serde_json::to_vec(&clean).unwrap();
+        assert_eq!(*Escaped::<V>::from_json(&json).unwrap(), clean);
+        assert!(Escaped::<V>::from_json(b"{\"a\": 1}").is_err());
+    }
+
+    #[test]
+    fn rewritten_json_strings_read_as_one_line_writes_them() {
+        // Every character up to U+02FF, and the escapes JSON has for them, alone and
+        // between others.
+        for c in (0..0x300u32).filter_map(char::from_u32) {
+            for s in [c.to_string(), format!("a{c}\"\\{c}{c}b")] {
+                let json = serde_json::to_vec(&s).unwrap();
+                let got = Escaped::<String>::from_json(&json).unwrap();
+                assert_eq!(*got, one_line(&s), "{c:?}");
+                let borrowed = matches!(escaped_json(&json), Cow::Borrowed(_));
+                assert_eq!(borrowed, !c.is_control(), "{c:?}");
+            }
+        }
+        // The other ways JSON writes them: any case of \u, and raw DEL and C1 (which
+        // serde_json leaves raw); escapes that are not control characters stay.
+        for (json, want) in [
+            (r#""\u001B\u007f\u009B\u0085""#, "\\x1b\\x7f\\x9b\\x85"),
+            ("\"\u{7f}\u{9b}\"", "\\x7f\\x9b"),
+            (r#""\\n \"q\" \/ \u00e9 \ud83d\ude00""#, "\\n \"q\" / é 😀"),
+        ] {
+            assert_eq!(
+                *Escaped::<String>::from_json(json.as_bytes()).unwrap(),
+                want
+            );
+        }
+        // Broken escapes stay broken: the decoder reports them.
+        for bad in [r#""\u+01b""#, r#""\u1""#, "\"\\"] {
+            assert!(
+                Escaped::<String>::from_json(bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{
     model::{
         container_view, process_views, short_id, OutsideParent, ProcessView, TreeView, ViewCtx,
     },
-    text::{bytes, duration, one_line, Style},
+    text::{bytes, duration, Escaped, Style},
 };
 use crate::table::{snapshot::Snapshot, summary::ContainerSummary};
 
@@ -87,10 +87,11 @@ pub fn children(processes: &[ProcessView]) -> BTreeMap<u32, Vec<&ProcessView>> {
 
 /// One process's line: comm (host PID / ns PID), state, ns PPID, age, CPU, RSS, command;
 /// zombies with their age and the parent not reaping them, adopted orphans with whence.
-pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style) -> String {
+/// The views' strings are escaped already (the public renderers take [`Escaped`] views).
+pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style) -> String {
     let mut line = format!(
         "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}  {}",
-        style.bold(&one_line(&p.comm)),
+        style.bold(&p.comm),
         p.pid,
         p.ns_pid,
         p.state,
@@ -99,9 +100,9 @@ pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style)
         p.cpu_s,
         bytes(p.rss_bytes),
         if p.cmdline.is_empty() {
-            format!("[{}]", one_line(&p.comm))
+            format!("[{}]", p.comm)
         } else {
-            one_line(&p.cmdline)
+            p.cmdline.clone()
         }
     );
     if p.threads > 1 {
@@ -110,7 +111,7 @@ pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style)
     if let Some(z) = p.zombie_age_s {
         let parent = by_pid
             .get(&p.ppid)
-            .map(|par| format!("{} ({})", one_line(&par.comm), par.pid))
+            .map(|par| format!("{} ({})", par.comm, par.pid))
             .unwrap_or_else(|| p.ppid.to_string());
         line.push_str(&style.red(&format!(
             "  ZOMBIE for {}, not reaped by {parent}",
@@ -118,13 +119,13 @@ pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style)
         )));
     }
     if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
-        line.push_str(&style.yellow(&format!("  adopted from {from} by {}", one_line(by))));
+        line.push_str(&style.yellow(&format!("  adopted from {from} by {by}")));
     }
     if let Some(s) = p.ignored_signals.last() {
         line.push_str(&style.red(&format!(
             "  ignored {} from {} {}s ago",
             s.signal,
-            one_line(&crate::views::history::from(&s.sender)),
+            crate::views::history::from(&s.sender),
             s.ago_s.round()
         )));
     }
@@ -134,7 +135,7 @@ pub fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style)
 /// Draws `p` and its descendants depth-first with box-drawing connectors; `seen` guards
 /// against parent loops.
 #[allow(clippy::too_many_arguments)]
-pub fn walk<'a>(
+pub(super) fn walk<'a>(
     p: &'a ProcessView,
     prefix: &str,
     last: bool,
@@ -178,22 +179,27 @@ pub fn walk<'a>(
 
 /// The pstree-like text: one line per process, host PID / ns PID, state, ns PPID, age, CPU,
 /// RSS, command.
-pub fn render(t: &TreeView, style: Style) -> String {
+pub fn render(t: &Escaped<TreeView>, style: Style) -> String {
+    draw(t, style)
+}
+
+/// [`render`] of a tree whose strings are escaped already (a pod's trees).
+pub(super) fn draw(t: &TreeView, style: Style) -> String {
     let mut out = String::new();
     let c = &t.container;
     let _ = writeln!(
         out,
         "{} {} {}{}{}  pidns {}  {} processes, {} zombies",
-        style.bold(&one_line(&c.runtime)),
-        one_line(&c.short_id),
-        one_line(c.name.as_deref().unwrap_or("-")),
+        style.bold(&c.runtime),
+        c.short_id,
+        c.name.as_deref().unwrap_or("-"),
         c.pod
             .as_deref()
-            .map(|p| format!(" pod {}", one_line(p)))
+            .map(|p| format!(" pod {p}"))
             .unwrap_or_default(),
         c.namespace
             .as_deref()
-            .map(|n| format!(" ns {}", one_line(n)))
+            .map(|n| format!(" ns {n}"))
             .unwrap_or_default(),
         c.pidns,
         c.processes,
@@ -219,12 +225,7 @@ pub fn render(t: &TreeView, style: Style) -> String {
     }
     for (pid, comm, note) in &outside {
         let Some(ch) = kids.get(pid) else { continue };
-        let _ = writeln!(
-            out,
-            "{} ({pid})  {}",
-            style.dim(&one_line(comm)),
-            style.dim(note)
-        );
+        let _ = writeln!(out, "{} ({pid})  {}", style.dim(comm), style.dim(note));
         for (i, p) in ch.iter().enumerate() {
             walk(
                 p,

@@ -139,7 +139,7 @@ pub fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> WhyView {
     }
 }
 
-pub fn render(v: &WhyView) -> String {
+pub fn render(v: &super::text::Escaped<WhyView>) -> String {
     format!("{}\n", textwrap(&v.paragraph, 100))
 }
 

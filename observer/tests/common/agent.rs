@@ -14,6 +14,11 @@ use serde_json::Value;
 
 use super::observer;
 
+/// The bearer token `Agent::start_with_token` agents require on TCP, and its bcrypt hash
+/// (cost 4, made once with `htpasswd -nbBC 4 "" observer-test-token`).
+pub const TEST_TOKEN: &str = "observer-test-token";
+const TEST_TOKEN_HASH: &str = "$2y$04$iLa8PfO4sS5joAkwzikZo.95321eMJL8lqjx7hFSDw5uzyZtH9.F.";
+
 pub struct Agent {
     child: Child,
     pub socket: PathBuf,
@@ -113,6 +118,23 @@ impl Agent {
         self.log.lock().unwrap().try_iter().collect()
     }
 
+    /// An agent whose TCP listeners require the bearer token [`TEST_TOKEN`] (a
+    /// `--web-config` with only that): every route answers there to a client that sends it.
+    pub fn start_with_token(extra: &[&str]) -> Agent {
+        let web = std::env::temp_dir().join(format!(
+            "observer-test-web-{}-{}.yml",
+            std::process::id(),
+            rand_suffix()
+        ));
+        // Read once at start-up (only certificate files are watched): removed right after.
+        std::fs::write(&web, format!("bearer_tokens:\n  test: {TEST_TOKEN_HASH}\n")).unwrap();
+        let mut a = vec!["--web-config", web.to_str().unwrap()];
+        a.extend(extra);
+        let started = std::panic::catch_unwind(|| Agent::start(&a));
+        let _ = std::fs::remove_file(&web);
+        started.unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
     /// Sends `sig` and waits for the agent to exit: its status and how long it took.
     #[allow(dead_code)]
     pub fn stop_with(mut self, sig: i32) -> (std::process::ExitStatus, Duration) {
@@ -169,9 +191,21 @@ impl Agent {
         });
     }
 
-    /// GET on the HTTP listener (plain HTTP/1.0 over TCP).
+    /// GET on the HTTP listener (plain HTTP/1.0 over TCP): health, readiness, /metrics and
+    /// /v1/status; the process views answer there only to clients that authenticate.
     pub fn http_get(&self, path: &str) -> String {
         super::http_get(&self.http, path).unwrap()
+    }
+
+    /// GET on the HTTP listener with the [`TEST_TOKEN`] bearer token.
+    pub fn http_get_with_token(&self, path: &str) -> String {
+        let auth = format!("Authorization: Bearer {TEST_TOKEN}");
+        super::http_get_with(&self.http, path, &[&auth]).unwrap()
+    }
+
+    /// GET on the agent's unix socket, where every route answers (the CLI's way in).
+    pub fn socket_get(&self, path: &str) -> String {
+        super::unix_get(&self.socket, path).unwrap()
     }
 }
 

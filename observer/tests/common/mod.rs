@@ -206,10 +206,30 @@ pub fn ns_inode(pid: u32, name: &str) -> u64 {
 /// A plain HTTP/1.0 GET on `addr` (host:port): the whole response, status line and headers
 /// included; an error for a refused connection.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    http_get_with(addr, path, &[])
+}
+
+/// `http_get` with extra header lines (`Name: value`).
+pub fn http_get_with(addr: &str, path: &str, headers: &[&str]) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n")?;
+    for h in headers {
+        write!(s, "{h}\r\n")?;
+    }
+    write!(s, "\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf)
+}
+
+/// `http_get` over a unix socket (the agent's root-only one, where every route answers).
+pub fn unix_get(socket: &Path, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     Ok(buf)

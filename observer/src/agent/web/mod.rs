@@ -26,6 +26,9 @@ use auth::Credentials;
 pub struct Web {
     pub tls: Option<TlsAcceptor>,
     pub credentials: Option<Arc<Credentials>>,
+    /// The TLS handshake requires a client certificate and verifies it
+    /// (`RequireAndVerifyClientCert`).
+    client_certs_required: bool,
     headers: Arc<Vec<(HeaderName, HeaderValue)>>,
 }
 
@@ -38,6 +41,10 @@ impl Web {
         let dir = path.parent().unwrap_or(Path::new("."));
         let s = config::parse(&text, dir).map_err(at)?;
         let tls = s.tls.as_ref().map(tls::acceptor).transpose().map_err(at)?;
+        let client_certs_required = s
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth == config::ClientAuth::Require);
         let credentials = (!s.users.is_empty() || !s.tokens.is_empty())
             .then(|| Arc::new(Credentials::new(s.users, s.tokens)));
         let headers = s
@@ -54,8 +61,17 @@ impl Web {
         Ok(Web {
             tls,
             credentials,
+            client_certs_required,
             headers: Arc::new(headers),
         })
+    }
+
+    /// Whether every client of the TCP listeners proves who it is (a password or token, or
+    /// a client certificate the handshake requires and verifies). Only then does the JSON
+    /// API's process views answer on TCP: they list every process's command line, which
+    /// /proc mounted with `hidepid` hides from other users.
+    pub fn authenticates_every_client(&self) -> bool {
+        self.credentials.is_some() || self.client_certs_required
     }
 
     /// `http` or `https`.

@@ -1,0 +1,84 @@
+//! The routers without an agent behind them: what answers before ready, and what the
+//! public TCP router refuses.
+
+use tower_service::Service;
+
+use super::*;
+
+fn status_of(ready: bool, path: &str) -> StatusCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut r = router(detached_state(ready));
+        let req = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        r.call(req).await.unwrap().status()
+    })
+}
+
+#[test]
+fn the_public_router_refuses_every_process_view_and_serves_the_rest() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = std::path::Path::new("/run/test/observer.sock");
+    let call = |path: &str| {
+        rt.block_on(async {
+            let mut r = public_router(detached_state(true), socket);
+            let req = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = r.call(req).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    };
+    for p in [
+        "/v1/containers",
+        "/v1/processes",
+        "/v1/processes?container=x",
+        "/v1/containers/x/tree?format=text",
+        "/v1/pods",
+        "/v1/pods/x/tree",
+        "/v1/zombies",
+        "/v1/containers/x/history",
+        "/v1/why/1",
+        "/v1/events",
+        "/v1/signals",
+        "/v1/../v1/processes",
+    ] {
+        let (status, body) = call(p);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{p}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "forbidden");
+        let m = v["message"].as_str().unwrap();
+        assert!(
+            m.contains("--web-config") && m.contains("/run/test/observer.sock"),
+            "{m}"
+        );
+    }
+    assert_eq!(call("/healthz").0, StatusCode::OK);
+    assert_eq!(call("/readyz").0, StatusCode::OK);
+    assert_eq!(call("/nope").0, StatusCode::NOT_FOUND);
+    // These need the table task, which a detached state lacks: answered, not refused.
+    for p in ["/metrics", "/v1/status"] {
+        assert_eq!(call(p).0, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    }
+}
+
+#[test]
+fn before_ready_only_healthz_answers_and_readyz_says_503() {
+    assert_eq!(status_of(false, "/healthz"), StatusCode::OK);
+    for p in ["/readyz", "/v1/status", "/metrics", "/v1/processes"] {
+        assert_eq!(status_of(false, p), StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    }
+    assert_eq!(status_of(true, "/readyz"), StatusCode::OK);
+    assert_eq!(status_of(true, "/healthz"), StatusCode::OK);
+}
