@@ -10,6 +10,7 @@ pub mod names;
 pub mod oci;
 pub mod pods;
 pub mod resource_files;
+pub mod state_file;
 pub mod state_index;
 
 use cgroup::{CgroupMatch, Role, Runtime};
