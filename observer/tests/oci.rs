@@ -25,8 +25,9 @@ const BARE_CRUN: &str = "observer-test-barcrun";
 const SANDBOX: &str = "0b5e7000000000000000000000000000000000000000000000000000000000aa";
 const APP: &str = "0b5e7000000000000000000000000000000000000000000000000000000000bb";
 const UID: &str = "0b5e7000-1111-2222-3333-444444444444";
-/// kubelet's cgroupfs layout under a test-owned parent.
-const PODS: &str = "observer-test/kubepods/besteffort";
+/// kubelet's cgroupfs layout, at the hierarchies' root where kubelet puts it (a `kubepods`
+/// anywhere else is only a name: containers::cgroup); the test's pod has its own UID.
+const PODS: &str = "kubepods/besteffort";
 
 /// An OCI runtime binary with its test-owned state root.
 #[derive(Clone, Copy)]
@@ -57,7 +58,25 @@ fn runc(args: &[&str]) -> Command {
 }
 
 /// Deletes the test's containers and bundles, however it ends.
-struct Cleanup(PathBuf);
+struct Cleanup(PathBuf, Vec<PathBuf>);
+
+impl Cleanup {
+    /// Notes which of the pod's parent cgroups exist already: only the others are removed.
+    fn new(dir: PathBuf) -> Cleanup {
+        let mut ours = Vec::new();
+        for root in cgroup_roots() {
+            let mut d = root.clone();
+            for c in PODS.split('/') {
+                d = d.join(c);
+                if !d.exists() {
+                    ours.push(d.clone());
+                }
+            }
+        }
+        Cleanup(dir, ours)
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for id in [APP, SANDBOX, BARE] {
@@ -65,13 +84,12 @@ impl Drop for Cleanup {
         }
         let _ = CRUN.cmd(&["delete", "-f", BARE_CRUN]).output();
         let _ = std::fs::remove_dir_all(&self.0);
-        // The pod's parent cgroups, which runc leaves, deepest first, in every hierarchy.
+        // The pod's cgroup, which runc leaves, and the parents the test made, deepest first.
         for root in cgroup_roots() {
-            let mut dir = root.join(PODS).join(format!("pod{UID}"));
-            while dir != root {
-                let _ = std::fs::remove_dir(&dir);
-                dir = dir.parent().unwrap().to_path_buf();
-            }
+            let _ = std::fs::remove_dir(root.join(PODS).join(format!("pod{UID}")));
+        }
+        for d in self.1.iter().rev() {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
@@ -186,7 +204,7 @@ fn runc_containers_have_their_names_and_cri_annotations_make_a_pod() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("observer-test-oci-{}", std::process::id()));
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = Cleanup::new(dir.clone());
     let agent = Agent::start(&["--runc-root", ROOT]);
 
     // A bare container: only runc's state names it.
@@ -292,7 +310,7 @@ fn runc_containers_have_their_names_and_cri_annotations_make_a_pod() {
 #[test]
 fn crun_containers_have_their_names() {
     let dir = std::env::temp_dir().join(format!("observer-test-crun-{}", std::process::id()));
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = Cleanup::new(dir.clone());
     let b = bundle(
         CRUN,
         &dir,

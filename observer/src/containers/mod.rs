@@ -10,6 +10,7 @@ pub mod names;
 pub mod oci;
 pub mod pods;
 pub mod resource_files;
+pub mod state_file;
 pub mod state_index;
 
 use cgroup::{CgroupMatch, Role, Runtime};
@@ -214,11 +215,13 @@ impl Registry {
     }
 
     /// Interns the attribution path of a whole /proc/<pid>/cgroup file: the first path that
-    /// names a container (v2 first, then v1), else the v2 path, else the first line's.
+    /// names a container (v2 first, then v1: `cgroup::ranked_lines`), else the v2 path, else
+    /// the first line's.
     pub fn intern_file(&mut self, content: &str) -> u32 {
-        let mut lines: Vec<cgroup::CgroupLine> =
-            content.lines().filter_map(cgroup::parse_line).collect();
-        lines.sort_by_key(|l| (l.hierarchy != 0, l.controllers != "name=systemd"));
+        // A file where a name smuggled in a line names no path at all.
+        let Some(lines) = cgroup::ranked_lines(content) else {
+            return NO_PATH;
+        };
         if let Some(l) = lines.iter().find(|l| cgroup::parse_path(l.path).is_some()) {
             return self.intern_path(l.path);
         }

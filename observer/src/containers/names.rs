@@ -10,11 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
 use super::{
     cgroup::Runtime,
     oci::{self, OciRoot},
+    state_file,
     state_index::StateIndex,
     ContainerKey,
 };
@@ -207,11 +206,9 @@ impl Resolver {
                 let dir = s.join("overlay-containers");
                 let file = dir.join("containers.json");
                 let mut m = idx.get(&file, id, || {
-                    read_json(&file)
-                        .map(|v| parse::podman(&v))
-                        .unwrap_or_default()
+                    read_state(&file).map(parse::podman).unwrap_or_default()
                 })?;
-                if let Some(cfg) = read_json(&dir.join(id).join("userdata/config.json")) {
+                if let Some(cfg) = read_state(&dir.join(id).join("userdata/config.json")) {
                     parse::podman_config(&cfg, &mut m);
                 }
                 Some(m)
@@ -258,7 +255,7 @@ impl Resolver {
             };
             for n in namespaces {
                 let cfg = tasks.join(&n).join(id).join("config.json");
-                if let Some(v) = read_json(&cfg) {
+                if let Some(v) = read_state(&cfg) {
                     return Some(parse::containerd(&v, id));
                 }
             }
@@ -278,34 +275,13 @@ impl Resolver {
     }
 }
 
-/// Runtime state files are read whole; a bigger one than this is refused (a state file
-/// that large is corrupt or hostile, and the agent's memory stays bounded).
-pub const MAX_STATE_FILE: u64 = 16 << 20;
-
-pub(crate) fn read_json(p: &Path) -> Option<Value> {
-    use std::io::Read;
-    let f = fs::File::open(p).ok()?;
-    let mut bytes = Vec::new();
-    f.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes).ok()?;
-    if bytes.len() as u64 > MAX_STATE_FILE {
-        log::warn!(
-            "ignoring {}: larger than {} MiB",
-            p.display(),
-            MAX_STATE_FILE >> 20
-        );
-        return None;
-    }
-    match serde_json::from_slice(&bytes) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            log::debug!("ignoring {}: not the JSON expected: {e}", p.display());
-            None
-        }
-    }
+/// Reads a runtime state file as `T`, within bounds (`state_file`).
+pub(crate) fn read_state<T: serde::de::DeserializeOwned>(p: &Path) -> Option<T> {
+    state_file::read(p)
 }
 
 fn docker(root: &Path, id: &str) -> Meta {
-    read_json(&root.join("containers").join(id).join("config.v2.json"))
+    read_state(&root.join("containers").join(id).join("config.v2.json"))
         .map(|v| parse::docker(&v))
         .unwrap_or_default()
 }
@@ -317,13 +293,13 @@ fn launcher(dir: &Path) -> HashMap<String, Meta> {
         return HashMap::new();
     };
     rd.flatten()
-        .filter_map(|e| parse::launcher(&read_json(&e.path().join("config.json"))?))
+        .filter_map(|e| parse::launcher(&read_state(&e.path().join("config.json"))?))
         .collect()
 }
 
 fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
     storage.iter().find_map(|s| {
-        let v = read_json(
+        let v = read_state(
             &s.join("overlay-containers")
                 .join(id)
                 .join("userdata/config.json"),
@@ -332,107 +308,7 @@ fn crio(storage: &[PathBuf], id: &str) -> Option<Meta> {
     })
 }
 
-/// What each runtime's state file says, from its parsed JSON: wrong types and missing keys
-/// give no name, never a panic (fuzzed: fuzz/fuzz_targets/state_files.rs).
-pub mod parse {
-    use serde_json::Value;
-
-    use super::{HashMap, Meta};
-
-    fn s(v: &Value, k: &str) -> Option<String> {
-        v[k].as_str().map(String::from)
-    }
-
-    /// Docker's `containers/<id>/config.v2.json`.
-    pub fn docker(v: &Value) -> Meta {
-        let labels = &v["Config"]["Labels"];
-        Meta {
-            name: v["Name"]
-                .as_str()
-                .map(|n| n.trim_start_matches('/').to_string()),
-            pod: s(labels, "io.kubernetes.pod.name"),
-            pod_namespace: s(labels, "io.kubernetes.pod.namespace"),
-            image: v["Config"]["Image"].as_str().map(String::from),
-            // dockershim and cri-dockerd label sandboxes `io.kubernetes.docker.type: podsandbox`.
-            sandbox: labels["io.kubernetes.docker.type"].as_str() == Some("podsandbox"),
-            sandbox_id: s(labels, "io.kubernetes.sandbox.id"),
-            pod_uid: s(labels, "io.kubernetes.pod.uid"),
-            ..Meta::default()
-        }
-    }
-
-    /// A containerd task bundle's `config.json` (CRI annotations); the id names it otherwise.
-    pub fn containerd(v: &Value, id: &str) -> Meta {
-        let a = &v["annotations"];
-        let sandbox = a["io.kubernetes.cri.container-type"].as_str() == Some("sandbox");
-        let pod = s(a, "io.kubernetes.cri.sandbox-name").or_else(|| s(a, "io.kubernetes.pod.name"));
-        Meta {
-            name: s(a, "io.kubernetes.cri.container-name").or_else(|| Some(id.to_string())),
-            pod,
-            pod_namespace: s(a, "io.kubernetes.cri.sandbox-namespace")
-                .or_else(|| s(a, "io.kubernetes.pod.namespace")),
-            image: s(a, "io.kubernetes.cri.image-name"),
-            runtime: None,
-            sandbox_id: s(a, "io.kubernetes.cri.sandbox-id"),
-            sandbox,
-            pod_uid: s(a, "io.kubernetes.cri.sandbox-uid")
-                .or_else(|| s(a, "io.kubernetes.pod.uid")),
-            hostname: s(v, "hostname"),
-        }
-    }
-
-    /// containers/storage's `overlay-containers/containers.json` (podman): every container by id.
-    pub fn podman(v: &Value) -> HashMap<String, Meta> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                let meta = Meta {
-                    name: c["names"][0].as_str().map(String::from),
-                    ..Meta::default()
-                };
-                Some((c["id"].as_str()?.to_string(), meta))
-            })
-            .collect()
-    }
-
-    /// A podman container's `userdata/config.json`: members of a pod name its infra
-    /// container in `io.kubernetes.cri-o.SandboxID`; the infra's hostname is the pod name.
-    pub fn podman_config(v: &Value, m: &mut Meta) {
-        let a = &v["annotations"];
-        m.sandbox_id = s(a, "io.kubernetes.cri-o.SandboxID");
-        m.sandbox = a["io.kubernetes.cri-o.ContainerType"].as_str() == Some("sandbox");
-        m.hostname = s(v, "hostname");
-    }
-
-    /// cri-o's `overlay-containers/<id>/userdata/config.json`.
-    pub fn crio(v: &Value) -> Meta {
-        let a = &v["annotations"];
-        let sandbox = a["io.kubernetes.cri-o.ContainerType"].as_str() == Some("sandbox");
-        let pod = s(a, "io.kubernetes.pod.name");
-        Meta {
-            name: s(a, "io.kubernetes.container.name"),
-            pod,
-            pod_namespace: s(a, "io.kubernetes.pod.namespace"),
-            image: s(a, "io.kubernetes.cri-o.ImageName"),
-            runtime: None,
-            sandbox_id: s(a, "io.kubernetes.cri-o.SandboxID"),
-            sandbox,
-            pod_uid: s(a, "io.kubernetes.pod.uid"),
-            hostname: s(v, "hostname"),
-        }
-    }
-
-    /// The launcher's `<name>/config.json`: its container's id and facts.
-    pub fn launcher(v: &Value) -> Option<(String, Meta)> {
-        let meta = Meta {
-            name: s(v, "name"),
-            image: s(v, "rootfs"),
-            ..Meta::default()
-        };
-        Some((v["id"].as_str()?.to_string(), meta))
-    }
-}
+pub mod parse;
 
 #[cfg(test)]
 mod tests {
@@ -552,7 +428,7 @@ mod tests {
         let huge = tmp("huge").join("huge.json");
         fs::File::create(&huge)
             .unwrap()
-            .set_len(MAX_STATE_FILE + 1)
+            .set_len(state_file::MAX_STATE_FILE + 1)
             .unwrap();
         let mut files: Vec<PathBuf> = fs::read_dir(&fixtures)
             .unwrap()

@@ -120,7 +120,9 @@ pub fn group(members: &[Member]) -> Vec<Pod> {
                 m.meta.sandbox
                     || named_sandboxes.contains(m.data.key.id.as_str())
                     || (key.kind == PodKind::Podman
-                        && m.meta.name.as_deref() == Some(&format!("{}-infra", &key.id[..12])))
+                        && key.id.get(..12).is_some_and(|short| {
+                            m.meta.name.as_deref() == Some(&format!("{short}-infra"))
+                        }))
             };
             let sandbox = ms.iter().find(|m| is_sandbox(m)).map(|m| m.index);
             let mut containers: Vec<u32> = ms.iter().map(|m| m.index).collect();

@@ -234,8 +234,13 @@ pub fn scan_pid(
         .cloned()
         .unwrap_or_default();
     if cgroup.is_empty() {
+        // Bytes, decoded lossily: a cgroup named with bytes that are not UTF-8 would fail
+        // `read_to_string` and leave the process without any cgroup.
         if let Some(mut f) = file("cgroup") {
-            let _ = f.read_to_string(&mut cgroup);
+            let mut bytes = Vec::new();
+            if f.read_to_end(&mut bytes).is_ok() {
+                cgroup = String::from_utf8_lossy(&bytes).into_owned();
+            }
         }
     }
     let cmdline = if with_cmdline {
@@ -396,13 +401,18 @@ impl Details {
 /// The inode of `pid`'s cgroup2 directory (what the kernel side reads as the cgroup id):
 /// its `0::` line of /proc/<pid>/cgroup under the cgroup2 mount.
 pub fn cgroup_id(pid: u32, cgroup2: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(b) = std::fs::read(format!("/proc/{pid}/cgroup")) else {
         return 0;
     };
-    s.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .and_then(|path| std::fs::metadata(cgroup2.join(path.trim_start_matches('/'))).ok())
+    // The path as bytes: a cgroup's name need not be UTF-8.
+    b.split(|&c| c == b'\n')
+        .find_map(|l| l.strip_prefix(b"0::"))
+        .map(|path| {
+            let rel = path.strip_prefix(b"/").unwrap_or(path);
+            cgroup2.join(std::ffi::OsStr::from_bytes(rel))
+        })
+        .and_then(|dir| std::fs::metadata(dir).ok())
         .map(|m| m.ino())
         .unwrap_or(0)
 }

@@ -14,7 +14,16 @@ use qemu::Outcome;
 
 /// Integration test targets that run inside the VMs (the real-runtime and Prometheus tests
 /// need Docker, containerd, podman and Prometheus, which the guests do not have).
-pub const VM_TESTS: &[&str] = &["events", "tree", "launcher", "pid_reuse", "oci", "seed", "truth"];
+pub const VM_TESTS: &[&str] = &[
+    "events",
+    "tree",
+    "launcher",
+    "pid_reuse",
+    "oci",
+    "seed",
+    "truth",
+    "hostile_cgroups",
+];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
 pub(crate) const MUSL: &str = "x86_64-unknown-linux-musl";
 

@@ -40,9 +40,10 @@ fn containerd_namespaces_and_cri_scopes() {
         (c.runtime, c.namespace.as_deref()),
         (Runtime::Containerd, Some("k8s.io"))
     );
+    // containerd's CRI scopes are kubelet's (under kubepods*): elsewhere only a name.
     assert_eq!(
-        m(&format!("/system.slice/cri-containerd-{ID}.scope")).0,
-        Runtime::Containerd
+        parse_path(&format!("/system.slice/cri-containerd-{ID}.scope")),
+        None
     );
     // Unknown top-level directories are not containerd namespaces.
     assert_eq!(parse_path("/user.slice/session-1.scope"), None);
@@ -247,4 +248,167 @@ fn podman_pod_members_carry_the_pod_id() {
     );
     // conmon of a pod member (cgroupfs) sits in the pod's `conmon` cgroup: not a container.
     assert_eq!(parse_path(&format!("/libpod_parent/{pod}/conmon")), None);
+}
+
+/// Paths any user can make in a delegated subtree (a systemd user slice, rootless podman's
+/// scopes) with the names runtimes use.
+fn user_paths(id: &str) -> Vec<String> {
+    let user = "/user.slice/user-1000.slice";
+    let svc = "/user.slice/user-1000.slice/user@1000.service";
+    vec![
+        format!("{user}/docker-{id}.scope"),
+        format!("{svc}/docker/{id}"),
+        format!("{svc}/system.slice/docker-{id}.scope"),
+        format!("{svc}/kubepods/besteffort/pod{UID}/{id}"),
+        format!("{svc}/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{id}.scope"),
+        format!("{svc}/machine.slice/libpod-{id}.scope"),
+        format!("{svc}/libpod_parent/libpod-{id}"),
+        format!("{svc}/default/{id}"),
+        format!("{svc}/lxc.payload.{id}"),
+        format!("{svc}/observer/{id}"),
+        format!("{user}/session-3.scope/crio-{id}.scope"),
+        format!("/mygroup/k8s.io/{id}"),
+        format!("/system.slice/cron.service/docker/{id}"),
+    ]
+}
+
+#[test]
+fn container_names_outside_their_runtimes_parents_are_not_containers() {
+    // The impersonation the review reproduced: `nobody` in
+    // user.slice/user-1000.slice/docker-<64 hex>.scope was listed as a Docker container.
+    for id in ["f".repeat(64).as_str(), ID] {
+        for p in user_paths(id) {
+            assert_eq!(parse_path(&p), None, "{p}");
+            assert_eq!(parse_file(&format!("0::{p}\n")), None, "{p}");
+            assert_eq!(parse_file(&format!("1:name=systemd:{p}\n0::/\n")), None);
+        }
+    }
+}
+
+#[test]
+fn a_user_slice_holding_a_real_containers_id_does_not_join_it() {
+    use crate::containers::{Registry, NO_PATH};
+    let host = 100;
+    let mut r = Registry::new(host);
+    let real = r.intern_path(&format!("/docker/{ID}"));
+    let c = r.attribute(real, 200).unwrap();
+    assert_eq!(r.get(c).unwrap().key.id, ID);
+    for p in user_paths(ID) {
+        let path = r.intern_path(&p);
+        assert_ne!(path, NO_PATH);
+        // In the host pid namespace: the host, not the container.
+        assert_eq!(r.attribute(path, host), None, "{p}");
+        // In a pid namespace of its own: a bare container keyed by that namespace.
+        let b = r.attribute(path, 300).unwrap();
+        assert_ne!(b, c, "{p}");
+        assert_eq!(r.get(b).unwrap().key.runtime, Runtime::Bare, "{p}");
+    }
+    assert_eq!(r.get(c).unwrap().cgroup, real);
+}
+
+#[test]
+fn layouts_are_anchored_where_the_runtimes_put_them() {
+    // systemd-nspawn and podman scopes only under machine.slice; docker's under system.slice.
+    assert_eq!(parse_path("/system.slice/machine-web.scope"), None);
+    assert_eq!(
+        parse_path(&format!("/system.slice/libpod-{ID}.scope")),
+        None
+    );
+    assert_eq!(
+        parse_path(&format!("/machine.slice/docker-{ID}.scope")),
+        None
+    );
+    // Docker and podman ids are 64 hex.
+    assert_eq!(parse_path("/system.slice/docker-web.scope"), None);
+    assert_eq!(parse_path("/machine.slice/libpod-web.scope"), None);
+    assert_eq!(parse_path("/libpod_parent/libpod-web"), None);
+    // kubelet's tree: the container is the pod's child, never the pod or a stray name.
+    assert_eq!(parse_path(&format!("/kubepods/besteffort/{ID}")), None);
+    assert_eq!(
+        parse_path(&format!("/kubepods/burstable/pod{UID}/web")),
+        None
+    );
+    // cri-o's conmon in system.slice (conmon_cgroup = "system.slice") is its shim.
+    assert_eq!(
+        m(&format!("/system.slice/crio-conmon-{ID}.scope")),
+        (Runtime::Crio, ID.into(), None, Role::Shim)
+    );
+    // A sub-cgroup a container makes inside its own stays that container's.
+    assert_eq!(m(&format!("/docker/{ID}/init.scope")).1, ID);
+    assert_eq!(m("/observer/web/sub").1, "web");
+    // kind's kubelet (cgroup root /kubelet) inside a docker container.
+    let inner = "c".repeat(64);
+    let kind = format!(
+        "/docker/{ID}/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{inner}.scope"
+    );
+    assert_eq!(
+        m(&kind),
+        (Runtime::Containerd, inner, Some(UID.into()), Role::Member)
+    );
+}
+
+#[test]
+fn systemd_unescape_works_on_bytes() {
+    // The name that crashed the agent: `\x` then one hex digit and a two-byte character.
+    assert_eq!(systemd_unescape("\\xaé"), "\\xaé");
+    assert_eq!(systemd_unescape("my\\x2dbox"), "my-box");
+    // Escaped UTF-8 decodes as UTF-8; escaped bytes that are not UTF-8 become U+FFFD.
+    assert_eq!(systemd_unescape("caf\\xc3\\xa9"), "café");
+    assert_eq!(systemd_unescape("\\xff\\xfe"), "\u{fffd}\u{fffd}");
+    // Not two hex digits: kept as written (from_str_radix took `+f`).
+    for s in ["\\x+f", "\\x", "\\x2", "\\xg0", "\\\\x41", "é\\", "\\é"] {
+        let u = systemd_unescape(s);
+        assert!(!u.is_empty(), "{s:?}");
+    }
+    assert_eq!(systemd_unescape("\\x+f"), "\\x+f");
+    assert_eq!(systemd_unescape("\\\\x41"), "\\A");
+}
+
+#[test]
+fn hostile_names_never_panic_and_name_no_container() {
+    let long = "x".repeat(255);
+    let deep = vec!["d"; 50].join("/");
+    let hostile = [
+        "/machine.slice/machine-\\xaé.scope".to_string(),
+        "/user.slice/machine-\\xaé.scope".to_string(),
+        "machine-\\xaé.scope".to_string(),
+        "/machine.slice/machine-\\x".to_string(),
+        "/machine.slice/machine-\u{fffd}\u{fffd}.scope".to_string(),
+        "/lxc.payload.a\u{1b}[2J".to_string(),
+        "/lxc.payload.a\nb".to_string(),
+        "/observer/\u{7f}".to_string(),
+        format!("/user.slice/{long}/{deep}/{long}"),
+        format!("/{deep}/docker-{ID}.scope"),
+        "/".repeat(300),
+        "é/é/é".to_string(),
+    ];
+    for p in &hostile {
+        let _ = parse_path(p);
+        let _ = parse_file(&format!("0::{p}\n"));
+    }
+    // The systemd escape of a non-UTF-8 name, where nspawn puts machines: a machine named
+    // with U+FFFD, not a panic.
+    let m = parse_path("/machine.slice/machine-\\xff.scope").unwrap();
+    assert_eq!((m.runtime, m.id.as_str()), (Runtime::Nspawn, "\u{fffd}"));
+    assert_eq!(
+        parse_path("/machine.slice/machine-\\xaé.scope").unwrap().id,
+        "\\xaé"
+    );
+    // Control characters (a terminal escape) or a `/` smuggled in by an escape: no container.
+    assert_eq!(parse_path("/lxc.payload.a\u{1b}[2J"), None);
+    assert_eq!(parse_path("/machine.slice/machine-a\\x1b.scope"), None);
+    assert_eq!(parse_path("/machine.slice/machine-a\\x2fb.scope"), None);
+    assert_eq!(parse_path(&format!("/{deep}/docker-{ID}.scope")), None);
+}
+
+#[test]
+fn a_hierarchy_listed_twice_names_no_container() {
+    // What a name with a newline makes of /proc/<pid>/cgroup (kernels before 4.16).
+    let smuggled = format!("0::/user.slice/x\n0::/docker/{ID}\n");
+    assert_eq!(ranked_lines(&smuggled), None);
+    assert_eq!(parse_file(&smuggled), None);
+    let smuggled_v1 = format!("4:memory:/user.slice/x\n4:memory:/docker/{ID}\n0::/\n");
+    assert_eq!(parse_file(&smuggled_v1), None);
+    let mut r = crate::containers::Registry::new(100);
+    assert_eq!(r.intern_file(&smuggled), crate::containers::NO_PATH);
 }

@@ -13,9 +13,14 @@ const SB2: &str = "c1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8
 const C3: &str = "e1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 const UID2: &str = "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9";
 
-fn fixture(name: &str) -> serde_json::Value {
+fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let p = format!("{}/tests/fixtures/pods/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// A state file's typed fields from its JSON.
+fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
 }
 
 fn data(path: &str) -> ContainerData {
@@ -186,21 +191,24 @@ fn a_podman_pod_named_by_its_infra_hostname() {
     let pod = "819899278f7f5cbadf809ebd9a9e8c190236f256f08c9c9883728da79c28b551";
     let infra = "bfbd750c261281edc7b6c186be71d411e9f3d3f11be990bc700b6393cc970e5d";
     let web = "99fb2db21c6cff43f30994adbcdb37999082b412144007bb56aad6996a01cd28";
-    let mut infra_meta =
-        parse::podman(&serde_json::json!([{"id": infra, "names": ["819899278f7f-infra"]}]))
-            .remove(infra)
-            .unwrap();
+    let mut infra_meta = parse::podman(typed(
+        serde_json::json!([{"id": infra, "names": ["819899278f7f-infra"]}]),
+    ))
+    .remove(infra)
+    .unwrap();
     parse::podman_config(
-        &serde_json::json!({"hostname": "probepod", "annotations": {"io.container.manager": "libpod"}}),
+        &typed(
+            serde_json::json!({"hostname": "probepod", "annotations": {"io.container.manager": "libpod"}}),
+        ),
         &mut infra_meta,
     );
-    let mut web_meta = parse::podman(&serde_json::json!([{"id": web, "names": ["podweb"]}]))
+    let mut web_meta = parse::podman(typed(serde_json::json!([{"id": web, "names": ["podweb"]}])))
         .remove(web)
         .unwrap();
     parse::podman_config(
-        &serde_json::json!({"annotations": {
+        &typed(serde_json::json!({"annotations": {
             "io.kubernetes.cri-o.ContainerType": "container",
-            "io.kubernetes.cri-o.SandboxID": infra}}),
+            "io.kubernetes.cri-o.SandboxID": infra}})),
         &mut web_meta,
     );
     let items = vec![
