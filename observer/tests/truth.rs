@@ -158,25 +158,6 @@ impl Drop for Kids {
     }
 }
 
-/// `cmd` with RLIMIT_NOFILE set to `n` (soft and hard, so it cannot be raised) at exec.
-fn with_nofile(mut cmd: Command, n: u64) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let l = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
 /// 700 processes (in a pid namespace of their own), an agent whose file-descriptor limit is
 /// 256: `ps`, `tree` and the one-shot CLI under the same limit list every one of them, live.
 #[test]
