@@ -29,6 +29,10 @@ pub struct Agent {
 pub struct Counters {
     pub corrections: u64,
     pub reconciliations: u64,
+    /// Cheap checks of the table against /proc.
+    pub checks: u64,
+    /// Events taken from the ring buffer.
+    pub received: u64,
     pub dropped: u64,
     pub skipped: u64,
     pub errors: u64,
@@ -117,6 +121,8 @@ impl Agent {
         Ok(Counters {
             corrections: st["corrections"].as_u64().unwrap_or(0),
             reconciliations: st["reconciliations"].as_u64().unwrap_or(0),
+            checks: st["checks"].as_u64().unwrap_or(0),
+            received: sum("received"),
             dropped: sum("dropped"),
             skipped: sum("skipped"),
             errors: sum("read_errors") + st["decode_errors"].as_u64().unwrap_or(0),

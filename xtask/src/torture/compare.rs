@@ -37,13 +37,16 @@ pub struct Facts {
     pub ns: BTreeMap<&'static str, Option<u64>>,
     /// cgroup v2 path.
     pub cgroup: String,
+    /// Command name (shown, not compared: /proc is where the views read it).
+    pub comm: String,
 }
 
 impl fmt::Display for Facts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ppid {} ns_pids {:?} {} pidns {:?} cgroup {}",
+            "{} ppid {} ns_pids {:?} {} pidns {:?} cgroup {}",
+            self.comm,
             self.ppid,
             self.ns_pids,
             if self.zombie { "zombie" } else { "alive" },
@@ -58,6 +61,8 @@ pub fn proc_facts(pid: u32) -> Option<Facts> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold anything, ')' included: the fields follow the last one.
     let close = stat.iter().rposition(|&b| b == b')')?;
+    let open = stat.iter().position(|&b| b == b'(')?;
+    let comm = String::from_utf8_lossy(stat.get(open + 1..close)?).into_owned();
     let rest = String::from_utf8_lossy(&stat[close + 1..]).into_owned();
     let mut f = rest.split_whitespace();
     let zombie = f.next()? == "Z";
@@ -85,6 +90,7 @@ pub fn proc_facts(pid: u32) -> Option<Facts> {
         pidns: ino("pid"),
         ns: NS.iter().map(|n| (*n, ino(n))).collect(),
         cgroup,
+        comm,
     })
 }
 
@@ -115,6 +121,7 @@ pub fn agent_facts(p: &Value) -> Facts {
         pidns: u(&p["pidns"]),
         ns: NS.iter().map(|n| (*n, u(&p["ns"][*n]))).collect(),
         cgroup: p["cgroup"].as_str().unwrap_or("?").to_string(),
+        comm: p["comm"].as_str().unwrap_or("?").to_string(),
     }
 }
 
@@ -206,6 +213,24 @@ pub fn diff(ps: &Value, agent: &BTreeMap<u32, Facts>, proc: &BTreeMap<u32, Facts
         }
     }
     out
+}
+
+/// The parents with the most zombies: "pid (comm) ×count", at most three.
+pub fn zombie_parents(proc: &BTreeMap<u32, Facts>) -> String {
+    let mut by: BTreeMap<u64, usize> = BTreeMap::new();
+    for f in proc.values().filter(|f| f.zombie) {
+        *by.entry(f.ppid).or_default() += 1;
+    }
+    let mut v: Vec<(u64, usize)> = by.into_iter().collect();
+    v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    v.iter()
+        .take(3)
+        .map(|&(pid, n)| {
+            let comm = proc.get(&(pid as u32)).map_or("?", |f| f.comm.as_str());
+            format!("{pid} ({comm}) ×{n}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `zombies -o json` answer against /proc: the workload's zombies, each with the

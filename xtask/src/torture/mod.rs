@@ -116,6 +116,8 @@ struct Round {
     procs: usize,
     zombies: usize,
     deepest: usize,
+    /// The parents holding the most zombies.
+    parents: String,
     mismatches: Vec<String>,
     freeze: Duration,
     catch_up: Duration,
@@ -152,6 +154,7 @@ fn compare_frozen(run: &Run, ids: &HashSet<u64>, freeze: Duration) -> Result<Rou
         procs: proc.len(),
         zombies: proc.values().filter(|f| f.zombie).count(),
         deepest: proc.values().map(|f| f.ns_pids.len()).max().unwrap_or(0),
+        parents: compare::zombie_parents(&proc),
         mismatches,
         freeze,
         catch_up,
@@ -265,10 +268,11 @@ impl Tally {
         }
         self.samples.push(c);
         eprintln!(
-            "torture: {:5.1} s: {} processes ({} zombies) frozen in {} ms, agent caught up in {} ms: {} mismatches; corrections {}{}, events lost {}",
+            "torture: {:5.1} s: {} processes ({} zombies: {}) frozen in {} ms, agent caught up in {} ms: {} mismatches; corrections {}{}, events lost {}",
             at.as_secs_f64(),
             r.procs,
             r.zombies,
+            r.parents,
             r.freeze.as_millis(),
             r.catch_up.as_millis(),
             r.mismatches.len(),
@@ -286,7 +290,7 @@ impl Tally {
         let last = *self.samples.last().expect("the first sample");
         eprintln!(
             "torture: {} rounds, {} process comparisons ({} of zombies, ns PID chains up to {} deep), \
-             {wraps} PID wraps (pid_max {}): {} mismatches; agent: {} corrections in {} \
+             {wraps} PID wraps (pid_max {}): {} mismatches; agent: {} events, {} checks, {} corrections in {} \
              reconciliations, {} events lost ({} dropped, {} skipped, {} errors), {} corrections without any loss",
             self.rounds,
             self.procs,
@@ -294,6 +298,8 @@ impl Tally {
             self.deepest,
             run.pid_max.now,
             self.mismatches,
+            last.received - first.received,
+            last.checks - first.checks,
             last.corrections - first.corrections,
             last.reconciliations - first.reconciliations,
             last.lost() - first.lost(),

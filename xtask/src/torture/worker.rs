@@ -13,40 +13,10 @@ use anyhow::{bail, Context, Result};
 
 /// stress-ng's process stressors, one worker each, bounded so the workload stays a few
 /// hundred processes (the defaults of some, e.g. --exec-max 4096, would fill a small
-/// pid_max).
-const STRESS_NG: &[&str] = &[
-    "--fork",
-    "1",
-    "--fork-max",
-    "4",
-    "--vfork",
-    "1",
-    "--vfork-max",
-    "4",
-    "--exec",
-    "1",
-    "--exec-max",
-    "4",
-    "--spawn",
-    "1",
-    "--zombie",
-    "1",
-    "--zombie-max",
-    "64",
-    "--daemon",
-    "1",
-    "--clone",
-    "1",
-    "--clone-max",
-    "16",
-    "--unshare",
-    "1",
-    "--pthread",
-    "1",
-    "--pthread-max",
-    "8",
-    "--quiet",
-];
+/// pid_max). Not its `unshare` and `clone` stressors: they leave children unreaped without
+/// bound (~1,800 in 10 s; ~40 a second), which fills any pids limit.
+const STRESS_NG: &str = "--fork 1 --fork-max 4 --vfork 1 --vfork-max 4 --exec 1 --exec-max 4 \
+    --spawn 1 --zombie 1 --zombie-max 64 --daemon 1 --pthread 1 --pthread-max 8 --quiet";
 
 /// Zombies whose parents do not reap them for up to 3 s, then orphaned; and daemons that
 /// double-fork (a subshell's background child, util-linux `setsid -f`).
@@ -55,8 +25,12 @@ while :; do busybox sh -c '/bin/sleep 0.0$((RANDOM % 9 + 1)) & /bin/sleep 0.$((R
 while :; do ( /bin/sleep 0.$((RANDOM % 9 + 1)) & ); /usr/bin/setsid -f /bin/sleep 0.$((RANDOM % 9)); /bin/sleep 0.05; done &
 wait";
 
-/// An exec storm: a fork and an exec per iteration.
-const EXEC_STORM: &str = "while :; do /bin/true; done";
+/// An exec storm: a fork and an exec per iteration; every fourth process first unshares
+/// namespaces itself (a leader's unshare, then exec).
+const EXEC_STORM: &str = "\
+while :; do /bin/true; /bin/true; /bin/true
+  /usr/bin/unshare --net --uts --ipc --mount --cgroup --pid /bin/true
+done";
 
 /// Moves a few processes at a time between the workload's cgroups ($CG and its SUBDIRS).
 const MOVER: &str = "\
@@ -117,7 +91,7 @@ fn root(args: &[String]) -> Result<()> {
     let timeout = format!("{}s", secs.parse::<u64>()? + 60);
     let mut kids = vec![
         Command::new("stress-ng")
-            .args(STRESS_NG)
+            .args(STRESS_NG.split_whitespace())
             .args(["--timeout", &timeout])
             .stdout(Stdio::null())
             .spawn()?,
@@ -217,13 +191,14 @@ fn chain(depth: u32) -> Result<()> {
 /// others and the exec'ing thread takes over the leader's PID (de_thread).
 fn thread_exec() -> Result<()> {
     for _ in 0..3 {
-        thread::spawn(|| thread::sleep(Duration::from_secs(10)));
+        // Under the workload's pids limit a thread may not start: fine, the others do.
+        let _ = thread::Builder::new().spawn(|| thread::sleep(Duration::from_secs(10)));
     }
-    let t = thread::spawn(|| {
+    let t = thread::Builder::new().spawn(|| {
         use std::os::unix::process::CommandExt;
         thread::sleep(Duration::from_millis(30));
         Command::new("/bin/sleep").arg("0.2").exec()
-    });
+    })?;
     let err = t
         .join()
         .map_err(|_| anyhow::anyhow!("exec thread panicked"))?;
