@@ -51,6 +51,12 @@ pub const TASK_FLAG_READ_ERROR: u32 = 1 << 0;
 /// The task's pid namespace is nested deeper than [`MAX_PID_LEVELS`]; `ns_pids` holds the
 /// outermost levels only.
 pub const TASK_FLAG_PID_LEVELS_TRUNCATED: u32 = 1 << 1;
+/// The task was exiting (`PF_EXITING`) when the event was made. Set on cgroup attach
+/// events: the kernel reports an attach of a task it skipped because it was exiting (a
+/// zombie's pid written to `cgroup.procs`), and such a task stays where it was.
+pub const TASK_FLAG_EXITING: u32 = 1 << 2;
+/// `PF_EXITING` in `task_struct.flags` (include/linux/sched.h, the same on every kernel).
+pub const PF_EXITING: u32 = 0x4;
 
 /// Event type numbers: stable on the wire.
 #[repr(u32)]

@@ -50,6 +50,8 @@ offsets! {
     /// `__state` (≥ 5.14) or `state`.
     task_state,
     task_exit_state,
+    /// `flags` (PF_* bits).
+    task_flags,
     // struct signal_struct
     /// `signal->live` (atomic_t: its counter is at the same offset).
     signal_live,

@@ -33,7 +33,7 @@ use aya_ebpf::{
 use observer_common::{
     signal_bit, CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
     FreeEvent, NsEvent, Offsets, OomEvent, SignalEvent, Stats, TaskInfo, ABSENT, ARGS_LEN,
-    OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, SIGCHLD,
+    OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, PF_EXITING, SIGCHLD, TASK_FLAG_EXITING,
 };
 use task::{cgroup_id, fill_identity, fill_task, own_pid, Probe, Reader};
 
@@ -396,6 +396,12 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let mut r = Probe::new();
     describe(&mut ev.header, &mut ev.task, kind, task, &mut r);
+    // The tracepoint fires even for a task the kernel skipped because it was exiting (a
+    // zombie's pid written to cgroup.procs): say so, such a task did not move.
+    let pf: u32 = r.read(task, off!(task_flags));
+    if pf & PF_EXITING != 0 {
+        ev.task.flags |= TASK_FLAG_EXITING;
+    }
     let kn: u64 = r.read(cgrp, off!(cgroup_kn));
     ev.dst_cgroup_id = r.read(kn, off!(kernfs_node_id));
     ev.dst_level = r.read(cgrp, off!(cgroup_level));

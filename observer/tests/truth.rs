@@ -158,25 +158,6 @@ impl Drop for Kids {
     }
 }
 
-/// `cmd` with RLIMIT_NOFILE set to `n` (soft and hard, so it cannot be raised) at exec.
-fn with_nofile(mut cmd: Command, n: u64) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let l = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
 /// 700 processes (in a pid namespace of their own), an agent whose file-descriptor limit is
 /// 256: `ps`, `tree` and the one-shot CLI under the same limit list every one of them, live.
 #[test]
@@ -256,4 +237,51 @@ fn views_list_every_process_past_the_file_descriptor_limit() {
     let tree: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let diffs = tree_vs_proc(&tree);
     assert!(diffs.is_empty(), "one-shot tree against /proc: {diffs:#?}");
+}
+
+/// Found by `cargo xtask torture`: a zombie's pid written to another cgroup's
+/// `cgroup.procs`. The write succeeds and the kernel reports the attach, but it skips an
+/// exiting task: /proc keeps the zombie where it was, and so must the agent (it showed the
+/// cgroup the zombie was sent to).
+#[test]
+fn a_zombie_written_to_another_cgroup_stays_where_proc_shows_it() {
+    let agent = Agent::start(&[]);
+    let (from, to) = (TestCgroup::new("zombie-from"), TestCgroup::new("zombie-to"));
+    // `sleep 0` exits at once; its parent (exec'd into `sleep 1000`) never reaps it.
+    let script = format!(
+        "echo 0 > {}/cgroup.procs; exec sh -c 'sleep 0 & exec sleep 1000'",
+        from.path.display()
+    );
+    let parent = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let ppid = parent.id();
+    let _kids = Kids(vec![parent], vec![]);
+    let zombie = eventually(T, "the zombie", || {
+        let z = first_child(ppid)?;
+        (proc_facts(z.into())?.state == "Z").then_some(z)
+    });
+    std::fs::write(to.path.join("cgroup.procs"), zombie.to_string())
+        .expect("the kernel accepts a zombie's pid");
+    // A live process moved after it: once the agent shows that move, it has applied the
+    // zombie's attach event too (events are applied in order).
+    std::fs::write(to.path.join("cgroup.procs"), ppid.to_string()).unwrap();
+    let ps = eventually(T, "the parent's move", || {
+        let ps = agent.json(&["ps"]);
+        let moved = ps
+            .as_array()?
+            .iter()
+            .any(|p| p["pid"] == ppid && p["cgroup_id"].as_u64() == Some(to.inode()));
+        moved.then_some(ps)
+    });
+    let proc_cgroup = std::fs::read_to_string(format!("/proc/{zombie}/cgroup")).unwrap();
+    assert!(
+        proc_cgroup.contains(from.path.file_name().unwrap().to_str().unwrap()),
+        "/proc: the zombie stayed: {proc_cgroup}"
+    );
+    let z = ps.as_array().unwrap().iter().find(|p| p["pid"] == zombie);
+    let z = z.unwrap_or_else(|| panic!("zombie {zombie} not listed"));
+    assert_eq!(
+        z["cgroup_id"].as_u64(),
+        Some(from.inode()),
+        "the agent moved the zombie; /proc: {proc_cgroup}; agent: {z}"
+    );
 }

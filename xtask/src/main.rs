@@ -7,6 +7,7 @@ mod hygiene;
 mod package;
 mod setup;
 mod tools;
+mod torture;
 mod util;
 mod vm;
 
@@ -90,6 +91,19 @@ enum Cmd {
     Runner {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// A mixed workload (stress-ng and more) in a cgroup beside a real agent, frozen at
+    /// random moments and compared with /proc process by process; fails on any mismatch or
+    /// a correction the agent made without a loss of events.
+    Torture {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 600)]
+        time: u64,
+        /// (internal) Run one part of the workload.
+        #[arg(long, hide = true)]
+        worker: Option<String>,
+        #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Set up, build and run every test (as root: they load real eBPF programs): the host
     /// tests, the fuzz targets briefly (and their regression inputs), then the kernel
@@ -257,6 +271,13 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             setup::setup(false)?;
             fuzz::fuzz(&only, time)
         }
+        Cmd::Torture { worker, args, .. } if worker.is_some() => {
+            torture::worker(worker.as_deref().unwrap_or_default(), &args)
+        }
+        Cmd::Torture { time, .. } => {
+            setup::setup(false)?;
+            torture::torture(time)
+        }
         Cmd::Test { no_vm, args } => {
             if !is_root() {
                 bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
@@ -298,6 +319,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             drop(tests);
             tests_result?;
             clean.into_result()?;
+            torture::torture(60)?;
             // Each fuzz target briefly: its regressions, then new inputs from its seeds.
             fuzz::fuzz(&[], 10)?;
             if no_vm {

@@ -28,6 +28,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "util-linux",
     "procps",
     "busybox-static",
+    // the workload of `cargo xtask torture` (its process stressors)
+    "stress-ng",
     // real runtimes for tests/runtimes.rs
     "docker.io",
     "containerd",

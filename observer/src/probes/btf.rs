@@ -173,6 +173,7 @@ impl KernelBtf {
             None => req("task_struct", "state")?,
         };
         o.task_exit_state = req("task_struct", "exit_state")?;
+        o.task_flags = req("task_struct", "flags")?;
         o.signal_live = req("signal_struct", "live")?;
         o.signal_nr_threads = req("signal_struct", "nr_threads")?;
         o.cred_uid = req("cred", "uid")?;

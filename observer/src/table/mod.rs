@@ -245,6 +245,11 @@ impl Table {
             // A thread moved alone (cgroup v1 `tasks`, v2 `cgroup.threads`): /proc shows the
             // leader's cgroup for the process, so only a thread group's move counts.
             Event::CgroupAttach(_) if h.pid != h.tgid => self.stats.thread_ns_changes += 1,
+            // The kernel skips an exiting task (a zombie written to cgroup.procs) but still
+            // reports the attach: the process stays where /proc says it is.
+            Event::CgroupAttach(e) if e.task.flags & observer_common::TASK_FLAG_EXITING != 0 => {
+                log::debug!("cgroup attach of exiting pid {} ignored", h.tgid)
+            }
             Event::CgroupAttach(e) => {
                 let pid = h.tgid;
                 self.ensure(pid, &e.task, true);
@@ -587,3 +592,5 @@ mod summary_tests;
 mod tests;
 #[cfg(test)]
 mod thread_tests;
+#[cfg(test)]
+mod torture_tests;

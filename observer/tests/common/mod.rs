@@ -203,6 +203,25 @@ pub fn ns_inode(pid: u32, name: &str) -> u64 {
     inode(Path::new(&format!("/proc/{pid}/ns/{name}")))
 }
 
+/// `cmd` with RLIMIT_NOFILE set to `n` (soft and hard, so it cannot be raised) at exec.
+pub fn with_nofile(mut cmd: Command, n: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// A plain HTTP/1.0 GET on `addr` (host:port): the whole response, status line and headers
 /// included; an error for a refused connection.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {

@@ -1,4 +1,5 @@
-//! The cost curve on a big node: the agent's start-up, idle CPU, RSS, /metrics and tree as
+//! The cost curve on a big node: the agent's start-up, idle CPU, RSS, /metrics, tree and
+//! whole-node `ps` (beside procps' `ps -e`, then the RSS after it) as
 //! the node grows from ~1,000 to ~10,000 to ~50,000 processes, in launcher containers of 50
 //! processes each (981 of them at the top, plus one 1,000-process container whose tree is
 //! timed at every size); then 0 events lost while containers start and stop. Raises
@@ -87,6 +88,11 @@ struct Point {
     rss_mb: f64,
     metrics_ms: f64,
     tree_ms: f64,
+    /// Whole-node `observer ps -o json` and, beside it, procps' `ps -e` (medians).
+    ps_ms: f64,
+    ps_e_ms: f64,
+    /// The agent's RSS after the whole-node views.
+    rss_views_mb: f64,
 }
 
 fn measure(big: &str) -> Result<Point> {
@@ -123,6 +129,7 @@ fn measure(big: &str) -> Result<Point> {
             .arg(&agent.socket);
         tr.push(time_cmd(&mut c)? * 1e3);
     }
+    let (ps_ms, ps_e_ms, rss_views_mb) = whole_node(&agent)?;
     Ok(Point {
         procs,
         seed_ms: median(seeds),
@@ -131,7 +138,23 @@ fn measure(big: &str) -> Result<Point> {
         rss_mb,
         metrics_ms: median(m),
         tree_ms: median(tr),
+        ps_ms,
+        ps_e_ms,
+        rss_views_mb,
     })
+}
+
+/// Whole-node `observer ps -o json` (every process, with live facts) beside `ps -e`,
+/// alternating, medians of 5; then the agent's RSS (MB) after those views.
+fn whole_node(agent: &Agent) -> Result<(f64, f64, f64)> {
+    let (mut ps, mut ps_e) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let mut c = Command::new(observer());
+        c.args(["ps", "-o", "json", "--socket"]).arg(&agent.socket);
+        ps.push(time_cmd(&mut c)? * 1e3);
+        ps_e.push(time_cmd(Command::new("ps").arg("-e"))? * 1e3);
+    }
+    Ok((median(ps), median(ps_e), agent.rss_kb() as f64 / 1024.0))
 }
 
 /// 1,000 containers started and removed by CHURN_WORKERS at once (one launcher start and
@@ -265,6 +288,18 @@ pub fn scale(r: &mut Report) -> Result<()> {
         "≤ 20 ms",
         top.tree_ms <= 20.0,
     );
+    r.add(
+        "scale: whole-node `observer ps -o json` (`ps -e`)",
+        curve(&|p| format!("{:.0} ms ({:.0} ms)", p.ps_ms, p.ps_e_ms)),
+        "≤ `ps -e`",
+        top.ps_ms <= top.ps_e_ms,
+    );
+    r.add(
+        "scale: agent RSS after whole-node views",
+        curve(&|p| format!("{:.1} MB", p.rss_views_mb)),
+        "≤ 64 MB at 50,000",
+        top.rss_views_mb <= 64.0,
+    );
     let (lost, received, took) = churn;
     r.add(
         &format!("scale: {CHURN} containers started and removed on the 50k node ({CHURN_WORKERS} at a time)"),
@@ -283,7 +318,8 @@ pub fn markdown(md: &mut String, s: &Scale) {
         "\n### The cost curve: observer on a node of ~1k, ~10k and ~50k processes\n\n\
          Launcher containers of 50 processes plus one of 1,000 (whose tree is timed). Ready: \
          agent start to API answering (median of 3; seed = the start-up scan alone). Idle: \
-         agent CPU over {IDLE_S} s with nothing happening. /metrics and tree: medians of 10.\n"
+         agent CPU over {IDLE_S} s with nothing happening. /metrics and tree: medians of 10; \
+         whole-node `observer ps` beside procps `ps -e`: medians of 5, then the agent's RSS.\n"
     );
     let mut head = "| | ".to_string();
     let mut sep = "|---|".to_string();
@@ -330,6 +366,18 @@ pub fn markdown(md: &mut String, s: &Scale) {
         "`observer tree` of the 1,000-process container",
         &|p| format!("{:.1} ms", p.tree_ms),
         "≤ 20 ms",
+    );
+    row(
+        md,
+        "whole-node `observer ps -o json` (procps `ps -e`)",
+        &|p| format!("{:.0} ms ({:.0} ms)", p.ps_ms, p.ps_e_ms),
+        "≤ `ps -e`",
+    );
+    row(
+        md,
+        "agent RSS after whole-node views",
+        &|p| format!("{:.1} MB", p.rss_views_mb),
+        "≤ 64 MB at 50k",
     );
     let (lost, received, took) = s.churn;
     let _ = writeln!(

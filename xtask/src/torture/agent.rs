@@ -1,0 +1,179 @@
+//! The agent under torture: the release build, started by the run on its own socket and an
+//! ephemeral port, its log kept in a file; asked through the CLI (as a user would) and its
+//! status counters read to know when it has applied everything up to a moment.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+pub struct Agent {
+    child: Child,
+    bin: PathBuf,
+    pub socket: PathBuf,
+    http: String,
+    pub log: PathBuf,
+}
+
+/// Event loss as the agent counts it: events the kernel dropped (ring buffer full) or
+/// skipped (a program run that would nest), read errors and undecodable records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub corrections: u64,
+    pub reconciliations: u64,
+    /// Cheap checks of the table against /proc.
+    pub checks: u64,
+    /// Events taken from the ring buffer.
+    pub received: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub errors: u64,
+}
+
+impl Counters {
+    pub fn lost(&self) -> u64 {
+        self.dropped + self.skipped + self.errors
+    }
+}
+
+impl Agent {
+    /// Starts `bin agent` in a process group of its own (a Ctrl-C reaches the run, which
+    /// stops it) with `extra` flags; its stderr goes to `log`.
+    pub fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Agent> {
+        let socket = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let _ = std::fs::remove_file(&socket);
+        let mut child = Command::new(bin)
+            .env("RUST_LOG", "info,observer::table::reconcile=debug")
+            .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
+            .arg(&socket)
+            .args(extra)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let err = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        let mut file = std::fs::File::create(&log)?;
+        thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{l}");
+                if let Some(rest) = l.split("API on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let mut agent = Agent {
+            child,
+            bin: bin.to_path_buf(),
+            socket,
+            http: String::new(),
+            log,
+        };
+        agent.http = rx
+            .recv_timeout(Duration::from_secs(120))
+            .with_context(|| format!("the agent did not start (log: {})", agent.log.display()))?;
+        Ok(agent)
+    }
+
+    /// `observer <args> -o json` against this agent; an error if the CLI fell back to its
+    /// own /proc scan (no agent answering).
+    pub fn json(&self, args: &[&str]) -> Result<Value> {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .args(["-o", "json", "--socket"])
+            .arg(&self.socket)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || err.contains("no agent") {
+            bail!("observer {args:?} failed ({}): {err}", out.status);
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| format!("JSON of observer {args:?}"))
+    }
+
+    pub fn status(&self) -> Result<Value> {
+        let mut s = std::net::TcpStream::connect(&self.http)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(s, "GET /v1/status HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str(body).with_context(|| format!("/v1/status: {buf}"))
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        let st = self.status()?;
+        let sum = |k: &str| -> u64 {
+            st["events"]
+                .as_array()
+                .map(|a| a.iter().map(|e| e[k].as_u64().unwrap_or(0)).sum())
+                .unwrap_or(0)
+        };
+        Ok(Counters {
+            corrections: st["corrections"].as_u64().unwrap_or(0),
+            reconciliations: st["reconciliations"].as_u64().unwrap_or(0),
+            checks: st["checks"].as_u64().unwrap_or(0),
+            received: sum("received"),
+            dropped: sum("dropped"),
+            skipped: sum("skipped"),
+            errors: sum("read_errors") + st["decode_errors"].as_u64().unwrap_or(0),
+        })
+    }
+
+    /// Waits until the agent has applied, of every event type, at least as many events as
+    /// the kernel had emitted when this was called: everything that happened before now
+    /// (the ring buffer is read in order) is in its table.
+    pub fn caught_up(&self) -> Result<Duration> {
+        let t = Instant::now();
+        let per_type = |st: &Value, k: &str| -> Vec<u64> {
+            st["events"]
+                .as_array()
+                .map(|a| a.iter().map(|e| e[k].as_u64().unwrap_or(0)).collect())
+                .unwrap_or_default()
+        };
+        let emitted = per_type(&self.status()?, "emitted");
+        loop {
+            let st = self.status()?;
+            let applied = per_type(&st, "applied");
+            if applied.len() == emitted.len() && applied.iter().zip(&emitted).all(|(a, e)| a >= e) {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("the agent had not applied the events emitted 30 s ago: emitted {emitted:?}, applied {applied:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The agent's own pid (its RSS and CPU are reported).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall to the agent this run started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_file(self.socket.with_extension("state"));
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket.with_extension("state"));
+    }
+}
