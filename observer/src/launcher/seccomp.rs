@@ -57,6 +57,11 @@ mod newer {
     pub const GETXATTRAT: c_long = 464;
     pub const LISTXATTRAT: c_long = 465;
     pub const REMOVEXATTRAT: c_long = 466;
+    /// io_pgetevents (4.18): in musl's table of the `libc` crate, not in glibc's.
+    #[cfg(target_arch = "x86_64")]
+    pub const IO_PGETEVENTS: c_long = 333;
+    #[cfg(target_arch = "aarch64")]
+    pub const IO_PGETEVENTS: c_long = 292;
 }
 
 /// Docker's unconditional allowlist: the names every architecture has.
@@ -76,7 +81,7 @@ const ALLOW: &[c_long] = nrs![
     SYS_getresuid, SYS_getrlimit, SYS_get_robust_list, SYS_getrusage, SYS_getsid,
     SYS_getsockname, SYS_getsockopt, SYS_gettid, SYS_gettimeofday, SYS_getuid, SYS_getxattr,
     SYS_inotify_add_watch, SYS_inotify_init1, SYS_inotify_rm_watch, SYS_io_cancel,
-    SYS_ioctl, SYS_io_destroy, SYS_io_getevents, SYS_io_pgetevents, SYS_ioprio_get,
+    SYS_ioctl, SYS_io_destroy, SYS_io_getevents, SYS_ioprio_get,
     SYS_ioprio_set, SYS_io_setup, SYS_io_submit, SYS_kill, SYS_landlock_add_rule,
     SYS_landlock_create_ruleset, SYS_landlock_restrict_self, SYS_lgetxattr, SYS_linkat,
     SYS_listen, SYS_listxattr, SYS_llistxattr, SYS_lremovexattr, SYS_lseek, SYS_lsetxattr,
@@ -131,6 +136,7 @@ const ALLOW_ARCH: &[c_long] = &[];
 
 /// Docker's allowlist entries newer than the `libc` crate (`uretprobe` is x86_64's own).
 const ALLOW_NEWER: &[c_long] = &[
+    newer::IO_PGETEVENTS,
     newer::CACHESTAT,
     newer::FCHMODAT2,
     newer::MAP_SHADOW_STACK,
