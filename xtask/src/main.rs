@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vm-test | package | bench | fuzz
-//! | hygiene-check` (and the hidden `__runner` the test command runs its tests under).
+//! | torture | hygiene-check` (and the hidden `__runner` the test command runs its tests
+//! under).
 
 mod bench;
 mod fuzz;

@@ -1,8 +1,9 @@
-//! Test tools Debian 12 lacks in a usable form, fetched once into `.vm-cache/tools/` from
+//! Test tools Debian 12 lacks in a usable form, fetched once into `.vm-cache/tools/`: from
 //! Debian's own archive (apt-get download from sid with a private sources list, as for the
-//! VM kernels): bookworm's promtool 2.42 is built without Kubernetes service discovery, so
-//! it cannot check deploy/prometheus/prometheus.yml; sid's promtool (3.5, a static Go
-//! binary) can.
+//! VM kernels), promtool — bookworm's promtool 2.42 is built without Kubernetes service
+//! discovery, so it cannot check deploy/prometheus/prometheus.yml; sid's promtool (3.5, a
+//! static Go binary) can — and from PyPI (pinned, into a venv) the Kubernetes manifest
+//! validators.
 
 use std::{fs, path::PathBuf, process::Command};
 

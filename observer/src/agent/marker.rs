@@ -2,7 +2,8 @@
 //! the running agent's pid and how many times agents started and crashed; a clean stop
 //! clears the pid. An agent that finds a pid there whose process is gone knows its
 //! predecessor died (kill -9, OOM kill, panic) and says so in its log and its metrics —
-//! its table is rebuilt from /proc, so what that agent had learned from events is gone.
+//! its table is rebuilt by a new start-up seed, so what that agent had learned from events
+//! is gone.
 
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,11 @@
-//! `observer agent`: loads the probes, seeds the table from /proc, then applies kernel
-//! events as they come while serving the API. This task is the table's only owner: API
-//! handlers send it requests and get snapshots back.
+//! `observer agent`: starts the listeners, loads the probes, seeds the table from the
+//! kernel's task iterator (or /proc: `--seed`), then applies kernel events as they come
+//! while serving the API. This task is the table's only owner: API handlers send it
+//! requests and get snapshots back.
 //!
-//! Start order: the ring buffer is open and the programs attached before /proc is scanned,
-//! so whatever starts during the scan is in the buffer and applied right after the seed.
+//! Start order: the listeners first (/healthz answers, /readyz says 503); the ring buffer is
+//! open and the programs attached before the seed is read, so whatever starts during the
+//! seed is in the buffer and applied right after it.
 
 pub mod health;
 pub mod http;

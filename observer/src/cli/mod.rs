@@ -1,5 +1,6 @@
 //! Command line: argument parsing and dispatch. Errors end here as one line on stderr and
-//! exit status 1 (never a panic).
+//! exit status 1 (never a panic); the launcher's commands exit with Docker's codes (125,
+//! 126, 127), usage errors with clap's 2, and a closed stdout ends the process by SIGPIPE.
 
 mod agent;
 pub mod config;

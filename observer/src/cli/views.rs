@@ -1,5 +1,6 @@
-//! `observer tree | ps | containers | zombies`: ask the agent over its socket; without an
-//! agent, build the same views from a one-shot /proc scan and say so on stderr.
+//! `observer tree | ps | containers | pods | zombies | history | why`: ask the agent over
+//! its socket; without an agent, build the same views from a one-shot /proc scan and say so
+//! on stderr.
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 

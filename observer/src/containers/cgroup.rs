@@ -5,7 +5,7 @@
 //!
 //! Pure string work on `/proc/<pid>/cgroup` lines and attach paths; no file system access.
 //! The layouts are the ones the runtimes document (shared/DESIGN.md §4); captures from real
-//! runtimes on this machine are in shared/fixtures/cgroup and in the tests below.
+//! runtimes on this machine are in observer/tests/fixtures/cgroup and in the tests below.
 //!
 //! Cgroup names are chosen by anyone who may create cgroups (a user's delegated subtree,
 //! rootless runtimes, a container with its own cgroup namespace): they are data. A layout

@@ -1,7 +1,8 @@
 //! Loading and attaching the kernel programs: privileges, RLIMIT_MEMLOCK, tracefs, member
-//! offsets from BTF, the ring buffer size, then one attach per tracepoint. A tracepoint the
-//! running kernel lacks is reported and skipped; everything else is a hard error with a
-//! message that says what to do.
+//! offsets from BTF, the ring buffer size, then one attach per tracepoint (the lifecycle
+//! ones as BTF tracepoints, their raw twins where the kernel refuses those:
+//! `--tracepoint-kind`). A tracepoint the running kernel lacks is reported and skipped;
+//! everything else is a hard error with a message that says what to do.
 
 pub mod btf;
 pub mod calib;

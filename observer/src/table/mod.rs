@@ -1,5 +1,6 @@
-//! The process table: the single owner of process and container state. Seeded from /proc,
-//! then driven by kernel events in order; reconciled against /proc periodically. Applying an
+//! The process table: the single owner of process and container state. Seeded at start-up
+//! (from the kernel's task iterator, or /proc), then driven by kernel events in order;
+//! checked and reconciled against /proc periodically. Applying an
 //! event does no I/O and, in steady state, no allocation: processes live in a hash map keyed
 //! by host pid, command lines in fixed inline buffers, children in an intrusive list.
 //!

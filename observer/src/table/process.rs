@@ -1,5 +1,6 @@
-//! One process as the table knows it. Fixed-size inline buffers for the command line and
-//! executable keep the event path free of allocations (a fork copies, an exec overwrites).
+//! One process as the table knows it. Fixed-size inline buffers for comm and the command
+//! line, and the executable as an interned path (intern.rs: allocated once per distinct
+//! path), keep the event path free of allocations (a fork copies, an exec overwrites).
 
 use observer_common::{COMM_LEN, MAX_PID_LEVELS, NS_COUNT, NS_PID};
 

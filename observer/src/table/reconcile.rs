@@ -1,6 +1,8 @@
-//! Seeding the table from a /proc scan and reconciling it against a later scan: processes
-//! the events missed are added, processes whose end was missed are removed, wrong parents
-//! and zombie states are fixed — each fix counted.
+//! Seeding the table from a start-up scan (the task iterator's records or /proc's) and
+//! reconciling it against a later /proc scan: processes the events missed are added,
+//! processes whose end was missed are removed, wrong parents and zombie states are fixed —
+//! each fix counted. Also the cheap check that decides whether a full scan is needed
+//! (`disagreements`: every process id against the table's).
 
 use std::collections::HashSet;
 

@@ -1,6 +1,10 @@
-//! Reading processes from /proc (procfs crate): the agent's start-up seed, its periodic
-//! reconciliation, and the CLI's one-shot view when no agent runs. Also the cheap per-process
-//! reads the views need for facts no event carries (state letter, CPU time, RSS).
+//! Reading processes from /proc (procfs crate): the agent's start-up seed when the task
+//! iterator is not used, the background pass that adds what a seed lacks (command lines and
+//! executables; for a /proc seed, namespaces and cgroup ids), its periodic reconciliation
+//! (and the process ids of the cheap check when the pid iterator is not used), and the
+//! CLI's one-shot view when no agent runs. Also the cheap per-process reads for facts no
+//! event carries (state letter, CPU time, RSS; the agent's views keep the stat files open:
+//! stat_files.rs).
 
 use std::{io::Read, os::unix::fs::MetadataExt, path::Path};
 

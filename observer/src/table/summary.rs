@@ -1,6 +1,8 @@
-//! Derived facts about containers that need a pass over the processes: zombie counts, the
-//! container's PID 1 and the shim above it (the host parent of PID 1 when that parent is not
-//! itself in the container: containerd-shim, conmon, observer's shim).
+//! Derived facts about containers: process, thread and zombie counts, the container's PID 1
+//! and the shim above it (the host parent of PID 1 when that parent is not itself in the
+//! container: containerd-shim, conmon, observer's shim) — from one pass over the processes,
+//! or, where a view needs only some containers or only counts (a tree, /metrics), from the
+//! member sets the table keeps, without a pass.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
-//! The guest's root filesystem: busybox, a few util-linux tools with their libraries, the
-//! static observer binary, the static test binaries and an /init that runs every test on its
+//! The guest's root filesystem: busybox, a few util-linux tools and crun with their
+//! libraries, the static observer binary, the static test binaries and an /init that runs every test on its
 //! own and prints one parseable line per test.
 
 use std::{

@@ -1,5 +1,6 @@
-//! Prometheus exposition of the agent's state (the `prometheus` crate's data model and text
-//! encoder): per-container process, zombie, event and cgroup resource metrics, node-wide
+//! Prometheus exposition of the agent's state (text format 0.0.4, written by `family.rs`;
+//! the `prometheus` crate is only the tests' oracle): per-container process, zombie, event
+//! and cgroup resource metrics, node-wide
 //! process states and orphan adoptions, and the agent's own health. Labels are per
 //! container, never per process; `--metrics-labels` keeps a subset (series that then share
 //! labels are summed, or maxed for ages).
