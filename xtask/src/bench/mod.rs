@@ -62,6 +62,14 @@ impl Agent {
         let err = child.stderr.take().expect("piped");
         thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
+                // Every check that disagreed and every correction, with both sides: a
+                // benchmark window that paid for a full scan says why.
+                if ["check:", "correction:", "disagree", "reconciliation "]
+                    .iter()
+                    .any(|k| l.contains(k))
+                {
+                    eprintln!("bench: agent: {l}");
+                }
                 let _ = tx.send(l);
             }
         });

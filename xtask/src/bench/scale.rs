@@ -17,7 +17,8 @@ use super::{cpu_seconds, launcher, median, observer, rm, time_cmd, Agent, Report
 
 /// (small containers, label): each size adds small containers to the node.
 const SIZES: [(usize, &str); 3] = [(0, "1k"), (180, "10k"), (980, "50k")];
-const IDLE_S: u64 = 60;
+/// One idle window; the node's size decides how many (`idle_windows`).
+const IDLE_S: u64 = 30;
 const CHURN: usize = 1000;
 const CHURN_WORKERS: usize = 4;
 
@@ -84,7 +85,14 @@ struct Point {
     procs: usize,
     seed_ms: f64,
     ready_ms: f64,
+    /// The worst idle window (the cost of a full scan shows in one window, not in a mean).
     idle_pct: f64,
+    idle_median_pct: f64,
+    idle_windows: usize,
+    /// Full scans started and corrections made during the idle windows (0 on a quiet node:
+    /// a check that disagrees only because processes came or went must not scan).
+    idle_scans: u64,
+    idle_corrections: u64,
     rss_mb: f64,
     metrics_ms: f64,
     tree_ms: f64,
@@ -93,6 +101,52 @@ struct Point {
     ps_e_ms: f64,
     /// The agent's RSS after the whole-node views.
     rss_views_mb: f64,
+}
+
+/// Windows of IDLE_S: ≥ 10 on the big node, where a spurious full scan costs seconds.
+fn idle_windows(procs: usize) -> usize {
+    if procs >= 30_000 {
+        10
+    } else {
+        3
+    }
+}
+
+struct Idle {
+    worst: f64,
+    median: f64,
+    windows: usize,
+    scans: u64,
+    corrections: u64,
+}
+
+/// The agent's CPU (% of a core) in each of `n` windows with the node's usual background
+/// activity and nothing started by the bench.
+fn idle(agent: &Agent, n: usize) -> Result<Idle> {
+    let counters = |a: &Agent| -> Result<(u64, u64)> {
+        let st = a.status()?;
+        let n = |k: &str| st[k].as_u64().unwrap_or(0);
+        Ok((n("reconciliations"), n("corrections")))
+    };
+    let (scans0, corr0) = counters(agent)?;
+    let mut pcts = Vec::with_capacity(n);
+    for i in 0..n {
+        // From /proc/<pid>/stat, which keeps the time of threads that have exited (the
+        // runtime's blocking threads end when idle; a sum over /proc/<pid>/task loses theirs).
+        let cpu0 = cpu_seconds(agent.child.id());
+        thread::sleep(Duration::from_secs(IDLE_S));
+        let pct = (cpu_seconds(agent.child.id()) - cpu0) / IDLE_S as f64 * 100.0;
+        eprintln!("bench: idle window {}/{n}: {pct:.3}% of a core", i + 1);
+        pcts.push(pct);
+    }
+    let (scans1, corr1) = counters(agent)?;
+    Ok(Idle {
+        worst: pcts.iter().copied().fold(0.0, f64::max),
+        median: median(pcts),
+        windows: n,
+        scans: scans1 - scans0,
+        corrections: corr1 - corr0,
+    })
 }
 
 fn measure(big: &str) -> Result<Point> {
@@ -110,11 +164,7 @@ fn measure(big: &str) -> Result<Point> {
         thread::sleep(Duration::from_millis(100));
     }
     thread::sleep(Duration::from_secs(5));
-    // From /proc/<pid>/stat, which keeps the time of threads that have exited (the
-    // runtime's blocking threads end when idle; a sum over /proc/<pid>/task loses theirs).
-    let cpu0 = cpu_seconds(agent.child.id());
-    thread::sleep(Duration::from_secs(IDLE_S));
-    let idle_pct = (cpu_seconds(agent.child.id()) - cpu0) / IDLE_S as f64 * 100.0;
+    let idle = idle(&agent, idle_windows(procs))?;
     let rss_mb = agent.rss_kb() as f64 / 1024.0;
     let mut m = Vec::new();
     for _ in 0..10 {
@@ -134,7 +184,11 @@ fn measure(big: &str) -> Result<Point> {
         procs,
         seed_ms: median(seeds),
         ready_ms: median(readies),
-        idle_pct,
+        idle_pct: idle.worst,
+        idle_median_pct: idle.median,
+        idle_windows: idle.windows,
+        idle_scans: idle.scans,
+        idle_corrections: idle.corrections,
         rss_mb,
         metrics_ms: median(m),
         tree_ms: median(tr),
@@ -237,8 +291,8 @@ pub fn run() -> Result<Scale> {
         }
         let p = measure(&big)?;
         eprintln!(
-            "bench: scale {label}: {} processes in {} containers: seed {:.0} ms, ready {:.0} ms, idle {:.3}% of a core, RSS {:.1} MB, /metrics {:.1} ms, tree {:.1} ms",
-            p.procs, small + 1, p.seed_ms, p.ready_ms, p.idle_pct, p.rss_mb, p.metrics_ms, p.tree_ms
+            "bench: scale {label}: {} processes in {} containers: seed {:.0} ms, ready {:.0} ms, idle worst {:.3}% (median {:.3}%) of a core over {} windows, {} full scans, {} corrections, RSS {:.1} MB, /metrics {:.1} ms, tree {:.1} ms",
+            p.procs, small + 1, p.seed_ms, p.ready_ms, p.idle_pct, p.idle_median_pct, p.idle_windows, p.idle_scans, p.idle_corrections, p.rss_mb, p.metrics_ms, p.tree_ms
         );
         points.push((label, small + 1, p));
     }
@@ -265,10 +319,16 @@ pub fn scale(r: &mut Report) -> Result<()> {
         top.ready_ms <= 1000.0,
     );
     r.add(
-        "scale: idle agent CPU",
-        curve(&|p| format!("{:.3}%", p.idle_pct)),
-        "≤ 0.1% at 10k, ≤ 0.3% at 50k",
-        top.idle_pct <= 0.3 && points[1].2.idle_pct <= 0.1,
+        "scale: idle agent CPU, worst window (median)",
+        curve(&|p| format!("{:.3}% ({:.3}%) of {}", p.idle_pct, p.idle_median_pct, p.idle_windows)),
+        "≤ 0.1% in every window",
+        points.iter().all(|(_, _, p)| p.idle_pct <= 0.1),
+    );
+    r.add(
+        "scale: full scans and corrections while idle",
+        curve(&|p| format!("{} scans, {} corrections", p.idle_scans, p.idle_corrections)),
+        "0 (nothing lost, nothing to correct)",
+        points.iter().all(|(_, _, p)| p.idle_scans == 0 && p.idle_corrections == 0),
     );
     r.add(
         "scale: agent RSS",
@@ -318,7 +378,9 @@ pub fn markdown(md: &mut String, s: &Scale) {
         "\n### The cost curve: observer on a node of ~1k, ~10k and ~50k processes\n\n\
          Launcher containers of 50 processes plus one of 1,000 (whose tree is timed). Ready: \
          agent start to API answering (median of 3; seed = the start-up scan alone). Idle: \
-         agent CPU over {IDLE_S} s with nothing happening. /metrics and tree: medians of 10; \
+         agent CPU in windows of {IDLE_S} s (3, or 10 at ~50k) with the node's usual \
+         background activity; the worst window, the median in brackets, and the full scans and \
+         corrections made meanwhile. /metrics and tree: medians of 10; \
          whole-node `observer ps` beside procps `ps -e`: medians of 5, then the agent's RSS.\n"
     );
     let mut head = "| | ".to_string();
@@ -345,9 +407,15 @@ pub fn markdown(md: &mut String, s: &Scale) {
     );
     row(
         md,
-        "idle agent CPU",
-        &|p| format!("{:.3}% of a core", p.idle_pct),
-        "≤ 0.1% at 10k, ≤ 0.3% at 50k",
+        "idle agent CPU, worst window (median)",
+        &|p| format!("{:.3}% ({:.3}%) of a core", p.idle_pct, p.idle_median_pct),
+        "≤ 0.1% in every window",
+    );
+    row(
+        md,
+        "full scans and corrections while idle",
+        &|p| format!("{} / {}", p.idle_scans, p.idle_corrections),
+        "0 / 0",
     );
     row(
         md,
