@@ -26,6 +26,8 @@ const BARE: (usize, usize) = (6_000, 100);
 const POD_A: (usize, usize) = (1_000, 50);
 const POD_B: (usize, usize) = (1_000, 0);
 const POD_UID: &str = "3f0c2a4e-5d6b-4c1a-9e8f-7a6b5c4d3e2f";
+/// kubelet's cgroupfs layout for the test's pod, at the hierarchy's root.
+const POD_CGROUP: &str = "kubepods/besteffort/pod3f0c2a4e-5d6b-4c1a-9e8f-7a6b5c4d3e2f";
 const CTR_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 const CTR_B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
 
@@ -113,12 +115,17 @@ impl Drop for PidMax {
     }
 }
 
-/// The test's cgroup tree holding all its processes; dropping it kills them (cgroup.kill)
-/// and removes every cgroup it made.
+/// The test's cgroup trees holding all its processes: its own, and the pod's at kubelet's
+/// place (`/kubepods/…` at the hierarchy's root: a `kubepods` anywhere else is only a name).
+/// Dropping it kills them (cgroup.kill) and removes every cgroup it made.
 struct Node {
     top: PathBuf,
     /// Path from the cgroup2 root ("/observer-test-scale-<pid>").
     rel: String,
+    /// The pod's cgroup (`/kubepods/besteffort/pod<POD_UID>`) and, from the root down, the
+    /// parents of it the test made (kubepods and besteffort may be there already).
+    pod: PathBuf,
+    made: Vec<PathBuf>,
     spawners: Vec<Child>,
 }
 
@@ -127,17 +134,47 @@ impl Node {
         let name = format!("observer-test-scale-{}", std::process::id());
         let top = cgroup2_mount().join(&name);
         std::fs::create_dir(&top).expect("create the test's cgroup");
+        let mut made = Vec::new();
+        let mut pod = cgroup2_mount();
+        for c in POD_CGROUP.split('/') {
+            pod = pod.join(c);
+            if !pod.exists() {
+                std::fs::create_dir(&pod).expect("create the pod's cgroup");
+                made.push(pod.clone());
+            }
+        }
+        assert!(made.last() == Some(&pod), "{} exists already", pod.display());
         Node {
             top,
             rel: format!("/{name}"),
+            pod,
+            made,
             spawners: Vec::new(),
         }
     }
 
+    /// The roots of the test's trees.
+    fn tops(&self) -> [&Path; 2] {
+        [&self.top, &self.pod]
+    }
+
+    /// `sub` below the test's cgroup, or below the pod's for `POD_CGROUP/…`.
     fn dir(&self, sub: &str) -> PathBuf {
-        let d = self.top.join(sub);
+        let d = match sub.strip_prefix(POD_CGROUP) {
+            Some(rest) => self.pod.join(rest.trim_start_matches('/')),
+            None => self.top.join(sub),
+        };
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Every cgroup directory of the test's trees.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for top in self.tops() {
+            collect_dirs(top, &mut v);
+        }
+        v
     }
 
     /// Starts `prefix... <this binary> helper_spawn` in cgroup `sub` and waits for `ready`.
@@ -167,41 +204,51 @@ impl Node {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         self.spawners.push(child);
         let mut line = String::new();
-        while !line.starts_with("ready") {
+        // libtest writes "test helper_spawn ... " before the helper's own words, on their line.
+        let said = |line: &str| line.rsplit(" ... ").next().unwrap_or_default().to_string();
+        while !said(&line).starts_with("ready") {
             line.clear();
-            if out.read_line(&mut line).unwrap() == 0 || line.starts_with("failed") {
+            if out.read_line(&mut line).unwrap() == 0 || said(&line).starts_with("failed") {
                 panic!("spawner in {sub}: {line}");
             }
         }
     }
 
     fn freeze(&self) {
-        std::fs::write(self.top.join("cgroup.freeze"), "1").unwrap();
-        eventually(Duration::from_secs(120), "the node frozen", || {
-            std::fs::read_to_string(self.top.join("cgroup.events"))
-                .unwrap()
-                .contains("frozen 1")
-                .then_some(())
-        });
+        for top in self.tops() {
+            std::fs::write(top.join("cgroup.freeze"), "1").unwrap();
+        }
+        for top in self.tops() {
+            eventually(Duration::from_secs(120), "the node frozen", || {
+                std::fs::read_to_string(top.join("cgroup.events"))
+                    .unwrap()
+                    .contains("frozen 1")
+                    .then_some(())
+            });
+        }
     }
 
     fn holds(&self, path: &str) -> bool {
-        path == self.rel || path.starts_with(&format!("{}/", self.rel))
+        let under = |rel: &str| path == rel || path.starts_with(&format!("{rel}/"));
+        under(&self.rel) || under(&format!("/{POD_CGROUP}"))
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         let t = Instant::now();
-        let _ = std::fs::write(self.top.join("cgroup.freeze"), "0");
-        let _ = std::fs::write(self.top.join("cgroup.kill"), "1");
+        for top in self.tops() {
+            let _ = std::fs::write(top.join("cgroup.freeze"), "0");
+            let _ = std::fs::write(top.join("cgroup.kill"), "1");
+        }
         for c in &mut self.spawners {
             let _ = c.kill();
             let _ = c.wait();
         }
         // Deepest first; a cgroup is removable once its last process is gone.
-        let mut dirs = Vec::new();
-        collect_dirs(&self.top, &mut dirs);
+        // The pod's cgroup is among dirs(); its parents the test made go last.
+        let mut dirs = self.dirs();
+        dirs.extend(self.made.iter().rev().skip(1).cloned());
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
             for _ in 0..600 {
@@ -344,7 +391,7 @@ fn list_vs_proc(
 
 /// The test's pod in `pods -o json` against /proc: processes and zombies of the pod and of
 /// each of its containers.
-fn pods_vs_proc(pods: &Value, node: &Node, proc: &BTreeMap<u64, Entry>) -> Vec<String> {
+fn pods_vs_proc(pods: &Value, proc: &BTreeMap<u64, Entry>) -> Vec<String> {
     let Some(pod) = pods
         .as_array()
         .unwrap()
@@ -354,7 +401,7 @@ fn pods_vs_proc(pods: &Value, node: &Node, proc: &BTreeMap<u64, Entry>) -> Vec<S
         return vec![format!("pod {POD_UID} not listed: {pods}")];
     };
     let count = |under: &str| {
-        let dir = format!("{}/kubepods/besteffort/pod{POD_UID}{under}", node.rel);
+        let dir = format!("/{POD_CGROUP}{under}");
         let mine: Vec<&Entry> = proc
             .values()
             .filter(|e| e.cgroup.starts_with(&dir))
@@ -448,11 +495,7 @@ fn assert_views(
     bare_pidns: u64,
     round: &str,
 ) {
-    let ids: HashSet<u64> = {
-        let mut v = Vec::new();
-        collect_dirs(&node.top, &mut v);
-        v.iter().map(|d| inode(d)).collect()
-    };
+    let ids: HashSet<u64> = node.dirs().iter().map(|d| inode(d)).collect();
     let timed = |what: &str, f: &dyn Fn() -> Vec<String>| -> Vec<String> {
         let t = Instant::now();
         let d = f();
@@ -485,7 +528,7 @@ fn assert_views(
         tree_vs_proc(&agent.json(&["tree", largest["id"].as_str().unwrap()]))
     }));
     diffs.extend(timed("pods", &|| {
-        pods_vs_proc(&agent.json(&["pods"]), node, proc)
+        pods_vs_proc(&agent.json(&["pods"]), proc)
     }));
     diffs.extend(timed("zombies", &|| {
         zombies_vs_proc(&agent.json(&["zombies"]), proc)
@@ -508,7 +551,7 @@ fn every_view_lists_exactly_what_proc_lists_on_a_node_of_50000_processes() {
     let _pid_max = PidMax::raise(1 << 20);
     let mut node = Node::new();
     let agent = Agent::start(&[]);
-    let pod = format!("kubepods/besteffort/pod{POD_UID}");
+    let pod = POD_CGROUP;
     node.spawn("bulk", &[], BULK);
     node.spawn("bare", &["/usr/bin/unshare", "--pid", "--fork"], BARE);
     node.spawn(&format!("{pod}/{CTR_A}"), &[], POD_A);
