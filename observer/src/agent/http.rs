@@ -182,64 +182,87 @@ pub async fn serve<L>(
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
-        let app = app.clone();
-        let stats = stats.clone();
-        let tls = tls.clone();
+        let conn = connection(io, ip, app.clone(), limits, stats.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = (permit, client);
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let io = Watched::new(io, limits.idle_timeout, in_flight.clone());
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(io),
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(tls)) => Box::new(tls),
-                        Ok(Err(e)) => {
-                            stats.tls_failed.fetch_add(1, Ordering::Relaxed);
-                            log::debug!("TLS handshake failed: {e}");
-                            stats.open.fetch_sub(1, Ordering::Relaxed);
-                            return;
-                        }
-                        Err(_) => {
-                            stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                            stats.open.fetch_sub(1, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                }
-            };
-            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let guard = InFlight::new(in_flight.clone());
-                let mut app = app.clone();
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(Peer(ip));
-                async move {
-                    let resp = app.call(req).await?;
-                    Ok::<_, std::convert::Infallible>(resp.map(|body| {
-                        Body::new(Guarded {
-                            body,
-                            _guard: guard,
-                        })
-                    }))
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(io), svc);
-            if let Err(e) = conn.await {
-                let timed_out = e.is_timeout()
-                    || std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<io::Error>())
-                        .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
-                if timed_out {
-                    stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                }
-                log::debug!("HTTP connection ended: {e}");
-            }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+            conn.await;
         });
+    }
+}
+
+/// Serves one connection from `ip` (None on the unix socket): its TLS handshake, then HTTP/1 until either side
+/// closes it or a limit does.
+async fn connection<I>(
+    io: I,
+    ip: Option<IpAddr>,
+    app: Router,
+    limits: Limits,
+    stats: Arc<ConnStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let io = Watched::new(io, limits.idle_timeout, in_flight.clone());
+    let Some(io) = handshake(io, tls, limits.header_timeout, &stats).await else {
+        stats.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    };
+    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+        let guard = InFlight::new(in_flight.clone());
+        let mut app = app.clone();
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(Peer(ip));
+        async move {
+            let resp = app.call(req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| {
+                Body::new(Guarded {
+                    body,
+                    _guard: guard,
+                })
+            }))
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        let timed_out = e.is_timeout()
+            || std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
+        if timed_out {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        log::debug!("HTTP connection ended: {e}");
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The connection's stream: plain, or TLS once the handshake finished within `timeout`
+/// (None, counted, when it failed or took longer).
+async fn handshake<I: Io + 'static>(
+    io: I,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    timeout: Duration,
+    stats: &ConnStats,
+) -> Option<Box<dyn Io>> {
+    let Some(acceptor) = tls else {
+        return Some(Box::new(io));
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Some(Box::new(tls)),
+        Ok(Err(e)) => {
+            stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+            log::debug!("TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 

@@ -6,30 +6,46 @@
 //! Start order: the listeners first (/healthz answers, /readyz says 503); the ring buffer is
 //! open and the programs attached before the seed is read, so whatever starts during the
 //! seed is in the buffer and applied right after it.
+//!
+//! `serve` is a loop over the agent's parts, each with its own state and timers:
+//! `startup` (load, seed, ready), `pump` (the ring buffer into the table), `requests`
+//! (answering the API from one state of the table), `reconciler` (the start-up details pass,
+//! cheap checks and full scans of /proc), `housekeeping` (settling, reaping, adopting, losses,
+//! collection), `readiness` (/readyz, the service manager and its watchdog, the state file)
+//! and `shutdown` (signals and the clean stop).
 
 pub mod health;
+mod housekeeping;
 pub mod http;
 mod marker;
+mod pump;
+mod readiness;
+mod reconciler;
+mod requests;
 mod server;
+mod shutdown;
+mod startup;
 mod systemd;
 pub mod web;
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::Context;
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::{broadcast, mpsc, oneshot},
-};
+use tokio::sync::{broadcast, mpsc};
 
+use self::{
+    housekeeping::{Chore, Housekeeping},
+    pump::Pump,
+    readiness::Readiness,
+    reconciler::Reconciler,
+    requests::Snapshots,
+    shutdown::Signals,
+};
 use crate::{
     api::{ApiState, Request},
     containers::{
@@ -37,10 +53,9 @@ use crate::{
         names::{Resolver, StateDirs},
         resource_files::ResourceFiles,
     },
-    events::{reader::EventReader, redact::Redactor, Event},
+    events::{redact::Redactor, Event},
     probes::{ProbeConfig, Probes},
-    table::{scan, Table},
-    views::model::boot_now_ns,
+    table::Table,
 };
 
 #[derive(Clone)]
@@ -82,17 +97,6 @@ fn say(cfg: &AgentConfig, msg: &str) {
     }
 }
 
-/// How often ended containers and unreferenced paths are looked for (table/gc.rs).
-const COLLECT_EVERY: Duration = Duration::from_secs(5);
-/// Orphans, zombies and unconfirmed processes are settled this often while there are any.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
-/// How often an idle agent (no event in its last drain, no stream subscriber, nothing to
-/// settle) drains the ring buffer.
-const IDLE_DRAIN_EVERY: Duration = Duration::from_secs(1);
-/// ...and checks the kernel's loss counters (events that flow make it busy again: losses
-/// are then noticed within HOUSEKEEPING_EVERY).
-const IDLE_HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
-
 /// Where the start-up table comes from (`--seed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Seed {
@@ -102,123 +106,6 @@ pub enum Seed {
     Iterator,
     /// /proc.
     Proc,
-}
-
-/// The start-up table: from the task iterator (unless `--seed proc`), else from /proc.
-/// Returns the processes and which source gave them.
-fn seed_scan(
-    probes: &mut Probes,
-    seed: Seed,
-    btf: &std::path::Path,
-) -> anyhow::Result<(Vec<scan::Scanned>, &'static str)> {
-    let from_iterator = match seed {
-        Seed::Proc => None,
-        _ => Some(crate::probes::seed::scan_all(probes, btf)),
-    };
-    // Loading the iterators (both, with one parse) was the kept BTF's last use.
-    probes.release_kernel_btf();
-    match from_iterator {
-        Some(Ok(s)) => return Ok((s, "iterator")),
-        Some(Err(e)) if seed == Seed::Iterator => {
-            return Err(anyhow::Error::new(e).context("--seed iterator: the task iterator"))
-        }
-        Some(Err(e)) => log::info!("seeding from /proc: the task iterator is unavailable ({e})"),
-        None => {}
-    }
-    Ok((scan::scan_all(false), "proc"))
-}
-
-/// A reconciliation scan running on a blocking thread.
-struct ScanJob {
-    started_ns: u64,
-    rx: oneshot::Receiver<(Vec<scan::Scanned>, Duration)>,
-}
-
-fn start_scan(redact: Option<Redactor>) -> ScanJob {
-    let (tx, rx) = oneshot::channel();
-    let started_ns = boot_now_ns();
-    tokio::task::spawn_blocking(move || {
-        let t = Instant::now();
-        let mut s = scan::scan_all(true);
-        if let Some(r) = &redact {
-            for p in &mut s {
-                if let Some(masked) = r.argv(&p.cmdline) {
-                    p.cmdline = masked;
-                }
-            }
-        }
-        let _ = tx.send((s, t.elapsed()));
-    });
-    ScanJob { started_ns, rx }
-}
-
-/// The cheap reconciliation check: every process id, compared with the table on the event
-/// loop. From the pid iterator when the seed came from the task iterator (a pass is started
-/// here and run by reading it on a blocking thread: ~55 ms at 51,000 processes against ~80
-/// for /proc's directory, whose read instantiates a dentry per process), else, or once the
-/// iterator failed (`iterator` is cleared), from /proc's directory.
-fn start_check(
-    probes: &mut Probes,
-    btf: &std::path::Path,
-    iterator: &mut bool,
-) -> oneshot::Receiver<(Vec<u32>, u64)> {
-    let (tx, rx) = oneshot::channel();
-    let started_ns = boot_now_ns();
-    let pass = iterator.then(|| probes.pid_iter(btf)).and_then(|r| {
-        r.map_err(|e| {
-            log::info!("the pid iterator is unavailable ({e}): checks read /proc from now on");
-            *iterator = false;
-        })
-        .ok()
-    });
-    tokio::task::spawn_blocking(move || {
-        let pids = pass
-            .and_then(|f| crate::probes::seed::read_pids(f).ok())
-            .unwrap_or_else(scan::pids);
-        let _ = tx.send((pids, started_ns));
-    });
-    rx
-}
-
-/// Why a check starts a full scan: each disagreement with both sides (the first 20).
-fn log_disagreements(d: &[crate::table::Disagreement]) {
-    log::info!(
-        "/proc and the table disagree on {} processes: reading all of /proc",
-        d.len()
-    );
-    for x in d.iter().take(20) {
-        log::info!("check: {x}");
-    }
-    if d.len() > 20 {
-        log::info!("check: and {} more", d.len() - 20);
-    }
-}
-
-/// Applies every event waiting in the ring buffer (secrets masked first), and passes them
-/// on to API subscribers.
-fn pump(
-    reader: &mut EventReader,
-    table: &mut Table,
-    subscribers: &broadcast::Sender<Event>,
-    redact: Option<&Redactor>,
-) -> usize {
-    reader.drain(&mut |mut ev| {
-        if let Some(r) = redact {
-            r.event(&mut ev);
-        }
-        table.apply(&ev);
-        if subscribers.receiver_count() > 0 {
-            let _ = subscribers.send(ev);
-        }
-    })
-}
-
-/// Records who adopted the orphans that exits left, from their new parent in /proc (read
-/// at once: with PIDs wrapping fast an orphan's PID may soon name another process).
-fn adopt_orphans(table: &mut Table) {
-    if table.has_pending() {
-        table.resolve_pending(|pid| scan::live(pid).map(|l| (l.ppid, l.start_ticks)));
-    }
 }
 
 /// Returns memory freed after a scan to the system (glibc keeps it in its arenas, so one
@@ -234,8 +121,7 @@ fn trim_heap() {
 /// What asks the agent to act: API requests, SIGINT and SIGTERM.
 struct Inbox {
     requests: mpsc::Receiver<Request>,
-    sigint: tokio::signal::unix::Signal,
-    sigterm: tokio::signal::unix::Signal,
+    signals: Signals,
 }
 
 /// The agent: `api` is the runtime the listeners run on (TLS handshakes, credential
@@ -251,8 +137,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
     // the main loop runs (socket removed), not the default action's kill mid-way.
     let inbox = Inbox {
         requests: req_rx,
-        sigint: signal(SignalKind::interrupt())?,
-        sigterm: signal(SignalKind::terminate())?,
+        signals: Signals::catch()?,
     };
     let ready = Arc::new(AtomicBool::new(false));
     let cgroup_files = Arc::new(Mutex::new(ResourceFiles::default()));
@@ -288,308 +173,107 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
     }
 }
 
+/// Start-up, then the event loop until SIGINT or SIGTERM, then shutdown. The table is the
+/// loop's alone; each part wakes it for its own reason and works on it in turn.
 async fn serve(
     cfg: &AgentConfig,
     servers: &server::Servers,
     cgroupfs: CgroupFs,
     cgroup_files: &Mutex<ResourceFiles>,
-    ev_tx: broadcast::Sender<Event>,
+    events: broadcast::Sender<Event>,
     inbox: Inbox,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let Inbox {
-        requests: mut req_rx,
-        mut sigint,
-        mut sigterm,
+        mut requests,
+        mut signals,
     } = inbox;
-    let started = Instant::now();
-    let notifier = systemd::Notifier::from_env();
-    // Off the runtime thread: the listeners keep answering (/readyz 503) meanwhile.
-    let probe_cfg = cfg.probes.clone();
-    let (mut probes, ring) =
-        tokio::task::spawn_blocking(move || Probes::load(&probe_cfg)).await??;
-    probes.forward_kernel_log();
-    // OOM counters can be kept between scrapes only if OOM kills arrive as events.
-    cgroup_files
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_oom_events(probes.attached.iter().any(|a| a == "oom:mark_victim"));
-    let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
-    let host_pidns = scan::ns_inode(std::process::id(), "pid");
-    let cgroup2 = cgroupfs.v2.clone();
-    let mut table = Table::new(host_pidns, cgroupfs);
-    table.history_limits = cfg.memory.history;
-
-    let t = Instant::now();
-    let (seed, btf) = (cfg.seed, cfg.probes.btf.clone());
-    let (mut probes, seeded) = tokio::task::spawn_blocking(move || {
-        let r = seed_scan(&mut probes, seed, &btf);
-        (probes, r)
-    })
-    .await?;
-    let (scans, seed) = seeded?;
-    let mut last_scan = t.elapsed();
-    table.seed(&scans, boot_now_ns());
-    let mut states = health::states(&scans);
-    drop(scans);
-    trim_heap();
-    // Command lines and executables are read after the seed, in the background, and
-    // merged when ready.
-    let (argv_tx, mut argv_rx) = oneshot::channel();
-    let missing = table.missing_details();
-    let redact = cfg.redact.clone();
-    tokio::task::spawn_blocking(move || {
-        let found = scan::parallel(&missing, |&(pid, start, ns)| {
-            let mut d = scan::Details::read(pid, start, true, ns, cgroup2.as_deref());
-            if let Some(masked) = redact.as_ref().and_then(|r| r.argv(&d.argv)) {
-                d.argv = masked;
-            }
-            Some(d)
-        });
-        let _ = argv_tx.send(found);
-    });
-    let mut argv_pending = true;
-    let redact = cfg.redact.as_ref();
-    let buffered = pump(&mut reader, &mut table, &ev_tx, redact);
-    log::info!(
-        "seeded {} processes from {seed} in {:.0} ms, then applied {buffered} events buffered meanwhile",
-        table.len(),
-        last_scan.as_secs_f64() * 1e3
-    );
-    ready.store(true, Ordering::Release);
-    // The socket is ours from here: no other agent runs with this state file.
-    let marker = marker::path_for(&cfg.socket);
-    let restarts = marker::on_start(&marker);
-    let scheme = cfg.web.scheme();
-    let protected = cfg.web.describe();
-    let status = format!(
-        "{} processes, {} containers; API on {scheme}://{}{} and {}{}{}",
-        table.len(),
-        table.live_containers(),
-        servers.tcp_addr,
-        if cfg.web.authenticates_every_client() {
-            ""
-        } else {
-            " (metrics and status; process views on the socket only)"
-        },
-        cfg.socket.display(),
-        servers
-            .metrics_addr
-            .map(|a| format!("; metrics on {scheme}://{a}/metrics"))
-            .unwrap_or_default(),
-        if protected.is_empty() {
-            String::new()
-        } else {
-            format!(" ({protected})")
-        }
-    );
-    say(cfg, &status);
-    notifier.ready(&status);
-
-    let mut reconcile = tokio::time::interval(cfg.reconcile_every);
-    reconcile.tick().await; // the seed was the first scan
-                            // Timers that wake the agent only as often as there is work: on an idle node each
-                            // wakeup costs more than the work (about 0.2 ms of a core here, most of it scheduling).
-    let housekeeping = tokio::time::sleep(HOUSEKEEPING_EVERY);
-    tokio::pin!(housekeeping);
-    let mut collect = tokio::time::interval(COLLECT_EVERY);
-    collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let watchdog_every = notifier.watchdog_every();
-    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
-    let drain = tokio::time::sleep(crate::probes::DRAIN_EVERY);
-    tokio::pin!(drain);
-    let mut busy = true;
-    let mut job: Option<ScanJob> = None;
-    let mut last_dropped = probes
-        .kernel_stats()
-        .map(|k| k.total_dropped())
-        .unwrap_or(0);
-    let mut reconciliations = 0u64;
-    let mut checks = 0u64;
-    let mut check: Option<oneshot::Receiver<(Vec<u32>, u64)>> = None;
-    // The checks' pid list comes from the pid iterator while it works.
-    let mut pid_iter = seed == "iterator";
-    let mut last_full = Instant::now();
-    // Events were lost while a scan ran: that scan may predate what they described.
-    let mut rescan = false;
-
+    let mut agent = startup::start(cfg, servers, cgroupfs, cgroup_files, events, ready).await?;
     loop {
         tokio::select! {
-            r = async {
-                tokio::select! {
-                    r = reader.readable() => r,
-                    _ = &mut drain => Ok(()),
-                }
-            } => {
-                r.context("waiting on the ring buffer")?;
-                busy = pump(&mut reader, &mut table, &ev_tx, redact) > 0;
-                adopt_orphans(&mut table);
-                // While events flow or someone streams them, drain every DRAIN_EVERY; when
-                // a drain found nothing, once a second (views and scrapes drain first, and
-                // the kernel side wakes the agent when the buffer fills past an eighth).
-                let next = if busy || ev_tx.receiver_count() > 0 || table.has_pending() {
-                    crate::probes::DRAIN_EVERY
-                } else {
-                    IDLE_DRAIN_EVERY
-                };
-                drain.as_mut().reset(tokio::time::Instant::now() + next);
+            r = agent.pump.wait() => {
+                r?;
+                agent.pump.on_wake(&mut agent.table);
             }
-            Some(req) = req_rx.recv() => {
-                // Answer with everything that happened before the question: events wait in
-                // the ring buffer up to DRAIN_EVERY (IDLE_DRAIN_EVERY when idle) between
-                // wakeups. Orphans they made are adopted now, as a drain would (their new
-                // parent is read from /proc before their PID can be reused).
-                if pump(&mut reader, &mut table, &ev_tx, redact) > 0 {
-                    busy = true;
-                    drain.as_mut().reset(tokio::time::Instant::now() + crate::probes::DRAIN_EVERY);
-                }
-                adopt_orphans(&mut table);
-                // Every request already queued is answered from this one state: concurrent
-                // requests for the same view share one snapshot.
-                let mut batch = vec![req];
-                while let Ok(r) = req_rx.try_recv() {
-                    batch.push(r);
-                }
-                let mut built: Vec<(crate::table::snapshot::Scope, Arc<crate::table::snapshot::Snapshot>)> = Vec::new();
-                for req in batch {
-                match req {
-                Request::Snapshot(scope, tx) => {
-                    let snap = match built.iter().find(|(s, _)| *s == scope) {
-                        Some((_, snap)) => snap.clone(),
-                        None => {
-                            // Views must not count a reaped process whose free event is
-                            // still due.
-                            table.reap_gone(scan::exists);
-                            let snap = Arc::new(table.snapshot(scope.clone()));
-                            built.push((scope, snap.clone()));
-                            snap
-                        }
-                    };
-                    let _ = tx.send(snap);
-                }
-                Request::MemberOf(pid, tx) => { let _ = tx.send(table.get(pid).and_then(|p| p.container)); }
-                Request::Status(tx) => {
-                    let _ = tx.send(health::health(health::Inputs {
-                        table: &table,
-                        kernel: probes.kernel_stats().unwrap_or_default(),
-                        reader: &reader.stats,
-                        uptime_s: started.elapsed().as_secs_f64(),
-                        ringbuf_bytes: probes.ringbuf_bytes,
-                        attached: &probes.attached,
-                        btf_attached: &probes.btf_attached,
-                        missing: &probes.missing,
-                        reconciliations,
-                        checks,
-                        startup_details_pending: argv_pending,
-                        seed,
-                        last_scan_s: last_scan.as_secs_f64(),
-                        states: &states,
-                        http: servers.counts(),
-                        restarts,
-                    }));
-                }
-                }
-                }
+            Some(req) = requests.recv() => agent.answer(req, &mut requests),
+            due = agent.reconciler.due() => {
+                agent.reconciler.handle(due, &mut agent.table, &mut agent.pump, &mut agent.probes);
             }
-            lines = &mut argv_rx, if argv_pending => {
-                argv_pending = false;
-                if let Ok(lines) = lines {
-                    table.fill_details(lines);
-                    trim_heap();
-                }
-            }
-            _ = reconcile.tick(), if job.is_none() && check.is_none() => {
-                if last_full.elapsed() >= cfg.full_reconcile_every {
-                    job = Some(start_scan(cfg.redact.clone()));
-                } else {
-                    check = Some(start_check(&mut probes, &cfg.probes.btf, &mut pid_iter));
-                }
-            }
-            pids = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
-                check = None;
-                // The table as of now: what happened while /proc was read applied first.
-                pump(&mut reader, &mut table, &ev_tx, redact);
-                let differ = match pids {
-                    Ok((pids, started_ns)) => table.disagreements(
-                        &pids,
-                        started_ns,
-                        |pid| scan::live(pid).map(|l| l.start_ticks),
-                        scan::exists,
-                    ),
-                    Err(_) => vec![],
-                };
-                checks += 1;
-                if !differ.is_empty() && job.is_none() {
-                    log_disagreements(&differ);
-                    job = Some(start_scan(cfg.redact.clone()));
-                }
-            }
-            r = async { (&mut job.as_mut().expect("guarded").rx).await }, if job.is_some() => {
-                let started_ns = job.take().expect("guarded").started_ns;
-                if let Ok((scans, took)) = r {
-                    // Apply what happened during the scan first: the scan must not undo it.
-                    pump(&mut reader, &mut table, &ev_tx, redact);
-                    let fixes = table.reconcile(&scans, started_ns, boot_now_ns(), |pid| {
-                        scan::live(pid).map(|l| l.start_ticks)
-                    });
-                    states = health::states(&scans);
-                    drop(scans);
-                    trim_heap();
-                    last_scan = took;
-                    reconciliations += 1;
-                    last_full = Instant::now();
-                    if fixes > 0 {
-                        log::info!("reconciliation fixed {fixes} entries ({} processes)", table.len());
-                    }
-                }
-                if std::mem::take(&mut rescan) {
-                    job = Some(start_scan(cfg.redact.clone()));
-                }
-            }
-            _ = &mut housekeeping => {
-                let work = busy || table.has_unconfirmed() || table.has_exited() || table.has_pending();
-                housekeeping.as_mut().reset(
-                    tokio::time::Instant::now()
-                        + if work { HOUSEKEEPING_EVERY } else { IDLE_HOUSEKEEPING_EVERY },
-                );
-                if table.has_unconfirmed() {
-                    pump(&mut reader, &mut table, &ev_tx, redact);
-                    let missed = table.settle(boot_now_ns());
-                    if missed > 0 {
-                        log::info!("reconciliation added {missed} processes whose fork events were missed");
-                    }
-                }
-                if table.has_exited() {
-                    table.reap_gone(scan::exists);
-                }
-                adopt_orphans(&mut table);
-                let dropped = probes.kernel_stats().map(|k| k.total_dropped()).unwrap_or(last_dropped);
-                if dropped > last_dropped {
-                    log::warn!(
-                        "{} events lost in the kernel (ring buffer full, or a program's run skipped): reconciling with /proc now",
-                        dropped - last_dropped
-                    );
-                    last_dropped = dropped;
-                    if job.is_none() {
-                        job = Some(start_scan(cfg.redact.clone()));
-                    } else {
-                        rescan = true;
-                    }
-                }
-            }
-            _ = collect.tick() => {
-                if table.collect(boot_now_ns(), &cfg.memory) {
-                    trim_heap();
-                }
-            }
-            _ = watchdog.tick(), if watchdog_every.is_some() => notifier.alive(),
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            chore = agent.housekeeping.due() => agent.chore(chore),
+            () = agent.readiness.watchdog_due() => agent.readiness.alive(),
+            () = signals.stop_asked() => break,
         }
     }
-    ready.store(false, Ordering::Release);
-    notifier.stopping();
-    drop(probes);
-    marker::on_clean_stop(&marker, restarts);
+    shutdown::shutdown(&agent.readiness, agent.probes);
     Ok(())
+}
+
+/// The running agent: the table and the parts that keep it.
+struct Agent<'a> {
+    cfg: &'a AgentConfig,
+    servers: &'a server::Servers,
+    table: Table,
+    probes: Probes,
+    pump: Pump<'a>,
+    reconciler: Reconciler<'a>,
+    housekeeping: Housekeeping,
+    readiness: Readiness,
+    /// Where the start-up table came from: `iterator` or `proc`.
+    seed: &'static str,
+}
+
+impl Agent<'_> {
+    /// Answers `first` and every request queued behind it, from the table as of now.
+    fn answer(&mut self, first: Request, queued: &mut mpsc::Receiver<Request>) {
+        self.pump.catch_up(&mut self.table);
+        let mut built = Snapshots::default();
+        for req in requests::batch(first, queued) {
+            match req {
+                Request::Snapshot(scope, tx) => {
+                    let _ = tx.send(built.get(&mut self.table, scope));
+                }
+                Request::MemberOf(pid, tx) => {
+                    let _ = tx.send(self.table.get(pid).and_then(|p| p.container));
+                }
+                Request::Status(tx) => {
+                    let _ = tx.send(self.status());
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> health::Health {
+        health::health(health::Inputs {
+            table: &self.table,
+            kernel: self.probes.kernel_stats().unwrap_or_default(),
+            reader: self.pump.stats(),
+            uptime_s: self.readiness.uptime().as_secs_f64(),
+            ringbuf_bytes: self.probes.ringbuf_bytes,
+            attached: &self.probes.attached,
+            btf_attached: &self.probes.btf_attached,
+            missing: &self.probes.missing,
+            reconciliations: self.reconciler.reconciliations,
+            checks: self.reconciler.checks,
+            startup_details_pending: self.reconciler.details_pending(),
+            seed: self.seed,
+            last_scan_s: self.reconciler.last_scan.as_secs_f64(),
+            states: &self.reconciler.states,
+            http: self.servers.counts(),
+            restarts: self.readiness.restarts(),
+        })
+    }
+
+    fn chore(&mut self, chore: Chore) {
+        match chore {
+            Chore::Settle => {
+                if self
+                    .housekeeping
+                    .settle(&mut self.table, &mut self.pump, &self.probes)
+                {
+                    self.reconciler.on_losses();
+                }
+            }
+            Chore::Collect => Housekeeping::collect(&mut self.table, &self.cfg.memory),
+        }
+    }
 }

@@ -282,59 +282,86 @@ pub fn history(
 
 /// `observer why <container|pid>`.
 pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
-    let now = ctx.now_ns;
-    let signals_of = |s: &Snapshot, pid: u32| -> Vec<history::SignalView> {
-        s.signals
-            .get(&pid)
-            .map(|f| {
-                f.recent
-                    .iter()
-                    .map(|x| history::signal_view(x, now))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let who = |p: &crate::table::Process| {
-        format!(
-            "{} (host pid {}, pid {} in its namespace)",
-            p.comm_str(),
-            p.pid,
-            p.ns_pid()
-        )
-    };
     let container = history_key(src, ctx, query);
     if let (Err(ApiError::NotFound { .. }), Ok(pid)) = (&container, query.trim().parse::<u32>()) {
-        let s = snap(src, Scope::All)?;
-        if let Some(p) = s.process(pid).filter(|p| !p.is_zombie()) {
-            let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
-            return Ok(why::live(
-                format!("pid {pid}"),
-                &who(p),
-                ns_init,
-                signals_of(&s, pid),
-            ));
-        }
-        let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
-        let last = history_entries(src, ctx, keys)?
-            .0
-            .into_iter()
-            .filter(|e| e.pid == pid)
-            .max_by_key(|e| e.end_time_ns);
-        return match last {
-            Some(e) => {
-                let w = format!(
-                    "{} (host pid {pid}, pid {} in its namespace)",
-                    e.comm, e.ns_pid
-                );
-                Ok(why::ended(format!("pid {pid}"), &w, e, now))
-            }
-            None => Err(ApiError::NotFound {
-                query: query.into(),
-                candidates: vec![],
-            }),
-        };
+        return why_pid(src, ctx, query, pid);
     }
     let (key, summary) = container?;
+    why_container(src, ctx, query, key, summary)
+}
+
+/// The signals `pid` received lately, as views.
+fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<history::SignalView> {
+    s.signals
+        .get(&pid)
+        .map(|f| {
+            f.recent
+                .iter()
+                .map(|x| history::signal_view(x, now))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// "sh (host pid 12, pid 1 in its namespace)".
+fn who(p: &crate::table::Process) -> String {
+    format!(
+        "{} (host pid {}, pid {} in its namespace)",
+        p.comm_str(),
+        p.pid,
+        p.ns_pid()
+    )
+}
+
+/// Why a process runs, or how it ended (from the histories), when `query` names no
+/// container.
+fn why_pid(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    pid: u32,
+) -> Result<WhyView, ApiError> {
+    let now = ctx.now_ns;
+    let s = snap(src, Scope::All)?;
+    if let Some(p) = s.process(pid).filter(|p| !p.is_zombie()) {
+        let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
+        return Ok(why::live(
+            format!("pid {pid}"),
+            &who(p),
+            ns_init,
+            signals_of(&s, pid, now),
+        ));
+    }
+    let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
+    let last = history_entries(src, ctx, keys)?
+        .0
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .max_by_key(|e| e.end_time_ns);
+    match last {
+        Some(e) => {
+            let w = format!(
+                "{} (host pid {pid}, pid {} in its namespace)",
+                e.comm, e.ns_pid
+            );
+            Ok(why::ended(format!("pid {pid}"), &w, e, now))
+        }
+        None => Err(ApiError::NotFound {
+            query: query.into(),
+            candidates: vec![],
+        }),
+    }
+}
+
+/// Why a container's PID 1 runs, or how it ended.
+fn why_container(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    key: ContainerKey,
+    summary: Option<ContainerSummary>,
+) -> Result<WhyView, ApiError> {
+    let now = ctx.now_ns;
     let subject = format!("container {query}");
     if let Some(c) = &summary {
         let s = snap(src, Scope::Container(c.index))?;
@@ -345,7 +372,7 @@ pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, 
         {
             let w = format!("PID 1 of {query}, {}", who(p));
             let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
-            return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid)));
+            return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid, now)));
         }
     }
     let init = history_entries(src, ctx, vec![key])?

@@ -201,11 +201,27 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    let cfg = agent_config(a)?;
+    one_heap();
+    raise_nofile();
+    let (rt, api) = runtimes()?;
+    let r = rt.block_on(agent::run(cfg, api.handle().clone()));
+    // A scan or view still running on a blocking thread must not hold the exit (SIGTERM:
+    // ≤ 2 s).
+    api.shutdown_timeout(Duration::from_millis(200));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    r?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's settings from its arguments (the web config file read and checked).
+fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
     let web = match &a.web_config {
         Some(p) => agent::web::Web::load(p).map_err(anyhow::Error::msg)?,
         None => agent::web::Web::default(),
     };
-    let cfg = AgentConfig {
+    let memory = memory_limits(&a);
+    Ok(AgentConfig {
         probes: ProbeConfig {
             ringbuf_bytes: a.ringbuf_size,
             btf: a.btf,
@@ -226,18 +242,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             containerd: a.containerd_state,
             storage: a.storage_root,
             launcher: StateDirs::default().launcher,
-            oci: a
-                .runc_root
-                .into_iter()
-                .map(|dir| OciRoot {
-                    runtime: Runtime::Runc,
-                    dir,
-                })
-                .chain(a.crun_root.into_iter().map(|dir| OciRoot {
-                    runtime: Runtime::Crun,
-                    dir,
-                }))
-                .collect(),
+            oci: oci_roots(a.runc_root, a.crun_root),
         },
         metrics_labels: a.metrics_labels.0,
         http_limits: agent::http::Limits {
@@ -246,32 +251,56 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: a.idle_timeout,
         },
         redact: a.redact_args,
-        memory: crate::table::gc::Limits {
-            max_containers: a.max_containers as usize,
-            retention_ns: a.container_retention.as_nanos().min(u64::MAX as u128) as u64,
-            history: crate::table::history::HistoryLimits {
-                per_container: a.history_per_container as usize,
-                total: a.history_max as usize,
-                retention_ns: a.history_retention.as_nanos().min(u64::MAX as u128) as u64,
-            },
-        },
+        memory,
         json_logs: a.log_format == LogFormat::Json,
         web,
-    };
-    // One heap for every thread: glibc gives each thread its own arena, and what the
-    // start-up's helper threads allocate and free (the cgroup walk beside the task
-    // iterator, the scans) stays mapped there — measured at 50,000 processes: 79 MB RSS
-    // with per-thread arenas, 54 MB with one. The agent's threads rarely allocate at once.
+    })
+}
+
+/// The runc roots, then the crun roots.
+fn oci_roots(runc: Vec<PathBuf>, crun: Vec<PathBuf>) -> Vec<OciRoot> {
+    runc.into_iter()
+        .map(|dir| OciRoot {
+            runtime: Runtime::Runc,
+            dir,
+        })
+        .chain(crun.into_iter().map(|dir| OciRoot {
+            runtime: Runtime::Crun,
+            dir,
+        }))
+        .collect()
+}
+
+/// What the table keeps: containers and their histories.
+fn memory_limits(a: &AgentArgs) -> crate::table::gc::Limits {
+    crate::table::gc::Limits {
+        max_containers: a.max_containers as usize,
+        retention_ns: a.container_retention.as_nanos().min(u64::MAX as u128) as u64,
+        history: crate::table::history::HistoryLimits {
+            per_container: a.history_per_container as usize,
+            total: a.history_max as usize,
+            retention_ns: a.history_retention.as_nanos().min(u64::MAX as u128) as u64,
+        },
+    }
+}
+
+/// One heap for every thread: glibc gives each thread its own arena, and what the
+/// start-up's helper threads allocate and free (the cgroup walk beside the task iterator,
+/// the scans) stays mapped there — measured at 50,000 processes: 79 MB RSS with per-thread
+/// arenas, 54 MB with one. The agent's threads rarely allocate at once.
+fn one_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator tunable; no thread has started yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    raise_nofile();
-    // One thread for the table and the ring buffer (no cross-thread wakeups per batch);
-    // scans run on its blocking threads. The listeners have a runtime of their own: TLS
-    // handshakes, credential checks and requests — whose cost clients choose — never take
-    // the events' thread.
+}
+
+/// One thread for the table and the ring buffer (no cross-thread wakeups per batch); scans
+/// run on its blocking threads. The listeners have a runtime of their own: TLS handshakes,
+/// credential checks and requests — whose cost clients choose — never take the events'
+/// thread.
+fn runtimes() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -289,13 +318,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the API's tokio runtime")?;
-    let r = rt.block_on(agent::run(cfg, api.handle().clone()));
-    // A scan or view still running on a blocking thread must not hold the exit (SIGTERM:
-    // ≤ 2 s).
-    api.shutdown_timeout(Duration::from_millis(200));
-    rt.shutdown_timeout(Duration::from_millis(200));
-    r?;
-    Ok(ExitCode::SUCCESS)
+    Ok((rt, api))
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (as Go programs and systemd's own

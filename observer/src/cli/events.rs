@@ -12,8 +12,12 @@ use observer_common::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    events::{kind_from_name, reader::EventReader, Event},
-    probes::{self, btf::DEFAULT_BTF, ProbeConfig, Probes},
+    events::{
+        kind_from_name,
+        reader::{EventReader, ReaderStats},
+        Event,
+    },
+    probes::{self, btf::DEFAULT_BTF, KernelStats, ProbeConfig, Probes},
     views::events::{text_line, EventJson},
 };
 
@@ -155,6 +159,40 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         json: args.json,
         filter,
     };
+    let stop = async {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    copy(&mut reader, &mut sink, stop).await?;
+    let broken_pipe = match sink.err {
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => true,
+        Some(e) => return Err(e).context("writing events to stdout"),
+        None => false,
+    };
+    let kstats = probes.kernel_stats()?;
+    drop(probes); // detaches the programs
+    if args.stats {
+        print_stats(&kstats, &reader.stats);
+    }
+    report_losses(&kstats);
+    if broken_pipe {
+        // The reader went away (`observer events | head`): the programs are detached, now
+        // end as a Unix filter does.
+        crate::stdout::die_of_sigpipe();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the ring buffer's events to `sink` until `stop` completes or writing fails, then
+/// what is still buffered (it was produced before the stop).
+async fn copy<W: Write>(
+    reader: &mut EventReader,
+    sink: &mut Sink<W>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stop);
     let mut drain = tokio::time::interval(probes::DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -166,8 +204,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
             _ = drain.tick() => {
                 reader.drain(&mut |ev| sink.emit(ev));
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            () = &mut stop => break,
         }
         if !sink.flush() {
             break;
@@ -176,33 +213,33 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Whatever is still buffered was produced before the stop: deliver it.
     reader.drain(&mut |ev| sink.emit(ev));
     sink.flush();
-    let broken_pipe = match sink.err {
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => true,
-        Some(e) => return Err(e).context("writing events to stdout"),
-        None => false,
-    };
-    let kstats = probes.kernel_stats()?;
-    drop(probes); // detaches the programs
-    if args.stats {
+    Ok(())
+}
+
+/// `--stats`: the kernel's and this reader's counts by type.
+fn print_stats(kstats: &KernelStats, received: &ReaderStats) {
+    eprintln!(
+        "{:<14} {:>10} {:>10} {:>10} {:>10} {:>11}",
+        "type", "emitted", "dropped", "skipped", "received", "read_errors"
+    );
+    for k in EventKind::ALL {
         eprintln!(
             "{:<14} {:>10} {:>10} {:>10} {:>10} {:>11}",
-            "type", "emitted", "dropped", "skipped", "received", "read_errors"
+            k.name(),
+            kstats.emitted(k),
+            kstats.dropped(k),
+            kstats.skipped(k),
+            received.received(k),
+            kstats.read_errors(k)
         );
-        for k in EventKind::ALL {
-            eprintln!(
-                "{:<14} {:>10} {:>10} {:>10} {:>10} {:>11}",
-                k.name(),
-                kstats.emitted(k),
-                kstats.dropped(k),
-                kstats.skipped(k),
-                reader.stats.received(k),
-                kstats.read_errors(k)
-            );
-        }
-        if reader.stats.decode_errors > 0 {
-            eprintln!("undecodable records: {}", reader.stats.decode_errors);
-        }
     }
+    if received.decode_errors > 0 {
+        eprintln!("undecodable records: {}", received.decode_errors);
+    }
+}
+
+/// Says how many events were lost in the kernel, and why.
+fn report_losses(kstats: &KernelStats) {
     let full = kstats.total_full();
     if full > 0 {
         eprintln!(
@@ -216,10 +253,4 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
              (it was already running on that CPU)"
         );
     }
-    if broken_pipe {
-        // The reader went away (`observer events | head`): the programs are detached, now
-        // end as a Unix filter does.
-        crate::stdout::die_of_sigpipe();
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -109,40 +109,10 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut cmd = Cli::command();
-    let mut m = cmd
-        .try_get_matches_from_mut(&argv)
-        .unwrap_or_else(|e| e.exit());
-    // The agent's config file: its settings join the command line as flags (cli/config.rs).
-    if let Some(("agent", am)) = m.subcommand() {
-        let agent = cmd.find_subcommand("agent").expect("defined");
-        let file = match config::read(agent, am) {
-            Ok(f) => f,
-            Err(e) => {
-                print_error(e);
-                return ExitCode::FAILURE;
-            }
-        };
-        if !file.flags.is_empty() {
-            let mut all = argv.clone();
-            all.extend(file.flags.iter().cloned());
-            m = cmd
-                .try_get_matches_from_mut(all)
-                .unwrap_or_else(|e| e.exit());
-        }
-        if let Some(("agent", am)) = m.subcommand() {
-            if am.get_flag("print_config") {
-                let agent = cmd.find_subcommand("agent").expect("defined");
-                return match crate::stdout::print(&config::render(agent, am, &file)) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        print_error(e);
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-        }
-    }
+    let m = match parse_args(&argv) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     let cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
     let level = match cli.verbose {
         0 => "warn",
@@ -152,7 +122,61 @@ pub fn main() -> ExitCode {
     let json_logs =
         matches!(&cli.command, Command::Agent(a) if a.log_format == agent::LogFormat::Json);
     init_logging(level, json_logs);
-    let result = match cli.command {
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) if crate::stdout::is_broken_pipe(&e) => crate::stdout::die_of_sigpipe(),
+        Err(e) => {
+            print_error(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line, with the agent's config file's settings joined as flags (cli/config.rs);
+/// Err with the exit code when the process ends here (`--print-config`, a bad file).
+fn parse_args(argv: &[std::ffi::OsString]) -> Result<clap::ArgMatches, ExitCode> {
+    let mut cmd = Cli::command();
+    let mut m = cmd
+        .try_get_matches_from_mut(argv)
+        .unwrap_or_else(|e| e.exit());
+    let Some(("agent", am)) = m.subcommand() else {
+        return Ok(m);
+    };
+    let agent = cmd.find_subcommand("agent").expect("defined");
+    let file = match config::read(agent, am) {
+        Ok(f) => f,
+        Err(e) => {
+            print_error(e);
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    if !file.flags.is_empty() {
+        let mut all = argv.to_vec();
+        all.extend(file.flags.iter().cloned());
+        m = cmd
+            .try_get_matches_from_mut(all)
+            .unwrap_or_else(|e| e.exit());
+    }
+    if let Some(("agent", am)) = m.subcommand() {
+        if am.get_flag("print_config") {
+            let agent = cmd.find_subcommand("agent").expect("defined");
+            return Err(
+                match crate::stdout::print(&config::render(agent, am, &file)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        print_error(e);
+                        ExitCode::FAILURE
+                    }
+                },
+            );
+        }
+    }
+    Ok(m)
+}
+
+/// Runs the command.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Agent(args) => agent::run(*args),
         Command::Tree { container, opts } => views::run(opts, views::View::Tree(container)),
         Command::Ps { container, opts } => views::run(opts, views::View::Ps(container)),
@@ -178,7 +202,7 @@ pub fn main() -> ExitCode {
         ),
         Command::Why { target, opts } => views::run(opts, views::View::Why(target)),
         Command::Events(args) => events::run(args),
-        Command::Launcher(cmd) => return launcher::run(cmd),
+        Command::Launcher(cmd) => Ok(launcher::run(cmd)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "observer", &mut out);
@@ -187,14 +211,6 @@ pub fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }
         Command::Man { dir } => man(&dir),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) if crate::stdout::is_broken_pipe(&e) => crate::stdout::die_of_sigpipe(),
-        Err(e) => {
-            print_error(format!("{e:#}"));
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -14,7 +14,7 @@ use nix::{
 
 use super::{
     cgroups, check_env, container, process, rootfs, security,
-    state::{self, Status},
+    state::{self, Config, State, Status},
     LauncherError,
 };
 
@@ -36,6 +36,34 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
         Some(p) if st.status == Status::Running => p,
         _ => return Err(LauncherError::NotRunning(name.into())),
     };
+    enter(name, &cfg, &st, pid)?;
+    // Now "/" is the container's root.
+    let env = container::environment(&cfg, env_extra);
+    let path = rootfs::resolve(Path::new("/"), &cmd[0], &container::path_of(&env))
+        .map_err(|(c, m)| LauncherError::Command(c, m))?;
+    let (rd, wr) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| LauncherError::Other(format!("pipe: {e}")))?;
+    // SAFETY: the CLI is single-threaded here (setns into a mount namespace requires it).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(rd);
+            let mut err = fs::File::from(wr);
+            if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
+                container::fail(&mut err, 125, &e)
+            }
+            container::exec(&mut err, &path, cmd, &env)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(wr);
+            wait_for(child, rd)
+        }
+        Err(e) => Err(LauncherError::Other(format!("fork: {e}"))),
+    }
+}
+
+/// Moves this process into the cgroups and every namespace of the container's PID 1
+/// (`pid`, as recorded in `st`).
+fn enter(name: &str, cfg: &Config, st: &State, pid: u32) -> Result<(), LauncherError> {
     // Open every namespace first: /proc/<pid> must stay reachable while we switch.
     let order = [
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
@@ -52,7 +80,7 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
         fds.push((ns, flag, f));
     }
     // Still the recorded PID 1 after opening: the namespaces are that process's.
-    if process::pid1(&st, &cfg) != Some(pid) {
+    if process::pid1(st, cfg) != Some(pid) {
         return Err(LauncherError::NotRunning(name.into()));
     }
     cgroups::join(&cfg.cgroups, std::process::id())?;
@@ -60,49 +88,32 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
         setns(f, *flag)
             .map_err(|e| LauncherError::Other(format!("entering the {ns} namespace: {e}")))?;
     }
-    // Now "/" is the container's root.
-    let env = container::environment(&cfg, env_extra);
-    let path = rootfs::resolve(Path::new("/"), &cmd[0], &container::path_of(&env))
-        .map_err(|(c, m)| LauncherError::Command(c, m))?;
-    let (rd, wr) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| LauncherError::Other(format!("pipe: {e}")))?;
-    // SAFETY: the CLI is single-threaded here (setns into a mount namespace requires it).
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop(rd);
-            drop(fds);
-            let mut err = fs::File::from(wr);
-            if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
-                container::fail(&mut err, 125, &e)
+    Ok(())
+}
+
+/// The command's exit code, once it ended; its failure to start, as reported on `rd`.
+fn wait_for(child: nix::unistd::Pid, rd: std::os::fd::OwnedFd) -> Result<u8, LauncherError> {
+    let mut report = String::new();
+    let _ = fs::File::from(rd).read_to_string(&mut report);
+    let status = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(LauncherError::Other(format!(
+                    "waiting for the command: {e}"
+                )))
             }
-            container::exec(&mut err, &path, cmd, &env)
         }
-        Ok(ForkResult::Parent { child }) => {
-            drop(wr);
-            let mut report = String::new();
-            let _ = fs::File::from(rd).read_to_string(&mut report);
-            let status = loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, c)) => break c,
-                    Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
-                    Ok(_) => continue,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => {
-                        return Err(LauncherError::Other(format!(
-                            "waiting for the command: {e}"
-                        )))
-                    }
-                }
-            };
-            if !report.is_empty() {
-                let (code, msg) = report.split_once(' ').unwrap_or(("126", report.as_str()));
-                return Err(LauncherError::Command(
-                    code.parse().unwrap_or(126),
-                    msg.to_string(),
-                ));
-            }
-            Ok(status as u8)
-        }
-        Err(e) => Err(LauncherError::Other(format!("fork: {e}"))),
+    };
+    if !report.is_empty() {
+        let (code, msg) = report.split_once(' ').unwrap_or(("126", report.as_str()));
+        return Err(LauncherError::Command(
+            code.parse().unwrap_or(126),
+            msg.to_string(),
+        ));
     }
+    Ok(status as u8)
 }

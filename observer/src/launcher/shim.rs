@@ -4,7 +4,7 @@
 //! creates the container, records that it runs, reaps it, and records how it ended (exit
 //! code, signal, OOM kill). The container's stdout and stderr go to its log file.
 
-use std::{fs, io::Read, process::ExitCode};
+use std::{fs, io::Read, os::fd::OwnedFd, process::ExitCode};
 
 use nix::{
     fcntl::OFlag,
@@ -15,7 +15,7 @@ use nix::{
 
 use super::{
     cgroups, container, process, security,
-    state::{self, State, Status},
+    state::{self, Config, State, Status},
 };
 use crate::containers::cgroupfs::CgroupFs;
 
@@ -30,6 +30,15 @@ fn record(name: &str, st: &State) {
     if let Err(e) = state::save_state(name, st) {
         eprintln!("observer shim {name}: {e}");
     }
+}
+
+/// Marks the start failed (exit code 125, like a runtime's own failures) and records it.
+fn fail(name: &str, st: &mut State, msg: String) -> ExitCode {
+    st.status = Status::Failed;
+    st.error = Some(msg);
+    st.exit_code = Some(125);
+    record(name, st);
+    ExitCode::FAILURE
 }
 
 pub fn main(name: &str) -> ExitCode {
@@ -52,39 +61,11 @@ pub fn main(name: &str) -> ExitCode {
         shim_start: process::start_ticks(me),
         ..State::default()
     };
-    let fail = |st: &mut State, msg: String| {
-        st.status = Status::Failed;
-        st.error = Some(msg);
-        st.exit_code = Some(125);
-        record(name, st);
-        ExitCode::FAILURE
-    };
     let _ = nix::sys::prctl::set_name(c"observer-shim");
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        return fail(&mut st, format!("PR_SET_CHILD_SUBREAPER: {e}"));
-    }
-    let log = match state::open_log(name) {
-        Ok(f) => f,
-        Err(e) => return fail(&mut st, format!("opening the log: {e}")),
+    let (child, rd) = match start(name, &cfg, &mut st) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let (rd, wr) = match pipe2(OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(e) => return fail(&mut st, format!("pipe: {e}")),
-    };
-    // The next child is PID 1 of a new pid namespace; the shim stays in the host's.
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
-        return fail(&mut st, format!("creating the pid namespace: {e}"));
-    }
-    // SAFETY: the shim is single-threaded.
-    let child = match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop(rd);
-            container::child_main(&cfg, wr, &log)
-        }
-        Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return fail(&mut st, format!("fork: {e}")),
-    };
-    drop(wr);
     let mut report = String::new();
     let _ = fs::File::from(rd).read_to_string(&mut report);
     if !report.is_empty() {
@@ -102,8 +83,43 @@ pub fn main(name: &str) -> ExitCode {
     st.pid_start = process::start_time(child.as_raw() as u32);
     record(name, &st);
 
-    // Reap everything re-parented to us; stop when PID 1 has ended.
     let cg = CgroupFs::discover();
+    reap_until(child, &mut st);
+    st.oom_killed = cgroups::oom_kills(&cg, &cfg.cgroups) > 0;
+    st.status = Status::Exited;
+    st.finished = Some(now_secs());
+    record(name, &st);
+    ExitCode::SUCCESS
+}
+
+/// Becomes a subreaper and forks the container's PID 1 into a new pid namespace. Returns
+/// it with the pipe's read end on which it reports a failed start (closed on exec); Err
+/// once a failure is recorded.
+fn start(name: &str, cfg: &Config, st: &mut State) -> Result<(Pid, OwnedFd), ExitCode> {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        return Err(fail(name, st, format!("PR_SET_CHILD_SUBREAPER: {e}")));
+    }
+    let log = state::open_log(name).map_err(|e| fail(name, st, format!("opening the log: {e}")))?;
+    let (rd, wr) = pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(name, st, format!("pipe: {e}")))?;
+    // The next child is PID 1 of a new pid namespace; the shim stays in the host's.
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        return Err(fail(name, st, format!("creating the pid namespace: {e}")));
+    }
+    // SAFETY: the shim is single-threaded.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(rd);
+            container::child_main(cfg, wr, &log)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(fail(name, st, format!("fork: {e}"))),
+    };
+    drop(wr);
+    Ok((child, rd))
+}
+
+/// Reaps everything re-parented to the shim; returns when PID 1 has ended, with how.
+fn reap_until(child: Pid, st: &mut State) {
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => {
@@ -123,9 +139,4 @@ pub fn main(name: &str) -> ExitCode {
             }
         }
     }
-    st.oom_killed = cgroups::oom_kills(&cg, &cfg.cgroups) > 0;
-    st.status = Status::Exited;
-    st.finished = Some(now_secs());
-    record(name, &st);
-    ExitCode::SUCCESS
 }

@@ -4,6 +4,7 @@
 //! `--tracepoint-kind`). A tracepoint the running kernel lacks is reported and skipped;
 //! everything else is a hard error with a message that says what to do.
 
+mod attach;
 pub mod btf;
 pub mod calib;
 mod misses;
@@ -15,8 +16,7 @@ use std::{os::fd::AsFd, path::PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use observer_common::{EventKind, Offsets, Stats, KIND_SLOTS};
 
@@ -220,145 +220,22 @@ impl Probes {
             return Err(ProbeError::RingBufSize(cfg.ringbuf_bytes));
         }
         let tracefs = tracefs::ensure_mounted()?;
-        let kbtf = btf::KernelBtf::open(&cfg.btf)?;
-        let mut offsets = kbtf.offsets()?;
-        offsets.tp_sys_exit_ret =
-            tracefs::field_offset(&tracefs, "syscalls", "sys_exit_setns", "ret")
-                .unwrap_or(observer_common::ABSENT);
-        let oom = |field| {
-            tracefs::field_offset(&tracefs, "oom", "mark_victim", field)
-                .unwrap_or(observer_common::ABSENT)
-        };
-        offsets.tp_oom_pid = oom("pid");
-        offsets.tp_oom_total_vm = oom("total_vm");
-        offsets.tp_oom_anon_rss = oom("anon_rss");
-        offsets.tp_oom_file_rss = oom("file_rss");
-        offsets.tp_oom_shmem_rss = oom("shmem_rss");
-        offsets.tp_oom_score_adj = oom("oom_score_adj");
-
-        // No kernel BTF for aya: the programs carry no CO-RE relocations (offsets come from
-        // OFFS), so parsing vmlinux a second time would only cost time and memory.
-        // Wake the reader when an eighth of the buffer is used (else it drains on its tick).
-        let wakeup_bytes = (cfg.ringbuf_bytes / 8) as u64;
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
-            .override_global("OFFS", &offsets, true)
-            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-            .override_global("SIGNAL_MASK", &cfg.signal_mask, true)
-            // aya-log's level gate: Info (3) when asked for, else every statement is off.
-            .override_global(
-                "AYA_LOG_LEVEL",
-                &(if cfg.kernel_log { 3u8 } else { 0u8 }),
-                true,
-            )
-            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
-            .load(OBJECT)
-            .map_err(|e| match privileges::refused_by_seccomp(&e) {
-                true => ProbeError::Seccomp(e.to_string()),
-                false => ProbeError::Load(e),
-            })?;
-
-        let mut attached = Vec::new();
-        let mut btf_attached = Vec::new();
-        let mut programs = Vec::new();
-        let mut missing = Vec::new();
+        let offsets = attach::offsets(&cfg.btf, &tracefs)?;
+        let mut ebpf = attach::load_object(cfg, &offsets)?;
         let mut kernel_btf = None;
-        // Before observer's programs: they run first on each event.
-        for name in calib::ALL
-            .into_iter()
-            .filter(|n| cfg.calibrate.iter().any(|c| c == n))
-        {
-            calib::attach(&mut ebpf, name, &tracefs, &cfg.btf, &mut kernel_btf)?;
-        }
-        for (category, name, hook, event) in PROGRAMS {
-            let full = format!("{category}:{name}");
-            if !tracefs::exists(&tracefs, category, name) {
-                missing.push((full, "tracepoint not present in this kernel".to_string()));
-                continue;
-            }
-            if category == "syscalls" && offsets.tp_sys_exit_ret == observer_common::ABSENT {
-                missing.push((full, "syscall exit record has no `ret` field".to_string()));
-                continue;
-            }
-            if category == "oom" && offsets.tp_oom_pid == observer_common::ABSENT {
-                missing.push((full, "mark_victim record has no `pid` field".to_string()));
-                continue;
-            }
-            let mut hook = hook;
-            if let Hook::Btf(btf_name) = hook {
-                match cfg.tracepoint_kind {
-                    TracepointKind::Raw => hook = Hook::Raw,
-                    wanted => {
-                        match attach_btf(&mut ebpf, btf_name, name, &cfg.btf, &mut kernel_btf) {
-                            Ok(()) => {
-                                btf_attached.push(full.clone());
-                                attached.push(full);
-                                programs.push((btf_name, event));
-                                continue;
-                            }
-                            Err(e) if wanted == TracepointKind::Btf => return Err(e),
-                            Err(e) => {
-                                log::info!("{full}: the BTF tracepoint was refused, using the raw one ({e})");
-                                hook = Hook::Raw;
-                            }
-                        }
-                    }
-                }
-            }
-            let perr = |source| ProbeError::Program { name, source };
-            match hook {
-                Hook::Raw | Hook::Btf(_) => {
-                    let p: &mut RawTracePoint = program(&mut ebpf, name)?;
-                    p.load().map_err(perr)?;
-                    p.attach(name).map_err(perr)?;
-                }
-                Hook::Tp => {
-                    let p: &mut TracePoint = program(&mut ebpf, name)?;
-                    p.load().map_err(perr)?;
-                    p.attach(category, name).map_err(perr)?;
-                }
-            }
-            attached.push(full);
-            programs.push((name, event));
-        }
-        for (tp, why) in &missing {
-            log::warn!("{tp} not attached: {why}; its events will be missing");
-        }
-        if attached.is_empty() {
-            return Err(ProbeError::NothingAttached);
-        }
-
-        let events = ebpf
-            .take_map("EVENTS")
-            .ok_or(ProbeError::Map("EVENTS", "missing from the object".into()))?;
-        let events =
-            RingBuf::try_from(events).map_err(|e| ProbeError::Map("EVENTS", e.to_string()))?;
-        let stats = ebpf
-            .take_map("STATS")
-            .ok_or(ProbeError::Map("STATS", "missing from the object".into()))?;
-        let stats =
-            PerCpuArray::try_from(stats).map_err(|e| ProbeError::Map("STATS", e.to_string()))?;
-        let logger = if cfg.kernel_log {
-            match aya_log::EbpfLogger::init(&mut ebpf) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    log::warn!("the kernel side's diagnostics are unavailable: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let a = attach::attach_all(&mut ebpf, cfg, &tracefs, &offsets, &mut kernel_btf)?;
+        let (events, stats) = attach::take_maps(&mut ebpf)?;
+        let logger = attach::kernel_logger(cfg, &mut ebpf);
         Ok((
             Probes {
                 logger,
                 ebpf,
                 stats,
-                attached,
-                btf_attached,
-                programs,
+                attached: a.attached,
+                btf_attached: a.btf_attached,
+                programs: a.programs,
                 kernel_btf,
-                missing,
+                missing: a.missing,
                 ringbuf_bytes: cfg.ringbuf_bytes,
                 offsets,
             },

@@ -196,84 +196,112 @@ impl Table {
         for s in scans {
             seen.insert(s.pid);
             let old_enough = s.start_time_ns + margin < scan_start_ns;
-            match self.procs.get(&s.pid) {
-                Some(p) if self.same_tick(p.start_time_ns, s.start_time_ns) => {
-                    if !old_enough {
-                        continue;
-                    }
-                    let (ppid, zombie, pending) = (
-                        p.ppid,
-                        p.is_zombie(),
-                        self.pending.iter().any(|w| w.pid == s.pid),
-                    );
-                    if ppid != s.ppid && !pending && s.ppid != 0 {
-                        log::info!(
-                            "correction: parent: the table has {}, /proc has {}",
-                            entry(p),
-                            scanned(s)
-                        );
-                        let from = self
-                            .procs
-                            .get(&ppid)
-                            .is_none_or(|o| o.is_zombie())
-                            .then_some(ppid);
-                        self.reparent(s.pid, s.ppid, from, now_ns);
-                        fixes += 1;
-                    }
-                    if s.is_zombie() && !zombie {
-                        log::info!(
-                            "correction: exit missed: the table has {} running, /proc has {}",
-                            entry(&self.procs[&s.pid]),
-                            scanned(s)
-                        );
-                        self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo {
-                            status: None,
-                            at_ns: now_ns,
-                        });
-                        self.exited.insert(s.pid);
-                        fixes += 1;
-                    }
-                }
-                existing => {
-                    // The table already has a later holder of this PID: its events were
-                    // applied after the scan read /proc.
-                    if existing.is_some_and(|p| p.start_time_ns > s.start_time_ns) {
-                        continue;
-                    }
-                    let tick = self.tick_ns;
-                    if live_start_ticks(s.pid) != Some(s.start_time_ns / tick) {
-                        continue;
-                    }
-                    let earlier = existing.map(entry);
-                    if earlier.is_some() {
-                        self.remove(s.pid);
-                    }
-                    let mut p = self.process_from_scan(s);
-                    if let Some(e) = p.exit.as_mut() {
-                        e.at_ns = now_ns;
-                        self.exited.insert(p.pid);
-                    }
-                    self.insert(p);
-                    // Added at once; a miss only if the fork event does not follow (a
-                    // younger PID reuse's events are simply still on their way).
+            match self.procs.get(&s.pid).map(|p| p.start_time_ns) {
+                Some(start) if self.same_tick(start, s.start_time_ns) => {
                     if old_enough {
-                        let table_side = earlier.unwrap_or_else(|| "nothing".to_string());
-                        log::debug!(
-                            "reconcile: /proc has {}, the table {table_side}: added, awaiting \
-                             its fork event",
-                            scanned(s)
-                        );
-                        self.unconfirmed.push(Unconfirmed {
-                            pid: s.pid,
-                            start_time_ns: s.start_time_ns,
-                            due_ns: now_ns + CONFIRM_NS,
-                            sides: format!("/proc has {}, the table had {table_side}", scanned(s))
-                                .into(),
-                        });
+                        fixes += self.correct(s, now_ns);
                     }
                 }
+                _ => self.add_missed(s, old_enough, now_ns, &live_start_ticks),
             }
         }
+        fixes += self.remove_gone(&seen, margin, scan_start_ns);
+        self.relink_orphans();
+        self.stats.corrections += fixes;
+        fixes
+    }
+
+    /// Fixes what the table has wrong about a process the scan found (the same one: same
+    /// start): its parent and whether it exited. Returns the number of fixes.
+    fn correct(&mut self, s: &Scanned, now_ns: u64) -> u64 {
+        let mut fixes = 0;
+        let p = &self.procs[&s.pid];
+        let (ppid, zombie, pending) = (
+            p.ppid,
+            p.is_zombie(),
+            self.pending.iter().any(|w| w.pid == s.pid),
+        );
+        if ppid != s.ppid && !pending && s.ppid != 0 {
+            log::info!(
+                "correction: parent: the table has {}, /proc has {}",
+                entry(p),
+                scanned(s)
+            );
+            let from = self
+                .procs
+                .get(&ppid)
+                .is_none_or(|o| o.is_zombie())
+                .then_some(ppid);
+            self.reparent(s.pid, s.ppid, from, now_ns);
+            fixes += 1;
+        }
+        if s.is_zombie() && !zombie {
+            log::info!(
+                "correction: exit missed: the table has {} running, /proc has {}",
+                entry(&self.procs[&s.pid]),
+                scanned(s)
+            );
+            self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo {
+                status: None,
+                at_ns: now_ns,
+            });
+            self.exited.insert(s.pid);
+            fixes += 1;
+        }
+        fixes
+    }
+
+    /// Adds a process the scan found and the table lacks (or holds an earlier process
+    /// under its PID), if it is still there; old enough, it awaits its fork event before it
+    /// counts as a miss.
+    fn add_missed(
+        &mut self,
+        s: &Scanned,
+        old_enough: bool,
+        now_ns: u64,
+        live_start_ticks: &impl Fn(u32) -> Option<u64>,
+    ) {
+        let existing = self.procs.get(&s.pid);
+        // The table already has a later holder of this PID: its events were applied after
+        // the scan read /proc.
+        if existing.is_some_and(|p| p.start_time_ns > s.start_time_ns) {
+            return;
+        }
+        let tick = self.tick_ns;
+        if live_start_ticks(s.pid) != Some(s.start_time_ns / tick) {
+            return;
+        }
+        let earlier = existing.map(entry);
+        if earlier.is_some() {
+            self.remove(s.pid);
+        }
+        let mut p = self.process_from_scan(s);
+        if let Some(e) = p.exit.as_mut() {
+            e.at_ns = now_ns;
+            self.exited.insert(p.pid);
+        }
+        self.insert(p);
+        // Added at once; a miss only if the fork event does not follow (a younger PID
+        // reuse's events are simply still on their way).
+        if old_enough {
+            let table_side = earlier.unwrap_or_else(|| "nothing".to_string());
+            log::debug!(
+                "reconcile: /proc has {}, the table {table_side}: added, awaiting its fork \
+                 event",
+                scanned(s)
+            );
+            self.unconfirmed.push(Unconfirmed {
+                pid: s.pid,
+                start_time_ns: s.start_time_ns,
+                due_ns: now_ns + CONFIRM_NS,
+                sides: format!("/proc has {}, the table had {table_side}", scanned(s)).into(),
+            });
+        }
+    }
+
+    /// Removes the processes older than the scan that it did not find; those the table
+    /// thought alive are corrections (returned).
+    fn remove_gone(&mut self, seen: &HashSet<u32>, margin: u64, scan_start_ns: u64) -> u64 {
         let gone: Vec<(u32, Option<String>)> = self
             .procs
             .values()
@@ -282,6 +310,7 @@ impl Table {
             // event (an RCU callback, later than the reap): not a correction.
             .map(|p| (p.pid, p.exit.is_none().then(|| entry(p))))
             .collect();
+        let mut fixes = 0;
         for (pid, alive) in gone {
             self.remove(pid);
             if let Some(e) = alive {
@@ -289,7 +318,11 @@ impl Table {
                 fixes += 1;
             }
         }
-        // Children whose links pointed at removed parents are relinked to their recorded ppid.
+        fixes
+    }
+
+    /// Children whose links pointed at removed parents are relinked to their recorded ppid.
+    fn relink_orphans(&mut self) {
         let orphans: Vec<(u32, u32)> = self
             .procs
             .values()
@@ -307,8 +340,6 @@ impl Table {
                 self.link(pid, ppid);
             }
         }
-        self.stats.corrections += fixes;
-        fixes
     }
 
     /// A fork event for a process reconciliation added: the event was late, not lost.

@@ -233,20 +233,10 @@ pub fn scan_pid(
         let (uid, gid) = fstat(&dir).map(|m| (m.st_uid, m.st_gid)).unwrap_or((0, 0));
         (vec![pid], uid, gid)
     };
-    let mut cgroup = cgroups
-        .and_then(|m| m.get(&pid))
-        .cloned()
-        .unwrap_or_default();
-    if cgroup.is_empty() {
-        // Bytes, decoded lossily: a cgroup named with bytes that are not UTF-8 would fail
-        // `read_to_string` and leave the process without any cgroup.
-        if let Some(mut f) = file("cgroup") {
-            let mut bytes = Vec::new();
-            if f.read_to_end(&mut bytes).is_ok() {
-                cgroup = String::from_utf8_lossy(&bytes).into_owned();
-            }
-        }
-    }
+    let cgroup = match cgroups.and_then(|m| m.get(&pid)).filter(|c| !c.is_empty()) {
+        Some(c) => c.clone(),
+        None => read_lossy(file("cgroup")),
+    };
     let cmdline = if with_cmdline {
         read_cmdline_at(file("cmdline"))
     } else {
@@ -271,6 +261,17 @@ pub fn scan_pid(
         rss_pages: stat.rss,
         exit_status: stat.exit_code.map(|c| c as u32),
     })
+}
+
+/// A /proc file (cgroup) as text: bytes, decoded lossily — a cgroup named with bytes that
+/// are not UTF-8 would fail `read_to_string` and leave the process without any cgroup.
+/// Empty when it cannot be read.
+fn read_lossy(f: Option<std::fs::File>) -> String {
+    let mut bytes = Vec::new();
+    match f.map(|mut f| f.read_to_end(&mut bytes)) {
+        Some(Ok(_)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    }
 }
 
 /// A /proc file (stat, status) whole. These are generated whole at each read, so a read

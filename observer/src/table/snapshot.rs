@@ -85,48 +85,12 @@ impl Table {
             Scope::Metrics => (self.metrics_summaries(), Vec::new()),
             _ => self.summaries_and_members(),
         };
-        let of = |keep: &dyn Fn(u32) -> bool| -> Vec<Process> {
-            members
-                .iter()
-                .filter(|(ci, _)| keep(*ci))
-                .filter_map(|(_, pid)| self.get(*pid))
-                .cloned()
-                .collect()
+        let processes = self.processes_in(&scope, &members);
+        let context = match scope {
+            Scope::All => Vec::new(),
+            _ => self.parents_outside(&processes),
         };
-        let processes: Vec<Process> = match &scope {
-            Scope::Containers | Scope::Metrics | Scope::Registry | Scope::History(_) => Vec::new(),
-            Scope::All => self.processes().cloned().collect(),
-            Scope::Container(c) => of(&|ci| ci == *c),
-            Scope::Pod(cs) => of(&|ci| cs.contains(&ci)),
-            Scope::Zombies => self
-                .processes()
-                .filter(|p| p.is_zombie())
-                .cloned()
-                .collect(),
-        };
-        let mut context = Vec::new();
-        if !matches!(scope, Scope::All) {
-            let inside: rustc_hash::FxHashSet<u32> = processes.iter().map(|p| p.pid).collect();
-            let mut added = rustc_hash::FxHashSet::default();
-            for p in &processes {
-                if !inside.contains(&p.ppid) && added.insert(p.ppid) {
-                    if let Some(par) = self.get(p.ppid) {
-                        context.push(par.clone());
-                    }
-                }
-            }
-        }
-        let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(
-            processes.len() + context.len(),
-            Default::default(),
-        );
-        index.extend(
-            processes
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.pid, (true, i))),
-        );
-        index.extend(context.iter().enumerate().map(|(i, p)| (p.pid, (false, i))));
+        let index = index_of(&processes, &context);
         let exes = processes
             .iter()
             .chain(&context)
@@ -173,4 +137,61 @@ impl Table {
             context,
         }
     }
+
+    /// The processes in `scope` (`members`: (container index, pid) of the summaries).
+    fn processes_in(&self, scope: &Scope, members: &[(u32, u32)]) -> Vec<Process> {
+        let of = |keep: &dyn Fn(u32) -> bool| -> Vec<Process> {
+            members
+                .iter()
+                .filter(|(ci, _)| keep(*ci))
+                .filter_map(|(_, pid)| self.get(*pid))
+                .cloned()
+                .collect()
+        };
+        match scope {
+            Scope::Containers | Scope::Metrics | Scope::Registry | Scope::History(_) => Vec::new(),
+            Scope::All => self.processes().cloned().collect(),
+            Scope::Container(c) => of(&|ci| ci == *c),
+            Scope::Pod(cs) => of(&|ci| cs.contains(&ci)),
+            Scope::Zombies => self
+                .processes()
+                .filter(|p| p.is_zombie())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The parents of `processes` that are not among them, once each.
+    fn parents_outside(&self, processes: &[Process]) -> Vec<Process> {
+        let mut context = Vec::new();
+        let inside: rustc_hash::FxHashSet<u32> = processes.iter().map(|p| p.pid).collect();
+        let mut added = rustc_hash::FxHashSet::default();
+        for p in processes {
+            if !inside.contains(&p.ppid) && added.insert(p.ppid) {
+                if let Some(par) = self.get(p.ppid) {
+                    context.push(par.clone());
+                }
+            }
+        }
+        context
+    }
+}
+
+/// pid → (in scope?, index) for `Snapshot::process`.
+fn index_of(
+    processes: &[Process],
+    context: &[Process],
+) -> rustc_hash::FxHashMap<u32, (bool, usize)> {
+    let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(
+        processes.len() + context.len(),
+        Default::default(),
+    );
+    index.extend(
+        processes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.pid, (true, i))),
+    );
+    index.extend(context.iter().enumerate().map(|(i, p)| (p.pid, (false, i))));
+    index
 }

@@ -75,11 +75,11 @@ fn check(tb: &Table) {
     assert_eq!(tb.summaries_of(&twice).0.len(), all.len());
 }
 
-#[test]
-fn member_sets_give_the_summary_a_full_pass_gives() {
+/// Container a: PID 1 of its own pid namespace `pidns`, a child and a zombie; container
+/// b in the host pid namespace; a bare pid namespace (`pidns` + 1).
+fn seeded(pidns: u32) -> Table {
     let mut tb = table();
     let (a, b) = ("a".repeat(64), "b".repeat(64));
-    let pidns = 4026532500;
     tb.seed(
         &[
             // Container a: PID 1 of its own pid namespace, a child and a zombie.
@@ -120,6 +120,13 @@ fn member_sets_give_the_summary_a_full_pass_gives() {
         ],
         0,
     );
+    tb
+}
+
+#[test]
+fn member_sets_give_the_summary_a_full_pass_gives() {
+    let pidns = 4026532500;
+    let mut tb = seeded(pidns);
     assert_eq!(tb.live_containers(), 3);
     check(&tb);
     // Threads come and go; an exec by one of them leaves one (de_thread).

@@ -1,7 +1,7 @@
 use observer_common::*;
 
 use super::*;
-use crate::{containers::cgroup::Runtime, table::scan::Scanned};
+use crate::{containers::cgroup::Runtime, events::Event, table::scan::Scanned};
 
 pub(super) const HOST_NS: u32 = 4026531836;
 pub(super) const TICK: u64 = 10_000_000;

@@ -281,6 +281,12 @@ pub fn text_line(ev: &Event) -> String {
         },
         super::text::one_line(&t.comm_str()),
     );
+    write_detail(&mut s, ev, t);
+    s
+}
+
+/// The event's own fields, after the common ones.
+fn write_detail(s: &mut String, ev: &Event, t: &TaskInfo) {
     match ev {
         Event::Fork(e) => {
             let _ = write!(
@@ -299,42 +305,8 @@ pub fn text_line(ev: &Event) -> String {
                 super::text::one_line(&argv.join(" "))
             );
         }
-        Event::Exit(e) => {
-            let st = exit_status(e.exit_code);
-            match (st.code, st.signal) {
-                (Some(c), _) => {
-                    let _ = write!(s, " code={c}");
-                }
-                (_, Some(sig)) => {
-                    let _ = write!(
-                        s,
-                        " signal={sig}{}",
-                        if st.core_dumped { " (core)" } else { "" }
-                    );
-                }
-                _ => {}
-            }
-            if e.is_leader == 0 {
-                s.push_str(" thread");
-            }
-            if e.group_dead != 0 {
-                s.push_str(" group-dead");
-            }
-        }
-        Event::Setns(_) | Event::Unshare(_) => {
-            let _ = write!(
-                s,
-                " mnt={} pid={} pid_for_children={} net={} uts={} ipc={} cgroup={} user={}",
-                t.ns[observer_common::NS_MNT],
-                t.ns[observer_common::NS_PID],
-                t.ns[observer_common::NS_PID_FOR_CHILDREN],
-                t.ns[observer_common::NS_NET],
-                t.ns[observer_common::NS_UTS],
-                t.ns[observer_common::NS_IPC],
-                t.ns[observer_common::NS_CGROUP],
-                t.ns[observer_common::NS_USER],
-            );
-        }
+        Event::Exit(e) => write_exit(s, e),
+        Event::Setns(_) | Event::Unshare(_) => write_namespaces(s, t),
         Event::CgroupAttach(e) => {
             let _ = write!(
                 s,
@@ -365,7 +337,46 @@ pub fn text_line(ev: &Event) -> String {
         }
         Event::Free(_) => {}
     }
-    s
+}
+
+/// How it ended (exit code, or signal and core dump), and whether a thread or the group's last.
+fn write_exit(s: &mut String, e: &observer_common::ExitEvent) {
+    let st = exit_status(e.exit_code);
+    match (st.code, st.signal) {
+        (Some(c), _) => {
+            let _ = write!(s, " code={c}");
+        }
+        (_, Some(sig)) => {
+            let _ = write!(
+                s,
+                " signal={sig}{}",
+                if st.core_dumped { " (core)" } else { "" }
+            );
+        }
+        _ => {}
+    }
+    if e.is_leader == 0 {
+        s.push_str(" thread");
+    }
+    if e.group_dead != 0 {
+        s.push_str(" group-dead");
+    }
+}
+
+/// The task's namespace inodes after a setns or unshare.
+fn write_namespaces(s: &mut String, t: &TaskInfo) {
+    let _ = write!(
+        s,
+        " mnt={} pid={} pid_for_children={} net={} uts={} ipc={} cgroup={} user={}",
+        t.ns[observer_common::NS_MNT],
+        t.ns[observer_common::NS_PID],
+        t.ns[observer_common::NS_PID_FOR_CHILDREN],
+        t.ns[observer_common::NS_NET],
+        t.ns[observer_common::NS_UTS],
+        t.ns[observer_common::NS_IPC],
+        t.ns[observer_common::NS_CGROUP],
+        t.ns[observer_common::NS_USER],
+    );
 }
 
 #[cfg(test)]

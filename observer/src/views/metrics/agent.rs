@@ -6,13 +6,67 @@ use super::family::Family;
 use crate::agent::health::Health;
 
 pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
-    let mut node = |name, help, counter, fill: &dyn Fn(&mut Family)| {
-        let mut fam = Family::new(name, help, counter);
-        fill(&mut fam);
-        fams.push(fam);
-    };
-    // Label-less node and agent figures: (name, help, counter?, value).
-    let scalars: [(&'static str, &'static str, bool, f64); 14] = [
+    scalars(h, fams);
+    memory(h, fams);
+    connections(h, fams);
+    push(
+        fams,
+        "observer_orphan_adoptions_total",
+        "Orphans adopted, by adopter kind.",
+        true,
+        &|f| {
+            for (k, n) in &h.adoptions {
+                f.add1("adopter", k, *n as f64);
+            }
+        },
+    );
+    events(h, fams);
+    push(
+        fams,
+        "observer_build_info",
+        "Build and kernel of the agent (value 1).",
+        false,
+        &|f| f.add(&[("kernel", &h.kernel), ("version", &h.version)], 1.0),
+    );
+}
+
+/// One family, filled by `fill`.
+fn push(
+    fams: &mut Vec<Family>,
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    fill: &dyn Fn(&mut Family),
+) {
+    let mut fam = Family::new(name, help, counter);
+    fill(&mut fam);
+    fams.push(fam);
+}
+
+/// Label-less node and agent figures, then processes by state.
+fn scalars(h: &Health, fams: &mut Vec<Family>) {
+    for (name, help, counter, v) in table_figures(h).into_iter().chain(agent_figures(h)) {
+        push(fams, name, help, counter, &|f| f.add(&[], v));
+    }
+    push(
+        fams,
+        "observer_processes_by_state",
+        "Processes by /proc state letter at the last /proc scan.",
+        false,
+        &|f| {
+            for (s, n) in &h.states {
+                f.add1("state", s, *n as f64);
+            }
+        },
+    );
+}
+
+/// A label-less figure: (name, help, counter?, value).
+type Scalar = (&'static str, &'static str, bool, f64);
+
+/// What the node runs and the table holds.
+fn table_figures(h: &Health) -> [Scalar; 7] {
+    [
         (
             "observer_processes",
             "Processes in the agent's table.",
@@ -55,6 +109,12 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
             true,
             h.corrections as f64,
         ),
+    ]
+}
+
+/// The agent's own work and life.
+fn agent_figures(h: &Health) -> [Scalar; 7] {
+    [
         (
             "observer_reconciliations_total",
             "Reconciliations with /proc (full scans).",
@@ -97,21 +157,13 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
             false,
             h.uptime_s,
         ),
-    ];
-    for (name, help, counter, v) in scalars {
-        node(name, help, counter, &|f| f.add(&[], v));
-    }
-    node(
-        "observer_processes_by_state",
-        "Processes by /proc state letter at the last /proc scan.",
-        false,
-        &|f| {
-            for (s, n) in &h.states {
-                f.add1("state", s, *n as f64);
-            }
-        },
-    );
-    node(
+    ]
+}
+
+/// What the agent dropped and what it holds, by kind.
+fn memory(h: &Health, fams: &mut Vec<Family>) {
+    push(
+        fams,
         "observer_evictions_total",
         "Entries dropped to bound the agent's memory, by kind (ended containers past their retention or over --max-containers, unreferenced cgroup paths, cgroup ids and executable paths, container-name cache entries, ended processes past the history bounds or retention).",
         true,
@@ -129,7 +181,8 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
             }
         },
     );
-    node(
+    push(
+        fams,
         "observer_retained_entries",
         "Entries the agent holds in memory, by kind: processes (bounded by kernel.pid_max), containers live and ended (bounded by --max-containers), cgroup paths, cgroup ids and executable paths (compacted when mostly unreferenced), ended processes in the histories.",
         false,
@@ -147,6 +200,10 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
             }
         },
     );
+}
+
+/// The API listeners' connection counts, by listener.
+fn connections(h: &Health, fams: &mut Vec<Family>) {
     type ConnField = fn(&crate::agent::http::ConnCounts) -> u64;
     let conns: [(&'static str, &'static str, bool, ConnField); 6] = [
         (
@@ -187,22 +244,16 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         ),
     ];
     for (name, help, counter, field) in conns {
-        node(name, help, counter, &|f| {
+        push(fams, name, help, counter, &|f| {
             for c in &h.http {
                 f.add1("listener", &c.listener, field(c) as f64);
             }
         });
     }
-    node(
-        "observer_orphan_adoptions_total",
-        "Orphans adopted, by adopter kind.",
-        true,
-        &|f| {
-            for (k, n) in &h.adoptions {
-                f.add1("adopter", k, *n as f64);
-            }
-        },
-    );
+}
+
+/// Events by type: received, emitted, lost, skipped, failed reads.
+fn events(h: &Health, fams: &mut Vec<Family>) {
     type EventField = fn(&crate::agent::health::EventCounts) -> u64;
     let per_type: [(&'static str, &'static str, EventField); 5] = [
         (
@@ -232,16 +283,10 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         ),
     ];
     for (name, help, field) in per_type {
-        node(name, help, true, &|f| {
+        push(fams, name, help, true, &|f| {
             for e in &h.events {
                 f.add1("type", &e.kind, field(e) as f64);
             }
         });
     }
-    node(
-        "observer_build_info",
-        "Build and kernel of the agent (value 1).",
-        false,
-        &|f| f.add(&[("kernel", &h.kernel), ("version", &h.version)], 1.0),
-    );
 }

@@ -109,135 +109,159 @@ pub fn samples(
         .collect()
 }
 
-pub fn render(samples: &[ContainerSample], h: &Health) -> String {
-    let mut fams: Vec<Family> = Vec::new();
-    let mut f = |name, help, counter| {
-        fams.push(Family::new(name, help, counter));
-        fams.len() - 1
-    };
-    let procs = f(
+/// The per-container families, in exposition order: (name, help, counter?). The
+/// constants below index them.
+const CONTAINER_FAMILIES: [(&str, &str, bool); 16] = [
+    (
         "observer_container_processes",
         "Processes in the container (zombies included).",
         false,
-    );
-    let threads = f(
+    ),
+    (
         "observer_container_threads",
         "Threads of the container's processes.",
         false,
-    );
-    let zombies = f(
+    ),
+    (
         "observer_container_zombies",
         "Processes of the container that exited and are not reaped.",
         false,
-    );
-    let zage = f(
+    ),
+    (
         "observer_container_oldest_zombie_age_seconds",
         "Age of the container's oldest zombie.",
         false,
-    );
-    let forks = f(
+    ),
+    (
         "observer_container_forks_total",
         "Processes forked in the container since the agent started.",
         true,
-    );
-    let execs = f(
+    ),
+    (
         "observer_container_execs_total",
         "Programs executed in the container since the agent started.",
         true,
-    );
-    let exits = f(
+    ),
+    (
         "observer_container_exits_total",
         "Processes that exited in the container since the agent started.",
         true,
-    );
-    let sigs = f(
+    ),
+    (
         "observer_container_signals_total",
         "Signals sent to the container's processes (those that end or stop a process, and any to its PID 1), by the kernel's verdict.",
         true,
-    );
-    let victims = f(
+    ),
+    (
         "observer_container_oom_victims_total",
         "Processes of the container the OOM killer chose, since the agent started.",
         true,
-    );
-    let exit_codes = f(
+    ),
+    (
         "observer_container_exit_codes_total",
         "Processes of the container that ended, by exit class: 0, 1-125, 126-127 (not executable or not found), signal.",
         true,
-    );
-    let ooms = f(
+    ),
+    (
         "observer_container_oom_kills_total",
         "OOM kills in the container's memory cgroup.",
         true,
-    );
-    let cpu = f(
+    ),
+    (
         "observer_container_cpu_usage_seconds_total",
         "CPU time used by the container's cgroup.",
         true,
-    );
-    let mem = f(
+    ),
+    (
         "observer_container_memory_usage_bytes",
         "Memory charged to the container's cgroup.",
         false,
-    );
-    let meml = f(
+    ),
+    (
         "observer_container_memory_limit_bytes",
         "Memory limit of the container's cgroup (absent: none).",
         false,
-    );
-    let pids = f(
+    ),
+    (
         "observer_container_pids",
         "Tasks in the container's pids cgroup.",
         false,
-    );
-    let pidsl = f(
+    ),
+    (
         "observer_container_pids_limit",
         "Task limit of the container's pids cgroup (absent: none).",
         false,
-    );
-    fams[zage].agg = Agg::Max;
+    ),
+];
+const PROCS: usize = 0;
+const THREADS: usize = 1;
+const ZOMBIES: usize = 2;
+const ZOMBIE_AGE: usize = 3;
+const FORKS: usize = 4;
+const EXECS: usize = 5;
+const EXITS: usize = 6;
+const SIGNALS: usize = 7;
+const OOM_VICTIMS: usize = 8;
+const EXIT_CODES: usize = 9;
+const OOM_KILLS: usize = 10;
+const CPU: usize = 11;
+const MEMORY: usize = 12;
+const MEMORY_LIMIT: usize = 13;
+const PIDS: usize = 14;
+const PIDS_LIMIT: usize = 15;
+
+pub fn render(samples: &[ContainerSample], h: &Health) -> String {
+    let mut fams: Vec<Family> = CONTAINER_FAMILIES
+        .iter()
+        .map(|&(name, help, counter)| Family::new(name, help, counter))
+        .collect();
+    fams[ZOMBIE_AGE].agg = Agg::Max;
     let (sets, ids) = LabelSets::new(samples.iter().map(|s| s.labels.as_slice()));
     for s in samples {
-        let l = ids[s.labels.as_slice()];
-        let c = &s.summary;
-        if !s.ended {
-            fams[procs].add_set(l, &[], c.processes as f64);
-            fams[threads].add_set(l, &[], c.threads as f64);
-            fams[zombies].add_set(l, &[], c.zombies as f64);
-            fams[zage].add_set(l, &[], s.oldest_zombie_age_s.unwrap_or(0.0));
-        }
-        fams[forks].add_set(l, &[], c.container.forks as f64);
-        fams[execs].add_set(l, &[], c.container.execs as f64);
-        fams[exits].add_set(l, &[], c.container.exits as f64);
-        for &(sig, result, n) in &c.container.signals {
-            let name = crate::events::signals::name(sig);
-            let result = crate::events::signals::result_name(result);
-            fams[sigs].add_set(l, &[("signal", &name), ("result", result)], n as f64);
-        }
-        fams[victims].add_set(l, &[], c.container.oom_victims as f64);
-        for (class, n) in crate::table::signals::EXIT_CLASSES
-            .iter()
-            .zip(c.container.exit_classes)
-        {
-            fams[exit_codes].add_set(l, &[("class", class)], n as f64);
-        }
-        let r = &s.resources;
-        let mut opt = |i: usize, v: Option<f64>| {
-            if let Some(v) = v {
-                fams[i].add_set(l, &[], v);
-            }
-        };
-        opt(ooms, r.oom_kills.map(|v| v as f64));
-        opt(cpu, r.cpu_usage_ns.map(|v| v as f64 / 1e9));
-        opt(mem, r.memory_bytes.map(|v| v as f64));
-        opt(meml, r.memory_limit_bytes.map(|v| v as f64));
-        opt(pids, r.pids.map(|v| v as f64));
-        opt(pidsl, r.pids_limit.map(|v| v as f64));
+        add_container(&mut fams, ids[s.labels.as_slice()], s);
     }
 
     agent::families(h, &mut fams);
 
     family::encode(&mut fams, &sets)
+}
+
+/// One container's series, under its label set `l`: an ended container's counters only.
+fn add_container(fams: &mut [Family], l: u32, s: &ContainerSample) {
+    let c = &s.summary;
+    if !s.ended {
+        fams[PROCS].add_set(l, &[], c.processes as f64);
+        fams[THREADS].add_set(l, &[], c.threads as f64);
+        fams[ZOMBIES].add_set(l, &[], c.zombies as f64);
+        fams[ZOMBIE_AGE].add_set(l, &[], s.oldest_zombie_age_s.unwrap_or(0.0));
+    }
+    fams[FORKS].add_set(l, &[], c.container.forks as f64);
+    fams[EXECS].add_set(l, &[], c.container.execs as f64);
+    fams[EXITS].add_set(l, &[], c.container.exits as f64);
+    for &(sig, result, n) in &c.container.signals {
+        let name = crate::events::signals::name(sig);
+        let result = crate::events::signals::result_name(result);
+        fams[SIGNALS].add_set(l, &[("signal", &name), ("result", result)], n as f64);
+    }
+    fams[OOM_VICTIMS].add_set(l, &[], c.container.oom_victims as f64);
+    for (class, n) in crate::table::signals::EXIT_CLASSES
+        .iter()
+        .zip(c.container.exit_classes)
+    {
+        fams[EXIT_CODES].add_set(l, &[("class", class)], n as f64);
+    }
+    let r = &s.resources;
+    let mut opt = |i: usize, v: Option<f64>| {
+        if let Some(v) = v {
+            fams[i].add_set(l, &[], v);
+        }
+    };
+    opt(OOM_KILLS, r.oom_kills.map(|v| v as f64));
+    opt(CPU, r.cpu_usage_ns.map(|v| v as f64 / 1e9));
+    opt(MEMORY, r.memory_bytes.map(|v| v as f64));
+    opt(MEMORY_LIMIT, r.memory_limit_bytes.map(|v| v as f64));
+    opt(PIDS, r.pids.map(|v| v as f64));
+    opt(PIDS_LIMIT, r.pids_limit.map(|v| v as f64));
 }
 
 #[cfg(test)]

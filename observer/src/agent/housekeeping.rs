@@ -1,0 +1,138 @@
+//! The table's chores between events: settling processes not yet confirmed, reaping those
+//! whose free event is due, adopting orphans, noticing events the kernel lost (which starts
+//! a full scan), and collecting ended containers and unreferenced paths. Its timer wakes the
+//! agent only as often as there is work: on an idle node each wake-up costs more than the
+//! work.
+
+use std::{pin::Pin, time::Duration};
+
+use tokio::time::{Interval, MissedTickBehavior, Sleep};
+
+use super::{pump::Pump, trim_heap};
+use crate::{
+    probes::Probes,
+    table::{gc, scan, Table},
+    views::model::boot_now_ns,
+};
+
+/// How often ended containers and unreferenced paths are looked for (table/gc.rs).
+const COLLECT_EVERY: Duration = Duration::from_secs(5);
+/// Orphans, zombies and unconfirmed processes are settled this often while there are any.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
+/// How often an idle agent checks the kernel's loss counters (events that flow make it
+/// busy again: losses are then noticed within HOUSEKEEPING_EVERY).
+const IDLE_HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+
+/// Which chore is due.
+pub(super) enum Chore {
+    Settle,
+    Collect,
+}
+
+pub(super) struct Housekeeping {
+    settle: Pin<Box<Sleep>>,
+    collect: Interval,
+    /// The kernel's loss count when last looked at.
+    last_dropped: u64,
+}
+
+impl Housekeeping {
+    /// Starts the timers: settling HOUSEKEEPING_EVERY from now, collecting at once and then
+    /// every COLLECT_EVERY.
+    pub(super) fn new() -> Housekeeping {
+        let settle = Box::pin(tokio::time::sleep(HOUSEKEEPING_EVERY));
+        let mut collect = tokio::time::interval(COLLECT_EVERY);
+        collect.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        Housekeeping {
+            settle,
+            collect,
+            last_dropped: 0,
+        }
+    }
+
+    /// Losses are counted from the kernel's count now.
+    pub(super) fn count_losses_from(&mut self, probes: &Probes) {
+        self.last_dropped = probes
+            .kernel_stats()
+            .map(|k| k.total_dropped())
+            .unwrap_or(0);
+    }
+
+    pub(super) async fn due(&mut self) -> Chore {
+        tokio::select! {
+            _ = &mut self.settle => Chore::Settle,
+            _ = self.collect.tick() => Chore::Collect,
+        }
+    }
+
+    /// Settles, reaps and adopts; returns whether the kernel lost events since last time
+    /// (the table then needs a full scan).
+    pub(super) fn settle(&mut self, table: &mut Table, pump: &mut Pump, probes: &Probes) -> bool {
+        let work =
+            pump.busy() || table.has_unconfirmed() || table.has_exited() || table.has_pending();
+        self.settle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + next_settle(work));
+        if table.has_unconfirmed() {
+            pump.apply(table);
+            let missed = table.settle(boot_now_ns());
+            if missed > 0 {
+                log::info!("reconciliation added {missed} processes whose fork events were missed");
+            }
+        }
+        if table.has_exited() {
+            table.reap_gone(scan::exists);
+        }
+        super::pump::adopt_orphans(table);
+        let dropped = probes
+            .kernel_stats()
+            .map(|k| k.total_dropped())
+            .unwrap_or(self.last_dropped);
+        let Some(lost) = lost_since(self.last_dropped, dropped) else {
+            return false;
+        };
+        log::warn!(
+            "{lost} events lost in the kernel (ring buffer full, or a program's run skipped): reconciling with /proc now"
+        );
+        self.last_dropped = dropped;
+        true
+    }
+
+    /// Forgets ended containers and unreferenced paths past their limits.
+    pub(super) fn collect(table: &mut Table, limits: &gc::Limits) {
+        if table.collect(boot_now_ns(), limits) {
+            trim_heap();
+        }
+    }
+}
+
+fn next_settle(work: bool) -> Duration {
+    if work {
+        HOUSEKEEPING_EVERY
+    } else {
+        IDLE_HOUSEKEEPING_EVERY
+    }
+}
+
+/// Events lost since the count was `before`, if any.
+fn lost_since(before: u64, now: u64) -> Option<u64> {
+    (now > before).then(|| now - before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_table_is_settled_every_five_seconds_a_busy_one_five_times_a_second() {
+        assert_eq!(next_settle(true), Duration::from_millis(200));
+        assert_eq!(next_settle(false), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_a_rising_loss_count_means_lost_events() {
+        assert_eq!(lost_since(3, 3), None);
+        assert_eq!(lost_since(3, 10), Some(7));
+        assert_eq!(lost_since(3, 0), None, "a lower count is no loss");
+    }
+}
