@@ -83,6 +83,12 @@ impl Credentials {
         parts.join(", ")
     }
 
+    /// Whether the request carries credentials at all (a request without them costs no
+    /// bcrypt: refused, never throttled).
+    pub fn presents(headers: &HeaderMap) -> bool {
+        presented(headers).is_some()
+    }
+
     /// Who the request's credentials belong to if they verified before (cheap: no bcrypt).
     pub fn remembered(&self, headers: &HeaderMap) -> Option<Arc<str>> {
         let key = fingerprint(&presented(headers)?);

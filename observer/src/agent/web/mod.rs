@@ -123,6 +123,8 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let allowed = match &g.credentials {
         Some(c) if !open => match c.remembered(req.headers()) {
             Some(_) => Some(true),
+            // Nothing to check: 401, and not a failed attempt.
+            None if !Credentials::presents(req.headers()) => Some(false),
             // Past its failures: refused without a bcrypt.
             None if !c.throttle.allows(peer) => None,
             None => {

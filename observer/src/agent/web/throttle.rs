@@ -12,8 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Failures a client may have at once before it is throttled.
-const BURST: f64 = 5.0;
+/// Failures a client may have at once before it is throttled (a client with a stale
+/// password on both listeners, retried a few times, stays within it).
+const BURST: f64 = 10.0;
 /// One more failure allowed per this long.
 const REFILL: Duration = Duration::from_secs(2);
 /// Addresses remembered at most.
