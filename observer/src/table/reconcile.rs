@@ -294,7 +294,8 @@ impl Table {
                 pid: s.pid,
                 start_time_ns: s.start_time_ns,
                 due_ns: now_ns + CONFIRM_NS,
-                sides: format!("/proc has {}, the table had {table_side}", scanned(s)).into(),
+                // Worded as every correction is ("the table has …, /proc has …"), as of the scan.
+                sides: format!("the table has {table_side}, /proc has {}", scanned(s)).into(),
             });
         }
     }
