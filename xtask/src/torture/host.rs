@@ -101,6 +101,21 @@ impl Cgroup {
     }
 
     /// The cgroup v2 ids (directory inodes) of this cgroup and every one below it.
+    /// "<id> <path>" of each of its cgroups, for reading event streams.
+    pub fn named_ids(&self) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let mut v = vec![self.path.clone()];
+        for e in std::fs::read_dir(&self.path).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                v.push(e.path());
+            }
+        }
+        v.iter()
+            .filter_map(|p| Some(format!("{} {}", std::fs::metadata(p).ok()?.ino(), p.display())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn ids(&self) -> Vec<u64> {
         fn walk(p: &Path, out: &mut Vec<u64>) {
             if let Ok(m) = std::fs::metadata(p) {

@@ -10,6 +10,7 @@
 
 mod agent;
 mod compare;
+mod history;
 mod host;
 mod worker;
 
@@ -75,12 +76,15 @@ struct Run {
     work: Workload,
     _pids: host::PidsLimit,
     pid_max: host::PidMax,
+    /// The agent's event stream, kept per PID for the mismatches' reports.
+    history: history::History,
     agent: agent::Agent,
 }
 
 fn start(dir: &Path, secs: u64) -> Result<Run> {
     let bin = root().join("target/release/observer");
     let agent = agent::Agent::start(&bin, dir, &["--reconcile-interval", "5s"])?;
+    let history = history::History::follow(&agent.socket)?;
     let name = format!("observer-torture-{}", std::process::id());
     let cg = host::Cgroup::create(&name)?;
     let pids = host::PidsLimit::new(&cg, PIDS_MAX)?;
@@ -107,6 +111,7 @@ fn start(dir: &Path, secs: u64) -> Result<Run> {
         work: Workload { root, cg },
         _pids: pids,
         pid_max,
+        history,
         agent,
     })
 }
@@ -150,6 +155,9 @@ fn compare_frozen(run: &Run, ids: &HashSet<u64>, freeze: Duration) -> Result<Rou
     let proc = compare::proc_side(cg);
     let mut mismatches = compare::diff(&ps, &listed, &proc);
     mismatches.extend(compare::zombies_diff(&agent.json(&["zombies"])?, &proc));
+    for m in &mut mismatches {
+        explain(m, &run.history, &ps);
+    }
     Ok(Round {
         procs: proc.len(),
         zombies: proc.values().filter(|f| f.zombie).count(),
@@ -159,6 +167,30 @@ fn compare_frozen(run: &Run, ids: &HashSet<u64>, freeze: Duration) -> Result<Rou
         freeze,
         catch_up,
     })
+}
+
+/// Appends to a mismatch ("<pid>: …") the agent's last events of the process and of its
+/// parent as the agent has it.
+fn explain(m: &mut String, history: &history::History, ps: &serde_json::Value) {
+    let Some(pid) = m.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    m.push_str(&format!("\n    the agent's last events of {pid}:\n"));
+    m.push_str(&history.of(pid));
+    let ppid = ps
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["pid"] == pid))
+        .and_then(|p| p["ppid"].as_u64());
+    if let Some(ppid) = ppid {
+        m.push_str(&format!("    and of its parent {ppid}:\n"));
+        m.push_str(&history.of(ppid as u32));
+    }
+    if history.lagged() > 0 {
+        m.push_str(&format!(
+            "    (the event stream lagged by {} events: gaps are possible)\n",
+            history.lagged()
+        ));
+    }
 }
 
 /// A small xorshift generator for the moments to freeze at (no crate for one number).
@@ -200,6 +232,10 @@ fn run(dir: &Path, time: Duration) -> Result<()> {
         run.pid_max.now,
         run.agent.pid(),
         time.as_secs()
+    );
+    eprintln!(
+        "torture: its cgroups' ids (as events show them): {}",
+        run.work.cg.named_ids()
     );
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
