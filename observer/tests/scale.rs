@@ -143,7 +143,11 @@ impl Node {
                 made.push(pod.clone());
             }
         }
-        assert!(made.last() == Some(&pod), "{} exists already", pod.display());
+        assert!(
+            made.last() == Some(&pod),
+            "{} exists already",
+            pod.display()
+        );
         Node {
             top,
             rel: format!("/{name}"),

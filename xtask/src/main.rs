@@ -64,7 +64,7 @@ enum Cmd {
     /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS, memory under
     /// churn) as root.
     Bench {
-        /// Only these: scan, tree, metrics, storm, churn, scale (comma-separated; scale runs only
+        /// Only these: scan, tree, metrics, storm, hostile, churn, scale (comma-separated; scale runs only
         /// when named).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -11,6 +11,8 @@
 //!   up to 981 containers, and 1,000 containers started and removed (scale.rs)
 //! - --peers: observer beside execsnoop+exitsnoop, podman top, ps and process-exporter,
 //!   written to BENCHMARKS.md (peers.rs)
+//! - hostile: a storm into a 256 KiB ring buffer alone and while 8 clients send wrong
+//!   passwords and 8 scrape /metrics (events lost with and without them; hostile.rs)
 //! - churn: the agent's RSS through 1,000,000 short-lived processes and 10,000 short-lived
 //!   containers (churn.rs)
 
@@ -29,6 +31,7 @@ use anyhow::{bail, Context, Result};
 use crate::util::{root, run};
 
 mod churn;
+mod hostile;
 mod peers;
 mod scale;
 
@@ -559,6 +562,9 @@ pub fn bench(only: &[String], with_peers: bool) -> Result<()> {
     }
     if want("storm") {
         storm(&mut r)?;
+    }
+    if want("hostile") {
+        hostile::hostile(&mut r)?;
     }
     if want("churn") {
         churn::churn(&mut r)?;

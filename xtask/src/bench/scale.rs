@@ -320,7 +320,12 @@ pub fn scale(r: &mut Report) -> Result<()> {
     );
     r.add(
         "scale: idle agent CPU, worst window (median)",
-        curve(&|p| format!("{:.3}% ({:.3}%) of {}", p.idle_pct, p.idle_median_pct, p.idle_windows)),
+        curve(&|p| {
+            format!(
+                "{:.3}% ({:.3}%) of {}",
+                p.idle_pct, p.idle_median_pct, p.idle_windows
+            )
+        }),
         "≤ 0.1% in every window",
         points.iter().all(|(_, _, p)| p.idle_pct <= 0.1),
     );
@@ -328,7 +333,9 @@ pub fn scale(r: &mut Report) -> Result<()> {
         "scale: full scans and corrections while idle",
         curve(&|p| format!("{} scans, {} corrections", p.idle_scans, p.idle_corrections)),
         "0 (nothing lost, nothing to correct)",
-        points.iter().all(|(_, _, p)| p.idle_scans == 0 && p.idle_corrections == 0),
+        points
+            .iter()
+            .all(|(_, _, p)| p.idle_scans == 0 && p.idle_corrections == 0),
     );
     r.add(
         "scale: agent RSS",

@@ -39,7 +39,10 @@ impl History {
     pub fn follow(socket: &Path) -> Result<History> {
         let mut s = UnixStream::connect(socket)
             .with_context(|| format!("connecting to {}", socket.display()))?;
-        write!(s, "GET /v1/events?types={TYPES} HTTP/1.0\r\nHost: observer\r\n\r\n")?;
+        write!(
+            s,
+            "GET /v1/events?types={TYPES} HTTP/1.0\r\nHost: observer\r\n\r\n"
+        )?;
         let h = History {
             kept: Arc::default(),
             lagged: Arc::default(),
@@ -99,8 +102,19 @@ fn short(v: &Value) -> String {
     let mut rest = v.clone();
     if let Some(o) = rest.as_object_mut() {
         for k in [
-            "type", "time_ns", "cpu", "pid", "tid", "ppid", "ns", "ns_pids", "cgroup_id",
-            "start_time_ns", "comm", "uid", "gid",
+            "type",
+            "time_ns",
+            "cpu",
+            "pid",
+            "tid",
+            "ppid",
+            "ns",
+            "ns_pids",
+            "cgroup_id",
+            "start_time_ns",
+            "comm",
+            "uid",
+            "gid",
         ] {
             o.remove(k);
         }

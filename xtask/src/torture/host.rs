@@ -105,13 +105,23 @@ impl Cgroup {
     pub fn named_ids(&self) -> String {
         use std::os::unix::fs::MetadataExt;
         let mut v = vec![self.path.clone()];
-        for e in std::fs::read_dir(&self.path).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 v.push(e.path());
             }
         }
         v.iter()
-            .filter_map(|p| Some(format!("{} {}", std::fs::metadata(p).ok()?.ino(), p.display())))
+            .filter_map(|p| {
+                Some(format!(
+                    "{} {}",
+                    std::fs::metadata(p).ok()?.ino(),
+                    p.display()
+                ))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
