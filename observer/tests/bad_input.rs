@@ -73,14 +73,18 @@ fn bad_agent_flags_are_refused_with_the_flag_named() {
         (agent(&["--idle-timeout", "1ns"]), 2, "out of range"),
         (agent(&["--header-timeout=-1s"]), 2, "--header-timeout"),
         (agent(&["--metrics-labels", "pid"]), 2, "pid"),
+        // Beside the demo agent that `cargo xtask run` leaves on the default port: the
+        // listeners start first, so these take a port of their own.
         (
-            agent(&["--btf", "/nonexistent/vmlinux"]),
+            agent(&["--listen", "127.0.0.1:0", "--btf", "/nonexistent/vmlinux"]),
             1,
             "/nonexistent/vmlinux",
         ),
         (
             vec![
                 "agent".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
                 "--socket".into(),
                 "/proc/observer-test/x.sock".into(),
             ],

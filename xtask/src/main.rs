@@ -310,6 +310,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     "observer-common",
                     "--target",
                     vm::MUSL,
+                    // Every test binary runs: one failure does not hide the others'.
+                    "--no-fail-fast",
                 ])
                 .args(&args)
                 .args(["--", "--test-threads=1"]);
