@@ -62,7 +62,8 @@ pub fn main(name: &str) -> ExitCode {
         ..State::default()
     };
     let _ = nix::sys::prctl::set_name(c"observer-shim");
-    let (child, rd) = match start(name, &cfg, &mut st) {
+    // The log stays open in the shim for as long as the container runs, as before.
+    let (child, rd, _log) = match start(name, &cfg, &mut st) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -93,9 +94,9 @@ pub fn main(name: &str) -> ExitCode {
 }
 
 /// Becomes a subreaper and forks the container's PID 1 into a new pid namespace. Returns
-/// it with the pipe's read end on which it reports a failed start (closed on exec); Err
-/// once a failure is recorded.
-fn start(name: &str, cfg: &Config, st: &mut State) -> Result<(Pid, OwnedFd), ExitCode> {
+/// it with the pipe's read end on which it reports a failed start (closed on exec) and the
+/// log; Err once a failure is recorded.
+fn start(name: &str, cfg: &Config, st: &mut State) -> Result<(Pid, OwnedFd, fs::File), ExitCode> {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return Err(fail(name, st, format!("PR_SET_CHILD_SUBREAPER: {e}")));
     }
@@ -115,7 +116,7 @@ fn start(name: &str, cfg: &Config, st: &mut State) -> Result<(Pid, OwnedFd), Exi
         Err(e) => return Err(fail(name, st, format!("fork: {e}"))),
     };
     drop(wr);
-    Ok((child, rd))
+    Ok((child, rd, log))
 }
 
 /// Reaps everything re-parented to the shim; returns when PID 1 has ended, with how.
