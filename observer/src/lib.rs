@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod containers;
 pub mod events;
+pub mod host;
 pub mod intern;
 pub mod launcher;
 pub mod probes;

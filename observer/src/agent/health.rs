@@ -156,7 +156,7 @@ pub fn health(i: Inputs) -> Health {
 }
 
 /// Counts processes by /proc state letter.
-pub fn states(scans: &[crate::table::scan::Scanned]) -> BTreeMap<String, u64> {
+pub fn states(scans: &[crate::host::scan::Scanned]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for s in scans {
         *m.entry(s.state.to_string()).or_insert(0) += 1;

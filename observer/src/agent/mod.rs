@@ -32,15 +32,14 @@ use tokio::{
 
 use crate::{
     api::{ApiState, Request},
-    containers::{
-        cgroupfs::CgroupFs,
-        names::{Resolver, StateDirs},
-        resource_files::ResourceFiles,
-    },
+    containers::names::{Resolver, StateDirs},
     events::{reader::EventReader, redact::Redactor, Event},
+    host::{
+        cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan,
+        stat_files::StatFiles,
+    },
     probes::{ProbeConfig, Probes},
-    table::{scan, Table},
-    views::model::boot_now_ns,
+    table::Table,
 };
 
 #[derive(Clone)]
@@ -266,7 +265,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
         cgroupfs: Arc::new(cgroupfs.clone()),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
         cgroup_files: cgroup_files.clone(),
-        stat_files: Arc::new(Mutex::new(crate::table::stat_files::StatFiles::default())),
+        stat_files: Arc::new(Mutex::new(StatFiles::default())),
         ready: ready.clone(),
     };
     let servers = {

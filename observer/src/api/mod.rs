@@ -26,15 +26,15 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    containers::{
-        cgroupfs::{CgroupFs, Resources},
-        names::Resolver,
-        resource_files::ResourceFiles,
-    },
+    containers::names::Resolver,
     events::{kind_from_name, Event},
+    host::{
+        cgroupfs::CgroupFs, clock::boot_now_ns, facts::Resources, resource_files::ResourceFiles,
+        stat_files::StatFiles,
+    },
     table::{
         snapshot::{Scope, Snapshot},
-        stat_files::StatFiles,
+        summary::{cgroup_paths, oom_counts},
     },
     views::{
         events::EventJson,
@@ -132,7 +132,7 @@ async fn blocking_as<T: Send + 'static>(
         let src = AgentSource(&st.requests);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         let mut ctx = ViewCtx {
-            now_ns: crate::views::model::boot_now_ns(),
+            now_ns: boot_now_ns(),
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: Some(&st.cgroup_files),
@@ -316,7 +316,8 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let mut health = status_rx.blocking_recv().ok()?;
         let snap = snap_rx.blocking_recv().ok()?;
         let snap = Arc::try_unwrap(snap).unwrap_or_else(|s| (*s).clone());
-        let fresh = files.read_containers(&st.cgroupfs, &snap.containers, early);
+        let (paths, ooms) = (cgroup_paths(&snap.containers), oom_counts(&snap.containers));
+        let fresh = files.read_containers(&st.cgroupfs, &paths, &ooms, early);
         drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         health.name_cache_evictions = resolver.evictions;
@@ -326,7 +327,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             .unwrap_or_else(|e| e.into_inner())
             .unreadable();
         let mut ctx = ViewCtx {
-            now_ns: crate::views::model::boot_now_ns(),
+            now_ns: boot_now_ns(),
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: None,

@@ -15,18 +15,15 @@ use crate::{
         service::{self, ApiError, Source},
         DEFAULT_SOCKET,
     },
-    containers::{
-        cgroupfs::CgroupFs,
-        names::{Resolver, StateDirs},
-    },
+    containers::names::{Resolver, StateDirs},
+    host::{cgroupfs::CgroupFs, clock::boot_now_ns, scan},
     table::{
-        scan,
         snapshot::{Scope, Snapshot},
         Table,
     },
     views::{
         lists,
-        model::{boot_now_ns, ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
+        model::{ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
         pods::{self, PodTreeView, PodView},
         text::{self, Escaped, Style},
         tree,

@@ -5,11 +5,9 @@
 //! non-initial pid namespace forms a "bare" container keyed by its inode.
 
 pub mod cgroup;
-pub mod cgroupfs;
 pub mod names;
 pub mod oci;
 pub mod pods;
-pub mod resource_files;
 pub mod state_file;
 pub mod state_index;
 

@@ -15,7 +15,7 @@ use aya::programs::Iter;
 use observer_common::{SeedTask, COMM_LEN};
 
 use super::{ProbeError, Probes};
-use crate::table::scan::{self, Scanned};
+use crate::host::scan::{self, Scanned};
 
 impl Probes {
     /// Every process, from the task iterator (loaded on first use: it needs the kernel's
@@ -180,7 +180,7 @@ struct Cgroups {
 
 impl Cgroups {
     fn read() -> Cgroups {
-        let fs = crate::containers::cgroupfs::CgroupFs::discover();
+        let fs = crate::host::cgroupfs::CgroupFs::discover();
         Cgroups {
             v2: fs.v2.is_some().then(|| fs.walk_v2().into_iter().collect()),
             v1: fs.v1_members(),

@@ -11,10 +11,8 @@ pub mod history;
 mod links;
 pub mod process;
 mod reconcile;
-pub mod scan;
 pub mod signals;
 pub mod snapshot;
-pub mod stat_files;
 pub mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
@@ -23,8 +21,9 @@ pub use reconcile::Disagreement;
 use rustc_hash::FxHashMap;
 
 use crate::{
-    containers::{cgroupfs::CgroupFs, Registry, NO_PATH},
+    containers::{Registry, NO_PATH},
     events::{c_str, Event},
+    host::{cgroupfs::CgroupFs, scan},
 };
 
 /// Counters about the table itself (exported by the agent).

@@ -273,3 +273,24 @@ fn count(s: &mut ContainerSummary, c: &Container, p: &super::Process) {
         s.init_pid = Some(p.pid);
     }
 }
+
+/// The OOM victims the table counted in `containers`, by cgroup path (what the host's
+/// kept cgroup files need to know when an OOM counter went stale: `read_containers`).
+pub fn oom_counts(containers: &[ContainerSummary]) -> rustc_hash::FxHashMap<String, u64> {
+    let mut out: rustc_hash::FxHashMap<String, u64> = rustc_hash::FxHashMap::default();
+    for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
+        *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
+    }
+    out
+}
+
+/// The distinct cgroup paths of `containers` (those with one).
+pub fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    containers
+        .iter()
+        .map(|c| c.container.cgroup.as_str())
+        .filter(|p| !p.is_empty() && seen.insert(*p))
+        .map(str::to_string)
+        .collect()
+}

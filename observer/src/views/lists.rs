@@ -77,10 +77,16 @@ pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     let pods = super::pods::membership(ctx, &snap.containers);
     // Every container's cgroup files at once, in parallel, through the agent's open files.
     let read = ctx.cgroup_files.map(|files| {
+        let c = &snap.containers;
         files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read_containers(ctx.cgroupfs, &snap.containers, Default::default())
+            .read_containers(
+                ctx.cgroupfs,
+                &crate::table::summary::cgroup_paths(c),
+                &crate::table::summary::oom_counts(c),
+                Default::default(),
+            )
     });
     let mut v: Vec<ContainerView> = snap
         .containers
@@ -154,8 +160,8 @@ pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
             let e = p.exit?;
             // Confirmed by /proc: reaped processes whose free event is still pending are gone.
             // One that cannot be read (out of file descriptors) stays, on the table's word.
-            let live = match crate::table::scan::live_read(p.pid) {
-                Ok(l) => Some(l.filter(|l| l.is_of(p) && l.state == 'Z')?),
+            let live = match crate::host::scan::live_read(p.pid) {
+                Ok(l) => Some(l.filter(|l| l.is_of(p.start_time_ns) && l.state == 'Z')?),
                 Err(_) => None,
             };
             let parent = snap.process(p.ppid);

@@ -5,16 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    containers::{
-        cgroupfs::{CgroupFs, Resources},
-        names::{Meta, Resolver},
+    containers::names::{Meta, Resolver},
+    host::{
+        cgroupfs::CgroupFs,
+        facts::{Live, Resources},
+        scan,
     },
-    table::{
-        scan::{self, Live},
-        snapshot::Snapshot,
-        summary::ContainerSummary,
-        Process,
-    },
+    table::{snapshot::Snapshot, summary::ContainerSummary, Process},
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -151,21 +148,9 @@ pub struct ViewCtx<'a> {
     pub resolver: &'a mut Resolver,
     pub cgroupfs: &'a CgroupFs,
     /// The agent's open cgroup files (lists of every container read through them).
-    pub cgroup_files:
-        Option<&'a std::sync::Mutex<crate::containers::resource_files::ResourceFiles>>,
+    pub cgroup_files: Option<&'a std::sync::Mutex<crate::host::resource_files::ResourceFiles>>,
     /// The agent's open /proc/<pid>/stat files (views of processes read through them).
-    pub stat_files: Option<&'a std::sync::Mutex<crate::table::stat_files::StatFiles>>,
-}
-
-/// Boot-clock now in ns (the events' and start times' clock).
-pub fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    pub stat_files: Option<&'a std::sync::Mutex<crate::host::stat_files::StatFiles>>,
 }
 
 pub fn short_id(id: &str) -> String {
@@ -184,7 +169,7 @@ pub fn exit_code(status: u32) -> i32 {
 
 /// Reads the live /proc facts of `p`, checking it is still the same process.
 pub fn live_of(p: &Process) -> Option<Live> {
-    scan::live(p.pid).filter(|l| l.is_of(p))
+    scan::live(p.pid).filter(|l| l.is_of(p.start_time_ns))
 }
 
 fn yes() -> bool {
@@ -202,7 +187,7 @@ pub fn process_views(
     container: impl Fn(&Process) -> Option<String> + Sync,
 ) -> Vec<ProcessView> {
     let now = ctx.now_ns;
-    crate::table::stat_files::StatFiles::read_with(ctx.stat_files, procs, |p, live| {
+    crate::host::stat_files::StatFiles::read_with(ctx.stat_files, procs, |p, live| {
         Some(process_view(snap, p, live, now, container(p)))
     })
     .into_iter()
@@ -346,7 +331,7 @@ pub fn container_view_with(
 mod tests {
     use super::*;
     use crate::{
-        containers::cgroupfs::CgroupFs,
+        host::{cgroupfs::CgroupFs, clock::boot_now_ns},
         table::{snapshot::Scope, Table},
     };
 

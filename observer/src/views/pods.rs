@@ -21,7 +21,8 @@ use crate::{
         names::Meta,
         pods::{self, Member, Pod},
     },
-    table::{scan, snapshot::Snapshot, summary::ContainerSummary},
+    host::scan,
+    table::{snapshot::Snapshot, summary::ContainerSummary},
 };
 
 /// Namespaces compared between a pod's containers (mnt is never shared).

@@ -11,9 +11,7 @@ mod family;
 use family::{Agg, Family, LabelSets};
 
 use super::model::{meta_of, short_id, ViewCtx};
-use crate::{
-    agent::health::Health, containers::cgroupfs::Resources, table::summary::ContainerSummary,
-};
+use crate::{agent::health::Health, host::facts::Resources, table::summary::ContainerSummary};
 
 pub const CONTAINER_LABELS: [&str; 5] = [
     "container_id",
