@@ -43,6 +43,32 @@ pub struct SignalCounters {
     pub exit_classes: [u64; 4],
 }
 
+/// A container's record in a form views and the API can carry (the table fills it in from
+/// the registry: `Table::container_data`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ContainerData {
+    #[serde(flatten)]
+    pub key: ContainerKey,
+    pub pod_uid: Option<String>,
+    /// Podman pod id from the cgroup path.
+    #[serde(default)]
+    pub pod_id: Option<String>,
+    pub ctr_namespace: Option<String>,
+    pub cgroup: String,
+    pub pidns: u32,
+    pub forks: u64,
+    pub execs: u64,
+    pub exits: u64,
+    /// (signal, result, count) of the signals its processes were sent.
+    #[serde(default)]
+    pub signals: Vec<(u32, u32, u64)>,
+    #[serde(default)]
+    pub oom_victims: u64,
+    /// Exits by class (table::signals::EXIT_CLASSES).
+    #[serde(default)]
+    pub exit_classes: [u64; 4],
+}
+
 #[derive(Clone, Debug)]
 pub struct Container {
     pub key: ContainerKey,

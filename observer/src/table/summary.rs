@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Table;
-use crate::containers::{cgroup::Runtime, Container, ContainerKey};
+use crate::containers::{cgroup::Runtime, Container, ContainerData};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerSummary {
@@ -23,31 +23,6 @@ pub struct ContainerSummary {
     pub init_pid: Option<u32>,
     pub shim_pid: Option<u32>,
     pub shim_comm: Option<String>,
-}
-
-/// The registry's container record in a form views and the API can carry.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ContainerData {
-    #[serde(flatten)]
-    pub key: ContainerKey,
-    pub pod_uid: Option<String>,
-    /// Podman pod id from the cgroup path.
-    #[serde(default)]
-    pub pod_id: Option<String>,
-    pub ctr_namespace: Option<String>,
-    pub cgroup: String,
-    pub pidns: u32,
-    pub forks: u64,
-    pub execs: u64,
-    pub exits: u64,
-    /// (signal, result, count) of the signals its processes were sent.
-    #[serde(default)]
-    pub signals: Vec<(u32, u32, u64)>,
-    #[serde(default)]
-    pub oom_victims: u64,
-    /// Exits by class (table::signals::EXIT_CLASSES).
-    #[serde(default)]
-    pub exit_classes: [u64; 4],
 }
 
 impl Table {
