@@ -53,7 +53,7 @@ pub enum Request {
     /// Shared between the requests for one scope the table task answers at once.
     Snapshot(Scope, oneshot::Sender<Arc<Snapshot>>),
     MemberOf(u32, oneshot::Sender<Option<u32>>),
-    Status(oneshot::Sender<crate::agent::health::Health>),
+    Status(oneshot::Sender<crate::views::status::Health>),
 }
 
 #[derive(Clone)]

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod model;
 pub mod pods;
 pub mod select;
+pub mod status;
 pub mod text;
 pub mod tree;
 pub mod why;

@@ -11,7 +11,8 @@ mod family;
 use family::{Agg, Family, LabelSets};
 
 use super::model::{meta_of, short_id, ViewCtx};
-use crate::{agent::health::Health, host::facts::Resources, table::summary::ContainerSummary};
+use super::status::Health;
+use crate::{host::facts::Resources, table::summary::ContainerSummary};
 
 pub const CONTAINER_LABELS: [&str; 5] = [
     "container_id",
