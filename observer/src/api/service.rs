@@ -370,3 +370,24 @@ pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use crate::views::escape_tests::{assert_clean, esc, h};
+
+    /// An error is a text view too: the query and the candidates show escaped.
+    #[test]
+    fn error_messages_escape_the_query_and_the_candidates() {
+        let e = ApiError::NotFound {
+            query: h("query"),
+            candidates: vec![h("one"), h("two")],
+        };
+        let out = esc(e).explain();
+        assert_clean("not found", &out);
+        assert_eq!(out.lines().count(), 3, "one line per candidate: {out}");
+        let out = esc(ApiError::IsPod { query: h("pod") }).explain();
+        assert_clean("is a pod", &out);
+        assert_eq!(out.lines().count(), 1);
+    }
+}

@@ -13,4 +13,4 @@ pub mod tree;
 pub mod why;
 
 #[cfg(test)]
-mod escape_tests;
+pub(crate) mod escape_tests;
