@@ -9,6 +9,7 @@
 //! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
+pub mod assemble;
 pub mod client;
 pub mod service;
 
@@ -38,10 +39,10 @@ use crate::{
     },
     views::{
         events::EventJson,
-        model::ViewCtx,
         text::{Escaped, Style},
     },
 };
+use assemble::ViewCtx;
 use service::{ApiError, Source};
 
 pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
@@ -114,7 +115,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs a view on a blocking thread (views read /proc and runtime state files).
+/// Runs a view on a blocking thread (assembling it reads /proc and runtime state files).
 async fn blocking<T: Serialize + Send + 'static>(
     st: ApiState,
     f: impl FnOnce(&dyn Source, &mut ViewCtx) -> Result<T, ApiError> + Send + 'static,
@@ -334,14 +335,13 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             stat_files: None,
         };
         let mut samples =
-            crate::views::metrics::samples(&mut ctx, snap.containers, &st.metrics_labels, |path| {
+            assemble::samples(&mut ctx, snap.containers, &st.metrics_labels, |path| {
                 fresh.get(path).copied().unwrap_or_default()
             });
         // Ended containers: their counters only (no cgroup left to read).
-        let mut ended =
-            crate::views::metrics::samples(&mut ctx, snap.ended, &st.metrics_labels, |_| {
-                Resources::default()
-            });
+        let mut ended = assemble::samples(&mut ctx, snap.ended, &st.metrics_labels, |_| {
+            Resources::default()
+        });
         ended.iter_mut().for_each(|s| s.ended = true);
         samples.extend(ended);
         Some(crate::views::metrics::render(&samples, &health))

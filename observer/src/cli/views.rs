@@ -11,6 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::views::history::{self, HistoryFilter, HistoryView};
 use crate::{
     api::{
+        assemble::ViewCtx,
         client::{self, ClientError},
         service::{self, ApiError, Source},
         DEFAULT_SOCKET,
@@ -23,7 +24,7 @@ use crate::{
     },
     views::{
         lists,
-        model::{ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
+        model::{ContainerView, ProcessView, TreeView, ZombieView},
         pods::{self, PodTreeView, PodView},
         text::{self, Escaped, Style},
         tree,

@@ -2,8 +2,11 @@
 //! unique-prefix id, a pid-namespace inode (a pod's when its containers share it), the host
 //! PID of any member, a pod name (`name` or `namespace/name`), or a pod id or UID.
 
-use super::model::{meta_of, short_id, ViewCtx};
-use crate::{containers::pods::Pod, table::summary::ContainerSummary};
+use super::model::short_id;
+use crate::{
+    containers::{names::Meta, pods::Pod},
+    table::summary::ContainerSummary,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Selection {
@@ -16,102 +19,79 @@ pub enum Selection {
     NotFound(Vec<String>),
 }
 
-fn describe(ctx: &mut ViewCtx, s: &ContainerSummary) -> String {
-    let m = meta_of(ctx, s);
+fn describe(s: &ContainerSummary, m: &Meta) -> String {
     let mut d = format!(
         "{} {}",
         s.container.key.runtime,
         short_id(&s.container.key.id)
     );
-    if let Some(n) = m.name {
+    if let Some(n) = &m.name {
         d.push_str(&format!(" {n}"));
     }
-    if let Some(p) = m.pod {
+    if let Some(p) = &m.pod {
         d.push_str(&format!(" (pod {p})"));
     }
     d
 }
 
-/// `member_of(pid)` gives the container index of a host pid, if any.
+/// What `query` names among `containers` (each with its metadata: `metas`, in the same
+/// order); `member` is the container index of the host pid `query` is, if it is one.
 pub fn select(
-    ctx: &mut ViewCtx,
     containers: &[ContainerSummary],
+    metas: &[&Meta],
     query: &str,
-    member_of: impl Fn(u32) -> Option<u32>,
+    member: Option<u32>,
 ) -> Selection {
     let q = query.trim();
-    let pick = |ctx: &mut ViewCtx, hits: Vec<&ContainerSummary>| -> Option<Selection> {
+    let listed: Vec<(&ContainerSummary, &Meta)> =
+        containers.iter().zip(metas.iter().copied()).collect();
+    let pick = |hits: Vec<&(&ContainerSummary, &Meta)>| -> Option<Selection> {
         match hits.len() {
             0 => None,
-            1 => Some(Selection::Found(hits[0].index)),
+            1 => Some(Selection::Found(hits[0].0.index)),
             _ => Some(Selection::Ambiguous(
-                hits.iter().map(|s| describe(ctx, s)).collect(),
+                hits.iter().map(|(s, m)| describe(s, m)).collect(),
             )),
         }
     };
-    let names: Vec<(u32, Option<String>, Option<String>)> = containers
-        .iter()
-        .map(|s| {
-            let m = meta_of(ctx, s);
-            (s.index, m.name, m.pod)
-        })
-        .collect();
-    let by_index = |i: u32| containers.iter().find(|s| s.index == i).expect("listed");
+    let hits_by = |keep: &dyn Fn(&ContainerSummary, &Meta) -> bool| -> Vec<_> {
+        listed.iter().filter(|(s, m)| keep(s, m)).collect()
+    };
     // 1. exact name, 2. exact id
-    let hits: Vec<_> = names
-        .iter()
-        .filter(|(_, n, _)| n.as_deref() == Some(q))
-        .map(|(i, _, _)| by_index(*i))
-        .collect();
-    if let Some(s) = pick(ctx, hits) {
+    if let Some(s) = pick(hits_by(&|_, m| m.name.as_deref() == Some(q))) {
         return s;
     }
-    if let Some(s) = pick(
-        ctx,
-        containers
-            .iter()
-            .filter(|s| s.container.key.id == q)
-            .collect(),
-    ) {
+    if let Some(s) = pick(hits_by(&|s, _| s.container.key.id == q)) {
         return s;
     }
     // 3. a member's host PID, or a pid-namespace inode
     if let Ok(n) = q.parse::<u64>() {
-        if let Some(i) = u32::try_from(n).ok().and_then(&member_of) {
+        if let Some(i) = member {
             if containers.iter().any(|s| s.index == i) {
                 return Selection::Found(i);
             }
         }
-        let sharing: Vec<&ContainerSummary> = containers
-            .iter()
-            .filter(|s| s.container.pidns as u64 == n)
-            .collect();
+        let sharing = hits_by(&|s, _| s.container.pidns as u64 == n);
         if sharing.len() > 1 {
             // One pod's shared pid namespace: the pod.
-            let pods = super::pods::index(ctx, containers);
+            let pods = super::pods::index(containers, metas);
             if let Some(p) = pods
                 .iter()
-                .find(|p| sharing.iter().all(|s| p.containers.contains(&s.index)))
+                .find(|p| sharing.iter().all(|(s, _)| p.containers.contains(&s.index)))
             {
                 return Selection::Pod(p.clone());
             }
         }
-        if let Some(s) = pick(ctx, sharing) {
+        if let Some(s) = pick(sharing) {
             return s;
         }
     }
-    // 4. unique id prefix, 5. pod name
-    if let Some(s) = pick(
-        ctx,
-        containers
-            .iter()
-            .filter(|s| s.container.key.id.starts_with(q))
-            .collect(),
-    ) {
+    // 4. unique id prefix
+    if let Some(s) = pick(hits_by(&|s, _| s.container.key.id.starts_with(q))) {
         return s;
     }
     // 5. a pod: name, namespace/name, id or UID, unique id prefix
-    let pods = super::pods::index(ctx, containers);
+    let pods = super::pods::index(containers, metas);
     let tests: [&dyn Fn(&Pod) -> bool; 3] = [
         &|p| {
             p.name.as_deref() == Some(q)
@@ -133,7 +113,7 @@ pub fn select(
             _ => return Selection::Ambiguous(hits.iter().map(|p| describe_pod(p)).collect()),
         }
     }
-    let mut all: Vec<String> = containers.iter().map(|s| describe(ctx, s)).collect();
+    let mut all: Vec<String> = listed.iter().map(|(s, m)| describe(s, m)).collect();
     all.extend(pods.iter().map(describe_pod));
     Selection::NotFound(all)
 }
