@@ -6,8 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use observer::{
     events::{exit_status, split_args},
+    host::scan::{live_from, parse_stat, parse_status_ids},
     probes::tracefs::parse_field_offset,
-    table::scan::{live_from, parse_stat, parse_status_ids},
 };
 
 fuzz_target!(|data: &[u8]| {

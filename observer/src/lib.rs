@@ -1,21 +1,50 @@
 //! observer: an eBPF-backed container process observer.
 //!
-//! Layers, data flowing one way: `probes` (load/attach, BTF offsets) → `events` (ring buffer
-//! → typed events) → `table` (process and container state; `containers` attributes cgroup
-//! paths, `intern` stores shared strings once) → `views` (how things are shown) →
-//! `api`/`agent`/`cli` (transport, the agent's loop, commands). `launcher` stands apart;
-//! `stdout` serves every command. The imports do not all follow this order yet (e.g.
-//! `containers` and `probes::seed` use `table::scan`, `views` and `agent` use each other):
-//! docs/architecture.md lists them.
+//! Layers, data flowing one way: `host` (reading /proc, cgroup files and the boot clock)
+//! at the bottom; `probes` (load/attach, BTF offsets, the task iterators) → `events` (ring
+//! buffer and iterator records → typed events and seed records) → `table` (process state;
+//! `containers` attributes cgroup paths, `intern` stores shared strings once) → `views`
+//! (pure: the data they are handed in, JSON shapes and text out) → `api` (the routes, and
+//! assembling a view: the live facts read through `host`, then the view) → `agent`
+//! (start-up, the event loop, the listeners) and `cli` (commands). `launcher` stands apart;
+//! `stdout` serves every command.
+//!
+//! The allowed imports between top-level modules, the one place they are written down
+//! (`layers_test.rs` reads this table and fails on any other `crate::` path; an entry with
+//! `::` allows only that part of a module):
+//!
+//! | module | layer | may import |
+//! |---|---|---|
+//! | `stdout` | util | — |
+//! | `intern` | state | — |
+//! | `host` | reading the host | — |
+//! | `events` | decode | `host` |
+//! | `probes` | load | `events`, `host` |
+//! | `containers` | state | `host`, `intern` |
+//! | `table` | state | `containers`, `events`, `host`, `intern` |
+//! | `views` | presentation (pure) | `table`, `events`, `containers::names::Meta`, `containers::pods`, `host::facts` |
+//! | `api` | transport | `views`, `table`, `containers`, `events`, `host` |
+//! | `agent` | the agent | `api`, `views`, `table`, `containers`, `events`, `probes`, `host` |
+//! | `launcher` | apart | `host`, `stdout`, `containers::cgroup::LAUNCHER_PARENT` |
+//! | `cli` | commands | `agent`, `api`, `views`, `table`, `containers`, `events`, `probes`, `host`, `launcher`, `stdout` |
+//!
+//! `views` takes from `host` only the facts' types (`host::facts`), never a reader, and from
+//! `containers` only the metadata type and the pure grouping into pods, never the name
+//! resolver: a view reads nothing. `launcher` takes from `containers` only the cgroup parent
+//! its containers live under, which attribution recognises.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod containers;
 pub mod events;
+pub mod host;
 pub mod intern;
 pub mod launcher;
 pub mod probes;
 pub mod stdout;
 pub mod table;
 pub mod views;
+
+#[cfg(test)]
+mod layers_test;

@@ -10,9 +10,9 @@ use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
 use super::{pump::Pump, trim_heap};
 use crate::{
+    host::{clock::boot_now_ns, scan},
     probes::Probes,
-    table::{gc, scan, Table},
-    views::model::boot_now_ns,
+    table::{gc, Table},
 };
 
 /// How often ended containers and unreferenced paths are looked for (table/gc.rs).

@@ -27,13 +27,14 @@ use std::{
 use axum::{body::Body, Router};
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     sync::Semaphore,
     time::{Instant, Sleep},
 };
 use tower_service::Service;
+
+use crate::views::status::ConnCounts;
 
 /// Largest request head accepted (hyper answers 431 beyond it).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -54,19 +55,6 @@ pub struct ConnStats {
     pub timed_out: AtomicU64,
     pub tls_failed: AtomicU64,
     pub unauthorized: AtomicU64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ConnCounts {
-    pub listener: String,
-    pub open: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub timed_out: u64,
-    #[serde(default)]
-    pub tls_failed: u64,
-    #[serde(default)]
-    pub unauthorized: u64,
 }
 
 impl ConnStats {

@@ -48,12 +48,9 @@ use self::{
 };
 use crate::{
     api::{ApiState, Request},
-    containers::{
-        cgroupfs::CgroupFs,
-        names::{Resolver, StateDirs},
-        resource_files::ResourceFiles,
-    },
+    containers::names::{Resolver, StateDirs},
     events::{redact::Redactor, Event},
+    host::{cgroupfs::CgroupFs, resource_files::ResourceFiles, stat_files::StatFiles},
     probes::{ProbeConfig, Probes},
     table::Table,
 };
@@ -151,7 +148,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
         cgroupfs: Arc::new(cgroupfs.clone()),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
         cgroup_files: cgroup_files.clone(),
-        stat_files: Arc::new(Mutex::new(crate::table::stat_files::StatFiles::default())),
+        stat_files: Arc::new(Mutex::new(StatFiles::default())),
         ready: ready.clone(),
     };
     let servers = {
@@ -242,7 +239,7 @@ impl Agent<'_> {
         }
     }
 
-    fn status(&self) -> health::Health {
+    fn status(&self) -> crate::views::status::Health {
         health::health(health::Inputs {
             table: &self.table,
             kernel: self.probes.kernel_stats().unwrap_or_default(),

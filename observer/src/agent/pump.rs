@@ -15,8 +15,9 @@ use crate::{
         redact::Redactor,
         Event,
     },
+    host::scan,
     probes::DRAIN_EVERY,
-    table::{scan, Table},
+    table::Table,
 };
 
 /// How often an idle agent (no event in its last drain, no stream subscriber, nothing to

@@ -18,9 +18,9 @@ use tokio::{
 use super::{pump::Pump, trim_heap, AgentConfig};
 use crate::{
     events::redact::Redactor,
+    host::{clock::boot_now_ns, scan},
     probes::Probes,
-    table::{scan, Disagreement, Table},
-    views::model::boot_now_ns,
+    table::{Disagreement, Table},
 };
 
 /// What a check or scan found, with when it started (boot-time ns).

@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     api::Request,
+    host::scan,
     table::{
-        scan,
         snapshot::{Scope, Snapshot},
         Table,
     },
@@ -46,7 +46,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::containers::cgroupfs::CgroupFs;
+    use crate::host::cgroupfs::CgroupFs;
 
     #[test]
     fn requests_for_one_scope_in_a_batch_share_one_snapshot() {

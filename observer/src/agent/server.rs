@@ -19,10 +19,13 @@ use anyhow::{bail, Context};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::{
-    http::{self, ConnCounts, ConnStats},
+    http::{self, ConnStats},
     AgentConfig,
 };
-use crate::api::{metrics_router, public_router, router, ApiState};
+use crate::{
+    api::{metrics_router, public_router, router, ApiState},
+    views::status::ConnCounts,
+};
 
 pub struct Servers {
     pub tcp_addr: SocketAddr,

@@ -18,11 +18,10 @@ use super::{
     server::Servers, trim_heap, Agent, AgentConfig, Seed,
 };
 use crate::{
-    containers::{cgroupfs::CgroupFs, resource_files::ResourceFiles},
     events::{reader::EventReader, redact::Redactor, Event},
+    host::{cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan},
     probes::Probes,
-    table::{scan, Table},
-    views::model::boot_now_ns,
+    table::Table,
 };
 
 /// What the seed found, for the agent's status.

@@ -9,6 +9,7 @@
 //! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
+pub mod assemble;
 pub mod client;
 pub mod service;
 
@@ -26,22 +27,22 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    containers::{
-        cgroupfs::{CgroupFs, Resources},
-        names::Resolver,
-        resource_files::ResourceFiles,
-    },
+    containers::names::Resolver,
     events::{kind_from_name, Event},
+    host::{
+        cgroupfs::CgroupFs, clock::boot_now_ns, facts::Resources, resource_files::ResourceFiles,
+        stat_files::StatFiles,
+    },
     table::{
         snapshot::{Scope, Snapshot},
-        stat_files::StatFiles,
+        summary::{cgroup_paths, oom_counts},
     },
     views::{
         events::EventJson,
-        model::ViewCtx,
         text::{Escaped, Style},
     },
 };
+use assemble::ViewCtx;
 use service::{ApiError, Source};
 
 pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
@@ -53,7 +54,7 @@ pub enum Request {
     /// Shared between the requests for one scope the table task answers at once.
     Snapshot(Scope, oneshot::Sender<Arc<Snapshot>>),
     MemberOf(u32, oneshot::Sender<Option<u32>>),
-    Status(oneshot::Sender<crate::agent::health::Health>),
+    Status(oneshot::Sender<crate::views::status::Health>),
 }
 
 #[derive(Clone)]
@@ -114,7 +115,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs a view on a blocking thread (views read /proc and runtime state files).
+/// Runs a view on a blocking thread (assembling it reads /proc and runtime state files).
 async fn blocking<T: Serialize + Send + 'static>(
     st: ApiState,
     f: impl FnOnce(&dyn Source, &mut ViewCtx) -> Result<T, ApiError> + Send + 'static,
@@ -132,7 +133,7 @@ async fn blocking_as<T: Send + 'static>(
         let src = AgentSource(&st.requests);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         let mut ctx = ViewCtx {
-            now_ns: crate::views::model::boot_now_ns(),
+            now_ns: boot_now_ns(),
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: Some(&st.cgroup_files),
@@ -316,7 +317,8 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let mut health = status_rx.blocking_recv().ok()?;
         let snap = snap_rx.blocking_recv().ok()?;
         let snap = Arc::try_unwrap(snap).unwrap_or_else(|s| (*s).clone());
-        let fresh = files.read_containers(&st.cgroupfs, &snap.containers, early);
+        let (paths, ooms) = (cgroup_paths(&snap.containers), oom_counts(&snap.containers));
+        let fresh = files.read_containers(&st.cgroupfs, &paths, &ooms, early);
         drop(files);
         let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         health.name_cache_evictions = resolver.evictions;
@@ -326,21 +328,20 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             .unwrap_or_else(|e| e.into_inner())
             .unreadable();
         let mut ctx = ViewCtx {
-            now_ns: crate::views::model::boot_now_ns(),
+            now_ns: boot_now_ns(),
             resolver: &mut resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: None,
             stat_files: None,
         };
         let mut samples =
-            crate::views::metrics::samples(&mut ctx, snap.containers, &st.metrics_labels, |path| {
+            assemble::samples(&mut ctx, snap.containers, &st.metrics_labels, |path| {
                 fresh.get(path).copied().unwrap_or_default()
             });
         // Ended containers: their counters only (no cgroup left to read).
-        let mut ended =
-            crate::views::metrics::samples(&mut ctx, snap.ended, &st.metrics_labels, |_| {
-                Resources::default()
-            });
+        let mut ended = assemble::samples(&mut ctx, snap.ended, &st.metrics_labels, |_| {
+            Resources::default()
+        });
         ended.iter_mut().for_each(|s| s.ended = true);
         samples.extend(ended);
         Some(crate::views::metrics::render(&samples, &health))

@@ -1,8 +1,10 @@
 //! What each API endpoint answers, independent of transport: the agent serves these over
 //! HTTP; the CLI without an agent calls them on a one-shot /proc scan. Same code, same JSON.
+//! Each view is assembled from snapshots and what the host says (assemble.rs).
 
 use serde::{Deserialize, Serialize};
 
+use super::assemble::{self, ViewCtx};
 use crate::{
     containers::{pods::Pod, ContainerKey},
     table::{
@@ -11,12 +13,10 @@ use crate::{
     },
     views::{
         history::{self, EndedView, HistoryFilter, HistoryView},
-        lists,
-        model::{ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
-        pods::{self, PodTreeView, PodView},
-        select::{select, Selection},
+        model::{ContainerView, ProcessView, TreeView, ZombieView},
+        pods::{PodTreeView, PodView},
+        select::Selection,
         text::Escaped,
-        tree,
         why::{self, WhyView},
     },
 };
@@ -87,7 +87,7 @@ pub fn resolve(
     query: &str,
 ) -> Result<(Target, u64), ApiError> {
     let s = snap(src, Scope::Registry)?;
-    match select(ctx, &s.containers, query, |pid| src.member_of(pid)) {
+    match assemble::select(ctx, &s.containers, query, |pid| src.member_of(pid)) {
         Selection::Found(i) => Ok((Target::Container(i), s.generation)),
         Selection::Pod(p) => Ok((Target::Pod(p), s.generation)),
         Selection::Ambiguous(candidates) => Err(ApiError::Ambiguous {
@@ -102,7 +102,7 @@ pub fn resolve(
 }
 
 pub fn containers(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ContainerView>, ApiError> {
-    Ok(lists::containers(ctx, &snap(src, Scope::Containers)?))
+    Ok(assemble::containers(ctx, &snap(src, Scope::Containers)?))
 }
 
 pub fn processes(
@@ -114,7 +114,7 @@ pub fn processes(
         Some(q) => container_snapshot(src, ctx, q)?.0,
         None => snap(src, Scope::All)?,
     };
-    Ok(lists::ps(ctx, &s))
+    Ok(assemble::ps(ctx, &s))
 }
 
 /// The snapshot of what `query` names (one container's or one pod's processes). Indices
@@ -154,7 +154,7 @@ pub fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView
         query: query.into(),
         candidates: vec![],
     })?;
-    Ok(tree::build(ctx, &s, &summary))
+    Ok(assemble::tree(ctx, &s, &summary))
 }
 
 /// A pod's tree: the pod `query` names, or the pod of the container it names.
@@ -168,7 +168,7 @@ pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodT
                 if all.generation != s.generation {
                     continue;
                 }
-                let list = pods::index(ctx, &all.containers);
+                let list = assemble::pod_index(ctx, &all.containers);
                 let Some(p) = list.into_iter().find(|p| p.containers.contains(&i)) else {
                     return Err(ApiError::NotAPod {
                         query: query.into(),
@@ -178,10 +178,10 @@ pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodT
                 if s.generation != all.generation {
                     continue;
                 }
-                return Ok(pods::build(ctx, &s, &p));
+                return Ok(assemble::pod_tree(ctx, &s, &p));
             }
         };
-        return Ok(pods::build(ctx, &s, &pod));
+        return Ok(assemble::pod_tree(ctx, &s, &pod));
     }
     Err(ApiError::Unavailable)
 }
@@ -189,11 +189,11 @@ pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodT
 pub fn pods(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<PodView>, ApiError> {
     let containers = snap(src, Scope::Containers)?;
     let zombies = snap(src, Scope::Zombies)?;
-    Ok(pods::pods(ctx, &containers, &zombies))
+    Ok(assemble::pods(ctx, &containers, &zombies))
 }
 
 pub fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieView>, ApiError> {
-    Ok(lists::zombies(ctx, &snap(src, Scope::Zombies)?))
+    Ok(assemble::zombies(ctx, &snap(src, Scope::Zombies)?))
 }
 
 /// The container a history or `why` reference names: a container the registry has, or
@@ -395,5 +395,26 @@ fn why_container(
             signals: vec![],
             ended: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use crate::views::escape_tests::{assert_clean, esc, h};
+
+    /// An error is a text view too: the query and the candidates show escaped.
+    #[test]
+    fn error_messages_escape_the_query_and_the_candidates() {
+        let e = ApiError::NotFound {
+            query: h("query"),
+            candidates: vec![h("one"), h("two")],
+        };
+        let out = esc(e).explain();
+        assert_clean("not found", &out);
+        assert_eq!(out.lines().count(), 3, "one line per candidate: {out}");
+        let out = esc(ApiError::IsPod { query: h("pod") }).explain();
+        assert_clean("is a pod", &out);
+        assert_eq!(out.lines().count(), 1);
     }
 }

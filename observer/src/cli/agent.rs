@@ -324,7 +324,7 @@ fn runtimes() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtim
 /// Raises the soft RLIMIT_NOFILE to the hard limit (as Go programs and systemd's own
 /// services do; the soft 1,024 exists for select(2), which the agent does not use): the
 /// /metrics path keeps every live container's cgroup files open
-/// (containers/resource_files.rs).
+/// (host/resource_files.rs).
 fn raise_nofile() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

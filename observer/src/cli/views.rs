@@ -11,22 +11,20 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::views::history::{self, HistoryFilter, HistoryView};
 use crate::{
     api::{
+        assemble::ViewCtx,
         client::{self, ClientError},
         service::{self, ApiError, Source},
         DEFAULT_SOCKET,
     },
-    containers::{
-        cgroupfs::CgroupFs,
-        names::{Resolver, StateDirs},
-    },
+    containers::names::{Resolver, StateDirs},
+    host::{cgroupfs::CgroupFs, clock::boot_now_ns, scan},
     table::{
-        scan,
         snapshot::{Scope, Snapshot},
         Table,
     },
     views::{
         lists,
-        model::{boot_now_ns, ContainerView, ProcessView, TreeView, ViewCtx, ZombieView},
+        model::{ContainerView, ProcessView, TreeView, ZombieView},
         pods::{self, PodTreeView, PodView},
         text::{self, Escaped, Style},
         tree,

@@ -5,11 +5,9 @@
 //! non-initial pid namespace forms a "bare" container keyed by its inode.
 
 pub mod cgroup;
-pub mod cgroupfs;
 pub mod names;
 pub mod oci;
 pub mod pods;
-pub mod resource_files;
 pub mod state_file;
 pub mod state_index;
 
@@ -42,6 +40,32 @@ pub struct SignalCounters {
     pub signals: Vec<(u32, u32, u64)>,
     pub oom_victims: u64,
     /// Exits by class: code 0, 1–125, 126/127 (not executable / not found), by a signal.
+    pub exit_classes: [u64; 4],
+}
+
+/// A container's record in a form views and the API can carry (the table fills it in from
+/// the registry: `Table::container_data`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ContainerData {
+    #[serde(flatten)]
+    pub key: ContainerKey,
+    pub pod_uid: Option<String>,
+    /// Podman pod id from the cgroup path.
+    #[serde(default)]
+    pub pod_id: Option<String>,
+    pub ctr_namespace: Option<String>,
+    pub cgroup: String,
+    pub pidns: u32,
+    pub forks: u64,
+    pub execs: u64,
+    pub exits: u64,
+    /// (signal, result, count) of the signals its processes were sent.
+    #[serde(default)]
+    pub signals: Vec<(u32, u32, u64)>,
+    #[serde(default)]
+    pub oom_victims: u64,
+    /// Exits by class (table::signals::EXIT_CLASSES).
+    #[serde(default)]
     pub exit_classes: [u64; 4],
 }
 

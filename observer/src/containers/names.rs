@@ -218,7 +218,7 @@ impl Resolver {
 
     /// A bare container's name, runtime and pod facts from its OCI runtime's state.
     fn oci(&self, pid: u32) -> Option<Meta> {
-        let start = crate::table::scan::live(pid)?.start_ticks;
+        let start = crate::host::scan::live(pid)?.start_ticks;
         let state = oci::find(&self.dirs.oci, pid, start)?;
         let cfg = state.bundle.as_deref().and_then(oci::bundle_config);
         let mut m = cfg

@@ -230,7 +230,7 @@ mod tests {
         // A crun root whose state is this test process (pid and start time), and a stale
         // one whose pid matches but whose start time does not.
         let me = std::process::id();
-        let start = crate::table::scan::live(me).unwrap().start_ticks;
+        let start = crate::host::scan::live(me).unwrap().start_ticks;
         let dir = std::env::temp_dir().join(format!("observer-oci-{me}"));
         let _ = std::fs::remove_dir_all(&dir);
         for (id, ticks) in [("stale", start + 1), ("live", start)] {

@@ -1,10 +1,11 @@
-//! Ring buffer records → typed events. The only place that interprets the ring buffer's
-//! bytes (the task iterators' records of the start-up seed are read in `probes::seed`): it
-//! checks the kind and the length before copying a record out (records are `#[repr(C)]`
-//! integer-only structs from observer-common, so any byte pattern is valid).
+//! Ring buffer records → typed events. The only place that interprets the kernel's bytes
+//! (the task iterators' records of the start-up seed too: `seed.rs`): it checks the kind
+//! and the length before copying a record out (records are `#[repr(C)]` integer-only
+//! structs from observer-common, so any byte pattern is valid).
 
 pub mod reader;
 pub mod redact;
+pub mod seed;
 pub mod signals;
 
 use std::mem::size_of;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{state::Limits, LauncherError};
-use crate::containers::{cgroup::LAUNCHER_PARENT, cgroupfs::CgroupFs};
+use crate::{containers::cgroup::LAUNCHER_PARENT, host::cgroupfs::CgroupFs};
 
 const CPU_PERIOD_US: u64 = 100_000;
 

@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use security::{CapArg, SecurityOpt};
 use state::{Config, Limits, State, Status};
 
-use crate::containers::cgroupfs::CgroupFs;
+use crate::host::cgroupfs::CgroupFs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LauncherError {

@@ -17,7 +17,7 @@ use super::{
     cgroups, container, process, security,
     state::{self, Config, State, Status},
 };
-use crate::containers::cgroupfs::CgroupFs;
+use crate::host::cgroupfs::CgroupFs;
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -1,9 +1,10 @@
 //! The start-up seed from the kernel's task iterator (observer-ebpf/src/seed.rs): one
-//! `SeedTask` per process, read by the same code as the events, so every process carries
-//! its nine namespace inodes, cgroup id, exact start time and (zombies) exit status from the
-//! first second. /proc remains the fallback (kernels before 5.8, or a refused program) and
-//! supplies what the kernel side does not read here: command lines and executables (in the
-//! background pass that follows the seed) and cgroup paths (one pass over the hierarchies).
+//! `SeedTask` per process (decoded in `events::seed`), read by the same code as the events,
+//! so every process carries its nine namespace inodes, cgroup id, exact start time and
+//! (zombies) exit status from the first second. /proc remains the fallback (kernels before
+//! 5.8, or a refused program) and supplies what the kernel side does not read here: command
+//! lines and executables (in the background pass that follows the seed) and cgroup paths
+//! (one pass over the hierarchies).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,10 +13,13 @@ use std::{
 };
 
 use aya::programs::Iter;
-use observer_common::{SeedTask, COMM_LEN};
+use observer_common::SeedTask;
 
 use super::{ProbeError, Probes};
-use crate::table::scan::{self, Scanned};
+use crate::{
+    events::seed,
+    host::scan::{self, Scanned},
+};
 
 impl Probes {
     /// Every process, from the task iterator (loaded on first use: it needs the kernel's
@@ -26,7 +30,7 @@ impl Probes {
         let mut bytes = Vec::with_capacity(64 << 10);
         file.read_to_end(&mut bytes)
             .map_err(|e| ProbeError::Map(NAME, format!("reading the iterator: {e}")))?;
-        Ok(decode(&bytes))
+        Ok(seed::decode(&bytes))
     }
 
     /// Drops the kernel BTF kept from the load for the task iterators (several MB): once
@@ -101,70 +105,7 @@ impl Probes {
 pub fn read_pids(mut file: std::fs::File) -> std::io::Result<Vec<u32>> {
     let mut bytes = Vec::with_capacity(256 << 10);
     file.read_to_end(&mut bytes)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-/// The records of an iterator read (a partial trailing record, which the kernel never
-/// writes, is ignored).
-pub fn decode(bytes: &[u8]) -> Vec<SeedTask> {
-    bytes
-        .chunks_exact(std::mem::size_of::<SeedTask>())
-        // SAFETY: SeedTask is plain old data (repr(C), integers only); any bytes are valid.
-        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<SeedTask>()) })
-        .collect()
-}
-
-/// The state letter /proc shows for a task's raw `__state` and `exit_state`
-/// (fs/proc/array.c: `task_state_index`, "RSDTtXZPI").
-pub fn state_letter(state: u32, exit_state: u32) -> char {
-    const TASK_REPORT: u32 = 0x7f;
-    const TASK_IDLE: u32 = 0x402; // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
-    const TASK_RTLOCK_WAIT: u32 = 0x1000;
-    let raw = state | exit_state;
-    let mut s = raw & TASK_REPORT;
-    if raw == TASK_IDLE {
-        return 'I';
-    }
-    if raw == TASK_RTLOCK_WAIT {
-        s = 2;
-    }
-    let index = 32 - s.leading_zeros(); // fls()
-    b"RSDTtXZPI"
-        .get(index as usize)
-        .map(|&c| c as char)
-        .unwrap_or('?')
-}
-
-/// A record as the /proc scan would describe the process (plus what only the kernel side
-/// reads: every namespace, the cgroup id, the exact start time), with `cgroup` the lines
-/// of its `/proc/<pid>/cgroup` that container attribution reads.
-pub fn scanned(t: &SeedTask, cgroup: String) -> Scanned {
-    let i = &t.task;
-    let levels = (i.pid_level as usize + 1).min(i.ns_pids.len());
-    let comm_len = i.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-    let state = state_letter(t.state, t.exit_state);
-    Scanned {
-        pid: t.tgid,
-        ppid: i.ppid,
-        start_time_ns: i.start_time_ns,
-        start_exact: true,
-        state,
-        comm: String::from_utf8_lossy(&i.comm[..comm_len]).into_owned(),
-        threads: t.nr_threads.max(1),
-        uid: i.uid,
-        gid: i.gid,
-        ns_pids: i.ns_pids[..levels].to_vec(),
-        ns: i.ns,
-        cgroup,
-        cgroup_id: i.cgroup_id,
-        cmdline: Vec::new(),
-        cpu_ticks: 0,
-        rss_pages: 0,
-        exit_status: (state == 'Z').then_some(t.exit_code),
-    }
+    Ok(seed::pids(&bytes))
 }
 
 /// Every process's cgroup as attribution reads it, for the iterator's records: the cgroup2
@@ -180,7 +121,7 @@ struct Cgroups {
 
 impl Cgroups {
     fn read() -> Cgroups {
-        let fs = crate::containers::cgroupfs::CgroupFs::discover();
+        let fs = crate::host::cgroupfs::CgroupFs::discover();
         Cgroups {
             v2: fs.v2.is_some().then(|| fs.walk_v2().into_iter().collect()),
             v1: fs.v1_members(),
@@ -235,7 +176,10 @@ pub fn scan_all(probes: &mut Probes, btf: &Path) -> Result<Vec<Scanned>, ProbeEr
     let (mut cgroups, t_cg) = walked
         .map_err(|_| ProbeError::Map("cgroup walk", "panicked beside the task iterator".into()))?;
     let t_both = t.elapsed();
-    let mut out: Vec<Scanned> = tasks.iter().map(|t| scanned(t, cgroups.take(t))).collect();
+    let mut out: Vec<Scanned> = tasks
+        .iter()
+        .map(|t| seed::scanned(t, cgroups.take(t)))
+        .collect();
     let seen: HashSet<u32> = out.iter().map(|s| s.pid).collect();
     let host = scan::ns_inode(std::process::id(), "pid");
     out.extend(
@@ -251,21 +195,4 @@ pub fn scan_all(probes: &mut Probes, btf: &Path) -> Result<Vec<Scanned>, ProbeEr
         (t.elapsed() - t_both).as_secs_f64() * 1e3
     );
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::state_letter;
-
-    #[test]
-    fn state_letters_match_proc() {
-        assert_eq!(state_letter(0, 0), 'R');
-        assert_eq!(state_letter(1, 0), 'S');
-        assert_eq!(state_letter(2, 0), 'D');
-        assert_eq!(state_letter(0x402, 0), 'I');
-        assert_eq!(state_letter(4, 0), 'T');
-        assert_eq!(state_letter(8, 0), 't');
-        assert_eq!(state_letter(0x80, 0x20), 'Z'); // TASK_DEAD | EXIT_ZOMBIE
-        assert_eq!(state_letter(0, 0x10), 'X');
-    }
 }

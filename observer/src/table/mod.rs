@@ -12,10 +12,8 @@ pub mod history;
 mod links;
 pub mod process;
 mod reconcile;
-pub mod scan;
 pub mod signals;
 pub mod snapshot;
-pub mod stat_files;
 pub mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
@@ -23,7 +21,10 @@ pub use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
 pub use reconcile::Disagreement;
 use rustc_hash::FxHashMap;
 
-use crate::containers::{cgroupfs::CgroupFs, Registry, NO_PATH};
+use crate::{
+    containers::{Registry, NO_PATH},
+    host::{cgroupfs::CgroupFs, scan},
+};
 
 /// Counters about the table itself (exported by the agent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -147,6 +147,16 @@ pub struct Process {
 /// `Process::last_event` of an entry that came from a /proc scan or the seed.
 pub const SCANNED: u8 = u8::MAX;
 
+/// The host's kept stat files read a process by its pid and start time.
+impl crate::host::stat_files::Identity for Process {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn start_time_ns(&self) -> u64 {
+        self.start_time_ns
+    }
+}
+
 impl Process {
     pub fn comm_str(&self) -> std::borrow::Cow<'_, str> {
         crate::events::c_str(&self.comm)

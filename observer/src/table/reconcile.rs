@@ -8,7 +8,8 @@ use std::collections::HashSet;
 
 use observer_common::MAX_PID_LEVELS;
 
-use super::{scan::Scanned, ExitInfo, Fixed, Process, Table, Unconfirmed, CONFIRM_NS};
+use super::{ExitInfo, Fixed, Process, Table, Unconfirmed, CONFIRM_NS};
+use crate::host::scan::Scanned;
 
 /// How old a process unknown to the table must be for a check to call it a miss.
 const UNKNOWN_MARGIN_NS: u64 = 1_000_000_000;

@@ -74,7 +74,7 @@ fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
     tb.procs.get_mut(&10).unwrap().ns[NS_NET] = 77; // as an event would have set it
     let mut ns = [5; NS_COUNT];
     ns[NS_PID] = 1;
-    let d = |start| crate::table::scan::Details {
+    let d = |start| crate::host::scan::Details {
         pid: 10,
         start_ns: start,
         argv: b"x\0".to_vec(),

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Table;
-use crate::containers::{cgroup::Runtime, Container, ContainerKey};
+use crate::containers::{cgroup::Runtime, Container, ContainerData};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerSummary {
@@ -23,31 +23,6 @@ pub struct ContainerSummary {
     pub init_pid: Option<u32>,
     pub shim_pid: Option<u32>,
     pub shim_comm: Option<String>,
-}
-
-/// The registry's container record in a form views and the API can carry.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ContainerData {
-    #[serde(flatten)]
-    pub key: ContainerKey,
-    pub pod_uid: Option<String>,
-    /// Podman pod id from the cgroup path.
-    #[serde(default)]
-    pub pod_id: Option<String>,
-    pub ctr_namespace: Option<String>,
-    pub cgroup: String,
-    pub pidns: u32,
-    pub forks: u64,
-    pub execs: u64,
-    pub exits: u64,
-    /// (signal, result, count) of the signals its processes were sent.
-    #[serde(default)]
-    pub signals: Vec<(u32, u32, u64)>,
-    #[serde(default)]
-    pub oom_victims: u64,
-    /// Exits by class (table::signals::EXIT_CLASSES).
-    #[serde(default)]
-    pub exit_classes: [u64; 4],
 }
 
 impl Table {
@@ -272,4 +247,25 @@ fn count(s: &mut ContainerSummary, c: &Container, p: &super::Process) {
     if p.pid_level > 0 && p.ns_pid() == 1 && (c.pidns == 0 || p.pidns() == c.pidns) {
         s.init_pid = Some(p.pid);
     }
+}
+
+/// The OOM victims the table counted in `containers`, by cgroup path (what the host's
+/// kept cgroup files need to know when an OOM counter went stale: `read_containers`).
+pub fn oom_counts(containers: &[ContainerSummary]) -> rustc_hash::FxHashMap<String, u64> {
+    let mut out: rustc_hash::FxHashMap<String, u64> = rustc_hash::FxHashMap::default();
+    for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
+        *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
+    }
+    out
+}
+
+/// The distinct cgroup paths of `containers` (those with one).
+pub fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    containers
+        .iter()
+        .map(|c| c.container.cgroup.as_str())
+        .filter(|p| !p.is_empty() && seen.insert(*p))
+        .map(str::to_string)
+        .collect()
 }

@@ -1,7 +1,7 @@
 use observer_common::*;
 
 use super::*;
-use crate::{containers::cgroup::Runtime, events::Event, table::scan::Scanned};
+use crate::{containers::cgroup::Runtime, events::Event, host::scan::Scanned};
 
 pub(super) const HOST_NS: u32 = 4026531836;
 pub(super) const TICK: u64 = 10_000_000;
@@ -540,18 +540,13 @@ fn a_fork_event_later_than_the_scan_is_no_correction() {
     assert_eq!(tb.stats.corrections, 0);
 }
 
-pub(super) fn tb_scan(pid: u32) -> crate::table::scan::Scanned {
+pub(super) fn tb_scan(pid: u32) -> crate::host::scan::Scanned {
     scanned(pid, 1, TICK, "/", &[pid], HOST_NS, 'S')
 }
 
 impl Table {
     /// reconcile() with every scanned process still in /proc.
-    fn reconcile_all(
-        &mut self,
-        scans: &[crate::table::scan::Scanned],
-        start: u64,
-        now: u64,
-    ) -> u64 {
+    fn reconcile_all(&mut self, scans: &[crate::host::scan::Scanned], start: u64, now: u64) -> u64 {
         let live: Vec<(u32, u64)> = scans
             .iter()
             .map(|s| (s.pid, s.start_time_ns / TICK))

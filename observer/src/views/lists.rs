@@ -3,22 +3,27 @@
 
 use super::{
     model::{
-        container_view_with, exit_code, meta_of, process_views, short_id, ContainerView,
-        ProcessView, ViewCtx, ZombieView,
+        container_view, exit_code, short_id, ContainerFacts, ContainerView, ProcessView, ZombieView,
     },
     text::{bytes, duration, table, Escaped},
 };
-use crate::table::snapshot::Snapshot;
+use crate::{
+    containers::names::Meta,
+    host::facts::Live,
+    table::{snapshot::Snapshot, Process},
+};
 
-pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
-    let procs: Vec<&crate::table::Process> = snap.processes.iter().collect();
-    let mut v = process_views(ctx, snap, &procs, |p| {
-        p.container
-            .and_then(|i| snap.container(i))
-            .map(|s| short_id(&s.container.key.id))
-    });
+/// `observer ps`: the views of every process (each labelled with `container_label`), by pid.
+pub fn ps(mut v: Vec<ProcessView>) -> Vec<ProcessView> {
     v.sort_by_key(|p| p.pid);
     v
+}
+
+/// The short id of `p`'s container, as `ps` labels a process.
+pub fn container_label(snap: &Snapshot, p: &Process) -> Option<String> {
+    p.container
+        .and_then(|i| snap.container(i))
+        .map(|s| short_id(&s.container.key.id))
 }
 
 pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
@@ -73,23 +78,19 @@ pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
     )
 }
 
-pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
-    let pods = super::pods::membership(ctx, &snap.containers);
-    // Every container's cgroup files at once, in parallel, through the agent's open files.
-    let read = ctx.cgroup_files.map(|files| {
-        files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read_containers(ctx.cgroupfs, &snap.containers, Default::default())
-    });
+/// `observer containers`: every container of `snap`, with what was read of each (`facts`,
+/// in the order of `snap.containers`).
+pub fn containers(snap: &Snapshot, facts: Vec<ContainerFacts>, now_ns: u64) -> Vec<ContainerView> {
+    let pods = {
+        let metas: Vec<&Meta> = facts.iter().map(|f| &f.meta).collect();
+        super::pods::membership(&snap.containers, &metas)
+    };
     let mut v: Vec<ContainerView> = snap
         .containers
         .iter()
-        .map(|s| {
-            let r = read
-                .as_ref()
-                .and_then(|m| m.get(&s.container.cgroup).copied());
-            let mut c = container_view_with(ctx, s, r);
+        .zip(facts)
+        .map(|(s, f)| {
+            let mut c = container_view(s, f, now_ns);
             // Pod facts the container's own state lacks (podman members name only their
             // infra; the infra's hostname names the pod).
             if let Some((pod, ns, sandbox)) = pods.get(&s.index) {
@@ -146,38 +147,45 @@ pub fn render_containers(rows: &Escaped<Vec<ContainerView>>, no_headers: bool) -
     )
 }
 
-pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
-    let mut v: Vec<ZombieView> = snap
-        .processes
-        .iter()
-        .filter_map(|p| {
-            let e = p.exit?;
-            // Confirmed by /proc: reaped processes whose free event is still pending are gone.
-            // One that cannot be read (out of file descriptors) stays, on the table's word.
-            let live = match crate::table::scan::live_read(p.pid) {
-                Ok(l) => Some(l.filter(|l| l.is_of(p) && l.state == 'Z')?),
-                Err(_) => None,
-            };
-            let parent = snap.process(p.ppid);
-            let parent_live = parent.and_then(super::model::live_of);
-            let summary = p.container.and_then(|i| snap.container(i));
-            Some(ZombieView {
-                pid: p.pid,
-                ns_pid: p.ns_pid(),
-                comm: live.map_or_else(|| p.comm_str().into_owned(), |l| l.comm),
-                zombie_age_s: ctx.now_ns.saturating_sub(e.at_ns) as f64 / 1e9,
-                exit_code: e.status.map(exit_code),
-                parent_pid: p.ppid,
-                parent_comm: parent_live
-                    .as_ref()
-                    .map(|l| l.comm.clone())
-                    .or_else(|| parent.map(|par| par.comm_str().to_string())),
-                parent_state: parent_live.map(|l| l.state.to_string()),
-                container: summary.map(|s| short_id(&s.container.key.id)),
-                container_name: summary.and_then(|s| meta_of(ctx, s).name),
-            })
-        })
-        .collect();
+/// What was read of a zombie before its view: its live facts, confirmed to be of it and
+/// in state Z (None: unreadable — out of file descriptors —, listed on the table's word);
+/// its parent's live facts; its container's name.
+pub struct ZombieFacts {
+    pub live: Option<Live>,
+    pub parent_live: Option<Live>,
+    pub container_name: Option<String>,
+}
+
+/// The view of zombie `p` (None: `p` has not exited).
+pub fn zombie_view(
+    snap: &Snapshot,
+    p: &Process,
+    f: ZombieFacts,
+    now_ns: u64,
+) -> Option<ZombieView> {
+    let e = p.exit?;
+    let parent = snap.process(p.ppid);
+    let summary = p.container.and_then(|i| snap.container(i));
+    Some(ZombieView {
+        pid: p.pid,
+        ns_pid: p.ns_pid(),
+        comm: f.live.map_or_else(|| p.comm_str().into_owned(), |l| l.comm),
+        zombie_age_s: now_ns.saturating_sub(e.at_ns) as f64 / 1e9,
+        exit_code: e.status.map(exit_code),
+        parent_pid: p.ppid,
+        parent_comm: f
+            .parent_live
+            .as_ref()
+            .map(|l| l.comm.clone())
+            .or_else(|| parent.map(|par| par.comm_str().to_string())),
+        parent_state: f.parent_live.map(|l| l.state.to_string()),
+        container: summary.map(|s| short_id(&s.container.key.id)),
+        container_name: f.container_name,
+    })
+}
+
+/// `observer zombies`: the zombies' views, the longest dead first.
+pub fn zombies(mut v: Vec<ZombieView>) -> Vec<ZombieView> {
     v.sort_by(|a, b| b.zombie_age_s.total_cmp(&a.zombie_age_s));
     v
 }

@@ -1,20 +1,15 @@
 //! The documented, stable JSON shapes of observer's views (`-o json` and the agent's API),
-//! and how they are built from a table snapshot plus the live facts only /proc has (state
-//! letter, CPU time, RSS) and the cgroup resource files.
+//! and how they are built from a table snapshot plus the facts only the host has: each
+//! process's live /proc facts (state letter, CPU time, RSS), each container's cgroup
+//! resources and runtime names. Those are read before a view is built, by whoever builds it
+//! (api/assemble.rs), and handed in: nothing here reads anything.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    containers::{
-        cgroupfs::{CgroupFs, Resources},
-        names::{Meta, Resolver},
-    },
-    table::{
-        scan::{self, Live},
-        snapshot::Snapshot,
-        summary::ContainerSummary,
-        Process,
-    },
+    containers::names::Meta,
+    host::facts::{Live, Resources},
+    table::{snapshot::Snapshot, summary::ContainerSummary, Process},
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -145,27 +140,25 @@ pub struct ZombieView {
     pub container_name: Option<String>,
 }
 
-/// What builds views: clocks, the name resolver and the cgroup file systems.
-pub struct ViewCtx<'a> {
+/// What a view's figures are computed against: the boot-clock time of the view, and the
+/// units of /proc's figures (clock ticks, pages). Read from the host by the view's builder.
+#[derive(Clone, Copy, Debug)]
+pub struct Basis {
     pub now_ns: u64,
-    pub resolver: &'a mut Resolver,
-    pub cgroupfs: &'a CgroupFs,
-    /// The agent's open cgroup files (lists of every container read through them).
-    pub cgroup_files:
-        Option<&'a std::sync::Mutex<crate::containers::resource_files::ResourceFiles>>,
-    /// The agent's open /proc/<pid>/stat files (views of processes read through them).
-    pub stat_files: Option<&'a std::sync::Mutex<crate::table::stat_files::StatFiles>>,
+    /// Nanoseconds of one /proc clock tick.
+    pub tick_ns: u64,
+    /// Bytes of one page (RSS in /proc is in pages).
+    pub page_size: u64,
 }
 
-/// Boot-clock now in ns (the events' and start times' clock).
-pub fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// What a container's view shows that the table does not know, read before the view is
+/// built: its runtime's name and pod facts, its cgroup's resources (defaults for a container
+/// without a cgroup), and the current name of its shim (None: not running, or not read).
+#[derive(Clone, Debug, Default)]
+pub struct ContainerFacts {
+    pub meta: Meta,
+    pub resources: Resources,
+    pub shim_comm: Option<String>,
 }
 
 pub fn short_id(id: &str) -> String {
@@ -182,42 +175,22 @@ pub fn exit_code(status: u32) -> i32 {
     }
 }
 
-/// Reads the live /proc facts of `p`, checking it is still the same process.
-pub fn live_of(p: &Process) -> Option<Live> {
-    scan::live(p.pid).filter(|l| l.is_of(p))
-}
-
 fn yes() -> bool {
     true
 }
 
-/// The views of `procs` that are still in /proc (reaped ones are left out), with their
-/// live facts read through the agent's open stat files; `container` names each one's.
-/// A process whose read failed for another reason than being gone is still listed
-/// (`live: false`) with the table's facts.
-pub fn process_views(
-    ctx: &ViewCtx,
-    snap: &Snapshot,
-    procs: &[&Process],
-    container: impl Fn(&Process) -> Option<String> + Sync,
-) -> Vec<ProcessView> {
-    let now = ctx.now_ns;
-    crate::table::stat_files::StatFiles::read_with(ctx.stat_files, procs, |p, live| {
-        Some(process_view(snap, p, live, now, container(p)))
-    })
-    .into_iter()
-    .flatten()
-    .collect()
-}
-
-/// The view of one process, with its live /proc facts (None: unreadable, the table's).
-fn process_view(
+/// The view of one process, with its live /proc facts (None: unreadable, the table's);
+/// `container` names its container. A process whose read failed for another reason than
+/// being gone is listed this way (`live: false`) with the table's facts; one that is gone
+/// is not viewed at all.
+pub fn process_view(
     snap: &Snapshot,
     p: &Process,
     live: Option<Live>,
-    now_ns: u64,
+    basis: &Basis,
     container: Option<String>,
 ) -> ProcessView {
+    let now_ns = basis.now_ns;
     let parent = snap.process(p.ppid);
     let ns_ppid = match parent {
         Some(par) if par.pidns() == p.pidns() && p.pidns() != 0 => par.ns_pid(),
@@ -227,7 +200,7 @@ fn process_view(
         None if p.pid_level == 0 => p.ppid,
         None => 0,
     };
-    let tick = scan::tick_ns();
+    let tick = basis.tick_ns;
     let argv = p.argv.args();
     let is_live = live.is_some();
     let live = live.unwrap_or_else(|| Live {
@@ -259,7 +232,7 @@ fn process_view(
         start_time_ns: p.start_time_ns,
         age_s: now_ns.saturating_sub(p.start_time_ns) as f64 / 1e9,
         cpu_s: (live.cpu_ticks * tick) as f64 / 1e9,
-        rss_bytes: live.rss_pages * scan::page_size(),
+        rss_bytes: live.rss_pages * basis.page_size,
         pidns: p.pidns(),
         ns: crate::views::events::NsJson(p.ns),
         cgroup: snap.cgroup(p.cgroup).to_string(),
@@ -283,31 +256,14 @@ fn process_view(
     }
 }
 
-pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
-    ctx.resolver.meta(
-        &s.container.key,
-        s.container.ctr_namespace.as_deref(),
-        s.init_pid,
-    )
-}
-
-pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
-    container_view_with(ctx, s, None)
-}
-
-/// `container_view` with the cgroup's resources when the caller has read them already.
-pub fn container_view_with(
-    ctx: &mut ViewCtx,
-    s: &ContainerSummary,
-    resources: Option<Resources>,
-) -> ContainerView {
-    let meta = meta_of(ctx, s);
+/// The view of container `s`, with what was read of it (`facts`).
+pub fn container_view(s: &ContainerSummary, facts: ContainerFacts, now_ns: u64) -> ContainerView {
+    let ContainerFacts {
+        meta,
+        resources,
+        shim_comm,
+    } = facts;
     let c = &s.container;
-    let resources = if c.cgroup.is_empty() {
-        Resources::default()
-    } else {
-        resources.unwrap_or_else(|| ctx.cgroupfs.resources(&c.cgroup))
-    };
     ContainerView {
         id: c.key.id.clone(),
         short_id: short_id(&c.key.id),
@@ -324,50 +280,16 @@ pub fn container_view_with(
         init_pid: s.init_pid,
         shim_pid: s.shim_pid,
         // The live name: shims rename themselves after exec (observer-shim does).
-        shim_comm: s
-            .shim_pid
-            .and_then(scan::live)
-            .map(|l| l.comm)
-            .or_else(|| s.shim_comm.clone()),
+        shim_comm: shim_comm.or_else(|| s.shim_comm.clone()),
         processes: s.processes,
         threads: s.threads,
         zombies: s.zombies,
         oldest_zombie_age_s: s
             .oldest_zombie_ns
-            .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9),
+            .map(|t| now_ns.saturating_sub(t) as f64 / 1e9),
         forks: c.forks,
         execs: c.execs,
         exits: c.exits,
         resources,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        containers::cgroupfs::CgroupFs,
-        table::{snapshot::Scope, Table},
-    };
-
-    /// A process whose /proc files could not be read is listed with the table's facts and
-    /// says so.
-    #[test]
-    fn an_unreadable_process_is_listed_with_the_tables_facts() {
-        let me = std::process::id();
-        let host = scan::ns_inode(me, "pid");
-        let mut tb = Table::new(host, CgroupFs::default());
-        tb.seed(&[scan::scan_pid(me, host, true, None).unwrap()], 0);
-        let snap = tb.snapshot(Scope::All);
-        let p = snap.process(me).unwrap();
-        let v = process_view(&snap, p, None, boot_now_ns(), None);
-        assert!(!v.live);
-        assert_eq!((v.pid, v.ppid, v.state.as_str()), (me, p.ppid, "?"));
-        assert_eq!((v.ns_pids.clone(), v.pidns), (vec![me], host));
-        assert_eq!(v.comm, p.comm_str());
-        let live = process_view(&snap, p, live_of(p), boot_now_ns(), None);
-        assert!(live.live);
-        let json = serde_json::to_value(&v).unwrap();
-        assert_eq!(json["live"], false);
     }
 }

@@ -1,5 +1,6 @@
 //! `observer pods` and `observer tree <pod>`: a pod's sandbox and containers, the namespaces
-//! they share (read from the containers' PID 1s, /proc/<pid>/ns), and with a shared pid
+//! they share (those of the containers' PID 1s, /proc/<pid>/ns, read before the view and
+//! handed in: `PodNamespaces`), and with a shared pid
 //! namespace one tree rooted at the sandbox's PID 1, every process labelled with its
 //! container. Orphans the sandbox's PID 1 adopted say so (`pod_sandbox`), and a sandbox
 //! that does not reap its adopted children is named with the zombies it leaves.
@@ -12,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    model::{container_view, meta_of, short_id, ProcessView, TreeView, ViewCtx},
+    model::{short_id, ContainerView, ProcessView, TreeView},
     text::{bytes, table, Escaped, Style},
     tree,
 };
@@ -21,11 +22,20 @@ use crate::{
         names::Meta,
         pods::{self, Member, Pod},
     },
-    table::{scan, snapshot::Snapshot, summary::ContainerSummary},
+    table::{snapshot::Snapshot, summary::ContainerSummary},
 };
 
 /// Namespaces compared between a pod's containers (mnt is never shared).
-const SHAREABLE: &[&str] = &["pid", "net", "ipc", "uts", "cgroup", "user"];
+pub const SHAREABLE: [&str; 6] = ["pid", "net", "ipc", "uts", "cgroup", "user"];
+
+/// The namespace inodes (in the order of [`SHAREABLE`]; 0 where unreadable) of the pids a
+/// pod's view compares (`ns_pids`), read before the view: each PID 1 of its containers, and
+/// the process outside the pod. Left empty for a pod of fewer than two PID 1s.
+#[derive(Clone, Debug, Default)]
+pub struct PodNamespaces {
+    pub inits: Vec<[u32; SHAREABLE.len()]>,
+    pub outside: [u32; SHAREABLE.len()],
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PodView {
@@ -71,13 +81,12 @@ pub struct PodTreeView {
     pub containers: Vec<TreeView>,
 }
 
-/// The pods among `containers`, with each container's metadata.
-pub fn index(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Pod> {
-    let metas: Vec<Meta> = containers.iter().map(|s| meta_of(ctx, s)).collect();
+/// The pods among `containers`, with each container's metadata (`metas`, in the same order).
+pub fn index(containers: &[ContainerSummary], metas: &[&Meta]) -> Vec<Pod> {
     let members: Vec<Member> = containers
         .iter()
-        .zip(&metas)
-        .map(|(s, meta)| Member {
+        .zip(metas)
+        .map(|(s, &meta)| Member {
             index: s.index,
             data: &s.container,
             meta,
@@ -89,11 +98,11 @@ pub fn index(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Pod> {
 /// What each container in a pod shows of it: (pod name or id, its namespace, whether the
 /// container is the sandbox), by container index.
 pub fn membership(
-    ctx: &mut ViewCtx,
     containers: &[ContainerSummary],
+    metas: &[&Meta],
 ) -> HashMap<u32, (String, Option<String>, bool)> {
     let mut out = HashMap::new();
-    for p in index(ctx, containers) {
+    for p in index(containers, metas) {
         let name = p.name.clone().unwrap_or_else(|| short_id(&p.key.id));
         for &c in &p.containers {
             out.insert(c, (name.clone(), p.namespace.clone(), Some(c) == p.sandbox));
@@ -102,41 +111,52 @@ pub fn membership(
     out
 }
 
-/// The namespaces every init in `inits` shares with the first one and that the pod made:
-/// not those of `outside` (the sandbox's shim, or the agent: the host's namespaces, which
-/// containers that never unshared them all have in common).
-fn shared(inits: &[u32], outside: u32) -> Vec<(&'static str, u32)> {
-    if inits.len() < 2 {
+/// The containers of `pod` found in `containers`, in the pod's order.
+pub fn members<'a>(pod: &Pod, containers: &'a [ContainerSummary]) -> Vec<&'a ContainerSummary> {
+    pod.containers
+        .iter()
+        .filter_map(|&i| containers.iter().find(|s| s.index == i))
+        .collect()
+}
+
+/// The pids whose namespaces `pod_view` compares: the PID 1s of the pod's containers, and
+/// the process outside the pod (the sandbox's shim; None: the viewer itself, whose
+/// namespaces are the host's, which containers that never unshared them all have in common).
+pub fn ns_pids(pod: &Pod, containers: &[ContainerSummary]) -> (Vec<u32>, Option<u32>) {
+    let members = members(pod, containers);
+    let inits = members.iter().filter_map(|s| s.init_pid).collect();
+    (inits, members.iter().find_map(|s| s.shim_pid))
+}
+
+/// The namespaces every init shares with the first one and that the pod made: not those of
+/// the process outside it.
+fn shared(ns: &PodNamespaces) -> Vec<(&'static str, u32)> {
+    if ns.inits.len() < 2 {
         return Vec::new();
     }
     SHAREABLE
         .iter()
-        .filter_map(|&kind| {
-            let first = scan::ns_inode(inits[0], kind);
-            (first != 0
-                && first != scan::ns_inode(outside, kind)
-                && inits[1..].iter().all(|&p| scan::ns_inode(p, kind) == first))
-            .then_some((kind, first))
+        .enumerate()
+        .filter_map(|(k, &kind)| {
+            let first = ns.inits[0][k];
+            (first != 0 && first != ns.outside[k] && ns.inits[1..].iter().all(|i| i[k] == first))
+                .then_some((kind, first))
         })
         .collect()
 }
 
-/// The pod's view; `zombies` (a zombie snapshot, or a pod snapshot) counts the zombies its
-/// sandbox leaves unreaped.
+/// The pod's view from its containers' views (`views`, in the order of `members`) and their
+/// PID 1s' namespaces; `zombies` (a zombie snapshot, or a pod snapshot) counts the zombies
+/// its sandbox leaves unreaped.
 pub fn pod_view(
-    ctx: &mut ViewCtx,
     pod: &Pod,
     containers: &[ContainerSummary],
     zombies: Option<&Snapshot>,
+    ns: &PodNamespaces,
+    views: Vec<ContainerView>,
 ) -> PodView {
     let of = |i: u32| containers.iter().find(|s| s.index == i);
-    let members: Vec<&ContainerSummary> = pod.containers.iter().filter_map(|&i| of(i)).collect();
-    let inits: Vec<u32> = members.iter().filter_map(|s| s.init_pid).collect();
-    let outside = members
-        .iter()
-        .find_map(|s| s.shim_pid)
-        .unwrap_or_else(std::process::id);
-    let shared = shared(&inits, outside);
+    let shared = shared(ns);
     let sandbox_init = pod.sandbox.and_then(of).and_then(|s| s.init_pid);
     let in_pod: HashSet<u32> = pod.containers.iter().copied().collect();
     let sandbox_zombies = match (zombies, sandbox_init) {
@@ -171,8 +191,7 @@ pub fn pod_view(
         cpu_usage_ns: 0,
         memory_bytes: 0,
     };
-    for s in members {
-        let c = container_view(ctx, s);
+    for (s, c) in members(pod, containers).into_iter().zip(views) {
         v.processes += c.processes;
         v.threads += c.threads;
         v.zombies += c.zombies;
@@ -191,29 +210,24 @@ pub fn pod_view(
     v
 }
 
-pub fn pods(ctx: &mut ViewCtx, snap: &Snapshot, zombies: &Snapshot) -> Vec<PodView> {
-    let list = index(ctx, &snap.containers);
-    let mut v: Vec<PodView> = list
-        .iter()
-        .map(|p| pod_view(ctx, p, &snap.containers, Some(zombies)))
-        .collect();
+/// `observer pods`: the pods' views, by namespace and name.
+pub fn pods(mut v: Vec<PodView>) -> Vec<PodView> {
     v.sort_by(|a, b| (&a.namespace, &a.name, &a.id).cmp(&(&b.namespace, &b.name, &b.id)));
     v
 }
 
-/// The pod's tree from a snapshot of its containers (`Scope::Pod`).
-pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, pod: &Pod) -> PodTreeView {
-    let view = pod_view(ctx, pod, &snap.containers, Some(snap));
+/// The pod's tree from a snapshot of its containers (`Scope::Pod`): its view, and the trees
+/// of its containers found in `snap` (in the pod's order).
+pub fn build(
+    snap: &Snapshot,
+    pod: &Pod,
+    view: PodView,
+    mut containers: Vec<TreeView>,
+) -> PodTreeView {
     let sandbox_init = pod
         .sandbox
         .and_then(|i| snap.container(i))
         .and_then(|s| s.init_pid);
-    let mut containers: Vec<TreeView> = pod
-        .containers
-        .iter()
-        .filter_map(|&i| snap.container(i))
-        .map(|s| tree::build(ctx, snap, s))
-        .collect();
     // Orphans adopted by the pod's PID 1 were adopted by the sandbox.
     for t in &mut containers {
         for p in &mut t.processes {

@@ -8,22 +8,22 @@ use std::{
 };
 
 use super::{
-    model::{
-        container_view, process_views, short_id, OutsideParent, ProcessView, TreeView, ViewCtx,
-    },
+    model::{ContainerView, OutsideParent, ProcessView, TreeView},
     text::{bytes, duration, Escaped, Style},
 };
-use crate::table::{snapshot::Snapshot, summary::ContainerSummary};
+use crate::table::{snapshot::Snapshot, summary::ContainerSummary, Process};
 
-pub fn build(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> TreeView {
-    let container = container_view(ctx, summary);
-    let short = short_id(&summary.container.key.id);
-    let members: Vec<&crate::table::Process> = snap
-        .processes
+/// The processes of `summary`'s container in `snap`: those a tree views.
+pub fn members<'a>(snap: &'a Snapshot, summary: &ContainerSummary) -> Vec<&'a Process> {
+    snap.processes
         .iter()
         .filter(|p| p.container == Some(summary.index))
-        .collect();
-    let views = process_views(ctx, snap, &members, |_| Some(short.clone()));
+        .collect()
+}
+
+/// The tree of `container` from the views of its `members` (each labelled with the
+/// container's short id), in any order.
+pub fn build(snap: &Snapshot, container: ContainerView, views: Vec<ProcessView>) -> TreeView {
     let order = tree_order(&views);
     // Moved into tree order, not cloned (a view is a few hundred bytes and allocations).
     let mut slots: Vec<Option<ProcessView>> = views.into_iter().map(Some).collect();

@@ -3,7 +3,7 @@
 //! listeners and the build. Label-less or labelled by type — never by process.
 
 use super::family::Family;
-use crate::agent::health::Health;
+use crate::views::status::{ConnCounts, EventCounts, Health};
 
 pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
     scalars(h, fams);
@@ -204,7 +204,7 @@ fn memory(h: &Health, fams: &mut Vec<Family>) {
 
 /// The API listeners' connection counts, by listener.
 fn connections(h: &Health, fams: &mut Vec<Family>) {
-    type ConnField = fn(&crate::agent::http::ConnCounts) -> u64;
+    type ConnField = fn(&ConnCounts) -> u64;
     let conns: [(&'static str, &'static str, bool, ConnField); 6] = [
         (
             "observer_api_connections_open",
@@ -254,7 +254,7 @@ fn connections(h: &Health, fams: &mut Vec<Family>) {
 
 /// Events by type: received, emitted, lost, skipped, failed reads.
 fn events(h: &Health, fams: &mut Vec<Family>) {
-    type EventField = fn(&crate::agent::health::EventCounts) -> u64;
+    type EventField = fn(&EventCounts) -> u64;
     let per_type: [(&'static str, &'static str, EventField); 5] = [
         (
             "observer_events_received_total",

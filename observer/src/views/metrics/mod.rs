@@ -10,10 +10,8 @@ mod family;
 
 use family::{Agg, Family, LabelSets};
 
-use super::model::{meta_of, short_id, ViewCtx};
-use crate::{
-    agent::health::Health, containers::cgroupfs::Resources, table::summary::ContainerSummary,
-};
+use super::{model::short_id, status::Health};
+use crate::{containers::names::Meta, host::facts::Resources, table::summary::ContainerSummary};
 
 pub const CONTAINER_LABELS: [&str; 5] = [
     "container_id",
@@ -48,20 +46,25 @@ pub struct ContainerSample {
     pub ended: bool,
 }
 
-/// Builds container samples: names from the runtimes' state, resources from cgroup files
-/// (`resources(path)` — the caller caches limits).
+/// Builds container samples: names from the runtimes' state (`metas`, in the order of
+/// `containers`), resources as read from the cgroup files (`resources(path)`), both read by
+/// the caller; `now_ns` ages the zombies.
 pub fn samples(
-    ctx: &mut ViewCtx,
     containers: Vec<ContainerSummary>,
+    metas: Vec<Meta>,
     allow: &[String],
     mut resources: impl FnMut(&str) -> Resources,
+    now_ns: u64,
 ) -> Vec<ContainerSample> {
-    let pods = super::pods::membership(ctx, &containers);
+    let pods = {
+        let refs: Vec<&Meta> = metas.iter().collect();
+        super::pods::membership(&containers, &refs)
+    };
     containers
         .into_iter()
-        .map(|summary| {
+        .zip(metas)
+        .map(|(summary, mut meta)| {
             let s = &summary;
-            let mut meta = meta_of(ctx, s);
             if let Some((pod, ns, _)) = pods.get(&s.index) {
                 meta.pod = meta.pod.or_else(|| Some(pod.clone()));
                 meta.pod_namespace = meta.pod_namespace.or_else(|| ns.clone());
@@ -97,7 +100,7 @@ pub fn samples(
             };
             let oldest_zombie_age_s = s
                 .oldest_zombie_ns
-                .map(|t| ctx.now_ns.saturating_sub(t) as f64 / 1e9);
+                .map(|t| now_ns.saturating_sub(t) as f64 / 1e9);
             ContainerSample {
                 labels,
                 resources,

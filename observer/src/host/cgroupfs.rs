@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Serialize};
+use super::facts::Resources;
 
 #[derive(Clone, Debug, Default)]
 pub struct CgroupFs {
@@ -218,19 +218,6 @@ impl UsageField {
             UsageField::PidsMax => r.pids_limit = limit(text),
         }
     }
-}
-
-/// One cgroup's resource use; None where this host does not account it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    pub cpu_usage_ns: Option<u64>,
-    pub memory_bytes: Option<u64>,
-    /// None: no limit.
-    pub memory_limit_bytes: Option<u64>,
-    pub pids: Option<u64>,
-    /// None: no limit.
-    pub pids_limit: Option<u64>,
-    pub oom_kills: Option<u64>,
 }
 
 fn number(text: &str) -> Option<u64> {

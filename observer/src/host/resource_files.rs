@@ -26,8 +26,10 @@ use std::{
 // SipHash showed in profiles.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
-use super::cgroupfs::{CgroupFs, Resources, UsageField};
-use crate::table::summary::ContainerSummary;
+use super::{
+    cgroupfs::{CgroupFs, UsageField},
+    facts::Resources,
+};
 
 /// Descriptors left for everything else (sockets, /proc, BPF maps).
 const RESERVE_FDS: u64 = 1024;
@@ -57,7 +59,7 @@ pub struct ResourceFiles {
 impl Default for ResourceFiles {
     fn default() -> Self {
         // The views' kept /proc stat files share the descriptor table.
-        Self::with_budget(fd_budget().saturating_sub(crate::table::stat_files::MAX_OPEN))
+        Self::with_budget(fd_budget().saturating_sub(super::stat_files::MAX_OPEN))
     }
 }
 
@@ -72,18 +74,20 @@ impl ResourceFiles {
         }
     }
 
-    /// The resources of `containers`' cgroups: `known` (from `read_known`) is taken as read
-    /// except for cgroups whose container the table counted a new OOM victim in since
-    /// (`note_ooms`); the rest are read now, and files of cgroups gone are closed.
+    /// The resources of the live containers' cgroups `paths`, whose OOM victims the table
+    /// counted as `ooms` (per cgroup path): `known` (from `read_known`) is taken as read
+    /// except for cgroups with a new OOM victim since (`note_ooms`); the rest are read now,
+    /// and files of cgroups gone are closed.
     pub fn read_containers(
         &mut self,
         cg: &CgroupFs,
-        containers: &[ContainerSummary],
+        paths: &[String],
+        ooms: &HashMap<String, u64>,
         mut known: HashMap<String, Resources>,
     ) -> HashMap<String, Resources> {
-        let stale = self.note_ooms(&oom_counts(containers));
+        let stale = self.note_ooms(ooms);
         known.retain(|p, _| !stale.contains(p));
-        self.read_new(cg, &cgroup_paths(containers), known)
+        self.read_new(cg, paths, known)
     }
 
     /// Whether OOM kills arrive as events (oom:mark_victim attached): only then are OOM
@@ -178,7 +182,7 @@ impl ResourceFiles {
     }
 
     fn read_entries(&self, entries: &[(&String, &Vec<Open>)]) -> HashMap<String, Resources> {
-        crate::table::scan::parallel(entries, |(path, files)| {
+        super::scan::parallel(entries, |(path, files)| {
             let mut r = Resources::default();
             let mut buf = Vec::with_capacity(512);
             for f in files.iter() {
@@ -238,26 +242,6 @@ fn spread(d: Duration) -> Duration {
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
     d + d.mul_f64(f64::from(nanos) / 1e9)
-}
-
-/// The OOM victims the table counted in `containers`, by cgroup path (for `note_ooms`).
-fn oom_counts(containers: &[ContainerSummary]) -> HashMap<String, u64> {
-    let mut out: HashMap<String, u64> = HashMap::default();
-    for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
-        *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
-    }
-    out
-}
-
-/// The distinct cgroup paths of `containers` (those with one).
-fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
-    let mut seen = FxHashSet::default();
-    containers
-        .iter()
-        .map(|c| c.container.cgroup.as_str())
-        .filter(|p| !p.is_empty() && seen.insert(*p))
-        .map(str::to_string)
-        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

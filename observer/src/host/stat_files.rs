@@ -22,10 +22,14 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-use super::{
-    scan::{self, Live},
-    Process,
-};
+use super::{facts::Live, scan};
+
+/// A process as the caller knows it: its pid and the start time (boot-clock ns) that
+/// together name it — a pid alone may name another process by the time it is read.
+pub trait Identity {
+    fn pid(&self) -> u32;
+    fn start_time_ns(&self) -> u64;
+}
 
 /// Files kept open at most (~9 MB of kernel memory at a page and a bit each).
 pub const MAX_OPEN: usize = 2048;
@@ -97,7 +101,10 @@ impl StatFiles {
 
     /// The live facts of each of `procs`, in order: None where the process is gone, or the
     /// pid now names another process; `Some(None)` where it could not be read.
-    pub fn read(files: Option<&Mutex<StatFiles>>, procs: &[&Process]) -> Vec<Option<Option<Live>>> {
+    pub fn read<P: Identity + Sync>(
+        files: Option<&Mutex<StatFiles>>,
+        procs: &[&P],
+    ) -> Vec<Option<Option<Live>>> {
         Self::read_with(files, procs, |_, l| Some(l))
     }
 
@@ -107,10 +114,10 @@ impl StatFiles {
     /// knows). Reads, and runs `f`, on up to 4 threads (scan::parallel), through the files
     /// `files` keeps (or opens and then keeps, within its budget); without a cache, each
     /// file is opened, read and closed.
-    pub fn read_with<R: Send>(
+    pub fn read_with<P: Identity + Sync, R: Send>(
         files: Option<&Mutex<StatFiles>>,
-        procs: &[&Process],
-        f: impl Fn(&Process, Option<Live>) -> Option<R> + Sync,
+        procs: &[&P],
+        f: impl Fn(&P, Option<Live>) -> Option<R> + Sync,
     ) -> Vec<Option<R>> {
         let (kept, room) = match files {
             Some(m) => {
@@ -119,8 +126,8 @@ impl StatFiles {
                     .iter()
                     .map(|p| {
                         g.files
-                            .get(&p.pid)
-                            .filter(|e| e.start_ns == p.start_time_ns)
+                            .get(&p.pid())
+                            .filter(|e| e.start_ns == p.start_time_ns())
                             .map(|e| e.file.clone())
                     })
                     .collect();
@@ -133,7 +140,7 @@ impl StatFiles {
         let reads: Vec<Read<R>> = scan::parallel(&idx, |&i| {
             let p = procs[i];
             let (outcome, opened) = match &kept[i] {
-                Some(file) => (outcome_of(read_at(file), p), None),
+                Some(file) => (outcome_of(read_at(file), p.start_time_ns()), None),
                 None => open_and_read(p),
             };
             // Keep a file opened now only while there is room; else it closes here.
@@ -172,9 +179,9 @@ impl StatFiles {
     /// After a read: keeps the files opened (within the budget), marks the ones read,
     /// closes those whose read failed, counts the unreadable, and now and then closes the
     /// idle ones.
-    fn settle<R>(
+    fn settle<P: Identity, R>(
         &mut self,
-        procs: &[&Process],
+        procs: &[&P],
         kept: &[Option<Arc<File>>],
         reads: Vec<Read<R>>,
     ) -> Vec<Option<R>> {
@@ -186,19 +193,19 @@ impl StatFiles {
             }
             match (k, r.live, r.opened) {
                 (Some(_), true, _) => {
-                    if let Some(e) = self.files.get_mut(&p.pid) {
+                    if let Some(e) = self.files.get_mut(&p.pid()) {
                         e.used = now;
                     }
                 }
                 (Some(_), false, _) => {
-                    self.files.remove(&p.pid);
+                    self.files.remove(&p.pid());
                 }
                 (None, _, Some(f)) => {
-                    if self.files.len() < self.budget || self.files.contains_key(&p.pid) {
+                    if self.files.len() < self.budget || self.files.contains_key(&p.pid()) {
                         let file = Arc::new(f);
-                        let start_ns = p.start_time_ns;
+                        let start_ns = p.start_time_ns();
                         self.files.insert(
-                            p.pid,
+                            p.pid(),
                             Entry {
                                 start_ns,
                                 file,
@@ -220,17 +227,18 @@ impl StatFiles {
 }
 
 /// Opens and reads the stat file of `p`: what the read says, and the open file.
-fn open_and_read(p: &Process) -> (Outcome, Option<File>) {
-    match File::open(format!("/proc/{}/stat", p.pid)) {
-        Ok(file) => (outcome_of(read_at(&file), p), Some(file)),
+fn open_and_read(p: &impl Identity) -> (Outcome, Option<File>) {
+    match File::open(format!("/proc/{}/stat", p.pid())) {
+        Ok(file) => (outcome_of(read_at(&file), p.start_time_ns()), Some(file)),
         Err(e) if scan::is_gone(&e) => (Outcome::Gone, None),
         Err(_) => (Outcome::Unreadable, None),
     }
 }
 
-fn outcome_of(read: std::io::Result<Option<Live>>, p: &Process) -> Outcome {
+/// What a read says of the process that started at `start_ns`.
+fn outcome_of(read: std::io::Result<Option<Live>>, start_ns: u64) -> Outcome {
     match read {
-        Ok(Some(l)) if l.is_of(p) => Outcome::Live(l),
+        Ok(Some(l)) if l.is_of(start_ns) => Outcome::Live(l),
         // Another process holds the pid now, or the text is not a stat line of a task.
         Ok(_) => Outcome::Gone,
         Err(e) if scan::is_gone(&e) => Outcome::Gone,
@@ -248,7 +256,31 @@ fn read_at(f: &File) -> std::io::Result<Option<Live>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{containers::cgroupfs::CgroupFs, table::Table};
+
+    /// A process as a table would know it: its pid and the start time /proc gives.
+    #[derive(Clone)]
+    struct Known {
+        pid: u32,
+        start_time_ns: u64,
+    }
+
+    impl Identity for Known {
+        fn pid(&self) -> u32 {
+            self.pid
+        }
+        fn start_time_ns(&self) -> u64 {
+            self.start_time_ns
+        }
+    }
+
+    fn known(pid: u32) -> Option<Known> {
+        let host = scan::ns_inode(std::process::id(), "pid");
+        let s = scan::scan_pid(pid, host, true, None)?;
+        Some(Known {
+            pid,
+            start_time_ns: s.start_time_ns,
+        })
+    }
 
     /// A real child: read through a kept file like an opened one, and once reaped, gone
     /// (its file closed) although the pid may be anyone's by then.
@@ -266,10 +298,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let host = scan::ns_inode(std::process::id(), "pid");
-        let mut tb = Table::new(host, CgroupFs::default());
-        tb.seed(&[scan::scan_pid(pid, host, true, None).unwrap()], 0);
-        let p = tb.get(pid).unwrap().clone();
+        let p = known(pid).unwrap();
         let fresh = scan::live(pid).unwrap();
         let files = Mutex::new(StatFiles::default());
         let first = StatFiles::read(Some(&files), &[&p]);
@@ -310,18 +339,8 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let host = scan::ns_inode(std::process::id(), "pid");
-        let mut tb = Table::new(host, CgroupFs::default());
-        let seeds: Vec<_> = kids
-            .iter()
-            .filter_map(|k| scan::scan_pid(k.id(), host, true, None))
-            .collect();
-        tb.seed(&seeds, 0);
-        let procs: Vec<Process> = kids
-            .iter()
-            .map(|k| tb.get(k.id()).unwrap().clone())
-            .collect();
-        let refs: Vec<&Process> = procs.iter().collect();
+        let procs: Vec<Known> = kids.iter().map(|k| known(k.id()).unwrap()).collect();
+        let refs: Vec<&Known> = procs.iter().collect();
         let files = Mutex::new(StatFiles::with_budget(10));
         let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
         let read = StatFiles::read(Some(&files), &refs);
@@ -346,26 +365,26 @@ mod tests {
     /// failure keeps the process in the view.
     #[test]
     fn only_a_vanished_process_is_gone() {
-        let host = scan::ns_inode(std::process::id(), "pid");
-        let mut tb = Table::new(host, CgroupFs::default());
-        tb.seed(
-            &[scan::scan_pid(std::process::id(), host, true, None).unwrap()],
-            0,
-        );
-        let p = tb.get(std::process::id()).unwrap().clone();
+        let p = known(std::process::id()).unwrap();
         let err = |n| Err(std::io::Error::from_raw_os_error(n));
         for gone in [libc::ENOENT, libc::ESRCH] {
-            assert!(matches!(outcome_of(err(gone), &p), Outcome::Gone));
+            assert!(matches!(
+                outcome_of(err(gone), p.start_time_ns),
+                Outcome::Gone
+            ));
         }
         for unreadable in [libc::EMFILE, libc::ENFILE, libc::EACCES, libc::EIO] {
             assert!(matches!(
-                outcome_of(err(unreadable), &p),
+                outcome_of(err(unreadable), p.start_time_ns),
                 Outcome::Unreadable
             ));
         }
-        assert!(matches!(outcome_of(Ok(None), &p), Outcome::Gone));
         assert!(matches!(
-            outcome_of(Ok(scan::live(p.pid)), &p),
+            outcome_of(Ok(None), p.start_time_ns),
+            Outcome::Gone
+        ));
+        assert!(matches!(
+            outcome_of(Ok(scan::live(p.pid)), p.start_time_ns),
             Outcome::Live(_)
         ));
     }

@@ -10,6 +10,8 @@ use std::{io::Read, os::unix::fs::MetadataExt, path::Path};
 
 use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_NAMES, NS_PID};
 
+use super::facts::Live;
+
 /// Clock ticks per second of /proc times (USER_HZ).
 pub fn ticks_per_second() -> u64 {
     procfs::ticks_per_second().max(1)
@@ -57,27 +59,6 @@ impl Scanned {
     /// reads as `Z` in /proc (with Threads > 1): that process is alive.
     pub fn is_zombie(&self) -> bool {
         self.state == 'Z' && self.threads <= 1
-    }
-}
-
-/// Live facts about a running process that only /proc has.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Live {
-    pub state: char,
-    /// Current comm: programs rename themselves (prctl PR_SET_NAME; busybox applets do).
-    pub comm: String,
-    pub ppid: u32,
-    pub start_ticks: u64,
-    pub cpu_ticks: u64,
-    pub rss_pages: u64,
-    pub threads: u32,
-}
-
-impl Live {
-    /// Whether these facts are of `p` (the pid not reused since): /proc's start time in
-    /// clock ticks against the table's.
-    pub fn is_of(&self, p: &super::Process) -> bool {
-        self.start_ticks == p.start_time_ns / tick_ns()
     }
 }
 
@@ -349,13 +330,13 @@ fn read_cmdline_at(f: Option<std::fs::File>) -> Vec<u8> {
     let mut cmdline = Vec::new();
     if let Some(f) = f {
         let _ = f
-            .take(super::process::ARGV_BYTES as u64)
+            .take(observer_common::ARGS_LEN as u64)
             .read_to_end(&mut cmdline);
     }
     cmdline
 }
 
-/// /proc/<pid>/cmdline, bounded like the table's argv.
+/// /proc/<pid>/cmdline, bounded like the table's argv (the kernel side's ARGS_LEN).
 pub fn cmdline(pid: u32) -> Vec<u8> {
     read_cmdline_at(std::fs::File::open(format!("/proc/{pid}/cmdline")).ok())
 }
@@ -454,7 +435,7 @@ pub fn pids() -> Vec<u32> {
 pub fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
     let host = ns_inode(std::process::id(), "pid");
     // Cgroups first: a process that starts after this read has its file read instead.
-    let cgroups = crate::containers::cgroupfs::CgroupFs::discover().members();
+    let cgroups = super::cgroupfs::CgroupFs::discover().members();
     parallel(&pids(), |&p| {
         scan_pid(p, host, with_cmdline, Some(&cgroups))
     })

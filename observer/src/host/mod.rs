@@ -1,0 +1,11 @@
+//! Reading the host, the bottom layer: /proc (the processes of the seed, reconciliation and
+//! the one-shot view; the live facts only /proc has, read through kept-open stat files),
+//! the cgroup file systems and resource files, and the boot clock. It knows nothing of the
+//! table or of containers: the layers above hand it pids, start times and cgroup paths.
+
+pub mod cgroupfs;
+pub mod clock;
+pub mod facts;
+pub mod resource_files;
+pub mod scan;
+pub mod stat_files;
