@@ -13,17 +13,7 @@ use serde_json::Value;
 use super::host::Cgroup;
 
 /// Namespace names as /proc/<pid>/ns and the agent's `ns` object spell them.
-const NS: [&str; 9] = [
-    "pid",
-    "pid_for_children",
-    "mnt",
-    "uts",
-    "ipc",
-    "net",
-    "user",
-    "cgroup",
-    "time",
-];
+use observer_common::NS_NAMES as NS;
 
 /// What both sides must agree on for one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
