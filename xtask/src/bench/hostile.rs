@@ -67,21 +67,6 @@ fn get(addr: &str, auth: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&head[9..12]).into_owned())
 }
 
-/// Events the kernel dropped so far, from the status on the unix socket (the TCP listener
-/// wants credentials).
-fn dropped(agent: &Agent) -> Result<u64> {
-    let mut s = std::os::unix::net::UnixStream::connect(&agent.socket)?;
-    write!(s, "GET /v1/status HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let st: serde_json::Value = serde_json::from_str(body).context("the agent's status")?;
-    Ok(st["events"]
-        .as_array()
-        .map(|a| a.iter().map(|e| e["dropped"].as_u64().unwrap_or(0)).sum())
-        .unwrap_or(0))
-}
-
 fn storm_with(web: &std::path::Path, clients: bool) -> Result<Outcome> {
     let web = web.to_str().context("a UTF-8 temp dir")?;
     let agent = Agent::start_with(&[
@@ -110,7 +95,7 @@ fn storm_with(web: &std::path::Path, clients: bool) -> Result<Outcome> {
             })
         })
         .collect();
-    let lost0 = dropped(&agent)?;
+    let (_, lost0) = agent.event_totals()?;
     let script = format!("i=0; while [ $i -lt {SPAWNS} ]; do /bin/true; i=$((i+1)); done");
     let t = Instant::now();
     let workers: Vec<_> = (0..WORKERS)
@@ -125,7 +110,7 @@ fn storm_with(web: &std::path::Path, clients: bool) -> Result<Outcome> {
         let _ = t.join();
     }
     thread::sleep(std::time::Duration::from_millis(300));
-    let lost = dropped(&agent)?;
+    let (_, lost) = agent.event_totals()?;
     let c = |i: usize| counts[i].load(Ordering::Relaxed);
     Ok(Outcome {
         lost: lost - lost0,
