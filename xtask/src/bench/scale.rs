@@ -22,25 +22,6 @@ const IDLE_S: u64 = 30;
 const CHURN: usize = 1000;
 const CHURN_WORKERS: usize = 4;
 
-/// kernel.pid_max raised for the run, restored on drop.
-struct PidMax(String);
-
-impl PidMax {
-    fn raise(to: u64) -> Result<PidMax> {
-        let old = std::fs::read_to_string("/proc/sys/kernel/pid_max")?;
-        if old.trim().parse::<u64>().unwrap_or(0) < to {
-            std::fs::write("/proc/sys/kernel/pid_max", to.to_string())?;
-        }
-        Ok(PidMax(old.trim().to_string()))
-    }
-}
-
-impl Drop for PidMax {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/pid_max", &self.0);
-    }
-}
-
 /// Containers started by the benchmark, removed on drop.
 struct Containers(Vec<String>);
 
@@ -263,7 +244,7 @@ pub struct Scale {
 
 /// Grows the node size by size, measuring at each; then the churn on the biggest.
 pub fn run() -> Result<Scale> {
-    let _pid_max = PidMax::raise(1 << 20)?;
+    let _pid_max = crate::util::PidMax::raise(1 << 20)?;
     let big = "bench-scale-big".to_string();
     let mut ctrs = Containers(vec![big.clone()]);
     rm(&ctrs.0);

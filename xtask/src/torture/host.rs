@@ -255,41 +255,6 @@ impl Drop for PidsLimit {
     }
 }
 
-const PID_MAX: &str = "/proc/sys/kernel/pid_max";
-
-/// kernel.pid_max lowered for the run, restored on drop.
-pub struct PidMax {
-    old: String,
-    pub now: u64,
-}
-
-impl PidMax {
-    /// Lowers pid_max to `want` (never raises it; never below 4 times the tasks running).
-    pub fn lower(want: u64) -> Result<PidMax> {
-        let old = std::fs::read_to_string(PID_MAX)?.trim().to_string();
-        let cur: u64 = old.parse().context("kernel.pid_max")?;
-        let tasks: u64 = std::fs::read_dir("/proc")?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-            .map(|e| std::fs::read_dir(e.path().join("task")).map_or(1, |t| t.count() as u64))
-            .sum();
-        let now = want.max(tasks * 4).min(cur);
-        std::fs::write(PID_MAX, now.to_string()).context("lowering kernel.pid_max")?;
-        Ok(PidMax { old, now })
-    }
-}
-
-impl Drop for PidMax {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(PID_MAX, &self.old) {
-            eprintln!(
-                "torture: could not restore kernel.pid_max to {}: {e}",
-                self.old
-            );
-        }
-    }
-}
-
 /// C strings of files a child writes "0" into between fork and exec (joining cgroups),
 /// prepared before the fork: nothing may allocate there.
 pub fn join_paths(paths: &[PathBuf]) -> Vec<CString> {

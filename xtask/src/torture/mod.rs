@@ -75,7 +75,7 @@ impl Drop for Workload {
 struct Run {
     work: Workload,
     _pids: host::PidsLimit,
-    pid_max: host::PidMax,
+    pid_max: crate::util::PidMax,
     /// The agent's event stream, kept per PID for the mismatches' reports.
     history: history::History,
     agent: agent::Agent,
@@ -88,7 +88,7 @@ fn start(dir: &Path, secs: u64) -> Result<Run> {
     let name = format!("observer-torture-{}", std::process::id());
     let cg = host::Cgroup::create(&name)?;
     let pids = host::PidsLimit::new(&cg, PIDS_MAX)?;
-    let pid_max = host::PidMax::lower(SMALL_PID_MAX)?;
+    let pid_max = crate::util::PidMax::lower(SMALL_PID_MAX)?;
     let mut join = vec![cg.path.join("cgroup.procs")];
     join.extend(pids.join.iter().cloned());
     let join = host::join_paths(&join);
