@@ -514,3 +514,74 @@ fn clients_with_wrong_passwords_and_scrapers_cost_no_events() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Stopped (SIGSTOP) for as long as it lives: a stopped agent's ring buffer fills, and what
+/// happens then is lost. Continued on drop, also when the test fails.
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_move_to_another_cgroup_whose_event_was_lost_is_corrected_after_the_loss() {
+    let (a, b) = (TestCgroup::new("lost-move-a"), TestCgroup::new("lost-move-b"));
+    let rel = |c: &TestCgroup| {
+        format!("/{}", c.path.strip_prefix(cgroup2_mount()).unwrap().display())
+    };
+    let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h", "-v"]);
+    let sleep = Killed(Command::new("sleep").arg("300").spawn().unwrap());
+    let pid = sleep.0.id();
+    let cgroup_of = |pid: u32| -> Option<String> {
+        let ps = agent.json(&["ps"]);
+        let p = ps.as_array()?.iter().find(|p| p["pid"] == pid)?;
+        p["cgroup"].as_str().map(str::to_string)
+    };
+    std::fs::write(a.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    let in_a = rel(&a);
+    eventually(Duration::from_secs(5), "the move to a seen", || {
+        (cgroup_of(pid)? == in_a).then_some(())
+    });
+    let before = status(&agent);
+    {
+        let _stopped = Stopped::new(agent.pid());
+        // Far more than 4 KiB of events, then the move: it finds the ring buffer full.
+        let burst = sh("for i in $(seq 300); do /bin/true; done");
+        assert!(burst.status.success());
+        std::fs::write(b.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+    let in_b = rel(&b);
+    let seen = eventually(Duration::from_secs(15), "the cgroup corrected", || {
+        let now = cgroup_of(pid)?;
+        (now == in_b).then_some(now)
+    });
+    assert_eq!(seen, in_b);
+    let st = status(&agent);
+    assert!(total(&st, "dropped") > total(&before, "dropped"), "{st:#}");
+    let line = agent
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("correction: cgroup") && l.contains(&format!("pid {pid} ")))
+        .unwrap_or_else(|| panic!("no correction line for pid {pid}"));
+    assert!(line.contains(&in_a) && line.contains(&in_b), "{line}");
+    drop(sleep);
+}
+
+/// A child killed and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

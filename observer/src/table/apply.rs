@@ -139,12 +139,20 @@ impl Table {
     fn cgroup_attach(&mut self, h: &EventHeader, e: &CgroupAttachEvent) {
         let pid = h.tgid;
         self.ensure(pid, &e.task, true);
-        let path = c_str(&e.path);
-        let idx = self.registry.intern_path(&path);
-        if e.hierarchy_id == 0 {
+        // A path longer than the record holds arrives cut: the cgroup2 id names it whole
+        // when a walk or an earlier event taught it.
+        let cut = !e.path.contains(&0);
+        let known = (e.hierarchy_id == 0)
+            .then(|| self.registry.path_of_cgroup_id(e.dst_cgroup_id))
+            .flatten();
+        let idx = match known {
+            Some(idx) if cut => idx,
+            _ => self.registry.intern_path(&c_str(&e.path)),
+        };
+        if e.hierarchy_id == 0 && !cut {
             self.registry.learn_cgroup_id(e.dst_cgroup_id, idx);
         }
-        let names_container = crate::containers::cgroup::parse_path(&path).is_some();
+        let names_container = crate::containers::cgroup::parse_path(self.registry.path(idx)).is_some();
         if let Some(p) = self.procs.get_mut(&pid) {
             if e.hierarchy_id == 0 {
                 p.cgroup_id = e.dst_cgroup_id;

@@ -200,7 +200,7 @@ impl Table {
             match self.procs.get(&s.pid).map(|p| p.start_time_ns) {
                 Some(start) if self.same_tick(start, s.start_time_ns) => {
                     if old_enough {
-                        fixes += self.correct(s, now_ns);
+                        fixes += self.correct(s, scan_start_ns, now_ns);
                     }
                 }
                 _ => self.add_missed(s, old_enough, now_ns, &live_start_ticks),
@@ -213,33 +213,15 @@ impl Table {
     }
 
     /// Fixes what the table has wrong about a process the scan found (the same one: same
-    /// start): its parent and whether it exited. Returns the number of fixes.
-    fn correct(&mut self, s: &Scanned, now_ns: u64) -> u64 {
-        let mut fixes = 0;
+    /// start): its parent, whether it exited, its cgroup. Returns the number of fixes.
+    fn correct(&mut self, s: &Scanned, scan_start_ns: u64, now_ns: u64) -> u64 {
+        let mut fixes = self.correct_parent(s, now_ns);
         let p = &self.procs[&s.pid];
-        let (ppid, zombie, pending) = (
-            p.ppid,
-            p.is_zombie(),
-            self.pending.iter().any(|w| w.pid == s.pid),
-        );
-        if ppid != s.ppid && !pending && s.ppid != 0 {
-            log::info!(
-                "correction: parent: the table has {}, /proc has {}",
-                entry(p),
-                scanned(s)
-            );
-            let from = self
-                .procs
-                .get(&ppid)
-                .is_none_or(|o| o.is_zombie())
-                .then_some(ppid);
-            self.reparent(s.pid, s.ppid, from, now_ns);
-            fixes += 1;
-        }
+        let zombie = p.is_zombie();
         if s.is_zombie() && !zombie {
             log::info!(
                 "correction: exit missed: the table has {} running, /proc has {}",
-                entry(&self.procs[&s.pid]),
+                entry(p),
                 scanned(s)
             );
             self.procs.get_mut(&s.pid).expect("present").exit = Some(ExitInfo {
@@ -249,7 +231,70 @@ impl Table {
             self.exited.insert(s.pid);
             fixes += 1;
         }
-        fixes
+        fixes + self.correct_cgroup(s, scan_start_ns)
+    }
+
+    fn correct_parent(&mut self, s: &Scanned, now_ns: u64) -> u64 {
+        let p = &self.procs[&s.pid];
+        let pending = self.pending.iter().any(|w| w.pid == s.pid);
+        if p.ppid == s.ppid || pending || s.ppid == 0 {
+            return 0;
+        }
+        log::info!(
+            "correction: parent: the table has {}, /proc has {}",
+            entry(p),
+            scanned(s)
+        );
+        let from = self
+            .procs
+            .get(&p.ppid)
+            .is_none_or(|o| o.is_zombie())
+            .then_some(p.ppid);
+        self.reparent(s.pid, s.ppid, from, now_ns);
+        1
+    }
+
+    /// A move to another cgroup whose attach event was lost: the table's cgroup is none of
+    /// those /proc lists for the process (or its cgroup2 id names another cgroup2 path).
+    /// Judged only for a running process no event touched since the scan began — a later
+    /// event (its move, say) is newer than what the scan read.
+    fn correct_cgroup(&mut self, s: &Scanned, scan_start_ns: u64) -> u64 {
+        let p = &self.procs[&s.pid];
+        if p.is_zombie() || s.is_zombie() || p.last_event_ns >= scan_start_ns {
+            return 0;
+        }
+        let Some(lines) = crate::containers::cgroup::ranked_lines(&s.cgroup) else {
+            return 0;
+        };
+        let Some(v2) = lines.iter().find(|l| l.hierarchy == 0) else {
+            return 0;
+        };
+        let held = self.registry.path(p.cgroup);
+        let id_path = self
+            .registry
+            .path_of_cgroup_id(p.cgroup_id)
+            .filter(|_| p.cgroup_id != 0)
+            .map(|i| self.registry.path(i));
+        let known = lines.iter().any(|l| l.path == held);
+        if known && id_path.is_none_or(|id_path| id_path == v2.path) {
+            return 0;
+        }
+        log::info!(
+            "correction: cgroup: the table has {} in {:?}, /proc has {} in {:?}",
+            entry(p),
+            id_path.unwrap_or(held),
+            scanned(s),
+            v2.path
+        );
+        let idx = self.registry.intern_file(&s.cgroup);
+        let v2_idx = self.registry.intern_path(v2.path);
+        let id = self.registry.cgroup_id_of(v2_idx);
+        let p = self.procs.get_mut(&s.pid).expect("present");
+        p.cgroup = idx;
+        // Its cgroup2 id as last learned from an event, else unknown until the next.
+        p.cgroup_id = id.unwrap_or(0);
+        self.reattribute(s.pid);
+        1
     }
 
     /// Adds a process the scan found and the table lacks (or holds an earlier process
