@@ -3,7 +3,9 @@
 //! process id, compared with the table), and a full scan when a check finds a difference,
 //! when events were lost, and every `full_reconcile_every`. Checks and scans read on a
 //! blocking thread; their results are applied here, on the event loop, after the events
-//! that arrived meanwhile.
+//! that arrived meanwhile. On a big node both are spaced further apart than configured, so
+//! that each kind costs at most [`BUDGET`] of a core on average (a check of 50,000 processes
+//! takes ~60 ms, a full scan seconds).
 
 use std::{
     collections::BTreeMap,
@@ -18,20 +20,27 @@ use tokio::{
 use super::{pump::Pump, trim_heap, AgentConfig};
 use crate::{
     events::redact::Redactor,
-    host::{clock::boot_now_ns, scan},
+    host::{
+        clock::{boot_now_ns, process_cpu, thread_cpu},
+        scan,
+    },
     probes::Probes,
     table::{Disagreement, Table},
 };
 
-/// What a check or scan found, with when it started (boot-time ns).
-type CheckResult = Result<(Vec<u32>, u64), RecvError>;
-type ScanResult = Result<(Vec<scan::Scanned>, Duration), RecvError>;
+/// The share of one core checks may use on average, and full scans as much again.
+pub(super) const BUDGET: f64 = 0.0005;
+
+/// What a check found, with when it started (boot-time ns) and the CPU its read took.
+type CheckResult = Result<(Vec<u32>, u64, Duration), RecvError>;
+/// What a scan found, with how long it took and the CPU it used.
+type ScanResult = Result<(Vec<scan::Scanned>, Duration, Duration), RecvError>;
 type DetailsResult = Result<Vec<scan::Details>, RecvError>;
 
 /// A reconciliation scan running on a blocking thread.
 struct ScanJob {
     started_ns: u64,
-    rx: oneshot::Receiver<(Vec<scan::Scanned>, Duration)>,
+    rx: oneshot::Receiver<(Vec<scan::Scanned>, Duration, Duration)>,
 }
 
 /// What the reconciler has to do next.
@@ -49,11 +58,15 @@ pub(super) struct Reconciler<'a> {
     timer: Interval,
     details: oneshot::Receiver<Vec<scan::Details>>,
     details_pending: bool,
-    check: Option<oneshot::Receiver<(Vec<u32>, u64)>>,
+    check: Option<oneshot::Receiver<(Vec<u32>, u64, Duration)>>,
     job: Option<ScanJob>,
     /// The checks' pid list comes from the pid iterator while it works.
     pid_iter: bool,
     last_full: Instant,
+    /// The spacing of checks and of full scans now: the configured ones, or longer where
+    /// the last one's cost would exceed [`BUDGET`].
+    check_every: Duration,
+    full_every: Duration,
     /// Events were lost while a scan ran: that scan may predate what they described.
     rescan: bool,
     pub(super) reconciliations: u64,
@@ -84,6 +97,8 @@ impl<'a> Reconciler<'a> {
             job: None,
             pid_iter: seed == "iterator",
             last_full: Instant::now(),
+            check_every: cfg.reconcile_every,
+            full_every: cfg.full_reconcile_every,
             rescan: false,
             reconciliations: 0,
             checks: 0,
@@ -145,7 +160,7 @@ impl<'a> Reconciler<'a> {
     }
 
     fn on_tick(&mut self, probes: &mut Probes) {
-        if full_due(self.last_full.elapsed(), self.cfg.full_reconcile_every) {
+        if full_due(self.last_full.elapsed(), self.full_every) {
             self.job = Some(start_scan(self.cfg.redact.clone()));
         } else {
             self.check = Some(start_check(
@@ -160,16 +175,27 @@ impl<'a> Reconciler<'a> {
         self.check = None;
         // The table as of now: what happened while /proc was read applied first.
         pump.apply(table);
-        let differ = match pids {
-            Ok((pids, started_ns)) => table.disagreements(
-                &pids,
-                started_ns,
-                |pid| scan::live(pid).map(|l| l.start_ticks),
-                scan::exists,
+        let cpu = thread_cpu();
+        let (differ, read_cpu) = match pids {
+            Ok((pids, started_ns, read_cpu)) => (
+                table.disagreements(
+                    &pids,
+                    started_ns,
+                    |pid| scan::live(pid).map(|l| l.start_ticks),
+                    scan::exists,
+                ),
+                read_cpu,
             ),
-            Err(_) => vec![],
+            Err(_) => (vec![], Duration::ZERO),
         };
         self.checks += 1;
+        self.check_every = spaced(
+            "checks",
+            self.check_every,
+            self.cfg.reconcile_every,
+            read_cpu + thread_cpu().saturating_sub(cpu),
+        );
+        self.timer.reset_after(self.check_every);
         if !differ.is_empty() && self.job.is_none() {
             for line in disagreement_lines(&differ) {
                 log::info!("{line}");
@@ -180,7 +206,13 @@ impl<'a> Reconciler<'a> {
 
     fn on_scan(&mut self, r: ScanResult, table: &mut Table, pump: &mut Pump) {
         let started_ns = self.job.take().expect("guarded").started_ns;
-        if let Ok((scans, took)) = r {
+        if let Ok((scans, took, cpu)) = r {
+            self.full_every = spaced(
+                "full scans",
+                self.full_every,
+                self.cfg.full_reconcile_every,
+                cpu,
+            );
             // Apply what happened during the scan first: the scan must not undo it.
             pump.apply(table);
             let fixes = table.reconcile(&scans, started_ns, boot_now_ns(), |pid| {
@@ -205,6 +237,21 @@ impl<'a> Reconciler<'a> {
     }
 }
 
+/// The spacing after a pass that cost `cpu`: the configured one, or as long as keeps the
+/// pass within [`BUDGET`] of a core. A change is logged when it at least doubles or halves.
+fn spaced(what: &str, now: Duration, configured: Duration, cpu: Duration) -> Duration {
+    let next = configured.max(cpu.div_f64(BUDGET));
+    if next >= now * 2 || next * 2 <= now {
+        log::info!(
+            "{what} every {:.0?} now (the last cost {:.0?} of CPU; at most {}% of a core)",
+            next,
+            cpu,
+            BUDGET * 100.0
+        );
+    }
+    next
+}
+
 /// A tick starts a full scan rather than a check once the last is `every` old.
 fn full_due(since_last_full: Duration, every: Duration) -> bool {
     since_last_full >= every
@@ -215,6 +262,9 @@ fn start_scan(redact: Option<Redactor>) -> ScanJob {
     let started_ns = boot_now_ns();
     tokio::task::spawn_blocking(move || {
         let t = Instant::now();
+        // The scan's own threads are not this one: the process's CPU, which also counts
+        // the event loop meanwhile (a little more than the scan cost, never less).
+        let cpu = process_cpu();
         let mut s = scan::scan_all(true);
         if let Some(r) = &redact {
             for p in &mut s {
@@ -223,7 +273,7 @@ fn start_scan(redact: Option<Redactor>) -> ScanJob {
                 }
             }
         }
-        let _ = tx.send((s, t.elapsed()));
+        let _ = tx.send((s, t.elapsed(), process_cpu().saturating_sub(cpu)));
     });
     ScanJob { started_ns, rx }
 }
@@ -237,7 +287,7 @@ fn start_check(
     probes: &mut Probes,
     btf: &std::path::Path,
     iterator: &mut bool,
-) -> oneshot::Receiver<(Vec<u32>, u64)> {
+) -> oneshot::Receiver<(Vec<u32>, u64, Duration)> {
     let (tx, rx) = oneshot::channel();
     let started_ns = boot_now_ns();
     let pass = iterator.then(|| probes.pid_iter(btf)).and_then(|r| {
@@ -248,10 +298,11 @@ fn start_check(
         .ok()
     });
     tokio::task::spawn_blocking(move || {
+        let cpu = thread_cpu();
         let pids = pass
             .and_then(|f| crate::probes::seed::read_pids(f).ok())
             .unwrap_or_else(scan::pids);
-        let _ = tx.send((pids, started_ns));
+        let _ = tx.send((pids, started_ns, thread_cpu().saturating_sub(cpu)));
     });
     rx
 }
@@ -272,6 +323,19 @@ fn disagreement_lines(d: &[Disagreement]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_are_spaced_to_cost_at_most_the_budget() {
+        let cfg = Duration::from_secs(30);
+        // 5 ms of CPU every 30 s is within 0.05% of a core: the configured spacing.
+        assert_eq!(spaced("checks", cfg, cfg, Duration::from_millis(5)), cfg);
+        // 60 ms (a check of 50,000 processes) is spaced to 120 s.
+        let big = spaced("checks", cfg, cfg, Duration::from_millis(60));
+        assert_eq!(big, Duration::from_secs(120));
+        assert!(Duration::from_millis(60).as_secs_f64() / big.as_secs_f64() <= BUDGET);
+        // A node that shrank gets its configured spacing back.
+        assert_eq!(spaced("checks", big, cfg, Duration::ZERO), cfg);
+    }
 
     #[test]
     fn a_tick_runs_a_full_scan_once_the_last_is_old_enough() {

@@ -104,12 +104,23 @@ impl Table {
                 lim.max_containers
             );
         }
+        // Interners no bigger than twice what was referenced at the last walk (plus slack)
+        // cannot be over that now either: no walk of every process (50,000 of them on a big
+        // node, every few seconds) until they grow or a container is evicted.
+        let (ref_paths, ref_exes) = self.gc_referenced;
+        if evict.is_empty()
+            && self.registry.paths_len() <= 2 * ref_paths + SLACK
+            && self.exes.len() <= 2 * ref_exes + SLACK
+        {
+            return self.shrink_procs();
+        }
         let mut paths = FxHashSet::default();
         let mut exes = FxHashSet::default();
         for p in self.procs.values() {
             paths.insert(p.cgroup);
             exes.insert(p.exe);
         }
+        self.gc_referenced = (paths.len(), exes.len());
         let mut evicted = false;
         if !evict.is_empty() || self.registry.paths_len() > 2 * paths.len() + SLACK {
             let remap = self
@@ -143,12 +154,16 @@ impl Table {
             self.stats.evictions.exes += (before - self.exes.len()) as u64;
             evicted = true;
         }
-        // The process map is bounded by kernel.pid_max (one entry per live process), but
-        // keeps the capacity of its largest spike: given back once mostly unused.
+        self.shrink_procs() || evicted
+    }
+
+    /// The process map is bounded by kernel.pid_max (one entry per live process), but
+    /// keeps the capacity of its largest spike: given back once mostly unused.
+    fn shrink_procs(&mut self) -> bool {
         if self.procs.capacity() > 4 * self.procs.len().max(4096) {
             self.procs.shrink_to(2 * self.procs.len().max(4096));
-            evicted = true;
+            return true;
         }
-        evicted
+        false
     }
 }

@@ -88,6 +88,9 @@ pub struct Table {
     /// Orphans' parent chains as they were before their parent died (history.rs).
     orphan_chains: FxHashMap<u32, Box<[history::Link]>>,
     pub history_limits: history::HistoryLimits,
+    /// The cgroup paths and executables processes referenced at the last collection's walk:
+    /// until the interners outgrow twice that, a collection need not walk every process.
+    gc_referenced: (usize, usize),
     tick_ns: u64,
     cgroupfs: CgroupFs,
     /// Boot-clock ns of the last cgroup-tree walk (walks are rate-limited to one a second).
@@ -108,6 +111,7 @@ impl Table {
             history: history::History::default(),
             orphan_chains: FxHashMap::default(),
             history_limits: history::HistoryLimits::default(),
+            gc_referenced: (0, 0),
             tick_ns: scan::tick_ns(),
             cgroupfs,
             last_walk_ns: 0,
