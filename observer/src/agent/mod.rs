@@ -108,11 +108,7 @@ pub enum Seed {
 /// Returns memory freed after a scan to the system (glibc keeps it in its arenas, so one
 /// scan of 10,000 processes would otherwise stay in the agent's RSS for good).
 fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::host::heap::trim();
 }
 
 /// What asks the agent to act: API requests, SIGINT and SIGTERM.

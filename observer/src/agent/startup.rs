@@ -41,6 +41,7 @@ pub(super) async fn start<'a>(
     events: broadcast::Sender<Event>,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<Agent<'a>> {
+    crate::host::heap::tune();
     let mut readiness = Readiness::new(ready);
     let (probes, mut reader) = load(cfg, cgroup_files).await?;
     let host_pidns = scan::ns_inode(std::process::id(), "pid");

@@ -115,6 +115,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An answer at least this big (bytes) gives the memory its making freed back at once.
+const BIG_ANSWER: u64 = 1 << 20;
+
 /// Runs a view on a blocking thread (assembling it reads /proc and runtime state files).
 async fn blocking<T: Serialize + Send + 'static>(
     st: ApiState,
@@ -139,11 +142,19 @@ async fn blocking_as<T: Send + 'static>(
             cgroup_files: Some(&st.cgroup_files),
             stat_files: Some(&st.stat_files),
         };
-        f(&src, &mut ctx)
+        // Answered here, so that the view and its serialized body are made and freed on
+        // one thread; after a big one (a whole node) what it freed goes back to the kernel.
+        let r = f(&src, &mut ctx).map(answer);
+        if let Ok(resp) = &r {
+            if axum::body::HttpBody::size_hint(resp.body()).lower() >= BIG_ANSWER {
+                crate::host::heap::trim();
+            }
+        }
+        r
     })
     .await;
     match r {
-        Ok(Ok(v)) => answer(v),
+        Ok(Ok(resp)) => resp,
         Ok(Err(e)) => e.into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
