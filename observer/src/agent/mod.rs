@@ -18,6 +18,7 @@ pub mod health;
 mod housekeeping;
 pub mod http;
 mod marker;
+mod pace;
 mod pump;
 mod readiness;
 mod reconciler;

@@ -3,9 +3,10 @@
 //! process id, compared with the table), and a full scan when a check finds a difference,
 //! when events were lost, and every `full_reconcile_every`. Checks and scans read on a
 //! blocking thread; their results are applied here, on the event loop, after the events
-//! that arrived meanwhile. On a big node both are spaced further apart than configured, so
-//! that each kind costs at most [`BUDGET`] of a core on average (a check of 50,000 processes
-//! takes ~60 ms, a full scan seconds).
+//! that arrived meanwhile. On a big node checks read the pid space a slice at a time
+//! (pace.rs) and full scans are spaced further apart than configured, so that each costs at
+//! most [`BUDGET`] of a core on average (a check of 50,000 processes takes ~60 ms of CPU, a
+//! full scan seconds).
 
 use std::{
     collections::BTreeMap,
@@ -17,19 +18,20 @@ use tokio::{
     time::Interval,
 };
 
-use super::{pump::Pump, trim_heap, AgentConfig};
+use super::{
+    pace::{Pace, BUDGET},
+    pump::Pump,
+    trim_heap, AgentConfig,
+};
 use crate::{
     events::redact::Redactor,
     host::{
         clock::{boot_now_ns, process_cpu, thread_cpu},
-        scan,
+        pid_range, scan,
     },
     probes::Probes,
     table::{Disagreement, Table},
 };
-
-/// The share of one core checks may use on average, and full scans as much again.
-pub(super) const BUDGET: f64 = 0.0005;
 
 /// What a check found, with when it started (boot-time ns) and the CPU its read took.
 type CheckResult = Result<(Vec<u32>, u64, Duration), RecvError>;
@@ -63,9 +65,11 @@ pub(super) struct Reconciler<'a> {
     /// The checks' pid list comes from the pid iterator while it works.
     pid_iter: bool,
     last_full: Instant,
-    /// The spacing of checks and of full scans now: the configured ones, or longer where
-    /// the last one's cost would exceed [`BUDGET`].
-    check_every: Duration,
+    /// The pace of checks, and the range of the running one (None: every pid).
+    pace: Pace,
+    check_range: Option<std::ops::Range<u32>>,
+    /// The spacing of full scans now: the configured one, or longer where the last one's
+    /// cost would exceed [`BUDGET`].
     full_every: Duration,
     /// Events were lost while a scan ran: that scan may predate what they described.
     rescan: bool,
@@ -97,7 +101,8 @@ impl<'a> Reconciler<'a> {
             job: None,
             pid_iter: seed == "iterator",
             last_full: Instant::now(),
-            check_every: cfg.reconcile_every,
+            pace: Pace::new(cfg.reconcile_every),
+            check_range: None,
             full_every: cfg.full_reconcile_every,
             rescan: false,
             reconciliations: 0,
@@ -163,11 +168,11 @@ impl<'a> Reconciler<'a> {
         if full_due(self.last_full.elapsed(), self.full_every) {
             self.job = Some(start_scan(self.cfg.redact.clone()));
         } else {
-            self.check = Some(start_check(
-                probes,
-                &self.cfg.probes.btf,
-                &mut self.pid_iter,
-            ));
+            self.check_range = self.pace.next_range(pid_range::pid_max());
+            self.check = Some(match &self.check_range {
+                None => start_check(probes, &self.cfg.probes.btf, &mut self.pid_iter),
+                Some(r) => start_slice_check(r.clone()),
+            });
         }
     }
 
@@ -178,7 +183,8 @@ impl<'a> Reconciler<'a> {
         let cpu = thread_cpu();
         let (differ, read_cpu) = match pids {
             Ok((pids, started_ns, read_cpu)) => (
-                table.disagreements(
+                table.disagreements_in(
+                    self.check_range.clone().unwrap_or(0..u32::MAX),
                     &pids,
                     started_ns,
                     |pid| scan::live(pid).map(|l| l.start_ticks),
@@ -189,13 +195,12 @@ impl<'a> Reconciler<'a> {
             Err(_) => (vec![], Duration::ZERO),
         };
         self.checks += 1;
-        self.check_every = spaced(
-            "checks",
-            self.check_every,
-            self.cfg.reconcile_every,
+        let next = self.pace.after(
+            self.check_range.is_none(),
             read_cpu + thread_cpu().saturating_sub(cpu),
+            self.cfg.reconcile_every,
         );
-        self.timer.reset_after(self.check_every);
+        self.timer.reset_after(next);
         if !differ.is_empty() && self.job.is_none() {
             for line in disagreement_lines(&differ) {
                 log::info!("{line}");
@@ -237,8 +242,9 @@ impl<'a> Reconciler<'a> {
     }
 }
 
-/// The spacing after a pass that cost `cpu`: the configured one, or as long as keeps the
-/// pass within [`BUDGET`] of a core. A change is logged when it at least doubles or halves.
+/// The spacing of full scans after one that cost `cpu`: the configured one, or as long as
+/// keeps them within [`BUDGET`] of a core. A change is logged when it at least doubles or
+/// halves.
 fn spaced(what: &str, now: Duration, configured: Duration, cpu: Duration) -> Duration {
     let next = configured.max(cpu.div_f64(BUDGET));
     if next >= now * 2 || next * 2 <= now {
@@ -307,6 +313,18 @@ fn start_check(
     rx
 }
 
+/// A check of one slice of the pid space, read from /proc's directory.
+fn start_slice_check(range: std::ops::Range<u32>) -> oneshot::Receiver<(Vec<u32>, u64, Duration)> {
+    let (tx, rx) = oneshot::channel();
+    let started_ns = boot_now_ns();
+    tokio::task::spawn_blocking(move || {
+        let cpu = thread_cpu();
+        let pids = pid_range::pids_in(range);
+        let _ = tx.send((pids, started_ns, thread_cpu().saturating_sub(cpu)));
+    });
+    rx
+}
+
 /// Why a check starts a full scan: each disagreement with both sides (the first 20).
 fn disagreement_lines(d: &[Disagreement]) -> Vec<String> {
     let mut lines = vec![format!(
@@ -325,16 +343,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passes_are_spaced_to_cost_at_most_the_budget() {
-        let cfg = Duration::from_secs(30);
-        // 5 ms of CPU every 30 s is within 0.05% of a core: the configured spacing.
-        assert_eq!(spaced("checks", cfg, cfg, Duration::from_millis(5)), cfg);
-        // 60 ms (a check of 50,000 processes) is spaced to 120 s.
-        let big = spaced("checks", cfg, cfg, Duration::from_millis(60));
-        assert_eq!(big, Duration::from_secs(120));
-        assert!(Duration::from_millis(60).as_secs_f64() / big.as_secs_f64() <= BUDGET);
+    fn full_scans_are_spaced_to_cost_at_most_the_budget() {
+        let cfg = Duration::from_secs(600);
+        // 100 ms of CPU every 10 minutes is within 0.05% of a core: the configured spacing.
+        assert_eq!(spaced("full scans", cfg, cfg, Duration::from_millis(100)), cfg);
+        // 1.5 s (a scan of 50,000 processes) is spaced to 50 minutes.
+        let big = spaced("full scans", cfg, cfg, Duration::from_millis(1500));
+        assert_eq!(big, Duration::from_secs(3000));
         // A node that shrank gets its configured spacing back.
-        assert_eq!(spaced("checks", big, cfg, Duration::ZERO), cfg);
+        assert_eq!(spaced("full scans", big, cfg, Duration::ZERO), cfg);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cgroupfs;
 pub mod clock;
 pub mod facts;
 pub mod heap;
+pub mod pid_range;
 pub mod resource_files;
 pub mod scan;
 pub mod stat_files;

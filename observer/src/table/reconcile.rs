@@ -118,6 +118,19 @@ impl Table {
         live_start_ticks: impl Fn(u32) -> Option<u64>,
         exists: impl Fn(u32) -> bool,
     ) -> Vec<Disagreement> {
+        self.disagreements_in(0..u32::MAX, pids, started_ns, live_start_ticks, exists)
+    }
+
+    /// [`Table::disagreements`] for one slice of the pid space: `pids` is /proc's list of
+    /// `range`, and only the table's processes in `range` are judged.
+    pub fn disagreements_in(
+        &self,
+        range: std::ops::Range<u32>,
+        pids: &[u32],
+        started_ns: u64,
+        live_start_ticks: impl Fn(u32) -> Option<u64>,
+        exists: impl Fn(u32) -> bool,
+    ) -> Vec<Disagreement> {
         let listed: rustc_hash::FxHashSet<u32> = pids.iter().copied().collect();
         // A child is in /proc before its parent's fork tracepoint runs; a parent preempted
         // in between (a busy node) delays the event. A process younger than this at the
@@ -137,7 +150,10 @@ impl Table {
             .procs
             .values()
             .filter(|p| {
-                !listed.contains(&p.pid) && p.exit.is_none() && p.start_time_ns < started_ns
+                range.contains(&p.pid)
+                    && !listed.contains(&p.pid)
+                    && p.exit.is_none()
+                    && p.start_time_ns < started_ns
             })
             // A process the list missed but the kernel still has is no disagreement: the
             // task iterator does not visit every task /proc shows (this host's PID 1).

@@ -90,3 +90,20 @@ fn a_seeded_zombie_has_its_exit_status_and_details_fill_only_what_is_missing() {
     assert_eq!(p.cgroup_id, 4242);
     assert!(tb.missing_details().is_empty());
 }
+
+#[test]
+fn a_check_of_one_slice_judges_only_the_table_processes_in_it() {
+    let mut tb = table();
+    tb.seed(&[tb_scan(10), tb_scan(11), tb_scan(5000)], 0);
+    let all = |_| Some(1);
+    // /proc's slice 0..100 lists 10 and 11: 5000, outside it, is not called gone.
+    assert!(tb
+        .disagreements_in(0..100, &[10, 11], u64::MAX, all, |_| false)
+        .is_empty());
+    // 11 is missing from its slice.
+    let d = tb.disagreements_in(0..100, &[10], u64::MAX, all, |_| false);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].to_string().starts_with("pid 11 "), "{}", d[0]);
+    // The whole space: 5000 is missing.
+    assert_eq!(tb.disagreements(&[10, 11], u64::MAX, all, |_| false).len(), 1);
+}

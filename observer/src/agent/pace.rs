@@ -1,0 +1,103 @@
+//! The pace of the reconciliation checks. A check compares every process id /proc lists
+//! with the table; on a small node one pass every `--reconcile-interval` costs little, on a
+//! node of 50,000 processes a pass costs ~60 ms of CPU. There the pid space is checked a
+//! slice at a time (about [`SLICE_COST`] of CPU each), the slices spread evenly, and a
+//! whole round is spaced so that checks cost at most [`BUDGET`] of a core: no window of
+//! the agent's idle time holds a whole pass.
+
+use std::{ops::Range, time::Duration};
+
+/// The share of one core checks may use on average (full scans may use as much again).
+pub(super) const BUDGET: f64 = 0.0005;
+/// What one slice of a check should cost.
+const SLICE_COST: Duration = Duration::from_millis(5);
+const MAX_SLICES: u32 = 64;
+
+pub(super) struct Pace {
+    /// The pid space is checked in this many slices (1: whole, every check).
+    slices: u32,
+    next: u32,
+    /// How long a whole round of slices takes.
+    round: Duration,
+}
+
+impl Pace {
+    pub(super) fn new(configured: Duration) -> Pace {
+        Pace {
+            slices: 1,
+            next: 0,
+            round: configured,
+        }
+    }
+
+    /// The range the next check reads: None for the whole pid space (in one pass), else
+    /// the next slice of `0..pid_max`.
+    pub(super) fn next_range(&mut self, pid_max: u32) -> Option<Range<u32>> {
+        if self.slices == 1 {
+            return None;
+        }
+        let i = self.next % self.slices;
+        self.next = (i + 1) % self.slices;
+        let at = |i: u32| (u64::from(pid_max) * u64::from(i) / u64::from(self.slices)) as u32;
+        let end = if i + 1 == self.slices { u32::MAX } else { at(i + 1) };
+        Some(at(i)..end)
+    }
+
+    /// After a check of a slice (`whole` false) or of the whole space that cost `cpu`:
+    /// the time until the next check.
+    pub(super) fn after(&mut self, whole: bool, cpu: Duration, configured: Duration) -> Duration {
+        let pass = if whole { cpu } else { cpu * self.slices };
+        let round = configured.max(pass.div_f64(BUDGET));
+        let slices = (pass.as_secs_f64() / SLICE_COST.as_secs_f64()).ceil() as u32;
+        let slices = if round > configured {
+            slices.clamp(1, MAX_SLICES)
+        } else {
+            1
+        };
+        if slices != self.slices && (slices == 1 || self.slices == 1 || round >= self.round * 2 || round * 2 <= self.round) {
+            log::info!(
+                "checks: the pid space in {slices} slice(s), a whole round every {round:.0?} (a whole pass costs {pass:.0?} of CPU; at most {}% of a core)",
+                BUDGET * 100.0
+            );
+        }
+        self.slices = slices;
+        self.round = round;
+        round / slices
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_small_node_is_checked_whole_every_configured_interval() {
+        let mut p = Pace::new(CFG);
+        assert_eq!(p.after(true, Duration::from_millis(3), CFG), CFG);
+        assert_eq!(p.next_range(32768), None);
+    }
+
+    #[test]
+    fn a_big_node_is_checked_in_slices_within_the_budget() {
+        let mut p = Pace::new(CFG);
+        // A whole pass of 60 ms: 12 slices of 5 ms, a round of 120 s, a slice every 10 s.
+        let every = p.after(true, Duration::from_millis(60), CFG);
+        assert_eq!(every, Duration::from_secs(10));
+        let ranges: Vec<Range<u32>> = (0..12).map(|_| p.next_range(120_000).unwrap()).collect();
+        assert_eq!(ranges[0], 0..10_000);
+        assert_eq!(ranges[11].start, 110_000);
+        assert_eq!(ranges[11].end, u32::MAX, "the last slice takes what is above pid_max");
+        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start), "no gap, no overlap");
+        assert_eq!(p.next_range(120_000).unwrap(), 0..10_000, "round and round");
+        // Any 30 s window holds at most 3 slices: 15 ms, 0.05% of a core.
+        let per_window = Duration::from_millis(5) * (CFG.as_secs() / every.as_secs()) as u32;
+        assert!(per_window.as_secs_f64() / CFG.as_secs_f64() <= BUDGET * 1.01);
+        // A slice cost what a twelfth should: the pace holds.
+        assert_eq!(p.after(false, Duration::from_millis(5), CFG), every);
+        // The node shrank: whole checks at the configured interval again.
+        assert_eq!(p.after(false, Duration::from_micros(100), CFG), CFG);
+        assert_eq!(p.next_range(120_000), None);
+    }
+}
