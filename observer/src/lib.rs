@@ -4,9 +4,10 @@
 //! at the bottom; `probes` (load/attach, BTF offsets, the task iterators) → `events` (ring
 //! buffer and iterator records → typed events and seed records) → `table` (process state;
 //! `containers` attributes cgroup paths, `intern` stores shared strings once) → `views`
-//! (pure: the data they are handed in, JSON shapes and text out) → `api` (the routes, and
-//! assembling a view: the live facts read through `host`, then the view) → `agent`
-//! (start-up, the event loop, the listeners) and `cli` (commands). `launcher` stands apart;
+//! (pure: the data they are handed in, JSON shapes and text out) → `api` (HTTP: the
+//! routes, assembling a view — the live facts read through `host`, then the view — the
+//! listeners with their limits, TLS and credentials) → `agent` (start-up and the event
+//! loop) and `cli` (commands). `launcher` stands apart;
 //! `stdout` serves every command.
 //!
 //! The allowed imports between top-level modules, the one place they are written down

@@ -16,21 +16,16 @@
 
 pub mod health;
 mod housekeeping;
-pub mod http;
 mod marker;
 mod pump;
 mod readiness;
 mod reconciler;
 mod requests;
-mod server;
 mod shutdown;
 mod startup;
 mod systemd;
-pub mod web;
 
 use std::{
-    net::SocketAddr,
-    path::PathBuf,
     sync::{atomic::AtomicBool, Arc, Mutex},
     time::Duration,
 };
@@ -47,7 +42,10 @@ use self::{
     shutdown::Signals,
 };
 use crate::{
-    api::{ApiState, Request},
+    api::{
+        listeners::{self, ListenConfig, Servers},
+        ApiState, Request,
+    },
     containers::names::{Resolver, StateDirs},
     events::{redact::Redactor, Event},
     host::{cgroupfs::CgroupFs, resource_files::ResourceFiles, stat_files::StatFiles},
@@ -58,10 +56,8 @@ use crate::{
 #[derive(Clone)]
 pub struct AgentConfig {
     pub probes: ProbeConfig,
-    pub listen: SocketAddr,
-    /// A listener with only /metrics, /healthz and /readyz.
-    pub metrics_listen: Option<SocketAddr>,
-    pub socket: PathBuf,
+    /// The listeners: addresses, the socket, connection limits, TLS and credentials.
+    pub listen: ListenConfig,
     /// A check runs every `reconcile_every`; a full scan when it finds a difference, when
     /// events were lost, and every `full_reconcile_every`.
     pub reconcile_every: Duration,
@@ -69,14 +65,11 @@ pub struct AgentConfig {
     pub seed: Seed,
     pub state_dirs: StateDirs,
     pub metrics_labels: Vec<String>,
-    pub http_limits: http::Limits,
     /// Masks secrets in command lines before they are stored or served.
     pub redact: Option<Redactor>,
     pub memory: crate::table::gc::Limits,
     /// The agent's own status lines as JSON objects, like the log (`--log-format json`).
     pub json_logs: bool,
-    /// TLS and credentials for the TCP listeners (`--web-config`).
-    pub web: web::Web,
 }
 
 /// One status line on stderr (start-up, stop): the line tests and operators wait for.
@@ -153,7 +146,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
     };
     let servers = {
         let cfg = cfg.clone();
-        api.spawn(async move { server::start(&cfg, state).await })
+        api.spawn(async move { listeners::start(&cfg.listen, state).await })
             .await
             .context("starting the listeners")??
     };
@@ -174,7 +167,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
 /// loop's alone; each part wakes it for its own reason and works on it in turn.
 async fn serve(
     cfg: &AgentConfig,
-    servers: &server::Servers,
+    servers: &Servers,
     cgroupfs: CgroupFs,
     cgroup_files: &Mutex<ResourceFiles>,
     events: broadcast::Sender<Event>,
@@ -208,7 +201,7 @@ async fn serve(
 /// The running agent: the table and the parts that keep it.
 struct Agent<'a> {
     cfg: &'a AgentConfig,
-    servers: &'a server::Servers,
+    servers: &'a Servers,
     table: Table,
     probes: Probes,
     pump: Pump<'a>,

@@ -2,6 +2,10 @@
 //! CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools). On TCP the
 //! process views answer only clients that authenticate (`public_router`).
 //!
+//! All of HTTP is here: the routes (this file), what each answers (`service.rs`) and how a
+//! view is assembled (`assemble.rs`); the listeners (`listeners.rs`), each connection's
+//! bounds (`connections.rs`), TLS and credentials (`web/`); the CLI's client (`client.rs`).
+//!
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
@@ -11,7 +15,10 @@
 
 pub mod assemble;
 pub mod client;
+pub mod connections;
+pub mod listeners;
 pub mod service;
+pub mod web;
 
 use std::sync::{Arc, Mutex};
 

@@ -8,7 +8,7 @@ use clap::Args;
 use super::config;
 use crate::{
     agent::{self, AgentConfig},
-    api::{DEFAULT_LISTEN, DEFAULT_SOCKET},
+    api::{connections::Limits, listeners::ListenConfig, web::Web, DEFAULT_LISTEN, DEFAULT_SOCKET},
     containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
 };
@@ -217,8 +217,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 /// The agent's settings from its arguments (the web config file read and checked).
 fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
     let web = match &a.web_config {
-        Some(p) => agent::web::Web::load(p).map_err(anyhow::Error::msg)?,
-        None => agent::web::Web::default(),
+        Some(p) => Web::load(p).map_err(anyhow::Error::msg)?,
+        None => Web::default(),
     };
     let memory = memory_limits(&a);
     Ok(AgentConfig {
@@ -231,9 +231,17 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             tracepoint_kind: a.tracepoint_kind,
             calibrate: a.calibrate,
         },
-        listen: a.listen,
-        metrics_listen: a.metrics_listen,
-        socket: a.socket,
+        listen: ListenConfig {
+            listen: a.listen,
+            metrics_listen: a.metrics_listen,
+            socket: a.socket,
+            limits: Limits {
+                max_connections: a.max_connections as usize,
+                header_timeout: a.header_timeout,
+                idle_timeout: a.idle_timeout,
+            },
+            web,
+        },
         reconcile_every: a.reconcile_interval,
         full_reconcile_every: a.full_reconcile_interval,
         seed: a.seed,
@@ -245,15 +253,9 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             oci: oci_roots(a.runc_root, a.crun_root),
         },
         metrics_labels: a.metrics_labels.0,
-        http_limits: agent::http::Limits {
-            max_connections: a.max_connections as usize,
-            header_timeout: a.header_timeout,
-            idle_timeout: a.idle_timeout,
-        },
         redact: a.redact_args,
         memory,
         json_logs: a.log_format == LogFormat::Json,
-        web,
     })
 }
 

@@ -20,7 +20,7 @@ use rustls::{
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use super::config::{CertSource, ClientAuth, TlsSettings};
+use super::file::{CertSource, ClientAuth, TlsSettings};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

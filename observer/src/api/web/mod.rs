@@ -3,7 +3,7 @@
 //! socket is not concerned: its file mode (root only) is its access control.
 
 pub mod auth;
-pub mod config;
+pub mod file;
 mod throttle;
 mod tls;
 
@@ -18,7 +18,7 @@ use axum::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::http::{ConnStats, Peer};
+use super::connections::{ConnStats, Peer};
 use auth::Credentials;
 
 /// A loaded web config: everything checked and read before the agent listens.
@@ -39,12 +39,12 @@ impl Web {
         let at = |e: String| format!("web config {}: {e}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let s = config::parse(&text, dir).map_err(at)?;
+        let s = file::parse(&text, dir).map_err(at)?;
         let tls = s.tls.as_ref().map(tls::acceptor).transpose().map_err(at)?;
         let client_certs_required = s
             .tls
             .as_ref()
-            .is_some_and(|t| t.client_auth == config::ClientAuth::Require);
+            .is_some_and(|t| t.client_auth == file::ClientAuth::Require);
         let credentials = (!s.users.is_empty() || !s.tokens.is_empty())
             .then(|| Arc::new(Credentials::new(s.users, s.tokens)));
         let headers = s
