@@ -45,7 +45,7 @@ use crate::{
         summary::{cgroup_paths, oom_counts},
     },
     views::{
-        events::EventJson,
+        event_line::EventJson,
         text::{Escaped, Style},
     },
 };
@@ -224,7 +224,7 @@ struct HistoryQuery {
 }
 
 impl HistoryQuery {
-    fn filter(self) -> Result<crate::views::history::HistoryFilter, String> {
+    fn filter(self) -> Result<crate::views::endings::HistoryFilter, String> {
         let since_s = match self.since {
             Some(s) => Some(
                 humantime::parse_duration(&s)
@@ -233,7 +233,7 @@ impl HistoryQuery {
             ),
             None => None,
         };
-        Ok(crate::views::history::HistoryFilter {
+        Ok(crate::views::endings::HistoryFilter {
             since_s,
             failed: self.failed,
             comm: self.comm,

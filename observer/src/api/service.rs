@@ -12,7 +12,7 @@ use crate::{
         summary::ContainerSummary,
     },
     views::{
-        history::{self, EndedView, HistoryFilter, HistoryView},
+        endings::{self, EndedView, HistoryFilter, HistoryView},
         model::{ContainerView, ProcessView, TreeView, ZombieView},
         pods::{PodTreeView, PodView},
         select::Selection,
@@ -252,7 +252,7 @@ fn history_entries(
         .history
         .iter()
         .flat_map(|(_, es)| es)
-        .map(|e| history::ended_view(e, ctx.now_ns))
+        .map(|e| endings::ended_view(e, ctx.now_ns))
         .collect();
     Ok((entries, s.history_evicted))
 }
@@ -291,13 +291,13 @@ pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, 
 }
 
 /// The signals `pid` received lately, as views.
-fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<history::SignalView> {
+fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<endings::SignalView> {
     s.signals
         .get(&pid)
         .map(|f| {
             f.recent
                 .iter()
-                .map(|x| history::signal_view(x, now))
+                .map(|x| endings::signal_view(x, now))
                 .collect()
         })
         .unwrap_or_default()

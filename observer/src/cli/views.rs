@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::views::history::{self, HistoryFilter, HistoryView};
+use crate::views::endings::{self, HistoryFilter, HistoryView};
 use crate::{
     api::{
         assemble::ViewCtx,
@@ -243,7 +243,7 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
             lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers)
         }
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
-        View::History(..) => history::render(&typed::<HistoryView>(&v)?),
+        View::History(..) => endings::render(&typed::<HistoryView>(&v)?),
         View::Why(_) => why::render(&typed::<WhyView>(&v)?),
     };
     crate::stdout::print(&text)?;

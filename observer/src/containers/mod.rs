@@ -64,7 +64,7 @@ pub struct ContainerData {
     pub signals: Vec<(u32, u32, u64)>,
     #[serde(default)]
     pub oom_victims: u64,
-    /// Exits by class (table::signals::EXIT_CLASSES).
+    /// Exits by class (table::signal_facts::EXIT_CLASSES).
     #[serde(default)]
     pub exit_classes: [u64; 4],
 }

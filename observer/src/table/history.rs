@@ -11,7 +11,7 @@ use observer_common::COMM_LEN;
 use rustc_hash::FxHashMap;
 
 use super::{
-    signals::{exit_class, OomFacts, SignalFact, SIGKILL, SI_KERNEL},
+    signal_facts::{exit_class, OomFacts, SignalFact, SIGKILL, SI_KERNEL},
     Table,
 };
 use crate::containers::ContainerKey;

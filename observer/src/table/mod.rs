@@ -12,7 +12,7 @@ pub mod history;
 mod links;
 pub mod process;
 mod reconcile;
-pub mod signals;
+pub mod signal_facts;
 pub mod snapshot;
 pub mod summary;
 
@@ -82,8 +82,8 @@ pub struct Table {
     /// also checks /proc for these.
     exited: rustc_hash::FxHashSet<u32>,
     pub stats: TableStats,
-    /// Signals and OOM facts of live processes, by host pid (signals.rs).
-    signals: FxHashMap<u32, signals::ProcSignals>,
+    /// Signals and OOM facts of live processes, by host pid (signal_facts.rs).
+    signals: FxHashMap<u32, signal_facts::ProcSignals>,
     history: history::History,
     /// Orphans' parent chains as they were before their parent died (history.rs).
     orphan_chains: FxHashMap<u32, Box<[history::Link]>>,

@@ -2,7 +2,7 @@
 //! rendering or I/O: the processes in scope, their parents when outside it (a tree draws the
 //! shim above a container's PID 1), and the container summaries.
 
-use super::{history::Ended, signals::ProcSignals, summary::ContainerSummary, Process, Table};
+use super::{history::Ended, signal_facts::ProcSignals, summary::ContainerSummary, Process, Table};
 use crate::containers::ContainerKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -51,7 +51,7 @@ pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
                         c.push_str(&format!(
                             "  (ignored {} from {} {}s ago)",
                             s.signal,
-                            super::history::from(&s.sender),
+                            super::endings::from(&s.sender),
                             s.ago_s.round()
                         ));
                     }

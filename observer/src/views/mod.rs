@@ -3,8 +3,8 @@
 //! facts only the host has (live /proc facts, cgroup resources, runtime names), which the
 //! API reads before it builds a view (api/assemble.rs) — and reads nothing itself.
 
-pub mod events;
-pub mod history;
+pub mod endings;
+pub mod event_line;
 pub mod lists;
 pub mod metrics;
 pub mod model;

@@ -47,7 +47,7 @@ pub struct ProcessView {
     pub pidns: u32,
     /// Namespace inodes by /proc/<pid>/ns name (null: not known — processes found by the
     /// start-up scan get them from a background read right after the agent is ready).
-    pub ns: crate::views::events::NsJson,
+    pub ns: crate::views::event_line::NsJson,
     /// The cgroup path container attribution used (v2 first, else a v1 hierarchy's).
     pub cgroup: String,
     /// Its cgroup v2 id (the inode of its cgroup2 directory; null without cgroup2).
@@ -70,7 +70,7 @@ pub struct ProcessView {
     /// Signals it ignored (no handler; for a pid-namespace init, every signal it does not
     /// handle), newest last: why a `docker stop` is waiting.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub ignored_signals: Vec<crate::views::history::SignalView>,
+    pub ignored_signals: Vec<crate::views::endings::SignalView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -234,7 +234,7 @@ pub fn process_view(
         cpu_s: (live.cpu_ticks * tick) as f64 / 1e9,
         rss_bytes: live.rss_pages * basis.page_size,
         pidns: p.pidns(),
-        ns: crate::views::events::NsJson(p.ns),
+        ns: crate::views::event_line::NsJson(p.ns),
         cgroup: snap.cgroup(p.cgroup).to_string(),
         cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
         container,
@@ -249,7 +249,7 @@ pub fn process_view(
                 f.recent
                     .iter()
                     .filter(|s| s.result == 1)
-                    .map(|s| crate::views::history::signal_view(s, now_ns))
+                    .map(|s| crate::views::endings::signal_view(s, now_ns))
                     .collect()
             })
             .unwrap_or_default(),

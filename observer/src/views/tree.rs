@@ -125,7 +125,7 @@ pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style:
         line.push_str(&style.red(&format!(
             "  ignored {} from {} {}s ago",
             s.signal,
-            crate::views::history::from(&s.sender),
+            crate::views::endings::from(&s.sender),
             s.ago_s.round()
         )));
     }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{ending, from, EndedView, SignalView};
+use super::endings::{ending, from, EndedView, SignalView};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WhyView {

@@ -247,7 +247,7 @@ fn add_container(fams: &mut [Family], l: u32, s: &ContainerSample) {
         fams[SIGNALS].add_set(l, &[("signal", &name), ("result", result)], n as f64);
     }
     fams[OOM_VICTIMS].add_set(l, &[], c.container.oom_victims as f64);
-    for (class, n) in crate::table::signals::EXIT_CLASSES
+    for (class, n) in crate::table::signal_facts::EXIT_CLASSES
         .iter()
         .zip(c.container.exit_classes)
     {

@@ -18,7 +18,7 @@ use crate::{
         Event,
     },
     probes::{self, btf::DEFAULT_BTF, KernelStats, ProbeConfig, Probes},
-    views::events::{text_line, EventJson},
+    views::event_line::{text_line, EventJson},
 };
 
 #[derive(Args)]

@@ -1,6 +1,7 @@
-//! `observer history <container>` and the signal facts of live processes: the JSON shapes
-//! of ended processes (with who signalled them, the OOM killer's facts and deaths with a
-//! pid namespace) and their text rendering. `why.rs` turns them into a paragraph.
+//! How processes ended and what was done to them: `observer history <container>` (the
+//! table's history, table/history.rs) and the signal facts of live processes — the JSON
+//! shapes of ended processes (with who signalled them, the OOM killer's facts and deaths
+//! with a pid namespace) and their text rendering. `why.rs` turns them into a paragraph.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +9,7 @@ use crate::{
     events::{c_str, exit_status, signals},
     table::{
         history::{Ended, InitEnd},
-        signals::{OomFacts, SignalFact},
+        signal_facts::{OomFacts, SignalFact},
     },
     views::model::{exit_code, short_id},
 };
