@@ -1,13 +1,15 @@
 //! Whether the previous agent stopped cleanly. A small state file beside the socket holds
 //! the running agent's pid and how many times agents started and crashed; a clean stop
-//! clears the pid. An agent that finds a pid there whose process is gone knows its
-//! predecessor died (kill -9, OOM kill, panic) and says so in its log and its metrics —
+//! clears the pid. An agent that finds a pid there whose process is not alive (gone, or a
+//! zombie its parent has not reaped yet: `host::scan::alive`) knows its predecessor died (kill -9, OOM kill, panic) and says so in its log and its metrics —
 //! its table is rebuilt by a new start-up seed, so what that agent had learned from events
 //! is gone.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::host::scan;
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Restarts {
@@ -22,10 +24,6 @@ pub struct Restarts {
 
 pub fn path_for(socket: &Path) -> PathBuf {
     socket.with_extension("state")
-}
-
-fn alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Opens `path` for reading without following a symlink there.
@@ -57,7 +55,7 @@ pub fn on_start(path: &Path) -> Restarts {
         unclean: prev.unclean,
         pid: std::process::id(),
     };
-    if prev.pid != 0 && prev.pid != now.pid && !alive(prev.pid) {
+    if prev.pid != 0 && prev.pid != now.pid && !scan::alive(prev.pid) {
         now.unclean += 1;
         log::warn!(
             "the previous agent (pid {}) did not stop cleanly; the table is rebuilt from /proc",

@@ -18,6 +18,12 @@ pub struct Live {
 }
 
 impl Live {
+    /// Exited and not reaped. A leader thread that exited while other threads run also
+    /// reads as `Z` in /proc (with Threads > 1): that process is alive.
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' && self.threads <= 1
+    }
+
     /// Whether these facts are of the process that started at `start_time_ns` (the pid not
     /// reused since): /proc's start time in clock ticks against the caller's.
     pub fn is_of(&self, start_time_ns: u64) -> bool {

@@ -145,8 +145,15 @@ pub fn live_from(stat: &[u8]) -> Option<Live> {
     })
 }
 
-/// Whether a task with this pid exists (zombies included): kill(pid, 0), far cheaper than
-/// reading /proc.
+/// Whether the process `pid` is alive: it exists and has not ended. A zombie has ended (it
+/// only waits for its parent to reap it): callers to whom a zombie still counts, because it
+/// holds its pid, ask [`exists`].
+pub fn alive(pid: u32) -> bool {
+    live(pid).is_some_and(|l| !l.is_zombie())
+}
+
+/// Whether a task with this pid exists, zombies included (a pid is taken until its task is
+/// reaped): kill(pid, 0), far cheaper than reading /proc. Not whether it is [`alive`].
 pub fn exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe {
@@ -546,5 +553,19 @@ Uid:\t1000\t0\t0\t0\nGid:\t1001\t0\t0\t0\nNSpid:\t7\t2\t1\n";
         for bad in [&b"1 (x)"[..], b"(x) S 1", b"1 )x( S", b"1 (x) S"] {
             assert_eq!(live_from(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_zombie_exists_but_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Exited, not yet reaped: it holds its pid.
+        assert!(!super::alive(pid), "a zombie is not alive");
+        assert!(super::exists(pid), "a zombie still holds its pid");
+        child.wait().unwrap();
     }
 }

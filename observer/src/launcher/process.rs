@@ -12,21 +12,18 @@ use super::{
     state::{Config, State},
     LauncherError,
 };
-
-fn stat(pid: u32) -> Option<procfs::process::Stat> {
-    procfs::process::Process::new(i32::try_from(pid).ok()?)
-        .and_then(|p| p.stat())
-        .ok()
-}
+use crate::host::scan;
 
 /// A process's start time: clock ticks after boot, /proc/<pid>/stat field 22.
 pub fn start_time(pid: u32) -> Option<u64> {
-    stat(pid).map(|s| s.starttime)
+    scan::live(pid).map(|l| l.start_ticks)
 }
 
-/// The start time of a process that is alive and not a zombie.
+/// The start time of a process that is alive (a zombie is not: `scan::alive`).
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    stat(pid).filter(|s| s.state != 'Z').map(|s| s.starttime)
+    scan::live(pid)
+        .filter(|l| !l.is_zombie())
+        .map(|l| l.start_ticks)
 }
 
 /// Whether `pid` is now the live process recorded with start time `start`. States written
