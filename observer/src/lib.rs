@@ -33,18 +33,30 @@
 //! `containers` only the metadata type and the pure grouping into pods, never the name
 //! resolver: a view reads nothing. `launcher` takes from `containers` only the cgroup parent
 //! its containers live under, which attribution recognises.
+//!
+//! Interfaces: items are `pub(crate)` unless the binary (`main.rs`), the integration tests
+//! or the fuzz targets use them; the modules below that are `pub` say which of those needs
+//! them, and only the items on those paths are `pub`.
 
-pub mod agent;
+mod agent;
+/// The router the `api_requests` fuzz target drives; the CLI's URL encoding, which the
+/// tests' Prometheus client shares.
 pub mod api;
+/// The command line: `main` is the binary's entry point.
 pub mod cli;
+/// The parsers of cgroup paths and runtime state files, for the fuzz targets.
 pub mod containers;
+/// Decoding kernel records and argv buffers, for the fuzz targets.
 pub mod events;
+/// The /proc parsers, for the fuzz targets.
 pub mod host;
-pub mod intern;
-pub mod launcher;
+mod intern;
+mod launcher;
+/// The tracefs format-file parser, for the fuzz targets.
 pub mod probes;
-pub mod stdout;
-pub mod table;
+mod stdout;
+mod table;
+/// The event line and the tree view, which the fuzz targets and the launcher test render.
 pub mod views;
 
 #[cfg(test)]

@@ -12,17 +12,17 @@ use serde::{Deserialize, Serialize};
 use crate::host::scan;
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Restarts {
+pub(crate) struct Restarts {
     /// Agents started with this state file, this one included.
-    pub starts: u64,
+    pub(crate) starts: u64,
     /// Agents that ended without a clean stop.
-    pub unclean: u64,
+    pub(crate) unclean: u64,
     /// The running agent (0 after a clean stop).
     #[serde(default)]
     pid: u32,
 }
 
-pub fn path_for(socket: &Path) -> PathBuf {
+pub(crate) fn path_for(socket: &Path) -> PathBuf {
     socket.with_extension("state")
 }
 
@@ -42,7 +42,7 @@ fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Records this agent's start; returns the counts including it.
-pub fn on_start(path: &Path) -> Restarts {
+pub(crate) fn on_start(path: &Path) -> Restarts {
     let prev: Restarts = match read_nofollow(path) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
             log::warn!("ignoring unreadable {}: {e}", path.display());
@@ -67,7 +67,7 @@ pub fn on_start(path: &Path) -> Restarts {
 }
 
 /// Records a clean stop.
-pub fn on_clean_stop(path: &Path, r: Restarts) {
+pub(crate) fn on_clean_stop(path: &Path, r: Restarts) {
     write(path, &Restarts { pid: 0, ..r });
 }
 

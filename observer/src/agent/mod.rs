@@ -14,7 +14,7 @@
 //! collection), `readiness` (/readyz, the service manager and its watchdog, the state file)
 //! and `shutdown` (signals and the clean stop).
 
-pub mod health;
+pub(crate) mod health;
 mod housekeeping;
 mod marker;
 mod pump;
@@ -54,22 +54,22 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct AgentConfig {
-    pub probes: ProbeConfig,
+pub(crate) struct AgentConfig {
+    pub(crate) probes: ProbeConfig,
     /// The listeners: addresses, the socket, connection limits, TLS and credentials.
-    pub listen: ListenConfig,
+    pub(crate) listen: ListenConfig,
     /// A check runs every `reconcile_every`; a full scan when it finds a difference, when
     /// events were lost, and every `full_reconcile_every`.
-    pub reconcile_every: Duration,
-    pub full_reconcile_every: Duration,
-    pub seed: Seed,
-    pub state_dirs: StateDirs,
-    pub metrics_labels: Vec<String>,
+    pub(crate) reconcile_every: Duration,
+    pub(crate) full_reconcile_every: Duration,
+    pub(crate) seed: Seed,
+    pub(crate) state_dirs: StateDirs,
+    pub(crate) metrics_labels: Vec<String>,
     /// Masks secrets in command lines before they are stored or served.
-    pub redact: Option<Redactor>,
-    pub memory: crate::table::gc::Limits,
+    pub(crate) redact: Option<Redactor>,
+    pub(crate) memory: crate::table::gc::Limits,
     /// The agent's own status lines as JSON objects, like the log (`--log-format json`).
-    pub json_logs: bool,
+    pub(crate) json_logs: bool,
 }
 
 /// One status line on stderr (start-up, stop): the line tests and operators wait for.
@@ -89,7 +89,7 @@ fn say(cfg: &AgentConfig, msg: &str) {
 
 /// Where the start-up table comes from (`--seed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Seed {
+pub(crate) enum Seed {
     /// The task iterator where the kernel has one (5.8+), else /proc.
     Auto,
     /// The task iterator, or the agent does not start.
@@ -117,7 +117,7 @@ struct Inbox {
 /// The agent: `api` is the runtime the listeners run on (TLS handshakes, credential
 /// checks, request parsing and view building), so that what clients choose to cost never
 /// runs on this thread, which applies the kernel's events.
-pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Result<()> {
+pub(crate) async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Result<()> {
     // The listeners come first, so /healthz answers and /readyz says 503 while the
     // programs load and the table is seeded.
     let cgroupfs = CgroupFs::discover();

@@ -29,20 +29,20 @@ use crate::views::status::ConnCounts;
 /// Where and how the agent listens: `--listen`, `--metrics-listen`, `--socket`, the
 /// connection limits and `--web-config`.
 #[derive(Clone)]
-pub struct ListenConfig {
-    pub listen: SocketAddr,
+pub(crate) struct ListenConfig {
+    pub(crate) listen: SocketAddr,
     /// A listener with only /metrics, /healthz and /readyz.
-    pub metrics_listen: Option<SocketAddr>,
-    pub socket: PathBuf,
-    pub limits: Limits,
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) socket: PathBuf,
+    pub(crate) limits: Limits,
     /// TLS and credentials for the TCP listeners.
-    pub web: Web,
+    pub(crate) web: Web,
 }
 
-pub struct Servers {
-    pub tcp_addr: SocketAddr,
+pub(crate) struct Servers {
+    pub(crate) tcp_addr: SocketAddr,
     /// The metrics-only listener's address (`--metrics-listen`).
-    pub metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
     socket: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stats: Vec<(&'static str, Arc<ConnStats>)>,
@@ -50,11 +50,11 @@ pub struct Servers {
 
 impl Servers {
     /// Connection counters per listener (`http`, `unix`).
-    pub fn counts(&self) -> Vec<ConnCounts> {
+    pub(crate) fn counts(&self) -> Vec<ConnCounts> {
         self.stats.iter().map(|(n, s)| s.counts(n)).collect()
     }
 
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
@@ -128,7 +128,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Err(last.expect("tried")).with_context(|| format!("creating a directory in {}", dir.display()))
 }
 
-pub async fn start(cfg: &ListenConfig, state: ApiState) -> anyhow::Result<Servers> {
+pub(crate) async fn start(cfg: &ListenConfig, state: ApiState) -> anyhow::Result<Servers> {
     // TCP first: an address in use must not leave a socket file behind.
     let tcp = TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(

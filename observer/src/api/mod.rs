@@ -13,12 +13,12 @@
 //! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
-pub mod assemble;
+pub(crate) mod assemble;
 pub mod client;
-pub mod connections;
-pub mod listeners;
-pub mod service;
-pub mod web;
+pub(crate) mod connections;
+pub(crate) mod listeners;
+pub(crate) mod service;
+pub(crate) mod web;
 
 use std::sync::{Arc, Mutex};
 
@@ -52,12 +52,12 @@ use crate::{
 use assemble::ViewCtx;
 use service::{ApiError, Source};
 
-pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
 /// Not in Prometheus' default-port allocations (its 9100–9999 exporter range is full).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
 
 /// Requests to the task that owns the table.
-pub enum Request {
+pub(crate) enum Request {
     /// Shared between the requests for one scope the table task answers at once.
     Snapshot(Scope, oneshot::Sender<Arc<Snapshot>>),
     MemberOf(u32, oneshot::Sender<Option<u32>>),
@@ -65,19 +65,19 @@ pub enum Request {
 }
 
 #[derive(Clone)]
-pub struct ApiState {
-    pub requests: mpsc::Sender<Request>,
-    pub events: broadcast::Sender<Event>,
-    pub resolver: Arc<Mutex<Resolver>>,
-    pub cgroupfs: Arc<CgroupFs>,
+pub(crate) struct ApiState {
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) resolver: Arc<Mutex<Resolver>>,
+    pub(crate) cgroupfs: Arc<CgroupFs>,
     /// Container labels kept on metrics.
-    pub metrics_labels: Arc<Vec<String>>,
+    pub(crate) metrics_labels: Arc<Vec<String>>,
     /// The live containers' cgroup files, kept open between scrapes.
-    pub cgroup_files: Arc<Mutex<ResourceFiles>>,
+    pub(crate) cgroup_files: Arc<Mutex<ResourceFiles>>,
     /// The /proc/<pid>/stat files of processes viewed recently, kept open between views.
-    pub stat_files: Arc<Mutex<StatFiles>>,
+    pub(crate) stat_files: Arc<Mutex<StatFiles>>,
     /// Set once the programs are attached and the first scan is applied (`/readyz`).
-    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Asks the table task from a blocking thread.
@@ -397,7 +397,7 @@ fn detached_state(ready: bool) -> ApiState {
 }
 
 /// The metrics listener's routes: nothing of the JSON API.
-pub fn metrics_router(st: ApiState) -> Router {
+pub(crate) fn metrics_router(st: ApiState) -> Router {
     let ready = st.ready.clone();
     gate(
         Router::new()
@@ -423,7 +423,7 @@ fn open_routes() -> Router<ApiState> {
 /// `--web-config` credentials or required client certificates): [`open_routes`] only. The
 /// process views list every command line, which /proc mounted with `hidepid` hides from
 /// other users, so they are not routes here: `/v1/...` answers 403 saying where they are.
-pub fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
+pub(crate) fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
     let ready = st.ready.clone();
     let message: Arc<str> = format!(
         "the process views list every command line, so on TCP they answer only clients that \
@@ -448,7 +448,7 @@ pub fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
 }
 
 /// Every route: the unix socket's (root only), and TCP's when every client authenticates.
-pub fn router(st: ApiState) -> Router {
+pub(crate) fn router(st: ApiState) -> Router {
     let ready = st.ready.clone();
     let r = open_routes()
         .route("/v1/containers", get(listing(service::containers)))

@@ -14,7 +14,7 @@ use crate::{
 };
 
 #[derive(Args)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// Settings file (TOML; keys are these flags' names with `_`). The default one is read
     /// when it exists; flags win over OBSERVER_* variables, which win over the file.
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
@@ -157,18 +157,18 @@ pub struct AgentArgs {
     history_retention: Duration,
     /// Log lines as text or as one JSON object per line (for log shippers).
     #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// `--metrics-labels`, checked when parsed (so a bad value in the config file names its line).
 #[derive(Clone, Debug)]
-pub struct Labels(Vec<String>);
+pub(crate) struct Labels(Vec<String>);
 
 fn parse_labels(s: &str) -> Result<Labels, String> {
     crate::views::metrics::parse_labels(s).map(Labels)
@@ -200,7 +200,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let cfg = agent_config(a)?;
     one_heap();
     raise_nofile();

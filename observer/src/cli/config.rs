@@ -16,7 +16,7 @@ use std::{
 use clap::{parser::ValueSource, Arg, ArgAction, ArgMatches, Command};
 use toml::de::{DeTable, DeValue};
 
-pub const DEFAULT_CONFIG: &str = "/etc/observer/config.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/observer/config.toml";
 
 /// Arguments of `observer agent` that are not settings (never in the file nor printed);
 /// `calibrate` is the benchmark's hidden flag, not something to deploy.
@@ -24,12 +24,12 @@ const NOT_SETTINGS: &[&str] = &["config", "print_config", "help", "verbose", "ca
 
 /// What the config file contributed.
 #[derive(Default)]
-pub struct FromFile {
-    pub path: Option<PathBuf>,
+pub(crate) struct FromFile {
+    pub(crate) path: Option<PathBuf>,
     /// Keys the file set that flags and the environment did not.
-    pub keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
     /// Those settings as flags to add to the command line.
-    pub flags: Vec<OsString>,
+    pub(crate) flags: Vec<OsString>,
 }
 
 /// The agent's settings (every argument that is one).
@@ -40,7 +40,7 @@ fn settings(agent: &Command) -> impl Iterator<Item = &Arg> {
 }
 
 /// Reads the config file `m` names (the default one only if it exists).
-pub fn read(agent: &Command, m: &ArgMatches) -> Result<FromFile, String> {
+pub(crate) fn read(agent: &Command, m: &ArgMatches) -> Result<FromFile, String> {
     let path = m
         .get_one::<PathBuf>("config")
         .cloned()
@@ -67,7 +67,12 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-pub fn parse(agent: &Command, m: &ArgMatches, path: &Path, text: &str) -> Result<FromFile, String> {
+pub(crate) fn parse(
+    agent: &Command,
+    m: &ArgMatches,
+    path: &Path,
+    text: &str,
+) -> Result<FromFile, String> {
     let at = |offset: usize| format!("config {}:{}", path.display(), line_of(text, offset));
     let doc = DeTable::parse(text).map_err(|e| {
         format!(
@@ -172,7 +177,7 @@ fn clap_message(e: &clap::Error) -> String {
 }
 
 /// The effective settings as a config file, each with where it came from.
-pub fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String {
+pub(crate) fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String {
     let mut out = format!(
         "# observer agent: effective settings (flags win, then OBSERVER_* variables, then {}, \
          then defaults)\n",

@@ -22,7 +22,7 @@ use crate::{
 };
 
 #[derive(Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     /// One JSON object per line instead of readable lines.
     #[arg(long)]
     json: bool,
@@ -57,7 +57,7 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
     })
 }
 
-pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,7 +15,7 @@ use crate::{
 };
 
 #[derive(Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Container name (default: c-<first 8 hex of its id>).
     #[arg(long)]
     name: Option<String>,
@@ -70,7 +70,7 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand)]
-pub enum LauncherCmd {
+pub(crate) enum LauncherCmd {
     /// Run a command in a new container (namespaces, rootfs, cgroup limits, a shim).
     Run(RunArgs),
     /// Run a command inside a running container (every namespace and its cgroup).
@@ -149,7 +149,7 @@ fn code(r: Result<u8, LauncherError>) -> ExitCode {
     }
 }
 
-pub fn run(cmd: LauncherCmd) -> ExitCode {
+pub(crate) fn run(cmd: LauncherCmd) -> ExitCode {
     match cmd {
         LauncherCmd::Run(a) => code(launcher::run(RunOptions {
             name: a.name,

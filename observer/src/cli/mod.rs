@@ -3,7 +3,7 @@
 //! 126, 127), usage errors with clap's 2, and a closed stdout ends the process by SIGPIPE.
 
 mod agent;
-pub mod config;
+pub(crate) mod config;
 mod event_stream;
 mod launcher;
 mod views;
@@ -18,7 +18,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     version,
     about = "What is really running in your containers: an eBPF process observer"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,

@@ -11,13 +11,13 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use super::Event;
 
-pub const MASK: &[u8] = b"***";
+pub(crate) const MASK: &[u8] = b"***";
 
 #[derive(Clone, Debug)]
-pub struct Redactor(Regex);
+pub(crate) struct Redactor(Regex);
 
 impl Redactor {
-    pub fn new(pattern: &str) -> Result<Redactor, String> {
+    pub(crate) fn new(pattern: &str) -> Result<Redactor, String> {
         RegexBuilder::new(pattern)
             .unicode(false)
             .build()
@@ -27,7 +27,7 @@ impl Redactor {
 
     /// A NUL-separated argv (the last argument may lack its NUL when it was cut), with
     /// every match masked; None when nothing matched.
-    pub fn argv(&self, buf: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn argv(&self, buf: &[u8]) -> Option<Vec<u8>> {
         if !self.0.is_match(buf) {
             return None;
         }
@@ -47,7 +47,7 @@ impl Redactor {
 
     /// Masks an exec event's argv in place (cut to the record's capacity if masking made it
     /// longer, as the kernel cuts a long argv).
-    pub fn event(&self, ev: &mut Event) {
+    pub(crate) fn event(&self, ev: &mut Event) {
         let Event::Exec(e) = ev else {
             return;
         };

@@ -3,9 +3,9 @@
 //! the cgroup file systems and resource files, and the boot clock. It knows nothing of the
 //! table or of containers: the layers above hand it pids, start times and cgroup paths.
 
-pub mod cgroupfs;
-pub mod clock;
+pub(crate) mod cgroupfs;
+pub(crate) mod clock;
 pub mod facts;
-pub mod resource_files;
+pub(crate) mod resource_files;
 pub mod scan;
-pub mod stat_files;
+pub(crate) mod stat_files;

@@ -30,17 +30,18 @@ use nix::{
 
 use super::{cgroups, rootfs, security, state::Config};
 
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Reports a failure to the shim and exits with `code`.
-pub fn fail(err: &mut fs::File, code: i32, msg: &str) -> ! {
+pub(crate) fn fail(err: &mut fs::File, code: i32, msg: &str) -> ! {
     let _ = write!(err, "{code} {msg}");
     // SAFETY: _exit is async-signal-safe and ends the process at once.
     unsafe { libc::_exit(code) }
 }
 
 /// The container's environment: PATH, HOSTNAME, HOME, TERM, then the user's -e values.
-pub fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
+pub(crate) fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
     let mut env = vec![
         format!("PATH={DEFAULT_PATH}"),
         format!("HOSTNAME={}", cfg.hostname),
@@ -55,7 +56,7 @@ pub fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
     env
 }
 
-pub fn path_of(env: &[String]) -> String {
+pub(crate) fn path_of(env: &[String]) -> String {
     env.iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
@@ -69,7 +70,7 @@ fn cstrings(v: &[String]) -> Vec<CString> {
 }
 
 /// Execs `path` (already resolved inside the container) or reports why it could not.
-pub fn exec(err: &mut fs::File, path: &str, argv: &[String], env: &[String]) -> ! {
+pub(crate) fn exec(err: &mut fs::File, path: &str, argv: &[String], env: &[String]) -> ! {
     let p = CString::new(path).unwrap_or_default();
     let e = execve(&p, &cstrings(argv), &cstrings(env)).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT {
@@ -246,7 +247,7 @@ fn loopback_up() -> Result<(), String> {
 }
 
 /// The container's PID 1 side; never returns.
-pub fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
+pub(crate) fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
     let mut err = fs::File::from(err);
     let null = fs::File::open("/dev/null").ok();
     // SAFETY: dup2 onto the standard descriptors of this (single-threaded) child.

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Runs `cmd` in container `name`; returns its exit code (126/127 when it cannot start).
-pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, LauncherError> {
+pub(crate) fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, LauncherError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(LauncherError::NotRoot);
     }

@@ -15,12 +15,12 @@ use super::{
 use crate::host::scan;
 
 /// A process's start time: clock ticks after boot, /proc/<pid>/stat field 22.
-pub fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     scan::live(pid).map(|l| l.start_ticks)
 }
 
 /// The start time of a process that is alive (a zombie is not: `scan::alive`).
-pub fn start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     scan::live(pid)
         .filter(|l| !l.is_zombie())
         .map(|l| l.start_ticks)
@@ -49,20 +49,20 @@ fn in_cgroup(pid: u32, id: &str) -> bool {
 }
 
 /// Whether the container's shim is still the process the state recorded.
-pub fn shim_alive(st: &State) -> bool {
+pub(crate) fn shim_alive(st: &State) -> bool {
     st.shim_pid
         .is_some_and(|p| is_recorded(p, st.shim_start, |p| comm(p) == "observer-shim"))
 }
 
 /// PID 1's host pid, if the recorded PID 1 is still that process.
-pub fn pid1(st: &State, cfg: &Config) -> Option<u32> {
+pub(crate) fn pid1(st: &State, cfg: &Config) -> Option<u32> {
     st.pid
         .filter(|p| is_recorded(*p, st.pid_start, |p| in_cgroup(p, &cfg.id)))
 }
 
 /// Sends `sig` to the recorded PID 1. Ok(false) when it is gone or its pid now names
 /// another process (nothing is signalled then).
-pub fn signal_pid1(st: &State, cfg: &Config, sig: Signal) -> Result<bool, LauncherError> {
+pub(crate) fn signal_pid1(st: &State, cfg: &Config, sig: Signal) -> Result<bool, LauncherError> {
     let Some(pid) = st.pid else { return Ok(false) };
     // SAFETY: pidfd_open takes a pid and flags; the descriptor is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

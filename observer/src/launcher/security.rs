@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{seccomp, LauncherError};
 
 /// Docker's (and runc's) default capabilities.
-pub const DEFAULT_CAPS: [Capability; 14] = [
+pub(crate) const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_FSETID,
@@ -41,7 +41,7 @@ pub const DEFAULT_CAPS: [Capability; 14] = [
 /// Masked: runc's list (libcontainer/specconv/example.go) and what moby adds
 /// (daemon/pkg/oci/defaults.go: /proc/interrupts, powercap, each CPU's thermal_throttle).
 /// Files get /dev/null bound over them, directories an empty read-only tmpfs.
-pub const MASKED: [&str; 12] = [
+pub(crate) const MASKED: [&str; 12] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -57,7 +57,7 @@ pub const MASKED: [&str; 12] = [
 ];
 
 /// Bound read-only over themselves (runc's and moby's list).
-pub const READONLY: [&str; 5] = [
+pub(crate) const READONLY: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -67,15 +67,15 @@ pub const READONLY: [&str; 5] = [
 
 /// A container's security settings, as recorded in its config.json.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Security {
+pub(crate) struct Security {
     /// Every capability the launcher holds, no seccomp, nothing masked, /sys writable.
-    pub privileged: bool,
+    pub(crate) privileged: bool,
     /// The capabilities the container keeps (bounding, permitted, effective), e.g.
     /// `CAP_CHOWN`; not used when privileged.
-    pub capabilities: Vec<String>,
+    pub(crate) capabilities: Vec<String>,
     /// Docker's default seccomp profile.
-    pub seccomp: bool,
-    pub no_new_privileges: bool,
+    pub(crate) seccomp: bool,
+    pub(crate) no_new_privileges: bool,
 }
 
 impl Default for Security {
@@ -91,13 +91,13 @@ impl Default for Security {
 
 /// A `--cap-add`/`--cap-drop` value.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum CapArg {
+pub(crate) enum CapArg {
     All,
     One(Capability),
 }
 
 /// Parses `SYS_ADMIN`, `cap_sys_admin` or `ALL` (Docker's spellings).
-pub fn parse_cap(s: &str) -> Result<CapArg, String> {
+pub(crate) fn parse_cap(s: &str) -> Result<CapArg, String> {
     if s.eq_ignore_ascii_case("all") {
         return Ok(CapArg::All);
     }
@@ -110,12 +110,12 @@ pub fn parse_cap(s: &str) -> Result<CapArg, String> {
 
 /// A `--security-opt` value.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum SecurityOpt {
+pub(crate) enum SecurityOpt {
     SeccompUnconfined,
     NoNewPrivileges(bool),
 }
 
-pub fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
+pub(crate) fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
     let (key, value) = s.split_once('=').unwrap_or((s, ""));
     match (key, value) {
         ("seccomp", "unconfined") => Ok(SecurityOpt::SeccompUnconfined),
@@ -140,7 +140,7 @@ fn names(set: &CapsHashSet) -> Vec<String> {
 /// capability flags; `--cap-add ALL` keeps everything but the drops; `--cap-drop ALL` keeps
 /// only the adds; otherwise the default set minus the drops plus the adds. A capability
 /// the launcher does not hold itself cannot be given (ALL means all it holds).
-pub fn resolve(
+pub(crate) fn resolve(
     privileged: bool,
     add: &[CapArg],
     drop: &[CapArg],
@@ -200,7 +200,7 @@ impl Security {
 }
 
 /// Closes every descriptor from 3 up but `keep` (close_range, Linux 5.9).
-pub fn close_inherited(keep: Option<RawFd>) -> Result<(), String> {
+pub(crate) fn close_inherited(keep: Option<RawFd>) -> Result<(), String> {
     let close = |from: u32, to: u32| {
         // SAFETY: close_range only closes descriptors; nothing here uses the ones it closes.
         let rc = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
@@ -228,7 +228,7 @@ pub fn close_inherited(keep: Option<RawFd>) -> Result<(), String> {
 /// was inherited (but `keep`, the close-on-exec error pipe), set no_new_privs, shrink the
 /// bounding set, install the seccomp profile (while CAP_SYS_ADMIN still allows it without
 /// no_new_privs), then set the capability sets.
-pub fn confine(sec: &Security, keep: RawFd) -> Result<(), String> {
+pub(crate) fn confine(sec: &Security, keep: RawFd) -> Result<(), String> {
     close_inherited(Some(keep))?;
     if sec.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
@@ -282,7 +282,7 @@ fn mnt(src: &str, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result
 
 /// Masks and write-protects the paths above; runs in the container's mount namespace after
 /// pivot_root (so /dev/null is the container's). A path this kernel lacks is skipped.
-pub fn protect_paths() -> Result<(), String> {
+pub(crate) fn protect_paths() -> Result<(), String> {
     let masked = MASKED.iter().map(PathBuf::from).chain(thermal_throttle());
     for p in masked {
         match fs::symlink_metadata(&p) {

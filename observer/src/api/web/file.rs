@@ -31,24 +31,24 @@ use serde::Deserialize;
 /// What the file says, checked for shape (serde) but not yet loaded.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct WebFile {
-    pub tls_server_config: Option<TlsFile>,
-    pub http_server_config: Option<HttpFile>,
-    pub basic_auth_users: Option<BTreeMap<String, String>>,
-    pub bearer_tokens: Option<BTreeMap<String, String>>,
+pub(crate) struct WebFile {
+    pub(crate) tls_server_config: Option<TlsFile>,
+    pub(crate) http_server_config: Option<HttpFile>,
+    pub(crate) basic_auth_users: Option<BTreeMap<String, String>>,
+    pub(crate) bearer_tokens: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    pub client_auth_type: Option<String>,
-    pub client_ca_file: Option<PathBuf>,
-    pub min_version: Option<String>,
-    pub max_version: Option<String>,
+pub(crate) struct TlsFile {
+    pub(crate) cert_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) client_auth_type: Option<String>,
+    pub(crate) client_ca_file: Option<PathBuf>,
+    pub(crate) min_version: Option<String>,
+    pub(crate) max_version: Option<String>,
     // exporter-toolkit keys observer does not implement: accepted by the parser only to be
     // refused by name (`unsupported`).
     cipher_suites: Option<serde::de::IgnoredAny>,
@@ -59,14 +59,14 @@ pub struct TlsFile {
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct HttpFile {
-    pub http2: Option<bool>,
-    pub headers: Option<BTreeMap<String, String>>,
+pub(crate) struct HttpFile {
+    pub(crate) http2: Option<bool>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
 }
 
 /// Which client certificates the TLS listener asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     None,
     /// A client may present a certificate; one it presents must verify.
     VerifyIfGiven,
@@ -75,7 +75,7 @@ pub enum ClientAuth {
 
 /// Where the server certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CertSource {
+pub(crate) enum CertSource {
     /// Files, read again when they change (a rotated certificate needs no restart).
     Files { cert: PathBuf, key: PathBuf },
     /// PEM text in the config file itself.
@@ -83,14 +83,14 @@ pub enum CertSource {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert: CertSource,
-    pub client_auth: ClientAuth,
-    pub client_ca: Option<PathBuf>,
+pub(crate) struct TlsSettings {
+    pub(crate) cert: CertSource,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) client_ca: Option<PathBuf>,
     /// Offer TLS 1.2 (as well as 1.3).
-    pub tls12: bool,
+    pub(crate) tls12: bool,
     /// Offer TLS 1.3 (as well as, or instead of, 1.2).
-    pub tls13: bool,
+    pub(crate) tls13: bool,
 }
 
 /// The response headers exporter-toolkit lets a web config set (the same list, so a file
@@ -105,16 +105,16 @@ const HEADERS: &[&str] = &[
 
 /// The settings, checked: what `super::Web::load` turns into a TLS acceptor and a gate.
 #[derive(Debug, Default)]
-pub struct WebSettings {
-    pub tls: Option<TlsSettings>,
-    pub headers: Vec<(String, String)>,
-    pub users: BTreeMap<String, String>,
-    pub tokens: BTreeMap<String, String>,
+pub(crate) struct WebSettings {
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) users: BTreeMap<String, String>,
+    pub(crate) tokens: BTreeMap<String, String>,
 }
 
 /// Parses and checks a web config; `dir` is where relative paths start (the file's own
 /// directory, as exporter-toolkit does).
-pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
+pub(crate) fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
     let f: WebFile = if text.trim().is_empty() {
         WebFile::default()
     } else {

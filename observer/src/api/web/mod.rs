@@ -2,8 +2,8 @@
 //! `--listen` and the metrics listener), configured like Prometheus exporters. The unix
 //! socket is not concerned: its file mode (root only) is its access control.
 
-pub mod auth;
-pub mod file;
+pub(crate) mod auth;
+pub(crate) mod file;
 mod throttle;
 mod tls;
 
@@ -23,9 +23,9 @@ use auth::Credentials;
 
 /// A loaded web config: everything checked and read before the agent listens.
 #[derive(Clone, Default)]
-pub struct Web {
-    pub tls: Option<TlsAcceptor>,
-    pub credentials: Option<Arc<Credentials>>,
+pub(crate) struct Web {
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) credentials: Option<Arc<Credentials>>,
     /// The TLS handshake requires a client certificate and verifies it
     /// (`RequireAndVerifyClientCert`).
     client_certs_required: bool,
@@ -35,7 +35,7 @@ pub struct Web {
 impl Web {
     /// Reads, checks and loads `path` (certificates, keys, CA and hashes included); the
     /// error names the file and the key or file at fault.
-    pub fn load(path: &Path) -> Result<Web, String> {
+    pub(crate) fn load(path: &Path) -> Result<Web, String> {
         let at = |e: String| format!("web config {}: {e}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -70,12 +70,12 @@ impl Web {
     /// a client certificate the handshake requires and verifies). Only then does the JSON
     /// API's process views answer on TCP: they list every process's command line, which
     /// /proc mounted with `hidepid` hides from other users.
-    pub fn authenticates_every_client(&self) -> bool {
+    pub(crate) fn authenticates_every_client(&self) -> bool {
         self.credentials.is_some() || self.client_certs_required
     }
 
     /// `http` or `https`.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
             "https"
         } else {
@@ -84,7 +84,7 @@ impl Web {
     }
 
     /// What protects the TCP listeners, for the start-up line ("" when nothing does).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.tls.is_some() {
             parts.push("TLS".to_string());
@@ -97,7 +97,7 @@ impl Web {
 
     /// `router` behind this config's credentials and response headers; refusals are
     /// counted in `stats`.
-    pub fn guard(&self, router: Router, stats: Arc<ConnStats>) -> Router {
+    pub(crate) fn guard(&self, router: Router, stats: Arc<ConnStats>) -> Router {
         if self.credentials.is_none() && self.headers.is_empty() {
             return router;
         }

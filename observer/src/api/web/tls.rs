@@ -27,7 +27,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The acceptor for `s`, or what is wrong with its files.
-pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, String> {
+pub(crate) fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, String> {
     let provider = provider();
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (s.tls12, &rustls::version::TLS12),
