@@ -223,12 +223,20 @@ struct HistoryQuery {
     comm: Option<String>,
 }
 
+/// A `?since=` that is not a duration (400).
+#[derive(Debug, thiserror::Error)]
+#[error("since={since}: {source} (e.g. 10m, 90s, 2h)\n")]
+struct BadSince {
+    since: String,
+    source: humantime::DurationError,
+}
+
 impl HistoryQuery {
-    fn filter(self) -> Result<crate::views::endings::HistoryFilter, String> {
+    fn filter(self) -> Result<crate::views::endings::HistoryFilter, BadSince> {
         let since_s = match self.since {
             Some(s) => Some(
                 humantime::parse_duration(&s)
-                    .map_err(|e| format!("since={s}: {e} (e.g. 10m, 90s, 2h)\n"))?
+                    .map_err(|source| BadSince { since: s, source })?
                     .as_secs_f64(),
             ),
             None => None,
@@ -484,7 +492,7 @@ pub(crate) fn router(st: ApiState) -> Router {
                  Query(q): Query<HistoryQuery>| async move {
                     match q.filter() {
                         Ok(f) => blocking(st, move |s, c| service::history(s, c, &r, &f)).await,
-                        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
                     }
                 },
             ),

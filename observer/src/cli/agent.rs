@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::Context;
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
 use super::config;
@@ -11,6 +11,7 @@ use crate::{
     api::{connections::Limits, listeners::ListenConfig, web::Web, DEFAULT_LISTEN, DEFAULT_SOCKET},
     containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
+    views::metrics::UnknownLabel,
 };
 
 #[derive(Args)]
@@ -170,32 +171,32 @@ pub(crate) enum LogFormat {
 #[derive(Clone, Debug)]
 pub(crate) struct Labels(Vec<String>);
 
-fn parse_labels(s: &str) -> Result<Labels, String> {
+fn parse_labels(s: &str) -> Result<Labels, UnknownLabel> {
     crate::views::metrics::parse_labels(s).map(Labels)
 }
 
 /// `--ringbuf-size`: a size the kernel accepts for a ring buffer, checked when parsed.
-fn parse_ringbuf(s: &str) -> Result<u32, String> {
+fn parse_ringbuf(s: &str) -> anyhow::Result<u32> {
     let n = probes::parse_size(s)?;
     if n < 4096 || !n.is_power_of_two() {
-        return Err(probes::ProbeError::RingBufSize(n).to_string());
+        return Err(probes::ProbeError::RingBufSize(n).into());
     }
     Ok(n)
 }
 
-fn parse_reconcile(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5m)"))?;
+fn parse_reconcile(s: &str) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| anyhow!("`{s}`: {e} (e.g. 30s, 5m)"))?;
     if d < Duration::from_secs(1) {
-        return Err(format!("`{s}` is too short (at least 1s)"));
+        bail!("`{s}` is too short (at least 1s)");
     }
     Ok(d)
 }
 
 /// A connection timeout: a duration from 100ms to 1h.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10s, 2m)"))?;
+fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| anyhow!("`{s}`: {e} (e.g. 10s, 2m)"))?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-        return Err(format!("`{s}` is out of range (100ms to 1h)"));
+        bail!("`{s}` is out of range (100ms to 1h)");
     }
     Ok(d)
 }
@@ -217,7 +218,7 @@ pub(crate) fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 /// The agent's settings from its arguments (the web config file read and checked).
 fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
     let web = match &a.web_config {
-        Some(p) => Web::load(p).map_err(anyhow::Error::msg)?,
+        Some(p) => Web::load(p)?,
         None => Web::default(),
     };
     let memory = memory_limits(&a);

@@ -13,6 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::{anyhow, bail};
 use clap::{parser::ValueSource, Arg, ArgAction, ArgMatches, Command};
 use toml::de::{DeTable, DeValue};
 
@@ -40,7 +41,7 @@ fn settings(agent: &Command) -> impl Iterator<Item = &Arg> {
 }
 
 /// Reads the config file `m` names (the default one only if it exists).
-pub(crate) fn read(agent: &Command, m: &ArgMatches) -> Result<FromFile, String> {
+pub(crate) fn read(agent: &Command, m: &ArgMatches) -> anyhow::Result<FromFile> {
     let path = m
         .get_one::<PathBuf>("config")
         .cloned()
@@ -51,10 +52,10 @@ pub(crate) fn read(agent: &Command, m: &ArgMatches) -> Result<FromFile, String> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(FromFile::default())
         }
-        Err(e) => return Err(format!("config {}: {e}", path.display())),
+        Err(e) => bail!("config {}: {e}", path.display()),
     };
     let text = String::from_utf8(text)
-        .map_err(|e| format!("config {}: not UTF-8 text ({e})", path.display()))?;
+        .map_err(|e| anyhow!("config {}: not UTF-8 text ({e})", path.display()))?;
     parse(agent, m, &path, &text)
 }
 
@@ -72,10 +73,10 @@ pub(crate) fn parse(
     m: &ArgMatches,
     path: &Path,
     text: &str,
-) -> Result<FromFile, String> {
+) -> anyhow::Result<FromFile> {
     let at = |offset: usize| format!("config {}:{}", path.display(), line_of(text, offset));
     let doc = DeTable::parse(text).map_err(|e| {
-        format!(
+        anyhow!(
             "{}: {}",
             at(e.span().map_or(0, |s| s.start)),
             e.message().trim()
@@ -92,17 +93,20 @@ pub(crate) fn parse(
             .find(|a| a.get_id() == name)
             .ok_or_else(|| {
                 let known: Vec<&str> = settings(agent).map(|a| a.get_id().as_str()).collect();
-                format!("{here}: unknown key `{name}` (known: {})", known.join(", "))
+                anyhow!("{here}: unknown key `{name}` (known: {})", known.join(", "))
             })?;
-        let bad = |why: String| format!("{here}: key `{name}`: {why}");
-        let values = scalars(value.get_ref()).map_err(bad)?;
+        let bad = |why: &dyn std::fmt::Display| anyhow!("{here}: key `{name}`: {why}");
+        let values = scalars(value.get_ref()).map_err(|e| bad(&e))?;
         let flag = matches!(arg.get_action(), ArgAction::SetTrue);
         let many = matches!(arg.get_action(), ArgAction::Append);
         if values.len() != 1 && !many {
-            return Err(bad(format!("expects one value, not {}", values.len())));
+            return Err(bad(&format_args!(
+                "expects one value, not {}",
+                values.len()
+            )));
         }
         if flag && !matches!(value.get_ref(), DeValue::Boolean(_)) {
-            return Err(bad("expects true or false".into()));
+            return Err(bad(&"expects true or false"));
         }
         let long = arg.get_long().expect("settings have a long flag");
         if !flag {
@@ -115,7 +119,7 @@ pub(crate) fn parse(
                         OsStr::new("agent"),
                         OsStr::new(&format!("--{long}={v}")),
                     ])
-                    .map_err(|e| bad(clap_message(&e)))?;
+                    .map_err(|e| bad(&clap_message(&e)))?;
             }
         }
         if matches!(
@@ -141,13 +145,13 @@ pub(crate) fn parse(
 }
 
 /// A TOML value as the strings a flag would get.
-fn scalars(v: &DeValue) -> Result<Vec<String>, String> {
+fn scalars(v: &DeValue) -> anyhow::Result<Vec<String>> {
     Ok(match v {
         DeValue::String(s) => vec![s.to_string()],
         DeValue::Integer(i) if i.radix() == 10 => vec![i.as_str().replace('_', "")],
-        DeValue::Integer(i) => vec![i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
-            .map_err(|e| e.to_string())?
-            .to_string()],
+        DeValue::Integer(i) => {
+            vec![i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())?.to_string()]
+        }
         DeValue::Float(f) => vec![f.as_str().to_string()],
         DeValue::Boolean(b) => vec![b.to_string()],
         DeValue::Array(a) => {
@@ -155,17 +159,15 @@ fn scalars(v: &DeValue) -> Result<Vec<String>, String> {
             for x in a.iter() {
                 match x.get_ref() {
                     DeValue::Array(_) | DeValue::Table(_) => {
-                        return Err("expects a list of strings or numbers".into())
+                        bail!("expects a list of strings or numbers")
                     }
                     x => out.extend(scalars(x)?),
                 }
             }
             out
         }
-        DeValue::Datetime(_) => return Err("a date is not a valid value here".into()),
-        DeValue::Table(_) => {
-            return Err("expects a value, not a table (settings are top-level keys)".into())
-        }
+        DeValue::Datetime(_) => bail!("a date is not a valid value here"),
+        DeValue::Table(_) => bail!("expects a value, not a table (settings are top-level keys)"),
     })
 }
 

@@ -50,10 +50,10 @@ pub(crate) struct EventsArgs {
     tracepoint_kind: probes::TracepointKind,
 }
 
-fn parse_kind(s: &str) -> Result<EventKind, String> {
+fn parse_kind(s: &str) -> anyhow::Result<EventKind> {
     kind_from_name(s).ok_or_else(|| {
         let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown event type `{s}` (one of: {})", names.join(", "))
+        anyhow::anyhow!("unknown event type `{s}` (one of: {})", names.join(", "))
     })
 }
 

@@ -114,23 +114,25 @@ pub(crate) enum LauncherCmd {
 }
 
 /// A memory limit: a byte size of at least 4 KiB.
-fn parse_bytes(s: &str) -> Result<u64, String> {
+fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let b = crate::probes::parse_bytes(s)?;
     if b >= 4096 {
         Ok(b)
     } else {
-        Err(format!("`{s}` is too small (at least 4K)"))
+        Err(anyhow::anyhow!("`{s}` is too small (at least 4K)"))
     }
 }
 
-fn parse_cpus(s: &str) -> Result<f64, String> {
+fn parse_cpus(s: &str) -> anyhow::Result<f64> {
     let v: f64 = s
         .parse()
-        .map_err(|_| format!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
     if v > 0.0 && v <= 1024.0 {
         Ok(v)
     } else {
-        Err(format!("--cpus must be between 0 and 1024, got {s}"))
+        Err(anyhow::anyhow!(
+            "--cpus must be between 0 and 1024, got {s}"
+        ))
     }
 }
 

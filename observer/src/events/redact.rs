@@ -16,13 +16,18 @@ pub(crate) const MASK: &[u8] = b"***";
 #[derive(Clone, Debug)]
 pub(crate) struct Redactor(Regex);
 
+/// A `--redact-args` pattern that is not a regular expression.
+#[derive(Debug, thiserror::Error)]
+#[error("--redact-args: not a regular expression: {0}")]
+pub(crate) struct BadPattern(regex::Error);
+
 impl Redactor {
-    pub(crate) fn new(pattern: &str) -> Result<Redactor, String> {
+    pub(crate) fn new(pattern: &str) -> Result<Redactor, BadPattern> {
         RegexBuilder::new(pattern)
             .unicode(false)
             .build()
             .map(Redactor)
-            .map_err(|e| format!("--redact-args: not a regular expression: {e}"))
+            .map_err(BadPattern)
     }
 
     /// A NUL-separated argv (the last argument may lack its NUL when it was cut), with

@@ -88,9 +88,20 @@ pub(crate) fn parse(s: &str) -> Option<u32> {
     (1..32).find(|&i| NAMES[i][3..] == *bare).map(|i| i as u32)
 }
 
+/// A `--signals` list that does not say a set of signals.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SignalSetError {
+    #[error(
+        "unknown signal `{0}` (a name such as TERM or SIGKILL, a number 1-64, `default` or `all`)"
+    )]
+    Unknown(String),
+    #[error("`{0}` selects no signal")]
+    Empty(String),
+}
+
 /// `--signals`: a comma-separated list of signals (names or numbers), `default` (the set
 /// above), `all`, and `-NAME` to leave one out, applied left to right.
-pub(crate) fn parse_mask(spec: &str) -> Result<u64, String> {
+pub(crate) fn parse_mask(spec: &str) -> Result<u64, SignalSetError> {
     let mut mask = 0u64;
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (remove, item) = match item.strip_prefix('-') {
@@ -100,9 +111,7 @@ pub(crate) fn parse_mask(spec: &str) -> Result<u64, String> {
         let bits = match item.to_ascii_lowercase().as_str() {
             "default" => DEFAULT_MASK,
             "all" => u64::MAX,
-            _ => signal_bit(parse(item).ok_or_else(|| {
-                format!("unknown signal `{item}` (a name such as TERM or SIGKILL, a number 1-64, `default` or `all`)")
-            })?),
+            _ => signal_bit(parse(item).ok_or_else(|| SignalSetError::Unknown(item.to_string()))?),
         };
         if remove {
             mask &= !bits;
@@ -111,7 +120,7 @@ pub(crate) fn parse_mask(spec: &str) -> Result<u64, String> {
         }
     }
     if mask == 0 {
-        return Err(format!("`{spec}` selects no signal"));
+        return Err(SignalSetError::Empty(spec.to_string()));
     }
     Ok(mask)
 }
@@ -160,7 +169,10 @@ mod tests {
             parse_mask("default,-ALRM").unwrap(),
             DEFAULT_MASK & !signal_bit(14)
         );
-        assert!(parse_mask("TERM,BOGUS").unwrap_err().contains("BOGUS"));
+        assert!(parse_mask("TERM,BOGUS")
+            .unwrap_err()
+            .to_string()
+            .contains("BOGUS"));
         assert!(parse_mask("TERM,-TERM").is_err());
     }
 }

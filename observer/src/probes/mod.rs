@@ -346,9 +346,18 @@ where
         .map_err(|source| ProbeError::Program { name, source })
 }
 
+/// A byte size given on the command line that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SizeError {
+    #[error("`{0}` is not a size (examples: 8M, 512K, 4194304)")]
+    NotASize(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304` (the CLI's one parser
 /// for sizes: ring buffers here, memory limits in the launcher).
-pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, SizeError> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mult) = [
         ("kib", 1u64 << 10),
@@ -364,16 +373,16 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     .unwrap_or((t.clone(), 1));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 8M, 512K, 4194304)"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 /// A ring buffer size: a byte size that fits the kernel's u32.
-pub(crate) fn parse_size(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u32, SizeError> {
     parse_bytes(s)?
         .try_into()
-        .map_err(|_| format!("`{s}` is too large"))
+        .map_err(|_| SizeError::TooLarge(s.to_string()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod tls;
 
 use std::{path::Path, sync::Arc};
 
+use anyhow::anyhow;
 use axum::{
     extract::{Request, State},
     http::{header, HeaderName, HeaderValue, StatusCode},
@@ -35,9 +36,9 @@ pub(crate) struct Web {
 impl Web {
     /// Reads, checks and loads `path` (certificates, keys, CA and hashes included); the
     /// error names the file and the key or file at fault.
-    pub(crate) fn load(path: &Path) -> Result<Web, String> {
-        let at = |e: String| format!("web config {}: {e}", path.display());
-        let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Web> {
+        let at = |e: anyhow::Error| anyhow!("web config {}: {e}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| at(e.into()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let s = file::parse(&text, dir).map_err(at)?;
         let tls = s.tls.as_ref().map(tls::acceptor).transpose().map_err(at)?;
@@ -52,11 +53,11 @@ impl Web {
             .iter()
             .map(|(n, v)| {
                 Ok((
-                    HeaderName::from_bytes(n.as_bytes()).map_err(|e| e.to_string())?,
-                    HeaderValue::from_str(v).map_err(|e| e.to_string())?,
+                    HeaderName::from_bytes(n.as_bytes())?,
+                    HeaderValue::from_str(v)?,
                 ))
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<anyhow::Result<Vec<_>>>()
             .map_err(at)?;
         Ok(Web {
             tls,

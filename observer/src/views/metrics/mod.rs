@@ -21,15 +21,17 @@ pub(crate) const CONTAINER_LABELS: [&str; 5] = [
     "namespace",
 ];
 
+/// A `--metrics-labels` entry that is not a container label.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown metrics label `{0}` (allowed: {allowed})", allowed = CONTAINER_LABELS.join(", "))]
+pub(crate) struct UnknownLabel(String);
+
 /// Parses `--metrics-labels`.
-pub(crate) fn parse_labels(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_labels(s: &str) -> Result<Vec<String>, UnknownLabel> {
     let mut v = Vec::new();
     for l in s.split(',').map(str::trim).filter(|l| !l.is_empty()) {
         if !CONTAINER_LABELS.contains(&l) {
-            return Err(format!(
-                "unknown metrics label `{l}` (allowed: {})",
-                CONTAINER_LABELS.join(", ")
-            ));
+            return Err(UnknownLabel(l.to_string()));
         }
         v.push(l.to_string());
     }
@@ -311,6 +313,7 @@ mod tests {
         );
         assert!(parse_labels("pid")
             .unwrap_err()
+            .to_string()
             .contains("unknown metrics label `pid`"));
     }
 }
