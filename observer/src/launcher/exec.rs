@@ -49,7 +49,7 @@ pub(crate) fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u
             drop(rd);
             let mut err = fs::File::from(wr);
             if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
-                container::fail(&mut err, 125, &e)
+                container::fail(&mut err, 125, &e.to_string())
             }
             container::exec(&mut err, &path, cmd, &env)
         }

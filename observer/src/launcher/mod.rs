@@ -28,6 +28,48 @@ use state::{Config, Limits, State, Status};
 
 use crate::host::cgroupfs::CgroupFs;
 
+/// An `observer run` option that does not parse (`--cap-add`, `--cap-drop`,
+/// `--security-opt`): clap reports it as a usage error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OptionError {
+    #[error("unknown capability `{0}` (see capabilities(7): e.g. NET_ADMIN, SYS_PTRACE, or ALL)")]
+    UnknownCap(String),
+    #[error("`{0}`: only seccomp=unconfined is supported (the default profile is Docker's)")]
+    SeccompProfile(String),
+    #[error("unsupported security option `{0}`: use seccomp=unconfined or no-new-privileges[=true|false]")]
+    SecurityOpt(String),
+}
+
+/// Setting a container up from inside — mounts, /dev, the loopback, descriptors, the
+/// seccomp profile, capabilities — as the container's process reports it before it exits
+/// 125: the step and the system's answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("unknown capability `{0}` in the container's config")]
+    UnknownCap(String),
+    #[error("no default seccomp profile for {0}: run with --security-opt seccomp=unconfined")]
+    NoSeccompProfile(String),
+    #[error(transparent)]
+    Caps(#[from] caps::errors::CapsError),
+}
+
+impl SetupError {
+    /// What `step` failed with: `.map_err(SetupError::at("pivot_root"))`.
+    pub(crate) fn at<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        step: impl std::fmt::Display,
+    ) -> impl FnOnce(E) -> SetupError {
+        move |e| SetupError::Step {
+            step: step.to_string(),
+            source: e.into(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LauncherError {
     #[error("the launcher needs root: run it with sudo")]

@@ -34,6 +34,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use super::SetupError;
+
 macro_rules! nrs {
     ($($n:ident),* $(,)?) => { &[$(libc::$n),*] };
 }
@@ -248,13 +250,11 @@ fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Seccomp
 }
 
 /// The tables above are written for x86_64 and aarch64 only.
-fn arch() -> Result<TargetArch, String> {
+fn arch() -> Result<TargetArch, SetupError> {
     match std::env::consts::ARCH {
         "x86_64" => Ok(TargetArch::x86_64),
         "aarch64" => Ok(TargetArch::aarch64),
-        other => Err(format!(
-            "no default seccomp profile for {other}: run with --security-opt seccomp=unconfined"
-        )),
+        other => Err(SetupError::NoSeccompProfile(other.to_string())),
     }
 }
 
@@ -298,12 +298,12 @@ fn allowlist(caps: &CapsHashSet) -> BTreeMap<i64, Vec<SeccompRule>> {
 /// in this order: the allowlist (EPERM otherwise), then — without CAP_SYS_ADMIN — `clone3`
 /// answered ENOSYS. (seccompiler gives a filter one match action; the kernel runs every
 /// installed filter and, between two errno answers, the later filter's wins.)
-pub(crate) fn programs(caps: &CapsHashSet) -> Result<Vec<BpfProgram>, String> {
+pub(crate) fn programs(caps: &CapsHashSet) -> Result<Vec<BpfProgram>, SetupError> {
     let arch = arch()?;
     let compile = |rules, mismatch, matched| {
         SeccompFilter::new(rules, mismatch, matched, arch)
             .and_then(BpfProgram::try_from)
-            .map_err(|e| format!("compiling the seccomp profile: {e}"))
+            .map_err(SetupError::at("compiling the seccomp profile"))
     };
     let mut out = vec![compile(
         allowlist(caps),
