@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use observer::{
     events::Event,
-    views::events::{text_line, EventJson},
+    views::event_line::{text_line, EventJson},
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use rustc_hash::FxHashMap;
 
-pub struct Interner {
+pub(crate) struct Interner {
     strings: Vec<Box<str>>,
     ids: FxHashMap<Box<str>, u32>,
 }
@@ -17,7 +17,7 @@ impl Default for Interner {
 
 impl Interner {
     /// Id 0 is the empty string ("unknown").
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Interner {
             strings: vec!["".into()],
             ids: FxHashMap::default(),
@@ -25,7 +25,7 @@ impl Interner {
     }
 
     /// The id of `s`, and whether it was new.
-    pub fn intern(&mut self, s: &str) -> (u32, bool) {
+    pub(crate) fn intern(&mut self, s: &str) -> (u32, bool) {
         if s.is_empty() {
             return (0, false);
         }
@@ -38,17 +38,17 @@ impl Interner {
         (i, true)
     }
 
-    pub fn get(&self, id: u32) -> &str {
+    pub(crate) fn get(&self, id: u32) -> &str {
         self.strings.get(id as usize).map(|s| &**s).unwrap_or("")
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.strings.len()
     }
 
     /// Drops every string `keep` refuses; returns the new id of each old id (0 for a dropped
     /// one). Holders of ids must remap theirs with it.
-    pub fn compact(&mut self, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    pub(crate) fn compact(&mut self, keep: impl Fn(u32) -> bool) -> Vec<u32> {
         let old = std::mem::take(self);
         let mut remap = vec![0u32; old.strings.len()];
         for (i, s) in old.strings.into_iter().enumerate().skip(1) {
@@ -57,10 +57,6 @@ impl Interner {
             }
         }
         remap
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.strings.len() <= 1
     }
 }
 

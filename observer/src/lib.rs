@@ -4,9 +4,10 @@
 //! at the bottom; `probes` (load/attach, BTF offsets, the task iterators) → `events` (ring
 //! buffer and iterator records → typed events and seed records) → `table` (process state;
 //! `containers` attributes cgroup paths, `intern` stores shared strings once) → `views`
-//! (pure: the data they are handed in, JSON shapes and text out) → `api` (the routes, and
-//! assembling a view: the live facts read through `host`, then the view) → `agent`
-//! (start-up, the event loop, the listeners) and `cli` (commands). `launcher` stands apart;
+//! (pure: the data they are handed in, JSON shapes and text out) → `api` (HTTP: the
+//! routes, assembling a view — the live facts read through `host`, then the view — the
+//! listeners with their limits, TLS and credentials) → `agent` (start-up and the event
+//! loop) and `cli` (commands). `launcher` stands apart;
 //! `stdout` serves every command.
 //!
 //! The allowed imports between top-level modules, the one place they are written down
@@ -32,18 +33,30 @@
 //! `containers` only the metadata type and the pure grouping into pods, never the name
 //! resolver: a view reads nothing. `launcher` takes from `containers` only the cgroup parent
 //! its containers live under, which attribution recognises.
+//!
+//! Interfaces: items are `pub(crate)` unless the binary (`main.rs`), the integration tests
+//! or the fuzz targets use them; the modules below that are `pub` say which of those needs
+//! them, and only the items on those paths are `pub`.
 
-pub mod agent;
+mod agent;
+/// The router the `api_requests` fuzz target drives; the CLI's URL encoding, which the
+/// tests' Prometheus client shares.
 pub mod api;
+/// The command line: `main` is the binary's entry point.
 pub mod cli;
+/// The parsers of cgroup paths and runtime state files, for the fuzz targets.
 pub mod containers;
+/// Decoding kernel records and argv buffers, for the fuzz targets.
 pub mod events;
+/// The /proc parsers, for the fuzz targets.
 pub mod host;
-pub mod intern;
-pub mod launcher;
+mod intern;
+mod launcher;
+/// The tracefs format-file parser, for the fuzz targets.
 pub mod probes;
-pub mod stdout;
-pub mod table;
+mod stdout;
+mod table;
+/// The event line and the tree view, which the fuzz targets and the launcher test render.
 pub mod views;
 
 #[cfg(test)]

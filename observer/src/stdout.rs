@@ -7,18 +7,18 @@ use std::io::{self, Write};
 
 /// Writes all of `bytes` to stdout and flushes. A closed pipe ends the process (see
 /// [`die_of_sigpipe`]); other errors are returned.
-pub fn write(bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write(bytes: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
     check(out.write_all(bytes).and_then(|()| out.flush()))
 }
 
 /// `write` for text.
-pub fn print(s: &str) -> io::Result<()> {
+pub(crate) fn print(s: &str) -> io::Result<()> {
     write(s.as_bytes())
 }
 
 /// Passes `r` through, ending the process by SIGPIPE when it is a closed-pipe error.
-pub fn check<T>(r: io::Result<T>) -> io::Result<T> {
+pub(crate) fn check<T>(r: io::Result<T>) -> io::Result<T> {
     match r {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => die_of_sigpipe(),
         r => r,
@@ -26,7 +26,7 @@ pub fn check<T>(r: io::Result<T>) -> io::Result<T> {
 }
 
 /// Whether an error chain holds a closed-pipe error.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
@@ -35,7 +35,7 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Ends the process as a C program whose reader went away: by SIGPIPE with its default
 /// action (no core, nothing printed); the shell reports 128 + 13.
-pub fn die_of_sigpipe() -> ! {
+pub(crate) fn die_of_sigpipe() -> ! {
     // SAFETY: restoring a signal's default action and raising it has no memory effects.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);

@@ -13,26 +13,26 @@ use crate::{
     views::status::{ConnCounts, EventCounts, Health},
 };
 
-pub struct Inputs<'a> {
-    pub table: &'a Table,
-    pub kernel: KernelStats,
-    pub reader: &'a ReaderStats,
-    pub uptime_s: f64,
-    pub ringbuf_bytes: u32,
-    pub attached: &'a [String],
-    pub btf_attached: &'a [String],
-    pub missing: &'a [(String, String)],
-    pub reconciliations: u64,
-    pub checks: u64,
-    pub startup_details_pending: bool,
-    pub seed: &'static str,
-    pub last_scan_s: f64,
-    pub states: &'a BTreeMap<String, u64>,
-    pub http: Vec<ConnCounts>,
-    pub restarts: super::marker::Restarts,
+pub(crate) struct Inputs<'a> {
+    pub(crate) table: &'a Table,
+    pub(crate) kernel: KernelStats,
+    pub(crate) reader: &'a ReaderStats,
+    pub(crate) uptime_s: f64,
+    pub(crate) ringbuf_bytes: u32,
+    pub(crate) attached: &'a [String],
+    pub(crate) btf_attached: &'a [String],
+    pub(crate) missing: &'a [(String, String)],
+    pub(crate) reconciliations: u64,
+    pub(crate) checks: u64,
+    pub(crate) startup_details_pending: bool,
+    pub(crate) seed: &'static str,
+    pub(crate) last_scan_s: f64,
+    pub(crate) states: &'a BTreeMap<String, u64>,
+    pub(crate) http: Vec<ConnCounts>,
+    pub(crate) restarts: super::marker::Restarts,
 }
 
-pub fn health(i: Inputs) -> Health {
+pub(crate) fn health(i: Inputs) -> Health {
     let t = i.table;
     Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -83,7 +83,7 @@ pub fn health(i: Inputs) -> Health {
 }
 
 /// Counts processes by /proc state letter.
-pub fn states(scans: &[crate::host::scan::Scanned]) -> BTreeMap<String, u64> {
+pub(crate) fn states(scans: &[crate::host::scan::Scanned]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for s in scans {
         *m.entry(s.state.to_string()).or_insert(0) += 1;

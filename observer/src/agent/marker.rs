@@ -1,7 +1,7 @@
 //! Whether the previous agent stopped cleanly. A small state file beside the socket holds
 //! the running agent's pid and how many times agents started and crashed; a clean stop
-//! clears the pid. An agent that finds a pid there whose process is gone knows its
-//! predecessor died (kill -9, OOM kill, panic) and says so in its log and its metrics —
+//! clears the pid. An agent that finds a pid there whose process is not alive (gone, or a
+//! zombie its parent has not reaped yet: `host::scan::alive`) knows its predecessor died (kill -9, OOM kill, panic) and says so in its log and its metrics —
 //! its table is rebuilt by a new start-up seed, so what that agent had learned from events
 //! is gone.
 
@@ -9,23 +9,21 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::scan;
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Restarts {
+pub(crate) struct Restarts {
     /// Agents started with this state file, this one included.
-    pub starts: u64,
+    pub(crate) starts: u64,
     /// Agents that ended without a clean stop.
-    pub unclean: u64,
+    pub(crate) unclean: u64,
     /// The running agent (0 after a clean stop).
     #[serde(default)]
     pid: u32,
 }
 
-pub fn path_for(socket: &Path) -> PathBuf {
+pub(crate) fn path_for(socket: &Path) -> PathBuf {
     socket.with_extension("state")
-}
-
-fn alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Opens `path` for reading without following a symlink there.
@@ -44,7 +42,7 @@ fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Records this agent's start; returns the counts including it.
-pub fn on_start(path: &Path) -> Restarts {
+pub(crate) fn on_start(path: &Path) -> Restarts {
     let prev: Restarts = match read_nofollow(path) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
             log::warn!("ignoring unreadable {}: {e}", path.display());
@@ -57,7 +55,7 @@ pub fn on_start(path: &Path) -> Restarts {
         unclean: prev.unclean,
         pid: std::process::id(),
     };
-    if prev.pid != 0 && prev.pid != now.pid && !alive(prev.pid) {
+    if prev.pid != 0 && prev.pid != now.pid && !scan::alive(prev.pid) {
         now.unclean += 1;
         log::warn!(
             "the previous agent (pid {}) did not stop cleanly; the table is rebuilt from /proc",
@@ -69,7 +67,7 @@ pub fn on_start(path: &Path) -> Restarts {
 }
 
 /// Records a clean stop.
-pub fn on_clean_stop(path: &Path, r: Restarts) {
+pub(crate) fn on_clean_stop(path: &Path, r: Restarts) {
     write(path, &Restarts { pid: 0, ..r });
 }
 

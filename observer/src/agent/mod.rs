@@ -14,24 +14,19 @@
 //! collection), `readiness` (/readyz, the service manager and its watchdog, the state file)
 //! and `shutdown` (signals and the clean stop).
 
-pub mod health;
+pub(crate) mod health;
 mod housekeeping;
-pub mod http;
 mod marker;
 mod pace;
 mod pump;
 mod readiness;
 mod reconciler;
 mod requests;
-mod server;
 mod shutdown;
 mod startup;
 mod systemd;
-pub mod web;
 
 use std::{
-    net::SocketAddr,
-    path::PathBuf,
     sync::{atomic::AtomicBool, Arc, Mutex},
     time::Duration,
 };
@@ -48,7 +43,10 @@ use self::{
     shutdown::Signals,
 };
 use crate::{
-    api::{ApiState, Request},
+    api::{
+        listeners::{self, ListenConfig, Servers},
+        ApiState, Request,
+    },
     containers::names::{Resolver, StateDirs},
     events::{redact::Redactor, Event},
     host::{cgroupfs::CgroupFs, resource_files::ResourceFiles, stat_files::StatFiles},
@@ -57,27 +55,22 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct AgentConfig {
-    pub probes: ProbeConfig,
-    pub listen: SocketAddr,
-    /// A listener with only /metrics, /healthz and /readyz.
-    pub metrics_listen: Option<SocketAddr>,
-    pub socket: PathBuf,
+pub(crate) struct AgentConfig {
+    pub(crate) probes: ProbeConfig,
+    /// The listeners: addresses, the socket, connection limits, TLS and credentials.
+    pub(crate) listen: ListenConfig,
     /// A check runs every `reconcile_every`; a full scan when it finds a difference, when
     /// events were lost, and every `full_reconcile_every`.
-    pub reconcile_every: Duration,
-    pub full_reconcile_every: Duration,
-    pub seed: Seed,
-    pub state_dirs: StateDirs,
-    pub metrics_labels: Vec<String>,
-    pub http_limits: http::Limits,
+    pub(crate) reconcile_every: Duration,
+    pub(crate) full_reconcile_every: Duration,
+    pub(crate) seed: Seed,
+    pub(crate) state_dirs: StateDirs,
+    pub(crate) metrics_labels: Vec<String>,
     /// Masks secrets in command lines before they are stored or served.
-    pub redact: Option<Redactor>,
-    pub memory: crate::table::gc::Limits,
+    pub(crate) redact: Option<Redactor>,
+    pub(crate) memory: crate::table::gc::Limits,
     /// The agent's own status lines as JSON objects, like the log (`--log-format json`).
-    pub json_logs: bool,
-    /// TLS and credentials for the TCP listeners (`--web-config`).
-    pub web: web::Web,
+    pub(crate) json_logs: bool,
 }
 
 /// One status line on stderr (start-up, stop): the line tests and operators wait for.
@@ -97,7 +90,7 @@ fn say(cfg: &AgentConfig, msg: &str) {
 
 /// Where the start-up table comes from (`--seed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Seed {
+pub(crate) enum Seed {
     /// The task iterator where the kernel has one (5.8+), else /proc.
     Auto,
     /// The task iterator, or the agent does not start.
@@ -121,7 +114,7 @@ struct Inbox {
 /// The agent: `api` is the runtime the listeners run on (TLS handshakes, credential
 /// checks, request parsing and view building), so that what clients choose to cost never
 /// runs on this thread, which applies the kernel's events.
-pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Result<()> {
+pub(crate) async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Result<()> {
     // The listeners come first, so /healthz answers and /readyz says 503 while the
     // programs load and the table is seeded.
     let cgroupfs = CgroupFs::discover();
@@ -150,7 +143,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
     };
     let servers = {
         let cfg = cfg.clone();
-        api.spawn(async move { server::start(&cfg, state).await })
+        api.spawn(async move { listeners::start(&cfg.listen, state).await })
             .await
             .context("starting the listeners")??
     };
@@ -171,7 +164,7 @@ pub async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Resul
 /// loop's alone; each part wakes it for its own reason and works on it in turn.
 async fn serve(
     cfg: &AgentConfig,
-    servers: &server::Servers,
+    servers: &Servers,
     cgroupfs: CgroupFs,
     cgroup_files: &Mutex<ResourceFiles>,
     events: broadcast::Sender<Event>,
@@ -205,7 +198,7 @@ async fn serve(
 /// The running agent: the table and the parts that keep it.
 struct Agent<'a> {
     cfg: &'a AgentConfig,
-    servers: &'a server::Servers,
+    servers: &'a Servers,
     table: Table,
     probes: Probes,
     pump: Pump<'a>,

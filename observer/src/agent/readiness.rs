@@ -15,8 +15,11 @@ use std::{
 
 use tokio::time::Interval;
 
-use super::{marker, say, server::Servers, systemd::Notifier, web::Web, AgentConfig};
-use crate::table::Table;
+use super::{marker, say, systemd::Notifier, AgentConfig};
+use crate::{
+    api::{listeners::Servers, web::Web},
+    table::Table,
+};
 
 pub(super) struct Readiness {
     ready: Arc<AtomicBool>,
@@ -47,14 +50,14 @@ impl Readiness {
     /// line is written and the service manager told.
     pub(super) fn declare_ready(&mut self, cfg: &AgentConfig, servers: &Servers, table: &Table) {
         self.ready.store(true, Ordering::Release);
-        self.marker = marker::path_for(&cfg.socket);
+        self.marker = marker::path_for(&cfg.listen.socket);
         self.restarts = marker::on_start(&self.marker);
         let status = status_line(
             (table.len(), table.live_containers()),
-            &cfg.web,
+            &cfg.listen.web,
             servers.tcp_addr,
             servers.metrics_addr,
-            &cfg.socket,
+            &cfg.listen.socket,
         );
         say(cfg, &status);
         self.notifier.ready(&status);

@@ -15,9 +15,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{
     health, housekeeping::Housekeeping, pump, readiness::Readiness, reconciler::Reconciler,
-    server::Servers, trim_heap, Agent, AgentConfig, Seed,
+    trim_heap, Agent, AgentConfig, Seed,
 };
 use crate::{
+    api::listeners::Servers,
     events::{reader::EventReader, redact::Redactor, Event},
     host::{cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan},
     probes::Probes,

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-pub struct Notifier {
+pub(crate) struct Notifier {
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         Notifier {
             watchdog: sd_notify::watchdog_enabled(),
         }
@@ -21,20 +21,20 @@ impl Notifier {
 
     /// How often the event loop must say it is alive: half the unit's WatchdogSec, as
     /// sd_watchdog_enabled(3) advises; None without a watchdog.
-    pub fn watchdog_every(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog
             .map(|d| (d / 2).max(Duration::from_millis(10)))
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
-    pub fn alive(&self) {
+    pub(crate) fn alive(&self) {
         send(&[NotifyState::Watchdog]);
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         send(&[NotifyState::Stopping]);
     }
 }

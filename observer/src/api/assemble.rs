@@ -36,14 +36,14 @@ use crate::{
 
 /// What views are assembled with: the clock, the name resolver, the cgroup file systems,
 /// and the agent's kept files (None: the CLI's one-shot view opens and closes each file).
-pub struct ViewCtx<'a> {
-    pub now_ns: u64,
-    pub resolver: &'a mut Resolver,
-    pub cgroupfs: &'a CgroupFs,
+pub(crate) struct ViewCtx<'a> {
+    pub(crate) now_ns: u64,
+    pub(crate) resolver: &'a mut Resolver,
+    pub(crate) cgroupfs: &'a CgroupFs,
     /// The agent's open cgroup files (lists of every container read through them).
-    pub cgroup_files: Option<&'a Mutex<ResourceFiles>>,
+    pub(crate) cgroup_files: Option<&'a Mutex<ResourceFiles>>,
     /// The agent's open /proc/<pid>/stat files (views of processes read through them).
-    pub stat_files: Option<&'a Mutex<StatFiles>>,
+    pub(crate) stat_files: Option<&'a Mutex<StatFiles>>,
 }
 
 impl ViewCtx<'_> {
@@ -58,7 +58,7 @@ impl ViewCtx<'_> {
 }
 
 /// What container `s`'s runtime says of it (name, pod, image).
-pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
+pub(crate) fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
     ctx.resolver.meta(
         &s.container.key,
         s.container.ctr_namespace.as_deref(),
@@ -67,7 +67,7 @@ pub fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
 }
 
 /// The metadata of each of `containers`, in order.
-pub fn metas(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Meta> {
+pub(crate) fn metas(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Meta> {
     containers.iter().map(|s| meta_of(ctx, s)).collect()
 }
 
@@ -117,13 +117,13 @@ fn container_facts(
     }
 }
 
-pub fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
+pub(crate) fn container_view(ctx: &mut ViewCtx, s: &ContainerSummary) -> ContainerView {
     let facts = container_facts(ctx, s, None);
     model::container_view(s, facts, ctx.now_ns)
 }
 
 /// `observer ps`.
-pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
+pub(crate) fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
     let procs: Vec<&Process> = snap.processes.iter().collect();
     lists::ps(process_views(ctx, snap, &procs, |p| {
         lists::container_label(snap, p)
@@ -131,7 +131,7 @@ pub fn ps(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ProcessView> {
 }
 
 /// `observer containers`.
-pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
+pub(crate) fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
     // Every container's cgroup files at once, in parallel, through the agent's open files.
     let read = ctx.cgroup_files.map(|files| {
         let c = &snap.containers;
@@ -159,7 +159,7 @@ pub fn containers(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ContainerView> {
 }
 
 /// `observer zombies`.
-pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
+pub(crate) fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
     let v = snap
         .processes
         .iter()
@@ -186,7 +186,7 @@ pub fn zombies(ctx: &mut ViewCtx, snap: &Snapshot) -> Vec<ZombieView> {
 }
 
 /// A container's tree.
-pub fn tree(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> TreeView {
+pub(crate) fn tree(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> TreeView {
     let container = container_view(ctx, summary);
     let short = model::short_id(&summary.container.key.id);
     let members = trees::members(snap, summary);
@@ -195,7 +195,7 @@ pub fn tree(ctx: &mut ViewCtx, snap: &Snapshot, summary: &ContainerSummary) -> T
 }
 
 /// The pods among `containers`.
-pub fn pod_index(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Pod> {
+pub(crate) fn pod_index(ctx: &mut ViewCtx, containers: &[ContainerSummary]) -> Vec<Pod> {
     let metas = metas(ctx, containers);
     let refs: Vec<&Meta> = metas.iter().collect();
     pods::index(containers, &refs)
@@ -230,7 +230,7 @@ fn pod_view(
 }
 
 /// `observer pods`; `zombies` (a zombie snapshot) counts the zombies sandboxes leave.
-pub fn pods(ctx: &mut ViewCtx, snap: &Snapshot, zombies: &Snapshot) -> Vec<PodView> {
+pub(crate) fn pods(ctx: &mut ViewCtx, snap: &Snapshot, zombies: &Snapshot) -> Vec<PodView> {
     let list = pod_index(ctx, &snap.containers);
     let views = list
         .iter()
@@ -240,7 +240,7 @@ pub fn pods(ctx: &mut ViewCtx, snap: &Snapshot, zombies: &Snapshot) -> Vec<PodVi
 }
 
 /// The pod's tree from a snapshot of its containers (`Scope::Pod`).
-pub fn pod_tree(ctx: &mut ViewCtx, snap: &Snapshot, pod: &Pod) -> PodTreeView {
+pub(crate) fn pod_tree(ctx: &mut ViewCtx, snap: &Snapshot, pod: &Pod) -> PodTreeView {
     let view = pod_view(ctx, pod, &snap.containers, Some(snap));
     let containers = pod
         .containers
@@ -253,7 +253,7 @@ pub fn pod_tree(ctx: &mut ViewCtx, snap: &Snapshot, pod: &Pod) -> PodTreeView {
 
 /// What a user's `query` names among `containers`; `member_of(pid)` gives the container
 /// index of a host pid, if any.
-pub fn select(
+pub(crate) fn select(
     ctx: &mut ViewCtx,
     containers: &[ContainerSummary],
     query: &str,
@@ -272,7 +272,7 @@ pub fn select(
 
 /// The /metrics samples of `containers`, with their cgroups' resources (`resources(path)`,
 /// read by the caller).
-pub fn samples(
+pub(crate) fn samples(
     ctx: &mut ViewCtx,
     containers: Vec<ContainerSummary>,
     allow: &[String],

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// No agent listens on the socket (absent, refused, or not permitted).
     #[error("no agent at {path}: {source}")]
     NoAgent {
@@ -35,7 +35,10 @@ pub fn urlencode(s: &str) -> String {
 
 /// GETs `path` from the agent; returns the status, the whole body, and whether the body
 /// is plain text (a view rendered by the agent) rather than JSON.
-pub async fn get(socket: &Path, path: &str) -> Result<(StatusCode, Bytes, bool), ClientError> {
+pub(crate) async fn get(
+    socket: &Path,
+    path: &str,
+) -> Result<(StatusCode, Bytes, bool), ClientError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::NoAgent {

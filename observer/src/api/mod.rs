@@ -2,6 +2,10 @@
 //! CLI) and on a TCP address (127.0.0.1 by default, for Prometheus and tools). On TCP the
 //! process views answer only clients that authenticate (`public_router`).
 //!
+//! All of HTTP is here: the routes (this file), what each answers (`service.rs`) and how a
+//! view is assembled (`assemble.rs`); the listeners (`listeners.rs`), each connection's
+//! bounds (`connections.rs`), TLS and credentials (`web/`); the CLI's client (`client.rs`).
+//!
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
@@ -9,9 +13,12 @@
 //! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
-pub mod assemble;
+pub(crate) mod assemble;
 pub mod client;
-pub mod service;
+pub(crate) mod connections;
+pub(crate) mod listeners;
+pub(crate) mod service;
+pub(crate) mod web;
 
 use std::sync::{Arc, Mutex};
 
@@ -38,19 +45,19 @@ use crate::{
         summary::{cgroup_paths, oom_counts},
     },
     views::{
-        events::EventJson,
+        event_line::EventJson,
         text::{Escaped, Style},
     },
 };
 use assemble::ViewCtx;
 use service::{ApiError, Source};
 
-pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
 /// Not in Prometheus' default-port allocations (its 9100–9999 exporter range is full).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:19100";
 
 /// Requests to the task that owns the table.
-pub enum Request {
+pub(crate) enum Request {
     /// Shared between the requests for one scope the table task answers at once.
     Snapshot(Scope, oneshot::Sender<Arc<Snapshot>>),
     MemberOf(u32, oneshot::Sender<Option<u32>>),
@@ -58,19 +65,19 @@ pub enum Request {
 }
 
 #[derive(Clone)]
-pub struct ApiState {
-    pub requests: mpsc::Sender<Request>,
-    pub events: broadcast::Sender<Event>,
-    pub resolver: Arc<Mutex<Resolver>>,
-    pub cgroupfs: Arc<CgroupFs>,
+pub(crate) struct ApiState {
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) resolver: Arc<Mutex<Resolver>>,
+    pub(crate) cgroupfs: Arc<CgroupFs>,
     /// Container labels kept on metrics.
-    pub metrics_labels: Arc<Vec<String>>,
+    pub(crate) metrics_labels: Arc<Vec<String>>,
     /// The live containers' cgroup files, kept open between scrapes.
-    pub cgroup_files: Arc<Mutex<ResourceFiles>>,
+    pub(crate) cgroup_files: Arc<Mutex<ResourceFiles>>,
     /// The /proc/<pid>/stat files of processes viewed recently, kept open between views.
-    pub stat_files: Arc<Mutex<StatFiles>>,
+    pub(crate) stat_files: Arc<Mutex<StatFiles>>,
     /// Set once the programs are attached and the first scan is applied (`/readyz`).
-    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Asks the table task from a blocking thread.
@@ -227,17 +234,25 @@ struct HistoryQuery {
     comm: Option<String>,
 }
 
+/// A `?since=` that is not a duration (400).
+#[derive(Debug, thiserror::Error)]
+#[error("since={since}: {source} (e.g. 10m, 90s, 2h)\n")]
+struct BadSince {
+    since: String,
+    source: humantime::DurationError,
+}
+
 impl HistoryQuery {
-    fn filter(self) -> Result<crate::views::history::HistoryFilter, String> {
+    fn filter(self) -> Result<crate::views::endings::HistoryFilter, BadSince> {
         let since_s = match self.since {
             Some(s) => Some(
                 humantime::parse_duration(&s)
-                    .map_err(|e| format!("since={s}: {e} (e.g. 10m, 90s, 2h)\n"))?
+                    .map_err(|source| BadSince { since: s, source })?
                     .as_secs_f64(),
             ),
             None => None,
         };
-        Ok(crate::views::history::HistoryFilter {
+        Ok(crate::views::endings::HistoryFilter {
             since_s,
             failed: self.failed,
             comm: self.comm,
@@ -401,7 +416,7 @@ fn detached_state(ready: bool) -> ApiState {
 }
 
 /// The metrics listener's routes: nothing of the JSON API.
-pub fn metrics_router(st: ApiState) -> Router {
+pub(crate) fn metrics_router(st: ApiState) -> Router {
     let ready = st.ready.clone();
     gate(
         Router::new()
@@ -427,7 +442,7 @@ fn open_routes() -> Router<ApiState> {
 /// `--web-config` credentials or required client certificates): [`open_routes`] only. The
 /// process views list every command line, which /proc mounted with `hidepid` hides from
 /// other users, so they are not routes here: `/v1/...` answers 403 saying where they are.
-pub fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
+pub(crate) fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
     let ready = st.ready.clone();
     let message: Arc<str> = format!(
         "the process views list every command line, so on TCP they answer only clients that \
@@ -452,7 +467,7 @@ pub fn public_router(st: ApiState, socket: &std::path::Path) -> Router {
 }
 
 /// Every route: the unix socket's (root only), and TCP's when every client authenticates.
-pub fn router(st: ApiState) -> Router {
+pub(crate) fn router(st: ApiState) -> Router {
     let ready = st.ready.clone();
     let r = open_routes()
         .route("/v1/containers", get(listing(service::containers)))
@@ -488,7 +503,7 @@ pub fn router(st: ApiState) -> Router {
                  Query(q): Query<HistoryQuery>| async move {
                     match q.filter() {
                         Ok(f) => blocking(st, move |s, c| service::history(s, c, &r, &f)).await,
-                        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+                        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
                     }
                 },
             ),

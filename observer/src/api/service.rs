@@ -12,7 +12,7 @@ use crate::{
         summary::ContainerSummary,
     },
     views::{
-        history::{self, EndedView, HistoryFilter, HistoryView},
+        endings::{self, EndedView, HistoryFilter, HistoryView},
         model::{ContainerView, ProcessView, TreeView, ZombieView},
         pods::{PodTreeView, PodView},
         select::Selection,
@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Where snapshots come from: the agent's table task, or a table built from one scan.
-pub trait Source {
+pub(crate) trait Source {
     fn snapshot(&self, scope: Scope) -> Option<Snapshot>;
     /// The container index of a host pid.
     fn member_of(&self, pid: u32) -> Option<u32>;
@@ -30,7 +30,7 @@ pub trait Source {
 
 #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "error", rename_all = "snake_case")]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("no container matches `{query}`")]
     NotFound {
         query: String,
@@ -54,7 +54,7 @@ pub enum ApiError {
 impl Escaped<ApiError> {
     /// The message with the candidate list, as the CLI prints it: the query and the
     /// candidates' names escaped (an error is a text view too).
-    pub fn explain(&self) -> String {
+    pub(crate) fn explain(&self) -> String {
         match &**self {
             ApiError::NotFound { candidates, .. } if candidates.is_empty() => {
                 format!("{}; no containers are running", **self)
@@ -74,14 +74,14 @@ fn snap(src: &dyn Source, scope: Scope) -> Result<Snapshot, ApiError> {
 }
 
 /// What a reference names.
-pub enum Target {
+pub(crate) enum Target {
     Container(u32),
     Pod(Pod),
 }
 
 /// Resolves a user's container or pod reference; container indices are valid in the
 /// returned registry generation.
-pub fn resolve(
+pub(crate) fn resolve(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
@@ -101,11 +101,14 @@ pub fn resolve(
     }
 }
 
-pub fn containers(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ContainerView>, ApiError> {
+pub(crate) fn containers(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+) -> Result<Vec<ContainerView>, ApiError> {
     Ok(assemble::containers(ctx, &snap(src, Scope::Containers)?))
 }
 
-pub fn processes(
+pub(crate) fn processes(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     container: Option<&str>,
@@ -140,7 +143,7 @@ fn container_snapshot(
 }
 
 /// A container's tree; a pod reference answers `IsPod` (its tree is `pod_tree`).
-pub fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView, ApiError> {
+pub(crate) fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView, ApiError> {
     let (s, t) = container_snapshot(src, ctx, query)?;
     let i = match t {
         Target::Container(i) => i,
@@ -158,7 +161,11 @@ pub fn tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<TreeView
 }
 
 /// A pod's tree: the pod `query` names, or the pod of the container it names.
-pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodTreeView, ApiError> {
+pub(crate) fn pod_tree(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+) -> Result<PodTreeView, ApiError> {
     for _ in 0..3 {
         let (s, t) = container_snapshot(src, ctx, query)?;
         let pod = match t {
@@ -186,13 +193,13 @@ pub fn pod_tree(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<PodT
     Err(ApiError::Unavailable)
 }
 
-pub fn pods(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<PodView>, ApiError> {
+pub(crate) fn pods(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<PodView>, ApiError> {
     let containers = snap(src, Scope::Containers)?;
     let zombies = snap(src, Scope::Zombies)?;
     Ok(assemble::pods(ctx, &containers, &zombies))
 }
 
-pub fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieView>, ApiError> {
+pub(crate) fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieView>, ApiError> {
     Ok(assemble::zombies(ctx, &snap(src, Scope::Zombies)?))
 }
 
@@ -252,13 +259,13 @@ fn history_entries(
         .history
         .iter()
         .flat_map(|(_, es)| es)
-        .map(|e| history::ended_view(e, ctx.now_ns))
+        .map(|e| endings::ended_view(e, ctx.now_ns))
         .collect();
     Ok((entries, s.history_evicted))
 }
 
 /// The processes of a container that already ended (`observer history`).
-pub fn history(
+pub(crate) fn history(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
@@ -281,7 +288,7 @@ pub fn history(
 }
 
 /// `observer why <container|pid>`.
-pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
+pub(crate) fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
     let container = history_key(src, ctx, query);
     if let (Err(ApiError::NotFound { .. }), Ok(pid)) = (&container, query.trim().parse::<u32>()) {
         return why_pid(src, ctx, query, pid);
@@ -291,13 +298,13 @@ pub fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, 
 }
 
 /// The signals `pid` received lately, as views.
-fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<history::SignalView> {
+fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<endings::SignalView> {
     s.signals
         .get(&pid)
         .map(|f| {
             f.recent
                 .iter()
-                .map(|x| history::signal_view(x, now))
+                .map(|x| endings::signal_view(x, now))
                 .collect()
         })
         .unwrap_or_default()

@@ -2,19 +2,20 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::Context;
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
 use super::config;
 use crate::{
     agent::{self, AgentConfig},
-    api::{DEFAULT_LISTEN, DEFAULT_SOCKET},
+    api::{connections::Limits, listeners::ListenConfig, web::Web, DEFAULT_LISTEN, DEFAULT_SOCKET},
     containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
+    views::metrics::UnknownLabel,
 };
 
 #[derive(Args)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// Settings file (TOML; keys are these flags' names with `_`). The default one is read
     /// when it exists; flags win over OBSERVER_* variables, which win over the file.
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
@@ -159,50 +160,50 @@ pub struct AgentArgs {
     history_retention: Duration,
     /// Log lines as text or as one JSON object per line (for log shippers).
     #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// `--metrics-labels`, checked when parsed (so a bad value in the config file names its line).
 #[derive(Clone, Debug)]
-pub struct Labels(Vec<String>);
+pub(crate) struct Labels(Vec<String>);
 
-fn parse_labels(s: &str) -> Result<Labels, String> {
+fn parse_labels(s: &str) -> Result<Labels, UnknownLabel> {
     crate::views::metrics::parse_labels(s).map(Labels)
 }
 
 /// `--ringbuf-size`: a size the kernel accepts for a ring buffer, checked when parsed.
-fn parse_ringbuf(s: &str) -> Result<u32, String> {
+fn parse_ringbuf(s: &str) -> anyhow::Result<u32> {
     let n = probes::parse_size(s)?;
     if n < 4096 || !n.is_power_of_two() {
-        return Err(probes::ProbeError::RingBufSize(n).to_string());
+        return Err(probes::ProbeError::RingBufSize(n).into());
     }
     Ok(n)
 }
 
-fn parse_reconcile(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5m)"))?;
+fn parse_reconcile(s: &str) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| anyhow!("`{s}`: {e} (e.g. 30s, 5m)"))?;
     if d < Duration::from_secs(1) {
-        return Err(format!("`{s}` is too short (at least 1s)"));
+        bail!("`{s}` is too short (at least 1s)");
     }
     Ok(d)
 }
 
 /// A connection timeout: a duration from 100ms to 1h.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10s, 2m)"))?;
+fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|e| anyhow!("`{s}`: {e} (e.g. 10s, 2m)"))?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-        return Err(format!("`{s}` is out of range (100ms to 1h)"));
+        bail!("`{s}` is out of range (100ms to 1h)");
     }
     Ok(d)
 }
 
-pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let cfg = agent_config(a)?;
     one_heap();
     raise_nofile();
@@ -219,8 +220,8 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 /// The agent's settings from its arguments (the web config file read and checked).
 fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
     let web = match &a.web_config {
-        Some(p) => agent::web::Web::load(p).map_err(anyhow::Error::msg)?,
-        None => agent::web::Web::default(),
+        Some(p) => Web::load(p)?,
+        None => Web::default(),
     };
     let memory = memory_limits(&a);
     Ok(AgentConfig {
@@ -233,9 +234,17 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             tracepoint_kind: a.tracepoint_kind,
             calibrate: a.calibrate,
         },
-        listen: a.listen,
-        metrics_listen: a.metrics_listen,
-        socket: a.socket,
+        listen: ListenConfig {
+            listen: a.listen,
+            metrics_listen: a.metrics_listen,
+            socket: a.socket,
+            limits: Limits {
+                max_connections: a.max_connections as usize,
+                header_timeout: a.header_timeout,
+                idle_timeout: a.idle_timeout,
+            },
+            web,
+        },
         reconcile_every: a.reconcile_interval,
         full_reconcile_every: a.full_reconcile_interval,
         seed: a.seed,
@@ -247,15 +256,9 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             oci: oci_roots(a.runc_root, a.crun_root),
         },
         metrics_labels: a.metrics_labels.0,
-        http_limits: agent::http::Limits {
-            max_connections: a.max_connections as usize,
-            header_timeout: a.header_timeout,
-            idle_timeout: a.idle_timeout,
-        },
         redact: a.redact_args,
         memory,
         json_logs: a.log_format == LogFormat::Json,
-        web,
     })
 }
 

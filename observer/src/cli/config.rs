@@ -13,10 +13,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::{anyhow, bail};
 use clap::{parser::ValueSource, Arg, ArgAction, ArgMatches, Command};
 use toml::de::{DeTable, DeValue};
 
-pub const DEFAULT_CONFIG: &str = "/etc/observer/config.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/observer/config.toml";
 
 /// Arguments of `observer agent` that are not settings (never in the file nor printed);
 /// `calibrate` is the benchmark's hidden flag, not something to deploy.
@@ -24,12 +25,12 @@ const NOT_SETTINGS: &[&str] = &["config", "print_config", "help", "verbose", "ca
 
 /// What the config file contributed.
 #[derive(Default)]
-pub struct FromFile {
-    pub path: Option<PathBuf>,
+pub(crate) struct FromFile {
+    pub(crate) path: Option<PathBuf>,
     /// Keys the file set that flags and the environment did not.
-    pub keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
     /// Those settings as flags to add to the command line.
-    pub flags: Vec<OsString>,
+    pub(crate) flags: Vec<OsString>,
 }
 
 /// The agent's settings (every argument that is one).
@@ -40,7 +41,7 @@ fn settings(agent: &Command) -> impl Iterator<Item = &Arg> {
 }
 
 /// Reads the config file `m` names (the default one only if it exists).
-pub fn read(agent: &Command, m: &ArgMatches) -> Result<FromFile, String> {
+pub(crate) fn read(agent: &Command, m: &ArgMatches) -> anyhow::Result<FromFile> {
     let path = m
         .get_one::<PathBuf>("config")
         .cloned()
@@ -51,10 +52,10 @@ pub fn read(agent: &Command, m: &ArgMatches) -> Result<FromFile, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(FromFile::default())
         }
-        Err(e) => return Err(format!("config {}: {e}", path.display())),
+        Err(e) => bail!("config {}: {e}", path.display()),
     };
     let text = String::from_utf8(text)
-        .map_err(|e| format!("config {}: not UTF-8 text ({e})", path.display()))?;
+        .map_err(|e| anyhow!("config {}: not UTF-8 text ({e})", path.display()))?;
     parse(agent, m, &path, &text)
 }
 
@@ -67,10 +68,15 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-pub fn parse(agent: &Command, m: &ArgMatches, path: &Path, text: &str) -> Result<FromFile, String> {
+pub(crate) fn parse(
+    agent: &Command,
+    m: &ArgMatches,
+    path: &Path,
+    text: &str,
+) -> anyhow::Result<FromFile> {
     let at = |offset: usize| format!("config {}:{}", path.display(), line_of(text, offset));
     let doc = DeTable::parse(text).map_err(|e| {
-        format!(
+        anyhow!(
             "{}: {}",
             at(e.span().map_or(0, |s| s.start)),
             e.message().trim()
@@ -87,17 +93,20 @@ pub fn parse(agent: &Command, m: &ArgMatches, path: &Path, text: &str) -> Result
             .find(|a| a.get_id() == name)
             .ok_or_else(|| {
                 let known: Vec<&str> = settings(agent).map(|a| a.get_id().as_str()).collect();
-                format!("{here}: unknown key `{name}` (known: {})", known.join(", "))
+                anyhow!("{here}: unknown key `{name}` (known: {})", known.join(", "))
             })?;
-        let bad = |why: String| format!("{here}: key `{name}`: {why}");
-        let values = scalars(value.get_ref()).map_err(bad)?;
+        let bad = |why: &dyn std::fmt::Display| anyhow!("{here}: key `{name}`: {why}");
+        let values = scalars(value.get_ref()).map_err(|e| bad(&e))?;
         let flag = matches!(arg.get_action(), ArgAction::SetTrue);
         let many = matches!(arg.get_action(), ArgAction::Append);
         if values.len() != 1 && !many {
-            return Err(bad(format!("expects one value, not {}", values.len())));
+            return Err(bad(&format_args!(
+                "expects one value, not {}",
+                values.len()
+            )));
         }
         if flag && !matches!(value.get_ref(), DeValue::Boolean(_)) {
-            return Err(bad("expects true or false".into()));
+            return Err(bad(&"expects true or false"));
         }
         let long = arg.get_long().expect("settings have a long flag");
         if !flag {
@@ -110,7 +119,7 @@ pub fn parse(agent: &Command, m: &ArgMatches, path: &Path, text: &str) -> Result
                         OsStr::new("agent"),
                         OsStr::new(&format!("--{long}={v}")),
                     ])
-                    .map_err(|e| bad(clap_message(&e)))?;
+                    .map_err(|e| bad(&clap_message(&e)))?;
             }
         }
         if matches!(
@@ -136,13 +145,13 @@ pub fn parse(agent: &Command, m: &ArgMatches, path: &Path, text: &str) -> Result
 }
 
 /// A TOML value as the strings a flag would get.
-fn scalars(v: &DeValue) -> Result<Vec<String>, String> {
+fn scalars(v: &DeValue) -> anyhow::Result<Vec<String>> {
     Ok(match v {
         DeValue::String(s) => vec![s.to_string()],
         DeValue::Integer(i) if i.radix() == 10 => vec![i.as_str().replace('_', "")],
-        DeValue::Integer(i) => vec![i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
-            .map_err(|e| e.to_string())?
-            .to_string()],
+        DeValue::Integer(i) => {
+            vec![i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())?.to_string()]
+        }
         DeValue::Float(f) => vec![f.as_str().to_string()],
         DeValue::Boolean(b) => vec![b.to_string()],
         DeValue::Array(a) => {
@@ -150,17 +159,15 @@ fn scalars(v: &DeValue) -> Result<Vec<String>, String> {
             for x in a.iter() {
                 match x.get_ref() {
                     DeValue::Array(_) | DeValue::Table(_) => {
-                        return Err("expects a list of strings or numbers".into())
+                        bail!("expects a list of strings or numbers")
                     }
                     x => out.extend(scalars(x)?),
                 }
             }
             out
         }
-        DeValue::Datetime(_) => return Err("a date is not a valid value here".into()),
-        DeValue::Table(_) => {
-            return Err("expects a value, not a table (settings are top-level keys)".into())
-        }
+        DeValue::Datetime(_) => bail!("a date is not a valid value here"),
+        DeValue::Table(_) => bail!("expects a value, not a table (settings are top-level keys)"),
     })
 }
 
@@ -172,7 +179,7 @@ fn clap_message(e: &clap::Error) -> String {
 }
 
 /// The effective settings as a config file, each with where it came from.
-pub fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String {
+pub(crate) fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String {
     let mut out = format!(
         "# observer agent: effective settings (flags win, then OBSERVER_* variables, then {}, \
          then defaults)\n",

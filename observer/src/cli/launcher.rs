@@ -15,7 +15,7 @@ use crate::{
 };
 
 #[derive(Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Container name (default: c-<first 8 hex of its id>).
     #[arg(long)]
     name: Option<String>,
@@ -70,7 +70,7 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand)]
-pub enum LauncherCmd {
+pub(crate) enum LauncherCmd {
     /// Run a command in a new container (namespaces, rootfs, cgroup limits, a shim).
     Run(RunArgs),
     /// Run a command inside a running container (every namespace and its cgroup).
@@ -114,23 +114,25 @@ pub enum LauncherCmd {
 }
 
 /// A memory limit: a byte size of at least 4 KiB.
-fn parse_bytes(s: &str) -> Result<u64, String> {
+fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let b = crate::probes::parse_bytes(s)?;
     if b >= 4096 {
         Ok(b)
     } else {
-        Err(format!("`{s}` is too small (at least 4K)"))
+        Err(anyhow::anyhow!("`{s}` is too small (at least 4K)"))
     }
 }
 
-fn parse_cpus(s: &str) -> Result<f64, String> {
+fn parse_cpus(s: &str) -> anyhow::Result<f64> {
     let v: f64 = s
         .parse()
-        .map_err(|_| format!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a number of CPUs (e.g. 0.5)"))?;
     if v > 0.0 && v <= 1024.0 {
         Ok(v)
     } else {
-        Err(format!("--cpus must be between 0 and 1024, got {s}"))
+        Err(anyhow::anyhow!(
+            "--cpus must be between 0 and 1024, got {s}"
+        ))
     }
 }
 
@@ -149,7 +151,7 @@ fn code(r: Result<u8, LauncherError>) -> ExitCode {
     }
 }
 
-pub fn run(cmd: LauncherCmd) -> ExitCode {
+pub(crate) fn run(cmd: LauncherCmd) -> ExitCode {
     match cmd {
         LauncherCmd::Run(a) => code(launcher::run(RunOptions {
             name: a.name,

@@ -3,8 +3,8 @@
 //! 126, 127), usage errors with clap's 2, and a closed stdout ends the process by SIGPIPE.
 
 mod agent;
-pub mod config;
-mod events;
+pub(crate) mod config;
+mod event_stream;
 mod launcher;
 mod views;
 
@@ -18,7 +18,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     version,
     about = "What is really running in your containers: an eBPF process observer"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -90,7 +90,7 @@ enum Command {
         opts: views::ViewOpts,
     },
     /// Stream process lifecycle events from the kernel as they happen.
-    Events(events::EventsArgs),
+    Events(event_stream::EventsArgs),
     #[command(flatten)]
     Launcher(launcher::LauncherCmd),
     /// Print a shell completion script (e.g. `observer completions bash >
@@ -193,7 +193,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             opts,
             views::View::History(
                 container,
-                crate::views::history::HistoryFilter {
+                crate::views::endings::HistoryFilter {
                     since_s: since.map(|d| d.as_secs_f64()),
                     failed,
                     comm,
@@ -201,7 +201,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ),
         ),
         Command::Why { target, opts } => views::run(opts, views::View::Why(target)),
-        Command::Events(args) => events::run(args),
+        Command::Events(args) => event_stream::run(args),
         Command::Launcher(cmd) => Ok(launcher::run(cmd)),
         Command::Completions { shell } => {
             let mut out = Vec::new();

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::views::history::{self, HistoryFilter, HistoryView};
+use crate::views::endings::{self, HistoryFilter, HistoryView};
 use crate::{
     api::{
         assemble::ViewCtx,
@@ -33,13 +33,13 @@ use crate::{
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 #[derive(Args, Clone)]
-pub struct ViewOpts {
+pub(crate) struct ViewOpts {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     output: Format,
@@ -51,7 +51,7 @@ pub struct ViewOpts {
     socket: PathBuf,
 }
 
-pub enum View {
+pub(crate) enum View {
     Tree(String),
     /// A pod's tree (what `Tree` becomes when its reference names a pod).
     PodTree(String),
@@ -200,7 +200,7 @@ fn typed<T: Serialize + DeserializeOwned>(v: &[u8]) -> anyhow::Result<Escaped<T>
     Escaped::from_json(v).context("decoding the agent's answer (agent and CLI versions differ?)")
 }
 
-pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
     let ask = |view: &View| -> anyhow::Result<Answer> {
         Ok(match remote(&opts, view)? {
             Some(a) => a,
@@ -243,7 +243,7 @@ pub fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
             lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers)
         }
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
-        View::History(..) => history::render(&typed::<HistoryView>(&v)?),
+        View::History(..) => endings::render(&typed::<HistoryView>(&v)?),
         View::Why(_) => why::render(&typed::<WhyView>(&v)?),
     };
     crate::stdout::print(&text)?;

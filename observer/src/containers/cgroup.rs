@@ -18,11 +18,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Where observer's launcher puts its containers' cgroups (`<root>/observer/<name>`).
-pub const LAUNCHER_PARENT: &str = "observer";
+pub(crate) const LAUNCHER_PARENT: &str = "observer";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Runtime {
+pub(crate) enum Runtime {
     Docker,
     Containerd,
     /// A CRI container under kubelet's cgroupfs layout, whose id carries no runtime prefix
@@ -43,7 +43,7 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Runtime::Docker => "docker",
             Runtime::Containerd => "containerd",
@@ -68,7 +68,7 @@ impl fmt::Display for Runtime {
 
 /// Whether the cgroup holds the container's processes or its shim/monitor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
+pub(crate) enum Role {
     Member,
     /// conmon (podman, cri-o) or the LXC monitor: the process that supervises the container.
     Shim,
@@ -76,16 +76,16 @@ pub enum Role {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CgroupMatch {
-    pub runtime: Runtime,
-    pub id: String,
+    pub(crate) runtime: Runtime,
+    pub(crate) id: String,
     /// Kubernetes pod UID (dashes restored), when the path carries one.
-    pub pod_uid: Option<String>,
+    pub(crate) pod_uid: Option<String>,
     /// containerd namespace (`default`, `k8s.io`, ...), when known from the path.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// Podman pod id, when the path is under a pod's cgroup (`/libpod_parent/<pod id>/…`,
     /// `machine-libpod_pod_<pod id>.slice`).
-    pub pod_id: Option<String>,
-    pub role: Role,
+    pub(crate) pod_id: Option<String>,
+    pub(crate) role: Role,
 }
 
 impl CgroupMatch {
@@ -168,7 +168,7 @@ fn shim(runtime: Runtime, id: &str) -> CgroupMatch {
 
 /// Well-known containerd namespaces whose `/<namespace>/<id>` cgroups (cgroupfs driver) are
 /// recognised from the path alone, at the hierarchy's root where containerd puts them.
-pub const CONTAINERD_NAMESPACES: &[&str] = &["default", "k8s.io", "moby", "buildkit"];
+pub(crate) const CONTAINERD_NAMESPACES: &[&str] = &["default", "k8s.io", "moby", "buildkit"];
 
 /// Attributes one cgroup path (the part after `N:controllers:`).
 ///
@@ -324,8 +324,8 @@ fn kubelet(r: &[&str]) -> Option<(CgroupMatch, usize)> {
 /// One line of /proc/<pid>/cgroup: hierarchy id, controllers, path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupLine<'a> {
-    pub hierarchy: u32,
-    pub controllers: &'a str,
+    pub(crate) hierarchy: u32,
+    pub(crate) controllers: &'a str,
     pub path: &'a str,
 }
 
@@ -346,7 +346,7 @@ pub fn parse_line(line: &str) -> Option<CgroupLine<'_>> {
 /// rest (v1-only and hybrid hosts). None when a hierarchy is listed twice: the kernel lists
 /// each once, so a cgroup name smuggled a line in (kernels before 4.16 let a name hold a
 /// newline) and no line of the file can be trusted to name a container.
-pub fn ranked_lines(content: &str) -> Option<Vec<CgroupLine<'_>>> {
+pub(crate) fn ranked_lines(content: &str) -> Option<Vec<CgroupLine<'_>>> {
     let mut lines: Vec<CgroupLine> = content.split('\n').filter_map(parse_line).collect();
     let mut ids: Vec<u32> = lines.iter().map(|l| l.hierarchy).collect();
     ids.sort_unstable();

@@ -7,9 +7,9 @@
 pub mod cgroup;
 pub mod names;
 pub mod oci;
-pub mod pods;
-pub mod state_file;
-pub mod state_index;
+pub(crate) mod pods;
+pub(crate) mod state_file;
+pub(crate) mod state_index;
 
 use cgroup::{CgroupMatch, Role, Runtime};
 use rustc_hash::FxHashMap;
@@ -19,83 +19,83 @@ use crate::intern::Interner;
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
-pub struct ContainerKey {
-    pub runtime: Runtime,
+pub(crate) struct ContainerKey {
+    pub(crate) runtime: Runtime,
     /// Runtime id (64 hex for docker/podman/CRI; any string for containerd/lxc/launcher;
     /// the pid-ns inode for bare containers).
-    pub id: String,
+    pub(crate) id: String,
 }
 
 /// Per-container event counters (monotonic).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub forks: u64,
-    pub execs: u64,
-    pub exits: u64,
+pub(crate) struct Counters {
+    pub(crate) forks: u64,
+    pub(crate) execs: u64,
+    pub(crate) exits: u64,
 }
 
 /// Per-container counts (metrics): by (signal, result), OOM victims, exit classes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SignalCounters {
-    pub signals: Vec<(u32, u32, u64)>,
-    pub oom_victims: u64,
+pub(crate) struct SignalCounters {
+    pub(crate) signals: Vec<(u32, u32, u64)>,
+    pub(crate) oom_victims: u64,
     /// Exits by class: code 0, 1–125, 126/127 (not executable / not found), by a signal.
-    pub exit_classes: [u64; 4],
+    pub(crate) exit_classes: [u64; 4],
 }
 
 /// A container's record in a form views and the API can carry (the table fills it in from
 /// the registry: `Table::container_data`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct ContainerData {
+pub(crate) struct ContainerData {
     #[serde(flatten)]
-    pub key: ContainerKey,
-    pub pod_uid: Option<String>,
+    pub(crate) key: ContainerKey,
+    pub(crate) pod_uid: Option<String>,
     /// Podman pod id from the cgroup path.
     #[serde(default)]
-    pub pod_id: Option<String>,
-    pub ctr_namespace: Option<String>,
-    pub cgroup: String,
-    pub pidns: u32,
-    pub forks: u64,
-    pub execs: u64,
-    pub exits: u64,
+    pub(crate) pod_id: Option<String>,
+    pub(crate) ctr_namespace: Option<String>,
+    pub(crate) cgroup: String,
+    pub(crate) pidns: u32,
+    pub(crate) forks: u64,
+    pub(crate) execs: u64,
+    pub(crate) exits: u64,
     /// (signal, result, count) of the signals its processes were sent.
     #[serde(default)]
-    pub signals: Vec<(u32, u32, u64)>,
+    pub(crate) signals: Vec<(u32, u32, u64)>,
     #[serde(default)]
-    pub oom_victims: u64,
-    /// Exits by class (table::signals::EXIT_CLASSES).
+    pub(crate) oom_victims: u64,
+    /// Exits by class (table::signal_facts::EXIT_CLASSES).
     #[serde(default)]
-    pub exit_classes: [u64; 4],
+    pub(crate) exit_classes: [u64; 4],
 }
 
 #[derive(Clone, Debug)]
-pub struct Container {
-    pub key: ContainerKey,
-    pub pod_uid: Option<String>,
+pub(crate) struct Container {
+    pub(crate) key: ContainerKey,
+    pub(crate) pod_uid: Option<String>,
     /// Podman pod id from the cgroup path.
-    pub pod_id: Option<String>,
+    pub(crate) pod_id: Option<String>,
     /// containerd namespace when the cgroup path names it.
-    pub ctr_namespace: Option<String>,
+    pub(crate) ctr_namespace: Option<String>,
     /// Interned cgroup path of the container (for resource files); 0 for bare containers.
-    pub cgroup: u32,
+    pub(crate) cgroup: u32,
     /// The pid namespace of its processes (0 until a member in a non-host namespace is seen).
-    pub pidns: u32,
+    pub(crate) pidns: u32,
     /// Host pids of the live processes attributed to it (zombies included), kept by the
     /// table as it attributes: a container's snapshot reads these, not the process map.
-    pub members: rustc_hash::FxHashSet<u32>,
+    pub(crate) members: rustc_hash::FxHashSet<u32>,
     /// Threads of those members (the sum of their `threads`), kept with the set: /metrics
     /// reads it instead of a pass over every process.
-    pub threads: u64,
-    pub counters: Counters,
-    pub signals: SignalCounters,
+    pub(crate) threads: u64,
+    pub(crate) counters: Counters,
+    pub(crate) signals: SignalCounters,
     /// Boot-clock ns since which it has had no members, as first noticed by the table's
     /// collection pass (0 while it has members).
-    pub idle_since_ns: u64,
+    pub(crate) idle_since_ns: u64,
 }
 
 /// Index 0 of the path table: "no path known".
-pub const NO_PATH: u32 = 0;
+pub(crate) const NO_PATH: u32 = 0;
 
 pub struct Registry {
     paths: Interner,
@@ -112,12 +112,12 @@ pub struct Registry {
 }
 
 /// What a compaction kept: old index or id → new (None / NO_PATH when dropped).
-pub struct Remap {
-    pub containers: Vec<Option<u32>>,
-    pub paths: Vec<u32>,
-    pub dropped_containers: u64,
-    pub dropped_paths: u64,
-    pub dropped_cgroup_ids: u64,
+pub(crate) struct Remap {
+    pub(crate) containers: Vec<Option<u32>>,
+    pub(crate) paths: Vec<u32>,
+    pub(crate) dropped_containers: u64,
+    pub(crate) dropped_paths: u64,
+    pub(crate) dropped_cgroup_ids: u64,
 }
 
 impl Registry {
@@ -134,22 +134,22 @@ impl Registry {
         }
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn paths_len(&self) -> usize {
+    pub(crate) fn paths_len(&self) -> usize {
         self.paths.len()
     }
 
-    pub fn cgroup_ids_len(&self) -> usize {
+    pub(crate) fn cgroup_ids_len(&self) -> usize {
         self.cgroup_ids.len()
     }
 
     /// Keeps the containers `keep_container` accepts and the paths `keep_path` accepts
     /// (plus the cgroup paths of kept containers), dropping the rest and the cgroup ids of
     /// dropped paths. Indices change: holders must apply the returned remap.
-    pub fn compact(
+    pub(crate) fn compact(
         &mut self,
         keep_container: impl Fn(u32, &Container) -> bool,
         keep_path: impl Fn(u32) -> bool,
@@ -220,12 +220,8 @@ impl Registry {
         }
     }
 
-    pub fn host_pidns(&self) -> u32 {
-        self.host_pidns
-    }
-
     /// Interns a cgroup path, attributing it on first sight.
-    pub fn intern_path(&mut self, path: &str) -> u32 {
+    pub(crate) fn intern_path(&mut self, path: &str) -> u32 {
         let (i, new) = self.paths.intern(path);
         if !new {
             return i;
@@ -255,18 +251,18 @@ impl Registry {
             .unwrap_or(NO_PATH)
     }
 
-    pub fn path(&self, i: u32) -> &str {
+    pub(crate) fn path(&self, i: u32) -> &str {
         self.paths.get(i)
     }
 
     /// Records the cgroup v2 id of an interned path.
-    pub fn learn_cgroup_id(&mut self, id: u64, path: u32) {
+    pub(crate) fn learn_cgroup_id(&mut self, id: u64, path: u32) {
         if id != 0 && path != NO_PATH {
             self.cgroup_ids.insert(id, path);
         }
     }
 
-    pub fn path_of_cgroup_id(&self, id: u64) -> Option<u32> {
+    pub(crate) fn path_of_cgroup_id(&self, id: u64) -> Option<u32> {
         self.cgroup_ids.get(&id).copied()
     }
 
@@ -360,14 +356,14 @@ impl Registry {
 
     /// Whether the path names a runtime container's member cgroup.
     /// Empties every container's member set (the table is being replaced).
-    pub fn clear_members(&mut self) {
+    pub(crate) fn clear_members(&mut self) {
         for c in &mut self.containers {
             c.members.clear();
             c.threads = 0;
         }
     }
 
-    pub fn attribute_is_runtime(&self, path: u32) -> bool {
+    pub(crate) fn attribute_is_runtime(&self, path: u32) -> bool {
         matches!(
             self.path_match.get(path as usize).copied().flatten(),
             Some((_, Role::Member))
@@ -375,35 +371,32 @@ impl Registry {
     }
 
     /// The shim role of a path: Some(container) when the path is a conmon/monitor cgroup.
-    pub fn shim_of_path(&self, path: u32) -> Option<u32> {
+    #[cfg(test)]
+    pub(crate) fn shim_of_path(&self, path: u32) -> Option<u32> {
         match self.path_match.get(path as usize).copied().flatten() {
             Some((c, Role::Shim)) => Some(c),
             _ => None,
         }
     }
 
-    pub fn get(&self, c: u32) -> Option<&Container> {
+    pub(crate) fn get(&self, c: u32) -> Option<&Container> {
         self.containers.get(c as usize)
     }
 
-    pub fn get_mut(&mut self, c: u32) -> Option<&mut Container> {
+    pub(crate) fn get_mut(&mut self, c: u32) -> Option<&mut Container> {
         self.containers.get_mut(c as usize)
     }
 
     /// All containers ever seen, with their index.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Container)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Container)> {
         self.containers
             .iter()
             .enumerate()
             .map(|(i, c)| (i as u32, c))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.containers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.containers.is_empty()
     }
 }
 

@@ -20,16 +20,16 @@ use super::{
 
 /// Where each runtime keeps its state (flags of the agent; defaults are the runtimes').
 #[derive(Clone, Debug)]
-pub struct StateDirs {
-    pub docker: PathBuf,
+pub(crate) struct StateDirs {
+    pub(crate) docker: PathBuf,
     /// containerd state directories (`--state` of containerd), holding
     /// `io.containerd.runtime.v2.task/<namespace>/<id>/config.json`.
-    pub containerd: Vec<PathBuf>,
+    pub(crate) containerd: Vec<PathBuf>,
     /// containers/storage roots (podman, cri-o).
-    pub storage: Vec<PathBuf>,
-    pub launcher: PathBuf,
+    pub(crate) storage: Vec<PathBuf>,
+    pub(crate) launcher: PathBuf,
     /// OCI runtimes' state roots (runc, crun) naming containers they started directly.
-    pub oci: Vec<OciRoot>,
+    pub(crate) oci: Vec<OciRoot>,
 }
 
 impl Default for StateDirs {
@@ -49,30 +49,30 @@ impl Default for StateDirs {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
-    pub name: Option<String>,
-    pub pod: Option<String>,
-    pub pod_namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) pod: Option<String>,
+    pub(crate) pod_namespace: Option<String>,
     /// The runtime when the cgroup path alone could not tell (kubelet cgroupfs layout).
-    pub runtime: Option<Runtime>,
-    pub image: Option<String>,
+    pub(crate) runtime: Option<Runtime>,
+    pub(crate) image: Option<String>,
     /// The pod's sandbox container (CRI `sandbox-id`, cri-o and podman `SandboxID`).
-    pub sandbox_id: Option<String>,
+    pub(crate) sandbox_id: Option<String>,
     /// This container is a pod's sandbox (pause/infra): CRI `container-type: sandbox`.
-    pub sandbox: bool,
+    pub(crate) sandbox: bool,
     /// Kubernetes pod UID from the annotations.
-    pub pod_uid: Option<String>,
+    pub(crate) pod_uid: Option<String>,
     /// The OCI config's hostname (podman sets a pod's infra hostname to the pod name).
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
 }
 
-pub struct Resolver {
+pub(crate) struct Resolver {
     dirs: StateDirs,
     cache: HashMap<ContainerKey, (Instant, Meta)>,
     ttl: Duration,
     /// Most cached entries; beyond it expired entries go, then the oldest.
     cap: usize,
     /// Entries dropped to stay within `cap`.
-    pub evictions: u64,
+    pub(crate) evictions: u64,
     /// The launcher's state directory and podman's containers.json (one per storage root),
     /// each read once for all containers.
     launcher_index: StateIndex,
@@ -80,11 +80,11 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(dirs: StateDirs) -> Self {
+    pub(crate) fn new(dirs: StateDirs) -> Self {
         Self::with_cap(dirs, 10_000)
     }
 
-    pub fn with_cap(dirs: StateDirs, cap: usize) -> Self {
+    pub(crate) fn with_cap(dirs: StateDirs, cap: usize) -> Self {
         Resolver {
             dirs,
             cache: HashMap::new(),
@@ -117,14 +117,10 @@ impl Resolver {
         self.evictions += (before - self.cache.len()) as u64;
     }
 
-    pub fn dirs(&self) -> &StateDirs {
-        &self.dirs
-    }
-
     /// Metadata of a container (`ctr_namespace`: its containerd namespace when the cgroup
     /// path named one; `init_pid`: its PID 1, which names a bare container to its OCI
     /// runtime's state); a miss (no state file yet) is retried after a short time.
-    pub fn meta(
+    pub(crate) fn meta(
         &mut self,
         key: &ContainerKey,
         ctr_namespace: Option<&str>,
@@ -265,7 +261,8 @@ impl Resolver {
 
     /// Whether a containerd task `<namespace>/<id>` exists (a cgroup `/<ns>/<id>` outside the
     /// well-known namespaces is containerd's only when it does).
-    pub fn containerd_task_exists(&self, ns: &str, id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn containerd_task_exists(&self, ns: &str, id: &str) -> bool {
         self.dirs.containerd.iter().any(|s| {
             s.join("io.containerd.runtime.v2.task")
                 .join(ns)

@@ -12,13 +12,13 @@ use super::{cgroup::Runtime, names::parse::OciConfig, state_file::read as read_s
 
 /// One runtime root to look in: `runc` (default /run/runc) or `crun` (default /run/crun).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OciRoot {
-    pub runtime: Runtime,
-    pub dir: PathBuf,
+pub(crate) struct OciRoot {
+    pub(crate) runtime: Runtime,
+    pub(crate) dir: PathBuf,
 }
 
 impl OciRoot {
-    pub fn defaults() -> Vec<OciRoot> {
+    pub(crate) fn defaults() -> Vec<OciRoot> {
         vec![
             OciRoot {
                 runtime: Runtime::Runc,
@@ -35,16 +35,16 @@ impl OciRoot {
 /// What a runtime's state says about one container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OciState {
-    pub runtime: Runtime,
-    pub id: String,
-    pub pid: u32,
+    pub(crate) runtime: Runtime,
+    pub(crate) id: String,
+    pub(crate) pid: u32,
     /// Start time of the init process, clock ticks after boot (/proc/<pid>/stat field 22).
-    pub start_ticks: u64,
-    pub bundle: Option<PathBuf>,
+    pub(crate) start_ticks: u64,
+    pub(crate) bundle: Option<PathBuf>,
 }
 
 /// The state, among `roots`, of the container whose PID 1 is `pid` started at `start_ticks`.
-pub fn find(roots: &[OciRoot], pid: u32, start_ticks: u64) -> Option<OciState> {
+pub(crate) fn find(roots: &[OciRoot], pid: u32, start_ticks: u64) -> Option<OciState> {
     roots.iter().find_map(|root| {
         std::fs::read_dir(&root.dir).ok()?.flatten().find_map(|e| {
             let id = e.file_name().to_string_lossy().into_owned();
@@ -58,7 +58,7 @@ pub fn find(roots: &[OciRoot], pid: u32, start_ticks: u64) -> Option<OciState> {
 }
 
 /// The bundle's OCI config (its annotations tell pods and names, as containerd's do).
-pub fn bundle_config(bundle: &Path) -> Option<OciConfig> {
+pub(crate) fn bundle_config(bundle: &Path) -> Option<OciConfig> {
     read_state(&bundle.join("config.json"))
 }
 
@@ -79,21 +79,21 @@ pub mod parse {
     #[derive(Debug, Default, Deserialize)]
     #[serde(default)]
     pub struct RuncState {
-        pub id: Str,
-        pub init_process_pid: Num,
-        pub init_process_start: Num,
-        pub config: Obj<RuncConfig>,
+        pub(crate) id: Str,
+        pub(crate) init_process_pid: Num,
+        pub(crate) init_process_start: Num,
+        pub(crate) config: Obj<RuncConfig>,
     }
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(default)]
-    pub struct RuncConfig {
-        pub labels: BundleLabel,
+    pub(crate) struct RuncConfig {
+        pub(crate) labels: BundleLabel,
     }
 
     /// The `bundle=<dir>` entry of runc's `config.labels`; the other labels skipped.
     #[derive(Debug, Default)]
-    pub struct BundleLabel(pub Option<String>);
+    pub(crate) struct BundleLabel(pub(crate) Option<String>);
 
     impl<'de> Deserialize<'de> for BundleLabel {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -152,10 +152,10 @@ pub mod parse {
     #[derive(Debug, Default, Deserialize)]
     #[serde(default)]
     pub struct CrunStatus {
-        pub pid: Num,
+        pub(crate) pid: Num,
         #[serde(rename = "process-start-time")]
-        pub process_start_time: Num,
-        pub bundle: Str,
+        pub(crate) process_start_time: Num,
+        pub(crate) bundle: Str,
     }
 
     /// runc's `state.json`.

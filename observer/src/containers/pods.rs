@@ -22,7 +22,7 @@ use super::{names::Meta, ContainerData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PodKind {
+pub(crate) enum PodKind {
     /// Identified by its Kubernetes pod UID.
     Kubernetes,
     /// A podman pod, by its pod id.
@@ -32,7 +32,7 @@ pub enum PodKind {
 }
 
 impl PodKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PodKind::Kubernetes => "kubernetes",
             PodKind::Podman => "podman",
@@ -42,28 +42,28 @@ impl PodKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PodKey {
-    pub kind: PodKind,
-    pub id: String,
+pub(crate) struct PodKey {
+    pub(crate) kind: PodKind,
+    pub(crate) id: String,
 }
 
 /// A container and what the node's state files say about it.
-pub struct Member<'a> {
-    pub index: u32,
-    pub data: &'a ContainerData,
-    pub meta: &'a Meta,
+pub(crate) struct Member<'a> {
+    pub(crate) index: u32,
+    pub(crate) data: &'a ContainerData,
+    pub(crate) meta: &'a Meta,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pod {
-    pub key: PodKey,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    pub uid: Option<String>,
+pub(crate) struct Pod {
+    pub(crate) key: PodKey,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) uid: Option<String>,
     /// Container index of the sandbox, when it runs.
-    pub sandbox: Option<u32>,
+    pub(crate) sandbox: Option<u32>,
     /// Container indices: the sandbox first, then the others in index order.
-    pub containers: Vec<u32>,
+    pub(crate) containers: Vec<u32>,
 }
 
 /// The pod a container names by itself (cgroup path or its own annotations).
@@ -81,7 +81,7 @@ fn own_key(m: &Member) -> Option<PodKey> {
 }
 
 /// The containers grouped into pods (containers in none are left out), sorted by key.
-pub fn group(members: &[Member]) -> Vec<Pod> {
+pub(crate) fn group(members: &[Member]) -> Vec<Pod> {
     // Sandbox container id → the pod it anchors, from containers that know their pod.
     let mut by_sandbox: HashMap<&str, PodKey> = HashMap::new();
     for m in members {

@@ -18,15 +18,15 @@ use serde::{
 
 /// A bigger state file than this is refused (corrupt or hostile: real ones are kilobytes,
 /// podman's containers.json about a kilobyte per container).
-pub const MAX_STATE_FILE: u64 = 16 << 20;
+pub(crate) const MAX_STATE_FILE: u64 = 16 << 20;
 
 /// The most bytes of one string field kept (names, images, annotations): longer ones are
 /// cut at a character boundary.
-pub const MAX_FIELD: usize = 4096;
+pub(crate) const MAX_FIELD: usize = 4096;
 
 /// Reads `p` as a `T`: None (with a log line saying why) when it is missing, bigger than
 /// `MAX_STATE_FILE` or not the JSON expected.
-pub fn read<T: DeserializeOwned>(p: &Path) -> Option<T> {
+pub(crate) fn read<T: DeserializeOwned>(p: &Path) -> Option<T> {
     let f = fs::File::open(p).ok()?;
     let len = f.metadata().ok()?.len();
     if len > MAX_STATE_FILE {
@@ -49,7 +49,7 @@ pub fn read<T: DeserializeOwned>(p: &Path) -> Option<T> {
 }
 
 /// `s`, cut to at most `MAX_FIELD` bytes at a character boundary.
-pub fn capped(s: &str) -> String {
+pub(crate) fn capped(s: &str) -> String {
     let mut end = s.len().min(MAX_FIELD);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -88,14 +88,14 @@ macro_rules! wrong_types {
 
 /// A string field: None when absent or of another type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Str(pub Option<String>);
+pub(crate) struct Str(pub(crate) Option<String>);
 
 impl Str {
-    pub fn get(&self) -> Option<String> {
+    pub(crate) fn get(&self) -> Option<String> {
         self.0.clone()
     }
 
-    pub fn is(&self, s: &str) -> bool {
+    pub(crate) fn is(&self, s: &str) -> bool {
         self.0.as_deref() == Some(s)
     }
 }
@@ -131,7 +131,7 @@ impl<'de> Deserialize<'de> for Str {
 
 /// A non-negative integer field: None when absent, negative, fractional or of another type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Num(pub Option<u64>);
+pub(crate) struct Num(pub(crate) Option<u64>);
 
 impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -165,7 +165,7 @@ impl<'de> Deserialize<'de> for Num {
 /// An object field read as `T` (its unknown keys skipped); `T::default()` when absent or
 /// not an object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Obj<T>(pub T);
+pub(crate) struct Obj<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -198,7 +198,7 @@ impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
 
 /// The first string of an array field (podman's `names`); the rest skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FirstStr(pub Option<String>);
+pub(crate) struct FirstStr(pub(crate) Option<String>);
 
 impl<'de> Deserialize<'de> for FirstStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -22,7 +22,7 @@ const RETRY: Duration = Duration::from_secs(1);
 const MAX_AGE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
-pub struct StateIndex {
+pub(crate) struct StateIndex {
     stamp: Option<SystemTime>,
     read_at: Option<Instant>,
     by_id: HashMap<String, Meta>,
@@ -31,7 +31,7 @@ pub struct StateIndex {
 impl StateIndex {
     /// The entry of `id` in the index of `place` (a file or directory), re-read with
     /// `read` when stale.
-    pub fn get(
+    pub(crate) fn get(
         &mut self,
         place: &Path,
         id: &str,

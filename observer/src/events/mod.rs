@@ -3,10 +3,10 @@
 //! and the length before copying a record out (records are `#[repr(C)]` integer-only
 //! structs from observer-common, so any byte pattern is valid).
 
-pub mod reader;
-pub mod redact;
-pub mod seed;
-pub mod signals;
+pub(crate) mod reader;
+pub(crate) mod redact;
+pub(crate) mod seed;
+pub(crate) mod signals;
 
 use std::mem::size_of;
 
@@ -82,7 +82,7 @@ impl Event {
         })
     }
 
-    pub fn kind(&self) -> EventKind {
+    pub(crate) fn kind(&self) -> EventKind {
         match self {
             Event::Fork(_) => EventKind::Fork,
             Event::Exec(_) => EventKind::Exec,
@@ -96,7 +96,7 @@ impl Event {
         }
     }
 
-    pub fn header(&self) -> &EventHeader {
+    pub(crate) fn header(&self) -> &EventHeader {
         match self {
             Event::Fork(e) => &e.header,
             Event::Exec(e) => &e.header,
@@ -111,7 +111,7 @@ impl Event {
 
     /// The task the event is about (the child for fork, the target for a signal); OOM
     /// records carry only the victim's pid.
-    pub fn task(&self) -> Option<&TaskInfo> {
+    pub(crate) fn task(&self) -> Option<&TaskInfo> {
         Some(match self {
             Event::Fork(e) => &e.task,
             Event::Exec(e) => &e.task,
@@ -126,12 +126,12 @@ impl Event {
 }
 
 /// Parses an event type name as the CLI and JSON spell it.
-pub fn kind_from_name(name: &str) -> Option<EventKind> {
+pub(crate) fn kind_from_name(name: &str) -> Option<EventKind> {
     EventKind::ALL.into_iter().find(|k| k.name() == name)
 }
 
 /// Userspace views of TaskInfo fields.
-pub trait TaskInfoExt {
+pub(crate) trait TaskInfoExt {
     /// PIDs from the host level to the task's own namespace (as many as were captured).
     fn ns_pids(&self) -> &[u32];
     fn comm_str(&self) -> std::borrow::Cow<'_, str>;
@@ -154,7 +154,7 @@ impl TaskInfoExt for TaskInfo {
 
 /// The text before the first NUL; bytes that are not UTF-8 become U+FFFD, as /proc-based
 /// views show them (a name is never cut short at its first odd byte).
-pub fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+pub(crate) fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end])
 }
@@ -172,10 +172,10 @@ pub fn split_args(buf: &[u8], len: usize) -> impl Iterator<Item = String> + '_ {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
     /// Exit status (0..255) when the task exited normally.
-    pub code: Option<u8>,
+    pub(crate) code: Option<u8>,
     /// Terminating signal when killed.
-    pub signal: Option<u8>,
-    pub core_dumped: bool,
+    pub(crate) signal: Option<u8>,
+    pub(crate) core_dumped: bool,
 }
 
 pub fn exit_status(raw: u32) -> ExitStatus {

@@ -11,27 +11,24 @@ use super::Event;
 
 /// Userspace side of the accounting: what was received, and what could not be decoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReaderStats {
-    pub received: [u64; KIND_SLOTS],
-    pub decode_errors: u64,
+pub(crate) struct ReaderStats {
+    pub(crate) received: [u64; KIND_SLOTS],
+    pub(crate) decode_errors: u64,
 }
 
 impl ReaderStats {
-    pub fn received(&self, k: EventKind) -> u64 {
+    pub(crate) fn received(&self, k: EventKind) -> u64 {
         self.received[k as usize]
-    }
-    pub fn total(&self) -> u64 {
-        self.received.iter().sum()
     }
 }
 
-pub struct EventReader {
+pub(crate) struct EventReader {
     fd: AsyncFd<RingBuf<MapData>>,
-    pub stats: ReaderStats,
+    pub(crate) stats: ReaderStats,
 }
 
 impl EventReader {
-    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+    pub(crate) fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the RingBuf.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
@@ -42,13 +39,13 @@ impl EventReader {
     }
 
     /// Hands every record currently in the ring buffer to `f`; returns how many.
-    pub fn drain(&mut self, f: &mut impl FnMut(Event)) -> usize {
+    pub(crate) fn drain(&mut self, f: &mut impl FnMut(Event)) -> usize {
         drain_ring(self.fd.get_mut(), &mut self.stats, f)
     }
 
     /// Waits until the ring buffer has data; `drain` then takes it. Readiness is cleared
     /// before draining, so a record that lands during the drain wakes the next wait.
-    pub async fn readable(&mut self) -> io::Result<()> {
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
         let mut guard = self.fd.readable_mut().await?;
         guard.clear_ready();
         Ok(())

@@ -11,23 +11,28 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use super::Event;
 
-pub const MASK: &[u8] = b"***";
+pub(crate) const MASK: &[u8] = b"***";
 
 #[derive(Clone, Debug)]
-pub struct Redactor(Regex);
+pub(crate) struct Redactor(Regex);
+
+/// A `--redact-args` pattern that is not a regular expression.
+#[derive(Debug, thiserror::Error)]
+#[error("--redact-args: not a regular expression: {0}")]
+pub(crate) struct BadPattern(regex::Error);
 
 impl Redactor {
-    pub fn new(pattern: &str) -> Result<Redactor, String> {
+    pub(crate) fn new(pattern: &str) -> Result<Redactor, BadPattern> {
         RegexBuilder::new(pattern)
             .unicode(false)
             .build()
             .map(Redactor)
-            .map_err(|e| format!("--redact-args: not a regular expression: {e}"))
+            .map_err(BadPattern)
     }
 
     /// A NUL-separated argv (the last argument may lack its NUL when it was cut), with
     /// every match masked; None when nothing matched.
-    pub fn argv(&self, buf: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn argv(&self, buf: &[u8]) -> Option<Vec<u8>> {
         if !self.0.is_match(buf) {
             return None;
         }
@@ -47,7 +52,7 @@ impl Redactor {
 
     /// Masks an exec event's argv in place (cut to the record's capacity if masking made it
     /// longer, as the kernel cuts a long argv).
-    pub fn event(&self, ev: &mut Event) {
+    pub(crate) fn event(&self, ev: &mut Event) {
         let Event::Exec(e) = ev else {
             return;
         };

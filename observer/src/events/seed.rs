@@ -9,7 +9,7 @@ use crate::host::scan::Scanned;
 
 /// The records of an iterator read (a partial trailing record, which the kernel never
 /// writes, is ignored).
-pub fn decode(bytes: &[u8]) -> Vec<SeedTask> {
+pub(crate) fn decode(bytes: &[u8]) -> Vec<SeedTask> {
     bytes
         .chunks_exact(std::mem::size_of::<SeedTask>())
         // SAFETY: SeedTask is plain old data (repr(C), integers only); any bytes are valid.
@@ -19,7 +19,7 @@ pub fn decode(bytes: &[u8]) -> Vec<SeedTask> {
 
 /// The state letter /proc shows for a task's raw `__state` and `exit_state`
 /// (fs/proc/array.c: `task_state_index`, "RSDTtXZPI").
-pub fn state_letter(state: u32, exit_state: u32) -> char {
+pub(crate) fn state_letter(state: u32, exit_state: u32) -> char {
     const TASK_REPORT: u32 = 0x7f;
     const TASK_IDLE: u32 = 0x402; // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
     const TASK_RTLOCK_WAIT: u32 = 0x1000;
@@ -41,7 +41,7 @@ pub fn state_letter(state: u32, exit_state: u32) -> char {
 /// A record as the /proc scan would describe the process (plus what only the kernel side
 /// reads: every namespace, the cgroup id, the exact start time), with `cgroup` the lines
 /// of its `/proc/<pid>/cgroup` that container attribution reads.
-pub fn scanned(t: &SeedTask, cgroup: String) -> Scanned {
+pub(crate) fn scanned(t: &SeedTask, cgroup: String) -> Scanned {
     let i = &t.task;
     let levels = (i.pid_level as usize + 1).min(i.ns_pids.len());
     let comm_len = i.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
@@ -61,14 +61,12 @@ pub fn scanned(t: &SeedTask, cgroup: String) -> Scanned {
         cgroup,
         cgroup_id: i.cgroup_id,
         cmdline: Vec::new(),
-        cpu_ticks: 0,
-        rss_pages: 0,
         exit_status: (state == 'Z').then_some(t.exit_code),
     }
 }
 
 /// The pids of one pass of the pid iterator: one native-endian u32 each.
-pub fn pids(bytes: &[u8]) -> Vec<u32> {
+pub(crate) fn pids(bytes: &[u8]) -> Vec<u32> {
     bytes
         .chunks_exact(4)
         .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))

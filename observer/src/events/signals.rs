@@ -42,7 +42,7 @@ const NAMES: [&str; 32] = [
 /// Signals whose default action is to end (terminate or dump core) or stop a process;
 /// real-time signals from SIGRTMIN+2 on (glibc keeps 32 and 33 for itself: thread
 /// cancellation and setuid broadcasts).
-pub const DEFAULT_MASK: u64 = {
+pub(crate) const DEFAULT_MASK: u64 = {
     let ignore_or_continue = [17u32, 18, 23, 28, 32, 33]; // CHLD CONT URG WINCH, glibc's
     let mut m = 0u64;
     let mut s = 1;
@@ -64,7 +64,7 @@ pub const DEFAULT_MASK: u64 = {
 };
 
 /// The name of signal `sig` (`SIGTERM`, `SIGRTMIN+3`), or its number.
-pub fn name(sig: u32) -> String {
+pub(crate) fn name(sig: u32) -> String {
     match sig {
         1..=31 => NAMES[sig as usize].to_string(),
         32..=64 => format!("SIGRTMIN+{}", sig - 32),
@@ -73,7 +73,7 @@ pub fn name(sig: u32) -> String {
 }
 
 /// A signal by name (`TERM`, `SIGTERM`, `sigterm`, `RTMIN+3`) or number.
-pub fn parse(s: &str) -> Option<u32> {
+pub(crate) fn parse(s: &str) -> Option<u32> {
     if let Ok(n) = s.parse::<u32>() {
         return (1..=64).contains(&n).then_some(n);
     }
@@ -88,9 +88,20 @@ pub fn parse(s: &str) -> Option<u32> {
     (1..32).find(|&i| NAMES[i][3..] == *bare).map(|i| i as u32)
 }
 
+/// A `--signals` list that does not say a set of signals.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SignalSetError {
+    #[error(
+        "unknown signal `{0}` (a name such as TERM or SIGKILL, a number 1-64, `default` or `all`)"
+    )]
+    Unknown(String),
+    #[error("`{0}` selects no signal")]
+    Empty(String),
+}
+
 /// `--signals`: a comma-separated list of signals (names or numbers), `default` (the set
 /// above), `all`, and `-NAME` to leave one out, applied left to right.
-pub fn parse_mask(spec: &str) -> Result<u64, String> {
+pub(crate) fn parse_mask(spec: &str) -> Result<u64, SignalSetError> {
     let mut mask = 0u64;
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (remove, item) = match item.strip_prefix('-') {
@@ -100,9 +111,7 @@ pub fn parse_mask(spec: &str) -> Result<u64, String> {
         let bits = match item.to_ascii_lowercase().as_str() {
             "default" => DEFAULT_MASK,
             "all" => u64::MAX,
-            _ => signal_bit(parse(item).ok_or_else(|| {
-                format!("unknown signal `{item}` (a name such as TERM or SIGKILL, a number 1-64, `default` or `all`)")
-            })?),
+            _ => signal_bit(parse(item).ok_or_else(|| SignalSetError::Unknown(item.to_string()))?),
         };
         if remove {
             mask &= !bits;
@@ -111,13 +120,13 @@ pub fn parse_mask(spec: &str) -> Result<u64, String> {
         }
     }
     if mask == 0 {
-        return Err(format!("`{spec}` selects no signal"));
+        return Err(SignalSetError::Empty(spec.to_string()));
     }
     Ok(mask)
 }
 
 /// The kernel's verdict on a generated signal (TRACE_SIGNAL_* in include/trace/events/signal.h).
-pub fn result_name(result: u32) -> &'static str {
+pub(crate) fn result_name(result: u32) -> &'static str {
     match result {
         0 => "delivered",
         1 => "ignored",
@@ -128,16 +137,8 @@ pub fn result_name(result: u32) -> &'static str {
     }
 }
 
-pub const RESULTS: [&str; 5] = [
-    "delivered",
-    "ignored",
-    "already_pending",
-    "overflow",
-    "lost_info",
-];
-
 /// Who raised a signal, from its si_code: a process (kill, tkill, sigqueue...) or the kernel.
-pub fn from_kernel(code: i32) -> bool {
+pub(crate) fn from_kernel(code: i32) -> bool {
     // SI_KERNEL (0x80) and the positive fault codes (SEGV_MAPERR...); SI_USER is 0, the
     // other user codes negative.
     code > 0
@@ -168,7 +169,10 @@ mod tests {
             parse_mask("default,-ALRM").unwrap(),
             DEFAULT_MASK & !signal_bit(14)
         );
-        assert!(parse_mask("TERM,BOGUS").unwrap_err().contains("BOGUS"));
+        assert!(parse_mask("TERM,BOGUS")
+            .unwrap_err()
+            .to_string()
+            .contains("BOGUS"));
         assert!(parse_mask("TERM,-TERM").is_err());
     }
 }

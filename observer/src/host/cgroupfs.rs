@@ -13,18 +13,18 @@ use std::{
 use super::facts::Resources;
 
 #[derive(Clone, Debug, Default)]
-pub struct CgroupFs {
+pub(crate) struct CgroupFs {
     /// cgroup2 mount point.
-    pub v2: Option<PathBuf>,
+    pub(crate) v2: Option<PathBuf>,
     /// Controllers enabled at the cgroup2 root (cgroup.controllers).
-    pub v2_controllers: Vec<String>,
+    pub(crate) v2_controllers: Vec<String>,
     /// v1 mount point per controller (`cpu`, `cpuacct`, `memory`, `pids`, `name=systemd`...).
-    pub v1: Vec<(String, PathBuf)>,
+    pub(crate) v1: Vec<(String, PathBuf)>,
 }
 
 impl CgroupFs {
     /// Reads /proc/self/mountinfo.
-    pub fn discover() -> CgroupFs {
+    pub(crate) fn discover() -> CgroupFs {
         let mut fs_ = CgroupFs::default();
         let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
             return fs_;
@@ -54,7 +54,7 @@ impl CgroupFs {
         fs_
     }
 
-    pub fn v1_mount(&self, controller: &str) -> Option<&Path> {
+    pub(crate) fn v1_mount(&self, controller: &str) -> Option<&Path> {
         self.v1
             .iter()
             .find(|(c, _)| c == controller)
@@ -67,7 +67,7 @@ impl CgroupFs {
 
     /// Directory of `path` for `controller`: the cgroup2 tree when the controller is enabled
     /// there, else its v1 hierarchy.
-    pub fn dir_for(&self, controller: &str, path: &str) -> Option<PathBuf> {
+    pub(crate) fn dir_for(&self, controller: &str, path: &str) -> Option<PathBuf> {
         let rel = path.trim_start_matches('/');
         if self.has_v2(controller) {
             return self.v2.as_ref().map(|m| m.join(rel));
@@ -77,7 +77,7 @@ impl CgroupFs {
 
     /// Every cgroup2 directory with its id (inode), for resolving ids of cgroups entered
     /// without an attach event (clone3 CLONE_INTO_CGROUP), and the seed's cgroup2 paths.
-    pub fn walk_v2(&self) -> Vec<(u64, String)> {
+    pub(crate) fn walk_v2(&self) -> Vec<(u64, String)> {
         let mut out = Vec::new();
         if let Some(root) = &self.v2 {
             walk(root, |dir, rel| {
@@ -103,7 +103,7 @@ impl CgroupFs {
     /// formats every hierarchy's path: a third of a 10,000-process scan). Returns, per pid,
     /// the lines of a `/proc/<pid>/cgroup` with the cgroup2 path and one v1 hierarchy's
     /// (name=systemd, else pids, else memory): what container attribution looks at.
-    pub fn members(&self) -> HashMap<u32, String> {
+    pub(crate) fn members(&self) -> HashMap<u32, String> {
         let mut out = HashMap::new();
         if let Some(v2) = &self.v2 {
             procs_lines(v2, "0::", &mut out);
@@ -117,7 +117,7 @@ impl CgroupFs {
     /// `members` without the cgroup2 lines, for a caller that has each process's cgroup2
     /// id (the task iterator): a `walk_v2` names those without reading any `cgroup.procs`.
     /// None when no v1 hierarchy is mounted.
-    pub fn v1_members(&self) -> Option<HashMap<u32, String>> {
+    pub(crate) fn v1_members(&self) -> Option<HashMap<u32, String>> {
         let (prefix, root) = self.attribution_v1()?;
         let mut out = HashMap::new();
         procs_lines(&root, &prefix, &mut out);
@@ -125,7 +125,7 @@ impl CgroupFs {
     }
 
     /// Resource use and limits of the cgroup at `path` (as in /proc/<pid>/cgroup).
-    pub fn resources(&self, path: &str) -> Resources {
+    pub(crate) fn resources(&self, path: &str) -> Resources {
         let mut r = Resources::default();
         for (field, file) in self.resource_files(path) {
             if !field.needed(&r) {
@@ -140,7 +140,7 @@ impl CgroupFs {
 
     /// The files `resources` reads for the cgroup at `path`, in order, with what each
     /// gives.
-    pub fn resource_files(&self, path: &str) -> Vec<(UsageField, PathBuf)> {
+    pub(crate) fn resource_files(&self, path: &str) -> Vec<(UsageField, PathBuf)> {
         let mut out = Vec::with_capacity(8);
         let rel = path.trim_start_matches('/');
         // cgroup2 keeps cpu.stat usage in every cgroup, controller enabled or not (this is
@@ -172,7 +172,7 @@ impl CgroupFs {
 
 /// What one usage file gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UsageField {
+pub(crate) enum UsageField {
     /// cgroup2 cpu.stat `usage_usec`.
     CpuStat,
     /// v1 cpuacct.usage (ns), when cpu.stat gave nothing.
@@ -191,12 +191,12 @@ pub enum UsageField {
 
 impl UsageField {
     /// cpuacct.usage is read only when cpu.stat gave nothing.
-    pub fn needed(self, r: &Resources) -> bool {
+    pub(crate) fn needed(self, r: &Resources) -> bool {
         self != UsageField::CpuacctUsage || r.cpu_usage_ns.is_none()
     }
 
     /// A limit (rarely changes) rather than a use.
-    pub fn is_limit(self) -> bool {
+    pub(crate) fn is_limit(self) -> bool {
         matches!(
             self,
             UsageField::MemoryMax | UsageField::MemoryLimitV1 | UsageField::PidsMax
@@ -204,7 +204,7 @@ impl UsageField {
     }
 
     /// Takes this field's value from the file's text into `r`.
-    pub fn apply(self, r: &mut Resources, text: &str) {
+    pub(crate) fn apply(self, r: &mut Resources, text: &str) {
         match self {
             UsageField::CpuStat => r.cpu_usage_ns = keyed(text, "usage_usec").map(|us| us * 1000),
             UsageField::CpuacctUsage => r.cpu_usage_ns = number(text),

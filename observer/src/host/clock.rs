@@ -1,7 +1,7 @@
 //! The boot clock: the clock of the events' timestamps and of processes' start times.
 
 /// Boot-clock now in ns (the events' and start times' clock).
-pub fn boot_now_ns() -> u64 {
+pub(crate) fn boot_now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -7,33 +7,39 @@ use serde::{Deserialize, Serialize};
 /// Live facts about a running process that only /proc has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Live {
-    pub state: char,
+    pub(crate) state: char,
     /// Current comm: programs rename themselves (prctl PR_SET_NAME; busybox applets do).
-    pub comm: String,
-    pub ppid: u32,
-    pub start_ticks: u64,
-    pub cpu_ticks: u64,
-    pub rss_pages: u64,
-    pub threads: u32,
+    pub(crate) comm: String,
+    pub(crate) ppid: u32,
+    pub(crate) start_ticks: u64,
+    pub(crate) cpu_ticks: u64,
+    pub(crate) rss_pages: u64,
+    pub(crate) threads: u32,
 }
 
 impl Live {
+    /// Exited and not reaped. A leader thread that exited while other threads run also
+    /// reads as `Z` in /proc (with Threads > 1): that process is alive.
+    pub(crate) fn is_zombie(&self) -> bool {
+        self.state == 'Z' && self.threads <= 1
+    }
+
     /// Whether these facts are of the process that started at `start_time_ns` (the pid not
     /// reused since): /proc's start time in clock ticks against the caller's.
-    pub fn is_of(&self, start_time_ns: u64) -> bool {
+    pub(crate) fn is_of(&self, start_time_ns: u64) -> bool {
         self.start_ticks == start_time_ns / super::scan::tick_ns()
     }
 }
 
 /// One cgroup's resource use; None where this host does not account it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    pub cpu_usage_ns: Option<u64>,
-    pub memory_bytes: Option<u64>,
+pub(crate) struct Resources {
+    pub(crate) cpu_usage_ns: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
     /// None: no limit.
-    pub memory_limit_bytes: Option<u64>,
-    pub pids: Option<u64>,
+    pub(crate) memory_limit_bytes: Option<u64>,
+    pub(crate) pids: Option<u64>,
     /// None: no limit.
-    pub pids_limit: Option<u64>,
-    pub oom_kills: Option<u64>,
+    pub(crate) pids_limit: Option<u64>,
+    pub(crate) oom_kills: Option<u64>,
 }

@@ -7,7 +7,7 @@
 
 /// Big blocks (≥ 1 MiB) always get their own mapping, returned on free: the threshold
 /// stays put instead of rising to the largest block ever freed.
-pub fn tune() {
+pub(crate) fn tune() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes the allocator's parameters.
     unsafe {
@@ -16,7 +16,7 @@ pub fn tune() {
 }
 
 /// Gives the free memory of every arena back to the kernel.
-pub fn trim() {
+pub(crate) fn trim() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe {

@@ -21,7 +21,7 @@ use nix::{dir::Dir, fcntl::OFlag, sys::stat::Mode};
 const TGID_OFFSET: i64 = 258;
 
 /// The process ids in /proc within `range`, in order.
-pub fn pids_in(range: Range<u32>) -> Vec<u32> {
+pub(crate) fn pids_in(range: Range<u32>) -> Vec<u32> {
     read(range).0
 }
 
@@ -55,7 +55,7 @@ fn read(range: Range<u32>) -> (Vec<u32>, usize) {
 }
 
 /// The pid space's end (`kernel.pid_max`; the kernel's limit if unreadable).
-pub fn pid_max() -> u32 {
+pub(crate) fn pid_max() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())

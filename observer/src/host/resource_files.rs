@@ -46,7 +46,7 @@ struct Open {
     kept: Mutex<Option<(Instant, String)>>,
 }
 
-pub struct ResourceFiles {
+pub(crate) struct ResourceFiles {
     by_cgroup: HashMap<String, Vec<Open>>,
     open: AtomicUsize,
     budget: usize,
@@ -64,7 +64,7 @@ impl Default for ResourceFiles {
 }
 
 impl ResourceFiles {
-    pub fn with_budget(budget: usize) -> Self {
+    pub(crate) fn with_budget(budget: usize) -> Self {
         ResourceFiles {
             by_cgroup: HashMap::default(),
             open: AtomicUsize::new(0),
@@ -78,7 +78,7 @@ impl ResourceFiles {
     /// counted as `ooms` (per cgroup path): `known` (from `read_known`) is taken as read
     /// except for cgroups with a new OOM victim since (`note_ooms`); the rest are read now,
     /// and files of cgroups gone are closed.
-    pub fn read_containers(
+    pub(crate) fn read_containers(
         &mut self,
         cg: &CgroupFs,
         paths: &[String],
@@ -92,14 +92,14 @@ impl ResourceFiles {
 
     /// Whether OOM kills arrive as events (oom:mark_victim attached): only then are OOM
     /// counter files kept between reads.
-    pub fn set_oom_events(&mut self, on: bool) {
+    pub(crate) fn set_oom_events(&mut self, on: bool) {
         self.oom_events = on;
     }
 
     /// Takes the OOM victims the table counted per cgroup (`oom_counts`); forgets the kept
     /// OOM counter of each cgroup whose count changed, and returns those cgroups: what was
     /// read of them before this (`read_known`) is out of date.
-    pub fn note_ooms(&mut self, counts: &HashMap<String, u64>) -> Vec<String> {
+    pub(crate) fn note_ooms(&mut self, counts: &HashMap<String, u64>) -> Vec<String> {
         let mut stale = Vec::new();
         for (path, &n) in counts {
             let before = self.ooms_seen.insert(path.clone(), n);
@@ -121,25 +121,27 @@ impl ResourceFiles {
     }
 
     /// Files open now.
-    pub fn open_files(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_files(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Use and limits of each cgroup of `paths` (what `CgroupFs::resources` gives), read in
     /// parallel; the files of cgroups not in `paths` are closed.
-    pub fn read(&mut self, cg: &CgroupFs, paths: &[String]) -> HashMap<String, Resources> {
+    #[cfg(test)]
+    pub(crate) fn read(&mut self, cg: &CgroupFs, paths: &[String]) -> HashMap<String, Resources> {
         self.read_new(cg, paths, HashMap::default())
     }
 
     /// The cgroups of the last `read`, read again now.
-    pub fn read_known(&self) -> HashMap<String, Resources> {
+    pub(crate) fn read_known(&self) -> HashMap<String, Resources> {
         let entries: Vec<(&String, &Vec<Open>)> = self.by_cgroup.iter().collect();
         self.read_entries(&entries)
     }
 
     /// Like `read`, with `known` (from `read_known`) taken as read: only the cgroups of
     /// `paths` missing from it are read.
-    pub fn read_new(
+    pub(crate) fn read_new(
         &mut self,
         cg: &CgroupFs,
         paths: &[String],

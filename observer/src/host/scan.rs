@@ -13,63 +13,61 @@ use observer_common::{MAX_PID_LEVELS, NS_COUNT, NS_NAMES, NS_PID};
 use super::facts::Live;
 
 /// Clock ticks per second of /proc times (USER_HZ).
-pub fn ticks_per_second() -> u64 {
+pub(crate) fn ticks_per_second() -> u64 {
     procfs::ticks_per_second().max(1)
 }
 
 /// Nanoseconds of one /proc clock tick.
-pub fn tick_ns() -> u64 {
+pub(crate) fn tick_ns() -> u64 {
     1_000_000_000 / ticks_per_second()
 }
 
 /// Page size in bytes (RSS in /proc stat is in pages).
-pub fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     procfs::page_size()
 }
 
 /// What /proc says about one process.
 #[derive(Clone, Debug)]
-pub struct Scanned {
-    pub pid: u32,
-    pub ppid: u32,
+pub(crate) struct Scanned {
+    pub(crate) pid: u32,
+    pub(crate) ppid: u32,
     /// Boot-clock ns: clock-tick precision from /proc, exact from the task iterator.
-    pub start_time_ns: u64,
+    pub(crate) start_time_ns: u64,
     /// Whether start_time_ns is the kernel's exact value (the task iterator's).
-    pub start_exact: bool,
-    pub state: char,
-    pub comm: String,
-    pub threads: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub ns_pids: Vec<u32>,
-    pub ns: [u32; NS_COUNT],
-    pub cgroup: String,
+    pub(crate) start_exact: bool,
+    pub(crate) state: char,
+    pub(crate) comm: String,
+    pub(crate) threads: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) ns_pids: Vec<u32>,
+    pub(crate) ns: [u32; NS_COUNT],
+    pub(crate) cgroup: String,
     /// cgroup v2 id, when the task iterator read it (0 from /proc: `Details` reads it).
-    pub cgroup_id: u64,
+    pub(crate) cgroup_id: u64,
     /// NUL-separated argv as in /proc/<pid>/cmdline.
-    pub cmdline: Vec<u8>,
-    pub cpu_ticks: u64,
-    pub rss_pages: u64,
+    pub(crate) cmdline: Vec<u8>,
     /// A zombie's wait status (/proc/<pid>/stat field 52).
-    pub exit_status: Option<u32>,
+    pub(crate) exit_status: Option<u32>,
 }
 
 impl Scanned {
     /// Exited and not reaped. A leader thread that exited while other threads run also
     /// reads as `Z` in /proc (with Threads > 1): that process is alive.
-    pub fn is_zombie(&self) -> bool {
+    pub(crate) fn is_zombie(&self) -> bool {
         self.state == 'Z' && self.threads <= 1
     }
 }
 
 /// Reads /proc/<pid>/stat only (one open and read: views call this per process).
-pub fn live(pid: u32) -> Option<Live> {
+pub(crate) fn live(pid: u32) -> Option<Live> {
     live_read(pid).ok().flatten()
 }
 
 /// [`live`], telling a process that is gone (Ok(None)) from one that could not be read
 /// (Err: out of file descriptors, permission, ...): a view still lists the latter.
-pub fn live_read(pid: u32) -> std::io::Result<Option<Live>> {
+pub(crate) fn live_read(pid: u32) -> std::io::Result<Option<Live>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(512);
     match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut f| f.read_to_end(&mut buf))
@@ -82,12 +80,12 @@ pub fn live_read(pid: u32) -> std::io::Result<Option<Live>> {
 
 /// Whether an error opening or reading a /proc/<pid> file means the process is gone
 /// (ENOENT before the open, ESRCH on a file opened before it was reaped).
-pub fn is_gone(e: &std::io::Error) -> bool {
+pub(crate) fn is_gone(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH))
 }
 
 /// The soft RLIMIT_NOFILE (0 if it cannot be read), bounded to 2^20.
-pub fn nofile_soft() -> usize {
+pub(crate) fn nofile_soft() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -145,9 +143,16 @@ pub fn live_from(stat: &[u8]) -> Option<Live> {
     })
 }
 
-/// Whether a task with this pid exists (zombies included): kill(pid, 0), far cheaper than
-/// reading /proc.
-pub fn exists(pid: u32) -> bool {
+/// Whether the process `pid` is alive: it exists and has not ended. A zombie has ended (it
+/// only waits for its parent to reap it): callers to whom a zombie still counts, because it
+/// holds its pid, ask [`exists`].
+pub(crate) fn alive(pid: u32) -> bool {
+    live(pid).is_some_and(|l| !l.is_zombie())
+}
+
+/// Whether a task with this pid exists, zombies included (a pid is taken until its task is
+/// reaped): kill(pid, 0), far cheaper than reading /proc. Not whether it is [`alive`].
+pub(crate) fn exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe {
         libc::kill(pid as i32, 0) == 0
@@ -156,7 +161,7 @@ pub fn exists(pid: u32) -> bool {
 }
 
 /// Inode of /proc/<pid>/ns/<name> (0 when unreadable or absent on this kernel).
-pub fn ns_inode(pid: u32, name: &str) -> u32 {
+pub(crate) fn ns_inode(pid: u32, name: &str) -> u32 {
     std::fs::metadata(format!("/proc/{pid}/ns/{name}"))
         .map(|m| m.ino() as u32)
         .unwrap_or(0)
@@ -171,7 +176,7 @@ pub fn ns_inode(pid: u32, name: &str) -> u32 {
 /// chain; elsewhere uid/gid are the owner of `/proc/<pid>` (the effective ids). The other
 /// namespace inodes, and the executable path, come from `Details` right after the agent
 /// is ready, or from the process's next event.
-pub fn scan_pid(
+pub(crate) fn scan_pid(
     pid: u32,
     host_pidns: u32,
     with_cmdline: bool,
@@ -238,8 +243,6 @@ pub fn scan_pid(
         cgroup,
         cgroup_id: 0,
         cmdline,
-        cpu_ticks: stat.utime + stat.stime,
-        rss_pages: stat.rss,
         exit_status: stat.exit_code.map(|c| c as u32),
     })
 }
@@ -273,9 +276,9 @@ fn read_all(mut f: std::fs::File) -> Option<Vec<u8>> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct StatusIds {
     /// The NSpid chain, outermost first (capped at MAX_PID_LEVELS).
-    pub nspid: Vec<u32>,
-    pub ruid: u32,
-    pub rgid: u32,
+    pub(crate) nspid: Vec<u32>,
+    pub(crate) ruid: u32,
+    pub(crate) rgid: u32,
 }
 
 /// The NSpid, Uid and Gid lines of `/proc/<pid>/status`. Hand-rolled because procfs reads
@@ -337,29 +340,29 @@ fn read_cmdline_at(f: Option<std::fs::File>) -> Vec<u8> {
 }
 
 /// /proc/<pid>/cmdline, bounded like the table's argv (the kernel side's ARGS_LEN).
-pub fn cmdline(pid: u32) -> Vec<u8> {
+pub(crate) fn cmdline(pid: u32) -> Vec<u8> {
     read_cmdline_at(std::fs::File::open(format!("/proc/{pid}/cmdline")).ok())
 }
 
 /// What the start-up scan leaves for later (it must be quick): filled in after the agent
 /// is ready, in one background pass.
 #[derive(Clone, Debug)]
-pub struct Details {
-    pub pid: u32,
-    pub start_ns: u64,
-    pub argv: Vec<u8>,
-    pub exe: String,
+pub(crate) struct Details {
+    pub(crate) pid: u32,
+    pub(crate) start_ns: u64,
+    pub(crate) argv: Vec<u8>,
+    pub(crate) exe: String,
     /// The nine namespace inodes (0 where /proc has none).
-    pub ns: [u32; NS_COUNT],
+    pub(crate) ns: [u32; NS_COUNT],
     /// Its cgroup v2 id: the inode of its cgroup2 directory (0 without cgroup2).
-    pub cgroup_id: u64,
+    pub(crate) cgroup_id: u64,
 }
 
 impl Details {
     /// Reads them for `pid` (`argv` only when asked: the CLI's one-shot view has no use;
     /// namespaces and cgroup id only `with_ns`); `cgroup2`: where the cgroup2 hierarchy is
     /// mounted.
-    pub fn read(
+    pub(crate) fn read(
         pid: u32,
         start_ns: u64,
         with_argv: bool,
@@ -386,7 +389,7 @@ impl Details {
 
 /// The inode of `pid`'s cgroup2 directory (what the kernel side reads as the cgroup id):
 /// its `0::` line of /proc/<pid>/cgroup under the cgroup2 mount.
-pub fn cgroup_id(pid: u32, cgroup2: &Path) -> u64 {
+pub(crate) fn cgroup_id(pid: u32, cgroup2: &Path) -> u64 {
     use std::os::unix::ffi::OsStrExt;
     let Ok(b) = std::fs::read(format!("/proc/{pid}/cgroup")) else {
         return 0;
@@ -404,7 +407,7 @@ pub fn cgroup_id(pid: u32, cgroup2: &Path) -> u64 {
 }
 
 /// The namespace inodes of `pid`, in observer's order (0 where unreadable).
-pub fn namespaces(pid: u32) -> [u32; NS_COUNT] {
+pub(crate) fn namespaces(pid: u32) -> [u32; NS_COUNT] {
     let mut ns = [0u32; NS_COUNT];
     for (i, name) in NS_NAMES.iter().enumerate() {
         ns[i] = ns_inode(pid, name);
@@ -413,14 +416,14 @@ pub fn namespaces(pid: u32) -> [u32; NS_COUNT] {
 }
 
 /// The executable of `pid` ("" for kernel threads and gone processes).
-pub fn exe(pid: u32) -> String {
+pub(crate) fn exe(pid: u32) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
 /// Every process id in /proc.
-pub fn pids() -> Vec<u32> {
+pub(crate) fn pids() -> Vec<u32> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -432,7 +435,7 @@ pub fn pids() -> Vec<u32> {
 /// Scans all processes, on as many threads as there are CPUs (at most 4). Without
 /// `with_cmdline` the command lines are left for `cmdline` to read later (they are a
 /// quarter of the cost: reading one locks the process's memory map).
-pub fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
+pub(crate) fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
     let host = ns_inode(std::process::id(), "pid");
     // Cgroups first: a process that starts after this read has its file read instead.
     let cgroups = super::cgroupfs::CgroupFs::discover().members();
@@ -442,7 +445,10 @@ pub fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
 }
 
 /// Maps `f` over `items` on up to 4 threads (as many as there are CPUs), keeping order.
-pub fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Option<R> + Sync) -> Vec<R> {
+pub(crate) fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<R> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -546,5 +552,19 @@ Uid:\t1000\t0\t0\t0\nGid:\t1001\t0\t0\t0\nNSpid:\t7\t2\t1\n";
         for bad in [&b"1 (x)"[..], b"(x) S 1", b"1 )x( S", b"1 (x) S"] {
             assert_eq!(live_from(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_zombie_exists_but_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Exited, not yet reaped: it holds its pid.
+        assert!(!super::alive(pid), "a zombie is not alive");
+        assert!(super::exists(pid), "a zombie still holds its pid");
+        child.wait().unwrap();
     }
 }

@@ -26,13 +26,13 @@ use super::{facts::Live, scan};
 
 /// A process as the caller knows it: its pid and the start time (boot-clock ns) that
 /// together name it — a pid alone may name another process by the time it is read.
-pub trait Identity {
+pub(crate) trait Identity {
     fn pid(&self) -> u32;
     fn start_time_ns(&self) -> u64;
 }
 
 /// Files kept open at most (~9 MB of kernel memory at a page and a bit each).
-pub const MAX_OPEN: usize = 2048;
+pub(crate) const MAX_OPEN: usize = 2048;
 /// A file not read for this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -42,7 +42,7 @@ struct Entry {
     used: Instant,
 }
 
-pub struct StatFiles {
+pub(crate) struct StatFiles {
     files: FxHashMap<u32, Entry>,
     budget: usize,
     swept: Instant,
@@ -75,7 +75,7 @@ enum Outcome {
 }
 
 impl StatFiles {
-    pub fn with_budget(budget: usize) -> Self {
+    pub(crate) fn with_budget(budget: usize) -> Self {
         Self {
             files: FxHashMap::default(),
             budget,
@@ -86,22 +86,24 @@ impl StatFiles {
 
     /// A budget that leaves most of RLIMIT_NOFILE to everything else: at most
     /// [`MAX_OPEN`], at most a quarter of the soft limit.
-    pub fn for_rlimit() -> Self {
+    pub(crate) fn for_rlimit() -> Self {
         Self::with_budget(MAX_OPEN.min(scan::nofile_soft() / 4))
     }
 
-    pub fn open_files(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_files(&self) -> usize {
         self.files.len()
     }
 
     /// Live reads that failed for a reason other than the process being gone.
-    pub fn unreadable(&self) -> u64 {
+    pub(crate) fn unreadable(&self) -> u64 {
         self.unreadable
     }
 
     /// The live facts of each of `procs`, in order: None where the process is gone, or the
     /// pid now names another process; `Some(None)` where it could not be read.
-    pub fn read<P: Identity + Sync>(
+    #[cfg(test)]
+    pub(crate) fn read<P: Identity + Sync>(
         files: Option<&Mutex<StatFiles>>,
         procs: &[&P],
     ) -> Vec<Option<Option<Live>>> {
@@ -114,7 +116,7 @@ impl StatFiles {
     /// knows). Reads, and runs `f`, on up to 4 threads (scan::parallel), through the files
     /// `files` keeps (or opens and then keeps, within its budget); without a cache, each
     /// file is opened, read and closed.
-    pub fn read_with<P: Identity + Sync, R: Send>(
+    pub(crate) fn read_with<P: Identity + Sync, R: Send>(
         files: Option<&Mutex<StatFiles>>,
         procs: &[&P],
         f: impl Fn(&P, Option<Live>) -> Option<R> + Sync,

@@ -48,7 +48,7 @@ fn controller_dir(cg: &CgroupFs, dirs: &[PathBuf], controller: &str) -> Option<(
 /// Creates the container's cgroups and applies `limits`, verifying each by reading it back.
 /// A limit whose controller is not available is an error unless `ignore_missing`, in which
 /// case it is reported on stderr and skipped.
-pub fn create(
+pub(crate) fn create(
     cg: &CgroupFs,
     id: &str,
     limits: &Limits,
@@ -169,7 +169,7 @@ fn verify(p: &Path, want: u64, page_rounded: bool) -> Result<(), LauncherError> 
 }
 
 /// Moves `pid` (0: the caller) into every one of the container's cgroups.
-pub fn join(dirs: &[PathBuf], pid: u32) -> Result<(), LauncherError> {
+pub(crate) fn join(dirs: &[PathBuf], pid: u32) -> Result<(), LauncherError> {
     for d in dirs {
         write(&d.join("cgroup.procs"), &pid.to_string())?;
     }
@@ -177,7 +177,7 @@ pub fn join(dirs: &[PathBuf], pid: u32) -> Result<(), LauncherError> {
 }
 
 /// Removes the cgroup directories (retrying while exiting processes leave them).
-pub fn remove(dirs: &[PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn remove(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for d in dirs {
         let mut done = false;
@@ -202,7 +202,7 @@ pub fn remove(dirs: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Number of OOM kills recorded in the container's memory cgroup.
-pub fn oom_kills(cg: &CgroupFs, dirs: &[PathBuf]) -> u64 {
+pub(crate) fn oom_kills(cg: &CgroupFs, dirs: &[PathBuf]) -> u64 {
     let key = |p: PathBuf| -> u64 {
         read(&p)
             .lines()

@@ -28,19 +28,20 @@ use nix::{
     unistd::{chdir, execve, fork, pivot_root, sethostname, ForkResult, Pid},
 };
 
-use super::{cgroups, rootfs, security, state::Config};
+use super::{cgroups, rootfs, security, state::Config, SetupError};
 
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Reports a failure to the shim and exits with `code`.
-pub fn fail(err: &mut fs::File, code: i32, msg: &str) -> ! {
+pub(crate) fn fail(err: &mut fs::File, code: i32, msg: &str) -> ! {
     let _ = write!(err, "{code} {msg}");
     // SAFETY: _exit is async-signal-safe and ends the process at once.
     unsafe { libc::_exit(code) }
 }
 
 /// The container's environment: PATH, HOSTNAME, HOME, TERM, then the user's -e values.
-pub fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
+pub(crate) fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
     let mut env = vec![
         format!("PATH={DEFAULT_PATH}"),
         format!("HOSTNAME={}", cfg.hostname),
@@ -55,7 +56,7 @@ pub fn environment(cfg: &Config, extra: &[String]) -> Vec<String> {
     env
 }
 
-pub fn path_of(env: &[String]) -> String {
+pub(crate) fn path_of(env: &[String]) -> String {
     env.iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
@@ -69,7 +70,7 @@ fn cstrings(v: &[String]) -> Vec<CString> {
 }
 
 /// Execs `path` (already resolved inside the container) or reports why it could not.
-pub fn exec(err: &mut fs::File, path: &str, argv: &[String], env: &[String]) -> ! {
+pub(crate) fn exec(err: &mut fs::File, path: &str, argv: &[String], env: &[String]) -> ! {
     let p = CString::new(path).unwrap_or_default();
     let e = execve(&p, &cstrings(argv), &cstrings(env)).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT {
@@ -86,18 +87,16 @@ fn m(
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
-) -> Result<(), String> {
-    mount(src, target, fstype, flags, data).map_err(|e| {
-        format!(
-            "mounting {} on {}: {e}",
-            fstype.or(src).unwrap_or("?"),
-            target.display()
-        )
-    })
+) -> Result<(), SetupError> {
+    mount(src, target, fstype, flags, data).map_err(SetupError::at(format_args!(
+        "mounting {} on {}",
+        fstype.or(src).unwrap_or("?"),
+        target.display()
+    )))
 }
 
 /// A minimal /dev: a tmpfs with the standard character devices, links, pts and shm.
-fn make_dev(dev: &Path) -> Result<(), String> {
+fn make_dev(dev: &Path) -> Result<(), SetupError> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m(
         Some("tmpfs"),
@@ -120,7 +119,7 @@ fn make_dev(dev: &Path) -> Result<(), String> {
             Mode::from_bits_truncate(0o666),
             makedev(major, minor),
         )
-        .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
+        .map_err(SetupError::at(format_args!("mknod /dev/{name}")))?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -130,10 +129,10 @@ fn make_dev(dev: &Path) -> Result<(), String> {
         ("ptmx", "pts/ptmx"),
     ] {
         std::os::unix::fs::symlink(target, dev.join(link))
-            .map_err(|e| format!("/dev/{link}: {e}"))?;
+            .map_err(SetupError::at(format_args!("/dev/{link}")))?;
     }
     for d in ["pts", "shm"] {
-        fs::create_dir(dev.join(d)).map_err(|e| format!("/dev/{d}: {e}"))?;
+        fs::create_dir(dev.join(d)).map_err(SetupError::at(format_args!("/dev/{d}")))?;
     }
     m(
         Some("devpts"),
@@ -153,7 +152,7 @@ fn make_dev(dev: &Path) -> Result<(), String> {
 }
 
 /// Mounts and pivots into the rootfs. Runs in the new mount namespace.
-fn build_mounts(cfg: &Config) -> Result<(), String> {
+fn build_mounts(cfg: &Config) -> Result<(), SetupError> {
     let root = cfg.rootfs.as_path();
     m(
         None,
@@ -208,10 +207,10 @@ fn build_mounts(cfg: &Config) -> Result<(), String> {
     }
     // pivot_root(".", "."), then detach the old root stacked underneath (no put_old
     // directory is needed, so a read-only rootfs works too).
-    chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
-    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    chdir(root).map_err(SetupError::at(format_args!("chdir {}", root.display())))?;
+    pivot_root(".", ".").map_err(SetupError::at("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(SetupError::at("detaching the old root"))?;
+    chdir("/").map_err(SetupError::at("chdir /"))?;
     if !cfg.security.privileged {
         security::protect_paths()?;
     }
@@ -219,12 +218,12 @@ fn build_mounts(cfg: &Config) -> Result<(), String> {
 }
 
 /// Brings the loopback interface up in a new network namespace.
-fn loopback_up() -> Result<(), String> {
+fn loopback_up() -> Result<(), SetupError> {
     // SAFETY: plain socket/ioctl calls on a zero-initialised ifreq.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+            return Err(SetupError::at("socket")(std::io::Error::last_os_error()));
         }
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
@@ -239,14 +238,14 @@ fn loopback_up() -> Result<(), String> {
         let e = std::io::Error::last_os_error();
         libc::close(s);
         if r != 0 {
-            return Err(format!("bringing lo up: {e}"));
+            return Err(SetupError::at("bringing lo up")(e));
         }
     }
     Ok(())
 }
 
 /// The container's PID 1 side; never returns.
-pub fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
+pub(crate) fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
     let mut err = fs::File::from(err);
     let null = fs::File::open("/dev/null").ok();
     // SAFETY: dup2 onto the standard descriptors of this (single-threaded) child.
@@ -277,19 +276,19 @@ pub fn child_main(cfg: &Config, err: OwnedFd, log: &fs::File) -> ! {
         Err((code, msg)) => fail(&mut err, code, &msg),
     };
     if let Err(e) = build_mounts(cfg) {
-        fail(&mut err, 125, &e);
+        fail(&mut err, 125, &e.to_string());
     }
     if let Err(e) = sethostname(&cfg.hostname) {
         fail(&mut err, 125, &format!("sethostname: {e}"));
     }
     if !cfg.net_host {
         if let Err(e) = loopback_up() {
-            fail(&mut err, 125, &e);
+            fail(&mut err, 125, &e.to_string());
         }
     }
     // Also --init's PID 1: it and the command it forks are the container's.
     if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
-        fail(&mut err, 125, &e);
+        fail(&mut err, 125, &e.to_string());
     }
     if !cfg.init {
         exec(&mut err, &path, &cfg.cmd, &env);

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Runs `cmd` in container `name`; returns its exit code (126/127 when it cannot start).
-pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, LauncherError> {
+pub(crate) fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, LauncherError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(LauncherError::NotRoot);
     }
@@ -49,7 +49,7 @@ pub fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u8, Laun
             drop(rd);
             let mut err = fs::File::from(wr);
             if let Err(e) = security::confine(&cfg.security, err.as_raw_fd()) {
-                container::fail(&mut err, 125, &e)
+                container::fail(&mut err, 125, &e.to_string())
             }
             container::exec(&mut err, &path, cmd, &env)
         }

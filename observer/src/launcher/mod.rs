@@ -3,15 +3,15 @@
 //! subreaper above PID 1, like containerd-shim. It stands apart from the observer pipeline;
 //! the agent sees its containers like any runtime's (cgroup `/observer/<id>`).
 
-pub mod cgroups;
+pub(crate) mod cgroups;
 mod container;
-pub mod exec;
-pub mod process;
-pub mod rootfs;
+pub(crate) mod exec;
+pub(crate) mod process;
+pub(crate) mod rootfs;
 mod seccomp;
-pub mod security;
-pub mod shim;
-pub mod state;
+pub(crate) mod security;
+pub(crate) mod shim;
+pub(crate) mod state;
 
 use std::{
     io::{Read, Write},
@@ -28,8 +28,50 @@ use state::{Config, Limits, State, Status};
 
 use crate::host::cgroupfs::CgroupFs;
 
+/// An `observer run` option that does not parse (`--cap-add`, `--cap-drop`,
+/// `--security-opt`): clap reports it as a usage error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OptionError {
+    #[error("unknown capability `{0}` (see capabilities(7): e.g. NET_ADMIN, SYS_PTRACE, or ALL)")]
+    UnknownCap(String),
+    #[error("`{0}`: only seccomp=unconfined is supported (the default profile is Docker's)")]
+    SeccompProfile(String),
+    #[error("unsupported security option `{0}`: use seccomp=unconfined or no-new-privileges[=true|false]")]
+    SecurityOpt(String),
+}
+
+/// Setting a container up from inside — mounts, /dev, the loopback, descriptors, the
+/// seccomp profile, capabilities — as the container's process reports it before it exits
+/// 125: the step and the system's answer.
 #[derive(Debug, thiserror::Error)]
-pub enum LauncherError {
+pub(crate) enum SetupError {
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("unknown capability `{0}` in the container's config")]
+    UnknownCap(String),
+    #[error("no default seccomp profile for {0}: run with --security-opt seccomp=unconfined")]
+    NoSeccompProfile(String),
+    #[error(transparent)]
+    Caps(#[from] caps::errors::CapsError),
+}
+
+impl SetupError {
+    /// What `step` failed with: `.map_err(SetupError::at("pivot_root"))`.
+    pub(crate) fn at<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        step: impl std::fmt::Display,
+    ) -> impl FnOnce(E) -> SetupError {
+        move |e| SetupError::Step {
+            step: step.to_string(),
+            source: e.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LauncherError {
     #[error("the launcher needs root: run it with sudo")]
     NotRoot,
     #[error("container name `{0}` is already in use: remove it with `observer rm -f {0}` or choose another --name")]
@@ -66,7 +108,7 @@ pub enum LauncherError {
 
 impl LauncherError {
     /// docker's convention: 125 launcher error, 126 not executable, 127 not found.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             LauncherError::Command(code, _) => *code as u8,
             _ => 125,
@@ -74,21 +116,21 @@ impl LauncherError {
     }
 }
 
-pub struct RunOptions {
-    pub name: Option<String>,
-    pub rootfs: Option<PathBuf>,
-    pub hostname: Option<String>,
-    pub limits: Limits,
-    pub net_host: bool,
-    pub init: bool,
-    pub detach: bool,
-    pub env: Vec<String>,
-    pub ignore_missing_limits: bool,
-    pub privileged: bool,
-    pub cap_add: Vec<CapArg>,
-    pub cap_drop: Vec<CapArg>,
-    pub security_opt: Vec<SecurityOpt>,
-    pub cmd: Vec<String>,
+pub(crate) struct RunOptions {
+    pub(crate) name: Option<String>,
+    pub(crate) rootfs: Option<PathBuf>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) limits: Limits,
+    pub(crate) net_host: bool,
+    pub(crate) init: bool,
+    pub(crate) detach: bool,
+    pub(crate) env: Vec<String>,
+    pub(crate) ignore_missing_limits: bool,
+    pub(crate) privileged: bool,
+    pub(crate) cap_add: Vec<CapArg>,
+    pub(crate) cap_drop: Vec<CapArg>,
+    pub(crate) security_opt: Vec<SecurityOpt>,
+    pub(crate) cmd: Vec<String>,
 }
 
 fn require_root() -> Result<(), LauncherError> {
@@ -211,7 +253,7 @@ fn spawn_shim(name: &str) -> Result<std::process::Child, LauncherError> {
 
 /// Creates and starts a container; returns the exit code for `observer run` (0 when
 /// detached, the command's when attached).
-pub fn run(o: RunOptions) -> Result<u8, LauncherError> {
+pub(crate) fn run(o: RunOptions) -> Result<u8, LauncherError> {
     require_root()?;
     let mut cfg = checked_config(&o)?;
     let name = cfg.name.clone();
@@ -308,14 +350,14 @@ fn follow_log(name: &str, follow: bool) -> Result<u8, LauncherError> {
     }
 }
 
-pub fn logs(name: &str, follow: bool) -> Result<u8, LauncherError> {
+pub(crate) fn logs(name: &str, follow: bool) -> Result<u8, LauncherError> {
     state::load_config(name)?;
     follow_log(name, follow).map(|_| 0)
 }
 
 /// SIGTERM to PID 1, then SIGKILL after `timeout`; waits for the shim to record the end.
 /// Only the processes the state recorded (pid and start time) are ever signalled.
-pub fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError> {
+pub(crate) fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError> {
     require_root()?;
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
@@ -339,7 +381,7 @@ pub fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError> {
 }
 
 /// Removes a container: its cgroups and state (with `force`, stopping it first).
-pub fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
+pub(crate) fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
     require_root()?;
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
@@ -363,22 +405,22 @@ pub fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
 }
 
 #[derive(serde::Serialize)]
-pub struct Listed {
-    pub name: String,
-    pub id: String,
-    pub state: String,
-    pub status: Status,
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) state: String,
+    pub(crate) status: Status,
     /// Host pid of PID 1 while running.
-    pub pid: Option<u32>,
-    pub shim_pid: Option<u32>,
-    pub created: u64,
-    pub command: Vec<String>,
-    pub exit_code: Option<i32>,
-    pub oom_killed: bool,
-    pub limits: Limits,
+    pub(crate) pid: Option<u32>,
+    pub(crate) shim_pid: Option<u32>,
+    pub(crate) created: u64,
+    pub(crate) command: Vec<String>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) oom_killed: bool,
+    pub(crate) limits: Limits,
 }
 
-pub fn ls() -> Result<Vec<Listed>, LauncherError> {
+pub(crate) fn ls() -> Result<Vec<Listed>, LauncherError> {
     let mut out = Vec::new();
     for name in state::names()? {
         let (Ok(cfg), Ok(st)) = (state::load_config(&name), state::load_state(&name)) else {

@@ -12,21 +12,18 @@ use super::{
     state::{Config, State},
     LauncherError,
 };
-
-fn stat(pid: u32) -> Option<procfs::process::Stat> {
-    procfs::process::Process::new(i32::try_from(pid).ok()?)
-        .and_then(|p| p.stat())
-        .ok()
-}
+use crate::host::scan;
 
 /// A process's start time: clock ticks after boot, /proc/<pid>/stat field 22.
-pub fn start_time(pid: u32) -> Option<u64> {
-    stat(pid).map(|s| s.starttime)
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    scan::live(pid).map(|l| l.start_ticks)
 }
 
-/// The start time of a process that is alive and not a zombie.
-pub fn start_ticks(pid: u32) -> Option<u64> {
-    stat(pid).filter(|s| s.state != 'Z').map(|s| s.starttime)
+/// The start time of a process that is alive (a zombie is not: `scan::alive`).
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
+    scan::live(pid)
+        .filter(|l| !l.is_zombie())
+        .map(|l| l.start_ticks)
 }
 
 /// Whether `pid` is now the live process recorded with start time `start`. States written
@@ -52,20 +49,20 @@ fn in_cgroup(pid: u32, id: &str) -> bool {
 }
 
 /// Whether the container's shim is still the process the state recorded.
-pub fn shim_alive(st: &State) -> bool {
+pub(crate) fn shim_alive(st: &State) -> bool {
     st.shim_pid
         .is_some_and(|p| is_recorded(p, st.shim_start, |p| comm(p) == "observer-shim"))
 }
 
 /// PID 1's host pid, if the recorded PID 1 is still that process.
-pub fn pid1(st: &State, cfg: &Config) -> Option<u32> {
+pub(crate) fn pid1(st: &State, cfg: &Config) -> Option<u32> {
     st.pid
         .filter(|p| is_recorded(*p, st.pid_start, |p| in_cgroup(p, &cfg.id)))
 }
 
 /// Sends `sig` to the recorded PID 1. Ok(false) when it is gone or its pid now names
 /// another process (nothing is signalled then).
-pub fn signal_pid1(st: &State, cfg: &Config, sig: Signal) -> Result<bool, LauncherError> {
+pub(crate) fn signal_pid1(st: &State, cfg: &Config, sig: Signal) -> Result<bool, LauncherError> {
     let Some(pid) = st.pid else { return Ok(false) };
     // SAFETY: pidfd_open takes a pid and flags; the descriptor is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

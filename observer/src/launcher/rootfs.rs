@@ -10,13 +10,13 @@ use std::{
 
 use super::LauncherError;
 
-pub const DEFAULT_ROOTFS: &str = "/var/lib/observer/rootfs/busybox";
+pub(crate) const DEFAULT_ROOTFS: &str = "/var/lib/observer/rootfs/busybox";
 const BUSYBOX: &str = "/bin/busybox";
 
 /// Directories every rootfs needs as mount points.
-pub const MOUNT_POINTS: [&str; 4] = ["proc", "sys", "dev", "tmp"];
+pub(crate) const MOUNT_POINTS: [&str; 4] = ["proc", "sys", "dev", "tmp"];
 
-pub fn ensure_default() -> Result<PathBuf, LauncherError> {
+pub(crate) fn ensure_default() -> Result<PathBuf, LauncherError> {
     let root = PathBuf::from(DEFAULT_ROOTFS);
     if root.join("bin/busybox").is_file() {
         return Ok(root);
@@ -63,7 +63,7 @@ fn is_static_elf(p: &Path) -> bool {
 
 /// Checks a user-given rootfs: an existing directory that is not, itself or through a
 /// symlink, the host's own root (a container there would see and change the host).
-pub fn check(root: &Path) -> Result<PathBuf, LauncherError> {
+pub(crate) fn check(root: &Path) -> Result<PathBuf, LauncherError> {
     let md = fs::metadata(root).map_err(|_| LauncherError::RootfsMissing(root.to_path_buf()))?;
     if !md.is_dir() {
         return Err(LauncherError::RootfsNotDir(root.to_path_buf()));
@@ -78,7 +78,7 @@ pub fn check(root: &Path) -> Result<PathBuf, LauncherError> {
 
 /// Finds `cmd` in the rootfs as PATH lookup inside the container would: Ok(path inside the
 /// container) or the exit code docker uses (127 not found, 126 not executable).
-pub fn resolve(root: &Path, cmd: &str, path_env: &str) -> Result<String, (i32, String)> {
+pub(crate) fn resolve(root: &Path, cmd: &str, path_env: &str) -> Result<String, (i32, String)> {
     use std::os::unix::fs::PermissionsExt;
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.to_string()]

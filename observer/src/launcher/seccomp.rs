@@ -34,6 +34,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use super::SetupError;
+
 macro_rules! nrs {
     ($($n:ident),* $(,)?) => { &[$(libc::$n),*] };
 }
@@ -42,26 +44,26 @@ macro_rules! nrs {
 /// table; the `libc` crate's tables stop short of some of them).
 mod newer {
     use libc::c_long;
-    pub const CACHESTAT: c_long = 451;
-    pub const FCHMODAT2: c_long = 452;
-    pub const MAP_SHADOW_STACK: c_long = 453;
-    pub const FUTEX_WAKE: c_long = 454;
-    pub const FUTEX_WAIT: c_long = 455;
-    pub const FUTEX_REQUEUE: c_long = 456;
-    pub const STATMOUNT: c_long = 457;
-    pub const LISTMOUNT: c_long = 458;
-    pub const LSM_GET_SELF_ATTR: c_long = 459;
-    pub const LSM_SET_SELF_ATTR: c_long = 460;
-    pub const LSM_LIST_MODULES: c_long = 461;
-    pub const SETXATTRAT: c_long = 463;
-    pub const GETXATTRAT: c_long = 464;
-    pub const LISTXATTRAT: c_long = 465;
-    pub const REMOVEXATTRAT: c_long = 466;
+    pub(crate) const CACHESTAT: c_long = 451;
+    pub(crate) const FCHMODAT2: c_long = 452;
+    pub(crate) const MAP_SHADOW_STACK: c_long = 453;
+    pub(crate) const FUTEX_WAKE: c_long = 454;
+    pub(crate) const FUTEX_WAIT: c_long = 455;
+    pub(crate) const FUTEX_REQUEUE: c_long = 456;
+    pub(crate) const STATMOUNT: c_long = 457;
+    pub(crate) const LISTMOUNT: c_long = 458;
+    pub(crate) const LSM_GET_SELF_ATTR: c_long = 459;
+    pub(crate) const LSM_SET_SELF_ATTR: c_long = 460;
+    pub(crate) const LSM_LIST_MODULES: c_long = 461;
+    pub(crate) const SETXATTRAT: c_long = 463;
+    pub(crate) const GETXATTRAT: c_long = 464;
+    pub(crate) const LISTXATTRAT: c_long = 465;
+    pub(crate) const REMOVEXATTRAT: c_long = 466;
     /// io_pgetevents (4.18): in musl's table of the `libc` crate, not in glibc's.
     #[cfg(target_arch = "x86_64")]
-    pub const IO_PGETEVENTS: c_long = 333;
+    pub(crate) const IO_PGETEVENTS: c_long = 333;
     #[cfg(target_arch = "aarch64")]
-    pub const IO_PGETEVENTS: c_long = 292;
+    pub(crate) const IO_PGETEVENTS: c_long = 292;
 }
 
 /// Docker's unconditional allowlist: the names every architecture has.
@@ -248,13 +250,11 @@ fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Seccomp
 }
 
 /// The tables above are written for x86_64 and aarch64 only.
-fn arch() -> Result<TargetArch, String> {
+fn arch() -> Result<TargetArch, SetupError> {
     match std::env::consts::ARCH {
         "x86_64" => Ok(TargetArch::x86_64),
         "aarch64" => Ok(TargetArch::aarch64),
-        other => Err(format!(
-            "no default seccomp profile for {other}: run with --security-opt seccomp=unconfined"
-        )),
+        other => Err(SetupError::NoSeccompProfile(other.to_string())),
     }
 }
 
@@ -298,12 +298,12 @@ fn allowlist(caps: &CapsHashSet) -> BTreeMap<i64, Vec<SeccompRule>> {
 /// in this order: the allowlist (EPERM otherwise), then — without CAP_SYS_ADMIN — `clone3`
 /// answered ENOSYS. (seccompiler gives a filter one match action; the kernel runs every
 /// installed filter and, between two errno answers, the later filter's wins.)
-pub fn programs(caps: &CapsHashSet) -> Result<Vec<BpfProgram>, String> {
+pub(crate) fn programs(caps: &CapsHashSet) -> Result<Vec<BpfProgram>, SetupError> {
     let arch = arch()?;
     let compile = |rules, mismatch, matched| {
         SeccompFilter::new(rules, mismatch, matched, arch)
             .and_then(BpfProgram::try_from)
-            .map_err(|e| format!("compiling the seccomp profile: {e}"))
+            .map_err(SetupError::at("compiling the seccomp profile"))
     };
     let mut out = vec![compile(
         allowlist(caps),
@@ -323,7 +323,7 @@ pub fn programs(caps: &CapsHashSet) -> Result<Vec<BpfProgram>, String> {
 /// Installs one program on the calling thread. Unlike `seccompiler::apply_filter` it does
 /// not set no_new_privs itself: that is the container's own setting (without it, the
 /// kernel asks for CAP_SYS_ADMIN here, which the launcher still holds).
-pub fn install(prog: &BpfProgram) -> std::io::Result<()> {
+pub(crate) fn install(prog: &BpfProgram) -> std::io::Result<()> {
     const _: () = assert!(
         std::mem::size_of::<seccompiler::sock_filter>() == std::mem::size_of::<libc::sock_filter>()
     );

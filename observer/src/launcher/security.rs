@@ -18,10 +18,10 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{seccomp, LauncherError};
+use super::{seccomp, LauncherError, OptionError, SetupError};
 
 /// Docker's (and runc's) default capabilities.
-pub const DEFAULT_CAPS: [Capability; 14] = [
+pub(crate) const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_FSETID,
@@ -41,7 +41,7 @@ pub const DEFAULT_CAPS: [Capability; 14] = [
 /// Masked: runc's list (libcontainer/specconv/example.go) and what moby adds
 /// (daemon/pkg/oci/defaults.go: /proc/interrupts, powercap, each CPU's thermal_throttle).
 /// Files get /dev/null bound over them, directories an empty read-only tmpfs.
-pub const MASKED: [&str; 12] = [
+pub(crate) const MASKED: [&str; 12] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -57,7 +57,7 @@ pub const MASKED: [&str; 12] = [
 ];
 
 /// Bound read-only over themselves (runc's and moby's list).
-pub const READONLY: [&str; 5] = [
+pub(crate) const READONLY: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -67,15 +67,15 @@ pub const READONLY: [&str; 5] = [
 
 /// A container's security settings, as recorded in its config.json.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Security {
+pub(crate) struct Security {
     /// Every capability the launcher holds, no seccomp, nothing masked, /sys writable.
-    pub privileged: bool,
+    pub(crate) privileged: bool,
     /// The capabilities the container keeps (bounding, permitted, effective), e.g.
     /// `CAP_CHOWN`; not used when privileged.
-    pub capabilities: Vec<String>,
+    pub(crate) capabilities: Vec<String>,
     /// Docker's default seccomp profile.
-    pub seccomp: bool,
-    pub no_new_privileges: bool,
+    pub(crate) seccomp: bool,
+    pub(crate) no_new_privileges: bool,
 }
 
 impl Default for Security {
@@ -91,42 +91,37 @@ impl Default for Security {
 
 /// A `--cap-add`/`--cap-drop` value.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum CapArg {
+pub(crate) enum CapArg {
     All,
     One(Capability),
 }
 
 /// Parses `SYS_ADMIN`, `cap_sys_admin` or `ALL` (Docker's spellings).
-pub fn parse_cap(s: &str) -> Result<CapArg, String> {
+pub(crate) fn parse_cap(s: &str) -> Result<CapArg, OptionError> {
     if s.eq_ignore_ascii_case("all") {
         return Ok(CapArg::All);
     }
-    caps::to_canonical(s).parse().map(CapArg::One).map_err(|_| {
-        format!(
-            "unknown capability `{s}` (see capabilities(7): e.g. NET_ADMIN, SYS_PTRACE, or ALL)"
-        )
-    })
+    caps::to_canonical(s)
+        .parse()
+        .map(CapArg::One)
+        .map_err(|_| OptionError::UnknownCap(s.to_string()))
 }
 
 /// A `--security-opt` value.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum SecurityOpt {
+pub(crate) enum SecurityOpt {
     SeccompUnconfined,
     NoNewPrivileges(bool),
 }
 
-pub fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
+pub(crate) fn parse_security_opt(s: &str) -> Result<SecurityOpt, OptionError> {
     let (key, value) = s.split_once('=').unwrap_or((s, ""));
     match (key, value) {
         ("seccomp", "unconfined") => Ok(SecurityOpt::SeccompUnconfined),
-        ("seccomp", _) => Err(format!(
-            "`{s}`: only seccomp=unconfined is supported (the default profile is Docker's)"
-        )),
+        ("seccomp", _) => Err(OptionError::SeccompProfile(s.to_string())),
         ("no-new-privileges", "" | "true") => Ok(SecurityOpt::NoNewPrivileges(true)),
         ("no-new-privileges", "false") => Ok(SecurityOpt::NoNewPrivileges(false)),
-        _ => Err(format!(
-            "unsupported security option `{s}`: use seccomp=unconfined or no-new-privileges[=true|false]"
-        )),
+        _ => Err(OptionError::SecurityOpt(s.to_string())),
     }
 }
 
@@ -140,7 +135,7 @@ fn names(set: &CapsHashSet) -> Vec<String> {
 /// capability flags; `--cap-add ALL` keeps everything but the drops; `--cap-drop ALL` keeps
 /// only the adds; otherwise the default set minus the drops plus the adds. A capability
 /// the launcher does not hold itself cannot be given (ALL means all it holds).
-pub fn resolve(
+pub(crate) fn resolve(
     privileged: bool,
     add: &[CapArg],
     drop: &[CapArg],
@@ -188,28 +183,27 @@ pub fn resolve(
 }
 
 impl Security {
-    fn kept(&self) -> Result<CapsHashSet, String> {
+    fn kept(&self) -> Result<CapsHashSet, SetupError> {
         self.capabilities
             .iter()
             .map(|n| {
                 n.parse::<Capability>()
-                    .map_err(|_| format!("unknown capability `{n}` in the container's config"))
+                    .map_err(|_| SetupError::UnknownCap(n.clone()))
             })
             .collect()
     }
 }
 
 /// Closes every descriptor from 3 up but `keep` (close_range, Linux 5.9).
-pub fn close_inherited(keep: Option<RawFd>) -> Result<(), String> {
+pub(crate) fn close_inherited(keep: Option<RawFd>) -> Result<(), SetupError> {
     let close = |from: u32, to: u32| {
         // SAFETY: close_range only closes descriptors; nothing here uses the ones it closes.
         let rc = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
         if rc == 0 {
             Ok(())
         } else {
-            Err(format!(
-                "closing inherited descriptors: {}",
-                std::io::Error::last_os_error()
+            Err(SetupError::at("closing inherited descriptors")(
+                std::io::Error::last_os_error(),
             ))
         }
     };
@@ -228,34 +222,37 @@ pub fn close_inherited(keep: Option<RawFd>) -> Result<(), String> {
 /// was inherited (but `keep`, the close-on-exec error pipe), set no_new_privs, shrink the
 /// bounding set, install the seccomp profile (while CAP_SYS_ADMIN still allows it without
 /// no_new_privs), then set the capability sets.
-pub fn confine(sec: &Security, keep: RawFd) -> Result<(), String> {
+pub(crate) fn confine(sec: &Security, keep: RawFd) -> Result<(), SetupError> {
     close_inherited(Some(keep))?;
     if sec.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        nix::sys::prctl::set_no_new_privs().map_err(SetupError::at("no_new_privs"))?;
     }
     if sec.privileged {
         return Ok(());
     }
-    let held = caps::read(None, CapSet::Permitted).map_err(|e| e.to_string())?;
+    let held = caps::read(None, CapSet::Permitted)?;
     let keep: CapsHashSet = sec.kept()?.intersection(&held).copied().collect();
     for c in caps::all().difference(&keep) {
         if caps::has_cap(None, CapSet::Bounding, *c).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, *c)
-                .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
+            caps::drop(None, CapSet::Bounding, *c).map_err(SetupError::at(format_args!(
+                "dropping {c} from the bounding set"
+            )))?;
         }
     }
     if sec.seccomp {
         for p in seccomp::programs(&keep)? {
-            seccomp::install(&p).map_err(|e| format!("installing the seccomp profile: {e}"))?;
+            seccomp::install(&p).map_err(SetupError::at("installing the seccomp profile"))?;
         }
     }
     let set = |s: CapSet, v: &CapsHashSet| {
-        caps::set(None, s, v).map_err(|e| format!("setting the {s:?} capabilities: {e}"))
+        caps::set(None, s, v).map_err(SetupError::at(format_args!(
+            "setting the {s:?} capabilities"
+        )))
     };
     set(CapSet::Effective, &keep)?;
     set(CapSet::Permitted, &keep)?;
     set(CapSet::Inheritable, &CapsHashSet::new())?;
-    caps::clear(None, CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))
+    caps::clear(None, CapSet::Ambient).map_err(SetupError::at("clearing ambient capabilities"))
 }
 
 /// Every CPU's `thermal_throttle` directory (moby masks them: a side channel).
@@ -275,19 +272,21 @@ fn thermal_throttle() -> Vec<PathBuf> {
         .collect()
 }
 
-fn mnt(src: &str, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<(), String> {
-    mount(Some(src), target, fstype, flags, None::<&str>)
-        .map_err(|e| format!("protecting {}: {e}", target.display()))
+fn mnt(src: &str, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<(), SetupError> {
+    mount(Some(src), target, fstype, flags, None::<&str>).map_err(SetupError::at(format_args!(
+        "protecting {}",
+        target.display()
+    )))
 }
 
 /// Masks and write-protects the paths above; runs in the container's mount namespace after
 /// pivot_root (so /dev/null is the container's). A path this kernel lacks is skipped.
-pub fn protect_paths() -> Result<(), String> {
+pub(crate) fn protect_paths() -> Result<(), SetupError> {
     let masked = MASKED.iter().map(PathBuf::from).chain(thermal_throttle());
     for p in masked {
         match fs::symlink_metadata(&p) {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", p.display())),
+            Err(e) => return Err(SetupError::at(p.display())(e)),
             Ok(md) if md.is_dir() => mnt("tmpfs", &p, Some("tmpfs"), MsFlags::MS_RDONLY)?,
             Ok(_) => mnt("/dev/null", &p, None, MsFlags::MS_BIND)?,
         }
@@ -329,7 +328,7 @@ mod tests {
         assert_eq!(parse_cap("SYS_ADMIN"), Ok(CapArg::One(CAP_SYS_ADMIN)));
         assert_eq!(parse_cap("cap_net_admin"), Ok(CapArg::One(CAP_NET_ADMIN)));
         assert_eq!(parse_cap("all"), Ok(CapArg::All));
-        let e = parse_cap("SYS_ADMN").unwrap_err();
+        let e = parse_cap("SYS_ADMN").unwrap_err().to_string();
         assert!(e.contains("unknown capability `SYS_ADMN`"), "{e}");
         assert!(parse_cap("").is_err());
         assert!(parse_cap("é\u{1b}[2J").is_err());

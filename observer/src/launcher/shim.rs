@@ -41,7 +41,7 @@ fn fail(name: &str, st: &mut State, msg: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-pub fn main(name: &str) -> ExitCode {
+pub(crate) fn main(name: &str) -> ExitCode {
     // Whatever `observer run` inherited from its caller stays out of the shim and so out of
     // the container (its stdio is /dev/null).
     if let Err(e) = security::close_inherited(None) {

@@ -14,43 +14,43 @@ use serde::{Deserialize, Serialize};
 
 use super::{security::Security, LauncherError};
 
-pub const STATE_ROOT: &str = "/run/observer/containers";
+pub(crate) const STATE_ROOT: &str = "/run/observer/containers";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Limits {
-    pub memory_bytes: Option<u64>,
-    pub pids_max: Option<u64>,
+pub(crate) struct Limits {
+    pub(crate) memory_bytes: Option<u64>,
+    pub(crate) pids_max: Option<u64>,
     /// CPUs as a fraction (0.5 = half a CPU).
-    pub cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Config {
-    pub name: String,
+pub(crate) struct Config {
+    pub(crate) name: String,
     /// 64 hex characters; also the cgroup directory name.
-    pub id: String,
-    pub rootfs: PathBuf,
+    pub(crate) id: String,
+    pub(crate) rootfs: PathBuf,
     /// The default busybox rootfs is shared, so it is mounted read-only.
-    pub rootfs_readonly: bool,
-    pub hostname: String,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub limits: Limits,
-    pub net_host: bool,
-    pub init: bool,
+    pub(crate) rootfs_readonly: bool,
+    pub(crate) hostname: String,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) limits: Limits,
+    pub(crate) net_host: bool,
+    pub(crate) init: bool,
     /// Boot-independent wall-clock creation time (seconds since the epoch).
-    pub created: u64,
+    pub(crate) created: u64,
     /// cgroup directories made for the container (one per hierarchy).
-    pub cgroups: Vec<PathBuf>,
+    pub(crate) cgroups: Vec<PathBuf>,
     /// Capabilities, seccomp, no_new_privs (a config from before these existed gets the
     /// defaults).
     #[serde(default)]
-    pub security: Security,
+    pub(crate) security: Security,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     #[default]
     Created,
     Running,
@@ -60,38 +60,38 @@ pub enum Status {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct State {
-    pub status: Status,
-    pub shim_pid: Option<u32>,
+pub(crate) struct State {
+    pub(crate) status: Status,
+    pub(crate) shim_pid: Option<u32>,
     /// The shim's start time (clock ticks after boot, /proc/<pid>/stat field 22): with the
     /// pid, it names the process, so a reused pid is never taken for it.
-    pub shim_start: Option<u64>,
+    pub(crate) shim_start: Option<u64>,
     /// Host pid of the container's PID 1.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// PID 1's start time, as `shim_start`.
-    pub pid_start: Option<u64>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub oom_killed: bool,
-    pub finished: Option<u64>,
+    pub(crate) pid_start: Option<u64>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) oom_killed: bool,
+    pub(crate) finished: Option<u64>,
     /// Why the start failed, and the exit code that says so (126, 127).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
-pub fn dir(name: &str) -> PathBuf {
+pub(crate) fn dir(name: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(name)
 }
 
 /// Container names: letters, digits, `_`, `.` and `-`, starting with a letter or digit, at
 /// most 128 bytes — a single path component, never `.` or `..`.
-pub fn valid_name(n: &str) -> bool {
+pub(crate) fn valid_name(n: &str) -> bool {
     let mut chars = n.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         && n.len() <= 128
 }
 
-pub fn check_name(n: &str) -> Result<(), LauncherError> {
+pub(crate) fn check_name(n: &str) -> Result<(), LauncherError> {
     if valid_name(n) {
         Ok(())
     } else {
@@ -101,7 +101,7 @@ pub fn check_name(n: &str) -> Result<(), LauncherError> {
 
 /// Makes a new container's directory, 0700 under a 0700 root (also tightening a root an
 /// older observer made world-readable); an existing directory means the name is taken.
-pub fn create_dir(name: &str) -> Result<PathBuf, LauncherError> {
+pub(crate) fn create_dir(name: &str) -> Result<PathBuf, LauncherError> {
     let root = Path::new(STATE_ROOT);
     let io = |p: &Path, e| LauncherError::Io(format!("creating {}", p.display()), e);
     if let Some(parent) = root.parent() {
@@ -124,7 +124,7 @@ pub fn create_dir(name: &str) -> Result<PathBuf, LauncherError> {
 }
 
 /// Opens (creating, 0600) a container's log for appending.
-pub fn open_log(name: &str) -> std::io::Result<fs::File> {
+pub(crate) fn open_log(name: &str) -> std::io::Result<fs::File> {
     fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -132,7 +132,7 @@ pub fn open_log(name: &str) -> std::io::Result<fs::File> {
         .open(log_path(name))
 }
 
-pub fn log_path(name: &str) -> PathBuf {
+pub(crate) fn log_path(name: &str) -> PathBuf {
     dir(name).join("log")
 }
 
@@ -156,11 +156,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, LauncherErr
         .map_err(|e| LauncherError::Corrupt(path.to_path_buf(), e.to_string()))
 }
 
-pub fn save_config(c: &Config) -> Result<(), LauncherError> {
+pub(crate) fn save_config(c: &Config) -> Result<(), LauncherError> {
     write_json(&dir(&c.name).join("config.json"), c)
 }
 
-pub fn load_config(name: &str) -> Result<Config, LauncherError> {
+pub(crate) fn load_config(name: &str) -> Result<Config, LauncherError> {
     check_name(name)?;
     if !dir(name).join("config.json").exists() {
         return Err(LauncherError::NoSuchContainer(name.to_string()));
@@ -168,11 +168,11 @@ pub fn load_config(name: &str) -> Result<Config, LauncherError> {
     read_json(&dir(name).join("config.json"))
 }
 
-pub fn save_state(name: &str, s: &State) -> Result<(), LauncherError> {
+pub(crate) fn save_state(name: &str, s: &State) -> Result<(), LauncherError> {
     write_json(&dir(name).join("state.json"), s)
 }
 
-pub fn load_state(name: &str) -> Result<State, LauncherError> {
+pub(crate) fn load_state(name: &str) -> Result<State, LauncherError> {
     let p = dir(name).join("state.json");
     if !p.exists() {
         return Ok(State::default());
@@ -181,7 +181,7 @@ pub fn load_state(name: &str) -> Result<State, LauncherError> {
 }
 
 /// Names of every container with a state directory (none when the launcher never ran).
-pub fn names() -> Result<Vec<String>, LauncherError> {
+pub(crate) fn names() -> Result<Vec<String>, LauncherError> {
     let rd = match fs::read_dir(STATE_ROOT) {
         Ok(rd) => rd,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -204,7 +204,7 @@ pub fn names() -> Result<Vec<String>, LauncherError> {
 }
 
 /// The status as the user sees it: a "running" container whose shim died is reported as such.
-pub fn effective(s: &State) -> String {
+pub(crate) fn effective(s: &State) -> String {
     match s.status {
         Status::Running if !super::process::shim_alive(s) => "dead (shim gone)".into(),
         Status::Running => "running".into(),

@@ -13,15 +13,15 @@ use observer_common::{Offsets, ABSENT};
 
 use super::ProbeError;
 
-pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-pub struct KernelBtf {
+pub(crate) struct KernelBtf {
     btf: Btf,
     path: PathBuf,
 }
 
 impl KernelBtf {
-    pub fn open(path: &Path) -> Result<Self, ProbeError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, ProbeError> {
         if !path.exists() {
             return Err(ProbeError::NoBtf(path.to_path_buf()));
         }
@@ -112,7 +112,7 @@ impl KernelBtf {
 
     /// Offset of a dotted member path (`ns.inum`) inside struct `st`; None if any hop is
     /// missing in this kernel.
-    pub fn offset(&self, st: &str, path: &str) -> Result<Option<u32>, ProbeError> {
+    pub(crate) fn offset(&self, st: &str, path: &str) -> Result<Option<u32>, ProbeError> {
         let Some(mut s) = self.find_struct(st) else {
             return Ok(None);
         };
@@ -138,13 +138,13 @@ impl KernelBtf {
         Ok(Some(total))
     }
 
-    pub fn size_of(&self, st: &str) -> Option<u32> {
+    pub(crate) fn size_of(&self, st: &str) -> Option<u32> {
         self.find_struct(st).map(|s| s.size() as u32)
     }
 
     /// Resolves every offset the programs use. Members every supported kernel (≥ 5.8) has
     /// are required; the rest (time namespaces, < 5.6) may be absent.
-    pub fn offsets(&self) -> Result<Offsets, ProbeError> {
+    pub(crate) fn offsets(&self) -> Result<Offsets, ProbeError> {
         let mut o = Offsets::ALL_ABSENT;
         let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
             Ok(self.offset(st, path)?.unwrap_or(ABSENT))

@@ -14,10 +14,10 @@ use super::{tracefs, ProbeError, PROGRAMS};
 
 /// Raw tracepoint programs for every tracepoint a spawn fires (SPAWN), each adding
 /// one piece to the one before.
-pub const FIXED: [&str; 4] = ["calib_empty", "calib_record", "calib_write", "calib_clock"];
+pub(crate) const FIXED: [&str; 4] = ["calib_empty", "calib_record", "calib_write", "calib_clock"];
 
 /// BTF tracepoint programs on sched_process_exit, one group of the task's facts each.
-pub const READS: [&str; 5] = [
+pub(crate) const READS: [&str; 5] = [
     "calib_ident",
     "calib_creds",
     "calib_pids",
@@ -26,7 +26,7 @@ pub const READS: [&str; 5] = [
 ];
 
 /// Every calibration program.
-pub const ALL: [&str; 9] = [
+pub(crate) const ALL: [&str; 9] = [
     FIXED[0], FIXED[1], FIXED[2], FIXED[3], READS[0], READS[1], READS[2], READS[3], READS[4],
 ];
 
@@ -42,7 +42,7 @@ const SPAWN: [EventKind; 5] = [
 /// Loads and attaches the calibration program `name` (one of ALL): a fixed-cost one to
 /// every tracepoint a spawn fires, a read one to sched_process_exit. `cfg.calibrate` names
 /// outside ALL cannot get here: the command line accepts only ALL.
-pub fn attach(
+pub(crate) fn attach(
     ebpf: &mut Ebpf,
     name: &'static str,
     tracefs_root: &Path,

@@ -21,7 +21,7 @@ struct InfoAttr {
 
 /// The program's skipped runs; None when the kernel does not report them (before 5.12) or
 /// the call fails.
-pub fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
+pub(crate) fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: bpf_prog_info is plain old data; all zeroes is its empty value.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
     let len = std::mem::size_of::<bpf_prog_info>() as u32;

@@ -5,11 +5,11 @@
 //! everything else is a hard error with a message that says what to do.
 
 mod attach;
-pub mod btf;
-pub mod calib;
+pub(crate) mod btf;
+pub(crate) mod calib;
 mod misses;
 mod privileges;
-pub mod seed;
+pub(crate) mod seed;
 pub mod tracefs;
 
 use std::{os::fd::AsFd, path::PathBuf};
@@ -18,7 +18,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use observer_common::{EventKind, Offsets, Stats, KIND_SLOTS};
+use observer_common::{EventKind, Stats, KIND_SLOTS};
 
 /// The compiled programs (observer-ebpf), built by build.rs.
 #[cfg(not(fuzzing))]
@@ -28,14 +28,14 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ob
 #[cfg(fuzzing)]
 static OBJECT: &[u8] = &[];
 
-pub const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
+pub(crate) const DEFAULT_RINGBUF_BYTES: u32 = 4 << 20;
 
 /// How often the reader drains the ring buffer when the kernel side has not woken it (it
 /// wakes the reader only once the buffer fills past an eighth): the delivery latency bound.
-pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     #[error(
         "observer needs root to load eBPF programs (CAP_BPF and CAP_PERFMON; this process lacks {0}): run it with sudo"
     )]
@@ -75,23 +75,23 @@ pub enum ProbeError {
 }
 
 #[derive(Clone, Debug)]
-pub struct ProbeConfig {
-    pub ringbuf_bytes: u32,
-    pub btf: PathBuf,
+pub(crate) struct ProbeConfig {
+    pub(crate) ringbuf_bytes: u32,
+    pub(crate) btf: PathBuf,
     /// Signals the kernel side reports (observer_common::signal_bit; events/signals.rs).
-    pub signal_mask: u64,
+    pub(crate) signal_mask: u64,
     /// The programs say why they dropped a record or read a field as 0 (aya-log,
     /// rate-limited; observer-ebpf/src/diag.rs), forwarded to this process's log at info.
-    pub kernel_log: bool,
+    pub(crate) kernel_log: bool,
     /// How the process-lifecycle programs attach (`--tracepoint-kind`).
-    pub tracepoint_kind: TracepointKind,
+    pub(crate) tracepoint_kind: TracepointKind,
     /// Also attach these calibration programs (calib.rs), before observer's own.
-    pub calibrate: Vec<String>,
+    pub(crate) calibrate: Vec<String>,
 }
 
 /// How the fork/exec/exit/free programs attach (`--tracepoint-kind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum TracepointKind {
+pub(crate) enum TracepointKind {
     /// BTF tracepoints where the kernel accepts them (they read the task with plain loads
     /// the verifier checked: several times cheaper per event), else raw tracepoints.
     #[default]
@@ -155,57 +155,56 @@ const PROGRAMS: [(&str, &str, Hook, EventKind); 9] = [
 ];
 
 /// Loaded and attached programs. Dropping this detaches them.
-pub struct Probes {
+pub(crate) struct Probes {
     ebpf: Ebpf,
     /// The kernel side's log records (with `kernel_log`), until `forward_kernel_log`.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     stats: PerCpuArray<MapData, Stats>,
     /// Tracepoints attached, as `category:name`.
-    pub attached: Vec<String>,
+    pub(crate) attached: Vec<String>,
     /// Those attached as BTF tracepoints.
-    pub btf_attached: Vec<String>,
+    pub(crate) btf_attached: Vec<String>,
     /// The program attached for each event kind (misses.rs reads their counters).
     programs: Vec<(&'static str, EventKind)>,
     /// The kernel's BTF as aya parsed it for the BTF tracepoints, kept for the task
     /// iterators' load (the parse is most of a load's time) and dropped there.
     kernel_btf: Option<aya::Btf>,
     /// Tracepoints this kernel lacks, with the reason; their events will not appear.
-    pub missing: Vec<(String, String)>,
-    pub ringbuf_bytes: u32,
-    pub offsets: Offsets,
+    pub(crate) missing: Vec<(String, String)>,
+    pub(crate) ringbuf_bytes: u32,
 }
 
 /// Totals of the in-kernel counters over all CPUs, indexed by EventKind number, and the
 /// runs of each program the kernel skipped (misses.rs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    pub counters: Stats,
-    pub skipped: [u64; KIND_SLOTS],
+pub(crate) struct KernelStats {
+    pub(crate) counters: Stats,
+    pub(crate) skipped: [u64; KIND_SLOTS],
 }
 
 impl KernelStats {
-    pub fn emitted(&self, k: EventKind) -> u64 {
+    pub(crate) fn emitted(&self, k: EventKind) -> u64 {
         self.counters.emitted[k as usize]
     }
-    pub fn dropped(&self, k: EventKind) -> u64 {
+    pub(crate) fn dropped(&self, k: EventKind) -> u64 {
         self.counters.dropped[k as usize]
     }
-    pub fn skipped(&self, k: EventKind) -> u64 {
+    pub(crate) fn skipped(&self, k: EventKind) -> u64 {
         self.skipped[k as usize]
     }
-    pub fn read_errors(&self, k: EventKind) -> u64 {
+    pub(crate) fn read_errors(&self, k: EventKind) -> u64 {
         self.counters.read_errors[k as usize]
     }
     /// Events lost because the ring buffer was full.
-    pub fn total_full(&self) -> u64 {
+    pub(crate) fn total_full(&self) -> u64 {
         self.counters.dropped.iter().sum()
     }
     /// Events lost because the kernel skipped a program's run.
-    pub fn total_skipped(&self) -> u64 {
+    pub(crate) fn total_skipped(&self) -> u64 {
         self.skipped.iter().sum()
     }
     /// Every event lost in the kernel: ring buffer full, or the program's run skipped.
-    pub fn total_dropped(&self) -> u64 {
+    pub(crate) fn total_dropped(&self) -> u64 {
         self.total_full() + self.total_skipped()
     }
 }
@@ -213,7 +212,7 @@ impl KernelStats {
 impl Probes {
     /// Checks privileges, prepares the kernel and loads + attaches every program.
     /// Returns the probes and the ring buffer to read events from.
-    pub fn load(cfg: &ProbeConfig) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
+    pub(crate) fn load(cfg: &ProbeConfig) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
         privileges::check()?;
         privileges::raise_memlock();
         if cfg.ringbuf_bytes < 4096 || !cfg.ringbuf_bytes.is_power_of_two() {
@@ -237,7 +236,6 @@ impl Probes {
                 kernel_btf,
                 missing: a.missing,
                 ringbuf_bytes: cfg.ringbuf_bytes,
-                offsets,
             },
             events,
         ))
@@ -245,7 +243,7 @@ impl Probes {
 
     /// Forwards the kernel side's log records to this process's log as they come (a task
     /// of the current tokio runtime).
-    pub fn forward_kernel_log(&mut self) {
+    pub(crate) fn forward_kernel_log(&mut self) {
         let Some(logger) = self.logger.take() else {
             return;
         };
@@ -268,7 +266,7 @@ impl Probes {
     }
 
     /// Sums the per-CPU kernel counters.
-    pub fn kernel_stats(&self) -> Result<KernelStats, ProbeError> {
+    pub(crate) fn kernel_stats(&self) -> Result<KernelStats, ProbeError> {
         let per_cpu = self
             .stats
             .get(&0, 0)
@@ -348,9 +346,18 @@ where
         .map_err(|source| ProbeError::Program { name, source })
 }
 
+/// A byte size given on the command line that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SizeError {
+    #[error("`{0}` is not a size (examples: 8M, 512K, 4194304)")]
+    NotASize(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Parses a byte size such as `8M`, `512K`, `16MiB` or `4194304` (the CLI's one parser
 /// for sizes: ring buffers here, memory limits in the launcher).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, SizeError> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mult) = [
         ("kib", 1u64 << 10),
@@ -366,16 +373,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     .unwrap_or((t.clone(), 1));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 8M, 512K, 4194304)"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 /// A ring buffer size: a byte size that fits the kernel's u32.
-pub fn parse_size(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u32, SizeError> {
     parse_bytes(s)?
         .try_into()
-        .map_err(|_| format!("`{s}` is too large"))
+        .map_err(|_| SizeError::TooLarge(s.to_string()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Effective capability mask of this process, from /proc/self/status.
-pub fn effective_caps() -> Option<u64> {
+pub(crate) fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let hex = status
         .lines()
@@ -20,7 +20,7 @@ pub fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-pub fn check() -> Result<(), ProbeError> {
+pub(crate) fn check() -> Result<(), ProbeError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
@@ -45,7 +45,7 @@ pub fn check() -> Result<(), ProbeError> {
 /// Whether a seccomp filter explains `e`: an EPERM somewhere in its chain (bpf() refused)
 /// while this process has the capabilities (checked before loading) and runs under a
 /// seccomp filter.
-pub fn refused_by_seccomp(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn refused_by_seccomp(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     let mut eperm = false;
     while let Some(err) = cur {
@@ -68,7 +68,7 @@ fn seccomp_filtered() -> bool {
 
 /// Raises RLIMIT_MEMLOCK to infinity. Failure matters only before 5.11; there it is a warning
 /// (the load then fails with a clear EPERM if the limit really is too low).
-pub fn raise_memlock() {
+pub(crate) fn raise_memlock() {
     let mut cur = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

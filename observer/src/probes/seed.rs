@@ -24,7 +24,7 @@ use crate::{
 impl Probes {
     /// Every process, from the task iterator (loaded on first use: it needs the kernel's
     /// BTF id of `bpf_iter_task`, read from `btf`).
-    pub fn seed_tasks(&mut self, btf: &Path) -> Result<Vec<SeedTask>, ProbeError> {
+    pub(crate) fn seed_tasks(&mut self, btf: &Path) -> Result<Vec<SeedTask>, ProbeError> {
         const NAME: &str = "seed_tasks";
         let mut file = self.task_iter(NAME, btf)?;
         let mut bytes = Vec::with_capacity(64 << 10);
@@ -35,13 +35,13 @@ impl Probes {
 
     /// Drops the kernel BTF kept from the load for the task iterators (several MB): once
     /// the seed is done, or where nothing seeds (`observer events`).
-    pub fn release_kernel_btf(&mut self) {
+    pub(crate) fn release_kernel_btf(&mut self) {
         self.kernel_btf = None;
     }
 
     /// A pass of the pid iterator (every process's pid), run by reading the file: the
     /// reconciliation check reads it on a blocking thread (`read_pids`).
-    pub fn pid_iter(&mut self, btf: &Path) -> Result<std::fs::File, ProbeError> {
+    pub(crate) fn pid_iter(&mut self, btf: &Path) -> Result<std::fs::File, ProbeError> {
         self.task_iter("seed_pids", btf)
     }
 
@@ -102,7 +102,7 @@ impl Probes {
 }
 
 /// The pids of one pass of `pid_iter`.
-pub fn read_pids(mut file: std::fs::File) -> std::io::Result<Vec<u32>> {
+pub(crate) fn read_pids(mut file: std::fs::File) -> std::io::Result<Vec<u32>> {
     let mut bytes = Vec::with_capacity(256 << 10);
     file.read_to_end(&mut bytes)?;
     Ok(seed::pids(&bytes))
@@ -160,7 +160,7 @@ fn proc_cgroup(pid: u32) -> String {
 /// A process /proc lists that the iterator did not visit (a task the kernel hides from it,
 /// as this machine's PID 1; or one that started after the pass) is read from /proc, so the
 /// seed never has less than /proc.
-pub fn scan_all(probes: &mut Probes, btf: &Path) -> Result<Vec<Scanned>, ProbeError> {
+pub(crate) fn scan_all(probes: &mut Probes, btf: &Path) -> Result<Vec<Scanned>, ProbeError> {
     let t = std::time::Instant::now();
     // The cgroup hierarchies' walk runs on another core meanwhile; /proc's pid list
     // follows the iterator on this one (about as long together as the walk at 50,000

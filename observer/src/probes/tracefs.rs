@@ -15,7 +15,7 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 
 /// Returns the tracefs root, mounting tracefs on /sys/kernel/tracing when no mount is found
 /// (aya resolves tracepoint ids through it; minimal hosts and VMs often leave it unmounted).
-pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
+pub(crate) fn ensure_mounted() -> Result<PathBuf, ProbeError> {
     if let Some(p) = CANDIDATES
         .iter()
         .map(Path::new)
@@ -45,12 +45,12 @@ pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
 }
 
 /// Whether the tracepoint `category/name` exists on this kernel.
-pub fn exists(root: &Path, category: &str, name: &str) -> bool {
+pub(crate) fn exists(root: &Path, category: &str, name: &str) -> bool {
     root.join("events").join(category).join(name).is_dir()
 }
 
 /// Byte offset of `field` in the record of tracepoint `category/name`.
-pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Option<u32> {
+pub(crate) fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Option<u32> {
     let text =
         fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok()?;
     parse_field_offset(&text, field)

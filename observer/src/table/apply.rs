@@ -10,7 +10,7 @@ use crate::events::{c_str, Event};
 impl Table {
     /// Applies one event, counted by kind; the process it concerns remembers it as its
     /// last.
-    pub fn apply(&mut self, ev: &Event) {
+    pub(crate) fn apply(&mut self, ev: &Event) {
         self.stats.applied[ev.kind() as usize] += 1;
         self.apply_kind(ev);
         let h = ev.header();

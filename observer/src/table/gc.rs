@@ -14,38 +14,38 @@ use serde::{Deserialize, Serialize};
 use super::Table;
 
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Containers kept in the registry, live and ended.
-    pub max_containers: usize,
+    pub(crate) max_containers: usize,
     /// How long an ended container (no members) stays: views, metrics and names keep
     /// answering for it meanwhile.
-    pub retention_ns: u64,
+    pub(crate) retention_ns: u64,
     /// Bounds of the per-container histories of ended processes.
-    pub history: super::history::HistoryLimits,
+    pub(crate) history: super::history::HistoryLimits,
 }
 
 /// Entries evicted since the agent started, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evictions {
+pub(crate) struct Evictions {
     /// Entries of the histories of ended processes (history.rs).
     #[serde(default)]
-    pub history: u64,
-    pub containers: u64,
-    pub cgroup_paths: u64,
-    pub cgroup_ids: u64,
-    pub exes: u64,
+    pub(crate) history: u64,
+    pub(crate) containers: u64,
+    pub(crate) cgroup_paths: u64,
+    pub(crate) cgroup_ids: u64,
+    pub(crate) exes: u64,
 }
 
 /// What the table holds now, by kind (the gauges next to the eviction counters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retained {
-    pub processes: u64,
+pub(crate) struct Retained {
+    pub(crate) processes: u64,
     #[serde(default)]
-    pub history: u64,
-    pub containers: u64,
-    pub cgroup_paths: u64,
-    pub cgroup_ids: u64,
-    pub exes: u64,
+    pub(crate) history: u64,
+    pub(crate) containers: u64,
+    pub(crate) cgroup_paths: u64,
+    pub(crate) cgroup_ids: u64,
+    pub(crate) exes: u64,
 }
 
 /// An interner is compacted when it holds more than twice what is referenced, plus this.
@@ -53,14 +53,14 @@ const SLACK: usize = 1024;
 
 impl Table {
     /// What was evicted, histories included.
-    pub fn evictions(&self) -> Evictions {
+    pub(crate) fn evictions(&self) -> Evictions {
         Evictions {
             history: self.history.evicted,
             ..self.stats.evictions
         }
     }
 
-    pub fn retained(&self) -> Retained {
+    pub(crate) fn retained(&self) -> Retained {
         Retained {
             processes: self.procs.len() as u64,
             history: self.history.len() as u64,
@@ -72,7 +72,7 @@ impl Table {
     }
 
     /// One collection pass; returns whether anything was evicted.
-    pub fn collect(&mut self, now_ns: u64, lim: &Limits) -> bool {
+    pub(crate) fn collect(&mut self, now_ns: u64, lim: &Limits) -> bool {
         self.history_limits = lim.history;
         self.history.expire(now_ns, &lim.history);
         let mut idle: Vec<(u64, u32)> = Vec::new();

@@ -11,17 +11,17 @@ use observer_common::COMM_LEN;
 use rustc_hash::FxHashMap;
 
 use super::{
-    signals::{exit_class, OomFacts, SignalFact, SIGKILL, SI_KERNEL},
+    signal_facts::{exit_class, OomFacts, SignalFact, SIGKILL, SI_KERNEL},
     Table,
 };
 use crate::containers::ContainerKey;
 
 #[derive(Clone, Copy, Debug)]
-pub struct HistoryLimits {
-    pub per_container: usize,
-    pub total: usize,
+pub(crate) struct HistoryLimits {
+    pub(crate) per_container: usize,
+    pub(crate) total: usize,
     /// How long a container's history stays after its last entry.
-    pub retention_ns: u64,
+    pub(crate) retention_ns: u64,
 }
 
 impl Default for HistoryLimits {
@@ -36,73 +36,69 @@ impl Default for HistoryLimits {
 
 /// One ancestor of an ended process (innermost first in `Ended::chain`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Link {
-    pub pid: u32,
-    pub ns_pid: u32,
-    pub comm: [u8; COMM_LEN],
+pub(crate) struct Link {
+    pub(crate) pid: u32,
+    pub(crate) ns_pid: u32,
+    pub(crate) comm: [u8; COMM_LEN],
 }
 
 /// The pid-namespace init whose death killed a process, and how that init ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InitEnd {
-    pub pid: u32,
-    pub comm: [u8; COMM_LEN],
+pub(crate) struct InitEnd {
+    pub(crate) pid: u32,
+    pub(crate) comm: [u8; COMM_LEN],
     /// Its wait status (None when its exit was not seen).
-    pub status: Option<u32>,
+    pub(crate) status: Option<u32>,
     /// The signal that ended the init, when one did.
-    pub cause: Option<SignalFact>,
+    pub(crate) cause: Option<SignalFact>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ended {
-    pub pid: u32,
-    pub ns_pid: u32,
-    pub comm: [u8; COMM_LEN],
+pub(crate) struct Ended {
+    pub(crate) pid: u32,
+    pub(crate) ns_pid: u32,
+    pub(crate) comm: [u8; COMM_LEN],
     /// NUL-separated argv, as captured at exec.
-    pub argv: Box<[u8]>,
-    pub exe: Box<str>,
+    pub(crate) argv: Box<[u8]>,
+    pub(crate) exe: Box<str>,
     /// Parent, grandparent... up to the container's PID 1 (or the first ancestor outside):
     /// for an orphan as they were before its parent died, else as they are at its end (the
     /// same as at its exec: only a parent's death changes a process's parent).
-    pub chain: Box<[Link]>,
+    pub(crate) chain: Box<[Link]>,
     /// When it had been orphaned: the parent it had before (its chain at exec went
     /// through that one).
-    pub adopted_from: Option<u32>,
-    pub start_ns: u64,
-    pub end_ns: u64,
+    pub(crate) adopted_from: Option<u32>,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
     /// wait(2) status.
-    pub status: u32,
+    pub(crate) status: u32,
     /// The signal that ended it (its sender as it was then).
-    pub signal: Option<Box<SignalFact>>,
-    pub oom: Option<Box<OomFacts>>,
+    pub(crate) signal: Option<Box<SignalFact>>,
+    pub(crate) oom: Option<Box<OomFacts>>,
     /// Killed because the init of its pid namespace died.
-    pub with_namespace: Option<Box<InitEnd>>,
+    pub(crate) with_namespace: Option<Box<InitEnd>>,
     /// Signals it ignored before it ended (e.g. the SIGTERM of a `docker stop`).
-    pub ignored: Box<[SignalFact]>,
+    pub(crate) ignored: Box<[SignalFact]>,
 }
 
 #[derive(Default)]
-pub struct History {
+pub(crate) struct History {
     rings: FxHashMap<ContainerKey, VecDeque<Ended>>,
     total: usize,
-    pub evicted: u64,
+    pub(crate) evicted: u64,
 }
 
 impl History {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.total
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
-    pub fn of(&self, key: &ContainerKey) -> Option<&VecDeque<Ended>> {
+    pub(crate) fn of(&self, key: &ContainerKey) -> Option<&VecDeque<Ended>> {
         self.rings.get(key)
     }
 
     /// Containers with a history (including ones the registry no longer has).
-    pub fn keys(&self) -> impl Iterator<Item = &ContainerKey> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &ContainerKey> {
         self.rings.keys()
     }
 
@@ -148,7 +144,7 @@ impl History {
     }
 
     /// Drops the histories whose newest entry is older than the retention.
-    pub fn expire(&mut self, now_ns: u64, lim: &HistoryLimits) {
+    pub(crate) fn expire(&mut self, now_ns: u64, lim: &HistoryLimits) {
         let (mut dropped, mut n) = (0, 0);
         self.rings.retain(|_, r| {
             let keep = r
@@ -289,7 +285,8 @@ impl Table {
         }
     }
 
-    pub fn history(&self) -> &History {
+    #[cfg(test)]
+    pub(crate) fn history(&self) -> &History {
         &self.history
     }
 }

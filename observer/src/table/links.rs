@@ -46,7 +46,7 @@ impl Table {
     }
 
     /// Children of `pid` (host pids), from the intrusive list.
-    pub fn children(&self, pid: u32) -> Vec<u32> {
+    pub(crate) fn children(&self, pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
         let mut c = self.procs.get(&pid).map(|p| p.first_child).unwrap_or(0);
         while c != 0 && out.len() <= self.procs.len() {
@@ -92,14 +92,14 @@ impl Table {
     }
 
     /// Whether orphans are waiting for their new parent to be read.
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// Reads the new parent of each waiting orphan (`read_ppid` gives the current ppid and
     /// start ticks from /proc) and records the adoptions. Orphans still showing their old
     /// parent are retried on the next call, a few times.
-    pub fn resolve_pending(&mut self, read_ppid: impl Fn(u32) -> Option<(u32, u64)>) {
+    pub(crate) fn resolve_pending(&mut self, read_ppid: impl Fn(u32) -> Option<(u32, u64)>) {
         let pending = std::mem::take(&mut self.pending);
         for mut w in pending {
             let Some(p) = self.procs.get(&w.pid) else {

@@ -7,18 +7,18 @@
 //! Identity is (host pid, start time): a pid whose start time changed is a new process.
 
 mod apply;
-pub mod gc;
-pub mod history;
+pub(crate) mod gc;
+pub(crate) mod history;
 mod links;
-pub mod process;
+pub(crate) mod process;
 mod reconcile;
-pub mod signals;
-pub mod snapshot;
-pub mod summary;
+pub(crate) mod signal_facts;
+pub(crate) mod snapshot;
+pub(crate) mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
-pub use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
-pub use reconcile::Disagreement;
+pub(crate) use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
+pub(crate) use reconcile::Disagreement;
 use rustc_hash::FxHashMap;
 
 use crate::{
@@ -28,20 +28,20 @@ use crate::{
 
 /// Counters about the table itself (exported by the agent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TableStats {
+pub(crate) struct TableStats {
     /// Events applied, by kind number.
-    pub applied: [u64; KIND_SLOTS],
+    pub(crate) applied: [u64; KIND_SLOTS],
     /// Fixes made by reconciliation (processes added, removed or corrected).
-    pub corrections: u64,
+    pub(crate) corrections: u64,
     /// Orphans adopted, by Adopter (subreaper, namespace init, host init).
-    pub adoptions: [u64; 3],
+    pub(crate) adoptions: [u64; 3],
     /// cgroup v2 ids that had to be looked up by walking the cgroup tree.
-    pub cgroup_walks: u64,
+    pub(crate) cgroup_walks: u64,
     /// Entries dropped by collection passes (gc.rs).
-    pub evictions: gc::Evictions,
+    pub(crate) evictions: gc::Evictions,
     /// Events of non-leader threads that entered other namespaces or cgroups on their own
     /// (kept out of their process's facts).
-    pub thread_ns_changes: u64,
+    pub(crate) thread_ns_changes: u64,
 }
 
 /// An orphan whose new parent is not known yet (the kernel reparents right after the
@@ -71,9 +71,9 @@ struct Unconfirmed {
 /// How long a process reconciliation added may wait for its own fork event.
 const CONFIRM_NS: u64 = 2_000_000_000;
 
-pub struct Table {
+pub(crate) struct Table {
     procs: FxHashMap<u32, Process>,
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     exes: crate::intern::Interner,
     pending: Vec<Pending>,
     unconfirmed: Vec<Unconfirmed>,
@@ -81,13 +81,13 @@ pub struct Table {
     /// can come seconds after the reap (it runs from a lazy RCU callback), so `reap_gone`
     /// also checks /proc for these.
     exited: rustc_hash::FxHashSet<u32>,
-    pub stats: TableStats,
-    /// Signals and OOM facts of live processes, by host pid (signals.rs).
-    signals: FxHashMap<u32, signals::ProcSignals>,
+    pub(crate) stats: TableStats,
+    /// Signals and OOM facts of live processes, by host pid (signal_facts.rs).
+    signals: FxHashMap<u32, signal_facts::ProcSignals>,
     history: history::History,
     /// Orphans' parent chains as they were before their parent died (history.rs).
     orphan_chains: FxHashMap<u32, Box<[history::Link]>>,
-    pub history_limits: history::HistoryLimits,
+    pub(crate) history_limits: history::HistoryLimits,
     /// The cgroup paths and executables processes referenced at the last collection's walk:
     /// until the interners outgrow twice that, a collection need not walk every process.
     gc_referenced: (usize, usize),
@@ -98,7 +98,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(host_pidns: u32, cgroupfs: CgroupFs) -> Self {
+    pub(crate) fn new(host_pidns: u32, cgroupfs: CgroupFs) -> Self {
         Table {
             procs: FxHashMap::with_capacity_and_hasher(4096, Default::default()),
             registry: Registry::new(host_pidns),
@@ -118,24 +118,25 @@ impl Table {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.procs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
 
-    pub fn get(&self, pid: u32) -> Option<&Process> {
+    pub(crate) fn get(&self, pid: u32) -> Option<&Process> {
         self.procs.get(&pid)
     }
 
-    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+    pub(crate) fn processes(&self) -> impl Iterator<Item = &Process> {
         self.procs.values()
     }
 
     /// The executable path of an interned id.
-    pub fn exe(&self, id: u32) -> &str {
+    pub(crate) fn exe(&self, id: u32) -> &str {
         self.exes.get(id)
     }
 
@@ -323,7 +324,7 @@ impl Table {
     /// Removes exited processes that are gone (reaped; their free event is still to come).
     /// `exists(pid)` says whether a task with that pid exists (a zombie does); a pid reused
     /// since has a fork event in the table already, so only zombie entries are judged.
-    pub fn reap_gone(&mut self, exists: impl Fn(u32) -> bool) -> usize {
+    pub(crate) fn reap_gone(&mut self, exists: impl Fn(u32) -> bool) -> usize {
         let mut reaped = 0;
         let candidates: Vec<u32> = self.exited.iter().copied().collect();
         for pid in candidates {
@@ -342,14 +343,14 @@ impl Table {
         reaped
     }
 
-    pub fn has_exited(&self) -> bool {
+    pub(crate) fn has_exited(&self) -> bool {
         !self.exited.is_empty()
     }
 
     /// Processes seeded without a command line, executable or some namespace inode, with
     /// their start time and whether their namespaces or cgroup id are missing too (a /proc
     /// seed; the task iterator's has them).
-    pub fn missing_details(&self) -> Vec<(u32, u64, bool)> {
+    pub(crate) fn missing_details(&self) -> Vec<(u32, u64, bool)> {
         self.procs
             .values()
             .filter(|p| p.exit.is_none())
@@ -363,7 +364,7 @@ impl Table {
     /// Fills command lines, executables and namespace inodes read after the seed, unless
     /// the process changed meanwhile (an exec brought its own, or the pid now belongs to
     /// another process); what an event already set stays.
-    pub fn fill_details(&mut self, found: Vec<scan::Details>) {
+    pub(crate) fn fill_details(&mut self, found: Vec<scan::Details>) {
         let tick = self.tick_ns;
         for d in found {
             let Some(p) = self.procs.get(&d.pid) else {
@@ -395,7 +396,7 @@ impl Table {
 
     /// Containers that have processes (from the registry's member counts: no pass over the
     /// processes).
-    pub fn live_containers(&self) -> usize {
+    pub(crate) fn live_containers(&self) -> usize {
         self.registry
             .iter()
             .filter(|(_, c)| !c.members.is_empty())
@@ -405,7 +406,7 @@ impl Table {
     /// Number of zombies (exited, not yet reaped).
     /// Every zombie is in `exited` (each place that sets an exit adds it there), which is
     /// far smaller than the process map: /v1/status and /metrics count from it.
-    pub fn zombies(&self) -> usize {
+    pub(crate) fn zombies(&self) -> usize {
         let n = self
             .exited
             .iter()

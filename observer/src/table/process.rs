@@ -5,11 +5,11 @@
 use observer_common::{COMM_LEN, MAX_PID_LEVELS, NS_COUNT, NS_PID};
 
 /// Bytes of argv kept per process (the kernel side captures the same bound).
-pub const ARGV_BYTES: usize = observer_common::ARGS_LEN;
+pub(crate) const ARGV_BYTES: usize = observer_common::ARGS_LEN;
 
 /// An inline byte string of at most N bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Fixed<const N: usize> {
+pub(crate) struct Fixed<const N: usize> {
     len: u16,
     buf: [u8; N],
 }
@@ -30,7 +30,7 @@ impl<const N: usize> std::fmt::Debug for Fixed<N> {
 }
 
 impl<const N: usize> Fixed<N> {
-    pub fn from_bytes(b: &[u8]) -> Self {
+    pub(crate) fn from_bytes(b: &[u8]) -> Self {
         let n = b.len().min(N);
         let mut f = Fixed {
             len: n as u16,
@@ -40,20 +40,16 @@ impl<const N: usize> Fixed<N> {
         f
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub fn to_string_lossy(&self) -> String {
-        String::from_utf8_lossy(self.bytes()).into_owned()
-    }
-
     /// NUL-separated arguments (argv buffers).
-    pub fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         let b = self.bytes();
         let b = b.strip_suffix(&[0]).unwrap_or(b);
         if b.is_empty() {
@@ -68,7 +64,7 @@ impl<const N: usize> Fixed<N> {
 /// How a parent's exit left this process: who adopted it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Adopter {
+pub(crate) enum Adopter {
     /// A PR_SET_CHILD_SUBREAPER ancestor (containerd-shim, conmon, observer's shim, systemd).
     Subreaper,
     /// PID 1 of the orphan's pid namespace.
@@ -78,7 +74,7 @@ pub enum Adopter {
 }
 
 impl Adopter {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Adopter::Subreaper => "subreaper",
             Adopter::NamespaceInit => "namespace_init",
@@ -88,64 +84,64 @@ impl Adopter {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Adoption {
+pub(crate) struct Adoption {
     /// The parent that exited.
-    pub from: u32,
-    pub by: Adopter,
-    pub at_ns: u64,
+    pub(crate) from: u32,
+    pub(crate) by: Adopter,
+    pub(crate) at_ns: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExitInfo {
+pub(crate) struct ExitInfo {
     /// wait(2) status encoding; None for zombies found by a /proc scan (no status there).
-    pub status: Option<u32>,
+    pub(crate) status: Option<u32>,
     /// Boot-clock ns when the last thread exited (the process became a zombie).
-    pub at_ns: u64,
+    pub(crate) at_ns: u64,
 }
 
 #[derive(Clone, Debug)]
-pub struct Process {
+pub(crate) struct Process {
     /// Host tgid.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Boot-clock ns; from /proc it has clock-tick (10 ms) precision until an event refines it.
-    pub start_time_ns: u64,
+    pub(crate) start_time_ns: u64,
     /// Whether start_time_ns is the kernel's (from an event), not /proc's clock ticks.
-    pub start_exact: bool,
+    pub(crate) start_exact: bool,
     /// Host tgid of the real parent.
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     /// Depth of the pid namespace (0 = host) and the PID at each level, host first.
-    pub pid_level: u32,
-    pub ns_pids: [u32; MAX_PID_LEVELS],
+    pub(crate) pid_level: u32,
+    pub(crate) ns_pids: [u32; MAX_PID_LEVELS],
     /// Namespace inodes, indexed by observer_common::NS_*.
-    pub ns: [u32; NS_COUNT],
+    pub(crate) ns: [u32; NS_COUNT],
     /// cgroup v2 id (0 when unknown).
-    pub cgroup_id: u64,
+    pub(crate) cgroup_id: u64,
     /// Interned cgroup path used for attribution (see containers::Registry).
-    pub cgroup: u32,
+    pub(crate) cgroup: u32,
     /// Index of the container this process belongs to.
-    pub container: Option<u32>,
-    pub comm: [u8; COMM_LEN],
+    pub(crate) container: Option<u32>,
+    pub(crate) comm: [u8; COMM_LEN],
     /// Interned executable path (Table::exe); 0 = unknown (processes seen first by a scan).
-    pub exe: u32,
-    pub argv: Fixed<ARGV_BYTES>,
-    pub threads: u32,
+    pub(crate) exe: u32,
+    pub(crate) argv: Fixed<ARGV_BYTES>,
+    pub(crate) threads: u32,
     /// Set when the whole thread group has exited: a zombie until reaped (freed).
-    pub exit: Option<ExitInfo>,
-    pub adoption: Option<Adoption>,
+    pub(crate) exit: Option<ExitInfo>,
+    pub(crate) adoption: Option<Adoption>,
     /// Intrusive child list (host pids; 0 = none) so exits find children without a scan.
-    pub first_child: u32,
-    pub next_sibling: u32,
-    pub prev_sibling: u32,
+    pub(crate) first_child: u32,
+    pub(crate) next_sibling: u32,
+    pub(crate) prev_sibling: u32,
     /// The last kernel event applied to it (kind number; [`SCANNED`] when it came from
     /// /proc and no event followed) and its time: what a correction's log line quotes.
-    pub last_event: u8,
-    pub last_event_ns: u64,
+    pub(crate) last_event: u8,
+    pub(crate) last_event_ns: u64,
 }
 
 /// `Process::last_event` of an entry that came from a /proc scan or the seed.
-pub const SCANNED: u8 = u8::MAX;
+pub(crate) const SCANNED: u8 = u8::MAX;
 
 /// The host's kept stat files read a process by its pid and start time.
 impl crate::host::stat_files::Identity for Process {
@@ -158,31 +154,31 @@ impl crate::host::stat_files::Identity for Process {
 }
 
 impl Process {
-    pub fn comm_str(&self) -> std::borrow::Cow<'_, str> {
+    pub(crate) fn comm_str(&self) -> std::borrow::Cow<'_, str> {
         crate::events::c_str(&self.comm)
     }
 
     /// The PIDs from host level to the process's own namespace.
-    pub fn ns_pid_chain(&self) -> &[u32] {
+    pub(crate) fn ns_pid_chain(&self) -> &[u32] {
         let n = (self.pid_level as usize + 1).min(MAX_PID_LEVELS);
         &self.ns_pids[..n]
     }
 
     /// The PID inside its own pid namespace.
-    pub fn ns_pid(&self) -> u32 {
+    pub(crate) fn ns_pid(&self) -> u32 {
         *self.ns_pid_chain().last().unwrap_or(&self.pid)
     }
 
-    pub fn pidns(&self) -> u32 {
+    pub(crate) fn pidns(&self) -> u32 {
         self.ns[NS_PID]
     }
 
-    pub fn is_zombie(&self) -> bool {
+    pub(crate) fn is_zombie(&self) -> bool {
         self.exit.is_some()
     }
 
     /// "exec at 1234.5 s" (boot clock), or "none since the scan": the last event applied.
-    pub fn last_event_str(&self) -> String {
+    pub(crate) fn last_event_str(&self) -> String {
         match observer_common::EventKind::ALL
             .iter()
             .find(|k| **k as u8 == self.last_event)

@@ -16,7 +16,7 @@ const UNKNOWN_MARGIN_NS: u64 = 1_000_000_000;
 
 /// One process a cheap check found /proc and the table to disagree on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Disagreement {
+pub(crate) enum Disagreement {
     /// /proc lists it (started then), the table does not have it.
     Unknown { pid: u32, start_ns: u64 },
     /// The table holds it alive; /proc and the kernel do not have it.
@@ -111,7 +111,8 @@ impl Table {
     /// for its fork event to be applied (`live_start_ticks` reads its start from /proc, as
     /// in [`Table::reconcile`]). What is left is a process /proc has that no event announced,
     /// or one the table thinks alive that /proc lacks.
-    pub fn disagreements(
+    #[cfg(test)]
+    pub(crate) fn disagreements(
         &self,
         pids: &[u32],
         started_ns: u64,
@@ -123,7 +124,7 @@ impl Table {
 
     /// [`Table::disagreements`] for one slice of the pid space: `pids` is /proc's list of
     /// `range`, and only the table's processes in `range` are judged.
-    pub fn disagreements_in(
+    pub(crate) fn disagreements_in(
         &self,
         range: std::ops::Range<u32>,
         pids: &[u32],
@@ -165,7 +166,7 @@ impl Table {
     /// Replaces the table with a scan: runtime containers first, so that a process entered
     /// into a container's pid namespace from outside its cgroup joins that container rather
     /// than a bare one.
-    pub fn seed(&mut self, scans: &[Scanned], now_ns: u64) {
+    pub(crate) fn seed(&mut self, scans: &[Scanned], now_ns: u64) {
         self.procs.clear();
         self.registry.clear_members();
         self.pending.clear();
@@ -200,7 +201,7 @@ impl Table {
     /// `live_start_ticks` reads a PID's current start time (clock ticks) from /proc: a
     /// process the scan found but the table lacks is added only if it is still there — one
     /// that ended after the scan read it had its whole life applied (and removed) meanwhile.
-    pub fn reconcile(
+    pub(crate) fn reconcile(
         &mut self,
         scans: &[Scanned],
         scan_start_ns: u64,
@@ -423,7 +424,7 @@ impl Table {
 
     /// Counts as corrections the processes reconciliation added whose fork event never came
     /// (lost, or predating the agent). Returns how many were settled now.
-    pub fn settle(&mut self, now_ns: u64) -> u64 {
+    pub(crate) fn settle(&mut self, now_ns: u64) -> u64 {
         let mut missed = 0;
         self.unconfirmed.retain(|u| {
             if u.due_ns > now_ns {
@@ -442,7 +443,7 @@ impl Table {
     }
 
     /// Whether processes added by reconciliation still await their fork event.
-    pub fn has_unconfirmed(&self) -> bool {
+    pub(crate) fn has_unconfirmed(&self) -> bool {
         !self.unconfirmed.is_empty()
     }
 }

@@ -2,11 +2,11 @@
 //! rendering or I/O: the processes in scope, their parents when outside it (a tree draws the
 //! shim above a container's PID 1), and the container summaries.
 
-use super::{history::Ended, signals::ProcSignals, summary::ContainerSummary, Process, Table};
+use super::{history::Ended, signal_facts::ProcSignals, summary::ContainerSummary, Process, Table};
 use crate::containers::ContainerKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Container summaries only.
     Containers,
     /// Container summaries as /metrics shows them (`Table::metrics_summaries`), and the
@@ -28,47 +28,46 @@ pub enum Scope {
 }
 
 #[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub host_pidns: u32,
+pub(crate) struct Snapshot {
     /// The registry's generation: container indices are valid only within it.
-    pub generation: u64,
-    pub containers: Vec<ContainerSummary>,
+    pub(crate) generation: u64,
+    pub(crate) containers: Vec<ContainerSummary>,
     /// With Scope::Containers: the containers that ended and are still retained.
-    pub ended: Vec<ContainerSummary>,
-    pub processes: Vec<Process>,
+    pub(crate) ended: Vec<ContainerSummary>,
+    pub(crate) processes: Vec<Process>,
     /// Parents of in-scope processes that are themselves out of scope.
-    pub context: Vec<Process>,
+    pub(crate) context: Vec<Process>,
     /// Executable paths of the processes in the snapshot, by interned id.
-    pub exes: rustc_hash::FxHashMap<u32, Box<str>>,
+    pub(crate) exes: rustc_hash::FxHashMap<u32, Box<str>>,
     /// Cgroup paths of the processes in the snapshot, by interned id.
-    pub cgroups: rustc_hash::FxHashMap<u32, Box<str>>,
+    pub(crate) cgroups: rustc_hash::FxHashMap<u32, Box<str>>,
     /// Signals and OOM facts of the processes in scope that have any.
-    pub signals: rustc_hash::FxHashMap<u32, ProcSignals>,
+    pub(crate) signals: rustc_hash::FxHashMap<u32, ProcSignals>,
     /// With Scope::History: every container with a history, and the entries of those
     /// asked for.
-    pub history_keys: Vec<ContainerKey>,
-    pub history: Vec<(ContainerKey, Vec<Ended>)>,
+    pub(crate) history_keys: Vec<ContainerKey>,
+    pub(crate) history: Vec<(ContainerKey, Vec<Ended>)>,
     /// Entries dropped from histories since the agent started.
-    pub history_evicted: u64,
+    pub(crate) history_evicted: u64,
     /// pid → (in scope?, index) for `process` lookups.
     index: rustc_hash::FxHashMap<u32, (bool, usize)>,
 }
 
 impl Snapshot {
-    pub fn container(&self, index: u32) -> Option<&ContainerSummary> {
+    pub(crate) fn container(&self, index: u32) -> Option<&ContainerSummary> {
         self.containers.iter().find(|c| c.index == index)
     }
 
-    pub fn exe(&self, id: u32) -> &str {
+    pub(crate) fn exe(&self, id: u32) -> &str {
         self.exes.get(&id).map(|s| &**s).unwrap_or("")
     }
 
-    pub fn cgroup(&self, id: u32) -> &str {
+    pub(crate) fn cgroup(&self, id: u32) -> &str {
         self.cgroups.get(&id).map(|s| &**s).unwrap_or("")
     }
 
     /// A process of the snapshot, in scope or context.
-    pub fn process(&self, pid: u32) -> Option<&Process> {
+    pub(crate) fn process(&self, pid: u32) -> Option<&Process> {
         match self.index.get(&pid)? {
             (true, i) => self.processes.get(*i),
             (false, i) => self.context.get(*i),
@@ -77,7 +76,7 @@ impl Snapshot {
 }
 
 impl Table {
-    pub fn snapshot(&self, scope: Scope) -> Snapshot {
+    pub(crate) fn snapshot(&self, scope: Scope) -> Snapshot {
         let (containers, members) = match &scope {
             Scope::Container(c) => self.summaries_of(&[*c]),
             Scope::Pod(cs) => self.summaries_of(cs),
@@ -126,7 +125,6 @@ impl Table {
             exes,
             cgroups,
             index,
-            host_pidns: self.registry.host_pidns(),
             generation: self.registry.generation(),
             containers,
             ended: match scope {

@@ -10,23 +10,23 @@ use super::Table;
 use crate::containers::{cgroup::Runtime, Container, ContainerData};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ContainerSummary {
-    pub index: u32,
-    pub container: ContainerData,
-    pub processes: u32,
-    pub threads: u32,
-    pub zombies: u32,
+pub(crate) struct ContainerSummary {
+    pub(crate) index: u32,
+    pub(crate) container: ContainerData,
+    pub(crate) processes: u32,
+    pub(crate) threads: u32,
+    pub(crate) zombies: u32,
     /// Boot-clock ns of the oldest zombie's exit.
-    pub oldest_zombie_ns: Option<u64>,
+    pub(crate) oldest_zombie_ns: Option<u64>,
     /// Host pid of the container's PID 1 (in its own pid namespace); in a pid namespace it
     /// shares (a pod's), its oldest process whose parent is outside it.
-    pub init_pid: Option<u32>,
-    pub shim_pid: Option<u32>,
-    pub shim_comm: Option<String>,
+    pub(crate) init_pid: Option<u32>,
+    pub(crate) shim_pid: Option<u32>,
+    pub(crate) shim_comm: Option<String>,
 }
 
 impl Table {
-    pub fn container_data(&self, c: &Container) -> ContainerData {
+    pub(crate) fn container_data(&self, c: &Container) -> ContainerData {
         ContainerData {
             key: c.key.clone(),
             pod_uid: c.pod_uid.clone(),
@@ -66,7 +66,7 @@ impl Table {
 
     /// Containers the registry still holds (within their retention) that have no process
     /// left: their counters stay on /metrics until they are evicted.
-    pub fn ended_summaries(&self) -> Vec<ContainerSummary> {
+    pub(crate) fn ended_summaries(&self) -> Vec<ContainerSummary> {
         self.registry
             .iter()
             .filter(|(_, c)| c.members.is_empty())
@@ -75,13 +75,14 @@ impl Table {
     }
 
     /// A summary of every container that has processes.
-    pub fn summaries(&self) -> Vec<ContainerSummary> {
+    #[cfg(test)]
+    pub(crate) fn summaries(&self) -> Vec<ContainerSummary> {
         self.summaries_and_members().0
     }
 
     /// The summaries, and every containerised process as (container, pid) in the table's
     /// order: one pass over the process map.
-    pub fn summaries_and_members(&self) -> (Vec<ContainerSummary>, Vec<(u32, u32)>) {
+    pub(crate) fn summaries_and_members(&self) -> (Vec<ContainerSummary>, Vec<(u32, u32)>) {
         let mut out: Vec<Option<ContainerSummary>> = vec![None; self.registry.len()];
         // Every containerised process, for the second look below (a Vec walks faster than
         // the process map a second time).
@@ -104,7 +105,7 @@ impl Table {
     /// exited set: no pass over the process map (51,000 processes cost ~5 ms a scrape).
     /// PID 1 and shim as `registry_summaries` has them (the names of bare and CRI
     /// containers are read through PID 1).
-    pub fn metrics_summaries(&self) -> Vec<ContainerSummary> {
+    pub(crate) fn metrics_summaries(&self) -> Vec<ContainerSummary> {
         let mut out = self.registry_summaries();
         let mut at: Vec<Option<usize>> = vec![None; self.registry.len()];
         for (k, s) in out.iter_mut().enumerate() {
@@ -132,7 +133,7 @@ impl Table {
     /// set; PID 1 and shim only where the runtime's names are read through PID 1 (bare and
     /// CRI containers: their OCI state), from those containers' member sets. Threads and
     /// zombies are not counted (0): a view that shows them asks for `summaries`.
-    pub fn registry_summaries(&self) -> Vec<ContainerSummary> {
+    pub(crate) fn registry_summaries(&self) -> Vec<ContainerSummary> {
         let live = || self.registry.iter().filter(|(_, c)| !c.members.is_empty());
         let by_init: Vec<u32> = live()
             .filter(|(_, c)| matches!(c.key.runtime, Runtime::Bare | Runtime::Cri))
@@ -154,7 +155,10 @@ impl Table {
     /// The summaries of these containers only, and their members as (container, pid):
     /// from the member sets the table keeps, without a pass over the process map (a
     /// container's tree on a node of 50,000 processes).
-    pub fn summaries_of(&self, containers: &[u32]) -> (Vec<ContainerSummary>, Vec<(u32, u32)>) {
+    pub(crate) fn summaries_of(
+        &self,
+        containers: &[u32],
+    ) -> (Vec<ContainerSummary>, Vec<(u32, u32)>) {
         let mut out: Vec<Option<ContainerSummary>> = vec![None; self.registry.len()];
         let mut members = Vec::new();
         for &ci in containers {
@@ -251,7 +255,7 @@ fn count(s: &mut ContainerSummary, c: &Container, p: &super::Process) {
 
 /// The OOM victims the table counted in `containers`, by cgroup path (what the host's
 /// kept cgroup files need to know when an OOM counter went stale: `read_containers`).
-pub fn oom_counts(containers: &[ContainerSummary]) -> rustc_hash::FxHashMap<String, u64> {
+pub(crate) fn oom_counts(containers: &[ContainerSummary]) -> rustc_hash::FxHashMap<String, u64> {
     let mut out: rustc_hash::FxHashMap<String, u64> = rustc_hash::FxHashMap::default();
     for c in containers.iter().filter(|c| !c.container.cgroup.is_empty()) {
         *out.entry(c.container.cgroup.clone()).or_default() += c.container.oom_victims;
@@ -260,7 +264,7 @@ pub fn oom_counts(containers: &[ContainerSummary]) -> rustc_hash::FxHashMap<Stri
 }
 
 /// The distinct cgroup paths of `containers` (those with one).
-pub fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
+pub(crate) fn cgroup_paths(containers: &[ContainerSummary]) -> Vec<String> {
     let mut seen = rustc_hash::FxHashSet::default();
     containers
         .iter()

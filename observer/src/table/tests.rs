@@ -127,8 +127,6 @@ pub(super) fn scanned(
         cgroup: format!("0::{cgroup}\n"),
         cgroup_id: 0,
         cmdline: b"sh\0".to_vec(),
-        cpu_ticks: 0,
-        rss_pages: 0,
         exit_status: (state == 'Z').then_some(3 << 8),
     }
 }

@@ -4,8 +4,8 @@
 //! API's error messages are held to the same in api/service.rs, with these helpers.)
 
 use super::{
-    events::text_line,
-    history::{self, EndedView, HistoryView, InitEndView, LinkView, OomView, SenderView},
+    endings::{self, EndedView, HistoryView, InitEndView, LinkView, OomView, SenderView},
+    event_line::text_line,
     lists,
     model::{ContainerView, OutsideParent, ProcessView, TreeView, ZombieView},
     pods::{self, PodContainer, PodTreeView, PodView},
@@ -47,8 +47,8 @@ fn sender() -> SenderView {
     }
 }
 
-fn signal(signal: &str, result: &str) -> history::SignalView {
-    history::SignalView {
+fn signal(signal: &str, result: &str) -> endings::SignalView {
+    endings::SignalView {
         signal: signal.into(),
         signo: 15,
         result: result.into(),
@@ -80,7 +80,7 @@ fn process(pid: u32, ppid: u32, ns_pid: u32) -> ProcessView {
         cpu_s: 0.5,
         rss_bytes: 4096,
         pidns: 4026531836,
-        ns: super::events::NsJson([0; observer_common::NS_COUNT]),
+        ns: super::event_line::NsJson([0; observer_common::NS_COUNT]),
         cgroup: h("/observer/"),
         cgroup_id: Some(9),
         container: Some(h("short")),
@@ -299,7 +299,7 @@ fn history_escapes_parents_senders_and_the_container_name() {
         entries: vec![ended(), with_init, killed],
         evicted_total: 0,
     };
-    let out = history::render(&esc(v));
+    let out = endings::render(&esc(v));
     assert_clean("history", &out);
     assert_eq!(out.lines().count(), 5, "{out}");
     for name in ["name", "victim", "parent", "init", "killer"] {

@@ -14,19 +14,19 @@ use crate::{
 };
 
 /// `observer ps`: the views of every process (each labelled with `container_label`), by pid.
-pub fn ps(mut v: Vec<ProcessView>) -> Vec<ProcessView> {
+pub(crate) fn ps(mut v: Vec<ProcessView>) -> Vec<ProcessView> {
     v.sort_by_key(|p| p.pid);
     v
 }
 
 /// The short id of `p`'s container, as `ps` labels a process.
-pub fn container_label(snap: &Snapshot, p: &Process) -> Option<String> {
+pub(crate) fn container_label(snap: &Snapshot, p: &Process) -> Option<String> {
     p.container
         .and_then(|i| snap.container(i))
         .map(|s| short_id(&s.container.key.id))
 }
 
-pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
+pub(crate) fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|p| {
@@ -51,7 +51,7 @@ pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
                         c.push_str(&format!(
                             "  (ignored {} from {} {}s ago)",
                             s.signal,
-                            super::history::from(&s.sender),
+                            super::endings::from(&s.sender),
                             s.ago_s.round()
                         ));
                     }
@@ -80,7 +80,11 @@ pub fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
 
 /// `observer containers`: every container of `snap`, with what was read of each (`facts`,
 /// in the order of `snap.containers`).
-pub fn containers(snap: &Snapshot, facts: Vec<ContainerFacts>, now_ns: u64) -> Vec<ContainerView> {
+pub(crate) fn containers(
+    snap: &Snapshot,
+    facts: Vec<ContainerFacts>,
+    now_ns: u64,
+) -> Vec<ContainerView> {
     let pods = {
         let metas: Vec<&Meta> = facts.iter().map(|f| &f.meta).collect();
         super::pods::membership(&snap.containers, &metas)
@@ -105,7 +109,7 @@ pub fn containers(snap: &Snapshot, facts: Vec<ContainerFacts>, now_ns: u64) -> V
     v
 }
 
-pub fn render_containers(rows: &Escaped<Vec<ContainerView>>, no_headers: bool) -> String {
+pub(crate) fn render_containers(rows: &Escaped<Vec<ContainerView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|c| {
@@ -150,14 +154,14 @@ pub fn render_containers(rows: &Escaped<Vec<ContainerView>>, no_headers: bool) -
 /// What was read of a zombie before its view: its live facts, confirmed to be of it and
 /// in state Z (None: unreadable — out of file descriptors —, listed on the table's word);
 /// its parent's live facts; its container's name.
-pub struct ZombieFacts {
-    pub live: Option<Live>,
-    pub parent_live: Option<Live>,
-    pub container_name: Option<String>,
+pub(crate) struct ZombieFacts {
+    pub(crate) live: Option<Live>,
+    pub(crate) parent_live: Option<Live>,
+    pub(crate) container_name: Option<String>,
 }
 
 /// The view of zombie `p` (None: `p` has not exited).
-pub fn zombie_view(
+pub(crate) fn zombie_view(
     snap: &Snapshot,
     p: &Process,
     f: ZombieFacts,
@@ -185,12 +189,12 @@ pub fn zombie_view(
 }
 
 /// `observer zombies`: the zombies' views, the longest dead first.
-pub fn zombies(mut v: Vec<ZombieView>) -> Vec<ZombieView> {
+pub(crate) fn zombies(mut v: Vec<ZombieView>) -> Vec<ZombieView> {
     v.sort_by(|a, b| b.zombie_age_s.total_cmp(&a.zombie_age_s));
     v
 }
 
-pub fn render_zombies(rows: &Escaped<Vec<ZombieView>>, no_headers: bool) -> String {
+pub(crate) fn render_zombies(rows: &Escaped<Vec<ZombieView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|z| {

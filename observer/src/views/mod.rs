@@ -3,17 +3,17 @@
 //! facts only the host has (live /proc facts, cgroup resources, runtime names), which the
 //! API reads before it builds a view (api/assemble.rs) — and reads nothing itself.
 
-pub mod events;
-pub mod history;
-pub mod lists;
-pub mod metrics;
+pub(crate) mod endings;
+pub mod event_line;
+pub(crate) mod lists;
+pub(crate) mod metrics;
 pub mod model;
-pub mod pods;
-pub mod select;
-pub mod status;
+pub(crate) mod pods;
+pub(crate) mod select;
+pub(crate) mod status;
 pub mod text;
 pub mod tree;
-pub mod why;
+pub(crate) mod why;
 
 #[cfg(test)]
 pub(crate) mod escape_tests;

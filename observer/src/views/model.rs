@@ -13,160 +13,160 @@ use crate::{
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ProcessView {
+pub(crate) struct ProcessView {
     /// Host tgid.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Host tgid of the parent.
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// PIDs from the host level to the process's own pid namespace.
-    pub ns_pids: Vec<u32>,
+    pub(crate) ns_pids: Vec<u32>,
     /// PID in its own pid namespace (last of ns_pids).
-    pub ns_pid: u32,
+    pub(crate) ns_pid: u32,
     /// Parent's PID in this process's pid namespace; 0 when the parent is outside it.
-    pub ns_ppid: u32,
+    pub(crate) ns_ppid: u32,
     /// /proc state letter (R, S, D, Z, T, t, I, X); `?` when /proc could not be read.
-    pub state: String,
+    pub(crate) state: String,
     /// False when this process's /proc files could not be read (out of file descriptors,
     /// permission): it is listed with what the table knows, and CPU, RSS and state are
     /// unknown (0, 0, `?` — `Z` when its exit was seen).
     #[serde(default = "yes")]
-    pub live: bool,
-    pub comm: String,
+    pub(crate) live: bool,
+    pub(crate) comm: String,
     /// argv joined with spaces (bounded to 256 bytes of argv).
-    pub cmdline: String,
-    pub argv: Vec<String>,
-    pub exe: String,
-    pub uid: u32,
-    pub threads: u32,
+    pub(crate) cmdline: String,
+    pub(crate) argv: Vec<String>,
+    pub(crate) exe: String,
+    pub(crate) uid: u32,
+    pub(crate) threads: u32,
     /// Boot-clock start time in ns.
-    pub start_time_ns: u64,
-    pub age_s: f64,
+    pub(crate) start_time_ns: u64,
+    pub(crate) age_s: f64,
     /// User + system CPU time.
-    pub cpu_s: f64,
-    pub rss_bytes: u64,
-    pub pidns: u32,
+    pub(crate) cpu_s: f64,
+    pub(crate) rss_bytes: u64,
+    pub(crate) pidns: u32,
     /// Namespace inodes by /proc/<pid>/ns name (null: not known — processes found by the
     /// start-up scan get them from a background read right after the agent is ready).
-    pub ns: crate::views::events::NsJson,
+    pub(crate) ns: crate::views::event_line::NsJson,
     /// The cgroup path container attribution used (v2 first, else a v1 hierarchy's).
-    pub cgroup: String,
+    pub(crate) cgroup: String,
     /// Its cgroup v2 id (the inode of its cgroup2 directory; null without cgroup2).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub cgroup_id: Option<u64>,
+    pub(crate) cgroup_id: Option<u64>,
     /// Short id of the container, if any.
-    pub container: Option<String>,
+    pub(crate) container: Option<String>,
     /// On zombies: seconds since the process exited.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub zombie_age_s: Option<f64>,
+    pub(crate) zombie_age_s: Option<f64>,
     /// On zombies: exit status (or 128+signal).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// On adopted orphans: the parent that exited.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub adopted_from: Option<u32>,
+    pub(crate) adopted_from: Option<u32>,
     /// On adopted orphans: subreaper, namespace_init or host_init.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub adopter: Option<String>,
+    pub(crate) adopter: Option<String>,
     /// Signals it ignored (no handler; for a pid-namespace init, every signal it does not
     /// handle), newest last: why a `docker stop` is waiting.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub ignored_signals: Vec<crate::views::history::SignalView>,
+    pub(crate) ignored_signals: Vec<crate::views::endings::SignalView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ContainerView {
+pub(crate) struct ContainerView {
     /// Full runtime id (pid-ns inode for bare containers).
-    pub id: String,
+    pub(crate) id: String,
     /// First 12 characters of the id.
-    pub short_id: String,
-    pub name: Option<String>,
-    pub runtime: String,
-    pub pod: Option<String>,
-    pub namespace: Option<String>,
-    pub pod_uid: Option<String>,
+    pub(crate) short_id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) runtime: String,
+    pub(crate) pod: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) pod_uid: Option<String>,
     /// Podman pod id (cgroup parent).
     #[serde(default)]
-    pub pod_id: Option<String>,
+    pub(crate) pod_id: Option<String>,
     /// The container is its pod's sandbox (pause/infra).
     #[serde(default)]
-    pub sandbox: bool,
-    pub image: Option<String>,
-    pub pidns: u32,
-    pub cgroup: String,
+    pub(crate) sandbox: bool,
+    pub(crate) image: Option<String>,
+    pub(crate) pidns: u32,
+    pub(crate) cgroup: String,
     /// Host pid of the container's PID 1 (in a pod's shared pid namespace: its first
     /// process, the one the runtime started).
-    pub init_pid: Option<u32>,
+    pub(crate) init_pid: Option<u32>,
     /// Host pid of the shim above PID 1 (containerd-shim, conmon, observer's shim).
-    pub shim_pid: Option<u32>,
-    pub shim_comm: Option<String>,
-    pub processes: u32,
-    pub threads: u32,
-    pub zombies: u32,
-    pub oldest_zombie_age_s: Option<f64>,
-    pub forks: u64,
-    pub execs: u64,
-    pub exits: u64,
-    pub resources: Resources,
+    pub(crate) shim_pid: Option<u32>,
+    pub(crate) shim_comm: Option<String>,
+    pub(crate) processes: u32,
+    pub(crate) threads: u32,
+    pub(crate) zombies: u32,
+    pub(crate) oldest_zombie_age_s: Option<f64>,
+    pub(crate) forks: u64,
+    pub(crate) execs: u64,
+    pub(crate) exits: u64,
+    pub(crate) resources: Resources,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TreeView {
-    pub container: ContainerView,
+    pub(crate) container: ContainerView,
     /// Members, parents before children; `container.shim_pid` names the process above PID 1.
-    pub processes: Vec<ProcessView>,
+    pub(crate) processes: Vec<ProcessView>,
     /// Parents outside the container of members that are not PID 1's descendants (entered
     /// with setns), with their host pid and comm.
-    pub outside_parents: Vec<OutsideParent>,
+    pub(crate) outside_parents: Vec<OutsideParent>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct OutsideParent {
-    pub pid: u32,
-    pub comm: String,
+pub(crate) struct OutsideParent {
+    pub(crate) pid: u32,
+    pub(crate) comm: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ZombieView {
-    pub pid: u32,
-    pub ns_pid: u32,
-    pub comm: String,
-    pub zombie_age_s: f64,
-    pub exit_code: Option<i32>,
+pub(crate) struct ZombieView {
+    pub(crate) pid: u32,
+    pub(crate) ns_pid: u32,
+    pub(crate) comm: String,
+    pub(crate) zombie_age_s: f64,
+    pub(crate) exit_code: Option<i32>,
     /// The parent that is not reaping it.
-    pub parent_pid: u32,
-    pub parent_comm: Option<String>,
-    pub parent_state: Option<String>,
-    pub container: Option<String>,
-    pub container_name: Option<String>,
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_comm: Option<String>,
+    pub(crate) parent_state: Option<String>,
+    pub(crate) container: Option<String>,
+    pub(crate) container_name: Option<String>,
 }
 
 /// What a view's figures are computed against: the boot-clock time of the view, and the
 /// units of /proc's figures (clock ticks, pages). Read from the host by the view's builder.
 #[derive(Clone, Copy, Debug)]
-pub struct Basis {
-    pub now_ns: u64,
+pub(crate) struct Basis {
+    pub(crate) now_ns: u64,
     /// Nanoseconds of one /proc clock tick.
-    pub tick_ns: u64,
+    pub(crate) tick_ns: u64,
     /// Bytes of one page (RSS in /proc is in pages).
-    pub page_size: u64,
+    pub(crate) page_size: u64,
 }
 
 /// What a container's view shows that the table does not know, read before the view is
 /// built: its runtime's name and pod facts, its cgroup's resources (defaults for a container
 /// without a cgroup), and the current name of its shim (None: not running, or not read).
 #[derive(Clone, Debug, Default)]
-pub struct ContainerFacts {
-    pub meta: Meta,
-    pub resources: Resources,
-    pub shim_comm: Option<String>,
+pub(crate) struct ContainerFacts {
+    pub(crate) meta: Meta,
+    pub(crate) resources: Resources,
+    pub(crate) shim_comm: Option<String>,
 }
 
-pub fn short_id(id: &str) -> String {
+pub(crate) fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
 
 /// wait(2) status → exit code, or 128 + signal as shells report it.
-pub fn exit_code(status: u32) -> i32 {
+pub(crate) fn exit_code(status: u32) -> i32 {
     let sig = status & 0x7f;
     if sig == 0 {
         ((status >> 8) & 0xff) as i32
@@ -183,7 +183,7 @@ fn yes() -> bool {
 /// `container` names its container. A process whose read failed for another reason than
 /// being gone is listed this way (`live: false`) with the table's facts; one that is gone
 /// is not viewed at all.
-pub fn process_view(
+pub(crate) fn process_view(
     snap: &Snapshot,
     p: &Process,
     live: Option<Live>,
@@ -234,7 +234,7 @@ pub fn process_view(
         cpu_s: (live.cpu_ticks * tick) as f64 / 1e9,
         rss_bytes: live.rss_pages * basis.page_size,
         pidns: p.pidns(),
-        ns: crate::views::events::NsJson(p.ns),
+        ns: crate::views::event_line::NsJson(p.ns),
         cgroup: snap.cgroup(p.cgroup).to_string(),
         cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
         container,
@@ -249,7 +249,7 @@ pub fn process_view(
                 f.recent
                     .iter()
                     .filter(|s| s.result == 1)
-                    .map(|s| crate::views::history::signal_view(s, now_ns))
+                    .map(|s| crate::views::endings::signal_view(s, now_ns))
                     .collect()
             })
             .unwrap_or_default(),
@@ -257,7 +257,11 @@ pub fn process_view(
 }
 
 /// The view of container `s`, with what was read of it (`facts`).
-pub fn container_view(s: &ContainerSummary, facts: ContainerFacts, now_ns: u64) -> ContainerView {
+pub(crate) fn container_view(
+    s: &ContainerSummary,
+    facts: ContainerFacts,
+    now_ns: u64,
+) -> ContainerView {
     let ContainerFacts {
         meta,
         resources,

@@ -26,63 +26,63 @@ use crate::{
 };
 
 /// Namespaces compared between a pod's containers (mnt is never shared).
-pub const SHAREABLE: [&str; 6] = ["pid", "net", "ipc", "uts", "cgroup", "user"];
+pub(crate) const SHAREABLE: [&str; 6] = ["pid", "net", "ipc", "uts", "cgroup", "user"];
 
 /// The namespace inodes (in the order of [`SHAREABLE`]; 0 where unreadable) of the pids a
 /// pod's view compares (`ns_pids`), read before the view: each PID 1 of its containers, and
 /// the process outside the pod. Left empty for a pod of fewer than two PID 1s.
 #[derive(Clone, Debug, Default)]
-pub struct PodNamespaces {
-    pub inits: Vec<[u32; SHAREABLE.len()]>,
-    pub outside: [u32; SHAREABLE.len()],
+pub(crate) struct PodNamespaces {
+    pub(crate) inits: Vec<[u32; SHAREABLE.len()]>,
+    pub(crate) outside: [u32; SHAREABLE.len()],
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PodView {
+pub(crate) struct PodView {
     /// The pod's identity: Kubernetes pod UID, podman pod id, or CRI sandbox id.
-    pub id: String,
+    pub(crate) id: String,
     /// `kubernetes`, `podman` or `cri` (what `id` is).
-    pub kind: String,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    pub uid: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) uid: Option<String>,
     /// Short id of the sandbox (pause/infra) container, when it runs.
-    pub sandbox: Option<String>,
+    pub(crate) sandbox: Option<String>,
     /// The sandbox first.
-    pub containers: Vec<PodContainer>,
+    pub(crate) containers: Vec<PodContainer>,
     /// Namespaces all the pod's containers share with the sandbox.
-    pub shared_namespaces: Vec<String>,
+    pub(crate) shared_namespaces: Vec<String>,
     /// The pod's pid namespace when it is shared (its PID 1 is the sandbox's).
-    pub shared_pidns: Option<u32>,
-    pub processes: u32,
-    pub threads: u32,
-    pub zombies: u32,
+    pub(crate) shared_pidns: Option<u32>,
+    pub(crate) processes: u32,
+    pub(crate) threads: u32,
+    pub(crate) zombies: u32,
     /// Zombies whose parent is the sandbox's PID 1 (a sandbox that does not reap).
-    pub sandbox_zombies: u32,
-    pub cpu_usage_ns: u64,
-    pub memory_bytes: u64,
+    pub(crate) sandbox_zombies: u32,
+    pub(crate) cpu_usage_ns: u64,
+    pub(crate) memory_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PodContainer {
-    pub id: String,
-    pub short_id: String,
-    pub name: Option<String>,
-    pub sandbox: bool,
-    pub init_pid: Option<u32>,
-    pub processes: u32,
-    pub zombies: u32,
+pub(crate) struct PodContainer {
+    pub(crate) id: String,
+    pub(crate) short_id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) sandbox: bool,
+    pub(crate) init_pid: Option<u32>,
+    pub(crate) processes: u32,
+    pub(crate) zombies: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PodTreeView {
-    pub pod: PodView,
+pub(crate) struct PodTreeView {
+    pub(crate) pod: PodView,
     /// Each container's tree, the sandbox's first.
-    pub containers: Vec<TreeView>,
+    pub(crate) containers: Vec<TreeView>,
 }
 
 /// The pods among `containers`, with each container's metadata (`metas`, in the same order).
-pub fn index(containers: &[ContainerSummary], metas: &[&Meta]) -> Vec<Pod> {
+pub(crate) fn index(containers: &[ContainerSummary], metas: &[&Meta]) -> Vec<Pod> {
     let members: Vec<Member> = containers
         .iter()
         .zip(metas)
@@ -97,7 +97,7 @@ pub fn index(containers: &[ContainerSummary], metas: &[&Meta]) -> Vec<Pod> {
 
 /// What each container in a pod shows of it: (pod name or id, its namespace, whether the
 /// container is the sandbox), by container index.
-pub fn membership(
+pub(crate) fn membership(
     containers: &[ContainerSummary],
     metas: &[&Meta],
 ) -> HashMap<u32, (String, Option<String>, bool)> {
@@ -112,7 +112,10 @@ pub fn membership(
 }
 
 /// The containers of `pod` found in `containers`, in the pod's order.
-pub fn members<'a>(pod: &Pod, containers: &'a [ContainerSummary]) -> Vec<&'a ContainerSummary> {
+pub(crate) fn members<'a>(
+    pod: &Pod,
+    containers: &'a [ContainerSummary],
+) -> Vec<&'a ContainerSummary> {
     pod.containers
         .iter()
         .filter_map(|&i| containers.iter().find(|s| s.index == i))
@@ -122,7 +125,7 @@ pub fn members<'a>(pod: &Pod, containers: &'a [ContainerSummary]) -> Vec<&'a Con
 /// The pids whose namespaces `pod_view` compares: the PID 1s of the pod's containers, and
 /// the process outside the pod (the sandbox's shim; None: the viewer itself, whose
 /// namespaces are the host's, which containers that never unshared them all have in common).
-pub fn ns_pids(pod: &Pod, containers: &[ContainerSummary]) -> (Vec<u32>, Option<u32>) {
+pub(crate) fn ns_pids(pod: &Pod, containers: &[ContainerSummary]) -> (Vec<u32>, Option<u32>) {
     let members = members(pod, containers);
     let inits = members.iter().filter_map(|s| s.init_pid).collect();
     (inits, members.iter().find_map(|s| s.shim_pid))
@@ -148,7 +151,7 @@ fn shared(ns: &PodNamespaces) -> Vec<(&'static str, u32)> {
 /// The pod's view from its containers' views (`views`, in the order of `members`) and their
 /// PID 1s' namespaces; `zombies` (a zombie snapshot, or a pod snapshot) counts the zombies
 /// its sandbox leaves unreaped.
-pub fn pod_view(
+pub(crate) fn pod_view(
     pod: &Pod,
     containers: &[ContainerSummary],
     zombies: Option<&Snapshot>,
@@ -211,14 +214,14 @@ pub fn pod_view(
 }
 
 /// `observer pods`: the pods' views, by namespace and name.
-pub fn pods(mut v: Vec<PodView>) -> Vec<PodView> {
+pub(crate) fn pods(mut v: Vec<PodView>) -> Vec<PodView> {
     v.sort_by(|a, b| (&a.namespace, &a.name, &a.id).cmp(&(&b.namespace, &b.name, &b.id)));
     v
 }
 
 /// The pod's tree from a snapshot of its containers (`Scope::Pod`): its view, and the trees
 /// of its containers found in `snap` (in the pod's order).
-pub fn build(
+pub(crate) fn build(
     snap: &Snapshot,
     pod: &Pod,
     view: PodView,
@@ -274,7 +277,7 @@ fn header(p: &PodView, style: Style) -> String {
 /// process labelled with its container; a process whose parent is outside the namespace —
 /// conmon, a shim — drawn under PID 1 with that parent named); otherwise each container's
 /// tree, the sandbox's first.
-pub fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
+pub(crate) fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
     let mut out = header(&t.pod, style);
     out.push('\n');
     let sandbox_init = t
@@ -354,7 +357,7 @@ pub fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
     out
 }
 
-pub fn render_pods(rows: &Escaped<Vec<PodView>>, no_headers: bool) -> String {
+pub(crate) fn render_pods(rows: &Escaped<Vec<PodView>>, no_headers: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|p| {

@@ -9,7 +9,7 @@ use crate::{
 };
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     Found(u32),
     /// A pod (its containers' indices are valid in the resolved generation).
     Pod(Pod),
@@ -36,7 +36,7 @@ fn describe(s: &ContainerSummary, m: &Meta) -> String {
 
 /// What `query` names among `containers` (each with its metadata: `metas`, in the same
 /// order); `member` is the container index of the host pid `query` is, if it is one.
-pub fn select(
+pub(crate) fn select(
     containers: &[ContainerSummary],
     metas: &[&Meta],
     query: &str,

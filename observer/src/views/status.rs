@@ -8,93 +8,93 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct EventCounts {
+pub(crate) struct EventCounts {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// Submitted to the ring buffer by the kernel programs.
-    pub emitted: u64,
+    pub(crate) emitted: u64,
     /// Lost in the kernel because the ring buffer was full.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Lost in the kernel because it skipped the program's run (already running on that
     /// CPU: its task was preempted, or an interrupt hit the same tracepoint).
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Events where a kernel read failed.
-    pub read_errors: u64,
+    pub(crate) read_errors: u64,
     /// Taken from the ring buffer by the agent.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Applied to the table.
-    pub applied: u64,
+    pub(crate) applied: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Health {
-    pub version: String,
-    pub kernel: String,
-    pub uptime_s: f64,
-    pub processes: u64,
-    pub zombies: u64,
-    pub containers: u64,
-    pub events: Vec<EventCounts>,
-    pub decode_errors: u64,
-    pub ringbuf_bytes: u64,
-    pub attached: Vec<String>,
+pub(crate) struct Health {
+    pub(crate) version: String,
+    pub(crate) kernel: String,
+    pub(crate) uptime_s: f64,
+    pub(crate) processes: u64,
+    pub(crate) zombies: u64,
+    pub(crate) containers: u64,
+    pub(crate) events: Vec<EventCounts>,
+    pub(crate) decode_errors: u64,
+    pub(crate) ringbuf_bytes: u64,
+    pub(crate) attached: Vec<String>,
     /// Those attached as BTF tracepoints (the rest of the lifecycle ones are raw).
     #[serde(default)]
-    pub btf_tracepoints: Vec<String>,
-    pub missing: Vec<(String, String)>,
-    pub corrections: u64,
-    pub reconciliations: u64,
+    pub(crate) btf_tracepoints: Vec<String>,
+    pub(crate) missing: Vec<(String, String)>,
+    pub(crate) corrections: u64,
+    pub(crate) reconciliations: u64,
     /// Cheap reconciliation checks (every process id, from a task-iterator pass or /proc's
     /// directory, compared with the table); those that found a disagreement started a full
     /// scan.
     #[serde(default)]
-    pub checks: u64,
+    pub(crate) checks: u64,
     /// The pass right after ready that reads the command lines, executables, namespace
     /// inodes and cgroup ids of the processes found at start-up is still running.
     #[serde(default)]
-    pub startup_details_pending: bool,
+    pub(crate) startup_details_pending: bool,
     /// Where the start-up table came from: `iterator` (the kernel's task iterator) or
     /// `proc`.
     #[serde(default)]
-    pub seed: String,
-    pub last_scan_s: f64,
+    pub(crate) seed: String,
+    pub(crate) last_scan_s: f64,
     /// Processes by /proc state letter as of the last scan (seed or reconciliation).
-    pub states: BTreeMap<String, u64>,
-    pub adoptions: BTreeMap<String, u64>,
-    pub cgroup_walks: u64,
+    pub(crate) states: BTreeMap<String, u64>,
+    pub(crate) adoptions: BTreeMap<String, u64>,
+    pub(crate) cgroup_walks: u64,
     /// Connections per API listener.
     #[serde(default)]
-    pub http: Vec<ConnCounts>,
+    pub(crate) http: Vec<ConnCounts>,
     /// Agents started with this socket's state file, and those that did not stop cleanly.
     #[serde(default)]
-    pub agent_starts: u64,
+    pub(crate) agent_starts: u64,
     #[serde(default)]
-    pub unclean_restarts: u64,
+    pub(crate) unclean_restarts: u64,
     /// Entries evicted to bound memory (ended containers, unreferenced paths).
     #[serde(default)]
-    pub evictions: crate::table::gc::Evictions,
+    pub(crate) evictions: crate::table::gc::Evictions,
     /// What the table holds now (bounded by pid_max, --max-containers and compaction).
     #[serde(default)]
-    pub retained: crate::table::gc::Retained,
+    pub(crate) retained: crate::table::gc::Retained,
     /// Container-name cache entries evicted (filled in by the API, which owns the cache).
     #[serde(default)]
-    pub name_cache_evictions: u64,
+    pub(crate) name_cache_evictions: u64,
     /// Processes a view listed from the table's facts because their /proc files could not
     /// be read (filled in by the API, which owns the open stat files).
     #[serde(default)]
-    pub unreadable_processes: u64,
+    pub(crate) unreadable_processes: u64,
 }
 
 /// Connections of one API listener.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ConnCounts {
-    pub listener: String,
-    pub open: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub timed_out: u64,
+pub(crate) struct ConnCounts {
+    pub(crate) listener: String,
+    pub(crate) open: u64,
+    pub(crate) accepted: u64,
+    pub(crate) rejected: u64,
+    pub(crate) timed_out: u64,
     #[serde(default)]
-    pub tls_failed: u64,
+    pub(crate) tls_failed: u64,
     #[serde(default)]
-    pub unauthorized: u64,
+    pub(crate) unauthorized: u64,
 }

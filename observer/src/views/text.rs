@@ -18,16 +18,16 @@ impl Style {
             s.to_string()
         }
     }
-    pub fn bold(&self, s: &str) -> String {
+    pub(crate) fn bold(&self, s: &str) -> String {
         self.wrap("1", s)
     }
-    pub fn dim(&self, s: &str) -> String {
+    pub(crate) fn dim(&self, s: &str) -> String {
         self.wrap("2", s)
     }
-    pub fn red(&self, s: &str) -> String {
+    pub(crate) fn red(&self, s: &str) -> String {
         self.wrap("31", s)
     }
-    pub fn yellow(&self, s: &str) -> String {
+    pub(crate) fn yellow(&self, s: &str) -> String {
         self.wrap("33", s)
     }
 }
@@ -35,7 +35,7 @@ impl Style {
 /// Text from a process (comm, argv, exe, container and pod names) made safe for a terminal:
 /// on one line, every control character escaped (C0, DEL and C1, so neither an escape
 /// sequence nor an 8-bit CSI reaches the operator's terminal), as `ps` does.
-pub fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_string();
     }
@@ -62,7 +62,7 @@ pub struct Escaped<T>(T);
 
 impl<T: Serialize + DeserializeOwned> Escaped<T> {
     /// A view built in this process (the agent renders trees as text).
-    pub fn new(view: T) -> Result<Self, serde_json::Error> {
+    pub(crate) fn new(view: T) -> Result<Self, serde_json::Error> {
         let json = serde_json::to_vec(&view)?;
         match escaped_json(&json) {
             Cow::Borrowed(_) => Ok(Escaped(view)),
@@ -147,7 +147,7 @@ fn escaped_json(json: &[u8]) -> Cow<'_, [u8]> {
 /// the terminal: line breaks stay, and with `color` so do the colour sequences [`Style`]
 /// writes (`ESC [ digits ; m`); every other control character is escaped as [`one_line`]
 /// does. An agent of this version sends nothing else; an older or foreign one cannot do more.
-pub fn rendered(s: &str, color: bool) -> String {
+pub(crate) fn rendered(s: &str, color: bool) -> String {
     let mut o = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(c) = rest.chars().next() {
@@ -181,7 +181,7 @@ pub fn rendered(s: &str, color: bool) -> String {
 }
 
 /// 42s, 3m12s, 2h05m, 3d04h.
-pub fn duration(secs: f64) -> String {
+pub(crate) fn duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     match s {
         0..=59 => format!("{s}s"),
@@ -192,7 +192,7 @@ pub fn duration(secs: f64) -> String {
 }
 
 /// 512B, 1.2K, 3.4M, 1.0G.
-pub fn bytes(b: u64) -> String {
+pub(crate) fn bytes(b: u64) -> String {
     const U: [&str; 5] = ["B", "K", "M", "G", "T"];
     let mut v = b as f64;
     let mut i = 0;
@@ -209,7 +209,7 @@ pub fn bytes(b: u64) -> String {
 
 /// Lays out rows as left-aligned columns separated by two spaces (last column unpadded).
 /// Every cell is escaped with [`one_line`]: tables show process-controlled text.
-pub fn table(headers: &[&str], rows: &[Vec<String>], no_headers: bool) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>], no_headers: bool) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| one_line(c)).collect())

@@ -14,7 +14,7 @@ use super::{
 use crate::table::{snapshot::Snapshot, summary::ContainerSummary, Process};
 
 /// The processes of `summary`'s container in `snap`: those a tree views.
-pub fn members<'a>(snap: &'a Snapshot, summary: &ContainerSummary) -> Vec<&'a Process> {
+pub(crate) fn members<'a>(snap: &'a Snapshot, summary: &ContainerSummary) -> Vec<&'a Process> {
     snap.processes
         .iter()
         .filter(|p| p.container == Some(summary.index))
@@ -23,7 +23,11 @@ pub fn members<'a>(snap: &'a Snapshot, summary: &ContainerSummary) -> Vec<&'a Pr
 
 /// The tree of `container` from the views of its `members` (each labelled with the
 /// container's short id), in any order.
-pub fn build(snap: &Snapshot, container: ContainerView, views: Vec<ProcessView>) -> TreeView {
+pub(crate) fn build(
+    snap: &Snapshot,
+    container: ContainerView,
+    views: Vec<ProcessView>,
+) -> TreeView {
     let order = tree_order(&views);
     // Moved into tree order, not cloned (a view is a few hundred bytes and allocations).
     let mut slots: Vec<Option<ProcessView>> = views.into_iter().map(Some).collect();
@@ -77,7 +81,7 @@ fn tree_order(views: &[ProcessView]) -> Vec<usize> {
 }
 
 /// Children of each pid, in the order of `processes`.
-pub fn children(processes: &[ProcessView]) -> BTreeMap<u32, Vec<&ProcessView>> {
+pub(crate) fn children(processes: &[ProcessView]) -> BTreeMap<u32, Vec<&ProcessView>> {
     let mut kids: BTreeMap<u32, Vec<&ProcessView>> = BTreeMap::new();
     for p in processes {
         kids.entry(p.ppid).or_default().push(p);
@@ -125,7 +129,7 @@ pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style:
         line.push_str(&style.red(&format!(
             "  ignored {} from {} {}s ago",
             s.signal,
-            crate::views::history::from(&s.sender),
+            crate::views::endings::from(&s.sender),
             s.ago_s.round()
         )));
     }

@@ -3,18 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{ending, from, EndedView, SignalView};
+use super::endings::{ending, from, EndedView, SignalView};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct WhyView {
+pub(crate) struct WhyView {
     /// What was asked about: `container <name>` or `pid <n>`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Whether that process is still alive.
-    pub alive: bool,
-    pub paragraph: String,
+    pub(crate) alive: bool,
+    pub(crate) paragraph: String,
     /// The signals it was sent, oldest first (live), or how it ended.
-    pub signals: Vec<SignalView>,
-    pub ended: Option<EndedView>,
+    pub(crate) signals: Vec<SignalView>,
+    pub(crate) ended: Option<EndedView>,
 }
 
 fn ago(s: f64) -> String {
@@ -45,7 +45,7 @@ fn ignored_sentence(who: &str, ns_init: bool, s: &SignalView) -> String {
 }
 
 /// A live process: what it ignored, and the last signals it got.
-pub fn live(subject: String, who: &str, ns_init: bool, signals: Vec<SignalView>) -> WhyView {
+pub(crate) fn live(subject: String, who: &str, ns_init: bool, signals: Vec<SignalView>) -> WhyView {
     let ignored: Vec<&SignalView> = signals.iter().filter(|s| s.result == "ignored").collect();
     let mut paragraph = format!("{who} is running.");
     if ignored.is_empty() {
@@ -78,7 +78,7 @@ pub fn live(subject: String, who: &str, ns_init: bool, signals: Vec<SignalView>)
 }
 
 /// A process that ended (a container's PID 1, or the process asked about).
-pub fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> WhyView {
+pub(crate) fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> WhyView {
     let ago_s = now_ns.saturating_sub(e.end_time_ns) as f64 / 1e9;
     let mut paragraph = format!(
         "{who} ended {} after {:.3} s: {}.",
@@ -139,7 +139,7 @@ pub fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> WhyView {
     }
 }
 
-pub fn render(v: &super::text::Escaped<WhyView>) -> String {
+pub(crate) fn render(v: &super::text::Escaped<WhyView>) -> String {
     format!("{}\n", textwrap(&v.paragraph, 100))
 }
 

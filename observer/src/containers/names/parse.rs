@@ -17,34 +17,34 @@ use crate::containers::state_file::{FirstStr, Obj, Str};
 #[serde(default)]
 pub struct DockerConfig {
     #[serde(rename = "Name")]
-    pub name: Str,
+    pub(crate) name: Str,
     #[serde(rename = "Config")]
-    pub config: Obj<DockerInner>,
+    pub(crate) config: Obj<DockerInner>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct DockerInner {
+pub(crate) struct DockerInner {
     #[serde(rename = "Image")]
-    pub image: Str,
+    pub(crate) image: Str,
     #[serde(rename = "Labels")]
-    pub labels: Obj<DockerLabels>,
+    pub(crate) labels: Obj<DockerLabels>,
 }
 
 /// The labels dockershim and cri-dockerd put on Kubernetes containers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct DockerLabels {
+pub(crate) struct DockerLabels {
     #[serde(rename = "io.kubernetes.pod.name")]
-    pub pod: Str,
+    pub(crate) pod: Str,
     #[serde(rename = "io.kubernetes.pod.namespace")]
-    pub pod_namespace: Str,
+    pub(crate) pod_namespace: Str,
     #[serde(rename = "io.kubernetes.docker.type")]
-    pub docker_type: Str,
+    pub(crate) docker_type: Str,
     #[serde(rename = "io.kubernetes.sandbox.id")]
-    pub sandbox_id: Str,
+    pub(crate) sandbox_id: Str,
     #[serde(rename = "io.kubernetes.pod.uid")]
-    pub pod_uid: Str,
+    pub(crate) pod_uid: Str,
 }
 
 /// An OCI runtime config (`config.json` of a containerd task bundle, of cri-o's and
@@ -53,50 +53,50 @@ pub struct DockerLabels {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct OciConfig {
-    pub annotations: Obj<Annotations>,
-    pub hostname: Str,
+    pub(crate) annotations: Obj<Annotations>,
+    pub(crate) hostname: Str,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct Annotations {
+pub(crate) struct Annotations {
     #[serde(rename = "io.kubernetes.cri.container-type")]
-    pub cri_container_type: Str,
+    pub(crate) cri_container_type: Str,
     #[serde(rename = "io.kubernetes.cri.container-name")]
-    pub cri_container_name: Str,
+    pub(crate) cri_container_name: Str,
     #[serde(rename = "io.kubernetes.cri.sandbox-name")]
-    pub cri_sandbox_name: Str,
+    pub(crate) cri_sandbox_name: Str,
     #[serde(rename = "io.kubernetes.cri.sandbox-namespace")]
-    pub cri_sandbox_namespace: Str,
+    pub(crate) cri_sandbox_namespace: Str,
     #[serde(rename = "io.kubernetes.cri.sandbox-id")]
-    pub cri_sandbox_id: Str,
+    pub(crate) cri_sandbox_id: Str,
     #[serde(rename = "io.kubernetes.cri.sandbox-uid")]
-    pub cri_sandbox_uid: Str,
+    pub(crate) cri_sandbox_uid: Str,
     #[serde(rename = "io.kubernetes.cri.image-name")]
-    pub cri_image_name: Str,
+    pub(crate) cri_image_name: Str,
     #[serde(rename = "io.kubernetes.pod.name")]
-    pub pod_name: Str,
+    pub(crate) pod_name: Str,
     #[serde(rename = "io.kubernetes.pod.namespace")]
-    pub pod_namespace: Str,
+    pub(crate) pod_namespace: Str,
     #[serde(rename = "io.kubernetes.pod.uid")]
-    pub pod_uid: Str,
+    pub(crate) pod_uid: Str,
     #[serde(rename = "io.kubernetes.container.name")]
-    pub container_name: Str,
+    pub(crate) container_name: Str,
     #[serde(rename = "io.kubernetes.cri-o.ContainerType")]
-    pub crio_container_type: Str,
+    pub(crate) crio_container_type: Str,
     #[serde(rename = "io.kubernetes.cri-o.ImageName")]
-    pub crio_image_name: Str,
+    pub(crate) crio_image_name: Str,
     #[serde(rename = "io.kubernetes.cri-o.SandboxID")]
-    pub crio_sandbox_id: Str,
+    pub(crate) crio_sandbox_id: Str,
 }
 
 /// The launcher's `<name>/config.json`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct LauncherConfig {
-    pub id: Str,
-    pub name: Str,
-    pub rootfs: Str,
+    pub(crate) id: Str,
+    pub(crate) name: Str,
+    pub(crate) rootfs: Str,
 }
 
 /// One entry of podman's containers.json.
@@ -111,9 +111,9 @@ struct PodmanEntry {
 /// name by id, at most `MAX_PODMAN_ENTRIES` of them (the rest skipped, logged): entries cost
 /// memory beyond their text, so their number is bounded as well as the file's size.
 #[derive(Debug, Default)]
-pub struct PodmanContainers(pub HashMap<String, Meta>);
+pub struct PodmanContainers(pub(crate) HashMap<String, Meta>);
 
-pub const MAX_PODMAN_ENTRIES: usize = 32_768;
+pub(crate) const MAX_PODMAN_ENTRIES: usize = 32_768;
 
 impl<'de> Deserialize<'de> for PodmanContainers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -13,7 +13,7 @@ use family::{Agg, Family, LabelSets};
 use super::{model::short_id, status::Health};
 use crate::{containers::names::Meta, host::facts::Resources, table::summary::ContainerSummary};
 
-pub const CONTAINER_LABELS: [&str; 5] = [
+pub(crate) const CONTAINER_LABELS: [&str; 5] = [
     "container_id",
     "container_name",
     "runtime",
@@ -21,15 +21,17 @@ pub const CONTAINER_LABELS: [&str; 5] = [
     "namespace",
 ];
 
+/// A `--metrics-labels` entry that is not a container label.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown metrics label `{0}` (allowed: {allowed})", allowed = CONTAINER_LABELS.join(", "))]
+pub(crate) struct UnknownLabel(String);
+
 /// Parses `--metrics-labels`.
-pub fn parse_labels(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_labels(s: &str) -> Result<Vec<String>, UnknownLabel> {
     let mut v = Vec::new();
     for l in s.split(',').map(str::trim).filter(|l| !l.is_empty()) {
         if !CONTAINER_LABELS.contains(&l) {
-            return Err(format!(
-                "unknown metrics label `{l}` (allowed: {})",
-                CONTAINER_LABELS.join(", ")
-            ));
+            return Err(UnknownLabel(l.to_string()));
         }
         v.push(l.to_string());
     }
@@ -37,19 +39,19 @@ pub fn parse_labels(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// One container's metrics input.
-pub struct ContainerSample {
-    pub labels: Vec<(String, String)>,
-    pub summary: ContainerSummary,
-    pub resources: Resources,
-    pub oldest_zombie_age_s: Option<f64>,
+pub(crate) struct ContainerSample {
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) summary: ContainerSummary,
+    pub(crate) resources: Resources,
+    pub(crate) oldest_zombie_age_s: Option<f64>,
     /// The container has ended (still retained): only its counters are exported.
-    pub ended: bool,
+    pub(crate) ended: bool,
 }
 
 /// Builds container samples: names from the runtimes' state (`metas`, in the order of
 /// `containers`), resources as read from the cgroup files (`resources(path)`), both read by
 /// the caller; `now_ns` ages the zombies.
-pub fn samples(
+pub(crate) fn samples(
     containers: Vec<ContainerSummary>,
     metas: Vec<Meta>,
     allow: &[String],
@@ -213,7 +215,7 @@ const MEMORY_LIMIT: usize = 13;
 const PIDS: usize = 14;
 const PIDS_LIMIT: usize = 15;
 
-pub fn render(samples: &[ContainerSample], h: &Health) -> String {
+pub(crate) fn render(samples: &[ContainerSample], h: &Health) -> String {
     let mut fams: Vec<Family> = CONTAINER_FAMILIES
         .iter()
         .map(|&(name, help, counter)| Family::new(name, help, counter))
@@ -247,7 +249,7 @@ fn add_container(fams: &mut [Family], l: u32, s: &ContainerSample) {
         fams[SIGNALS].add_set(l, &[("signal", &name), ("result", result)], n as f64);
     }
     fams[OOM_VICTIMS].add_set(l, &[], c.container.oom_victims as f64);
-    for (class, n) in crate::table::signals::EXIT_CLASSES
+    for (class, n) in crate::table::signal_facts::EXIT_CLASSES
         .iter()
         .zip(c.container.exit_classes)
     {
@@ -311,6 +313,7 @@ mod tests {
         );
         assert!(parse_labels("pid")
             .unwrap_err()
+            .to_string()
             .contains("unknown metrics label `pid`"));
     }
 }

@@ -11,34 +11,34 @@ use crate::events::{c_str, exit_status, split_args, Event, TaskInfoExt};
 #[derive(Serialize)]
 pub struct EventJson<'a> {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Boot-clock ns at the event (same clock as start_time_ns).
-    pub time_ns: u64,
-    pub cpu: u32,
+    pub(crate) time_ns: u64,
+    pub(crate) cpu: u32,
     /// Host tgid.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Host tid.
-    pub tid: u32,
+    pub(crate) tid: u32,
     /// Host tgid of the real parent.
-    pub ppid: u32,
+    pub(crate) ppid: u32,
     /// Host level first, innermost last.
-    pub ns_pids: &'a [u32],
-    pub ns: NsJson,
-    pub cgroup_id: u64,
-    pub start_time_ns: u64,
-    pub comm: std::borrow::Cow<'a, str>,
-    pub uid: u32,
-    pub gid: u32,
+    pub(crate) ns_pids: &'a [u32],
+    pub(crate) ns: NsJson,
+    pub(crate) cgroup_id: u64,
+    pub(crate) start_time_ns: u64,
+    pub(crate) comm: std::borrow::Cow<'a, str>,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     /// True when a kernel read failed for this event (some fields may read 0).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub read_error: bool,
+    pub(crate) read_error: bool,
     #[serde(flatten)]
-    pub detail: Detail<'a>,
+    pub(crate) detail: Detail<'a>,
 }
 
 /// The 9 namespace inodes by /proc/<pid>/ns name; null when unknown.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NsJson(pub [u32; NS_COUNT]);
+pub(crate) struct NsJson(pub(crate) [u32; NS_COUNT]);
 
 /// Read straight into the array (keys matched by name, unknown ones skipped): the CLI
 /// decodes one of these per process of a view, and a map of owned keys per process was a
@@ -97,7 +97,7 @@ impl Serialize for NsJson {
 
 #[derive(Serialize)]
 #[serde(untagged)]
-pub enum Detail<'a> {
+pub(crate) enum Detail<'a> {
     Fork {
         parent_tid: u32,
         is_thread: bool,
@@ -149,13 +149,13 @@ pub enum Detail<'a> {
 
 /// The task that was running when a signal was generated.
 #[derive(Serialize)]
-pub struct SenderJson<'a> {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: std::borrow::Cow<'a, str>,
-    pub pidns: u32,
-    pub cgroup_id: u64,
-    pub start_time_ns: u64,
+pub(crate) struct SenderJson<'a> {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) comm: std::borrow::Cow<'a, str>,
+    pub(crate) pidns: u32,
+    pub(crate) cgroup_id: u64,
+    pub(crate) start_time_ns: u64,
 }
 
 /// What an OOM record shows in the task fields: it has only the victim's pid.

@@ -21,7 +21,7 @@ const REFILL: Duration = Duration::from_secs(2);
 const MAX_CLIENTS: usize = 4096;
 
 #[derive(Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     /// Per address: failures still allowed (refilling), as of when.
     clients: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
@@ -36,7 +36,7 @@ impl Throttle {
     }
 
     /// Whether `ip` may have its credentials checked now (None: not a network client).
-    pub fn allows(&self, ip: Option<IpAddr>) -> bool {
+    pub(crate) fn allows(&self, ip: Option<IpAddr>) -> bool {
         let Some(ip) = ip else { return true };
         let now = Instant::now();
         self.lock()
@@ -45,7 +45,7 @@ impl Throttle {
     }
 
     /// Records a failed check by `ip`.
-    pub fn failed(&self, ip: Option<IpAddr>) {
+    pub(crate) fn failed(&self, ip: Option<IpAddr>) {
         let Some(ip) = ip else { return };
         let now = Instant::now();
         let mut clients = self.lock();

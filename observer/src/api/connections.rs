@@ -40,25 +40,25 @@ use crate::views::status::ConnCounts;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 /// A listener's connection counters (served on /v1/status and /metrics).
 #[derive(Debug, Default)]
-pub struct ConnStats {
-    pub open: AtomicU64,
-    pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
-    pub timed_out: AtomicU64,
-    pub tls_failed: AtomicU64,
-    pub unauthorized: AtomicU64,
+pub(crate) struct ConnStats {
+    pub(crate) open: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) tls_failed: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
 }
 
 impl ConnStats {
-    pub fn counts(&self, listener: &str) -> ConnCounts {
+    pub(crate) fn counts(&self, listener: &str) -> ConnCounts {
         ConnCounts {
             listener: listener.to_string(),
             open: self.open.load(Ordering::Relaxed),
@@ -74,10 +74,10 @@ impl ConnStats {
 /// The client's address, on every request of a TCP connection (None on the unix socket):
 /// failed credentials are throttled per address (web/throttle.rs).
 #[derive(Clone, Copy, Debug)]
-pub struct Peer(pub Option<IpAddr>);
+pub(crate) struct Peer(pub(crate) Option<IpAddr>);
 
 /// A listener's peer address as the key connections and failures are counted by.
-pub trait PeerAddr {
+pub(crate) trait PeerAddr {
     fn ip(&self) -> Option<IpAddr>;
 }
 
@@ -136,7 +136,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Accepts connections forever, each served on its own task within `limits`, over TLS when
 /// `tls` is given.
-pub async fn serve<L>(
+pub(crate) async fn serve<L>(
     mut listener: L,
     app: Router,
     limits: Limits,

@@ -2,13 +2,14 @@
 //! `--listen` and the metrics listener), configured like Prometheus exporters. The unix
 //! socket is not concerned: its file mode (root only) is its access control.
 
-pub mod auth;
-pub mod config;
+pub(crate) mod auth;
+pub(crate) mod file;
 mod throttle;
 mod tls;
 
 use std::{path::Path, sync::Arc};
 
+use anyhow::anyhow;
 use axum::{
     extract::{Request, State},
     http::{header, HeaderName, HeaderValue, StatusCode},
@@ -18,14 +19,14 @@ use axum::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::http::{ConnStats, Peer};
+use super::connections::{ConnStats, Peer};
 use auth::Credentials;
 
 /// A loaded web config: everything checked and read before the agent listens.
 #[derive(Clone, Default)]
-pub struct Web {
-    pub tls: Option<TlsAcceptor>,
-    pub credentials: Option<Arc<Credentials>>,
+pub(crate) struct Web {
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) credentials: Option<Arc<Credentials>>,
     /// The TLS handshake requires a client certificate and verifies it
     /// (`RequireAndVerifyClientCert`).
     client_certs_required: bool,
@@ -35,16 +36,16 @@ pub struct Web {
 impl Web {
     /// Reads, checks and loads `path` (certificates, keys, CA and hashes included); the
     /// error names the file and the key or file at fault.
-    pub fn load(path: &Path) -> Result<Web, String> {
-        let at = |e: String| format!("web config {}: {e}", path.display());
-        let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Web> {
+        let at = |e: anyhow::Error| anyhow!("web config {}: {e}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| at(e.into()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let s = config::parse(&text, dir).map_err(at)?;
+        let s = file::parse(&text, dir).map_err(at)?;
         let tls = s.tls.as_ref().map(tls::acceptor).transpose().map_err(at)?;
         let client_certs_required = s
             .tls
             .as_ref()
-            .is_some_and(|t| t.client_auth == config::ClientAuth::Require);
+            .is_some_and(|t| t.client_auth == file::ClientAuth::Require);
         let credentials = (!s.users.is_empty() || !s.tokens.is_empty())
             .then(|| Arc::new(Credentials::new(s.users, s.tokens)));
         let headers = s
@@ -52,11 +53,11 @@ impl Web {
             .iter()
             .map(|(n, v)| {
                 Ok((
-                    HeaderName::from_bytes(n.as_bytes()).map_err(|e| e.to_string())?,
-                    HeaderValue::from_str(v).map_err(|e| e.to_string())?,
+                    HeaderName::from_bytes(n.as_bytes())?,
+                    HeaderValue::from_str(v)?,
                 ))
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<anyhow::Result<Vec<_>>>()
             .map_err(at)?;
         Ok(Web {
             tls,
@@ -70,12 +71,12 @@ impl Web {
     /// a client certificate the handshake requires and verifies). Only then does the JSON
     /// API's process views answer on TCP: they list every process's command line, which
     /// /proc mounted with `hidepid` hides from other users.
-    pub fn authenticates_every_client(&self) -> bool {
+    pub(crate) fn authenticates_every_client(&self) -> bool {
         self.credentials.is_some() || self.client_certs_required
     }
 
     /// `http` or `https`.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
             "https"
         } else {
@@ -84,7 +85,7 @@ impl Web {
     }
 
     /// What protects the TCP listeners, for the start-up line ("" when nothing does).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.tls.is_some() {
             parts.push("TLS".to_string());
@@ -97,7 +98,7 @@ impl Web {
 
     /// `router` behind this config's credentials and response headers; refusals are
     /// counted in `stats`.
-    pub fn guard(&self, router: Router, stats: Arc<ConnStats>) -> Router {
+    pub(crate) fn guard(&self, router: Router, stats: Arc<ConnStats>) -> Router {
         if self.credentials.is_none() && self.headers.is_empty() {
             return router;
         }

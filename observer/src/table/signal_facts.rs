@@ -12,76 +12,76 @@ use crate::containers::ContainerKey;
 const RECENT: usize = 4;
 
 /// si_code of a signal the kernel raised itself (SEND_SIG_PRIV).
-pub const SI_KERNEL: i32 = 0x80;
-pub const SIGKILL: u32 = 9;
+pub(crate) const SI_KERNEL: i32 = 0x80;
+pub(crate) const SIGKILL: u32 = 9;
 
 /// Who sent a signal, as it was when the signal was generated.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sender {
-    pub pid: u32,
-    pub comm: [u8; COMM_LEN],
-    pub pidns: u32,
+pub(crate) struct Sender {
+    pub(crate) pid: u32,
+    pub(crate) comm: [u8; COMM_LEN],
+    pub(crate) pidns: u32,
     /// Its PID in its own pid namespace, when the table knew it.
-    pub ns_pid: Option<u32>,
+    pub(crate) ns_pid: Option<u32>,
     /// Its container, when it was in one ("host" otherwise).
-    pub container: Option<ContainerKey>,
+    pub(crate) container: Option<ContainerKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignalFact {
-    pub sig: u32,
+pub(crate) struct SignalFact {
+    pub(crate) sig: u32,
     /// TRACE_SIGNAL_*: 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 lost info.
-    pub result: u32,
-    pub code: i32,
-    pub group: bool,
-    pub at_ns: u64,
-    pub sender: Sender,
+    pub(crate) result: u32,
+    pub(crate) code: i32,
+    pub(crate) group: bool,
+    pub(crate) at_ns: u64,
+    pub(crate) sender: Sender,
 }
 
 impl SignalFact {
     /// Raised by the kernel itself (SI_KERNEL, a fault), not sent by a process's kill().
-    pub fn from_kernel(&self) -> bool {
+    pub(crate) fn from_kernel(&self) -> bool {
         crate::events::signals::from_kernel(self.code)
     }
 }
 
 /// What the OOM killer said about its victim, and its cgroup's memory at that moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OomFacts {
-    pub at_ns: u64,
-    pub total_vm_kb: u64,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub oom_score_adj: Option<i32>,
+pub(crate) struct OomFacts {
+    pub(crate) at_ns: u64,
+    pub(crate) total_vm_kb: u64,
+    pub(crate) anon_rss_kb: Option<u64>,
+    pub(crate) file_rss_kb: Option<u64>,
+    pub(crate) shmem_rss_kb: Option<u64>,
+    pub(crate) oom_score_adj: Option<i32>,
     /// The task whose allocation made the kernel pick a victim.
-    pub trigger_pid: u32,
-    pub trigger_comm: [u8; COMM_LEN],
+    pub(crate) trigger_pid: u32,
+    pub(crate) trigger_comm: [u8; COMM_LEN],
     /// The victim's memory cgroup, read by the agent right after the event.
-    pub memory_limit_bytes: Option<u64>,
-    pub memory_bytes: Option<u64>,
+    pub(crate) memory_limit_bytes: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 /// Facts about one live process beyond what its events give.
 #[derive(Clone, Debug, Default)]
-pub struct ProcSignals {
+pub(crate) struct ProcSignals {
     /// The leader's start time, so that a reused PID does not inherit them.
-    pub start_ns: u64,
-    pub recent: Vec<SignalFact>,
-    pub oom: Option<OomFacts>,
+    pub(crate) start_ns: u64,
+    pub(crate) recent: Vec<SignalFact>,
+    pub(crate) oom: Option<OomFacts>,
 }
 
 impl ProcSignals {
     /// The newest signal `sig` the process was sent.
-    pub fn last(&self, sig: u32) -> Option<&SignalFact> {
+    pub(crate) fn last(&self, sig: u32) -> Option<&SignalFact> {
         self.recent.iter().rev().find(|f| f.sig == sig)
     }
 }
 
-pub const EXIT_CLASSES: [&str; 4] = ["0", "1-125", "126-127", "signal"];
+pub(crate) const EXIT_CLASSES: [&str; 4] = ["0", "1-125", "126-127", "signal"];
 
 /// The class index of a wait(2) status (EXIT_CLASSES).
-pub fn exit_class(status: u32) -> usize {
+pub(crate) fn exit_class(status: u32) -> usize {
     let st = crate::events::exit_status(status);
     match (st.code, st.signal) {
         (_, Some(_)) => 3,
@@ -187,7 +187,7 @@ impl Table {
     }
 
     /// The signals and OOM facts of a live (or not yet reaped) process.
-    pub fn signals_of(&self, pid: u32) -> Option<&ProcSignals> {
+    pub(crate) fn signals_of(&self, pid: u32) -> Option<&ProcSignals> {
         let p = self.procs.get(&pid)?;
         self.signals
             .get(&pid)

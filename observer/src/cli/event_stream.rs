@@ -18,11 +18,11 @@ use crate::{
         Event,
     },
     probes::{self, btf::DEFAULT_BTF, KernelStats, ProbeConfig, Probes},
-    views::events::{text_line, EventJson},
+    views::event_line::{text_line, EventJson},
 };
 
 #[derive(Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     /// One JSON object per line instead of readable lines.
     #[arg(long)]
     json: bool,
@@ -50,14 +50,14 @@ pub struct EventsArgs {
     tracepoint_kind: probes::TracepointKind,
 }
 
-fn parse_kind(s: &str) -> Result<EventKind, String> {
+fn parse_kind(s: &str) -> anyhow::Result<EventKind> {
     kind_from_name(s).ok_or_else(|| {
         let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown event type `{s}` (one of: {})", names.join(", "))
+        anyhow::anyhow!("unknown event type `{s}` (one of: {})", names.join(", "))
     })
 }
 
-pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use anyhow::anyhow;
 use rustls::{
     crypto::CryptoProvider,
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
@@ -20,14 +21,14 @@ use rustls::{
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use super::config::{CertSource, ClientAuth, TlsSettings};
+use super::file::{CertSource, ClientAuth, TlsSettings};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The acceptor for `s`, or what is wrong with its files.
-pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, String> {
+pub(crate) fn acceptor(s: &TlsSettings) -> anyhow::Result<TlsAcceptor> {
     let provider = provider();
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (s.tls12, &rustls::version::TLS12),
@@ -38,15 +39,15 @@ pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, String> {
     .collect();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("TLS versions: {e}"))?;
+        .map_err(|e| anyhow!("TLS versions: {e}"))?;
     let builder = match (s.client_auth, &s.client_ca) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (auth, Some(ca)) => {
             let mut roots = RootCertStore::empty();
-            for c in certs(ca).map_err(|e| format!("client_ca_file {e}"))? {
+            for c in certs(ca).map_err(|e| anyhow!("client_ca_file {e}"))? {
                 roots
                     .add(c)
-                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                    .map_err(|e| anyhow!("client_ca_file {}: {e}", ca.display()))?;
             }
             let mut v = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone());
             if auth == ClientAuth::VerifyIfGiven {
@@ -54,7 +55,7 @@ pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, String> {
             }
             let v = v
                 .build()
-                .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+                .map_err(|e| anyhow!("client_ca_file {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(v)
         }
     };
@@ -65,8 +66,8 @@ pub fn acceptor(s: &TlsSettings) -> Result<TlsAcceptor, String> {
 }
 
 /// Every certificate in a PEM file (at least one).
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let at = |e: &dyn fmt::Display| format!("{}: {e}", path.display());
+fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let at = |e: &dyn fmt::Display| anyhow!("{}: {e}", path.display());
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| at(&e))?
         .collect::<Result<Vec<_>, _>>()
@@ -82,18 +83,18 @@ fn certified(
     key: PrivateKeyDer<'static>,
     provider: &CryptoProvider,
     what: &str,
-) -> Result<CertifiedKey, String> {
+) -> anyhow::Result<CertifiedKey> {
     CertifiedKey::from_der(certs, key, provider)
-        .map_err(|e| format!("{what}: the key does not go with the certificate ({e})"))
+        .map_err(|e| anyhow!("{what}: the key does not go with the certificate ({e})"))
 }
 
-fn load_files(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+fn load_files(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<CertifiedKey> {
     let chain = certs(cert)?;
     let k = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
-            format!("{}: no PEM private key in the file", key.display())
+            anyhow!("{}: no PEM private key in the file", key.display())
         }
-        e => format!("{}: {e}", key.display()),
+        e => anyhow!("{}: {e}", key.display()),
     })?;
     certified(
         chain,
@@ -143,17 +144,17 @@ impl fmt::Debug for Resolver {
 }
 
 impl Resolver {
-    fn new(src: &CertSource, provider: Arc<CryptoProvider>) -> Result<Resolver, String> {
+    fn new(src: &CertSource, provider: Arc<CryptoProvider>) -> anyhow::Result<Resolver> {
         Ok(match src {
             CertSource::Inline { cert, key } => {
                 let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("tls_server_config.cert: {e}"))?;
+                    .map_err(|e| anyhow!("tls_server_config.cert: {e}"))?;
                 if chain.is_empty() {
-                    return Err("tls_server_config.cert: no PEM certificate".into());
+                    return Err(anyhow!("tls_server_config.cert: no PEM certificate"));
                 }
                 let k = PrivateKeyDer::from_pem_slice(key.as_bytes())
-                    .map_err(|e| format!("tls_server_config.key: {e}"))?;
+                    .map_err(|e| anyhow!("tls_server_config.key: {e}"))?;
                 Resolver::Inline(Arc::new(certified(
                     chain,
                     k,
@@ -163,7 +164,7 @@ impl Resolver {
             }
             CertSource::Files { cert, key } => {
                 let stamp = stamp(cert, key)
-                    .map_err(|e| format!("{} or {}: {e}", cert.display(), key.display()))?;
+                    .map_err(|e| anyhow!("{} or {}: {e}", cert.display(), key.display()))?;
                 let loaded = load_files(cert, key, &provider)?;
                 Resolver::Files {
                     cert: cert.clone(),

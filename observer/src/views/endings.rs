@@ -1,6 +1,7 @@
-//! `observer history <container>` and the signal facts of live processes: the JSON shapes
-//! of ended processes (with who signalled them, the OOM killer's facts and deaths with a
-//! pid namespace) and their text rendering. `why.rs` turns them into a paragraph.
+//! How processes ended and what was done to them: `observer history <container>` (the
+//! table's history, table/history.rs) and the signal facts of live processes — the JSON
+//! shapes of ended processes (with who signalled them, the OOM killer's facts and deaths
+//! with a pid namespace) and their text rendering. `why.rs` turns them into a paragraph.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,120 +9,120 @@ use crate::{
     events::{c_str, exit_status, signals},
     table::{
         history::{Ended, InitEnd},
-        signals::{OomFacts, SignalFact},
+        signal_facts::{OomFacts, SignalFact},
     },
     views::model::{exit_code, short_id},
 };
 
 /// Who sent a signal: a process (host pid, comm, its container or the host) or the kernel.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SenderView {
+pub(crate) struct SenderView {
     /// Host pid of the task that was running (0: an interrupt, no task).
-    pub pid: u32,
-    pub ns_pid: Option<u32>,
-    pub comm: String,
+    pub(crate) pid: u32,
+    pub(crate) ns_pid: Option<u32>,
+    pub(crate) comm: String,
     /// `host`, a container's short id, or `kernel` (the OOM killer, a fault, a dying
     /// pid-namespace init: the kernel raised it in that task's context).
-    pub origin: String,
-    pub container_id: Option<String>,
-    pub runtime: Option<String>,
+    pub(crate) origin: String,
+    pub(crate) container_id: Option<String>,
+    pub(crate) runtime: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SignalView {
-    pub signal: String,
-    pub signo: u32,
+pub(crate) struct SignalView {
+    pub(crate) signal: String,
+    pub(crate) signo: u32,
     /// delivered, ignored, already_pending, overflow, lost_info.
-    pub result: String,
-    pub si_code: i32,
-    pub group: bool,
-    pub time_ns: u64,
+    pub(crate) result: String,
+    pub(crate) si_code: i32,
+    pub(crate) group: bool,
+    pub(crate) time_ns: u64,
     /// Seconds before the view was made.
-    pub ago_s: f64,
-    pub sender: SenderView,
+    pub(crate) ago_s: f64,
+    pub(crate) sender: SenderView,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct OomView {
-    pub time_ns: u64,
-    pub total_vm_kb: u64,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub oom_score_adj: Option<i32>,
-    pub trigger_pid: u32,
-    pub trigger_comm: String,
+pub(crate) struct OomView {
+    pub(crate) time_ns: u64,
+    pub(crate) total_vm_kb: u64,
+    pub(crate) anon_rss_kb: Option<u64>,
+    pub(crate) file_rss_kb: Option<u64>,
+    pub(crate) shmem_rss_kb: Option<u64>,
+    pub(crate) oom_score_adj: Option<i32>,
+    pub(crate) trigger_pid: u32,
+    pub(crate) trigger_comm: String,
     /// The victim's memory cgroup right after the kill.
-    pub memory_limit_bytes: Option<u64>,
-    pub memory_bytes: Option<u64>,
+    pub(crate) memory_limit_bytes: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct InitEndView {
-    pub pid: u32,
-    pub comm: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<String>,
-    pub killed_by: Option<SignalView>,
+pub(crate) struct InitEndView {
+    pub(crate) pid: u32,
+    pub(crate) comm: String,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<String>,
+    pub(crate) killed_by: Option<SignalView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct LinkView {
-    pub pid: u32,
-    pub ns_pid: u32,
-    pub comm: String,
+pub(crate) struct LinkView {
+    pub(crate) pid: u32,
+    pub(crate) ns_pid: u32,
+    pub(crate) comm: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct EndedView {
-    pub pid: u32,
-    pub ns_pid: u32,
-    pub comm: String,
-    pub argv: Vec<String>,
-    pub exe: String,
+pub(crate) struct EndedView {
+    pub(crate) pid: u32,
+    pub(crate) ns_pid: u32,
+    pub(crate) comm: String,
+    pub(crate) argv: Vec<String>,
+    pub(crate) exe: String,
     /// Parent first, up to the container's PID 1 (for an orphan: before its parent died).
-    pub parents: Vec<LinkView>,
+    pub(crate) parents: Vec<LinkView>,
     /// The parent it had before it was orphaned and adopted.
-    pub adopted_from: Option<u32>,
-    pub start_time_ns: u64,
-    pub end_time_ns: u64,
-    pub duration_s: f64,
+    pub(crate) adopted_from: Option<u32>,
+    pub(crate) start_time_ns: u64,
+    pub(crate) end_time_ns: u64,
+    pub(crate) duration_s: f64,
     /// Exit code, or 128 + signal as shells report it.
-    pub exit_code: i32,
-    pub signal: Option<String>,
-    pub core_dumped: bool,
+    pub(crate) exit_code: i32,
+    pub(crate) signal: Option<String>,
+    pub(crate) core_dumped: bool,
     /// Ended by a signal or with a code other than 0.
-    pub failed: bool,
-    pub killed_by: Option<SignalView>,
-    pub oom: Option<OomView>,
+    pub(crate) failed: bool,
+    pub(crate) killed_by: Option<SignalView>,
+    pub(crate) oom: Option<OomView>,
     /// Killed by the kernel because its pid namespace's init died.
-    pub killed_with_namespace: Option<InitEndView>,
+    pub(crate) killed_with_namespace: Option<InitEndView>,
     /// Signals it ignored before it ended (no handler, or SIG_IGN).
-    pub ignored: Vec<SignalView>,
+    pub(crate) ignored: Vec<SignalView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct HistoryView {
-    pub runtime: String,
-    pub id: String,
-    pub name: Option<String>,
+pub(crate) struct HistoryView {
+    pub(crate) runtime: String,
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
     /// Entries matching the filters, oldest first.
-    pub entries: Vec<EndedView>,
+    pub(crate) entries: Vec<EndedView>,
     /// Entries dropped from all histories since the agent started (bounds).
-    pub evicted_total: u64,
+    pub(crate) evicted_total: u64,
 }
 
 /// `observer history` filters.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct HistoryFilter {
+pub(crate) struct HistoryFilter {
     /// Only processes that ended within this many seconds.
-    pub since_s: Option<f64>,
+    pub(crate) since_s: Option<f64>,
     #[serde(default)]
-    pub failed: bool,
-    pub comm: Option<String>,
+    pub(crate) failed: bool,
+    pub(crate) comm: Option<String>,
 }
 
-pub fn sender_view(f: &SignalFact) -> SenderView {
+pub(crate) fn sender_view(f: &SignalFact) -> SenderView {
     let s = &f.sender;
     let (origin, container_id, runtime) = if f.from_kernel() || s.pid == 0 {
         ("kernel".to_string(), None, None)
@@ -145,7 +146,7 @@ pub fn sender_view(f: &SignalFact) -> SenderView {
     }
 }
 
-pub fn signal_view(f: &SignalFact, now_ns: u64) -> SignalView {
+pub(crate) fn signal_view(f: &SignalFact, now_ns: u64) -> SignalView {
     SignalView {
         signal: signals::name(f.sig),
         signo: f.sig,
@@ -158,7 +159,7 @@ pub fn signal_view(f: &SignalFact, now_ns: u64) -> SignalView {
     }
 }
 
-pub fn oom_view(o: &OomFacts) -> OomView {
+pub(crate) fn oom_view(o: &OomFacts) -> OomView {
     OomView {
         time_ns: o.at_ns,
         total_vm_kb: o.total_vm_kb,
@@ -184,7 +185,7 @@ fn init_view(i: &InitEnd, now_ns: u64) -> InitEndView {
     }
 }
 
-pub fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
+pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
     let st = exit_status(e.status);
     let argv = crate::table::Fixed::<{ crate::table::process::ARGV_BYTES }>::from_bytes(&e.argv);
     EndedView {
@@ -218,7 +219,7 @@ pub fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
 }
 
 impl HistoryFilter {
-    pub fn keep(&self, e: &EndedView, now_ns: u64) -> bool {
+    pub(crate) fn keep(&self, e: &EndedView, now_ns: u64) -> bool {
         self.since_s
             .is_none_or(|s| (now_ns.saturating_sub(e.end_time_ns) as f64) / 1e9 <= s)
             && (!self.failed || e.failed)
@@ -227,7 +228,7 @@ impl HistoryFilter {
 }
 
 /// How a process ended, in a few words: `exit 0`, `SIGKILL from bash (host pid 812)`.
-pub fn ending(e: &EndedView) -> String {
+pub(crate) fn ending(e: &EndedView) -> String {
     let mut s = match &e.signal {
         Some(sig) => sig.clone(),
         None => format!("exit {}", e.exit_code),
@@ -261,7 +262,7 @@ pub fn ending(e: &EndedView) -> String {
 }
 
 /// `bash (host pid 812)`, `containerd-shim (host pid 90)`, `the kernel (in sleep's context)`.
-pub fn from(s: &SenderView) -> String {
+pub(crate) fn from(s: &SenderView) -> String {
     match s.origin.as_str() {
         "kernel" => format!("the kernel (in the context of {} pid {})", s.comm, s.pid),
         "host" => format!("{} (host pid {})", s.comm, s.pid),
@@ -269,7 +270,7 @@ pub fn from(s: &SenderView) -> String {
     }
 }
 
-pub fn render(v: &super::text::Escaped<HistoryView>) -> String {
+pub(crate) fn render(v: &super::text::Escaped<HistoryView>) -> String {
     let mut out = format!(
         "{} {}{}: {} ended processes\n",
         v.runtime,

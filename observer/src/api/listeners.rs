@@ -1,10 +1,10 @@
-//! The agent's listeners: TCP (127.0.0.1 by default), the root-only unix socket, and with
+//! The agent's listeners (the agent starts them first): TCP (127.0.0.1 by default), the root-only unix socket, and with
 //! `--metrics-listen` a third that serves only /metrics, /healthz and /readyz (so Prometheus
 //! can scrape from the network). The process views list every command line: on TCP they
 //! answer only when `--web-config` makes every client authenticate, since /proc mounted
 //! with `hidepid` hides them from other local users. A stale
 //! socket file left by a crashed agent is replaced; a live one means another agent runs.
-//! Each listener has its own connection limits (`http`), so a flood of TCP clients never
+//! Each listener has its own connection limits (`connections`), so a flood of TCP clients never
 //! locks the CLI out of the unix socket. `--web-config` puts TLS and credentials on the two
 //! TCP listeners (`web`); the unix socket's file mode is its access control.
 
@@ -19,18 +19,30 @@ use anyhow::{bail, Context};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::{
-    http::{self, ConnStats},
-    AgentConfig,
+    connections::{self, ConnStats, Limits},
+    metrics_router, public_router, router,
+    web::Web,
+    ApiState,
 };
-use crate::{
-    api::{metrics_router, public_router, router, ApiState},
-    views::status::ConnCounts,
-};
+use crate::views::status::ConnCounts;
 
-pub struct Servers {
-    pub tcp_addr: SocketAddr,
+/// Where and how the agent listens: `--listen`, `--metrics-listen`, `--socket`, the
+/// connection limits and `--web-config`.
+#[derive(Clone)]
+pub(crate) struct ListenConfig {
+    pub(crate) listen: SocketAddr,
+    /// A listener with only /metrics, /healthz and /readyz.
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) socket: PathBuf,
+    pub(crate) limits: Limits,
+    /// TLS and credentials for the TCP listeners.
+    pub(crate) web: Web,
+}
+
+pub(crate) struct Servers {
+    pub(crate) tcp_addr: SocketAddr,
     /// The metrics-only listener's address (`--metrics-listen`).
-    pub metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
     socket: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stats: Vec<(&'static str, Arc<ConnStats>)>,
@@ -38,11 +50,11 @@ pub struct Servers {
 
 impl Servers {
     /// Connection counters per listener (`http`, `unix`).
-    pub fn counts(&self) -> Vec<ConnCounts> {
+    pub(crate) fn counts(&self) -> Vec<ConnCounts> {
         self.stats.iter().map(|(n, s)| s.counts(n)).collect()
     }
 
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
@@ -116,7 +128,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Err(last.expect("tried")).with_context(|| format!("creating a directory in {}", dir.display()))
 }
 
-pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers> {
+pub(crate) async fn start(cfg: &ListenConfig, state: ApiState) -> anyhow::Result<Servers> {
     // TCP first: an address in use must not leave a socket file behind.
     let tcp = TcpListener::bind(cfg.listen).await.with_context(|| {
         format!(
@@ -139,10 +151,10 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
     if let Some(m) = metrics {
         let s: Arc<ConnStats> = Arc::default();
         stats.push(("metrics", s.clone()));
-        tasks.push(tokio::spawn(http::serve(
+        tasks.push(tokio::spawn(connections::serve(
             m,
             cfg.web.guard(metrics_router(state.clone()), s.clone()),
-            cfg.http_limits,
+            cfg.limits,
             s,
             cfg.web.tls.clone(),
         )));
@@ -154,17 +166,17 @@ pub async fn start(cfg: &AgentConfig, state: ApiState) -> anyhow::Result<Servers
         public_router(state.clone(), &cfg.socket)
     };
     let app = router(state);
-    tasks.push(tokio::spawn(http::serve(
+    tasks.push(tokio::spawn(connections::serve(
         tcp,
         cfg.web.guard(tcp_app, stats[0].1.clone()),
-        cfg.http_limits,
+        cfg.limits,
         stats[0].1.clone(),
         cfg.web.tls.clone(),
     )));
-    tasks.push(tokio::spawn(http::serve(
+    tasks.push(tokio::spawn(connections::serve(
         unix,
         app,
-        cfg.http_limits,
+        cfg.limits,
         stats[1].1.clone(),
         None,
     )));

@@ -26,29 +26,30 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::anyhow;
 use serde::Deserialize;
 
 /// What the file says, checked for shape (serde) but not yet loaded.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct WebFile {
-    pub tls_server_config: Option<TlsFile>,
-    pub http_server_config: Option<HttpFile>,
-    pub basic_auth_users: Option<BTreeMap<String, String>>,
-    pub bearer_tokens: Option<BTreeMap<String, String>>,
+pub(crate) struct WebFile {
+    pub(crate) tls_server_config: Option<TlsFile>,
+    pub(crate) http_server_config: Option<HttpFile>,
+    pub(crate) basic_auth_users: Option<BTreeMap<String, String>>,
+    pub(crate) bearer_tokens: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    pub client_auth_type: Option<String>,
-    pub client_ca_file: Option<PathBuf>,
-    pub min_version: Option<String>,
-    pub max_version: Option<String>,
+pub(crate) struct TlsFile {
+    pub(crate) cert_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) client_auth_type: Option<String>,
+    pub(crate) client_ca_file: Option<PathBuf>,
+    pub(crate) min_version: Option<String>,
+    pub(crate) max_version: Option<String>,
     // exporter-toolkit keys observer does not implement: accepted by the parser only to be
     // refused by name (`unsupported`).
     cipher_suites: Option<serde::de::IgnoredAny>,
@@ -59,14 +60,14 @@ pub struct TlsFile {
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct HttpFile {
-    pub http2: Option<bool>,
-    pub headers: Option<BTreeMap<String, String>>,
+pub(crate) struct HttpFile {
+    pub(crate) http2: Option<bool>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
 }
 
 /// Which client certificates the TLS listener asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     None,
     /// A client may present a certificate; one it presents must verify.
     VerifyIfGiven,
@@ -75,7 +76,7 @@ pub enum ClientAuth {
 
 /// Where the server certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CertSource {
+pub(crate) enum CertSource {
     /// Files, read again when they change (a rotated certificate needs no restart).
     Files { cert: PathBuf, key: PathBuf },
     /// PEM text in the config file itself.
@@ -83,14 +84,14 @@ pub enum CertSource {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert: CertSource,
-    pub client_auth: ClientAuth,
-    pub client_ca: Option<PathBuf>,
+pub(crate) struct TlsSettings {
+    pub(crate) cert: CertSource,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) client_ca: Option<PathBuf>,
     /// Offer TLS 1.2 (as well as 1.3).
-    pub tls12: bool,
+    pub(crate) tls12: bool,
     /// Offer TLS 1.3 (as well as, or instead of, 1.2).
-    pub tls13: bool,
+    pub(crate) tls13: bool,
 }
 
 /// The response headers exporter-toolkit lets a web config set (the same list, so a file
@@ -105,16 +106,16 @@ const HEADERS: &[&str] = &[
 
 /// The settings, checked: what `super::Web::load` turns into a TLS acceptor and a gate.
 #[derive(Debug, Default)]
-pub struct WebSettings {
-    pub tls: Option<TlsSettings>,
-    pub headers: Vec<(String, String)>,
-    pub users: BTreeMap<String, String>,
-    pub tokens: BTreeMap<String, String>,
+pub(crate) struct WebSettings {
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) users: BTreeMap<String, String>,
+    pub(crate) tokens: BTreeMap<String, String>,
 }
 
 /// Parses and checks a web config; `dir` is where relative paths start (the file's own
 /// directory, as exporter-toolkit does).
-pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
+pub(crate) fn parse(text: &str, dir: &Path) -> anyhow::Result<WebSettings> {
     let f: WebFile = if text.trim().is_empty() {
         WebFile::default()
     } else {
@@ -122,7 +123,7 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
             // The parser's message with a source snippet: its first line says what and where.
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or_default();
-            first.strip_prefix("error: ").unwrap_or(first).to_string()
+            anyhow!("{}", first.strip_prefix("error: ").unwrap_or(first))
         })?
     };
     let mut out = WebSettings {
@@ -132,7 +133,7 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
     };
     for (user, hash) in &out.users {
         if user.is_empty() || user.contains(':') {
-            return Err(format!(
+            return Err(anyhow!(
                 "basic_auth_users: `{user}` cannot be a user name (empty, or has a `:`)"
             ));
         }
@@ -143,20 +144,17 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
     }
     if let Some(h) = f.http_server_config {
         if h.http2 == Some(true) {
-            return Err(
-                "http_server_config.http2: observer serves HTTP/1.1 only; remove the key or set it to false"
-                    .into(),
-            );
+            return Err(anyhow!("http_server_config.http2: observer serves HTTP/1.1 only; remove the key or set it to false"));
         }
         for (name, value) in h.headers.unwrap_or_default() {
             let Some(known) = HEADERS.iter().find(|k| k.eq_ignore_ascii_case(&name)) else {
-                return Err(format!(
+                return Err(anyhow!(
                     "http_server_config.headers: `{name}` cannot be set (allowed: {})",
                     HEADERS.join(", ")
                 ));
             };
             if axum::http::HeaderValue::from_str(&value).is_err() {
-                return Err(format!(
+                return Err(anyhow!(
                     "http_server_config.headers.{known}: not a valid header value"
                 ));
             }
@@ -169,13 +167,13 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebSettings, String> {
     Ok(out)
 }
 
-fn check_hash(key: &str, hash: &str) -> Result<(), String> {
+fn check_hash(key: &str, hash: &str) -> anyhow::Result<()> {
     hash.parse::<bcrypt::HashParts>().map(|_| ()).map_err(|e| {
-        format!("{key}: not a bcrypt hash ({e}); make one with `htpasswd -nBC 10 \"\"`")
+        anyhow!("{key}: not a bcrypt hash ({e}); make one with `htpasswd -nBC 10 \"\"`")
     })
 }
 
-fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
+fn tls(t: TlsFile, dir: &Path) -> anyhow::Result<TlsSettings> {
     let unsupported = [
         ("cipher_suites", t.cipher_suites.is_some()),
         (
@@ -186,7 +184,7 @@ fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
         ("client_allowed_sans", t.client_allowed_sans.is_some()),
     ];
     if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(format!(
+        return Err(anyhow!(
             "tls_server_config.{key}: not supported by observer (rustls chooses among its \
              safe defaults); remove the key"
         ));
@@ -199,13 +197,14 @@ fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
         },
         (None, None, Some(cert), Some(key)) => CertSource::Inline { cert, key },
         (None, None, None, None) => {
-            return Err("tls_server_config: needs cert_file and key_file (or cert and key)".into())
+            return Err(anyhow!(
+                "tls_server_config: needs cert_file and key_file (or cert and key)"
+            ))
         }
         _ => {
-            return Err(
+            return Err(anyhow!(
                 "tls_server_config: give cert_file with key_file, or cert with key (one pair)"
-                    .into(),
-            )
+            ))
         }
     };
     let client_auth = match t.client_auth_type.as_deref() {
@@ -213,13 +212,13 @@ fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
         Some("VerifyClientCertIfGiven") => ClientAuth::VerifyIfGiven,
         Some("RequireAndVerifyClientCert") => ClientAuth::Require,
         Some(x @ ("RequestClientCert" | "RequireAnyClientCert")) => {
-            return Err(format!(
+            return Err(anyhow!(
                 "tls_server_config.client_auth_type: {x} accepts certificates nobody verified; \
                  observer offers VerifyClientCertIfGiven and RequireAndVerifyClientCert"
             ))
         }
         Some(x) => {
-            return Err(format!(
+            return Err(anyhow!(
                 "tls_server_config.client_auth_type: unknown `{x}` (NoClientCert, \
                  VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
             ))
@@ -228,24 +227,20 @@ fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
     let client_ca = t.client_ca_file.map(rel);
     match (client_auth, &client_ca) {
         (ClientAuth::None, Some(_)) => {
-            return Err(
-                "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert \
-                 (set client_auth_type to RequireAndVerifyClientCert or VerifyClientCertIfGiven)"
-                    .into(),
-            )
+            return Err(anyhow!("tls_server_config: client_ca_file is set but client_auth_type is NoClientCert \
+                 (set client_auth_type to RequireAndVerifyClientCert or VerifyClientCertIfGiven)"))
         }
         (ClientAuth::VerifyIfGiven | ClientAuth::Require, None) => {
-            return Err(
-                "tls_server_config: client_auth_type verifies client certificates: it needs client_ca_file"
-                    .into(),
-            )
+            return Err(anyhow!("tls_server_config: client_auth_type verifies client certificates: it needs client_ca_file"))
         }
         _ => {}
     }
     let min = version("min_version", t.min_version.as_deref(), 12)?;
     let max = version("max_version", t.max_version.as_deref(), 13)?;
     if min > max {
-        return Err("tls_server_config: min_version is above max_version".into());
+        return Err(anyhow!(
+            "tls_server_config: min_version is above max_version"
+        ));
     }
     Ok(TlsSettings {
         cert,
@@ -256,15 +251,15 @@ fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
     })
 }
 
-fn version(key: &str, v: Option<&str>, default: u8) -> Result<u8, String> {
+fn version(key: &str, v: Option<&str>, default: u8) -> anyhow::Result<u8> {
     match v {
         None => Ok(default),
         Some("TLS12") => Ok(12),
         Some("TLS13") => Ok(13),
-        Some(x @ ("TLS10" | "TLS11")) => Err(format!(
+        Some(x @ ("TLS10" | "TLS11")) => Err(anyhow!(
             "tls_server_config.{key}: {x} is not offered (TLS 1.2 and 1.3 only)"
         )),
-        Some(x) => Err(format!(
+        Some(x) => Err(anyhow!(
             "tls_server_config.{key}: unknown `{x}` (TLS12 or TLS13)"
         )),
     }
@@ -277,7 +272,9 @@ mod tests {
     const HASH: &str = "$2y$10$X1rW2oHRrvHGE5Ds8NS7XuXk9LYUGHK7hqVNYBdWSKx8iLcp6WV7u";
 
     fn err(text: &str) -> String {
-        parse(text, Path::new("/etc/observer")).unwrap_err()
+        parse(text, Path::new("/etc/observer"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

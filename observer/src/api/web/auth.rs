@@ -19,7 +19,7 @@ use base64::Engine;
 /// Remembered credentials at most; all are forgotten when full (then re-verified).
 const CACHE_MAX: usize = 1024;
 
-pub struct Credentials {
+pub(crate) struct Credentials {
     users: BTreeMap<String, String>,
     tokens: BTreeMap<String, String>,
     /// A hash of the configured cost, checked for unknown users (equal timing).
@@ -29,7 +29,7 @@ pub struct Credentials {
     /// Held while bcrypt runs: one check at a time, at most one core for all clients.
     bcrypt: Mutex<()>,
     /// Failed checks per client address (throttle.rs).
-    pub throttle: super::throttle::Throttle,
+    pub(crate) throttle: super::throttle::Throttle,
 }
 
 /// A request's credentials as sent.
@@ -40,7 +40,7 @@ enum Presented {
 }
 
 impl Credentials {
-    pub fn new(users: BTreeMap<String, String>, tokens: BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(users: BTreeMap<String, String>, tokens: BTreeMap<String, String>) -> Self {
         let cost = users
             .values()
             .chain(tokens.values())
@@ -60,7 +60,7 @@ impl Credentials {
     }
 
     /// The schemes to name in `WWW-Authenticate` on a 401.
-    pub fn challenges(&self) -> Vec<HeaderValue> {
+    pub(crate) fn challenges(&self) -> Vec<HeaderValue> {
         let mut v = Vec::new();
         if !self.users.is_empty() {
             v.push(HeaderValue::from_static("Basic realm=\"observer\""));
@@ -71,7 +71,7 @@ impl Credentials {
         v
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         if !self.users.is_empty() {
@@ -85,19 +85,19 @@ impl Credentials {
 
     /// Whether the request carries credentials at all (a request without them costs no
     /// bcrypt: refused, never throttled).
-    pub fn presents(headers: &HeaderMap) -> bool {
+    pub(crate) fn presents(headers: &HeaderMap) -> bool {
         presented(headers).is_some()
     }
 
     /// Who the request's credentials belong to if they verified before (cheap: no bcrypt).
-    pub fn remembered(&self, headers: &HeaderMap) -> Option<Arc<str>> {
+    pub(crate) fn remembered(&self, headers: &HeaderMap) -> Option<Arc<str>> {
         let key = fingerprint(&presented(headers)?);
         self.lock().get(&key).cloned()
     }
 
     /// Who the request's credentials belong to, or None (missing, malformed, wrong).
     /// Blocking: bcrypt.
-    pub fn check(&self, headers: &HeaderMap) -> Option<Arc<str>> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Option<Arc<str>> {
         let presented = presented(headers)?;
         let key = fingerprint(&presented);
         if let Some(who) = self.lock().get(&key) {
