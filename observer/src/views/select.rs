@@ -92,6 +92,16 @@ pub(crate) fn select(
     }
     // 5. a pod: name, namespace/name, id or UID, unique id prefix
     let pods = super::pods::index(containers, metas);
+    if let Some(s) = select_pod(&pods, q) {
+        return s;
+    }
+    let mut all: Vec<String> = listed.iter().map(|(s, m)| describe(s, m)).collect();
+    all.extend(pods.iter().map(describe_pod));
+    Selection::NotFound(all)
+}
+
+/// The pod `q` names: by name or namespace/name, then id or UID, then unique id prefix.
+fn select_pod(pods: &[Pod], q: &str) -> Option<Selection> {
     let tests: [&dyn Fn(&Pod) -> bool; 3] = [
         &|p| {
             p.name.as_deref() == Some(q)
@@ -109,13 +119,15 @@ pub(crate) fn select(
         let hits: Vec<&Pod> = pods.iter().filter(|p| test(p)).collect();
         match hits.len() {
             0 => {}
-            1 => return Selection::Pod(hits[0].clone()),
-            _ => return Selection::Ambiguous(hits.iter().map(|p| describe_pod(p)).collect()),
+            1 => return Some(Selection::Pod(hits[0].clone())),
+            _ => {
+                return Some(Selection::Ambiguous(
+                    hits.iter().map(|p| describe_pod(p)).collect(),
+                ))
+            }
         }
     }
-    let mut all: Vec<String> = listed.iter().map(|(s, m)| describe(s, m)).collect();
-    all.extend(pods.iter().map(describe_pod));
-    Selection::NotFound(all)
+    None
 }
 
 fn describe_pod(p: &Pod) -> String {
