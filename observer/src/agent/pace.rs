@@ -12,6 +12,8 @@ pub(super) const BUDGET: f64 = 0.0005;
 /// What one slice of a check should cost.
 const SLICE_COST: Duration = Duration::from_millis(5);
 const MAX_SLICES: u32 = 64;
+/// What a whole check costs per process, until one was timed.
+const PER_PROCESS: Duration = Duration::from_nanos(1100);
 
 pub(super) struct Pace {
     /// The pid space is checked in this many slices (1: whole, every check).
@@ -30,6 +32,15 @@ impl Pace {
         }
     }
 
+    /// The pace for a node of `processes`, before any check was timed: a whole pass costs
+    /// about [`PER_PROCESS`] a process (the pid iterator here: ~55 ms at 51,000).
+    pub(super) fn for_node(configured: Duration, processes: usize) -> Pace {
+        let mut p = Pace::new(configured);
+        let guess = PER_PROCESS * u32::try_from(processes).unwrap_or(u32::MAX);
+        p.after(true, guess, configured);
+        p
+    }
+
     /// The range the next check reads: None for the whole pid space (in one pass), else
     /// the next slice of `0..pid_max`.
     pub(super) fn next_range(&mut self, pid_max: u32) -> Option<Range<u32>> {
@@ -44,17 +55,25 @@ impl Pace {
     }
 
     /// After a check of a slice (`whole` false) or of the whole space that cost `cpu`:
-    /// the time until the next check.
+    /// the time until the next check. Slicing starts when a whole pass every `configured`
+    /// would exceed the budget, and ends only when it would use less than a quarter of it:
+    /// a whole pass (the pid iterator; /proc's directory before its dentries are cached)
+    /// can cost twice what the slices do, and the pace must not flip between them.
     pub(super) fn after(&mut self, whole: bool, cpu: Duration, configured: Duration) -> Duration {
         let pass = if whole { cpu } else { cpu * self.slices };
-        let round = configured.max(pass.div_f64(BUDGET));
-        let slices = (pass.as_secs_f64() / SLICE_COST.as_secs_f64()).ceil() as u32;
-        let slices = if round > configured {
-            slices.clamp(1, MAX_SLICES)
+        let limit = configured.mul_f64(BUDGET);
+        let sliced = if self.slices > 1 {
+            pass * 4 > limit
         } else {
-            1
+            pass > limit
         };
-        if slices != self.slices && (slices == 1 || self.slices == 1 || round >= self.round * 2 || round * 2 <= self.round) {
+        let (slices, round) = if sliced {
+            let n = (pass.as_secs_f64() / SLICE_COST.as_secs_f64()).ceil() as u32;
+            (n.clamp(2, MAX_SLICES), configured.max(pass.div_f64(BUDGET)))
+        } else {
+            (1, configured)
+        };
+        if (slices > 1) != (self.slices > 1) {
             log::info!(
                 "checks: the pid space in {slices} slice(s), a whole round every {round:.0?} (a whole pass costs {pass:.0?} of CPU; at most {}% of a core)",
                 BUDGET * 100.0
@@ -71,6 +90,14 @@ mod tests {
     use super::*;
 
     const CFG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_big_node_is_sliced_from_its_first_check() {
+        assert_eq!(Pace::for_node(CFG, 5_000).slices, 1);
+        let mut p = Pace::for_node(CFG, 51_000);
+        assert!(p.slices > 1);
+        assert!(p.next_range(100_000).is_some());
+    }
 
     #[test]
     fn a_small_node_is_checked_whole_every_configured_interval() {
@@ -99,5 +126,23 @@ mod tests {
         // The node shrank: whole checks at the configured interval again.
         assert_eq!(p.after(false, Duration::from_micros(100), CFG), CFG);
         assert_eq!(p.next_range(120_000), None);
+    }
+
+    #[test]
+    fn slices_cheaper_than_the_whole_pass_do_not_flip_the_pace() {
+        // 20,000 processes here: the pid iterator's whole pass 16 ms, /proc's slices (its
+        // dentries cached) 1.5 ms each of 4 — a whole round of 6 ms, under the 15 ms budget
+        // of a 30 s interval, yet slicing stays.
+        let mut p = Pace::new(CFG);
+        p.after(true, Duration::from_millis(16), CFG);
+        assert!(p.next_range(32768).is_some());
+        for _ in 0..10 {
+            let every = p.after(false, Duration::from_millis(6) / p.slices, CFG);
+            assert!(p.next_range(32768).is_some(), "still sliced");
+            assert!(every >= Duration::from_secs(10), "{every:?}");
+        }
+        // Under a quarter of the budget: whole again.
+        p.after(false, Duration::from_micros(3000) / p.slices, CFG);
+        assert_eq!(p.next_range(32768), None);
     }
 }

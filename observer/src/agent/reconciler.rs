@@ -101,7 +101,7 @@ impl<'a> Reconciler<'a> {
             job: None,
             pid_iter: seed == "iterator",
             last_full: Instant::now(),
-            pace: Pace::new(cfg.reconcile_every),
+            pace: Pace::for_node(cfg.reconcile_every, states.values().sum::<u64>() as usize),
             check_range: None,
             full_every: cfg.full_reconcile_every,
             rescan: false,
