@@ -1,6 +1,6 @@
 //! Every text view against views whose every name others choose carries terminal escapes:
 //! no control character but the renderers' own line breaks may come out, and the names
-//! show escaped. (tests/escapes.rs runs the same views end to end with a real agent; the
+//! show escaped. (tests/it/escapes.rs runs the same views end to end with a real agent; the
 //! API's error messages are held to the same in api/service.rs, with these helpers.)
 
 use super::{

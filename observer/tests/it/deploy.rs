@@ -313,7 +313,7 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_image_unit_and_agent() {
         let path = dir.join(n);
         let (ok, out) = if n == "servicemonitor.yaml" {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/tools/validate_servicemonitor.py");
+                .join("tests/it/tools/validate_servicemonitor.py");
             cmd(
                 venv.join("python").to_str().unwrap(),
                 &[script.to_str().unwrap(), path.to_str().unwrap()],

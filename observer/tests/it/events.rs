@@ -1,14 +1,12 @@
 //! `observer events` against the live kernel: real programs, real namespaces, facts checked
 //! against what the processes themselves read from /proc. Run as root.
 
-mod common;
-
 use std::{
     process::{Command, Stdio},
     time::Duration,
 };
 
-use common::*;
+use crate::common::{self, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(15);

@@ -6,11 +6,9 @@
 //! container must equal the host's /proc. `cargo xtask test` builds the package first and
 //! passes it in OBSERVER_DEB; the binary beside it is the image's build context.
 
-mod common;
-
 use std::{path::PathBuf, time::Duration};
 
-use common::{agent::tree_vs_proc, eventually, http_body, http_get, runtimes::*};
+use crate::common::{agent::tree_vs_proc, eventually, http_body, http_get, runtimes::*};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

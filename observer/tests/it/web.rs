@@ -3,15 +3,13 @@
 //! with htpasswd (as exporter-toolkit's documentation makes them); the clients are curl
 //! (OpenSSL) and a real Prometheus (Go's TLS) scraping over TLS. Run as root.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use common::{agent::*, prometheus::Prometheus, *};
+use crate::common::{agent::*, prometheus::Prometheus, *};
 
 const T: Duration = Duration::from_secs(60);
 

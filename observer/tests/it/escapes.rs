@@ -7,11 +7,9 @@
 //! (Container and pod names cannot carry escapes here — the launcher, docker and podman
 //! refuse them; src/views/escape_tests.rs renders every view with hostile ones.)
 
-mod common;
-
 use std::{io::Read, process::Stdio, time::Duration};
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);

@@ -3,11 +3,9 @@
 //! `sleep` as PID 1). What observer says is compared with `podman pod inspect`, `podman ps`
 //! and /proc. Run as root.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{agent::*, eventually, runtimes::*};
+use crate::common::{agent::*, eventually, runtimes::*};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

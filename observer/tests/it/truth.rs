@@ -3,14 +3,12 @@
 //! (past the file-descriptor limit, each is still listed). Each compared with /proc. Run as
 //! root; also in the kernel matrix.
 
-mod common;
-
 use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -105,7 +103,7 @@ fn threads_entering_other_namespaces_leave_their_process_as_proc_shows_it() {
     let app = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_ns_threads",
+            "truth::helper_ns_threads",
             "--test-threads=1",
             "--nocapture",
         ])

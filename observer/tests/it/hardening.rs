@@ -1,8 +1,6 @@
 //! What a hostile or careless world does to observer: readers that close the pipe, HTTP
 //! clients that never finish, idle forever, stop reading, or come by the thousand (names with
-//! terminal escape sequences: tests/escapes.rs). Run as root with a real agent.
-
-mod common;
+//! terminal escape sequences: tests/it/escapes.rs). Run as root with a real agent.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -12,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 
 /// A bare container (a new pid namespace) holding `n` sleeping processes under a shell.
 struct Crowd {

@@ -5,14 +5,12 @@
 //! `State.OOMKilled`), children killed with their pid namespace when PID 1 exits, and a
 //! history of 5,000 short-lived processes with the exit codes their parent saw. Run as root.
 
-mod common;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{agent::*, runtimes::*, *};
+use crate::common::{agent::*, runtimes::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

@@ -1,11 +1,9 @@
 //! The built-in launcher, as a user drives it: `observer run/exec/ls/stop/rm/logs`, checked
 //! against /proc and the cgroup files. Run as root.
 
-mod common;
-
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::{agent::*, launcher::*, *};
+use crate::common::{agent::*, launcher::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);

@@ -9,8 +9,6 @@
 //! Made under the cgroup2 mount found in /proc/self/mountinfo (hybrid hosts and the VM
 //! matrix's pure-v2 guests alike); everything made is removed, also on failure. Run as root.
 
-mod common;
-
 use std::{
     ffi::OsStr,
     os::unix::{ffi::OsStrExt, io::AsRawFd, process::CommandExt},
@@ -19,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use common::{agent::Agent, cgroup2_mount, eventually, first_child, observer};
+use crate::common::{self, agent::Agent, cgroup2_mount, eventually, first_child, observer};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);

@@ -3,11 +3,9 @@
 //! its file, line and key, JSON logs, /healthz and /readyz, and SIGTERM/SIGINT ending it
 //! cleanly within 2 s. Run as root.
 
-mod common;
-
 use std::{path::PathBuf, process::Output, time::Duration};
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 
 /// A config file removed on drop.
 struct Conf(PathBuf);

@@ -6,11 +6,9 @@
 //! iterator's table must carry every namespace and the cgroup id already at ready, before
 //! any background pass. Runs on the host and on every kernel of the VM matrix.
 
-mod common;
-
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use serde_json::Value;
 
 struct Ctr(&'static str);

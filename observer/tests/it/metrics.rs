@@ -3,8 +3,6 @@
 //! expression of every dashboard panel must return data; values are checked against the
 //! cgroup files; `promtool check metrics` must accept a live scrape. Run as root.
 
-mod common;
-
 use std::{
     io::Write,
     path::Path,
@@ -12,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{agent::*, prometheus::Prometheus, *};
+use crate::common::{self, agent::*, prometheus::Prometheus, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

@@ -3,16 +3,14 @@
 //! container's runtime, id, name and shim are right, PID 1 has ns PPID 0 while its host parent
 //! is the shim, a process entered with the runtime's exec has its host parent outside the
 //! container, and `observer tree <name>` equals /proc. Run as root.
-//! The runtimes run from test-owned roots (tests/common/runtimes.rs).
-
-mod common;
+//! The runtimes run from test-owned roots (tests/it/common/runtimes.rs).
 
 use std::{
     process::{Child, Stdio},
     time::Duration,
 };
 
-use common::{agent::*, runtimes::*, *};
+use crate::common::{agent::*, runtimes::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

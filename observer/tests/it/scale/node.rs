@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{common::*, POD_CGROUP};
+use super::POD_CGROUP;
+use crate::common::*;
 
 /// kernel.pid_max raised for the test, restored on drop (also when the test fails).
 pub struct PidMax(String);
@@ -105,7 +106,7 @@ impl Node {
         argv.push(std::env::current_exe().unwrap().into());
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .args(["--exact", "helper_spawn", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "scale::helper_spawn", "--nocapture", "--test-threads=1"])
             .env("OBSERVER_TEST_HELPER", "spawn")
             .env("OBSERVER_TEST_SPAWN", format!("{n},{z}"))
             .stdout(Stdio::piped());
@@ -124,7 +125,7 @@ impl Node {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         self.spawners.push(child);
         let mut line = String::new();
-        // libtest writes "test helper_spawn ... " before the helper's own words, on their line.
+        // libtest writes "test scale::helper_spawn ... " before the helper's own words, on their line.
         let said = |line: &str| line.rsplit(" ... ").next().unwrap_or_default().to_string();
         while !said(&line).starts_with("ready") {
             line.clear();

@@ -5,18 +5,15 @@
 //! a small machine, and it raises kernel.pid_max for the whole machine while it runs): the
 //! VM matrix does not run this file.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashSet},
     time::{Duration, Instant},
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use node::{Node, PidMax};
 use serde_json::Value;
 
-#[path = "scale/node.rs"]
 mod node;
 
 /// Processes the test adds to the node (besides its spawners), and how they are laid out.

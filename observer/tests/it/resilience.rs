@@ -6,15 +6,13 @@
 //! retention and over --max-containers, counted; live ones kept), and the cheap periodic
 //! check that replaces full scans when nothing was lost. Run as root.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use serde_json::Value;
 
 /// A bare container (new pid namespace) whose shell runs `workers` spawn loops of

@@ -6,8 +6,6 @@
 //! refuses to start naming it or misses those facts and warns; and the sd_notify protocol of
 //! `Type=notify` + `WatchdogSec` (READY=1 when /readyz turns 200, WATCHDOG=1, STOPPING=1).
 
-mod common;
-
 use std::{
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
@@ -15,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{agent::Agent, observer, observer_bin};
+use crate::common::{self, agent::Agent, observer, observer_bin};
 
 fn unit_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/observer.service")

@@ -12,15 +12,13 @@
 //! Lowering kernel.pid_max is global before Linux 6.14: the test runs in the VM matrix
 //! (`OBSERVER_VM` set by the guest's init) and skips on the host.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -233,6 +231,8 @@ fn wrapped_pids_are_never_attributed_to_an_earlier_holder() {
     // Each correction reconciliation makes is logged (and shown if the test fails).
     std::env::set_var("RUST_LOG", "info,observer::table=debug");
     let agent = Agent::start(&["--reconcile-interval", "2s"]);
+    // One test binary: the agents of later tests keep their default log level.
+    std::env::remove_var("RUST_LOG");
     let _ = observer().args(["rm", "-f", "pid-reuse"]).output();
     let out = observer()
         .args(["run", "-d", "--name", "pid-reuse", "--", "sh", "-c"])

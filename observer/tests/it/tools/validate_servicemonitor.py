@@ -1,5 +1,5 @@
 # The ServiceMonitor against the prometheus-operator CRD models (cloudcoil-models-prometheus-operator):
-# kubernetes-validate knows only the built-in kinds. Used by tests/deploy.rs.
+# kubernetes-validate knows only the built-in kinds. Used by the deploy tests (observer/tests/it/deploy.rs).
 import sys, yaml
 from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 for path in sys.argv[1:]:

@@ -5,15 +5,13 @@
 //! crun refuses hybrid cgroup hosts like this one: its test runs in the VM matrix (pure
 //! cgroup v2, crun copied into the guest), runc's on the host. Run as root.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use common::{agent::*, eventually, runtimes::*};
+use crate::common::{agent::*, eventually, runtimes::*};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);

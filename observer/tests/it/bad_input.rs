@@ -4,8 +4,6 @@
 //! (Corrupt runtime state files: containers::names unit tests; hostile HTTP: hardening.rs.)
 //! Run as root.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     os::unix::ffi::OsStrExt,
@@ -13,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use serde_json::Value;
 
 /// Runs observer; returns (exit code, stderr), checking that it did not panic.

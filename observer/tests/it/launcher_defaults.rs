@@ -4,8 +4,6 @@
 //! a process whose pid the state recorded but which is not that process. Checked from
 //! /proc on the host and from inside. Run as root.
 
-mod common;
-
 use std::{
     os::unix::fs::PermissionsExt,
     path::Path,
@@ -13,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{agent::proc_facts, launcher::*, *};
+use crate::common::{agent::proc_facts, launcher::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);

@@ -3,14 +3,12 @@
 //! multi-threaded process, setns'd processes, processes that live a millisecond), then
 //! `observer tree` compared field by field with /proc. Run as root.
 
-mod common;
-
 use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use common::{agent::*, *};
+use crate::common::{agent::*, *};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -54,7 +52,7 @@ sh -c 'sleep 1000; true' &
 sh -c 'sleep 1001 & exit 0'
 sh -c 'sleep 0.1 & exec sleep 1002' &
 sh -c 'exec sh -c "exec sleep 1003"' &
-OBSERVER_TEST_HELPER=threads {me} --exact helper_threads --test-threads=1 --nocapture >/dev/null 2>&1 &
+OBSERVER_TEST_HELPER=threads {me} --exact tree::helper_threads --test-threads=1 --nocapture >/dev/null 2>&1 &
 i=0; while [ $i -lt 50 ]; do /bin/true; i=$((i+1)); done
 sleep 0.3
 echo ready > {ready}
