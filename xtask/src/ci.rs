@@ -86,11 +86,14 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
     let deb = phases.run("package", package::package)?;
     phases.run("host tests (build)", || crate::build_tests(&[]).map(|_| ()))?;
     phases.run("host tests (run)", || {
-        host_tests(args, &[
-            ("OBSERVER_PROMTOOL", promtool.as_os_str()),
-            ("OBSERVER_DEB", deb.as_os_str()),
-            ("OBSERVER_KUBE_VENV", kube.as_os_str()),
-        ])
+        host_tests(
+            args,
+            &[
+                ("OBSERVER_PROMTOOL", promtool.as_os_str()),
+                ("OBSERVER_DEB", deb.as_os_str()),
+                ("OBSERVER_KUBE_VENV", kube.as_os_str()),
+            ],
+        )
     })?;
     phases.run("torture", || torture::torture(60))?;
     // Each fuzz target briefly: its regressions, then new inputs from its seeds.
@@ -129,7 +132,13 @@ pub fn lint() -> Result<()> {
     }
     let clippy = Command::new("cargo")
         .current_dir(root())
-        .args(["clippy", "--release", "--locked", "--workspace", "--all-targets"])
+        .args([
+            "clippy",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+        ])
         .args(["--target", vm::MUSL, "--", "-D", "warnings"])
         .status()
         .context("cargo clippy")?;

@@ -106,7 +106,12 @@ impl Node {
         argv.push(std::env::current_exe().unwrap().into());
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .args(["--exact", "scale::helper_spawn", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "scale::helper_spawn",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("OBSERVER_TEST_HELPER", "spawn")
             .env("OBSERVER_TEST_SPAWN", format!("{n},{z}"))
             .stdout(Stdio::piped());
