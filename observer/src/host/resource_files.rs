@@ -185,7 +185,7 @@ impl ResourceFiles {
         super::scan::parallel(entries, |(path, files)| {
             let mut r = Resources::default();
             let mut buf = Vec::with_capacity(512);
-            for f in files.iter() {
+            for f in *files {
                 if !f.field.needed(&r) {
                     continue;
                 }
@@ -395,7 +395,7 @@ mod oom_tests {
         let dir = root.join("c1");
         std::fs::create_dir_all(&dir).unwrap();
         let kills = |n: u64| {
-            std::fs::write(dir.join("memory.events"), format!("oom 1\noom_kill {n}\n")).unwrap()
+            std::fs::write(dir.join("memory.events"), format!("oom 1\noom_kill {n}\n")).unwrap();
         };
         std::fs::write(dir.join("memory.current"), "100\n").unwrap();
         kills(1);

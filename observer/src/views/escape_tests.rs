@@ -66,7 +66,7 @@ fn process(pid: u32, ppid: u32, ns_pid: u32) -> ProcessView {
         ppid,
         ns_pids: vec![pid, ns_pid],
         ns_pid,
-        ns_ppid: if ns_pid == 1 { 0 } else { 1 },
+        ns_ppid: u32::from(ns_pid != 1),
         state: "S".into(),
         live: true,
         comm: h("comm"),

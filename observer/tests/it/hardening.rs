@@ -284,7 +284,7 @@ fn socket_with_small_rcvbuf(addr: &str) -> TcpStream {
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
+            std::ptr::from_ref(&size).cast::<libc::c_void>(),
             std::mem::size_of::<libc::c_int>() as u32,
         );
         let sin = libc::sockaddr_in {
@@ -297,7 +297,7 @@ fn socket_with_small_rcvbuf(addr: &str) -> TcpStream {
         };
         let r = libc::connect(
             fd,
-            &sin as *const _ as *const libc::sockaddr,
+            std::ptr::from_ref(&sin).cast::<libc::sockaddr>(),
             std::mem::size_of::<libc::sockaddr_in>() as u32,
         );
         assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());

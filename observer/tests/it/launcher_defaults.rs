@@ -80,7 +80,7 @@ fn fds(pid: u64) -> Vec<u32> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
         .collect();
-    v.sort();
+    v.sort_unstable();
     v
 }
 

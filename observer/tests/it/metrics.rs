@@ -213,7 +213,7 @@ fn prometheus_scrapes_every_dashboard_query_and_values_match_the_cgroups() {
         prom.scalar(r#"observer_container_processes{container_name="obs-m-zombie"}"#),
         Some(2.0)
     );
-    assert_eq!(prom.scalar(r#"sum(observer_events_lost_total)"#), Some(0.0));
+    assert_eq!(prom.scalar(r"sum(observer_events_lost_total)"), Some(0.0));
 
     // No per-process label anywhere.
     let text = http_get(&agent.http, "/metrics").unwrap();

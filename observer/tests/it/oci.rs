@@ -144,9 +144,10 @@ fn try_run(rt: Oci, bundle: &Path, id: &str) -> Result<(), String> {
         .stderr(std::fs::File::create(&err).unwrap())
         .status()
         .unwrap();
-    match status.success() {
-        true => Ok(()),
-        false => Err(std::fs::read_to_string(&err).unwrap_or_default()),
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::fs::read_to_string(&err).unwrap_or_default())
     }
 }
 

@@ -93,7 +93,7 @@ impl Drop for Pause {
             {
                 Ok(f) => break Some(f),
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(_) => break None,
             }

@@ -79,17 +79,19 @@ fn helper_spawn() {
 /// Forks `n` children: the first `zombies` exit at once, the others pause. False if a
 /// fork failed.
 unsafe fn fork_leaves(n: usize, zombies: usize) -> bool {
-    for i in 0..n {
-        match libc::fork() {
-            0 if i < zombies => libc::_exit(0),
-            0 => loop {
-                libc::pause();
-            },
-            -1 => return false,
-            _ => {}
+    unsafe {
+        for i in 0..n {
+            match libc::fork() {
+                0 if i < zombies => libc::_exit(0),
+                0 => loop {
+                    libc::pause();
+                },
+                -1 => return false,
+                _ => {}
+            }
         }
+        true
     }
-    true
 }
 
 /// One process of the test's cgroups as /proc shows it.
@@ -277,7 +279,7 @@ fn zombies_vs_proc(zombies: &Value, proc: &BTreeMap<u64, Entry>) -> Vec<String> 
         match (e.f.state == "Z", listed.get(pid)) {
             (true, None) => diffs.push(format!("{pid}: a zombie in /proc, not listed")),
             (true, Some(&p)) if p != e.f.ppid => {
-                diffs.push(format!("{pid}: parent {p} listed, /proc {}", e.f.ppid))
+                diffs.push(format!("{pid}: parent {p} listed, /proc {}", e.f.ppid));
             }
             (false, Some(_)) => diffs.push(format!("{pid}: listed, /proc state {}", e.f.state)),
             _ => {}

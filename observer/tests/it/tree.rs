@@ -251,7 +251,7 @@ fn ps_zombies_and_containers_views_agree_with_proc() {
         .iter()
         .map(|p| p["pid"].as_u64().unwrap())
         .collect();
-    ps_pids.sort();
+    ps_pids.sort_unstable();
     assert_eq!(
         ps_pids,
         pids_in_pidns(tree["container"]["pidns"].as_u64().unwrap())

@@ -496,7 +496,7 @@ fn scan(r: &mut Report) -> Result<()> {
         struct Runs(&'static str, Vec<f64>, Vec<f64>, Vec<f64>, u64);
         let mut rows = ["iterator", "proc"].map(|s| Runs(s, Vec::new(), Vec::new(), Vec::new(), 0));
         for _ in 0..3 {
-            for row in rows.iter_mut() {
+            for row in &mut rows {
                 let t = Instant::now();
                 let agent = Agent::start_with(&["--seed", row.0])?;
                 row.1.push(t.elapsed().as_secs_f64());

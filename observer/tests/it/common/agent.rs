@@ -283,7 +283,7 @@ pub fn pids_in_pidns(pidns: u64) -> Vec<u64> {
                 .unwrap_or(false)
         })
         .collect();
-    v.sort();
+    v.sort_unstable();
     v
 }
 

@@ -108,7 +108,7 @@ impl EventStream {
                         return self.seen.last().unwrap().clone();
                     }
                 }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                     panic!(
                         "no event {what} within {timeout:?}; saw {} events",
                         self.seen.len()
