@@ -231,7 +231,36 @@ fn demo(bin: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the variables `cargo run` (the `cargo xtask` alias) set for xtask itself. The
+/// builds xtask starts would otherwise see them, and build scripts that read them (ring's
+/// reads CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...) would run again with other values: the
+/// dependencies built inside `cargo xtask` and by a plain `cargo build` in a shell would
+/// not be shared, and each would compile them again after the other.
+fn forget_cargo_run_env() {
+    let ours: Vec<_> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let k = k.to_string_lossy();
+            k.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&k.as_ref())
+        })
+        .collect();
+    for k in ours {
+        std::env::remove_var(k);
+    }
+}
+
 fn main() -> ExitCode {
+    // Before any thread starts.
+    forget_cargo_run_env();
     let cmd = Cli::parse().cmd;
     if let Cmd::Runner { cmd } = &cmd {
         return hygiene::runner_main(cmd);

@@ -3,7 +3,8 @@
 //! live kernel and real runtimes (run as root, `--test-threads=1`). A test's name is
 //! `<module>::<test>`, e.g. `tree::orphans_are_adopted_by_the_subreaper`; filter by module
 //! with `cargo test ... --test it -- tree::`. The opening comment of each module says what it
-//! proves; `common` holds the helpers.
+//! proves; `common` holds the helpers (its agent wraps observer-harness, the agent harness
+//! `cargo xtask bench` uses too).
 //!
 //! The VM matrix (`cargo xtask vm-test`) runs this same binary inside each guest, the
 //! modules listed in `VM_MODULES` of xtask/src/vm/mod.rs.

@@ -1,14 +1,8 @@
-//! A real `observer agent` for a test: its own socket and an ephemeral TCP port.
+//! A real `observer agent` for a test (the shared harness, observer-harness): its own
+//! socket and an ephemeral TCP port.
 #![allow(dead_code)]
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Stdio},
-    sync::mpsc::channel,
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
 use serde_json::Value;
 
@@ -19,19 +13,19 @@ use super::observer;
 pub const TEST_TOKEN: &str = "observer-test-token";
 const TEST_TOKEN_HASH: &str = "$2y$04$iLa8PfO4sS5joAkwzikZo.95321eMJL8lqjx7hFSDw5uzyZtH9.F.";
 
+/// The shared harness's agent ([`observer_harness::Agent`]: its fields and non-panicking
+/// methods through `Deref`), with what the tests add: the binary under test, a socket of
+/// the test's, CLI calls, and answers that panic instead of returning errors.
 pub struct Agent {
-    child: Child,
-    pub socket: PathBuf,
-    /// host:port of the HTTP listener.
-    pub http: String,
-    /// host:port of the metrics listener (`--metrics-listen`).
-    pub metrics: Option<String>,
-    /// Crashed on purpose: leave the socket and restart record for the next agent.
-    crashed: bool,
-    /// What it printed on stderr before it was ready (warnings about its environment).
-    pub startup_log: Vec<String>,
-    /// What it prints on stderr after that, line by line.
-    log: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    inner: observer_harness::Agent,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = observer_harness::Agent;
+
+    fn deref(&self) -> &observer_harness::Agent {
+        &self.inner
+    }
 }
 
 impl Agent {
@@ -55,67 +49,19 @@ impl Agent {
     /// as setpriv, perhaps with its own environment) on `socket`; Err with what it printed
     /// if it exits before it is ready.
     pub fn launch(
-        mut cmd: std::process::Command,
+        cmd: std::process::Command,
         socket: &std::path::Path,
         extra: &[&str],
     ) -> Result<Agent, String> {
-        let socket = socket.to_path_buf();
-        let mut child = cmd
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start observer agent");
-        let (tx, rx) = channel();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("agent: {l}");
-                let _ = tx.send(l);
-            }
-        });
-        let mut said = Vec::new();
-        // "… API on http[s]://ADDR and SOCKET[; metrics on http[s]://ADDR/metrics]"
-        let after = |l: &str, what: &str| {
-            let rest = l.split(what).nth(1)?;
-            let rest = rest.split_once("://")?.1;
-            Some(rest.split(['/', ' ']).next()?.to_string())
-        };
-        let (http, metrics) = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) => {
-                    if let Some(http) = after(&l, "API on http") {
-                        break (http, after(&l, "metrics on http"));
-                    }
-                    said.push(l);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    return Err(format!(
-                        "observer agent did not start ({status:?}): {}",
-                        said.join("\n")
-                    ));
-                }
-            }
-        };
-        Ok(Agent {
-            child,
+        observer_harness::Agent::start(observer_harness::Start {
+            cmd,
             socket,
-            http,
-            metrics,
-            crashed: false,
-            startup_log: said,
-            log: std::sync::Mutex::new(rx),
+            extra,
+            ready_within: Duration::from_secs(60),
+            on_line: Box::new(|l| eprintln!("agent: {l}")),
         })
-    }
-
-    /// The lines it printed on stderr since it was ready (or since the last call).
-    pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().try_iter().collect()
+        .map(|inner| Agent { inner })
+        .map_err(|e| e.to_string())
     }
 
     /// An agent whose TCP listeners require the bearer token [`TEST_TOKEN`] (a
@@ -136,25 +82,13 @@ impl Agent {
     }
 
     /// Sends `sig` and waits for the agent to exit: its status and how long it took.
-    #[allow(dead_code)]
-    pub fn stop_with(mut self, sig: i32) -> (std::process::ExitStatus, Duration) {
-        let t = std::time::Instant::now();
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        let status = self.child.wait().unwrap();
-        self.crashed = true; // nothing left for Drop but the restart record
-        let _ = std::fs::remove_file(self.socket.with_extension("state"));
-        (status, t.elapsed())
+    pub fn stop_with(self, sig: i32) -> (std::process::ExitStatus, Duration) {
+        self.inner.stop_with(sig)
     }
 
     /// SIGKILL, as the OOM killer or an operator would: the agent gets no chance to clean up.
-    pub fn crash(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-        self.crashed = true;
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    pub fn crash(self) {
+        self.inner.crash();
     }
 
     /// Runs an observer CLI command against this agent; returns (exit code, stdout, stderr).
@@ -194,7 +128,7 @@ impl Agent {
     /// GET on the HTTP listener (plain HTTP/1.0 over TCP): health, readiness, /metrics and
     /// /v1/status; the process views answer there only to clients that authenticate.
     pub fn http_get(&self, path: &str) -> String {
-        super::http_get(&self.http, path).unwrap()
+        self.inner.http_get(path).unwrap()
     }
 
     /// GET on the HTTP listener with the [`TEST_TOKEN`] bearer token.
@@ -205,19 +139,7 @@ impl Agent {
 
     /// GET on the agent's unix socket, where every route answers (the CLI's way in).
     pub fn socket_get(&self, path: &str) -> String {
-        super::unix_get(&self.socket, path).unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.crashed {
-            return;
-        }
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        // A clean stop removes the socket; the restart record beside it is the test's.
-        let _ = std::fs::remove_file(self.socket.with_extension("state"));
+        self.inner.socket_get(path).unwrap()
     }
 }
 

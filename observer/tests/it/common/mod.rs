@@ -222,45 +222,9 @@ pub fn with_nofile(mut cmd: Command, n: u64) -> Command {
     cmd
 }
 
-/// A plain HTTP/1.0 GET on `addr` (host:port): the whole response, status line and headers
-/// included; an error for a refused connection.
-pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    http_get_with(addr, path, &[])
-}
-
-/// `http_get` with extra header lines (`Name: value`).
-pub fn http_get_with(addr: &str, path: &str, headers: &[&str]) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n")?;
-    for h in headers {
-        write!(s, "{h}\r\n")?;
-    }
-    write!(s, "\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    Ok(buf)
-}
-
-/// `http_get` over a unix socket (the agent's root-only one, where every route answers).
-pub fn unix_get(socket: &Path, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    Ok(buf)
-}
-
-/// The body of a response `http_get` returned.
-pub fn http_body(response: &str) -> String {
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
+/// Plain HTTP/1.0 GETs on a TCP address or a unix socket, and a response's body: the
+/// shared harness's.
+pub use observer_harness::{http_body, http_get, http_get_with, unix_get};
 
 pub fn sh(script: &str) -> std::process::Output {
     Command::new("sh")
