@@ -380,11 +380,6 @@ mod tests {
         assert_eq!(again, first, "the re-created cgroup reads like the first");
         assert_eq!(reopened, opened);
     }
-}
-
-#[cfg(test)]
-mod oom_tests {
-    use super::*;
 
     /// With OOM kills seen as events, the OOM counter is kept until the table counts a new
     /// victim in the cgroup; without, it is read every time like any use.

@@ -5,7 +5,7 @@
 //! `why` and `history` name it. No control character but the views' own line breaks may
 //! reach stdout or stderr, and each hostile name must show, escaped. Run as root.
 //! (Container and pod names cannot carry escapes here — the launcher, docker and podman
-//! refuse them; src/views/escape_tests.rs renders every view with hostile ones.)
+//! refuse them; src/views/tests.rs renders every view with hostile ones.)
 
 use std::{io::Read, process::Stdio, time::Duration};
 

@@ -1,7 +1,15 @@
+//! The table's unit tests: these, and one file per theme below.
+
 use observer_common::*;
 
 use super::*;
 use crate::{containers::cgroup::Runtime, events::Event, host::scan::Scanned};
+
+mod history;
+mod startup;
+mod summary;
+mod thread;
+mod torture;
 
 pub(super) const HOST_NS: u32 = 4026531836;
 pub(super) const TICK: u64 = 10_000_000;

@@ -2,7 +2,7 @@
 
 use observer_common::*;
 
-use super::tests::{fork, hdr, table, task, HOST_NS, TICK};
+use super::{fork, hdr, table, task, HOST_NS, TICK};
 use crate::events::Event;
 
 /// A cgroup attach event for `pid` into `dest` (cgroup2), with `flags` on its task.

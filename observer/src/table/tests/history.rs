@@ -1,6 +1,6 @@
 //! Histories of ended processes: what an entry says about an orphan's parents.
 
-use super::tests::{exit, fork, table, task, TICK};
+use super::{exit, fork, table, task, TICK};
 use crate::containers::{cgroup::Runtime, ContainerKey};
 
 #[test]

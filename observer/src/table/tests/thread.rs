@@ -4,7 +4,7 @@
 
 use observer_common::*;
 
-use super::tests::{fork, hdr, table, task, thread, HOST_NS, TICK};
+use super::{fork, hdr, table, task, thread, HOST_NS, TICK};
 use crate::events::Event;
 
 fn ns_event(kind: EventKind, tgid: u32, tid: u32, t: TaskInfo) -> Event {

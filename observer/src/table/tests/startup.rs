@@ -2,10 +2,8 @@
 
 use observer_common::*;
 
-use super::{
-    tests::{scanned, table, tb_scan, HOST_NS, TICK},
-    Disagreement,
-};
+use super::{scanned, table, tb_scan, HOST_NS, TICK};
+use crate::table::Disagreement;
 
 #[test]
 fn the_cheap_check_counts_only_real_disagreements() {

@@ -2,12 +2,9 @@
 //! every process gives, through seeding, pid namespaces, threads, zombies, frees and
 //! compaction.
 
-use super::{
-    gc,
-    tests::{exec, exit, free, scanned, table, task, thread, HOST_NS, TICK},
-    Table,
-};
+use super::{exec, exit, free, scanned, table, task, thread, HOST_NS, TICK};
 use crate::containers::cgroup::Runtime;
+use crate::table::{gc, Table};
 
 /// Every container's summary and members, both ways.
 fn check(tb: &Table) {
