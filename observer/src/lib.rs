@@ -11,7 +11,7 @@
 //! `stdout` serves every command.
 //!
 //! The allowed imports between top-level modules, the one place they are written down
-//! (`layers_test.rs` reads this table and fails on any other `crate::` path; an entry with
+//! (`tests.rs` here reads this table and fails on any other `crate::` path; an entry with
 //! `::` allows only that part of a module):
 //!
 //! | module | layer | may import |
@@ -60,4 +60,4 @@ mod table;
 pub mod views;
 
 #[cfg(test)]
-mod layers_test;
+mod tests;

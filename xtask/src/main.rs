@@ -3,6 +3,7 @@
 //! under).
 
 mod bench;
+mod ci;
 mod fuzz;
 mod hygiene;
 mod package;
@@ -54,7 +55,7 @@ enum Cmd {
         /// Per-kernel time limit in seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
-        /// Only the tests whose `target::name` contains this (e.g. `pid_reuse`).
+        /// Only the tests whose `module::name` contains this (e.g. `pid_reuse::`).
         #[arg(long)]
         only: Option<String>,
     },
@@ -127,6 +128,49 @@ pub(crate) fn build_observer(extra: &[&str]) -> Result<()> {
         .args(extra))
 }
 
+/// `cargo test` of the host crates as the test command runs it: the release profile and
+/// the musl target of the package build, so the tests reuse its observer and the VM matrix
+/// reuses the tests' binaries.
+pub(crate) fn cargo_test() -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).args([
+        "test",
+        "--release",
+        "--locked",
+        "-p",
+        "observer",
+        "-p",
+        "observer-common",
+        "--target",
+        vm::MUSL,
+    ]);
+    c
+}
+
+/// Builds the test binaries (`cargo_test() --no-run`, plus `extra`); returns the path of the
+/// integration-test binary (observer/tests/it).
+pub(crate) fn build_tests(extra: &[&str]) -> Result<std::path::PathBuf> {
+    let out = cargo_test()
+        .args(["--no-run", "--message-format", "json-render-diagnostics"])
+        .args(extra)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the test binaries")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["reason"] == "compiler-artifact"
+                && v["target"]["kind"][0] == "test"
+                && v["target"]["name"] == "it"
+        })
+        .and_then(|v| v["executable"].as_str().map(std::path::PathBuf::from))
+        .context("cargo built no integration-test binary `it`")
+}
+
 pub(crate) fn build() -> Result<()> {
     build_observer(&[])
 }
@@ -187,7 +231,36 @@ fn demo(bin: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the variables `cargo run` (the `cargo xtask` alias) set for xtask itself. The
+/// builds xtask starts would otherwise see them, and build scripts that read them (ring's
+/// reads CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...) would run again with other values: the
+/// dependencies built inside `cargo xtask` and by a plain `cargo build` in a shell would
+/// not be shared, and each would compile them again after the other.
+fn forget_cargo_run_env() {
+    let ours: Vec<_> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let k = k.to_string_lossy();
+            k.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&k.as_ref())
+        })
+        .collect();
+    for k in ours {
+        std::env::remove_var(k);
+    }
+}
+
 fn main() -> ExitCode {
+    // Before any thread starts.
+    forget_cargo_run_env();
     let cmd = Cli::parse().cmd;
     if let Cmd::Runner { cmd } = &cmd {
         return hygiene::runner_main(cmd);
@@ -283,57 +356,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             if !is_root() {
                 bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
             }
-            setup::setup(true)?;
-            hygiene::survive_interrupts();
-            let promtool = tools::promtool()?;
-            let deb = package::package()?;
-            let kube = tools::kube_validators()?;
-            // Whatever the tests do, and however they end, what they started is stopped and
-            // nothing else is touched: first proven here, then done for the tests.
-            hygiene::selfcheck::check(&vm::static_observer())?;
-            let before = hygiene::before();
-            // The static (musl) build the package ships and the kernel matrix runs: the tests
-            // exercise that binary, and reuse the dependencies the package step just built.
-            let mut cargo_test = Command::new("cargo");
-            cargo_test
-                .current_dir(root())
-                .env("OBSERVER_PROMTOOL", &promtool)
-                .env("OBSERVER_DEB", &deb)
-                .env("OBSERVER_KUBE_VENV", &kube)
-                .args([
-                    "test",
-                    "--release",
-                    "--locked",
-                    "-p",
-                    "observer",
-                    "-p",
-                    "observer-common",
-                    "--target",
-                    vm::MUSL,
-                    // Every test binary runs: one failure does not hide the others'.
-                    "--no-fail-fast",
-                ])
-                .args(&args)
-                .args(["--", "--test-threads=1"]);
-            // Below a runner that is a subreaper: the tests' processes are known positively.
-            let mut tests = hygiene::Run::start(&cargo_test)?;
-            let tests_result = tests.wait();
-            let clean = hygiene::teardown(&before, &mut tests, &vm::static_observer(), true);
-            drop(tests);
-            tests_result?;
-            clean.into_result()?;
-            torture::torture(60)?;
-            // Each fuzz target briefly: its regressions, then new inputs from its seeds.
-            fuzz::fuzz(&[], 10)?;
-            if no_vm {
-                return Ok(());
-            }
-            vm::vm_test(vm::VmArgs {
-                kernels: vm::DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
-                refresh: false,
-                timeout: std::time::Duration::from_secs(900),
-                only: None,
-            })
+            ci::test(no_vm, &args)
         }
     }
 }

@@ -30,7 +30,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "busybox-static",
     // the workload of `cargo xtask torture` (its process stressors)
     "stress-ng",
-    // real runtimes for tests/runtimes.rs
+    // real runtimes for tests/it/runtimes.rs
     "docker.io",
     "containerd",
     "runc",
@@ -38,17 +38,17 @@ pub const TEST_PACKAGES: &[&str] = &[
     "conmon",
     // podman builds its pod infra (pause) image from catatonit when it cannot pull one
     "catatonit",
-    // tests/oci.rs: containers runc and crun start by themselves (crun in the VM matrix)
+    // tests/it/oci.rs: containers runc and crun start by themselves (crun in the VM matrix)
     "crun",
-    // bpftool: tests/resilience.rs checks that a killed agent leaves no program behind
+    // bpftool: tests/it/resilience.rs checks that a killed agent leaves no program behind
     "bpftool",
-    // a real Prometheus and promtool for tests/metrics.rs
+    // a real Prometheus and promtool for tests/it/metrics.rs
     "prometheus",
-    // tests/deploy.rs checks the Debian package
+    // tests/it/deploy.rs checks the Debian package
     "lintian",
     // a venv for the Kubernetes manifest validators (PyPI)
     "python3-venv",
-    // tests/web.rs: an OpenSSL-based HTTPS client beside Prometheus, and bcrypt hashes
+    // tests/it/web.rs: an OpenSSL-based HTTPS client beside Prometheus, and bcrypt hashes
     // made the way exporter-toolkit's docs make them (htpasswd -B)
     "curl",
     "apache2-utils",

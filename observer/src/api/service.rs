@@ -408,7 +408,7 @@ fn why_container(
 #[cfg(test)]
 mod tests {
     use super::ApiError;
-    use crate::views::escape_tests::{assert_clean, esc, h};
+    use crate::views::tests::{assert_clean, esc, h};
 
     /// An error is a text view too: the query and the candidates show escaped.
     #[test]

@@ -86,7 +86,7 @@ pub(crate) fn parse(
         path: Some(path.to_path_buf()),
         ..FromFile::default()
     };
-    for (key, value) in doc.get_ref().iter() {
+    for (key, value) in doc.get_ref() {
         let name: &str = key.get_ref();
         let here = at(key.span().start);
         let arg = settings(agent)
@@ -156,7 +156,7 @@ fn scalars(v: &DeValue) -> anyhow::Result<Vec<String>> {
         DeValue::Boolean(b) => vec![b.to_string()],
         DeValue::Array(a) => {
             let mut out = Vec::new();
-            for x in a.iter() {
+            for x in a {
                 match x.get_ref() {
                     DeValue::Array(_) | DeValue::Table(_) => {
                         bail!("expects a list of strings or numbers")

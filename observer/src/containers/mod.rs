@@ -401,7 +401,7 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod registry_tests {
+mod tests {
     use super::*;
 
     #[test]

@@ -213,7 +213,7 @@ impl UsageField {
             UsageField::Pids => r.pids = number(text),
             UsageField::MemoryMax => r.memory_limit_bytes = limit(text),
             UsageField::MemoryLimitV1 => {
-                r.memory_limit_bytes = number(text).filter(|v| *v < (1u64 << 62))
+                r.memory_limit_bytes = number(text).filter(|v| *v < (1u64 << 62));
             }
             UsageField::PidsMax => r.pids_limit = limit(text),
         }

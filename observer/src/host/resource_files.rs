@@ -187,7 +187,7 @@ impl ResourceFiles {
         super::scan::parallel(entries, |(path, files)| {
             let mut r = Resources::default();
             let mut buf = Vec::with_capacity(512);
-            for f in files.iter() {
+            for f in *files {
                 if !f.field.needed(&r) {
                     continue;
                 }
@@ -382,11 +382,6 @@ mod tests {
         assert_eq!(again, first, "the re-created cgroup reads like the first");
         assert_eq!(reopened, opened);
     }
-}
-
-#[cfg(test)]
-mod oom_tests {
-    use super::*;
 
     /// With OOM kills seen as events, the OOM counter is kept until the table counts a new
     /// victim in the cgroup; without, it is read every time like any use.
@@ -397,7 +392,7 @@ mod oom_tests {
         let dir = root.join("c1");
         std::fs::create_dir_all(&dir).unwrap();
         let kills = |n: u64| {
-            std::fs::write(dir.join("memory.events"), format!("oom 1\noom_kill {n}\n")).unwrap()
+            std::fs::write(dir.join("memory.events"), format!("oom 1\noom_kill {n}\n")).unwrap();
         };
         std::fs::write(dir.join("memory.current"), "100\n").unwrap();
         kills(1);

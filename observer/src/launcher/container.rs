@@ -327,7 +327,7 @@ fn init_loop(child: Pid, set: &SigSet) -> ! {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => status = Some(code),
                 Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
-                    status = Some(128 + s as i32)
+                    status = Some(128 + s as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}

@@ -53,10 +53,7 @@ pub(super) fn load_object(cfg: &ProbeConfig, offsets: &Offsets) -> Result<Ebpf, 
         )
         .map_max_entries("EVENTS", cfg.ringbuf_bytes)
         .load(OBJECT)
-        .map_err(|e| match privileges::refused_by_seccomp(&e) {
-            true => ProbeError::Seccomp(e.to_string()),
-            false => ProbeError::Load(e),
-        })
+        .map_err(|e| if privileges::refused_by_seccomp(&e) { ProbeError::Seccomp(e.to_string()) } else { ProbeError::Load(e) })
 }
 
 /// What `attach_all` attached, and what it could not.

@@ -49,7 +49,7 @@ impl Table {
             // The kernel skips an exiting task (a zombie written to cgroup.procs) but still
             // reports the attach: the process stays where /proc says it is.
             Event::CgroupAttach(e) if e.task.flags & observer_common::TASK_FLAG_EXITING != 0 => {
-                log::debug!("cgroup attach of exiting pid {} ignored", h.tgid)
+                log::debug!("cgroup attach of exiting pid {} ignored", h.tgid);
             }
             Event::CgroupAttach(e) => self.cgroup_attach(h, e),
             Event::Signal(e) => self.apply_signal(e),

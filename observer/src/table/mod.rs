@@ -456,14 +456,4 @@ fn merge_ns(dst: &mut [u32; NS_COUNT], src: &[u32; NS_COUNT]) {
 }
 
 #[cfg(test)]
-mod history_tests;
-#[cfg(test)]
-mod startup_tests;
-#[cfg(test)]
-mod summary_tests;
-#[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod thread_tests;
-#[cfg(test)]
-mod torture_tests;

@@ -16,4 +16,4 @@ pub mod tree;
 pub(crate) mod why;
 
 #[cfg(test)]
-pub(crate) mod escape_tests;
+pub(crate) mod tests;

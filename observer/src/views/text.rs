@@ -11,7 +11,7 @@ pub struct Style {
 }
 
 impl Style {
-    fn wrap(&self, code: &str, s: &str) -> String {
+    fn wrap(self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {

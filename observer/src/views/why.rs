@@ -58,7 +58,7 @@ pub(crate) fn live(subject: String, who: &str, ns_init: bool, signals: Vec<Signa
                 ago(s.ago_s)
             )),
             None => {
-                paragraph.push_str(" No signal that ends or stops a process has been sent to it.")
+                paragraph.push_str(" No signal that ends or stops a process has been sent to it.");
             }
         }
     } else {

@@ -17,16 +17,13 @@
 //!   containers (churn.rs)
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::util::{root, run};
 
@@ -39,10 +36,16 @@ fn observer() -> PathBuf {
     root().join("target/release/observer")
 }
 
-struct Agent {
-    child: Child,
-    http: String,
-    socket: PathBuf,
+/// The shared harness's agent (observer-harness, as the integration tests start it), run
+/// from the release build with `RUST_LOG=info`; its reconciliation lines are echoed.
+struct Agent(observer_harness::Agent);
+
+impl std::ops::Deref for Agent {
+    type Target = observer_harness::Agent;
+
+    fn deref(&self) -> &observer_harness::Agent {
+        &self.0
+    }
 }
 
 impl Agent {
@@ -53,18 +56,14 @@ impl Agent {
     fn start_with(extra: &[&str]) -> Result<Agent> {
         let socket =
             std::env::temp_dir().join(format!("observer-bench-{}.sock", std::process::id()));
-        let mut child = Command::new(observer())
-            .env("RUST_LOG", "info")
-            .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
-            .arg(&socket)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().expect("piped");
-        thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
+        let mut cmd = Command::new(observer());
+        cmd.env("RUST_LOG", "info").arg("agent");
+        let agent = observer_harness::Agent::start(observer_harness::Start {
+            cmd,
+            socket: &socket,
+            extra,
+            ready_within: Duration::from_secs(120),
+            on_line: Box::new(|l| {
                 // Every check that disagreed and every correction, with both sides: a
                 // benchmark window that paid for a full scan says why.
                 if ["check:", "correction:", "disagree", "reconciliation "]
@@ -73,83 +72,18 @@ impl Agent {
                 {
                     eprintln!("bench: agent: {l}");
                 }
-                let _ = tx.send(l);
-            }
-        });
-        loop {
-            let l = rx
-                .recv_timeout(Duration::from_secs(120))
-                .context("agent did not start")?;
-            if let Some(rest) = l.split("API on http://").nth(1) {
-                let http = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                return Ok(Agent {
-                    child,
-                    http,
-                    socket,
-                });
-            }
-        }
+            }),
+        })?;
+        Ok(Agent(agent))
     }
 
+    /// GET on the HTTP listener: the body.
     fn get(&self, path: &str) -> Result<String> {
-        let mut s = TcpStream::connect(&self.http)?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default())
-    }
-
-    /// The agent's status, on its unix socket: it answers there whatever credentials the
-    /// TCP listener wants.
-    fn status(&self) -> Result<serde_json::Value> {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)?;
-        write!(s, "GET /v1/status HTTP/1.0\r\nHost: x\r\n\r\n")?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Ok(serde_json::from_str(body)?)
+        Ok(observer_harness::http_body(&self.http_get(path)?))
     }
 
     fn cpu_s(&self) -> f64 {
-        cpu_seconds(self.child.id())
-    }
-
-    /// Events the agent took from the ring buffer, and those the kernel dropped.
-    fn event_totals(&self) -> Result<(u64, u64)> {
-        let st = self.status()?;
-        let sum = |k: &str| {
-            st["events"]
-                .as_array()
-                .map(|a| a.iter().map(|e| e[k].as_u64().unwrap_or(0)).sum::<u64>())
-                .unwrap_or(0)
-        };
-        Ok((sum("received"), sum("dropped")))
-    }
-
-    fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(self.socket.with_extension("state"));
+        cpu_seconds(self.pid())
     }
 }
 
@@ -305,9 +239,9 @@ fn storm(r: &mut Report) -> Result<()> {
         thread::sleep(Duration::from_secs(2));
         let (received0, _) = agent.event_totals()?;
         let cpu0 = agent.cpu_s();
-        let bpf0 = bpf_run_ns(agent.child.id());
+        let bpf0 = bpf_run_ns(agent.pid());
         let (t, t_cpu) = time_workload(&mut sh())?;
-        bpf_ns += bpf_run_ns(agent.child.id()) - bpf0;
+        bpf_ns += bpf_run_ns(agent.pid()) - bpf0;
         workload_cpu += t_cpu;
         with.push(t);
         ratios.push(t / base);
@@ -496,7 +430,7 @@ fn scan(r: &mut Report) -> Result<()> {
         struct Runs(&'static str, Vec<f64>, Vec<f64>, Vec<f64>, u64);
         let mut rows = ["iterator", "proc"].map(|s| Runs(s, Vec::new(), Vec::new(), Vec::new(), 0));
         for _ in 0..3 {
-            for row in rows.iter_mut() {
+            for row in &mut rows {
                 let t = Instant::now();
                 let agent = Agent::start_with(&["--seed", row.0])?;
                 row.1.push(t.elapsed().as_secs_f64());

@@ -159,11 +159,11 @@ fn storm(md: &mut String) -> Result<()> {
     let observed = |args: &[&str], per_program: &mut ProgramRuns| {
         let agent = Agent::start_with(args)?;
         thread::sleep(Duration::from_secs(2));
-        let b0 = bpf_run_ns(agent.child.id());
-        let p0 = bpf_runs_by_program(agent.child.id());
+        let b0 = bpf_run_ns(agent.pid());
+        let p0 = bpf_runs_by_program(agent.pid());
         let wall = time_workload(&mut sh())?.0;
-        let ns = bpf_run_ns(agent.child.id()) - b0;
-        for (name, runs) in bpf_runs_by_program(agent.child.id()) {
+        let ns = bpf_run_ns(agent.pid()) - b0;
+        for (name, runs) in bpf_runs_by_program(agent.pid()) {
             let d = runs - p0.get(&name).copied().unwrap_or_default();
             let sum = per_program.entry(name).or_default();
             sum.ns += d.ns;

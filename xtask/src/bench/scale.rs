@@ -114,9 +114,9 @@ fn idle(agent: &Agent, n: usize) -> Result<Idle> {
     for i in 0..n {
         // From /proc/<pid>/stat, which keeps the time of threads that have exited (the
         // runtime's blocking threads end when idle; a sum over /proc/<pid>/task loses theirs).
-        let cpu0 = cpu_seconds(agent.child.id());
+        let cpu0 = cpu_seconds(agent.pid());
         thread::sleep(Duration::from_secs(IDLE_S));
-        let pct = (cpu_seconds(agent.child.id()) - cpu0) / IDLE_S as f64 * 100.0;
+        let pct = (cpu_seconds(agent.pid()) - cpu0) / IDLE_S as f64 * 100.0;
         eprintln!("bench: idle window {}/{n}: {pct:.3}% of a core", i + 1);
         pcts.push(pct);
     }

@@ -1,4 +1,4 @@
-//! The container runtimes the tests start in test-owned roots (observer/tests/common/
+//! The container runtimes the tests start in test-owned roots (observer/tests/it/common/
 //! runtimes.rs): dockerd and containerd, recorded in /run/observer-test/daemons/, and
 //! podman (no daemon; its conmon processes). A runtime is the run's when its daemon
 //! descends from the run's runner; only then are its containers removed and the daemon

@@ -35,7 +35,8 @@ const SMALL_PID_MAX: u64 = 8192;
 /// Processes and threads the workload may hold at once.
 const PIDS_MAX: u32 = 2048;
 
-/// Runs the torture for `secs` seconds against the release build (built first).
+/// Runs the torture for `secs` seconds against the static release build (built first; the
+/// test command's package step built it already).
 pub fn torture(secs: u64) -> Result<()> {
     if !is_root() {
         bail!(
@@ -43,7 +44,8 @@ pub fn torture(secs: u64) -> Result<()> {
         );
     }
     crate::setup::apt_install(PACKAGES)?;
-    crate::build()?;
+    crate::setup::rust_target(crate::vm::MUSL)?;
+    crate::build_observer(&["--target", crate::vm::MUSL])?;
     host::catch_interrupts();
     let dir = root().join("target/torture");
     std::fs::create_dir_all(dir.join("tmp"))?;
@@ -82,7 +84,7 @@ struct Run {
 }
 
 fn start(dir: &Path, secs: u64) -> Result<Run> {
-    let bin = root().join("target/release/observer");
+    let bin = crate::vm::static_observer();
     let agent = agent::Agent::start(&bin, dir, &["--reconcile-interval", "5s"])?;
     let history = history::History::follow(&agent.socket)?;
     let name = format!("observer-torture-{}", std::process::id());

@@ -1,6 +1,6 @@
 //! The guest's root filesystem: busybox, a few util-linux tools and crun with their
-//! libraries, the static observer binary, the static test binaries and an /init that runs every test on its
-//! own and prints one parseable line per test.
+//! libraries, the static observer binary, the static integration-test binary and an /init
+//! that runs each test of the VM's modules on its own and prints one parseable line per test.
 
 use std::{
     fs,
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::util::{output, run};
 
 /// Host tools copied with their shared libraries (busybox's applets differ in flags; crun
-/// for tests/oci.rs, which it cannot run on a hybrid-cgroup host).
+/// for the oci tests, which it cannot run on a hybrid-cgroup host).
 const HOST_TOOLS: &[&str] = &[
     "/usr/bin/unshare",
     "/usr/bin/nsenter",
@@ -47,30 +47,39 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 echo "observer-vm: kernel $(uname -r)"
 # `cargo xtask vm-test --only NAME` passes observer.only=NAME on the kernel command line.
 only=$(sed -n 's/.*observer\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
-for bin in /tests/*; do
-  b=$(basename "$bin")
-  "$bin" --list --format terse 2>/dev/null | sed -n 's/: test$//p' > /tmp/list
+# One test binary; the tests of the modules in /tests/modules run, each in a process of its
+# own (a test's name is `module::test`).
+/tests/it --list --format terse 2>/dev/null | sed -n 's/: test$//p' > /tmp/list
+while read -r m; do
   while read -r t; do
-    case "$b::$t" in *"$only"*) ;; *) continue ;; esac
-    echo "observer-vm: start $b::$t"
-    "$bin" --exact "$t" --test-threads=1 --nocapture > /tmp/out 2>&1 < /dev/null
+    case "$t" in "$m"::*) ;; *) continue ;; esac
+    case "$t" in *"$only"*) ;; *) continue ;; esac
+    echo "observer-vm: start $t"
+    /tests/it --exact "$t" --test-threads=1 --nocapture > /tmp/out 2>&1 < /dev/null
     rc=$?
     if [ $rc -eq 0 ]; then
       why=$(sed -n 's/.*observer-test-skip: //p' /tmp/out | head -n 1)
-      if [ -n "$why" ]; then echo "observer-vm: result $b::$t skip $why"
-      else echo "observer-vm: result $b::$t pass"; fi
+      if [ -n "$why" ]; then echo "observer-vm: result $t skip $why"
+      else echo "observer-vm: result $t pass"; fi
     else
       { grep -m 1 -A 6 'panicked at' /tmp/out; echo '[...]'; tail -n 60 /tmp/out; } | sed 's/^/  | /'
-      echo "observer-vm: result $b::$t fail"
+      echo "observer-vm: result $t fail"
     fi
   done < /tmp/list
-done
+done < /tests/modules
 echo "observer-vm: done"
 poweroff -f
 "#;
 
-/// Builds `out` (a gzip'd newc cpio) from the given binaries.
-pub fn build(work: &Path, observer: &Path, tests: &[(String, PathBuf)], out: &Path) -> Result<()> {
+/// Builds `out` (a gzip'd newc cpio) from the given binaries; the guest runs the tests of
+/// `modules`.
+pub fn build(
+    work: &Path,
+    observer: &Path,
+    tests: &Path,
+    modules: &[&str],
+    out: &Path,
+) -> Result<()> {
     let root = work.join("root");
     let _ = fs::remove_dir_all(&root);
     for d in [
@@ -89,9 +98,8 @@ pub fn build(work: &Path, observer: &Path, tests: &[(String, PathBuf)], out: &Pa
         copy_with_libs(Path::new(tool), &root)?;
     }
     fs::copy(observer, root.join("bin/observer"))?;
-    for (name, path) in tests {
-        fs::copy(path, root.join("tests").join(name))?;
-    }
+    fs::copy(tests, root.join("tests/it"))?;
+    fs::write(root.join("tests/modules"), modules.join("\n") + "\n")?;
     fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",

@@ -5,16 +5,22 @@ mod initramfs;
 pub(crate) mod kernels;
 mod qemu;
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::Mutex, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::{setup, util::root};
 use qemu::Outcome;
 
-/// Integration test targets that run inside the VMs (the real-runtime and Prometheus tests
-/// need Docker, containerd, podman and Prometheus, which the guests do not have).
-pub const VM_TESTS: &[&str] = &[
+/// Modules of the integration-test binary (observer/tests/it) that run inside the VMs (the
+/// real-runtime and Prometheus tests need Docker, containerd, podman and Prometheus, which
+/// the guests do not have). The guest runs the tests named `<module>::...`.
+pub const VM_MODULES: &[&str] = &[
     "events",
     "tree",
     "launcher",
@@ -40,11 +46,56 @@ pub struct VmArgs {
     pub kernels: Vec<String>,
     pub refresh: bool,
     pub timeout: Duration,
-    /// Only the tests whose `target::name` contains this.
+    /// Only the tests whose `module::name` contains this.
     pub only: Option<String>,
 }
 
+/// How long the matrix took: preparing (builds, initramfs, kernel packages), then each
+/// kernel's boot (two at a time, so these overlap).
+#[derive(Default)]
+pub struct VmTimes {
+    pub prepare: Duration,
+    pub prepare_ok: bool,
+    pub kernels: Vec<KernelTime>,
+}
+
+pub struct KernelTime {
+    pub label: String,
+    pub took: Duration,
+    pub ok: bool,
+}
+
 pub fn vm_test(args: VmArgs) -> Result<()> {
+    vm_matrix(args).1
+}
+
+/// Runs the matrix; its times also when it fails.
+pub fn vm_matrix(args: VmArgs) -> (VmTimes, Result<()>) {
+    let mut times = VmTimes::default();
+    let t = Instant::now();
+    let prepared = prepare(&args);
+    times.prepare = t.elapsed();
+    times.prepare_ok = prepared.is_ok();
+    let (initrd, kernels) = match prepared {
+        Ok(p) => p,
+        Err(e) => return (times, Err(e)),
+    };
+    let table = boot_all(&kernels, &initrd, &args);
+    times.kernels = table
+        .iter()
+        .map(|k| KernelTime {
+            label: k.label.clone(),
+            took: Duration::from_secs_f64(k.seconds),
+            ok: k.aborted.is_none()
+                && k.results.iter().all(|(_, o)| *o != Outcome::Fail)
+                && !k.results.is_empty(),
+        })
+        .collect();
+    (times, summary(&table))
+}
+
+/// The static builds, the initramfs and the kernels (fetched with apt, one after another).
+fn prepare(args: &VmArgs) -> Result<(PathBuf, Vec<kernels::Kernel>)> {
     setup::apt_install(&["qemu-system-x86", "cpio", "busybox-static", "util-linux"])?;
     setup::rust_target(MUSL)?;
     let cache = root().join(".vm-cache");
@@ -52,18 +103,22 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
 
     let (observer, tests) = build_static()?;
     let initrd = cache.join("initramfs.gz");
-    initramfs::build(&cache, &observer, &tests, &initrd)?;
-
-    // Every kernel fetched first (apt, one after another), then booted `workers` at a time:
-    // TCG runs a guest on one host thread, so on a 2-core host two guests take the time
-    // of one.
-    let kernels: Vec<kernels::Kernel> = args
+    initramfs::build(&cache, &observer, &tests, VM_MODULES, &initrd)?;
+    let kernels = args
         .kernels
         .iter()
         .map(|label| kernels::fetch(&cache, kernels::series(label)?, args.refresh))
         .collect::<Result<_>>()?;
+    Ok((initrd, kernels))
+}
+
+/// Boots the kernels `workers` at a time: TCG runs a guest on one host thread, so on a
+/// 2-core host two guests take the time of one. A kernel that could not boot at all is a
+/// run with `aborted` set.
+fn boot_all(kernels: &[kernels::Kernel], initrd: &Path, args: &VmArgs) -> Vec<KernelRun> {
+    let cache = root().join(".vm-cache");
     // KVM when it works (it hangs on some hosts, this one included): the first boot finds out.
-    let accel = Mutex::new(if std::path::Path::new("/dev/kvm").exists() {
+    let accel = Mutex::new(if Path::new("/dev/kvm").exists() {
         qemu::Accel::Kvm
     } else {
         qemu::Accel::Tcg
@@ -72,14 +127,13 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
         .map_or(1, |n| n.get())
         .clamp(1, kernels.len().max(1));
     // Worker w boots kernels w, w + workers, ...; the runs come back in the kernels' order.
-    let mut runs: Vec<(usize, Result<KernelRun>)> = std::thread::scope(|s| {
+    let mut runs: Vec<(usize, KernelRun)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let (kernels, initrd, cache, args, accel) =
-                    (&kernels, &initrd, &cache, &args, &accel);
+                let (cache, accel) = (&cache, &accel);
                 s.spawn(move || {
                     let mine = kernels.iter().enumerate().skip(w).step_by(workers);
-                    mine.map(|(i, k)| (i, boot_kernel(k, initrd, cache, args, accel)))
+                    mine.map(|(i, k)| (i, boot_or_abort(k, initrd, cache, args, accel)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -90,18 +144,31 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
             .collect()
     });
     runs.sort_by_key(|(i, _)| *i);
-    let table = runs
-        .into_iter()
-        .map(|(_, run)| run)
-        .collect::<Result<Vec<_>>>()?;
-    summary(&table)
+    runs.into_iter().map(|(_, run)| run).collect()
+}
+
+/// [`boot_kernel`], with a failure to run qemu at all as an aborted run.
+fn boot_or_abort(
+    k: &kernels::Kernel,
+    initrd: &Path,
+    cache: &Path,
+    args: &VmArgs,
+    accel: &Mutex<qemu::Accel>,
+) -> KernelRun {
+    boot_kernel(k, initrd, cache, args, accel).unwrap_or_else(|e| KernelRun {
+        label: k.label.clone(),
+        package: k.package.clone(),
+        seconds: 0.0,
+        results: Vec::new(),
+        aborted: Some(format!("{e:#}")),
+    })
 }
 
 /// Boots one kernel with the tests; falls back to TCG for good when KVM does not boot.
 fn boot_kernel(
     k: &kernels::Kernel,
-    initrd: &std::path::Path,
-    cache: &std::path::Path,
+    initrd: &Path,
+    cache: &Path,
     args: &VmArgs,
     accel: &Mutex<qemu::Accel>,
 ) -> Result<KernelRun> {
@@ -228,43 +295,10 @@ pub(crate) fn static_observer() -> PathBuf {
     root().join("target").join(MUSL).join("release/observer")
 }
 
-/// Static (musl) builds of observer and of the VM test binaries.
-fn build_static() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+/// The static (musl) observer and integration-test binary: what `cargo xtask test` built for
+/// the host tests already (then nothing is compiled here), or built now.
+fn build_static() -> Result<(PathBuf, PathBuf)> {
     crate::build_observer(&["--target", MUSL])?;
-    let out = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "test",
-            "--release",
-            "--locked",
-            "-p",
-            "observer",
-            "--target",
-            MUSL,
-            "--no-run",
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .args(VM_TESTS.iter().flat_map(|t| ["--test", t]))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("building the test binaries")?;
-    if !out.status.success() {
-        bail!("building the static test binaries failed");
-    }
-    let mut tests = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["reason"] != "compiler-artifact" || v["target"]["kind"][0] != "test" {
-            continue;
-        }
-        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
-            tests.push((name.to_string(), PathBuf::from(exe)));
-        }
-    }
-    if tests.len() != VM_TESTS.len() {
-        bail!("expected test binaries {VM_TESTS:?}, cargo built {tests:?}");
-    }
+    let tests = crate::build_tests(&[])?;
     Ok((static_observer(), tests))
 }

@@ -67,7 +67,8 @@ mod tests {
     #[test]
     fn a_client_past_its_failures_is_throttled_others_are_not() {
         let t = Throttle::default();
-        let a = Some(IpAddr::from([127, 0, 0, 2]));
+        let a_ip = IpAddr::from([127, 0, 0, 2]);
+        let a = Some(a_ip);
         let b = Some(IpAddr::from([127, 0, 0, 3]));
         for _ in 0..BURST as usize {
             assert!(t.allows(a));
@@ -78,7 +79,7 @@ mod tests {
         assert!(t.allows(None), "the unix socket is never throttled");
         // Refilled after REFILL.
         let mut c = t.lock();
-        let e = c.get_mut(&a.unwrap()).unwrap();
+        let e = c.get_mut(&a_ip).unwrap();
         e.1 -= REFILL;
         drop(c);
         assert!(t.allows(a));

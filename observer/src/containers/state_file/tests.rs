@@ -28,25 +28,29 @@ fn count(delta: isize) {
 // SAFETY: every call goes to the system allocator unchanged; only sizes are counted.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
+        // SAFETY: the caller's contract, passed on unchanged.
+        let p = unsafe { System.alloc(l) };
         if !p.is_null() {
             count(l.size() as isize);
         }
         p
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(l);
+        // SAFETY: as in alloc.
+        let p = unsafe { System.alloc_zeroed(l) };
         if !p.is_null() {
             count(l.size() as isize);
         }
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
+        // SAFETY: as in alloc.
+        unsafe { System.dealloc(p, l) };
         count(-(l.size() as isize));
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = System.realloc(p, l, new);
+        // SAFETY: as in alloc.
+        let q = unsafe { System.realloc(p, l, new) };
         if !q.is_null() {
             count(new as isize - l.size() as isize);
         }

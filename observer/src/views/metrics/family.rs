@@ -33,7 +33,7 @@ impl LabelSets {
     ) -> (Self, SetIds<'a>) {
         let mut ids: SetIds<'a> = sets.map(|s| (s, 0)).collect();
         let mut texts = vec![String::new()];
-        for (set, id) in ids.iter_mut() {
+        for (set, id) in &mut ids {
             if set.is_empty() {
                 continue;
             }

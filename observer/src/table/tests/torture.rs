@@ -1,0 +1,96 @@
+//! Mismatches with /proc that `cargo xtask torture` found, one regression test each.
+
+use observer_common::*;
+
+use super::{fork, hdr, table, task, HOST_NS, TICK};
+use crate::events::Event;
+
+/// A cgroup attach event for `pid` into `dest` (cgroup2), with `flags` on its task.
+fn attach(pid: u32, dest: &str, id: u64, flags: u32) -> Event {
+    let mut path = [0u8; CGROUP_PATH_LEN];
+    path[..dest.len()].copy_from_slice(dest.as_bytes());
+    let mut t = task(1, &[pid], HOST_NS, TICK, "sleep");
+    t.flags = flags;
+    Event::CgroupAttach(CgroupAttachEvent {
+        header: hdr(EventKind::CgroupAttach, pid, pid, 3 * TICK),
+        task: t,
+        dst_cgroup_id: id,
+        hierarchy_id: 0,
+        dst_level: 2,
+        threadgroup: 1,
+        _pad: 0,
+        path,
+    })
+}
+
+/// torture: a zombie's pid written to another cgroup's cgroup.procs. The write succeeds and
+/// the tracepoint fires, but the kernel skips exiting tasks: /proc showed the zombie in
+/// `/observer-torture-4077/c`, the agent in `/observer-torture-4077` (where it was sent).
+#[test]
+fn an_exiting_process_written_to_another_cgroup_stays_where_it_was() {
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sleep")));
+    tb.apply(&attach(800, "/torture/c", 71, 0));
+    assert_eq!(tb.get(800).unwrap().cgroup_id, 71, "a live process moves");
+    let before = (tb.get(800).unwrap().cgroup, tb.get(800).unwrap().cgroup_id);
+    tb.apply(&attach(800, "/torture", 70, TASK_FLAG_EXITING));
+    let p = tb.get(800).unwrap();
+    assert_eq!((p.cgroup, p.cgroup_id), before, "an exiting one stays");
+}
+
+/// torture, after 2,973 events were lost: processes moved between cgroups while their attach
+/// events were dropped stayed where the table last saw them, and reconciliation (which fixed
+/// parents and exits only) never moved them. A full scan now corrects the cgroup.
+#[test]
+fn a_move_whose_attach_event_was_lost_is_corrected_by_the_next_scan() {
+    use super::tests::scanned;
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sleep")));
+    tb.apply(&attach(800, "/torture/c", 71, 0));
+    // Moved to /torture/b: the event was lost. The scan (begun after its last event) says so.
+    let s = scanned(800, 1, TICK, "/torture/b", &[800], HOST_NS, 'S');
+    let scan_start = 10 * TICK;
+    assert_eq!(tb.reconcile(&[s.clone()], scan_start, scan_start, |_| Some(1)), 1);
+    let p = tb.get(800).unwrap();
+    assert_eq!(tb.registry.path(p.cgroup), "/torture/b");
+    assert_eq!(p.cgroup_id, 0, "its cgroup2 id is unknown until an event names it");
+    // Agreeing now: nothing more to fix.
+    assert_eq!(tb.reconcile(&[s], scan_start, scan_start, |_| Some(1)), 0);
+    assert_eq!(tb.stats.corrections, 1);
+}
+
+/// A move applied after the scan began is newer than what the scan read: not undone.
+#[test]
+fn a_move_seen_after_the_scan_began_is_kept() {
+    use super::tests::scanned;
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sleep")));
+    tb.apply(&attach(800, "/torture/c", 71, 0)); // at 3 ticks
+    let s = scanned(800, 1, TICK, "/torture", &[800], HOST_NS, 'S');
+    assert_eq!(tb.reconcile(&[s], 2 * TICK + 1, 4 * TICK, |_| Some(1)), 0);
+    assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), "/torture/c");
+}
+
+/// A hybrid host: a process the table files under its v1 container path (its attach event
+/// named a container there) while /proc's cgroup2 line says otherwise is where /proc says.
+#[test]
+fn a_v1_container_path_that_proc_lists_is_no_correction() {
+    use super::tests::scanned;
+    let id = "a".repeat(64);
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sleep")));
+    let mut v1 = attach(800, &format!("/docker/{id}"), 0, 0);
+    if let Event::CgroupAttach(e) = &mut v1 {
+        e.hierarchy_id = 4;
+    }
+    tb.apply(&v1);
+    assert_eq!(
+        tb.registry.path(tb.get(800).unwrap().cgroup),
+        format!("/docker/{id}")
+    );
+    let mut s = scanned(800, 1, TICK, "/system.slice/docker.service", &[800], HOST_NS, 'S');
+    s.cgroup
+        .push_str(&format!("1:name=systemd:/docker/{id}\n"));
+    assert_eq!(tb.reconcile(&[s], 10 * TICK, 10 * TICK, |_| Some(1)), 0);
+    assert!(tb.get(800).unwrap().container.is_some());
+}

@@ -1,0 +1,438 @@
+//! Lifecycle forensics with real runtimes, compared with what the runtime and the kernel
+//! say themselves: `docker stop` of a PID 1 without a handler (SIGTERM ignored, SIGKILL
+//! after the timeout) and with `--init` (SIGTERM delivered and passed on), a kill from a
+//! host shell, OOM kills (Docker `--memory` and a launcher container; `dmesg` and Docker's
+//! `State.OOMKilled`), children killed with their pid namespace when PID 1 exits, and a
+//! history of 5,000 short-lived processes with the exit codes their parent saw. Run as root.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::common::{agent::*, runtimes::*, *};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+fn docker_agent(extra: &[&str]) -> Agent {
+    docker_ready();
+    let mut a = vec!["--docker-root", DOCKER_ROOT];
+    a.extend(extra);
+    Agent::start(&a)
+}
+
+/// A Docker container removed on drop.
+struct Docker(String);
+
+impl Docker {
+    fn run(name: &str, opts: &[&str], cmd: &[&str]) -> (Docker, String) {
+        let image = docker_ready();
+        let _ = docker().args(["rm", "-f", name]).output();
+        let mut a = vec!["run", "-d", "--network", "none", "--name", name];
+        a.extend(opts);
+        a.push(image);
+        a.extend(cmd);
+        let id = ok(docker().args(&a)).trim().to_string();
+        (Docker(name.into()), id)
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        ok(docker().args(["inspect", "-f", format, &self.0]))
+            .trim()
+            .to_string()
+    }
+
+    fn pid1(&self) -> u32 {
+        eventually(T, "the container's PID 1", || {
+            self.inspect("{{.State.Pid}}")
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+        })
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = docker().args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn history(agent: &Agent, reference: &str) -> Vec<Value> {
+    agent.json(&["history", reference])["entries"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn why(agent: &Agent, reference: &str) -> Value {
+    agent.json(&["why", reference])
+}
+
+/// Waits until the agent's `why` says PID 1 of `reference` ended.
+fn ended(agent: &Agent, reference: &str) -> Value {
+    eventually(T, "PID 1's end in the history", || {
+        let w = why(agent, reference);
+        (w["alive"] == false && !w["ended"].is_null()).then_some(w)
+    })
+}
+
+#[test]
+fn docker_stop_of_a_pid_1_without_handler_is_sigterm_ignored_then_sigkill_after_the_timeout() {
+    let agent = docker_agent(&[]);
+    let (c, _) = Docker::run("observer-test-stop", &[], &["sleep", "1000"]);
+    let pid1 = c.pid1();
+    eventually(T, "the agent to know PID 1", || {
+        (why(&agent, "observer-test-stop")["alive"] == true).then_some(())
+    });
+    let t = Instant::now();
+    let mut stop = docker()
+        .args(["stop", "-t", "3", "observer-test-stop"])
+        .spawn()
+        .unwrap();
+    // While docker waits, the tree says why: PID 1 ignored the SIGTERM.
+    let seen = eventually(
+        Duration::from_secs(3),
+        "the ignored SIGTERM on PID 1's tree line",
+        || {
+            let (code, out, _) = agent.cli(&["tree", "observer-test-stop"]);
+            (code == 0 && out.contains("ignored SIGTERM from ")).then_some(out)
+        },
+    );
+    assert!(stop.wait().unwrap().success());
+    let took = t.elapsed();
+    eprintln!("{seen}");
+    assert_eq!(c.inspect("{{.State.ExitCode}}"), "137", "docker's own view");
+    let w = ended(&agent, "observer-test-stop");
+    let e = &w["ended"];
+    assert_eq!(e["pid"], pid1);
+    assert_eq!(e["ns_pid"], 1);
+    assert_eq!(e["signal"], "SIGKILL");
+    assert_eq!(e["exit_code"], 137);
+    let ignored = e["ignored"].as_array().unwrap();
+    let term = ignored
+        .iter()
+        .find(|s| s["signal"] == "SIGTERM")
+        .unwrap_or_else(|| panic!("SIGTERM ignored: {w:#}"));
+    let kill = &e["killed_by"];
+    assert_eq!(kill["result"], "delivered");
+    for s in [term, kill] {
+        // The runtime sends them from the host: the shim's runc (or the shim itself).
+        assert_eq!(s["sender"]["origin"], "host", "{s:#}");
+        let comm = s["sender"]["comm"].as_str().unwrap();
+        assert!(
+            comm.starts_with("runc") || comm.starts_with("containerd-shim"),
+            "{s:#}"
+        );
+    }
+    let gap = (kill["time_ns"].as_u64().unwrap() - term["time_ns"].as_u64().unwrap()) as f64 / 1e9;
+    assert!(
+        (2.5..took.as_secs_f64() + 0.5).contains(&gap),
+        "SIGKILL {gap:.2} s after SIGTERM; docker stop took {took:?}"
+    );
+    let p = w["paragraph"].as_str().unwrap();
+    assert!(
+        p.contains("ignored SIGTERM") && p.contains("SIGKILL"),
+        "{p}"
+    );
+    eprintln!("observer why observer-test-stop:\n{p}");
+}
+
+#[test]
+fn docker_stop_with_init_delivers_sigterm_to_tini_which_passes_it_on() {
+    let agent = docker_agent(&[]);
+    let (c, _) = Docker::run("observer-test-stop-init", &["--init"], &["sleep", "1000"]);
+    let pid1 = c.pid1();
+    eventually(T, "the agent to know PID 1", || {
+        (why(&agent, "observer-test-stop-init")["alive"] == true).then_some(())
+    });
+    ok(docker().args(["stop", "-t", "10", "observer-test-stop-init"]));
+    let w = ended(&agent, "observer-test-stop-init");
+    let e = &w["ended"];
+    assert_eq!(e["pid"], pid1);
+    assert!(e["ignored"].as_array().unwrap().is_empty(), "{w:#}");
+    assert_eq!(
+        e["signal"],
+        Value::Null,
+        "tini exits with its child's status: {w:#}"
+    );
+    // The sleep got SIGTERM from tini (docker-init) inside the container.
+    let h = history(&agent, "observer-test-stop-init");
+    let sleep = h
+        .iter()
+        .find(|x| x["comm"] == "sleep")
+        .unwrap_or_else(|| panic!("{h:#?}"));
+    assert_eq!(sleep["signal"], "SIGTERM");
+    let by = &sleep["killed_by"];
+    assert_eq!(by["result"], "delivered");
+    assert_eq!(by["sender"]["pid"], pid1);
+    assert_eq!(by["sender"]["comm"], "docker-init");
+    assert_eq!(by["sender"]["ns_pid"], 1);
+    assert_ne!(by["sender"]["origin"], "host");
+    assert_eq!(sleep["parents"][0]["pid"], pid1);
+}
+
+#[test]
+fn a_kill_from_a_host_shell_names_that_shell_as_the_sender() {
+    let agent = docker_agent(&[]);
+    let (c, _) = Docker::run(
+        "observer-test-kill",
+        &[],
+        &["sh", "-c", "sleep 1000 & wait"],
+    );
+    let pid1 = c.pid1();
+    let sleep: u32 = eventually(T, "the container's sleep", || first_child(pid1));
+    eventually(T, "the agent to know the sleep", || {
+        agent
+            .json(&["ps", "-c", "observer-test-kill"])
+            .as_array()?
+            .iter()
+            .any(|p| p["pid"] == sleep)
+            .then_some(())
+    });
+    let shell = Command::new("sh")
+        .args(["-c", &format!("kill -KILL {sleep}; echo $$")])
+        .output()
+        .unwrap();
+    let shell_pid: u64 = String::from_utf8_lossy(&shell.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let e = eventually(T, "the sleep in the history", || {
+        history(&agent, "observer-test-kill")
+            .into_iter()
+            .find(|e| e["pid"] == sleep)
+    });
+    assert_eq!(e["signal"], "SIGKILL");
+    let s = &e["killed_by"]["sender"];
+    assert_eq!(s["pid"], shell_pid, "{e:#}");
+    assert_eq!(s["comm"], "sh");
+    assert_eq!(s["origin"], "host");
+    assert_eq!(e["parents"][0]["pid"], pid1);
+    // `why <pid>` finds the ended process too.
+    let w = why(&agent, &sleep.to_string());
+    assert!(
+        w["paragraph"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("sh (host pid {shell_pid})")),
+        "{w:#}"
+    );
+}
+
+/// The kernel's OOM line for `pid`: (comm, anon-rss kB).
+fn dmesg_oom(pid: u64) -> Option<(String, u64)> {
+    let out = ok(&mut Command::new("dmesg"));
+    let key = format!("Killed process {pid} (");
+    let line = out.lines().rev().find(|l| l.contains(&key))?;
+    let rest = &line[line.find(&key)? + key.len()..];
+    let comm = rest[..rest.find(')')?].to_string();
+    let anon = rest
+        .split("anon-rss:")
+        .nth(1)?
+        .split("kB")
+        .next()?
+        .parse()
+        .ok()?;
+    Some((comm, anon))
+}
+
+fn check_oom(e: &Value) {
+    let pid = e["pid"].as_u64().unwrap();
+    assert_eq!(e["signal"], "SIGKILL");
+    let oom = &e["oom"];
+    assert!(!oom.is_null(), "OOM facts: {e:#}");
+    let (comm, anon) = eventually(T, "the kernel's OOM line", || dmesg_oom(pid));
+    assert_eq!(e["comm"], comm.as_str());
+    assert_eq!(oom["anon_rss_kb"], anon, "{e:#}");
+    assert_eq!(e["killed_by"]["sender"]["origin"], "kernel");
+    assert!(oom["memory_limit_bytes"].as_u64().is_some(), "{e:#}");
+}
+
+#[test]
+fn an_oom_kill_in_a_docker_container_matches_the_kernel_log_and_docker() {
+    let agent = docker_agent(&[]);
+    let (c, _) = Docker::run(
+        "observer-test-oom",
+        &["--memory", "32m", "--memory-swap", "32m"],
+        &["sh", "-c", "tail /dev/zero"],
+    );
+    let e = eventually(T, "the OOM victim in the history", || {
+        history(&agent, "observer-test-oom")
+            .into_iter()
+            .find(|e| !e["oom"].is_null())
+    });
+    check_oom(&e);
+    eventually(T, "docker to see the container end", || {
+        (c.inspect("{{.State.Running}}") == "false").then_some(())
+    });
+    assert_eq!(c.inspect("{{.State.OOMKilled}}"), "true");
+    let w = why(&agent, &e["pid"].to_string());
+    assert!(w["paragraph"].as_str().unwrap().contains("OOM"), "{w:#}");
+    let m = agent.http_get("/metrics");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("observer_container_oom_victims_total{")
+                && l.contains("observer-test-oom")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
+}
+
+/// A launcher container removed when dropped.
+struct Rm(&'static str);
+
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = observer().args(["rm", "-f", self.0]).output();
+    }
+}
+
+/// Starts launcher container `name` (32 MiB of memory) running `script`.
+fn launcher_oom(name: &'static str, script: &str) -> Rm {
+    let _ = observer().args(["rm", "-f", name]).output();
+    let out = observer()
+        .args(oom_container_args_with(name, true, script))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    Rm(name)
+}
+
+#[test]
+fn an_oom_kill_in_a_launcher_container_matches_the_kernel_log() {
+    let agent = Agent::start(&[]);
+    let name = "observer-test-oom-launcher";
+    let _rm = launcher_oom(name, "tail /dev/zero");
+    let e = eventually(T, "the OOM victim in the history", || {
+        history(&agent, name)
+            .into_iter()
+            .find(|e| !e["oom"].is_null())
+    });
+    check_oom(&e);
+}
+
+/// The cgroup's OOM kill counter on /metrics: kept between scrapes (the agent sees OOM kills
+/// as events), it must still move as soon as the table counts the victim, not only when the
+/// kept value expires (30–60 s): the container is scraped before the kill, and must show
+/// the kill within 15 s.
+#[test]
+fn the_cgroup_oom_counter_on_metrics_follows_an_oom_kill_at_once() {
+    let agent = Agent::start(&[]);
+    let name = "observer-test-oom-metrics";
+    let _rm = launcher_oom(name, "sleep 6; tail /dev/zero; sleep 600");
+    let kills = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("observer_container_oom_kills_total{") && l.contains(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    // Scraped before the kill: the counter (0) is now kept.
+    let before = eventually(T, "the container's OOM counter on /metrics", || {
+        kills(&agent.http_get("/metrics"))
+    });
+    assert_eq!(before, 0);
+    eventually(T, "the OOM victim in the history", || {
+        history(&agent, name)
+            .into_iter()
+            .find(|e| !e["oom"].is_null())
+    });
+    let seen = std::time::Instant::now();
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the OOM kill on /metrics",
+        || (kills(&agent.http_get("/metrics")) == Some(1)).then_some(()),
+    );
+    assert!(seen.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn children_are_killed_with_their_pid_namespace_when_pid_1_exits() {
+    let agent = docker_agent(&[]);
+    let (c, _) = Docker::run(
+        "observer-test-nsdeath",
+        &[],
+        &["sh", "-c", "sleep 1000 & sleep 1001 & sleep 2; exit 5"],
+    );
+    let pid1 = c.pid1();
+    let w = ended(&agent, "observer-test-nsdeath");
+    assert_eq!(w["ended"]["exit_code"], 5, "{w:#}");
+    assert_eq!(c.inspect("{{.State.ExitCode}}"), "5");
+    let h = history(&agent, "observer-test-nsdeath");
+    // busybox runs its applets through /proc/self/exe: comm `exe`, argv[0] `sleep`.
+    let sleeps: Vec<&Value> = h.iter().filter(|e| e["argv"][0] == "sleep").collect();
+    let long: Vec<&&Value> = sleeps
+        .iter()
+        .filter(|e| e["argv"][1] == "1000" || e["argv"][1] == "1001")
+        .collect();
+    assert_eq!(long.len(), 2, "{h:#?}");
+    for e in long {
+        assert_eq!(e["signal"], "SIGKILL");
+        let ns = &e["killed_with_namespace"];
+        assert_eq!(ns["pid"], pid1, "{e:#}");
+        assert_eq!(ns["exit_code"], 5);
+        assert_eq!(e["killed_by"]["sender"]["origin"], "kernel");
+    }
+}
+
+#[test]
+fn a_history_of_5000_short_lived_processes_has_every_exit_code_the_parent_saw() {
+    let agent = docker_agent(&["--history-per-container", "10000"]);
+    // Each subshell exits with i % 7; the parent's `wait` sees it ($?), tallied per code.
+    let script = "i=0; while [ $i -lt 5000 ]; do (exit $((i % 7))); echo $? >> /codes; \
+                  i=$((i+1)); done; sort /codes | uniq -c; sleep 1000";
+    let (c, _) = Docker::run("observer-test-history", &[], &["sh", "-c", script]);
+    let seen = eventually(Duration::from_secs(180), "the loop to end", || {
+        let logs = ok(docker().args(["logs", &c.0]));
+        (logs.lines().count() == 7).then_some(logs)
+    });
+    let mut want = [0u64; 7];
+    for l in seen.lines() {
+        let mut it = l.split_whitespace();
+        let n: u64 = it.next().unwrap().parse().unwrap();
+        let code: usize = it.next().unwrap().parse().unwrap();
+        want[code] = n;
+    }
+    assert_eq!(want.iter().sum::<u64>(), 5000);
+    let h = eventually(T, "5,000 subshells in the history", || {
+        let h = history(&agent, "observer-test-history");
+        (h.iter().filter(|e| e["comm"] == "sh").count() >= 5000).then_some(h)
+    });
+    let mut got = [0u64; 7];
+    for e in h.iter().filter(|e| e["comm"] == "sh") {
+        got[e["exit_code"].as_u64().unwrap() as usize] += 1;
+    }
+    assert_eq!(got, want);
+    let st: Value =
+        serde_json::from_str(http_body(&agent.http_get("/v1/status")).as_str()).unwrap();
+    assert_eq!(st["evictions"]["history"], 0, "{st:#}");
+
+    // The bound: 1,000 per container, the rest evicted and counted.
+    let small = docker_agent(&["--history-per-container", "1000"]);
+    let (c2, _) = Docker::run(
+        "observer-test-history-bound",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do (exit 1); i=$((i+1)); done; echo done; sleep 1000",
+        ],
+    );
+    eventually(Duration::from_secs(120), "the loop to end", || {
+        ok(docker().args(["logs", &c2.0]))
+            .contains("done")
+            .then_some(())
+    });
+    let h = eventually(T, "a full history", || {
+        let h = history(&small, "observer-test-history-bound");
+        (h.len() == 1000).then_some(h)
+    });
+    assert!(h.iter().all(|e| e["exit_code"] == 1));
+    let st: Value =
+        serde_json::from_str(http_body(&small.http_get("/v1/status")).as_str()).unwrap();
+    assert!(
+        st["evictions"]["history"].as_u64().unwrap() >= 2000,
+        "{st:#}"
+    );
+    drop(c);
+}

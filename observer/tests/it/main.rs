@@ -1,0 +1,36 @@
+//! observer's integration tests: one test binary (as aya's `integration-test`), one module
+//! per part of the product, each tested end to end against the real `observer` binary, the
+//! live kernel and real runtimes (run as root, `--test-threads=1`). A test's name is
+//! `<module>::<test>`, e.g. `tree::orphans_are_adopted_by_the_subreaper`; filter by module
+//! with `cargo test ... --test it -- tree::`. The opening comment of each module says what it
+//! proves; `common` holds the helpers (its agent wraps observer-harness, the agent harness
+//! `cargo xtask bench` uses too).
+//!
+//! The VM matrix (`cargo xtask vm-test`) runs this same binary inside each guest, the
+//! modules listed in `VM_MODULES` of xtask/src/vm/mod.rs.
+
+mod common;
+
+mod bad_input;
+mod config;
+mod deploy;
+mod escapes;
+mod events;
+mod forensics;
+mod hardening;
+mod hostile_cgroups;
+mod image;
+mod launcher;
+mod launcher_defaults;
+mod metrics;
+mod oci;
+mod pid_reuse;
+mod pods;
+mod resilience;
+mod runtimes;
+mod scale;
+mod seed;
+mod systemd;
+mod tree;
+mod truth;
+mod web;

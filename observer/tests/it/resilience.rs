@@ -1,0 +1,585 @@
+//! The agent when things go wrong underneath it: a ring buffer too small for a spawn storm
+//! (losses counted in the kernel and by the agent, a reconciliation at once, the table equal
+//! to /proc right after), and an agent killed with SIGKILL under load (nothing left attached,
+//! the stale socket does not block the next agent, which rebuilds an exact table and says
+//! that its predecessor died), and memory bounds (ended containers evicted past their
+//! retention and over --max-containers, counted; live ones kept), and the cheap periodic
+//! check that replaces full scans when nothing was lost. Run as root.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::common::{agent::*, *};
+use serde_json::Value;
+
+/// A bare container (new pid namespace) whose shell runs `workers` spawn loops of
+/// `per_worker` short-lived processes each, then sleeps; `go` starts the storm.
+struct Storm {
+    unshare: Child,
+    pidns: u64,
+    go: std::path::PathBuf,
+    done: std::path::PathBuf,
+}
+
+impl Storm {
+    fn new(workers: usize, per_worker: usize) -> Storm {
+        let tag = format!("{}-{}", std::process::id(), workers);
+        let go = std::env::temp_dir().join(format!("observer-test-go-{tag}"));
+        let done = std::env::temp_dir().join(format!("observer-test-done-{tag}"));
+        let _ = std::fs::remove_file(&go);
+        let _ = std::fs::remove_file(&done);
+        let script = format!(
+            "sleep 100000 & sleep 100001 & echo ready; \
+             while [ ! -e {go} ]; do sleep 0.05; done; \
+             w=0; pids=; while [ $w -lt {workers} ]; do \
+               (i=0; while [ $i -lt {per_worker} ]; do /bin/true; i=$((i+1)); done) & \
+               pids=\"$pids $!\"; w=$((w+1)); done; \
+             for p in $pids; do wait $p; done; \
+             touch {done}; wait",
+            go = go.display(),
+            done = done.display()
+        );
+        let mut unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        BufReader::new(unshare.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let sh = eventually(Duration::from_secs(10), "the namespace's shell", || {
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()
+        });
+        Storm {
+            pidns: ns_inode(sh, "pid"),
+            unshare,
+            go,
+            done,
+        }
+    }
+
+    /// Starts the storm and waits for its end.
+    fn run(&self, timeout: Duration) {
+        std::fs::write(&self.go, "").unwrap();
+        eventually(timeout, "the spawn storm to end", || {
+            self.done.exists().then_some(())
+        });
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        let _ = std::fs::remove_file(&self.go);
+        let _ = std::fs::remove_file(&self.done);
+    }
+}
+
+fn status(agent: &Agent) -> Value {
+    let body = agent.http_get("/v1/status");
+    serde_json::from_str(body.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+fn total(st: &Value, field: &str) -> u64 {
+    st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[field].as_u64().unwrap())
+        .sum()
+}
+
+/// The agent's processes compared with /proc read before and after asking it, so that
+/// processes starting or ending meanwhile do not count: returns (pids /proc lists in both
+/// reads that the agent lacks, pids the agent lists that /proc has in neither read although
+/// they are older than the comparison).
+fn table_vs_proc(agent: &Agent) -> (Vec<u64>, Vec<u64>) {
+    let read = || -> std::collections::BTreeSet<u64> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    let t = Instant::now();
+    let before = read();
+    let ps = agent.json(&["ps"]);
+    let after = read();
+    let window = t.elapsed().as_secs_f64() + 0.2;
+    let procs = ps.as_array().unwrap();
+    let listed: std::collections::BTreeSet<u64> =
+        procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    let missing = before
+        .intersection(&after)
+        .filter(|p| !listed.contains(p))
+        .copied()
+        .collect();
+    let gone = procs
+        .iter()
+        .filter(|p| p["age_s"].as_f64().unwrap() > window)
+        .map(|p| p["pid"].as_u64().unwrap())
+        .filter(|p| !before.contains(p) && !after.contains(p))
+        .collect();
+    (missing, gone)
+}
+
+fn assert_table_equals_proc(agent: &Agent, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (missing, gone) = table_vs_proc(agent);
+        if missing.is_empty() && gone.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("the table differs from /proc: missing {missing:?}, gone but listed {gone:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn forced_ring_buffer_overflow_is_counted_reconciled_at_once_and_the_table_equals_proc() {
+    // The smallest ring buffer, no periodic reconciliation: only a counted loss can trigger one.
+    let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h", "-v"]);
+    let st0 = status(&agent);
+    assert_eq!(st0["reconciliations"], 0);
+    let storm = Storm::new(4, 1500);
+    let end = Instant::now();
+    storm.run(Duration::from_secs(120));
+    let storm_took = end.elapsed();
+    let st = status(&agent);
+    let dropped = total(&st, "dropped");
+    assert!(
+        dropped > 0,
+        "a 4 KiB ring buffer must overflow under a 4-way storm: {st:#}"
+    );
+    let m = agent.http_get("/metrics");
+    let lost: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("observer_events_lost_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(lost as u64, dropped, "/metrics reports the kernel's count");
+    // The agent noticed the loss and reconciled without waiting for its 1 h interval.
+    let ended = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "a reconciliation after the loss",
+        || (status(&agent)["reconciliations"].as_u64()? >= 1).then_some(()),
+    );
+    assert_table_equals_proc(
+        &agent,
+        Duration::from_secs(5).saturating_sub(ended.elapsed()),
+    );
+    tree_equal_to_proc(&agent, &storm.pidns.to_string(), Duration::from_secs(5));
+    // Every correction is explained in the log with both sides.
+    let mut explained = Vec::new();
+    let corrections = eventually(Duration::from_secs(10), "a line per correction", || {
+        explained.extend(
+            agent
+                .log_lines()
+                .into_iter()
+                .filter(|l| l.contains("correction:")),
+        );
+        let n = status(&agent)["corrections"].as_u64()?;
+        (explained.len() as u64 == n).then_some(n)
+    });
+    assert!(corrections > 0, "a loss this size needs corrections");
+    for l in &explained {
+        assert!(
+            l.contains("the table has") && l.contains("/proc has"),
+            "a correction without both sides: {l}"
+        );
+    }
+    eprintln!(
+        "storm of 6,000 spawns took {storm_took:?}; {dropped} events dropped, {} received; table equal to /proc {:?} after the storm",
+        total(&st, "received"),
+        ended.elapsed()
+    );
+}
+
+#[test]
+fn with_no_event_lost_the_periodic_check_reads_only_the_process_ids_even_during_a_storm() {
+    // A check every second, a full scan never (1 h): the check must tolerate processes
+    // that start and end while it reads /proc, and the table stay exact without full scans.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "1s",
+        "--full-reconcile-interval",
+        "1h",
+    ]);
+    let storm = Storm::new(2, 8000);
+    let t = Instant::now();
+    storm.run(Duration::from_secs(120));
+    let storm_took = t.elapsed();
+    let checks_after_storm = status(&agent)["checks"].as_u64().unwrap();
+    eventually(Duration::from_secs(5), "two more checks", || {
+        (status(&agent)["checks"].as_u64()? >= checks_after_storm + 2).then_some(())
+    });
+    let st = status(&agent);
+    assert_eq!(
+        total(&st, "dropped"),
+        0,
+        "no event lost with the default ring buffer: {st:#}"
+    );
+    assert_eq!(
+        st["reconciliations"], 0,
+        "a check found a disagreement although no event was lost: {st:#}"
+    );
+    assert_table_equals_proc(&agent, Duration::from_secs(2));
+    eprintln!(
+        "{} checks, 0 full scans; storm of 16,000 spawns took {storm_took:?}",
+        st["checks"]
+    );
+    drop(agent);
+
+    // The long interval still brings a full scan.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "1s",
+        "--full-reconcile-interval",
+        "2s",
+    ]);
+    eventually(
+        Duration::from_secs(10),
+        "a full scan after the long interval",
+        || {
+            let st = status(&agent);
+            (st["reconciliations"].as_u64()? >= 1 && st["checks"].as_u64()? >= 1).then_some(())
+        },
+    );
+}
+
+/// Names of the BPF programs loaded on the machine (bpftool).
+fn bpf_programs() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (installed by cargo xtask setup --tests)");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some(p["name"].as_str()?.to_string()))
+        .collect()
+}
+
+fn ours(progs: &[String]) -> usize {
+    // The programs' names in observer-ebpf (truncated to 15 bytes by the kernel).
+    progs
+        .iter()
+        .filter(|n| {
+            [
+                "sched_process_",
+                "cgroup_attach",
+                "sys_exit_setns",
+                "sys_exit_unsha",
+                "seed_",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+        })
+        .count()
+}
+
+#[test]
+fn agent_killed_with_sigkill_under_load_restarts_with_an_exact_table() {
+    let base = ours(&bpf_programs());
+    let storm = Storm::new(2, 20_000);
+    let first = Agent::start(&[]);
+    let socket = first.socket.clone();
+    assert!(
+        ours(&bpf_programs()) > base,
+        "the agent's programs are loaded"
+    );
+    std::fs::write(&storm.go, "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    first.crash();
+    assert!(socket.exists(), "a killed agent leaves its socket file");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ours(&bpf_programs()) > base {
+        assert!(
+            Instant::now() < deadline,
+            "programs still loaded 10 s after the agent was killed (before it: {base}): {:?}",
+            bpf_programs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pinned: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        !pinned
+            .iter()
+            .any(|p: &std::path::PathBuf| p.to_string_lossy().contains("observer")),
+        "nothing pinned: {pinned:?}"
+    );
+    // The next agent takes the same socket while the storm goes on.
+    let second = Agent::start_at(&socket, &[]);
+    let st = status(&second);
+    assert_eq!(st["agent_starts"].as_u64(), Some(2), "{st:#}");
+    assert_eq!(st["unclean_restarts"].as_u64(), Some(1), "{st:#}");
+    let m = second.http_get("/metrics");
+    assert!(m.contains("observer_agent_unclean_restarts_total 1"), "{m}");
+    // While the storm goes on (field by field once it is over: states change meanwhile).
+    assert_table_equals_proc(&second, Duration::from_secs(5));
+    storm.run(Duration::from_secs(300));
+    assert_table_equals_proc(&second, Duration::from_secs(5));
+    tree_equal_to_proc(&second, &storm.pidns.to_string(), Duration::from_secs(5));
+}
+
+/// A launcher container removed (forcibly) on drop.
+struct Ctr(String);
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = observer().args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn ended_containers_are_evicted_and_counted_live_ones_stay() {
+    let agent = Agent::start(&["--max-containers", "3", "--container-retention", "1s"]);
+    let tag = std::process::id() % 100_000;
+    let live = Ctr(format!("ev-live-{tag}"));
+    let out = observer()
+        .args(["run", "-d", "--name", &live.0, "--", "sleep", "100000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "observer run: {out:?}");
+    let ended: Vec<Ctr> = (0..5).map(|i| Ctr(format!("ev-{i}-{tag}"))).collect();
+    for c in &ended {
+        let out = observer()
+            .args(["run", "--name", &c.0, "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "observer run {}: {out:?}", c.0);
+        let _ = observer().args(["rm", &c.0]).output();
+    }
+    let st = eventually(
+        Duration::from_secs(30),
+        "5 ended containers evicted",
+        || {
+            let st = status(&agent);
+            (st["evictions"]["containers"].as_u64()? >= 5).then_some(st)
+        },
+    );
+    assert!(
+        st["retained"]["containers"].as_u64().unwrap() <= 3,
+        "over --max-containers: {st:#}"
+    );
+    let metrics = agent.http_get("/metrics");
+    let evicted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("observer_evictions_total{what=\"container\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        evicted >= Some(5.0),
+        "observer_evictions_total: {evicted:?}"
+    );
+    // The live container was never evicted: still listed, its tree still answers.
+    let (code, out, err) = agent.cli(&["containers", "--no-headers"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&live.0), "live container evicted: {out}");
+    for c in &ended {
+        assert!(!out.contains(&c.0), "{} still listed: {out}", c.0);
+    }
+    let tree = agent.json(&["tree", &live.0]);
+    assert_eq!(tree["processes"][0]["comm"], "sleep", "{tree:#}");
+}
+
+/// GET `path` from `addr` with an Authorization header; the response as text ("" when the
+/// connection failed).
+fn get_with(addr: &str, path: &str, auth: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
+    let mut out = String::new();
+    if s.write_all(req.as_bytes()).is_ok() {
+        let _ = s.read_to_string(&mut out);
+    }
+    out
+}
+
+/// The same spawn storm into a 256 KiB ring buffer, alone and then while 8 clients send
+/// wrong passwords (a bcrypt each) and 8 scrape /metrics in a loop: the clients cost the
+/// events nothing (TLS, credentials and views run off the events' thread, failures are
+/// throttled per client, bcrypt runs one at a time).
+#[test]
+fn clients_with_wrong_passwords_and_scrapers_cost_no_events() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    };
+    let dir = std::env::temp_dir().join(format!("observer-test-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("htpasswd")
+        .args(["-nbBC", "10", "prom", "secret"])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prom: {hash}\n")).unwrap();
+    let good = "Basic cHJvbTpzZWNyZXQ="; // prom:secret
+    let bad = "Basic cHJvbTp3cm9uZw=="; // prom:wrong
+    let run = |clients: bool| -> (u64, u64, u64, Duration) {
+        let agent = Agent::start(&[
+            "--ringbuf-size",
+            "256K",
+            "--reconcile-interval",
+            "1h",
+            "--web-config",
+            web.to_str().unwrap(),
+        ]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (refused, scraped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..if clients { 16 } else { 0 })
+            .map(|i| {
+                let (addr, stop) = (agent.http.clone(), stop.clone());
+                let (refused, scraped) = (refused.clone(), scraped.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = get_with(&addr, "/metrics", if i < 8 { bad } else { good });
+                        match r.split_whitespace().nth(1) {
+                            Some("401") => refused.fetch_add(1, Ordering::Relaxed),
+                            // Throttled: refused without a bcrypt.
+                            Some("429") => refused.fetch_add(1 << 32, Ordering::Relaxed),
+                            Some("200") => scraped.fetch_add(1, Ordering::Relaxed),
+                            _ => 0,
+                        };
+                    }
+                })
+            })
+            .collect();
+        let storm = Storm::new(2, 10_000);
+        let t = Instant::now();
+        storm.run(Duration::from_secs(180));
+        let took = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let st: Value = serde_json::from_str(
+            get_with(&agent.http, "/v1/status", good)
+                .split_once("\r\n\r\n")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        let refused = refused.load(Ordering::Relaxed);
+        let scraped = scraped.load(Ordering::Relaxed);
+        (total(&st, "dropped"), refused, scraped, took)
+    };
+    let (alone, _, _, alone_took) = run(false);
+    let (busy, refused, scraped, busy_took) = run(true);
+    let (bcrypted, throttled) = (refused & 0xffff_ffff, refused >> 32);
+    eprintln!(
+        "storm alone: {alone} events lost in {alone_took:?}; with clients: {busy} lost in \
+         {busy_took:?}, {bcrypted} refusals after a bcrypt, {throttled} throttled, {scraped} \
+         scrapes"
+    );
+    assert!(
+        bcrypted > 0 && scraped > 0,
+        "the clients did not run: {refused} {scraped}"
+    );
+    assert!(
+        throttled > bcrypted,
+        "failures are not throttled per client"
+    );
+    assert!(
+        busy <= alone,
+        "the clients cost {busy} lost events (alone: {alone})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stopped (SIGSTOP) for as long as it lives: a stopped agent's ring buffer fills, and what
+/// happens then is lost. Continued on drop, also when the test fails.
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_move_to_another_cgroup_whose_event_was_lost_is_corrected_after_the_loss() {
+    let (a, b) = (TestCgroup::new("lost-move-a"), TestCgroup::new("lost-move-b"));
+    let rel = |c: &TestCgroup| {
+        format!("/{}", c.path.strip_prefix(cgroup2_mount()).unwrap().display())
+    };
+    let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h", "-v"]);
+    let sleep = Killed(Command::new("sleep").arg("300").spawn().unwrap());
+    let pid = sleep.0.id();
+    let cgroup_of = |pid: u32| -> Option<String> {
+        let ps = agent.json(&["ps"]);
+        let p = ps.as_array()?.iter().find(|p| p["pid"] == pid)?;
+        p["cgroup"].as_str().map(str::to_string)
+    };
+    std::fs::write(a.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    let in_a = rel(&a);
+    eventually(Duration::from_secs(5), "the move to a seen", || {
+        (cgroup_of(pid)? == in_a).then_some(())
+    });
+    let before = status(&agent);
+    {
+        let _stopped = Stopped::new(agent.pid());
+        // Far more than 4 KiB of events, then the move: it finds the ring buffer full.
+        let burst = sh("for i in $(seq 300); do /bin/true; done");
+        assert!(burst.status.success());
+        std::fs::write(b.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+    let in_b = rel(&b);
+    let seen = eventually(Duration::from_secs(15), "the cgroup corrected", || {
+        let now = cgroup_of(pid)?;
+        (now == in_b).then_some(now)
+    });
+    assert_eq!(seen, in_b);
+    let st = status(&agent);
+    assert!(total(&st, "dropped") > total(&before, "dropped"), "{st:#}");
+    let line = agent
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("correction: cgroup") && l.contains(&format!("pid {pid} ")))
+        .unwrap_or_else(|| panic!("no correction line for pid {pid}"));
+    assert!(line.contains(&in_a) && line.contains(&in_b), "{line}");
+    drop(sleep);
+}
+
+/// A child killed and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

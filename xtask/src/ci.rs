@@ -1,0 +1,177 @@
+//! `cargo xtask test`, CI's command: setup, lint, the package, the host tests, the torture,
+//! fuzzing and the kernel matrix, one phase after another, with a table of how long each
+//! took printed at the end (also when a phase failed).
+//!
+//! Everything is compiled once per target: the musl release build of observer that the
+//! package ships is the binary the host tests, the torture, the hygiene check and the VM
+//! guests run, and the integration-test binary the host tests built is the one the guests
+//! run. Only the fuzz targets need builds of their own (another compiler: the pinned nightly
+//! with sanitizers).
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{fuzz, hygiene, package, setup, tools, torture, util::root, vm};
+
+/// One row of the table: a phase, its wall time, whether it passed.
+struct Phase {
+    name: String,
+    took: Duration,
+    ok: bool,
+}
+
+/// The phases run so far.
+#[derive(Default)]
+struct Phases {
+    rows: Vec<Phase>,
+}
+
+impl Phases {
+    /// Runs `f` as the phase `name`, timed.
+    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        eprintln!("test: phase {name}");
+        let t = Instant::now();
+        let r = f();
+        self.add(name, t.elapsed(), r.is_ok());
+        r.with_context(|| format!("phase {name}"))
+    }
+
+    fn add(&mut self, name: &str, took: Duration, ok: bool) {
+        self.rows.push(Phase {
+            name: name.to_string(),
+            took,
+            ok,
+        });
+    }
+
+    fn print(&self, total: Duration) {
+        println!("\nphase                  time   result");
+        for p in &self.rows {
+            println!(
+                "{:<20} {:>6}   {}",
+                p.name,
+                mmss(p.took),
+                if p.ok { "ok" } else { "FAILED" }
+            );
+        }
+        println!("{:<20} {:>6}", "total", mmss(total));
+    }
+}
+
+fn mmss(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+/// The test command: every phase, then the table of phase times.
+pub fn test(no_vm: bool, args: &[String]) -> Result<()> {
+    let t = Instant::now();
+    let mut phases = Phases::default();
+    let r = phases_in_order(&mut phases, no_vm, args);
+    phases.print(t.elapsed());
+    r
+}
+
+fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<()> {
+    let (promtool, kube) = phases.run("setup", || {
+        setup::setup(true)?;
+        hygiene::survive_interrupts();
+        Ok((tools::promtool()?, tools::kube_validators()?))
+    })?;
+    phases.run("lint", lint)?;
+    let deb = phases.run("package", package::package)?;
+    phases.run("host tests (build)", || crate::build_tests(&[]).map(|_| ()))?;
+    phases.run("host tests (run)", || {
+        host_tests(
+            args,
+            &[
+                ("OBSERVER_PROMTOOL", promtool.as_os_str()),
+                ("OBSERVER_DEB", deb.as_os_str()),
+                ("OBSERVER_KUBE_VENV", kube.as_os_str()),
+            ],
+        )
+    })?;
+    phases.run("torture", || torture::torture(60))?;
+    // Each fuzz target briefly: its regressions, then new inputs from its seeds.
+    phases.run("fuzz", || fuzz::fuzz(&[], 10))?;
+    if no_vm {
+        return Ok(());
+    }
+    let vm_start = Instant::now();
+    let (times, r) = vm::vm_matrix(vm::VmArgs {
+        kernels: vm::DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
+        refresh: false,
+        timeout: Duration::from_secs(900),
+        only: None,
+    });
+    phases.add("vm prepare", times.prepare, times.prepare_ok);
+    // Kernels boot two at a time: their rows overlap; "vm matrix" is the phase's wall time.
+    for k in &times.kernels {
+        phases.add(&format!("vm {}", k.label), k.took, k.ok);
+    }
+    phases.add("vm matrix (wall)", vm_start.elapsed(), r.is_ok());
+    r
+}
+
+/// `cargo fmt --check` and clippy with warnings denied, for the host crates. The eBPF crate
+/// is linted as it builds today: observer/build.rs builds it with the workspace's rustc
+/// `[lints]` (warnings shown, not denied). Clippy runs with the package build's profile and
+/// target, so it shares that build's proc macros and dependencies' build scripts (~50 s
+/// from a clean clone, ~25 s of it observer's build script, which runs again under clippy).
+pub fn lint() -> Result<()> {
+    let fmt = Command::new("cargo")
+        .current_dir(root())
+        .args(["fmt", "--all", "--check"])
+        .status()
+        .context("cargo fmt")?;
+    if !fmt.success() {
+        bail!("the code is not formatted as rustfmt.toml says: run `cargo fmt --all`");
+    }
+    let clippy = Command::new("cargo")
+        .current_dir(root())
+        .args([
+            "clippy",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "observer-ebpf",
+            "--all-targets",
+        ])
+        .args(["--target", vm::MUSL, "--", "-D", "warnings"])
+        .status()
+        .context("cargo clippy")?;
+    if !clippy.success() {
+        bail!(
+            "clippy found problems (the lints are [workspace.lints] in Cargo.toml): fix them, \
+             or allow one where it is wrong with #[expect(clippy::..., reason = \"...\")]"
+        );
+    }
+    Ok(())
+}
+
+/// The host tests (unit and integration) below the hygiene's runner, then its teardown.
+fn host_tests(args: &[String], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+    // Whatever the tests do, and however they end, what they started is stopped and
+    // nothing else is touched: first proven here, then done for the tests.
+    hygiene::selfcheck::check(&vm::static_observer())?;
+    let before = hygiene::before();
+    let mut cargo_test = crate::cargo_test();
+    cargo_test
+        .envs(env.iter().copied())
+        // Every test binary runs: one failure does not hide the others'.
+        .arg("--no-fail-fast")
+        .args(args)
+        .args(["--", "--test-threads=1"]);
+    // Below a runner that is a subreaper: the tests' processes are known positively.
+    let mut tests = hygiene::Run::start(&cargo_test)?;
+    let tests_result = tests.wait();
+    let clean = hygiene::teardown(&before, &mut tests, &vm::static_observer(), true);
+    drop(tests);
+    tests_result?;
+    clean.into_result()
+}
