@@ -86,13 +86,27 @@ pub(super) fn attach_all(
     {
         calib::attach(ebpf, name, tracefs, &cfg.btf, kernel_btf)?;
     }
-    for prog @ (category, name, _, _) in PROGRAMS {
+    // The process's end before its start: a process whose fork event is recorded has its
+    // exit and free recorded too. Attached fork first, a process that forked and ended
+    // before the exit and free programs were attached stayed in the table until a full
+    // scan (30 of them per start beside a shell loop; the seed, read after every attach,
+    // cannot know it ever was).
+    for prog @ (category, name, _, _) in PROGRAMS.iter().rev() {
         let full = format!("{category}:{name}");
         match unavailable(tracefs, offsets, category, name) {
             Some(why) => a.missing.push((full, why.to_string())),
-            None => attach_one(ebpf, cfg, kernel_btf, prog, full, &mut a)?,
+            None => attach_one(ebpf, cfg, kernel_btf, *prog, full, &mut a)?,
         }
     }
+    // Listed in PROGRAMS' order, as before.
+    let at = |tp: &String| {
+        PROGRAMS
+            .iter()
+            .position(|(c, n, _, _)| *tp == format!("{c}:{n}"))
+    };
+    a.attached.sort_by_key(at);
+    a.btf_attached.sort_by_key(at);
+    a.missing.reverse();
     for (tp, why) in &a.missing {
         log::warn!("{tp} not attached: {why}; its events will be missing");
     }
