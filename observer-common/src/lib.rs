@@ -55,6 +55,9 @@ pub const TASK_FLAG_PID_LEVELS_TRUNCATED: u32 = 1 << 1;
 /// events: the kernel reports an attach of a task it skipped because it was exiting (a
 /// zombie's pid written to `cgroup.procs`), and such a task stays where it was.
 pub const TASK_FLAG_EXITING: u32 = 1 << 2;
+/// The cgroup path did not fit the record: `path` holds its first `CGROUP_PATH_LEN - 1`
+/// bytes (a path of exactly that length is flagged too). Set on cgroup attach events.
+pub const TASK_FLAG_CGROUP_PATH_CUT: u32 = 1 << 3;
 /// `PF_EXITING` in `task_struct.flags` (include/linux/sched.h, the same on every kernel).
 pub const PF_EXITING: u32 = 0x4;
 

@@ -33,7 +33,8 @@ use aya_ebpf::{
 use observer_common::{
     signal_bit, CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent,
     FreeEvent, NsEvent, Offsets, OomEvent, SignalEvent, Stats, TaskInfo, ABSENT, ARGS_LEN,
-    OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, PF_EXITING, SIGCHLD, TASK_FLAG_EXITING,
+    CGROUP_PATH_LEN, OOM_HAS_RSS, OOM_HAS_SCORE_ADJ, PF_EXITING, SIGCHLD,
+    TASK_FLAG_CGROUP_PATH_CUT, TASK_FLAG_EXITING,
 };
 use task::{cgroup_id, fill_identity, fill_task, own_pid, Probe, Reader};
 
@@ -410,10 +411,15 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     ev.threadgroup = (threadgroup & 0xff != 0) as u32;
     ev._pad = 0;
     ev.path[0] = 0;
-    if path != 0
-        && unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut ev.path) }.is_err()
-    {
-        r.fail();
+    if path != 0 {
+        match unsafe { bpf_probe_read_kernel_str_bytes(path as *const u8, &mut ev.path) } {
+            // The helper always ends the copy with a NUL: a path that filled it may be cut.
+            Ok(s) if s.len() >= CGROUP_PATH_LEN - 1 => {
+                ev.task.flags |= TASK_FLAG_CGROUP_PATH_CUT;
+            }
+            Ok(_) => {}
+            Err(_) => r.fail(),
+        }
     }
     entry.submit(wakeup_flags());
     finish(&ctx, kind, &r);

@@ -139,20 +139,21 @@ impl Table {
     fn cgroup_attach(&mut self, h: &EventHeader, e: &CgroupAttachEvent) {
         let pid = h.tgid;
         self.ensure(pid, &e.task, true);
-        // A path longer than the record holds arrives cut: the cgroup2 id names it whole
-        // when a walk or an earlier event taught it.
-        let cut = !e.path.contains(&0);
-        let known = (e.hierarchy_id == 0)
-            .then(|| self.registry.path_of_cgroup_id(e.dst_cgroup_id))
+        // A path longer than the record holds arrives cut: its cgroup2 id names it whole
+        // (taught by an event or the seed, else found by a walk of the cgroup2 tree).
+        let cut = e.task.flags & observer_common::TASK_FLAG_CGROUP_PATH_CUT != 0;
+        let whole = (cut && e.hierarchy_id == 0)
+            .then(|| self.path_of_cgroup_id(e.dst_cgroup_id, h.ktime_ns))
             .flatten();
-        let idx = match known {
-            Some(idx) if cut => idx,
-            _ => self.registry.intern_path(&c_str(&e.path)),
+        let idx = match whole {
+            Some(idx) => idx,
+            None => self.registry.intern_path(&c_str(&e.path)),
         };
         if e.hierarchy_id == 0 && !cut {
             self.registry.learn_cgroup_id(e.dst_cgroup_id, idx);
         }
-        let names_container = crate::containers::cgroup::parse_path(self.registry.path(idx)).is_some();
+        let names_container =
+            crate::containers::cgroup::parse_path(self.registry.path(idx)).is_some();
         if let Some(p) = self.procs.get_mut(&pid) {
             if e.hierarchy_id == 0 {
                 p.cgroup_id = e.dst_cgroup_id;

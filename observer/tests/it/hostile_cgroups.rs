@@ -260,10 +260,10 @@ fn process(ps: &Value, pid: u32) -> Option<&Value> {
     ps.as_array()?.iter().find(|p| p["pid"] == pid)
 }
 
-/// Whether a view's `cgroup` is `path` (or, from the agent, the path cut: `rel`).
-fn shows(v: &Value, path: &[String; 2], agent: bool) -> bool {
-    let shown = v.as_str();
-    shown == Some(path[0].as_str()) || (agent && shown == Some(path[1].as_str()))
+/// Whether a view's `cgroup` is `path`, whole: the agent takes a path the kernel side cut
+/// (`rel`) whole from its cgroup2 id.
+fn shows(v: &Value, path: &[String; 2], _agent: bool) -> bool {
+    v.as_str() == Some(path[0].as_str())
 }
 
 /// One process the test started: its pid, its cgroup as the views show it, what it is.
