@@ -141,7 +141,7 @@ impl<'a> Reconciler<'a> {
     ) {
         match due {
             Due::Details(lines) => self.on_details(lines, table),
-            Due::Tick => self.on_tick(probes),
+            Due::Tick => self.on_tick(probes, table),
             Due::Check(pids) => self.on_check(pids, table, pump),
             Due::Scan(r) => self.on_scan(r, table, pump),
         }
@@ -164,11 +164,11 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    fn on_tick(&mut self, probes: &mut Probes) {
+    fn on_tick(&mut self, probes: &mut Probes, table: &Table) {
         if full_due(self.last_full.elapsed(), self.full_every) {
             self.job = Some(start_scan(self.cfg.redact.clone()));
         } else {
-            self.check_range = self.pace.next_range(pid_range::pid_max());
+            self.check_range = self.pace.next_range(|| table.pids());
             self.check = Some(match &self.check_range {
                 None => start_check(probes, &self.cfg.probes.btf, &mut self.pid_iter),
                 Some(r) => start_slice_check(r.clone()),
@@ -220,9 +220,17 @@ impl<'a> Reconciler<'a> {
             );
             // Apply what happened during the scan first: the scan must not undo it.
             pump.apply(table);
-            let fixes = table.reconcile(&scans, started_ns, boot_now_ns(), |pid| {
-                scan::live(pid).map(|l| l.start_ticks)
-            });
+            let fixes = table.reconcile_with(
+                &scans,
+                started_ns,
+                boot_now_ns(),
+                |pid| scan::live(pid).map(|l| l.start_ticks),
+                &|pid| {
+                    std::fs::read(format!("/proc/{pid}/cgroup"))
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                },
+            );
             self.states = super::health::states(&scans);
             drop(scans);
             trim_heap();
@@ -246,7 +254,10 @@ impl<'a> Reconciler<'a> {
 /// keeps them within [`BUDGET`] of a core. A change is logged when it at least doubles or
 /// halves.
 fn spaced(what: &str, now: Duration, configured: Duration, cpu: Duration) -> Duration {
-    let next = configured.max(cpu.div_f64(BUDGET));
+    // At most an hour (or the configured interval, if longer) between full scans: their
+    // CPU is the process's, which a busy event loop meanwhile inflates.
+    let cap = configured.max(Duration::from_secs(3600));
+    let next = configured.max(cpu.div_f64(BUDGET)).min(cap);
     if next >= now * 2 || next * 2 <= now {
         log::info!(
             "{what} every {:.0?} now (the last cost {:.0?} of CPU; at most {}% of a core)",
@@ -346,10 +357,18 @@ mod tests {
     fn full_scans_are_spaced_to_cost_at_most_the_budget() {
         let cfg = Duration::from_secs(600);
         // 100 ms of CPU every 10 minutes is within 0.05% of a core: the configured spacing.
-        assert_eq!(spaced("full scans", cfg, cfg, Duration::from_millis(100)), cfg);
+        assert_eq!(
+            spaced("full scans", cfg, cfg, Duration::from_millis(100)),
+            cfg
+        );
         // 1.5 s (a scan of 50,000 processes) is spaced to 50 minutes.
         let big = spaced("full scans", cfg, cfg, Duration::from_millis(1500));
         assert_eq!(big, Duration::from_secs(3000));
+        // However costly, at most an hour apart.
+        assert_eq!(
+            spaced("full scans", cfg, cfg, Duration::from_secs(60)),
+            Duration::from_secs(3600)
+        );
         // A node that shrank gets its configured spacing back.
         assert_eq!(spaced("full scans", big, cfg, Duration::ZERO), cfg);
     }

@@ -266,14 +266,6 @@ impl Registry {
         self.cgroup_ids.get(&id).copied()
     }
 
-    /// The cgroup v2 id an event taught for an interned path (a search of every id: for
-    /// the rare correction, not the event path).
-    pub fn cgroup_id_of(&self, path: u32) -> Option<u64> {
-        self.cgroup_ids
-            .iter()
-            .find_map(|(&id, &p)| (p == path).then_some(id))
-    }
-
     fn container_for(&mut self, m: CgroupMatch, path: u32) -> u32 {
         let key = ContainerKey {
             runtime: m.runtime,

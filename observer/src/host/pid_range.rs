@@ -41,7 +41,12 @@ fn read(range: Range<u32>) -> (Vec<u32>, usize) {
     let (mut out, mut entries) = (Vec::new(), 0);
     for e in dir.iter().flatten() {
         entries += 1;
-        let Some(pid) = e.file_name().to_str().ok().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = e
+            .file_name()
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid >= range.end {
@@ -54,12 +59,12 @@ fn read(range: Range<u32>) -> (Vec<u32>, usize) {
     (out, entries)
 }
 
-/// The pid space's end (`kernel.pid_max`; the kernel's limit if unreadable).
-pub(crate) fn pid_max() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1 << 22)
+/// Whether this kernel's /proc seeks to a pid as [`pids_in`] expects: this process's own
+/// slice lists it alone.
+pub(crate) fn seeks() -> bool {
+    let me = std::process::id();
+    let (slice, entries) = read(me..me + 1);
+    slice == [me] && entries <= 2
 }
 
 fn seek(fd: &OwnedFd, to: i64) {
@@ -95,6 +100,11 @@ mod tests {
         // The listing starts at the range: /proc's other entries and the processes below
         // it are not read (one entry past the end ends it).
         let (slice, entries) = read(me..me + 1);
-        assert_eq!((slice.len(), entries <= 2), (1, true), "{entries} entries read");
+        assert_eq!(
+            (slice.len(), entries <= 2),
+            (1, true),
+            "{entries} entries read"
+        );
+        assert!(seeks());
     }
 }

@@ -343,6 +343,11 @@ impl Table {
         reaped
     }
 
+    /// Every process id the table holds (unordered).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+
     pub(crate) fn has_exited(&self) -> bool {
         !self.exited.is_empty()
     }

@@ -201,12 +201,16 @@ impl Table {
     /// `live_start_ticks` reads a PID's current start time (clock ticks) from /proc: a
     /// process the scan found but the table lacks is added only if it is still there — one
     /// that ended after the scan read it had its whole life applied (and removed) meanwhile.
-    pub(crate) fn reconcile(
+    /// `proc_cgroup` reads a PID's `/proc/<pid>/cgroup` now: a cgroup the scan disagrees on
+    /// is corrected only if that file disagrees too (the scan reads `cgroup.procs`, which
+    /// lists a process moved into a threaded cgroup under its threaded domain).
+    pub(crate) fn reconcile_with(
         &mut self,
         scans: &[Scanned],
         scan_start_ns: u64,
         now_ns: u64,
         live_start_ticks: impl Fn(u32) -> Option<u64>,
+        proc_cgroup: &dyn Fn(u32) -> Option<String>,
     ) -> u64 {
         let margin = self.tick_ns * 2;
         let mut fixes = 0;
@@ -217,7 +221,7 @@ impl Table {
             match self.procs.get(&s.pid).map(|p| p.start_time_ns) {
                 Some(start) if self.same_tick(start, s.start_time_ns) => {
                     if old_enough {
-                        fixes += self.correct(s, scan_start_ns, now_ns);
+                        fixes += self.correct(s, scan_start_ns, now_ns, proc_cgroup);
                     }
                 }
                 _ => self.add_missed(s, old_enough, now_ns, &live_start_ticks),
@@ -229,9 +233,30 @@ impl Table {
         fixes
     }
 
+    /// [`Table::reconcile_with`], each process's cgroup file as the scan read it.
+    #[cfg(test)]
+    pub(crate) fn reconcile(
+        &mut self,
+        scans: &[Scanned],
+        scan_start_ns: u64,
+        now_ns: u64,
+        live_start_ticks: impl Fn(u32) -> Option<u64>,
+    ) -> u64 {
+        let files: rustc_hash::FxHashMap<u32, String> =
+            scans.iter().map(|s| (s.pid, s.cgroup.clone())).collect();
+        let read = |pid: u32| files.get(&pid).cloned();
+        self.reconcile_with(scans, scan_start_ns, now_ns, live_start_ticks, &read)
+    }
+
     /// Fixes what the table has wrong about a process the scan found (the same one: same
     /// start): its parent, whether it exited, its cgroup. Returns the number of fixes.
-    fn correct(&mut self, s: &Scanned, scan_start_ns: u64, now_ns: u64) -> u64 {
+    fn correct(
+        &mut self,
+        s: &Scanned,
+        scan_start_ns: u64,
+        now_ns: u64,
+        proc_cgroup: &dyn Fn(u32) -> Option<String>,
+    ) -> u64 {
         let mut fixes = self.correct_parent(s, now_ns);
         let p = &self.procs[&s.pid];
         let zombie = p.is_zombie();
@@ -248,7 +273,26 @@ impl Table {
             self.exited.insert(s.pid);
             fixes += 1;
         }
-        fixes + self.correct_cgroup(s, scan_start_ns)
+        fixes + self.correct_cgroup(s, scan_start_ns, proc_cgroup)
+    }
+
+    /// Whether the table's cgroup for `p` is one of the paths the `/proc/<pid>/cgroup`
+    /// content `file` lists, and its cgroup2 id (if known) names the cgroup2 line's path.
+    /// An unreadable file agrees (nothing to correct from).
+    fn cgroup_agrees(&self, p: &Process, file: &str) -> bool {
+        let Some(lines) = crate::containers::cgroup::ranked_lines(file) else {
+            return true;
+        };
+        let Some(v2) = lines.iter().find(|l| l.hierarchy == 0) else {
+            return true;
+        };
+        let held = self.registry.path(p.cgroup);
+        let id_path = self
+            .registry
+            .path_of_cgroup_id(p.cgroup_id)
+            .filter(|_| p.cgroup_id != 0)
+            .map(|i| self.registry.path(i));
+        lines.iter().any(|l| l.path == held) && id_path.is_none_or(|id| id == v2.path)
     }
 
     fn correct_parent(&mut self, s: &Scanned, now_ns: u64) -> u64 {
@@ -275,15 +319,28 @@ impl Table {
     /// those /proc lists for the process (or its cgroup2 id names another cgroup2 path).
     /// Judged only for a running process no event touched since the scan began — a later
     /// event (its move, say) is newer than what the scan read.
-    fn correct_cgroup(&mut self, s: &Scanned, scan_start_ns: u64) -> u64 {
+    fn correct_cgroup(
+        &mut self,
+        s: &Scanned,
+        scan_start_ns: u64,
+        proc_cgroup: &dyn Fn(u32) -> Option<String>,
+    ) -> u64 {
         let p = &self.procs[&s.pid];
         if p.is_zombie() || s.is_zombie() || p.last_event_ns >= scan_start_ns {
             return 0;
         }
-        let Some(lines) = crate::containers::cgroup::ranked_lines(&s.cgroup) else {
+        if self.cgroup_agrees(p, &s.cgroup) {
+            return 0;
+        }
+        // Confirmed by the process's own file, read now.
+        let Some(file) = proc_cgroup(s.pid).filter(|f| !self.cgroup_agrees(p, f)) else {
             return 0;
         };
-        let Some(v2) = lines.iter().find(|l| l.hierarchy == 0) else {
+        let Some(v2) = crate::containers::cgroup::ranked_lines(&file).and_then(|l| {
+            l.into_iter()
+                .find(|l| l.hierarchy == 0)
+                .map(|l| l.path.to_string())
+        }) else {
             return 0;
         };
         let held = self.registry.path(p.cgroup);
@@ -292,24 +349,19 @@ impl Table {
             .path_of_cgroup_id(p.cgroup_id)
             .filter(|_| p.cgroup_id != 0)
             .map(|i| self.registry.path(i));
-        let known = lines.iter().any(|l| l.path == held);
-        if known && id_path.is_none_or(|id_path| id_path == v2.path) {
-            return 0;
-        }
         log::info!(
             "correction: cgroup: the table has {} in {:?}, /proc has {} in {:?}",
             entry(p),
             id_path.unwrap_or(held),
             scanned(s),
-            v2.path
+            v2
         );
-        let idx = self.registry.intern_file(&s.cgroup);
-        let v2_idx = self.registry.intern_path(v2.path);
-        let id = self.registry.cgroup_id_of(v2_idx);
+        let idx = self.registry.intern_file(&file);
         let p = self.procs.get_mut(&s.pid).expect("present");
         p.cgroup = idx;
-        // Its cgroup2 id as last learned from an event, else unknown until the next.
-        p.cgroup_id = id.unwrap_or(0);
+        // Its cgroup2 id is unknown until an event names it (an id learned for the path
+        // earlier may be a removed cgroup's of the same name).
+        p.cgroup_id = 0;
         self.reattribute(s.pid);
         1
     }

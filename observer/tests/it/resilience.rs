@@ -532,9 +532,15 @@ impl Drop for Stopped {
 
 #[test]
 fn a_move_to_another_cgroup_whose_event_was_lost_is_corrected_after_the_loss() {
-    let (a, b) = (TestCgroup::new("lost-move-a"), TestCgroup::new("lost-move-b"));
+    let (a, b) = (
+        TestCgroup::new("lost-move-a"),
+        TestCgroup::new("lost-move-b"),
+    );
     let rel = |c: &TestCgroup| {
-        format!("/{}", c.path.strip_prefix(cgroup2_mount()).unwrap().display())
+        format!(
+            "/{}",
+            c.path.strip_prefix(cgroup2_mount()).unwrap().display()
+        )
     };
     let agent = Agent::start(&["--ringbuf-size", "4K", "--reconcile-interval", "1h", "-v"]);
     let sleep = Killed(Command::new("sleep").arg("300").spawn().unwrap());

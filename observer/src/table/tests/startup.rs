@@ -103,5 +103,8 @@ fn a_check_of_one_slice_judges_only_the_table_processes_in_it() {
     assert_eq!(d.len(), 1);
     assert!(d[0].to_string().starts_with("pid 11 "), "{}", d[0]);
     // The whole space: 5000 is missing.
-    assert_eq!(tb.disagreements(&[10, 11], u64::MAX, all, |_| false).len(), 1);
+    assert_eq!(
+        tb.disagreements(&[10, 11], u64::MAX, all, |_| false).len(),
+        1
+    );
 }

@@ -50,10 +50,16 @@ fn a_move_whose_attach_event_was_lost_is_corrected_by_the_next_scan() {
     // Moved to /torture/b: the event was lost. The scan (begun after its last event) says so.
     let s = scanned(800, 1, TICK, "/torture/b", &[800], HOST_NS, 'S');
     let scan_start = 10 * TICK;
-    assert_eq!(tb.reconcile(&[s.clone()], scan_start, scan_start, |_| Some(1)), 1);
+    assert_eq!(
+        tb.reconcile(&[s.clone()], scan_start, scan_start, |_| Some(1)),
+        1
+    );
     let p = tb.get(800).unwrap();
     assert_eq!(tb.registry.path(p.cgroup), "/torture/b");
-    assert_eq!(p.cgroup_id, 0, "its cgroup2 id is unknown until an event names it");
+    assert_eq!(
+        p.cgroup_id, 0,
+        "its cgroup2 id is unknown until an event names it"
+    );
     // Agreeing now: nothing more to fix.
     assert_eq!(tb.reconcile(&[s], scan_start, scan_start, |_| Some(1)), 0);
     assert_eq!(tb.stats.corrections, 1);
@@ -88,9 +94,53 @@ fn a_v1_container_path_that_proc_lists_is_no_correction() {
         tb.registry.path(tb.get(800).unwrap().cgroup),
         format!("/docker/{id}")
     );
-    let mut s = scanned(800, 1, TICK, "/system.slice/docker.service", &[800], HOST_NS, 'S');
-    s.cgroup
-        .push_str(&format!("1:name=systemd:/docker/{id}\n"));
+    let mut s = scanned(
+        800,
+        1,
+        TICK,
+        "/system.slice/docker.service",
+        &[800],
+        HOST_NS,
+        'S',
+    );
+    s.cgroup.push_str(&format!("1:name=systemd:/docker/{id}\n"));
     assert_eq!(tb.reconcile(&[s], 10 * TICK, 10 * TICK, |_| Some(1)), 0);
     assert!(tb.get(800).unwrap().container.is_some());
+}
+
+/// A process moved into a threaded cgroup: the scan (from `cgroup.procs`) lists it under
+/// the threaded domain, its own /proc file in the threaded child. The table had it right.
+#[test]
+fn a_scan_that_disagrees_only_with_the_cgroup_procs_view_corrects_nothing() {
+    use super::scanned;
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sleep")));
+    tb.apply(&attach(800, "/d/a", 72, 0));
+    let s = scanned(800, 1, TICK, "/d", &[800], HOST_NS, 'S');
+    let own = |_| Some("0::/d/a\n".to_string());
+    assert_eq!(
+        tb.reconcile_with(&[s], 10 * TICK, 10 * TICK, |_| Some(1), &own),
+        0
+    );
+    assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), "/d/a");
+}
+
+/// A cgroup path longer than the record holds arrives cut (the kernel program flags it):
+/// the table takes the whole path its cgroup2 id names, and never teaches the id the cut one.
+#[test]
+fn a_cut_cgroup_path_is_taken_whole_from_its_id() {
+    let whole = format!("/kubepods/{}/leaf", "x".repeat(300));
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sleep")));
+    tb.apply(&fork(801, task(1, &[801], HOST_NS, TICK, "sleep")));
+    // The id learned whole (the seed's walk does this; an attach here).
+    let idx = tb.registry.intern_path(&whole);
+    tb.registry.learn_cgroup_id(90, idx);
+    let cut = &whole[..CGROUP_PATH_LEN - 1];
+    tb.apply(&attach(801, cut, 90, TASK_FLAG_CGROUP_PATH_CUT));
+    assert_eq!(tb.registry.path(tb.get(801).unwrap().cgroup), whole);
+    // Unknown id (no cgroup2 to walk here): the cut path, and the id stays unlearned.
+    tb.apply(&attach(800, cut, 91, TASK_FLAG_CGROUP_PATH_CUT));
+    assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), cut);
+    assert_eq!(tb.registry.path_of_cgroup_id(91), None);
 }
