@@ -103,6 +103,7 @@ impl StatFiles {
     /// The live facts of each of `procs`, in order: None where the process is gone, or the
     /// pid now names another process; `Some(None)` where it could not be read.
     #[cfg(test)]
+    #[allow(clippy::option_option)] // the three cases are the tests' subject
     pub(crate) fn read<P: Identity + Sync>(
         files: Option<&Mutex<StatFiles>>,
         procs: &[&P],

@@ -40,7 +40,7 @@ pub(crate) struct SignalFact {
 
 impl SignalFact {
     /// Raised by the kernel itself (SI_KERNEL, a fault), not sent by a process's kill().
-    pub(crate) fn from_kernel(&self) -> bool {
+    pub(crate) fn is_from_kernel(&self) -> bool {
         crate::events::signals::from_kernel(self.code)
     }
 }

@@ -124,7 +124,7 @@ pub(crate) struct HistoryFilter {
 
 pub(crate) fn sender_view(f: &SignalFact) -> SenderView {
     let s = &f.sender;
-    let (origin, container_id, runtime) = if f.from_kernel() || s.pid == 0 {
+    let (origin, container_id, runtime) = if f.is_from_kernel() || s.pid == 0 {
         ("kernel".to_string(), None, None)
     } else {
         match &s.container {

@@ -18,16 +18,16 @@ impl Style {
             s.to_string()
         }
     }
-    pub(crate) fn bold(&self, s: &str) -> String {
+    pub(crate) fn bold(self, s: &str) -> String {
         self.wrap("1", s)
     }
-    pub(crate) fn dim(&self, s: &str) -> String {
+    pub(crate) fn dim(self, s: &str) -> String {
         self.wrap("2", s)
     }
-    pub(crate) fn red(&self, s: &str) -> String {
+    pub(crate) fn red(self, s: &str) -> String {
         self.wrap("31", s)
     }
-    pub(crate) fn yellow(&self, s: &str) -> String {
+    pub(crate) fn yellow(self, s: &str) -> String {
         self.wrap("33", s)
     }
 }

@@ -213,7 +213,7 @@ fn an_agent_started_beside_a_busy_shell_corrects_nothing() {
         "while [ ! -e {} ]; do sh -c 'true | wc' > /dev/null; done",
         stop.display()
     );
-    let _loop = Kill(Command::new("sh").args(["-c", &script]).spawn().unwrap());
+    let shell_loop = Kill(Command::new("sh").args(["-c", &script]).spawn().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
         let agent = Agent::start(&["--reconcile-interval", "1s"]);
@@ -237,6 +237,6 @@ fn an_agent_started_beside_a_busy_shell_corrects_nothing() {
         assert!(explained.is_empty(), "{explained:#?}");
     }
     std::fs::write(&stop, "").unwrap();
-    drop(_loop);
+    drop(shell_loop);
     let _ = std::fs::remove_file(&stop);
 }

@@ -51,7 +51,9 @@ fn a_move_whose_attach_event_was_lost_is_corrected_by_the_next_scan() {
     let s = scanned(800, 1, TICK, "/torture/b", &[800], HOST_NS, 'S');
     let scan_start = 10 * TICK;
     assert_eq!(
-        tb.reconcile(&[s.clone()], scan_start, scan_start, |_| Some(1)),
+        tb.reconcile(std::slice::from_ref(&s), scan_start, scan_start, |_| Some(
+            1
+        )),
         1
     );
     let p = tb.get(800).unwrap();
