@@ -52,7 +52,7 @@ pub(crate) struct AgentArgs {
     signals: u64,
     /// How often to check the table against /proc's process ids (a full reconciliation runs
     /// at once when events are lost; at least 1s). On a big node checks are spaced further,
-    /// so that they cost at most 0.05% of a core (a check of 50,000 processes: ~60 ms).
+    /// so that they cost at most 0.025% of a core (a check of 50,000 processes: ~60 ms).
     #[arg(long, env = "OBSERVER_RECONCILE_INTERVAL", value_name = "DURATION", default_value = "30s", value_parser = parse_reconcile)]
     reconcile_interval: Duration,
     /// How often the reconciliation reads all of /proc even when a check finds /proc's
