@@ -194,6 +194,7 @@ async fn serve(
         }
     }
     shutdown::shutdown(&agent.readiness, agent.probes);
+    agent.pump.finish();
     Ok(())
 }
 

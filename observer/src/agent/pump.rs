@@ -103,6 +103,12 @@ impl<'a> Pump<'a> {
         apply(&mut self.reader, table, &out, self.redact)
     }
 
+    /// The agent stops: the export sinks write what waits for them (half a second at most,
+    /// the stop must stay within systemd's and the kubelet's patience).
+    pub(super) fn finish(self) {
+        self.exporter.finish(Duration::from_millis(500));
+    }
+
     /// Lines written and dropped by each export sink.
     pub(super) fn export_counts(&self) -> Vec<crate::views::status::ExportCounts> {
         self.exporter.counts()

@@ -123,6 +123,8 @@ struct Queue {
     name: &'static str,
     tx: mpsc::Sender<Item>,
     counts: Arc<Counts>,
+    /// Disconnected when the writer thread has ended.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Queue {
@@ -158,10 +160,19 @@ impl Exporter {
             let (tx, rx) = mpsc::channel(QUEUE);
             let counts = Arc::new(Counts::default());
             let c = counts.clone();
+            let (done_tx, done) = std::sync::mpsc::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("export-{name}"))
-                .spawn(move || sink::run(rx, target, &c))?;
-            queues.push(Queue { name, tx, counts });
+                .spawn(move || {
+                    sink::run(rx, target, &c);
+                    drop(done_tx);
+                })?;
+            queues.push(Queue {
+                name,
+                tx,
+                counts,
+                done,
+            });
         }
         Ok(Exporter {
             queues,
@@ -196,6 +207,16 @@ impl Exporter {
                 q.offer(Item::History(Box::new(e.clone())));
             }
             last.offer(Item::History(Box::new(e)));
+        }
+    }
+
+    /// The agent stops: what waits in the queues is written, for `within` at most.
+    pub(crate) fn finish(self, within: std::time::Duration) {
+        let until = std::time::Instant::now() + within;
+        let waits: Vec<_> = self.queues.into_iter().map(|q| q.done).collect();
+        for done in waits {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let _ = done.recv_timeout(left);
         }
     }
 
