@@ -113,7 +113,11 @@ fn lines(files: &[PathBuf]) -> Vec<Value> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).unwrap();
-        assert!(text.is_empty() || text.ends_with('\n'), "{} ends mid-line", f.display());
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} ends mid-line",
+            f.display()
+        );
         for l in text.lines() {
             let v: Value = serde_json::from_str(l)
                 .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", f.display()));
@@ -173,7 +177,11 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     let (_, dropped) = settled(&a, "file");
     let before = status(&a);
     let files = export_files(&path, KEEP);
-    assert!(files.len() as u32 <= KEEP, "{} files: the storm overflowed keep", files.len());
+    assert!(
+        files.len() as u32 <= KEEP,
+        "{} files: the storm overflowed keep",
+        files.len()
+    );
     assert!(files.len() > 10, "{} files: the storm rotated", files.len());
     let all = lines(&files);
     for f in &files {
@@ -183,9 +191,15 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     // The node goes on running processes: lines counted before the files were read ≤ lines
     // read ≤ lines counted after.
     std::thread::sleep(Duration::from_millis(200));
-    let (s0, s1) = (export_counts(&before, "file").0, export_counts(&status(&a), "file").0);
+    let (s0, s1) = (
+        export_counts(&before, "file").0,
+        export_counts(&status(&a), "file").0,
+    );
     let n = all.len() as u64;
-    assert!(s0 <= n && n <= s1, "lines in the files = lines sent: {s0} ≤ {n} ≤ {s1}");
+    assert!(
+        s0 <= n && n <= s1,
+        "lines in the files = lines sent: {s0} ≤ {n} ≤ {s1}"
+    );
     let sent = n;
     let execs = all
         .iter()
@@ -200,13 +214,20 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
         assert_eq!(execs, N as u64, "an exec line per spawn");
         assert_eq!(ended, N as u64, "a history line per spawn");
     } else {
-        assert!(execs + ended + dropped >= 2 * N as u64, "every missing line counted");
+        assert!(
+            execs + ended + dropped >= 2 * N as u64,
+            "every missing line counted"
+        );
     }
     assert!(
-        all.iter().all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v1"),
+        all.iter()
+            .all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v1"),
         "--export-types exec,history exports nothing else"
     );
-    let text: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
     assert!(!text.contains("hunter2"), "a secret reached the export");
     assert!(
         all.iter().any(|v| argv_has(v, &mark) && argv_has(v, "***")),
@@ -216,9 +237,10 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     let sh = all.iter().find(|v| {
         v["schema"] == "observer.history/v1"
             && v["comm"] == "sh"
-            && v["argv"].as_array().is_some_and(|a| a.iter().any(|x| {
-                x.as_str().is_some_and(|s| s.contains(&mark))
-            }))
+            && v["argv"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains(&mark)))
+            })
     });
     let sh = sh.unwrap_or_else(|| panic!("no history line for the storm's shell"));
     assert_eq!(sh["exit_code"], 7, "{sh}");
@@ -226,12 +248,20 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     assert_eq!(sh["runtime"], "bare", "{sh}");
     // The same counts on /metrics.
     let m = http_body(&a.http_get("/metrics"));
-    assert!(m.contains("observer_export_sent_total{sink=\"file\"}"), "{m}");
-    assert!(m.contains("observer_export_dropped_total{sink=\"file\"}"), "{m}");
+    assert!(
+        m.contains("observer_export_sent_total{sink=\"file\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("observer_export_dropped_total{sink=\"file\"}"),
+        "{m}"
+    );
 }
 
 #[test]
-fn export_types_exec_sends_only_exec_lines_to_the_file_and_the_same_to_stdout() {
+fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
+    const N: u32 = 2_000;
+    const MAX: u64 = 64 << 10;
     let dir = TempDir::new("types");
     let path = dir.0.join("events.jsonl");
     let stdout = dir.0.join("stdout.jsonl");
@@ -244,38 +274,49 @@ fn export_types_exec_sends_only_exec_lines_to_the_file_and_the_same_to_stdout() 
         &observer_bin(),
     ]);
     let socket = dir.0.join("agent.sock");
-    let a = Agent::launch(
-        cmd,
-        &socket,
-        &[
-            "--export-file",
-            path.to_str().unwrap(),
-            "--export-stdout",
-            "--export-types",
-            "exec",
-        ],
-    )
-    .unwrap();
-    storm(200, &mark);
+    let args = [
+        "--export-file",
+        path.to_str().unwrap(),
+        "--export-file-max",
+        "64K",
+        "--export-file-keep",
+        "3",
+        "--export-stdout",
+        "--export-types",
+        "exec",
+    ];
+    let a = Agent::launch(cmd, &socket, &args).unwrap();
+    storm(N, &mark);
     let (_, dropped) = settled(&a, "file");
     let (_, out_dropped) = settled(&a, "stdout");
-    // The node goes on running processes meanwhile: lines counted before the files are
-    // read ≤ lines read ≤ lines counted after.
-    let before = status(&a);
-    let file = lines(&[path.clone()]);
-    let out = lines(&[stdout.clone()]);
-    std::thread::sleep(Duration::from_millis(200));
-    let after = status(&a);
-    for (sink, n) in [("file", file.len()), ("stdout", out.len())] {
-        let (s0, s1) = (export_counts(&before, sink).0, export_counts(&after, sink).0);
-        assert!(s0 <= n as u64 && n as u64 <= s1, "{sink}: {s0} ≤ {n} ≤ {s1}");
+    // About 1.2 MB of exec lines: rotated many times, 3 rotated files kept.
+    let files = export_files(&path, 5);
+    assert_eq!(files.len(), 4, "PATH and PATH.1..3: {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len <= MAX, "{}: {len} bytes > {MAX}", f.display());
     }
+    let file = lines(&files);
+    let out = lines(std::slice::from_ref(&stdout));
     assert!(file.iter().all(|v| v["type"] == "exec"), "only exec lines");
     assert!(file.iter().all(|v| v["schema"] == "observer.event/v1"));
-    let marked = |ls: &[Value]| ls.iter().filter(|v| argv_has(v, &mark)).count();
+    let marked = out.iter().filter(|v| argv_has(v, &mark)).count();
+    if out_dropped == 0 {
+        assert_eq!(marked, N as usize, "an exec line per spawn on stdout");
+    }
+    // Both sinks were offered the same lines in the same order: what the file kept is a
+    // run of stdout's lines (the node's own processes go on adding to both meanwhile).
     if dropped == 0 && out_dropped == 0 {
-        assert_eq!(marked(&file), 200);
-        assert_eq!(marked(&out), 200, "stdout has the same lines");
+        let at = out
+            .iter()
+            .position(|v| *v == file[0])
+            .expect("the file's oldest kept line is on stdout");
+        let run = &out[at..(at + file.len()).min(out.len())];
+        assert!(run == &file[..run.len()], "the file's lines are stdout's");
+        assert!(
+            run.len() + 50 >= file.len(),
+            "stdout is not far behind the file"
+        );
     }
     drop(a);
 }
@@ -298,7 +339,10 @@ fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied(
         let (_, dropped) = export_counts(&st, "file");
         (dropped > 0).then_some(st)
     });
-    assert!(applied(&st) > before + 500, "events applied while the sink drops");
+    assert!(
+        applied(&st) > before + 500,
+        "events applied while the sink drops"
+    );
     // Still running and still applying.
     let mid = applied(&st);
     storm(100, "export-full-2");
@@ -310,7 +354,11 @@ fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied(
     let (_, d2) = export_counts(&later, "file");
     assert!(applied(&later) > applied(&st), "events still applied");
     assert!(d2 >= d1);
-    let warned = a.log_lines().iter().filter(|l| l.contains("export to")).count();
+    let warned = a
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("export to"))
+        .count();
     assert!(warned >= 1, "the failure was logged with its path");
     assert!(warned <= 3, "logged once per kind, not per line: {warned}");
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -336,9 +384,22 @@ fn export_settings_are_accepted_in_the_config_file() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for key in ["export_file", "export_file_max", "export_file_keep", "export_stdout", "export_types"] {
-        assert!(text.contains(key), "{key} missing from --print-config: {text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "export_file",
+        "export_file_max",
+        "export_file_keep",
+        "export_stdout",
+        "export_types",
+    ] {
+        assert!(
+            text.contains(key),
+            "{key} missing from --print-config: {text}"
+        );
     }
     std::fs::write(&conf, "export_types = \"exec,bogus\"\n").unwrap();
     let out = observer()

@@ -100,6 +100,11 @@ impl Types {
 }
 
 /// What a writer thread is handed.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are the stream: boxing each would allocate on the event loop; \
+              history entries are rare"
+)]
 enum Item {
     Event(Event),
     History(Box<(ContainerKey, Ended)>),

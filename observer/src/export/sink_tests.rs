@@ -61,7 +61,7 @@ fn rotation_keeps_keep_files_each_within_max_with_whole_lines_newest_in_path() {
     assert_eq!(names, ["out", "out.1", "out.2"]);
     for n in &names {
         let len = std::fs::metadata(d.join(n)).unwrap().len();
-        assert!(len <= 100 && len % 30 == 0, "{n}: {len} bytes");
+        assert!(len <= 100 && len.is_multiple_of(30), "{n}: {len} bytes");
     }
     // The newest lines, in order, none lost between the kept files.
     let want: Vec<String> = (50 - all.len()..50).map(|i| format!("{i:029}")).collect();
