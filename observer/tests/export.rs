@@ -82,17 +82,30 @@ fn applied(st: &Value) -> u64 {
         .sum()
 }
 
-/// Waits until the sink's counts stop moving (the queue drained), and returns them.
-fn settled(a: &Agent, sink: &str) -> (u64, u64) {
+/// Waits until `path` has a line with every one of `words` (the last the test caused), or
+/// — when that line was dropped — until the sink's counts stop moving (the node's own
+/// processes keep adding lines, so counts alone may never settle); returns the counts.
+fn settled(a: &Agent, sink: &str, path: &Path, words: &[&str]) -> (u64, u64) {
     let mut last = (u64::MAX, u64::MAX);
     let mut same = 0;
-    eventually(T, "the export sink to settle", || {
-        std::thread::sleep(Duration::from_millis(500));
+    // PATH, or PATH.1 if a rotation came right after.
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let found = || {
+        [path, rotated.as_path()].iter().any(|p| {
+            std::fs::read_to_string(p)
+                .is_ok_and(|t| t.lines().any(|l| words.iter().all(|w| l.contains(w))))
+        })
+    };
+    let counts = eventually(T, "the export sink to settle", || {
+        std::thread::sleep(Duration::from_millis(300));
         let now = export_counts(&status(a), sink);
         same = if now == last { same + 1 } else { 0 };
         last = now;
-        (same >= 3).then_some(now)
-    })
+        (found() || same >= 5).then_some(now)
+    });
+    // Counted right after the write that put the line there.
+    std::thread::sleep(Duration::from_millis(200));
+    counts
 }
 
 /// PATH.keep … PATH.1, PATH that exist, oldest first.
@@ -141,10 +154,11 @@ fn argv_has(v: &Value, word: &str) -> bool {
 
 /// `n` runs of /bin/true (with a secret and `mark` on their command line) by a shell that
 /// is PID 1 of a new pid namespace — a bare container, so each has a history entry — and
-/// that shell then exits with 7.
+/// that shell then runs `/bin/true MARK-end` and exits with 7.
 fn storm(n: u32, mark: &str) {
     let script = format!(
-        "i=0; while [ $i -lt {n} ]; do /bin/true secret=hunter2 {mark} $i; i=$((i+1)); done; exit 7"
+        "i=0; while [ $i -lt {n} ]; do /bin/true secret=hunter2 {mark} $i; i=$((i+1)); done; \
+         /bin/true {mark}-end; exit 7"
     );
     let st = Command::new("unshare")
         .args(["--pid", "--fork", "sh", "-c", &script])
@@ -174,7 +188,9 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
         "secret=\\S*",
     ]);
     storm(N, &mark);
-    let (_, dropped) = settled(&a, "file");
+    // The last line the storm causes: its shell's history entry.
+    let last = ["observer.history/v1", "\"comm\":\"sh\"", &mark];
+    let (_, dropped) = settled(&a, "file", &path, &last);
     let before = status(&a);
     let files = export_files(&path, KEEP);
     assert!(
@@ -287,8 +303,9 @@ fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
     ];
     let a = Agent::launch(cmd, &socket, &args).unwrap();
     storm(N, &mark);
-    let (_, dropped) = settled(&a, "file");
-    let (_, out_dropped) = settled(&a, "stdout");
+    let end = format!("{mark}-end");
+    let (_, dropped) = settled(&a, "file", &path, &[&end]);
+    let (_, out_dropped) = settled(&a, "stdout", &stdout, &[&end]);
     // About 1.2 MB of exec lines: rotated many times, 3 rotated files kept.
     let files = export_files(&path, 5);
     assert_eq!(files.len(), 4, "PATH and PATH.1..3: {files:?}");
