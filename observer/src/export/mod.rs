@@ -259,6 +259,49 @@ mod tests {
     }
 
     #[test]
+    fn what_a_full_queue_cannot_take_is_dropped_and_counted_without_waiting() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let (_done_tx, done) = std::sync::mpsc::channel();
+        let x = Exporter {
+            queues: vec![Queue {
+                name: "file",
+                tx,
+                counts: Arc::new(Counts::default()),
+                done,
+            }],
+            types: Types::parse("free").unwrap(),
+        };
+        let free = Event::Free(observer_common::FreeEvent {
+            header: observer_common::EventHeader {
+                kind: EventKind::Free as u32,
+                cpu: 0,
+                ktime_ns: 1,
+                tgid: 5,
+                pid: 5,
+            },
+            task: observer_common::TaskInfo {
+                start_time_ns: 1,
+                cgroup_id: 0,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                pid_level: 0,
+                ns_pids: [0; observer_common::MAX_PID_LEVELS],
+                ns: [0; observer_common::NS_COUNT],
+                flags: 0,
+                comm: [0; observer_common::COMM_LEN],
+            },
+        });
+        for _ in 0..5 {
+            x.event(&free);
+        }
+        assert!(!x.wants_history(), "history was not asked for");
+        let c = &x.counts()[0];
+        assert_eq!((c.sink.as_str(), c.sent, c.dropped), ("file", 0, 3));
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+    }
+
+    #[test]
     fn an_exporter_without_sinks_takes_nothing_and_wants_no_history() {
         let x = Exporter::default();
         assert!(!x.wants_history());
