@@ -6,8 +6,9 @@
 //! `containers` attributes cgroup paths, `intern` stores shared strings once) → `views`
 //! (pure: the data they are handed in, JSON shapes and text out) → `api` (HTTP: the
 //! routes, assembling a view — the live facts read through `host`, then the view — the
-//! listeners with their limits, TLS and credentials) → `agent` (start-up and the event
-//! loop) and `cli` (commands). `launcher` stands apart;
+//! listeners with their limits, TLS and credentials) → `export` (events and history
+//! entries as JSON lines to a file or stdout, off the event loop) → `agent` (start-up and
+//! the event loop) and `cli` (commands). `launcher` stands apart;
 //! `stdout` serves every command.
 //!
 //! The allowed imports between top-level modules, the one place they are written down
@@ -25,9 +26,10 @@
 //! | `table` | state | `containers`, `events`, `host`, `intern` |
 //! | `views` | presentation (pure) | `table`, `events`, `containers::names::Meta`, `containers::pods`, `host::facts` |
 //! | `api` | transport | `views`, `table`, `containers`, `events`, `host` |
-//! | `agent` | the agent | `api`, `views`, `table`, `containers`, `events`, `probes`, `host` |
+//! | `export` | sinks | `views`, `table`, `containers`, `events`, `host::clock` |
+//! | `agent` | the agent | `api`, `export`, `views`, `table`, `containers`, `events`, `probes`, `host` |
 //! | `launcher` | apart | `host`, `stdout`, `containers::cgroup::LAUNCHER_PARENT` |
-//! | `cli` | commands | `agent`, `api`, `views`, `table`, `containers`, `events`, `probes`, `host`, `launcher`, `stdout` |
+//! | `cli` | commands | `agent`, `api`, `export`, `views`, `table`, `containers`, `events`, `probes`, `host`, `launcher`, `stdout` |
 //!
 //! `views` takes from `host` only the facts' types (`host::facts`), never a reader, and from
 //! `containers` only the metadata type and the pure grouping into pods, never the name
@@ -48,6 +50,7 @@ pub mod cli;
 pub mod containers;
 /// Decoding kernel records and argv buffers, for the fuzz targets.
 pub mod events;
+mod export;
 /// The /proc parsers, for the fuzz targets.
 pub mod host;
 mod intern;

@@ -77,6 +77,8 @@ pub(crate) fn health(i: Inputs) -> Health {
         retained: t.retained(),
         name_cache_evictions: 0,
         unreadable_processes: 0,
+        // The pump owns the exporter: Agent::status fills this in.
+        export: Vec::new(),
         agent_starts: i.restarts.starts,
         unclean_restarts: i.restarts.unclean,
     }

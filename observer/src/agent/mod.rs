@@ -71,6 +71,8 @@ pub(crate) struct AgentConfig {
     pub(crate) memory: crate::table::gc::Limits,
     /// The agent's own status lines as JSON objects, like the log (`--log-format json`).
     pub(crate) json_logs: bool,
+    /// Events and history entries exported as JSON lines (`--export-*`).
+    pub(crate) export: crate::export::ExportConfig,
 }
 
 /// One status line on stderr (start-up, stop): the line tests and operators wait for.
@@ -192,6 +194,7 @@ async fn serve(
         }
     }
     shutdown::shutdown(&agent.readiness, agent.probes);
+    agent.pump.finish();
     Ok(())
 }
 
@@ -230,7 +233,7 @@ impl Agent<'_> {
     }
 
     fn status(&self) -> crate::views::status::Health {
-        health::health(health::Inputs {
+        let mut h = health::health(health::Inputs {
             table: &self.table,
             kernel: self.probes.kernel_stats().unwrap_or_default(),
             reader: self.pump.stats(),
@@ -247,7 +250,9 @@ impl Agent<'_> {
             states: &self.reconciler.states,
             http: self.servers.counts(),
             restarts: self.readiness.restarts(),
-        })
+        });
+        h.export = self.pump.export_counts();
+        h
     }
 
     fn chore(&mut self, chore: Chore) {

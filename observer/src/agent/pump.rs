@@ -1,5 +1,6 @@
 //! The event pump: takes the kernel's records from the ring buffer, masks secrets, applies
-//! them to the table and passes them on to API subscribers. It wakes when the kernel side
+//! them to the table and passes them on to API subscribers and to the export sinks (with
+//! the history entries the table recorded meanwhile). It wakes when the kernel side
 //! says the buffer filled past an eighth, else on its own drain timer — every DRAIN_EVERY
 //! while there is work, once a second on an idle node (each wake-up costs more than the
 //! work there: about 0.2 ms of a core, most of it scheduling).
@@ -15,6 +16,7 @@ use crate::{
         redact::Redactor,
         Event,
     },
+    export::Exporter,
     host::scan,
     probes::DRAIN_EVERY,
     table::Table,
@@ -28,6 +30,7 @@ pub(super) struct Pump<'a> {
     reader: EventReader,
     subscribers: broadcast::Sender<Event>,
     redact: Option<&'a Redactor>,
+    exporter: Exporter,
     /// The last drain found events (housekeeping runs at its busy pace meanwhile).
     busy: bool,
     drain: Pin<Box<Sleep>>,
@@ -39,11 +42,13 @@ impl<'a> Pump<'a> {
         reader: EventReader,
         subscribers: broadcast::Sender<Event>,
         redact: Option<&'a Redactor>,
+        exporter: Exporter,
     ) -> Pump<'a> {
         Pump {
             reader,
             subscribers,
             redact,
+            exporter,
             busy: true,
             drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
         }
@@ -91,7 +96,22 @@ impl<'a> Pump<'a> {
 
     /// Applies every event waiting in the ring buffer; returns how many.
     pub(super) fn apply(&mut self, table: &mut Table) -> usize {
-        apply(&mut self.reader, table, &self.subscribers, self.redact)
+        let out = Outlets {
+            subscribers: &self.subscribers,
+            exporter: &self.exporter,
+        };
+        apply(&mut self.reader, table, &out, self.redact)
+    }
+
+    /// The agent stops: the export sinks write what waits for them (half a second at most,
+    /// the stop must stay within systemd's and the kubelet's patience).
+    pub(super) fn finish(self) {
+        self.exporter.finish(Duration::from_millis(500));
+    }
+
+    /// Lines written and dropped by each export sink.
+    pub(super) fn export_counts(&self) -> Vec<crate::views::status::ExportCounts> {
+        self.exporter.counts()
     }
 
     pub(super) fn busy(&self) -> bool {
@@ -103,23 +123,34 @@ impl<'a> Pump<'a> {
     }
 }
 
+/// Where applied events go on to.
+pub(super) struct Outlets<'a> {
+    pub(super) subscribers: &'a broadcast::Sender<Event>,
+    pub(super) exporter: &'a Exporter,
+}
+
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
-/// on to API subscribers.
+/// on to API subscribers and the exporter, then the history entries they ended.
 pub(super) fn apply(
     reader: &mut EventReader,
     table: &mut Table,
-    subscribers: &broadcast::Sender<Event>,
+    out: &Outlets,
     redact: Option<&Redactor>,
 ) -> usize {
-    reader.drain(&mut |mut ev| {
+    let n = reader.drain(&mut |mut ev| {
         if let Some(r) = redact {
             r.event(&mut ev);
         }
         table.apply(&ev);
-        if subscribers.receiver_count() > 0 {
-            let _ = subscribers.send(ev);
+        out.exporter.event(&ev);
+        if out.subscribers.receiver_count() > 0 {
+            let _ = out.subscribers.send(ev);
         }
-    })
+    });
+    if out.exporter.wants_history() {
+        out.exporter.history(table.take_ended());
+    }
+    n
 }
 
 /// Records who adopted the orphans that exits left, from their new parent in /proc (read

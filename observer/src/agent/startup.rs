@@ -20,6 +20,7 @@ use super::{
 use crate::{
     api::listeners::Servers,
     events::{reader::EventReader, redact::Redactor, Event},
+    export::Exporter,
     host::{cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan},
     probes::Probes,
     table::Table,
@@ -51,7 +52,15 @@ pub(super) async fn start<'a>(
     table.history_limits = cfg.memory.history;
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
     let details = read_details(&table, cfg.redact.clone(), cgroup2);
-    let buffered = pump::apply(&mut reader, &mut table, &events, cfg.redact.as_ref());
+    let exporter = Exporter::start(&cfg.export).context("starting the export sinks")?;
+    if exporter.wants_history() {
+        table.keep_ended_for_export();
+    }
+    let out = pump::Outlets {
+        subscribers: &events,
+        exporter: &exporter,
+    };
+    let buffered = pump::apply(&mut reader, &mut table, &out, cfg.redact.as_ref());
     log::info!(
         "seeded {} processes from {} in {:.0} ms, then applied {buffered} events buffered meanwhile",
         table.len(),
@@ -62,7 +71,7 @@ pub(super) async fn start<'a>(
     let reconciler = Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
     let mut housekeeping = Housekeeping::new();
     readiness.start_watchdog();
-    let pump = pump::Pump::new(reader, events, cfg.redact.as_ref());
+    let pump = pump::Pump::new(reader, events, cfg.redact.as_ref(), exporter);
     housekeeping.count_losses_from(&probes);
     Ok(Agent {
         cfg,

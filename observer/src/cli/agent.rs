@@ -10,6 +10,7 @@ use crate::{
     agent::{self, AgentConfig},
     api::{connections::Limits, listeners::ListenConfig, web::Web, DEFAULT_LISTEN, DEFAULT_SOCKET},
     containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
+    export::{ExportConfig, Types},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
     views::metrics::UnknownLabel,
 };
@@ -158,6 +159,24 @@ pub(crate) struct AgentArgs {
     /// container is removed).
     #[arg(long, env = "OBSERVER_HISTORY_RETENTION", value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     history_retention: Duration,
+    /// Write every event and every ended process's history entry to this file as JSON
+    /// lines (docs/export.md), rotated to PATH.1 … PATH.N by --export-file-max and
+    /// --export-file-keep. A slow or full disk drops lines (counted), never events.
+    #[arg(long, env = "OBSERVER_EXPORT_FILE", value_name = "PATH")]
+    export_file: Option<PathBuf>,
+    /// Size at which the export file is rotated (e.g. 100M, 64K).
+    #[arg(long, env = "OBSERVER_EXPORT_FILE_MAX", value_name = "BYTES", default_value = "100M", value_parser = parse_export_max)]
+    export_file_max: u64,
+    /// Rotated export files kept (PATH.1 … PATH.N, the oldest removed).
+    #[arg(long, env = "OBSERVER_EXPORT_FILE_KEEP", value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    export_file_keep: u32,
+    /// Write the same JSON lines to stdout (for `kubectl logs`).
+    #[arg(long, env = "OBSERVER_EXPORT_STDOUT")]
+    export_stdout: bool,
+    /// What is exported: event types as /v1/events names them (fork, exec, exit, free,
+    /// setns, unshare, cgroup_attach, signal, oom) and `history`, comma-separated, or `all`.
+    #[arg(long, env = "OBSERVER_EXPORT_TYPES", value_name = "TYPES", default_value = "all", value_parser = Types::parse)]
+    export_types: Types,
     /// Log lines as text or as one JSON object per line (for log shippers).
     #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
@@ -192,6 +211,15 @@ fn parse_reconcile(s: &str) -> anyhow::Result<Duration> {
         bail!("`{s}` is too short (at least 1s)");
     }
     Ok(d)
+}
+
+/// `--export-file-max`: a byte size of at least 1K.
+fn parse_export_max(s: &str) -> anyhow::Result<u64> {
+    let n = probes::parse_bytes(s)?;
+    if n < 1024 {
+        bail!("`{s}` is too small (at least 1K)");
+    }
+    Ok(n)
 }
 
 /// A connection timeout: a duration from 100ms to 1h.
@@ -259,6 +287,13 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
         redact: a.redact_args,
         memory,
         json_logs: a.log_format == LogFormat::Json,
+        export: ExportConfig {
+            file: a.export_file,
+            file_max: a.export_file_max,
+            file_keep: a.export_file_keep,
+            stdout: a.export_stdout,
+            types: a.export_types,
+        },
     })
 }
 

@@ -86,6 +86,8 @@ pub(crate) struct History {
     rings: FxHashMap<ContainerKey, VecDeque<Ended>>,
     total: usize,
     pub(crate) evicted: u64,
+    /// Entries recorded since the exporter last took them (None: nothing exports them).
+    outbox: Option<Vec<(ContainerKey, Ended)>>,
 }
 
 impl History {
@@ -104,6 +106,9 @@ impl History {
 
     fn push(&mut self, key: &ContainerKey, e: Ended, lim: &HistoryLimits) {
         // The key is cloned only for a container's first entry (this runs on every exit).
+        if let Some(out) = &mut self.outbox {
+            out.push((key.clone(), e.clone()));
+        }
         if !self.rings.contains_key(key) {
             self.rings.insert(key.clone(), VecDeque::new());
         }
@@ -282,6 +287,20 @@ impl Table {
             }
             c = next;
             n += 1;
+        }
+    }
+
+    /// From now on, keeps each new history entry for `take_ended` too (an exporter wants
+    /// them).
+    pub(crate) fn keep_ended_for_export(&mut self) {
+        self.history.outbox.get_or_insert_with(Vec::new);
+    }
+
+    /// The history entries recorded since the last call (none unless kept for export).
+    pub(crate) fn take_ended(&mut self) -> Vec<(ContainerKey, Ended)> {
+        match &mut self.history.outbox {
+            Some(out) if !out.is_empty() => std::mem::take(out),
+            _ => Vec::new(),
         }
     }
 

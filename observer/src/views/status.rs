@@ -83,6 +83,17 @@ pub(crate) struct Health {
     /// be read (filled in by the API, which owns the open stat files).
     #[serde(default)]
     pub(crate) unreadable_processes: u64,
+    /// Lines written and dropped per export sink (`--export-file`, `--export-stdout`).
+    #[serde(default)]
+    pub(crate) export: Vec<ExportCounts>,
+}
+
+/// One export sink's lines: written, and dropped (its queue was full or a write failed).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ExportCounts {
+    pub(crate) sink: String,
+    pub(crate) sent: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Connections of one API listener.

@@ -16,6 +16,7 @@ mod config;
 mod deploy;
 mod escapes;
 mod events;
+mod export;
 mod forensics;
 mod hardening;
 mod hostile_cgroups;

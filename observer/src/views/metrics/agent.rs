@@ -3,7 +3,7 @@
 //! listeners and the build. Label-less or labelled by type — never by process.
 
 use super::family::Family;
-use crate::views::status::{ConnCounts, EventCounts, Health};
+use crate::views::status::{ConnCounts, EventCounts, ExportCounts, Health};
 
 pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
     scalars(h, fams);
@@ -21,6 +21,7 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         },
     );
     events(h, fams);
+    export(h, fams);
     push(
         fams,
         "observer_build_info",
@@ -247,6 +248,33 @@ fn connections(h: &Health, fams: &mut Vec<Family>) {
         push(fams, name, help, counter, &|f| {
             for c in &h.http {
                 f.add1("listener", &c.listener, field(c) as f64);
+            }
+        });
+    }
+}
+
+/// Lines each export sink wrote and dropped (only when one is configured).
+fn export(h: &Health, fams: &mut Vec<Family>) {
+    if h.export.is_empty() {
+        return;
+    }
+    type Field = fn(&ExportCounts) -> u64;
+    let figures: [(&'static str, &'static str, Field); 2] = [
+        (
+            "observer_export_sent_total",
+            "Lines (events and history entries) an export sink wrote.",
+            |c| c.sent,
+        ),
+        (
+            "observer_export_dropped_total",
+            "Lines an export sink dropped: its queue was full or a write failed.",
+            |c| c.dropped,
+        ),
+    ];
+    for (name, help, field) in figures {
+        push(fams, name, help, true, &|f| {
+            for c in &h.export {
+                f.add1("sink", &c.sink, field(c) as f64);
             }
         });
     }

@@ -1,0 +1,163 @@
+//! One exported item as one JSON line, `schema` first: an event is /v1/events' object
+//! (`views::event_line::EventJson`), a history entry is `observer history`'s
+//! (`views::endings::EndedView`) with the container it belonged to.
+
+use serde::Serialize;
+
+use super::Item;
+use crate::{
+    host::clock::boot_now_ns,
+    views::{
+        endings::{ended_view, EndedView},
+        event_line::EventJson,
+    },
+};
+
+pub(crate) const EVENT_SCHEMA: &str = "observer.event/v1";
+pub(crate) const HISTORY_SCHEMA: &str = "observer.history/v1";
+
+#[derive(Serialize)]
+struct HistoryLine<'a> {
+    schema: &'static str,
+    runtime: &'a str,
+    container_id: &'a str,
+    #[serde(flatten)]
+    entry: EndedView,
+}
+
+/// Appends `item` and a newline to `out`; false (nothing appended) when it would not
+/// serialize.
+pub(super) fn write(out: &mut Vec<u8>, item: &Item) -> bool {
+    let start = out.len();
+    let r = match item {
+        Item::Event(ev) => {
+            // EventJson's object with the schema spliced in as its first member.
+            out.extend_from_slice(b"{\"schema\":\"");
+            out.extend_from_slice(EVENT_SCHEMA.as_bytes());
+            out.extend_from_slice(b"\",");
+            let body = out.len();
+            let r = serde_json::to_writer(&mut *out, &EventJson::new(ev));
+            debug_assert!(r.is_err() || out[body] == b'{');
+            out.remove(body);
+            r
+        }
+        Item::History(h) => {
+            let (key, e) = &**h;
+            serde_json::to_writer(
+                &mut *out,
+                &HistoryLine {
+                    schema: HISTORY_SCHEMA,
+                    runtime: key.runtime.as_str(),
+                    container_id: &key.id,
+                    entry: ended_view(e, boot_now_ns()),
+                },
+            )
+        }
+    };
+    if r.is_err() {
+        out.truncate(start);
+        return false;
+    }
+    out.push(b'\n');
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::*;
+
+    use super::*;
+    use crate::{
+        containers::{cgroup::Runtime, ContainerKey},
+        events::Event,
+        table::history::Ended,
+    };
+
+    fn exec() -> Event {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"true");
+        let mut ns_pids = [0; MAX_PID_LEVELS];
+        ns_pids[0] = 5;
+        let task = TaskInfo {
+            start_time_ns: 10,
+            cgroup_id: 1,
+            ppid: 4,
+            uid: 0,
+            gid: 0,
+            pid_level: 0,
+            ns_pids,
+            ns: [0; NS_COUNT],
+            flags: 0,
+            comm,
+        };
+        let mut e = ExecEvent {
+            header: EventHeader {
+                kind: EventKind::Exec as u32,
+                cpu: 0,
+                ktime_ns: 11,
+                tgid: 5,
+                pid: 5,
+            },
+            task,
+            old_tid: 5,
+            args_len: 0,
+            filename: [0; FILENAME_LEN],
+            args: [0; ARGS_LEN],
+        };
+        e.filename[..9].copy_from_slice(b"/bin/true");
+        e.args[..12].copy_from_slice(b"/bin/true\0x\0");
+        e.args_len = 12;
+        Event::Exec(e)
+    }
+
+    #[test]
+    fn an_event_line_is_the_events_route_object_with_the_schema_first() {
+        let ev = exec();
+        let mut out = b"previous\n".to_vec();
+        assert!(write(&mut out, &Item::Event(ev)));
+        let line = std::str::from_utf8(&out[9..]).unwrap();
+        assert!(line.starts_with("{\"schema\":\"observer.event/v1\",\"type\":\"exec\""));
+        assert!(
+            line.ends_with("}\n") && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        let mut got: serde_json::Value = serde_json::from_str(line).unwrap();
+        got.as_object_mut().unwrap().remove("schema");
+        assert_eq!(got, serde_json::to_value(EventJson::new(&ev)).unwrap());
+    }
+
+    #[test]
+    fn a_history_line_is_the_ended_process_with_its_container() {
+        let key = ContainerKey {
+            runtime: Runtime::Bare,
+            id: "4026532771".into(),
+        };
+        let mut comm = [0u8; COMM_LEN];
+        comm[..2].copy_from_slice(b"sh");
+        let e = Ended {
+            pid: 9,
+            ns_pid: 1,
+            comm,
+            argv: b"sh\0-c\0exit 7\0".to_vec().into(),
+            exe: "/bin/sh".into(),
+            chain: Box::new([]),
+            adopted_from: None,
+            start_ns: 1,
+            end_ns: 2,
+            status: 7 << 8,
+            signal: None,
+            oom: None,
+            with_namespace: None,
+            ignored: Box::new([]),
+        };
+        let mut out = Vec::new();
+        assert!(write(&mut out, &Item::History(Box::new((key, e)))));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["schema"], HISTORY_SCHEMA);
+        assert_eq!(v["runtime"], "bare");
+        assert_eq!(v["container_id"], "4026532771");
+        assert_eq!(v["exit_code"], 7);
+        assert_eq!(v["argv"], serde_json::json!(["sh", "-c", "exit 7"]));
+        assert_eq!(out.last(), Some(&b'\n'));
+    }
+}

@@ -1,0 +1,310 @@
+//! Every event and every history entry, out of the node as JSON lines (`--export-file`,
+//! `--export-stdout`; docs/export.md has the schema). The event loop only offers: each
+//! sink has a bounded queue to a writer thread of its own, and what a queue cannot take
+//! is dropped and counted there and then — a slow disk never slows the table. The writer
+//! turns items into lines (`line.rs`) and writes them in batches to a rotated file or to
+//! stdout (`sink.rs`), both through the same code.
+
+mod line;
+mod sink;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use observer_common::EventKind;
+use tokio::sync::mpsc;
+
+use crate::{
+    containers::ContainerKey,
+    events::{kind_from_name, Event},
+    table::history::Ended,
+    views::status::ExportCounts,
+};
+
+/// Items a sink's queue holds before it drops: about a second of a storm of short-lived
+/// processes (4 to 5 events each at ~3,000 per second); the queue's memory grows with
+/// what waits in it, not with this bound.
+const QUEUE: usize = 16_384;
+
+/// What the agent exports and where (`--export-*`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExportConfig {
+    pub(crate) file: Option<PathBuf>,
+    /// Bytes a file grows to before it is rotated.
+    pub(crate) file_max: u64,
+    /// Rotated files kept (PATH.1 … PATH.keep).
+    pub(crate) file_keep: u32,
+    pub(crate) stdout: bool,
+    pub(crate) types: Types,
+}
+
+/// `--export-types`: event types by the names /v1/events uses, plus `history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Types {
+    /// Bit `k` for EventKind `k`.
+    events: u32,
+    history: bool,
+}
+
+impl Default for Types {
+    fn default() -> Self {
+        Types {
+            events: u32::MAX,
+            history: true,
+        }
+    }
+}
+
+/// An `--export-types` entry that names nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown export type `{0}` (known: {known}, history, all)", known = known_kinds())]
+pub(crate) struct UnknownType(String);
+
+fn known_kinds() -> String {
+    EventKind::ALL.map(|k| k.name()).join(", ")
+}
+
+impl Types {
+    /// A comma-separated list (`exec,exit,history`); `all` (or nothing) is everything.
+    pub(crate) fn parse(s: &str) -> Result<Types, UnknownType> {
+        let names: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() || names.contains(&"all") {
+            return Ok(Types::default());
+        }
+        let mut t = Types {
+            events: 0,
+            history: false,
+        };
+        for name in names {
+            match (name, kind_from_name(name)) {
+                ("history", _) => t.history = true,
+                (_, Some(k)) => t.events |= 1 << k as u32,
+                (_, None) => return Err(UnknownType(name.to_string())),
+            }
+        }
+        Ok(t)
+    }
+
+    pub(crate) fn event(self, k: EventKind) -> bool {
+        self.events & (1 << k as u32) != 0
+    }
+}
+
+/// What a writer thread is handed.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are the stream: boxing each would allocate on the event loop; \
+              history entries are rare"
+)]
+enum Item {
+    Event(Event),
+    History(Box<(ContainerKey, Ended)>),
+}
+
+/// Lines a sink wrote and lines it could not take or write.
+#[derive(Debug, Default)]
+struct Counts {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Counts {
+    fn add(n: &AtomicU64, by: u64) {
+        n.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// The event loop's end of one sink.
+struct Queue {
+    name: &'static str,
+    tx: mpsc::Sender<Item>,
+    counts: Arc<Counts>,
+    /// Disconnected when the writer thread has ended.
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Queue {
+    fn offer(&self, item: Item) {
+        if self.tx.try_send(item).is_err() {
+            Counts::add(&self.counts.dropped, 1);
+        }
+    }
+}
+
+/// The event loop's end of the sinks: offers events and history entries, never waits.
+#[derive(Default)]
+pub(crate) struct Exporter {
+    queues: Vec<Queue>,
+    types: Types,
+}
+
+impl Exporter {
+    /// Starts a writer thread per configured sink (none: an exporter that takes nothing).
+    pub(crate) fn start(cfg: &ExportConfig) -> anyhow::Result<Exporter> {
+        let mut targets = Vec::new();
+        if let Some(path) = &cfg.file {
+            targets.push((
+                "file",
+                sink::Target::file(path, cfg.file_max, cfg.file_keep),
+            ));
+        }
+        if cfg.stdout {
+            targets.push(("stdout", sink::Target::Stdout));
+        }
+        let mut queues = Vec::new();
+        for (name, target) in targets {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let counts = Arc::new(Counts::default());
+            let c = counts.clone();
+            let (done_tx, done) = std::sync::mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("export-{name}"))
+                .spawn(move || {
+                    sink::run(rx, target, &c);
+                    drop(done_tx);
+                })?;
+            queues.push(Queue {
+                name,
+                tx,
+                counts,
+                done,
+            });
+        }
+        Ok(Exporter {
+            queues,
+            types: cfg.types,
+        })
+    }
+
+    /// Whether ended processes' history entries are wanted (the table then keeps them for
+    /// `history` until they are taken).
+    pub(crate) fn wants_history(&self) -> bool {
+        !self.queues.is_empty() && self.types.history
+    }
+
+    /// An event as it was applied (secrets already masked).
+    pub(crate) fn event(&self, ev: &Event) {
+        if self.queues.is_empty() || !self.types.event(ev.kind()) {
+            return;
+        }
+        for q in &self.queues {
+            q.offer(Item::Event(*ev));
+        }
+    }
+
+    /// History entries the table recorded since the last call.
+    pub(crate) fn history(&self, entries: Vec<(ContainerKey, Ended)>) {
+        if !self.wants_history() {
+            return;
+        }
+        for e in entries {
+            let (last, rest) = self.queues.split_last().expect("not empty");
+            for q in rest {
+                q.offer(Item::History(Box::new(e.clone())));
+            }
+            last.offer(Item::History(Box::new(e)));
+        }
+    }
+
+    /// The agent stops: what waits in the queues is written, for `within` at most.
+    pub(crate) fn finish(self, within: std::time::Duration) {
+        let until = std::time::Instant::now() + within;
+        let waits: Vec<_> = self.queues.into_iter().map(|q| q.done).collect();
+        for done in waits {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let _ = done.recv_timeout(left);
+        }
+    }
+
+    /// Per sink: lines written, and lines dropped (a full queue or a failed write).
+    pub(crate) fn counts(&self) -> Vec<ExportCounts> {
+        self.queues
+            .iter()
+            .map(|q| ExportCounts {
+                sink: q.name.to_string(),
+                sent: q.counts.sent.load(Ordering::Relaxed),
+                dropped: q.counts.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_types_name_event_types_as_the_events_route_does_plus_history() {
+        let t = Types::parse("exec, exit").unwrap();
+        assert!(t.event(EventKind::Exec) && t.event(EventKind::Exit));
+        assert!(!t.event(EventKind::Fork) && !t.history);
+        let t = Types::parse("history").unwrap();
+        assert!(t.history && !t.event(EventKind::Exec));
+        assert_eq!(Types::parse("all").unwrap(), Types::default());
+        assert_eq!(Types::parse("").unwrap(), Types::default());
+        let e = Types::parse("exec,nope").unwrap_err().to_string();
+        assert!(
+            e.contains("`nope`") && e.contains("exec") && e.contains("history"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn what_a_full_queue_cannot_take_is_dropped_and_counted_without_waiting() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let (_done_tx, done) = std::sync::mpsc::channel();
+        let x = Exporter {
+            queues: vec![Queue {
+                name: "file",
+                tx,
+                counts: Arc::new(Counts::default()),
+                done,
+            }],
+            types: Types::parse("free").unwrap(),
+        };
+        let free = Event::Free(observer_common::FreeEvent {
+            header: observer_common::EventHeader {
+                kind: EventKind::Free as u32,
+                cpu: 0,
+                ktime_ns: 1,
+                tgid: 5,
+                pid: 5,
+            },
+            task: observer_common::TaskInfo {
+                start_time_ns: 1,
+                cgroup_id: 0,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                pid_level: 0,
+                ns_pids: [0; observer_common::MAX_PID_LEVELS],
+                ns: [0; observer_common::NS_COUNT],
+                flags: 0,
+                comm: [0; observer_common::COMM_LEN],
+            },
+        });
+        for _ in 0..5 {
+            x.event(&free);
+        }
+        assert!(!x.wants_history(), "history was not asked for");
+        let c = &x.counts()[0];
+        assert_eq!((c.sink.as_str(), c.sent, c.dropped), ("file", 0, 3));
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_exporter_without_sinks_takes_nothing_and_wants_no_history() {
+        let x = Exporter::default();
+        assert!(!x.wants_history());
+        assert!(x.counts().is_empty());
+    }
+}

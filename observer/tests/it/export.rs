@@ -1,0 +1,427 @@
+//! The export sinks against a real agent (`--export-file`, `--export-stdout`): a storm of
+//! short-lived processes exported without losing a line across rotated files (or every
+//! loss counted), the schema on every line, history entries with exit codes, the type
+//! filter, redaction, and a sink on a full file system that drops and counts while the
+//! agent goes on applying events. Run as root.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::common::{agent::Agent, *};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(120);
+
+/// A directory of the test's own, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("observer-export-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A tmpfs this test mounted; unmounted (only it) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs on {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The agent's /v1/status.
+fn status(a: &Agent) -> Value {
+    serde_json::from_str(&http_body(&a.http_get("/v1/status"))).unwrap()
+}
+
+/// (sent, dropped) of one sink.
+fn export_counts(st: &Value, sink: &str) -> (u64, u64) {
+    let s = st["export"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["sink"] == sink))
+        .unwrap_or_else(|| panic!("no {sink} sink in /v1/status: {}", st["export"]));
+    (u64_of(s, "sent"), u64_of(s, "dropped"))
+}
+
+/// Events applied to the table, all types.
+fn applied(st: &Value) -> u64 {
+    st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| u64_of(e, "applied"))
+        .sum()
+}
+
+/// Waits until `path` has a line with every one of `words` (the last the test caused), or
+/// — when that line was dropped — until the sink's counts stop moving (the node's own
+/// processes keep adding lines, so counts alone may never settle); returns the counts.
+fn settled(a: &Agent, sink: &str, path: &Path, words: &[&str]) -> (u64, u64) {
+    let mut last = (u64::MAX, u64::MAX);
+    let mut same = 0;
+    // PATH, or PATH.1 if a rotation came right after.
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let found = || {
+        [path, rotated.as_path()].iter().any(|p| {
+            std::fs::read_to_string(p)
+                .is_ok_and(|t| t.lines().any(|l| words.iter().all(|w| l.contains(w))))
+        })
+    };
+    let counts = eventually(T, "the export sink to settle", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = export_counts(&status(a), sink);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        (found() || same >= 5).then_some(now)
+    });
+    // Counted right after the write that put the line there.
+    std::thread::sleep(Duration::from_millis(200));
+    counts
+}
+
+/// PATH.keep … PATH.1, PATH that exist, oldest first.
+fn export_files(path: &Path, keep: u32) -> Vec<PathBuf> {
+    (0..=keep)
+        .rev()
+        .map(|n| match n {
+            0 => path.to_path_buf(),
+            n => PathBuf::from(format!("{}.{n}", path.display())),
+        })
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Every line of `files`, parsed; panics on a line that is not a JSON object with a
+/// schema.
+fn lines(files: &[PathBuf]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} ends mid-line",
+            f.display()
+        );
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", f.display()));
+            let schema = v["schema"].as_str().unwrap_or_default();
+            assert!(
+                schema == "observer.event/v1" || schema == "observer.history/v1",
+                "{}: schema {schema:?}: {l}",
+                f.display()
+            );
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn argv_has(v: &Value, word: &str) -> bool {
+    v["argv"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(word)))
+}
+
+/// `n` runs of /bin/true (with a secret and `mark` on their command line) by a shell that
+/// is PID 1 of a new pid namespace — a bare container, so each has a history entry — and
+/// that shell then runs `/bin/true MARK-end` and exits with 7.
+fn storm(n: u32, mark: &str) {
+    let script = format!(
+        "i=0; while [ $i -lt {n} ]; do /bin/true secret=hunter2 {mark} $i; i=$((i+1)); done; \
+         /bin/true {mark}-end; exit 7"
+    );
+    let st = Command::new("unshare")
+        .args(["--pid", "--fork", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(7), "the storm's shell");
+}
+
+#[test]
+fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_files() {
+    const N: u32 = 20_000;
+    const MAX: u64 = 64 << 10;
+    const KEEP: u32 = 1000; // enough to hold every line of the storm
+    let dir = TempDir::new("storm");
+    let path = dir.0.join("events.jsonl");
+    let mark = format!("export-storm-{}", std::process::id());
+    let a = Agent::start(&[
+        "--export-file",
+        path.to_str().unwrap(),
+        "--export-file-max",
+        "64K",
+        "--export-file-keep",
+        &KEEP.to_string(),
+        "--export-types",
+        "exec,history",
+        "--redact-args",
+        "secret=\\S*",
+    ]);
+    storm(N, &mark);
+    // The last line the storm causes: its shell's history entry.
+    let last = ["observer.history/v1", "\"comm\":\"sh\"", &mark];
+    let (_, dropped) = settled(&a, "file", &path, &last);
+    let before = status(&a);
+    let files = export_files(&path, KEEP);
+    assert!(
+        files.len() as u32 <= KEEP,
+        "{} files: the storm overflowed keep",
+        files.len()
+    );
+    assert!(files.len() > 10, "{} files: the storm rotated", files.len());
+    let all = lines(&files);
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len <= MAX, "{}: {len} bytes > {MAX}", f.display());
+    }
+    // The node goes on running processes: lines counted before the files were read ≤ lines
+    // read ≤ lines counted after.
+    std::thread::sleep(Duration::from_millis(200));
+    let (s0, s1) = (
+        export_counts(&before, "file").0,
+        export_counts(&status(&a), "file").0,
+    );
+    let n = all.len() as u64;
+    assert!(
+        s0 <= n && n <= s1,
+        "lines in the files = lines sent: {s0} ≤ {n} ≤ {s1}"
+    );
+    let sent = n;
+    let execs = all
+        .iter()
+        .filter(|v| v["schema"] == "observer.event/v1" && argv_has(v, &mark))
+        .count() as u64;
+    let ended = all
+        .iter()
+        .filter(|v| v["schema"] == "observer.history/v1" && argv_has(v, &mark))
+        .count() as u64;
+    eprintln!("{N} spawns: {execs} exec and {ended} history lines; sent {sent}, dropped {dropped}");
+    if dropped == 0 {
+        assert_eq!(execs, N as u64, "an exec line per spawn");
+        assert_eq!(ended, N as u64, "a history line per spawn");
+    } else {
+        assert!(
+            execs + ended + dropped >= 2 * N as u64,
+            "every missing line counted"
+        );
+    }
+    assert!(
+        all.iter()
+            .all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v1"),
+        "--export-types exec,history exports nothing else"
+    );
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(!text.contains("hunter2"), "a secret reached the export");
+    assert!(
+        all.iter().any(|v| argv_has(v, &mark) && argv_has(v, "***")),
+        "the masked argument is there"
+    );
+    // The shell that ran the storm was its container's PID 1 and exited with 7.
+    let sh = all.iter().find(|v| {
+        v["schema"] == "observer.history/v1"
+            && v["comm"] == "sh"
+            && v["argv"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains(&mark)))
+            })
+    });
+    let sh = sh.unwrap_or_else(|| panic!("no history line for the storm's shell"));
+    assert_eq!(sh["exit_code"], 7, "{sh}");
+    assert_eq!(sh["ns_pid"], 1, "{sh}");
+    assert_eq!(sh["runtime"], "bare", "{sh}");
+    // The same counts on /metrics.
+    let m = http_body(&a.http_get("/metrics"));
+    assert!(
+        m.contains("observer_export_sent_total{sink=\"file\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("observer_export_dropped_total{sink=\"file\"}"),
+        "{m}"
+    );
+}
+
+#[test]
+fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
+    const N: u32 = 2_000;
+    const MAX: u64 = 64 << 10;
+    let dir = TempDir::new("types");
+    let path = dir.0.join("events.jsonl");
+    let stdout = dir.0.join("stdout.jsonl");
+    let mark = format!("export-types-{}", std::process::id());
+    // The agent's stdout into a file: `observer agent … --export-stdout > stdout.jsonl`.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!("exec \"$0\" agent \"$@\" > {}", stdout.display()),
+        &observer_bin(),
+    ]);
+    let socket = dir.0.join("agent.sock");
+    let args = [
+        "--export-file",
+        path.to_str().unwrap(),
+        "--export-file-max",
+        "64K",
+        "--export-file-keep",
+        "3",
+        "--export-stdout",
+        "--export-types",
+        "exec",
+    ];
+    let a = Agent::launch(cmd, &socket, &args).unwrap();
+    storm(N, &mark);
+    let end = format!("{mark}-end");
+    let (_, dropped) = settled(&a, "file", &path, &[&end]);
+    let (_, out_dropped) = settled(&a, "stdout", &stdout, &[&end]);
+    // About 1.2 MB of exec lines: rotated many times, 3 rotated files kept.
+    let files = export_files(&path, 5);
+    assert_eq!(files.len(), 4, "PATH and PATH.1..3: {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len <= MAX, "{}: {len} bytes > {MAX}", f.display());
+    }
+    let file = lines(&files);
+    let out = lines(std::slice::from_ref(&stdout));
+    assert!(file.iter().all(|v| v["type"] == "exec"), "only exec lines");
+    assert!(file.iter().all(|v| v["schema"] == "observer.event/v1"));
+    let marked = out.iter().filter(|v| argv_has(v, &mark)).count();
+    if out_dropped == 0 {
+        assert_eq!(marked, N as usize, "an exec line per spawn on stdout");
+    }
+    // Both sinks were offered the same lines in the same order: what the file kept is a
+    // run of stdout's lines (the node's own processes go on adding to both meanwhile).
+    if dropped == 0 && out_dropped == 0 {
+        let at = out
+            .iter()
+            .position(|v| *v == file[0])
+            .expect("the file's oldest kept line is on stdout");
+        let run = &out[at..(at + file.len()).min(out.len())];
+        assert!(run == &file[..run.len()], "the file's lines are stdout's");
+        assert!(
+            run.len() + 50 >= file.len(),
+            "stdout is not far behind the file"
+        );
+    }
+    drop(a);
+}
+
+#[test]
+fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied() {
+    let dir = TempDir::new("full");
+    let mnt = Tmpfs::mount(&dir.0.join("mnt"), "64k");
+    // Fill it (dd stops at ENOSPC).
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", mnt.0.join("filler").display()))
+        .output();
+    let path = mnt.0.join("events.jsonl");
+    let a = Agent::start(&["--export-file", path.to_str().unwrap()]);
+    let before = applied(&status(&a));
+    storm(500, "export-full");
+    let st = eventually(T, "drops counted", || {
+        let st = status(&a);
+        let (_, dropped) = export_counts(&st, "file");
+        (dropped > 0).then_some(st)
+    });
+    assert!(
+        applied(&st) > before + 500,
+        "events applied while the sink drops"
+    );
+    // Still running and still applying.
+    let mid = applied(&st);
+    storm(100, "export-full-2");
+    let later = eventually(T, "more events applied", || {
+        let st = status(&a);
+        (applied(&st) > mid + 100).then_some(st)
+    });
+    let (_, d1) = export_counts(&st, "file");
+    let (_, d2) = export_counts(&later, "file");
+    assert!(applied(&later) > applied(&st), "events still applied");
+    assert!(d2 >= d1);
+    let warned = a
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("export to"))
+        .count();
+    assert!(warned >= 1, "the failure was logged with its path");
+    assert!(warned <= 3, "logged once per kind, not per line: {warned}");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        assert!(text.is_empty() || text.ends_with('\n'), "no half line left");
+    }
+    drop(a);
+    drop(mnt);
+}
+
+#[test]
+fn export_settings_are_accepted_in_the_config_file() {
+    let dir = TempDir::new("config");
+    let conf = dir.0.join("config.toml");
+    std::fs::write(
+        &conf,
+        "export_file = \"/var/log/observer/events.jsonl\"\nexport_file_max = \"10M\"\n\
+         export_file_keep = 3\nexport_stdout = true\nexport_types = \"exec,exit,history\"\n",
+    )
+    .unwrap();
+    let out = observer()
+        .args(["agent", "--print-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "export_file",
+        "export_file_max",
+        "export_file_keep",
+        "export_stdout",
+        "export_types",
+    ] {
+        assert!(
+            text.contains(key),
+            "{key} missing from --print-config: {text}"
+        );
+    }
+    std::fs::write(&conf, "export_types = \"exec,bogus\"\n").unwrap();
+    let out = observer()
+        .args(["agent", "--print-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bogus"), "{err}");
+}
