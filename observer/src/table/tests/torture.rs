@@ -146,3 +146,26 @@ fn a_cut_cgroup_path_is_taken_whole_from_its_id() {
     assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), cut);
     assert_eq!(tb.registry.path_of_cgroup_id(91), None);
 }
+
+/// torture: a thread-exec worker (a non-leader thread execs `sleep`) moved by the mover
+/// while its exec killed the other threads: the attach event named the dying leader
+/// (exiting, ignored) but the exec'ing thread — the process from then on — had moved. /proc
+/// showed `sleep` in /a, the agent in /b. The exec record's cgroup2 id says where it is.
+#[test]
+fn an_exec_after_a_move_reported_on_its_dying_leader_is_where_the_exec_says() {
+    use super::exec;
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "xtask")));
+    tb.apply(&attach(800, "/torture/a", 71, 0));
+    tb.apply(&attach(800, "/torture/b", 72, 0));
+    tb.apply(&attach(800, "/torture/a", 71, TASK_FLAG_EXITING));
+    assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), "/torture/b");
+    let mut t = task(1, &[800], HOST_NS, TICK, "sleep");
+    t.cgroup_id = 71;
+    tb.apply(&exec(800, t, "/bin/sleep", &["sleep", "1"]));
+    let p = tb.get(800).unwrap();
+    assert_eq!(
+        (tb.registry.path(p.cgroup), p.cgroup_id),
+        ("/torture/a", 71)
+    );
+}
