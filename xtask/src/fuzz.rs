@@ -50,6 +50,57 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The fuzz targets' build running beside other phases: stopped (its whole process group)
+/// if the run ends before it is waited for.
+pub struct Build(Option<std::process::Child>);
+
+impl Drop for Build {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SAFETY: a signal to the process group this build leads (process_group(0)).
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts building every target at the lowest priority, beside the phases before fuzzing
+/// (the host tests mostly wait on agents and runtimes): its output goes to
+/// fuzz/target/build.log. [`fuzz`] then finds the build done.
+pub fn build_in_background() -> Result<Build> {
+    use std::os::unix::process::CommandExt;
+    install()?;
+    let dir = root().join("fuzz").join("target");
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join("build.log"))?;
+    let mut c = Command::new("nice");
+    c.current_dir(root())
+        .args(["-n", "19", "cargo"])
+        .arg(format!("+{}", crate::setup::EBPF_TOOLCHAIN))
+        .args(["fuzz", "build", "-O"])
+        .process_group(0)
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(Build(Some(
+        c.spawn().context("starting the fuzz targets' build")?,
+    )))
+}
+
+/// Waits for [`build_in_background`]'s build.
+pub fn wait_for_build(mut build: Build) -> Result<()> {
+    let Some(mut child) = build.0.take() else {
+        return Ok(());
+    };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "building the fuzz targets failed ({status}): see {}",
+            root().join("fuzz/target/build.log").display()
+        );
+    }
+    Ok(())
+}
+
 /// Builds every target, replays the regressions, then fuzzes each for `secs` seconds.
 pub fn fuzz(targets: &[String], secs: u64) -> Result<()> {
     install()?;

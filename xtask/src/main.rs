@@ -201,8 +201,10 @@ fn demo(bin: &std::path::Path) -> Result<()> {
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
         .is_some_and(|v| {
             v.as_array().is_some_and(|a| {
+                // `state` is what is true now; `status` is what the state file last
+                // recorded (a demo whose processes died with a reboot still says running).
                 a.iter()
-                    .any(|c| c["name"] == "demo" && c["status"] == "running")
+                    .any(|c| c["name"] == "demo" && c["state"] == "running")
             })
         });
     if !running {
