@@ -286,13 +286,18 @@ impl Table {
         let Some(v2) = lines.iter().find(|l| l.hierarchy == 0) else {
             return true;
         };
-        let held = self.registry.path(p.cgroup);
+        let (held, id_path) = self.held_cgroup(p);
+        lines.iter().any(|l| l.path == held) && id_path.is_none_or(|id| id == v2.path)
+    }
+
+    /// The table's cgroup path for `p`, and the path its cgroup2 id names (if known).
+    fn held_cgroup(&self, p: &Process) -> (&str, Option<&str>) {
         let id_path = self
             .registry
             .path_of_cgroup_id(p.cgroup_id)
             .filter(|_| p.cgroup_id != 0)
             .map(|i| self.registry.path(i));
-        lines.iter().any(|l| l.path == held) && id_path.is_none_or(|id| id == v2.path)
+        (self.registry.path(p.cgroup), id_path)
     }
 
     fn correct_parent(&mut self, s: &Scanned, now_ns: u64) -> u64 {
@@ -343,12 +348,7 @@ impl Table {
         }) else {
             return 0;
         };
-        let held = self.registry.path(p.cgroup);
-        let id_path = self
-            .registry
-            .path_of_cgroup_id(p.cgroup_id)
-            .filter(|_| p.cgroup_id != 0)
-            .map(|i| self.registry.path(i));
+        let (held, id_path) = self.held_cgroup(p);
         log::info!(
             "correction: cgroup: the table has {} in {:?}, /proc has {} in {:?}",
             entry(p),
