@@ -75,35 +75,7 @@ impl Table {
     pub(crate) fn collect(&mut self, now_ns: u64, lim: &Limits) -> bool {
         self.history_limits = lim.history;
         self.history.expire(now_ns, &lim.history);
-        let mut idle: Vec<(u64, u32)> = Vec::new();
-        for i in 0..self.registry.len() as u32 {
-            let c = self.registry.get_mut(i).expect("in range");
-            if !c.members.is_empty() {
-                c.idle_since_ns = 0;
-            } else {
-                if c.idle_since_ns == 0 {
-                    c.idle_since_ns = now_ns.max(1);
-                }
-                idle.push((c.idle_since_ns, i));
-            }
-        }
-        idle.sort_unstable();
-        let over = self.registry.len().saturating_sub(lim.max_containers);
-        let evict: FxHashSet<u32> = idle
-            .iter()
-            .enumerate()
-            .filter(|(n, (since, _))| {
-                *n < over || now_ns.saturating_sub(*since) >= lim.retention_ns
-            })
-            .map(|(_, (_, i))| *i)
-            .collect();
-        if over > idle.len() {
-            log::warn!(
-                "{} live containers exceed --max-containers {}: only ended ones are evicted",
-                self.registry.len() - idle.len(),
-                lim.max_containers
-            );
-        }
+        let evict = self.evictable(now_ns, lim);
         // Interners no bigger than twice what was referenced at the last walk (plus slack)
         // cannot be over that now either: no walk of every process (50,000 of them on a big
         // node, every few seconds) until they grow or a container is evicted.
@@ -155,6 +127,41 @@ impl Table {
             evicted = true;
         }
         self.shrink_procs() || evicted
+    }
+
+    /// The containers to evict now: ended ones past their retention, and the longest-idle
+    /// ones over `max_containers` (live ones never).
+    fn evictable(&mut self, now_ns: u64, lim: &Limits) -> FxHashSet<u32> {
+        let mut idle: Vec<(u64, u32)> = Vec::new();
+        for i in 0..self.registry.len() as u32 {
+            let c = self.registry.get_mut(i).expect("in range");
+            if !c.members.is_empty() {
+                c.idle_since_ns = 0;
+            } else {
+                if c.idle_since_ns == 0 {
+                    c.idle_since_ns = now_ns.max(1);
+                }
+                idle.push((c.idle_since_ns, i));
+            }
+        }
+        idle.sort_unstable();
+        let over = self.registry.len().saturating_sub(lim.max_containers);
+        let evict: FxHashSet<u32> = idle
+            .iter()
+            .enumerate()
+            .filter(|(n, (since, _))| {
+                *n < over || now_ns.saturating_sub(*since) >= lim.retention_ns
+            })
+            .map(|(_, (_, i))| *i)
+            .collect();
+        if over > idle.len() {
+            log::warn!(
+                "{} live containers exceed --max-containers {}: only ended ones are evicted",
+                self.registry.len() - idle.len(),
+                lim.max_containers
+            );
+        }
+        evict
     }
 
     /// The process map is bounded by kernel.pid_max (one entry per live process), but
