@@ -305,8 +305,6 @@ fn start_check(
     btf: &std::path::Path,
     iterator: &mut bool,
 ) -> oneshot::Receiver<(Vec<u32>, u64, Duration)> {
-    let (tx, rx) = oneshot::channel();
-    let started_ns = boot_now_ns();
     let pass = iterator.then(|| probes.pid_iter(btf)).and_then(|r| {
         r.map_err(|e| {
             log::info!("the pid iterator is unavailable ({e}): checks read /proc from now on");
@@ -314,23 +312,26 @@ fn start_check(
         })
         .ok()
     });
-    tokio::task::spawn_blocking(move || {
-        let cpu = thread_cpu();
-        let pids = pass
-            .and_then(|f| crate::probes::seed::read_pids(f).ok())
-            .unwrap_or_else(scan::pids);
-        let _ = tx.send((pids, started_ns, thread_cpu().saturating_sub(cpu)));
-    });
-    rx
+    read_pids(move || {
+        pass.and_then(|f| crate::probes::seed::read_pids(f).ok())
+            .unwrap_or_else(scan::pids)
+    })
 }
 
 /// A check of one slice of the pid space, read from /proc's directory.
 fn start_slice_check(range: std::ops::Range<u32>) -> oneshot::Receiver<(Vec<u32>, u64, Duration)> {
+    read_pids(move || pid_range::pids_in(range))
+}
+
+/// Runs a check's read on a blocking thread: the pids, when it began, the CPU it took.
+fn read_pids(
+    read: impl FnOnce() -> Vec<u32> + Send + 'static,
+) -> oneshot::Receiver<(Vec<u32>, u64, Duration)> {
     let (tx, rx) = oneshot::channel();
     let started_ns = boot_now_ns();
     tokio::task::spawn_blocking(move || {
         let cpu = thread_cpu();
-        let pids = pid_range::pids_in(range);
+        let pids = read();
         let _ = tx.send((pids, started_ns, thread_cpu().saturating_sub(cpu)));
     });
     rx
