@@ -106,7 +106,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound { .. } | ApiError::NotAPod { .. } => StatusCode::NOT_FOUND,
             ApiError::Ambiguous { .. } => StatusCode::CONFLICT,
             ApiError::IsPod { .. } => StatusCode::SEE_OTHER,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Changed => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut body = serde_json::to_value(&self).unwrap_or_default();
         body["message"] = self.to_string().into();

@@ -49,6 +49,9 @@ pub(crate) enum ApiError {
     NotAPod { query: String },
     #[error("the agent is shutting down")]
     Unavailable,
+    /// The containers changed under every try at a consistent answer (registry compactions).
+    #[error("the containers changed while the answer was made; ask again")]
+    Changed,
 }
 
 impl Escaped<ApiError> {
@@ -62,9 +65,10 @@ impl Escaped<ApiError> {
             ApiError::NotFound { candidates, .. } | ApiError::Ambiguous { candidates, .. } => {
                 format!("{}; candidates:\n  {}", **self, candidates.join("\n  "))
             }
-            e @ (ApiError::IsPod { .. } | ApiError::NotAPod { .. } | ApiError::Unavailable) => {
-                e.to_string()
-            }
+            e @ (ApiError::IsPod { .. }
+            | ApiError::NotAPod { .. }
+            | ApiError::Unavailable
+            | ApiError::Changed) => e.to_string(),
         }
     }
 }
@@ -139,7 +143,7 @@ fn container_snapshot(
             return Ok((s, t));
         }
     }
-    Err(ApiError::Unavailable)
+    Err(ApiError::Changed)
 }
 
 /// A container's tree; a pod reference answers `IsPod` (its tree is `pod_tree`).
@@ -190,7 +194,7 @@ pub(crate) fn pod_tree(
         };
         return Ok(assemble::pod_tree(ctx, &s, &pod));
     }
-    Err(ApiError::Unavailable)
+    Err(ApiError::Changed)
 }
 
 pub(crate) fn pods(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<PodView>, ApiError> {
@@ -216,35 +220,46 @@ fn history_key(
     match container_snapshot(src, ctx, query) {
         Ok((s, Target::Container(i))) => match s.container(i) {
             Some(c) => Ok((c.container.key.clone(), Some(c.clone()))),
-            None => Err(ApiError::Unavailable),
+            // Its last process ended between the two looks: only its history remains.
+            None => ended_container_key(src, ctx, query, Vec::new()),
         },
         Ok((_, Target::Pod(_))) => Err(ApiError::IsPod {
             query: query.into(),
         }),
         Err(ApiError::NotFound { candidates, .. }) => {
-            let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
-            let q = query.trim();
-            let hits: Vec<ContainerKey> = keys
-                .into_iter()
-                .filter(|k| {
-                    k.id == q
-                        || (q.len() >= 4 && k.id.starts_with(q))
-                        || ctx.resolver.meta(k, None, None).name.as_deref() == Some(q)
-                })
-                .collect();
-            match hits.len() {
-                1 => Ok((hits.into_iter().next().expect("one"), None)),
-                0 => Err(ApiError::NotFound {
-                    query: query.into(),
-                    candidates,
-                }),
-                _ => Err(ApiError::Ambiguous {
-                    query: query.into(),
-                    candidates: hits.iter().map(|k| k.id.clone()).collect(),
-                }),
-            }
+            ended_container_key(src, ctx, query, candidates)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The key of a container only a history remains of, by id, id prefix or last name.
+fn ended_container_key(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    candidates: Vec<String>,
+) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
+    let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
+    let q = query.trim();
+    let hits: Vec<ContainerKey> = keys
+        .into_iter()
+        .filter(|k| {
+            k.id == q
+                || (q.len() >= 4 && k.id.starts_with(q))
+                || ctx.resolver.meta(k, None, None).name.as_deref() == Some(q)
+        })
+        .collect();
+    match hits.len() {
+        1 => Ok((hits.into_iter().next().expect("one"), None)),
+        0 => Err(ApiError::NotFound {
+            query: query.into(),
+            candidates,
+        }),
+        _ => Err(ApiError::Ambiguous {
+            query: query.into(),
+            candidates: hits.iter().map(|k| k.id.clone()).collect(),
+        }),
     }
 }
 

@@ -82,3 +82,60 @@ fn before_ready_only_healthz_answers_and_readyz_says_503() {
     assert_eq!(status_of(true, "/readyz"), StatusCode::OK);
     assert_eq!(status_of(true, "/healthz"), StatusCode::OK);
 }
+
+/// A table whose container ends between the service's first look (the registry) and its
+/// second (the container's members): as when an OOM kill empties a container while
+/// `observer history` resolves it.
+type Ending = Box<dyn FnOnce(&mut crate::table::Table)>;
+
+struct EndsAfterRegistry {
+    table: std::cell::RefCell<crate::table::Table>,
+    end: std::cell::RefCell<Option<Ending>>,
+}
+
+impl service::Source for EndsAfterRegistry {
+    fn snapshot(&self, scope: Scope) -> Option<crate::table::snapshot::Snapshot> {
+        let snap = self.table.borrow().snapshot(scope.clone());
+        if scope == Scope::Registry {
+            if let Some(end) = self.end.borrow_mut().take() {
+                end(&mut self.table.borrow_mut());
+            }
+        }
+        Some(snap)
+    }
+    fn member_of(&self, pid: u32) -> Option<u32> {
+        self.table.borrow().get(pid).and_then(|p| p.container)
+    }
+}
+
+#[test]
+fn the_history_of_a_container_whose_last_process_ends_while_it_is_resolved_is_answered() {
+    use crate::table::tests::{exit, fork, free, table, task, TICK};
+    let pidns = 4026532300;
+    let mut tb = table();
+    tb.apply(&fork(700, task(10, &[700, 1], pidns, TICK, "tail")));
+    let src = EndsAfterRegistry {
+        table: tb.into(),
+        end: Some(Box::new(move |tb: &mut crate::table::Table| {
+            let t = task(10, &[700, 1], pidns, TICK, "tail");
+            tb.apply(&exit(700, 700, t, 137, true, 2 * TICK));
+            tb.apply(&free(700, t));
+        }) as Ending)
+        .into(),
+    };
+    let mut resolver = crate::containers::names::Resolver::new(Default::default());
+    let cgroupfs = CgroupFs::default();
+    let mut ctx = assemble::ViewCtx {
+        now_ns: 3 * TICK,
+        resolver: &mut resolver,
+        cgroupfs: &cgroupfs,
+        cgroup_files: None,
+        stat_files: None,
+    };
+    let query = pidns.to_string();
+    let h = service::history(&src, &mut ctx, &query, &Default::default())
+        .expect("the ended container's history, not an error");
+    assert_eq!(h.id, query);
+    assert_eq!(h.entries.len(), 1);
+    assert_eq!(h.entries[0].pid, 700);
+}

@@ -461,4 +461,4 @@ fn merge_ns(dst: &mut [u32; NS_COUNT], src: &[u32; NS_COUNT]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,9 +12,9 @@ mod thread;
 mod torture;
 
 pub(super) const HOST_NS: u32 = 4026531836;
-pub(super) const TICK: u64 = 10_000_000;
+pub(crate) const TICK: u64 = 10_000_000;
 
-pub(super) fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) -> TaskInfo {
+pub(crate) fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) -> TaskInfo {
     let mut ns_pids = [0; MAX_PID_LEVELS];
     ns_pids[..pids.len()].copy_from_slice(pids);
     let mut ns = [0; NS_COUNT];
@@ -36,7 +36,7 @@ pub(super) fn task(ppid: u32, pids: &[u32], pidns: u32, start: u64, comm: &str) 
     }
 }
 
-pub(super) fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
+pub(crate) fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
     EventHeader {
         kind: kind as u32,
         cpu: 0,
@@ -46,7 +46,7 @@ pub(super) fn hdr(kind: EventKind, tgid: u32, pid: u32, t: u64) -> EventHeader {
     }
 }
 
-pub(super) fn fork(pid: u32, t: TaskInfo) -> Event {
+pub(crate) fn fork(pid: u32, t: TaskInfo) -> Event {
     Event::Fork(ForkEvent {
         header: hdr(EventKind::Fork, pid, pid, t.start_time_ns),
         task: t,
@@ -80,7 +80,7 @@ pub(super) fn exec(pid: u32, t: TaskInfo, file: &str, args: &[&str]) -> Event {
     Event::Exec(e)
 }
 
-pub(super) fn exit(
+pub(crate) fn exit(
     tgid: u32,
     tid: u32,
     t: TaskInfo,
@@ -98,14 +98,14 @@ pub(super) fn exit(
     })
 }
 
-pub(super) fn free(pid: u32, t: TaskInfo) -> Event {
+pub(crate) fn free(pid: u32, t: TaskInfo) -> Event {
     Event::Free(FreeEvent {
         header: hdr(EventKind::Free, pid, pid, 0),
         task: t,
     })
 }
 
-pub(super) fn table() -> Table {
+pub(crate) fn table() -> Table {
     Table::new(HOST_NS, CgroupFs::default())
 }
 
