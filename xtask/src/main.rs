@@ -276,6 +276,10 @@ fn main() -> ExitCode {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "split once the arm64 work (--arch on build, package, vm-test) has landed"
+)]
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Setup { tests } => setup::setup(tests),
