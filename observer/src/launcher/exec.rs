@@ -13,7 +13,7 @@ use nix::{
 };
 
 use super::{
-    cgroups, check_env, container, process, rootfs, security,
+    cgroups, check_env, container, identity, rootfs, security,
     state::{self, Config, State, Status},
     LauncherError,
 };
@@ -32,7 +32,7 @@ pub(crate) fn exec(name: &str, env_extra: &[String], cmd: &[String]) -> Result<u
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
     // PID 1 as recorded (pid and start time): a reused pid is never entered.
-    let pid = match process::pid1(&st, &cfg) {
+    let pid = match identity::pid1(&st, &cfg) {
         Some(p) if st.status == Status::Running => p,
         _ => return Err(LauncherError::NotRunning(name.into())),
     };
@@ -80,7 +80,7 @@ fn enter(name: &str, cfg: &Config, st: &State, pid: u32) -> Result<(), LauncherE
         fds.push((ns, flag, f));
     }
     // Still the recorded PID 1 after opening: the namespaces are that process's.
-    if process::pid1(st, cfg) != Some(pid) {
+    if identity::pid1(st, cfg) != Some(pid) {
         return Err(LauncherError::NotRunning(name.into()));
     }
     cgroups::join(&cfg.cgroups, std::process::id())?;

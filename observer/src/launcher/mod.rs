@@ -6,7 +6,7 @@
 pub(crate) mod cgroups;
 mod container;
 pub(crate) mod exec;
-pub(crate) mod process;
+pub(crate) mod identity;
 pub(crate) mod rootfs;
 mod seccomp;
 pub(crate) mod security;
@@ -330,7 +330,7 @@ fn follow_log(name: &str, follow: bool) -> Result<u8, LauncherError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let st = state::load_state(name)?;
-        let running = st.status == Status::Running && process::shim_alive(&st);
+        let running = st.status == Status::Running && identity::shim_alive(&st);
         loop {
             let n = f
                 .read(&mut buf)
@@ -364,17 +364,17 @@ pub(crate) fn stop(name: &str, timeout: Duration) -> Result<State, LauncherError
     if st.status != Status::Running || st.pid.is_none() {
         return Ok(st);
     }
-    if !process::shim_alive(&st) {
+    if !identity::shim_alive(&st) {
         return Err(LauncherError::Other(format!(
             "the shim of `{name}` is gone; remove the container with `observer rm -f {name}`"
         )));
     }
-    process::signal_pid1(&st, &cfg, Signal::SIGTERM)?;
+    identity::signal_pid1(&st, &cfg, Signal::SIGTERM)?;
     let ended = |s: &State| s.status != Status::Running;
     match wait_state(name, timeout, ended) {
         Ok(s) => Ok(s),
         Err(_) => {
-            process::signal_pid1(&st, &cfg, Signal::SIGKILL)?;
+            identity::signal_pid1(&st, &cfg, Signal::SIGKILL)?;
             wait_state(name, Duration::from_secs(30), ended)
         }
     }
@@ -385,7 +385,7 @@ pub(crate) fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
     require_root()?;
     let cfg = state::load_config(name)?;
     let st = state::load_state(name)?;
-    let running = st.status == Status::Running && process::shim_alive(&st);
+    let running = st.status == Status::Running && identity::shim_alive(&st);
     if running {
         if !force {
             return Err(LauncherError::Running(name.into()));
@@ -393,7 +393,7 @@ pub(crate) fn rm(name: &str, force: bool) -> Result<(), LauncherError> {
         stop(name, Duration::ZERO)?;
     }
     // A shim that died left PID 1 without a reaper: make sure nothing of it remains.
-    process::signal_pid1(&st, &cfg, Signal::SIGKILL)?;
+    identity::signal_pid1(&st, &cfg, Signal::SIGKILL)?;
     let left = cgroups::remove(&cfg.cgroups);
     if !left.is_empty() {
         return Err(LauncherError::Other(format!(

@@ -14,7 +14,7 @@ use nix::{
 };
 
 use super::{
-    cgroups, container, process, security,
+    cgroups, container, identity, security,
     state::{self, Config, State, Status},
 };
 use crate::host::cgroupfs::CgroupFs;
@@ -58,7 +58,7 @@ pub(crate) fn main(name: &str) -> ExitCode {
     let me = std::process::id();
     let mut st = State {
         shim_pid: Some(me),
-        shim_start: process::start_ticks(me),
+        shim_start: identity::start_ticks(me),
         ..State::default()
     };
     let _ = nix::sys::prctl::set_name(c"observer-shim");
@@ -81,7 +81,7 @@ pub(crate) fn main(name: &str) -> ExitCode {
     st.status = Status::Running;
     st.pid = Some(child.as_raw() as u32);
     // Our child until we reap it, so its pid cannot have been reused yet.
-    st.pid_start = process::start_time(child.as_raw() as u32);
+    st.pid_start = identity::start_time(child.as_raw() as u32);
     record(name, &st);
 
     let cg = CgroupFs::discover();

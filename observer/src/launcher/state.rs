@@ -206,7 +206,7 @@ pub(crate) fn names() -> Result<Vec<String>, LauncherError> {
 /// The status as the user sees it: a "running" container whose shim died is reported as such.
 pub(crate) fn effective(s: &State) -> String {
     match s.status {
-        Status::Running if !super::process::shim_alive(s) => "dead (shim gone)".into(),
+        Status::Running if !super::identity::shim_alive(s) => "dead (shim gone)".into(),
         Status::Running => "running".into(),
         Status::Created => "created".into(),
         Status::Exited => match (s.exit_code, s.oom_killed) {
