@@ -3,11 +3,10 @@
 //! status counters read to know when it has applied everything up to a moment.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::Write,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -15,11 +14,12 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+/// The shared harness's agent (observer-harness, as the integration tests and the
+/// benchmarks start it), with what the torture asks of it.
 pub struct Agent {
-    child: Child,
+    inner: observer_harness::Agent,
     bin: PathBuf,
     pub socket: PathBuf,
-    http: String,
     pub log: PathBuf,
 }
 
@@ -51,38 +51,27 @@ impl Agent {
         let socket = dir.join("agent.sock");
         let log = dir.join("agent.log");
         let _ = std::fs::remove_file(&socket);
-        let mut child = Command::new(bin)
-            .env("RUST_LOG", "info,observer::table::reconcile=debug")
-            .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
-            .arg(&socket)
-            .args(extra)
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let err = child.stderr.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
+        let mut cmd = Command::new(bin);
+        cmd.env("RUST_LOG", "info,observer::table::reconcile=debug")
+            .arg("agent")
+            .process_group(0);
         let mut file = std::fs::File::create(&log)?;
-        thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
+        let inner = observer_harness::Agent::start(observer_harness::Start {
+            cmd,
+            socket: &socket,
+            extra,
+            ready_within: Duration::from_secs(120),
+            on_line: Box::new(move |l| {
                 let _ = writeln!(file, "{l}");
-                if let Some(rest) = l.split("API on http://").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let mut agent = Agent {
-            child,
+            }),
+        })
+        .with_context(|| format!("the agent did not start (log: {})", log.display()))?;
+        Ok(Agent {
+            inner,
             bin: bin.to_path_buf(),
             socket,
-            http: String::new(),
             log,
-        };
-        agent.http = rx
-            .recv_timeout(Duration::from_secs(120))
-            .with_context(|| format!("the agent did not start (log: {})", agent.log.display()))?;
-        Ok(agent)
+        })
     }
 
     /// `observer <args> -o json` against this agent; an error if the CLI fell back to its
@@ -101,13 +90,7 @@ impl Agent {
     }
 
     pub fn status(&self) -> Result<Value> {
-        let mut s = std::net::TcpStream::connect(&self.http)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(s, "GET /v1/status HTTP/1.0\r\nHost: x\r\n\r\n")?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        serde_json::from_str(body).with_context(|| format!("/v1/status: {buf}"))
+        Ok(self.inner.status()?)
     }
 
     pub fn counters(&self) -> Result<Counters> {
@@ -156,24 +139,6 @@ impl Agent {
 
     /// The agent's own pid (its RSS and CPU are reported).
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: plain syscall to the agent this run started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_file(self.socket.with_extension("state"));
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(self.socket.with_extension("state"));
+        self.inner.pid()
     }
 }
