@@ -8,6 +8,7 @@ use observer_common::EventKind;
 
 use crate::{
     events::reader::ReaderStats,
+    host::scan,
     probes::KernelStats,
     table::Table,
     views::status::{ConnCounts, EventCounts, Health},
@@ -30,16 +31,24 @@ pub(crate) struct Inputs<'a> {
     pub(crate) states: &'a BTreeMap<String, u64>,
     pub(crate) http: Vec<ConnCounts>,
     pub(crate) restarts: super::marker::Restarts,
+    /// The agent holds the kernel's BPF statistics on.
+    pub(crate) bpf_stats: bool,
 }
 
 pub(crate) fn health(i: Inputs) -> Health {
     let t = i.table;
+    let own = scan::live(std::process::id());
     Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         uptime_s: i.uptime_s,
+        cpu_s: own.as_ref().map_or(0.0, |l| {
+            l.cpu_ticks as f64 / scan::ticks_per_second() as f64
+        }),
+        rss_bytes: own.as_ref().map_or(0, |l| l.rss_pages * scan::page_size()),
+        bpf_stats: i.bpf_stats,
         processes: t.len() as u64,
         zombies: t.zombies() as u64,
         containers: t.live_containers() as u64,
@@ -53,6 +62,8 @@ pub(crate) fn health(i: Inputs) -> Health {
                 read_errors: i.kernel.read_errors(k),
                 received: i.reader.received(k),
                 applied: t.stats.applied[k as usize],
+                runs: i.kernel.runs(k).0,
+                run_ns: i.kernel.runs(k).1,
             })
             .collect(),
         decode_errors: i.reader.decode_errors,

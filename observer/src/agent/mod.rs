@@ -250,6 +250,7 @@ impl Agent<'_> {
             states: &self.reconciler.states,
             http: self.servers.counts(),
             restarts: self.readiness.restarts(),
+            bpf_stats: self.probes.counts_runs(),
         });
         h.export = self.pump.export_counts();
         h

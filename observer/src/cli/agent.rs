@@ -81,6 +81,19 @@ pub(crate) struct AgentArgs {
         default_value = "auto"
     )]
     tracepoint_kind: probes::TracepointKind,
+    /// Count the in-kernel runs and run time of observer's programs while the agent runs
+    /// (the kernel's BPF statistics, `BPF_ENABLE_STATS`; off again when the agent stops):
+    /// `observer_bpf_program_run*` on /metrics and `observer status`. Each program run then
+    /// reads the clock twice (measured cost: docs/performance.md).
+    #[arg(
+        long,
+        env = "OBSERVER_BPF_STATS",
+        value_name = "on|off",
+        default_value = "off",
+        value_parser = parse_on_off,
+        action = clap::ArgAction::Set
+    )]
+    bpf_stats: bool,
     /// Also attach these calibration programs (observer-ebpf/src/calib.rs: a fixed cost
     /// such as a ring-buffer record, or one group of the task reads; comma-separated),
     /// before observer's own, for `cargo xtask bench --peers`' profile. They cost every
@@ -261,6 +274,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             kernel_log: log::max_level() >= log::LevelFilter::Debug,
             tracepoint_kind: a.tracepoint_kind,
             calibrate: a.calibrate,
+            bpf_stats: a.bpf_stats,
         },
         listen: ListenConfig {
             listen: a.listen,
@@ -376,5 +390,14 @@ fn raise_nofile() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}`: say `on` or `off`")),
     }
 }

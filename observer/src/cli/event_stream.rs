@@ -131,6 +131,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         kernel_log: log::max_level() >= log::LevelFilter::Info,
         tracepoint_kind: args.tracepoint_kind,
         calibrate: Vec::new(),
+        bpf_stats: false,
     };
     let (mut probes, ring) = Probes::load(&cfg)?;
     // Nothing here seeds: the BTF parse kept for the task iterators is not needed.

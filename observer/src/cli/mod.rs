@@ -89,6 +89,12 @@ enum Command {
         #[command(flatten)]
         opts: views::ViewOpts,
     },
+    /// What the agent does and what it costs this node: uptime, events by type, losses,
+    /// in-kernel time per program run (with `agent --bpf-stats on`), its CPU and memory.
+    Status {
+        #[command(flatten)]
+        opts: views::ViewOpts,
+    },
     /// Stream process lifecycle events from the kernel as they happen.
     Events(event_stream::EventsArgs),
     #[command(flatten)]
@@ -201,6 +207,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ),
         ),
         Command::Why { target, opts } => views::run(opts, views::View::Why(target)),
+        Command::Status { opts } => views::run(opts, views::View::Status),
         Command::Events(args) => event_stream::run(args),
         Command::Launcher(cmd) => Ok(launcher::run(cmd)),
         Command::Completions { shell } => {

@@ -26,6 +26,7 @@ use crate::{
         lists,
         model::{ContainerView, ProcessView, TreeView, ZombieView},
         pods::{self, PodTreeView, PodView},
+        status::{self, Health},
         text::{self, Escaped, Style},
         tree,
         why::{self, WhyView},
@@ -61,6 +62,8 @@ pub(crate) enum View {
     Zombies,
     History(String, HistoryFilter),
     Why(String),
+    /// The agent's account of itself (`observer status`); only an agent can answer.
+    Status,
 }
 
 /// A table built from one /proc scan, for when no agent runs.
@@ -104,6 +107,7 @@ fn api_path(v: &View) -> String {
             format!("/v1/containers/{}/history{q}", enc(c))
         }
         View::Why(t) => format!("/v1/why/{}", enc(t)),
+        View::Status => "/v1/status".into(),
     }
 }
 
@@ -116,6 +120,9 @@ enum Answer {
 }
 
 fn local(view: &View) -> anyhow::Result<Answer> {
+    if matches!(view, View::Status) {
+        anyhow::bail!("no agent answers on the socket: `observer status` describes a running agent (start one with `observer agent`)");
+    }
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         eprintln!("observer: no agent running; this is a one-shot /proc scan (zombie ages, exit codes and adoptions need `observer agent`)");
@@ -158,6 +165,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         View::Zombies => to(service::zombies(&src, &mut ctx)),
         View::History(c, f) => to(service::history(&src, &mut ctx, c, f)),
         View::Why(t) => to(service::why(&src, &mut ctx, t)),
+        View::Status => unreachable!("answered above: only an agent has a status"),
     }
 }
 
@@ -245,6 +253,7 @@ pub(crate) fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
         View::History(..) => endings::render(&typed::<HistoryView>(&v)?),
         View::Why(_) => why::render(&typed::<WhyView>(&v)?),
+        View::Status => status::render(&typed::<Health>(&v)?),
     };
     crate::stdout::print(&text)?;
     Ok(ExitCode::SUCCESS)

@@ -87,6 +87,8 @@ pub(crate) struct ProbeConfig {
     pub(crate) tracepoint_kind: TracepointKind,
     /// Also attach these calibration programs (calib.rs), before observer's own.
     pub(crate) calibrate: Vec<String>,
+    /// Turn the kernel's BPF statistics on for as long as the probes live (`--bpf-stats`).
+    pub(crate) bpf_stats: bool,
 }
 
 /// How the fork/exec/exit/free programs attach (`--tracepoint-kind`).
@@ -111,6 +113,7 @@ impl Default for ProbeConfig {
             kernel_log: false,
             tracepoint_kind: TracepointKind::Auto,
             calibrate: Vec::new(),
+            bpf_stats: false,
         }
     }
 }
@@ -172,6 +175,8 @@ pub(crate) struct Probes {
     /// Tracepoints this kernel lacks, with the reason; their events will not appear.
     pub(crate) missing: Vec<(String, String)>,
     pub(crate) ringbuf_bytes: u32,
+    /// Holds the kernel's BPF statistics on (`--bpf-stats on`); closing it turns them off.
+    stats_on: Option<std::os::fd::OwnedFd>,
 }
 
 /// Totals of the in-kernel counters over all CPUs, indexed by EventKind number, and the
@@ -180,6 +185,10 @@ pub(crate) struct Probes {
 pub(crate) struct KernelStats {
     pub(crate) counters: Stats,
     pub(crate) skipped: [u64; KIND_SLOTS],
+    /// Runs of each event kind's program and their time (ns), counted while the kernel's
+    /// BPF statistics are on (`--bpf-stats on`, or another holder of them).
+    pub(crate) runs: [u64; KIND_SLOTS],
+    pub(crate) run_ns: [u64; KIND_SLOTS],
 }
 
 impl KernelStats {
@@ -194,6 +203,10 @@ impl KernelStats {
     }
     pub(crate) fn read_errors(&self, k: EventKind) -> u64 {
         self.counters.read_errors[k as usize]
+    }
+    /// Runs of the kind's program and their time in ns (0 while BPF statistics are off).
+    pub(crate) fn runs(&self, k: EventKind) -> (u64, u64) {
+        (self.runs[k as usize], self.run_ns[k as usize])
     }
     /// Events lost because the ring buffer was full.
     pub(crate) fn total_full(&self) -> u64 {
@@ -236,9 +249,15 @@ impl Probes {
                 kernel_btf,
                 missing: a.missing,
                 ringbuf_bytes: cfg.ringbuf_bytes,
+                stats_on: cfg.bpf_stats.then(enable_stats).flatten(),
             },
             events,
         ))
+    }
+
+    /// Whether this agent holds the kernel's BPF statistics on.
+    pub(crate) fn counts_runs(&self) -> bool {
+        self.stats_on.is_some()
     }
 
     /// Forwards the kernel side's log records to this process's log as they come (a task
@@ -279,17 +298,20 @@ impl Probes {
                 total.read_errors[i] += s.read_errors[i];
             }
         }
-        let mut skipped = [0; KIND_SLOTS];
+        let mut out = KernelStats {
+            counters: total,
+            ..KernelStats::default()
+        };
         for &(name, kind) in &self.programs {
             let fd = self.ebpf.program(name).and_then(|p| p.fd().ok());
-            if let Some(n) = fd.and_then(|fd| misses::recursion_misses(fd.as_fd())) {
-                skipped[kind as usize] += n;
+            if let Some(r) = fd.and_then(|fd| misses::program_runs(fd.as_fd())) {
+                let k = kind as usize;
+                out.skipped[k] += r.misses.unwrap_or(0);
+                out.runs[k] += r.runs;
+                out.run_ns[k] += r.run_ns;
             }
         }
-        Ok(KernelStats {
-            counters: total,
-            skipped,
-        })
+        Ok(out)
     }
 }
 
@@ -383,6 +405,18 @@ pub(crate) fn parse_size(s: &str) -> Result<u32, SizeError> {
     parse_bytes(s)?
         .try_into()
         .map_err(|_| SizeError::TooLarge(s.to_string()))
+}
+
+/// Turns the kernel's BPF statistics on (Linux 5.8+) until the returned descriptor closes;
+/// a kernel that refuses leaves the agent running without them.
+fn enable_stats() -> Option<std::os::fd::OwnedFd> {
+    match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!("--bpf-stats on: the kernel refused BPF statistics ({e}); programs' runs are not counted");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

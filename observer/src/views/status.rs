@@ -24,6 +24,12 @@ pub(crate) struct EventCounts {
     pub(crate) received: u64,
     /// Applied to the table.
     pub(crate) applied: u64,
+    /// Runs of the type's program and their time in ns, counted while the kernel's BPF
+    /// statistics are on (`bpf_stats`).
+    #[serde(default)]
+    pub(crate) runs: u64,
+    #[serde(default)]
+    pub(crate) run_ns: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -31,6 +37,15 @@ pub(crate) struct Health {
     pub(crate) version: String,
     pub(crate) kernel: String,
     pub(crate) uptime_s: f64,
+    /// The agent's own CPU time (user + system, every thread) and resident memory.
+    #[serde(default)]
+    pub(crate) cpu_s: f64,
+    #[serde(default)]
+    pub(crate) rss_bytes: u64,
+    /// This agent holds the kernel's BPF statistics on (`--bpf-stats on`): the events'
+    /// `runs` and `run_ns` count.
+    #[serde(default)]
+    pub(crate) bpf_stats: bool,
     pub(crate) processes: u64,
     pub(crate) zombies: u64,
     pub(crate) containers: u64,
@@ -108,4 +123,66 @@ pub(crate) struct ConnCounts {
     pub(crate) tls_failed: u64,
     #[serde(default)]
     pub(crate) unauthorized: u64,
+}
+
+/// `observer status`: what the agent does and what it costs the node, for one node.
+pub(crate) fn render(h: &super::text::Escaped<Health>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let up = h.uptime_s.max(1e-9);
+    let _ = writeln!(
+        out,
+        "observer agent {} on Linux {}, up {}",
+        h.version,
+        h.kernel,
+        humantime::format_duration(std::time::Duration::from_secs(h.uptime_s as u64))
+    );
+    let _ = writeln!(
+        out,
+        "node: {} processes, {} zombies, {} containers",
+        h.processes, h.zombies, h.containers
+    );
+    let _ = writeln!(
+        out,
+        "agent: {:.1} s of CPU ({:.3}% of a core since start), {:.1} MB resident",
+        h.cpu_s,
+        100.0 * h.cpu_s / up,
+        h.rss_bytes as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<14} {:>12} {:>12} {:>8} {:>14}",
+        "EVENT", "EMITTED", "APPLIED", "LOST", "IN-KERNEL/RUN"
+    );
+    for e in &h.events {
+        let per_run = if h.bpf_stats && e.runs > 0 {
+            format!("{:.2} µs", e.run_ns as f64 / e.runs as f64 / 1e3)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:>12} {:>12} {:>8} {:>14}",
+            e.kind,
+            e.emitted,
+            e.applied,
+            e.dropped + e.skipped,
+            per_run
+        );
+    }
+    if h.bpf_stats {
+        let ns: u64 = h.events.iter().map(|e| e.run_ns).sum();
+        let _ = writeln!(
+            out,
+            "\nin the kernel: {:.3} s in observer's programs ({:.3}% of a core since start)",
+            ns as f64 / 1e9,
+            100.0 * ns as f64 / 1e9 / up
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\nin-kernel time is not counted: start the agent with --bpf-stats on"
+        );
+    }
+    out
 }

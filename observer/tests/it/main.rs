@@ -17,6 +17,7 @@ mod common;
 
 mod bad_input;
 mod config;
+mod cost;
 mod deploy;
 mod escapes;
 mod events;

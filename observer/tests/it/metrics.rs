@@ -81,7 +81,8 @@ fn dashboard_exprs(file: &str, container: &str) -> Vec<(String, String)> {
 
 #[test]
 fn prometheus_scrapes_every_dashboard_query_and_values_match_the_cgroups() {
-    let agent = Agent::start(&[]);
+    // --bpf-stats on: the agent dashboard's cost panels read the programs' run time.
+    let agent = Agent::start(&["--bpf-stats", "on"]);
     let _cleanup = Cleanup(vec!["obs-m-work", "obs-m-zombie"]);
     for n in ["obs-m-work", "obs-m-zombie"] {
         let _ = observer().args(["rm", "-f", n]).output();

@@ -21,6 +21,7 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
         },
     );
     events(h, fams);
+    cost(h, fams);
     export(h, fams);
     push(
         fams,
@@ -159,6 +160,50 @@ fn agent_figures(h: &Health) -> [Scalar; 7] {
             h.uptime_s,
         ),
     ]
+}
+
+/// What observer costs the node: the agent's CPU and memory, and with `--bpf-stats on` its
+/// programs' in-kernel runs and time (absent otherwise: the kernel counts nothing then).
+fn cost(h: &Health, fams: &mut Vec<Family>) {
+    push(
+        fams,
+        "observer_agent_cpu_seconds_total",
+        "CPU time the agent used (user + system, every thread), in seconds.",
+        true,
+        &|f| f.add(&[], h.cpu_s),
+    );
+    push(
+        fams,
+        "observer_agent_resident_bytes",
+        "The agent's resident memory (RSS).",
+        false,
+        &|f| f.add(&[], h.rss_bytes as f64),
+    );
+    if !h.bpf_stats {
+        return;
+    }
+    push(
+        fams,
+        "observer_bpf_program_runs_total",
+        "Runs of observer's kernel program for each event type (--bpf-stats on).",
+        true,
+        &|f| {
+            for e in &h.events {
+                f.add1("program", &e.kind, e.runs as f64);
+            }
+        },
+    );
+    push(
+        fams,
+        "observer_bpf_program_run_seconds_total",
+        "Time spent in observer's kernel program for each event type, in seconds (--bpf-stats on).",
+        true,
+        &|f| {
+            for e in &h.events {
+                f.add1("program", &e.kind, e.run_ns as f64 / 1e9);
+            }
+        },
+    );
 }
 
 /// What the agent dropped and what it holds, by kind.
