@@ -200,6 +200,25 @@ pub struct ExecEvent {
     pub old_tid: u32,
     /// Bytes of `args` in use (≤ ARGS_LEN).
     pub args_len: u32,
+    /// Credentials after the exec (`task->cred`; the real uid/gid are `task.uid`/`gid`).
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    /// Effective capabilities after the exec (bit n = capability n).
+    pub cap_eff: u64,
+    /// The executable's device (`i_sb->s_dev`, the kernel's encoding: major << 20 | minor).
+    pub exe_dev: u32,
+    /// 1 when the kernel judged the exec privilege-gaining (`bprm->secureexec`, what glibc
+    /// sees as AT_SECURE: a setuid or setgid bit, or file capabilities, took effect).
+    pub secureexec: u32,
+    /// The executable's inode number, size and modification time (`bprm->file`'s inode):
+    /// with the device, what identifies its content for hashing.
+    pub exe_ino: u64,
+    pub exe_size: u64,
+    pub exe_mtime_sec: i64,
+    pub exe_mtime_nsec: u32,
+    pub _pad: u32,
     /// `bprm->filename`, NUL-terminated.
     pub filename: [u8; FILENAME_LEN],
     /// argv, each argument NUL-terminated, truncated at ARGS_LEN.
@@ -372,9 +391,11 @@ const _: () = {
     assert!(size_of::<ForkEvent>() == 152);
     assert!(offset_of!(ForkEvent, task) == 24);
     assert!(offset_of!(ForkEvent, parent_tid) == 144);
-    assert!(size_of::<ExecEvent>() == 664);
-    assert!(offset_of!(ExecEvent, filename) == 152);
-    assert!(offset_of!(ExecEvent, args) == 408);
+    assert!(size_of::<ExecEvent>() == 728);
+    assert!(offset_of!(ExecEvent, cap_eff) == 168);
+    assert!(offset_of!(ExecEvent, exe_ino) == 184);
+    assert!(offset_of!(ExecEvent, filename) == 216);
+    assert!(offset_of!(ExecEvent, args) == 472);
     assert!(size_of::<ExitEvent>() == 160);
     assert!(offset_of!(ExitEvent, exit_code) == 144);
     assert!(size_of::<FreeEvent>() == 144);

@@ -41,6 +41,8 @@ offsets! {
     task_start_boottime,
     task_comm,
     task_real_cred,
+    /// `cred` (the effective credentials; after an exec the same as `real_cred`).
+    task_cred,
     task_thread_pid,
     task_nsproxy,
     task_cgroups,
@@ -59,6 +61,12 @@ offsets! {
     // struct cred
     cred_uid,
     cred_gid,
+    cred_suid,
+    cred_sgid,
+    cred_euid,
+    cred_egid,
+    /// `cap_effective` (kernel_cap_t: 8 bytes, `u64 val` since 6.3, `u32 cap[2]` before).
+    cred_cap_effective,
     cred_user_ns,
     // struct pid / struct upid
     pid_level,
@@ -97,6 +105,19 @@ offsets! {
     mm_arg_end,
     // struct linux_binprm
     binprm_filename,
+    binprm_file,
+    /// Bit offset (not byte) of the `secureexec:1` bitfield in linux_binprm.
+    binprm_secureexec_bit,
+    // struct file / inode / super_block: the executable's identity
+    file_inode,
+    inode_ino,
+    inode_size,
+    inode_sb,
+    /// `i_mtime.tv_sec` (< 6.6), `__i_mtime.tv_sec` (6.6–6.10) or `i_mtime_sec` (≥ 6.11).
+    inode_mtime_sec,
+    /// The nanoseconds beside it (read as a u32).
+    inode_mtime_nsec,
+    sb_dev,
     /// Offset of `ret` in the `syscalls:sys_exit_*` tracepoint record (from its format file).
     tp_sys_exit_ret,
     /// Fields of the `oom:mark_victim` record (from its format file); all but the pid are

@@ -264,6 +264,8 @@ fn exec<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 3], mut r: Reader<D>) -
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     describe_current(&mut ev.header, &mut ev.task, kind, task, &mut r);
     ev.old_tid = old_pid as u32;
+    exec_credentials(ev, task, bprm, &mut r);
+    exec_identity(ev, bprm, &mut r);
 
     ev.filename[0] = 0;
     let filename: u64 = r.read(bprm, off!(binprm_filename));
@@ -296,6 +298,39 @@ fn exec<C: EbpfContext, const D: bool>(ctx: &C, a: [u64; 3], mut r: Reader<D>) -
     entry.submit(wakeup_flags());
     finish(ctx, kind, &r);
     0
+}
+
+/// The credentials the exec left the task with (committed before this tracepoint), and
+/// whether the kernel judged the exec privilege-gaining (`bprm->secureexec`, a bitfield).
+#[inline(always)]
+fn exec_credentials<const D: bool>(ev: &mut ExecEvent, task: u64, bprm: u64, r: &mut Reader<D>) {
+    let cred: u64 = r.read(task, off!(task_cred));
+    ev.euid = r.read(cred, off!(cred_euid));
+    ev.egid = r.read(cred, off!(cred_egid));
+    ev.suid = r.read(cred, off!(cred_suid));
+    ev.sgid = r.read(cred, off!(cred_sgid));
+    ev.cap_eff = r.read(cred, off!(cred_cap_effective));
+    let bit = off!(binprm_secureexec_bit);
+    ev.secureexec = if bit == ABSENT {
+        0
+    } else {
+        let byte: u8 = r.read(bprm, bit / 8);
+        ((byte >> (bit % 8)) & 1) as u32
+    };
+}
+
+/// The executable's identity: device, inode, size and modification time of `bprm->file`.
+#[inline(always)]
+fn exec_identity<const D: bool>(ev: &mut ExecEvent, bprm: u64, r: &mut Reader<D>) {
+    let file: u64 = r.read(bprm, off!(binprm_file));
+    let inode: u64 = r.read(file, off!(file_inode));
+    ev.exe_ino = r.read(inode, off!(inode_ino));
+    ev.exe_size = r.read(inode, off!(inode_size));
+    ev.exe_mtime_sec = r.read(inode, off!(inode_mtime_sec));
+    ev.exe_mtime_nsec = r.read(inode, off!(inode_mtime_nsec));
+    let sb: u64 = r.read(inode, off!(inode_sb));
+    ev.exe_dev = r.read(sb, off!(sb_dev));
+    ev._pad = 0;
 }
 
 // sched_process_exit(struct task_struct *p [, bool group_dead on newer kernels])

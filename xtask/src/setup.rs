@@ -52,6 +52,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     // made the way exporter-toolkit's docs make them (htpasswd -B)
     "curl",
     "apache2-utils",
+    // tests/it/credentials.rs: a file with capabilities (setcap)
+    "libcap2-bin",
 ];
 
 pub fn setup(with_test_deps: bool) -> Result<()> {

@@ -4,7 +4,8 @@
 //! BTF parsing is btf-rs's (LGPL-2.1-or-later, compatible with this project's GPL-2.0-or-later);
 //! this module only walks struct members: anonymous struct/union members are searched
 //! recursively (task_struct and mm_struct wrap members in them), dotted paths step into
-//! embedded structs (`ns.inum`), and bitfields are refused (a byte offset cannot reach them).
+//! embedded structs (`ns.inum`), and bitfields are refused (a byte offset cannot reach them)
+//! except through `bit_offset`, for the one flag read by bit (linux_binprm.secureexec).
 
 use std::path::{Path, PathBuf};
 
@@ -138,6 +139,27 @@ impl KernelBtf {
         Ok(Some(total))
     }
 
+    /// Bit offset of bitfield (or plain) member `name` directly in struct `st` (no
+    /// anonymous members searched: linux_binprm's flags are direct members); None if this
+    /// kernel has no such member.
+    pub(crate) fn bit_offset(&self, st: &str, name: &str) -> Option<u32> {
+        let s = self.find_struct(st)?;
+        s.members
+            .iter()
+            .find(|m| self.btf.resolve_name(*m).unwrap_or_default() == name)
+            .map(|m| m.bit_offset())
+    }
+
+    /// The first of `paths` this kernel's struct `st` has.
+    fn first_of(&self, st: &str, paths: &[&str]) -> Result<u32, ProbeError> {
+        for p in paths {
+            if let Some(o) = self.offset(st, p)? {
+                return Ok(o);
+            }
+        }
+        Ok(ABSENT)
+    }
+
     pub(crate) fn size_of(&self, st: &str) -> Option<u32> {
         self.find_struct(st).map(|s| s.size() as u32)
     }
@@ -213,6 +235,40 @@ impl KernelBtf {
         o.mm_arg_start = req("mm_struct", "arg_start")?;
         o.mm_arg_end = req("mm_struct", "arg_end")?;
         o.binprm_filename = req("linux_binprm", "filename")?;
+        self.exec_offsets(&mut o)?;
         Ok(o)
+    }
+
+    /// What the exec program reads beyond the task: the credentials after the exec, the
+    /// kernel's privilege verdict and the executable's identity. Optional: a kernel without
+    /// one of them leaves that field 0 in the events.
+    fn exec_offsets(&self, o: &mut Offsets) -> Result<(), ProbeError> {
+        let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
+            Ok(self.offset(st, path)?.unwrap_or(ABSENT))
+        };
+        o.task_cred = opt("task_struct", "cred")?;
+        o.cred_suid = opt("cred", "suid")?;
+        o.cred_sgid = opt("cred", "sgid")?;
+        o.cred_euid = opt("cred", "euid")?;
+        o.cred_egid = opt("cred", "egid")?;
+        o.cred_cap_effective = opt("cred", "cap_effective")?;
+        o.binprm_file = opt("linux_binprm", "file")?;
+        o.binprm_secureexec_bit = self
+            .bit_offset("linux_binprm", "secureexec")
+            .unwrap_or(ABSENT);
+        o.file_inode = opt("file", "f_inode")?;
+        o.inode_ino = opt("inode", "i_ino")?;
+        o.inode_size = opt("inode", "i_size")?;
+        o.inode_sb = opt("inode", "i_sb")?;
+        o.inode_mtime_sec = self.first_of(
+            "inode",
+            &["i_mtime_sec", "__i_mtime.tv_sec", "i_mtime.tv_sec"],
+        )?;
+        o.inode_mtime_nsec = self.first_of(
+            "inode",
+            &["i_mtime_nsec", "__i_mtime.tv_nsec", "i_mtime.tv_nsec"],
+        )?;
+        o.sb_dev = opt("super_block", "s_dev")?;
+        Ok(())
     }
 }

@@ -106,6 +106,14 @@ pub(crate) enum Detail<'a> {
         filename: std::borrow::Cow<'a, str>,
         argv: Vec<String>,
         old_tid: u32,
+        /// Credentials after the exec; `cap_eff` by name.
+        cred: super::credentials::Creds,
+        cap_eff: String,
+        /// How the exec raised privileges (setuid/setgid bit, file capabilities), if it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        privileges: Option<String>,
+        /// The executable's device, inode, size and modification time.
+        exe_id: super::credentials::ExeId,
     },
     Exit {
         exit_code: Option<u8>,
@@ -181,11 +189,18 @@ impl<'a> EventJson<'a> {
                 parent_tid: e.parent_tid,
                 is_thread: e.is_thread != 0,
             },
-            Event::Exec(e) => Detail::Exec {
-                filename: c_str(&e.filename),
-                argv: split_args(&e.args, e.args_len as usize).collect(),
-                old_tid: e.old_tid,
-            },
+            Event::Exec(e) => {
+                let cred = super::credentials::Creds::of(e);
+                Detail::Exec {
+                    filename: c_str(&e.filename),
+                    argv: split_args(&e.args, e.args_len as usize).collect(),
+                    old_tid: e.old_tid,
+                    cred,
+                    cap_eff: super::credentials::cap_names(cred.cap_eff),
+                    privileges: cred.gained(),
+                    exe_id: super::credentials::ExeId::of(e),
+                }
+            }
             Event::Exit(e) => {
                 let st = exit_status(e.exit_code);
                 Detail::Exit {
@@ -304,6 +319,9 @@ fn write_detail(s: &mut String, ev: &Event, t: &TaskInfo) {
                 super::text::one_line(&c_str(&e.filename)),
                 super::text::one_line(&argv.join(" "))
             );
+            if let Some(g) = super::credentials::Creds::of(e).gained() {
+                let _ = write!(s, " ({g})");
+            }
         }
         Event::Exit(e) => write_exit(s, e),
         Event::Setns(_) | Event::Unshare(_) => write_namespaces(s, t),

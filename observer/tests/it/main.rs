@@ -18,6 +18,7 @@ mod common;
 mod bad_input;
 mod config;
 mod cost;
+mod credentials;
 mod deploy;
 mod escapes;
 mod events;

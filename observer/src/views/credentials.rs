@@ -1,0 +1,200 @@
+//! Credentials and executable identity as an exec event leaves them: what the views and the
+//! event stream say of them, and when an exec raised privileges, how (`setuid: 1000 → euid
+//! 0`).
+
+use serde::{Deserialize, Serialize};
+
+/// Capability names by number (include/uapi/linux/capability.h), as `capsh` prints them.
+const CAP_NAMES: [&str; 41] = [
+    "cap_chown",
+    "cap_dac_override",
+    "cap_dac_read_search",
+    "cap_fowner",
+    "cap_fsetid",
+    "cap_kill",
+    "cap_setgid",
+    "cap_setuid",
+    "cap_setpcap",
+    "cap_linux_immutable",
+    "cap_net_bind_service",
+    "cap_net_broadcast",
+    "cap_net_admin",
+    "cap_net_raw",
+    "cap_ipc_lock",
+    "cap_ipc_owner",
+    "cap_sys_module",
+    "cap_sys_rawio",
+    "cap_sys_chroot",
+    "cap_sys_ptrace",
+    "cap_sys_pacct",
+    "cap_sys_admin",
+    "cap_sys_boot",
+    "cap_sys_nice",
+    "cap_sys_resource",
+    "cap_sys_time",
+    "cap_sys_tty_config",
+    "cap_mknod",
+    "cap_lease",
+    "cap_audit_write",
+    "cap_audit_control",
+    "cap_setfcap",
+    "cap_mac_override",
+    "cap_mac_admin",
+    "cap_syslog",
+    "cap_wake_alarm",
+    "cap_block_suspend",
+    "cap_audit_read",
+    "cap_perfmon",
+    "cap_bpf",
+    "cap_checkpoint_restore",
+];
+
+/// The credentials after an exec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Creds {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) euid: u32,
+    pub(crate) egid: u32,
+    pub(crate) suid: u32,
+    pub(crate) sgid: u32,
+    /// Effective capabilities, bit n = capability n.
+    pub(crate) cap_eff: u64,
+    /// The kernel judged the exec privilege-gaining (AT_SECURE).
+    pub(crate) secureexec: bool,
+}
+
+impl Creds {
+    pub(crate) fn of(e: &observer_common::ExecEvent) -> Creds {
+        Creds {
+            uid: e.task.uid,
+            gid: e.task.gid,
+            euid: e.euid,
+            egid: e.egid,
+            suid: e.suid,
+            sgid: e.sgid,
+            cap_eff: e.cap_eff,
+            secureexec: e.secureexec != 0,
+        }
+    }
+
+    /// How the exec raised privileges, if the kernel says it did: `setuid: 1000 → euid 0`,
+    /// `setgid: …`, or the file capabilities it gained.
+    pub(crate) fn gained(&self) -> Option<String> {
+        if !self.secureexec {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if self.euid != self.uid {
+            parts.push(format!("setuid: {} → euid {}", self.uid, self.euid));
+        }
+        if self.egid != self.gid {
+            parts.push(format!("setgid: {} → egid {}", self.gid, self.egid));
+        }
+        if parts.is_empty() {
+            parts.push(format!("file capabilities: {}", cap_names(self.cap_eff)));
+        }
+        Some(parts.join(", "))
+    }
+}
+
+/// `cap_net_raw,cap_sys_admin`; `all` for every capability this table names, `all but
+/// cap_sys_resource` when a few are missing (a container's bounding set), `none`.
+pub(crate) fn cap_names(caps: u64) -> String {
+    let known = (1u64 << CAP_NAMES.len()) - 1;
+    if caps & known == known {
+        return "all".into();
+    }
+    if (caps & known).count_ones() >= 32 {
+        return format!("all but {}", names_of(known & !caps));
+    }
+    names_of(caps)
+}
+
+/// The names of the bits of `caps`, comma-separated (`none` for no bit).
+fn names_of(caps: u64) -> String {
+    let names: Vec<String> = (0..64)
+        .filter(|b| caps & (1u64 << b) != 0)
+        .map(|b| {
+            CAP_NAMES
+                .get(b)
+                .map_or_else(|| format!("cap_{b}"), |n| (*n).to_string())
+        })
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// The executable's identity at the exec: device (major:minor), inode, size, mtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExeId {
+    pub(crate) dev: u32,
+    pub(crate) ino: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+}
+
+impl ExeId {
+    pub(crate) fn of(e: &observer_common::ExecEvent) -> ExeId {
+        ExeId {
+            // The kernel's dev_t (major << 20 | minor) as userspace's (stat(2)'s st_dev).
+            dev: libc::makedev(e.exe_dev >> 20, e.exe_dev & 0xfffff) as u32,
+            ino: e.exe_ino,
+            size: e.exe_size,
+            mtime_ns: e
+                .exe_mtime_sec
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(e.exe_mtime_nsec)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setuid_exec_says_from_which_uid_to_which() {
+        let c = Creds {
+            uid: 1000,
+            gid: 1000,
+            euid: 0,
+            egid: 1000,
+            suid: 0,
+            sgid: 1000,
+            cap_eff: u64::MAX >> 23,
+            secureexec: true,
+        };
+        assert_eq!(c.gained().as_deref(), Some("setuid: 1000 → euid 0"));
+    }
+
+    #[test]
+    fn file_capabilities_are_named_and_an_ordinary_exec_says_nothing() {
+        let mut c = Creds {
+            uid: 65534,
+            gid: 65534,
+            euid: 65534,
+            egid: 65534,
+            suid: 65534,
+            sgid: 65534,
+            cap_eff: 1 << 13,
+            secureexec: true,
+        };
+        assert_eq!(
+            c.gained().as_deref(),
+            Some("file capabilities: cap_net_raw")
+        );
+        c.secureexec = false;
+        assert_eq!(c.gained(), None);
+        assert_eq!(cap_names(0), "none");
+        assert_eq!(cap_names((1 << 41) - 1), "all");
+        assert_eq!(cap_names(1 << 21 | 1 << 50), "cap_sys_admin,cap_50");
+        assert_eq!(
+            cap_names(((1 << 41) - 1) & !(1 << 24)),
+            "all but cap_sys_resource"
+        );
+    }
+}
