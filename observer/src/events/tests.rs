@@ -59,20 +59,10 @@ fn exec_record_carries_filename_and_args() {
         task: task(0, &[5]),
         old_tid: 5,
         args_len: 0,
-        euid: 0,
-        egid: 0,
-        suid: 0,
-        sgid: 0,
-        cap_eff: 0,
-        exe_dev: 0,
-        secureexec: 0,
-        exe_ino: 0,
-        exe_size: 0,
-        exe_mtime_sec: 0,
-        exe_mtime_nsec: 0,
-        _pad: 0,
         filename: [0; FILENAME_LEN],
         args: [0; ARGS_LEN],
+        // SAFETY: plain integers: all zeroes is a valid value.
+        ..unsafe { std::mem::zeroed() }
     };
     ev.filename[..9].copy_from_slice(b"/bin/true");
     let args = b"sleep\x000.3\x00";

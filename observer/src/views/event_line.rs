@@ -180,6 +180,21 @@ static NO_TASK: TaskInfo = TaskInfo {
     comm: [0; observer_common::COMM_LEN],
 };
 
+impl<'a> Detail<'a> {
+    fn exec(e: &'a observer_common::ExecEvent) -> Self {
+        let cred = super::credentials::Creds::of(e);
+        Detail::Exec {
+            filename: c_str(&e.filename),
+            argv: split_args(&e.args, e.args_len as usize).collect(),
+            old_tid: e.old_tid,
+            cred,
+            cap_eff: super::credentials::cap_names(cred.cap_eff),
+            privileges: cred.gained(),
+            exe_id: super::credentials::ExeId::of(e),
+        }
+    }
+}
+
 impl<'a> EventJson<'a> {
     pub fn new(ev: &'a Event) -> Self {
         let h = ev.header();
@@ -189,18 +204,7 @@ impl<'a> EventJson<'a> {
                 parent_tid: e.parent_tid,
                 is_thread: e.is_thread != 0,
             },
-            Event::Exec(e) => {
-                let cred = super::credentials::Creds::of(e);
-                Detail::Exec {
-                    filename: c_str(&e.filename),
-                    argv: split_args(&e.args, e.args_len as usize).collect(),
-                    old_tid: e.old_tid,
-                    cred,
-                    cap_eff: super::credentials::cap_names(cred.cap_eff),
-                    privileges: cred.gained(),
-                    exe_id: super::credentials::ExeId::of(e),
-                }
-            }
+            Event::Exec(e) => Detail::exec(e),
             Event::Exit(e) => {
                 let st = exit_status(e.exit_code);
                 Detail::Exit {

@@ -363,20 +363,10 @@ fn event_lines_escape_comm_filename_argv_cgroup_path_and_sender() {
         task,
         old_tid: 5,
         args_len: 0,
-        euid: 0,
-        egid: 0,
-        suid: 0,
-        sgid: 0,
-        cap_eff: 0,
-        exe_dev: 0,
-        secureexec: 0,
-        exe_ino: 0,
-        exe_size: 0,
-        exe_mtime_sec: 0,
-        exe_mtime_nsec: 0,
-        _pad: 0,
         filename: [0; FILENAME_LEN],
         args: [0; ARGS_LEN],
+        // SAFETY: plain integers: all zeroes is a valid value.
+        ..unsafe { std::mem::zeroed() }
     };
     exec.filename[..hostile.len()].copy_from_slice(hostile);
     let args = [&hostile[..], b"\0", &hostile[..], b"\0"].concat();

@@ -70,20 +70,10 @@ pub(super) fn exec(pid: u32, t: TaskInfo, file: &str, args: &[&str]) -> Event {
         task: t,
         old_tid: pid,
         args_len: 0,
-        euid: 0,
-        egid: 0,
-        suid: 0,
-        sgid: 0,
-        cap_eff: 0,
-        exe_dev: 0,
-        secureexec: 0,
-        exe_ino: 0,
-        exe_size: 0,
-        exe_mtime_sec: 0,
-        exe_mtime_nsec: 0,
-        _pad: 0,
         filename: [0; FILENAME_LEN],
         args: [0; ARGS_LEN],
+        // SAFETY: plain integers: all zeroes is a valid value.
+        ..unsafe { std::mem::zeroed() }
     };
     e.filename[..file.len()].copy_from_slice(file.as_bytes());
     let joined: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
