@@ -45,6 +45,10 @@ enum Command {
         /// Only this container (same forms as `tree`).
         #[arg(short, long)]
         container: Option<String>,
+        /// Also the real uid, and the effective uid and capabilities from the exec of each
+        /// process's image (`-` where the agent saw no exec of it).
+        #[arg(short, long)]
+        long: bool,
         #[command(flatten)]
         opts: views::ViewOpts,
     },
@@ -185,7 +189,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Agent(args) => agent::run(*args),
         Command::Tree { container, opts } => views::run(opts, views::View::Tree(container)),
-        Command::Ps { container, opts } => views::run(opts, views::View::Ps(container)),
+        Command::Ps {
+            container,
+            long,
+            opts,
+        } => views::run(opts, views::View::Ps(container, long)),
         Command::Containers { opts } => views::run(opts, views::View::Containers),
         Command::Zombies { opts } => views::run(opts, views::View::Zombies),
         Command::Pods { opts } => views::run(opts, views::View::Pods),

@@ -57,7 +57,8 @@ pub(crate) enum View {
     /// A pod's tree (what `Tree` becomes when its reference names a pod).
     PodTree(String),
     Pods,
-    Ps(Option<String>),
+    /// A container's processes or all; `-l`'s credentials.
+    Ps(Option<String>, bool),
     Containers,
     Zombies,
     History(String, HistoryFilter),
@@ -84,8 +85,8 @@ fn api_path(v: &View) -> String {
         View::Tree(c) => format!("/v1/containers/{}/tree", enc(c)),
         View::PodTree(p) => format!("/v1/pods/{}/tree", enc(p)),
         View::Pods => "/v1/pods".into(),
-        View::Ps(Some(c)) => format!("/v1/processes?container={}", enc(c)),
-        View::Ps(None) => "/v1/processes".into(),
+        View::Ps(Some(c), _) => format!("/v1/processes?container={}", enc(c)),
+        View::Ps(None, _) => "/v1/processes".into(),
         View::Containers => "/v1/containers".into(),
         View::Zombies => "/v1/zombies".into(),
         View::History(c, f) => {
@@ -160,7 +161,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         View::Tree(c) => to(service::tree(&src, &mut ctx, c)),
         View::PodTree(p) => to(service::pod_tree(&src, &mut ctx, p)),
         View::Pods => to(service::pods(&src, &mut ctx)),
-        View::Ps(c) => to(service::processes(&src, &mut ctx, c.as_deref())),
+        View::Ps(c, _) => to(service::processes(&src, &mut ctx, c.as_deref())),
         View::Containers => to(service::containers(&src, &mut ctx)),
         View::Zombies => to(service::zombies(&src, &mut ctx)),
         View::History(c, f) => to(service::history(&src, &mut ctx, c, f)),
@@ -246,7 +247,9 @@ pub(crate) fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         View::Tree(_) => tree::render(&typed::<TreeView>(&v)?, style),
         View::PodTree(_) => pods::render(&typed::<PodTreeView>(&v)?, style),
         View::Pods => pods::render_pods(&typed::<Vec<PodView>>(&v)?, opts.no_headers),
-        View::Ps(_) => lists::render_ps(&typed::<Vec<ProcessView>>(&v)?, opts.no_headers),
+        View::Ps(_, long) => {
+            lists::render_ps(&typed::<Vec<ProcessView>>(&v)?, opts.no_headers, long)
+        }
         View::Containers => {
             lists::render_containers(&typed::<Vec<ContainerView>>(&v)?, opts.no_headers)
         }

@@ -79,6 +79,7 @@ impl Table {
             p.comm = e.task.comm;
             p.exe = exe;
             p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
+            p.exec_cred = Some(super::process::ExecCred::of(e));
             let c = p.container;
             // A non-leader thread exec'ing kills the other threads (de_thread).
             self.set_threads(pid, |_| 1);

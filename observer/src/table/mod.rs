@@ -174,17 +174,18 @@ impl Table {
         let parent = self
             .procs
             .get(&t.ppid)
-            .map(|par| (par.exe, par.argv, par.cgroup_id, par.cgroup));
-        if let Some((exe, argv, _, _)) = parent {
+            .map(|par| (par.exe, par.argv, par.cgroup_id, par.cgroup, par.exec_cred));
+        if let Some((exe, argv, _, _, cred)) = parent {
             p.exe = exe;
             p.argv = argv;
+            p.exec_cred = cred;
         }
         p.cgroup = match parent {
-            Some((_, _, id, path)) if id == 0 || id == t.cgroup_id => path,
+            Some((_, _, id, path, _)) if id == 0 || id == t.cgroup_id => path,
             // Forked straight into another cgroup (clone3 CLONE_INTO_CGROUP): no attach event.
             _ => self
                 .path_of_cgroup_id(t.cgroup_id, now)
-                .or(parent.map(|(_, _, _, path)| path))
+                .or(parent.map(|(_, _, _, path, _)| path))
                 .unwrap_or(NO_PATH),
         };
         self.insert(p);
@@ -448,6 +449,7 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         prev_sibling: 0,
         last_event: process::SCANNED,
         last_event_ns: 0,
+        exec_cred: None,
     }
 }
 

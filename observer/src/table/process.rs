@@ -138,6 +138,31 @@ pub(crate) struct Process {
     /// /proc and no event followed) and its time: what a correction's log line quotes.
     pub(crate) last_event: u8,
     pub(crate) last_event_ns: u64,
+    /// The credentials its image was exec'd with, as the exec event read them (a forked
+    /// child runs its parent's image with its credentials: inherited); None when the agent
+    /// saw no exec of its image. Not live: a setuid(2) after the exec is not seen.
+    pub(crate) exec_cred: Option<ExecCred>,
+}
+
+/// Credentials after an exec (the real uid/gid are the process's `uid`/`gid`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExecCred {
+    pub(crate) euid: u32,
+    pub(crate) egid: u32,
+    pub(crate) cap_eff: u64,
+    /// The kernel judged the exec privilege-gaining (setuid/setgid bit, file capabilities).
+    pub(crate) raised: bool,
+}
+
+impl ExecCred {
+    pub(crate) fn of(e: &observer_common::ExecEvent) -> ExecCred {
+        ExecCred {
+            euid: e.euid,
+            egid: e.egid,
+            cap_eff: e.cap_eff,
+            raised: e.secureexec != 0,
+        }
+    }
 }
 
 /// `Process::last_event` of an entry that came from a /proc scan or the seed.

@@ -100,6 +100,7 @@ impl Table {
             prev_sibling: 0,
             last_event: super::process::SCANNED,
             last_event_ns: 0,
+            exec_cred: None,
         }
     }
 

@@ -128,6 +128,39 @@ fn names_of(caps: u64) -> String {
     }
 }
 
+/// A process's credentials from the exec of its image (`exec` of process objects).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExecCredView {
+    pub(crate) euid: u32,
+    pub(crate) egid: u32,
+    /// Effective capabilities by name (`none`, `all`, `all but …`, or a list).
+    pub(crate) cap_eff: String,
+    /// How the exec raised privileges, if it did (`setuid: 1000 → euid 0`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) privileges: Option<String>,
+}
+
+/// The view of a table process's exec credentials (its real ids beside them).
+pub(crate) fn exec_cred_view(p: &crate::table::Process) -> Option<ExecCredView> {
+    let c = p.exec_cred?;
+    let creds = Creds {
+        uid: p.uid,
+        gid: p.gid,
+        euid: c.euid,
+        egid: c.egid,
+        suid: c.euid,
+        sgid: c.egid,
+        cap_eff: c.cap_eff,
+        secureexec: c.raised,
+    };
+    Some(ExecCredView {
+        euid: c.euid,
+        egid: c.egid,
+        cap_eff: cap_names(c.cap_eff),
+        privileges: creds.gained(),
+    })
+}
+
 /// The executable's identity at the exec: device (major:minor), inode, size, mtime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ExeId {

@@ -26,56 +26,55 @@ pub(crate) fn container_label(snap: &Snapshot, p: &Process) -> Option<String> {
         .map(|s| short_id(&s.container.key.id))
 }
 
-pub(crate) fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|p| {
-            vec![
-                p.pid.to_string(),
-                p.ppid.to_string(),
-                p.ns_pid.to_string(),
-                p.ns_ppid.to_string(),
-                p.state.clone(),
-                duration(p.age_s),
-                format!("{:.2}", p.cpu_s),
-                bytes(p.rss_bytes),
-                p.container.clone().unwrap_or_else(|| "-".into()),
-                {
-                    let mut c = if p.cmdline.is_empty() {
-                        format!("[{}]", p.comm)
-                    } else {
-                        p.cmdline.clone()
-                    };
-                    // What a stuck `docker stop` is waiting on.
-                    if let Some(s) = p.ignored_signals.last() {
-                        c.push_str(&format!(
-                            "  (ignored {} from {} {}s ago)",
-                            s.signal,
-                            super::endings::from(&s.sender),
-                            s.ago_s.round()
-                        ));
-                    }
-                    c
-                },
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "PID",
-            "PPID",
-            "NSPID",
-            "NSPPID",
-            "S",
-            "AGE",
-            "CPU",
-            "RSS",
-            "CONTAINER",
-            "COMMAND",
-        ],
-        &cells,
-        no_headers,
-    )
+/// `observer ps` as a table; `long` (`ps -l`) adds the real uid and the credentials from
+/// the exec of each process's image (effective uid, capabilities, privileges raised).
+pub(crate) fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool, long: bool) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(|p| ps_row(p, long)).collect();
+    let mut head = vec!["PID", "PPID", "NSPID", "NSPPID", "S", "AGE", "CPU", "RSS"];
+    if long {
+        head.extend(["UID", "EUID", "CAPS"]);
+    }
+    head.extend(["CONTAINER", "COMMAND"]);
+    table(&head, &cells, no_headers)
+}
+
+fn ps_row(p: &ProcessView, long: bool) -> Vec<String> {
+    let mut row = vec![
+        p.pid.to_string(),
+        p.ppid.to_string(),
+        p.ns_pid.to_string(),
+        p.ns_ppid.to_string(),
+        p.state.clone(),
+        duration(p.age_s),
+        format!("{:.2}", p.cpu_s),
+        bytes(p.rss_bytes),
+    ];
+    if long {
+        let (euid, caps) = p.exec.as_ref().map_or(("-".into(), "-".into()), |e| {
+            (e.euid.to_string(), e.cap_eff.clone())
+        });
+        row.extend([p.uid.to_string(), euid, caps]);
+    }
+    row.push(p.container.clone().unwrap_or_else(|| "-".into()));
+    let mut c = if p.cmdline.is_empty() {
+        format!("[{}]", p.comm)
+    } else {
+        p.cmdline.clone()
+    };
+    if let Some(g) = p.exec.as_ref().and_then(|e| e.privileges.as_ref()) {
+        c.push_str(&format!("  ({g})"));
+    }
+    // What a stuck `docker stop` is waiting on.
+    if let Some(s) = p.ignored_signals.last() {
+        c.push_str(&format!(
+            "  (ignored {} from {} {}s ago)",
+            s.signal,
+            super::endings::from(&s.sender),
+            s.ago_s.round()
+        ));
+    }
+    row.push(c);
+    row
 }
 
 /// `observer containers`: every container of `snap`, with what was read of each (`facts`,

@@ -71,6 +71,10 @@ pub(crate) struct ProcessView {
     /// handle), newest last: why a `docker stop` is waiting.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub(crate) ignored_signals: Vec<crate::views::endings::SignalView>,
+    /// Credentials from the exec of its image (inherited by forked children), when the agent
+    /// saw that exec: effective ids and capabilities, and how the exec raised privileges.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) exec: Option<crate::views::credentials::ExecCredView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -228,6 +232,7 @@ pub(crate) fn process_view(
         argv,
         exe: snap.exe(p.exe).to_string(),
         uid: p.uid,
+        exec: crate::views::credentials::exec_cred_view(p),
         threads: live.threads.max(1),
         start_time_ns: p.start_time_ns,
         age_s: now_ns.saturating_sub(p.start_time_ns) as f64 / 1e9,

@@ -89,6 +89,7 @@ fn process(pid: u32, ppid: u32, ns_pid: u32) -> ProcessView {
         adopted_from: Some(5),
         adopter: Some(h("adopter")),
         ignored_signals: vec![signal("SIGTERM", "ignored")],
+        exec: None,
     }
 }
 
@@ -246,13 +247,13 @@ fn pod_text_escapes_every_name_with_and_without_a_shared_pid_namespace() {
 
 #[test]
 fn lists_escape_every_cell() {
-    let ps = lists::render_ps(&esc(tree_view().processes), false);
+    let ps = lists::render_ps(&esc(tree_view().processes), false, false);
     assert_clean("ps", &ps);
     assert_eq!(ps.lines().count(), 5, "{ps}");
     assert!(ps.contains(&format!("killer{SHOWN}")), "the sender: {ps}");
     let mut unnamed = process(9, 1, 9);
     unnamed.cmdline.clear();
-    let ps = lists::render_ps(&esc(vec![unnamed]), true);
+    let ps = lists::render_ps(&esc(vec![unnamed]), true, false);
     assert_clean("ps of a kernel thread", &ps);
     let c = lists::render_containers(&esc(vec![container()]), false);
     assert_clean("containers", &c);

@@ -161,3 +161,77 @@ fn a_docker_containers_capabilities_at_exec_match_its_proc_status() {
         assert_eq!(ev["cred"]["euid"].as_u64(), Some(0), "{ev}");
     }
 }
+
+/// A child process of the test's, killed and reaped on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The effective uid in /proc/<pid>/status (`Uid: real effective saved fs`).
+fn proc_euid(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn ps_shows_the_credentials_a_setuid_exec_gave_a_running_process() {
+    let agent = crate::common::agent::Agent::start(&[]);
+    let dir = Dir::new("setuid-ps");
+    let bin = dir.0.join("suid-sleep");
+    std::fs::copy("/bin/sleep", &bin).unwrap();
+    sh(&format!(
+        "chown root:root {0} && chmod 4755 {0}",
+        bin.display()
+    ));
+    let child = Running(
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&bin)
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let p = crate::common::eventually(T, "the setuid sleep in ps", || {
+        let ps = agent.json(&["ps"]);
+        ps.as_array()?
+            .iter()
+            .find(|p| p["pid"].as_u64() == Some(u64::from(pid)) && !p["exec"].is_null())
+            .cloned()
+    });
+    assert_eq!(proc_euid(pid), Some(0), "the kernel's view");
+    assert_eq!(p["uid"].as_u64(), Some(NOBODY), "{p}");
+    assert_eq!(p["exec"]["euid"].as_u64(), proc_euid(pid), "{p}");
+    assert_eq!(
+        p["exec"]["privileges"],
+        format!("setuid: {NOBODY} → euid 0"),
+        "{p}"
+    );
+    let (code, out, err) = agent.cli(&["ps", "-l"]);
+    assert_eq!(code, 0, "{err}");
+    let head = out.lines().next().unwrap();
+    assert!(
+        head.contains(" UID ") && head.contains(" EUID ") && head.contains(" CAPS "),
+        "{head}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+        .unwrap_or_else(|| panic!("no row of {pid}:\n{out}"));
+    assert!(
+        row.contains(&format!("(setuid: {NOBODY} → euid 0)")),
+        "{row}"
+    );
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[8..10], [&NOBODY.to_string(), "0"], "UID, EUID: {row}");
+}
