@@ -14,12 +14,18 @@ use anyhow::{Context, Result};
 use crate::util::{output, run};
 
 /// Host tools copied with their shared libraries (busybox's applets differ in flags; crun
-/// for the oci tests, which it cannot run on a hybrid-cgroup host).
+/// for the oci tests, which it cannot run on a hybrid-cgroup host; coreutils' id, true and
+/// sleep and libcap's setcap for the credentials tests, which copy them: a copy of
+/// busybox named otherwise is no applet).
 const HOST_TOOLS: &[&str] = &[
     "/usr/bin/unshare",
     "/usr/bin/nsenter",
     "/usr/bin/setpriv",
     "/usr/bin/crun",
+    "/usr/bin/id",
+    "/usr/bin/true",
+    "/usr/bin/sleep",
+    "/usr/sbin/setcap",
 ];
 
 /// Prefix of every line the runner parses.

@@ -29,6 +29,7 @@ pub const VM_MODULES: &[&str] = &[
     "seed",
     "truth",
     "hostile_cgroups",
+    "credentials",
 ];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
 pub(crate) const MUSL: &str = "x86_64-unknown-linux-musl";
