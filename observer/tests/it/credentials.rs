@@ -1,7 +1,8 @@
 //! What an exec leaves a process with: its credentials (real, effective and saved ids,
 //! effective capabilities) and the kernel's verdict on whether it raised privileges, and
 //! the executable's identity (device, inode, size, mtime) — compared with what the process
-//! itself reads from /proc and what stat(2) says of the file.
+//! itself reads from /proc and what stat(2) says of the file. Tools by absolute path: the VM
+//! guests' busybox sh prefers its own applets (a setpriv without --reuid).
 
 use std::{os::unix::fs::MetadataExt, path::PathBuf, time::Duration};
 
@@ -67,7 +68,7 @@ fn a_setuid_root_binary_run_by_nobody_is_an_exec_that_raised_privileges() {
     let path = bin.to_str().unwrap();
     let mut stream = EventStream::start(&["--type", "exec"]);
     let out = sh(&format!(
-        "setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups {path} -u"
+        "/usr/bin/setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups {path} -u"
     ));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
     let ev = exec_of(&mut stream, path);
@@ -87,7 +88,7 @@ fn a_setuid_root_binary_run_by_nobody_is_an_exec_that_raised_privileges() {
 
     // An ordinary exec by the same user says nothing of privileges.
     sh(&format!(
-        "setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups /usr/bin/id -u"
+        "/usr/bin/setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups /usr/bin/id -u"
     ));
     let plain = exec_of(&mut stream, "/usr/bin/id");
     assert_eq!(plain["cred"]["secureexec"], false, "{plain}");
@@ -102,11 +103,11 @@ fn a_file_with_capabilities_gives_them_at_exec_and_says_so() {
     let bin = dir.0.join("raw-true");
     std::fs::copy("/usr/bin/true", &bin).unwrap();
     let path = bin.to_str().unwrap();
-    let set = sh(&format!("setcap cap_net_raw+ep {path}"));
+    let set = sh(&format!("/usr/sbin/setcap cap_net_raw+ep {path}"));
     assert!(set.status.success(), "setcap: {set:?}");
     let mut stream = EventStream::start(&["--type", "exec"]);
     let run = sh(&format!(
-        "setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups {path}"
+        "/usr/bin/setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups {path}"
     ));
     assert!(run.status.success(), "{run:?}");
     let ev = exec_of(&mut stream, path);
@@ -198,7 +199,7 @@ fn ps_shows_the_credentials_a_setuid_exec_gave_a_running_process() {
         bin.display()
     ));
     let child = Running(
-        std::process::Command::new("setpriv")
+        std::process::Command::new("/usr/bin/setpriv")
             .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
             .arg(&bin)
             .arg("60")
