@@ -15,6 +15,7 @@
 //!   passwords and 8 scrape /metrics (events lost with and without them; hostile.rs)
 //! - churn: the agent's RSS through 1,000,000 short-lived processes and 10,000 short-lived
 //!   containers (churn.rs)
+//! - bpf-stats: the storm under an agent with and without `--bpf-stats on` (bpf_stats.rs)
 
 use std::{
     path::PathBuf,
@@ -27,6 +28,7 @@ use anyhow::{bail, Result};
 
 use crate::util::{root, run};
 
+mod bpf_stats;
 mod churn;
 mod hostile;
 mod peers;
@@ -509,6 +511,9 @@ pub fn bench(only: &[String], with_peers: bool) -> Result<()> {
     }
     if want("churn") {
         churn::churn(&mut r)?;
+    }
+    if want("bpf-stats") {
+        bpf_stats::bpf_stats(&mut r)?;
     }
     // Not part of the default set (it takes about 15 minutes): --only scale.
     if only.iter().any(|o| o == "scale") {
