@@ -7,7 +7,8 @@
 //! (pure: the data they are handed in, JSON shapes and text out) → `api` (HTTP: the
 //! routes, assembling a view — the live facts read through `host`, then the view — the
 //! listeners with their limits, TLS and credentials) → `export` (events and history
-//! entries as JSON lines to a file or stdout, off the event loop) → `agent` (start-up and
+//! entries as JSON lines to a file or stdout, off the event loop), `store` (history
+//! entries on the node's disk, off the event loop, queried by `api`) → `agent` (start-up and
 //! the event loop) and `cli` (commands). `launcher` stands apart;
 //! `stdout` serves every command.
 //!
@@ -25,11 +26,12 @@
 //! | `containers` | state | `host`, `intern` |
 //! | `table` | state | `containers`, `events`, `host`, `intern` |
 //! | `views` | presentation (pure) | `table`, `events`, `containers::names::Meta`, `containers::pods`, `host::facts` |
-//! | `api` | transport | `views`, `table`, `containers`, `events`, `host` |
+//! | `store` | durable state | `table`, `containers`, `host`, `views::status` |
+//! | `api` | transport | `views`, `table`, `containers`, `events`, `host`, `store` |
 //! | `export` | sinks | `views`, `table`, `containers`, `events`, `host::clock` |
-//! | `agent` | the agent | `api`, `export`, `views`, `table`, `containers`, `events`, `probes`, `host` |
+//! | `agent` | the agent | `api`, `export`, `store`, `views`, `table`, `containers`, `events`, `probes`, `host` |
 //! | `launcher` | apart | `host`, `stdout`, `containers::cgroup::LAUNCHER_PARENT` |
-//! | `cli` | commands | `agent`, `api`, `export`, `views`, `table`, `containers`, `events`, `probes`, `host`, `launcher`, `stdout` |
+//! | `cli` | commands | `agent`, `api`, `export`, `store`, `views`, `table`, `containers`, `events`, `probes`, `host`, `launcher`, `stdout` |
 //!
 //! `views` takes from `host` only the facts' types (`host::facts`), never a reader, and from
 //! `containers` only the metadata type and the pure grouping into pods, never the name
@@ -58,6 +60,7 @@ mod launcher;
 /// The tracefs format-file parser, for the fuzz targets.
 pub mod probes;
 mod stdout;
+mod store;
 mod table;
 /// The event line and the tree view, which the fuzz targets and the launcher test render.
 pub mod views;

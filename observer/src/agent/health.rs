@@ -90,6 +90,7 @@ pub(crate) fn health(i: Inputs) -> Health {
         unreadable_processes: 0,
         // The pump owns the exporter: Agent::status fills this in.
         export: Vec::new(),
+        history_store: None,
         agent_starts: i.restarts.starts,
         unclean_restarts: i.restarts.unclean,
     }

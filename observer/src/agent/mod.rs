@@ -51,6 +51,7 @@ use crate::{
     events::{redact::Redactor, Event},
     host::{cgroupfs::CgroupFs, resource_files::ResourceFiles, stat_files::StatFiles},
     probes::{ProbeConfig, Probes},
+    store::{Store, Writer},
     table::Table,
 };
 
@@ -73,6 +74,15 @@ pub(crate) struct AgentConfig {
     pub(crate) json_logs: bool,
     /// Events and history entries exported as JSON lines (`--export-*`).
     pub(crate) export: crate::export::ExportConfig,
+    /// The durable history store (`--state-dir`, ...; None: off).
+    pub(crate) store: Option<crate::store::StoreConfig>,
+}
+
+/// Where the event loop's output goes besides the table: API subscribers and the
+/// history store's writer.
+pub(crate) struct Outputs {
+    events: broadcast::Sender<Event>,
+    store: crate::store::Writer,
 }
 
 /// One status line on stderr (start-up, stop): the line tests and operators wait for.
@@ -130,13 +140,16 @@ pub(crate) async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow
     };
     let ready = Arc::new(AtomicBool::new(false));
     let cgroup_files = Arc::new(Mutex::new(ResourceFiles::default()));
+    let resolver = Arc::new(Mutex::new(Resolver::with_cap(
+        cfg.state_dirs.clone(),
+        cfg.memory.max_containers,
+    )));
+    let store = cfg.store.clone().map(Store::new);
     let state = ApiState {
         requests: req_tx,
         events: ev_tx.clone(),
-        resolver: Arc::new(Mutex::new(Resolver::with_cap(
-            cfg.state_dirs.clone(),
-            cfg.memory.max_containers,
-        ))),
+        resolver: resolver.clone(),
+        store: store.clone(),
         cgroupfs: Arc::new(cgroupfs.clone()),
         metrics_labels: Arc::new(cfg.metrics_labels.clone()),
         cgroup_files: cgroup_files.clone(),
@@ -149,7 +162,26 @@ pub(crate) async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow
             .await
             .context("starting the listeners")??
     };
-    match serve(&cfg, &servers, cgroupfs, &cgroup_files, ev_tx, inbox, ready).await {
+    // Its thread opens the file (a check of a big one reads it whole) while start-up goes on.
+    let writer = match store {
+        Some(s) => Writer::start(s, resolver).context("starting the history store's writer")?,
+        None => Writer::none(),
+    };
+    let outputs = Outputs {
+        events: ev_tx,
+        store: writer,
+    };
+    match serve(
+        &cfg,
+        &servers,
+        cgroupfs,
+        &cgroup_files,
+        outputs,
+        inbox,
+        ready,
+    )
+    .await
+    {
         Ok(()) => {
             servers.stop();
             say(&cfg, "stopped");
@@ -169,7 +201,7 @@ async fn serve(
     servers: &Servers,
     cgroupfs: CgroupFs,
     cgroup_files: &Mutex<ResourceFiles>,
-    events: broadcast::Sender<Event>,
+    outputs: Outputs,
     inbox: Inbox,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -177,7 +209,7 @@ async fn serve(
         mut requests,
         mut signals,
     } = inbox;
-    let mut agent = startup::start(cfg, servers, cgroupfs, cgroup_files, events, ready).await?;
+    let mut agent = startup::start(cfg, servers, cgroupfs, cgroup_files, outputs, ready).await?;
     loop {
         tokio::select! {
             r = agent.pump.wait() => {
@@ -253,6 +285,7 @@ impl Agent<'_> {
             bpf_stats: self.probes.counts_runs(),
         });
         h.export = self.pump.export_counts();
+        h.history_store = self.pump.store_status();
         h
     }
 

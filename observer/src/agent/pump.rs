@@ -19,6 +19,7 @@ use crate::{
     export::Exporter,
     host::scan,
     probes::DRAIN_EVERY,
+    store,
     table::Table,
 };
 
@@ -31,6 +32,7 @@ pub(super) struct Pump<'a> {
     subscribers: broadcast::Sender<Event>,
     redact: Option<&'a Redactor>,
     exporter: Exporter,
+    store: store::Writer,
     /// The last drain found events (housekeeping runs at its busy pace meanwhile).
     busy: bool,
     drain: Pin<Box<Sleep>>,
@@ -43,12 +45,14 @@ impl<'a> Pump<'a> {
         subscribers: broadcast::Sender<Event>,
         redact: Option<&'a Redactor>,
         exporter: Exporter,
+        store: store::Writer,
     ) -> Pump<'a> {
         Pump {
             reader,
             subscribers,
             redact,
             exporter,
+            store,
             busy: true,
             drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
         }
@@ -99,14 +103,22 @@ impl<'a> Pump<'a> {
         let out = Outlets {
             subscribers: &self.subscribers,
             exporter: &self.exporter,
+            store: &self.store,
         };
         apply(&mut self.reader, table, &out, self.redact)
     }
 
-    /// The agent stops: the export sinks write what waits for them (half a second at most,
-    /// the stop must stay within systemd's and the kubelet's patience).
+    /// The agent stops: the export sinks and the history store write what waits for them
+    /// (half a second at most each, the stop must stay within systemd's and the kubelet's
+    /// patience).
     pub(super) fn finish(self) {
         self.exporter.finish(Duration::from_millis(500));
+        self.store.finish(Duration::from_millis(500));
+    }
+
+    /// The history store's state and counts (None: it is off).
+    pub(super) fn store_status(&self) -> Option<crate::views::status::StoreStatus> {
+        self.store.status()
     }
 
     /// Lines written and dropped by each export sink.
@@ -127,10 +139,12 @@ impl<'a> Pump<'a> {
 pub(super) struct Outlets<'a> {
     pub(super) subscribers: &'a broadcast::Sender<Event>,
     pub(super) exporter: &'a Exporter,
+    pub(super) store: &'a store::Writer,
 }
 
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
-/// on to API subscribers and the exporter, then the history entries they ended.
+/// on to API subscribers and the exporter, then the history entries they ended to the
+/// exporter and the history store.
 pub(super) fn apply(
     reader: &mut EventReader,
     table: &mut Table,
@@ -147,8 +161,10 @@ pub(super) fn apply(
             let _ = out.subscribers.send(ev);
         }
     });
-    if out.exporter.wants_history() {
-        out.exporter.history(table.take_ended());
+    if out.exporter.wants_history() || out.store.wants() {
+        let ended = table.take_ended();
+        out.store.offer(&ended);
+        out.exporter.history(ended);
     }
     n
 }

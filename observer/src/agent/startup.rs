@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
     health, housekeeping::Housekeeping, pump, readiness::Readiness, reconciler::Reconciler,
@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     api::listeners::Servers,
-    events::{reader::EventReader, redact::Redactor, Event},
+    events::{reader::EventReader, redact::Redactor},
     export::Exporter,
     host::{cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan},
     probes::Probes,
@@ -40,9 +40,10 @@ pub(super) async fn start<'a>(
     servers: &'a Servers,
     cgroupfs: CgroupFs,
     cgroup_files: &Mutex<ResourceFiles>,
-    events: broadcast::Sender<Event>,
+    outputs: super::Outputs,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<Agent<'a>> {
+    let super::Outputs { events, store } = outputs;
     crate::host::heap::tune();
     let mut readiness = Readiness::new(ready);
     let (probes, mut reader) = load(cfg, cgroup_files).await?;
@@ -53,12 +54,13 @@ pub(super) async fn start<'a>(
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
     let details = read_details(&table, cfg.redact.clone(), cgroup2);
     let exporter = Exporter::start(&cfg.export).context("starting the export sinks")?;
-    if exporter.wants_history() {
+    if exporter.wants_history() || store.wants() {
         table.keep_ended_for_export();
     }
     let out = pump::Outlets {
         subscribers: &events,
         exporter: &exporter,
+        store: &store,
     };
     let buffered = pump::apply(&mut reader, &mut table, &out, cfg.redact.as_ref());
     log::info!(
@@ -71,7 +73,7 @@ pub(super) async fn start<'a>(
     let reconciler = Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
     let mut housekeeping = Housekeeping::new();
     readiness.start_watchdog();
-    let pump = pump::Pump::new(reader, events, cfg.redact.as_ref(), exporter);
+    let pump = pump::Pump::new(reader, events, cfg.redact.as_ref(), exporter, store);
     housekeeping.count_losses_from(&probes);
     Ok(Agent {
         cfg,

@@ -44,6 +44,8 @@ pub(crate) struct ViewCtx<'a> {
     pub(crate) cgroup_files: Option<&'a Mutex<ResourceFiles>>,
     /// The agent's open /proc/<pid>/stat files (views of processes read through them).
     pub(crate) stat_files: Option<&'a Mutex<StatFiles>>,
+    /// The agent's durable history store (None: the CLI's one-shot view, or it is off).
+    pub(crate) store: Option<&'a crate::store::Store>,
 }
 
 impl ViewCtx<'_> {

@@ -9,7 +9,7 @@
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
-//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/containers/{ref}/history[?since=&failed=&comm=]`,
+//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/containers/{ref}/history[?since=&failed=&comm=&boot=]`,
 //! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
@@ -69,6 +69,8 @@ pub(crate) struct ApiState {
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) resolver: Arc<Mutex<Resolver>>,
+    /// The durable history store, for the history and `why` views (None: off).
+    pub(crate) store: Option<Arc<crate::store::Store>>,
     pub(crate) cgroupfs: Arc<CgroupFs>,
     /// Container labels kept on metrics.
     pub(crate) metrics_labels: Arc<Vec<String>>,
@@ -148,6 +150,7 @@ async fn blocking_as<T: Send + 'static>(
             cgroupfs: &st.cgroupfs,
             cgroup_files: Some(&st.cgroup_files),
             stat_files: Some(&st.stat_files),
+            store: st.store.as_deref(),
         };
         // Answered here, so that the view and its serialized body are made and freed on
         // one thread; after a big one (a whole node) what it freed goes back to the kernel.
@@ -225,13 +228,14 @@ struct ProcessesQuery {
     container: Option<String>,
 }
 
-/// `?since=10m&failed=true&comm=sh` of `/v1/containers/{ref}/history`.
+/// `?since=10m&failed=true&comm=sh&boot=-1` of `/v1/containers/{ref}/history`.
 #[derive(Deserialize)]
 struct HistoryQuery {
     since: Option<String>,
     #[serde(default)]
     failed: bool,
     comm: Option<String>,
+    boot: Option<i32>,
 }
 
 /// A `?since=` that is not a duration (400).
@@ -256,6 +260,7 @@ impl HistoryQuery {
             since_s,
             failed: self.failed,
             comm: self.comm,
+            boot: self.boot,
         })
     }
 }
@@ -359,6 +364,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             cgroupfs: &st.cgroupfs,
             cgroup_files: None,
             stat_files: None,
+            store: None,
         };
         let mut samples =
             assemble::samples(&mut ctx, snap.containers, &st.metrics_labels, |path| {
@@ -407,6 +413,7 @@ fn detached_state(ready: bool) -> ApiState {
         requests,
         events,
         resolver: Arc::new(Mutex::new(Resolver::new(Default::default()))),
+        store: None,
         cgroupfs: Arc::new(CgroupFs::discover()),
         metrics_labels: Arc::new(Vec::new()),
         cgroup_files: Arc::new(Mutex::new(ResourceFiles::with_budget(0))),

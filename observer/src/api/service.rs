@@ -233,7 +233,8 @@ fn history_key(
     }
 }
 
-/// The key of a container only a history remains of, by id, id prefix or last name.
+/// The key of a container only a history remains of (in memory, or in the history
+/// store), by id, id prefix or last name.
 fn ended_container_key(
     src: &dyn Source,
     ctx: &mut ViewCtx,
@@ -242,7 +243,7 @@ fn ended_container_key(
 ) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
     let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
     let q = query.trim();
-    let hits: Vec<ContainerKey> = keys
+    let mut hits: Vec<ContainerKey> = keys
         .into_iter()
         .filter(|k| {
             k.id == q
@@ -250,6 +251,13 @@ fn ended_container_key(
                 || ctx.resolver.meta(k, None, None).name.as_deref() == Some(q)
         })
         .collect();
+    if let Some(store) = ctx.store {
+        for (k, _) in store.find(q) {
+            if !hits.contains(&k) {
+                hits.push(k);
+            }
+        }
+    }
     match hits.len() {
         1 => Ok((hits.into_iter().next().expect("one"), None)),
         0 => Err(ApiError::NotFound {
@@ -263,7 +271,49 @@ fn ended_container_key(
     }
 }
 
-/// The ended processes of these containers' histories, and the evictions from all of them.
+/// An ended process's view, with the time its ages are counted from (now, on the clock
+/// of the boot it ended in).
+struct Dated {
+    view: EndedView,
+    now_ns: u64,
+}
+
+/// The ended processes of these containers, from memory and from the history store (an
+/// entry in both once), oldest first; and the evictions from the in-memory histories.
+fn dated_entries(
+    src: &dyn Source,
+    ctx: &ViewCtx,
+    keys: Vec<ContainerKey>,
+) -> Result<(Vec<Dated>, u64), ApiError> {
+    let s = snap(src, Scope::History(keys.clone()))?;
+    let mut seen = rustc_hash::FxHashSet::default();
+    let mut out: Vec<Dated> = Vec::new();
+    for e in s.history.iter().flat_map(|(_, es)| es) {
+        seen.insert((e.pid, e.start_ns));
+        out.push(Dated {
+            view: endings::ended_view(e, ctx.now_ns),
+            now_ns: ctx.now_ns,
+        });
+    }
+    for key in keys.iter().filter(|_| ctx.store.is_some()) {
+        for st in ctx.store.map(|s| s.entries(key)).unwrap_or_default() {
+            if st.boot == 0 && seen.contains(&(st.ended.pid, st.ended.start_ns)) {
+                continue;
+            }
+            let mut view = endings::ended_view(&st.ended, st.now_ns);
+            view.boot = st.boot;
+            out.push(Dated {
+                view,
+                now_ns: st.now_ns,
+            });
+        }
+    }
+    out.sort_by_key(|d| (d.view.boot, d.view.end_time_ns));
+    Ok((out, s.history_evicted))
+}
+
+/// The ended processes of these containers' histories (in memory only), and the
+/// evictions from all of them.
 fn history_entries(
     src: &dyn Source,
     ctx: &ViewCtx,
@@ -287,12 +337,17 @@ pub(crate) fn history(
     filter: &HistoryFilter,
 ) -> Result<HistoryView, ApiError> {
     let (key, _) = history_key(src, ctx, query)?;
-    let (entries, evicted_total) = history_entries(src, ctx, vec![key.clone()])?;
+    let (entries, evicted_total) = dated_entries(src, ctx, vec![key.clone()])?;
     let entries = entries
         .into_iter()
-        .filter(|e| filter.keep(e, ctx.now_ns))
+        .filter(|d| filter.keep(&d.view, d.now_ns))
+        .map(|d| d.view)
         .collect();
-    let name = ctx.resolver.meta(&key, None, None).name;
+    let name = ctx
+        .resolver
+        .meta(&key, None, None)
+        .name
+        .or_else(|| ctx.store.and_then(|s| s.name(&key)));
     Ok(HistoryView {
         runtime: key.runtime.as_str().to_string(),
         id: key.id,
@@ -397,15 +452,16 @@ fn why_container(
             return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid, now)));
         }
     }
-    let init = history_entries(src, ctx, vec![key])?
+    let init = dated_entries(src, ctx, vec![key])?
         .0
         .into_iter()
-        .filter(|e| e.ns_pid == 1 || e.parents.is_empty())
-        .max_by_key(|e| e.end_time_ns);
+        .filter(|d| d.view.ns_pid == 1 || d.view.parents.is_empty())
+        .max_by_key(|d| (d.view.boot, d.view.end_time_ns));
     match init {
-        Some(e) => {
+        Some(d) => {
+            let e = d.view;
             let w = format!("PID 1 of {query}, {} (host pid {})", e.comm, e.pid);
-            Ok(why::ended(subject, &w, e, now))
+            Ok(why::ended(subject, &w, e, d.now_ns))
         }
         None => Ok(WhyView {
             subject,

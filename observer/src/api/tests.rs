@@ -131,6 +131,7 @@ fn the_history_of_a_container_whose_last_process_ends_while_it_is_resolved_is_an
         cgroupfs: &cgroupfs,
         cgroup_files: None,
         stat_files: None,
+        store: None,
     };
     let query = pidns.to_string();
     let h = service::history(&src, &mut ctx, &query, &Default::default())

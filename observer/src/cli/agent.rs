@@ -12,6 +12,7 @@ use crate::{
     containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
     export::{ExportConfig, Types},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
+    store::{Limits as StoreLimits, StoreConfig},
     views::metrics::UnknownLabel,
 };
 
@@ -172,6 +173,18 @@ pub(crate) struct AgentArgs {
     /// container is removed).
     #[arg(long, env = "OBSERVER_HISTORY_RETENTION", value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     history_retention: Duration,
+    /// Directory of the durable history store (history.redb): ended processes, their
+    /// signals and OOM kills, kept across agent restarts and reboots for `observer history`
+    /// and `observer why`.
+    #[arg(long, env = "OBSERVER_STATE_DIR", value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Size the history store's file is kept within (the oldest entries are evicted
+    /// first); 0 turns the store off (the history is then in memory only).
+    #[arg(long, env = "OBSERVER_HISTORY_DISK_MAX", value_name = "BYTES", default_value = "256M", value_parser = parse_disk_max)]
+    history_disk_max: u64,
+    /// How long the history store keeps an entry after its process ended.
+    #[arg(long, env = "OBSERVER_HISTORY_DISK_RETENTION", value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    history_disk_retention: Duration,
     /// Write every event and every ended process's history entry to this file as JSON
     /// lines (docs/export.md), rotated to PATH.1 … PATH.N by --export-file-max and
     /// --export-file-keep. A slow or full disk drops lines (counted), never events.
@@ -235,6 +248,18 @@ fn parse_export_max(s: &str) -> anyhow::Result<u64> {
     Ok(n)
 }
 
+/// The history store's directory by default (systemd's `StateDirectory=observer`).
+const DEFAULT_STATE_DIR: &str = "/var/lib/observer";
+
+/// `--history-disk-max`: 0 (off) or a byte size of at least 1M.
+fn parse_disk_max(s: &str) -> anyhow::Result<u64> {
+    let n = probes::parse_bytes(s)?;
+    if n != 0 && n < 1 << 20 {
+        bail!("`{s}` is too small (0 turns the store off, else at least 1M)");
+    }
+    Ok(n)
+}
+
 /// A connection timeout: a duration from 100ms to 1h.
 fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
     let d = humantime::parse_duration(s).map_err(|e| anyhow!("`{s}`: {e} (e.g. 10s, 2m)"))?;
@@ -265,6 +290,13 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
         None => Web::default(),
     };
     let memory = memory_limits(&a);
+    let store = (a.history_disk_max > 0).then(|| StoreConfig {
+        dir: a.state_dir.clone(),
+        limits: StoreLimits {
+            disk_max: a.history_disk_max,
+            retention_ns: a.history_disk_retention.as_nanos().min(u64::MAX as u128) as u64,
+        },
+    });
     Ok(AgentConfig {
         probes: ProbeConfig {
             ringbuf_bytes: a.ringbuf_size,
@@ -308,6 +340,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             stdout: a.export_stdout,
             types: a.export_types,
         },
+        store,
     })
 }
 

@@ -64,7 +64,8 @@ enum Command {
     },
     /// Processes of a container that already ended: command, parents, duration, exit code
     /// or signal and who sent it, OOM kills, deaths with the pid namespace (needs the agent;
-    /// kept after the container is removed).
+    /// kept after the container is removed, and across agent restarts and reboots in the
+    /// agent's history store).
     History {
         /// Container name, id or unique id prefix (also of a removed container).
         container: String,
@@ -77,6 +78,10 @@ enum Command {
         /// Only processes with this command name.
         #[arg(long, value_name = "COMM")]
         comm: Option<String>,
+        /// Only processes that ended in this boot of the node: 0 the current one, -1 the
+        /// one before, ... (entries of earlier boots come from the history store).
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(..=0))]
+        boot: Option<i32>,
         #[command(flatten)]
         opts: views::ViewOpts,
     },
@@ -202,6 +207,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             since,
             failed,
             comm,
+            boot,
             opts,
         } => views::run(
             opts,
@@ -211,6 +217,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     since_s: since.map(|d| d.as_secs_f64()),
                     failed,
                     comm,
+                    boot,
                 },
             ),
         ),

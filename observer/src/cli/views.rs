@@ -100,6 +100,9 @@ fn api_path(v: &View) -> String {
             if let Some(c) = &f.comm {
                 q.push(format!("comm={}", enc(c)));
             }
+            if let Some(b) = f.boot {
+                q.push(format!("boot={b}"));
+            }
             let q = if q.is_empty() {
                 String::new()
             } else {
@@ -150,6 +153,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         cgroupfs: &cgroupfs,
         cgroup_files: None,
         stat_files: None,
+        store: None,
     };
     fn to<T: Serialize>(r: Result<T, ApiError>) -> anyhow::Result<Answer> {
         Ok(match r {

@@ -99,6 +99,18 @@ pub(crate) struct EndedView {
     pub(crate) killed_with_namespace: Option<InitEndView>,
     /// Signals it ignored before it ended (no handler, or SIG_IGN).
     pub(crate) ignored: Vec<SignalView>,
+    /// The boot it ended in, when not the node's current one: -1 the one before, ...
+    /// (from the history store; its times are on that boot's clock).
+    #[serde(default, skip_serializing_if = "is_this_boot")]
+    pub(crate) boot: i32,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_this_boot(b: &i32) -> bool {
+    *b == 0
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -120,6 +132,9 @@ pub(crate) struct HistoryFilter {
     #[serde(default)]
     pub(crate) failed: bool,
     pub(crate) comm: Option<String>,
+    /// Only processes that ended in this boot (0: the current one, -1: the one before...).
+    #[serde(default)]
+    pub(crate) boot: Option<i32>,
 }
 
 pub(crate) fn sender_view(f: &SignalFact) -> SenderView {
@@ -215,6 +230,7 @@ pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
         oom: e.oom.as_deref().map(oom_view),
         killed_with_namespace: e.with_namespace.as_deref().map(|i| init_view(i, now_ns)),
         ignored: e.ignored.iter().map(|s| signal_view(s, now_ns)).collect(),
+        boot: 0,
     }
 }
 
@@ -224,6 +240,7 @@ impl HistoryFilter {
             .is_none_or(|s| (now_ns.saturating_sub(e.end_time_ns) as f64) / 1e9 <= s)
             && (!self.failed || e.failed)
             && self.comm.as_deref().is_none_or(|c| e.comm == c)
+            && self.boot.is_none_or(|b| b == e.boot)
     }
 }
 
@@ -298,7 +315,10 @@ pub(crate) fn render(v: &super::text::Escaped<HistoryView>) -> String {
             e.comm,
             e.duration_s,
             parents.join(" < "),
-            ending(e),
+            match e.boot {
+                0 => ending(e),
+                b => format!("[boot {b}] {}", ending(e)),
+            },
         ));
     }
     out

@@ -101,6 +101,31 @@ pub(crate) struct Health {
     /// Lines written and dropped per export sink (`--export-file`, `--export-stdout`).
     #[serde(default)]
     pub(crate) export: Vec<ExportCounts>,
+    /// The durable history store (`--state-dir`); None when it is off.
+    #[serde(default)]
+    pub(crate) history_store: Option<StoreStatus>,
+}
+
+/// The durable history store: its state, what it holds, and what it wrote, dropped,
+/// evicted and failed since the agent started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StoreStatus {
+    /// `opening`, `ok`, `failing` (cannot be opened or written: the history is in memory
+    /// only, retried) or `stopped`.
+    pub(crate) state: String,
+    pub(crate) path: String,
+    pub(crate) entries: u64,
+    /// The entries' accounted size (bytes).
+    pub(crate) bytes: u64,
+    pub(crate) written: u64,
+    /// Entries never stored: the writer's queue was full, or the store was failing.
+    pub(crate) dropped: u64,
+    /// Entries evicted by --history-disk-max and --history-disk-retention, the oldest first.
+    pub(crate) evicted: u64,
+    /// Failed opens and commits.
+    pub(crate) errors: u64,
+    /// Unreadable files moved aside (`<file>.corrupt-<time>`).
+    pub(crate) moved_aside: u64,
 }
 
 /// One export sink's lines: written, and dropped (its queue was full or a write failed).

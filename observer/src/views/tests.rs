@@ -206,6 +206,7 @@ fn ended() -> EndedView {
         }),
         killed_with_namespace: None,
         ignored: vec![signal("SIGTERM", "ignored")],
+        boot: 0,
     }
 }
 

@@ -23,6 +23,7 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
     events(h, fams);
     cost(h, fams);
     export(h, fams);
+    store(h, fams);
     push(
         fams,
         "observer_build_info",
@@ -323,6 +324,61 @@ fn export(h: &Health, fams: &mut Vec<Family>) {
             }
         });
     }
+}
+
+/// The durable history store (only when it is on).
+fn store(h: &Health, fams: &mut Vec<Family>) {
+    let Some(s) = &h.history_store else {
+        return;
+    };
+    let figures: [Scalar; 6] = [
+        (
+            "observer_history_store_written_total",
+            "History entries written to the store on disk.",
+            true,
+            s.written as f64,
+        ),
+        (
+            "observer_history_store_dropped_total",
+            "History entries never stored: the writer's queue was full or the store failed.",
+            true,
+            s.dropped as f64,
+        ),
+        (
+            "observer_history_store_evicted_total",
+            "History entries evicted from the store (--history-disk-max, --history-disk-retention).",
+            true,
+            s.evicted as f64,
+        ),
+        (
+            "observer_history_store_errors_total",
+            "Failed opens and commits of the history store (the history stays in memory).",
+            true,
+            s.errors as f64,
+        ),
+        (
+            "observer_history_store_moved_aside_total",
+            "Unreadable history store files moved aside and replaced by a new store.",
+            true,
+            s.moved_aside as f64,
+        ),
+        (
+            "observer_history_store_entries",
+            "History entries in the store.",
+            false,
+            s.entries as f64,
+        ),
+    ];
+    for (name, help, counter, v) in figures {
+        push(fams, name, help, counter, &|f| f.add(&[], v));
+    }
+    push(
+        fams,
+        "observer_history_store_up",
+        "1 when the history store is open and written, 0 while it fails.",
+        false,
+        &|f| f.add(&[], if s.state == "ok" { 1.0 } else { 0.0 }),
+    );
 }
 
 /// Events by type: received, emitted, lost, skipped, failed reads.

@@ -1,0 +1,238 @@
+//! The store's file: `history.redb` in the state directory, its tables and schema version,
+//! and what happens to a file that is not one this agent can read — truncated, corrupt,
+//! another program's, or of a newer schema: it is moved aside as
+//! `history.redb.corrupt-<unix seconds>` (logged with both paths, counted) and a new store
+//! is started, so the agent always starts. A file another agent holds open (redb locks it)
+//! or a state directory that cannot be written is left alone: the store is unavailable
+//! and the agent runs on its in-memory history.
+//!
+//! Tables (schema version 1):
+//! - `meta`: `version` (1), `bytes` (the entries' accounted size), `next_container`;
+//! - `boots`: boot number → the boot id (16 bytes) and the wall clock minus the boot clock
+//!   (i64 ns, little endian) as last seen in that boot: a stored boot-clock time becomes a
+//!   wall-clock time with it;
+//! - `containers`: container number → (runtime, id, name when known), postcard;
+//! - `entries`: sequence number (insertion order, so the oldest first) → codec.rs bytes;
+//! - `by_container`: (container number, sequence number) → (), the per-container index.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::Ordering,
+};
+
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+
+use super::Store as Shared;
+use crate::containers::{cgroup::Runtime, ContainerKey};
+
+/// The schema this agent writes. A file without it is moved aside; one with a newer
+/// version too (rather than misread); an older one would be migrated here (there is none
+/// yet: version 1 is the first).
+pub(super) const VERSION: u64 = 1;
+pub(super) const FILE: &str = "history.redb";
+
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const BOOTS: TableDefinition<u32, &[u8]> = TableDefinition::new("boots");
+pub(super) const CONTAINERS: TableDefinition<u32, &[u8]> = TableDefinition::new("containers");
+pub(super) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+pub(super) const BY_CONTAINER: TableDefinition<(u32, u64), ()> =
+    TableDefinition::new("by_container");
+
+/// redb's page cache: the store is written once a second and read by rare queries.
+const CACHE_BYTES: usize = 4 << 20;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// Not a store this agent can read: moved aside.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The file or directory cannot be used now (read-only, full, held by another agent).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A container as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct ContainerRec {
+    pub(super) runtime: String,
+    pub(super) id: String,
+    pub(super) name: Option<String>,
+}
+
+impl ContainerRec {
+    pub(super) fn key(&self) -> Option<ContainerKey> {
+        Some(ContainerKey {
+            runtime: runtime_from(&self.runtime)?,
+            id: self.id.clone(),
+        })
+    }
+}
+
+fn runtime_from(s: &str) -> Option<Runtime> {
+    use Runtime::*;
+    [
+        Docker, Containerd, Cri, Crio, Podman, Lxc, Nspawn, Observer, Bare, Runc, Crun,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == s)
+}
+
+/// A boot's record: its id and wall-minus-boot clock offset.
+pub(super) fn boot_rec(id: &[u8; 16], offset_ns: i64) -> Vec<u8> {
+    let mut v = id.to_vec();
+    v.extend_from_slice(&offset_ns.to_le_bytes());
+    v
+}
+
+pub(super) fn parse_boot(b: &[u8]) -> Option<([u8; 16], i64)> {
+    let id: [u8; 16] = b.get(..16)?.try_into().ok()?;
+    let off: [u8; 8] = b.get(16..24)?.try_into().ok()?;
+    Some((id, i64::from_le_bytes(off)))
+}
+
+/// Opens (or creates) the store in `dir`; a file that cannot be read is moved aside and a
+/// new one started.
+pub(super) fn open(dir: &Path, shared: &Shared) -> Result<Database, OpenError> {
+    create_dir(dir)?;
+    let path = dir.join(FILE);
+    match open_file(&path) {
+        Ok(db) => Ok(db),
+        Err(OpenError::Unreadable(why)) => {
+            move_aside(&path, &why, shared)?;
+            open_file(&path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| OpenError::Unavailable(format!("creating {}: {e}", dir.display())))
+}
+
+/// Opens one file: redb checks every page's checksum first (a file altered outside redb
+/// is an error, not a panic; a panic all the same is caught), then the schema version.
+fn open_file(path: &Path) -> Result<Database, OpenError> {
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(path)
+    });
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => return Err(classify(path, e)),
+        Err(_) => return Err(OpenError::Unreadable("reading it panicked".into())),
+    };
+    check_schema(&db)?;
+    Ok(db)
+}
+
+/// What an open's error means: a file to move aside, or a store unavailable for now.
+fn classify(path: &Path, e: DatabaseError) -> OpenError {
+    let msg = format!("{}: {e}", path.display());
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            OpenError::Unavailable(format!("{msg} (another agent has it open)"))
+        }
+        DatabaseError::Storage(StorageError::Io(io))
+            if !matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            OpenError::Unavailable(msg)
+        }
+        _ => OpenError::Unreadable(msg),
+    }
+}
+
+/// A new file gets the version; an existing one must have this agent's.
+fn check_schema(db: &Database) -> Result<(), OpenError> {
+    let bad = |e: &dyn std::fmt::Display| OpenError::Unreadable(format!("its tables: {e}"));
+    let found = {
+        let r = db.begin_read().map_err(|e| bad(&e))?;
+        let tables = r.list_tables().map_err(|e| bad(&e))?.count();
+        match r.open_table(META) {
+            Ok(t) => Some(t.get("version").map_err(|e| bad(&e))?.map(|v| v.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) if tables == 0 => None,
+            Err(e) => return Err(bad(&e)),
+        }
+    };
+    match found {
+        None => {
+            let w = db.begin_write().map_err(|e| bad(&e))?;
+            {
+                let mut m = w.open_table(META).map_err(|e| bad(&e))?;
+                m.insert("version", VERSION).map_err(|e| bad(&e))?;
+            }
+            w.commit().map_err(|e| bad(&e))
+        }
+        Some(Some(VERSION)) => Ok(()),
+        Some(Some(v)) => Err(OpenError::Unreadable(format!(
+            "schema version {v}, this agent reads {VERSION}"
+        ))),
+        Some(None) => Err(OpenError::Unreadable("no schema version".into())),
+    }
+}
+
+/// Renames `path` to `<path>.corrupt-<unix seconds>`.
+fn move_aside(path: &Path, why: &str, shared: &Shared) -> Result<(), OpenError> {
+    let secs = crate::host::clock::unix_now_ns() / 1_000_000_000;
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{secs}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|e| {
+        OpenError::Unavailable(format!(
+            "{why}; moving it aside to {} failed: {e}",
+            aside.display()
+        ))
+    })?;
+    shared.counts.moved_aside.fetch_add(1, Ordering::Relaxed);
+    log::warn!(
+        "history store: {why}; moved it aside to {} and started a new store",
+        aside.display()
+    );
+    Ok(())
+}
+
+/// This boot's number in the store (a new one for a boot not seen before), with its clock
+/// offset brought up to date; and every boot's offset.
+pub(super) fn register_boot(
+    db: &Database,
+    id: &[u8; 16],
+    offset_ns: i64,
+) -> Result<(u32, Vec<(u32, i64)>), redb::Error> {
+    let w = db.begin_write()?;
+    let mut boots = Vec::new();
+    let this = {
+        let mut t = w.open_table(BOOTS)?;
+        let mut found = None;
+        let mut last = 0;
+        for row in t.iter()? {
+            let (k, v) = row?;
+            last = last.max(k.value());
+            if let Some((bid, off)) = parse_boot(v.value()) {
+                if &bid == id {
+                    found = Some(k.value());
+                }
+                boots.push((k.value(), off));
+            }
+        }
+        let n = found.unwrap_or(last + 1);
+        t.insert(n, boot_rec(id, offset_ns).as_slice())?;
+        boots.retain(|b| b.0 != n);
+        boots.push((n, offset_ns));
+        n
+    };
+    w.commit()?;
+    Ok((this, boots))
+}

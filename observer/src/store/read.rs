@@ -1,0 +1,163 @@
+//! Queries of the store, for the API's history and `why` views: which stored containers a
+//! reference names (id, id prefix of 4 or more, or the name they had), and a container's
+//! entries with their boot (0: this one, -1: the one before...) and wall-clock end. They
+//! run on the API's blocking threads; a store that is not open answers nothing.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{
+    codec::{self, Refs},
+    db::{parse_boot, ContainerRec, BY_CONTAINER, CONTAINERS, ENTRIES},
+    Reading, Store,
+};
+use crate::{
+    containers::ContainerKey,
+    host::clock::{boot_now_ns, unix_now_ns},
+    table::history::Ended,
+};
+
+/// Entries a query returns at most per container (the newest).
+const MAX_ENTRIES: usize = 10_000;
+
+/// An entry as the store gives it back.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) ended: Ended,
+    /// 0 for this boot, -1 for the one before it, ...
+    pub(crate) boot: i32,
+    /// Now, on the clock of the boot it ended in (its times are on that clock): what its
+    /// ages are counted from.
+    pub(crate) now_ns: u64,
+}
+
+/// The containers table, for looking numbers up while decoding.
+struct Containers(Vec<(u32, ContainerRec)>);
+
+impl Refs for Containers {
+    fn number(&mut self, _: &ContainerKey) -> u32 {
+        u32::MAX
+    }
+
+    fn key(&self, n: u32) -> Option<ContainerKey> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == n)
+            .and_then(|(_, c)| c.key())
+    }
+}
+
+impl Store {
+    fn reading(&self) -> Option<Reading> {
+        self.reading
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name.
+    pub(crate) fn find(&self, query: &str) -> Vec<(ContainerKey, Option<String>)> {
+        let q = query.trim();
+        let Some(all) = self.reading().and_then(|r| containers(&r).ok()) else {
+            return Vec::new();
+        };
+        all.0
+            .into_iter()
+            .filter(|(_, c)| {
+                c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
+            })
+            .filter_map(|(_, c)| Some((c.key()?, c.name)))
+            .collect()
+    }
+
+    /// The name a stored container had.
+    pub(crate) fn name(&self, key: &ContainerKey) -> Option<String> {
+        let r = self.reading()?;
+        let all = containers(&r).ok()?;
+        all.0
+            .into_iter()
+            .find(|(_, c)| c.key().as_ref() == Some(key))
+            .and_then(|(_, c)| c.name)
+    }
+
+    /// `key`'s stored entries (the newest MAX_ENTRIES), oldest first.
+    pub(crate) fn entries(&self, key: &ContainerKey) -> Vec<Stored> {
+        let Some(r) = self.reading() else {
+            return Vec::new();
+        };
+        match entries(&r, key) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("history store: reading {}'s entries: {e}", key.id);
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn containers(r: &Reading) -> Result<Containers, redb::Error> {
+    let txn = r.db.begin_read()?;
+    let t = match txn.open_table(CONTAINERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Containers(Vec::new())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut v = Vec::new();
+    for row in t.iter()? {
+        let (k, val) = row?;
+        if let Ok(c) = postcard::from_bytes::<ContainerRec>(val.value()) {
+            v.push((k.value(), c));
+        }
+    }
+    Ok(Containers(v))
+}
+
+fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> {
+    let ctrs = containers(r)?;
+    let Some(n) = ctrs
+        .0
+        .iter()
+        .find(|(_, c)| c.key().as_ref() == Some(key))
+        .map(|(n, _)| *n)
+    else {
+        return Ok(Vec::new());
+    };
+    let txn = r.db.begin_read()?;
+    let (Ok(index), Ok(table)) = (txn.open_table(BY_CONTAINER), txn.open_table(ENTRIES)) else {
+        return Ok(Vec::new());
+    };
+    // Boots the store saw in another agent's life may be newer than this one's list.
+    let mut offsets = r.offsets.clone();
+    if let Ok(b) = txn.open_table(super::db::BOOTS) {
+        for row in b.iter()? {
+            let (k, v) = row?;
+            if let Some((_, off)) = parse_boot(v.value()) {
+                offsets.entry(k.value()).or_insert(off);
+            }
+        }
+    }
+    let now = (boot_now_ns(), unix_now_ns());
+    let mut out = Vec::new();
+    for row in index.range((n, 0)..=(n, u64::MAX))?.rev().take(MAX_ENTRIES) {
+        let seq = row?.0.value().1;
+        let Some(bytes) = table.get(seq)? else {
+            continue;
+        };
+        let Ok(e) = codec::decode(bytes.value()) else {
+            continue;
+        };
+        let boot = (i64::from(e.boot) - i64::from(r.boot)).clamp(i64::from(i32::MIN), 0) as i32;
+        let now_ns = if boot == 0 {
+            now.0
+        } else {
+            let off = offsets.get(&e.boot).copied().unwrap_or(0);
+            (i128::from(now.1) - i128::from(off)).max(0) as u64
+        };
+        out.push(Stored {
+            ended: e.ended(&ctrs),
+            boot,
+            now_ns,
+        });
+    }
+    out.reverse();
+    Ok(out)
+}

@@ -1,0 +1,238 @@
+//! The store's properties on real files in a temporary directory: entries survive a
+//! reopen, entries of another boot are marked, the bounds evict the oldest first, and an
+//! unreadable file is moved aside for a new store.
+
+use std::{path::PathBuf, sync::atomic::Ordering};
+
+use super::{
+    codec::tests::{full, key},
+    db, open_store, write, Limits, Store, StoreConfig,
+};
+use crate::{
+    containers::ContainerKey,
+    host::clock::{boot_id, boot_now_ns, unix_now_ns},
+    table::history::Ended,
+};
+
+/// A directory of the test's own, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!(
+            "observer-store-{name}-{}-{}",
+            std::process::id(),
+            unix_now_ns() % 1_000_000_000
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const DAY_NS: u64 = 86_400 * 1_000_000_000;
+
+fn store(dir: &Dir, disk_max: u64) -> std::sync::Arc<Store> {
+    Store::new(StoreConfig {
+        dir: dir.0.clone(),
+        limits: Limits {
+            disk_max,
+            retention_ns: 7 * DAY_NS,
+        },
+    })
+}
+
+fn batch(ctr: &str, pids: std::ops::Range<u32>, end_ns: u64) -> Vec<(ContainerKey, Ended)> {
+    pids.map(|p| (key(ctr), full(p, end_ns + u64::from(p))))
+        .collect()
+}
+
+fn commit(s: &Store, o: &mut write::Open, b: &[(ContainerKey, Ended)]) -> write::Committed {
+    let mut name = |k: &ContainerKey| (k.id == "abcdef0123").then(|| "web".to_string());
+    o.commit(b, &mut name, &s.cfg.limits, unix_now_ns())
+        .unwrap()
+}
+
+#[test]
+fn entries_survive_a_reopen_and_are_found_by_id_prefix_and_name() {
+    let dir = Dir::new("reopen");
+    let s = store(&dir, 64 << 20);
+    let mut o = open_store(&s).expect("a new store opens");
+    let now = boot_now_ns();
+    let c = commit(&s, &mut o, &batch("abcdef0123", 1..4, now - 1_000_000));
+    assert_eq!((c.written, c.evicted), (3, 0));
+    drop((o, s));
+    let s = store(&dir, 64 << 20);
+    let o = open_store(&s).expect("the store opens again");
+    assert_eq!(o.entries, 3);
+    for q in ["abcdef0123", "abcd", "web"] {
+        assert_eq!(
+            s.find(q),
+            vec![(key("abcdef0123"), Some("web".into()))],
+            "{q}"
+        );
+    }
+    assert!(s.find("abc").is_empty(), "a prefix of 3 is too short");
+    let got = s.entries(&key("abcdef0123"));
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|e| e.boot == 0));
+    assert_eq!(
+        got[0].ended,
+        full(1, now - 1_000_000 + 1),
+        "oldest first, whole"
+    );
+}
+
+#[test]
+fn entries_of_another_boot_are_marked_with_their_boot() {
+    let dir = Dir::new("boot");
+    let s = store(&dir, 64 << 20);
+    // The store as an agent of an earlier boot (another boot id) wrote it, a day ago.
+    let other = [7u8; 16];
+    assert_ne!(Some(other), boot_id());
+    let then_offset = (unix_now_ns() - DAY_NS - 3_600_000_000_000) as i64;
+    let file = db::open(&dir.0, &s).unwrap();
+    let (b, offsets) = db::register_boot(&file, &other, then_offset).unwrap();
+    let mut o = write::Open::load(file, b, offsets).unwrap();
+    commit(&s, &mut o, &batch("old", 1..3, 3_600_000_000_000));
+    drop(o);
+    let o = open_store(&s).expect("opens in this boot");
+    assert_eq!(o.boot, b + 1, "this boot is the next one");
+    let got = s.entries(&key("old"));
+    assert_eq!(got.len(), 2);
+    for e in &got {
+        assert_eq!(e.boot, -1);
+        // Its age, counted on its own boot's clock: a day.
+        let age_s = e.now_ns.saturating_sub(e.ended.end_ns) as f64 / 1e9;
+        assert!((86_000.0..87_000.0).contains(&age_s), "{age_s}");
+    }
+}
+
+#[test]
+fn the_file_stays_within_its_size_bound_evicting_the_oldest_first() {
+    let dir = Dir::new("bound");
+    let max = 2 << 20;
+    let s = store(&dir, max);
+    let mut o = open_store(&s).unwrap();
+    let now = boot_now_ns();
+    let mut evicted = 0;
+    for round in 0..60u32 {
+        let b = batch("busy", round * 1000..round * 1000 + 1000, now - DAY_NS);
+        evicted += commit(&s, &mut o, &b).evicted;
+    }
+    let size = std::fs::metadata(dir.0.join(db::FILE)).unwrap().len();
+    assert!(size <= max, "{size} bytes on disk, bound {max}");
+    assert!(
+        evicted > 0 && o.entries > 2_000,
+        "{evicted} evicted, {} kept",
+        o.entries
+    );
+    let kept = s.entries(&key("busy"));
+    assert_eq!(kept.last().unwrap().ended.pid, 59_999, "the newest stay");
+    assert!(kept[0].ended.pid > 1000, "the oldest went first");
+    eprintln!(
+        "{} entries in {size} bytes: {} bytes an entry on disk",
+        o.entries,
+        size / o.entries
+    );
+}
+
+#[test]
+fn entries_past_the_retention_are_evicted() {
+    let dir = Dir::new("retention");
+    let s = store(&dir, 64 << 20);
+    let mut o = open_store(&s).unwrap();
+    let now = boot_now_ns();
+    // Ended 8 days ago on this boot's clock (a clock that far back may be before boot:
+    // then the entry is as old as the boot, and the bound is a day).
+    let old = now.saturating_sub(8 * DAY_NS);
+    commit(&s, &mut o, &batch("a", 1..3, old));
+    let c = commit(&s, &mut o, &batch("b", 1..2, now));
+    let age = unix_now_ns() - (old as i128 + *o.offsets.get(&o.boot).unwrap() as i128) as u64;
+    if age > 7 * DAY_NS {
+        assert_eq!(c.evicted, 2);
+        assert!(
+            s.find("a").is_empty(),
+            "a container without entries is forgotten"
+        );
+    }
+    assert_eq!(s.entries(&key("b")).len(), 1);
+}
+
+#[test]
+fn an_unreadable_file_is_moved_aside_and_a_new_store_started() {
+    type Spoil = fn(&Dir, &Store);
+    let cases: [(&str, Spoil); 4] = [
+        ("garbage", |d, _| {
+            std::fs::write(d.0.join(db::FILE), b"not a database at all\n".repeat(300)).unwrap();
+        }),
+        ("foreign", |d, _| {
+            let f = redb::Database::create(d.0.join(db::FILE)).unwrap();
+            let w = f.begin_write().unwrap();
+            let t: redb::TableDefinition<u32, u32> = redb::TableDefinition::new("theirs");
+            w.open_table(t).unwrap().insert(1, 2).unwrap();
+            w.commit().unwrap();
+        }),
+        ("newer", |d, s| {
+            let o = open_store(s).unwrap();
+            let w = o.db.begin_write().unwrap();
+            w.open_table(db::META)
+                .unwrap()
+                .insert("version", 2)
+                .unwrap();
+            w.commit().unwrap();
+            drop(o);
+            let _ = d;
+        }),
+        ("truncated", |d, s| {
+            let mut o = open_store(s).unwrap();
+            commit(s, &mut o, &batch("t", 1..500, boot_now_ns()));
+            drop(o);
+            let p = d.0.join(db::FILE);
+            let len = std::fs::metadata(&p).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_len(len / 3).unwrap();
+        }),
+    ];
+    for (name, spoil) in cases {
+        let dir = Dir::new(name);
+        let s = store(&dir, 64 << 20);
+        spoil(&dir, &s);
+        let before = s.counts.moved_aside.load(Ordering::Relaxed);
+        let mut o = open_store(&s).unwrap_or_else(|| panic!("{name}: the store must open"));
+        let aside: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .collect();
+        let moved = s.counts.moved_aside.load(Ordering::Relaxed) - before;
+        assert_eq!(aside.len() as u64, moved, "{name}");
+        if name != "truncated" {
+            assert_eq!(moved, 1, "{name}: moved aside");
+        }
+        let c = commit(&s, &mut o, &batch("new", 1..2, boot_now_ns()));
+        assert_eq!(c.written, 1, "{name}: the new store is written");
+    }
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_created_leaves_the_store_failing_not_stopped() {
+    let dir = Dir::new("nodir");
+    let file = dir.0.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let s = Store::new(StoreConfig {
+        dir: file.join("sub"),
+        limits: Limits {
+            disk_max: 1 << 20,
+            retention_ns: DAY_NS,
+        },
+    });
+    assert!(open_store(&s).is_none());
+    let st = s.status();
+    assert_eq!((st.state.as_str(), st.errors), ("failing", 1));
+}

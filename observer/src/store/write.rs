@@ -1,0 +1,220 @@
+//! One commit of the writer thread: a batch of ended processes in one write transaction,
+//! then the oldest entries evicted while the store is over its size or retention bounds —
+//! in the same transaction, so a crash leaves either all of it or none. Any error drops the
+//! open store (the thread opens it again later and reloads this state from the file).
+
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::{
+    codec::{self, Refs},
+    db::{ContainerRec, BY_CONTAINER, CONTAINERS, ENTRIES, META},
+    Limits,
+};
+use crate::{containers::ContainerKey, table::history::Ended};
+
+/// What an entry costs beyond its bytes: its keys in both tables and the B-trees'
+/// per-entry overhead (measured: `the_file_stays_within_its_size_bound`).
+pub(super) const ENTRY_OVERHEAD: u64 = 40;
+
+/// The writer's view of the open store.
+pub(super) struct Open {
+    pub(super) db: Arc<Database>,
+    pub(super) boot: u32,
+    /// Each boot's wall-minus-boot clock offset.
+    pub(super) offsets: FxHashMap<u32, i64>,
+    containers: FxHashMap<ContainerKey, u32>,
+    next_container: u32,
+    next_seq: u64,
+    /// The entries' accounted size (bytes + ENTRY_OVERHEAD each).
+    pub(super) bytes: u64,
+    pub(super) entries: u64,
+}
+
+/// What one commit did.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Committed {
+    pub(super) written: u64,
+    pub(super) evicted: u64,
+}
+
+/// Container numbers, with the containers first seen in this batch to be added.
+struct TxnRefs<'a> {
+    known: &'a mut FxHashMap<ContainerKey, u32>,
+    next: &'a mut u32,
+    new: Vec<(u32, ContainerKey)>,
+}
+
+impl Refs for TxnRefs<'_> {
+    fn number(&mut self, key: &ContainerKey) -> u32 {
+        if let Some(&n) = self.known.get(key) {
+            return n;
+        }
+        let n = *self.next;
+        *self.next += 1;
+        self.known.insert(key.clone(), n);
+        self.new.push((n, key.clone()));
+        n
+    }
+
+    fn key(&self, _: u32) -> Option<ContainerKey> {
+        None
+    }
+}
+
+impl Open {
+    /// Loads the writer's state from an opened file.
+    pub(super) fn load(
+        db: Database,
+        boot: u32,
+        offsets: Vec<(u32, i64)>,
+    ) -> Result<Open, redb::Error> {
+        let (mut containers, mut meta) = (FxHashMap::default(), (0, 0));
+        let (next_seq, entries) = {
+            let r = redb::ReadableDatabase::begin_read(&db)?;
+            if let Ok(t) = r.open_table(CONTAINERS) {
+                for row in t.iter()? {
+                    let (k, v) = row?;
+                    let key = postcard::from_bytes::<ContainerRec>(v.value())
+                        .ok()
+                        .and_then(|c| c.key());
+                    if let Some(key) = key {
+                        containers.insert(key, k.value());
+                    }
+                }
+            }
+            if let Ok(m) = r.open_table(META) {
+                let get = |k| m.get(k).map(|v| v.map_or(0, |v| v.value()));
+                meta = (get("bytes")?, get("next_container")?);
+            }
+            match r.open_table(ENTRIES) {
+                Ok(t) => (t.last()?.map_or(0, |(k, _)| k.value() + 1), t.len()?),
+                Err(_) => (0, 0),
+            }
+        };
+        Ok(Open {
+            db: Arc::new(db),
+            boot,
+            offsets: offsets.into_iter().collect(),
+            containers,
+            next_container: meta.1 as u32,
+            next_seq,
+            bytes: meta.0,
+            entries,
+        })
+    }
+
+    /// Writes `batch` and evicts what the bounds require, in one transaction.
+    /// `name` gives a container's name when it is first stored.
+    pub(super) fn commit(
+        &mut self,
+        batch: &[(ContainerKey, Ended)],
+        name: &mut dyn FnMut(&ContainerKey) -> Option<String>,
+        lim: &Limits,
+        now_unix_ns: u64,
+    ) -> Result<Committed, redb::Error> {
+        let mut w = self.db.begin_write()?;
+        w.set_durability(redb::Durability::Immediate)
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        let mut done = Committed::default();
+        {
+            let mut entries = w.open_table(ENTRIES)?;
+            let mut index = w.open_table(BY_CONTAINER)?;
+            let mut refs = TxnRefs {
+                known: &mut self.containers,
+                next: &mut self.next_container,
+                new: Vec::new(),
+            };
+            for (key, e) in batch {
+                let c = refs.number(key);
+                let bytes = codec::encode(e, c, self.boot, &mut refs);
+                entries.insert(self.next_seq, bytes.as_slice())?;
+                index.insert((c, self.next_seq), ())?;
+                self.next_seq += 1;
+                self.bytes += bytes.len() as u64 + ENTRY_OVERHEAD;
+                self.entries += 1;
+                done.written += 1;
+            }
+            let new = std::mem::take(&mut refs.new);
+            let mut ctrs = w.open_table(CONTAINERS)?;
+            for (n, key) in new {
+                let rec = ContainerRec {
+                    runtime: key.runtime.as_str().into(),
+                    id: key.id.clone(),
+                    name: name(&key),
+                };
+                ctrs.insert(
+                    n,
+                    postcard::to_allocvec(&rec).unwrap_or_default().as_slice(),
+                )?;
+            }
+            let touched = self.evict(&mut entries, &mut index, lim, now_unix_ns)?;
+            done.evicted = touched.1;
+            self.forget_empty(&index, &mut ctrs, touched.0)?;
+            let mut meta = w.open_table(META)?;
+            meta.insert("bytes", self.bytes)?;
+            meta.insert("next_container", u64::from(self.next_container))?;
+        }
+        if done == Committed::default() {
+            w.abort()?;
+        } else {
+            w.commit()?;
+        }
+        Ok(done)
+    }
+
+    /// Drops the oldest entries while the store is over its size or they are past the
+    /// retention; returns the containers they were of and how many were dropped.
+    fn evict(
+        &mut self,
+        entries: &mut redb::Table<u64, &[u8]>,
+        index: &mut redb::Table<(u32, u64), ()>,
+        lim: &Limits,
+        now_unix_ns: u64,
+    ) -> Result<(FxHashSet<u32>, u64), redb::Error> {
+        let (mut touched, mut n) = (FxHashSet::default(), 0);
+        loop {
+            let Some((seq, len, head)) = entries
+                .first()?
+                .map(|(k, v)| (k.value(), v.value().len() as u64, codec::head(v.value())))
+            else {
+                break;
+            };
+            let too_old = head.is_some_and(|(_, boot, end)| {
+                let off = self.offsets.get(&boot).copied().unwrap_or(0);
+                let wall = (i128::from(end) + i128::from(off)).max(0) as u64;
+                now_unix_ns.saturating_sub(wall) > lim.retention_ns
+            });
+            if self.bytes <= lim.budget() && !too_old && head.is_some() {
+                break;
+            }
+            entries.remove(seq)?;
+            if let Some((c, _, _)) = head {
+                index.remove((c, seq))?;
+                touched.insert(c);
+            }
+            self.bytes = self.bytes.saturating_sub(len + ENTRY_OVERHEAD);
+            self.entries = self.entries.saturating_sub(1);
+            n += 1;
+        }
+        Ok((touched, n))
+    }
+
+    /// Removes the containers none of whose entries remain.
+    fn forget_empty(
+        &mut self,
+        index: &redb::Table<(u32, u64), ()>,
+        ctrs: &mut redb::Table<u32, &[u8]>,
+        touched: FxHashSet<u32>,
+    ) -> Result<(), redb::Error> {
+        for c in touched {
+            if index.range((c, 0)..=(c, u64::MAX))?.next().is_none() {
+                ctrs.remove(c)?;
+                self.containers.retain(|_, n| *n != c);
+            }
+        }
+        Ok(())
+    }
+}
