@@ -35,6 +35,9 @@ pub struct Agent {
     log: Mutex<Receiver<String>>,
     /// Stopped or killed already: nothing left for Drop.
     stopped: bool,
+    /// The history store's directory the harness chose (beside the socket), removed when
+    /// the agent is stopped (a crash leaves it for the next agent on the socket).
+    state_dir: Option<PathBuf>,
 }
 
 /// The agent exited, or said nothing about its API, before `ready_within`.
@@ -60,7 +63,9 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// How to start an agent: `cmd` ends in `observer agent` (perhaps behind a wrapper, with
-/// its own environment); the harness adds `--socket`, `--listen 127.0.0.1:0` and `extra`.
+/// its own environment); the harness adds `--socket`, `--listen 127.0.0.1:0`, a
+/// `--state-dir` beside the socket (unless `extra` has one: never the node's
+/// /var/lib/observer) and `extra`.
 pub struct Start<'a> {
     pub cmd: Command,
     pub socket: &'a Path,
@@ -84,6 +89,10 @@ impl Agent {
             ready_within,
             mut on_line,
         } = s;
+        let state_dir = (!extra.contains(&"--state-dir")).then(|| socket.with_extension("history"));
+        if let Some(d) = &state_dir {
+            cmd.arg("--state-dir").arg(d);
+        }
         let mut child = cmd
             .arg("--socket")
             .arg(socket)
@@ -129,6 +138,7 @@ impl Agent {
             startup_log: said,
             log: Mutex::new(rx),
             stopped: false,
+            state_dir,
         })
     }
 
@@ -204,6 +214,7 @@ impl Agent {
         let status = self.child.wait().expect("wait for the agent");
         self.stopped = true;
         let _ = std::fs::remove_file(self.socket.with_extension("state"));
+        self.remove_state_dir();
         (status, t.elapsed())
     }
 
@@ -213,6 +224,13 @@ impl Agent {
         self.signal(libc::SIGKILL);
         let _ = self.child.wait();
         self.stopped = true;
+    }
+
+    /// Removes the history store's directory the harness chose.
+    fn remove_state_dir(&self) {
+        if let Some(d) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     fn signal(&self, sig: i32) {
@@ -231,6 +249,7 @@ impl Drop for Agent {
         let _ = self.child.wait();
         // A clean stop removes the socket; the restart record beside it is the caller's.
         let _ = std::fs::remove_file(self.socket.with_extension("state"));
+        self.remove_state_dir();
     }
 }
 

@@ -46,8 +46,18 @@ impl Refs for Containers {
     }
 }
 
+/// How long a query waits for the store to open (the writer thread opens it as the agent
+/// starts; checking a big file takes up to a second or two).
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Store {
     fn reading(&self) -> Option<Reading> {
+        let until = std::time::Instant::now() + OPEN_WAIT;
+        while self.state.load(std::sync::atomic::Ordering::Relaxed) == super::State::Opening as u8
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         self.reading
             .read()
             .unwrap_or_else(|e| e.into_inner())

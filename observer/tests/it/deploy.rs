@@ -437,4 +437,27 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_image_unit_and_agent() {
     assert!(mounts
         .iter()
         .any(|m| m["mountPath"] == socket_dir.as_str() && m["readOnly"].is_null()));
+    // The history store's directory: the node's own, writable, and systemd's StateDirectory.
+    let state_dir = config
+        .lines()
+        .find_map(|l| l.strip_prefix("# state_dir = "))
+        .map(|s| s.trim_matches('"').to_string())
+        .expect("state_dir in deploy/config.toml");
+    let m = mounts
+        .iter()
+        .find(|m| m["mountPath"] == state_dir.as_str())
+        .unwrap_or_else(|| panic!("{state_dir} not mounted"));
+    assert!(m["readOnly"].is_null(), "{state_dir} is written");
+    let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+    assert_eq!(
+        v["hostPath"]["path"],
+        state_dir.as_str(),
+        "kept on the node"
+    );
+    let unit = std::fs::read_to_string(deploy("systemd/observer.service")).unwrap();
+    let name = state_dir.strip_prefix("/var/lib/").unwrap();
+    assert!(
+        unit.lines().any(|l| l == format!("StateDirectory={name}")),
+        "the unit's StateDirectory is {state_dir}"
+    );
 }

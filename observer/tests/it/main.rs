@@ -37,6 +37,7 @@ mod resilience;
 mod runtimes;
 mod scale;
 mod seed;
+mod store;
 mod systemd;
 mod tree;
 mod truth;

@@ -1,0 +1,252 @@
+//! The durable history store (`--state-dir`): `observer history` and `observer why` answer
+//! after the agent was killed with SIGKILL or stopped with SIGTERM, from a new agent on the
+//! same state directory — by name (the container removed meanwhile), id and id prefix,
+//! with exit codes and signals; and a store on a full or read-only file system leaves the
+//! agent running on its in-memory history, with a warning and the error metric. Run as
+//! root (the full-disk test mounts a small tmpfs of its own, under its own directory).
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use serde_json::Value;
+
+use crate::common::{agent::*, *};
+
+const T: Duration = Duration::from_secs(60);
+
+/// A directory of the test's own, removed when dropped (unmounted first when mounted).
+struct Dir {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let path =
+            std::env::temp_dir().join(format!("observer-test-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Dir {
+            path,
+            mounted: false,
+        }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// A tmpfs of `size` on it.
+    fn mount_tmpfs(&mut self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("observer-test-store")
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", self.path.display());
+        self.mounted = true;
+    }
+
+    fn remount_read_only(&self) {
+        let st = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.path).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A launcher container removed on drop.
+struct Rm(&'static str);
+
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = observer().args(["rm", "-f", self.0]).output();
+    }
+}
+
+fn status(agent: &Agent) -> Value {
+    serde_json::from_str(&http_body(&agent.http_get("/v1/status"))).unwrap()
+}
+
+fn store_status(agent: &Agent) -> Value {
+    status(agent)["history_store"].clone()
+}
+
+/// The entries' exit codes and signals, sorted: what must come back after a restart.
+fn endings(h: &Value) -> Vec<(i64, String, String)> {
+    let mut v: Vec<(i64, String, String)> = h["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["exit_code"].as_i64().unwrap(),
+                e["signal"].as_str().unwrap_or("").to_string(),
+                e["killed_by"]["sender"]["comm"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A launcher container whose shell kills a child with SIGKILL, has one exit 3, and exits
+/// 7 itself; returns the agent's history of it once PID 1's end is there and committed.
+fn ended_container(agent: &Agent, name: &str) -> Value {
+    let out = observer()
+        .args(["run", "-d", "--name", name, "--", "sh", "-c"])
+        .arg("sleep 100 & kill -KILL $!; wait; sh -c 'exit 3'; exit 7")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let why = eventually(T, "PID 1's end in the history", || {
+        let w = agent.json(&["why", name]);
+        (w["alive"] == false && !w["ended"].is_null()).then_some(w)
+    });
+    assert_eq!(why["ended"]["exit_code"], 7, "{why:#}");
+    let h = agent.json(&["history", name]);
+    let n = h["entries"].as_array().unwrap().len() as u64;
+    eventually(T, "the entries committed to the store", || {
+        let s = store_status(agent);
+        (s["written"].as_u64()? >= n && s["state"] == "ok").then_some(())
+    });
+    h
+}
+
+fn check_answers(agent: &Agent, name: &str, id: &str, want: &[(i64, String, String)]) {
+    for q in [name, id, &id[..12]] {
+        let h = agent.json(&["history", q]);
+        assert_eq!(endings(&h), want, "history {q}: {h:#}");
+        assert_eq!(h["name"], name, "the name it had, from the store");
+    }
+    let h = agent.json(&["history", name, "--since", "2d"]);
+    assert_eq!(endings(&h), want, "--since 2d");
+    let w = agent.json(&["why", name]);
+    assert_eq!(w["alive"], false, "{w:#}");
+    assert_eq!(w["ended"]["exit_code"], 7, "{w:#}");
+}
+
+#[test]
+fn history_and_why_answer_after_sigkill_and_sigterm_from_the_store() {
+    let dir = Dir::new("restart");
+    let name = "observer-test-store";
+    let _ = observer().args(["rm", "-f", name]).output();
+    let rm = Rm(name);
+    let first = Agent::start(&["--state-dir", dir.arg()]);
+    let h = ended_container(&first, name);
+    let id = h["id"].as_str().unwrap().to_string();
+    let want = endings(&h);
+    assert!(
+        want.contains(&(137, "SIGKILL".into(), "sh".into())),
+        "the child killed by its shell: {want:?}"
+    );
+    assert!(want.iter().any(|e| e.0 == 3) && want.iter().any(|e| e.0 == 7));
+    first.crash();
+    // Its runtime forgets it: only the store knows its name now.
+    drop(rm);
+    let second = Agent::start(&["--state-dir", dir.arg()]);
+    check_answers(&second, name, &id, &want);
+    let (st, _) = second.stop_with(libc::SIGTERM);
+    assert!(st.success());
+    let third = Agent::start(&["--state-dir", dir.arg()]);
+    check_answers(&third, name, &id, &want);
+    let api = http_body(&third.socket_get(&format!("/v1/containers/{name}/history?since=2d")));
+    let api: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(endings(&api), want, "the API route");
+    let s = store_status(&third);
+    assert_eq!(s["state"], "ok", "{s:#}");
+    assert!(s["entries"].as_u64().unwrap() >= want.len() as u64, "{s:#}");
+}
+
+/// Ended processes of a bare container (a pid namespace of its own): `n` shells, each
+/// exiting with its own code. Returns the namespace's inode, its id.
+fn bare_container_ends(n: u32) -> u64 {
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "sh", "-c"])
+        .arg(format!(
+            "sleep 0.5; i=0; while [ $i -lt {n} ]; do sh -c \"exit $((i % 100))\"; i=$((i+1)); done"
+        ))
+        .spawn()
+        .unwrap();
+    let ns = eventually(
+        Duration::from_secs(10),
+        "the bare container's shell",
+        || {
+            let c = first_child(child.id())?;
+            let ns = ns_inode(c, "pid");
+            (ns != ns_inode(std::process::id(), "pid")).then_some(ns)
+        },
+    );
+    assert!(child.wait().unwrap().success());
+    ns
+}
+
+/// The store's directory on `dir` cannot be written: the agent answers from memory and
+/// says so (the store state, the error metric, a warning).
+fn runs_on_memory(agent: &Agent, n: u32) {
+    let ns = bare_container_ends(n).to_string();
+    eventually(T, "the ended processes in the in-memory history", || {
+        let h = agent.json(&["history", &ns]);
+        // The in-memory history keeps 1,000 entries a container by default.
+        (h["entries"].as_array()?.len() as u32 > n.min(999)).then_some(())
+    });
+    let s = eventually(T, "the store's failure in the status", || {
+        let s = store_status(agent);
+        (s["errors"].as_u64()? > 0 && s["state"] == "failing").then_some(s)
+    });
+    let health = agent.http_get("/healthz");
+    assert!(
+        health.lines().next().unwrap().contains(" 200 "),
+        "{health} {s}"
+    );
+    let m = agent.http_get("/metrics");
+    let errors = m
+        .lines()
+        .find_map(|l| l.strip_prefix("observer_history_store_errors_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(errors.is_some_and(|e| e > 0.0), "{m}");
+    assert!(m.contains("observer_history_store_up 0"));
+    let logged = agent.log_lines().join("\n") + &agent.startup_log.join("\n");
+    assert!(logged.contains("history store"), "a warning: {logged}");
+}
+
+#[test]
+fn a_full_disk_leaves_the_agent_on_its_in_memory_history() {
+    let mut dir = Dir::new("full");
+    dir.mount_tmpfs("1m");
+    let agent = Agent::start(&["--state-dir", dir.arg()]);
+    eventually(T, "the store open", || {
+        (store_status(&agent)["state"] == "ok").then_some(())
+    });
+    // What is left of the file system, taken.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}/filler", dir.arg()))
+        .output();
+    runs_on_memory(&agent, 3000);
+    drop(agent);
+}
+
+#[test]
+fn a_read_only_state_dir_leaves_the_agent_on_its_in_memory_history() {
+    let mut dir = Dir::new("ro");
+    dir.mount_tmpfs("4m");
+    dir.remount_read_only();
+    let agent = Agent::start(&["--state-dir", dir.arg()]);
+    runs_on_memory(&agent, 20);
+    drop(agent);
+}
