@@ -16,6 +16,8 @@
 //! - churn: the agent's RSS through 1,000,000 short-lived processes and 10,000 short-lived
 //!   containers (churn.rs)
 //! - bpf-stats: the storm under an agent with and without `--bpf-stats on` (bpf_stats.rs)
+//! - store: bytes the history store writes to disk per ended process, for 4,000 short-lived
+//!   processes in a bare container (store.rs)
 
 use std::{
     path::PathBuf,
@@ -33,6 +35,7 @@ mod churn;
 mod hostile;
 mod peers;
 mod scale;
+mod store;
 
 fn observer() -> PathBuf {
     root().join("target/release/observer")
@@ -514,6 +517,9 @@ pub fn bench(only: &[String], with_peers: bool) -> Result<()> {
     }
     if want("bpf-stats") {
         bpf_stats::bpf_stats(&mut r)?;
+    }
+    if want("store") {
+        store::store(&mut r)?;
     }
     // Not part of the default set (it takes about 15 minutes): --only scale.
     if only.iter().any(|o| o == "scale") {
