@@ -121,6 +121,7 @@ fn create_dir(dir: &Path) -> Result<(), OpenError> {
 /// Opens one file: redb checks every page's checksum first (a file altered outside redb
 /// is an error, not a panic; a panic all the same is caught), then the schema version.
 fn open_file(path: &Path) -> Result<Database, OpenError> {
+    private(path)?;
     let opened = std::panic::catch_unwind(|| {
         Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -134,6 +135,25 @@ fn open_file(path: &Path) -> Result<Database, OpenError> {
     };
     check_schema(&db)?;
     Ok(db)
+}
+
+/// The file is root's alone (0600), whatever the directory's mode: its entries hold every
+/// command line, which /proc can hide from other users (`hidepid`) and the API serves to
+/// root only. Created so if missing; an existing one's mode is set.
+fn private(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unavailable =
+        |e: std::io::Error| OpenError::Unavailable(format!("{}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(unavailable)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(unavailable)
 }
 
 /// What an open's error means: a file to move aside, or a store unavailable for now.

@@ -70,6 +70,12 @@ fn entries_survive_a_reopen_and_are_found_by_id_prefix_and_name() {
     let s = store(&dir, 64 << 20);
     let o = open_store(&s).expect("the store opens again");
     assert_eq!(o.entries, 3);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.0.join(db::FILE))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "root's alone");
     for q in ["abcdef0123", "abcd", "web"] {
         assert_eq!(
             s.find(q),

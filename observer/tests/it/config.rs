@@ -214,7 +214,8 @@ fn a_stop_during_start_up_is_clean_too() {
     ));
     let _ = std::fs::remove_file(&socket);
     let mut child = observer()
-        .args(["agent", "--listen", "127.0.0.1:0", "--socket"])
+        // The history store is not what this is about: not the node's /var/lib/observer.
+        .args(["agent", "--history-disk-max", "0", "--listen", "127.0.0.1:0", "--socket"])
         .arg(&socket)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -245,6 +246,8 @@ fn json_logs_are_one_object_per_line() {
             "--log-format",
             "json",
             "-v",
+            "--history-disk-max",
+            "0",
             "--listen",
             "127.0.0.1:0",
             "--socket",
