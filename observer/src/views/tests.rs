@@ -309,6 +309,32 @@ fn history_escapes_parents_senders_and_the_container_name() {
     }
 }
 
+/// Entries of an earlier boot (from the history store) are marked in JSON and text, and
+/// `--boot` selects them.
+#[test]
+fn entries_of_an_earlier_boot_are_marked_and_selected_by_boot() {
+    let mut old = ended();
+    old.boot = -1;
+    let json = serde_json::to_value(&old).unwrap();
+    assert_eq!(json["boot"], -1);
+    assert!(serde_json::to_value(ended()).unwrap().get("boot").is_none());
+    let filter = |b| endings::HistoryFilter {
+        boot: b,
+        ..Default::default()
+    };
+    assert!(filter(Some(-1)).keep(&old, 0) && !filter(Some(0)).keep(&old, 0));
+    assert!(filter(Some(0)).keep(&ended(), 0) && filter(None).keep(&old, 0));
+    let v = HistoryView {
+        runtime: "docker".into(),
+        id: "abc".into(),
+        name: None,
+        entries: vec![old, ended()],
+        evicted_total: 0,
+    };
+    let out = endings::render(&esc(v));
+    assert_eq!(out.matches("[boot -1]").count(), 1, "{out}");
+}
+
 #[test]
 fn why_escapes_the_process_its_senders_and_the_oom_trigger() {
     let who = format!("PID 1 of {}, {} (host pid 100)", h("name"), h("comm"));
