@@ -21,7 +21,11 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{line, Counts, Item};
+use super::{
+    line,
+    origin::{self, SharedResolver},
+    Counts, Item,
+};
 
 /// A batch is written once it holds this much, or when the queue is empty.
 const BATCH_BYTES: usize = 256 << 10;
@@ -66,8 +70,8 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, item: &Item) -> bool {
-        let ok = line::write(&mut self.buf, item);
+    fn push(&mut self, item: &Item, names: Option<&origin::Names>) -> bool {
+        let ok = line::write(&mut self.buf, item, names);
         if ok {
             self.ends.push(self.buf.len());
         }
@@ -123,13 +127,19 @@ impl Failure {
 }
 
 /// The writer thread: until the agent drops the queue's sender.
-pub(super) fn run(mut rx: mpsc::Receiver<Item>, mut target: Target, counts: &Counts) {
+pub(super) fn run(
+    mut rx: mpsc::Receiver<Item>,
+    mut target: Target,
+    counts: &Counts,
+    resolver: &SharedResolver,
+) {
     let mut batch = Batch::default();
     let mut logged = Logged::default();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(item) = next {
-            if !batch.push(&item) {
+            let names = item.origin().map(|o| origin::names(resolver, o));
+            if !batch.push(&item, names.as_ref()) {
                 Counts::add(&counts.dropped, 1);
             }
             if batch.buf.len() >= BATCH_BYTES {

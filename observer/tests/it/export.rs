@@ -134,7 +134,7 @@ fn lines(files: &[PathBuf]) -> Vec<Value> {
                 .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", f.display()));
             let schema = v["schema"].as_str().unwrap_or_default();
             assert!(
-                schema == "observer.event/v1" || schema == "observer.history/v1",
+                schema == "observer.event/v2" || schema == "observer.history/v2",
                 "{}: schema {schema:?}: {l}",
                 f.display()
             );
@@ -187,7 +187,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     ]);
     storm(N, &mark);
     // The last line the storm causes: its shell's history entry.
-    let last = ["observer.history/v1", "\"comm\":\"sh\"", &mark];
+    let last = ["observer.history/v2", "\"comm\":\"sh\"", &mark];
     let (_, dropped) = settled(&a, "file", &path, &last);
     let before = status(&a);
     let files = export_files(&path, KEEP);
@@ -217,11 +217,11 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     let sent = n;
     let execs = all
         .iter()
-        .filter(|v| v["schema"] == "observer.event/v1" && argv_has(v, &mark))
+        .filter(|v| v["schema"] == "observer.event/v2" && argv_has(v, &mark))
         .count() as u64;
     let ended = all
         .iter()
-        .filter(|v| v["schema"] == "observer.history/v1" && argv_has(v, &mark))
+        .filter(|v| v["schema"] == "observer.history/v2" && argv_has(v, &mark))
         .count() as u64;
     eprintln!("{N} spawns: {execs} exec and {ended} history lines; sent {sent}, dropped {dropped}");
     if dropped == 0 {
@@ -235,7 +235,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     }
     assert!(
         all.iter()
-            .all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v1"),
+            .all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v2"),
         "--export-types exec,history exports nothing else"
     );
     let text: String = files
@@ -249,7 +249,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     );
     // The shell that ran the storm was its container's PID 1 and exited with 7.
     let sh = all.iter().find(|v| {
-        v["schema"] == "observer.history/v1"
+        v["schema"] == "observer.history/v2"
             && v["comm"] == "sh"
             && v["argv"].as_array().is_some_and(|a| {
                 a.iter()
@@ -314,7 +314,7 @@ fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
     let file = lines(&files);
     let out = lines(std::slice::from_ref(&stdout));
     assert!(file.iter().all(|v| v["type"] == "exec"), "only exec lines");
-    assert!(file.iter().all(|v| v["schema"] == "observer.event/v1"));
+    assert!(file.iter().all(|v| v["schema"] == "observer.event/v2"));
     let marked = out.iter().filter(|v| argv_has(v, &mark)).count();
     if out_dropped == 0 {
         assert_eq!(marked, N as usize, "an exec line per spawn on stdout");
