@@ -183,6 +183,9 @@ pub(crate) struct AgentArgs {
     /// Rotated export files kept (PATH.1 … PATH.N, the oldest removed).
     #[arg(long, env = "OBSERVER_EXPORT_FILE_KEEP", value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
     export_file_keep: u32,
+    /// Compress rotated export files with gzip (PATH.1.gz … PATH.N.gz).
+    #[arg(long, env = "OBSERVER_EXPORT_FILE_GZIP")]
+    export_file_gzip: bool,
     /// Write the same JSON lines to stdout (for `kubectl logs`).
     #[arg(long, env = "OBSERVER_EXPORT_STDOUT")]
     export_stdout: bool,
@@ -305,6 +308,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             file: a.export_file,
             file_max: a.export_file_max,
             file_keep: a.export_file_keep,
+            file_gzip: a.export_file_gzip,
             stdout: a.export_stdout,
             types: a.export_types,
         },

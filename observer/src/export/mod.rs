@@ -45,6 +45,8 @@ pub(crate) struct ExportConfig {
     pub(crate) file_max: u64,
     /// Rotated files kept (PATH.1 … PATH.keep).
     pub(crate) file_keep: u32,
+    /// Rotated files are gzip-compressed (PATH.1.gz …).
+    pub(crate) file_gzip: bool,
     pub(crate) stdout: bool,
     pub(crate) types: Types,
 }
@@ -173,7 +175,7 @@ impl Exporter {
         if let Some(path) = &cfg.file {
             targets.push((
                 "file",
-                sink::Target::file(path, cfg.file_max, cfg.file_keep),
+                sink::Target::file(path, cfg.file_max, cfg.file_keep, cfg.file_gzip),
             ));
         }
         if cfg.stdout {

@@ -86,12 +86,12 @@ fn applied(st: &Value) -> u64 {
 fn settled(a: &Agent, sink: &str, path: &Path, words: &[&str]) -> (u64, u64) {
     let mut last = (u64::MAX, u64::MAX);
     let mut same = 0;
-    // PATH, or PATH.1 if a rotation came right after.
+    // PATH, or PATH.1 (PATH.1.gz) if a rotation came right after.
     let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let gz = PathBuf::from(format!("{}.1.gz", path.display()));
     let found = || {
-        [path, rotated.as_path()].iter().any(|p| {
-            std::fs::read_to_string(p)
-                .is_ok_and(|t| t.lines().any(|l| words.iter().all(|w| l.contains(w))))
+        [path, rotated.as_path(), gz.as_path()].iter().any(|p| {
+            try_text(p).is_ok_and(|t| t.lines().any(|l| words.iter().all(|w| l.contains(w))))
         })
     };
     let counts = eventually(T, "the export sink to settle", || {
@@ -106,16 +106,35 @@ fn settled(a: &Agent, sink: &str, path: &Path, words: &[&str]) -> (u64, u64) {
     counts
 }
 
-/// PATH.keep … PATH.1, PATH that exist, oldest first.
+/// PATH.keep … PATH.1 (or PATH.n.gz), PATH that exist, oldest first.
 fn export_files(path: &Path, keep: u32) -> Vec<PathBuf> {
     (0..=keep)
         .rev()
-        .map(|n| match n {
-            0 => path.to_path_buf(),
-            n => PathBuf::from(format!("{}.{n}", path.display())),
+        .flat_map(|n| match n {
+            0 => vec![path.to_path_buf()],
+            n => vec![
+                PathBuf::from(format!("{}.{n}", path.display())),
+                PathBuf::from(format!("{}.{n}.gz", path.display())),
+            ],
         })
         .filter(|p| p.exists())
         .collect()
+}
+
+/// A file's text, decompressed when it is a .gz.
+fn read_text(f: &Path) -> String {
+    try_text(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+}
+
+fn try_text(f: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if f.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(std::fs::File::open(f)?).read_to_string(&mut text)?;
+    } else {
+        std::fs::File::open(f)?.read_to_string(&mut text)?;
+    }
+    Ok(text)
 }
 
 /// Every line of `files`, parsed; panics on a line that is not a JSON object with a
@@ -123,7 +142,7 @@ fn export_files(path: &Path, keep: u32) -> Vec<PathBuf> {
 fn lines(files: &[PathBuf]) -> Vec<Value> {
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).unwrap();
+        let text = read_text(f);
         assert!(
             text.is_empty() || text.ends_with('\n'),
             "{} ends mid-line",
@@ -166,7 +185,7 @@ fn storm(n: u32, mark: &str) {
 }
 
 #[test]
-fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_files() {
+fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip_files() {
     const N: u32 = 20_000;
     const MAX: u64 = 64 << 10;
     const KEEP: u32 = 1000; // enough to hold every line of the storm
@@ -180,6 +199,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
         "64K",
         "--export-file-keep",
         &KEEP.to_string(),
+        "--export-file-gzip",
         "--export-types",
         "exec,history",
         "--redact-args",
@@ -199,9 +219,15 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
     assert!(files.len() > 10, "{} files: the storm rotated", files.len());
     let all = lines(&files);
     for f in &files {
-        let len = std::fs::metadata(f).unwrap().len();
+        let len = read_text(f).len() as u64;
         assert!(len <= MAX, "{}: {len} bytes > {MAX}", f.display());
     }
+    assert!(
+        files[..files.len() - 1]
+            .iter()
+            .all(|f| f.extension().is_some_and(|e| e == "gz")),
+        "every rotated file is compressed: {files:?}"
+    );
     // The node goes on running processes: lines counted before the files were read ≤ lines
     // read ≤ lines counted after.
     std::thread::sleep(Duration::from_millis(200));
@@ -238,10 +264,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_file
             .all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v2"),
         "--export-types exec,history exports nothing else"
     );
-    let text: String = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect();
+    let text: String = files.iter().map(|f| read_text(f)).collect();
     assert!(!text.contains("hunter2"), "a secret reached the export");
     assert!(
         all.iter().any(|v| argv_has(v, &mark) && argv_has(v, "***")),
@@ -390,7 +413,8 @@ fn export_settings_are_accepted_in_the_config_file() {
     std::fs::write(
         &conf,
         "export_file = \"/var/log/observer/events.jsonl\"\nexport_file_max = \"10M\"\n\
-         export_file_keep = 3\nexport_stdout = true\nexport_types = \"exec,exit,history\"\n",
+         export_file_keep = 3\nexport_file_gzip = true\nexport_stdout = true\n\
+         export_types = \"exec,exit,history\"\n",
     )
     .unwrap();
     let out = observer()
@@ -408,6 +432,7 @@ fn export_settings_are_accepted_in_the_config_file() {
         "export_file",
         "export_file_max",
         "export_file_keep",
+        "export_file_gzip",
         "export_stdout",
         "export_types",
     ] {
