@@ -7,6 +7,7 @@
 
 mod line;
 mod origin;
+mod otlp;
 mod sink;
 
 use std::{
@@ -48,8 +49,15 @@ pub(crate) struct ExportConfig {
     /// Rotated files are gzip-compressed (PATH.1.gz …).
     pub(crate) file_gzip: bool,
     pub(crate) stdout: bool,
+    /// The OTLP sink (`--otlp-endpoint`).
+    pub(crate) otlp: Option<OtlpConfig>,
     pub(crate) types: Types,
 }
+
+pub(crate) use otlp::OtlpConfig;
+
+/// A sink's thread: its queue, its counts and the shared name resolver.
+type Runner = Box<dyn FnOnce(mpsc::Receiver<Item>, &Counts, &SharedResolver) + Send>;
 
 /// `--export-types`: event types by the names /v1/events uses, plus `history`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,18 +179,21 @@ impl Exporter {
     /// `dirs` are the runtimes' state, where the sinks' threads read container names.
     pub(crate) fn start(cfg: &ExportConfig, dirs: &StateDirs) -> anyhow::Result<Exporter> {
         let resolver: SharedResolver = Arc::new(std::sync::Mutex::new(Resolver::new(dirs.clone())));
-        let mut targets = Vec::new();
+        let mut runners: Vec<(&'static str, Runner)> = Vec::new();
         if let Some(path) = &cfg.file {
-            targets.push((
-                "file",
-                sink::Target::file(path, cfg.file_max, cfg.file_keep, cfg.file_gzip),
-            ));
+            let t = sink::Target::file(path, cfg.file_max, cfg.file_keep, cfg.file_gzip);
+            runners.push(("file", Box::new(move |rx, c, r| sink::run(rx, t, c, r))));
         }
         if cfg.stdout {
-            targets.push(("stdout", sink::Target::Stdout));
+            let t = sink::Target::Stdout;
+            runners.push(("stdout", Box::new(move |rx, c, r| sink::run(rx, t, c, r))));
+        }
+        if let Some(o) = &cfg.otlp {
+            let s = otlp::Sink::new(o)?;
+            runners.push(("otlp", Box::new(move |rx, c, r| otlp::run(rx, s, c, r))));
         }
         let mut queues = Vec::new();
-        for (name, target) in targets {
+        for (name, runner) in runners {
             let (tx, rx) = mpsc::channel(QUEUE);
             let counts = Arc::new(Counts::default());
             let c = counts.clone();
@@ -191,7 +202,7 @@ impl Exporter {
             std::thread::Builder::new()
                 .name(format!("export-{name}"))
                 .spawn(move || {
-                    sink::run(rx, target, &c, &r);
+                    runner(rx, &c, &r);
                     drop(done_tx);
                 })?;
             queues.push(Queue {
