@@ -208,7 +208,7 @@ pub(crate) fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String
         };
         let values: Vec<String> = m
             .get_raw(id)
-            .map(|r| r.map(|v| quote(&v.to_string_lossy())).collect())
+            .map(|r| r.map(|v| quote(&shown(id, &v.to_string_lossy()))).collect())
             .unwrap_or_default();
         let line = match (values.len(), arg.get_action()) {
             (0, ArgAction::SetTrue) => format!("{id} = false"),
@@ -220,6 +220,15 @@ pub(crate) fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String
         out.push_str(&format!("{line:<60} # {origin}\n"));
     }
     out
+}
+
+/// A setting's value as printed: an OTLP header's value is a credential (`Authorization=…`),
+/// so only its name is shown.
+fn shown(id: &str, v: &str) -> String {
+    match (id, v.split_once('=')) {
+        ("otlp_header", Some((name, _))) => format!("{name}=***"),
+        _ => v.to_string(),
+    }
 }
 
 /// A TOML basic string (JSON's string escapes are TOML's).

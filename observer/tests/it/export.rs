@@ -417,7 +417,9 @@ fn export_settings_are_accepted_in_the_config_file() {
         &conf,
         "export_file = \"/var/log/observer/events.jsonl\"\nexport_file_max = \"10M\"\n\
          export_file_keep = 3\nexport_file_gzip = true\nexport_stdout = true\n\
-         export_types = \"exec,exit,history\"\n",
+         export_types = \"exec,exit,history\"\n\
+         otlp_endpoint = \"https://otel.example:4318\"\notlp_header = [\"Authorization=Bearer s3cret\"]\n\
+         otlp_timeout = \"5s\"\n",
     )
     .unwrap();
     let out = observer()
@@ -438,12 +440,19 @@ fn export_settings_are_accepted_in_the_config_file() {
         "export_file_gzip",
         "export_stdout",
         "export_types",
+        "otlp_endpoint",
+        "otlp_header",
+        "otlp_timeout",
     ] {
         assert!(
             text.contains(key),
             "{key} missing from --print-config: {text}"
         );
     }
+    assert!(
+        text.contains("otlp_header = [\"Authorization=***\"]") && !text.contains("s3cret"),
+        "a header's value is a credential: {text}"
+    );
     std::fs::write(&conf, "export_types = \"exec,bogus\"\n").unwrap();
     let out = observer()
         .args(["agent", "--print-config", "--config"])

@@ -62,19 +62,25 @@ impl Sink {
     }
 }
 
-/// The node: `host.name`, and `k8s.node.name` from the DaemonSet's downward API
-/// (`NODE_NAME` or `K8S_NODE_NAME`).
+/// The node: `k8s.node.name` from the DaemonSet's downward API (`NODE_NAME` or
+/// `K8S_NODE_NAME`), and `host.name` — the node's name there too (the agent's pod has a
+/// UTS namespace of its own, whose hostname is the pod's name), else the hostname.
 fn resource() -> Resource {
     let mut attributes = vec![
         kv("service.name", "observer".into()),
         kv("service.version", env!("CARGO_PKG_VERSION").into()),
     ];
-    if let Ok(h) = nix::unistd::gethostname() {
-        attributes.push(kv("host.name", h.to_string_lossy().into_owned()));
-    }
     let node = ["NODE_NAME", "K8S_NODE_NAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|n| !n.is_empty()));
+    let host = node.clone().or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned())
+    });
+    if let Some(h) = host {
+        attributes.push(kv("host.name", h));
+    }
     if let Some(n) = node {
         attributes.push(kv("k8s.node.name", n));
     }

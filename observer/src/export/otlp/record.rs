@@ -54,6 +54,11 @@ pub(super) fn log_record(line: &[u8], unix_offset_ns: u64, now_unix_ns: u64) -> 
     for (k, v) in &obj {
         put(&mut attributes, kind, k, v);
     }
+    // A history entry names its parent first in its chain (none for a container's PID 1,
+    // whose parent is outside it).
+    if let Some(ppid) = obj.get("parents").and_then(|p| p.get(0)?.get("pid")) {
+        attributes.push(kv("process.parent_pid", any(ppid)));
+    }
     Some(LogRecord {
         time_unix_nano: time,
         observed_time_unix_nano: now_unix_ns,

@@ -54,6 +54,7 @@ fn a_history_line_of_an_oom_kill_maps_to_semantic_conventions_and_observer_names
         ("observer.oom.memory_limit_bytes", Any::IntValue(8_388_608)),
         ("observer.oom.trigger_comm", s("tail")),
         ("observer.failed", Any::BoolValue(true)),
+        ("process.parent_pid", Any::IntValue(41170)),
     ] {
         assert_eq!(a.get(k), Some(&v), "{k}");
     }
