@@ -217,9 +217,12 @@ fn a_docker_stop_reaches_the_collector_with_process_container_and_signal_attribu
     ] {
         assert_eq!(at[k], v, "{k}: {ended:#}");
     }
-    assert!(at["process.executable.path"]
-        .as_str()
-        .is_some_and(|p| p.ends_with("sleep")));
+    assert!(
+        at["process.executable.path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('/')),
+        "{ended:#}"
+    );
     assert!(at["observer.signal.sender.pid"].is_u64(), "{ended:#}");
     assert!(at["observer.signal.sender.origin"].is_string(), "{ended:#}");
     assert_eq!(ended["severity_text"], "WARN", "killed: a failure");
@@ -298,7 +301,8 @@ fn an_oom_kill_in_a_pod_reaches_the_collector_with_pod_and_oom_attributes() {
     ] {
         run.args(["--annotation", &ann(k, v)]);
     }
-    ok(run.args([image, id, "sh", "-c", "sleep 1; tail /dev/zero"]));
+    // tail a child of the shell (not exec'd as the last command), so it has a parent.
+    ok(run.args([image, id, "sh", "-c", "sleep 1; tail /dev/zero; echo ended"]));
     let ended = rx.wait_for("the OOM victim's history record", |r| {
         r["attributes"]["container.id"] == id
             && r["event_name"] == "observer.process.ended"
@@ -477,7 +481,11 @@ fn a_collector_that_never_answers_drops_and_counts_while_events_are_applied() {
     let text = std::fs::read_to_string(&file).unwrap();
     let execs = text
         .lines()
-        .filter(|l| l.contains("\"type\":\"exec\"") && l.contains(&mark))
+        .filter(|l| {
+            l.contains("\"type\":\"exec\"")
+                && l.contains("\"filename\":\"/bin/true\"")
+                && l.contains(&mark)
+        })
         .count();
     let st = status(&a);
     let file_dropped = st["export"]

@@ -123,7 +123,9 @@ impl Client {
     }
 
     async fn try_post(&mut self, body: Bytes) -> anyhow::Result<Outcome> {
-        let mut req = Request::post(self.uri.clone())
+        // Origin-form (`/v1/logs`): the whole URL is for proxies.
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = Request::post(path)
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header(HOST, self.authority())
             .body(Full::new(body))?;
@@ -342,6 +344,50 @@ mod tests {
             outcome(StatusCode::UNAUTHORIZED, b"", None),
             Outcome::Failed(w) if w.contains("401")
         ));
+    }
+
+    #[test]
+    fn a_post_is_origin_form_with_the_headers_and_a_protobuf_body() {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                head.push(line.trim_end().to_lowercase());
+            }
+            (&s).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            head
+        });
+        let mut c = Client::new(&OtlpConfig {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            headers: vec!["X-Scope-OrgID=t1".into()],
+            timeout: Duration::from_secs(5),
+            ..OtlpConfig::default()
+        })
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(c.post(Bytes::from_static(b"x")));
+        assert_eq!(out, Outcome::Sent { rejected: 0 });
+        let head = server.join().unwrap();
+        assert_eq!(head[0], "post /v1/logs http/1.1", "{head:?}");
+        assert!(head.contains(&"content-type: application/x-protobuf".to_string()));
+        assert!(head.contains(&"x-scope-orgid: t1".to_string()), "{head:?}");
+        assert!(
+            head.contains(&format!("host: 127.0.0.1:{port}")),
+            "{head:?}"
+        );
     }
 
     #[test]
