@@ -198,8 +198,11 @@ fn a_docker_stop_reaches_the_collector_with_process_container_and_signal_attribu
     // PID 1 without a handler: SIGTERM ignored, SIGKILL after the timeout.
     ok(docker().args(["stop", "-t", "1", name]));
     let in_it = |r: &Value| r["attributes"]["container.name"] == name;
+    // (runc's own processes in the container's cgroup end there too.)
     let ended = rx.wait_for("the history record of the stopped PID 1", |r| {
-        in_it(r) && r["event_name"] == "observer.process.ended"
+        in_it(r)
+            && r["event_name"] == "observer.process.ended"
+            && r["attributes"]["process.pid"] == pid1
     });
     check_resource(&ended);
     let at = &ended["attributes"];
