@@ -215,9 +215,24 @@ pub(crate) struct AgentArgs {
     /// 6 tries, then the batch is dropped and counted).
     #[arg(long, env = "OBSERVER_OTLP_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     otlp_timeout: Duration,
+    /// Compression of OTLP request bodies: gzip (as the OpenTelemetry Collector's own
+    /// exporter sends; every OTLP receiver takes it) or none.
+    #[arg(
+        long,
+        env = "OBSERVER_OTLP_COMPRESSION",
+        value_enum,
+        default_value = "gzip"
+    )]
+    otlp_compression: OtlpCompression,
     /// Log lines as text or as one JSON object per line (for log shippers).
     #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OtlpCompression {
+    Gzip,
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -337,6 +352,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
                 ca: a.otlp_ca,
                 headers: a.otlp_header,
                 timeout: a.otlp_timeout,
+                gzip: a.otlp_compression == OtlpCompression::Gzip,
             }),
             types: a.export_types,
         },

@@ -230,6 +230,7 @@ fn a_docker_stop_reaches_the_collector_with_process_container_and_signal_attribu
     assert!(at["observer.signal.sender.origin"].is_string(), "{ended:#}");
     assert_eq!(ended["severity_text"], "WARN", "killed: a failure");
     assert!(ended["time_unix_nano"].as_u64().unwrap() > 1_600_000_000_000_000_000);
+    assert_eq!(ended["content_encoding"], "gzip", "the default");
     let body: Value = serde_json::from_str(ended["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["container_name"], name, "the body is the JSON line");
 
@@ -386,6 +387,8 @@ fn https_with_a_private_ca_and_a_header_retried_after_503_and_arguments_redacted
         ca.to_str().unwrap(),
         "--otlp-header",
         "Authorization=Bearer t0ken",
+        "--otlp-compression",
+        "none",
         "--export-types",
         "exec",
         "--redact-args",
@@ -399,6 +402,7 @@ fn https_with_a_private_ca_and_a_header_retried_after_503_and_arguments_redacted
             .is_some_and(|c| c.contains(&mark))
     });
     check_resource(&exec);
+    assert_eq!(exec["content_encoding"], "identity");
     assert_eq!(
         exec["attributes"]["process.command_line"],
         format!("/bin/true *** {mark}"),

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
     body::Bytes,
     client::conn::http1,
-    header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER},
+    header::{HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, HOST, RETRY_AFTER},
     Request, StatusCode, Uri,
 };
 use hyper_util::rt::TokioIo;
@@ -33,6 +33,8 @@ pub(crate) struct OtlpConfig {
     pub(crate) headers: Vec<String>,
     /// How long one request may take, connection included.
     pub(crate) timeout: Duration,
+    /// Bodies are gzip-compressed (`Content-Encoding: gzip`).
+    pub(crate) gzip: bool,
 }
 
 /// A collector's answer to one batch.
@@ -54,6 +56,7 @@ pub(super) struct Client {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
+    gzip: bool,
     conn: Option<http1::SendRequest<Full<Bytes>>>,
 }
 
@@ -98,12 +101,27 @@ impl Client {
             tls,
             headers,
             timeout: cfg.timeout,
+            gzip: cfg.gzip,
             conn: None,
         })
     }
 
     pub(super) fn url(&self) -> String {
         self.uri.to_string()
+    }
+
+    /// An encoded request as it is sent (compressed once, for every try).
+    pub(super) fn body(&self, encoded: Vec<u8>) -> Bytes {
+        if !self.gzip {
+            return Bytes::from(encoded);
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(encoded.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Writing to a Vec cannot fail.
+        let _ = std::io::Write::write_all(&mut gz, &encoded);
+        Bytes::from(gz.finish().unwrap_or_default())
     }
 
     /// Sends one encoded ExportLogsServiceRequest, within the timeout.
@@ -129,6 +147,10 @@ impl Client {
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header(HOST, self.authority())
             .body(Full::new(body))?;
+        if self.gzip {
+            req.headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         for (k, v) in &self.headers {
             req.headers_mut().append(k.clone(), v.clone());
         }
@@ -371,19 +393,29 @@ mod tests {
             endpoint: format!("http://127.0.0.1:{port}"),
             headers: vec!["X-Scope-OrgID=t1".into()],
             timeout: Duration::from_secs(5),
+            gzip: true,
             ..OtlpConfig::default()
         })
         .unwrap();
+        let body = c.body(b"x".to_vec());
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, "x");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let out = rt.block_on(c.post(Bytes::from_static(b"x")));
+        let out = rt.block_on(c.post(body));
         assert_eq!(out, Outcome::Sent { rejected: 0 });
         let head = server.join().unwrap();
         assert_eq!(head[0], "post /v1/logs http/1.1", "{head:?}");
         assert!(head.contains(&"content-type: application/x-protobuf".to_string()));
         assert!(head.contains(&"x-scope-orgid: t1".to_string()), "{head:?}");
+        assert!(
+            head.contains(&"content-encoding: gzip".to_string()),
+            "{head:?}"
+        );
         assert!(
             head.contains(&format!("host: 127.0.0.1:{port}")),
             "{head:?}"

@@ -120,7 +120,9 @@ async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r:
             continue;
         }
         let n = records.len() as u64;
-        let body = Bytes::from(request(&sink.resource, records).encode_to_vec());
+        let body = sink
+            .client
+            .body(request(&sink.resource, records).encode_to_vec());
         match send(&mut sink.client, body).await {
             Ok(rejected) => {
                 let rejected = rejected.min(n);

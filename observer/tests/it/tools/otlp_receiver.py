@@ -11,6 +11,7 @@ to prove retries).
 """
 
 import argparse
+import gzip
 import http.server
 import json
 import ssl
@@ -73,6 +74,9 @@ def handler(state):
                 return self.answer(404, b"not the logs path")
             if self.headers.get("Content-Type") != "application/x-protobuf":
                 return self.answer(415, b"protobuf only")
+            encoding = self.headers.get("Content-Encoding", "identity")
+            if encoding == "gzip":
+                body = gzip.decompress(body)
             req = logs_service_pb2.ExportLogsServiceRequest()
             req.ParseFromString(body)
             lines = []
@@ -90,6 +94,7 @@ def handler(state):
                             "severity_text": r.severity_text,
                             "time_unix_nano": r.time_unix_nano,
                             "observed_time_unix_nano": r.observed_time_unix_nano,
+                            "content_encoding": encoding,
                         }))
             with state.lock:
                 with open(state.out, "a") as f:
