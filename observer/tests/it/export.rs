@@ -140,9 +140,40 @@ fn try_text(f: &Path) -> std::io::Result<String> {
 /// Every line of `files`, parsed; panics on a line that is not a JSON object with a
 /// schema.
 fn lines(files: &[PathBuf]) -> Vec<Value> {
+    let texts: Vec<(PathBuf, String)> = files.iter().map(|f| (f.clone(), read_text(f))).collect();
+    lines_of(&texts)
+}
+
+/// The files and their text, read between two rotations: the node's own processes keep
+/// adding lines, and a rotation while the files are listed and read moves lines from one
+/// name to another (read twice, or not at all).
+fn snapshot(path: &Path, keep: u32) -> Vec<(PathBuf, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let inodes = |files: &[PathBuf]| -> Vec<Option<u64>> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).ok().map(|m| m.ino()))
+            .collect()
+    };
+    eventually(
+        T,
+        "a read of the export files between two rotations",
+        || {
+            let files = export_files(path, keep);
+            let before = inodes(&files);
+            let texts: Option<Vec<(PathBuf, String)>> = files
+                .iter()
+                .map(|f| try_text(f).ok().map(|t| (f.clone(), t)))
+                .collect();
+            let same = export_files(path, keep) == files && inodes(&files) == before;
+            texts.filter(|_| same)
+        },
+    )
+}
+
+fn lines_of(texts: &[(PathBuf, String)]) -> Vec<Value> {
     let mut out = Vec::new();
-    for f in files {
-        let text = read_text(f);
+    for (f, text) in texts {
         assert!(
             text.is_empty() || text.ends_with('\n'),
             "{} ends mid-line",
@@ -210,16 +241,17 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
     let last = ["observer.history/v2", "\"comm\":\"sh\"", &mark];
     let (_, dropped) = settled(&a, "file", &path, &last);
     let before = status(&a);
-    let files = export_files(&path, KEEP);
+    let texts = snapshot(&path, KEEP);
+    let files: Vec<PathBuf> = texts.iter().map(|(f, _)| f.clone()).collect();
     assert!(
         files.len() as u32 <= KEEP,
         "{} files: the storm overflowed keep",
         files.len()
     );
     assert!(files.len() > 10, "{} files: the storm rotated", files.len());
-    let all = lines(&files);
-    for f in &files {
-        let len = read_text(f).len() as u64;
+    let all = lines_of(&texts);
+    for (f, t) in &texts {
+        let len = t.len() as u64;
         assert!(len <= MAX, "{}: {len} bytes > {MAX}", f.display());
     }
     assert!(
@@ -264,7 +296,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
             .all(|v| v["type"] == "exec" || v["schema"] == "observer.history/v2"),
         "--export-types exec,history exports nothing else"
     );
-    let text: String = files.iter().map(|f| read_text(f)).collect();
+    let text: String = texts.iter().map(|(_, t)| t.as_str()).collect();
     assert!(!text.contains("hunter2"), "a secret reached the export");
     assert!(
         all.iter().any(|v| argv_has(v, &mark) && argv_has(v, "***")),
