@@ -7,10 +7,10 @@
 //! (pure: the data they are handed in, JSON shapes and text out) → `api` (HTTP: the
 //! routes, assembling a view — the live facts read through `host`, then the view — the
 //! listeners with their limits, TLS and credentials) → `export` (events and history
-//! entries as JSON lines to a file or stdout, off the event loop), `store` (history
-//! entries on the node's disk, off the event loop, queried by `api`) → `agent` (start-up and
-//! the event loop) and `cli` (commands). `launcher` stands apart;
-//! `stdout` serves every command.
+//! entries as JSON lines to a file or stdout, and as OpenTelemetry logs to a collector, off
+//! the event loop), `store` (history entries on the node's disk, off the event loop, queried
+//! by `api`) → `agent` (start-up and the event loop) and `cli` (commands). `launcher` stands
+//! apart; `stdout` serves every command.
 //!
 //! The allowed imports between top-level modules, the one place they are written down
 //! (`tests.rs` here reads this table and fails on any other `crate::` path; an entry with

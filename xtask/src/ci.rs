@@ -95,6 +95,7 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
                 ("OBSERVER_PROMTOOL", promtool.as_os_str()),
                 ("OBSERVER_DEB", deb.as_os_str()),
                 ("OBSERVER_KUBE_VENV", kube.as_os_str()),
+                ("OBSERVER_PY_VENV", kube.as_os_str()),
             ],
         )
     })?;

@@ -3,7 +3,7 @@
 //! VM kernels), promtool — bookworm's promtool 2.42 is built without Kubernetes service
 //! discovery, so it cannot check deploy/prometheus/prometheus.yml; sid's promtool (3.5, a
 //! static Go binary) can — and from PyPI (pinned, into a venv) the Kubernetes manifest
-//! validators.
+//! validators and OpenTelemetry's protobuf definitions (the OTLP test's receiver).
 
 use std::{fs, path::PathBuf, process::Command};
 
@@ -38,11 +38,12 @@ pub fn promtool() -> Result<PathBuf> {
 
 /// A Python venv with the Kubernetes manifest validators from PyPI (pinned): kubernetes-validate
 /// (the built-in kinds' OpenAPI schemas) and the prometheus-operator CRD models (for the
-/// ServiceMonitor). Returns the venv's bin directory.
+/// ServiceMonitor); and opentelemetry-proto, with which the OTLP test's receiver decodes
+/// what the agent sends. Returns the venv's bin directory.
 pub fn kube_validators() -> Result<PathBuf> {
     let venv = root().join(".vm-cache/tools/kube-venv");
     let bin = venv.join("bin");
-    let ready = venv.join(".installed-1");
+    let ready = venv.join(".installed-2");
     if ready.exists() {
         return Ok(bin);
     }
@@ -53,6 +54,7 @@ pub fn kube_validators() -> Result<PathBuf> {
         "-q",
         "kubernetes-validate==1.37.0",
         "cloudcoil-models-prometheus-operator==0.80.1.0",
+        "opentelemetry-proto==1.45.2",
     ]))?;
     fs::write(&ready, "")?;
     Ok(bin)

@@ -155,8 +155,14 @@ pub(super) fn apply(
         if let Some(r) = redact {
             r.event(&mut ev);
         }
+        // A reaped process is gone from the table once its free event is applied.
+        let before = out
+            .exporter
+            .wants(&ev)
+            .then(|| out.exporter.origin(table, &ev))
+            .flatten();
         table.apply(&ev);
-        out.exporter.event(&ev);
+        out.exporter.event(&ev, table, before);
         if out.subscribers.receiver_count() > 0 {
             let _ = out.subscribers.send(ev);
         }

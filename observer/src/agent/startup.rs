@@ -53,7 +53,8 @@ pub(super) async fn start<'a>(
     table.history_limits = cfg.memory.history;
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
     let details = read_details(&table, cfg.redact.clone(), cgroup2);
-    let exporter = Exporter::start(&cfg.export).context("starting the export sinks")?;
+    let exporter =
+        Exporter::start(&cfg.export, &cfg.state_dirs).context("starting the export sinks")?;
     if exporter.wants_history() || store.wants() {
         table.keep_ended_for_export();
     }

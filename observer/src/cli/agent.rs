@@ -10,7 +10,7 @@ use crate::{
     agent::{self, AgentConfig},
     api::{connections::Limits, listeners::ListenConfig, web::Web, DEFAULT_LISTEN, DEFAULT_SOCKET},
     containers::{cgroup::Runtime, names::StateDirs, oci::OciRoot},
-    export::{ExportConfig, Types},
+    export::{ExportConfig, OtlpConfig, Types},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
     store::{Limits as StoreLimits, StoreConfig},
     views::metrics::UnknownLabel,
@@ -196,6 +196,9 @@ pub(crate) struct AgentArgs {
     /// Rotated export files kept (PATH.1 … PATH.N, the oldest removed).
     #[arg(long, env = "OBSERVER_EXPORT_FILE_KEEP", value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
     export_file_keep: u32,
+    /// Compress rotated export files with gzip (PATH.1.gz … PATH.N.gz).
+    #[arg(long, env = "OBSERVER_EXPORT_FILE_GZIP")]
+    export_file_gzip: bool,
     /// Write the same JSON lines to stdout (for `kubectl logs`).
     #[arg(long, env = "OBSERVER_EXPORT_STDOUT")]
     export_stdout: bool,
@@ -203,9 +206,46 @@ pub(crate) struct AgentArgs {
     /// setns, unshare, cgroup_attach, signal, oom) and `history`, comma-separated, or `all`.
     #[arg(long, env = "OBSERVER_EXPORT_TYPES", value_name = "TYPES", default_value = "all", value_parser = Types::parse)]
     export_types: Types,
+    /// Send the same records as OpenTelemetry logs to this OTLP/HTTP collector (protobuf):
+    /// `http(s)://host:4318` (`/v1/logs` is added) or the full logs URL. A slow or absent
+    /// collector drops records (counted), never events.
+    #[arg(long, env = "OBSERVER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// A header on every OTLP request (`name=value`, e.g. `Authorization=Bearer …`);
+    /// repeatable, comma-separated in the environment.
+    #[arg(
+        long = "otlp-header",
+        env = "OBSERVER_OTLP_HEADERS",
+        value_delimiter = ',',
+        value_name = "NAME=VALUE"
+    )]
+    otlp_header: Vec<String>,
+    /// PEM file of the CA certificates that verify an https OTLP endpoint (default: the
+    /// system's bundle).
+    #[arg(long, env = "OBSERVER_OTLP_CA", value_name = "FILE")]
+    otlp_ca: Option<PathBuf>,
+    /// How long one OTLP request may take before it is tried again (backoff from 0.5 s,
+    /// 6 tries, then the batch is dropped and counted).
+    #[arg(long, env = "OBSERVER_OTLP_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    otlp_timeout: Duration,
+    /// Compression of OTLP request bodies: gzip (as the OpenTelemetry Collector's own
+    /// exporter sends; every OTLP receiver takes it) or none.
+    #[arg(
+        long,
+        env = "OBSERVER_OTLP_COMPRESSION",
+        value_enum,
+        default_value = "gzip"
+    )]
+    otlp_compression: OtlpCompression,
     /// Log lines as text or as one JSON object per line (for log shippers).
     #[arg(long, env = "OBSERVER_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OtlpCompression {
+    Gzip,
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -337,7 +377,15 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             file: a.export_file,
             file_max: a.export_file_max,
             file_keep: a.export_file_keep,
+            file_gzip: a.export_file_gzip,
             stdout: a.export_stdout,
+            otlp: a.otlp_endpoint.map(|endpoint| OtlpConfig {
+                endpoint,
+                ca: a.otlp_ca,
+                headers: a.otlp_header,
+                timeout: a.otlp_timeout,
+                gzip: a.otlp_compression == OtlpCompression::Gzip,
+            }),
             types: a.export_types,
         },
         store,

@@ -208,7 +208,7 @@ pub(crate) fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String
         };
         let values: Vec<String> = m
             .get_raw(id)
-            .map(|r| r.map(|v| quote(&v.to_string_lossy())).collect())
+            .map(|r| r.map(|v| quote(&shown(id, &v.to_string_lossy()))).collect())
             .unwrap_or_default();
         let line = match (values.len(), arg.get_action()) {
             (0, ArgAction::SetTrue) => format!("{id} = false"),
@@ -222,7 +222,35 @@ pub(crate) fn render(agent: &Command, m: &ArgMatches, file: &FromFile) -> String
     out
 }
 
+/// A setting's value as printed: an OTLP header's value is a credential (`Authorization=…`),
+/// so only its name is shown.
+fn shown(id: &str, v: &str) -> String {
+    if id != "otlp_header" {
+        return v.to_string();
+    }
+    // Split as the sink parses it (`name=value`, else `name: value`); nothing else shown.
+    match v.split_once('=').or_else(|| v.split_once(':')) {
+        Some((name, _)) => format!("{}=***", name.trim()),
+        None => "***".into(),
+    }
+}
+
 /// A TOML basic string (JSON's string escapes are TOML's).
 fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn print_config_shows_no_otlp_header_value_in_either_form() {
+        for (given, printed) in [
+            ("Authorization=Bearer s3cr3t", "Authorization=***"),
+            ("Authorization: Basic dXNlcjpwYXNz==", "Authorization=***"),
+            ("Bearer-without-name", "***"),
+        ] {
+            assert_eq!(super::shown("otlp_header", given), printed);
+        }
+        assert_eq!(super::shown("listen", "127.0.0.1:1"), "127.0.0.1:1");
+    }
 }

@@ -1,10 +1,11 @@
 //! One exported item as one JSON line, `schema` first: an event is /v1/events' object
 //! (`views::event_line::EventJson`), a history entry is `observer history`'s
-//! (`views::endings::EndedView`) with the container it belonged to.
+//! (`views::endings::EndedView`); both with the container they came from and its names
+//! (`origin::Names`; an event of a host process has none).
 
 use serde::Serialize;
 
-use super::Item;
+use super::{origin::Names, Item};
 use crate::{
     host::clock::boot_now_ns,
     views::{
@@ -13,46 +14,42 @@ use crate::{
     },
 };
 
-pub(crate) const EVENT_SCHEMA: &str = "observer.event/v1";
-pub(crate) const HISTORY_SCHEMA: &str = "observer.history/v1";
+/// v2: the container's names and pod (v1 had none), and `runtime` is the one the views
+/// show (a CRI container's `containerd` or `crio` once its state is read, was `cri`).
+pub(crate) const EVENT_SCHEMA: &str = "observer.event/v2";
+pub(crate) const HISTORY_SCHEMA: &str = "observer.history/v2";
 
 #[derive(Serialize)]
 struct HistoryLine<'a> {
     schema: &'static str,
-    runtime: &'a str,
-    container_id: &'a str,
+    #[serde(flatten)]
+    names: &'a Names,
     #[serde(flatten)]
     entry: EndedView,
 }
 
-/// Appends `item` and a newline to `out`; false (nothing appended) when it would not
-/// serialize.
-pub(super) fn write(out: &mut Vec<u8>, item: &Item) -> bool {
+/// Appends `item` (from the container `names`) and a newline to `out`; false (nothing
+/// appended) when it would not serialize.
+pub(super) fn write(out: &mut Vec<u8>, item: &Item, names: Option<&Names>) -> bool {
     let start = out.len();
     let r = match item {
-        Item::Event(ev) => {
-            // EventJson's object with the schema spliced in as its first member.
+        Item::Event(ev, _) => {
+            // EventJson's object with the schema and the names spliced in first.
             out.extend_from_slice(b"{\"schema\":\"");
             out.extend_from_slice(EVENT_SCHEMA.as_bytes());
             out.extend_from_slice(b"\",");
-            let body = out.len();
-            let r = serde_json::to_writer(&mut *out, &EventJson::new(ev));
-            debug_assert!(r.is_err() || out[body] == b'{');
-            out.remove(body);
-            r
+            names
+                .map_or(Ok(()), |n| splice(out, n, true))
+                .and_then(|()| splice(out, &EventJson::new(ev), false))
         }
-        Item::History(h) => {
-            let (key, e) = &**h;
-            serde_json::to_writer(
-                &mut *out,
-                &HistoryLine {
-                    schema: HISTORY_SCHEMA,
-                    runtime: key.runtime.as_str(),
-                    container_id: &key.id,
-                    entry: ended_view(e, boot_now_ns()),
-                },
-            )
-        }
+        Item::History(h, _) => serde_json::to_writer(
+            &mut *out,
+            &HistoryLine {
+                schema: HISTORY_SCHEMA,
+                names: names.unwrap_or(&Names::default()),
+                entry: ended_view(&h.1, boot_now_ns()),
+            },
+        ),
     };
     if r.is_err() {
         out.truncate(start);
@@ -60,6 +57,27 @@ pub(super) fn write(out: &mut Vec<u8>, item: &Item) -> bool {
     }
     out.push(b'\n');
     true
+}
+
+/// `v`'s object without its opening brace, so that its members go on the object `out`
+/// is in; `more`: members follow (its closing brace becomes a comma).
+fn splice<T: Serialize>(out: &mut Vec<u8>, v: &T, more: bool) -> serde_json::Result<()> {
+    let at = out.len();
+    serde_json::to_writer(&mut *out, v)?;
+    debug_assert_eq!(out[at], b'{');
+    out.remove(at);
+    if more {
+        // An empty object leaves nothing to add.
+        let empty = out.len() == at + 1;
+        match out.last_mut() {
+            Some(_) if empty => {
+                out.pop();
+            }
+            Some(c) => *c = b',',
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,9 +134,9 @@ mod tests {
     fn an_event_line_is_the_events_route_object_with_the_schema_first() {
         let ev = exec();
         let mut out = b"previous\n".to_vec();
-        assert!(write(&mut out, &Item::Event(ev)));
+        assert!(write(&mut out, &Item::Event(ev, None), None));
         let line = std::str::from_utf8(&out[9..]).unwrap();
-        assert!(line.starts_with("{\"schema\":\"observer.event/v1\",\"type\":\"exec\""));
+        assert!(line.starts_with("{\"schema\":\"observer.event/v2\",\"type\":\"exec\""));
         assert!(
             line.ends_with("}\n") && line.matches('\n').count() == 1,
             "{line}"
@@ -126,6 +144,34 @@ mod tests {
         let mut got: serde_json::Value = serde_json::from_str(line).unwrap();
         got.as_object_mut().unwrap().remove("schema");
         assert_eq!(got, serde_json::to_value(EventJson::new(&ev)).unwrap());
+    }
+
+    #[test]
+    fn an_event_line_of_a_container_carries_its_names_after_the_schema() {
+        let ev = exec();
+        let names = Names {
+            container_id: "c0ffee".into(),
+            container_name: Some("web".into()),
+            runtime: "containerd".into(),
+            pod: Some("web-0".into()),
+            pod_namespace: Some("shop".into()),
+            pod_uid: None,
+        };
+        let mut out = Vec::new();
+        assert!(write(&mut out, &Item::Event(ev, None), Some(&names)));
+        let line = std::str::from_utf8(&out).unwrap();
+        assert!(
+            line.starts_with("{\"schema\":\"observer.event/v2\",\"container_id\":\"c0ffee\","),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["container_name"], "web");
+        assert_eq!(v["runtime"], "containerd");
+        assert_eq!(v["pod"], "web-0");
+        assert_eq!(v["pod_namespace"], "shop");
+        assert!(v["pod_uid"].is_null() && v.get("pod_uid").is_some());
+        assert_eq!(v["type"], "exec");
+        assert_eq!(v["filename"], "/bin/true");
     }
 
     #[test]
@@ -152,8 +198,18 @@ mod tests {
             with_namespace: None,
             ignored: Box::new([]),
         };
+        let names = Names {
+            container_id: key.id.clone(),
+            runtime: "bare".into(),
+            ..Names::default()
+        };
+        let origin = std::sync::Arc::new(crate::export::Origin::bare_for_tests(&key));
         let mut out = Vec::new();
-        assert!(write(&mut out, &Item::History(Box::new((key, e)))));
+        assert!(write(
+            &mut out,
+            &Item::History(Box::new((key, e)), origin),
+            Some(&names)
+        ));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["schema"], HISTORY_SCHEMA);
         assert_eq!(v["runtime"], "bare");

@@ -6,6 +6,8 @@
 //! stdout (`sink.rs`), both through the same code.
 
 mod line;
+mod origin;
+mod otlp;
 mod sink;
 
 use std::{
@@ -20,11 +22,16 @@ use observer_common::EventKind;
 use tokio::sync::mpsc;
 
 use crate::{
-    containers::ContainerKey,
+    containers::{
+        names::{Resolver, StateDirs},
+        ContainerKey,
+    },
     events::{kind_from_name, Event},
-    table::history::Ended,
+    table::{history::Ended, Table},
     views::status::ExportCounts,
 };
+pub(crate) use origin::Origin;
+use origin::{Origins, SharedResolver};
 
 /// Items a sink's queue holds before it drops: about a second of a storm of short-lived
 /// processes (4 to 5 events each at ~3,000 per second); the queue's memory grows with
@@ -39,9 +46,18 @@ pub(crate) struct ExportConfig {
     pub(crate) file_max: u64,
     /// Rotated files kept (PATH.1 … PATH.keep).
     pub(crate) file_keep: u32,
+    /// Rotated files are gzip-compressed (PATH.1.gz …).
+    pub(crate) file_gzip: bool,
     pub(crate) stdout: bool,
+    /// The OTLP sink (`--otlp-endpoint`).
+    pub(crate) otlp: Option<OtlpConfig>,
     pub(crate) types: Types,
 }
+
+pub(crate) use otlp::OtlpConfig;
+
+/// A sink's thread: its queue, its counts and the shared name resolver.
+type Runner = Box<dyn FnOnce(mpsc::Receiver<Item>, &Counts, &SharedResolver) + Send>;
 
 /// `--export-types`: event types by the names /v1/events uses, plus `history`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,15 +115,25 @@ impl Types {
     }
 }
 
-/// What a writer thread is handed.
+/// What a writer thread is handed: an event or a history entry, with the container it
+/// came from (None: a host process).
 #[expect(
     clippy::large_enum_variant,
     reason = "events are the stream: boxing each would allocate on the event loop; \
               history entries are rare"
 )]
 enum Item {
-    Event(Event),
-    History(Box<(ContainerKey, Ended)>),
+    Event(Event, Option<Arc<Origin>>),
+    History(Box<(ContainerKey, Ended)>, Arc<Origin>),
+}
+
+impl Item {
+    fn origin(&self) -> Option<&Origin> {
+        match self {
+            Item::Event(_, o) => o.as_deref(),
+            Item::History(_, o) => Some(o),
+        }
+    }
 }
 
 /// Lines a sink wrote and lines it could not take or write.
@@ -145,31 +171,38 @@ impl Queue {
 pub(crate) struct Exporter {
     queues: Vec<Queue>,
     types: Types,
+    origins: Origins,
 }
 
 impl Exporter {
-    /// Starts a writer thread per configured sink (none: an exporter that takes nothing).
-    pub(crate) fn start(cfg: &ExportConfig) -> anyhow::Result<Exporter> {
-        let mut targets = Vec::new();
+    /// Starts a writer thread per configured sink (none: an exporter that takes nothing);
+    /// `dirs` are the runtimes' state, where the sinks' threads read container names.
+    pub(crate) fn start(cfg: &ExportConfig, dirs: &StateDirs) -> anyhow::Result<Exporter> {
+        let resolver: SharedResolver = Arc::new(std::sync::Mutex::new(Resolver::new(dirs.clone())));
+        let mut runners: Vec<(&'static str, Runner)> = Vec::new();
         if let Some(path) = &cfg.file {
-            targets.push((
-                "file",
-                sink::Target::file(path, cfg.file_max, cfg.file_keep),
-            ));
+            let t = sink::Target::file(path, cfg.file_max, cfg.file_keep, cfg.file_gzip);
+            runners.push(("file", Box::new(move |rx, c, r| sink::run(rx, t, c, r))));
         }
         if cfg.stdout {
-            targets.push(("stdout", sink::Target::Stdout));
+            let t = sink::Target::Stdout;
+            runners.push(("stdout", Box::new(move |rx, c, r| sink::run(rx, t, c, r))));
+        }
+        if let Some(o) = &cfg.otlp {
+            let s = otlp::Sink::new(o)?;
+            runners.push(("otlp", Box::new(move |rx, c, r| otlp::run(rx, s, c, r))));
         }
         let mut queues = Vec::new();
-        for (name, target) in targets {
+        for (name, runner) in runners {
             let (tx, rx) = mpsc::channel(QUEUE);
             let counts = Arc::new(Counts::default());
             let c = counts.clone();
+            let r = resolver.clone();
             let (done_tx, done) = std::sync::mpsc::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("export-{name}"))
                 .spawn(move || {
-                    sink::run(rx, target, &c);
+                    runner(rx, &c, &r);
                     drop(done_tx);
                 })?;
             queues.push(Queue {
@@ -182,6 +215,7 @@ impl Exporter {
         Ok(Exporter {
             queues,
             types: cfg.types,
+            origins: Origins::default(),
         })
     }
 
@@ -191,13 +225,26 @@ impl Exporter {
         !self.queues.is_empty() && self.types.history
     }
 
-    /// An event as it was applied (secrets already masked).
-    pub(crate) fn event(&self, ev: &Event) {
-        if self.queues.is_empty() || !self.types.event(ev.kind()) {
+    /// Whether `ev` is exported: then its container is looked up (before the table
+    /// applies it: a reaped process is gone after).
+    pub(crate) fn wants(&self, ev: &Event) -> bool {
+        !self.queues.is_empty() && self.types.event(ev.kind())
+    }
+
+    /// The container of `ev`'s process as the table has it now.
+    pub(crate) fn origin(&self, table: &Table, ev: &Event) -> Option<Arc<Origin>> {
+        self.origins.of(table, ev.header().tgid)
+    }
+
+    /// An event as it was applied (secrets already masked), with its process's container
+    /// (`before`: looked up before it was applied; else it is looked up now).
+    pub(crate) fn event(&self, ev: &Event, table: &Table, before: Option<Arc<Origin>>) {
+        if !self.wants(ev) {
             return;
         }
+        let origin = before.or_else(|| self.origin(table, ev));
         for q in &self.queues {
-            q.offer(Item::Event(*ev));
+            q.offer(Item::Event(*ev, origin.clone()));
         }
     }
 
@@ -207,11 +254,12 @@ impl Exporter {
             return;
         }
         for e in entries {
+            let origin = self.origins.of_key(&e.0);
             let (last, rest) = self.queues.split_last().expect("not empty");
             for q in rest {
-                q.offer(Item::History(Box::new(e.clone())));
+                q.offer(Item::History(Box::new(e.clone()), origin.clone()));
             }
-            last.offer(Item::History(Box::new(e)));
+            last.offer(Item::History(Box::new(e), origin));
         }
     }
 
@@ -270,6 +318,7 @@ mod tests {
                 done,
             }],
             types: Types::parse("free").unwrap(),
+            origins: Origins::default(),
         };
         let free = Event::Free(observer_common::FreeEvent {
             header: observer_common::EventHeader {
@@ -292,8 +341,9 @@ mod tests {
                 comm: [0; observer_common::COMM_LEN],
             },
         });
+        let table = Table::new(1, Default::default());
         for _ in 0..5 {
-            x.event(&free);
+            x.event(&free, &table, None);
         }
         assert!(!x.wants_history(), "history was not asked for");
         let c = &x.counts()[0];

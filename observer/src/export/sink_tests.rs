@@ -142,3 +142,32 @@ fn lines_fit_by_whole_lines() {
     );
     assert_eq!(fitting(0, 1000, &b, 0), 4);
 }
+
+#[test]
+fn gzip_rotation_keeps_every_line_in_compressed_files_and_leaves_no_temporary() {
+    use std::io::Read;
+    let d = dir("gzip");
+    let mut f = RotatingFile::new(&d.join("out"), 100, 3);
+    f.gzip = true;
+    for k in 0..4 {
+        f.write(&lines(k * 5, 5, 30)).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out", "out.1.gz", "out.2.gz", "out.3.gz"]);
+    let mut all = String::new();
+    for n in ["out.3.gz", "out.2.gz", "out.1.gz"] {
+        let mut gz = flate2::read::GzDecoder::new(File::open(d.join(n)).unwrap());
+        gz.read_to_string(&mut all).unwrap();
+    }
+    all.push_str(&std::fs::read_to_string(d.join("out")).unwrap());
+    let got: Vec<&str> = all.lines().collect();
+    let first = 20 - got.len();
+    let want: Vec<String> = (first..20).map(|i| format!("{i:029}")).collect();
+    assert_eq!(got, want, "the newest lines, in order, none lost");
+    assert!(got.len() >= 11, "{} lines kept", got.len());
+    std::fs::remove_dir_all(&d).unwrap();
+}

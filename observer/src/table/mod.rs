@@ -131,6 +131,17 @@ impl Table {
         self.procs.get(&pid)
     }
 
+    /// The container `pid` is attributed to (export asks per event: two map lookups).
+    pub(crate) fn container_of(&self, pid: u32) -> Option<&crate::containers::Container> {
+        self.registry.get(self.get(pid)?.container?)
+    }
+
+    /// The member of `c` that is PID 1 of its pid namespace (the name resolver asks a bare
+    /// container's OCI runtime by it): a pass over its members.
+    pub(crate) fn init_of(&self, c: &crate::containers::Container) -> Option<u32> {
+        c.members.iter().copied().find(|&m| self.has_ns_init(m))
+    }
+
     pub(crate) fn processes(&self) -> impl Iterator<Item = &Process> {
         self.procs.values()
     }

@@ -44,7 +44,7 @@ impl Table {
     }
 
     /// Whether `pid` is PID 1 of its pid namespace.
-    fn has_ns_init(&self, pid: u32) -> bool {
+    pub(super) fn has_ns_init(&self, pid: u32) -> bool {
         self.get(pid)
             .is_some_and(|p| p.pid_level > 0 && p.ns_pid() == 1)
     }

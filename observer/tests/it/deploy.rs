@@ -343,6 +343,12 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_image_unit_and_agent() {
         containerfile.contains(&format!("-t observer:{version} ")),
         "{containerfile}"
     );
+    // The node's name for OTLP records (k8s.node.name) from the downward API.
+    let node = c["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "NODE_NAME"))
+        .expect("NODE_NAME in the container's env");
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
     // The metrics listener: flag, container port, probes, scrape annotations, Service, monitor.
     let args: Vec<&str> = c["args"]
         .as_array()

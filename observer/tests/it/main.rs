@@ -31,6 +31,7 @@ mod launcher;
 mod launcher_defaults;
 mod metrics;
 mod oci;
+mod otlp;
 mod pid_reuse;
 mod pods;
 mod resilience;

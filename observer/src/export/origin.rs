@@ -1,0 +1,179 @@
+//! The container an exported item came from, and its names. The event loop only hands on
+//! what the table already holds (the container's key, its containerd namespace and pod UID
+//! from the cgroup path, its PID 1), shared once per container; the sink's thread asks the
+//! runtimes' state files for the names (`containers::names::Resolver`, cached there), so no
+//! state-file read ever runs on the event loop.
+
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::{
+    containers::{
+        names::{Meta, Resolver},
+        Container, ContainerKey,
+    },
+    table::Table,
+};
+
+/// Containers remembered by the event loop's cache before it starts again (a node runs a
+/// few hundred; a churn of short-lived containers must not grow it for good).
+const CACHE_MAX: usize = 4096;
+
+/// What the table knows of a container, as the resolver takes it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(super) key: ContainerKey,
+    ctr_namespace: Option<String>,
+    pod_uid: Option<String>,
+    init_pid: Option<u32>,
+}
+
+/// The event loop's origins, one shared `Arc` per container.
+#[derive(Default)]
+pub(super) struct Origins(Mutex<FxHashMap<ContainerKey, Arc<Origin>>>);
+
+impl Origins {
+    /// The origin of `pid`'s container (None for a host process).
+    pub(super) fn of(&self, table: &Table, pid: u32) -> Option<Arc<Origin>> {
+        let c = table.container_of(pid)?;
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = cache.get(&c.key) {
+            return Some(o.clone());
+        }
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        let o = Arc::new(origin(c, table.init_of(c)));
+        cache.insert(c.key.clone(), o.clone());
+        Some(o)
+    }
+}
+
+impl Origins {
+    /// The origin of a history entry's container: as the events saw it, else its key alone
+    /// (the resolver then searches every containerd namespace).
+    pub(super) fn of_key(&self, key: &ContainerKey) -> Arc<Origin> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(key).cloned().unwrap_or_else(|| {
+            Arc::new(Origin {
+                key: key.clone(),
+                ctr_namespace: None,
+                pod_uid: None,
+                init_pid: None,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+impl Origin {
+    pub(super) fn bare_for_tests(key: &ContainerKey) -> Origin {
+        Origin {
+            key: key.clone(),
+            ctr_namespace: None,
+            pod_uid: None,
+            init_pid: None,
+        }
+    }
+}
+
+fn origin(c: &Container, init_pid: Option<u32>) -> Origin {
+    Origin {
+        key: c.key.clone(),
+        ctr_namespace: c.ctr_namespace.clone(),
+        pod_uid: c.pod_uid.clone(),
+        init_pid,
+    }
+}
+
+/// A container's fields in every exported record (docs/export.md): the runtime's id, the
+/// runtime as the views name it (a CRI container's real runtime once its state is read),
+/// and the names and pod the runtime's state gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Names {
+    pub(crate) container_id: String,
+    pub(crate) container_name: Option<String>,
+    pub(crate) runtime: String,
+    pub(crate) pod: Option<String>,
+    pub(crate) pod_namespace: Option<String>,
+    pub(crate) pod_uid: Option<String>,
+}
+
+impl Names {
+    pub(super) fn new(o: &Origin, meta: Meta) -> Names {
+        Names {
+            container_id: o.key.id.clone(),
+            container_name: meta.name,
+            runtime: meta.runtime.unwrap_or(o.key.runtime).as_str().to_string(),
+            pod: meta.pod,
+            pod_namespace: meta.pod_namespace,
+            pod_uid: o.pod_uid.clone().or(meta.pod_uid),
+        }
+    }
+}
+
+/// The sinks' name resolver, one for all of them (each sink's thread asks it in turn).
+pub(super) type SharedResolver = Arc<Mutex<Resolver>>;
+
+/// `o`'s names, on a sink's thread.
+pub(super) fn names(resolver: &SharedResolver, o: &Origin) -> Names {
+    let meta = resolver.lock().unwrap_or_else(|e| e.into_inner()).meta(
+        &o.key,
+        o.ctr_namespace.as_deref(),
+        o.init_pid,
+    );
+    Names::new(o, meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containers::cgroup::Runtime;
+
+    #[test]
+    fn names_take_the_resolved_runtime_and_the_cgroup_paths_pod_uid_first() {
+        let o = Origin {
+            key: ContainerKey {
+                runtime: Runtime::Cri,
+                id: "abc".into(),
+            },
+            ctr_namespace: Some("k8s.io".into()),
+            pod_uid: Some("uid-from-cgroup".into()),
+            init_pid: None,
+        };
+        let meta = Meta {
+            name: Some("web".into()),
+            pod: Some("web-0".into()),
+            pod_namespace: Some("shop".into()),
+            runtime: Some(Runtime::Containerd),
+            pod_uid: Some("uid-from-annotations".into()),
+            ..Meta::default()
+        };
+        let n = Names::new(&o, meta);
+        assert_eq!(n.runtime, "containerd");
+        assert_eq!(n.pod_uid.as_deref(), Some("uid-from-cgroup"));
+        assert_eq!(
+            (n.container_name.as_deref(), n.pod.as_deref()),
+            (Some("web"), Some("web-0"))
+        );
+        let bare = Names::new(
+            &Origin {
+                key: ContainerKey {
+                    runtime: Runtime::Bare,
+                    id: "4026532771".into(),
+                },
+                ctr_namespace: None,
+                pod_uid: None,
+                init_pid: Some(7),
+            },
+            Meta::default(),
+        );
+        assert_eq!(
+            (bare.runtime.as_str(), bare.container_name),
+            ("bare", None),
+            "nothing known: the id and runtime only"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The OTLP sink (`--otlp-endpoint`): every exported item as an OpenTelemetry log record,
+//! sent in batches with OTLP/HTTP protobuf to the fleet's collector.
+//!
+//! Why OpenTelemetry's generated protocol types (`opentelemetry-proto`) and a small client
+//! of our own rather than the SDK's pipeline (`opentelemetry_sdk` BatchLogProcessor with
+//! `opentelemetry-otlp`): the SDK's processor has a bounded queue of its own that drops
+//! without telling us how many (`observer_export_dropped_total{sink="otlp"}` must count
+//! every loss), its HTTP exporter brings reqwest (with a runtime and TLS stack of its own
+//! next to the agent's hyper and rustls), and its retries are an experimental feature.
+//! Here the sink is the file sink's model: the event loop offers into a bounded queue and
+//! never waits; this thread (a current-thread runtime of its own) makes records of what
+//! waits, up to BATCH per request, and sends them — retried with exponential backoff —
+//! while the queue drops and counts what it cannot take. The record is the JSON line with
+//! semantic-convention attributes (`record.rs`).
+
+mod client;
+mod record;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::body::Bytes;
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::ExportLogsServiceRequest,
+    common::v1::{any_value::Value as Any, AnyValue, InstrumentationScope, KeyValue},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    resource::v1::Resource,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+
+pub(crate) use client::OtlpConfig;
+use client::{Client, Outcome};
+
+use super::{
+    line,
+    origin::{self, SharedResolver},
+    Counts, Item,
+};
+use crate::host::clock::boot_now_ns;
+
+/// Records per request: what waits is sent at once, up to this many.
+const BATCH: usize = 2048;
+/// Tries of one batch before it is dropped (and counted): about 15 s of backoff.
+const ATTEMPTS: u32 = 6;
+const FIRST_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait between tries, also for a collector's `Retry-After`.
+const MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// A started OTLP sink, before its thread runs.
+pub(super) struct Sink {
+    client: Client,
+    resource: Resource,
+}
+
+impl Sink {
+    /// Checks the settings (URL, headers, CA file) so that a mistake stops the start.
+    pub(super) fn new(cfg: &OtlpConfig) -> anyhow::Result<Sink> {
+        Ok(Sink {
+            client: Client::new(cfg)?,
+            resource: resource(),
+        })
+    }
+}
+
+/// The node: `k8s.node.name` from the DaemonSet's downward API (`NODE_NAME` or
+/// `K8S_NODE_NAME`), and `host.name` — the node's name there too (the agent's pod has a
+/// UTS namespace of its own, whose hostname is the pod's name), else the hostname.
+fn resource() -> Resource {
+    let mut attributes = vec![
+        kv("service.name", "observer".into()),
+        kv("service.version", env!("CARGO_PKG_VERSION").into()),
+    ];
+    let node = ["NODE_NAME", "K8S_NODE_NAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|n| !n.is_empty()));
+    let host = node.clone().or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned())
+    });
+    if let Some(h) = host {
+        attributes.push(kv("host.name", h));
+    }
+    if let Some(n) = node {
+        attributes.push(kv("k8s.node.name", n));
+    }
+    Resource {
+        attributes,
+        ..Resource::default()
+    }
+}
+
+fn kv(key: &str, v: String) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValue(v)),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// The writer thread: until the agent drops the queue's sender.
+pub(super) fn run(rx: mpsc::Receiver<Item>, sink: Sink, counts: &Counts, r: &SharedResolver) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(serve(rx, sink, counts, r)),
+        Err(e) => log::error!("export to OTLP: cannot start its runtime: {e}"),
+    }
+}
+
+async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r: &SharedResolver) {
+    let mut failing = false;
+    while let Some(first) = rx.recv().await {
+        let (records, unwritable) = records(first, &mut rx, r);
+        Counts::add(&counts.dropped, unwritable);
+        if records.is_empty() {
+            continue;
+        }
+        let n = records.len() as u64;
+        let body = sink
+            .client
+            .body(request(&sink.resource, records).encode_to_vec());
+        match send(&mut sink.client, body).await {
+            Ok(rejected) => {
+                let rejected = rejected.min(n);
+                Counts::add(&counts.sent, n - rejected);
+                Counts::add(&counts.dropped, rejected);
+                if std::mem::take(&mut failing) {
+                    log::warn!("export to {}: sending again", sink.client.url());
+                }
+            }
+            Err(why) => {
+                Counts::add(&counts.dropped, n);
+                if !std::mem::replace(&mut failing, true) {
+                    log::warn!(
+                        "export to {}: {why}; records are dropped (counted in \
+                         observer_export_dropped_total) until it works again",
+                        sink.client.url()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The records of `first` and of what waits after it (up to BATCH), and how many items
+/// would not make a record.
+fn records(
+    first: Item,
+    rx: &mut mpsc::Receiver<Item>,
+    r: &SharedResolver,
+) -> (Vec<LogRecord>, u64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let offset = now.saturating_sub(boot_now_ns());
+    let mut out = Vec::new();
+    let mut failed = 0;
+    let mut buf = Vec::new();
+    let mut next = Some(first);
+    while let Some(item) = next {
+        buf.clear();
+        let names = item.origin().map(|o| origin::names(r, o));
+        let rec = line::write(&mut buf, &item, names.as_ref())
+            .then(|| record::log_record(buf.strip_suffix(b"\n").unwrap_or(&buf), offset, now))
+            .flatten();
+        match rec {
+            Some(rec) => out.push(rec),
+            None => failed += 1,
+        }
+        if out.len() >= BATCH {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    (out, failed)
+}
+
+fn request(resource: &Resource, log_records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource.clone()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "observer".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..InstrumentationScope::default()
+                }),
+                log_records,
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+}
+
+/// One batch, tried up to ATTEMPTS times: the records the collector rejected, or why it
+/// could not be sent.
+async fn send(client: &mut Client, body: Bytes) -> Result<u64, String> {
+    let mut delay = FIRST_DELAY;
+    let mut attempt = 1;
+    loop {
+        match client.post(body.clone()).await {
+            Outcome::Sent { rejected } => return Ok(rejected),
+            Outcome::Failed(why) => return Err(why),
+            Outcome::Retry(why, _) if attempt >= ATTEMPTS => {
+                return Err(format!("{why} ({attempt} tries)"))
+            }
+            Outcome::Retry(why, after) => {
+                log::debug!("export to {}: {why}; trying again", client.url());
+                tokio::time::sleep(after.unwrap_or(delay).min(MAX_DELAY)).await;
+                delay = (delay * 2).min(MAX_DELAY);
+                attempt += 1;
+            }
+        }
+    }
+}
