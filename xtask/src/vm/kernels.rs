@@ -10,13 +10,17 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{output, run};
+use crate::{
+    arch::Arch,
+    util::{output, run},
+};
 
 /// A kernel of the matrix: how the user names it and where Debian has it.
 pub struct KernelSeries {
     pub label: &'static str,
     suites: &'static [&'static str],
-    /// Package-name regex for `apt-cache search --names-only`.
+    /// Package-name regex for `apt-cache search --names-only`; `ARCH` stands for the
+    /// machine's Debian name (amd64, arm64).
     pattern: &'static str,
 }
 
@@ -24,23 +28,23 @@ pub const SERIES: &[KernelSeries] = &[
     KernelSeries {
         label: "5.10",
         suites: &["bullseye", "bullseye-security"],
-        pattern: r"^linux-image-5\.10\.0-[0-9]+-amd64$",
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-ARCH$",
     },
     KernelSeries {
         label: "6.1",
         suites: &["bookworm", "bookworm-security"],
-        pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-ARCH$",
     },
     KernelSeries {
         label: "6.12",
         suites: &["bookworm", "bookworm-security"],
-        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-ARCH$",
     },
     // The newest kernel Debian ships: unstable's.
     KernelSeries {
         label: "newest",
         suites: &["sid"],
-        pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-amd64$",
+        pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-ARCH$",
     },
 ];
 
@@ -54,11 +58,24 @@ pub fn series(label: &str) -> Result<&'static KernelSeries> {
 /// A private apt configuration for one set of suites, so the host's sources stay untouched.
 pub(crate) struct Apt {
     dir: PathBuf,
+    /// The packages' machine when it is not the host's.
+    foreign: Option<Arch>,
 }
 
 impl Apt {
     pub(crate) fn new(cache: &Path, suites: &[&str]) -> Result<Apt> {
-        let dir = cache.join("apt").join(suites.join("+"));
+        Apt::for_arch(cache, suites, Arch::host())
+    }
+
+    /// Lists and downloads packages of `arch` (apt's `APT::Architecture`: only the lists of
+    /// that machine are fetched, and a name means its package).
+    pub(crate) fn for_arch(cache: &Path, suites: &[&str], arch: Arch) -> Result<Apt> {
+        let foreign = (!arch.is_host()).then_some(arch);
+        let mut dir = cache.join("apt");
+        if let Some(a) = foreign {
+            dir = dir.join(a.deb());
+        }
+        let dir = dir.join(suites.join("+"));
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
         let mut list = String::new();
@@ -73,7 +90,7 @@ impl Apt {
             ));
         }
         fs::write(dir.join("sources.list"), list)?;
-        Ok(Apt { dir })
+        Ok(Apt { dir, foreign })
     }
 
     fn opts(&self, cmd: &mut Command) {
@@ -86,6 +103,10 @@ impl Apt {
             "APT::Sandbox::User=root".to_string(),
         ] {
             cmd.arg("-o").arg(o);
+        }
+        if let Some(a) = self.foreign {
+            cmd.arg("-o").arg(format!("APT::Architecture={a}"));
+            cmd.arg("-o").arg(format!("APT::Architectures={a}"));
         }
     }
 
@@ -130,31 +151,42 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
 }
 
+/// How a kernel of `arch` is named in the matrix: the series' label, prefixed by the
+/// machine when it is not amd64 (`arm64-6.1`).
+pub fn label(arch: Arch, series: &str) -> String {
+    match arch {
+        Arch::Amd64 => series.to_string(),
+        _ => format!("{arch}-{series}"),
+    }
+}
+
 /// Returns the cached kernel of a series, fetching it when absent. With `refresh`, looks for
 /// a newer package first.
-pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
-    let dir = cache.join("kernels").join(s.label);
+pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Result<Kernel> {
+    let label = label(arch, s.label);
+    let dir = cache.join("kernels").join(&label);
     let marker = dir.join("package");
     if !refresh {
         if let Ok(pkg) = fs::read_to_string(&marker) {
             let vmlinuz = dir.join("vmlinuz");
             if vmlinuz.is_file() {
                 return Ok(Kernel {
-                    label: s.label.into(),
+                    label,
                     package: pkg.trim().into(),
                     vmlinuz,
                 });
             }
         }
     }
-    let apt = Apt::new(cache, s.suites)?;
+    let apt = Apt::for_arch(cache, s.suites, arch)?;
     apt.update()?;
+    let pattern = s.pattern.replace("ARCH", arch.deb());
     let pkg = apt
-        .newest(s.pattern)
-        .with_context(|| format!("no package matching {} in {:?}", s.pattern, s.suites))?;
+        .newest(&pattern)
+        .with_context(|| format!("no package matching {pattern} in {:?}", s.suites))?;
     if fs::read_to_string(&marker).is_ok_and(|p| p.trim() == pkg) && dir.join("vmlinuz").is_file() {
         return Ok(Kernel {
-            label: s.label.into(),
+            label,
             package: pkg,
             vmlinuz: dir.join("vmlinuz"),
         });
@@ -180,7 +212,7 @@ pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
         bail!("extracting {pkg} failed");
     }
     Ok(Kernel {
-        label: s.label.into(),
+        label,
         package: pkg,
         vmlinuz: dir.join("vmlinuz"),
     })

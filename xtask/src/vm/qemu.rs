@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::initramfs::TAG;
+use crate::arch::Arch;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -43,6 +44,36 @@ pub enum Accel {
     Tcg,
 }
 
+/// The qemu program, its first arguments (machine, CPU, acceleration) and the guest's
+/// console for `arch`. arm64 guests are always emulated: `virt` with the `max` CPU, whose
+/// pointer authentication uses QEMU's own cheap algorithm (`pauth-impdef`), not the
+/// architected QARMA that costs TCG dearly on every call and return of the kernel.
+fn machine(arch: Arch, accel: Accel) -> (&'static str, Vec<&'static str>, &'static str) {
+    let (accel_arg, cpu) = match accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg,thread=single", "max"),
+    };
+    match arch {
+        Arch::Amd64 => (
+            "qemu-system-x86_64",
+            vec!["-accel", accel_arg, "-cpu", cpu],
+            "ttyS0",
+        ),
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            vec![
+                "-M",
+                "virt",
+                "-accel",
+                "tcg,thread=single",
+                "-cpu",
+                "max,pauth-impdef=on",
+            ],
+            "ttyAMA0",
+        ),
+    }
+}
+
 /// Boots and runs the guest. With `boot_timeout`, gives up early (`Boot::booted` false) when
 /// the guest's init has not printed its first line by then — how a hanging KVM shows.
 #[allow(clippy::too_many_arguments)]
@@ -51,6 +82,7 @@ pub enum Accel {
     reason = "split once the arm64 work (qemu-system-aarch64) has landed"
 )]
 pub fn boot(
+    arch: Arch,
     label: &str,
     vmlinuz: &Path,
     initrd: &Path,
@@ -61,23 +93,10 @@ pub fn boot(
     only: Option<&str>,
 ) -> Result<Boot> {
     let started = Instant::now();
-    let (accel_arg, cpu) = match accel {
-        Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg,thread=single", "max"),
-    };
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            accel_arg,
-            "-cpu",
-            cpu,
-            "-smp",
-            "2",
-            "-m",
-            "1536",
-            "-nographic",
-            "-no-reboot",
-        ])
+    let (qemu, first, console) = machine(arch, accel);
+    let mut child = Command::new(qemu)
+        .args(first)
+        .args(["-smp", "2", "-m", "1536", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
@@ -85,14 +104,14 @@ pub fn boot(
         .arg("-append")
         .arg(match only {
             // The guest's init runs only the tests whose name contains this.
-            Some(o) => format!("console=ttyS0 panic=-1 quiet loglevel=3 observer.only={o}"),
-            None => "console=ttyS0 panic=-1 quiet loglevel=3".to_string(),
+            Some(o) => format!("console={console} panic=-1 quiet loglevel=3 observer.only={o}"),
+            None => format!("console={console} panic=-1 quiet loglevel=3"),
         })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting qemu-system-x86_64")?;
+        .with_context(|| format!("starting {qemu}"))?;
     let (tx, rx) = channel();
     let out = child.stdout.take().unwrap();
     let tx2 = tx.clone();
