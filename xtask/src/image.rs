@@ -25,6 +25,9 @@ pub fn image() -> Result<()> {
     // A manifest list of that name from an earlier run would gain a second entry per
     // platform: start afresh (`manifest rm` removes the list, not the images).
     let _ = output(Command::new("podman").args(["manifest", "rm", &list]));
+    if output(Command::new("podman").args(["image", "exists", &list])).is_some() {
+        bail!("an image named {list} is in the way of the manifest list: `podman rmi {list}`");
+    }
     run(Command::new("podman").args(["manifest", "create", &list]))?;
     for arch in MACHINES {
         let tag = format!("{list}-{arch}");

@@ -116,17 +116,18 @@ impl Apt {
         run(c.args(["-q", "update"]))
     }
 
-    fn newest(&self, pattern: &str) -> Option<String> {
+    /// The packages whose names match `pattern`, newest first.
+    fn newest_first(&self, pattern: &str) -> Vec<String> {
         let mut c = Command::new("apt-cache");
         self.opts(&mut c);
-        let out = output(c.args(["search", "--names-only", pattern]))?;
+        let out = output(c.args(["search", "--names-only", pattern])).unwrap_or_default();
         let mut names: Vec<String> = out
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .map(String::from)
             .collect();
-        names.sort_by_key(|n| version_key(n));
-        names.pop()
+        names.sort_by_key(|n| std::cmp::Reverse(version_key(n)));
+        names
     }
 
     pub(crate) fn download(&self, pkg: &str, into: &Path) -> Result<()> {
@@ -181,26 +182,22 @@ pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Resul
     let apt = Apt::for_arch(cache, s.suites, arch)?;
     apt.update()?;
     let pattern = s.pattern.replace("ARCH", arch.deb());
-    let pkg = apt
-        .newest(&pattern)
+    let names = apt.newest_first(&pattern);
+    let newest = names
+        .first()
         .with_context(|| format!("no package matching {pattern} in {:?}", s.suites))?;
-    if fs::read_to_string(&marker).is_ok_and(|p| p.trim() == pkg) && dir.join("vmlinuz").is_file() {
+    let cached = fs::read_to_string(&marker).unwrap_or_default();
+    if cached.trim() == newest && dir.join("vmlinuz").is_file() {
         return Ok(Kernel {
             label,
-            package: pkg,
+            package: newest.clone(),
             vmlinuz: dir.join("vmlinuz"),
         });
     }
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    eprintln!("vm-test: fetching {pkg}");
     let x = dir.join("x");
-    extract(&apt, &pkg, &dir, &x)?;
-    if find_prefixed(&x, "vmlinuz").is_none() {
-        // Newer Debian kernels (≥ 6.17 in sid) moved the image into linux-binary-<version>.
-        let binary = pkg.replacen("linux-image-", "linux-binary-", 1);
-        extract(&apt, &binary, &dir, &x)?;
-    }
+    let pkg = extract_first(&apt, &names, &dir, &x)?;
     let image = find_prefixed(&x, "vmlinuz").context("no vmlinuz in the kernel packages")?;
     fs::rename(&image, dir.join("vmlinuz"))?;
     if let Some(cfg) = find_prefixed(&x, "config") {
@@ -216,6 +213,31 @@ pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Resul
         package: pkg,
         vmlinuz: dir.join("vmlinuz"),
     })
+}
+
+/// Extracts the newest of `names` that the mirror serves into `x`; returns its name. An
+/// index may list a package its pool lacks (bullseye-security's arm64 5.10.0-46 here: 404):
+/// then the next older one of the series.
+fn extract_first(apt: &Apt, names: &[String], dir: &Path, x: &Path) -> Result<String> {
+    let mut why = None;
+    for pkg in names {
+        eprintln!("vm-test: fetching {pkg}");
+        let mut got = extract(apt, pkg, dir, x);
+        if got.is_ok() && find_prefixed(x, "vmlinuz").is_none() {
+            // Newer Debian kernels (≥ 6.17 in sid) moved the image into linux-binary-<version>.
+            let binary = pkg.replacen("linux-image-", "linux-binary-", 1);
+            got = extract(apt, &binary, dir, x);
+        }
+        match got {
+            Ok(()) => return Ok(pkg.clone()),
+            Err(e) => {
+                eprintln!("vm-test: {e:#}; trying an older package");
+                let _ = fs::remove_dir_all(x);
+                why = Some(e);
+            }
+        }
+    }
+    Err(why.unwrap_or_else(|| anyhow::anyhow!("no kernel package")))
 }
 
 /// Downloads `pkg` into `dir`, extracts it into `x` and deletes the .deb.

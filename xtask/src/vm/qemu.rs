@@ -45,9 +45,9 @@ pub enum Accel {
 }
 
 /// The qemu program, its first arguments (machine, CPU, acceleration) and the guest's
-/// console for `arch`. arm64 guests are always emulated: `virt` with the `max` CPU, whose
-/// pointer authentication uses QEMU's own cheap algorithm (`pauth-impdef`), not the
-/// architected QARMA that costs TCG dearly on every call and return of the kernel.
+/// console for `arch`. Emulated arm64 guests get `virt` with the `max` CPU, whose pointer
+/// authentication uses QEMU's own cheap algorithm (`pauth-impdef`), not the architected
+/// QARMA that costs TCG dearly on every call and return of the kernel.
 fn machine(arch: Arch, accel: Accel) -> (&'static str, Vec<&'static str>, &'static str) {
     let (accel_arg, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
@@ -65,9 +65,13 @@ fn machine(arch: Arch, accel: Accel) -> (&'static str, Vec<&'static str>, &'stat
                 "-M",
                 "virt",
                 "-accel",
-                "tcg,thread=single",
+                accel_arg,
                 "-cpu",
-                "max,pauth-impdef=on",
+                if accel == Accel::Tcg {
+                    "max,pauth-impdef=on"
+                } else {
+                    cpu
+                },
             ],
             "ttyAMA0",
         ),
