@@ -1,5 +1,5 @@
 //! The guest's tools for a machine that is not the host's: busybox, util-linux's unshare,
-//! nsenter and setpriv, and crun, from Debian's packages of that machine (the host's own
+//! nsenter and setpriv, crun, coreutils' id, true and sleep, and libcap's setcap, from Debian's packages of that machine (the host's own
 //! suite, so they are the versions the amd64 guests copy from the host), unpacked into a
 //! sysroot under .vm-cache once. Their shared libraries are found by reading the ELF
 //! binaries (`readelf`), as `ldd` cannot run a foreign binary.
@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "util-linux",
     "crun",
+    "coreutils",
+    "libcap2-bin",
     "libc6",
     "libselinux1",
     "libpcre2-8-0",
@@ -107,6 +109,16 @@ fn needs(bin: &Path) -> Result<(Option<String>, Vec<String>)> {
     Ok((interp, sonames))
 }
 
+/// Where the packages put `rel` (`usr/bin/true`): there, or without the `usr/` (or with
+/// one) — the host's /bin is /usr/bin (merged /usr), the packages' files are not moved.
+fn locate(sysroot: &Path, rel: &Path) -> Option<PathBuf> {
+    let other = match rel.strip_prefix("usr") {
+        Ok(r) => r.to_path_buf(),
+        Err(_) => Path::new("usr").join(rel),
+    };
+    resolve(sysroot, rel).or_else(|| resolve(sysroot, &other))
+}
+
 /// Copies `tool` (a path inside the sysroot) and the libraries it loads, transitively, to
 /// the same paths under `root`.
 pub fn copy_with_libs(sysroot: &Path, tool: &str, root: &Path) -> Result<()> {
@@ -116,7 +128,7 @@ pub fn copy_with_libs(sysroot: &Path, tool: &str, root: &Path) -> Result<()> {
         if done.contains(&rel) {
             continue;
         }
-        let real = resolve(sysroot, &rel)
+        let real = locate(sysroot, &rel)
             .with_context(|| format!("{} is not in {}", rel.display(), sysroot.display()))?;
         let (interp, sonames) = needs(&sysroot.join(&real))?;
         let dst = root.join(&rel);
