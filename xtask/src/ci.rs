@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{fuzz, hygiene, package, setup, tools, torture, util::root, vm};
+use crate::{arch::Arch, fuzz, hygiene, package, setup, tools, torture, util::root, vm};
 
 /// One row of the table: a phase, its wall time, whether it passed.
 struct Phase {
@@ -83,7 +83,7 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         Ok((tools::promtool()?, tools::kube_validators()?))
     })?;
     phases.run("lint", lint)?;
-    let deb = phases.run("package", package::package)?;
+    let deb = phases.run("package", || package::package(Arch::host()))?;
     phases.run("host tests (build)", || crate::build_tests(&[]).map(|_| ()))?;
     // The fuzz targets' build (another toolchain, nothing shared) runs at nice 19 beside
     // the host tests and the torture, which mostly wait.
@@ -114,6 +114,7 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         refresh: false,
         timeout: Duration::from_secs(900),
         only: None,
+        arch: Arch::host(),
     });
     phases.add("vm prepare", times.prepare, times.prepare_ok);
     // Kernels boot two at a time: their rows overlap; "vm matrix" is the phase's wall time.

@@ -1,11 +1,13 @@
-//! Project tasks: `cargo xtask setup | build | run | test | vm-test | package | bench | fuzz
-//! | torture | hygiene-check` (and the hidden `__runner` the test command runs its tests
+//! Project tasks: `cargo xtask setup | build | run | test | vm-test | package | image | bench
+//! | fuzz | torture | hygiene-check` (and the hidden `__runner` the test command runs its tests
 //! under).
 
+mod arch;
 mod bench;
 mod ci;
 mod fuzz;
 mod hygiene;
+mod image;
 mod package;
 mod setup;
 mod tools;
@@ -19,6 +21,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use arch::Arch;
 use clap::{Parser, Subcommand};
 use util::{is_root, root, run};
 
@@ -37,8 +40,13 @@ enum Cmd {
         #[arg(long)]
         tests: bool,
     },
-    /// Set up, then build the release binary (target/release/observer).
-    Build,
+    /// Set up, then build the release binary (target/release/observer); with --arch, the
+    /// static (musl) binary for that machine (target/<arch>-unknown-linux-musl/release/).
+    Build {
+        /// amd64 or arm64 (cross-built here).
+        #[arg(long)]
+        arch: Option<Arch>,
+    },
     /// Set up, build, then run observer (default: `observer agent`); extra args go to it.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -58,10 +66,20 @@ enum Cmd {
         /// Only the tests whose `module::name` contains this (e.g. `pid_reuse::`).
         #[arg(long)]
         only: Option<String>,
+        /// The guests' machine: amd64, or arm64 (cross-built, emulated by qemu-system-aarch64).
+        #[arg(long, default_value = "amd64")]
+        arch: Arch,
     },
     /// Build the Debian package (static musl binary, systemd unit, config, completions, man
     /// pages) into target/package/ with cargo-deb.
-    Package,
+    Package {
+        /// amd64 or arm64 (cross-built here).
+        #[arg(long, default_value = "amd64")]
+        arch: Arch,
+    },
+    /// Build the packages of both machines and the container image from them: one
+    /// manifest list (linux/amd64, linux/arm64) in podman's local storage, checked.
+    Image,
     /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS, memory under
     /// churn) as root.
     Bench {
@@ -132,6 +150,11 @@ pub(crate) fn build_observer(extra: &[&str]) -> Result<()> {
 /// the musl target of the package build, so the tests reuse its observer and the VM matrix
 /// reuses the tests' binaries.
 pub(crate) fn cargo_test() -> Command {
+    cargo_test_for(Arch::host())
+}
+
+/// [`cargo_test`] for the static build of `arch`.
+pub(crate) fn cargo_test_for(arch: Arch) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root()).args([
         "test",
@@ -142,7 +165,7 @@ pub(crate) fn cargo_test() -> Command {
         "-p",
         "observer-common",
         "--target",
-        vm::MUSL,
+        arch.musl(),
     ]);
     c
 }
@@ -150,7 +173,12 @@ pub(crate) fn cargo_test() -> Command {
 /// Builds the test binaries (`cargo_test() --no-run`, plus `extra`); returns the path of the
 /// integration-test binary (observer/tests/it).
 pub(crate) fn build_tests(extra: &[&str]) -> Result<std::path::PathBuf> {
-    let out = cargo_test()
+    build_tests_for(Arch::host(), extra)
+}
+
+/// [`build_tests`] for the static build of `arch`.
+pub(crate) fn build_tests_for(arch: Arch, extra: &[&str]) -> Result<std::path::PathBuf> {
+    let out = cargo_test_for(arch)
         .args(["--no-run", "--message-format", "json-render-diagnostics"])
         .args(extra)
         .stderr(std::process::Stdio::inherit())
@@ -283,9 +311,15 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Setup { tests } => setup::setup(tests),
-        Cmd::Build => {
+        Cmd::Build { arch } => {
             setup::setup(false)?;
-            build()
+            match arch {
+                None => build(),
+                Some(a) => {
+                    arch::cross_setup(a)?;
+                    build_observer(&["--target", a.musl()])
+                }
+            }
         }
         Cmd::Run { args } => {
             if !is_root() {
@@ -310,6 +344,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             refresh,
             timeout,
             only,
+            arch,
         } => {
             if !is_root() {
                 bail!("vm-test installs packages and builds an initramfs: run it as root");
@@ -320,11 +355,16 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 refresh,
                 timeout: std::time::Duration::from_secs(timeout),
                 only,
+                arch,
             })
         }
-        Cmd::Package => {
+        Cmd::Package { arch } => {
             setup::setup(false)?;
-            package::package().map(|_| ())
+            package::package(arch).map(|_| ())
+        }
+        Cmd::Image => {
+            setup::setup(false)?;
+            image::image()
         }
         Cmd::Bench { only, peers } => {
             if !is_root() {

@@ -3,25 +3,32 @@
 //! (deploy/systemd, enabled and started by the maintainer scripts cargo-deb generates), the
 //! default /etc/observer/config.toml (a conffile), shell completions and man pages — the
 //! last two generated here by the binary itself (`observer completions`, `observer man`),
-//! so they always match its command line.
+//! so they always match its command line. One package per machine (`--arch`): the arm64
+//! one is cross-built, and its completions and man pages come from the host's binary
+//! (they are text, the same on every machine).
 
 use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    setup,
+    arch::{self, Arch},
     util::{output, root, run},
-    vm::MUSL,
+    vm::{static_observer, MUSL},
 };
 
 const CARGO_DEB_VERSION: &str = "3.8.0";
 
-/// Builds the package; returns the path of the .deb.
-pub fn package() -> Result<PathBuf> {
-    setup::rust_target(MUSL)?;
+/// Builds the package of `arch` (target/package/observer_<version>-1_<arch>.deb, its
+/// binary beside it in target/package/<arch>/, the image's context); returns the .deb.
+pub fn package(arch: Arch) -> Result<PathBuf> {
+    arch::cross_setup(Arch::host())?;
     crate::build_observer(&["--target", MUSL])?;
-    let bin = crate::vm::static_observer();
+    if !arch.is_host() {
+        arch::cross_setup(arch)?;
+        crate::build_observer(&["--target", arch.musl()])?;
+    }
+    let bin = static_observer();
     // Generated assets outside target/ (cargo-deb reads paths under target/ as build
     // products); the .deb goes to target/package/.
     let out = root().join(".package");
@@ -46,7 +53,11 @@ pub fn package() -> Result<PathBuf> {
         .arg(out.join("man")))?;
     cargo_deb()?;
     let dest = root().join("target/package");
-    let _ = fs::remove_dir_all(&dest);
+    let staging = dest.join(format!("{arch}.deb"));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging)?;
+    // Where the binary was before there was one per machine.
+    let _ = fs::remove_file(dest.join("observer"));
     run(Command::new("cargo")
         .current_dir(root())
         .args([
@@ -56,22 +67,46 @@ pub fn package() -> Result<PathBuf> {
             "--no-build",
             "--strip",
             "--target",
-            MUSL,
+            arch.musl(),
         ])
         .arg("--output")
-        .arg(&dest))?;
-    let deb = fs::read_dir(&dest)?
+        .arg(&staging))?;
+    let built = fs::read_dir(&staging)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("cargo deb wrote no .deb")?;
-    // The packaged (stripped) binary also stands alone, as the container image's context.
-    let unpacked = dest.join("unpacked");
+    let deb = dest.join(built.file_name().context("a .deb without a name")?);
+    fs::rename(&built, &deb)?;
+    fs::remove_dir_all(&staging)?;
+    // The packaged (stripped) binary also stands alone, as the container image's context
+    // (the Containerfile copies <arch>/observer).
+    let unpacked = dest.join(format!("{arch}.unpacked"));
+    let _ = fs::remove_dir_all(&unpacked);
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    fs::rename(unpacked.join("usr/bin/observer"), dest.join("observer"))?;
+    let _ = fs::remove_dir_all(dest.join(arch.deb()));
+    fs::create_dir_all(dest.join(arch.deb()))?;
+    fs::rename(
+        unpacked.join("usr/bin/observer"),
+        dest.join(arch.deb()).join("observer"),
+    )?;
     fs::remove_dir_all(&unpacked)?;
+    check_machine(&dest.join(arch.deb()).join("observer"), arch)?;
     eprintln!("package: {}", deb.display());
     Ok(deb)
+}
+
+/// Fails unless `bin` is an ELF binary for `arch`.
+pub fn check_machine(bin: &std::path::Path, arch: Arch) -> Result<()> {
+    let head = fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
+    match arch::elf_machine(&head) {
+        Some(m) if m == arch.elf_machine() => Ok(()),
+        other => bail!(
+            "{} is not an {arch} ELF binary (e_machine {other:?}, want {})",
+            bin.display(),
+            arch.elf_machine()
+        ),
+    }
 }
 
 /// cargo-deb, pinned, installed with cargo like bpf-linker when missing (about 80 s, once).

@@ -227,7 +227,7 @@ fn loopback_up() -> Result<(), SetupError> {
         }
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *c as libc::c_char;
+            *d = libc::c_char::from_ne_bytes([*c]);
         }
         let r = if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr) == 0 {
             ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;

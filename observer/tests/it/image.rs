@@ -4,7 +4,8 @@
 //! runtimes' state directories mounted read-only. Its /metrics must name a Docker and a
 //! podman container running on the host, and `observer tree <name>` run inside the agent's
 //! container must equal the host's /proc. `cargo xtask test` builds the package first and
-//! passes it in OBSERVER_DEB; the binary beside it is the image's build context.
+//! passes it in OBSERVER_DEB; the directory beside it, holding `<arch>/observer`, is the
+//! image's build context.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -49,9 +50,14 @@ fn the_image_runs_as_a_node_agent_and_sees_the_hosts_docker_and_podman_container
         "OBSERVER_DEB: build the package with `cargo xtask package` (cargo xtask test does)",
     ));
     let context = deb.parent().unwrap();
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
     assert!(
-        context.join("observer").is_file(),
-        "{context:?} has no observer binary"
+        context.join(arch).join("observer").is_file(),
+        "{context:?} has no {arch}/observer binary"
     );
     let containerfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Containerfile");
     let _cleanup = Cleanup;

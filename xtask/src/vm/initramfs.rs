@@ -78,12 +78,14 @@ poweroff -f
 "#;
 
 /// Builds `out` (a gzip'd newc cpio) from the given binaries; the guest runs the tests of
-/// `modules`.
+/// `modules`. Its tools are the host's (`sysroot` None) or those of the unpacked packages
+/// of another machine (guest.rs).
 pub fn build(
     work: &Path,
     observer: &Path,
     tests: &Path,
     modules: &[&str],
+    sysroot: Option<&Path>,
     out: &Path,
 ) -> Result<()> {
     let root = work.join("root");
@@ -95,13 +97,19 @@ pub fn build(
         fs::create_dir_all(root.join(d))?;
     }
     let busybox = Path::new("/bin/busybox");
-    fs::copy(busybox, root.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    let guest_busybox = sysroot.map_or(busybox.to_path_buf(), |s| s.join("bin/busybox"));
+    fs::copy(&guest_busybox, root.join("bin/busybox"))
+        .with_context(|| format!("copying {} (busybox-static)", guest_busybox.display()))?;
+    // The host's busybox, of the same Debian release, names the same applets.
     let applets = output(Command::new(busybox).arg("--list")).context("busybox --list")?;
     for a in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
         let _ = symlink("busybox", root.join("bin").join(a));
     }
     for tool in HOST_TOOLS {
-        copy_with_libs(Path::new(tool), &root)?;
+        match sysroot {
+            None => copy_with_libs(Path::new(tool), &root)?,
+            Some(s) => super::guest::copy_with_libs(s, tool, &root)?,
+        }
     }
     fs::copy(observer, root.join("bin/observer"))?;
     fs::copy(tests, root.join("tests/it"))?;

@@ -10,13 +10,17 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{output, run};
+use crate::{
+    arch::Arch,
+    util::{output, run},
+};
 
 /// A kernel of the matrix: how the user names it and where Debian has it.
 pub struct KernelSeries {
     pub label: &'static str,
     suites: &'static [&'static str],
-    /// Package-name regex for `apt-cache search --names-only`.
+    /// Package-name regex for `apt-cache search --names-only`; `ARCH` stands for the
+    /// machine's Debian name (amd64, arm64).
     pattern: &'static str,
 }
 
@@ -24,23 +28,23 @@ pub const SERIES: &[KernelSeries] = &[
     KernelSeries {
         label: "5.10",
         suites: &["bullseye", "bullseye-security"],
-        pattern: r"^linux-image-5\.10\.0-[0-9]+-amd64$",
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-ARCH$",
     },
     KernelSeries {
         label: "6.1",
         suites: &["bookworm", "bookworm-security"],
-        pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-ARCH$",
     },
     KernelSeries {
         label: "6.12",
         suites: &["bookworm", "bookworm-security"],
-        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-ARCH$",
     },
     // The newest kernel Debian ships: unstable's.
     KernelSeries {
         label: "newest",
         suites: &["sid"],
-        pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-amd64$",
+        pattern: r"^linux-image-[0-9]+\.[0-9]+\.[0-9]+\+deb[0-9]+-ARCH$",
     },
 ];
 
@@ -54,11 +58,24 @@ pub fn series(label: &str) -> Result<&'static KernelSeries> {
 /// A private apt configuration for one set of suites, so the host's sources stay untouched.
 pub(crate) struct Apt {
     dir: PathBuf,
+    /// The packages' machine when it is not the host's.
+    foreign: Option<Arch>,
 }
 
 impl Apt {
     pub(crate) fn new(cache: &Path, suites: &[&str]) -> Result<Apt> {
-        let dir = cache.join("apt").join(suites.join("+"));
+        Apt::for_arch(cache, suites, Arch::host())
+    }
+
+    /// Lists and downloads packages of `arch` (apt's `APT::Architecture`: only the lists of
+    /// that machine are fetched, and a name means its package).
+    pub(crate) fn for_arch(cache: &Path, suites: &[&str], arch: Arch) -> Result<Apt> {
+        let foreign = (!arch.is_host()).then_some(arch);
+        let mut dir = cache.join("apt");
+        if let Some(a) = foreign {
+            dir = dir.join(a.deb());
+        }
+        let dir = dir.join(suites.join("+"));
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
         let mut list = String::new();
@@ -73,7 +90,7 @@ impl Apt {
             ));
         }
         fs::write(dir.join("sources.list"), list)?;
-        Ok(Apt { dir })
+        Ok(Apt { dir, foreign })
     }
 
     fn opts(&self, cmd: &mut Command) {
@@ -87,6 +104,10 @@ impl Apt {
         ] {
             cmd.arg("-o").arg(o);
         }
+        if let Some(a) = self.foreign {
+            cmd.arg("-o").arg(format!("APT::Architecture={a}"));
+            cmd.arg("-o").arg(format!("APT::Architectures={a}"));
+        }
     }
 
     pub(crate) fn update(&self) -> Result<()> {
@@ -95,17 +116,18 @@ impl Apt {
         run(c.args(["-q", "update"]))
     }
 
-    fn newest(&self, pattern: &str) -> Option<String> {
+    /// The packages whose names match `pattern`, newest first.
+    fn newest_first(&self, pattern: &str) -> Vec<String> {
         let mut c = Command::new("apt-cache");
         self.opts(&mut c);
-        let out = output(c.args(["search", "--names-only", pattern]))?;
+        let out = output(c.args(["search", "--names-only", pattern])).unwrap_or_default();
         let mut names: Vec<String> = out
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .map(String::from)
             .collect();
-        names.sort_by_key(|n| version_key(n));
-        names.pop()
+        names.sort_by_key(|n| std::cmp::Reverse(version_key(n)));
+        names
     }
 
     pub(crate) fn download(&self, pkg: &str, into: &Path) -> Result<()> {
@@ -130,45 +152,52 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
 }
 
+/// How a kernel of `arch` is named in the matrix: the series' label, prefixed by the
+/// machine when it is not amd64 (`arm64-6.1`).
+pub fn label(arch: Arch, series: &str) -> String {
+    match arch {
+        Arch::Amd64 => series.to_string(),
+        _ => format!("{arch}-{series}"),
+    }
+}
+
 /// Returns the cached kernel of a series, fetching it when absent. With `refresh`, looks for
 /// a newer package first.
-pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
-    let dir = cache.join("kernels").join(s.label);
+pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Result<Kernel> {
+    let label = label(arch, s.label);
+    let dir = cache.join("kernels").join(&label);
     let marker = dir.join("package");
     if !refresh {
         if let Ok(pkg) = fs::read_to_string(&marker) {
             let vmlinuz = dir.join("vmlinuz");
             if vmlinuz.is_file() {
                 return Ok(Kernel {
-                    label: s.label.into(),
+                    label,
                     package: pkg.trim().into(),
                     vmlinuz,
                 });
             }
         }
     }
-    let apt = Apt::new(cache, s.suites)?;
+    let apt = Apt::for_arch(cache, s.suites, arch)?;
     apt.update()?;
-    let pkg = apt
-        .newest(s.pattern)
-        .with_context(|| format!("no package matching {} in {:?}", s.pattern, s.suites))?;
-    if fs::read_to_string(&marker).is_ok_and(|p| p.trim() == pkg) && dir.join("vmlinuz").is_file() {
+    let pattern = s.pattern.replace("ARCH", arch.deb());
+    let names = apt.newest_first(&pattern);
+    let newest = names
+        .first()
+        .with_context(|| format!("no package matching {pattern} in {:?}", s.suites))?;
+    let cached = fs::read_to_string(&marker).unwrap_or_default();
+    if cached.trim() == newest && dir.join("vmlinuz").is_file() {
         return Ok(Kernel {
-            label: s.label.into(),
-            package: pkg,
+            label,
+            package: newest.clone(),
             vmlinuz: dir.join("vmlinuz"),
         });
     }
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    eprintln!("vm-test: fetching {pkg}");
     let x = dir.join("x");
-    extract(&apt, &pkg, &dir, &x)?;
-    if find_prefixed(&x, "vmlinuz").is_none() {
-        // Newer Debian kernels (≥ 6.17 in sid) moved the image into linux-binary-<version>.
-        let binary = pkg.replacen("linux-image-", "linux-binary-", 1);
-        extract(&apt, &binary, &dir, &x)?;
-    }
+    let pkg = extract_first(&apt, &names, &dir, &x)?;
     let image = find_prefixed(&x, "vmlinuz").context("no vmlinuz in the kernel packages")?;
     fs::rename(&image, dir.join("vmlinuz"))?;
     if let Some(cfg) = find_prefixed(&x, "config") {
@@ -180,10 +209,35 @@ pub fn fetch(cache: &Path, s: &KernelSeries, refresh: bool) -> Result<Kernel> {
         bail!("extracting {pkg} failed");
     }
     Ok(Kernel {
-        label: s.label.into(),
+        label,
         package: pkg,
         vmlinuz: dir.join("vmlinuz"),
     })
+}
+
+/// Extracts the newest of `names` that the mirror serves into `x`; returns its name. An
+/// index may list a package its pool lacks (bullseye-security's arm64 5.10.0-46 here: 404):
+/// then the next older one of the series.
+fn extract_first(apt: &Apt, names: &[String], dir: &Path, x: &Path) -> Result<String> {
+    let mut why = None;
+    for pkg in names {
+        eprintln!("vm-test: fetching {pkg}");
+        let mut got = extract(apt, pkg, dir, x);
+        if got.is_ok() && find_prefixed(x, "vmlinuz").is_none() {
+            // Newer Debian kernels (≥ 6.17 in sid) moved the image into linux-binary-<version>.
+            let binary = pkg.replacen("linux-image-", "linux-binary-", 1);
+            got = extract(apt, &binary, dir, x);
+        }
+        match got {
+            Ok(()) => return Ok(pkg.clone()),
+            Err(e) => {
+                eprintln!("vm-test: {e:#}; trying an older package");
+                let _ = fs::remove_dir_all(x);
+                why = Some(e);
+            }
+        }
+    }
+    Err(why.unwrap_or_else(|| anyhow::anyhow!("no kernel package")))
 }
 
 /// Downloads `pkg` into `dir`, extracts it into `x` and deletes the .deb.

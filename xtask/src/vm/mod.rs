@@ -1,6 +1,7 @@
 //! `cargo xtask vm-test`: the tests that load eBPF, run inside qemu on Debian kernels from
 //! 5.10 to the newest, with a kernel × test summary at the end.
 
+mod guest;
 mod initramfs;
 pub(crate) mod kernels;
 mod qemu;
@@ -14,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Result};
 
-use crate::{setup, util::root};
+use crate::{arch::Arch, setup, util::root};
 use qemu::Outcome;
 
 /// Modules of the integration-test binary (observer/tests/it) that run inside the VMs (the
@@ -32,7 +33,8 @@ pub const VM_MODULES: &[&str] = &[
     "credentials",
 ];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
-pub(crate) const MUSL: &str = "x86_64-unknown-linux-musl";
+/// The Rust target of the host's static build.
+pub(crate) const MUSL: &str = Arch::host().musl();
 
 /// One kernel's run: label, package, seconds, per-test outcomes, why it was aborted.
 struct KernelRun {
@@ -49,6 +51,8 @@ pub struct VmArgs {
     pub timeout: Duration,
     /// Only the tests whose `module::name` contains this.
     pub only: Option<String>,
+    /// The guests' machine.
+    pub arch: Arch,
 }
 
 /// How long the matrix took: preparing (builds, initramfs, kernel packages), then each
@@ -97,18 +101,39 @@ pub fn vm_matrix(args: VmArgs) -> (VmTimes, Result<()>) {
 
 /// The static builds, the initramfs and the kernels (fetched with apt, one after another).
 fn prepare(args: &VmArgs) -> Result<(PathBuf, Vec<kernels::Kernel>)> {
-    setup::apt_install(&["qemu-system-x86", "cpio", "busybox-static", "util-linux"])?;
-    setup::rust_target(MUSL)?;
+    let qemu = match args.arch {
+        Arch::Amd64 => "qemu-system-x86",
+        Arch::Arm64 => "qemu-system-arm",
+    };
+    setup::apt_install(&[qemu, "cpio", "busybox-static", "util-linux"])?;
+    crate::arch::cross_setup(args.arch)?;
     let cache = root().join(".vm-cache");
     std::fs::create_dir_all(cache.join("logs"))?;
 
-    let (observer, tests) = build_static()?;
-    let initrd = cache.join("initramfs.gz");
-    initramfs::build(&cache, &observer, &tests, VM_MODULES, &initrd)?;
+    let (observer, tests) = build_static(args.arch)?;
+    // The host's tools for amd64 guests; another machine's from its Debian packages.
+    let (work, sysroot) = if args.arch.is_host() {
+        (cache.clone(), None)
+    } else {
+        (
+            cache.join(args.arch.deb()),
+            Some(guest::sysroot(&cache, args.arch)?),
+        )
+    };
+    let initrd = work.join("initramfs.gz");
+    std::fs::create_dir_all(&work)?;
+    initramfs::build(
+        &work,
+        &observer,
+        &tests,
+        VM_MODULES,
+        sysroot.as_deref(),
+        &initrd,
+    )?;
     let kernels = args
         .kernels
         .iter()
-        .map(|label| kernels::fetch(&cache, kernels::series(label)?, args.refresh))
+        .map(|label| kernels::fetch(&cache, kernels::series(label)?, args.arch, args.refresh))
         .collect::<Result<_>>()?;
     Ok((initrd, kernels))
 }
@@ -118,8 +143,9 @@ fn prepare(args: &VmArgs) -> Result<(PathBuf, Vec<kernels::Kernel>)> {
 /// run with `aborted` set.
 fn boot_all(kernels: &[kernels::Kernel], initrd: &Path, args: &VmArgs) -> Vec<KernelRun> {
     let cache = root().join(".vm-cache");
-    // KVM when it works (it hangs on some hosts, this one included): the first boot finds out.
-    let accel = Mutex::new(if Path::new("/dev/kvm").exists() {
+    // KVM when it works (it hangs on some hosts, this one included): the first boot finds
+    // out. Another machine's guests are always emulated.
+    let accel = Mutex::new(if args.arch.is_host() && Path::new("/dev/kvm").exists() {
         qemu::Accel::Kvm
     } else {
         qemu::Accel::Tcg
@@ -177,6 +203,7 @@ fn boot_kernel(
     let log = cache.join("logs").join(format!("{}.log", k.label));
     let boot = |a: qemu::Accel| {
         qemu::boot(
+            args.arch,
             &k.label,
             &k.vmlinuz,
             initrd,
@@ -293,13 +320,21 @@ fn summary(table: &[KernelRun]) -> Result<()> {
 /// Where the static (musl) observer is built: what the package ships, the kernel matrix
 /// runs and the host tests use.
 pub(crate) fn static_observer() -> PathBuf {
-    root().join("target").join(MUSL).join("release/observer")
+    static_observer_for(Arch::host())
+}
+
+/// [`static_observer`] of `arch`.
+pub(crate) fn static_observer_for(arch: Arch) -> PathBuf {
+    root()
+        .join("target")
+        .join(arch.musl())
+        .join("release/observer")
 }
 
 /// The static (musl) observer and integration-test binary: what `cargo xtask test` built for
 /// the host tests already (then nothing is compiled here), or built now.
-fn build_static() -> Result<(PathBuf, PathBuf)> {
-    crate::build_observer(&["--target", MUSL])?;
-    let tests = crate::build_tests(&[])?;
-    Ok((static_observer(), tests))
+fn build_static(arch: Arch) -> Result<(PathBuf, PathBuf)> {
+    crate::build_observer(&["--target", arch.musl()])?;
+    let tests = crate::build_tests_for(arch, &[])?;
+    Ok((static_observer_for(arch), tests))
 }

@@ -6,8 +6,8 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Write},
     path::Path,
-    process::{Command, Stdio},
-    sync::mpsc::{channel, RecvTimeoutError},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{channel, Receiver, RecvTimeoutError},
     thread,
     time::{Duration, Instant},
 };
@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::initramfs::TAG;
+use crate::arch::Arch;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -43,14 +44,132 @@ pub enum Accel {
     Tcg,
 }
 
+/// The qemu program, its first arguments (machine, CPU, acceleration) and the guest's
+/// console for `arch`. Emulated arm64 guests get `virt` with the `max` CPU, whose pointer
+/// authentication uses QEMU's own cheap algorithm (`pauth-impdef`), not the architected
+/// QARMA that costs TCG dearly on every call and return of the kernel.
+fn machine(arch: Arch, accel: Accel) -> (&'static str, Vec<&'static str>, &'static str) {
+    let (accel_arg, cpu) = match accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg,thread=single", "max"),
+    };
+    match arch {
+        Arch::Amd64 => (
+            "qemu-system-x86_64",
+            vec!["-accel", accel_arg, "-cpu", cpu],
+            "ttyS0",
+        ),
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            vec![
+                "-M",
+                "virt",
+                "-accel",
+                accel_arg,
+                "-cpu",
+                if accel == Accel::Tcg {
+                    "max,pauth-impdef=on"
+                } else {
+                    cpu
+                },
+            ],
+            "ttyAMA0",
+        ),
+    }
+}
+
+/// Starts qemu for the guest; its console (stdout, and stderr prefixed `qemu: `) arrives
+/// line by line on the receiver.
+fn spawn(
+    arch: Arch,
+    accel: Accel,
+    vmlinuz: &Path,
+    initrd: &Path,
+    only: Option<&str>,
+) -> Result<(Child, Receiver<String>)> {
+    let (qemu, first, console) = machine(arch, accel);
+    let mut child = Command::new(qemu)
+        .args(first)
+        .args(["-smp", "2", "-m", "1536", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(match only {
+            // The guest's init runs only the tests whose name contains this.
+            Some(o) => format!("console={console} panic=-1 quiet loglevel=3 observer.only={o}"),
+            None => format!("console={console} panic=-1 quiet loglevel=3"),
+        })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {qemu}"))?;
+    let (tx, rx) = channel();
+    let out = child.stdout.take().context("qemu's stdout")?;
+    let tx2 = tx.clone();
+    thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let err = child.stderr.take().context("qemu's stderr")?;
+    thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("qemu: {l}"));
+        }
+    });
+    Ok((child, rx))
+}
+
+/// What the guest's console has said so far.
+#[derive(Default)]
+struct Console {
+    booted: bool,
+    done: bool,
+    results: Vec<(String, Outcome)>,
+}
+
+impl Console {
+    /// Takes one line of the console; returns why the run must stop when the guest's
+    /// kernel reported a fatal error.
+    fn line(&mut self, label: &str, started: Instant, line: &str) -> Option<String> {
+        let Some(rest) = line.strip_prefix(TAG) else {
+            return FATAL
+                .iter()
+                .find(|f| line.contains(*f))
+                .map(|f| format!("guest kernel reported `{f}`: {line}"));
+        };
+        let rest = rest.trim();
+        if let Some(r) = rest.strip_prefix("result ") {
+            let mut f = r.splitn(3, ' ');
+            let name = f.next().unwrap_or("?").to_string();
+            let outcome = match f.next() {
+                Some("pass") => Outcome::Pass,
+                Some("skip") => Outcome::Skip(f.next().unwrap_or("").to_string()),
+                _ => Outcome::Fail,
+            };
+            eprintln!("  {label}: {name}: {outcome:?}");
+            self.results.push((name, outcome));
+        } else if rest == "done" {
+            self.done = true;
+        } else if let Some(k) = rest.strip_prefix("kernel ") {
+            self.booted = true;
+            eprintln!(
+                "  {label}: booted {k} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        None
+    }
+}
+
 /// Boots and runs the guest. With `boot_timeout`, gives up early (`Boot::booted` false) when
 /// the guest's init has not printed its first line by then — how a hanging KVM shows.
 #[allow(clippy::too_many_arguments)]
-#[expect(
-    clippy::too_many_lines,
-    reason = "split once the arm64 work (qemu-system-aarch64) has landed"
-)]
 pub fn boot(
+    arch: Arch,
     label: &str,
     vmlinuz: &Path,
     initrd: &Path,
@@ -61,90 +180,20 @@ pub fn boot(
     only: Option<&str>,
 ) -> Result<Boot> {
     let started = Instant::now();
-    let (accel_arg, cpu) = match accel {
-        Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg,thread=single", "max"),
-    };
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            accel_arg,
-            "-cpu",
-            cpu,
-            "-smp",
-            "2",
-            "-m",
-            "1536",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(match only {
-            // The guest's init runs only the tests whose name contains this.
-            Some(o) => format!("console=ttyS0 panic=-1 quiet loglevel=3 observer.only={o}"),
-            None => "console=ttyS0 panic=-1 quiet loglevel=3".to_string(),
-        })
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting qemu-system-x86_64")?;
-    let (tx, rx) = channel();
-    let out = child.stdout.take().unwrap();
-    let tx2 = tx.clone();
-    thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let err = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx2.send(format!("qemu: {l}"));
-        }
-    });
+    let (mut child, rx) = spawn(arch, accel, vmlinuz, initrd, only)?;
     let mut logf = File::create(log)?;
     let deadline = started + timeout;
-    let mut results = Vec::new();
-    let mut aborted = None;
-    let mut done = false;
-    let mut booted = false;
-    loop {
+    let mut con = Console::default();
+    let mut aborted = loop {
         let limit = match boot_timeout {
-            Some(b) if !booted => deadline.min(started + b),
+            Some(b) if !con.booted => deadline.min(started + b),
             _ => deadline,
         };
         match rx.recv_timeout(limit.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                let line = line.trim_end_matches('\r').to_string();
+                let line = line.trim_end_matches('\r');
                 writeln!(logf, "{line}")?;
-                if let Some(rest) = line.strip_prefix(TAG) {
-                    let rest = rest.trim();
-                    if let Some(r) = rest.strip_prefix("result ") {
-                        let mut f = r.splitn(3, ' ');
-                        let name = f.next().unwrap_or("?").to_string();
-                        let outcome = match f.next() {
-                            Some("pass") => Outcome::Pass,
-                            Some("skip") => Outcome::Skip(f.next().unwrap_or("").to_string()),
-                            _ => Outcome::Fail,
-                        };
-                        eprintln!("  {label}: {name}: {outcome:?}");
-                        results.push((name, outcome));
-                    } else if rest == "done" {
-                        done = true;
-                    } else if let Some(k) = rest.strip_prefix("kernel ") {
-                        booted = true;
-                        eprintln!(
-                            "  {label}: booted {k} after {:.1}s",
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
-                } else if let Some(f) = FATAL.iter().find(|f| line.contains(*f)) {
-                    aborted = Some(format!("guest kernel reported `{f}`: {line}"));
+                if let Some(why) = con.line(label, started, line) {
                     // Keep the trace that follows in the log.
                     let until = Instant::now() + Duration::from_secs(3);
                     while let Ok(l) =
@@ -152,33 +201,31 @@ pub fn boot(
                     {
                         writeln!(logf, "{}", l.trim_end_matches('\r'))?;
                     }
-                    break;
+                    break Some(why);
                 }
             }
-            Err(RecvTimeoutError::Timeout) if !booted && Instant::now() < deadline => {
-                aborted = Some(format!(
+            Err(RecvTimeoutError::Timeout) if !con.booted && Instant::now() < deadline => {
+                break Some(format!(
                     "no boot within {}s with {accel:?}",
                     boot_timeout.unwrap_or_default().as_secs()
                 ));
-                break;
             }
             Err(RecvTimeoutError::Timeout) => {
-                aborted = Some(format!("timed out after {}s", timeout.as_secs()));
-                break;
+                break Some(format!("timed out after {}s", timeout.as_secs()));
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => break None,
         }
-    }
+    };
     if aborted.is_some() {
         let _ = child.kill();
     }
     let status = child.wait()?;
-    if aborted.is_none() && !done {
+    if aborted.is_none() && !con.done {
         aborted = Some(format!("guest stopped before finishing (qemu {status})"));
     }
     Ok(Boot {
-        booted,
-        results,
+        booted: con.booted,
+        results: con.results,
         aborted,
         seconds: started.elapsed().as_secs_f64(),
     })
