@@ -139,6 +139,16 @@ fn cri_pods_are_listed_and_drawn_as_containerd_and_proc_have_them() {
     let (_, text, _) = agent.cli(&["tree", &format!("{NS}/plain")]);
     eprintln!("observer tree {NS}/plain:\n{text}");
 
+    containers_are_named_as_containerd_has_them(
+        &agent,
+        &cri,
+        &[
+            (&web, "web", &shared),
+            (&db, "db", &shared),
+            (&api, "api", &plain),
+            (&job, "job", &plain),
+        ],
+    );
     zombie_is_attributed_to_its_container_and_parent(&agent, &cri, &shared, &web);
     metrics_carry_pod_and_namespace(&agent, &[("web", "shared"), ("api", "plain")]);
     let (_, text, _) = agent.cli(&["pods"]);
@@ -152,6 +162,31 @@ fn cri_pods_are_listed_and_drawn_as_containerd_and_proc_have_them() {
         let v = agent.json(&["pods"]);
         (pod_of(&v, &shared.uid).is_none() && pod_of(&v, &plain.uid).is_none()).then_some(())
     });
+}
+
+/// `observer containers` names each container, its runtime, pod, namespace and image as
+/// containerd has them.
+fn containers_are_named_as_containerd_has_them(
+    agent: &Agent,
+    cri: &Cri,
+    containers: &[(&str, &str, &Pod)],
+) {
+    let rows = agent.json(&["containers"]);
+    for (id, name, pod) in containers {
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == *id)
+            .unwrap_or_else(|| panic!("{name} not listed: {rows:#}"));
+        assert_eq!(row["name"], *name, "{row:#}");
+        assert_eq!(row["runtime"], "containerd", "{row:#}");
+        assert_eq!(row["pod"], pod.name, "{row:#}");
+        assert_eq!(row["namespace"], pod.namespace, "{row:#}");
+        assert_eq!(row["pod_uid"], pod.uid, "{row:#}");
+        assert_eq!(row["image"], cri.container_image(id), "{row:#}");
+        assert_eq!(row["init_pid"], cri.container_pid(id), "{row:#}");
+    }
 }
 
 /// The `sleep 0.2` web's shell left is a zombie of web, under the `sleep 3000` that does

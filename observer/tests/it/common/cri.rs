@@ -304,6 +304,17 @@ impl Cri {
         pid_of_info(&r.info)
     }
 
+    /// A container's image as containerd reports it (the reference it was created from).
+    pub fn container_image(&self, container: &str) -> String {
+        let r = self
+            .call(self.client().container_status(ContainerStatusRequest {
+                container_id: container.into(),
+                verbose: false,
+            }))
+            .into_inner();
+        r.status.and_then(|s| s.image).expect("an image").image
+    }
+
     /// The host pid of a sandbox's pause process.
     pub fn sandbox_pid(&self, pod: &Pod) -> u32 {
         let r = self
