@@ -1,14 +1,15 @@
 //! A test-owned containerd driven through its CRI plugin (`io.containerd.grpc.v1.cri`) as
 //! kubelet drives it: the Kubernetes CRI v1 gRPC API (k8s-cri over tonic) on a unix socket.
 //!
-//! Each [`Cri`] is a containerd of the test's own — its root, state, socket and config in a
-//! directory of its own, started as the test's child — never the machine's or another
-//! session's. Nothing can be pulled here, so its images are built locally and imported into
-//! the `k8s.io` namespace: the sandbox image is a scratch image holding one static `pause`
-//! (kubernetes' pause.c in a few lines, compiled with musl-gcc: exits on SIGTERM/SIGINT,
-//! reaps its children), the container image is the busybox rootfs the other runtime tests
-//! use. Pods run on the host network (no CNI) under kubelet's cgroupfs layout,
-//! `/kubepods/burstable/pod<uid>`.
+//! Each [`Cri`] is a containerd of the test's own — its root, state, socket, config and
+//! runc's state root in a directory of its own, started as the test's child — never the
+//! machine's or another session's. Nothing can be pulled here, so its images are built
+//! locally and imported into the `k8s.io` namespace: the sandbox image is a scratch image
+//! holding one static `pause` (kubernetes' pause.c in a few lines, compiled with musl-gcc:
+//! exits on SIGTERM/SIGINT, reaps its children), the container image is the busybox rootfs
+//! the other runtime tests use. Pods run on the host network (no CNI) under kubelet's
+//! cgroupfs layout, `/kubepods/burstable/pod<uid>`: on this cgroup-hybrid host containerd
+//! (runc) makes `<parent>/<container id>` in every v1 hierarchy and in the unified one.
 //!
 //! Dropping it removes what it made, also when the test failed: its pod sandboxes (through
 //! CRI while containerd still answers), then its containerd (SIGTERM to the pid it spawned,
@@ -579,6 +580,8 @@ state = "{d}/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state, which would otherwise be /run/containerd/runc/k8s.io, shared.
+        Root = "{d}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{d}/cni/bin"
     conf_dir = "{d}/cni/conf"
