@@ -503,12 +503,11 @@ fn new_uid() -> String {
     )
 }
 
+/// The test's directory, in the test-owned /run/observer-test. Short: runc's argv carries
+/// it twice (`--root`, `--log`) before `exec` and the container id, and observer keeps the
+/// first 256 bytes of an argv.
 fn unique_dir() -> PathBuf {
-    let d = PathBuf::from(format!(
-        "/var/lib/observer-test/cri-{}-{}",
-        std::process::id(),
-        new_uid().rsplit('-').next().unwrap()
-    ));
+    let d = PathBuf::from(format!("/run/observer-test/cri-{}", &new_uid()[..8]));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
