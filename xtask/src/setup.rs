@@ -15,13 +15,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 
 /// Packages needed to build (bpf-linker links libLLVM 22; ring, the TLS crypto, has C and
-/// assembly that the static musl build compiles with musl-gcc).
+/// assembly that the static musl build compiles with musl-gcc; the integration tests' CRI
+/// client, k8s-cri, generates its gRPC code from cri-api's proto with protoc, and so does
+/// every `--all-targets` build such as clippy's).
 const BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
     "musl-tools",
+    "protobuf-compiler",
 ];
 /// Packages the tests use besides the build ones.
 pub const TEST_PACKAGES: &[&str] = &[
@@ -30,7 +33,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "busybox-static",
     // the workload of `cargo xtask torture` (its process stressors)
     "stress-ng",
-    // real runtimes for tests/it/runtimes.rs
+    // real runtimes for tests/it/runtimes.rs (containerd's CRI plugin: tests/it/cri.rs, whose
+    // pause binary is built with musl-gcc)
     "docker.io",
     "containerd",
     "runc",

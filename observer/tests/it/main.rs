@@ -19,6 +19,7 @@ mod bad_input;
 mod config;
 mod cost;
 mod credentials;
+mod cri;
 mod deploy;
 mod escapes;
 mod events;

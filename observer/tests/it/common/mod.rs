@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod cri;
 pub mod launcher;
 pub mod prometheus;
 pub mod runtimes;
