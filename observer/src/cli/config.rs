@@ -229,7 +229,7 @@ fn shown(id: &str, v: &str) -> String {
         return v.to_string();
     }
     // Split as the sink parses it (`name=value`, else `name: value`); nothing else shown.
-    match v.split_once('=').or_else(|| v.split_once(':')) {
+    match v.find(['=', ':']).map(|i| v.split_at(i)) {
         Some((name, _)) => format!("{}=***", name.trim()),
         None => "***".into(),
     }

@@ -262,9 +262,10 @@ fn logs_uri(endpoint: &str) -> anyhow::Result<Uri> {
 
 /// `name=value` (or `name: value`).
 fn header(h: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+    // At the first separator: `Authorization: Basic …==` keeps its base64 padding.
     let (k, v) = h
-        .split_once('=')
-        .or_else(|| h.split_once(':'))
+        .find(['=', ':'])
+        .map(|i| (&h[..i], &h[i + 1..]))
         // Never echo the setting: it may be a credential without its name.
         .ok_or_else(|| anyhow!("--otlp-header: expected `name=value` or `name: value`"))?;
     let name = HeaderName::try_from(k.trim()).map_err(|e| anyhow!("--otlp-header name: {e}"))?;
@@ -331,6 +332,11 @@ mod tests {
         assert_eq!(v.to_str().unwrap(), "Bearer abc=");
         assert!(v.is_sensitive());
         assert!(header("X-Scope-OrgID: tenant-1").is_ok());
+        let (k, v) = header("Authorization: Basic dXNlcjpwYXNz==").unwrap();
+        assert_eq!(
+            (k.as_str(), v.to_str().unwrap()),
+            ("authorization", "Basic dXNlcjpwYXNz==")
+        );
         assert!(header("novalue").is_err());
         assert!(header("bad name=x").is_err());
     }
