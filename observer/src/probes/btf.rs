@@ -150,7 +150,12 @@ impl KernelBtf {
             .map(|m| m.bit_offset())
     }
 
-    /// The first of `paths` this kernel's struct `st` has.
+    /// Offset of `path` in struct `st`, or ABSENT where this kernel lacks it.
+    fn optional(&self, st: &str, path: &str) -> Result<u32, ProbeError> {
+        self.first_of(st, &[path])
+    }
+
+    /// The first of `paths` this kernel's struct `st` has (ABSENT if none).
     fn first_of(&self, st: &str, paths: &[&str]) -> Result<u32, ProbeError> {
         for p in paths {
             if let Some(o) = self.offset(st, p)? {
@@ -168,9 +173,6 @@ impl KernelBtf {
     /// are required; the rest (time namespaces, < 5.6) may be absent.
     pub(crate) fn offsets(&self) -> Result<Offsets, ProbeError> {
         let mut o = Offsets::ALL_ABSENT;
-        let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
-            Ok(self.offset(st, path)?.unwrap_or(ABSENT))
-        };
         let req = |st: &str, path: &str| -> Result<u32, ProbeError> {
             self.offset(st, path)?
                 .ok_or_else(|| ProbeError::MissingMember(format!("{st}.{path}")))
@@ -215,7 +217,7 @@ impl KernelBtf {
         o.netns_inum = req("net", "ns.inum")?;
         o.userns_inum = req("user_namespace", "ns.inum")?;
         o.cgroupns_inum = req("cgroup_namespace", "ns.inum")?;
-        o.timens_inum = opt("time_namespace", "ns.inum")?;
+        o.timens_inum = self.optional("time_namespace", "ns.inum")?;
         o.nsproxy_size = self
             .size_of("nsproxy")
             .ok_or_else(|| ProbeError::MissingMember("struct nsproxy".into()))?;
@@ -224,7 +226,7 @@ impl KernelBtf {
         o.nsproxy_mnt = req("nsproxy", "mnt_ns")?;
         o.nsproxy_pid_for_children = req("nsproxy", "pid_ns_for_children")?;
         o.nsproxy_net = req("nsproxy", "net_ns")?;
-        o.nsproxy_time = opt("nsproxy", "time_ns")?;
+        o.nsproxy_time = self.optional("nsproxy", "time_ns")?;
         o.nsproxy_cgroup = req("nsproxy", "cgroup_ns")?;
         o.css_set_dfl_cgrp = req("css_set", "dfl_cgrp")?;
         o.cgroup_kn = req("cgroup", "kn")?;
@@ -243,23 +245,20 @@ impl KernelBtf {
     /// kernel's privilege verdict and the executable's identity. Optional: a kernel without
     /// one of them leaves that field 0 in the events.
     fn exec_offsets(&self, o: &mut Offsets) -> Result<(), ProbeError> {
-        let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
-            Ok(self.offset(st, path)?.unwrap_or(ABSENT))
-        };
-        o.task_cred = opt("task_struct", "cred")?;
-        o.cred_suid = opt("cred", "suid")?;
-        o.cred_sgid = opt("cred", "sgid")?;
-        o.cred_euid = opt("cred", "euid")?;
-        o.cred_egid = opt("cred", "egid")?;
-        o.cred_cap_effective = opt("cred", "cap_effective")?;
-        o.binprm_file = opt("linux_binprm", "file")?;
+        o.task_cred = self.optional("task_struct", "cred")?;
+        o.cred_suid = self.optional("cred", "suid")?;
+        o.cred_sgid = self.optional("cred", "sgid")?;
+        o.cred_euid = self.optional("cred", "euid")?;
+        o.cred_egid = self.optional("cred", "egid")?;
+        o.cred_cap_effective = self.optional("cred", "cap_effective")?;
+        o.binprm_file = self.optional("linux_binprm", "file")?;
         o.binprm_secureexec_bit = self
             .bit_offset("linux_binprm", "secureexec")
             .unwrap_or(ABSENT);
-        o.file_inode = opt("file", "f_inode")?;
-        o.inode_ino = opt("inode", "i_ino")?;
-        o.inode_size = opt("inode", "i_size")?;
-        o.inode_sb = opt("inode", "i_sb")?;
+        o.file_inode = self.optional("file", "f_inode")?;
+        o.inode_ino = self.optional("inode", "i_ino")?;
+        o.inode_size = self.optional("inode", "i_size")?;
+        o.inode_sb = self.optional("inode", "i_sb")?;
         o.inode_mtime_sec = self.first_of(
             "inode",
             &["i_mtime_sec", "__i_mtime.tv_sec", "i_mtime.tv_sec"],
@@ -268,7 +267,7 @@ impl KernelBtf {
             "inode",
             &["i_mtime_nsec", "__i_mtime.tv_nsec", "i_mtime.tv_nsec"],
         )?;
-        o.sb_dev = opt("super_block", "s_dev")?;
+        o.sb_dev = self.optional("super_block", "s_dev")?;
         Ok(())
     }
 }
