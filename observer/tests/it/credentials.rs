@@ -201,7 +201,9 @@ fn ps_shows_the_credentials_a_setuid_exec_gave_a_running_process() {
         let ps = agent.json(&["ps"]);
         ps.as_array()?
             .iter()
-            .find(|p| p["pid"].as_u64() == Some(u64::from(pid)) && !p["exec"].is_null())
+            // Its exec of the setuid copy, not setpriv before it (same pid, credentials
+            // inherited from the test at fork).
+            .find(|p| p["pid"].as_u64() == Some(u64::from(pid)) && p["exe"] == bin.to_str().unwrap())
             .cloned()
     });
     assert_eq!(proc_euid(pid), Some(0), "the kernel's view");
