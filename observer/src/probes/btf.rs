@@ -238,7 +238,38 @@ impl KernelBtf {
         o.mm_arg_end = req("mm_struct", "arg_end")?;
         o.binprm_filename = req("linux_binprm", "filename")?;
         self.exec_offsets(&mut o)?;
+        self.memcg_offsets(&mut o)?;
         Ok(o)
+    }
+
+    /// The value of enumerator `name` of enum `en`; None if this kernel has neither.
+    pub(crate) fn enum_value(&self, en: &str, name: &str) -> Option<u32> {
+        let types = self.btf.resolve_types_by_name(en).ok()?;
+        types.into_iter().find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| self.btf.resolve_name(*m).unwrap_or_default() == name)
+                .map(btf_rs::EnumMember::val),
+            _ => None,
+        })
+    }
+
+    /// What the OOM program reads of the allocating task's memory cgroup: its limit and
+    /// usage at the kill. Optional: a kernel without a memory controller leaves the
+    /// event's memcg fields unset (the agent then reads the cgroup's files).
+    fn memcg_offsets(&self, o: &mut Offsets) -> Result<(), ProbeError> {
+        let subsys = self.optional("css_set", "subsys")?;
+        o.css_set_memory_css = match self.enum_value("cgroup_subsys_id", "memory_cgrp_id") {
+            Some(id) if subsys != ABSENT => subsys + id * 8,
+            _ => ABSENT,
+        };
+        o.css_parent = self.optional("cgroup_subsys_state", "parent")?;
+        o.memcg_css = self.optional("mem_cgroup", "css")?;
+        o.memcg_usage = self.optional("mem_cgroup", "memory.usage")?;
+        o.memcg_max = self.optional("mem_cgroup", "memory.max")?;
+        o.page_size = crate::host::scan::page_size() as u32;
+        Ok(())
     }
 
     /// What the exec program reads beyond the task: the credentials after the exec, the
