@@ -341,6 +341,9 @@ pub struct SignalEvent {
 /// Which optional fields of [`OomEvent`] this kernel's `oom:mark_victim` record has.
 pub const OOM_HAS_RSS: u32 = 1 << 0;
 pub const OOM_HAS_SCORE_ADJ: u32 = 1 << 1;
+/// `memcg_max_bytes`/`memcg_usage_bytes` were read (the kernel has a memory controller
+/// and the allocating task's memory cgroup or an ancestor of it has a limit).
+pub const OOM_HAS_MEMCG: u32 = 1 << 2;
 
 /// `oom:mark_victim`: the OOM killer chose a victim (its SIGKILL follows). The header is
 /// the task in whose context the kill happened (the one whose allocation failed).
@@ -359,6 +362,12 @@ pub struct OomEvent {
     pub shmem_rss_kb: u64,
     pub oom_score_adj: i32,
     pub _pad: u32,
+    /// The lowest memory limit on the allocating task's memory cgroup and its ancestors,
+    /// in bytes, read at the kill: the cgroup may be gone by the time anyone reads its
+    /// files (a container whose PID 1 is the victim is removed at once).
+    pub memcg_max_bytes: u64,
+    /// That cgroup's usage at the same moment, in bytes.
+    pub memcg_usage_bytes: u64,
 }
 
 /// In-kernel counters, one copy per CPU (a `PerCpuArray` with a single entry); userspace
@@ -408,7 +417,8 @@ const _: () = {
     assert!(offset_of!(SignalEvent, sender_start_ns) == 144);
     assert!(offset_of!(SignalEvent, sig) == 172);
     assert!(offset_of!(SignalEvent, sender_comm) == 192);
-    assert!(size_of::<OomEvent>() == 72);
+    assert!(size_of::<OomEvent>() == 88);
+    assert!(offset_of!(OomEvent, memcg_max_bytes) == 72);
     assert!(offset_of!(OomEvent, total_vm_kb) == 32);
     assert!(offset_of!(OomEvent, oom_score_adj) == 64);
     assert!(size_of::<Stats>() == 240);

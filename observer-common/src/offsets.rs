@@ -100,6 +100,17 @@ offsets! {
     cgroup_root,
     cgroup_root_hierarchy_id,
     kernfs_node_id,
+    /// `subsys[memory_cgrp_id]` of struct css_set (the memory controller's css pointer);
+    /// absent without a memory controller.
+    css_set_memory_css,
+    /// struct cgroup_subsys_state `parent`.
+    css_parent,
+    /// Of struct mem_cgroup: `css`, `memory.usage` and `memory.max` (page_counter).
+    memcg_css,
+    memcg_usage,
+    memcg_max,
+    /// Not an offset: the kernel's page size (page counters count pages).
+    page_size,
     // struct mm_struct
     mm_arg_start,
     mm_arg_end,

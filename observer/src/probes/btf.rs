@@ -150,7 +150,12 @@ impl KernelBtf {
             .map(|m| m.bit_offset())
     }
 
-    /// The first of `paths` this kernel's struct `st` has.
+    /// Offset of `path` in struct `st`, or ABSENT where this kernel lacks it.
+    fn optional(&self, st: &str, path: &str) -> Result<u32, ProbeError> {
+        self.first_of(st, &[path])
+    }
+
+    /// The first of `paths` this kernel's struct `st` has (ABSENT if none).
     fn first_of(&self, st: &str, paths: &[&str]) -> Result<u32, ProbeError> {
         for p in paths {
             if let Some(o) = self.offset(st, p)? {
@@ -168,9 +173,6 @@ impl KernelBtf {
     /// are required; the rest (time namespaces, < 5.6) may be absent.
     pub(crate) fn offsets(&self) -> Result<Offsets, ProbeError> {
         let mut o = Offsets::ALL_ABSENT;
-        let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
-            Ok(self.offset(st, path)?.unwrap_or(ABSENT))
-        };
         let req = |st: &str, path: &str| -> Result<u32, ProbeError> {
             self.offset(st, path)?
                 .ok_or_else(|| ProbeError::MissingMember(format!("{st}.{path}")))
@@ -215,7 +217,7 @@ impl KernelBtf {
         o.netns_inum = req("net", "ns.inum")?;
         o.userns_inum = req("user_namespace", "ns.inum")?;
         o.cgroupns_inum = req("cgroup_namespace", "ns.inum")?;
-        o.timens_inum = opt("time_namespace", "ns.inum")?;
+        o.timens_inum = self.optional("time_namespace", "ns.inum")?;
         o.nsproxy_size = self
             .size_of("nsproxy")
             .ok_or_else(|| ProbeError::MissingMember("struct nsproxy".into()))?;
@@ -224,7 +226,7 @@ impl KernelBtf {
         o.nsproxy_mnt = req("nsproxy", "mnt_ns")?;
         o.nsproxy_pid_for_children = req("nsproxy", "pid_ns_for_children")?;
         o.nsproxy_net = req("nsproxy", "net_ns")?;
-        o.nsproxy_time = opt("nsproxy", "time_ns")?;
+        o.nsproxy_time = self.optional("nsproxy", "time_ns")?;
         o.nsproxy_cgroup = req("nsproxy", "cgroup_ns")?;
         o.css_set_dfl_cgrp = req("css_set", "dfl_cgrp")?;
         o.cgroup_kn = req("cgroup", "kn")?;
@@ -236,30 +238,58 @@ impl KernelBtf {
         o.mm_arg_end = req("mm_struct", "arg_end")?;
         o.binprm_filename = req("linux_binprm", "filename")?;
         self.exec_offsets(&mut o)?;
+        self.memcg_offsets(&mut o)?;
         Ok(o)
+    }
+
+    /// The value of enumerator `name` of enum `en`; None if this kernel has neither.
+    pub(crate) fn enum_value(&self, en: &str, name: &str) -> Option<u32> {
+        let types = self.btf.resolve_types_by_name(en).ok()?;
+        types.into_iter().find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| self.btf.resolve_name(*m).unwrap_or_default() == name)
+                .map(btf_rs::EnumMember::val),
+            _ => None,
+        })
+    }
+
+    /// What the OOM program reads of the allocating task's memory cgroup: its limit and
+    /// usage at the kill. Optional: a kernel without a memory controller leaves the
+    /// event's memcg fields unset (the agent then reads the cgroup's files).
+    fn memcg_offsets(&self, o: &mut Offsets) -> Result<(), ProbeError> {
+        let subsys = self.optional("css_set", "subsys")?;
+        o.css_set_memory_css = match self.enum_value("cgroup_subsys_id", "memory_cgrp_id") {
+            Some(id) if subsys != ABSENT => subsys + id * 8,
+            _ => ABSENT,
+        };
+        o.css_parent = self.optional("cgroup_subsys_state", "parent")?;
+        o.memcg_css = self.optional("mem_cgroup", "css")?;
+        o.memcg_usage = self.optional("mem_cgroup", "memory.usage")?;
+        o.memcg_max = self.optional("mem_cgroup", "memory.max")?;
+        o.page_size = crate::host::scan::page_size() as u32;
+        Ok(())
     }
 
     /// What the exec program reads beyond the task: the credentials after the exec, the
     /// kernel's privilege verdict and the executable's identity. Optional: a kernel without
     /// one of them leaves that field 0 in the events.
     fn exec_offsets(&self, o: &mut Offsets) -> Result<(), ProbeError> {
-        let opt = |st: &str, path: &str| -> Result<u32, ProbeError> {
-            Ok(self.offset(st, path)?.unwrap_or(ABSENT))
-        };
-        o.task_cred = opt("task_struct", "cred")?;
-        o.cred_suid = opt("cred", "suid")?;
-        o.cred_sgid = opt("cred", "sgid")?;
-        o.cred_euid = opt("cred", "euid")?;
-        o.cred_egid = opt("cred", "egid")?;
-        o.cred_cap_effective = opt("cred", "cap_effective")?;
-        o.binprm_file = opt("linux_binprm", "file")?;
+        o.task_cred = self.optional("task_struct", "cred")?;
+        o.cred_suid = self.optional("cred", "suid")?;
+        o.cred_sgid = self.optional("cred", "sgid")?;
+        o.cred_euid = self.optional("cred", "euid")?;
+        o.cred_egid = self.optional("cred", "egid")?;
+        o.cred_cap_effective = self.optional("cred", "cap_effective")?;
+        o.binprm_file = self.optional("linux_binprm", "file")?;
         o.binprm_secureexec_bit = self
             .bit_offset("linux_binprm", "secureexec")
             .unwrap_or(ABSENT);
-        o.file_inode = opt("file", "f_inode")?;
-        o.inode_ino = opt("inode", "i_ino")?;
-        o.inode_size = opt("inode", "i_size")?;
-        o.inode_sb = opt("inode", "i_sb")?;
+        o.file_inode = self.optional("file", "f_inode")?;
+        o.inode_ino = self.optional("inode", "i_ino")?;
+        o.inode_size = self.optional("inode", "i_size")?;
+        o.inode_sb = self.optional("inode", "i_sb")?;
         o.inode_mtime_sec = self.first_of(
             "inode",
             &["i_mtime_sec", "__i_mtime.tv_sec", "i_mtime.tv_sec"],
@@ -268,7 +298,7 @@ impl KernelBtf {
             "inode",
             &["i_mtime_nsec", "__i_mtime.tv_nsec", "i_mtime.tv_nsec"],
         )?;
-        o.sb_dev = opt("super_block", "s_dev")?;
+        o.sb_dev = self.optional("super_block", "s_dev")?;
         Ok(())
     }
 }

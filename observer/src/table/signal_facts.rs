@@ -3,7 +3,9 @@
 //! killer's facts about its victim, and per-container counts for the metrics. A process's
 //! facts go with it into the container's history (history.rs) when it ends.
 
-use observer_common::{OomEvent, SignalEvent, COMM_LEN, OOM_HAS_RSS, OOM_HAS_SCORE_ADJ};
+use observer_common::{
+    OomEvent, SignalEvent, COMM_LEN, OOM_HAS_MEMCG, OOM_HAS_RSS, OOM_HAS_SCORE_ADJ,
+};
 
 use super::Table;
 use crate::containers::ContainerKey;
@@ -140,13 +142,18 @@ impl Table {
             return;
         };
         let (container, start_ns) = (p.container, p.start_time_ns);
-        let (memory_limit_bytes, memory_bytes) = match container.and_then(|c| self.registry.get(c))
-        {
-            Some(c) if c.cgroup != crate::containers::NO_PATH => {
-                let r = self.cgroupfs.resources(self.registry.path(c.cgroup));
-                (r.memory_limit_bytes, r.memory_bytes)
+        let (memory_limit_bytes, memory_bytes) = if e.flags & OOM_HAS_MEMCG != 0 {
+            // Read in the kernel at the kill: the cgroup's files may be gone by now, and
+            // its usage after the kill is not what it was.
+            (Some(e.memcg_max_bytes), Some(e.memcg_usage_bytes))
+        } else {
+            match container.and_then(|c| self.registry.get(c)) {
+                Some(c) if c.cgroup != crate::containers::NO_PATH => {
+                    let r = self.cgroupfs.resources(self.registry.path(c.cgroup));
+                    (r.memory_limit_bytes, r.memory_bytes)
+                }
+                _ => (None, None),
             }
-            _ => (None, None),
         };
         let rss = e.flags & OOM_HAS_RSS != 0;
         let facts = OomFacts {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::process::ExecCred;
+
 /// Capability names by number (include/uapi/linux/capability.h), as `capsh` prints them.
 const CAP_NAMES: [&str; 41] = [
     "cap_chown",
@@ -78,24 +80,35 @@ impl Creds {
         }
     }
 
-    /// How the exec raised privileges, if the kernel says it did: `setuid: 1000 → euid 0`,
-    /// `setgid: …`, or the file capabilities it gained.
+    /// How the exec raised privileges, if the kernel says it did (see [`privileges`]).
     pub(crate) fn gained(&self) -> Option<String> {
-        if !self.secureexec {
-            return None;
-        }
-        let mut parts = Vec::new();
-        if self.euid != self.uid {
-            parts.push(format!("setuid: {} → euid {}", self.uid, self.euid));
-        }
-        if self.egid != self.gid {
-            parts.push(format!("setgid: {} → egid {}", self.gid, self.egid));
-        }
-        if parts.is_empty() {
-            parts.push(format!("file capabilities: {}", cap_names(self.cap_eff)));
-        }
-        Some(parts.join(", "))
+        let c = ExecCred {
+            euid: self.euid,
+            egid: self.egid,
+            cap_eff: self.cap_eff,
+            raised: self.secureexec,
+        };
+        privileges(self.uid, self.gid, &c)
     }
+}
+
+/// How an exec by real ids `uid`/`gid` that left `c` raised privileges, if the kernel says
+/// it did: `setuid: 1000 → euid 0`, `setgid: …`, or the file capabilities it gained.
+pub(crate) fn privileges(uid: u32, gid: u32, c: &ExecCred) -> Option<String> {
+    if !c.raised {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if c.euid != uid {
+        parts.push(format!("setuid: {uid} → euid {}", c.euid));
+    }
+    if c.egid != gid {
+        parts.push(format!("setgid: {gid} → egid {}", c.egid));
+    }
+    if parts.is_empty() {
+        parts.push(format!("file capabilities: {}", cap_names(c.cap_eff)));
+    }
+    Some(parts.join(", "))
 }
 
 /// `cap_net_raw,cap_sys_admin`; `all` for every capability this table names, `all but
@@ -143,21 +156,11 @@ pub(crate) struct ExecCredView {
 /// The view of a table process's exec credentials (its real ids beside them).
 pub(crate) fn exec_cred_view(p: &crate::table::Process) -> Option<ExecCredView> {
     let c = p.exec_cred?;
-    let creds = Creds {
-        uid: p.uid,
-        gid: p.gid,
-        euid: c.euid,
-        egid: c.egid,
-        suid: c.euid,
-        sgid: c.egid,
-        cap_eff: c.cap_eff,
-        secureexec: c.raised,
-    };
     Some(ExecCredView {
         euid: c.euid,
         egid: c.egid,
         cap_eff: cap_names(c.cap_eff),
-        privileges: creds.gained(),
+        privileges: privileges(p.uid, p.gid, &c),
     })
 }
 

@@ -151,6 +151,10 @@ pub(crate) enum Detail<'a> {
         file_rss_kb: Option<u64>,
         shmem_rss_kb: Option<u64>,
         oom_score_adj: Option<i32>,
+        /// The lowest memory limit over the allocating task's memory cgroup and its
+        /// ancestors, and that cgroup's usage, at the kill (absent without one).
+        memory_limit_bytes: Option<u64>,
+        memory_bytes: Option<u64>,
     },
     None {},
 }
@@ -241,6 +245,7 @@ impl<'a> EventJson<'a> {
             },
             Event::Oom(e) => {
                 let rss = e.flags & observer_common::OOM_HAS_RSS != 0;
+                let memcg = e.flags & observer_common::OOM_HAS_MEMCG != 0;
                 Detail::Oom {
                     victim_pid: e.victim_pid,
                     total_vm_kb: e.total_vm_kb,
@@ -249,6 +254,8 @@ impl<'a> EventJson<'a> {
                     shmem_rss_kb: rss.then_some(e.shmem_rss_kb),
                     oom_score_adj: (e.flags & observer_common::OOM_HAS_SCORE_ADJ != 0)
                         .then_some(e.oom_score_adj),
+                    memory_limit_bytes: memcg.then_some(e.memcg_max_bytes),
+                    memory_bytes: memcg.then_some(e.memcg_usage_bytes),
                 }
             }
             Event::Free(_) => Detail::None {},

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{
     runtimes::{docker, docker_ready},
-    sh, EventStream,
+    sh, EventStream, Killed,
 };
 
 const T: Duration = Duration::from_secs(15);
@@ -167,16 +167,6 @@ fn a_docker_containers_capabilities_at_exec_match_its_proc_status() {
     }
 }
 
-/// A child process of the test's, killed and reaped on drop.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The effective uid in /proc/<pid>/status (`Uid: real effective saved fs`).
 fn proc_euid(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -198,7 +188,7 @@ fn ps_shows_the_credentials_a_setuid_exec_gave_a_running_process() {
         "chown root:root {0} && chmod 4755 {0}",
         bin.display()
     ));
-    let child = Running(
+    let child = Killed(
         std::process::Command::new("/usr/bin/setpriv")
             .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
             .arg(&bin)
@@ -211,7 +201,9 @@ fn ps_shows_the_credentials_a_setuid_exec_gave_a_running_process() {
         let ps = agent.json(&["ps"]);
         ps.as_array()?
             .iter()
-            .find(|p| p["pid"].as_u64() == Some(u64::from(pid)) && !p["exec"].is_null())
+            // Its exec of the setuid copy, not setpriv before it (same pid, credentials
+            // inherited from the test at fork).
+            .find(|p| p["pid"].as_u64() == Some(u64::from(pid)) && p["exe"] == bin.to_str().unwrap())
             .cloned()
     });
     assert_eq!(proc_euid(pid), Some(0), "the kernel's view");

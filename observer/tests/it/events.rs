@@ -369,6 +369,9 @@ fn signals_to_a_namespace_init_and_an_oom_kill_carry_the_kernels_verdict() {
     if !oom["anon_rss_kb"].is_null() {
         assert!(oom["anon_rss_kb"].as_u64().unwrap() > 1024, "{oom:#}");
     }
+    // The container's limit and its usage, read in the kernel at the kill.
+    assert_eq!(oom["memory_limit_bytes"], 32 << 20, "{oom:#}");
+    assert!(oom["memory_bytes"].as_u64().unwrap() >= 30 << 20, "{oom:#}");
     let by_kernel = s.wait_for(T, "the OOM killer's SIGKILL", |v| {
         is(v, "signal", victim) && v["signal"] == "SIGKILL"
     });

@@ -541,23 +541,6 @@ fn clients_with_wrong_passwords_and_scrapers_cost_no_events() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Stopped (SIGSTOP) for as long as it lives: a stopped agent's ring buffer fills, and what
-/// happens then is lost. Continued on drop, also when the test fails.
-struct Stopped(u32);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
-    }
-}
-
 #[test]
 fn a_move_to_another_cgroup_whose_event_was_lost_is_corrected_after_the_loss() {
     let (a, b) = (
@@ -606,14 +589,4 @@ fn a_move_to_another_cgroup_whose_event_was_lost_is_corrected_after_the_loss() {
         .unwrap_or_else(|| panic!("no correction line for pid {pid}"));
     assert!(line.contains(&in_a) && line.contains(&in_b), "{line}");
     drop(sleep);
-}
-
-/// A child killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -304,3 +304,31 @@ pub fn oom_container_args_with(name: &str, detach: bool, script: &str) -> Vec<St
     }
     a
 }
+
+/// Stopped (SIGSTOP) for as long as it lives: a stopped agent's ring buffer fills, and what
+/// happens then is lost. Continued on drop, also when the test fails.
+pub struct Stopped(u32);
+
+impl Stopped {
+    pub fn new(pid: u32) -> Stopped {
+        // SAFETY: kill(2) on the test's own agent.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// A child killed and reaped on drop.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
