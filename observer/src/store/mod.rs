@@ -14,8 +14,9 @@
 //! Off the event loop: the loop only offers entries to a bounded queue (what it cannot
 //! take is counted, never waited for); a writer thread commits what waits at most once a
 //! second, so a crash loses at most the last second of entries, never an older one. The
-//! store is bounded by size (`--history-disk-max`) and age (`--history-disk-retention`), the
-//! oldest entries evicted first and counted. A store that cannot be written (full disk,
+//! store is bounded by age (`--history-disk-retention`, the oldest entries evicted first) and
+//! size (`--history-disk-max`: the oldest entries of the container that holds the most),
+//! evictions counted. A store that cannot be written (full disk,
 //! read-only directory) leaves the agent on its in-memory history: a warning, the
 //! `observer_history_store_errors_total` metric and the state in /v1/status; the writer
 //! tries again later. Queries (read.rs) run on the API's blocking threads, beside the

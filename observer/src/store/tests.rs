@@ -149,6 +149,38 @@ fn the_file_stays_within_its_size_bound_evicting_the_oldest_first() {
 }
 
 #[test]
+fn a_container_that_spawns_without_end_evicts_its_own_history_not_its_neighbours() {
+    let dir = Dir::new("fair");
+    let s = store(&dir, 2 << 20);
+    let mut o = open_store(&s).unwrap();
+    let now = boot_now_ns();
+    // Quiet containers' few entries are the oldest in the store.
+    for q in ["quiet-a", "quiet-b", "quiet-c"] {
+        commit(&s, &mut o, &batch(q, 1..21, now - DAY_NS));
+    }
+    let mut evicted = 0;
+    for round in 0..60u32 {
+        let b = batch("noisy", round * 1000..round * 1000 + 1000, now - DAY_NS / 2);
+        evicted += commit(&s, &mut o, &b).evicted;
+    }
+    assert!(evicted > 10_000, "the bound was reached: {evicted} evicted");
+    for q in ["quiet-a", "quiet-b", "quiet-c"] {
+        assert_eq!(s.entries(&key(q)).len(), 20, "{q} keeps its whole history");
+    }
+    let noisy = s.entries(&key("noisy"));
+    assert_eq!(noisy.last().unwrap().ended.pid, 59_999, "its newest stay");
+    assert!(noisy[0].ended.pid > 1000, "its oldest went first");
+    // Reopened, the per-container accounts are rebuilt from the file: the next flood
+    // still evicts only the noisy one.
+    drop(o);
+    let mut o = open_store(&s).unwrap();
+    commit(&s, &mut o, &batch("noisy", 60_000..62_000, now));
+    for q in ["quiet-a", "quiet-b", "quiet-c"] {
+        assert_eq!(s.entries(&key(q)).len(), 20, "{q} after a reopen");
+    }
+}
+
+#[test]
 fn entries_past_the_retention_are_evicted() {
     let dir = Dir::new("retention");
     let s = store(&dir, 64 << 20);

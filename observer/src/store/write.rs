@@ -1,6 +1,8 @@
 //! One commit of the writer thread: a batch of ended processes in one write transaction,
-//! then the oldest entries evicted while the store is over its size or retention bounds —
-//! in the same transaction, so a crash leaves either all of it or none. Any error drops the
+//! then entries evicted while the store is over its retention (the oldest first) or its
+//! size (the oldest of the container holding the most: one container that spawns without
+//! end evicts its own history, not its quiet neighbours') — in the same transaction, so a
+//! crash leaves either all of it or none. Any error drops the
 //! open store (the thread opens it again later and reloads this state from the file).
 
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub(super) struct Open {
     /// The entries' accounted size (bytes + ENTRY_OVERHEAD each).
     pub(super) bytes: u64,
     pub(super) entries: u64,
+    /// The accounted size of each container's entries.
+    per_container: FxHashMap<u32, u64>,
 }
 
 /// What one commit did.
@@ -72,6 +76,7 @@ impl Open {
         offsets: Vec<(u32, i64)>,
     ) -> Result<Open, redb::Error> {
         let (mut containers, mut meta) = (FxHashMap::default(), (0, 0));
+        let mut per_container = FxHashMap::<u32, u64>::default();
         let (next_seq, entries) = {
             let r = redb::ReadableDatabase::begin_read(&db)?;
             if let Ok(t) = r.open_table(CONTAINERS) {
@@ -90,7 +95,16 @@ impl Open {
                 meta = (get("bytes")?, get("next_container")?);
             }
             match r.open_table(ENTRIES) {
-                Ok(t) => (t.last()?.map_or(0, |(k, _)| k.value() + 1), t.len()?),
+                Ok(t) => {
+                    for row in t.iter()? {
+                        let (_, v) = row?;
+                        if let Some((c, _, _)) = codec::head(v.value()) {
+                            *per_container.entry(c).or_default() +=
+                                v.value().len() as u64 + ENTRY_OVERHEAD;
+                        }
+                    }
+                    (t.last()?.map_or(0, |(k, _)| k.value() + 1), t.len()?)
+                }
                 Err(_) => (0, 0),
             }
         };
@@ -103,6 +117,7 @@ impl Open {
             next_seq,
             bytes: meta.0,
             entries,
+            per_container,
         })
     }
 
@@ -134,6 +149,7 @@ impl Open {
                 index.insert((c, self.next_seq), ())?;
                 self.next_seq += 1;
                 self.bytes += bytes.len() as u64 + ENTRY_OVERHEAD;
+                *self.per_container.entry(c).or_default() += bytes.len() as u64 + ENTRY_OVERHEAD;
                 self.entries += 1;
                 done.written += 1;
             }
@@ -165,8 +181,9 @@ impl Open {
         Ok(done)
     }
 
-    /// Drops the oldest entries while the store is over its size or they are past the
-    /// retention; returns the containers they were of and how many were dropped.
+    /// Drops the entries past the retention (the oldest first), then, while the store is
+    /// over its size, the oldest of the container that holds the most; returns the
+    /// containers they were of and how many were dropped.
     fn evict(
         &mut self,
         entries: &mut redb::Table<u64, &[u8]>,
@@ -176,9 +193,9 @@ impl Open {
     ) -> Result<(FxHashSet<u32>, u64), redb::Error> {
         let (mut touched, mut n) = (FxHashSet::default(), 0);
         loop {
-            let Some((seq, len, head)) = entries
+            let Some((seq, head)) = entries
                 .first()?
-                .map(|(k, v)| (k.value(), v.value().len() as u64, codec::head(v.value())))
+                .map(|(k, v)| (k.value(), codec::head(v.value())))
             else {
                 break;
             };
@@ -187,19 +204,87 @@ impl Open {
                 let wall = (i128::from(end) + i128::from(off)).max(0) as u64;
                 now_unix_ns.saturating_sub(wall) > lim.retention_ns
             });
-            if self.bytes <= lim.budget() && !too_old && head.is_some() {
+            if !too_old && head.is_some() {
                 break;
             }
-            entries.remove(seq)?;
-            if let Some((c, _, _)) = head {
-                index.remove((c, seq))?;
-                touched.insert(c);
-            }
-            self.bytes = self.bytes.saturating_sub(len + ENTRY_OVERHEAD);
-            self.entries = self.entries.saturating_sub(1);
+            self.remove(entries, index, seq, &mut touched)?;
             n += 1;
         }
+        while self.bytes > lim.budget() {
+            let Some((c, down_to)) = self.heaviest(lim) else {
+                break;
+            };
+            let mut progress = false;
+            while self.bytes > lim.budget()
+                && self.per_container.get(&c).copied().unwrap_or(0) > down_to
+            {
+                let Some(seq) = index
+                    .range((c, 0)..=(c, u64::MAX))?
+                    .next()
+                    .transpose()?
+                    .map(|(k, _)| k.value().1)
+                else {
+                    // The index has nothing left of it: its count is stale.
+                    self.per_container.remove(&c);
+                    break;
+                };
+                self.remove(entries, index, seq, &mut touched)?;
+                n += 1;
+                progress = true;
+            }
+            // Nothing evicted and the container still counted: stop rather than spin.
+            if !progress && self.per_container.contains_key(&c) {
+                break;
+            }
+        }
         Ok((touched, n))
+    }
+
+    /// The container holding the most, and the size to evict it down to: a little below
+    /// the next one (one pass per step, not per entry, when containers are alike).
+    fn heaviest(&self, lim: &Limits) -> Option<(u32, u64)> {
+        let (mut first, mut second) = (None::<(u32, u64)>, 0u64);
+        for (&c, &b) in &self.per_container {
+            match first {
+                Some((_, fb)) if b <= fb => second = second.max(b),
+                _ => {
+                    second = second.max(first.map_or(0, |f| f.1));
+                    first = Some((c, b));
+                }
+            }
+        }
+        let step = (lim.budget() / 256).max(4096);
+        first.map(|(c, b)| (c, second.saturating_sub(step).min(b.saturating_sub(1))))
+    }
+
+    /// Removes entry `seq` and its index key, and takes it off the accounts.
+    fn remove(
+        &mut self,
+        entries: &mut redb::Table<u64, &[u8]>,
+        index: &mut redb::Table<(u32, u64), ()>,
+        seq: u64,
+        touched: &mut FxHashSet<u32>,
+    ) -> Result<(), redb::Error> {
+        let Some((len, head)) = entries
+            .remove(seq)?
+            .map(|v| (v.value().len() as u64, codec::head(v.value())))
+        else {
+            return Ok(());
+        };
+        let cost = len + ENTRY_OVERHEAD;
+        if let Some((c, _, _)) = head {
+            index.remove((c, seq))?;
+            touched.insert(c);
+            if let Some(b) = self.per_container.get_mut(&c) {
+                *b = b.saturating_sub(cost);
+                if *b == 0 {
+                    self.per_container.remove(&c);
+                }
+            }
+        }
+        self.bytes = self.bytes.saturating_sub(cost);
+        self.entries = self.entries.saturating_sub(1);
+        Ok(())
     }
 
     /// Removes the containers none of whose entries remain.
