@@ -346,7 +346,7 @@ fn commit(
     batch: &[(ContainerKey, Ended)],
     name: &mut dyn FnMut(&ContainerKey) -> Option<String>,
 ) -> Result<(), redb::Error> {
-    match o.commit(batch, name, &store.cfg.limits, unix_now_ns()) {
+    match o.commit(batch, name, &store.cfg.limits, write::Now::read()) {
         Ok(c) => {
             let n = &store.counts;
             n.written.fetch_add(c.written, Ordering::Relaxed);

@@ -54,7 +54,7 @@ fn batch(ctr: &str, pids: std::ops::Range<u32>, end_ns: u64) -> Vec<(ContainerKe
 
 fn commit(s: &Store, o: &mut write::Open, b: &[(ContainerKey, Ended)]) -> write::Committed {
     let mut name = |k: &ContainerKey| (k.id == "abcdef0123").then(|| "web".to_string());
-    o.commit(b, &mut name, &s.cfg.limits, unix_now_ns())
+    o.commit(b, &mut name, &s.cfg.limits, write::Now::read())
         .unwrap()
 }
 
@@ -178,6 +178,27 @@ fn a_container_that_spawns_without_end_evicts_its_own_history_not_its_neighbours
     for q in ["quiet-a", "quiet-b", "quiet-c"] {
         assert_eq!(s.entries(&key(q)).len(), 20, "{q} after a reopen");
     }
+}
+
+#[test]
+fn a_step_of_the_wall_clock_ages_no_entry_of_this_boot() {
+    let dir = Dir::new("step");
+    let s = store(&dir, 64 << 20);
+    let mut o = open_store(&s).unwrap();
+    let now = boot_now_ns();
+    commit(&s, &mut o, &batch("a", 1..4, now));
+    // The node's time is set 30 days ahead after the agent started (a fresh VM, NTP).
+    let mut stepped = write::Now::read();
+    stepped.unix_ns += 30 * DAY_NS;
+    let mut name = |_: &ContainerKey| None;
+    let c = o
+        .commit(&batch("b", 1..2, now), &mut name, &s.cfg.limits, stepped)
+        .unwrap();
+    assert_eq!(
+        c.evicted, 0,
+        "retention counts this boot's entries on its own clock"
+    );
+    assert_eq!(s.entries(&key("a")).len(), 3);
 }
 
 #[test]

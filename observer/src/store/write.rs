@@ -37,6 +37,23 @@ pub(super) struct Open {
     per_container: FxHashMap<u32, u64>,
 }
 
+/// The time of a commit on both clocks.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Now {
+    pub(super) unix_ns: u64,
+    /// CLOCK_BOOTTIME, the clock of this boot's entries.
+    pub(super) boot_ns: u64,
+}
+
+impl Now {
+    pub(super) fn read() -> Now {
+        Now {
+            unix_ns: crate::host::clock::unix_now_ns(),
+            boot_ns: crate::host::clock::boot_now_ns(),
+        }
+    }
+}
+
 /// What one commit did.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Committed {
@@ -128,7 +145,7 @@ impl Open {
         batch: &[(ContainerKey, Ended)],
         name: &mut dyn FnMut(&ContainerKey) -> Option<String>,
         lim: &Limits,
-        now_unix_ns: u64,
+        now: Now,
     ) -> Result<Committed, redb::Error> {
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate)
@@ -166,7 +183,7 @@ impl Open {
                     postcard::to_allocvec(&rec).unwrap_or_default().as_slice(),
                 )?;
             }
-            let touched = self.evict(&mut entries, &mut index, lim, now_unix_ns)?;
+            let touched = self.evict(&mut entries, &mut index, lim, now)?;
             done.evicted = touched.1;
             self.forget_empty(&index, &mut ctrs, touched.0)?;
             let mut meta = w.open_table(META)?;
@@ -189,7 +206,7 @@ impl Open {
         entries: &mut redb::Table<u64, &[u8]>,
         index: &mut redb::Table<(u32, u64), ()>,
         lim: &Limits,
-        now_unix_ns: u64,
+        now: Now,
     ) -> Result<(FxHashSet<u32>, u64), redb::Error> {
         let (mut touched, mut n) = (FxHashSet::default(), 0);
         loop {
@@ -200,9 +217,14 @@ impl Open {
                 break;
             };
             let too_old = head.is_some_and(|(_, boot, end)| {
+                // This boot's entries age on its own clock: a step of the wall clock (a
+                // node whose time is set after the agent started) must not age them all.
+                if boot == self.boot {
+                    return now.boot_ns.saturating_sub(end) > lim.retention_ns;
+                }
                 let off = self.offsets.get(&boot).copied().unwrap_or(0);
                 let wall = (i128::from(end) + i128::from(off)).max(0) as u64;
-                now_unix_ns.saturating_sub(wall) > lim.retention_ns
+                now.unix_ns.saturating_sub(wall) > lim.retention_ns
             });
             if !too_old && head.is_some() {
                 break;
