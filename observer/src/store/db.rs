@@ -1,7 +1,7 @@
 //! The store's file: `history.redb` in the state directory, its tables and schema version,
 //! and what happens to a file that is not one this agent can read — truncated, corrupt,
 //! another program's, or of a newer schema: it is moved aside as
-//! `history.redb.corrupt-<unix seconds>` (logged with both paths, counted) and a new store
+//! `history.redb.corrupt-<unix ns>` (logged with both paths, counted) and a new store
 //! is started, so the agent always starts. A file another agent holds open (redb locks it)
 //! or a state directory that cannot be written is left alone: the store is unavailable
 //! and the agent runs on its in-memory history.
@@ -189,12 +189,17 @@ fn check_schema(db: &Database) -> Result<(), OpenError> {
     };
     match found {
         None => {
-            let w = db.begin_write().map_err(|e| bad(&e))?;
+            // Writing a new file's version fails on a full or failing disk: that is the
+            // disk, not the file (moving it aside would repeat at every retry).
+            let io = |e: &dyn std::fmt::Display| {
+                OpenError::Unavailable(format!("writing a new store: {e}"))
+            };
+            let w = db.begin_write().map_err(|e| io(&e))?;
             {
-                let mut m = w.open_table(META).map_err(|e| bad(&e))?;
-                m.insert("version", VERSION).map_err(|e| bad(&e))?;
+                let mut m = w.open_table(META).map_err(|e| io(&e))?;
+                m.insert("version", VERSION).map_err(|e| io(&e))?;
             }
-            w.commit().map_err(|e| bad(&e))
+            w.commit().map_err(|e| io(&e))
         }
         Some(Some(VERSION)) => Ok(()),
         Some(Some(v)) => Err(OpenError::Unreadable(format!(
@@ -204,11 +209,11 @@ fn check_schema(db: &Database) -> Result<(), OpenError> {
     }
 }
 
-/// Renames `path` to `<path>.corrupt-<unix seconds>`.
+/// Renames `path` to `<path>.corrupt-<unix ns>` (a name no earlier move took).
 fn move_aside(path: &Path, why: &str, shared: &Shared) -> Result<(), OpenError> {
-    let secs = crate::host::clock::unix_now_ns() / 1_000_000_000;
+    let ns = crate::host::clock::unix_now_ns();
     let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{secs}"));
+    aside.push(format!(".corrupt-{ns}"));
     let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside).map_err(|e| {
         OpenError::Unavailable(format!(

@@ -241,6 +241,40 @@ fn a_full_disk_leaves_the_agent_on_its_in_memory_history() {
     drop(agent);
 }
 
+/// A disk that is full before the store's file exists: a new file that cannot be written
+/// is the disk's fault, not the file's — nothing is moved aside (before, with a few KiB
+/// left, redb created the file, its first commit failed, and each retry moved the file
+/// aside as unreadable, every 10 s without end). Which step fails depends on how much is
+/// left: every amount from 4 to 32 KiB is tried.
+#[test]
+fn a_disk_full_before_the_store_exists_moves_nothing_aside() {
+    let mut dir = Dir::new("full0");
+    dir.mount_tmpfs("1m");
+    for free_kib in (4..=32).step_by(4) {
+        let state = format!("{}/s{free_kib}", dir.arg());
+        std::fs::create_dir(&state).unwrap();
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k"])
+            .arg(format!("count={}", (1024 - free_kib) / 4))
+            .arg(format!("of={}/filler", dir.arg()))
+            .output();
+        let agent = Agent::start(&["--state-dir", &state]);
+        let s = eventually(T, "the store's first open", || {
+            let s = store_status(&agent);
+            (s["state"] == "ok" || s["state"] == "failing").then_some(s)
+        });
+        assert_eq!(s["moved_aside"], 0, "{free_kib} KiB free: {s}");
+        let aside: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .collect();
+        assert!(aside.is_empty(), "{free_kib} KiB free: {aside:?}");
+        drop(agent);
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+}
+
 #[test]
 fn a_read_only_state_dir_leaves_the_agent_on_its_in_memory_history() {
     let mut dir = Dir::new("ro");
