@@ -411,8 +411,9 @@ fn a_history_of_5000_short_lived_processes_has_every_exit_code_the_parent_saw() 
         serde_json::from_str(http_body(&agent.http_get("/v1/status")).as_str()).unwrap();
     assert_eq!(st["evictions"]["history"], 0, "{st:#}");
 
-    // The bound: 1,000 per container, the rest evicted and counted.
-    let small = docker_agent(&["--history-per-container", "1000"]);
+    // The in-memory bound: 1,000 per container, the rest evicted and counted (the store
+    // off: with it, the history holds what the store keeps).
+    let small = docker_agent(&["--history-per-container", "1000", "--history-disk-max", "0"]);
     let (c2, _) = Docker::run(
         "observer-test-history-bound",
         &[],
