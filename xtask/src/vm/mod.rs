@@ -31,6 +31,7 @@ pub const VM_MODULES: &[&str] = &[
     "truth",
     "hostile_cgroups",
     "credentials",
+    "store",
 ];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
 /// The Rust target of the host's static build.
