@@ -256,9 +256,7 @@ impl RotatingFile {
                 err: None,
             });
         }
-        let opened = OpenOptions::new()
-            .create(true)
-            .append(true)
+        let opened = private_file(OpenOptions::new().create(true).append(true))
             .open(&self.path)
             .and_then(|f| Ok((f.metadata()?.len(), f)));
         match opened {
@@ -323,7 +321,9 @@ impl RotatingFile {
         let tmp = PathBuf::from(tmp);
         let r = (|| {
             let mut from = File::open(&self.path)?;
-            let to = File::create(&tmp)?;
+            // A leftover (or planted) temporary is removed, never written through.
+            let _ = std::fs::remove_file(&tmp);
+            let to = private_file(OpenOptions::new().write(true).create_new(true)).open(&tmp)?;
             let mut gz = flate2::write::GzEncoder::new(to, flate2::Compression::fast());
             io::copy(&mut from, &mut gz)?;
             gz.finish()?.sync_data()
@@ -336,6 +336,15 @@ impl RotatingFile {
             }
         }
     }
+}
+
+/// Options for an export file: lines hold every command line on the node, which other
+/// users must not read (0640: root and a log shipper's group), and a symlink at the path —
+/// planted in a directory others can write — is refused, not followed (O_NOFOLLOW).
+fn private_file(o: &mut OpenOptions) -> &mut OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    o.mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
 }
 
 /// The end of the lines from `i` that fit in a file of `len` bytes bounded by `max`; a

@@ -171,3 +171,33 @@ fn gzip_rotation_keeps_every_line_in_compressed_files_and_leaves_no_temporary() 
     assert!(got.len() >= 11, "{} lines kept", got.len());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn files_are_not_world_readable_and_symlinks_at_their_paths_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("links");
+    let victim = d.join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    // PATH itself a symlink: refused, the target untouched.
+    std::os::unix::fs::symlink(&victim, d.join("out")).unwrap();
+    let mut f = RotatingFile::new(&d.join("out"), 100, 2);
+    assert!(
+        f.write(&lines(0, 1, 30)).is_err(),
+        "a symlinked PATH is refused"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    // The gzip temporary planted as a symlink: removed, not written through.
+    std::fs::remove_file(d.join("out")).unwrap();
+    std::os::unix::fs::symlink(&victim, d.join("out.1.gz.tmp")).unwrap();
+    let mut f = RotatingFile::new(&d.join("out"), 100, 2);
+    f.gzip = true;
+    for k in 0..3 {
+        f.write(&lines(k * 5, 5, 30)).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    for n in ["out", "out.1.gz"] {
+        let mode = std::fs::metadata(d.join(n)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o007, 0, "{n}: mode {mode:o}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
