@@ -244,6 +244,19 @@ fn outcome(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> Ou
 
 /// The logs URL: a base URL without a path gets OTLP's `/v1/logs`.
 fn logs_uri(endpoint: &str) -> anyhow::Result<Uri> {
+    // user:password@ would go out in the Host header and into logs: refused, unechoed.
+    let authority = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    if authority
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .contains('@')
+    {
+        bail!(
+            "--otlp-endpoint: credentials in the URL are not supported; give them as a header \
+             (--otlp-header 'Authorization: Basic …')"
+        );
+    }
     let uri: Uri = endpoint
         .parse()
         .map_err(|e| anyhow!("--otlp-endpoint `{endpoint}`: {e}"))?;
@@ -322,6 +335,12 @@ mod tests {
             "/otlp/v1/logs"
         );
         assert!(logs_uri("grpc://x:4317").is_err());
+        let e = logs_uri("https://me:s3cret@otel.example:4318").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(
+            logs_uri("http://gw/otlp/v1/logs?u=a@b").is_ok(),
+            "an @ in the query"
+        );
         assert!(logs_uri("not a url").is_err());
     }
 
