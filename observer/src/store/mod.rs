@@ -163,6 +163,22 @@ impl Store {
     }
 }
 
+/// Marks the store stopped when dropped (unwinding included), warning if by a panic.
+struct StopGuard<'a>(&'a Store);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.counts.errors.fetch_add(1, Ordering::Relaxed);
+            log::error!(
+                "history store: its writer stopped (a bug: please report the panic above); \
+                 ended processes stay in memory only"
+            );
+        }
+        self.0.set_state(State::Stopped);
+    }
+}
+
 /// The event loop's end of the store: offers ended processes, never waits.
 pub(crate) struct Writer {
     tx: Option<mpsc::SyncSender<(ContainerKey, Ended)>>,
@@ -189,8 +205,10 @@ impl Writer {
         std::thread::Builder::new()
             .name("history-store".into())
             .spawn(move || {
+                // Stopped however the thread ends: a panic in it (a bug, a redb assertion)
+                // must show in the status and metrics, not leave "ok" for ever.
+                let _stopped = StopGuard(&s);
                 run(&s, &rx, &names);
-                s.set_state(State::Stopped);
                 drop(done_tx);
             })?;
         Ok(Writer {
