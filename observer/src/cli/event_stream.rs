@@ -231,6 +231,12 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     drop(probes); // detaches the programs
     if args.stats {
         print_stats(&kstats, &reader.stats);
+        if sink.hasher.is_on() {
+            let counts: Vec<String> = (sink.hasher.counts().pairs().iter())
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            eprintln!("executable hashes: {}", counts.join(", "));
+        }
     }
     report_losses(&kstats);
     if broken_pipe {
