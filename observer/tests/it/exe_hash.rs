@@ -402,3 +402,79 @@ fn a_storm_of_100000_execs_of_5_binaries_computes_5_hashes() {
         "{metrics}"
     );
 }
+
+/// A launcher container's process that ended: its history entry and the exported exec and
+/// history lines carry its binary's hash.
+#[test]
+fn history_entries_and_exported_lines_carry_the_hash() {
+    let dir = Dir::new("export");
+    let file = dir.path("export.jsonl");
+    let agent = Agent::start(&[
+        "--export-file",
+        file.to_str().unwrap(),
+        "--export-types",
+        "exec,history",
+    ]);
+    let c = Ctr::start("obs-t-exe-hash-hist", &[], &["sleep", "600"]);
+    let (code, out, err) = c.exec(&["sha256sum", "/bin/sleep"]);
+    assert_eq!(code, 0, "{err}");
+    let want = first_word(&out);
+    let (code, _, err) = c.exec(&["sleep", "0.3"]);
+    assert_eq!(code, 0, "{err}");
+    let entry = eventually(T, "the ended sleep in the history", || {
+        agent.json(&["history", "obs-t-exe-hash-hist"])["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["argv"] == serde_json::json!(["sleep", "0.3"]))
+            .cloned()
+    });
+    assert_eq!(entry["exe_sha256"], want.as_str(), "{entry}");
+    let (exec, hist) = eventually(T, "its exec and history lines exported", || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &Value| v["argv"] == serde_json::json!(["sleep", "0.3"]))
+            .collect();
+        let exec = lines.iter().find(|v| v["type"] == "exec")?.clone();
+        let hist = lines
+            .iter()
+            .find(|v| v["schema"] == "observer.history/v2")?
+            .clone();
+        Some((exec, hist))
+    });
+    assert_eq!(exec["exe_sha256"], want.as_str(), "{exec}");
+    assert_eq!(hist["exe_sha256"], want.as_str(), "{hist}");
+}
+
+#[test]
+fn the_hash_flags_are_settings_and_bad_values_are_refused() {
+    let (code, out, err) = crate::common::launcher::run(&[
+        "agent",
+        "--print-config",
+        "--hash",
+        "off",
+        "--hash-cache",
+        "10",
+        "--hash-max-size",
+        "1M",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "hash = \"off\"",
+        "hash_cache = \"10\"",
+        "hash_max_size = \"1M\"",
+    ] {
+        assert!(out.contains(want), "{want} in\n{out}");
+    }
+    for (flag, value, says) in [
+        ("--hash", "maybe", "say `on` or `off`"),
+        ("--hash-cache", "0", "not in 1..="),
+        ("--hash-max-size", "12", "too small"),
+        ("--hash-max-size", "lots", "lots"),
+    ] {
+        let (code, _, err) = crate::common::launcher::run(&["agent", flag, value]);
+        assert_ne!(code, 0, "{flag} {value}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
