@@ -7,7 +7,7 @@
 //! computed, every other exec answered from the cache). Run as root.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -101,11 +101,29 @@ fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
     let bin = dir.path("host-sleep");
     unique_copy("/usr/bin/sleep", &bin, "host");
     let mut stream = EventStream::start(&["--type", "exec"]);
+    let mut api = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+    api.write_all(b"GET /v1/events?type=exec HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let child = Killed(Command::new(&bin).arg("60").spawn().unwrap());
     let want = sha256sum(&bin);
     let ev = exec_of(&mut stream, child.0.id(), &bin);
     assert_eq!(ev["exe_sha256"], want.as_str(), "{ev}");
     assert!(ev.get("exe_hash_reason").is_none(), "{ev}");
+    // The agent's /v1/events says the same.
+    let line = format!("\"filename\":\"{}\"", bin.display());
+    let mut seen = String::new();
+    api.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 65536];
+    let got = loop {
+        let n = api.read(&mut buf).unwrap();
+        assert_ne!(n, 0, "the stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(l) = seen.lines().find(|l| l.contains(&line) && l.ends_with('}')) {
+            break l.to_string();
+        }
+    };
+    assert!(got.contains(&format!("\"exe_sha256\":\"{want}\"")), "{got}");
     let p = hashed_process(&agent, u64::from(child.0.id()));
     assert_eq!(p["exe_sha256"], want.as_str(), "{p}");
     assert!(p.get("exe_hash_reason").is_none(), "{p}");
