@@ -91,6 +91,7 @@ pub(crate) fn health(i: Inputs) -> Health {
         // The pump owns the exporter: Agent::status fills this in.
         export: Vec::new(),
         history_store: None,
+        exe_hashes: Default::default(),
         agent_starts: i.restarts.starts,
         unclean_restarts: i.restarts.unclean,
     }

@@ -48,7 +48,7 @@ use crate::{
         ApiState, Request,
     },
     containers::names::{Resolver, StateDirs},
-    events::{redact::Redactor, Event},
+    events::redact::Redactor,
     host::{cgroupfs::CgroupFs, resource_files::ResourceFiles, stat_files::StatFiles},
     probes::{ProbeConfig, Probes},
     store::{Store, Writer},
@@ -76,12 +76,14 @@ pub(crate) struct AgentConfig {
     pub(crate) export: crate::export::ExportConfig,
     /// The durable history store (`--state-dir`, ...; None: off).
     pub(crate) store: Option<crate::store::StoreConfig>,
+    /// The executables' SHA-256 (`--hash`, `--hash-cache`, `--hash-max-size`).
+    pub(crate) hash: crate::table::exe_hash::HashConfig,
 }
 
 /// Where the event loop's output goes besides the table: API subscribers and the
 /// history store's writer.
 pub(crate) struct Outputs {
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<crate::table::exe_hash::Published>,
     store: crate::store::Writer,
 }
 
@@ -285,6 +287,7 @@ impl Agent<'_> {
             bpf_stats: self.probes.counts_runs(),
         });
         h.export = self.pump.export_counts();
+        h.exe_hashes = self.pump.hash_counts();
         h.history_store = self.pump.store_status();
         h
     }

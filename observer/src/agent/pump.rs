@@ -20,7 +20,10 @@ use crate::{
     host::scan,
     probes::DRAIN_EVERY,
     store,
-    table::Table,
+    table::{
+        exe_hash::{Hasher, Published},
+        Table,
+    },
 };
 
 /// How often an idle agent (no event in its last drain, no stream subscriber, nothing to
@@ -29,10 +32,12 @@ const IDLE_DRAIN_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) struct Pump<'a> {
     reader: EventReader,
-    subscribers: broadcast::Sender<Event>,
+    subscribers: broadcast::Sender<Published>,
     redact: Option<&'a Redactor>,
     exporter: Exporter,
     store: store::Writer,
+    /// Hashes the executables execs run (the reads run on its own workers).
+    hasher: Hasher,
     /// The last drain found events (housekeeping runs at its busy pace meanwhile).
     busy: bool,
     drain: Pin<Box<Sleep>>,
@@ -42,17 +47,19 @@ impl<'a> Pump<'a> {
     /// Starts the drain timer: the first drain is due DRAIN_EVERY from now.
     pub(super) fn new(
         reader: EventReader,
-        subscribers: broadcast::Sender<Event>,
+        subscribers: broadcast::Sender<Published>,
         redact: Option<&'a Redactor>,
-        exporter: Exporter,
-        store: store::Writer,
+        out: (Exporter, store::Writer),
+        hasher: Hasher,
     ) -> Pump<'a> {
+        let (exporter, store) = out;
         Pump {
             reader,
             subscribers,
             redact,
             exporter,
             store,
+            hasher,
             busy: true,
             drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
         }
@@ -105,7 +112,12 @@ impl<'a> Pump<'a> {
             exporter: &self.exporter,
             store: &self.store,
         };
-        apply(&mut self.reader, table, &out, self.redact)
+        apply(&mut self.reader, table, &out, &mut self.hasher, self.redact)
+    }
+
+    /// What became of the executables of the execs applied, and the cache's size.
+    pub(super) fn hash_counts(&self) -> crate::views::status::ExeHashCounts {
+        crate::views::status::ExeHashCounts::of(&self.hasher)
     }
 
     /// The agent stops: the export sinks and the history store write what waits for them
@@ -137,24 +149,30 @@ impl<'a> Pump<'a> {
 
 /// Where applied events go on to.
 pub(super) struct Outlets<'a> {
-    pub(super) subscribers: &'a broadcast::Sender<Event>,
+    pub(super) subscribers: &'a broadcast::Sender<Published>,
     pub(super) exporter: &'a Exporter,
     pub(super) store: &'a store::Writer,
 }
 
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
 /// on to API subscribers and the exporter, then the history entries they ended to the
-/// exporter and the history store.
+/// exporter and the history store. An exec's executable is opened now, while its process
+/// may still live, and hashed off this loop.
 pub(super) fn apply(
     reader: &mut EventReader,
     table: &mut Table,
     out: &Outlets,
+    hasher: &mut Hasher,
     redact: Option<&Redactor>,
 ) -> usize {
     let n = reader.drain(&mut |mut ev| {
         if let Some(r) = redact {
             r.event(&mut ev);
         }
+        let exe = match &ev {
+            Event::Exec(e) => Some(hasher.on_exec(e.header.tgid, e)),
+            _ => None,
+        };
         // A reaped process is gone from the table once its free event is applied.
         let before = out
             .exporter
@@ -162,9 +180,12 @@ pub(super) fn apply(
             .then(|| out.exporter.origin(table, &ev))
             .flatten();
         table.apply(&ev);
-        out.exporter.event(&ev, table, before);
+        if let Some(h) = &exe {
+            table.set_exe_hash(ev.header().tgid, h.clone());
+        }
+        out.exporter.event(&ev, table, before, exe.as_ref());
         if out.subscribers.receiver_count() > 0 {
-            let _ = out.subscribers.send(ev);
+            let _ = out.subscribers.send((ev, exe));
         }
     });
     if out.exporter.wants_history() || out.store.wants() {

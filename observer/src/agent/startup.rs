@@ -23,7 +23,7 @@ use crate::{
     export::Exporter,
     host::{cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan},
     probes::Probes,
-    table::Table,
+    table::{exe_hash::Hasher, Table},
 };
 
 /// What the seed found, for the agent's status.
@@ -63,7 +63,15 @@ pub(super) async fn start<'a>(
         exporter: &exporter,
         store: &store,
     };
-    let buffered = pump::apply(&mut reader, &mut table, &out, cfg.redact.as_ref());
+    let mut hasher =
+        Hasher::start(cfg.hash).context("starting the executables' hashing workers")?;
+    let buffered = pump::apply(
+        &mut reader,
+        &mut table,
+        &out,
+        &mut hasher,
+        cfg.redact.as_ref(),
+    );
     log::info!(
         "seeded {} processes from {} in {:.0} ms, then applied {buffered} events buffered meanwhile",
         table.len(),
@@ -74,7 +82,13 @@ pub(super) async fn start<'a>(
     let reconciler = Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
     let mut housekeeping = Housekeeping::new();
     readiness.start_watchdog();
-    let pump = pump::Pump::new(reader, events, cfg.redact.as_ref(), exporter, store);
+    let pump = pump::Pump::new(
+        reader,
+        events,
+        cfg.redact.as_ref(),
+        (exporter, store),
+        hasher,
+    );
     housekeeping.count_losses_from(&probes);
     Ok(Agent {
         cfg,

@@ -34,6 +34,27 @@ use crate::{
     },
 };
 
+/// How long an event line waits for its executable's hash while a worker computes it.
+pub(crate) const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An exec event's executable hash for the event stream: waits (this subscriber only, off
+/// the event loop) up to [`HASH_WAIT`] while it is computed, then says `pending`.
+pub(crate) async fn exe_hash(
+    h: Option<crate::table::exe_hash::ExeHash>,
+) -> Option<Result<crate::table::exe_hash::Digest, crate::table::exe_hash::Reason>> {
+    use crate::table::exe_hash::Reason;
+    let h = h?;
+    let until = tokio::time::Instant::now() + HASH_WAIT;
+    loop {
+        match h.now() {
+            Err(Reason::Pending) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            r => return Some(r),
+        }
+    }
+}
+
 /// What views are assembled with: the clock, the name resolver, the cgroup file systems,
 /// and the agent's kept files (None: the CLI's one-shot view opens and closes each file).
 pub(crate) struct ViewCtx<'a> {

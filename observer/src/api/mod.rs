@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
     containers::names::Resolver,
-    events::{kind_from_name, Event},
+    events::kind_from_name,
     host::{
         cgroupfs::CgroupFs, clock::boot_now_ns, facts::Resources, resource_files::ResourceFiles,
         stat_files::StatFiles,
@@ -67,7 +67,7 @@ pub(crate) enum Request {
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) requests: mpsc::Sender<Request>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: broadcast::Sender<crate::table::exe_hash::Published>,
     pub(crate) resolver: Arc<Mutex<Resolver>>,
     /// The durable history store, for the history and `why` views (None: off).
     pub(crate) store: Option<Arc<crate::store::Store>>,
@@ -305,8 +305,10 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
         loop {
             let line = match rx.recv().await {
-                Ok(ev) if mask & (1 << ev.kind() as u32) != 0 => {
-                    let mut l = serde_json::to_vec(&EventJson::new(&ev)).unwrap_or_default();
+                Ok((ev, exe)) if mask & (1 << ev.kind() as u32) != 0 => {
+                    let hash = assemble::exe_hash(exe).await;
+                    let json = EventJson::new(&ev).with_exe_hash(hash);
+                    let mut l = serde_json::to_vec(&json).unwrap_or_default();
                     l.push(b'\n');
                     l
                 }

@@ -13,6 +13,7 @@ use crate::{
     export::{ExportConfig, OtlpConfig, Types},
     probes::{self, btf::DEFAULT_BTF, ProbeConfig},
     store::{Limits as StoreLimits, StoreConfig},
+    table::exe_hash::HashConfig,
     views::metrics::UnknownLabel,
 };
 
@@ -185,6 +186,24 @@ pub(crate) struct AgentArgs {
     /// How long the history store keeps an entry after its process ended.
     #[arg(long, env = "OBSERVER_HISTORY_DISK_RETENTION", value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
     history_disk_retention: Duration,
+    /// Hash the executable of every exec (SHA-256, once per file identity: device, inode,
+    /// size, mtime): `exe_sha256` on exec events, processes, history entries and exports.
+    /// Files are read on two worker threads, never on the event loop.
+    #[arg(
+        long,
+        env = "OBSERVER_HASH",
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = parse_on_off,
+        action = clap::ArgAction::Set
+    )]
+    hash: bool,
+    /// Executable identities whose hash is kept (least recently used evicted, counted).
+    #[arg(long, env = "OBSERVER_HASH_CACHE", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    hash_cache: u32,
+    /// Executables larger than this are not hashed (`exe_hash_reason: too_large`).
+    #[arg(long, env = "OBSERVER_HASH_MAX_SIZE", value_name = "BYTES", default_value = "256M", value_parser = parse_hash_max)]
+    hash_max_size: u64,
     /// Write every event and every ended process's history entry to this file as JSON
     /// lines (docs/export.md), rotated to PATH.1 … PATH.N by --export-file-max and
     /// --export-file-keep. A slow or full disk drops lines (counted), never events.
@@ -389,6 +408,12 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<AgentConfig> {
             types: a.export_types,
         },
         store,
+        hash: HashConfig {
+            on: a.hash,
+            cache: a.hash_cache as usize,
+            max_size: a.hash_max_size,
+            ..HashConfig::default()
+        },
     })
 }
 
@@ -472,6 +497,13 @@ fn raise_nofile() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// `--hash-max-size`: a byte size, at least 1K.
+fn parse_hash_max(s: &str) -> anyhow::Result<u64> {
+    let b = crate::probes::parse_bytes(s)?;
+    anyhow::ensure!(b >= 1024, "`{s}` is too small (at least 1K)");
+    Ok(b)
 }
 
 /// `on` or `off`.

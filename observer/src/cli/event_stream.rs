@@ -1,9 +1,11 @@
 //! `observer events`: the live event stream, straight from the ring buffer.
 
 use std::{
+    collections::VecDeque,
     io::{self, BufWriter, Write},
     path::PathBuf,
     process::ExitCode,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -18,6 +20,7 @@ use crate::{
         Event,
     },
     probes::{self, btf::DEFAULT_BTF, KernelStats, ProbeConfig, Probes},
+    table::exe_hash::{ExeHash, HashConfig, Hasher, Reason},
     views::event_line::{text_line, EventJson},
 };
 
@@ -48,7 +51,22 @@ pub(crate) struct EventsArgs {
     /// How the lifecycle programs attach (as `observer agent --tracepoint-kind`).
     #[arg(long, value_name = "KIND", default_value = "auto")]
     tracepoint_kind: probes::TracepointKind,
+    /// Hash each exec's executable (`exe_sha256`, as `observer agent --hash`); an exec's
+    /// line, and those after it, wait up to 2 s for its hash.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    hash: bool,
 }
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}`: say `on` or `off`")),
+    }
+}
+
+/// How long an exec's line waits for its executable's hash.
+const HASH_WAIT: Duration = Duration::from_secs(2);
 
 fn parse_kind(s: &str) -> anyhow::Result<EventKind> {
     kind_from_name(s).ok_or_else(|| {
@@ -86,12 +104,16 @@ impl Filter {
 }
 
 /// Where accepted events go; the first write error stops the stream (a closed pipe is a
-/// normal way to stop, e.g. `observer events | head`).
+/// normal way to stop, e.g. `observer events | head`). An exec whose executable is being
+/// hashed holds its line, and the lines after it, until the hash is known or HASH_WAIT
+/// passed: the order stays the kernel's.
 struct Sink<W: Write> {
     out: W,
     err: Option<io::Error>,
     json: bool,
     filter: Filter,
+    hasher: Hasher,
+    held: VecDeque<(Event, Option<ExeHash>, Instant)>,
 }
 
 impl<W: Write> Sink<W> {
@@ -99,20 +121,47 @@ impl<W: Write> Sink<W> {
         if self.err.is_some() || !self.filter.accepts(&ev) {
             return;
         }
+        let exe = match &ev {
+            Event::Exec(e) if self.json => Some(self.hasher.on_exec(e.header.tgid, e)),
+            _ => None,
+        };
+        self.held.push_back((ev, exe, Instant::now() + HASH_WAIT));
+        self.release(false);
+    }
+
+    /// Writes the held lines that may go (all of them when `all`).
+    fn release(&mut self, all: bool) {
+        while let Some((_, exe, until)) = self.held.front() {
+            let pending = exe
+                .as_ref()
+                .is_some_and(|h| h.now() == Err(Reason::Pending));
+            if pending && !all && Instant::now() < *until {
+                return;
+            }
+            let (ev, exe, _) = self.held.pop_front().expect("front");
+            self.write(&ev, exe.map(|h| h.now()));
+        }
+    }
+
+    fn write(&mut self, ev: &Event, hash: Option<Result<crate::table::exe_hash::Digest, Reason>>) {
+        if self.err.is_some() {
+            return;
+        }
         let r = if self.json {
-            serde_json::to_writer(&mut self.out, &EventJson::new(&ev))
+            serde_json::to_writer(&mut self.out, &EventJson::new(ev).with_exe_hash(hash))
                 .map_err(io::Error::from)
                 .and_then(|_| self.out.write_all(b"\n"))
         } else {
-            writeln!(self.out, "{}", text_line(&ev))
+            writeln!(self.out, "{}", text_line(ev))
         };
         if let Err(e) = r {
             self.err = Some(e);
         }
     }
 
-    /// Flushes; false once writing has failed.
+    /// Writes what may go and flushes; false once writing has failed.
     fn flush(&mut self) -> bool {
+        self.release(false);
         if self.err.is_none() {
             if let Err(e) = self.out.flush() {
                 self.err = Some(e);
@@ -159,6 +208,12 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         err: None,
         json: args.json,
         filter,
+        hasher: if args.hash {
+            Hasher::start(HashConfig::default()).context("starting the hashing workers")?
+        } else {
+            Hasher::off()
+        },
+        held: VecDeque::new(),
     };
     let stop = async {
         tokio::select! {
@@ -176,6 +231,12 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     drop(probes); // detaches the programs
     if args.stats {
         print_stats(&kstats, &reader.stats);
+        if sink.hasher.is_on() {
+            let counts: Vec<String> = (sink.hasher.counts().pairs().iter())
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            eprintln!("executable hashes: {}", counts.join(", "));
+        }
     }
     report_losses(&kstats);
     if broken_pipe {
@@ -213,6 +274,7 @@ async fn copy<W: Write>(
     }
     // Whatever is still buffered was produced before the stop: deliver it.
     reader.drain(&mut |ev| sink.emit(ev));
+    sink.release(true);
     sink.flush();
     Ok(())
 }

@@ -19,6 +19,10 @@ use crate::{
 pub(crate) const EVENT_SCHEMA: &str = "observer.event/v2";
 pub(crate) const HISTORY_SCHEMA: &str = "observer.history/v2";
 
+/// How long a line waits for its executable's hash while a worker computes it (on the
+/// sink's thread: only this sink waits).
+const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Serialize)]
 struct HistoryLine<'a> {
     schema: &'static str,
@@ -33,23 +37,29 @@ struct HistoryLine<'a> {
 pub(super) fn write(out: &mut Vec<u8>, item: &Item, names: Option<&Names>) -> bool {
     let start = out.len();
     let r = match item {
-        Item::Event(ev, _) => {
+        Item::Event(ev, _, exe) => {
+            let json = EventJson::new(ev).with_exe_hash(exe.as_ref().map(|h| h.get(HASH_WAIT)));
             // EventJson's object with the schema and the names spliced in first.
             out.extend_from_slice(b"{\"schema\":\"");
             out.extend_from_slice(EVENT_SCHEMA.as_bytes());
             out.extend_from_slice(b"\",");
             names
                 .map_or(Ok(()), |n| splice(out, n, true))
-                .and_then(|()| splice(out, &EventJson::new(ev), false))
+                .and_then(|()| splice(out, &json, false))
         }
-        Item::History(h, _) => serde_json::to_writer(
-            &mut *out,
-            &HistoryLine {
-                schema: HISTORY_SCHEMA,
-                names: names.unwrap_or(&Names::default()),
-                entry: ended_view(&h.1, boot_now_ns()),
-            },
-        ),
+        Item::History(h, _) => {
+            if let Some(exe) = &h.1.exe_hash {
+                let _ = exe.get(HASH_WAIT);
+            }
+            serde_json::to_writer(
+                &mut *out,
+                &HistoryLine {
+                    schema: HISTORY_SCHEMA,
+                    names: names.unwrap_or(&Names::default()),
+                    entry: ended_view(&h.1, boot_now_ns()),
+                },
+            )
+        }
     };
     if r.is_err() {
         out.truncate(start);
@@ -134,7 +144,7 @@ mod tests {
     fn an_event_line_is_the_events_route_object_with_the_schema_first() {
         let ev = exec();
         let mut out = b"previous\n".to_vec();
-        assert!(write(&mut out, &Item::Event(ev, None), None));
+        assert!(write(&mut out, &Item::Event(ev, None, None), None));
         let line = std::str::from_utf8(&out[9..]).unwrap();
         assert!(line.starts_with("{\"schema\":\"observer.event/v2\",\"type\":\"exec\""));
         assert!(
@@ -158,7 +168,7 @@ mod tests {
             pod_uid: None,
         };
         let mut out = Vec::new();
-        assert!(write(&mut out, &Item::Event(ev, None), Some(&names)));
+        assert!(write(&mut out, &Item::Event(ev, None, None), Some(&names)));
         let line = std::str::from_utf8(&out).unwrap();
         assert!(
             line.starts_with("{\"schema\":\"observer.event/v2\",\"container_id\":\"c0ffee\","),
@@ -197,6 +207,7 @@ mod tests {
             oom: None,
             with_namespace: None,
             ignored: Box::new([]),
+            exe_hash: None,
         };
         let names = Names {
             container_id: key.id.clone(),

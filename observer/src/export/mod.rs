@@ -27,7 +27,7 @@ use crate::{
         ContainerKey,
     },
     events::{kind_from_name, Event},
-    table::{history::Ended, Table},
+    table::{exe_hash::ExeHash, history::Ended, Table},
     views::status::ExportCounts,
 };
 pub(crate) use origin::Origin;
@@ -123,14 +123,15 @@ impl Types {
               history entries are rare"
 )]
 enum Item {
-    Event(Event, Option<Arc<Origin>>),
+    /// An event, its process's container, and for an exec its executable's hash.
+    Event(Event, Option<Arc<Origin>>, Option<ExeHash>),
     History(Box<(ContainerKey, Ended)>, Arc<Origin>),
 }
 
 impl Item {
     fn origin(&self) -> Option<&Origin> {
         match self {
-            Item::Event(_, o) => o.as_deref(),
+            Item::Event(_, o, _) => o.as_deref(),
             Item::History(_, o) => Some(o),
         }
     }
@@ -237,14 +238,21 @@ impl Exporter {
     }
 
     /// An event as it was applied (secrets already masked), with its process's container
-    /// (`before`: looked up before it was applied; else it is looked up now).
-    pub(crate) fn event(&self, ev: &Event, table: &Table, before: Option<Arc<Origin>>) {
+    /// (`before`: looked up before it was applied; else it is looked up now) and an exec's
+    /// executable hash (the writer waits for it).
+    pub(crate) fn event(
+        &self,
+        ev: &Event,
+        table: &Table,
+        before: Option<Arc<Origin>>,
+        exe: Option<&ExeHash>,
+    ) {
         if !self.wants(ev) {
             return;
         }
         let origin = before.or_else(|| self.origin(table, ev));
         for q in &self.queues {
-            q.offer(Item::Event(*ev, origin.clone()));
+            q.offer(Item::Event(*ev, origin.clone(), exe.cloned()));
         }
     }
 
@@ -343,7 +351,7 @@ mod tests {
         });
         let table = Table::new(1, Default::default());
         for _ in 0..5 {
-            x.event(&free, &table, None);
+            x.event(&free, &table, None, None);
         }
         assert!(!x.wants_history(), "history was not asked for");
         let c = &x.counts()[0];

@@ -6,6 +6,7 @@
 
 pub(crate) mod cgroupfs;
 pub(crate) mod clock;
+pub(crate) mod exe_file;
 pub mod facts;
 pub(crate) mod heap;
 pub(crate) mod pid_range;

@@ -272,6 +272,8 @@ impl EntryV1 {
                 .into_iter()
                 .map(|s| sig_fact(s, end, refs))
                 .collect(),
+            // Schema 1 does not keep the executable's hash.
+            exe_hash: None,
         }
     }
 }
@@ -367,6 +369,7 @@ pub(super) mod tests {
                 cause: Some(signal(15, end_ns - 30, None)),
             })),
             ignored: vec![signal(15, end_ns - 1_000_000_000, None)].into(),
+            exe_hash: None,
         }
     }
 

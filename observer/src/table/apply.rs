@@ -80,6 +80,8 @@ impl Table {
             p.exe = exe;
             p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
             p.exec_cred = Some(super::process::ExecCred::of(e));
+            // The agent sets the new image's (set_exe_hash); other callers leave none.
+            p.exe_hash = None;
             let c = p.container;
             // A non-leader thread exec'ing kills the other threads (de_thread).
             self.set_threads(pid, |_| 1);

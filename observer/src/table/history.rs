@@ -79,6 +79,9 @@ pub(crate) struct Ended {
     pub(crate) with_namespace: Option<Box<InitEnd>>,
     /// Signals it ignored before it ended (e.g. the SIGTERM of a `docker stop`).
     pub(crate) ignored: Box<[SignalFact]>,
+    /// Its executable's hash (None: no exec seen, or the entry came from the durable
+    /// store, which does not keep it).
+    pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,
 }
 
 #[derive(Default)]
@@ -228,6 +231,7 @@ impl Table {
             oom,
             with_namespace,
             ignored,
+            exe_hash: p.exe_hash.clone(),
         };
         let Some(container) = self.registry.get_mut(c) else {
             return;

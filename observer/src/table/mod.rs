@@ -7,6 +7,7 @@
 //! Identity is (host pid, start time): a pid whose start time changed is a new process.
 
 mod apply;
+pub(crate) mod exe_hash;
 pub(crate) mod gc;
 pub(crate) mod history;
 mod links;
@@ -131,6 +132,13 @@ impl Table {
         self.procs.get(&pid)
     }
 
+    /// The hash of the executable `pid` exec'd last (after its exec event was applied).
+    pub(crate) fn set_exe_hash(&mut self, pid: u32, h: exe_hash::ExeHash) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.exe_hash = Some(h);
+        }
+    }
+
     /// The container `pid` is attributed to (export asks per event: two map lookups).
     pub(crate) fn container_of(&self, pid: u32) -> Option<&crate::containers::Container> {
         self.registry.get(self.get(pid)?.container?)
@@ -190,6 +198,8 @@ impl Table {
             p.exe = exe;
             p.argv = argv;
             p.exec_cred = cred;
+            // A forked child runs its parent's image.
+            p.exe_hash = self.procs.get(&t.ppid).and_then(|par| par.exe_hash.clone());
         }
         p.cgroup = match parent {
             Some((_, _, id, path, _)) if id == 0 || id == t.cgroup_id => path,
@@ -461,6 +471,7 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         last_event: process::SCANNED,
         last_event_ns: 0,
         exec_cred: None,
+        exe_hash: None,
     }
 }
 

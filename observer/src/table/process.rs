@@ -142,6 +142,9 @@ pub(crate) struct Process {
     /// child runs its parent's image with its credentials: inherited); None when the agent
     /// saw no exec of its image. Not live: a setuid(2) after the exec is not seen.
     pub(crate) exec_cred: Option<ExecCred>,
+    /// The SHA-256 of its executable (exe_hash.rs), as for `exec_cred`: None when the agent
+    /// saw no exec of its image.
+    pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,
 }
 
 /// Credentials after an exec (the real uid/gid are the process's `uid`/`gid`).

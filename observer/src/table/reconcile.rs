@@ -101,6 +101,7 @@ impl Table {
             last_event: super::process::SCANNED,
             last_event_ns: 0,
             exec_cred: None,
+            exe_hash: None,
         }
     }
 

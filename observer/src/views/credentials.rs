@@ -164,27 +164,36 @@ pub(crate) fn exec_cred_view(p: &crate::table::Process) -> Option<ExecCredView> 
     })
 }
 
-/// The executable's identity at the exec: device (major:minor), inode, size, mtime.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ExeId {
-    pub(crate) dev: u32,
-    pub(crate) ino: u64,
-    pub(crate) size: u64,
-    pub(crate) mtime_ns: i64,
+pub(crate) use crate::table::exe_hash::ExeId;
+use crate::table::exe_hash::{hex, ExeHash, Reason};
+
+/// The executable's SHA-256 as events, processes and history entries show it: the hex
+/// digest, or null and why (`exe_hash_reason`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExeHashView {
+    pub(crate) exe_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) exe_hash_reason: Option<Reason>,
 }
 
-impl ExeId {
-    pub(crate) fn of(e: &observer_common::ExecEvent) -> ExeId {
-        ExeId {
-            // The kernel's dev_t (major << 20 | minor) as userspace's (stat(2)'s st_dev).
-            dev: libc::makedev(e.exe_dev >> 20, e.exe_dev & 0xfffff) as u32,
-            ino: e.exe_ino,
-            size: e.exe_size,
-            mtime_ns: e
-                .exe_mtime_sec
-                .saturating_mul(1_000_000_000)
-                .saturating_add(i64::from(e.exe_mtime_nsec)),
+impl ExeHashView {
+    /// From a result (`None`: no exec of the image was seen).
+    pub(crate) fn of(r: Option<Result<crate::table::exe_hash::Digest, Reason>>) -> ExeHashView {
+        match r.unwrap_or(Err(Reason::NotSeen)) {
+            Ok(d) => ExeHashView {
+                exe_sha256: Some(hex(&d)),
+                exe_hash_reason: None,
+            },
+            Err(why) => ExeHashView {
+                exe_sha256: None,
+                exe_hash_reason: Some(why),
+            },
         }
+    }
+
+    /// A process's (or history entry's) hash as it is now.
+    pub(crate) fn now(h: Option<&ExeHash>) -> ExeHashView {
+        ExeHashView::of(h.map(ExeHash::now))
     }
 }
 

@@ -103,6 +103,10 @@ pub(crate) struct EndedView {
     /// (from the history store; its times are on that boot's clock).
     #[serde(default, skip_serializing_if = "is_this_boot")]
     pub(crate) boot: i32,
+    /// Its executable's SHA-256 or why there is none (absent: no exec seen, or an entry
+    /// of the durable store, which does not keep it).
+    #[serde(flatten, default)]
+    pub(crate) exe_hash: Option<crate::views::credentials::ExeHashView>,
 }
 
 #[expect(
@@ -231,6 +235,10 @@ pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
         killed_with_namespace: e.with_namespace.as_deref().map(|i| init_view(i, now_ns)),
         ignored: e.ignored.iter().map(|s| signal_view(s, now_ns)).collect(),
         boot: 0,
+        exe_hash: e
+            .exe_hash
+            .as_ref()
+            .map(|h| crate::views::credentials::ExeHashView::now(Some(h))),
     }
 }
 

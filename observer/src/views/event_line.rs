@@ -114,6 +114,9 @@ pub(crate) enum Detail<'a> {
         privileges: Option<String>,
         /// The executable's device, inode, size and modification time.
         exe_id: super::credentials::ExeId,
+        /// Its SHA-256, or null and why.
+        #[serde(flatten)]
+        exe_hash: super::credentials::ExeHashView,
     },
     Exit {
         exit_code: Option<u8>,
@@ -195,11 +198,25 @@ impl<'a> Detail<'a> {
             cap_eff: super::credentials::cap_names(cred.cap_eff),
             privileges: cred.gained(),
             exe_id: super::credentials::ExeId::of(e),
+            exe_hash: super::credentials::ExeHashView::of(Some(Err(
+                crate::table::exe_hash::Reason::Pending,
+            ))),
         }
     }
 }
 
 impl<'a> EventJson<'a> {
+    /// An exec event's executable hash, as its caller resolved it (`new` says pending).
+    pub(crate) fn with_exe_hash(
+        mut self,
+        r: Option<Result<crate::table::exe_hash::Digest, crate::table::exe_hash::Reason>>,
+    ) -> Self {
+        if let (Detail::Exec { exe_hash, .. }, Some(r)) = (&mut self.detail, r) {
+            *exe_hash = super::credentials::ExeHashView::of(Some(r));
+        }
+        self
+    }
+
     pub fn new(ev: &'a Event) -> Self {
         let h = ev.header();
         let t: &TaskInfo = ev.task().unwrap_or(&NO_TASK);

@@ -75,6 +75,11 @@ pub(crate) struct ProcessView {
     /// saw that exec: effective ids and capabilities, and how the exec raised privileges.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) exec: Option<crate::views::credentials::ExecCredView>,
+    /// The SHA-256 of its executable (hex), or null and why (`exe_hash_reason`).
+    #[serde(default)]
+    pub(crate) exe_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) exe_hash_reason: Option<crate::table::exe_hash::Reason>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -219,6 +224,7 @@ pub(crate) fn process_view(
     // A zombie is an exit the events saw that /proc confirms (state Z): between the exit
     // tracepoint and exit_notify the task still shows R/D, and once reaped it is gone.
     let zombie = p.exit.filter(|_| matches!(live.state, 'Z' | 'X'));
+    let hash = crate::views::credentials::ExeHashView::now(p.exe_hash.as_ref());
     ProcessView {
         pid: p.pid,
         ppid: p.ppid,
@@ -233,6 +239,8 @@ pub(crate) fn process_view(
         exe: snap.exe(p.exe).to_string(),
         uid: p.uid,
         exec: crate::views::credentials::exec_cred_view(p),
+        exe_sha256: hash.exe_sha256,
+        exe_hash_reason: hash.exe_hash_reason,
         threads: live.threads.max(1),
         start_time_ns: p.start_time_ns,
         age_s: now_ns.saturating_sub(p.start_time_ns) as f64 / 1e9,

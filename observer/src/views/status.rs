@@ -104,6 +104,36 @@ pub(crate) struct Health {
     /// The durable history store (`--state-dir`); None when it is off.
     #[serde(default)]
     pub(crate) history_store: Option<StoreStatus>,
+    /// The executables' SHA-256 (`--hash`).
+    #[serde(default)]
+    pub(crate) exe_hashes: ExeHashCounts,
+}
+
+/// What became of the executables of the execs applied, by result — `computed` (read and
+/// hashed), `cached` (an identity hashed before, or being hashed), `gone`, `too_large`,
+/// `busy`, `error` — and identities `evicted` from the cache.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ExeHashCounts {
+    /// Hashing is on.
+    pub(crate) on: bool,
+    /// Identities in the cache now.
+    pub(crate) cache_entries: u64,
+    pub(crate) results: BTreeMap<String, u64>,
+}
+
+impl ExeHashCounts {
+    pub(crate) fn of(h: &crate::table::exe_hash::Hasher) -> ExeHashCounts {
+        ExeHashCounts {
+            on: h.is_on(),
+            cache_entries: h.cached() as u64,
+            results: h
+                .counts()
+                .pairs()
+                .iter()
+                .map(|(k, n)| ((*k).to_string(), *n))
+                .collect(),
+        }
+    }
 }
 
 /// The durable history store: its state, what it holds, and what it wrote, dropped,

@@ -90,6 +90,8 @@ fn process(pid: u32, ppid: u32, ns_pid: u32) -> ProcessView {
         adopter: Some(h("adopter")),
         ignored_signals: vec![signal("SIGTERM", "ignored")],
         exec: None,
+        exe_sha256: Some(h("0123")),
+        exe_hash_reason: None,
     }
 }
 
@@ -207,6 +209,7 @@ fn ended() -> EndedView {
         killed_with_namespace: None,
         ignored: vec![signal("SIGTERM", "ignored")],
         boot: 0,
+        exe_hash: None,
     }
 }
 

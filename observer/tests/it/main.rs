@@ -23,6 +23,7 @@ mod cri;
 mod deploy;
 mod escapes;
 mod events;
+mod exe_hash;
 mod export;
 mod forensics;
 mod hardening;

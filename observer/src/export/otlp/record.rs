@@ -111,6 +111,7 @@ fn name(kind: Kind, path: &str) -> Cow<'static, str> {
         "ppid" => "process.parent_pid",
         "comm" => "process.executable.name",
         "filename" | "exe" => "process.executable.path",
+        "exe_sha256" => "process.executable.hash.sha256",
         "exit_code" => "process.exit.code",
         "container_id" => "container.id",
         "container_name" => "container.name",

@@ -106,3 +106,18 @@ fn an_oom_event_puts_its_facts_under_observer_oom_and_is_a_warning() {
     assert_eq!(a.get("observer.cgroup_id"), Some(&Any::IntValue(0)));
     assert!(log_record(b"not json", 0, 0).is_none());
 }
+
+#[test]
+fn an_execs_executable_hash_is_the_semantic_conventions_sha256_attribute() {
+    let hash = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let line = format!(
+        r#"{{"schema":"observer.event/v2","type":"exec","time_ns":5,"pid":7,"ppid":1,"comm":"true","filename":"/bin/true","argv":["true"],"exe_sha256":"{hash}"}}"#
+    );
+    let a = attrs(&log_record(line.as_bytes(), 0, 7).unwrap());
+    assert_eq!(a.get("process.executable.hash.sha256"), Some(&s(hash)));
+    // Null (with its reason) is no attribute of that name.
+    let line = br#"{"schema":"observer.event/v2","type":"exec","time_ns":5,"pid":7,"ppid":1,"comm":"true","filename":"/bin/true","argv":["true"],"exe_sha256":null,"exe_hash_reason":"gone"}"#;
+    let a = attrs(&log_record(line, 0, 7).unwrap());
+    assert!(!a.contains_key("process.executable.hash.sha256"));
+    assert_eq!(a.get("observer.exe_hash_reason"), Some(&s("gone")));
+}

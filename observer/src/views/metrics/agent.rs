@@ -24,6 +24,7 @@ pub(super) fn families(h: &Health, fams: &mut Vec<Family>) {
     cost(h, fams);
     export(h, fams);
     store(h, fams);
+    exe_hashes(h, fams);
     push(
         fams,
         "observer_build_info",
@@ -324,6 +325,33 @@ fn export(h: &Health, fams: &mut Vec<Family>) {
             }
         });
     }
+}
+
+/// What became of the executables execs ran (only when hashing is on).
+fn exe_hashes(h: &Health, fams: &mut Vec<Family>) {
+    let x = &h.exe_hashes;
+    if !x.on {
+        return;
+    }
+    push(
+        fams,
+        "observer_exe_hashes_total",
+        "Executables of execs by hash result: computed, cached, gone, too_large, busy, \
+         error; and cache entries evicted.",
+        true,
+        &|f| {
+            for (k, n) in &x.results {
+                f.add1("result", k, *n as f64);
+            }
+        },
+    );
+    push(
+        fams,
+        "observer_exe_hash_cache_entries",
+        "Executable identities in the hash cache (--hash-cache).",
+        false,
+        &|f| f.add(&[], x.cache_entries as f64),
+    );
 }
 
 /// The durable history store (only when it is on).

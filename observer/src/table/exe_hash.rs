@@ -1,0 +1,405 @@
+//! Which binary a process runs, by content: the SHA-256 of its executable, computed once per
+//! identity (device, inode, size, mtime — what the exec event read of `bprm->file`). At the
+//! exec the event loop only looks the identity up in an LRU cache, or opens
+//! `/proc/<pid>/exe` (checked by fstat against the event: a replaced file is never hashed
+//! under the old identity) and queues the read on a small pool of workers; it never reads
+//! the file. A process holds its identity's entry (an `Arc`), so that an eviction from the
+//! cache never takes a hash from a process that has it; readers of a result still being
+//! computed may wait for it, bounded, on their own thread.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::host::exe_file::{self, DigestError, FileId, Workers};
+
+/// The executable's identity at the exec: device (major:minor), inode, size, mtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct ExeId {
+    pub(crate) dev: u32,
+    pub(crate) ino: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+}
+
+impl ExeId {
+    pub(crate) fn of(e: &observer_common::ExecEvent) -> ExeId {
+        ExeId {
+            // The kernel's dev_t (major << 20 | minor) as userspace's (stat(2)'s st_dev).
+            dev: libc::makedev(e.exe_dev >> 20, e.exe_dev & 0xfffff) as u32,
+            ino: e.exe_ino,
+            size: e.exe_size,
+            mtime_ns: e
+                .exe_mtime_sec
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(e.exe_mtime_nsec)),
+        }
+    }
+
+    /// Whether an open file is this executable (not another one, nor this one rewritten).
+    fn is(&self, f: &FileId) -> bool {
+        u64::from(self.dev) == f.dev
+            && self.ino == f.ino
+            && self.size == f.size
+            && self.mtime_ns == f.mtime_ns
+    }
+}
+
+/// Why a process has no executable hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Reason {
+    /// Hashing is off (`--hash off`).
+    Off,
+    /// The process (or its file, as it was at the exec) was gone before it could be opened.
+    Gone,
+    /// Larger than `--hash-max-size`.
+    TooLarge,
+    /// The workers' queue was full.
+    Busy,
+    /// Reading the file failed, or it changed while it was read.
+    Error,
+    /// Still being computed when it was shown.
+    Pending,
+    /// No exec of its image was seen (it ran before the agent started).
+    NotSeen,
+}
+
+pub(crate) type Digest = [u8; 32];
+
+/// An applied event as API subscribers get it: an exec with its executable's hash.
+pub(crate) type Published = (crate::events::Event, Option<ExeHash>);
+
+/// One identity's result, set once by a worker; readers may wait for it.
+#[derive(Debug, Default)]
+pub(crate) struct Entry {
+    result: Mutex<Option<Result<Digest, Reason>>>,
+    set: Condvar,
+}
+
+impl Entry {
+    #[cfg(test)]
+    fn done(digest: Digest) -> Entry {
+        Entry {
+            result: Mutex::new(Some(Ok(digest))),
+            set: Condvar::new(),
+        }
+    }
+
+    fn finish(&self, r: Result<Digest, Reason>) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.set.notify_all();
+    }
+
+    fn failed(&self) -> bool {
+        matches!(
+            *self.result.lock().unwrap_or_else(|e| e.into_inner()),
+            Some(Err(_))
+        )
+    }
+
+    /// The result, waiting for it up to `wait` (Pending after that).
+    fn get(&self, wait: Duration) -> Result<Digest, Reason> {
+        let until = Instant::now() + wait;
+        let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = *r {
+                return r;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Reason::Pending);
+            }
+            r = self
+                .set
+                .wait_timeout(r, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A process's executable hash: its identity's entry, or why there is none.
+#[derive(Clone, Debug)]
+pub(crate) enum ExeHash {
+    Null(Reason),
+    Entry(Arc<Entry>),
+}
+
+/// The same reason, or the same entry (tables compare in tests; an entry has no `Eq`).
+impl PartialEq for ExeHash {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ExeHash::Null(a), ExeHash::Null(b)) => a == b,
+            (ExeHash::Entry(a), ExeHash::Entry(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ExeHash {}
+
+impl ExeHash {
+    /// The hash, waiting up to `wait` while it is computed (only off the event loop).
+    pub(crate) fn get(&self, wait: Duration) -> Result<Digest, Reason> {
+        match self {
+            ExeHash::Null(r) => Err(*r),
+            ExeHash::Entry(e) => e.get(wait),
+        }
+    }
+
+    /// The hash as it is now.
+    pub(crate) fn now(&self) -> Result<Digest, Reason> {
+        self.get(Duration::ZERO)
+    }
+}
+
+/// A digest as lower-case hex (what sha256sum prints).
+pub(crate) fn hex(d: &Digest) -> String {
+    use std::fmt::Write as _;
+    d.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `--hash`, `--hash-cache`, `--hash-max-size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HashConfig {
+    pub(crate) on: bool,
+    /// Identities the cache keeps.
+    pub(crate) cache: usize,
+    /// Larger executables are not read.
+    pub(crate) max_size: u64,
+    pub(crate) workers: usize,
+    /// Reads that may wait for a worker.
+    pub(crate) queue: usize,
+}
+
+impl Default for HashConfig {
+    fn default() -> Self {
+        HashConfig {
+            on: true,
+            cache: 4096,
+            max_size: 256 << 20,
+            workers: 2,
+            queue: 256,
+        }
+    }
+}
+
+/// What became of the executables of the execs seen, by outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) computed: AtomicU64,
+    pub(crate) cached: AtomicU64,
+    pub(crate) gone: AtomicU64,
+    pub(crate) too_large: AtomicU64,
+    pub(crate) busy: AtomicU64,
+    pub(crate) error: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+}
+
+impl Counts {
+    /// (result, count) pairs, as /metrics labels them.
+    pub(crate) fn pairs(&self) -> [(&'static str, u64); 7] {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("computed", l(&self.computed)),
+            ("cached", l(&self.cached)),
+            ("gone", l(&self.gone)),
+            ("too_large", l(&self.too_large)),
+            ("busy", l(&self.busy)),
+            ("error", l(&self.error)),
+            ("evicted", l(&self.evicted)),
+        ]
+    }
+}
+
+fn add(n: &AtomicU64) {
+    n.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Identities by recent use, at most `cap` of them.
+struct Lru {
+    cap: usize,
+    clock: u64,
+    map: FxHashMap<ExeId, (Arc<Entry>, u64)>,
+    order: std::collections::BTreeMap<u64, ExeId>,
+}
+
+impl Lru {
+    fn new(cap: usize) -> Lru {
+        Lru {
+            cap: cap.max(1),
+            clock: 0,
+            map: FxHashMap::default(),
+            order: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The entry of `id`, now the most recently used.
+    fn get(&mut self, id: &ExeId) -> Option<Arc<Entry>> {
+        let (e, used) = self.map.get_mut(id)?;
+        self.order.remove(used);
+        self.clock += 1;
+        *used = self.clock;
+        self.order.insert(self.clock, *id);
+        Some(e.clone())
+    }
+
+    fn remove(&mut self, id: &ExeId) {
+        if let Some((_, used)) = self.map.remove(id) {
+            self.order.remove(&used);
+        }
+    }
+
+    /// Inserts `id`; returns how many least recently used entries made room for it.
+    fn insert(&mut self, id: ExeId, e: Arc<Entry>) -> u64 {
+        self.remove(&id);
+        let mut evicted = 0;
+        while self.map.len() >= self.cap {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            self.map.remove(&old);
+            evicted += 1;
+        }
+        self.clock += 1;
+        self.order.insert(self.clock, id);
+        self.map.insert(id, (e, self.clock));
+        evicted
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The event loop's end: answers each exec from the cache or queues a read.
+pub(crate) struct Hasher {
+    cfg: HashConfig,
+    lru: Lru,
+    workers: Option<Workers>,
+    counts: Arc<Counts>,
+}
+
+impl Hasher {
+    /// Starts the workers (none when hashing is off).
+    pub(crate) fn start(cfg: HashConfig) -> std::io::Result<Hasher> {
+        let workers = if cfg.on {
+            Some(Workers::start(cfg.workers, cfg.queue, "exe-hash")?)
+        } else {
+            None
+        };
+        Ok(Hasher {
+            cfg,
+            lru: Lru::new(cfg.cache),
+            workers,
+            counts: Arc::default(),
+        })
+    }
+
+    /// A hasher that hashes nothing (`--hash off`).
+    pub(crate) fn off() -> Hasher {
+        Hasher {
+            cfg: HashConfig {
+                on: false,
+                ..HashConfig::default()
+            },
+            lru: Lru::new(1),
+            workers: None,
+            counts: Arc::default(),
+        }
+    }
+
+    pub(crate) fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Identities in the cache.
+    pub(crate) fn cached(&self) -> usize {
+        self.lru.len()
+    }
+
+    pub(crate) fn is_on(&self) -> bool {
+        self.workers.is_some()
+    }
+
+    /// The exec of `e` by process `pid`, just read from the ring buffer: its hash from the
+    /// cache, or a read queued (the file opened now, while the process may still live).
+    pub(crate) fn on_exec(&mut self, pid: u32, e: &observer_common::ExecEvent) -> ExeHash {
+        self.exec_with(ExeId::of(e), || exe_file::open_exe(pid))
+    }
+
+    /// `on_exec` with the opening of the file given.
+    fn exec_with(
+        &mut self,
+        id: ExeId,
+        open: impl FnOnce() -> std::io::Result<(std::fs::File, FileId)>,
+    ) -> ExeHash {
+        let Some(workers) = &self.workers else {
+            return ExeHash::Null(Reason::Off);
+        };
+        if let Some(e) = self.lru.get(&id) {
+            // A failed read is tried again by the next exec (the file may be readable now).
+            if !e.failed() {
+                add(&self.counts.cached);
+                return ExeHash::Entry(e);
+            }
+            self.lru.remove(&id);
+        }
+        if id.size > self.cfg.max_size {
+            add(&self.counts.too_large);
+            return ExeHash::Null(Reason::TooLarge);
+        }
+        let file = match open() {
+            Ok((f, fid)) if id.is(&fid) => f,
+            _ => {
+                add(&self.counts.gone);
+                return ExeHash::Null(Reason::Gone);
+            }
+        };
+        let entry = Arc::new(Entry::default());
+        let (e, counts) = (entry.clone(), self.counts.clone());
+        let fid = FileId {
+            dev: u64::from(id.dev),
+            ino: id.ino,
+            size: id.size,
+            mtime_ns: id.mtime_ns,
+        };
+        let queued = workers.try_run(move || {
+            let r = exe_file::sha256(file, fid);
+            match &r {
+                Ok(_) => add(&counts.computed),
+                Err(DigestError::Changed | DigestError::Io(_)) => add(&counts.error),
+            }
+            e.finish(r.map_err(|_| Reason::Error));
+        });
+        if !queued {
+            add(&self.counts.busy);
+            return ExeHash::Null(Reason::Busy);
+        }
+        let evicted = self.lru.insert(id, entry.clone());
+        self.counts.evicted.fetch_add(evicted, Ordering::Relaxed);
+        ExeHash::Entry(entry)
+    }
+
+    /// Remembers a hash known otherwise (tests).
+    #[cfg(test)]
+    fn learn(&mut self, id: ExeId, d: Digest) {
+        let evicted = self.lru.insert(id, Arc::new(Entry::done(d)));
+        self.counts.evicted.fetch_add(evicted, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[path = "tests/exe_hash.rs"]
+mod tests;

@@ -1,0 +1,161 @@
+use std::{fs::File, io::Write, os::unix::fs::MetadataExt, time::Duration};
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn id(ino: u64) -> ExeId {
+    ExeId {
+        dev: 1,
+        ino,
+        size: 10,
+        mtime_ns: 5,
+    }
+}
+
+fn cfg(cache: usize) -> HashConfig {
+    HashConfig {
+        cache,
+        ..HashConfig::default()
+    }
+}
+
+/// A file of `content` and its identity as an exec event would give it.
+fn file(name: &str, content: &[u8]) -> (std::path::PathBuf, ExeId) {
+    let p = std::env::temp_dir().join(format!("observer-exe-hash-{name}-{}", std::process::id()));
+    File::create(&p).unwrap().write_all(content).unwrap();
+    let m = std::fs::metadata(&p).unwrap();
+    let id = ExeId {
+        dev: m.dev() as u32,
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+    };
+    (p, id)
+}
+
+fn opener(p: &std::path::Path) -> impl FnOnce() -> std::io::Result<(File, FileId)> + '_ {
+    move || {
+        let f = File::open(p)?;
+        let m = f.metadata()?;
+        let fid = FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        };
+        Ok((f, fid))
+    }
+}
+
+fn count(h: &Hasher, what: &str) -> u64 {
+    h.counts().pairs().iter().find(|p| p.0 == what).unwrap().1
+}
+
+#[test]
+fn an_identity_is_hashed_once_and_then_answered_from_the_cache() {
+    let (p, fid) = file("once", b"abc");
+    let mut h = Hasher::start(cfg(16)).unwrap();
+    let first = h.exec_with(fid, opener(&p));
+    let d = first.get(WAIT).unwrap();
+    assert_eq!(
+        hex(&d),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    for _ in 0..100 {
+        let again = h.exec_with(fid, || panic!("a cached identity is not opened"));
+        assert_eq!(again.now(), Ok(d));
+    }
+    assert_eq!(count(&h, "computed"), 1);
+    assert_eq!(count(&h, "cached"), 100);
+    std::fs::remove_file(p).unwrap();
+}
+
+#[test]
+fn a_gone_process_a_replaced_file_and_a_large_one_have_no_hash_and_say_why() {
+    let mut h = Hasher::start(cfg(16)).unwrap();
+    let gone = h.exec_with(id(1), || Err(std::io::ErrorKind::NotFound.into()));
+    assert_eq!(gone.now(), Err(Reason::Gone));
+    // The file the process runs now is not the one the exec read: never hashed under it.
+    let (p, fid) = file("replaced", b"new content");
+    let stale = ExeId { size: 3, ..fid };
+    assert_eq!(h.exec_with(stale, opener(&p)).now(), Err(Reason::Gone));
+    let big = ExeId {
+        size: (256 << 20) + 1,
+        ..fid
+    };
+    let r = h.exec_with(big, || panic!("too large: not opened"));
+    assert_eq!(r.now(), Err(Reason::TooLarge));
+    assert_eq!(count(&h, "gone"), 2);
+    assert_eq!(count(&h, "too_large"), 1);
+    // Gone is not remembered: the next exec of the identity is hashed.
+    assert!(h.exec_with(fid, opener(&p)).get(WAIT).is_ok());
+    assert_eq!(count(&h, "computed"), 1);
+    assert_eq!(
+        Hasher::off().exec_with(fid, opener(&p)).now(),
+        Err(Reason::Off)
+    );
+    std::fs::remove_file(p).unwrap();
+}
+
+#[test]
+fn the_least_recently_used_identity_is_evicted_and_counted_but_its_processes_keep_the_hash() {
+    let mut h = Hasher::start(cfg(2)).unwrap();
+    let (a, b, c) = (id(1), id(2), id(3));
+    h.learn(a, [1; 32]);
+    h.learn(b, [2; 32]);
+    let held = h.exec_with(a, || panic!("cached")); // a is now the most recent
+    h.learn(c, [3; 32]); // evicts b
+    assert_eq!(count(&h, "evicted"), 1);
+    assert_eq!(h.cached(), 2);
+    let r = h.exec_with(b, || Err(std::io::ErrorKind::NotFound.into()));
+    assert_eq!(r.now(), Err(Reason::Gone), "b was evicted: opened again");
+    assert_eq!(h.exec_with(c, || panic!("cached")).now(), Ok([3; 32]));
+    h.learn(id(4), [4; 32]);
+    h.learn(id(5), [5; 32]);
+    assert_eq!(held.now(), Ok([1; 32]), "a process keeps its entry");
+}
+
+#[test]
+fn a_full_queue_is_busy_and_counted() {
+    let mut h = Hasher::start(HashConfig {
+        workers: 1,
+        queue: 1,
+        ..HashConfig::default()
+    })
+    .unwrap();
+    // A FIFO: its worker blocks on the read until the test writes, keeping the queue full.
+    let fifo = std::env::temp_dir().join(format!("observer-exe-hash-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let open_fifo = |ino| {
+        let fifo = fifo.clone();
+        move || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)?;
+            let fid = FileId {
+                dev: 1,
+                ino,
+                size: 10,
+                mtime_ns: 5,
+            };
+            Ok((f, fid))
+        }
+    };
+    let first = h.exec_with(id(1), open_fifo(1));
+    // Until the worker took the first, the second waits in the queue and a third is busy.
+    let mut seen_busy = false;
+    for ino in 2..50 {
+        if h.exec_with(id(ino), open_fifo(ino)).now() == Err(Reason::Busy) {
+            seen_busy = true;
+            break;
+        }
+    }
+    assert!(seen_busy);
+    assert_eq!(count(&h, "busy"), 1);
+    assert_eq!(first.now(), Err(Reason::Pending));
+    drop(h);
+    std::fs::remove_file(&fifo).unwrap();
+}
