@@ -135,6 +135,12 @@ fn cri_pods_are_listed_and_drawn_as_containerd_and_proc_have_them() {
         text.lines().nth(1).unwrap().starts_with("pause ("),
         "{text}"
     );
+    // The sandbox's name is its id: drawn short.
+    assert!(
+        text.contains(&format!("  sandbox {}  ", &shared.id[..12])),
+        "{text}"
+    );
+    assert!(!text.contains(&shared.id), "{text}");
     eprintln!("observer tree {NS}/shared:\n{text}");
     let (_, text, _) = agent.cli(&["tree", &format!("{NS}/plain")]);
     eprintln!("observer tree {NS}/plain:\n{text}");
