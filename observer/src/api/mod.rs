@@ -17,6 +17,7 @@ pub(crate) mod assemble;
 pub mod client;
 pub(crate) mod connections;
 pub(crate) mod listeners;
+pub(crate) mod reasons;
 pub(crate) mod service;
 pub(crate) mod web;
 

@@ -17,7 +17,6 @@ use crate::{
         pods::{PodTreeView, PodView},
         select::Selection,
         text::Escaped,
-        why::{self, WhyView},
     },
 };
 
@@ -73,7 +72,7 @@ impl Escaped<ApiError> {
     }
 }
 
-fn snap(src: &dyn Source, scope: Scope) -> Result<Snapshot, ApiError> {
+pub(super) fn snap(src: &dyn Source, scope: Scope) -> Result<Snapshot, ApiError> {
     src.snapshot(scope).ok_or(ApiError::Unavailable)
 }
 
@@ -127,7 +126,7 @@ pub(crate) fn processes(
 /// The snapshot of what `query` names (one container's or one pod's processes). Indices
 /// change when the table compacts its registry (table/gc.rs): a snapshot from another
 /// generation than the resolution is retried.
-fn container_snapshot(
+pub(super) fn container_snapshot(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
@@ -210,7 +209,7 @@ pub(crate) fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieV
 /// The container a history or `why` reference names: a container the registry has, or
 /// one only a history remains of (its runtime removed it and the registry let it go),
 /// by id, id prefix or the name it last had.
-fn history_key(
+pub(super) fn history_key(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
@@ -273,14 +272,14 @@ fn ended_container_key(
 
 /// An ended process's view, with the time its ages are counted from (now, on the clock
 /// of the boot it ended in).
-struct Dated {
-    view: EndedView,
-    now_ns: u64,
+pub(super) struct Dated {
+    pub(super) view: EndedView,
+    pub(super) now_ns: u64,
 }
 
 /// The ended processes of these containers, from memory and from the history store (an
 /// entry in both once), oldest first; and the evictions from the in-memory histories.
-fn dated_entries(
+pub(super) fn dated_entries(
     src: &dyn Source,
     ctx: &ViewCtx,
     keys: Vec<ContainerKey>,
@@ -314,7 +313,7 @@ fn dated_entries(
 
 /// The ended processes of these containers' histories (in memory only), and the
 /// evictions from all of them.
-fn history_entries(
+pub(super) fn history_entries(
     src: &dyn Source,
     ctx: &ViewCtx,
     keys: Vec<ContainerKey>,
@@ -357,124 +356,8 @@ pub(crate) fn history(
     })
 }
 
-/// `observer why <container|pid>`.
-pub(crate) fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
-    let container = history_key(src, ctx, query);
-    if let (Err(ApiError::NotFound { .. }), Ok(pid)) = (&container, query.trim().parse::<u32>()) {
-        return why_pid(src, ctx, query, pid);
-    }
-    let (key, summary) = container?;
-    why_container(src, ctx, query, key, summary)
-}
-
-/// The signals `pid` received lately, as views.
-fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<endings::SignalView> {
-    s.signals
-        .get(&pid)
-        .map(|f| {
-            f.recent
-                .iter()
-                .map(|x| endings::signal_view(x, now))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// "sh (host pid 12, pid 1 in its namespace)".
-fn who(p: &crate::table::Process) -> String {
-    format!(
-        "{} (host pid {}, pid {} in its namespace)",
-        p.comm_str(),
-        p.pid,
-        p.ns_pid()
-    )
-}
-
-/// Why a process runs, or how it ended (from the histories), when `query` names no
-/// container.
-fn why_pid(
-    src: &dyn Source,
-    ctx: &mut ViewCtx,
-    query: &str,
-    pid: u32,
-) -> Result<WhyView, ApiError> {
-    let now = ctx.now_ns;
-    let s = snap(src, Scope::All)?;
-    if let Some(p) = s.process(pid).filter(|p| !p.is_zombie()) {
-        let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
-        return Ok(why::live(
-            format!("pid {pid}"),
-            &who(p),
-            ns_init,
-            signals_of(&s, pid, now),
-        ));
-    }
-    let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
-    let last = history_entries(src, ctx, keys)?
-        .0
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .max_by_key(|e| e.end_time_ns);
-    match last {
-        Some(e) => {
-            let w = format!(
-                "{} (host pid {pid}, pid {} in its namespace)",
-                e.comm, e.ns_pid
-            );
-            Ok(why::ended(format!("pid {pid}"), &w, e, now))
-        }
-        None => Err(ApiError::NotFound {
-            query: query.into(),
-            candidates: vec![],
-        }),
-    }
-}
-
-/// Why a container's PID 1 runs, or how it ended.
-fn why_container(
-    src: &dyn Source,
-    ctx: &mut ViewCtx,
-    query: &str,
-    key: ContainerKey,
-    summary: Option<ContainerSummary>,
-) -> Result<WhyView, ApiError> {
-    let now = ctx.now_ns;
-    let subject = format!("container {query}");
-    if let Some(c) = &summary {
-        let s = snap(src, Scope::Container(c.index))?;
-        if let Some(p) = c
-            .init_pid
-            .and_then(|i| s.process(i))
-            .filter(|p| !p.is_zombie())
-        {
-            let w = format!("PID 1 of {query}, {}", who(p));
-            let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
-            return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid, now)));
-        }
-    }
-    let init = dated_entries(src, ctx, vec![key])?
-        .0
-        .into_iter()
-        .filter(|d| d.view.ns_pid == 1 || d.view.parents.is_empty())
-        .max_by_key(|d| (d.view.boot, d.view.end_time_ns));
-    match init {
-        Some(d) => {
-            let e = d.view;
-            let w = format!("PID 1 of {query}, {} (host pid {})", e.comm, e.pid);
-            Ok(why::ended(subject, &w, e, d.now_ns))
-        }
-        None => Ok(WhyView {
-            subject,
-            alive: false,
-            paragraph: format!(
-                "{query} has no running PID 1 and no record of how it ended: it ended before \
-                 the agent started, or its history expired"
-            ),
-            signals: vec![],
-            ended: None,
-        }),
-    }
-}
+/// `observer why <container|pod|pid>` (reasons.rs).
+pub(crate) use super::reasons::why;
 
 #[cfg(test)]
 mod tests {

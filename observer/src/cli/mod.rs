@@ -86,9 +86,11 @@ enum Command {
         opts: views::ViewOpts,
     },
     /// Say how a container's PID 1 (or a process) ended, or which signals it is ignoring,
-    /// with the evidence: sender, the kernel's verdict, OOM facts, exit code.
+    /// with the evidence: sender, the kernel's verdict, OOM facts, exit code; for a pod,
+    /// which of its containers ignored a signal and what ended it.
     Why {
-        /// A container (as for `history`) or a host pid.
+        /// A container (as for `history`), a pod (`namespace/name`, name, UID or sandbox
+        /// id, as for `tree`; also once all its containers ended) or a host pid.
         target: String,
         #[command(flatten)]
         opts: views::ViewOpts,

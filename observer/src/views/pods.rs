@@ -245,12 +245,20 @@ pub(crate) fn build(
     }
 }
 
+/// How a pod's text names a container: its name, or its short id when it has none or its
+/// name is its id (a CRI sandbox's).
+fn shown(name: Option<&String>, id: &str, short: &str) -> String {
+    name.filter(|n| *n != id)
+        .cloned()
+        .unwrap_or_else(|| short.to_string())
+}
+
 fn header(p: &PodView, style: Style) -> String {
     let sandbox = p
         .containers
         .iter()
         .find(|c| c.sandbox)
-        .map(|c| c.name.clone().unwrap_or_else(|| c.short_id.clone()));
+        .map(|c| shown(c.name.as_ref(), &c.id, &c.short_id));
     format!(
         "{} {} ({} {}){}  sandbox {}  shares {}  {} containers, {} processes, {} zombies",
         style.bold("pod"),
@@ -296,11 +304,8 @@ pub(crate) fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
     let mut whose: HashMap<u32, String> = HashMap::new();
     let mut outside: HashMap<u32, String> = HashMap::new();
     for c in &t.containers {
-        let name = c
-            .container
-            .name
-            .clone()
-            .unwrap_or_else(|| c.container.short_id.clone());
+        let k = &c.container;
+        let name = shown(k.name.as_ref(), &k.id, &k.short_id);
         if let (Some(pid), Some(comm)) = (c.container.shim_pid, &c.container.shim_comm) {
             outside.insert(pid, comm.clone());
         }

@@ -363,6 +363,88 @@ fn why_escapes_the_process_its_senders_and_the_oom_trigger() {
     }
 }
 
+/// A pod's answer names the container that ignored SIGTERM, who sent the SIGKILL and how
+/// long after; each container's own paragraph follows, escaped like every other name.
+#[test]
+fn why_of_a_pod_names_the_container_that_ignored_sigterm_and_who_killed_it() {
+    let member = |name: &str, sandbox: bool, why: WhyView| why::PodMemberWhy {
+        name: name.into(),
+        id: format!("{name}-id"),
+        sandbox,
+        why,
+    };
+    let mut pause = ended();
+    (pause.ignored, pause.oom, pause.killed_by) = (vec![], None, None);
+    let mut stubborn = ended();
+    stubborn.oom = None;
+    stubborn.ignored[0].time_ns = 2_000_000_000;
+    let at = |v: EndedView| why::ended("container x".into(), "PID 1", v, 9_000_000_000);
+    let v = why::pod(
+        "pod ns/stop".into(),
+        "Pod ns/stop (kubernetes 0123)",
+        vec![
+            member("pause", true, at(pause)),
+            member(&h("stubborn"), false, at(stubborn)),
+        ],
+    );
+    assert!(!v.alive);
+    let p = &v.paragraph;
+    assert!(
+        p.starts_with("Pod ns/stop (kubernetes 0123): all its 2 containers ended."),
+        "{p}"
+    );
+    let want = format!("Container {} ignored SIGTERM from killer", h("stubborn"));
+    assert!(p.contains(&want), "{p}");
+    assert!(
+        p.contains("; SIGKILL from killer") && p.contains("ended it 3.0 s later"),
+        "{p}"
+    );
+    assert_eq!(
+        p.matches("ignored").count(),
+        1,
+        "the sandbox ignored nothing: {p}"
+    );
+    assert_eq!(v.signals.len(), 2, "{v:#?}");
+    let back: WhyView = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+    assert_eq!(back, v);
+    let out = why::render(&esc(v));
+    assert_clean("why of a pod", &out);
+    assert!(out.contains("\npause (sandbox): PID 1 ended"), "{out}");
+    assert!(
+        out.contains(&format!("stubborn{SHOWN}: PID 1 ended")),
+        "{out}"
+    );
+
+    // One still running, having ignored SIGTERM.
+    let live = why::live(
+        "container web".into(),
+        "PID 1 of web",
+        true,
+        vec![signal("SIGTERM", "ignored")],
+    );
+    let v = why::pod(
+        "pod web".into(),
+        "Pod web (podman 4567)",
+        vec![member("web", false, live)],
+    );
+    assert!(v.alive);
+    assert!(
+        v.paragraph.contains("1 of its 1 containers are running"),
+        "{}",
+        v.paragraph
+    );
+    assert!(
+        v.paragraph.contains("ignored SIGTERM from killer"),
+        "{}",
+        v.paragraph
+    );
+    assert!(
+        v.paragraph.contains("and is still running"),
+        "{}",
+        v.paragraph
+    );
+}
+
 #[test]
 fn event_lines_escape_comm_filename_argv_cgroup_path_and_sender() {
     use observer_common::*;

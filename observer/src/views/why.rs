@@ -1,5 +1,7 @@
-//! `observer why <container|pid>`: one paragraph on how a container's PID 1 (or one
-//! process) ended, or what it is ignoring while it runs, with the evidence it rests on.
+//! `observer why <container|pod|pid>`: one paragraph on how a container's PID 1 (or one
+//! process) ended, or what it is ignoring while it runs, with the evidence it rests on; for
+//! a pod, which of its containers ignored a signal and what ended it, then each container's
+//! paragraph.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,19 @@ pub(crate) struct WhyView {
     /// The signals it was sent, oldest first (live), or how it ended.
     pub(crate) signals: Vec<SignalView>,
     pub(crate) ended: Option<EndedView>,
+    /// A pod's containers, the sandbox first (empty for a container or a process).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) containers: Vec<PodMemberWhy>,
+}
+
+/// One container of a pod, and its own answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct PodMemberWhy {
+    /// Its name, or its short id when its runtime gives none.
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) sandbox: bool,
+    pub(crate) why: WhyView,
 }
 
 fn ago(s: f64) -> String {
@@ -74,6 +89,7 @@ pub(crate) fn live(subject: String, who: &str, ns_init: bool, signals: Vec<Signa
         paragraph,
         signals,
         ended: None,
+        containers: Vec::new(),
     }
 }
 
@@ -136,11 +152,83 @@ pub(crate) fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> Wh
         paragraph,
         signals,
         ended: Some(e),
+        containers: Vec::new(),
+    }
+}
+
+/// What a pod member's answer says in the pod's paragraph: the signals it ignored and
+/// what ended it (nothing when it ignored none).
+fn member_sentence(m: &PodMemberWhy) -> Option<String> {
+    let w = &m.why;
+    let ignored: Vec<&SignalView> = match &w.ended {
+        Some(e) => e.ignored.iter().collect(),
+        None => w.signals.iter().filter(|s| s.result == "ignored").collect(),
+    };
+    let first = ignored.first()?;
+    let mut sigs: Vec<&str> = ignored.iter().map(|s| s.signal.as_str()).collect();
+    sigs.dedup();
+    let mut t = format!(
+        "Container {} ignored {} from {} {}",
+        m.name,
+        sigs.join(", "),
+        from(&first.sender),
+        ago(first.ago_s)
+    );
+    match &w.ended {
+        None => t.push_str(", and is still running"),
+        Some(e) => match &e.killed_by {
+            Some(k) if k.time_ns >= first.time_ns => t.push_str(&format!(
+                "; {} from {} ended it {:.1} s later ({})",
+                k.signal,
+                from(&k.sender),
+                (k.time_ns - first.time_ns) as f64 / 1e9,
+                ago(k.ago_s)
+            )),
+            _ => t.push_str(&format!("; then it ended: {}", ending(e))),
+        },
+    }
+    Some(t)
+}
+
+/// A pod (`label`: how its paragraph names it): which of its containers ignored a signal
+/// and what ended them, from each container's own answer (`members`, the sandbox first).
+pub(crate) fn pod(subject: String, label: &str, members: Vec<PodMemberWhy>) -> WhyView {
+    let running = members.iter().filter(|m| m.why.alive).count();
+    let mut paragraph = match (running, members.len()) {
+        (_, 0) => format!("{label} has no container the agent knows of."),
+        (0, n) => format!("{label}: all its {n} containers ended."),
+        (r, n) => format!("{label}: {r} of its {n} containers are running."),
+    };
+    let said: Vec<String> = members.iter().filter_map(member_sentence).collect();
+    if said.is_empty() && !members.is_empty() {
+        paragraph.push_str(" None of them ignored a signal.");
+    }
+    for s in said {
+        paragraph.push_str(&format!(" {s}."));
+    }
+    let mut signals: Vec<SignalView> = members
+        .iter()
+        .flat_map(|m| m.why.signals.iter().cloned())
+        .collect();
+    signals.sort_by_key(|s| s.time_ns);
+    WhyView {
+        subject,
+        alive: running > 0,
+        paragraph,
+        signals,
+        ended: None,
+        containers: members,
     }
 }
 
 pub(crate) fn render(v: &super::text::Escaped<WhyView>) -> String {
-    format!("{}\n", textwrap(&v.paragraph, 100))
+    let mut out = format!("{}\n", textwrap(&v.paragraph, 100));
+    for m in &v.containers {
+        let tag = if m.sandbox { " (sandbox)" } else { "" };
+        let text = format!("{}{tag}: {}", m.name, m.why.paragraph);
+        out.push_str(&format!("\n{}\n", textwrap(&text, 100)));
+    }
+    out
 }
 
 fn textwrap(s: &str, width: usize) -> String {

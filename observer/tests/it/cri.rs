@@ -135,6 +135,12 @@ fn cri_pods_are_listed_and_drawn_as_containerd_and_proc_have_them() {
         text.lines().nth(1).unwrap().starts_with("pause ("),
         "{text}"
     );
+    // The sandbox's name is its id: drawn short.
+    assert!(
+        text.contains(&format!("  sandbox {}  ", &shared.id[..12])),
+        "{text}"
+    );
+    assert!(!text.contains(&shared.id), "{text}");
     eprintln!("observer tree {NS}/shared:\n{text}");
     let (_, text, _) = agent.cli(&["tree", &format!("{NS}/plain")]);
     eprintln!("observer tree {NS}/plain:\n{text}");
@@ -391,5 +397,72 @@ fn pod_deletion_names_the_container_that_ignored_sigterm_and_who_killed_it() {
         "{p}"
     );
     eprintln!("observer why stubborn:\n{p}");
+    pod_why_names_the_container(&agent, &pod, init);
+    // Another pod of the same name, in another namespace: `stop` alone is ambiguous.
+    let other = cri.run_pod("observer-test-2", "stop", NamespaceMode::Container);
+    cri.run_container(&other, "idle", &["sleep", "3000"]);
+    eventually(T, "the second pod", || {
+        pod_of(&agent.json(&["pods"]), &other.uid).map(|_| ())
+    });
+    let (code, _, err) = agent.cli(&["why", "stop"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`stop` matches several"), "{err}");
+    assert!(
+        err.contains(&format!("{NS}/stop")) && err.contains("observer-test-2/stop"),
+        "{err}"
+    );
+    cri.stop_pod(&other);
+    cri.remove_pod(&other);
+    // Removed by its runtime, its containers' histories still answer for the pod.
     cri.remove_pod(&pod);
+    pod_why_names_the_container(&agent, &pod, init);
+}
+
+/// `observer why <namespace>/<name>` and `why <pod uid>` of a pod whose containers all
+/// ended: which container ignored SIGTERM, who sent the SIGKILL and when, as `why
+/// <container>` says it; an unknown pod is an error listing the candidates.
+fn pod_why_names_the_container(agent: &Agent, pod: &Pod, init: u32) {
+    let reference = format!("{}/{}", pod.namespace, pod.name);
+    for r in [reference.as_str(), pod.uid.as_str()] {
+        let w = eventually(T, &format!("why {r}"), || {
+            let w = agent.json(&["why", r]);
+            let n = w["containers"].as_array()?.len();
+            (w["alive"] == false && n == 2).then_some(w)
+        });
+        let cs = w["containers"].as_array().unwrap();
+        assert_eq!(cs[0]["sandbox"], true, "the sandbox first: {w:#}");
+        assert_eq!(cs[0]["id"], pod.id, "{w:#}");
+        let c = &cs[1];
+        assert_eq!(c["name"], "stubborn", "{w:#}");
+        let e = &c["why"]["ended"];
+        assert_eq!(e["pid"], init, "{w:#}");
+        assert_eq!(e["signal"], "SIGKILL", "{w:#}");
+        let sender = e["killed_by"]["sender"]["comm"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let p = w["paragraph"].as_str().unwrap();
+        let head = format!("Pod {reference} (kubernetes {}", &pod.uid[..12]);
+        assert!(p.starts_with(&head), "{p}");
+        assert!(p.contains("all its 2 containers ended"), "{p}");
+        assert!(p.contains("Container stubborn ignored SIGTERM from"), "{p}");
+        assert!(p.contains(&format!("; SIGKILL from {sender}")), "{p}");
+        assert_eq!(p.matches("ignored").count(), 1, "only stubborn: {p}");
+        let (code, text, err) = agent.cli(&["why", r]);
+        assert_eq!(code, 0, "{err}");
+        let flat = text.replace('\n', " ");
+        assert!(
+            flat.contains("Container stubborn ignored SIGTERM"),
+            "{text}"
+        );
+        assert!(text.contains("\nstubborn: PID 1 of stubborn"), "{text}");
+        eprintln!("observer why {r}:\n{text}");
+    }
+    let (code, _, err) = agent.cli(&["why", &format!("{}/nope", pod.namespace)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no container matches"), "{err}");
+    assert!(
+        err.contains(&format!("pod kubernetes {}", &pod.uid[..12])),
+        "{err}"
+    );
 }

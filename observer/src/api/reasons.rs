@@ -1,0 +1,262 @@
+//! `observer why`: a container's PID 1, a pod's containers or one process — alive (what it
+//! ignores) or ended (from the in-memory histories and the history store). A pod is
+//! resolved as `tree` resolves it (`assemble::select`), among the running containers and
+//! those only a history remains of, so a pod whose containers all ended is still answered.
+
+use super::{
+    assemble::{self, ViewCtx},
+    service::{dated_entries, history_entries, history_key, snap, ApiError, Source},
+};
+use crate::{
+    containers::{ContainerData, ContainerKey},
+    table::{
+        snapshot::{Scope, Snapshot},
+        summary::ContainerSummary,
+    },
+    views::{
+        endings,
+        model::short_id,
+        select::Selection,
+        why::{self, PodMemberWhy, WhyView},
+    },
+};
+
+/// `observer why <container|pod|pid>`.
+pub(crate) fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
+    match history_key(src, ctx, query) {
+        Ok((key, summary)) => why_container(src, ctx, query, key, summary),
+        Err(ApiError::IsPod { .. }) => why_pod(src, ctx, query)?.ok_or(ApiError::NotFound {
+            query: query.into(),
+            candidates: vec![],
+        }),
+        Err(ApiError::NotFound { candidates, .. }) => {
+            if let Ok(pid) = query.trim().parse::<u32>() {
+                return why_pid(src, ctx, query, pid);
+            }
+            why_pod(src, ctx, query)?.ok_or(ApiError::NotFound {
+                query: query.into(),
+                candidates,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A container only a history remains of, as a summary the pod grouping takes (what its
+/// runtime's metadata says places it in its pod).
+fn ended_summary(key: ContainerKey, index: u32) -> ContainerSummary {
+    ContainerSummary {
+        index,
+        container: ContainerData {
+            key,
+            pod_uid: None,
+            pod_id: None,
+            ctr_namespace: None,
+            cgroup: String::new(),
+            pidns: 0,
+            forks: 0,
+            execs: 0,
+            exits: 0,
+            signals: Vec::new(),
+            oom_victims: 0,
+            exit_classes: [0; 4],
+        },
+        processes: 0,
+        threads: 0,
+        zombies: 0,
+        oldest_zombie_ns: None,
+        init_pid: None,
+        shim_pid: None,
+        shim_comm: None,
+    }
+}
+
+/// The running containers (the registry's) and after them those only a history remains
+/// of, numbered past the registry's indices; and the registry's generation.
+fn with_ended(src: &dyn Source) -> Result<(Vec<ContainerSummary>, u64), ApiError> {
+    let reg = snap(src, Scope::Registry)?;
+    let mut all = reg.containers;
+    let mut next = all.iter().map(|s| s.index + 1).max().unwrap_or(0);
+    for k in snap(src, Scope::History(Vec::new()))?.history_keys {
+        if !all.iter().any(|s| s.container.key == k) {
+            all.push(ended_summary(k, next));
+            next += 1;
+        }
+    }
+    Ok((all, reg.generation))
+}
+
+/// A pod's answer: each of its containers' (running or ended), then what they add up to.
+/// None when `query` names a container rather than a pod.
+fn why_pod(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<Option<WhyView>, ApiError> {
+    for _ in 0..3 {
+        let (all, generation) = with_ended(src)?;
+        let pod = match assemble::select(ctx, &all, query, |_| None) {
+            Selection::Pod(p) => p,
+            Selection::Found(_) => return Ok(None),
+            Selection::Ambiguous(candidates) => {
+                return Err(ApiError::Ambiguous {
+                    query: query.into(),
+                    candidates,
+                })
+            }
+            Selection::NotFound(candidates) => {
+                return Err(ApiError::NotFound {
+                    query: query.into(),
+                    candidates,
+                })
+            }
+        };
+        let running: Vec<u32> = pod
+            .containers
+            .iter()
+            .copied()
+            .filter(|i| all.iter().any(|s| s.index == *i && s.processes > 0))
+            .collect();
+        let s = snap(src, Scope::Pod(running))?;
+        if s.generation != generation {
+            continue;
+        }
+        let mut members = Vec::new();
+        for &i in &pod.containers {
+            let Some(base) = all.iter().find(|s| s.index == i) else {
+                continue;
+            };
+            // A CRI sandbox's name is its id: shown short.
+            let name = assemble::meta_of(ctx, base)
+                .name
+                .filter(|n| *n != base.container.key.id)
+                .unwrap_or_else(|| short_id(&base.container.key.id));
+            let key = base.container.key.clone();
+            let why = why_container(src, ctx, &name, key.clone(), s.container(i).cloned())?;
+            members.push(PodMemberWhy {
+                name,
+                id: key.id,
+                sandbox: Some(i) == pod.sandbox,
+                why,
+            });
+        }
+        let mut label = match (&pod.namespace, &pod.name) {
+            (Some(ns), Some(n)) => format!("Pod {ns}/{n}"),
+            (None, Some(n)) => format!("Pod {n}"),
+            _ => "Pod".to_string(),
+        };
+        label.push_str(&format!(
+            " ({} {})",
+            pod.key.kind.as_str(),
+            short_id(&pod.key.id)
+        ));
+        return Ok(Some(why::pod(format!("pod {query}"), &label, members)));
+    }
+    Err(ApiError::Changed)
+}
+
+/// The signals `pid` received lately, as views.
+fn signals_of(s: &Snapshot, pid: u32, now: u64) -> Vec<endings::SignalView> {
+    s.signals
+        .get(&pid)
+        .map(|f| {
+            f.recent
+                .iter()
+                .map(|x| endings::signal_view(x, now))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// "sh (host pid 12, pid 1 in its namespace)".
+fn who(p: &crate::table::Process) -> String {
+    format!(
+        "{} (host pid {}, pid {} in its namespace)",
+        p.comm_str(),
+        p.pid,
+        p.ns_pid()
+    )
+}
+
+/// Why a process runs, or how it ended (from the histories), when `query` names no
+/// container.
+fn why_pid(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    pid: u32,
+) -> Result<WhyView, ApiError> {
+    let now = ctx.now_ns;
+    let s = snap(src, Scope::All)?;
+    if let Some(p) = s.process(pid).filter(|p| !p.is_zombie()) {
+        let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
+        return Ok(why::live(
+            format!("pid {pid}"),
+            &who(p),
+            ns_init,
+            signals_of(&s, pid, now),
+        ));
+    }
+    let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
+    let last = history_entries(src, ctx, keys)?
+        .0
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .max_by_key(|e| e.end_time_ns);
+    match last {
+        Some(e) => {
+            let w = format!(
+                "{} (host pid {pid}, pid {} in its namespace)",
+                e.comm, e.ns_pid
+            );
+            Ok(why::ended(format!("pid {pid}"), &w, e, now))
+        }
+        None => Err(ApiError::NotFound {
+            query: query.into(),
+            candidates: vec![],
+        }),
+    }
+}
+
+/// Why a container's PID 1 runs, or how it ended.
+fn why_container(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    key: ContainerKey,
+    summary: Option<ContainerSummary>,
+) -> Result<WhyView, ApiError> {
+    let now = ctx.now_ns;
+    let subject = format!("container {query}");
+    if let Some(c) = &summary {
+        let s = snap(src, Scope::Container(c.index))?;
+        if let Some(p) = c
+            .init_pid
+            .and_then(|i| s.process(i))
+            .filter(|p| !p.is_zombie())
+        {
+            let w = format!("PID 1 of {query}, {}", who(p));
+            let ns_init = p.ns_pid() == 1 && p.pid_level > 0;
+            return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid, now)));
+        }
+    }
+    let init = dated_entries(src, ctx, vec![key])?
+        .0
+        .into_iter()
+        .filter(|d| d.view.ns_pid == 1 || d.view.parents.is_empty())
+        .max_by_key(|d| (d.view.boot, d.view.end_time_ns));
+    match init {
+        Some(d) => {
+            let e = d.view;
+            let w = format!("PID 1 of {query}, {} (host pid {})", e.comm, e.pid);
+            Ok(why::ended(subject, &w, e, d.now_ns))
+        }
+        None => Ok(WhyView {
+            subject,
+            alive: false,
+            paragraph: format!(
+                "{query} has no running PID 1 and no record of how it ended: it ended before \
+                 the agent started, or its history expired"
+            ),
+            signals: vec![],
+            ended: None,
+            containers: vec![],
+        }),
+    }
+}
