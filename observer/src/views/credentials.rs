@@ -191,6 +191,15 @@ impl ExeHashView {
         }
     }
 
+    /// A flattened `Option<ExeHashView>` read back: no field of it there is None (serde
+    /// makes an empty `Some` of a flattened option whose fields are all absent).
+    pub(crate) fn absent_is_none<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<ExeHashView>, D::Error> {
+        let v = Option::<ExeHashView>::deserialize(d)?;
+        Ok(v.filter(|v| *v != ExeHashView::default()))
+    }
+
     /// A process's (or history entry's) hash as it is now.
     pub(crate) fn now(h: Option<&ExeHash>) -> ExeHashView {
         ExeHashView::of(h.map(ExeHash::now))

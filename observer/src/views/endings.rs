@@ -105,7 +105,11 @@ pub(crate) struct EndedView {
     pub(crate) boot: i32,
     /// Its executable's SHA-256 or why there is none (absent: no exec seen, or an entry
     /// of the durable store, which does not keep it).
-    #[serde(flatten, default)]
+    #[serde(
+        flatten,
+        default,
+        deserialize_with = "crate::views::credentials::ExeHashView::absent_is_none"
+    )]
     pub(crate) exe_hash: Option<crate::views::credentials::ExeHashView>,
 }
 
