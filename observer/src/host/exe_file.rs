@@ -9,7 +9,52 @@ use std::{
     io::{self, Read},
     os::unix::fs::MetadataExt,
     sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
 };
+
+/// Bytes a second all hashing workers read together. Anyone can exec files of their own
+/// (a 256 MiB ELF under /tmp, touched before each run to be new): without a bound that
+/// costs the root agent as much CPU as they like. 128 MiB/s is a fraction of a core for
+/// SHA-256; beyond it the queue fills and executables get `busy`.
+pub(crate) const HASH_BYTES_PER_SEC: u64 = 128 << 20;
+
+/// What may be read ahead of the rate (a burst: the first binaries of a node at once).
+const BURST: Duration = Duration::from_millis(250);
+
+/// A shared reading budget: each read reserves its bytes, waiting when ahead of the rate.
+pub(crate) struct Budget {
+    rate: u64,
+    /// When the bytes reserved so far are paid for at `rate`.
+    paid_until: Mutex<Option<Instant>>,
+}
+
+impl Budget {
+    pub(crate) const fn new(rate: u64) -> Budget {
+        Budget {
+            rate,
+            paid_until: Mutex::new(None),
+        }
+    }
+
+    /// Reserves `n` bytes at `now`: how long to wait before reading them.
+    fn reserve(&self, now: Instant, n: u64) -> Duration {
+        let mut p = self.paid_until.lock().unwrap_or_else(|e| e.into_inner());
+        let from = p.filter(|t| *t > now).unwrap_or(now);
+        let until = from + Duration::from_secs_f64(n as f64 / self.rate.max(1) as f64);
+        *p = Some(until);
+        until.saturating_duration_since(now + BURST)
+    }
+
+    fn take(&self, n: u64) {
+        let wait = self.reserve(Instant::now(), n);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// The budget every hashing worker shares.
+static HASHING: Budget = Budget::new(HASH_BYTES_PER_SEC);
 
 /// What fstat(2) says of an open executable: the fields an exec event carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +109,7 @@ pub(crate) fn sha256(mut f: File, id: FileId) -> Result<[u8; 32], DigestError> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
+        HASHING.take(n as u64);
         ctx.update(&buf[..n]);
     }
     if FileId::of(&f)? != id {
@@ -110,6 +156,19 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_budget_lets_a_burst_through_then_paces_reads_at_its_rate() {
+        use std::time::{Duration, Instant};
+        let b = super::Budget::new(1000);
+        let t0 = Instant::now();
+        // 250 bytes are a quarter second at 1000 B/s: within the burst.
+        assert_eq!(b.reserve(t0, 250), Duration::ZERO);
+        // The next 1000 are paid until 1.25 s: wait until 1.0 s (the burst ahead).
+        assert_eq!(b.reserve(t0, 1000), Duration::from_secs(1));
+        // Later, once paid for, nothing is owed.
+        assert_eq!(b.reserve(t0 + Duration::from_secs(5), 100), Duration::ZERO);
+    }
+
     use super::*;
 
     #[test]
