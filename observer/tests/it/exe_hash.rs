@@ -437,6 +437,11 @@ fn history_entries_and_exported_lines_carry_the_hash() {
     let (code, out, err) = c.exec(&["sha256sum", "/bin/sleep"]);
     assert_eq!(code, 0, "{err}");
     let want = first_word(&out);
+    // The container's busybox hashed first (PID 1 runs it): the 0.3 s sleep's exec is then
+    // a cache hit whatever else the node's execs give the workers to read (a busy node kept
+    // it `pending` past the export's 2 s wait and this test's first look).
+    let p = hashed_process(&agent, c.pid1());
+    assert_eq!(p["exe_sha256"], want.as_str(), "{p}");
     let (code, _, err) = c.exec(&["sleep", "0.3"]);
     assert_eq!(code, 0, "{err}");
     let entry = eventually(T, "the ended sleep in the history", || {
