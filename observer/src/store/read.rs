@@ -1,5 +1,5 @@
 //! Queries of the store, for the API's history and `why` views: which stored containers a
-//! reference names (id, id prefix of 4 or more, or the name they had), and a container's
+//! reference names (id, id prefix of 4 or more, the name they had, or their pod), and a container's
 //! entries with their boot (0: this one, -1: the one before...) and wall-clock end. They
 //! run on the API's blocking threads; a store that is not open answers nothing.
 
@@ -64,7 +64,8 @@ impl Store {
             .clone()
     }
 
-    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name.
+    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name; or
+    /// the containers of the pod it names (`<namespace>/<pod>`, the pod's name or uid).
     pub(crate) fn find(&self, query: &str) -> Vec<(ContainerKey, Option<String>)> {
         let q = query.trim();
         let Some(all) = self.reading().and_then(|r| containers(&r).ok()) else {
@@ -73,7 +74,10 @@ impl Store {
         all.0
             .into_iter()
             .filter(|(_, c)| {
-                c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
+                c.id == q
+                    || (q.len() >= 4 && c.id.starts_with(q))
+                    || c.name.as_deref() == Some(q)
+                    || c.in_pod(q)
             })
             .filter_map(|(_, c)| Some((c.key()?, c.name)))
             .collect()
@@ -170,4 +174,13 @@ fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> 
     }
     out.reverse();
     Ok(out)
+}
+
+/// The stored containers as they are kept (for tests).
+#[cfg(test)]
+pub(super) fn containers_for_test(s: &Store) -> Vec<ContainerRec> {
+    s.reading()
+        .and_then(|r| containers(&r).ok())
+        .map(|c| c.0.into_iter().map(|(_, c)| c).collect())
+        .unwrap_or_default()
 }

@@ -67,6 +67,21 @@ pub(crate) struct Creds {
 }
 
 impl Creds {
+    /// The credentials a history entry keeps of its exec.
+    pub(crate) fn of_ended(x: &crate::table::history::ExecOf) -> Creds {
+        let c = &x.cred;
+        Creds {
+            uid: x.uid,
+            gid: x.gid,
+            euid: c.euid,
+            egid: c.egid,
+            suid: c.suid,
+            sgid: c.sgid,
+            cap_eff: c.cap_eff,
+            secureexec: c.raised,
+        }
+    }
+
     pub(crate) fn of(e: &observer_common::ExecEvent) -> Creds {
         Creds {
             uid: e.task.uid,
@@ -85,8 +100,11 @@ impl Creds {
         let c = ExecCred {
             euid: self.euid,
             egid: self.egid,
+            suid: self.suid,
+            sgid: self.sgid,
             cap_eff: self.cap_eff,
             raised: self.secureexec,
+            exe: ExeId::default(),
         };
         privileges(self.uid, self.gid, &c)
     }
