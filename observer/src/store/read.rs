@@ -30,6 +30,22 @@ pub(crate) struct Stored {
     pub(crate) now_ns: u64,
 }
 
+/// A pod as the store knows it: from its containers' records.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StoredPod {
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
+    pub(crate) uid: Option<String>,
+    pub(crate) members: Vec<PodMember>,
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) struct PodMember {
+    pub(crate) key: ContainerKey,
+    pub(crate) name: Option<String>,
+    pub(crate) sandbox: bool,
+}
+
 /// The containers table, for looking numbers up while decoding.
 struct Containers(Vec<(u32, ContainerRec)>);
 
@@ -64,8 +80,7 @@ impl Store {
             .clone()
     }
 
-    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name; or
-    /// the containers of the pod it names (`<namespace>/<pod>`, the pod's name or uid).
+    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name.
     pub(crate) fn find(&self, query: &str) -> Vec<(ContainerKey, Option<String>)> {
         let q = query.trim();
         let Some(all) = self.reading().and_then(|r| containers(&r).ok()) else {
@@ -74,13 +89,47 @@ impl Store {
         all.0
             .into_iter()
             .filter(|(_, c)| {
-                c.id == q
-                    || (q.len() >= 4 && c.id.starts_with(q))
-                    || c.name.as_deref() == Some(q)
-                    || c.in_pod(q)
+                c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
             })
             .filter_map(|(_, c)| Some((c.key()?, c.name)))
             .collect()
+    }
+
+    /// The stored pod `query` names (`<namespace>/<pod>`, the pod's name or uid), its
+    /// sandbox first: of the pods it names (a StatefulSet's pod of an earlier uid), the one
+    /// stored last.
+    pub(crate) fn pod(&self, query: &str) -> Option<StoredPod> {
+        let q = query.trim();
+        let all = containers(&self.reading()?).ok()?;
+        let newest = all
+            .0
+            .iter()
+            .filter(|(_, c)| c.in_pod(q))
+            .max_by_key(|(n, _)| *n)?;
+        let same = |c: &ContainerRec| {
+            (&c.pod_namespace, &c.pod, &c.pod_uid)
+                == (&newest.1.pod_namespace, &newest.1.pod, &newest.1.pod_uid)
+        };
+        let mut members: Vec<PodMember> = all
+            .0
+            .iter()
+            .filter(|(_, c)| same(c))
+            .filter_map(|(_, c)| {
+                Some(PodMember {
+                    key: c.key()?,
+                    name: c.name.clone(),
+                    sandbox: c.sandbox,
+                })
+            })
+            .collect();
+        members.sort_by_key(|m| !m.sandbox);
+        let c = &newest.1;
+        Some(StoredPod {
+            namespace: c.pod_namespace.clone(),
+            name: c.pod.clone().unwrap_or_default(),
+            uid: c.pod_uid.clone(),
+            members,
+        })
     }
 
     /// The name a stored container had.

@@ -420,11 +420,30 @@ fn a_containers_pod_is_kept_and_finds_its_containers() {
     drop(o);
     let _o = open_store(&s).unwrap();
     for q in ["shop/web-0", "web-0", "0b5c1b7e-uid"] {
-        let mut got: Vec<String> = s.find(q).into_iter().map(|(k, _)| k.id).collect();
-        got.sort();
-        assert_eq!(got, ["app", "pause"], "{q}");
+        let pod = s.pod(q).unwrap_or_else(|| panic!("{q} names the pod"));
+        assert_eq!(
+            (
+                pod.namespace.as_deref(),
+                pod.name.as_str(),
+                pod.uid.as_deref()
+            ),
+            (Some("shop"), "web-0", Some("0b5c1b7e-uid"))
+        );
+        let members: Vec<(&str, bool)> = pod
+            .members
+            .iter()
+            .map(|m| (m.key.id.as_str(), m.sandbox))
+            .collect();
+        assert_eq!(
+            members,
+            [("pause", true), ("app", false)],
+            "{q}: the sandbox first"
+        );
+        assert_eq!(pod.members[1].name.as_deref(), Some("c-app"));
     }
-    assert!(s.find("other/web-0").is_empty(), "another namespace's pod");
+    assert!(s.pod("other/web-0").is_none(), "another namespace's pod");
+    assert!(s.pod("lonely").is_none(), "a container in no pod");
+    assert!(s.find("web-0").is_empty(), "a pod is not a container");
     let recs = super::read::containers_for_test(&s);
     let pause = recs.iter().find(|c| c.id == "pause").unwrap();
     assert_eq!(
