@@ -1,7 +1,9 @@
 //! `observer why`: a container's PID 1, a pod's containers or one process — alive (what it
 //! ignores) or ended (from the in-memory histories and the history store). A pod is
 //! resolved as `tree` resolves it (`assemble::select`), among the running containers and
-//! those only a history remains of, so a pod whose containers all ended is still answered.
+//! those only a history remains of, so a pod whose containers all ended is still answered;
+//! one this agent never saw (it ended before a restart) from the history store's records
+//! of its containers (`<namespace>/<pod>`, its name or uid).
 
 use super::{
     assemble::{self, ViewCtx},
@@ -33,10 +35,18 @@ pub(crate) fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<Wh
             if let Ok(pid) = query.trim().parse::<u32>() {
                 return why_pid(src, ctx, query, pid);
             }
-            why_pod(src, ctx, query)?.ok_or(ApiError::NotFound {
+            let not_found = |candidates| ApiError::NotFound {
                 query: query.into(),
                 candidates,
-            })
+            };
+            match why_pod(src, ctx, query) {
+                Ok(Some(w)) => Ok(w),
+                Ok(None) => why_stored_pod(src, ctx, query)?.ok_or_else(|| not_found(candidates)),
+                Err(ApiError::NotFound { candidates, .. }) => {
+                    why_stored_pod(src, ctx, query)?.ok_or_else(|| not_found(candidates))
+                }
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     }
@@ -149,6 +159,42 @@ fn why_pod(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<Option<Wh
         return Ok(Some(why::pod(format!("pod {query}"), &label, members)));
     }
     Err(ApiError::Changed)
+}
+
+/// A pod only the history store knows of (its containers ended before this agent
+/// started): each container's answer from its stored entries.
+fn why_stored_pod(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+) -> Result<Option<WhyView>, ApiError> {
+    let Some(pod) = ctx.store.and_then(|s| s.pod(query)) else {
+        return Ok(None);
+    };
+    let mut members = Vec::new();
+    for m in pod.members {
+        // A CRI sandbox's name is its id: shown short.
+        let name = m
+            .name
+            .filter(|n| *n != m.key.id)
+            .unwrap_or_else(|| short_id(&m.key.id));
+        let why = why_container(src, ctx, &name, m.key.clone(), None)?;
+        members.push(PodMemberWhy {
+            name,
+            id: m.key.id,
+            sandbox: m.sandbox,
+            why,
+        });
+    }
+    let mut label = match &pod.namespace {
+        Some(ns) => format!("Pod {ns}/{}", pod.name),
+        None => format!("Pod {}", pod.name),
+    };
+    if let Some(uid) = &pod.uid {
+        label.push_str(&format!(" (kubernetes {})", short_id(uid)));
+    }
+    label.push_str(", from the history store");
+    Ok(Some(why::pod(format!("pod {query}"), &label, members)))
 }
 
 /// The signals `pid` received lately, as views.

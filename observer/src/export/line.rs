@@ -207,6 +207,7 @@ mod tests {
             oom: None,
             with_namespace: None,
             ignored: Box::new([]),
+            exec: None,
             exe_hash: None,
         };
         let names = Names {

@@ -6,12 +6,16 @@
 //! or a state directory that cannot be written is left alone: the store is unavailable
 //! and the agent runs on its in-memory history.
 //!
-//! Tables (schema version 1):
-//! - `meta`: `version` (1), `bytes` (the entries' accounted size), `next_container`;
+//! A file of schema 1 is migrated to schema 2 as it is opened (migrate.rs), in one write
+//! transaction: never moved aside.
+//!
+//! Tables (schema version 2):
+//! - `meta`: `version` (2), `bytes` (the entries' accounted size), `next_container`;
 //! - `boots`: boot number → the boot id (16 bytes) and the wall clock minus the boot clock
 //!   (i64 ns, little endian) as last seen in that boot: a stored boot-clock time becomes a
 //!   wall-clock time with it;
-//! - `containers`: container number → (runtime, id, name when known), postcard;
+//! - `containers`: container number → (runtime, id, name when known, Kubernetes namespace,
+//!   pod name and uid when known, whether it is the pod's sandbox), postcard;
 //! - `entries`: sequence number (insertion order, so the oldest first) → codec.rs bytes;
 //! - `by_container`: (container number, sequence number) → (), the per-container index.
 
@@ -26,12 +30,11 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::Store as Shared;
-use crate::containers::{cgroup::Runtime, ContainerKey};
+use crate::containers::{cgroup::Runtime, names::Meta, ContainerKey};
 
 /// The schema this agent writes. A file without it is moved aside; one with a newer
-/// version too (rather than misread); an older one would be migrated here (there is none
-/// yet: version 1 is the first).
-pub(super) const VERSION: u64 = 1;
+/// version too (rather than misread); one of version 1 is migrated (migrate.rs).
+pub(super) const VERSION: u64 = 2;
 pub(super) const FILE: &str = "history.redb";
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -55,15 +58,46 @@ pub(crate) enum OpenError {
     Unavailable(String),
 }
 
-/// A container as the store keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A container as the store keeps it (schema 2; migrate.rs has schema 1's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct ContainerRec {
     pub(super) runtime: String,
     pub(super) id: String,
     pub(super) name: Option<String>,
+    /// Its pod's Kubernetes namespace, name and uid, when it is in one.
+    pub(super) pod_namespace: Option<String>,
+    pub(super) pod: Option<String>,
+    pub(super) pod_uid: Option<String>,
+    /// It is its pod's sandbox (pause/infra container).
+    pub(super) sandbox: bool,
 }
 
 impl ContainerRec {
+    /// `key` as its runtime's metadata (the resolver's) describe it.
+    pub(super) fn of(key: &ContainerKey, m: Meta) -> ContainerRec {
+        ContainerRec {
+            runtime: key.runtime.as_str().into(),
+            id: key.id.clone(),
+            name: m.name,
+            pod_namespace: m.pod_namespace,
+            pod: m.pod,
+            pod_uid: m.pod_uid,
+            sandbox: m.sandbox,
+        }
+    }
+
+    /// Whether `q` names its pod: `<namespace>/<pod>`, the pod's name or its uid.
+    pub(super) fn in_pod(&self, q: &str) -> bool {
+        let Some(pod) = self.pod.as_deref() else {
+            return false;
+        };
+        let qualified = match (self.pod_namespace.as_deref(), q.split_once('/')) {
+            (Some(ns), Some((qns, qpod))) => ns == qns && pod == qpod,
+            _ => false,
+        };
+        qualified || pod == q || self.pod_uid.as_deref() == Some(q)
+    }
+
     pub(super) fn key(&self) -> Option<ContainerKey> {
         Some(ContainerKey {
             runtime: runtime_from(&self.runtime)?,
@@ -202,6 +236,7 @@ fn check_schema(db: &Database) -> Result<(), OpenError> {
             w.commit().map_err(|e| io(&e))
         }
         Some(Some(VERSION)) => Ok(()),
+        Some(Some(1)) => super::migrate::from_v1(db),
         Some(Some(v)) => Err(OpenError::Unreadable(format!(
             "schema version {v}, this agent reads {VERSION}"
         ))),

@@ -9,7 +9,7 @@
 //! (a commit is durable when it returns; a torn commit is rolled back on open), kept by
 //! one maintainer since 2021 with a stable file format since 1.0. SQLite would need a C
 //! build; sled is unmaintained; an append-only log of our own would need its own recovery.
-//! Entries are encoded compactly (codec.rs): ~100 bytes for a shell command.
+//! Entries are encoded compactly (codec/): under 200 bytes for a shell command.
 //!
 //! Off the event loop: the loop only offers entries to a bounded queue (what it cannot
 //! take is counted, never waited for); a writer thread commits what waits at most once a
@@ -24,6 +24,7 @@
 
 mod codec;
 mod db;
+mod migrate;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -254,9 +255,9 @@ fn run(store: &Store, rx: &mpsc::Receiver<(ContainerKey, Ended)>, names: &Mutex<
     let mut retry_at = Instant::now();
     let mut expire_at = Instant::now();
     let mut batch = Vec::new();
-    let mut name = |k: &ContainerKey| {
+    let mut meta = |k: &ContainerKey| {
         let mut r = names.lock().unwrap_or_else(|e| e.into_inner());
-        r.meta(k, None, None).name
+        r.meta(k, None, None)
     };
     loop {
         let due = Instant::now() + COMMIT_EVERY;
@@ -267,7 +268,7 @@ fn run(store: &Store, rx: &mpsc::Receiver<(ContainerKey, Ended)>, names: &Mutex<
         }
         let expire = Instant::now() >= expire_at;
         if let Some(o) = open.as_mut().filter(|_| !batch.is_empty() || expire) {
-            if commit(store, o, &batch, &mut name).is_err() {
+            if commit(store, o, &batch, &mut meta).is_err() {
                 open = None;
                 *store.reading.write().unwrap_or_else(|e| e.into_inner()) = None;
                 retry_at = Instant::now() + RETRY_EVERY;
@@ -362,9 +363,9 @@ fn commit(
     store: &Store,
     o: &mut write::Open,
     batch: &[(ContainerKey, Ended)],
-    name: &mut dyn FnMut(&ContainerKey) -> Option<String>,
+    meta: &mut dyn FnMut(&ContainerKey) -> crate::containers::names::Meta,
 ) -> Result<(), redb::Error> {
-    match o.commit(batch, name, &store.cfg.limits, write::Now::read()) {
+    match o.commit(batch, meta, &store.cfg.limits, write::Now::read()) {
         Ok(c) => {
             let n = &store.counts;
             n.written.fetch_add(c.written, Ordering::Relaxed);

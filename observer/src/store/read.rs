@@ -1,5 +1,5 @@
 //! Queries of the store, for the API's history and `why` views: which stored containers a
-//! reference names (id, id prefix of 4 or more, or the name they had), and a container's
+//! reference names (id, id prefix of 4 or more, the name they had, or their pod), and a container's
 //! entries with their boot (0: this one, -1: the one before...) and wall-clock end. They
 //! run on the API's blocking threads; a store that is not open answers nothing.
 
@@ -28,6 +28,22 @@ pub(crate) struct Stored {
     /// Now, on the clock of the boot it ended in (its times are on that clock): what its
     /// ages are counted from.
     pub(crate) now_ns: u64,
+}
+
+/// A pod as the store knows it: from its containers' records.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StoredPod {
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
+    pub(crate) uid: Option<String>,
+    pub(crate) members: Vec<PodMember>,
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) struct PodMember {
+    pub(crate) key: ContainerKey,
+    pub(crate) name: Option<String>,
+    pub(crate) sandbox: bool,
 }
 
 /// The containers table, for looking numbers up while decoding.
@@ -77,6 +93,43 @@ impl Store {
             })
             .filter_map(|(_, c)| Some((c.key()?, c.name)))
             .collect()
+    }
+
+    /// The stored pod `query` names (`<namespace>/<pod>`, the pod's name or uid), its
+    /// sandbox first: of the pods it names (a StatefulSet's pod of an earlier uid), the one
+    /// stored last.
+    pub(crate) fn pod(&self, query: &str) -> Option<StoredPod> {
+        let q = query.trim();
+        let all = containers(&self.reading()?).ok()?;
+        let newest = all
+            .0
+            .iter()
+            .filter(|(_, c)| c.in_pod(q))
+            .max_by_key(|(n, _)| *n)?;
+        let same = |c: &ContainerRec| {
+            (&c.pod_namespace, &c.pod, &c.pod_uid)
+                == (&newest.1.pod_namespace, &newest.1.pod, &newest.1.pod_uid)
+        };
+        let mut members: Vec<PodMember> = all
+            .0
+            .iter()
+            .filter(|(_, c)| same(c))
+            .filter_map(|(_, c)| {
+                Some(PodMember {
+                    key: c.key()?,
+                    name: c.name.clone(),
+                    sandbox: c.sandbox,
+                })
+            })
+            .collect();
+        members.sort_by_key(|m| !m.sandbox);
+        let c = &newest.1;
+        Some(StoredPod {
+            namespace: c.pod_namespace.clone(),
+            name: c.pod.clone().unwrap_or_default(),
+            uid: c.pod_uid.clone(),
+            members,
+        })
     }
 
     /// The name a stored container had.
@@ -170,4 +223,13 @@ fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> 
     }
     out.reverse();
     Ok(out)
+}
+
+/// The stored containers as they are kept (for tests).
+#[cfg(test)]
+pub(super) fn containers_for_test(s: &Store) -> Vec<ContainerRec> {
+    s.reading()
+        .and_then(|r| containers(&r).ok())
+        .map(|c| c.0.into_iter().map(|(_, c)| c).collect())
+        .unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use super::{
     db, open_store, write, Limits, Store, StoreConfig,
 };
 use crate::{
-    containers::ContainerKey,
+    containers::{names::Meta, ContainerKey},
     host::clock::{boot_id, boot_now_ns, unix_now_ns},
     table::history::Ended,
 };
@@ -53,8 +53,11 @@ fn batch(ctr: &str, pids: std::ops::Range<u32>, end_ns: u64) -> Vec<(ContainerKe
 }
 
 fn commit(s: &Store, o: &mut write::Open, b: &[(ContainerKey, Ended)]) -> write::Committed {
-    let mut name = |k: &ContainerKey| (k.id == "abcdef0123").then(|| "web".to_string());
-    o.commit(b, &mut name, &s.cfg.limits, write::Now::read())
+    let mut meta = |k: &ContainerKey| Meta {
+        name: (k.id == "abcdef0123").then(|| "web".to_string()),
+        ..Meta::default()
+    };
+    o.commit(b, &mut meta, &s.cfg.limits, write::Now::read())
         .unwrap()
 }
 
@@ -190,7 +193,7 @@ fn a_step_of_the_wall_clock_ages_no_entry_of_this_boot() {
     // The node's time is set 30 days ahead after the agent started (a fresh VM, NTP).
     let mut stepped = write::Now::read();
     stepped.unix_ns += 30 * DAY_NS;
-    let mut name = |_: &ContainerKey| None;
+    let mut name = |_: &ContainerKey| Meta::default();
     let c = o
         .commit(&batch("b", 1..2, now), &mut name, &s.cfg.limits, stepped)
         .unwrap();
@@ -242,7 +245,7 @@ fn an_unreadable_file_is_moved_aside_and_a_new_store_started() {
             let w = o.db.begin_write().unwrap();
             w.open_table(db::META)
                 .unwrap()
-                .insert("version", 2)
+                .insert("version", db::VERSION + 1)
                 .unwrap();
             w.commit().unwrap();
             drop(o);
@@ -294,4 +297,162 @@ fn a_state_dir_that_cannot_be_created_leaves_the_store_failing_not_stopped() {
     assert!(open_store(&s).is_none());
     let st = s.status();
     assert_eq!((st.state.as_str(), st.errors), ("failing", 1));
+}
+
+/// Writes a store of schema 1 in `dir`, as an agent of that schema would have: `batch`'s
+/// entries, their containers named `name-<id>`.
+fn write_v1(dir: &Dir, s: &Store, batch: &[(ContainerKey, Ended)]) {
+    use super::{codec::tests::VecRefs, codec::v1, codec::Refs, migrate::ContainerRecV1};
+    let file = db::open(&dir.0, s).unwrap();
+    let id = boot_id().unwrap_or_default();
+    let offset = (i128::from(unix_now_ns()) - i128::from(boot_now_ns())) as i64;
+    let (boot, _) = db::register_boot(&file, &id, offset).unwrap();
+    let w = file.begin_write().unwrap();
+    {
+        let mut entries = w.open_table(db::ENTRIES).unwrap();
+        let mut index = w.open_table(db::BY_CONTAINER).unwrap();
+        let mut refs = VecRefs::default();
+        let mut bytes = 0;
+        for (seq, (k, e)) in batch.iter().enumerate() {
+            let c = refs.number(k);
+            let b = v1::encode(e, c, boot, &mut refs);
+            bytes += b.len() as u64 + write::ENTRY_OVERHEAD;
+            entries.insert(seq as u64, b.as_slice()).unwrap();
+            index.insert((c, seq as u64), ()).unwrap();
+        }
+        let mut ctrs = w.open_table(db::CONTAINERS).unwrap();
+        for (n, k) in refs.0.iter().enumerate() {
+            let rec = ContainerRecV1 {
+                runtime: k.runtime.as_str().into(),
+                id: k.id.clone(),
+                name: Some(format!("name-{}", k.id)),
+            };
+            let rec = postcard::to_allocvec(&rec).unwrap();
+            ctrs.insert(n as u32, rec.as_slice()).unwrap();
+        }
+        let mut meta = w.open_table(db::META).unwrap();
+        meta.insert("version", 1).unwrap();
+        meta.insert("bytes", bytes).unwrap();
+        meta.insert("next_container", refs.0.len() as u64).unwrap();
+    }
+    w.commit().unwrap();
+}
+
+fn version(o: &write::Open) -> Option<u64> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let r = o.db.begin_read().unwrap();
+    let t = r.open_table(db::META).unwrap();
+    t.get("version").unwrap().map(|v| v.value())
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_in_place_and_written_after() {
+    use super::codec::tests::with_exec;
+    let dir = Dir::new("migrate");
+    let s = store(&dir, 64 << 20);
+    let now = boot_now_ns();
+    let mut old = batch("abcdef0123", 1..4, now - 1_000_000);
+    old.extend(batch("fedcba9876", 10..12, now - 500_000));
+    write_v1(&dir, &s, &old);
+    drop(s);
+    let s = store(&dir, 64 << 20);
+    let mut o = open_store(&s).expect("a schema 1 file opens");
+    assert_eq!(version(&o), Some(2));
+    assert_eq!(s.counts.moved_aside.load(Ordering::Relaxed), 0);
+    let aside = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .count();
+    assert_eq!(aside, 0, "nothing moved aside");
+    assert_eq!(o.entries, 5);
+    for ctr in ["abcdef0123", "fedcba9876"] {
+        let want: Vec<&Ended> = old
+            .iter()
+            .filter(|(k, _)| k.id == ctr)
+            .map(|e| &e.1)
+            .collect();
+        let got = s.entries(&key(ctr));
+        assert_eq!(got.len(), want.len(), "{ctr}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(&g.ended, w, "{ctr}: as before, exec and hash absent");
+        }
+        assert_eq!(
+            s.find(&format!("name-{ctr}")),
+            vec![(key(ctr), Some(format!("name-{ctr}")))]
+        );
+    }
+    let new = with_exec(full(99, now), Ok([5; 32]));
+    let c = commit(&s, &mut o, &[(key("fedcba9876"), new.clone())]);
+    assert_eq!(c.written, 1);
+    drop(o);
+    let o = open_store(&s).expect("the migrated file opens again");
+    assert_eq!((version(&o), o.entries), (Some(2), 6));
+    let got = s.entries(&key("fedcba9876"));
+    let last = &got.last().unwrap().ended;
+    assert_eq!(last.exec, new.exec);
+    assert_eq!(last.exe_hash.as_ref().map(|h| h.now()), Some(Ok([5; 32])));
+}
+
+#[test]
+fn a_containers_pod_is_kept_and_finds_its_containers() {
+    let dir = Dir::new("pod");
+    let s = store(&dir, 64 << 20);
+    let mut o = open_store(&s).unwrap();
+    let now = boot_now_ns();
+    // pause and app are web-0's; lonely (and the senders' container) are in no pod.
+    let mut meta = |k: &ContainerKey| {
+        let in_pod = k.id == "pause" || k.id == "app";
+        Meta {
+            name: Some(format!("c-{}", k.id)),
+            pod_namespace: in_pod.then(|| "shop".to_string()),
+            pod: in_pod.then(|| "web-0".to_string()),
+            pod_uid: in_pod.then(|| "0b5c1b7e-uid".to_string()),
+            sandbox: k.id == "pause",
+            ..Meta::default()
+        }
+    };
+    let mut b = batch("pause", 1..2, now);
+    b.extend(batch("app", 2..4, now));
+    b.extend(batch("lonely", 4..5, now));
+    o.commit(&b, &mut meta, &s.cfg.limits, write::Now::read())
+        .unwrap();
+    drop(o);
+    let _o = open_store(&s).unwrap();
+    for q in ["shop/web-0", "web-0", "0b5c1b7e-uid"] {
+        let pod = s.pod(q).unwrap_or_else(|| panic!("{q} names the pod"));
+        assert_eq!(
+            (
+                pod.namespace.as_deref(),
+                pod.name.as_str(),
+                pod.uid.as_deref()
+            ),
+            (Some("shop"), "web-0", Some("0b5c1b7e-uid"))
+        );
+        let members: Vec<(&str, bool)> = pod
+            .members
+            .iter()
+            .map(|m| (m.key.id.as_str(), m.sandbox))
+            .collect();
+        assert_eq!(
+            members,
+            [("pause", true), ("app", false)],
+            "{q}: the sandbox first"
+        );
+        assert_eq!(pod.members[1].name.as_deref(), Some("c-app"));
+    }
+    assert!(s.pod("other/web-0").is_none(), "another namespace's pod");
+    assert!(s.pod("lonely").is_none(), "a container in no pod");
+    assert!(s.find("web-0").is_empty(), "a pod is not a container");
+    let recs = super::read::containers_for_test(&s);
+    let pause = recs.iter().find(|c| c.id == "pause").unwrap();
+    assert_eq!(
+        (
+            pause.pod_namespace.as_deref(),
+            pause.pod.as_deref(),
+            pause.sandbox
+        ),
+        (Some("shop"), Some("web-0"), true)
+    );
+    assert_eq!(s.entries(&key("app")).len(), 2);
 }

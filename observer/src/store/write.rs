@@ -15,7 +15,10 @@ use super::{
     db::{ContainerRec, BY_CONTAINER, CONTAINERS, ENTRIES, META},
     Limits,
 };
-use crate::{containers::ContainerKey, table::history::Ended};
+use crate::{
+    containers::{names::Meta, ContainerKey},
+    table::history::Ended,
+};
 
 /// What an entry costs beyond its bytes: its keys in both tables and the B-trees'
 /// per-entry overhead (measured: `the_file_stays_within_its_size_bound`).
@@ -139,11 +142,11 @@ impl Open {
     }
 
     /// Writes `batch` and evicts what the bounds require, in one transaction.
-    /// `name` gives a container's name when it is first stored.
+    /// `meta` gives a container's name and pod when it is first stored.
     pub(super) fn commit(
         &mut self,
         batch: &[(ContainerKey, Ended)],
-        name: &mut dyn FnMut(&ContainerKey) -> Option<String>,
+        meta: &mut dyn FnMut(&ContainerKey) -> Meta,
         lim: &Limits,
         now: Now,
     ) -> Result<Committed, redb::Error> {
@@ -173,11 +176,7 @@ impl Open {
             let new = std::mem::take(&mut refs.new);
             let mut ctrs = w.open_table(CONTAINERS)?;
             for (n, key) in new {
-                let rec = ContainerRec {
-                    runtime: key.runtime.as_str().into(),
-                    id: key.id.clone(),
-                    name: name(&key),
-                };
+                let rec = ContainerRec::of(&key, meta(&key));
                 ctrs.insert(
                     n,
                     postcard::to_allocvec(&rec).unwrap_or_default().as_slice(),

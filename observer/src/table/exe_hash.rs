@@ -147,6 +147,17 @@ impl PartialEq for ExeHash {
 impl Eq for ExeHash {}
 
 impl ExeHash {
+    /// A result known already (one the durable store kept).
+    pub(crate) fn known(r: Result<Digest, Reason>) -> ExeHash {
+        match r {
+            Ok(d) => ExeHash::Entry(Arc::new(Entry {
+                result: Mutex::new(Some(Ok(d))),
+                set: Condvar::new(),
+            })),
+            Err(why) => ExeHash::Null(why),
+        }
+    }
+
     /// The hash, waiting up to `wait` while it is computed (only off the event loop).
     pub(crate) fn get(&self, wait: Duration) -> Result<Digest, Reason> {
         match self {

@@ -79,9 +79,21 @@ pub(crate) struct Ended {
     pub(crate) with_namespace: Option<Box<InitEnd>>,
     /// Signals it ignored before it ended (e.g. the SIGTERM of a `docker stop`).
     pub(crate) ignored: Box<[SignalFact]>,
-    /// Its executable's hash (None: no exec seen, or the entry came from the durable
-    /// store, which does not keep it).
+    /// Its real ids and what the exec of its image left (None: no exec seen, or an entry
+    /// the durable store kept in schema 1).
+    pub(crate) exec: Option<Box<ExecOf>>,
+    /// Its executable's hash (None: no exec seen, or an entry the durable store kept in
+    /// schema 1).
     pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,
+}
+
+/// An ended process's real ids beside the credentials and executable identity its exec
+/// left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ExecOf {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) cred: super::process::ExecCred,
 }
 
 #[derive(Default)]
@@ -231,6 +243,13 @@ impl Table {
             oom,
             with_namespace,
             ignored,
+            exec: p.exec_cred.map(|cred| {
+                Box::new(ExecOf {
+                    uid: p.uid,
+                    gid: p.gid,
+                    cred,
+                })
+            }),
             exe_hash: p.exe_hash.clone(),
         };
         let Some(container) = self.registry.get_mut(c) else {

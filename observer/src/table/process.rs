@@ -147,14 +147,19 @@ pub(crate) struct Process {
     pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,
 }
 
-/// Credentials after an exec (the real uid/gid are the process's `uid`/`gid`).
+/// Credentials and the executable's identity after an exec (the real uid/gid are the
+/// process's `uid`/`gid`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ExecCred {
     pub(crate) euid: u32,
     pub(crate) egid: u32,
+    pub(crate) suid: u32,
+    pub(crate) sgid: u32,
     pub(crate) cap_eff: u64,
     /// The kernel judged the exec privilege-gaining (setuid/setgid bit, file capabilities).
     pub(crate) raised: bool,
+    /// The executable as the exec read it (device, inode, size, mtime).
+    pub(crate) exe: super::exe_hash::ExeId,
 }
 
 impl ExecCred {
@@ -162,8 +167,11 @@ impl ExecCred {
         ExecCred {
             euid: e.euid,
             egid: e.egid,
+            suid: e.suid,
+            sgid: e.sgid,
             cap_eff: e.cap_eff,
             raised: e.secureexec != 0,
+            exe: super::exe_hash::ExeId::of(e),
         }
     }
 }

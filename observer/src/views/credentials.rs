@@ -67,6 +67,21 @@ pub(crate) struct Creds {
 }
 
 impl Creds {
+    /// The credentials a history entry keeps of its exec.
+    pub(crate) fn of_ended(x: &crate::table::history::ExecOf) -> Creds {
+        let c = &x.cred;
+        Creds {
+            uid: x.uid,
+            gid: x.gid,
+            euid: c.euid,
+            egid: c.egid,
+            suid: c.suid,
+            sgid: c.sgid,
+            cap_eff: c.cap_eff,
+            secureexec: c.raised,
+        }
+    }
+
     pub(crate) fn of(e: &observer_common::ExecEvent) -> Creds {
         Creds {
             uid: e.task.uid,
@@ -85,8 +100,11 @@ impl Creds {
         let c = ExecCred {
             euid: self.euid,
             egid: self.egid,
+            suid: self.suid,
+            sgid: self.sgid,
             cap_eff: self.cap_eff,
             raised: self.secureexec,
+            exe: ExeId::default(),
         };
         privileges(self.uid, self.gid, &c)
     }
@@ -223,6 +241,28 @@ mod tests {
             secureexec: true,
         };
         assert_eq!(c.gained().as_deref(), Some("setuid: 1000 → euid 0"));
+    }
+
+    #[test]
+    fn a_history_entrys_exec_shows_as_the_exec_event_did() {
+        use crate::table::{history::ExecOf, process::ExecCred};
+        let x = ExecOf {
+            uid: 1000,
+            gid: 1000,
+            cred: ExecCred {
+                euid: 0,
+                egid: 1000,
+                suid: 0,
+                sgid: 1000,
+                cap_eff: (1 << 41) - 1,
+                raised: true,
+                exe: ExeId::default(),
+            },
+        };
+        let c = Creds::of_ended(&x);
+        assert_eq!((c.uid, c.euid, c.suid, c.secureexec), (1000, 0, 0, true));
+        assert_eq!(c.gained().as_deref(), Some("setuid: 1000 → euid 0"));
+        assert_eq!(cap_names(c.cap_eff), "all");
     }
 
     #[test]

@@ -103,8 +103,20 @@ pub(crate) struct EndedView {
     /// (from the history store; its times are on that boot's clock).
     #[serde(default, skip_serializing_if = "is_this_boot")]
     pub(crate) boot: i32,
+    /// The credentials its exec left (absent: no exec seen, or an entry the durable store
+    /// kept in schema 1), as an exec event's `cred`; `cap_eff` by name beside them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cred: Option<crate::views::credentials::Creds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cap_eff: Option<String>,
+    /// How its exec raised privileges, if it did (`setuid: 1000 → euid 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) privileges: Option<String>,
+    /// Its executable's device, inode, size and modification time at the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exe_id: Option<crate::views::credentials::ExeId>,
     /// Its executable's SHA-256 or why there is none (absent: no exec seen, or an entry
-    /// of the durable store, which does not keep it).
+    /// the durable store kept in schema 1).
     #[serde(
         flatten,
         default,
@@ -211,6 +223,10 @@ fn init_view(i: &InitEnd, now_ns: u64) -> InitEndView {
 pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
     let st = exit_status(e.status);
     let argv = crate::table::Fixed::<{ crate::table::process::ARGV_BYTES }>::from_bytes(&e.argv);
+    let cred = e
+        .exec
+        .as_deref()
+        .map(|x| (crate::views::credentials::Creds::of_ended(x), x.cred.exe));
     EndedView {
         pid: e.pid,
         ns_pid: e.ns_pid,
@@ -239,6 +255,12 @@ pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
         killed_with_namespace: e.with_namespace.as_deref().map(|i| init_view(i, now_ns)),
         ignored: e.ignored.iter().map(|s| signal_view(s, now_ns)).collect(),
         boot: 0,
+        cred: cred.as_ref().map(|c| c.0),
+        cap_eff: cred
+            .as_ref()
+            .map(|c| crate::views::credentials::cap_names(c.0.cap_eff)),
+        privileges: cred.as_ref().and_then(|c| c.0.gained()),
+        exe_id: cred.map(|c| c.1),
         exe_hash: e
             .exe_hash
             .as_ref()

@@ -209,6 +209,10 @@ fn ended() -> EndedView {
         killed_with_namespace: None,
         ignored: vec![signal("SIGTERM", "ignored")],
         boot: 0,
+        cred: None,
+        cap_eff: None,
+        privileges: None,
+        exe_id: None,
         exe_hash: None,
     }
 }

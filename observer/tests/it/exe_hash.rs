@@ -427,11 +427,15 @@ fn a_storm_of_100000_execs_of_5_binaries_computes_5_hashes() {
 fn history_entries_and_exported_lines_carry_the_hash() {
     let dir = Dir::new("export");
     let file = dir.path("export.jsonl");
+    let state = dir.path("state");
+    let state = state.to_str().unwrap();
     let agent = Agent::start(&[
         "--export-file",
         file.to_str().unwrap(),
         "--export-types",
         "exec,history",
+        "--state-dir",
+        state,
     ]);
     let c = Ctr::start("obs-t-exe-hash-hist", &[], &["sleep", "600"]);
     let (code, out, err) = c.exec(&["sha256sum", "/bin/sleep"]);
@@ -468,6 +472,26 @@ fn history_entries_and_exported_lines_carry_the_hash() {
     });
     assert_eq!(exec["exe_sha256"], want.as_str(), "{exec}");
     assert_eq!(hist["exe_sha256"], want.as_str(), "{hist}");
+    // A new agent on the same state directory has the entry from the history store only:
+    // with the hash, the credentials and the executable's identity all the same.
+    let (st, _) = agent.stop_with(libc::SIGTERM);
+    assert!(st.success());
+    let again = Agent::start(&["--state-dir", state]);
+    let stored = eventually(T, "the ended sleep from the store", || {
+        again.json(&["history", "obs-t-exe-hash-hist"])["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["argv"] == serde_json::json!(["sleep", "0.3"]))
+            .cloned()
+    });
+    assert_eq!(stored["exe_sha256"], want.as_str(), "{stored}");
+    for field in ["cred", "cap_eff", "exe_id", "exe_sha256"] {
+        assert!(!entry[field].is_null(), "{field} in memory: {entry}");
+        assert_eq!(
+            stored[field], entry[field],
+            "{field} from the store: {stored}"
+        );
+    }
 }
 
 #[test]

@@ -1,13 +1,20 @@
-//! The encoding of one stored history entry, schema version 1: a `postcard` (serde, varint
+//! The encoding of one stored history entry, schema version 2: a `postcard` (serde, varint
 //! integers, length-prefixed byte strings) of the compact records below. Compact on
-//! purpose — about a hundred bytes for a shell command: comm and argv are stored as the
-//! bytes in use (not the fixed arrays), times as the end (boot clock of the entry's boot)
-//! and signed offsets from it, containers (the entry's own and its signals' senders') as
-//! numbers into the store's container table.
+//! purpose — under 200 bytes for a shell command with its credentials and executable hash:
+//! comm and argv are stored as the bytes in use (not the fixed arrays), times as the end
+//! (boot clock of the entry's boot) and signed offsets from it, containers (the entry's own
+//! and its signals' senders') as numbers into the store's container table.
+//!
+//! Schema 2 is schema 1's entry (v1.rs) followed by the exec's credentials and executable
+//! identity and the executable's hash (postcard writes nested records inline: a schema 1
+//! body is a prefix of a schema 2 entry's bytes).
 //!
 //! The bytes come back from a file on disk: decoding any bytes returns an error or an
 //! entry, never panics, and allocates no more than the bytes it was given can describe.
-//! A change to these records is a new schema version (db.rs `VERSION`) with a migration.
+//! A change to these records is a new schema version (db.rs `VERSION`) with a migration
+//! (migrate.rs).
+
+pub(super) mod v1;
 
 use observer_common::COMM_LEN;
 use serde::{Deserialize, Serialize};
@@ -15,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     containers::ContainerKey,
     table::{
-        history::{Ended, InitEnd, Link},
+        exe_hash::{Digest, ExeHash, ExeId, Reason},
+        history::{Ended, ExecOf, InitEnd, Link},
+        process::ExecCred,
         signal_facts::{OomFacts, Sender, SignalFact},
     },
 };
@@ -23,12 +32,32 @@ use crate::{
 /// One stored entry: its container and boot (numbers into the store's tables) and the
 /// ended process.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub(super) struct EntryV1 {
+pub(super) struct Entry {
     pub(super) container: u32,
     pub(super) boot: u32,
     /// When it ended, on its boot's clock (ns).
     pub(super) end_ns: u64,
-    rec: Rec,
+    body: Body,
+    exec: Option<ExecRec>,
+    /// The executable's SHA-256, or why it has none.
+    hash: Option<Result<Digest, Reason>>,
+}
+
+/// The exec's credentials (beside the real ids) and executable identity.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct ExecRec {
+    uid: u32,
+    gid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    cap_eff: u64,
+    raised: bool,
+    exe_dev: u32,
+    exe_ino: u64,
+    exe_size: u64,
+    exe_mtime_ns: i64,
 }
 
 /// The head of an entry's bytes (container, boot, end), read without the rest.
@@ -38,8 +67,9 @@ pub(super) fn head(bytes: &[u8]) -> Option<(u32, u32, u64)> {
         .map(|(h, _)| h)
 }
 
+/// What schema 1 kept of an entry (and schema 2 keeps first).
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-struct Rec {
+struct Body {
     pid: u32,
     ns_pid: u32,
     comm: Vec<u8>,
@@ -189,10 +219,10 @@ fn oom_facts(r: OomRec, end: u64) -> OomFacts {
     }
 }
 
-/// The bytes of `e`, which ended in container number `container` during boot `boot`.
-pub(super) fn encode(e: &Ended, container: u32, boot: u32, refs: &mut dyn Refs) -> Vec<u8> {
+/// What schema 1 keeps of `e`.
+fn body(e: &Ended, refs: &mut dyn Refs) -> Body {
     let end = e.end_ns;
-    let rec = Rec {
+    Body {
         pid: e.pid,
         ns_pid: e.ns_pid,
         comm: comm_bytes(&e.comm),
@@ -219,25 +249,76 @@ pub(super) fn encode(e: &Ended, container: u32, boot: u32, refs: &mut dyn Refs) 
             cause: i.cause.as_ref().map(|c| sig_rec(c, end, refs)),
         }),
         ignored: e.ignored.iter().map(|s| sig_rec(s, end, refs)).collect(),
-    };
-    let entry = EntryV1 {
+    }
+}
+
+fn exec_rec(x: &ExecOf) -> ExecRec {
+    let c = &x.cred;
+    ExecRec {
+        uid: x.uid,
+        gid: x.gid,
+        euid: c.euid,
+        egid: c.egid,
+        suid: c.suid,
+        sgid: c.sgid,
+        cap_eff: c.cap_eff,
+        raised: c.raised,
+        exe_dev: c.exe.dev,
+        exe_ino: c.exe.ino,
+        exe_size: c.exe.size,
+        exe_mtime_ns: c.exe.mtime_ns,
+    }
+}
+
+fn exec_of(r: ExecRec) -> ExecOf {
+    ExecOf {
+        uid: r.uid,
+        gid: r.gid,
+        cred: ExecCred {
+            euid: r.euid,
+            egid: r.egid,
+            suid: r.suid,
+            sgid: r.sgid,
+            cap_eff: r.cap_eff,
+            raised: r.raised,
+            exe: ExeId {
+                dev: r.exe_dev,
+                ino: r.exe_ino,
+                size: r.exe_size,
+                mtime_ns: r.exe_mtime_ns,
+            },
+        },
+    }
+}
+
+/// The bytes of `e`, which ended in container number `container` during boot `boot`. Its
+/// executable's hash is stored as it is now (`pending` while a worker still reads it).
+pub(super) fn encode(e: &Ended, container: u32, boot: u32, refs: &mut dyn Refs) -> Vec<u8> {
+    let entry = Entry {
         container,
         boot,
-        end_ns: end,
-        rec,
+        end_ns: e.end_ns,
+        body: body(e, refs),
+        exec: e.exec.as_deref().map(exec_rec),
+        hash: e.exe_hash.as_ref().map(ExeHash::now),
     };
     postcard::to_allocvec(&entry).unwrap_or_default()
 }
 
 /// Decodes stored bytes (any bytes: an error, never a panic).
-pub(super) fn decode(bytes: &[u8]) -> Result<EntryV1, postcard::Error> {
+pub(super) fn decode(bytes: &[u8]) -> Result<Entry, postcard::Error> {
     postcard::from_bytes(bytes)
 }
 
-impl EntryV1 {
+impl Entry {
+    /// This entry's bytes (what a migration writes).
+    pub(super) fn bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
     /// The ended process, with its senders' containers looked up in `refs`.
     pub(super) fn ended(self, refs: &dyn Refs) -> Ended {
-        let (r, end) = (self.rec, self.end_ns);
+        let (r, end) = (self.body, self.end_ns);
         Ended {
             pid: r.pid,
             ns_pid: r.ns_pid,
@@ -272,159 +353,11 @@ impl EntryV1 {
                 .into_iter()
                 .map(|s| sig_fact(s, end, refs))
                 .collect(),
-            // Schema 1 does not keep the executable's hash.
-            exe_hash: None,
+            exec: self.exec.map(|x| Box::new(exec_of(x))),
+            exe_hash: self.hash.map(ExeHash::known),
         }
     }
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use crate::containers::cgroup::Runtime;
-
-    /// Container numbers in a vector (the store keeps them in a table).
-    #[derive(Default)]
-    pub(crate) struct VecRefs(pub(crate) Vec<ContainerKey>);
-
-    impl Refs for VecRefs {
-        fn number(&mut self, key: &ContainerKey) -> u32 {
-            match self.0.iter().position(|k| k == key) {
-                Some(i) => i as u32,
-                None => {
-                    self.0.push(key.clone());
-                    (self.0.len() - 1) as u32
-                }
-            }
-        }
-        fn key(&self, n: u32) -> Option<ContainerKey> {
-            self.0.get(n as usize).cloned()
-        }
-    }
-
-    pub(crate) fn comm(s: &str) -> [u8; COMM_LEN] {
-        comm_array(s.as_bytes())
-    }
-
-    pub(crate) fn key(id: &str) -> ContainerKey {
-        ContainerKey {
-            runtime: Runtime::Docker,
-            id: id.into(),
-        }
-    }
-
-    fn signal(sig: u32, at_ns: u64, from: Option<ContainerKey>) -> SignalFact {
-        SignalFact {
-            sig,
-            result: 1,
-            code: 0,
-            group: true,
-            at_ns,
-            sender: Sender {
-                pid: 77,
-                comm: comm("containerd-shim"),
-                pidns: 4_026_531_836,
-                ns_pid: Some(77),
-                container: from,
-            },
-        }
-    }
-
-    /// An entry with every part filled in: a SIGKILL after an ignored SIGTERM, an OOM kill,
-    /// death with the pid namespace.
-    pub(crate) fn full(pid: u32, end_ns: u64) -> Ended {
-        Ended {
-            pid,
-            ns_pid: 7,
-            comm: comm("worker"),
-            argv: b"sh\0-c\0sleep 1\0".to_vec().into(),
-            exe: "/bin/busybox".into(),
-            chain: vec![Link {
-                pid: 100,
-                ns_pid: 1,
-                comm: comm("sh"),
-            }]
-            .into(),
-            adopted_from: Some(99),
-            start_ns: end_ns - 5_000_000_000,
-            end_ns,
-            status: 9,
-            signal: Some(Box::new(signal(9, end_ns - 10, Some(key("other"))))),
-            oom: Some(Box::new(OomFacts {
-                at_ns: end_ns - 20,
-                total_vm_kb: 1 << 20,
-                anon_rss_kb: Some(1000),
-                file_rss_kb: None,
-                shmem_rss_kb: Some(0),
-                oom_score_adj: Some(-1000),
-                trigger_pid: 8,
-                trigger_comm: comm("alloc"),
-                memory_limit_bytes: Some(64 << 20),
-                memory_bytes: None,
-            })),
-            with_namespace: Some(Box::new(InitEnd {
-                pid: 100,
-                comm: comm("sh"),
-                status: Some(15),
-                cause: Some(signal(15, end_ns - 30, None)),
-            })),
-            ignored: vec![signal(15, end_ns - 1_000_000_000, None)].into(),
-            exe_hash: None,
-        }
-    }
-
-    #[test]
-    fn an_entry_comes_back_as_it_went_in_with_its_signals_oom_and_senders_containers() {
-        let mut refs = VecRefs::default();
-        let e = full(1234, 9_000_000_000_000);
-        let bytes = encode(&e, 3, 2, &mut refs);
-        let back = decode(&bytes).unwrap();
-        assert_eq!((back.container, back.boot), (3, 2));
-        assert_eq!(head(&bytes), Some((3, 2, e.end_ns)));
-        assert_eq!(back.ended(&refs), e);
-    }
-
-    #[test]
-    fn a_plain_shell_command_takes_well_under_200_bytes() {
-        let mut e = full(123_456, 86_400_000_000_000);
-        (e.signal, e.oom, e.with_namespace, e.ignored, e.status) = (None, None, None, [].into(), 0);
-        let n = encode(&e, 12, 1, &mut VecRefs::default()).len();
-        assert!(n < 100, "{n} bytes");
-    }
-
-    /// A cheap fuzz of the decoder: random bytes, and every truncation and bit flip of a
-    /// real entry, decode to an error or an entry, never a panic.
-    #[test]
-    fn decoding_any_bytes_never_panics() {
-        let mut refs = VecRefs::default();
-        let good = encode(&full(1, 1 << 40), 0, 0, &mut refs);
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..20_000 {
-            let len = (next() % 300) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            if let Ok(e) = decode(&bytes) {
-                let _ = e.ended(&refs);
-            }
-        }
-        for cut in 0..good.len() {
-            assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
-        }
-        for bit in 0..good.len() * 8 {
-            let mut b = good.clone();
-            b[bit / 8] ^= 1 << (bit % 8);
-            if let Ok(e) = decode(&b) {
-                let _ = e.ended(&refs);
-            }
-        }
-        // A huge length prefix does not allocate what it claims.
-        let mut huge = vec![0u8, 0, 1, 0, 0];
-        huge.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert!(decode(&huge).is_err());
-    }
-}
+pub(super) mod tests;

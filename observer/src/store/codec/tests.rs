@@ -1,0 +1,223 @@
+use super::*;
+use crate::{containers::cgroup::Runtime, table::exe_hash::ExeHash};
+
+/// Container numbers in a vector (the store keeps them in a table).
+#[derive(Default)]
+pub(crate) struct VecRefs(pub(crate) Vec<ContainerKey>);
+
+impl Refs for VecRefs {
+    fn number(&mut self, key: &ContainerKey) -> u32 {
+        match self.0.iter().position(|k| k == key) {
+            Some(i) => i as u32,
+            None => {
+                self.0.push(key.clone());
+                (self.0.len() - 1) as u32
+            }
+        }
+    }
+    fn key(&self, n: u32) -> Option<ContainerKey> {
+        self.0.get(n as usize).cloned()
+    }
+}
+
+pub(crate) fn comm(s: &str) -> [u8; COMM_LEN] {
+    comm_array(s.as_bytes())
+}
+
+pub(crate) fn key(id: &str) -> ContainerKey {
+    ContainerKey {
+        runtime: Runtime::Docker,
+        id: id.into(),
+    }
+}
+
+fn signal(sig: u32, at_ns: u64, from: Option<ContainerKey>) -> SignalFact {
+    SignalFact {
+        sig,
+        result: 1,
+        code: 0,
+        group: true,
+        at_ns,
+        sender: Sender {
+            pid: 77,
+            comm: comm("containerd-shim"),
+            pidns: 4_026_531_836,
+            ns_pid: Some(77),
+            container: from,
+        },
+    }
+}
+
+/// An entry with every part filled in: a SIGKILL after an ignored SIGTERM, an OOM kill,
+/// death with the pid namespace.
+pub(crate) fn full(pid: u32, end_ns: u64) -> Ended {
+    Ended {
+        pid,
+        ns_pid: 7,
+        comm: comm("worker"),
+        argv: b"sh\0-c\0sleep 1\0".to_vec().into(),
+        exe: "/bin/busybox".into(),
+        chain: vec![Link {
+            pid: 100,
+            ns_pid: 1,
+            comm: comm("sh"),
+        }]
+        .into(),
+        adopted_from: Some(99),
+        start_ns: end_ns - 5_000_000_000,
+        end_ns,
+        status: 9,
+        signal: Some(Box::new(signal(9, end_ns - 10, Some(key("other"))))),
+        oom: Some(Box::new(OomFacts {
+            at_ns: end_ns - 20,
+            total_vm_kb: 1 << 20,
+            anon_rss_kb: Some(1000),
+            file_rss_kb: None,
+            shmem_rss_kb: Some(0),
+            oom_score_adj: Some(-1000),
+            trigger_pid: 8,
+            trigger_comm: comm("alloc"),
+            memory_limit_bytes: Some(64 << 20),
+            memory_bytes: None,
+        })),
+        with_namespace: Some(Box::new(InitEnd {
+            pid: 100,
+            comm: comm("sh"),
+            status: Some(15),
+            cause: Some(signal(15, end_ns - 30, None)),
+        })),
+        ignored: vec![signal(15, end_ns - 1_000_000_000, None)].into(),
+        exec: None,
+        exe_hash: None,
+    }
+}
+
+#[test]
+fn an_entry_comes_back_as_it_went_in_with_its_signals_oom_and_senders_containers() {
+    let mut refs = VecRefs::default();
+    let e = full(1234, 9_000_000_000_000);
+    let bytes = encode(&e, 3, 2, &mut refs);
+    let back = decode(&bytes).unwrap();
+    assert_eq!((back.container, back.boot), (3, 2));
+    assert_eq!(head(&bytes), Some((3, 2, e.end_ns)));
+    assert_eq!(back.ended(&refs), e);
+}
+
+/// What a setuid-root exec by uid 1000 leaves: euid 0, every capability, the executable's
+/// identity.
+pub(crate) fn setuid_exec() -> ExecOf {
+    ExecOf {
+        uid: 1000,
+        gid: 1000,
+        cred: ExecCred {
+            euid: 0,
+            egid: 1000,
+            suid: 0,
+            sgid: 1000,
+            cap_eff: (1 << 41) - 1,
+            raised: true,
+            exe: ExeId {
+                dev: 0xfd0_0001,
+                ino: 1_234_567,
+                size: 1_100_000,
+                mtime_ns: 1_700_000_000_123_456_789,
+            },
+        },
+    }
+}
+
+/// `e` with its exec's credentials and executable hash (or why it has none).
+pub(crate) fn with_exec(mut e: Ended, hash: Result<Digest, Reason>) -> Ended {
+    e.exec = Some(Box::new(setuid_exec()));
+    e.exe_hash = Some(ExeHash::known(hash));
+    e
+}
+
+/// The hash an entry has now (an `ExeHash` compares by identity).
+fn hash_of(e: &Ended) -> Option<Result<Digest, Reason>> {
+    e.exe_hash.as_ref().map(ExeHash::now)
+}
+
+/// (The view of an entry is a function of the entry: one read back equal to the one in
+/// memory shows the same `cred`, `privileges`, `exe_id` and `exe_sha256`.)
+#[test]
+fn credentials_a_setuid_change_exe_id_and_hash_or_its_reason_come_back() {
+    let mut refs = VecRefs::default();
+    for hash in [Ok([0xab; 32]), Err(Reason::TooLarge), Err(Reason::Pending)] {
+        let e = with_exec(full(1234, 9_000_000_000_000), hash);
+        let mut back = decode(&encode(&e, 3, 2, &mut refs)).unwrap().ended(&refs);
+        assert_eq!(hash_of(&back), Some(hash));
+        let x = back.exec.as_deref().expect("its exec");
+        assert_eq!(
+            (x.uid, x.cred.euid, x.cred.suid, x.cred.raised),
+            (1000, 0, 0, true)
+        );
+        assert_eq!(x.cred.exe.ino, 1_234_567);
+        back.exe_hash.clone_from(&e.exe_hash);
+        assert_eq!(back, e);
+    }
+}
+
+#[test]
+fn a_schema_1_entry_becomes_the_same_entry_without_exec_and_hash() {
+    let mut refs = VecRefs::default();
+    let e = full(1234, 9_000_000_000_000);
+    let old = v1::encode(&with_exec(e.clone(), Ok([1; 32])), 3, 2, &mut refs);
+    assert!(
+        decode(&old).is_err(),
+        "schema 1 bytes are not read as schema 2"
+    );
+    let new = v1::decode(&old).unwrap().upgrade();
+    assert_eq!((new.container, new.boot), (3, 2));
+    assert_eq!(head(&new.bytes()), head(&old));
+    assert_eq!(decode(&new.bytes()).unwrap().ended(&refs), e);
+}
+
+#[test]
+fn a_plain_shell_command_takes_well_under_200_bytes() {
+    let mut e = full(123_456, 86_400_000_000_000);
+    (e.signal, e.oom, e.with_namespace, e.ignored, e.status) = (None, None, None, [].into(), 0);
+    let bare = encode(&e, 12, 1, &mut VecRefs::default()).len();
+    assert!(bare < 100, "{bare} bytes without exec and hash");
+    // With its exec's credentials, executable identity and SHA-256 (32 bytes).
+    let e = with_exec(e, Ok([0xff; 32]));
+    let n = encode(&e, 12, 1, &mut VecRefs::default()).len();
+    eprintln!("{bare} bytes bare, {n} with its exec and hash");
+    assert!(n < 170, "{n} bytes");
+}
+
+/// A cheap fuzz of the decoder: random bytes, and every truncation and bit flip of a
+/// real entry, decode to an error or an entry, never a panic.
+#[test]
+fn decoding_any_bytes_never_panics() {
+    let mut refs = VecRefs::default();
+    let good = encode(&with_exec(full(1, 1 << 40), Ok([7; 32])), 0, 0, &mut refs);
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 300) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if let Ok(e) = decode(&bytes) {
+            let _ = e.ended(&refs);
+        }
+    }
+    for cut in 0..good.len() {
+        assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
+    }
+    for bit in 0..good.len() * 8 {
+        let mut b = good.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        if let Ok(e) = decode(&b) {
+            let _ = e.ended(&refs);
+        }
+    }
+    // A huge length prefix does not allocate what it claims.
+    let mut huge = vec![0u8, 0, 1, 0, 0];
+    huge.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(decode(&huge).is_err());
+}
