@@ -292,9 +292,10 @@ fn kubectl_exec_runs_under_the_shim_through_runc_exec_and_stays_in_the_history()
             eventually(T, "the exec'd shell in the container's tree", || {
                 let t = agent.json(&["tree", "shell"]);
                 let procs = t["processes"].as_array()?;
-                let p = procs
-                    .iter()
-                    .find(|p| p["cmdline"] == format!("sh -c {script}"))?;
+                // Its host parent is runc until runc exits: then the shim, a subreaper.
+                let p = procs.iter().find(|p| {
+                    p["cmdline"] == format!("sh -c {script}") && p["ppid"].as_u64() == Some(shim)
+                })?;
                 (procs
                     .iter()
                     .any(|c| c["ppid"] == p["pid"] && c["comm"] == "sleep"))
