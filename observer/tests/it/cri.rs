@@ -370,33 +370,7 @@ fn pod_deletion_names_the_container_that_ignored_sigterm_and_who_killed_it() {
     assert_eq!(e["ns_pid"], 1);
     assert_eq!(e["signal"], "SIGKILL");
     assert_eq!(e["exit_code"], 137);
-    let term = e["ignored"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["signal"] == "SIGTERM")
-        .unwrap_or_else(|| panic!("SIGTERM ignored: {w:#}"));
-    let kill = &e["killed_by"];
-    assert_eq!(kill["result"], "delivered");
-    for s in [term, kill] {
-        // containerd's shim sends them through `runc kill` (or by itself), from the host.
-        assert_eq!(s["sender"]["origin"], "host", "{s:#}");
-        let comm = s["sender"]["comm"].as_str().unwrap();
-        assert!(
-            comm.starts_with("runc") || comm.starts_with("containerd-shim"),
-            "{s:#}"
-        );
-    }
-    let gap = (kill["time_ns"].as_u64().unwrap() - term["time_ns"].as_u64().unwrap()) as f64 / 1e9;
-    assert!(
-        (2.5..took.as_secs_f64() + 0.5).contains(&gap),
-        "SIGKILL {gap:.2} s after SIGTERM; StopContainer took {took:?}"
-    );
-    let p = w["paragraph"].as_str().unwrap();
-    assert!(
-        p.contains("ignored SIGTERM") && p.contains("SIGKILL"),
-        "{p}"
-    );
+    let p = crate::common::ignored_term_then_kill(&w, took, "StopContainer");
     eprintln!("observer why stubborn:\n{p}");
     pod_why_names_the_container(&agent, &pod, init);
     // Another pod of the same name, in another namespace: `stop` alone is ambiguous.

@@ -19,7 +19,7 @@ use crate::common::{
     agent::Agent,
     eventually,
     launcher::Ctr,
-    runtimes::{docker, docker_ready, ok},
+    runtimes::{docker, ok, Docker},
     sh, EventStream, Killed, Stopped,
 };
 
@@ -145,35 +145,10 @@ fn a_docker_containers_binary_has_the_hash_sha256sum_gives_inside_it() {
         println!("observer-test-skip: Docker is not in the VM image; runs on the host");
         return;
     }
-    let image = docker_ready();
     let agent = Agent::start(&[]);
     let name = "observer-test-exe-hash";
-    let _ = docker().args(["rm", "-f", name]).output();
-    ok(docker().args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        name,
-        image,
-        "sleep",
-        "600",
-    ]));
-    struct Rm(&'static str);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = docker().args(["rm", "-f", self.0]).output();
-        }
-    }
-    let _rm = Rm(name);
-    let pid: u64 = eventually(T, "the container's PID 1", || {
-        ok(docker().args(["inspect", "-f", "{{.State.Pid}}", name]))
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-    });
+    let (c, _) = Docker::run(name, &[], &["sleep", "600"]);
+    let pid = u64::from(c.pid1());
     let inside = first_word(&ok(docker().args([
         "exec",
         name,

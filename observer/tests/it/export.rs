@@ -16,23 +16,6 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(120);
 
 /// A directory of the test's own, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("observer-export-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A tmpfs this test mounted; unmounted (only it) when dropped.
 struct Tmpfs(PathBuf);
 
@@ -220,7 +203,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
     const N: u32 = 20_000;
     const MAX: u64 = 64 << 10;
     const KEEP: u32 = 1000; // enough to hold every line of the storm
-    let dir = TempDir::new("storm");
+    let dir = TempDir::new("export", "storm");
     let path = dir.0.join("events.jsonl");
     let mark = format!("export-storm-{}", std::process::id());
     let a = Agent::start(&[
@@ -331,7 +314,7 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
 fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
     const N: u32 = 2_000;
     const MAX: u64 = 64 << 10;
-    let dir = TempDir::new("types");
+    let dir = TempDir::new("export", "types");
     let path = dir.0.join("events.jsonl");
     let stdout = dir.0.join("stdout.jsonl");
     let mark = format!("export-types-{}", std::process::id());
@@ -393,7 +376,7 @@ fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
 
 #[test]
 fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied() {
-    let dir = TempDir::new("full");
+    let dir = TempDir::new("export", "full");
     let mnt = Tmpfs::mount(&dir.0.join("mnt"), "64k");
     // Fill it (dd stops at ENOSPC).
     let _ = Command::new("dd")
@@ -443,7 +426,7 @@ fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied(
 
 #[test]
 fn export_settings_are_accepted_in_the_config_file() {
-    let dir = TempDir::new("config");
+    let dir = TempDir::new("export", "config");
     let conf = dir.0.join("config.toml");
     std::fs::write(
         &conf,

@@ -22,43 +22,6 @@ fn docker_agent(extra: &[&str]) -> Agent {
     Agent::start(&a)
 }
 
-/// A Docker container removed on drop.
-struct Docker(String);
-
-impl Docker {
-    fn run(name: &str, opts: &[&str], cmd: &[&str]) -> (Docker, String) {
-        let image = docker_ready();
-        let _ = docker().args(["rm", "-f", name]).output();
-        let mut a = vec!["run", "-d", "--network", "none", "--name", name];
-        a.extend(opts);
-        a.push(image);
-        a.extend(cmd);
-        let id = ok(docker().args(&a)).trim().to_string();
-        (Docker(name.into()), id)
-    }
-
-    fn inspect(&self, format: &str) -> String {
-        ok(docker().args(["inspect", "-f", format, &self.0]))
-            .trim()
-            .to_string()
-    }
-
-    fn pid1(&self) -> u32 {
-        eventually(T, "the container's PID 1", || {
-            self.inspect("{{.State.Pid}}")
-                .parse()
-                .ok()
-                .filter(|p| *p != 0)
-        })
-    }
-}
-
-impl Drop for Docker {
-    fn drop(&mut self) {
-        let _ = docker().args(["rm", "-f", &self.0]).output();
-    }
-}
-
 fn history(agent: &Agent, reference: &str) -> Vec<Value> {
     agent.json(&["history", reference])["entries"]
         .as_array()
@@ -110,32 +73,7 @@ fn docker_stop_of_a_pid_1_without_handler_is_sigterm_ignored_then_sigkill_after_
     assert_eq!(e["ns_pid"], 1);
     assert_eq!(e["signal"], "SIGKILL");
     assert_eq!(e["exit_code"], 137);
-    let ignored = e["ignored"].as_array().unwrap();
-    let term = ignored
-        .iter()
-        .find(|s| s["signal"] == "SIGTERM")
-        .unwrap_or_else(|| panic!("SIGTERM ignored: {w:#}"));
-    let kill = &e["killed_by"];
-    assert_eq!(kill["result"], "delivered");
-    for s in [term, kill] {
-        // The runtime sends them from the host: the shim's runc (or the shim itself).
-        assert_eq!(s["sender"]["origin"], "host", "{s:#}");
-        let comm = s["sender"]["comm"].as_str().unwrap();
-        assert!(
-            comm.starts_with("runc") || comm.starts_with("containerd-shim"),
-            "{s:#}"
-        );
-    }
-    let gap = (kill["time_ns"].as_u64().unwrap() - term["time_ns"].as_u64().unwrap()) as f64 / 1e9;
-    assert!(
-        (2.5..took.as_secs_f64() + 0.5).contains(&gap),
-        "SIGKILL {gap:.2} s after SIGTERM; docker stop took {took:?}"
-    );
-    let p = w["paragraph"].as_str().unwrap();
-    assert!(
-        p.contains("ignored SIGTERM") && p.contains("SIGKILL"),
-        "{p}"
-    );
+    let p = ignored_term_then_kill(&w, took, "docker stop");
     eprintln!("observer why observer-test-stop:\n{p}");
 }
 

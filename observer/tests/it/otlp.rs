@@ -23,23 +23,6 @@ const T: Duration = Duration::from_secs(90);
 const NODE: &str = "otlp-test-node";
 
 /// A directory of the test's own, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("observer-otlp-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The venv's python with `opentelemetry-proto`.
 fn python() -> PathBuf {
     let bin = std::env::var_os("OBSERVER_PY_VENV").unwrap_or_else(|| {
@@ -159,20 +142,10 @@ fn check_resource(r: &Value) {
     assert_eq!(r["scope"], "observer", "{r}");
 }
 
-/// Removes a Docker container however the test ends.
-struct DockerRm(&'static str);
-
-impl Drop for DockerRm {
-    fn drop(&mut self) {
-        let _ = docker().args(["rm", "-f", self.0]).output();
-    }
-}
-
 #[test]
 fn a_docker_stop_reaches_the_collector_with_process_container_and_signal_attributes() {
-    let dir = TempDir::new("stop");
+    let dir = TempDir::new("otlp", "stop");
     let rx = Receiver::start(&dir.0, &[]);
-    let image = docker_ready();
     let a = agent(&[
         "--docker-root",
         DOCKER_ROOT,
@@ -182,19 +155,8 @@ fn a_docker_stop_reaches_the_collector_with_process_container_and_signal_attribu
         "exec,signal,history",
     ]);
     let name = "observer-test-otlp-stop";
-    let _ = docker().args(["rm", "-f", name]).output();
-    let _rm = DockerRm(name);
-    let run = ["run", "-d", "--network", "none", "--name", name, image];
-    let id = ok(docker().args(run).args(["sleep", "1000"]))
-        .trim()
-        .to_string();
-    let pid1: u64 = eventually(T, "the container's PID 1", || {
-        ok(docker().args(["inspect", "-f", "{{.State.Pid}}", name]))
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-    });
+    let (c, id) = Docker::run(name, &[], &["sleep", "1000"]);
+    let pid1 = u64::from(c.pid1());
     // PID 1 without a handler: SIGTERM ignored, SIGKILL after the timeout.
     ok(docker().args(["stop", "-t", "1", name]));
     let in_it = |r: &Value| r["attributes"]["container.name"] == name;
@@ -279,7 +241,7 @@ impl Drop for CtrRm {
 #[test]
 fn an_oom_kill_in_a_pod_reaches_the_collector_with_pod_and_oom_attributes() {
     const UID: &str = "0b5e55ed-0000-4000-8000-000000000026";
-    let dir = TempDir::new("oom");
+    let dir = TempDir::new("otlp", "oom");
     let rx = Receiver::start(&dir.0, &[]);
     let image = containerd_ready();
     let a = agent(&[
@@ -365,7 +327,7 @@ openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -
 
 #[test]
 fn https_with_a_private_ca_and_a_header_retried_after_503_and_arguments_redacted() {
-    let dir = TempDir::new("tls");
+    let dir = TempDir::new("otlp", "tls");
     let (ca, cert, key) = certificates(&dir.0);
     let rx = Receiver::start(
         &dir.0,
@@ -448,7 +410,7 @@ fn a_collector_that_never_answers_drops_and_counts_while_events_are_applied() {
         }
         std::thread::sleep(Duration::from_secs(600));
     });
-    let dir = TempDir::new("stall");
+    let dir = TempDir::new("otlp", "stall");
     let file = dir.0.join("events.jsonl");
     let a = agent(&[
         "--otlp-endpoint",

@@ -227,6 +227,60 @@ pub fn with_nofile(mut cmd: Command, n: u64) -> Command {
 /// shared harness's.
 pub use observer_harness::{http_body, http_get, http_get_with, unix_get};
 
+/// A directory of the test's own under the system's temporary one, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str, name: &str) -> TempDir {
+        let d =
+            std::env::temp_dir().join(format!("observer-{prefix}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `why` (JSON `w`) of a PID 1 a runtime's stop killed (`took`: the stop's wall time):
+/// it ignored SIGTERM, and SIGKILL followed 2.5 s or more later within the stop, both sent
+/// from the host by runc or containerd's shim; the paragraph says so. Returns it.
+pub fn ignored_term_then_kill(w: &Value, took: Duration, stop: &str) -> String {
+    let e = &w["ended"];
+    let term = e["ignored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["signal"] == "SIGTERM")
+        .unwrap_or_else(|| panic!("SIGTERM ignored: {w:#}"));
+    let kill = &e["killed_by"];
+    assert_eq!(kill["result"], "delivered");
+    for s in [term, kill] {
+        // The runtime sends them from the host: the shim's runc (or the shim itself).
+        assert_eq!(s["sender"]["origin"], "host", "{s:#}");
+        let comm = s["sender"]["comm"].as_str().unwrap();
+        assert!(
+            comm.starts_with("runc") || comm.starts_with("containerd-shim"),
+            "{s:#}"
+        );
+    }
+    let gap = (kill["time_ns"].as_u64().unwrap() - term["time_ns"].as_u64().unwrap()) as f64 / 1e9;
+    assert!(
+        (2.5..took.as_secs_f64() + 0.5).contains(&gap),
+        "SIGKILL {gap:.2} s after SIGTERM; {stop} took {took:?}"
+    );
+    let p = w["paragraph"].as_str().unwrap().to_string();
+    assert!(
+        p.contains("ignored SIGTERM") && p.contains("SIGKILL"),
+        "{p}"
+    );
+    p
+}
+
 pub fn sh(script: &str) -> std::process::Output {
     Command::new("sh")
         .args(["-c", script])

@@ -272,3 +272,44 @@ pub fn podman(args: &[&str]) -> Command {
     .args(args);
     c
 }
+
+/// A Docker container removed on drop.
+pub struct Docker(pub String);
+
+impl Docker {
+    pub fn run(name: &str, opts: &[&str], cmd: &[&str]) -> (Docker, String) {
+        let image = docker_ready();
+        let _ = docker().args(["rm", "-f", name]).output();
+        let mut a = vec!["run", "-d", "--network", "none", "--name", name];
+        a.extend(opts);
+        a.push(image);
+        a.extend(cmd);
+        let id = ok(docker().args(&a)).trim().to_string();
+        (Docker(name.into()), id)
+    }
+
+    pub fn inspect(&self, format: &str) -> String {
+        ok(docker().args(["inspect", "-f", format, &self.0]))
+            .trim()
+            .to_string()
+    }
+
+    pub fn pid1(&self) -> u32 {
+        eventually(
+            std::time::Duration::from_secs(60),
+            "the container's PID 1",
+            || {
+                self.inspect("{{.State.Pid}}")
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+            },
+        )
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = docker().args(["rm", "-f", &self.0]).output();
+    }
+}
