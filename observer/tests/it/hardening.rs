@@ -469,7 +469,9 @@ fn redacted_arguments_are_never_stored_or_served() {
             break;
         }
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if seen.contains("observer-redact-after") {
+        // The bash's own exec event carries the tag inside its script: wait for the
+        // exec whose argv[0] is the tag (the `exec -a` one), which may come in a later read.
+        if seen.contains("\"argv\":[\"observer-redact-after\"") {
             break;
         }
     }
