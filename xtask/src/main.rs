@@ -304,41 +304,20 @@ fn main() -> ExitCode {
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "split once the arm64 work (--arch on build, package, vm-test) has landed"
-)]
+/// Fails with `why` unless xtask runs as root.
+fn require_root(why: &str) -> Result<()> {
+    if is_root() {
+        Ok(())
+    } else {
+        bail!("{why}")
+    }
+}
+
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Setup { tests } => setup::setup(tests),
-        Cmd::Build { arch } => {
-            setup::setup(false)?;
-            match arch {
-                None => build(),
-                Some(a) => {
-                    arch::cross_setup(a)?;
-                    build_observer(&["--target", a.musl()])
-                }
-            }
-        }
-        Cmd::Run { args } => {
-            if !is_root() {
-                bail!("observer loads eBPF programs: run `cargo xtask run` as root");
-            }
-            setup::apt_install(&["busybox-static"])?;
-            setup::setup(false)?;
-            build()?;
-            let bin = root().join("target/release/observer");
-            install_link(&bin);
-            let args = if args.is_empty() {
-                demo(&bin)?;
-                vec!["agent".to_string()]
-            } else {
-                args
-            };
-            let err = Command::new(&bin).args(&args).exec();
-            bail!("starting observer: {err}")
-        }
+        Cmd::Build { arch } => build_cmd(arch),
+        Cmd::Run { args } => run_cmd(args),
         Cmd::VmTest {
             kernels,
             refresh,
@@ -346,9 +325,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             only,
             arch,
         } => {
-            if !is_root() {
-                bail!("vm-test installs packages and builds an initramfs: run it as root");
-            }
+            require_root("vm-test installs packages and builds an initramfs: run it as root")?;
             setup::setup(true)?;
             vm::vm_test(vm::VmArgs {
                 kernels,
@@ -367,25 +344,13 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             image::image()
         }
         Cmd::Bench { only, peers } => {
-            if !is_root() {
-                bail!("the benchmarks load eBPF programs and start containers: run them as root");
-            }
+            require_root(
+                "the benchmarks load eBPF programs and start containers: run them as root",
+            )?;
             setup::setup(true)?;
             bench::bench(&only, peers)
         }
-        Cmd::HygieneCheck => {
-            if !is_root() {
-                bail!("the hygiene check starts daemons, containers and cgroups: run it as root");
-            }
-            let observer = [
-                vm::static_observer(),
-                root().join("target/release/observer"),
-            ]
-            .into_iter()
-            .find(|p| p.exists())
-            .context("no observer binary: build one first (cargo build --release -p observer)")?;
-            hygiene::selfcheck::check(&observer)
-        }
+        Cmd::HygieneCheck => hygiene_check_cmd(),
         Cmd::Runner { .. } => unreachable!("handled in main"),
         Cmd::Fuzz { time, only } => {
             setup::setup(false)?;
@@ -399,10 +364,55 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             torture::torture(time)
         }
         Cmd::Test { no_vm, args } => {
-            if !is_root() {
-                bail!("the tests load eBPF programs and create namespaces: run `cargo xtask test` as root");
-            }
+            require_root(
+                "the tests load eBPF programs and create namespaces: run `cargo xtask test` as root",
+            )?;
             ci::test(no_vm, &args)
         }
     }
+}
+
+/// `cargo xtask build [--arch A]`: the host's builds, or the static observer for `A`.
+fn build_cmd(arch: Option<Arch>) -> Result<()> {
+    setup::setup(false)?;
+    match arch {
+        None => build(),
+        Some(a) => {
+            arch::cross_setup(a)?;
+            build_observer(&["--target", a.musl()])
+        }
+    }
+}
+
+/// `cargo xtask run [ARGS]`: builds, installs the link, starts the demo and execs the agent
+/// (or `observer ARGS`).
+fn run_cmd(args: Vec<String>) -> Result<()> {
+    require_root("observer loads eBPF programs: run `cargo xtask run` as root")?;
+    setup::apt_install(&["busybox-static"])?;
+    setup::setup(false)?;
+    build()?;
+    let bin = root().join("target/release/observer");
+    install_link(&bin);
+    let args = if args.is_empty() {
+        demo(&bin)?;
+        vec!["agent".to_string()]
+    } else {
+        args
+    };
+    let err = Command::new(&bin).args(&args).exec();
+    bail!("starting observer: {err}")
+}
+
+/// `cargo xtask hygiene-check`: the test command's hygiene against daemons, containers and
+/// cgroups it did not start, with whichever observer binary is built.
+fn hygiene_check_cmd() -> Result<()> {
+    require_root("the hygiene check starts daemons, containers and cgroups: run it as root")?;
+    let observer = [
+        vm::static_observer(),
+        root().join("target/release/observer"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .context("no observer binary: build one first (cargo build --release -p observer)")?;
+    hygiene::selfcheck::check(&observer)
 }
