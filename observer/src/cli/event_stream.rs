@@ -21,7 +21,7 @@ use crate::{
     },
     probes::{self, btf::DEFAULT_BTF, KernelStats, ProbeConfig, Probes},
     table::exe_hash::{ExeHash, HashConfig, Hasher, Reason},
-    views::event_line::{text_line, EventJson},
+    views::event_line::{text_line_hashed, EventJson},
 };
 
 #[derive(Args)]
@@ -122,7 +122,7 @@ impl<W: Write> Sink<W> {
             return;
         }
         let exe = match &ev {
-            Event::Exec(e) if self.json => Some(self.hasher.on_exec(e.header.tgid, e)),
+            Event::Exec(e) => Some(self.hasher.on_exec(e.header.tgid, e)),
             _ => None,
         };
         self.held.push_back((ev, exe, Instant::now() + HASH_WAIT));
@@ -152,7 +152,7 @@ impl<W: Write> Sink<W> {
                 .map_err(io::Error::from)
                 .and_then(|_| self.out.write_all(b"\n"))
         } else {
-            writeln!(self.out, "{}", text_line(ev))
+            writeln!(self.out, "{}", text_line_hashed(ev, hash))
         };
         if let Err(e) = r {
             self.err = Some(e);

@@ -72,6 +72,21 @@ pub(crate) enum Reason {
     NotSeen,
 }
 
+impl Reason {
+    /// Its name, as JSON (`exe_hash_reason`) and the text line say it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Reason::Off => "off",
+            Reason::Gone => "gone",
+            Reason::TooLarge => "too_large",
+            Reason::Busy => "busy",
+            Reason::Error => "error",
+            Reason::Pending => "pending",
+            Reason::NotSeen => "not_seen",
+        }
+    }
+}
+
 pub(crate) type Digest = [u8; 32];
 
 /// An applied event as API subscribers get it: an exec with its executable's hash.

@@ -328,6 +328,26 @@ pub fn text_line(ev: &Event) -> String {
     s
 }
 
+/// `text_line`, and for an exec its executable's SHA-256 (`sha256=<hex>`, or
+/// `sha256=-(gone)` and the like saying why there is none); nothing when hashing is off.
+pub(crate) fn text_line_hashed(
+    ev: &Event,
+    hash: Option<Result<crate::table::exe_hash::Digest, crate::table::exe_hash::Reason>>,
+) -> String {
+    use crate::table::exe_hash::{hex, Reason};
+    let mut s = text_line(ev);
+    match hash {
+        Some(Ok(d)) => {
+            let _ = write!(s, " sha256={}", hex(&d));
+        }
+        None | Some(Err(Reason::Off)) => {}
+        Some(Err(why)) => {
+            let _ = write!(s, " sha256=-({})", why.name());
+        }
+    }
+    s
+}
+
 /// The event's own fields, after the common ones.
 fn write_detail(s: &mut String, ev: &Event, t: &TaskInfo) {
     match ev {
@@ -447,5 +467,37 @@ mod tests {
         }
         assert_eq!(back.0, want);
         assert!(serde_json::from_str::<NsJson>("[1]").is_err());
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+    use crate::table::exe_hash::Reason;
+    use observer_common::{EventKind, ExecEvent};
+
+    #[test]
+    fn an_exec_line_ends_with_its_hash_or_why_there_is_none() {
+        // SAFETY: plain integers: all zeroes is a valid value.
+        let mut e: ExecEvent = unsafe { std::mem::zeroed() };
+        e.header.kind = EventKind::Exec as u32;
+        let ev = Event::Exec(e);
+        let plain = text_line(&ev);
+        let d = [0xab; 32];
+        assert_eq!(
+            text_line_hashed(&ev, Some(Ok(d))),
+            format!("{plain} sha256={}", "ab".repeat(32))
+        );
+        assert_eq!(
+            text_line_hashed(&ev, Some(Err(Reason::TooLarge))),
+            format!("{plain} sha256=-(too_large)")
+        );
+        // Hashing off, or not an exec: the line as before.
+        assert_eq!(text_line_hashed(&ev, Some(Err(Reason::Off))), plain);
+        assert_eq!(text_line_hashed(&ev, None), plain);
+        // The names are the JSON's.
+        for r in [Reason::Gone, Reason::NotSeen, Reason::Pending, Reason::Busy] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+        }
     }
 }

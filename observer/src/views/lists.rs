@@ -26,13 +26,15 @@ pub(crate) fn container_label(snap: &Snapshot, p: &Process) -> Option<String> {
         .map(|s| short_id(&s.container.key.id))
 }
 
-/// `observer ps` as a table; `long` (`ps -l`) adds the real uid and the credentials from
-/// the exec of each process's image (effective uid, capabilities, privileges raised).
+/// `observer ps` as a table; `long` (`ps -l`) adds the real uid, the credentials from
+/// the exec of each process's image (effective uid, capabilities, privileges raised) and
+/// the first 12 hex digits of its executable's SHA-256 (whole in `-o json`; `-` and why
+/// when there is none).
 pub(crate) fn render_ps(rows: &Escaped<Vec<ProcessView>>, no_headers: bool, long: bool) -> String {
     let cells: Vec<Vec<String>> = rows.iter().map(|p| ps_row(p, long)).collect();
     let mut head = vec!["PID", "PPID", "NSPID", "NSPPID", "S", "AGE", "CPU", "RSS"];
     if long {
-        head.extend(["UID", "EUID", "CAPS"]);
+        head.extend(["UID", "EUID", "CAPS", "SHA256"]);
     }
     head.extend(["CONTAINER", "COMMAND"]);
     table(&head, &cells, no_headers)
@@ -53,7 +55,12 @@ fn ps_row(p: &ProcessView, long: bool) -> Vec<String> {
         let (euid, caps) = p.exec.as_ref().map_or(("-".into(), "-".into()), |e| {
             (e.euid.to_string(), e.cap_eff.clone())
         });
-        row.extend([p.uid.to_string(), euid, caps]);
+        let sha = match (&p.exe_sha256, p.exe_hash_reason) {
+            (Some(h), _) => h.chars().take(12).collect(),
+            (None, Some(why)) => format!("-({})", why.name()),
+            (None, None) => "-".into(),
+        };
+        row.extend([p.uid.to_string(), euid, caps, sha]);
     }
     row.push(p.container.clone().unwrap_or_else(|| "-".into()));
     let mut c = if p.cmdline.is_empty() {

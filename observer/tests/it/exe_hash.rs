@@ -1,5 +1,5 @@
 //! Which binary a process ran, by content: `exe_sha256` on exec events and process objects
-//! equals what `sha256sum` says of the file — for a host binary, a Docker container's and a
+//! (and the text lines of `observer events`, `ps -l`'s column) equals what `sha256sum` says of the file — for a host binary, a Docker container's and a
 //! launcher container's (summed inside the container), a binary overwritten in place (the
 //! new content's hash, never the old one's under the new identity), a 1 ms process (from the
 //! cache when its binary was hashed before; `gone` when the process and its file were gone
@@ -94,6 +94,44 @@ fn hashed_process(agent: &Agent, pid: u64) -> Value {
     })
 }
 
+/// `observer events` as text, written to a file.
+struct TextStream {
+    child: Killed,
+    file: PathBuf,
+}
+
+impl TextStream {
+    fn start(file: &Path) -> TextStream {
+        let mut child = Command::new(crate::common::observer_bin())
+            .args(["events", "--type", "exec"])
+            .stdout(std::fs::File::create(file).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(first.contains("streaming events"), "{first}");
+        TextStream {
+            child: Killed(child),
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// The first line `want` accepts, waiting for it (a held exec line comes with its hash).
+    fn line(&mut self, want: impl Fn(&str) -> bool) -> String {
+        eventually(T, "the exec's text line", || {
+            assert!(self.child.0.try_wait().unwrap().is_none(), "events stopped");
+            let text = std::fs::read_to_string(&self.file).ok()?;
+            // Whole lines only: the file may end mid-line.
+            text.split_inclusive('\n')
+                .filter_map(|l| l.strip_suffix('\n'))
+                .find(|l| want(l))
+                .map(str::to_string)
+        })
+    }
+}
+
 #[test]
 fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
     let agent = Agent::start(&[]);
@@ -101,6 +139,8 @@ fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
     let bin = dir.path("host-sleep");
     unique_copy("/usr/bin/sleep", &bin, "host");
     let mut stream = EventStream::start(&["--type", "exec"]);
+    let text_file = dir.path("events.txt");
+    let mut text = TextStream::start(&text_file);
     let mut api = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
     api.write_all(b"GET /v1/events?type=exec HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -124,9 +164,26 @@ fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
         }
     };
     assert!(got.contains(&format!("\"exe_sha256\":\"{want}\"")), "{got}");
+    // `observer events` as text ends the exec's line with the hash.
+    let pid = format!("pid={} ", child.0.id());
+    let line = text.line(|l| l.contains(&pid) && l.contains(" exec "));
+    assert!(line.ends_with(&format!(" sha256={want}")), "{line}");
     let p = hashed_process(&agent, u64::from(child.0.id()));
     assert_eq!(p["exe_sha256"], want.as_str(), "{p}");
     assert!(p.get("exe_hash_reason").is_none(), "{p}");
+    // `ps -l`: the hash's first 12 digits in the SHA256 column.
+    let (code, out, err) = agent.cli(&["ps", "-l"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().next().unwrap().contains(" SHA256 "), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&child.0.id().to_string()))
+        .unwrap_or_else(|| panic!("no row of {}:\n{out}", child.0.id()));
+    assert!(
+        row.split_whitespace().any(|c| c == &want[..12]),
+        "{row} lacks {}",
+        &want[..12]
+    );
     // A process the agent found at start-up (its exec unseen) says so.
     let ps = agent.json(&["ps"]);
     let init = ps
