@@ -96,6 +96,32 @@ pub(crate) struct ExecOf {
     pub(crate) cred: super::process::ExecCred,
 }
 
+#[cfg(test)]
+impl ExecOf {
+    /// A setuid-root exec by uid 1000 with every capability (tests of the views and the
+    /// store's codec).
+    pub(crate) fn setuid_fixture() -> ExecOf {
+        ExecOf {
+            uid: 1000,
+            gid: 1000,
+            cred: super::process::ExecCred {
+                euid: 0,
+                egid: 1000,
+                suid: 0,
+                sgid: 1000,
+                cap_eff: (1 << 41) - 1,
+                raised: true,
+                exe: super::exe_hash::ExeId {
+                    dev: 0xfd0_0001,
+                    ino: 1_234_567,
+                    size: 1_100_000,
+                    mtime_ns: 1_700_000_000_123_456_789,
+                },
+            },
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct History {
     rings: FxHashMap<ContainerKey, VecDeque<Ended>>,

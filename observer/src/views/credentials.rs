@@ -245,20 +245,7 @@ mod tests {
 
     #[test]
     fn a_history_entrys_exec_shows_as_the_exec_event_did() {
-        use crate::table::{history::ExecOf, process::ExecCred};
-        let x = ExecOf {
-            uid: 1000,
-            gid: 1000,
-            cred: ExecCred {
-                euid: 0,
-                egid: 1000,
-                suid: 0,
-                sgid: 1000,
-                cap_eff: (1 << 41) - 1,
-                raised: true,
-                exe: ExeId::default(),
-            },
-        };
+        let x = crate::table::history::ExecOf::setuid_fixture();
         let c = Creds::of_ended(&x);
         assert_eq!((c.uid, c.euid, c.suid, c.secureexec), (1000, 0, 0, true));
         assert_eq!(c.gained().as_deref(), Some("setuid: 1000 → euid 0"));

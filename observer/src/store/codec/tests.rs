@@ -103,32 +103,9 @@ fn an_entry_comes_back_as_it_went_in_with_its_signals_oom_and_senders_containers
     assert_eq!(back.ended(&refs), e);
 }
 
-/// What a setuid-root exec by uid 1000 leaves: euid 0, every capability, the executable's
-/// identity.
-pub(crate) fn setuid_exec() -> ExecOf {
-    ExecOf {
-        uid: 1000,
-        gid: 1000,
-        cred: ExecCred {
-            euid: 0,
-            egid: 1000,
-            suid: 0,
-            sgid: 1000,
-            cap_eff: (1 << 41) - 1,
-            raised: true,
-            exe: ExeId {
-                dev: 0xfd0_0001,
-                ino: 1_234_567,
-                size: 1_100_000,
-                mtime_ns: 1_700_000_000_123_456_789,
-            },
-        },
-    }
-}
-
 /// `e` with its exec's credentials and executable hash (or why it has none).
 pub(crate) fn with_exec(mut e: Ended, hash: Result<Digest, Reason>) -> Ended {
-    e.exec = Some(Box::new(setuid_exec()));
+    e.exec = Some(Box::new(ExecOf::setuid_fixture()));
     e.exe_hash = Some(ExeHash::known(hash));
     e
 }
