@@ -18,6 +18,8 @@
 //! - bpf-stats: the storm under an agent with and without `--bpf-stats on` (bpf_stats.rs)
 //! - store: bytes the history store writes to disk per ended process, for 4,000 short-lived
 //!   processes in a bare container (store.rs)
+//! - export: the storm with the file and OTLP sinks on against none, and the file sink
+//!   through 1,000,000 exec'ing processes under rotation, every line counted (export.rs)
 
 use std::{
     path::PathBuf,
@@ -32,6 +34,7 @@ use crate::util::{root, run};
 
 mod bpf_stats;
 mod churn;
+mod export;
 mod hostile;
 mod peers;
 mod scale;
@@ -520,6 +523,9 @@ pub fn bench(only: &[String], with_peers: bool) -> Result<()> {
     }
     if want("store") {
         store::store(&mut r)?;
+    }
+    if want("export") {
+        export::export(&mut r)?;
     }
     // Not part of the default set (it takes about 15 minutes): --only scale.
     if only.iter().any(|o| o == "scale") {
