@@ -9,7 +9,7 @@
 //! Routes: `/healthz` (alive), `/readyz` (programs attached, first scan applied; 503
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
-//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/containers/{ref}/history[?since=&failed=&comm=&boot=]`,
+//! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/containers/{ref}/history[?since=&failed=&comm=&boot=&exec=]`,
 //! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
@@ -229,7 +229,7 @@ struct ProcessesQuery {
     container: Option<String>,
 }
 
-/// `?since=10m&failed=true&comm=sh&boot=-1` of `/v1/containers/{ref}/history`.
+/// `?since=10m&failed=true&comm=sh&boot=-1&exec=true` of `/v1/containers/{ref}/history`.
 #[derive(Deserialize)]
 struct HistoryQuery {
     since: Option<String>,
@@ -237,6 +237,8 @@ struct HistoryQuery {
     failed: bool,
     comm: Option<String>,
     boot: Option<i32>,
+    #[serde(default)]
+    exec: bool,
 }
 
 /// A `?since=` that is not a duration (400).
@@ -262,6 +264,7 @@ impl HistoryQuery {
             failed: self.failed,
             comm: self.comm,
             boot: self.boot,
+            exec: self.exec,
         })
     }
 }

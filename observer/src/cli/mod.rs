@@ -82,6 +82,11 @@ enum Command {
         /// one before, ... (entries of earlier boots come from the history store).
         #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(..=0))]
         boot: Option<i32>,
+        /// Only exec sessions: processes that came into the container from outside
+        /// (`docker exec`, `kubectl exec`, `podman exec`, `ctr task exec`, `nsenter`,
+        /// `observer exec`), with how and by which host processes.
+        #[arg(long)]
+        exec: bool,
         #[command(flatten)]
         opts: views::ViewOpts,
     },
@@ -210,6 +215,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             failed,
             comm,
             boot,
+            exec,
             opts,
         } => views::run(
             opts,
@@ -220,6 +226,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     failed,
                     comm,
                     boot,
+                    exec,
                 },
             ),
         ),

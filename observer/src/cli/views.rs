@@ -103,6 +103,9 @@ fn api_path(v: &View) -> String {
             if let Some(b) = f.boot {
                 q.push(format!("boot={b}"));
             }
+            if f.exec {
+                q.push("exec=true".into());
+            }
             let q = if q.is_empty() {
                 String::new()
             } else {

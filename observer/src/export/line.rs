@@ -209,6 +209,7 @@ mod tests {
             ignored: Box::new([]),
             exec: None,
             exe_hash: None,
+            session: None,
         };
         let names = Names {
             container_id: key.id.clone(),

@@ -41,6 +41,7 @@ impl Table {
             Event::Setns(e) | Event::Unshare(e) if h.pid == h.tgid => {
                 self.ensure(h.tgid, &e.task, true);
                 self.refresh(h.tgid, &e.task, h.ktime_ns, true);
+                self.note_entry(h.tgid, h.ktime_ns);
             }
             Event::Setns(_) | Event::Unshare(_) => self.stats.thread_ns_changes += 1,
             // A thread moved alone (cgroup v1 `tasks`, v2 `cgroup.threads`): /proc shows the
@@ -190,5 +191,7 @@ impl Table {
                 self.reattribute(pid);
             }
         }
+        // Attributed only now (a podman exec starts in conmon's cgroup).
+        self.note_entry(pid, h.ktime_ns);
     }
 }

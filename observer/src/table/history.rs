@@ -85,6 +85,8 @@ pub(crate) struct Ended {
     /// Its executable's hash (None: no exec seen, or an entry the durable store kept in
     /// schema 1).
     pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,
+    /// The exec session it ran in (sessions.rs), its root's or inherited.
+    pub(crate) session: Option<std::sync::Arc<super::sessions::Session>>,
 }
 
 /// An ended process's real ids beside the credentials and executable identity its exec
@@ -277,6 +279,7 @@ impl Table {
                 })
             }),
             exe_hash: p.exe_hash.clone(),
+            session: p.session.clone(),
         };
         let Some(container) = self.registry.get_mut(c) else {
             return;

@@ -13,6 +13,7 @@ pub(crate) mod history;
 mod links;
 pub(crate) mod process;
 mod reconcile;
+pub(crate) mod sessions;
 pub(crate) mod signal_facts;
 pub(crate) mod snapshot;
 pub(crate) mod summary;
@@ -212,6 +213,10 @@ impl Table {
         self.insert(p);
         let c = self.procs.get(&pid).and_then(|p| p.container);
         self.count(c, EventKind::Fork);
+        if c.is_some() {
+            self.inherit_session(pid, t.ppid);
+            self.note_entry(pid, now);
+        }
     }
 
     /// Makes sure `pid` is in the table (a process whose fork predates the seed or was lost).
@@ -472,6 +477,7 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         last_event_ns: 0,
         exec_cred: None,
         exe_hash: None,
+        session: None,
     }
 }
 

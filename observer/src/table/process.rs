@@ -145,6 +145,9 @@ pub(crate) struct Process {
     /// The SHA-256 of its executable (exe_hash.rs), as for `exec_cred`: None when the agent
     /// saw no exec of its image.
     pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,
+    /// The exec session it is in (sessions.rs): it or an ancestor came into its container
+    /// from outside. Shared by the session's processes.
+    pub(crate) session: Option<std::sync::Arc<super::sessions::Session>>,
 }
 
 /// Credentials and the executable's identity after an exec (the real uid/gid are the

@@ -102,6 +102,7 @@ impl Table {
             last_event_ns: 0,
             exec_cred: None,
             exe_hash: None,
+            session: None,
         }
     }
 

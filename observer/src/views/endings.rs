@@ -123,6 +123,9 @@ pub(crate) struct EndedView {
         deserialize_with = "crate::views::credentials::ExeHashView::absent_is_none"
     )]
     pub(crate) exe_hash: Option<crate::views::credentials::ExeHashView>,
+    /// In an exec session: how it (or its session's root) came into the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) entered: Option<crate::views::sessions::EnteredView>,
 }
 
 #[expect(
@@ -155,6 +158,9 @@ pub(crate) struct HistoryFilter {
     /// Only processes that ended in this boot (0: the current one, -1: the one before...).
     #[serde(default)]
     pub(crate) boot: Option<i32>,
+    /// Only exec sessions (their roots: the processes that came in).
+    #[serde(default)]
+    pub(crate) exec: bool,
 }
 
 pub(crate) fn sender_view(f: &SignalFact) -> SenderView {
@@ -265,6 +271,10 @@ pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
             .exe_hash
             .as_ref()
             .map(|h| crate::views::credentials::ExeHashView::now(Some(h))),
+        entered: e
+            .session
+            .as_deref()
+            .map(|s| crate::views::sessions::entered_view(s, e.pid)),
     }
 }
 
@@ -275,6 +285,7 @@ impl HistoryFilter {
             && (!self.failed || e.failed)
             && self.comm.as_deref().is_none_or(|c| e.comm == c)
             && self.boot.is_none_or(|b| b == e.boot)
+            && (!self.exec || e.entered.as_ref().is_some_and(|s| s.root))
     }
 }
 
@@ -354,6 +365,9 @@ pub(crate) fn render(v: &super::text::Escaped<HistoryView>) -> String {
                 b => format!("[boot {b}] {}", ending(e)),
             },
         ));
+        if let Some(s) = e.entered.as_ref().filter(|s| s.root) {
+            out.push_str(&format!("{:<8} {}\n", "", crate::views::sessions::mark(s)));
+        }
     }
     out
 }

@@ -11,6 +11,7 @@ pub(crate) mod metrics;
 pub mod model;
 pub(crate) mod pods;
 pub(crate) mod select;
+pub(crate) mod sessions;
 pub(crate) mod status;
 pub mod text;
 pub mod tree;

@@ -80,6 +80,9 @@ pub(crate) struct ProcessView {
     pub(crate) exe_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) exe_hash_reason: Option<crate::table::exe_hash::Reason>,
+    /// In an exec session: how it (or its session's root) came into the container.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) entered: Option<crate::views::sessions::EnteredView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -241,6 +244,10 @@ pub(crate) fn process_view(
         exec: crate::views::credentials::exec_cred_view(p),
         exe_sha256: hash.exe_sha256,
         exe_hash_reason: hash.exe_hash_reason,
+        entered: p
+            .session
+            .as_deref()
+            .map(|s| crate::views::sessions::entered_view(s, p.pid)),
         threads: live.threads.max(1),
         start_time_ns: p.start_time_ns,
         age_s: now_ns.saturating_sub(p.start_time_ns) as f64 / 1e9,

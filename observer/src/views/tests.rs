@@ -92,6 +92,20 @@ fn process(pid: u32, ppid: u32, ns_pid: u32) -> ProcessView {
         exec: None,
         exe_sha256: Some(h("0123")),
         exe_hash_reason: None,
+        entered: Some(entered(pid)),
+    }
+}
+
+fn entered(root_pid: u32) -> super::sessions::EnteredView {
+    super::sessions::EnteredView {
+        via: h("via"),
+        by: vec![super::sessions::ByView {
+            pid: 3,
+            comm: h("by"),
+        }],
+        time_ns: 1,
+        root_pid,
+        root: true,
     }
 }
 
@@ -214,6 +228,7 @@ fn ended() -> EndedView {
         privileges: None,
         exe_id: None,
         exe_hash: None,
+        entered: Some(entered(101)),
     }
 }
 

@@ -125,6 +125,9 @@ pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style:
     if let (Some(from), Some(by)) = (p.adopted_from, &p.adopter) {
         line.push_str(&style.yellow(&format!("  adopted from {from} by {by}")));
     }
+    if let Some(e) = p.entered.as_ref().filter(|e| e.root) {
+        line.push_str(&style.yellow(&format!("  {}", super::sessions::mark(e))));
+    }
     if let Some(s) = p.ignored_signals.last() {
         line.push_str(&style.red(&format!(
             "  ignored {} from {} {}s ago",

@@ -355,6 +355,7 @@ impl Entry {
                 .collect(),
             exec: self.exec.map(|x| Box::new(exec_of(x))),
             exe_hash: self.hash.map(ExeHash::known),
+            session: None,
         }
     }
 }

@@ -89,6 +89,7 @@ pub(crate) fn full(pid: u32, end_ns: u64) -> Ended {
         ignored: vec![signal(15, end_ns - 1_000_000_000, None)].into(),
         exec: None,
         exe_hash: None,
+        session: None,
     }
 }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::{containers::cgroup::Runtime, events::Event, host::scan::Scanned};
 
 mod history;
+mod sessions;
 mod startup;
 mod summary;
 mod thread;
