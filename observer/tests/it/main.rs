@@ -24,6 +24,7 @@ mod deploy;
 mod escapes;
 mod events;
 mod exe_hash;
+mod exec_sessions;
 mod export;
 mod forensics;
 mod hardening;
