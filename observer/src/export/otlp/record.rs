@@ -127,7 +127,8 @@ fn name(kind: Kind, path: &str) -> Cow<'static, str> {
 }
 
 /// observer's own names: a signal's facts under `observer.signal.` (its sender under
-/// `observer.signal.sender.`), an OOM kill's under `observer.oom.`, the rest as they are.
+/// `observer.signal.sender.`), an OOM kill's under `observer.oom.`, an exec session's under
+/// `observer.exec.`, the rest as they are.
 fn observer_name(kind: Kind, path: &str) -> String {
     let signal_fact = |k: &str| match k {
         "signal" => "name".to_string(),
@@ -145,6 +146,8 @@ fn observer_name(kind: Kind, path: &str) -> String {
             format!("signal.{}", signal_fact(&p["killed_by.".len()..]))
         }
         (Kind::Oom, p) if p != "time_ns" && !is_task_field(p) => format!("oom.{p}"),
+        // An exec session's `entered` (`via`, `by`, `time_ns`, `root_pid`, `root`).
+        (_, p) if p.starts_with("entered.") => format!("exec.{}", &p["entered.".len()..]),
         (_, p) => p.to_string(),
     };
     format!("observer.{rest}")

@@ -121,3 +121,18 @@ fn an_execs_executable_hash_is_the_semantic_conventions_sha256_attribute() {
     assert!(!a.contains_key("process.executable.hash.sha256"));
     assert_eq!(a.get("observer.exe_hash_reason"), Some(&s("gone")));
 }
+
+#[test]
+fn an_exec_sessions_entered_goes_under_observer_exec() {
+    let line = br#"{"schema":"observer.history/v2","pid":900,"ns_pid":7,"comm":"sh","exit_code":3,"end_time_ns":5000,"entered":{"via":"docker exec","by":[{"pid":812,"comm":"runc"},{"pid":790,"comm":"containerd-shim"}],"time_ns":4000,"root_pid":900,"root":true}}"#;
+    let a = attrs(&log_record(line, 0, 0).unwrap());
+    assert_eq!(a.get("observer.exec.via"), Some(&s("docker exec")));
+    assert_eq!(a.get("observer.exec.time_ns"), Some(&Any::IntValue(4000)));
+    assert_eq!(a.get("observer.exec.root_pid"), Some(&Any::IntValue(900)));
+    assert_eq!(a.get("observer.exec.root"), Some(&Any::BoolValue(true)));
+    let Some(Any::ArrayValue(by)) = a.get("observer.exec.by") else {
+        panic!("by as a list: {a:?}");
+    };
+    assert_eq!(by.values.len(), 2);
+    assert!(!a.keys().any(|k| k.starts_with("observer.entered")));
+}

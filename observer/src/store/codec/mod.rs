@@ -9,6 +9,11 @@
 //! identity and the executable's hash (postcard writes nested records inline: a schema 1
 //! body is a prefix of a schema 2 entry's bytes).
 //!
+//! An entry of an exec session (table/sessions.rs) is followed by its session record: a
+//! trailing record, not a new schema — postcard leaves bytes after a record alone, so an
+//! agent that does not know it reads the entry without its session, and an entry without
+//! one reads as having none.
+//!
 //! The bytes come back from a file on disk: decoding any bytes returns an error or an
 //! entry, never panics, and allocates no more than the bytes it was given can describe.
 //! A change to these records is a new schema version (db.rs `VERSION`) with a migration
@@ -25,6 +30,7 @@ use crate::{
         exe_hash::{Digest, ExeHash, ExeId, Reason},
         history::{Ended, ExecOf, InitEnd, Link},
         process::ExecCred,
+        sessions::{HostLink, Session, Via},
         signal_facts::{OomFacts, Sender, SignalFact},
     },
 };
@@ -41,6 +47,45 @@ pub(super) struct Entry {
     exec: Option<ExecRec>,
     /// The executable's SHA-256, or why it has none.
     hash: Option<Result<Digest, Reason>>,
+    /// The exec session it ran in: after the record's bytes (see above).
+    #[serde(skip)]
+    session: Option<SessionRec>,
+}
+
+/// An exec session as stored after its entry.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct SessionRec {
+    root: u32,
+    /// `Via::code`.
+    via: u8,
+    by: Vec<(u32, Vec<u8>)>,
+    /// When it came in − the entry's end (negative: before it).
+    at_rel: i64,
+}
+
+fn session_rec(s: &Session, end: u64) -> SessionRec {
+    SessionRec {
+        root: s.root,
+        via: s.via.code(),
+        by: s.by.iter().map(|l| (l.pid, comm_bytes(&l.comm))).collect(),
+        at_rel: rel(s.at_ns, end),
+    }
+}
+
+fn session(r: SessionRec, end: u64) -> Session {
+    Session {
+        root: r.root,
+        via: Via::from_code(r.via),
+        by: r
+            .by
+            .into_iter()
+            .map(|(pid, comm)| HostLink {
+                pid,
+                comm: comm_array(&comm),
+            })
+            .collect(),
+        at_ns: abs(r.at_rel, end),
+    }
 }
 
 /// The exec's credentials (beside the real ids) and executable identity.
@@ -301,19 +346,29 @@ pub(super) fn encode(e: &Ended, container: u32, boot: u32, refs: &mut dyn Refs) 
         body: body(e, refs),
         exec: e.exec.as_deref().map(exec_rec),
         hash: e.exe_hash.as_ref().map(ExeHash::now),
+        session: e.session.as_deref().map(|s| session_rec(s, e.end_ns)),
     };
-    postcard::to_allocvec(&entry).unwrap_or_default()
+    entry.bytes()
 }
 
-/// Decodes stored bytes (any bytes: an error, never a panic).
+/// Decodes stored bytes (any bytes: an error, never a panic); a session record after the
+/// entry that does not decode is left out, the entry kept.
 pub(super) fn decode(bytes: &[u8]) -> Result<Entry, postcard::Error> {
-    postcard::from_bytes(bytes)
+    let (mut entry, rest): (Entry, _) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        entry.session = postcard::from_bytes(rest).ok();
+    }
+    Ok(entry)
 }
 
 impl Entry {
-    /// This entry's bytes (what a migration writes).
+    /// This entry's bytes (what a migration writes), its session record after them.
     pub(super) fn bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        let mut b = postcard::to_allocvec(self).unwrap_or_default();
+        if let Some(s) = &self.session {
+            b.extend(postcard::to_allocvec(s).unwrap_or_default());
+        }
+        b
     }
 
     /// The ended process, with its senders' containers looked up in `refs`.
@@ -355,7 +410,7 @@ impl Entry {
                 .collect(),
             exec: self.exec.map(|x| Box::new(exec_of(x))),
             exe_hash: self.hash.map(ExeHash::known),
-            session: None,
+            session: self.session.map(|s| std::sync::Arc::new(session(s, end))),
         }
     }
 }

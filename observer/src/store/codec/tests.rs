@@ -151,6 +151,49 @@ fn a_schema_1_entry_becomes_the_same_entry_without_exec_and_hash() {
     assert_eq!(decode(&new.bytes()).unwrap().ended(&refs), e);
 }
 
+/// `e` as the root of a `docker exec` session that came in 2 s before it ended.
+fn in_session(mut e: Ended) -> Ended {
+    use crate::table::sessions::{HostLink, Session, Via};
+    e.session = Some(std::sync::Arc::new(Session {
+        root: e.pid,
+        via: Via::DockerExec,
+        by: vec![
+            HostLink {
+                pid: 50,
+                comm: comm("runc"),
+            },
+            HostLink {
+                pid: 10,
+                comm: comm("containerd-shim"),
+            },
+        ]
+        .into(),
+        at_ns: e.end_ns - 2_000_000_000,
+    }));
+    e
+}
+
+#[test]
+fn an_exec_session_comes_back_and_an_older_reader_reads_the_entry_without_it() {
+    let mut refs = VecRefs::default();
+    let e = in_session(with_exec(full(1234, 9_000_000_000_000), Ok([3; 32])));
+    let bytes = encode(&e, 3, 2, &mut refs);
+    let back = decode(&bytes).unwrap().ended(&refs);
+    assert_eq!(back.session, e.session);
+    // An agent that does not know the trailing record (postcard leaves it alone).
+    let old: Entry = postcard::from_bytes(&bytes).unwrap();
+    assert!(old.session.is_none());
+    let mut without = e.clone();
+    without.session = None;
+    let mut read = old.ended(&refs);
+    read.exe_hash.clone_from(&without.exe_hash);
+    assert_eq!(read, without);
+    // A damaged session record loses the session, not the entry.
+    let plain = encode(&without, 3, 2, &mut refs).len();
+    let cut = decode(&bytes[..plain + 2]).unwrap();
+    assert!(cut.session.is_none());
+}
+
 #[test]
 fn a_plain_shell_command_takes_well_under_200_bytes() {
     let mut e = full(123_456, 86_400_000_000_000);

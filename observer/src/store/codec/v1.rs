@@ -29,6 +29,7 @@ impl EntryV1 {
             body: self.body,
             exec: None,
             hash: None,
+            session: None,
         }
     }
 }
