@@ -1,8 +1,9 @@
 //! Kubernetes pods through a real CRI runtime: a test-owned containerd's CRI plugin driven
 //! as kubelet drives it (tests/it/common/cri.rs) — pods with a shared pid namespace and
-//! with one per container, `kubectl exec` (ExecSync), and a pod deletion whose container
-//! ignores SIGTERM (StopContainer with a grace period, then StopPodSandbox). What observer
-//! says is compared with what containerd reports over CRI and with /proc. Run as root.
+//! with one per container, `kubectl exec` (ExecSync: an exec session), and a pod deletion
+//! whose container ignores SIGTERM (StopContainer with a grace period, then
+//! StopPodSandbox). What observer says is compared with what containerd reports over CRI
+//! and with /proc. Run as root.
 
 use std::time::Duration;
 
@@ -311,6 +312,16 @@ fn kubectl_exec_runs_under_the_shim_through_runc_exec_and_stays_in_the_history()
     assert_eq!(seen["ns_ppid"], 0, "{seen}");
     assert!(seen["ns_pid"].as_u64().unwrap() > 1, "{seen}");
     let pid = seen["pid"].as_u64().unwrap();
+    // An exec session (exec_sessions.rs has the other runtimes'): CRI Exec under a shim of
+    // containerd's `k8s.io` namespace, by runc exec and that shim.
+    let s = &seen["entered"];
+    assert_eq!(
+        (&s["via"], &s["root"]),
+        (&"kubectl exec".into(), &true.into()),
+        "{seen}"
+    );
+    assert_eq!(s["by"][0]["comm"], "runc", "{seen}");
+    assert_eq!(s["by"][1]["pid"].as_u64(), Some(shim), "{seen}");
 
     // How it got there: containerd-shim → runc exec → the command.
     stream.wait_for(T, "the exec of the command", |v| {
@@ -340,6 +351,7 @@ fn kubectl_exec_runs_under_the_shim_through_runc_exec_and_stays_in_the_history()
     });
     assert_eq!(e["comm"], "sh", "{e:#}");
     assert_eq!(e["exit_code"], 0, "{e:#}");
+    assert_eq!(e["entered"], *s, "the history keeps its session: {e:#}");
     cri.stop_pod(&pod);
     cri.remove_pod(&pod);
 }

@@ -64,6 +64,7 @@ fn check_ended(e: &Value, via: &str, by: &[&str], code: i64) {
 fn check_text(agent: &Agent, c: &str, mark: &str) {
     let (code, text, err) = agent.cli(&["history", c, "--exec"]);
     assert_eq!(code, 0, "{err}");
+    eprintln!("$ observer history {c} --exec\n{text}");
     assert!(text.contains(mark), "{text}");
 }
 
@@ -101,12 +102,15 @@ fn a_docker_exec_d_session_outlives_its_client_and_runc() {
     let (root, tree) = eventually(T, "the session's root under the shim", || {
         let t = agent.json(&["tree", name]);
         let shim = t["container"]["shim_pid"].clone();
-        let root = t["processes"]
-            .as_array()?
+        let procs = t["processes"].as_array()?;
+        let root = procs
             .iter()
-            .find(|p| p["cmdline"] == format!("sh -c {body}") && p["ppid"] == shim)?
-            .clone();
-        Some((root, t))
+            .find(|p| p["cmdline"] == format!("sh -c {body}") && p["ppid"] == shim)?;
+        // And its sleep, exec'd (a view between the fork and the exec shows `sh`).
+        procs
+            .iter()
+            .any(|p| p["ppid"] == root["pid"] && p["cmdline"] == "sleep 600")
+            .then(|| (root.clone(), t.clone()))
     });
     let s = &root["entered"];
     assert_eq!(s["via"], "docker exec", "{root:#}");
@@ -127,6 +131,7 @@ fn a_docker_exec_d_session_outlives_its_client_and_runc() {
         .filter(|p| p["ns_pid"] == 1)
         .all(|p| p.get("entered").is_none()));
     let (_, text, _) = agent.cli(&["tree", name]);
+    eprintln!("$ observer tree {name}\n{text}");
     assert!(text.contains("[exec by docker exec: runc ("), "{text}");
 
     // It ends (killed from the host): the history keeps it with how it ended.
