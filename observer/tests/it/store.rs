@@ -284,3 +284,87 @@ fn a_read_only_state_dir_leaves_the_agent_on_its_in_memory_history() {
     runs_on_memory(&agent, 20);
     drop(agent);
 }
+
+/// The state directory of the reboot test, and where its first boot leaves what the second
+/// checks against (outside the state directory: the store moves foreign files aside).
+const REBOOT_DIR: &str = "/var/lib/observer-test-reboot";
+const REBOOT_FACTS: &str = "/var/lib/observer-test-reboot-facts";
+const REBOOT_TEST: &str = "store::a_rebooted_guest_answers_why_for_a_container_that_ended_before";
+
+/// Copies the files of `dir` (not recursive: the store keeps one level) to the VM runner's
+/// carry directory of this test, to be put back in the next boot.
+fn carry(dir: &str) {
+    let to = PathBuf::from("/tmp/observer-carry")
+        .join(REBOOT_TEST)
+        .join(dir.trim_start_matches('/'));
+    std::fs::create_dir_all(&to).unwrap();
+    for f in std::fs::read_dir(dir).unwrap().flatten() {
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+}
+
+/// A reboot: in a VM guest's first boot a container ends and the agent is stopped; the
+/// runner carries the state directory into the guest's next boot (as its disk would keep
+/// it), where a new agent answers `why` and `history` for that container, its entries marked
+/// as the boot before (`boot: -1`, `--boot -1`). The host cannot be rebooted by a test: there
+/// it says it is skipped.
+#[test]
+fn a_rebooted_guest_answers_why_for_a_container_that_ended_before() {
+    let name = "observer-test-reboot";
+    let boot_id = || std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    match std::env::var("OBSERVER_VM_BOOT").as_deref() {
+        Ok("1") => {
+            for d in [REBOOT_DIR, REBOOT_FACTS] {
+                let _ = std::fs::remove_dir_all(d);
+                std::fs::create_dir_all(d).unwrap();
+            }
+            let _rm = Rm(name);
+            let agent = Agent::start(&["--state-dir", REBOOT_DIR]);
+            let h = ended_container(&agent, name);
+            let (st, _) = agent.stop_with(libc::SIGTERM);
+            assert!(st.success());
+            let want = serde_json::to_string(&endings(&h)).unwrap();
+            std::fs::write(format!("{REBOOT_FACTS}/endings.json"), want).unwrap();
+            std::fs::write(format!("{REBOOT_FACTS}/boot_id"), boot_id()).unwrap();
+            carry(REBOOT_DIR);
+            carry(REBOOT_FACTS);
+        }
+        Ok("2") => {
+            let before = std::fs::read_to_string(format!("{REBOOT_FACTS}/boot_id"))
+                .expect("the first boot's facts, carried by the VM runner");
+            assert_ne!(before, boot_id(), "a new boot");
+            let want: Vec<(i64, String, String)> = serde_json::from_str(
+                &std::fs::read_to_string(format!("{REBOOT_FACTS}/endings.json")).unwrap(),
+            )
+            .unwrap();
+            let agent = Agent::start(&["--state-dir", REBOOT_DIR]);
+            let w = agent.json(&["why", name]);
+            assert_eq!(w["alive"], false, "{w:#}");
+            assert_eq!(w["ended"]["exit_code"], 7, "{w:#}");
+            for args in [vec!["history", name], vec!["history", name, "--boot", "-1"]] {
+                let h = agent.json(&args);
+                assert_eq!(endings(&h), want, "{args:?}: {h:#}");
+                let boots: Vec<&Value> = h["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| &e["boot"])
+                    .collect();
+                assert!(boots.iter().all(|b| **b == -1), "the boot before: {h:#}");
+            }
+            // Nothing of it in this boot: no entries, or no such container in it.
+            let (code, out, err) = agent.cli(&["history", name, "--boot", "0", "-o", "json"]);
+            if code == 0 {
+                let h: Value = serde_json::from_str(&out).unwrap();
+                assert!(h["entries"].as_array().is_none_or(Vec::is_empty), "{h:#}");
+            } else {
+                assert!(err.contains(name), "{err}");
+            }
+        }
+        _ => println!(
+            "observer-test-skip: its two halves run in two boots of a VM guest (cargo xtask vm-test)"
+        ),
+    }
+}

@@ -51,6 +51,17 @@ mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 # tracefs is left unmounted on purpose: observer mounts it when it is missing.
 echo "observer-vm: kernel $(uname -r)"
+# Which boot of the guest this is (observer.boot=N; 1 unless the runner reboots it). Files
+# the boot before carried (/carry/<path>.gz.b64, appended to the initramfs by the runner)
+# go back where they were, as a disk would have kept them.
+boot=$(sed -n 's/.*observer\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
+export OBSERVER_VM_BOOT=${boot:-1}
+if [ -d /carry ]; then
+  find /carry -type f -name '*.gz.b64' | while read -r f; do
+    p=${f#/carry}; p=${p%.gz.b64}
+    mkdir -p "$(dirname "$p")" && base64 -d < "$f" | gunzip > "$p"
+  done
+fi
 # `cargo xtask vm-test --only NAME` passes observer.only=NAME on the kernel command line.
 only=$(sed -n 's/.*observer\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
 # One test binary; the tests of the modules in /tests/modules run, each in a process of its
@@ -73,6 +84,12 @@ while read -r m; do
     fi
   done < /tmp/list
 done < /tests/modules
+# What a test wants kept across a reboot: /tmp/observer-carry/<test>/<path>, one line each.
+if [ -d /tmp/observer-carry ]; then
+  (cd /tmp/observer-carry && find . -type f) | while read -r f; do
+    echo "observer-vm: carry ${f#./} $(gzip -c "/tmp/observer-carry/$f" | base64 -w 0)"
+  done
+fi
 echo "observer-vm: done"
 poweroff -f
 "#;

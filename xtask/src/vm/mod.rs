@@ -9,11 +9,12 @@ mod qemu;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    process::Command,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{arch::Arch, setup, util::root};
 use qemu::Outcome;
@@ -202,6 +203,12 @@ fn boot_kernel(
 ) -> Result<KernelRun> {
     eprintln!("vm-test: {} ({})", k.label, k.package);
     let log = cache.join("logs").join(format!("{}.log", k.label));
+    // The guest's init runs only the tests whose name contains `observer.only`.
+    let cmdline = args
+        .only
+        .as_ref()
+        .map(|o| format!("observer.only={o}"))
+        .unwrap_or_default();
     let boot = |a: qemu::Accel| {
         qemu::boot(
             args.arch,
@@ -212,7 +219,7 @@ fn boot_kernel(
             args.timeout,
             a,
             (a == qemu::Accel::Kvm).then_some(Duration::from_secs(30)),
-            args.only.as_deref(),
+            &cmdline,
         )
     };
     let tried = *accel.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,6 +231,10 @@ fn boot_kernel(
         );
         *accel.lock().unwrap_or_else(|e| e.into_inner()) = qemu::Accel::Tcg;
         run = boot(qemu::Accel::Tcg)?;
+    }
+    if run.aborted.is_none() && !run.carried.is_empty() {
+        let accel = *accel.lock().unwrap_or_else(|e| e.into_inner());
+        reboot(k, initrd, cache, args, accel, &mut run)?;
     }
     if let Some(why) = &run.aborted {
         eprintln!(
@@ -239,6 +250,66 @@ fn boot_kernel(
         results: run.results,
         aborted: run.aborted,
     })
+}
+
+/// The guest's next boot, for the tests whose first boot carried files across (the files
+/// put back where they were, as a disk keeps them): the initramfs with one more archive
+/// appended (the kernel unpacks concatenated archives in order), holding each file as
+/// `/carry/<path>.gz.b64`. The second half of each such test runs with `observer.boot=2`;
+/// its result is named `<test> (after a reboot)`.
+fn reboot(
+    k: &kernels::Kernel,
+    initrd: &Path,
+    cache: &Path,
+    args: &VmArgs,
+    accel: qemu::Accel,
+    run: &mut qemu::Boot,
+) -> Result<()> {
+    let work = cache.join(format!("reboot-{}-{}", args.arch, k.label));
+    let _ = std::fs::remove_dir_all(&work);
+    let mut tests: Vec<String> = Vec::new();
+    for (path, data) in &run.carried {
+        let (test, file) = path
+            .split_once('/')
+            .context("a carried path without a test")?;
+        if !tests.iter().any(|t| t == test) {
+            tests.push(test.to_string());
+        }
+        let dst = work.join("carry").join(format!("{file}.gz.b64"));
+        std::fs::create_dir_all(dst.parent().context("a path without a parent")?)?;
+        std::fs::write(&dst, data)?;
+    }
+    let next = work.join("initramfs.gz");
+    std::fs::copy(initrd, &next)?;
+    crate::util::run(Command::new("sh").current_dir(&work).arg("-c").arg(format!(
+        "find carry -print0 | cpio --null -o -H newc --quiet | gzip -1 >> '{}'",
+        next.display()
+    )))?;
+    for test in tests {
+        let log = cache.join("logs").join(format!("{}-reboot.log", k.label));
+        let second = qemu::boot(
+            args.arch,
+            &k.label,
+            &k.vmlinuz,
+            &next,
+            &log,
+            args.timeout,
+            accel,
+            None,
+            &format!("observer.only={test} observer.boot=2"),
+        )?;
+        run.seconds += second.seconds;
+        run.aborted = second.aborted;
+        let again = format!("{test} (after a reboot)");
+        let outcome = second.results.into_iter().find(|(t, _)| *t == test);
+        run.results
+            .push((again, outcome.map_or(Outcome::Fail, |(_, o)| o)));
+        if run.aborted.is_some() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
 }
 
 fn summary(table: &[KernelRun]) -> Result<()> {

@@ -31,6 +31,8 @@ pub struct Boot {
     /// Why the run ended early (panic, lockup, timeout, qemu failure), if it did.
     pub aborted: Option<String>,
     pub seconds: f64,
+    /// Files tests asked to keep across a reboot: (`<test>/<path>`, gzip'd base64).
+    pub carried: Vec<(String, String)>,
 }
 
 const FATAL: &[&str] = &["Kernel panic", "soft lockup", "BUG: ", "Oops: "];
@@ -85,7 +87,7 @@ fn spawn(
     accel: Accel,
     vmlinuz: &Path,
     initrd: &Path,
-    only: Option<&str>,
+    cmdline: &str,
 ) -> Result<(Child, Receiver<String>)> {
     let (qemu, first, console) = machine(arch, accel);
     let mut child = Command::new(qemu)
@@ -96,11 +98,9 @@ fn spawn(
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(match only {
-            // The guest's init runs only the tests whose name contains this.
-            Some(o) => format!("console={console} panic=-1 quiet loglevel=3 observer.only={o}"),
-            None => format!("console={console} panic=-1 quiet loglevel=3"),
-        })
+        .arg(format!(
+            "console={console} panic=-1 quiet loglevel=3 {cmdline}"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,6 +129,7 @@ struct Console {
     booted: bool,
     done: bool,
     results: Vec<(String, Outcome)>,
+    carried: Vec<(String, String)>,
 }
 
 impl Console {
@@ -152,6 +153,10 @@ impl Console {
             };
             eprintln!("  {label}: {name}: {outcome:?}");
             self.results.push((name, outcome));
+        } else if let Some((path, data)) =
+            rest.strip_prefix("carry ").and_then(|c| c.split_once(' '))
+        {
+            self.carried.push((path.to_string(), data.to_string()));
         } else if rest == "done" {
             self.done = true;
         } else if let Some(k) = rest.strip_prefix("kernel ") {
@@ -165,7 +170,8 @@ impl Console {
     }
 }
 
-/// Boots and runs the guest. With `boot_timeout`, gives up early (`Boot::booted` false) when
+/// Boots and runs the guest (`cmdline`: the runner's `observer.*` parameters for its init).
+/// With `boot_timeout`, gives up early (`Boot::booted` false) when
 /// the guest's init has not printed its first line by then — how a hanging KVM shows.
 #[allow(clippy::too_many_arguments)]
 pub fn boot(
@@ -177,10 +183,10 @@ pub fn boot(
     timeout: Duration,
     accel: Accel,
     boot_timeout: Option<Duration>,
-    only: Option<&str>,
+    cmdline: &str,
 ) -> Result<Boot> {
     let started = Instant::now();
-    let (mut child, rx) = spawn(arch, accel, vmlinuz, initrd, only)?;
+    let (mut child, rx) = spawn(arch, accel, vmlinuz, initrd, cmdline)?;
     let mut logf = File::create(log)?;
     let deadline = started + timeout;
     let mut con = Console::default();
@@ -192,7 +198,12 @@ pub fn boot(
         match rx.recv_timeout(limit.saturating_duration_since(Instant::now())) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r');
-                writeln!(logf, "{line}")?;
+                // A carried file is a long line of base64: its start is enough in the log.
+                let shown = match line.find(" carry ") {
+                    Some(_) => line.get(..200).unwrap_or(line),
+                    None => line,
+                };
+                writeln!(logf, "{shown}")?;
                 if let Some(why) = con.line(label, started, line) {
                     // Keep the trace that follows in the log.
                     let until = Instant::now() + Duration::from_secs(3);
@@ -228,5 +239,6 @@ pub fn boot(
         results: con.results,
         aborted,
         seconds: started.elapsed().as_secs_f64(),
+        carried: con.carried,
     })
 }
