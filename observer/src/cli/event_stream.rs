@@ -222,13 +222,16 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         }
     };
     copy(&mut reader, &mut sink, stop).await?;
+    // Detached first: the ring buffer then holds the last of what the counters count (a
+    // node's exec between a last drain and the counts' read was emitted, never received).
+    let kstats = probes.detach()?;
+    deliver_the_rest(&mut reader, &mut sink);
     let broken_pipe = match sink.err {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => true,
         Some(e) => return Err(e).context("writing events to stdout"),
         None => false,
     };
-    let kstats = probes.kernel_stats()?;
-    drop(probes); // detaches the programs
+    drop(probes);
     if args.stats {
         print_stats(&kstats, &reader.stats);
         if sink.hasher.is_on() {
@@ -247,8 +250,8 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Hands the ring buffer's events to `sink` until `stop` completes or writing fails, then
-/// what is still buffered (it was produced before the stop).
+/// Hands the ring buffer's events to `sink` until `stop` completes or writing fails (the
+/// caller delivers what is still buffered once the programs are detached).
 async fn copy<W: Write>(
     reader: &mut EventReader,
     sink: &mut Sink<W>,
@@ -272,11 +275,14 @@ async fn copy<W: Write>(
             break;
         }
     }
-    // Whatever is still buffered was produced before the stop: deliver it.
+    Ok(())
+}
+
+/// Whatever is still buffered was produced before the stop: delivered, held lines too.
+fn deliver_the_rest<W: Write>(reader: &mut EventReader, sink: &mut Sink<W>) {
     reader.drain(&mut |ev| sink.emit(ev));
     sink.release(true);
     sink.flush();
-    Ok(())
 }
 
 /// `--stats`: the kernel's and this reader's counts by type.

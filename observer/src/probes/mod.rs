@@ -284,6 +284,27 @@ impl Probes {
         });
     }
 
+    /// Detaches the event programs, then returns the kernel's counts, final from then on:
+    /// a reader that drains the ring buffer after this has taken every event counted as
+    /// emitted (counted before, a node's next exec could be emitted after the last drain).
+    /// The runs and skipped runs are read before, through the programs being unloaded.
+    pub(crate) fn detach(&mut self) -> Result<KernelStats, ProbeError> {
+        let mut stats = self.kernel_stats()?;
+        for &(name, _) in &self.programs {
+            let unloaded = match self.ebpf.program_mut(name) {
+                Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),
+                Some(aya::programs::Program::BtfTracePoint(p)) => p.unload(),
+                Some(aya::programs::Program::TracePoint(p)) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = unloaded {
+                log::warn!("detaching {name}: {e}");
+            }
+        }
+        stats.counters = self.kernel_stats()?.counters;
+        Ok(stats)
+    }
+
     /// Sums the per-CPU kernel counters.
     pub(crate) fn kernel_stats(&self) -> Result<KernelStats, ProbeError> {
         let per_cpu = self
