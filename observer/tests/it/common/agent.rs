@@ -115,6 +115,22 @@ impl Agent {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
     }
 
+    /// Adds the lines the agent printed since the last call to `log` until one of `log`
+    /// satisfies `pred`, and returns it: the agent may print a line after what it describes
+    /// shows in its answers, so a single read of the log can come too early.
+    pub fn wait_for_log(
+        &self,
+        log: &mut Vec<String>,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        super::eventually(timeout, what, || {
+            log.extend(self.log_lines());
+            log.iter().find(|l| pred(l)).cloned()
+        })
+    }
+
     /// Waits for the pass right after ready that reads the command lines, executables,
     /// namespaces and cgroup ids of the processes found at start-up.
     pub fn wait_startup_details(&self) {

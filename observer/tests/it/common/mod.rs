@@ -227,6 +227,31 @@ pub fn with_nofile(mut cmd: Command, n: u64) -> Command {
 /// shared harness's.
 pub use observer_harness::{http_body, http_get, http_get_with, unix_get};
 
+/// `GET <path>` (a stream such as /v1/events) on the agent's unix socket, read until the
+/// response's header has come: the agent subscribes before it answers, so everything that
+/// happens after this returns is in the stream. The stream and what was read of it.
+pub fn subscribe(socket: &Path, path: &str) -> (std::os::unix::net::UnixStream, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).expect("the stream's header");
+        assert_ne!(
+            n,
+            0,
+            "the agent closed {path}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    (s, text)
+}
+
 /// A directory of the test's own under the system's temporary one, removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
@@ -299,6 +324,19 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
             panic!("timed out waiting for {what}");
         }
         thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `f` until `done` holds for its value or `timeout` passed; returns the last value,
+/// for the caller to assert on (with everything it says when it is still wrong).
+pub fn last_until<T>(timeout: Duration, mut f: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = f();
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
