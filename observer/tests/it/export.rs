@@ -77,12 +77,15 @@ fn settled(a: &Agent, sink: &str, path: &Path, words: &[&str]) -> (u64, u64) {
             try_text(p).is_ok_and(|t| t.lines().any(|l| words.iter().all(|w| l.contains(w))))
         })
     };
+    // The file is searched before the counts are read: a line dropped before the last one
+    // was counted before it was written, so these counts hold every drop of the test's.
     let counts = eventually(T, "the export sink to settle", || {
         std::thread::sleep(Duration::from_millis(300));
+        let hit = found();
         let now = export_counts(&status(a), sink);
         same = if now == last { same + 1 } else { 0 };
         last = now;
-        (found() || same >= 5).then_some(now)
+        (hit || same >= 5).then_some(now)
     });
     // Counted right after the write that put the line there.
     std::thread::sleep(Duration::from_millis(200));
@@ -244,13 +247,12 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
         "every rotated file is compressed: {files:?}"
     );
     // The node goes on running processes: lines counted before the files were read ≤ lines
-    // read ≤ lines counted after.
-    std::thread::sleep(Duration::from_millis(200));
+    // read ≤ lines counted after (a line is counted once written: asked until it is).
+    let n = all.len() as u64;
     let (s0, s1) = (
         export_counts(&before, "file").0,
-        export_counts(&status(&a), "file").0,
+        last_until(T, || export_counts(&status(&a), "file").0, |s1| n <= *s1),
     );
-    let n = all.len() as u64;
     assert!(
         s0 <= n && n <= s1,
         "lines in the files = lines sent: {s0} ≤ {n} ≤ {s1}"
@@ -387,11 +389,13 @@ fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied(
     let a = Agent::start(&["--export-file", path.to_str().unwrap()]);
     let before = applied(&status(&a));
     storm(500, "export-full");
-    let st = eventually(T, "drops counted", || {
-        let st = status(&a);
-        let (_, dropped) = export_counts(&st, "file");
-        (dropped > 0).then_some(st)
-    });
+    // A drop may be counted already at start-up: wait for the storm's events too.
+    let st = last_until(
+        T,
+        || status(&a),
+        |st| export_counts(st, "file").1 > 0 && applied(st) > before + 500,
+    );
+    assert!(export_counts(&st, "file").1 > 0, "drops counted: {st:#}");
     assert!(
         applied(&st) > before + 500,
         "events applied while the sink drops"
@@ -407,14 +411,13 @@ fn a_sink_on_a_full_file_system_drops_and_counts_while_events_are_still_applied(
     let (_, d2) = export_counts(&later, "file");
     assert!(applied(&later) > applied(&st), "events still applied");
     assert!(d2 >= d1);
-    // The first failure may come while the agent starts (the events buffered meanwhile).
-    let warned = a
-        .startup_log
-        .iter()
-        .cloned()
-        .chain(a.log_lines())
-        .filter(|l| l.contains("export to"))
-        .count();
+    // The first failure may come while the agent starts (the events buffered meanwhile);
+    // the warning is printed after the drop is counted: read the log until it is there.
+    let mut log = a.startup_log.clone();
+    a.wait_for_log(&mut log, T, "the failure logged with its path", |l| {
+        l.contains("export to")
+    });
+    let warned = log.iter().filter(|l| l.contains("export to")).count();
     assert!(warned >= 1, "the failure was logged with its path");
     assert!(warned <= 3, "logged once per kind, not per line: {warned}");
     if let Ok(text) = std::fs::read_to_string(&path) {
