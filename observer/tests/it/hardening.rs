@@ -135,10 +135,19 @@ fn every_view_piped_into_head_ends_like_a_unix_filter() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(events.stdout.take().unwrap());
-    let spawner = std::thread::spawn(|| {
-        for _ in 0..200 {
-            let _ = Command::new("/bin/true").status();
-            std::thread::sleep(Duration::from_millis(20));
+    // Processes for it to report until it has ended: it loads its programs for as long as
+    // a loaded machine makes it, and needs one more line after the reader left.
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = std::thread::spawn({
+        let ended = ended.clone();
+        move || {
+            let t = Instant::now();
+            while !ended.load(std::sync::atomic::Ordering::Relaxed)
+                && t.elapsed() < Duration::from_secs(120)
+            {
+                let _ = Command::new("/bin/true").status();
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     });
     let mut line = String::new();
@@ -146,6 +155,7 @@ fn every_view_piped_into_head_ends_like_a_unix_filter() {
     assert!(line.starts_with('{'), "{line}");
     drop(out);
     let st = events.wait().unwrap();
+    ended.store(true, std::sync::atomic::Ordering::Relaxed);
     spawner.join().unwrap();
     let mut err = String::new();
     events
@@ -264,9 +274,15 @@ fn http_clients_that_stall_idle_or_stop_reading_are_cut_off() {
         .read(&mut buf)
         .expect("the reading subscriber is still served");
     assert!(n > 0);
-    let m = agent.http_get_with_token("/metrics");
+    // The cut connection is counted as timed out a moment before it stops counting as open.
+    let open = |m: &String| metric(m, "observer_api_connections_open{listener=\"http\"}");
+    let m = last_until(
+        Duration::from_secs(10),
+        || agent.http_get_with_token("/metrics"),
+        |m| open(m) == 2,
+    );
     assert_eq!(
-        metric(&m, "observer_api_connections_open{listener=\"http\"}"),
+        open(&m),
         2,
         "the reader and this scrape are the only open connections:\n{m}"
     );
@@ -314,7 +330,19 @@ fn thousands_of_connections_and_bad_requests_leave_the_agent_serving() {
     let agent_pid = agent.pid();
     let fds_before = fd_count(agent_pid);
     let flood: Vec<TcpStream> = (0..2000).map(|_| connect(&agent)).collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // The agent accepts and closes those over its caps while it holds the rest (asked on
+    // the unix socket, which has a limit of its own).
+    let rejected = || {
+        metric(
+            &http_body(&agent.socket_get("/metrics")),
+            "observer_api_connections_rejected_total{listener=\"http\"}",
+        )
+    };
+    eventually(
+        Duration::from_secs(30),
+        "1,800 connections rejected",
+        || (rejected() >= 1800).then_some(()),
+    );
     // The CLI uses the unix socket, which has its own limit: it still answers.
     let (code, _, err) = agent.cli(&["containers"]);
     assert_eq!(code, 0, "the CLI was locked out by a TCP flood: {err}");
@@ -324,7 +352,15 @@ fn thousands_of_connections_and_bad_requests_leave_the_agent_serving() {
         "the agent holds {fds} descriptors with 2,000 clients (before: {fds_before}, cap 100)"
     );
     drop(flood);
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the agent has seen those it held close (their slots are for the requests below).
+    eventually(
+        Duration::from_secs(30),
+        "the flood's connections closed",
+        || {
+            let m = http_body(&agent.socket_get("/metrics"));
+            (metric(&m, "observer_api_connections_open{listener=\"http\"}") == 0).then_some(())
+        },
+    );
     // Bad requests: clear 4xx answers, and the agent goes on.
     let raw = |req: &str| {
         let mut s = connect(&agent);
@@ -436,11 +472,8 @@ fn redacted_arguments_are_never_stored_or_served() {
     };
     let before = spawn("before");
     let agent = Agent::start(&["--redact-args", "password=[^ ]*"]);
-    let mut stream = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
-    stream
-        .write_all(b"GET /v1/events?type=exec HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Subscribed once the header has come: the `after` exec is in the stream.
+    let (mut stream, mut seen) = subscribe(&agent.socket, "/v1/events?type=exec");
     let after = spawn("after");
     let ps = eventually(
         Duration::from_secs(10),
@@ -459,20 +492,19 @@ fn redacted_arguments_are_never_stored_or_served() {
             (n == 2).then_some(ps)
         },
     );
-    let mut seen = String::new();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    // The bash's own exec event carries the tag inside its script: wait for the exec whose
+    // argv[0] is the tag (the `exec -a` one), which may come in a later read — each exec
+    // line may wait up to 2 s for its executable's hash, so no read has a short limit.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut buf = [0u8; 65536];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        // The bash's own exec event carries the tag inside its script: wait for the
-        // exec whose argv[0] is the tag (the `exec -a` one), which may come in a later read.
-        if seen.contains("\"argv\":[\"observer-redact-after\"") {
-            break;
+    while !seen.contains("\"argv\":[\"observer-redact-after\"") && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(n @ 1..) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => break,
         }
     }
     drop((before, after));
