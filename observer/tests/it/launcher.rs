@@ -221,23 +221,35 @@ fn a_non_reaping_pid1_leaves_a_zombie_and_init_reaps_it() {
     let script = "sh -c 'sleep 0.2 &'; exec sleep 1000";
     let bare = Ctr::start("obs-t-noinit", &[], &["sh", "-c", script]);
     let with_init = Ctr::start("obs-t-init", &["--init"], &["sh", "-c", script]);
-    std::thread::sleep(Duration::from_millis(800));
     let zombies = |pidns: u64| {
         pids_in_pidns(pidns)
             .into_iter()
             .filter(|p| proc_facts(*p).is_some_and(|f| f.state == "Z"))
             .collect::<Vec<_>>()
     };
+    // The orphaned sleep ends 0.2 s after the containers' shells ran, however long a loaded
+    // machine took to run them: asked until it has.
     let p1 = bare.pid1();
-    let z = zombies(ns_inode(p1 as u32, "pid"));
+    let z = last_until(T, || zombies(ns_inode(p1 as u32, "pid")), |z| !z.is_empty());
     assert_eq!(z.len(), 1, "one zombie under a PID 1 that never reaps");
     assert_eq!(proc_facts(z[0]).unwrap().ppid, p1);
     let i1 = with_init.pid1();
     assert_eq!(proc_facts(i1).unwrap().comm, "init");
-    assert!(
-        zombies(ns_inode(i1 as u32, "pid")).is_empty(),
-        "--init reaps orphans"
+    // Until the orphan has ended and init had the moment it takes to reap it: then only
+    // init and `sleep 1000` remain, or a zombie if init does not reap.
+    let ns = ns_inode(i1 as u32, "pid");
+    let left = last_until(
+        T,
+        || pids_in_pidns(ns),
+        |left| {
+            let cmd = |p: &u64| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            left.len() == 2
+                && left.iter().any(|p| cmd(p).starts_with(b"sleep\x001000"))
+                && !left.iter().any(|p| cmd(p).starts_with(b"sleep\x000.2"))
+        },
     );
+    assert!(zombies(ns).is_empty(), "--init reaps orphans: {left:?}");
+    assert_eq!(left.len(), 2, "init and its command: {left:?}");
 }
 
 #[test]
@@ -260,9 +272,15 @@ fn stop_and_rm_leave_no_cgroup_mount_or_process_behind() {
         "no process of the container remains"
     );
     // (Once `observer run -d` has exited, the shim's adopter reaps it; a zombie here means
-    // the host's PID 1 does not reap, which is not the launcher's business.)
+    // the host's PID 1 does not reap, which is not the launcher's business.) The shim
+    // records the end, which `stop` waits for, then exits: asked until it has.
+    let shim_now = last_until(
+        T,
+        || proc_facts(shim),
+        |f| f.as_ref().is_none_or(|f| f.state == "Z"),
+    );
     assert!(
-        proc_facts(shim).is_none_or(|f| f.state == "Z"),
+        shim_now.is_none_or(|f| f.state == "Z"),
         "the shim has exited"
     );
     let (code, _, _) = run(&["rm", "obs-t-rm"]);
@@ -386,15 +404,16 @@ fn a_missing_cgroup_controller_is_named_and_can_be_ignored_on_request() {
 fn the_agent_shows_the_shim_above_pid1_and_both_sleeps() {
     let agent = Agent::start(&[]);
     let c = Ctr::start("obs-t-web", &[], &["sh", "-c", "sleep 1000 & sleep 1000"]);
-    let tree = eventually(T, "both sleeps in the tree", || {
-        let t = agent.json(&["tree", "obs-t-web"]);
-        (t["processes"].as_array().unwrap().len() == 2).then_some(t)
-    });
-    let tree = {
-        let diffs = tree_vs_proc(&tree);
-        assert!(diffs.is_empty(), "{diffs:?}");
-        tree
-    };
+    // Both sleeps, and the tree equal to /proc: at first PID 1 and its child may still be
+    // the shell they were forked as.
+    let tree = last_until(
+        T,
+        || agent.json(&["tree", "obs-t-web"]),
+        |t| t["processes"].as_array().unwrap().len() == 2 && tree_vs_proc(t).is_empty(),
+    );
+    assert_eq!(tree["processes"].as_array().unwrap().len(), 2, "{tree:#}");
+    let diffs = tree_vs_proc(&tree);
+    assert!(diffs.is_empty(), "{diffs:?}");
     let cont = &tree["container"];
     assert_eq!(cont["runtime"], "observer");
     assert_eq!(cont["name"], "obs-t-web");
