@@ -112,8 +112,31 @@ fn the_task_iterator_seed_equals_the_proc_seed() {
             .unwrap(),
     );
     let host_pid = host.0.id() as u64;
-    // The container's zombie exists (its parent never reaps it) and the host's child exited.
-    std::thread::sleep(Duration::from_millis(500));
+    // The container's zombie exists (its parent never reaps it), its `sleep 1001` runs, and
+    // the host's child exited: asked of /proc, however long a loaded machine takes.
+    eventually(
+        Duration::from_secs(30),
+        "the zombies and the container's sleeps",
+        || {
+            let zombies: Vec<ProcFacts> = std::fs::read_dir("/proc")
+                .ok()?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .filter_map(proc_facts)
+                .filter(|f| f.state == "Z")
+                .collect();
+            let host_zombie = zombies.iter().any(|f| f.ppid == host_pid);
+            // In a pid namespace of its own, under the `sleep 1000` its shell exec'd.
+            let parent = zombies.iter().find_map(|f| {
+                let p = proc_facts(f.ppid)?;
+                (f.ns_pids.len() == 2 && p.comm == "sleep").then_some(p)
+            })?;
+            let started = pids_in_pidns(parent.pidns).iter().any(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001001\x00")
+            });
+            (host_zombie && started).then_some(())
+        },
+    );
 
     let from_proc = Agent::start(&["--seed", "proc"]);
     assert_eq!(status(&from_proc)["seed"], "proc");
