@@ -114,6 +114,11 @@ fn threads_entering_other_namespaces_leave_their_process_as_proc_shows_it() {
         .unwrap();
     let pid = app.id();
     guard.0.push(app);
+    // Listed once the agent applied its fork and exec (a loaded machine may take a while).
+    eventually(T, "the workload in ps", || {
+        let ps = agent.json(&["ps"]);
+        ps.as_array()?.iter().any(|p| p["pid"] == pid).then_some(())
+    });
     // Its threads are in the other namespaces most of the time; look across rounds.
     let mut in_other_ns = 0;
     for _ in 0..12 {
@@ -176,8 +181,15 @@ fn views_list_every_process_past_the_file_descriptor_limit() {
     let pidns = std::os::unix::fs::MetadataExt::ino(
         &std::fs::metadata(format!("/proc/{init}/ns/pid")).unwrap(),
     );
+    // Every one forked and exec'd: a view read while a shell still becomes `sleep` differs
+    // from /proc read a moment later.
     eventually(T, "all the namespace's processes", || {
-        (pids_in_pidns(pidns).len() == N + 1).then_some(())
+        let pids = pids_in_pidns(pidns);
+        let sleeping = pids
+            .iter()
+            .filter(|&&p| proc_facts(p).is_some_and(|f| f.comm == "sleep"))
+            .count();
+        (pids.len() == N + 1 && sleeping == N).then_some(())
     });
     let socket =
         std::env::temp_dir().join(format!("observer-test-truth-{}.sock", std::process::id()));
