@@ -110,9 +110,13 @@ fn start_container() -> Ctr {
     Ctr
 }
 
-/// `observer events` (text) from before the container starts until stopped; its stderr is
-/// read all along (checked too).
-struct TextEvents(std::process::Child, std::thread::JoinHandle<Vec<u8>>);
+/// `observer events` (text) from before the container starts until stopped; its stdout and
+/// stderr are read all along (a full pipe would stall it; stderr is checked too).
+struct TextEvents(
+    std::process::Child,
+    std::thread::JoinHandle<Vec<u8>>,
+    std::thread::JoinHandle<Vec<u8>>,
+);
 
 impl TextEvents {
     fn start() -> TextEvents {
@@ -135,17 +139,24 @@ impl TextEvents {
             }
             all
         });
+        let mut out = child.stdout.take().unwrap();
+        let lines = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = out.read_to_end(&mut all);
+            all
+        });
         let ready = rx.recv_timeout(T).is_ok();
-        let events = TextEvents(child, reader);
+        let events = TextEvents(child, reader, lines);
         assert!(ready, "observer events did not start streaming");
         events
     }
 
     fn stop(mut self) -> String {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let mut out = Vec::new();
-        self.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
         let status = self.0.wait().unwrap();
+        let out = std::mem::replace(&mut self.2, std::thread::spawn(Vec::new))
+            .join()
+            .unwrap();
         let handle = std::mem::replace(&mut self.1, std::thread::spawn(Vec::new));
         let err = handle.join().unwrap();
         let err = assert_clean("events (stderr)", &err);
