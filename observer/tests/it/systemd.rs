@@ -175,7 +175,14 @@ fn the_units_capability_set_is_enough_and_each_capability_in_it_is_needed() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // setpriv has become the sleep (its exec is not for the agent to see).
+    common::eventually(Duration::from_secs(10), "setpriv to exec sleep", || {
+        (std::fs::read_to_string(format!("/proc/{}/comm", nobody.0.id()))
+            .ok()?
+            .trim()
+            == "sleep")
+            .then_some(())
+    });
     let subjects = [nobody.0.id(), std::process::id()];
     let socket = std::env::temp_dir().join(format!("observer-caps-{}.sock", std::process::id()));
 
