@@ -286,7 +286,9 @@ fn kubectl_exec_runs_under_the_shim_through_runc_exec_and_stays_in_the_history()
         (agent.json(&["tree", "shell"])["container"]["init_pid"] == init).then_some(())
     });
     let mut stream = EventStream::start(&["--type", "fork,exec"]);
-    let script = "sleep 2; echo from-exec";
+    // Long enough for the watcher's `tree` calls to catch it under the shim on a loaded
+    // machine (runc exits only after the shell started).
+    let script = "sleep 5; echo from-exec";
     // ExecSync blocks for the command's life: the tree is read meanwhile.
     let seen = std::thread::scope(|s| {
         let watch = s.spawn(|| {
