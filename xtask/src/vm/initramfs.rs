@@ -43,6 +43,14 @@ fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# What udev (systemd-tmpfiles, initramfs-tools) links on every real system and devtmpfs
+# lacks. Some kernels resolve execveat(fd, name) — glibc's fexecve, crun's re-exec of
+# itself — through /dev/fd/<fd>/<name>: Debian's 5.10.0-32 (5.10.223) gives ENOENT
+# without this link, 5.10.0-46 does not (docs/testing.md).
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
 mkdir -p /sys/fs/cgroup /dev/pts && mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
