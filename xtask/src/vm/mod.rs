@@ -404,9 +404,16 @@ pub(crate) fn static_observer_for(arch: Arch) -> PathBuf {
 }
 
 /// The static (musl) observer and integration-test binary: what `cargo xtask test` built for
-/// the host tests already (then nothing is compiled here), or built now.
+/// the host tests already (then nothing is compiled here), or built now. The test build
+/// builds the observer binary too (the integration tests run it), with the features the
+/// dev-dependencies add to shared crates: a `cargo build` of it first would compile observer
+/// a second time for nothing (measured for arm64: 2 builds of observer, one overwriting the
+/// other's binary).
 fn build_static(arch: Arch) -> Result<(PathBuf, PathBuf)> {
-    crate::build_observer(&["--target", arch.musl()])?;
     let tests = crate::build_tests_for(arch, &[])?;
-    Ok((static_observer_for(arch), tests))
+    let observer = static_observer_for(arch);
+    if !observer.is_file() {
+        bail!("the test build left no {}", observer.display());
+    }
+    Ok((observer, tests))
 }
