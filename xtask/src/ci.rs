@@ -1,6 +1,7 @@
 //! `cargo xtask test`, CI's command: setup, lint, the package, the host tests, the torture,
-//! fuzzing and the kernel matrix, one phase after another, with a table of how long each
-//! took printed at the end (also when a phase failed).
+//! fuzzing, the kernel matrix and the arm64 leg (the VM set on the newest arm64 kernel), one
+//! phase after another, with a table of how long each took printed at the end (also when a
+//! phase failed).
 //!
 //! Everything is compiled once per target: the musl release build of observer that the
 //! package ships is the binary the host tests, the torture, the hygiene check and the VM
@@ -108,20 +109,37 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
     if no_vm {
         return Ok(());
     }
-    let vm_start = Instant::now();
+    vm_leg(phases, Arch::host(), vm::DEFAULT_KERNELS, "matrix")?;
+    // arm64 nodes: the whole VM set on the newest kernel, cross-built and emulated (its
+    // prepare builds the arm64 integration tests, and with them observer; 6.1 and 5.10 run
+    // on demand with `cargo xtask vm-test --arch arm64`).
+    if Arch::host() != Arch::Arm64 {
+        vm_leg(phases, Arch::Arm64, &["newest"], "arm64 leg")?;
+    }
+    Ok(())
+}
+
+/// The VM set on `kernels` of `arch`, as rows: its prepare (builds, initramfs, kernel
+/// packages), each kernel, and the leg's wall time (`name`); kernels boot two at a time, so
+/// their rows overlap.
+fn vm_leg(phases: &mut Phases, arch: Arch, kernels: &[&str], name: &str) -> Result<()> {
+    let start = Instant::now();
     let (times, r) = vm::vm_matrix(vm::VmArgs {
-        kernels: vm::DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
+        kernels: kernels.iter().map(|k| k.to_string()).collect(),
         refresh: false,
         timeout: Duration::from_secs(900),
         only: None,
-        arch: Arch::host(),
+        arch,
     });
-    phases.add("vm prepare", times.prepare, times.prepare_ok);
-    // Kernels boot two at a time: their rows overlap; "vm matrix" is the phase's wall time.
+    let prepare = match arch {
+        a if a.is_host() => "vm prepare".to_string(),
+        a => format!("vm {a} prepare"),
+    };
+    phases.add(&prepare, times.prepare, times.prepare_ok);
     for k in &times.kernels {
         phases.add(&format!("vm {}", k.label), k.took, k.ok);
     }
-    phases.add("vm matrix (wall)", vm_start.elapsed(), r.is_ok());
+    phases.add(&format!("vm {name} (wall)"), start.elapsed(), r.is_ok());
     r
 }
 

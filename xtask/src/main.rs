@@ -127,9 +127,9 @@ enum Cmd {
     },
     /// Set up, build and run every test (as root: they load real eBPF programs): the host
     /// tests, the fuzz targets briefly (and their regression inputs), then the kernel
-    /// matrix in qemu.
+    /// matrix in qemu and the VM tests on the newest arm64 kernel.
     Test {
-        /// Skip the kernel matrix (quicker local loops).
+        /// Skip the kernel matrix and the arm64 leg (quicker local loops).
         #[arg(long)]
         no_vm: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).

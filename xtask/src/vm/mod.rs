@@ -108,6 +108,10 @@ fn prepare(args: &VmArgs) -> Result<(PathBuf, Vec<kernels::Kernel>)> {
         Arch::Arm64 => "qemu-system-arm",
     };
     setup::apt_install(&[qemu, "cpio", "busybox-static", "util-linux"])?;
+    if !args.arch.is_host() {
+        // readelf finds the libraries of another machine's tools (guest.rs).
+        setup::apt_install(&["binutils"])?;
+    }
     crate::arch::cross_setup(args.arch)?;
     let cache = root().join(".vm-cache");
     std::fs::create_dir_all(cache.join("logs"))?;
