@@ -4,7 +4,8 @@
 //! new content's hash, never the old one's under the new identity), a 1 ms process (from the
 //! cache when its binary was hashed before; `gone` when the process and its file were gone
 //! before the reader got to it), and a storm of 100,000 execs of 5 binaries (5 hashes
-//! computed, every other exec answered from the cache). Run as root.
+//! computed, every other exec answered from the cache). Run as root; in the VM matrix too
+//! (the Docker test skips there).
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -294,7 +295,9 @@ fn a_1_ms_process_gets_its_hash_from_the_cache_or_says_gone() {
 struct Lines {
     /// Exec lines of each storm binary, with the hashes they carried.
     per_binary: std::collections::BTreeMap<String, (u64, std::collections::BTreeSet<String>)>,
-    /// Distinct identities of every exec line that carried a hash.
+    /// Distinct identities of every exec line whose hash was computed: the line carried it,
+    /// or said `pending` when the computation took longer than the stream holds a line (2 s:
+    /// the harness's own ~100 MB `observer` CLI under the VM matrix's emulation).
     hashed: std::collections::BTreeSet<String>,
     /// Exec lines of the storm binaries without a hash.
     unhashed: Vec<String>,
@@ -308,7 +311,7 @@ fn read_lines(file: &Path, bins: &[PathBuf]) -> Lines {
         if v["type"] != "exec" {
             continue;
         }
-        if v["exe_sha256"].is_string() {
+        if v["exe_sha256"].is_string() || v["exe_hash_reason"] == "pending" {
             l.hashed.insert(v["exe_id"].to_string());
         }
         let name = v["filename"].as_str().unwrap_or_default();
@@ -344,10 +347,16 @@ fn stats_counts(stderr: &str) -> std::collections::BTreeMap<String, u64> {
 /// answered from the cache. The reader hashes every exec of the node (other processes run
 /// meanwhile), so the check is exact per reader: hashes computed = identities its lines
 /// carried a hash for, lines with a hash − computed = cached. The agent counts the same.
+/// Under qemu's emulation (the VM matrix: `OBSERVER_VM`) an exec costs milliseconds, and
+/// 2,000 execs prove the same.
 #[test]
 fn a_storm_of_100000_execs_of_5_binaries_computes_5_hashes() {
-    const EXECS: usize = 100_000;
     const WORKERS: usize = 4;
+    let execs: usize = if std::env::var_os("OBSERVER_VM").is_some() {
+        2_000
+    } else {
+        100_000
+    };
     let dir = Dir::new("storm");
     let agent = Agent::start(&["--ringbuf-size", "64M"]);
     let bins: Vec<PathBuf> = (0..5)
@@ -388,7 +397,7 @@ fn a_storm_of_100000_execs_of_5_binaries_computes_5_hashes() {
         .map(|w| {
             let bins = bins.clone();
             std::thread::spawn(move || {
-                for i in 0..EXECS / WORKERS {
+                for i in 0..execs / WORKERS {
                     let b = &bins[(w + i) % bins.len()];
                     let st = Command::new(b).arg("0").status().unwrap();
                     assert!(st.success());
@@ -410,7 +419,7 @@ fn a_storm_of_100000_execs_of_5_binaries_computes_5_hashes() {
 
     let seen: u64 = lines.per_binary.values().map(|e| e.0).sum();
     assert!(
-        seen >= (EXECS + 5) as u64 * 99 / 100,
+        seen >= (execs + 5) as u64 * 99 / 100,
         "lines of the storm: {seen}; {rest}"
     );
     assert!(

@@ -33,6 +33,7 @@ pub const VM_MODULES: &[&str] = &[
     "hostile_cgroups",
     "credentials",
     "store",
+    "exe_hash",
 ];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12", "newest"];
 /// The Rust target of the host's static build.
