@@ -7,7 +7,7 @@
 
 use super::{
     assemble::{self, ViewCtx},
-    service::{dated_entries, history_entries, history_key, snap, ApiError, Source},
+    service::{dated_entries, history_key, snap, ApiError, Source},
 };
 use crate::{
     containers::{ContainerData, ContainerKey},
@@ -220,7 +220,10 @@ fn who(p: &crate::table::Process) -> String {
     )
 }
 
-/// Why a process runs, or how it ended (from the histories), when `query` names no
+/// Processes found by pid an answer lists at most (the latest and those before it).
+const PID_MATCHES: usize = 10;
+
+/// Why a process runs, or how it ended (from the histories) when `query` names no
 /// container.
 fn why_pid(
     src: &dyn Source,
@@ -239,24 +242,62 @@ fn why_pid(
             signals_of(&s, pid, now),
         ));
     }
-    let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
-    let last = history_entries(src, ctx, keys)?
-        .0
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .max_by_key(|e| e.end_time_ns);
-    match last {
-        Some(e) => {
-            let w = format!(
-                "{} (host pid {pid}, pid {} in its namespace)",
-                e.comm, e.ns_pid
-            );
-            Ok(why::ended(format!("pid {pid}"), &w, e, now))
+    let found = ended_with_pid(src, ctx, pid)?;
+    why::pid_ended(pid, found, now).ok_or_else(|| ApiError::NotFound {
+        query: query.into(),
+        candidates: vec![],
+    })
+}
+
+/// The processes with host pid `pid` that ended in this boot, the latest first: from the
+/// in-memory histories and the history store (which has them across agent restarts).
+fn ended_with_pid(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    pid: u32,
+) -> Result<Vec<why::PidEnded>, ApiError> {
+    let now = ctx.now_ns;
+    let s = snap(src, Scope::History(Vec::new()))?;
+    let keys = s.history_keys;
+    let s = snap(src, Scope::History(keys))?;
+    let mut seen = rustc_hash::FxHashSet::default();
+    let mut found = Vec::new();
+    for (key, es) in &s.history {
+        for e in es.iter().filter(|e| e.pid == pid) {
+            seen.insert(e.start_ns);
+            found.push(why::PidEnded {
+                container: container_label(ctx, key, None),
+                view: endings::ended_view(e, now),
+            });
         }
-        None => Err(ApiError::NotFound {
-            query: query.into(),
-            candidates: vec![],
-        }),
+    }
+    let stored = ctx.store.map(|st| st.by_pid(pid, PID_MATCHES));
+    for m in stored.unwrap_or_default() {
+        if seen.insert(m.stored.ended.start_ns) {
+            let view = endings::ended_view(&m.stored.ended, m.stored.now_ns);
+            found.push(why::PidEnded {
+                container: container_label(ctx, &m.key, m.name),
+                view,
+            });
+        }
+    }
+    found.sort_by_key(|p| std::cmp::Reverse(p.view.end_time_ns));
+    found.truncate(PID_MATCHES);
+    Ok(found)
+}
+
+/// A container as an answer names it: `container <name>` (its runtime's, or the one the
+/// store kept), else `<runtime> container <short id>`.
+fn container_label(ctx: &mut ViewCtx, key: &ContainerKey, stored: Option<String>) -> String {
+    let name = ctx
+        .resolver
+        .meta(key, None, None)
+        .name
+        .or(stored)
+        .filter(|n| *n != key.id);
+    match name {
+        Some(n) => format!("container {n}"),
+        None => format!("{} container {}", key.runtime.as_str(), short_id(&key.id)),
     }
 }
 
@@ -303,6 +344,7 @@ fn why_container(
             signals: vec![],
             ended: None,
             containers: vec![],
+            earlier: vec![],
         }),
     }
 }

@@ -311,23 +311,6 @@ pub(super) fn dated_entries(
     Ok((out, s.history_evicted))
 }
 
-/// The ended processes of these containers' histories (in memory only), and the
-/// evictions from all of them.
-pub(super) fn history_entries(
-    src: &dyn Source,
-    ctx: &ViewCtx,
-    keys: Vec<ContainerKey>,
-) -> Result<(Vec<EndedView>, u64), ApiError> {
-    let s = snap(src, Scope::History(keys))?;
-    let entries = s
-        .history
-        .iter()
-        .flat_map(|(_, es)| es)
-        .map(|e| endings::ended_view(e, ctx.now_ns))
-        .collect();
-    Ok((entries, s.history_evicted))
-}
-
 /// The processes of a container that already ended (`observer history`).
 pub(crate) fn history(
     src: &dyn Source,

@@ -25,6 +25,8 @@
 mod codec;
 mod db;
 mod migrate;
+#[cfg(test)]
+mod pid_tests;
 mod read;
 #[cfg(test)]
 mod tests;

@@ -46,8 +46,26 @@ pub(crate) struct PodMember {
     pub(crate) sandbox: bool,
 }
 
+/// An entry of this boot found by its host pid, with its container and the name that had.
+#[derive(Debug)]
+pub(crate) struct PidMatch {
+    pub(crate) key: ContainerKey,
+    pub(crate) name: Option<String>,
+    pub(crate) stored: Stored,
+}
+
+/// Entries a search by pid looks at at most (this boot's newest): a few seconds of reading
+/// on the largest store.
+const PID_SCAN_MAX: usize = 2_000_000;
+
 /// The containers table, for looking numbers up while decoding.
 struct Containers(Vec<(u32, ContainerRec)>);
+
+impl Containers {
+    fn rec(&self, n: u32) -> Option<&ContainerRec> {
+        self.0.iter().find(|(k, _)| *k == n).map(|(_, c)| c)
+    }
+}
 
 impl Refs for Containers {
     fn number(&mut self, _: &ContainerKey) -> u32 {
@@ -142,6 +160,21 @@ impl Store {
             .and_then(|(_, c)| c.name)
     }
 
+    /// This boot's stored entries of processes whose host pid was `pid`, the latest ended
+    /// first, at most `max` (pids are reused: several processes may have had it).
+    pub(crate) fn by_pid(&self, pid: u32, max: usize) -> Vec<PidMatch> {
+        let Some(r) = self.reading() else {
+            return Vec::new();
+        };
+        match by_pid(&r, pid, max) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("history store: looking for pid {pid}: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     /// `key`'s stored entries (the newest MAX_ENTRIES), oldest first.
     pub(crate) fn entries(&self, key: &ContainerKey) -> Vec<Stored> {
         let Some(r) = self.reading() else {
@@ -223,6 +256,53 @@ fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> 
     }
     out.reverse();
     Ok(out)
+}
+
+/// A scan back from the newest entry: entries are stored in the order they came, so this
+/// boot's are the last ones and the scan stops at the first of an earlier boot. Only the
+/// entries' heads are read, except those of `pid`.
+fn by_pid(r: &Reading, pid: u32, max: usize) -> Result<Vec<PidMatch>, redb::Error> {
+    let txn = r.db.begin_read()?;
+    let Ok(table) = txn.open_table(ENTRIES) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for row in table.iter()?.rev().take(PID_SCAN_MAX) {
+        let (_, v) = row?;
+        let Some((_, boot, _, p)) = codec::head_pid(v.value()) else {
+            continue;
+        };
+        if boot != r.boot {
+            break;
+        }
+        if p == pid {
+            if let Ok(e) = codec::decode(v.value()) {
+                found.push(e);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    found.sort_by_key(|e| std::cmp::Reverse(e.end_ns));
+    found.truncate(max);
+    let ctrs = containers(r)?;
+    let now_ns = boot_now_ns();
+    Ok(found
+        .into_iter()
+        .filter_map(|e| {
+            let rec = ctrs.rec(e.container)?;
+            Some(PidMatch {
+                key: rec.key()?,
+                name: rec.name.clone(),
+                stored: Stored {
+                    ended: e.ended(&ctrs),
+                    boot: 0,
+                    now_ns,
+                },
+            })
+        })
+        .collect())
 }
 
 /// The stored containers as they are kept (for tests).

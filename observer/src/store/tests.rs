@@ -15,10 +15,10 @@ use crate::{
 };
 
 /// A directory of the test's own, removed when dropped.
-struct Dir(PathBuf);
+pub(super) struct Dir(pub(super) PathBuf);
 
 impl Dir {
-    fn new(name: &str) -> Dir {
+    pub(super) fn new(name: &str) -> Dir {
         let d = std::env::temp_dir().join(format!(
             "observer-store-{name}-{}-{}",
             std::process::id(),
@@ -35,9 +35,9 @@ impl Drop for Dir {
     }
 }
 
-const DAY_NS: u64 = 86_400 * 1_000_000_000;
+pub(super) const DAY_NS: u64 = 86_400 * 1_000_000_000;
 
-fn store(dir: &Dir, disk_max: u64) -> std::sync::Arc<Store> {
+pub(super) fn store(dir: &Dir, disk_max: u64) -> std::sync::Arc<Store> {
     Store::new(StoreConfig {
         dir: dir.0.clone(),
         limits: Limits {
@@ -52,7 +52,11 @@ fn batch(ctr: &str, pids: std::ops::Range<u32>, end_ns: u64) -> Vec<(ContainerKe
         .collect()
 }
 
-fn commit(s: &Store, o: &mut write::Open, b: &[(ContainerKey, Ended)]) -> write::Committed {
+pub(super) fn commit(
+    s: &Store,
+    o: &mut write::Open,
+    b: &[(ContainerKey, Ended)],
+) -> write::Committed {
     let mut meta = |k: &ContainerKey| Meta {
         name: (k.id == "abcdef0123").then(|| "web".to_string()),
         ..Meta::default()

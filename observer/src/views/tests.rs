@@ -466,6 +466,41 @@ fn why_of_a_pod_names_the_container_that_ignored_sigterm_and_who_killed_it() {
     );
 }
 
+/// Pids are reused: `why <pid>` answers for the latest process that had it, says which
+/// (its container and start) and lists the earlier ones.
+#[test]
+fn why_of_a_reused_pid_answers_for_the_latest_and_lists_the_earlier() {
+    let at = |end_s: u64, exit: i32| {
+        let mut v = ended();
+        (v.end_time_ns, v.exit_code, v.signal) = (end_s * 1_000_000_000, exit, None);
+        (v.oom, v.killed_by) = (None, None);
+        v
+    };
+    let found = vec![
+        why::PidEnded {
+            container: format!("container {}", h("new")),
+            view: at(8, 7),
+        },
+        why::PidEnded {
+            container: "bare container 4026532".into(),
+            view: at(5, 3),
+        },
+    ];
+    let v = why::pid_ended(42, found, 9_000_000_000).unwrap();
+    assert_eq!(v.ended.as_ref().unwrap().exit_code, 7, "the latest: {v:#?}");
+    let p = &v.paragraph;
+    assert!(p.contains("host pid 42") && p.contains("started"), "{p}");
+    assert!(
+        p.contains("latest of 2 processes with host pid 42")
+            && p.contains("in bare container 4026532 ended 4.0 s ago (exit 3)"),
+        "{p}"
+    );
+    assert_eq!(v.earlier.len(), 1);
+    assert!(why::pid_ended(42, vec![], 0).is_none());
+    let out = why::render(&esc(v));
+    assert_clean("why of a pid", &out);
+}
+
 #[test]
 fn event_lines_escape_comm_filename_argv_cgroup_path_and_sender() {
     use observer_common::*;

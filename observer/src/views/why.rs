@@ -20,6 +20,29 @@ pub(crate) struct WhyView {
     /// A pod's containers, the sandbox first (empty for a container or a process).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) containers: Vec<PodMemberWhy>,
+    /// For a pid: the other processes that had it and ended earlier in this boot (pids
+    /// are reused), the latest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) earlier: Vec<PidUse>,
+}
+
+/// An ended process that had the pid asked about.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct PidUse {
+    /// Its container's name, or `<runtime> <short id>`.
+    pub(crate) container: String,
+    pub(crate) comm: String,
+    pub(crate) start_time_ns: u64,
+    pub(crate) end_time_ns: u64,
+    /// `exit 3`, `SIGKILL`...
+    pub(crate) ending: String,
+    pub(crate) ended_ago_s: f64,
+}
+
+/// An ended process found by its host pid, and the container it was in.
+pub(crate) struct PidEnded {
+    pub(crate) container: String,
+    pub(crate) view: EndedView,
 }
 
 /// One container of a pod, and its own answer.
@@ -90,6 +113,7 @@ pub(crate) fn live(subject: String, who: &str, ns_init: bool, signals: Vec<Signa
         signals,
         ended: None,
         containers: Vec::new(),
+        earlier: Vec::new(),
     }
 }
 
@@ -153,7 +177,56 @@ pub(crate) fn ended(subject: String, who: &str, e: EndedView, now_ns: u64) -> Wh
         signals,
         ended: Some(e),
         containers: Vec::new(),
+        earlier: Vec::new(),
     }
+}
+
+/// Pids are reused: of the processes that had `pid` and ended in this boot (`found`, the
+/// latest first, not empty), the latest one's answer, which says which process it is and
+/// lists the others.
+pub(crate) fn pid_ended(pid: u32, mut found: Vec<PidEnded>, now_ns: u64) -> Option<WhyView> {
+    if found.is_empty() {
+        return None;
+    }
+    let latest = found.remove(0);
+    let e = &latest.view;
+    let who = format!(
+        "{} (host pid {pid}, pid {} in its namespace, in {}, started {})",
+        e.comm,
+        e.ns_pid,
+        latest.container,
+        ago(now_ns.saturating_sub(e.start_time_ns) as f64 / 1e9)
+    );
+    let mut w = ended(format!("pid {pid}"), &who, latest.view, now_ns);
+    w.earlier = found
+        .into_iter()
+        .map(|p| PidUse {
+            ending: ending(&p.view),
+            ended_ago_s: now_ns.saturating_sub(p.view.end_time_ns) as f64 / 1e9,
+            container: p.container,
+            comm: p.view.comm,
+            start_time_ns: p.view.start_time_ns,
+            end_time_ns: p.view.end_time_ns,
+        })
+        .collect();
+    if let Some(first) = w.earlier.first() {
+        let n = w.earlier.len();
+        let more = if n > 1 {
+            format!(" and {} more", n - 1)
+        } else {
+            String::new()
+        };
+        w.paragraph.push_str(&format!(
+            " It is the latest of {} processes with host pid {pid} that ended in this boot \
+             (pids are reused); before it, {} in {} ended {} ({}){more}.",
+            n + 1,
+            first.comm,
+            first.container,
+            ago(first.ended_ago_s),
+            first.ending
+        ));
+    }
+    Some(w)
 }
 
 /// What a pod member's answer says in the pod's paragraph: the signals it ignored and
@@ -218,6 +291,7 @@ pub(crate) fn pod(subject: String, label: &str, members: Vec<PodMemberWhy>) -> W
         signals,
         ended: None,
         containers: members,
+        earlier: Vec::new(),
     }
 }
 

@@ -373,3 +373,51 @@ fn a_rebooted_guest_answers_why_for_a_container_that_ended_before() {
         ),
     }
 }
+
+/// `why <pid>` of a process that ended before the agent restarted answers from the store:
+/// its exit, and which process it was (its container).
+#[test]
+fn why_of_a_pid_answers_from_the_store_after_a_restart() {
+    let dir = Dir::new("whypid");
+    let first = Agent::start(&["--state-dir", dir.arg()]);
+    let mut child = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            "sleep 1; exit 5",
+        ])
+        .spawn()
+        .unwrap();
+    let pid = eventually(
+        Duration::from_secs(10),
+        "the bare container's shell",
+        || {
+            let c = first_child(child.id())?;
+            (ns_inode(c, "pid") != ns_inode(std::process::id(), "pid")).then_some(c)
+        },
+    );
+    assert!(!child.wait().unwrap().success());
+    let pid = pid.to_string();
+    eventually(T, "its end in the first agent's answer", || {
+        // Between its exit and its reaping it is neither running nor in a history.
+        let (code, out, _) = first.cli(&["why", &pid, "-o", "json"]);
+        let w: Value = serde_json::from_str(&out).ok().filter(|_| code == 0)?;
+        (w["alive"] == false && w["ended"]["exit_code"] == 5).then_some(())
+    });
+    eventually(T, "the entry committed to the store", || {
+        let s = store_status(&first);
+        (s["written"].as_u64()? >= 1 && s["state"] == "ok").then_some(())
+    });
+    first.crash();
+    let second = Agent::start(&["--state-dir", dir.arg()]);
+    let w = second.json(&["why", &pid]);
+    assert_eq!(w["alive"], false, "{w:#}");
+    assert_eq!(w["ended"]["exit_code"], 5, "{w:#}");
+    assert_eq!(w["ended"]["pid"].to_string(), pid, "{w:#}");
+    let p = w["paragraph"].as_str().unwrap();
+    assert!(p.contains("in bare container"), "which process it was: {p}");
+    drop(second);
+}

@@ -112,6 +112,14 @@ pub(super) fn head(bytes: &[u8]) -> Option<(u32, u32, u64)> {
         .map(|(h, _)| h)
 }
 
+/// The head of an entry's bytes with its host pid (the body's first field), read without
+/// the rest: what a search by pid looks at.
+pub(super) fn head_pid(bytes: &[u8]) -> Option<(u32, u32, u64, u32)> {
+    postcard::take_from_bytes::<(u32, u32, u64, u32)>(bytes)
+        .ok()
+        .map(|(h, _)| h)
+}
+
 /// What schema 1 kept of an entry (and schema 2 keeps first).
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Body {
