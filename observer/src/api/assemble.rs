@@ -11,6 +11,7 @@ use crate::{
     containers::{
         names::{Meta, Resolver},
         pods::Pod,
+        ContainerKey,
     },
     host::{
         cgroupfs::CgroupFs,
@@ -59,7 +60,10 @@ pub(crate) async fn exe_hash(
 /// and the agent's kept files (None: the CLI's one-shot view opens and closes each file).
 pub(crate) struct ViewCtx<'a> {
     pub(crate) now_ns: u64,
-    pub(crate) resolver: &'a mut Resolver,
+    /// Locked for each look-up only, never across a view: a view that waits (for the
+    /// history store to open, on a big store's query) must not stall the others' names,
+    /// nor the store's writer, which names containers through it.
+    pub(crate) resolver: &'a Mutex<Resolver>,
     pub(crate) cgroupfs: &'a CgroupFs,
     /// The agent's open cgroup files (lists of every container read through them).
     pub(crate) cgroup_files: Option<&'a Mutex<ResourceFiles>>,
@@ -70,6 +74,19 @@ pub(crate) struct ViewCtx<'a> {
 }
 
 impl ViewCtx<'_> {
+    /// What a container's runtime says of it (Resolver::meta).
+    pub(crate) fn meta(
+        &self,
+        key: &ContainerKey,
+        ctr_namespace: Option<&str>,
+        init_pid: Option<u32>,
+    ) -> Meta {
+        self.resolver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .meta(key, ctr_namespace, init_pid)
+    }
+
     /// The time of the view and the units of /proc's figures.
     fn basis(&self) -> Basis {
         Basis {
@@ -82,7 +99,7 @@ impl ViewCtx<'_> {
 
 /// What container `s`'s runtime says of it (name, pod, image).
 pub(crate) fn meta_of(ctx: &mut ViewCtx, s: &ContainerSummary) -> Meta {
-    ctx.resolver.meta(
+    ctx.meta(
         &s.container.key,
         s.container.ctr_namespace.as_deref(),
         s.init_pid,

@@ -144,10 +144,9 @@ async fn blocking_as<T: Send + 'static>(
 ) -> Response {
     let r = tokio::task::spawn_blocking(move || {
         let src = AgentSource(&st.requests);
-        let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
         let mut ctx = ViewCtx {
             now_ns: boot_now_ns(),
-            resolver: &mut resolver,
+            resolver: &st.resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: Some(&st.cgroup_files),
             stat_files: Some(&st.stat_files),
@@ -357,8 +356,11 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         let (paths, ooms) = (cgroup_paths(&snap.containers), oom_counts(&snap.containers));
         let fresh = files.read_containers(&st.cgroupfs, &paths, &ooms, early);
         drop(files);
-        let mut resolver = st.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        health.name_cache_evictions = resolver.evictions;
+        health.name_cache_evictions = st
+            .resolver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evictions;
         health.unreadable_processes = st
             .stat_files
             .lock()
@@ -366,7 +368,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             .unreadable();
         let mut ctx = ViewCtx {
             now_ns: boot_now_ns(),
-            resolver: &mut resolver,
+            resolver: &st.resolver,
             cgroupfs: &st.cgroupfs,
             cgroup_files: None,
             stat_files: None,

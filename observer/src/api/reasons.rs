@@ -290,7 +290,6 @@ fn ended_with_pid(
 /// store kept), else `<runtime> container <short id>`.
 fn container_label(ctx: &mut ViewCtx, key: &ContainerKey, stored: Option<String>) -> String {
     let name = ctx
-        .resolver
         .meta(key, None, None)
         .name
         .or(stored)

@@ -247,7 +247,7 @@ fn ended_container_key(
         .filter(|k| {
             k.id == q
                 || (q.len() >= 4 && k.id.starts_with(q))
-                || ctx.resolver.meta(k, None, None).name.as_deref() == Some(q)
+                || ctx.meta(k, None, None).name.as_deref() == Some(q)
         })
         .collect();
     if let Some(store) = ctx.store {
@@ -326,7 +326,6 @@ pub(crate) fn history(
         .map(|d| d.view)
         .collect();
     let name = ctx
-        .resolver
         .meta(&key, None, None)
         .name
         .or_else(|| ctx.store.and_then(|s| s.name(&key)));

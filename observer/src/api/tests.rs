@@ -123,11 +123,12 @@ fn the_history_of_a_container_whose_last_process_ends_while_it_is_resolved_is_an
         }) as Ending)
         .into(),
     };
-    let mut resolver = crate::containers::names::Resolver::new(Default::default());
+    let resolver =
+        std::sync::Mutex::new(crate::containers::names::Resolver::new(Default::default()));
     let cgroupfs = CgroupFs::default();
     let mut ctx = assemble::ViewCtx {
         now_ns: 3 * TICK,
-        resolver: &mut resolver,
+        resolver: &resolver,
         cgroupfs: &cgroupfs,
         cgroup_files: None,
         stat_files: None,
@@ -139,4 +140,48 @@ fn the_history_of_a_container_whose_last_process_ends_while_it_is_resolved_is_an
     assert_eq!(h.id, query);
     assert_eq!(h.entries.len(), 1);
     assert_eq!(h.entries[0].pid, 700);
+}
+
+/// A view that waits for the history store (opening: a big file's check takes seconds)
+/// leaves the name resolver free: the other views, the metrics and the store's writer name
+/// containers through it (review item 6: the view held it from start to end).
+#[test]
+fn a_view_waiting_for_the_store_leaves_the_name_resolver_free() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::containers::names::Resolver;
+    let resolver = Arc::new(Mutex::new(Resolver::new(Default::default())));
+    let store = crate::store::Store::new(crate::store::StoreConfig {
+        dir: std::env::temp_dir().join("observer-never-opened"),
+        limits: crate::store::Limits {
+            disk_max: 1 << 20,
+            retention_ns: 1,
+        },
+    });
+    let (r, s) = (resolver.clone(), store.clone());
+    let view = std::thread::spawn(move || {
+        let src = EndsAfterRegistry {
+            table: crate::table::tests::table().into(),
+            end: None.into(),
+        };
+        let cgroupfs = CgroupFs::default();
+        let mut ctx = assemble::ViewCtx {
+            now_ns: 1,
+            resolver: &r,
+            cgroupfs: &cgroupfs,
+            cgroup_files: None,
+            stat_files: None,
+            store: Some(&s),
+        };
+        service::history(&src, &mut ctx, "gone-before-a-restart", &Default::default()).is_err()
+    });
+    // The view is waiting for the store to open.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!view.is_finished(), "the view waits for the store");
+    assert!(
+        resolver.try_lock().is_ok(),
+        "the resolver is free meanwhile"
+    );
+    store.fail_for_test();
+    assert!(view.join().unwrap(), "nothing found, once the store failed");
 }

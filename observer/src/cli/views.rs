@@ -149,10 +149,10 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         ))
     }));
     let src = Local(table);
-    let mut resolver = Resolver::new(StateDirs::default());
+    let resolver = std::sync::Mutex::new(Resolver::new(StateDirs::default()));
     let mut ctx = ViewCtx {
         now_ns: boot_now_ns(),
-        resolver: &mut resolver,
+        resolver: &resolver,
         cgroupfs: &cgroupfs,
         cgroup_files: None,
         stat_files: None,

@@ -29,6 +29,8 @@ mod migrate;
 mod pid_tests;
 mod read;
 #[cfg(test)]
+mod scale_tests;
+#[cfg(test)]
 mod tests;
 mod write;
 
@@ -163,6 +165,14 @@ impl Store {
             errors: get(&c.errors),
             moved_aside: get(&c.moved_aside),
         }
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// A store whose opening failed: queries stop waiting for it.
+    pub(crate) fn fail_for_test(&self) {
+        self.set_state(State::Failing);
     }
 }
 

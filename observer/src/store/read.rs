@@ -58,12 +58,13 @@ pub(crate) struct PidMatch {
 /// on the largest store.
 const PID_SCAN_MAX: usize = 2_000_000;
 
-/// The containers table, for looking numbers up while decoding.
-struct Containers(Vec<(u32, ContainerRec)>);
+/// The containers table, for looking numbers up while decoding (each entry and each of its
+/// signals' senders looks one up: a hash map, not a search of every container).
+struct Containers(rustc_hash::FxHashMap<u32, ContainerRec>);
 
 impl Containers {
     fn rec(&self, n: u32) -> Option<&ContainerRec> {
-        self.0.iter().find(|(k, _)| *k == n).map(|(_, c)| c)
+        self.0.get(&n)
     }
 }
 
@@ -73,10 +74,7 @@ impl Refs for Containers {
     }
 
     fn key(&self, n: u32) -> Option<ContainerKey> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == n)
-            .and_then(|(_, c)| c.key())
+        self.rec(n).and_then(ContainerRec::key)
     }
 }
 
@@ -128,10 +126,16 @@ impl Store {
             (&c.pod_namespace, &c.pod, &c.pod_uid)
                 == (&newest.1.pod_namespace, &newest.1.pod, &newest.1.pod_uid)
         };
-        let mut members: Vec<PodMember> = all
+        let mut found: Vec<(u32, &ContainerRec)> = all
             .0
             .iter()
             .filter(|(_, c)| same(c))
+            .map(|(n, c)| (*n, c))
+            .collect();
+        // The sandbox first, then in the order they were stored.
+        found.sort_by_key(|(n, c)| (!c.sandbox, *n));
+        let members = found
+            .into_iter()
             .filter_map(|(_, c)| {
                 Some(PodMember {
                     key: c.key()?,
@@ -140,7 +144,6 @@ impl Store {
                 })
             })
             .collect();
-        members.sort_by_key(|m| !m.sandbox);
         let c = &newest.1;
         Some(StoredPod {
             namespace: c.pod_namespace.clone(),
@@ -194,14 +197,14 @@ fn containers(r: &Reading) -> Result<Containers, redb::Error> {
     let txn = r.db.begin_read()?;
     let t = match txn.open_table(CONTAINERS) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Containers(Vec::new())),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Containers(Default::default())),
         Err(e) => return Err(e.into()),
     };
-    let mut v = Vec::new();
+    let mut v = rustc_hash::FxHashMap::default();
     for row in t.iter()? {
         let (k, val) = row?;
         if let Ok(c) = postcard::from_bytes::<ContainerRec>(val.value()) {
-            v.push((k.value(), c));
+            v.insert(k.value(), c);
         }
     }
     Ok(Containers(v))
@@ -310,6 +313,6 @@ fn by_pid(r: &Reading, pid: u32, max: usize) -> Result<Vec<PidMatch>, redb::Erro
 pub(super) fn containers_for_test(s: &Store) -> Vec<ContainerRec> {
     s.reading()
         .and_then(|r| containers(&r).ok())
-        .map(|c| c.0.into_iter().map(|(_, c)| c).collect())
+        .map(|c| c.0.into_values().collect())
         .unwrap_or_default()
 }

@@ -31,6 +31,8 @@ pub(super) struct Open {
     /// Each boot's wall-minus-boot clock offset.
     pub(super) offsets: FxHashMap<u32, i64>,
     containers: FxHashMap<ContainerKey, u32>,
+    /// The same, by number: what forgetting an emptied container looks up.
+    numbers: FxHashMap<u32, ContainerKey>,
     next_container: u32,
     next_seq: u64,
     /// The entries' accounted size (bytes + ENTRY_OVERHEAD each).
@@ -96,6 +98,7 @@ impl Open {
         offsets: Vec<(u32, i64)>,
     ) -> Result<Open, redb::Error> {
         let (mut containers, mut meta) = (FxHashMap::default(), (0, 0));
+        let mut numbers = FxHashMap::default();
         let mut per_container = FxHashMap::<u32, u64>::default();
         let (next_seq, entries) = {
             let r = redb::ReadableDatabase::begin_read(&db)?;
@@ -106,6 +109,7 @@ impl Open {
                         .ok()
                         .and_then(|c| c.key());
                     if let Some(key) = key {
+                        numbers.insert(k.value(), key.clone());
                         containers.insert(key, k.value());
                     }
                 }
@@ -133,6 +137,7 @@ impl Open {
             boot,
             offsets: offsets.into_iter().collect(),
             containers,
+            numbers,
             next_container: meta.1 as u32,
             next_seq,
             bytes: meta.0,
@@ -176,6 +181,7 @@ impl Open {
             let new = std::mem::take(&mut refs.new);
             let mut ctrs = w.open_table(CONTAINERS)?;
             for (n, key) in new {
+                self.numbers.insert(n, key.clone());
                 let rec = ContainerRec::of(&key, meta(&key));
                 ctrs.insert(
                     n,
@@ -318,7 +324,9 @@ impl Open {
         for c in touched {
             if index.range((c, 0)..=(c, u64::MAX))?.next().is_none() {
                 ctrs.remove(c)?;
-                self.containers.retain(|_, n| *n != c);
+                if let Some(key) = self.numbers.remove(&c) {
+                    self.containers.remove(&key);
+                }
             }
         }
         Ok(())
