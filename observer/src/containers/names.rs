@@ -117,6 +117,18 @@ impl Resolver {
         self.evictions += (before - self.cache.len()) as u64;
     }
 
+    /// A container's metadata when the cache has it fresh: what `meta` answers without
+    /// reading a file.
+    pub(crate) fn fresh(&self, key: &ContainerKey) -> Option<Meta> {
+        let (at, m) = self.cache.get(key)?;
+        let ttl = if m.name.is_some() {
+            self.ttl
+        } else {
+            Duration::from_secs(2)
+        };
+        (at.elapsed() < ttl).then(|| m.clone())
+    }
+
     /// Metadata of a container (`ctr_namespace`: its containerd namespace when the cgroup
     /// path named one; `init_pid`: its PID 1, which names a bare container to its OCI
     /// runtime's state); a miss (no state file yet) is retried after a short time.
@@ -126,15 +138,8 @@ impl Resolver {
         ctr_namespace: Option<&str>,
         init_pid: Option<u32>,
     ) -> Meta {
-        if let Some((at, m)) = self.cache.get(key) {
-            let ttl = if m.name.is_some() {
-                self.ttl
-            } else {
-                Duration::from_secs(2)
-            };
-            if at.elapsed() < ttl {
-                return m.clone();
-            }
+        if let Some(m) = self.fresh(key) {
+            return m;
         }
         let mut m = self.lookup(key, ctr_namespace, init_pid);
         if m.name.is_none() {

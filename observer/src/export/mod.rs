@@ -22,16 +22,13 @@ use observer_common::EventKind;
 use tokio::sync::mpsc;
 
 use crate::{
-    containers::{
-        names::{Resolver, StateDirs},
-        ContainerKey,
-    },
+    containers::{names::StateDirs, ContainerKey},
     events::{kind_from_name, Event},
     table::{exe_hash::ExeHash, history::Ended, Table},
     views::status::ExportCounts,
 };
 pub(crate) use origin::Origin;
-use origin::{Origins, SharedResolver};
+use origin::{Origins, SinkNames};
 
 /// Items a sink's queue holds before it drops: about a second of a storm of short-lived
 /// processes (4 to 5 events each at ~3,000 per second); the queue's memory grows with
@@ -56,8 +53,8 @@ pub(crate) struct ExportConfig {
 
 pub(crate) use otlp::OtlpConfig;
 
-/// A sink's thread: its queue, its counts and the shared name resolver.
-type Runner = Box<dyn FnOnce(mpsc::Receiver<Item>, &Counts, &SharedResolver) + Send>;
+/// A sink's thread: its queue, its counts and its own names.
+type Runner = Box<dyn FnOnce(mpsc::Receiver<Item>, &Counts, &mut SinkNames) + Send>;
 
 /// `--export-types`: event types by the names /v1/events uses, plus `history`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +176,6 @@ impl Exporter {
     /// Starts a writer thread per configured sink (none: an exporter that takes nothing);
     /// `dirs` are the runtimes' state, where the sinks' threads read container names.
     pub(crate) fn start(cfg: &ExportConfig, dirs: &StateDirs) -> anyhow::Result<Exporter> {
-        let resolver: SharedResolver = Arc::new(std::sync::Mutex::new(Resolver::new(dirs.clone())));
         let mut runners: Vec<(&'static str, Runner)> = Vec::new();
         if let Some(path) = &cfg.file {
             let t = sink::Target::file(path, cfg.file_max, cfg.file_keep, cfg.file_gzip);
@@ -198,12 +194,12 @@ impl Exporter {
             let (tx, rx) = mpsc::channel(QUEUE);
             let counts = Arc::new(Counts::default());
             let c = counts.clone();
-            let r = resolver.clone();
+            let mut names = SinkNames::new(dirs.clone());
             let (done_tx, done) = std::sync::mpsc::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("export-{name}"))
                 .spawn(move || {
-                    runner(rx, &c, &r);
+                    runner(rx, &c, &mut names);
                     drop(done_tx);
                 })?;
             queues.push(Queue {

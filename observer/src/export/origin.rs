@@ -4,14 +4,17 @@
 //! runtimes' state files for the names (`containers::names::Resolver`, cached there), so no
 //! state-file read ever runs on the event loop.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::{
     containers::{
-        names::{Meta, Resolver},
+        names::{Meta, Resolver, StateDirs},
         Container, ContainerKey,
     },
     table::Table,
@@ -114,17 +117,53 @@ impl Names {
     }
 }
 
-/// The sinks' name resolver, one for all of them (each sink's thread asks it in turn).
-pub(super) type SharedResolver = Arc<Mutex<Resolver>>;
+/// Of each second, the time a sink spends reading runtime state files at most: the rest
+/// is its own (review item 7: a bare container's miss reads every runc state.json of the
+/// node, and any user can make bare containers without end — `unshare --user --pid` — so
+/// unbounded look-ups made the sinks drop everything).
+const LOOKUP_BUDGET: Duration = Duration::from_millis(100);
 
-/// `o`'s names, on a sink's thread.
-pub(super) fn names(resolver: &SharedResolver, o: &Origin) -> Names {
-    let meta = resolver.lock().unwrap_or_else(|e| e.into_inner()).meta(
-        &o.key,
-        o.ctr_namespace.as_deref(),
-        o.init_pid,
-    );
-    Names::new(o, meta)
+/// A sink's names: its own resolver (no sink waits for another's look-ups, nor for the
+/// API's), cached there per container; a container that is not cached is looked up while
+/// the second's budget lasts, and past it goes out with its runtime and id only (looked up
+/// for a later item).
+pub(super) struct SinkNames {
+    resolver: Resolver,
+    window: Instant,
+    spent: Duration,
+    /// Items that went out without the look-up their names needed.
+    pub(super) deferred: u64,
+}
+
+impl SinkNames {
+    pub(super) fn new(dirs: StateDirs) -> SinkNames {
+        SinkNames {
+            resolver: Resolver::new(dirs),
+            window: Instant::now(),
+            spent: Duration::ZERO,
+            deferred: 0,
+        }
+    }
+
+    /// `o`'s names, on a sink's thread.
+    pub(super) fn names(&mut self, o: &Origin) -> Names {
+        if let Some(m) = self.resolver.fresh(&o.key) {
+            return Names::new(o, m);
+        }
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            (self.window, self.spent) = (Instant::now(), Duration::ZERO);
+        }
+        if self.spent >= LOOKUP_BUDGET {
+            self.deferred += 1;
+            return Names::new(o, Meta::default());
+        }
+        let t = Instant::now();
+        let m = self
+            .resolver
+            .meta(&o.key, o.ctr_namespace.as_deref(), o.init_pid);
+        self.spent += t.elapsed();
+        Names::new(o, m)
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +213,70 @@ mod tests {
             (bare.runtime.as_str(), bare.container_name),
             ("bare", None),
             "nothing known: the id and runtime only"
+        );
+    }
+
+    /// Review item 7: a burst of items from thousands of bare containers (any user's
+    /// `unshare --user --pid`), each of whose look-ups reads every runc state file of the
+    /// node, goes out within the look-up budget — names deferred, not the sink stalled.
+    #[test]
+    fn misses_of_many_bare_containers_do_not_stall_a_sink() {
+        use crate::containers::oci::OciRoot;
+        let dir = std::env::temp_dir().join(format!("observer-sink-names-{}", std::process::id()));
+        let padding = format!("\"{}\"", "x".repeat(16 << 10));
+        for i in 0..300 {
+            let d = dir.join(format!("ctr{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let state = format!(
+                r#"{{"id":"ctr{i}","init_process_pid":{},"init_process_start":1,"config":{{"labels":[{padding}]}}}}"#,
+                900_000 + i
+            );
+            std::fs::write(d.join("state.json"), state).unwrap();
+        }
+        let dirs = StateDirs {
+            oci: vec![OciRoot {
+                runtime: Runtime::Runc,
+                dir: dir.clone(),
+            }],
+            ..StateDirs::default()
+        };
+        let bare = |i: u32| Origin {
+            key: ContainerKey {
+                runtime: Runtime::Bare,
+                id: (4_026_000_000 + i).to_string(),
+            },
+            ctr_namespace: None,
+            pod_uid: None,
+            // A live process: its state is searched for in every state file.
+            init_pid: Some(std::process::id()),
+        };
+        let mut names = SinkNames::new(dirs);
+        let t = Instant::now();
+        names.names(&bare(0));
+        let one = t.elapsed();
+        let n = 3000;
+        let t = Instant::now();
+        for i in 1..=n {
+            let got = names.names(&bare(i));
+            assert_eq!(got.runtime, "bare");
+        }
+        let all = t.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = format!(
+            "one look-up {one:?}; {n} items {all:?}, {} deferred",
+            names.deferred
+        );
+        eprintln!("{said}");
+        assert!(
+            one * n > all * 4,
+            "each item looked up would take 4 times as long: {said}"
+        );
+        assert!(names.deferred > 0, "{said}");
+        let seconds = all.as_secs_f64().ceil() + 1.0;
+        assert!(
+            all.as_secs_f64()
+                < 0.2 + seconds * LOOKUP_BUDGET.as_secs_f64() + one.as_secs_f64() * seconds,
+            "{said}"
         );
     }
 }

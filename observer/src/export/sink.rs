@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::{
     line,
-    origin::{self, SharedResolver},
+    origin::{self, SinkNames},
     Counts, Item,
 };
 
@@ -136,15 +136,15 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Item>,
     mut target: Target,
     counts: &Counts,
-    resolver: &SharedResolver,
+    names: &mut SinkNames,
 ) {
     let mut batch = Batch::default();
     let mut logged = Logged::default();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(item) = next {
-            let names = item.origin().map(|o| origin::names(resolver, o));
-            if !batch.push(&item, names.as_ref()) {
+            let n = item.origin().map(|o| names.names(o));
+            if !batch.push(&item, n.as_ref()) {
                 Counts::add(&counts.dropped, 1);
             }
             if batch.buf.len() >= BATCH_BYTES {

@@ -31,11 +31,7 @@ use tokio::sync::mpsc;
 pub(crate) use client::OtlpConfig;
 use client::{Client, Outcome};
 
-use super::{
-    line,
-    origin::{self, SharedResolver},
-    Counts, Item,
-};
+use super::{line, origin::SinkNames, Counts, Item};
 use crate::host::clock::boot_now_ns;
 
 /// Records per request: what waits is sent at once, up to this many.
@@ -101,7 +97,7 @@ fn kv(key: &str, v: String) -> KeyValue {
 }
 
 /// The writer thread: until the agent drops the queue's sender.
-pub(super) fn run(rx: mpsc::Receiver<Item>, sink: Sink, counts: &Counts, r: &SharedResolver) {
+pub(super) fn run(rx: mpsc::Receiver<Item>, sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -111,7 +107,7 @@ pub(super) fn run(rx: mpsc::Receiver<Item>, sink: Sink, counts: &Counts, r: &Sha
     }
 }
 
-async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r: &SharedResolver) {
+async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let mut failing = false;
     while let Some(first) = rx.recv().await {
         let (records, unwritable) = records(first, &mut rx, r);
@@ -148,11 +144,7 @@ async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r:
 
 /// The records of `first` and of what waits after it (up to BATCH), and how many items
 /// would not make a record.
-fn records(
-    first: Item,
-    rx: &mut mpsc::Receiver<Item>,
-    r: &SharedResolver,
-) -> (Vec<LogRecord>, u64) {
+fn records(first: Item, rx: &mut mpsc::Receiver<Item>, r: &mut SinkNames) -> (Vec<LogRecord>, u64) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -163,7 +155,7 @@ fn records(
     let mut next = Some(first);
     while let Some(item) = next {
         buf.clear();
-        let names = item.origin().map(|o| origin::names(r, o));
+        let names = item.origin().map(|o| r.names(o));
         let rec = line::write(&mut buf, &item, names.as_ref())
             .then(|| record::log_record(buf.strip_suffix(b"\n").unwrap_or(&buf), offset, now))
             .flatten();
