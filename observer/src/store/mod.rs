@@ -24,6 +24,8 @@
 
 mod codec;
 mod db;
+#[cfg(test)]
+mod generation_tests;
 mod migrate;
 #[cfg(test)]
 mod pid_tests;

@@ -66,6 +66,16 @@ impl Containers {
     fn rec(&self, n: u32) -> Option<&ContainerRec> {
         self.0.get(&n)
     }
+
+    /// The number of `key`'s newest generation (write.rs `generation`: a bare container's
+    /// reused inode is a new container with a number of its own).
+    fn newest(&self, key: &ContainerKey) -> Option<u32> {
+        self.0
+            .iter()
+            .filter(|(_, c)| c.key().as_ref() == Some(key))
+            .map(|(n, _)| *n)
+            .max()
+    }
 }
 
 impl Refs for Containers {
@@ -102,13 +112,21 @@ impl Store {
         let Some(all) = self.reading().and_then(|r| containers(&r).ok()) else {
             return Vec::new();
         };
-        all.0
+        let mut hits: Vec<(u32, ContainerKey, Option<String>)> = all
+            .0
             .into_iter()
             .filter(|(_, c)| {
                 c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
             })
-            .filter_map(|(_, c)| Some((c.key()?, c.name)))
-            .collect()
+            .filter_map(|(n, c)| Some((n, c.key()?, c.name)))
+            .collect();
+        // A key's newest generation (a bare container's inode reused) answers for it.
+        let order = |h: &(u32, ContainerKey, Option<String>)| {
+            (h.1.runtime.as_str(), h.1.id.clone(), std::cmp::Reverse(h.0))
+        };
+        hits.sort_by_key(order);
+        hits.dedup_by(|a, b| a.1 == b.1);
+        hits.into_iter().map(|(_, k, name)| (k, name)).collect()
     }
 
     /// The stored pod `query` names (`<namespace>/<pod>`, the pod's name or uid), its
@@ -156,11 +174,9 @@ impl Store {
     /// The name a stored container had.
     pub(crate) fn name(&self, key: &ContainerKey) -> Option<String> {
         let r = self.reading()?;
-        let all = containers(&r).ok()?;
-        all.0
-            .into_iter()
-            .find(|(_, c)| c.key().as_ref() == Some(key))
-            .and_then(|(_, c)| c.name)
+        let mut all = containers(&r).ok()?;
+        let n = all.newest(key)?;
+        all.0.remove(&n).and_then(|c| c.name)
     }
 
     /// This boot's stored entries of processes whose host pid was `pid`, the latest ended
@@ -212,12 +228,7 @@ fn containers(r: &Reading) -> Result<Containers, redb::Error> {
 
 fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> {
     let ctrs = containers(r)?;
-    let Some(n) = ctrs
-        .0
-        .iter()
-        .find(|(_, c)| c.key().as_ref() == Some(key))
-        .map(|(n, _)| *n)
-    else {
+    let Some(n) = ctrs.newest(key) else {
         return Ok(Vec::new());
     };
     let txn = r.db.begin_read()?;

@@ -16,7 +16,7 @@ use super::{
     Limits,
 };
 use crate::{
-    containers::{names::Meta, ContainerKey},
+    containers::{cgroup::Runtime, names::Meta, ContainerKey},
     table::history::Ended,
 };
 
@@ -33,6 +33,9 @@ pub(super) struct Open {
     containers: FxHashMap<ContainerKey, u32>,
     /// The same, by number: what forgetting an emptied container looks up.
     numbers: FxHashMap<u32, ContainerKey>,
+    /// Bare containers whose init ended in this agent's life: their number and the init's
+    /// end (a process that started after it is of a new namespace with the same inode).
+    inits_ended: FxHashMap<ContainerKey, (u32, u64)>,
     next_container: u32,
     next_seq: u64,
     /// The entries' accounted size (bytes + ENTRY_OVERHEAD each).
@@ -71,6 +74,34 @@ struct TxnRefs<'a> {
     known: &'a mut FxHashMap<ContainerKey, u32>,
     next: &'a mut u32,
     new: Vec<(u32, ContainerKey)>,
+    inits_ended: &'a mut FxHashMap<ContainerKey, (u32, u64)>,
+}
+
+impl TxnRefs<'_> {
+    /// The number of the container `e` ended in. A bare container is known by its pid
+    /// namespace's inode, which the kernel reuses (review item 4: reused inodes merged
+    /// containers' histories and kept the first one's name): its namespace ends with its
+    /// init, so a process that started after that is of a new container — a generation with
+    /// a number and a record (named afresh) of its own. Across boots, load() starts one.
+    fn generation(&mut self, key: &ContainerKey, e: &Ended) -> u32 {
+        if key.runtime != Runtime::Bare {
+            return self.number(key);
+        }
+        if let Some(&(n, init_end)) = self.inits_ended.get(key) {
+            if e.start_ns <= init_end {
+                return n;
+            }
+            self.inits_ended.remove(key);
+            if self.known.get(key) == Some(&n) {
+                self.known.remove(key);
+            }
+        }
+        let n = self.number(key);
+        if e.ns_pid == 1 {
+            self.inits_ended.insert(key.clone(), (n, e.end_ns));
+        }
+        n
+    }
 }
 
 impl Refs for TxnRefs<'_> {
@@ -100,6 +131,8 @@ impl Open {
         let (mut containers, mut meta) = (FxHashMap::default(), (0, 0));
         let mut numbers = FxHashMap::default();
         let mut per_container = FxHashMap::<u32, u64>::default();
+        // Each container's last entry's boot.
+        let mut last_boot = FxHashMap::<u32, u32>::default();
         let (next_seq, entries) = {
             let r = redb::ReadableDatabase::begin_read(&db)?;
             if let Ok(t) = r.open_table(CONTAINERS) {
@@ -122,9 +155,10 @@ impl Open {
                 Ok(t) => {
                     for row in t.iter()? {
                         let (_, v) = row?;
-                        if let Some((c, _, _)) = codec::head(v.value()) {
+                        if let Some((c, b, _)) = codec::head(v.value()) {
                             *per_container.entry(c).or_default() +=
                                 v.value().len() as u64 + ENTRY_OVERHEAD;
+                            last_boot.insert(c, b);
                         }
                     }
                     (t.last()?.map_or(0, |(k, _)| k.value() + 1), t.len()?)
@@ -132,12 +166,18 @@ impl Open {
                 Err(_) => (0, 0),
             }
         };
+        // The newest generation of each container (numbers go up) is the one written to; a
+        // bare container of an earlier boot is another container (its inode was reused).
+        containers.retain(|k: &ContainerKey, n| {
+            k.runtime != Runtime::Bare || last_boot.get(n) == Some(&boot)
+        });
         Ok(Open {
             db: Arc::new(db),
             boot,
             offsets: offsets.into_iter().collect(),
             containers,
             numbers,
+            inits_ended: FxHashMap::default(),
             next_container: meta.1 as u32,
             next_seq,
             bytes: meta.0,
@@ -166,9 +206,10 @@ impl Open {
                 known: &mut self.containers,
                 next: &mut self.next_container,
                 new: Vec::new(),
+                inits_ended: &mut self.inits_ended,
             };
             for (key, e) in batch {
-                let c = refs.number(key);
+                let c = refs.generation(key, e);
                 let bytes = codec::encode(e, c, self.boot, &mut refs);
                 entries.insert(self.next_seq, bytes.as_slice())?;
                 index.insert((c, self.next_seq), ())?;
@@ -325,7 +366,10 @@ impl Open {
             if index.range((c, 0)..=(c, u64::MAX))?.next().is_none() {
                 ctrs.remove(c)?;
                 if let Some(key) = self.numbers.remove(&c) {
-                    self.containers.remove(&key);
+                    // Unless a newer generation of it has the key now.
+                    if self.containers.get(&key) == Some(&c) {
+                        self.containers.remove(&key);
+                    }
                 }
             }
         }
