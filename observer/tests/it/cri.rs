@@ -455,3 +455,56 @@ fn pod_why_names_the_container(agent: &Agent, pod: &Pod, init: u32) {
         "{err}"
     );
 }
+
+/// A pod whose containers ended before the agent restarted (the same `--state-dir`), and
+/// that its runtime then removed: `why <namespace>/<pod>` answers from the history store
+/// — the new agent never saw the pod — with its container's exit.
+#[test]
+fn why_of_a_pod_answers_from_the_store_after_an_agent_restart() {
+    let cri = Cri::start();
+    let state = crate::common::TempDir::new("cri-store", "state");
+    let start = || {
+        Agent::start(&[
+            "--containerd-state",
+            cri.state_dir().to_str().unwrap(),
+            "--state-dir",
+            state.0.to_str().unwrap(),
+        ])
+    };
+    let first = start();
+    let pod = cri.run_pod(NS, "stored", NamespaceMode::Container);
+    cri.run_container(&pod, "brief", &["sh", "-c", "sleep 1; exit 4"]);
+    let reference = format!("{NS}/stored");
+    eventually(T, "the pod's containers ended", || {
+        let w = first.json(&["why", "brief"]);
+        (w["alive"] == false && w["ended"]["exit_code"] == 4).then_some(())
+    });
+    cri.stop_pod(&pod);
+    eventually(T, "both containers' ends committed to the store", || {
+        let w = first.json(&["why", &reference]);
+        let st: Value =
+            serde_json::from_str(&crate::common::http_body(&first.http_get("/v1/status"))).ok()?;
+        let s = &st["history_store"];
+        (w["alive"] == false && s["state"] == "ok" && s["written"].as_u64()? >= 2).then_some(())
+    });
+    // What waits in the writer's queue goes at the next commit (once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    first.crash();
+    cri.remove_pod(&pod);
+    let second = start();
+    let w = second.json(&["why", &reference]);
+    let p = w["paragraph"].as_str().unwrap();
+    assert!(p.contains("from the history store"), "{w:#}");
+    assert!(p.contains(&format!("Pod {reference}")), "{p}");
+    let cs = w["containers"].as_array().unwrap();
+    let brief = cs
+        .iter()
+        .find(|c| c["name"] == "brief")
+        .unwrap_or_else(|| panic!("the container brief: {w:#}"));
+    assert_eq!(brief["why"]["alive"], false, "{w:#}");
+    assert_eq!(brief["why"]["ended"]["exit_code"], 4, "{w:#}");
+    assert_eq!(cs[0]["sandbox"], true, "the sandbox first: {w:#}");
+    let (code, text, err) = second.cli(&["why", &reference]);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("observer why {reference} after a restart:\n{text}");
+}
