@@ -53,7 +53,8 @@ fn many_containers_are_evicted_and_read_in_time_linear_in_the_entries() {
     );
     eprintln!("{said}");
     // Measured (2 busy cores): 0.8 s to write; 3.2 s to evict and 2.2 s to read with a
-    // search per entry, well under the writing's time without.
-    assert!(evicted < written * 2 + Duration::from_millis(300), "{said}");
-    assert!(read < written / 2 + Duration::from_millis(100), "{said}");
+    // search per entry (4× and 2.75× the writing), well under the writing's time without.
+    // The bounds leave room for a load that changes between the phases.
+    assert!(evicted < written * 3 + Duration::from_millis(400), "{said}");
+    assert!(read < written + Duration::from_millis(200), "{said}");
 }
