@@ -56,18 +56,22 @@ impl Via {
     }
 
     pub(crate) fn from_code(c: u8) -> Via {
-        [
-            Via::DockerExec,
-            Via::KubectlExec,
-            Via::PodmanExec,
-            Via::CtrExec,
-            Via::Nsenter,
-            Via::ObserverExec,
-        ]
-        .into_iter()
-        .find(|v| v.code() == c)
-        .unwrap_or(Via::Setns)
+        Via::ALL
+            .into_iter()
+            .find(|v| v.code() == c)
+            .unwrap_or(Via::Setns)
     }
+
+    /// Every way in.
+    pub(crate) const ALL: [Via; 7] = [
+        Via::DockerExec,
+        Via::KubectlExec,
+        Via::PodmanExec,
+        Via::CtrExec,
+        Via::Nsenter,
+        Via::ObserverExec,
+        Via::Setns,
+    ];
 }
 
 /// One host process a session came in through.
@@ -385,15 +389,7 @@ mod tests {
 
     #[test]
     fn via_codes_round_trip() {
-        for v in [
-            Via::DockerExec,
-            Via::KubectlExec,
-            Via::PodmanExec,
-            Via::CtrExec,
-            Via::Nsenter,
-            Via::ObserverExec,
-            Via::Setns,
-        ] {
+        for v in Via::ALL {
             assert_eq!(Via::from_code(v.code()), v);
         }
     }
