@@ -301,6 +301,10 @@ fn children_are_killed_with_their_pid_namespace_when_pid_1_exits() {
     let pid1 = c.pid1();
     let w = ended(&agent, "observer-test-nsdeath");
     assert_eq!(w["ended"]["exit_code"], 5, "{w:#}");
+    // Docker records the exit after the kernel reported it (the agent may be first).
+    eventually(T, "docker's record of the exit", || {
+        (c.inspect("{{.State.Status}}") == "exited").then_some(())
+    });
     assert_eq!(c.inspect("{{.State.ExitCode}}"), "5");
     // busybox runs its applets through /proc/self/exe: comm `exe`, argv[0] `sleep`. The
     // kernel reports PID 1's exit before it kills the rest of its namespace: the sleeps'
