@@ -16,6 +16,7 @@
 mod common;
 
 mod bad_input;
+mod bounds;
 mod config;
 mod cost;
 mod credentials;
