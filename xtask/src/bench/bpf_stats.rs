@@ -2,7 +2,7 @@
 //! with the kernel's BPF statistics held on, interleaved round by round (the order
 //! alternating), and the in-kernel time per spawn the statistics report.
 
-use std::{process::Command, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use anyhow::Result;
 
@@ -32,8 +32,7 @@ fn round(extra: &[&str]) -> Result<(f64, f64, u64)> {
             .unwrap_or(0))
     };
     let ns0 = kernel_ns(&agent)?;
-    let script = format!("i=0; while [ $i -lt {STORM_SPAWNS} ]; do /bin/true; i=$((i+1)); done");
-    let (wall, cpu) = time_workload(Command::new("sh").args(["-c", &script]))?;
+    let (wall, cpu) = time_workload(&mut super::storm_cmd())?;
     Ok((wall, cpu, kernel_ns(&agent)? - ns0))
 }
 

@@ -11,14 +11,13 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, time_workload, Agent, Report, STORM_SPAWNS};
+use super::{median, time_workload, Agent, Report};
 
 const PAIRS: usize = 7;
 const MILLION: u32 = 1_000_000;
@@ -95,8 +94,7 @@ fn round(extra: &[&str]) -> Result<(f64, f64, f64, u64)> {
     thread::sleep(Duration::from_secs(2));
     let (e0, _) = agent.event_totals()?;
     let cpu0 = agent.cpu_s();
-    let script = format!("i=0; while [ $i -lt {STORM_SPAWNS} ]; do /bin/true; i=$((i+1)); done");
-    let (wall, cpu) = time_workload(Command::new("sh").args(["-c", &script]))?;
+    let (wall, cpu) = time_workload(&mut super::storm_cmd())?;
     thread::sleep(Duration::from_millis(300));
     let (e1, lost) = agent.event_totals()?;
     if lost > 0 {

@@ -224,13 +224,18 @@ impl Report {
 const STORM_SPAWNS: u32 = 4000;
 const STORM_PAIRS: usize = 9;
 
+/// The storm: a shell running `/bin/true` STORM_SPAWNS times, one after another.
+fn storm_cmd() -> Command {
+    let mut c = Command::new("sh");
+    c.args([
+        "-c",
+        &format!("i=0; while [ $i -lt {STORM_SPAWNS} ]; do /bin/true; i=$((i+1)); done"),
+    ]);
+    c
+}
+
 fn storm(r: &mut Report) -> Result<()> {
-    let script = format!("i=0; while [ $i -lt {STORM_SPAWNS} ]; do /bin/true; i=$((i+1)); done");
-    let sh = || {
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    };
+    let sh = storm_cmd;
     time_cmd(&mut sh())?; // warm caches
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let (mut bpf_ns, mut workload_cpu) = (0u64, 0.0);

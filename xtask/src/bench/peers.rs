@@ -132,12 +132,7 @@ fn bpf_progs(pid: u32) -> usize {
 }
 
 fn storm(md: &mut String) -> Result<()> {
-    let script = format!("i=0; while [ $i -lt {STORM_SPAWNS} ]; do /bin/true; i=$((i+1)); done");
-    let sh = || {
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    };
+    let sh = super::storm_cmd;
     time_cmd(&mut sh())?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let mut wall = [
