@@ -76,20 +76,32 @@ fn processes(r: &mut Report, agent: &Agent, exes: &Path) -> Result<()> {
 
 /// Forks processes `from..to` on two threads; every 50th execs its own path.
 fn spawn(paths: &[CString], from: u32, to: u32) -> Result<()> {
+    vfork_range(from, to, |i| {
+        (i % 50 == 0).then(|| &paths[(i / 50) as usize % paths.len()])
+    })
+}
+
+/// Forks processes `from..to` on two threads, each waited for: process `i` execs
+/// `exe_of(i)` (argv `true`) or, when None, exits at once. A failed exec fails the run.
+pub(super) fn vfork_range<'a>(
+    from: u32,
+    to: u32,
+    exe_of: impl Fn(u32) -> Option<&'a CString> + Sync,
+) -> Result<()> {
     let mid = from + (to - from) / 2;
     thread::scope(|s| {
-        let a = s.spawn(|| fork_range(paths, from, mid));
-        let b = fork_range(paths, mid, to);
+        let a = s.spawn(|| fork_range(&exe_of, from, mid));
+        let b = fork_range(&exe_of, mid, to);
         a.join()
             .map_err(|_| anyhow::anyhow!("spawner panicked"))??;
         b
     })
 }
 
-fn fork_range(paths: &[CString], from: u32, to: u32) -> Result<()> {
+fn fork_range<'a>(exe_of: &impl Fn(u32) -> Option<&'a CString>, from: u32, to: u32) -> Result<()> {
     let argv0 = c"true";
     for i in from..to {
-        let exe = (i % 50 == 0).then(|| &paths[(i / 50) as usize % paths.len()]);
+        let exe = exe_of(i);
         // SAFETY: vfork's child shares our memory until it execs or exits: it only calls
         // execv and _exit on memory prepared before (vfork, not fork: 1,000,000 page-table
         // copies of this process would take most of the benchmark's time).
@@ -101,12 +113,16 @@ fn fork_range(paths: &[CString], from: u32, to: u32) -> Result<()> {
                 if let Some(p) = exe {
                     let argv = [argv0.as_ptr(), std::ptr::null()];
                     libc::execv(p.as_ptr(), argv.as_ptr());
+                    libc::_exit(127)
                 }
                 libc::_exit(0)
             },
             _ => {
                 let mut status = 0;
                 unsafe { libc::waitpid(pid, &mut status, 0) };
+                if status != 0 {
+                    bail!("{exe:?} exited with status {status}");
+                }
             }
         }
     }

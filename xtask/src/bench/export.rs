@@ -167,40 +167,6 @@ fn cost(r: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Forks `n` processes on two threads, each exec'ing `exe` (vfork: see churn.rs).
-fn spawn_execs(exe: &CString, n: u32) -> Result<()> {
-    let one = |count: u32| -> Result<()> {
-        let argv = [exe.as_ptr(), std::ptr::null()];
-        for _ in 0..count {
-            // SAFETY: the child only calls execv and _exit on memory prepared before.
-            #[allow(deprecated)]
-            let pid = unsafe { libc::vfork() };
-            match pid {
-                -1 => bail!("fork: {}", std::io::Error::last_os_error()),
-                0 => unsafe {
-                    libc::execv(exe.as_ptr(), argv.as_ptr());
-                    libc::_exit(127)
-                },
-                _ => {
-                    let mut status = 0;
-                    unsafe { libc::waitpid(pid, &mut status, 0) };
-                    if status != 0 {
-                        bail!("{exe:?} exited with status {status}");
-                    }
-                }
-            }
-        }
-        Ok(())
-    };
-    thread::scope(|s| {
-        let a = s.spawn(|| one(n / 2));
-        let b = one(n - n / 2);
-        a.join()
-            .map_err(|_| anyhow::anyhow!("spawner panicked"))??;
-        b
-    })
-}
-
 /// Exec lines naming `exe` in `file` and its rotated copies `file.1`, `file.2`, …
 fn exec_lines(file: &Path, exe: &str) -> Result<(u64, usize)> {
     let needle = format!("\"filename\":\"{exe}\"");
@@ -247,7 +213,7 @@ fn million(r: &mut Report) -> Result<()> {
     thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     let c = CString::new(exe.to_str().context("path")?)?;
-    spawn_execs(&c, MILLION)?;
+    super::churn::vfork_range(0, MILLION, |_| Some(&c))?;
     let secs = t.elapsed().as_secs_f64();
     // Until the sink has written everything it took.
     let mut last = Vec::new();
