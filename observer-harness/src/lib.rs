@@ -218,12 +218,17 @@ impl Agent {
         (status, t.elapsed())
     }
 
-    /// SIGKILL, as the OOM killer or an operator would: no chance to clean up; the socket
-    /// and the restart record stay for the next agent.
-    pub fn crash(mut self) {
+    /// SIGKILL, as the OOM killer or an operator would: no chance to clean up. The socket
+    /// and the restart record stay for a next agent (`Crashed::socket`) until the returned
+    /// guard drops, which removes them: the killed agent's leftovers are the test's.
+    #[must_use = "the killed agent's socket and restart record are removed when this drops"]
+    pub fn crash(mut self) -> Crashed {
         self.signal(libc::SIGKILL);
         let _ = self.child.wait();
         self.stopped = true;
+        Crashed {
+            socket: self.socket.clone(),
+        }
     }
 
     /// Removes the history store's directory the harness chose.
@@ -250,6 +255,20 @@ impl Drop for Agent {
         // A clean stop removes the socket; the restart record beside it is the caller's.
         let _ = std::fs::remove_file(self.socket.with_extension("state"));
         self.remove_state_dir();
+    }
+}
+
+/// What an agent killed by [`Agent::crash`] left: its socket file and restart record,
+/// removed when this drops (a next agent on the same socket removes them itself when it
+/// stops cleanly; drop this after it).
+pub struct Crashed {
+    pub socket: PathBuf,
+}
+
+impl Drop for Crashed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(self.socket.with_extension("state"));
     }
 }
 

@@ -489,7 +489,7 @@ fn why_of_a_pod_answers_from_the_store_after_an_agent_restart() {
     });
     // What waits in the writer's queue goes at the next commit (once a second).
     std::thread::sleep(Duration::from_millis(1500));
-    first.crash();
+    drop(first.crash());
     cri.remove_pod(&pod);
     let second = start();
     let w = second.json(&["why", &reference]);

@@ -348,7 +348,7 @@ fn agent_killed_with_sigkill_under_load_restarts_with_an_exact_table() {
     );
     std::fs::write(&storm.go, "").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    first.crash();
+    let _crashed = first.crash();
     assert!(socket.exists(), "a killed agent leaves its socket file");
     let deadline = Instant::now() + Duration::from_secs(10);
     while ours(&bpf_programs()) > base {

@@ -155,7 +155,7 @@ fn history_and_why_answer_after_sigkill_and_sigterm_from_the_store() {
         "the child killed by its shell: {want:?}"
     );
     assert!(want.iter().any(|e| e.0 == 3) && want.iter().any(|e| e.0 == 7));
-    first.crash();
+    drop(first.crash());
     // Its runtime forgets it: only the store knows its name now.
     drop(rm);
     let second = Agent::start(&["--state-dir", dir.arg()]);
@@ -411,7 +411,7 @@ fn why_of_a_pid_answers_from_the_store_after_a_restart() {
         let s = store_status(&first);
         (s["written"].as_u64()? >= 1 && s["state"] == "ok").then_some(())
     });
-    first.crash();
+    drop(first.crash());
     let second = Agent::start(&["--state-dir", dir.arg()]);
     let w = second.json(&["why", &pid]);
     assert_eq!(w["alive"], false, "{w:#}");

@@ -87,8 +87,10 @@ impl Agent {
     }
 
     /// SIGKILL, as the OOM killer or an operator would: the agent gets no chance to clean up.
-    pub fn crash(self) {
-        self.inner.crash();
+    /// What it left (socket, restart record) is removed when the returned guard drops.
+    #[must_use = "the killed agent's socket and restart record are removed when this drops"]
+    pub fn crash(self) -> observer_harness::Crashed {
+        self.inner.crash()
     }
 
     /// Runs an observer CLI command against this agent; returns (exit code, stdout, stderr).
