@@ -91,6 +91,11 @@ enum Cmd {
         /// prometheus-process-exporter) and write BENCHMARKS.md; with --only, both.
         #[arg(long)]
         peers: bool,
+        /// With --peers: an older observer binary measured beside this build in the spawn
+        /// storm (wall time and in-kernel time per spawn, interleaved round by round): the
+        /// before/after of a change to the kernel programs.
+        #[arg(long, value_name = "OBSERVER")]
+        baseline: Option<std::path::PathBuf>,
     },
     /// Fuzz the parsers of untrusted input (libFuzzer via cargo-fuzz, pinned nightly):
     /// event decoder, cgroup paths, /proc and tracefs files, runtime state files, API requests.
@@ -343,12 +348,16 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             setup::setup(false)?;
             image::image()
         }
-        Cmd::Bench { only, peers } => {
+        Cmd::Bench {
+            only,
+            peers,
+            baseline,
+        } => {
             require_root(
                 "the benchmarks load eBPF programs and start containers: run them as root",
             )?;
             setup::setup(true)?;
-            bench::bench(&only, peers)
+            bench::bench(&only, peers, baseline.as_deref())
         }
         Cmd::HygieneCheck => hygiene_check_cmd(),
         Cmd::Runner { .. } => unreachable!("handled in main"),

@@ -62,9 +62,14 @@ impl Agent {
     }
 
     fn start_with(extra: &[&str]) -> Result<Agent> {
+        Self::start_bin(&observer(), extra)
+    }
+
+    /// An agent of another observer binary (`bench --baseline`: an older build).
+    fn start_bin(bin: &std::path::Path, extra: &[&str]) -> Result<Agent> {
         let socket =
             std::env::temp_dir().join(format!("observer-bench-{}.sock", std::process::id()));
-        let mut cmd = Command::new(observer());
+        let mut cmd = Command::new(bin);
         cmd.env("RUST_LOG", "info").arg("agent");
         let agent = observer_harness::Agent::start(observer_harness::Start {
             cmd,
@@ -493,10 +498,18 @@ fn scan(r: &mut Report) -> Result<()> {
     result
 }
 
-pub fn bench(only: &[String], with_peers: bool) -> Result<()> {
+pub fn bench(only: &[String], with_peers: bool, baseline: Option<&std::path::Path>) -> Result<()> {
     crate::build()?;
+    if let Some(b) = baseline {
+        if !with_peers {
+            bail!("--baseline adds rows to the peers' storm: give --peers too");
+        }
+        if !b.is_file() {
+            bail!("--baseline {}: no such observer binary", b.display());
+        }
+    }
     if with_peers {
-        let out = peers::peers()?;
+        let out = peers::peers(baseline)?;
         println!("bench: peers written to {}", out.display());
         if only.is_empty() {
             return Ok(());

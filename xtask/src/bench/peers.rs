@@ -34,14 +34,14 @@ const PODMAN_RUNROOT: &str = "/run/observer-bench/podman";
 
 /// One measured quantity per contender: every round's value.
 struct Row {
-    who: &'static str,
+    who: String,
     values: Vec<f64>,
 }
 
 impl Row {
-    fn new(who: &'static str) -> Row {
+    fn new(who: &str) -> Row {
         Row {
-            who,
+            who: who.to_string(),
             values: Vec::new(),
         }
     }
@@ -131,28 +131,33 @@ fn bpf_progs(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-fn storm(md: &mut String) -> Result<()> {
+fn storm(md: &mut String, baseline: Option<&Path>) -> Result<()> {
     let sh = super::storm_cmd;
     time_cmd(&mut sh())?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-    let mut wall = [
+    let mut wall = vec![
         Row::new("no tracer"),
         Row::new("observer agent"),
         Row::new("execsnoop + exitsnoop"),
     ];
-    let mut kernel = [
+    let mut kernel = vec![
         Row::new("observer agent"),
         Row::new("observer agent, raw tracepoints (--tracepoint-kind raw)"),
         Row::new("execsnoop + exitsnoop"),
     ];
+    if let Some(b) = baseline {
+        let label = format!("baseline observer agent ({})", b.display());
+        wall.push(Row::new(&label));
+        kernel.push(Row::new(&label));
+    }
     // observer's time per program, summed over the rounds: BTF tracepoints (the default)
     // and raw ones, so the table shows what the probe reads cost.
     let mut programs = ProgramRuns::new();
     let mut raw_programs = ProgramRuns::new();
     // One storm under an agent started with `args`: its in-kernel ns per spawn, its
     // programs' counters added to `per_program`, and the wall time.
-    let observed = |args: &[&str], per_program: &mut ProgramRuns| {
-        let agent = Agent::start_with(args)?;
+    let observed_by = |bin: &Path, args: &[&str], per_program: &mut ProgramRuns| {
+        let agent = Agent::start_bin(bin, args)?;
         thread::sleep(Duration::from_secs(2));
         let b0 = bpf_run_ns(agent.pid());
         let p0 = bpf_runs_by_program(agent.pid());
@@ -166,6 +171,9 @@ fn storm(md: &mut String) -> Result<()> {
         }
         anyhow::Ok((wall, ns as f64 / STORM_SPAWNS as f64))
     };
+    let this = observer();
+    let observed =
+        |args: &[&str], per_program: &mut ProgramRuns| observed_by(&this, args, per_program);
     for _ in 0..ROUNDS {
         wall[0].values.push(time_workload(&mut sh())?.0);
         let (w, ns) = observed(&[], &mut programs)?;
@@ -180,6 +188,11 @@ fn storm(md: &mut String) -> Result<()> {
             kernel[2]
                 .values
                 .push((t.bpf_ns() - b0) as f64 / STORM_SPAWNS as f64);
+        }
+        if let Some(b) = baseline {
+            let (w, ns) = observed_by(b, &[], &mut ProgramRuns::new())?;
+            wall[3].values.push(w);
+            kernel[3].values.push(ns);
         }
     }
     // One more storm per calibration program, alone before observer's (not in the rows
@@ -526,7 +539,7 @@ fn scrape(md: &mut String) -> Result<()> {
 }
 
 /// Runs every peer comparison and writes BENCHMARKS.md at the repository root.
-pub fn peers() -> Result<PathBuf> {
+pub fn peers(baseline: Option<&Path>) -> Result<PathBuf> {
     crate::setup::apt_install(&["libbpf-tools", "prometheus-process-exporter"])?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
@@ -547,7 +560,7 @@ pub fn peers() -> Result<PathBuf> {
          of each median to the first row's.\n",
         kernel.trim()
     );
-    storm(&mut md)?;
+    storm(&mut md, baseline)?;
     tree(&mut md)?;
     scrape(&mut md)?;
     super::scale::markdown(&mut md, &super::scale::run()?);
