@@ -95,6 +95,42 @@ fn ns_readable(pid: u64) -> bool {
     std::fs::metadata(format!("/proc/{pid}/ns/pid")).is_ok()
 }
 
+/// Whether the test's processes are as it needs them, read from /proc: the host shell's
+/// child a zombie, the container's `sleep 0.1` a zombie under the `sleep 1000` its shell
+/// exec'd (in the container's pid namespace), and its `sleep 1001` running. Err: what is
+/// missing.
+fn fixture_ready(host_pid: u64) -> Result<(), String> {
+    let zombies: Vec<ProcFacts> = std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter_map(proc_facts)
+        .filter(|f| f.state == "Z")
+        .collect();
+    if !zombies.iter().any(|f| f.ppid == host_pid) {
+        return Err(format!("no zombie child of the host shell {host_pid}"));
+    }
+    let parent = zombies
+        .iter()
+        .find_map(|f| {
+            let p = proc_facts(f.ppid)?;
+            (f.ns_pids.len() == 2 && p.comm == "sleep").then_some(p)
+        })
+        .ok_or_else(|| {
+            format!(
+                "no zombie under a sleep in a pid namespace ({} zombies)",
+                zombies.len()
+            )
+        })?;
+    let started = pids_in_pidns(parent.pidns).iter().any(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001001\x00")
+    });
+    if !started {
+        return Err(format!("no `sleep 1001` in pid namespace {}", parent.pidns));
+    }
+    Ok(())
+}
+
 #[test]
 fn the_task_iterator_seed_equals_the_proc_seed() {
     let _ = observer().args(["rm", "-f", "seed-eq"]).output();
@@ -113,30 +149,27 @@ fn the_task_iterator_seed_equals_the_proc_seed() {
     );
     let host_pid = host.0.id() as u64;
     // The container's zombie exists (its parent never reaps it), its `sleep 1001` runs, and
-    // the host's child exited: asked of /proc, however long a loaded machine takes.
-    eventually(
-        Duration::from_secs(30),
-        "the zombies and the container's sleeps",
-        || {
-            let zombies: Vec<ProcFacts> = std::fs::read_dir("/proc")
-                .ok()?
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-                .filter_map(proc_facts)
-                .filter(|f| f.state == "Z")
-                .collect();
-            let host_zombie = zombies.iter().any(|f| f.ppid == host_pid);
-            // In a pid namespace of its own, under the `sleep 1000` its shell exec'd.
-            let parent = zombies.iter().find_map(|f| {
-                let p = proc_facts(f.ppid)?;
-                (f.ns_pids.len() == 2 && p.comm == "sleep").then_some(p)
-            })?;
-            let started = pids_in_pidns(parent.pidns).iter().any(|p| {
-                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001001\x00")
-            });
-            (host_zombie && started).then_some(())
-        },
-    );
+    // the host's child exited: asked of /proc, however long a loaded machine takes (the
+    // test before may have left tens of thousands of processes to reap). On a timeout, what
+    // was missing is said.
+    let mut missing = String::new();
+    let t0 = std::time::Instant::now();
+    while let Err(m) = fixture_ready(host_pid) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "timed out waiting for the zombies and the container's sleeps: {m}; `observer \
+             ps seed-eq`: {:?}",
+            observer().args(["ps", "seed-eq"]).output()
+        );
+        missing = m;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if t0.elapsed() > Duration::from_secs(10) {
+        eprintln!(
+            "the fixture took {:?} (last missing: {missing})",
+            t0.elapsed()
+        );
+    }
 
     let from_proc = Agent::start(&["--seed", "proc"]);
     assert_eq!(status(&from_proc)["seed"], "proc");
