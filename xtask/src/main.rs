@@ -91,9 +91,10 @@ enum Cmd {
         /// prometheus-process-exporter) and write BENCHMARKS.md; with --only, both.
         #[arg(long)]
         peers: bool,
-        /// With --peers: an older observer binary measured beside this build in the spawn
-        /// storm (wall time and in-kernel time per spawn, interleaved round by round): the
-        /// before/after of a change to the kernel programs.
+        /// Instead of the rest: the peers' spawn storm with an older observer binary beside
+        /// this build (wall time and in-kernel time per spawn, interleaved round by round),
+        /// the before/after of a change to the kernel programs; written to
+        /// target/bench-baseline.md.
         #[arg(long, value_name = "OBSERVER")]
         baseline: Option<std::path::PathBuf>,
     },

@@ -501,15 +501,19 @@ fn scan(r: &mut Report) -> Result<()> {
 pub fn bench(only: &[String], with_peers: bool, baseline: Option<&std::path::Path>) -> Result<()> {
     crate::build()?;
     if let Some(b) = baseline {
-        if !with_peers {
-            bail!("--baseline adds rows to the peers' storm: give --peers too");
-        }
         if !b.is_file() {
             bail!("--baseline {}: no such observer binary", b.display());
         }
+        let out = peers::storm_against(b)?;
+        println!(
+            "bench: the storm beside {} written to {}",
+            b.display(),
+            out.display()
+        );
+        return Ok(());
     }
     if with_peers {
-        let out = peers::peers(baseline)?;
+        let out = peers::peers()?;
         println!("bench: peers written to {}", out.display());
         if only.is_empty() {
             return Ok(());

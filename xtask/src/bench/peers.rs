@@ -538,8 +538,26 @@ fn scrape(md: &mut String) -> Result<()> {
     result
 }
 
+/// The spawn storm's tables with an older observer binary beside this build and the peers
+/// (`bench --baseline`), printed and written to target/bench-baseline.md.
+pub fn storm_against(baseline: &Path) -> Result<PathBuf> {
+    crate::setup::apt_install(&["libbpf-tools"])?;
+    let date = ok(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let mut md = format!(
+        "# The spawn storm beside a baseline build\n\n`cargo xtask bench --baseline {}` on \
+         {date}, kernel {}.\n",
+        baseline.display(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
+    );
+    storm(&mut md, Some(baseline))?;
+    print!("{md}");
+    let out = root().join("target/bench-baseline.md");
+    std::fs::write(&out, md)?;
+    Ok(out)
+}
+
 /// Runs every peer comparison and writes BENCHMARKS.md at the repository root.
-pub fn peers(baseline: Option<&Path>) -> Result<PathBuf> {
+pub fn peers() -> Result<PathBuf> {
     crate::setup::apt_install(&["libbpf-tools", "prometheus-process-exporter"])?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
@@ -560,7 +578,7 @@ pub fn peers(baseline: Option<&Path>) -> Result<PathBuf> {
          of each median to the first row's.\n",
         kernel.trim()
     );
-    storm(&mut md, baseline)?;
+    storm(&mut md, None)?;
     tree(&mut md)?;
     scrape(&mut md)?;
     super::scale::markdown(&mut md, &super::scale::run()?);
