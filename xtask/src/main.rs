@@ -83,8 +83,8 @@ enum Cmd {
     /// Measure the product's goals (storm overhead, tree, /metrics, scan, RSS, memory under
     /// churn) as root.
     Bench {
-        /// Only these: scan, tree, metrics, storm, hostile, churn, scale (comma-separated; scale runs only
-        /// when named).
+        /// Only these: scan, tree, metrics, storm, hostile, churn, bpf-stats, store, export,
+        /// export-million, scale (comma-separated; scale runs only when named).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Run the peers side by side instead (execsnoop+exitsnoop, podman top, ps,

@@ -549,6 +549,9 @@ pub fn bench(only: &[String], with_peers: bool, baseline: Option<&std::path::Pat
     if want("export") {
         export::export(&mut r)?;
     }
+    if want("export-million") {
+        export::export_million(&mut r)?;
+    }
     // Not part of the default set (it takes about 15 minutes): --only scale.
     if only.iter().any(|o| o == "scale") {
         scale::scale(&mut r)?;
