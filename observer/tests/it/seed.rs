@@ -110,23 +110,30 @@ fn fixture_ready(host_pid: u64) -> Result<(), String> {
     if !zombies.iter().any(|f| f.ppid == host_pid) {
         return Err(format!("no zombie child of the host shell {host_pid}"));
     }
-    let parent = zombies
+    // Not just any zombie under a sleep: `cargo xtask run`'s demo has one too.
+    let parents: Vec<ProcFacts> = zombies
         .iter()
-        .find_map(|f| {
+        .filter_map(|f| {
             let p = proc_facts(f.ppid)?;
             (f.ns_pids.len() == 2 && p.comm == "sleep").then_some(p)
         })
-        .ok_or_else(|| {
-            format!(
-                "no zombie under a sleep in a pid namespace ({} zombies)",
-                zombies.len()
-            )
-        })?;
-    let started = pids_in_pidns(parent.pidns).iter().any(|p| {
-        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001001\x00")
+        .collect();
+    if parents.is_empty() {
+        return Err(format!(
+            "no zombie under a sleep in a pid namespace ({} zombies)",
+            zombies.len()
+        ));
+    }
+    let ours = parents.iter().any(|parent| {
+        pids_in_pidns(parent.pidns).iter().any(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001001\x00")
+        })
     });
-    if !started {
-        return Err(format!("no `sleep 1001` in pid namespace {}", parent.pidns));
+    if !ours {
+        return Err(format!(
+            "no `sleep 1001` in the pid namespace of a zombie's sleep ({:?})",
+            parents.iter().map(|p| p.pidns).collect::<Vec<_>>()
+        ));
     }
     Ok(())
 }
@@ -158,8 +165,8 @@ fn the_task_iterator_seed_equals_the_proc_seed() {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "timed out waiting for the zombies and the container's sleeps: {m}; `observer \
-             ps seed-eq`: {:?}",
-            observer().args(["ps", "seed-eq"]).output()
+             tree seed-eq`: {:?}",
+            observer().args(["tree", "seed-eq"]).output()
         );
         missing = m;
         std::thread::sleep(Duration::from_millis(50));
