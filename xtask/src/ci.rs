@@ -84,8 +84,12 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         Ok((tools::promtool()?, tools::kube_validators()?))
     })?;
     phases.run("lint", lint)?;
-    let deb = phases.run("package", || package::package(Arch::host()))?;
-    phases.run("host tests (build)", || crate::build_tests(&[]).map(|_| ()))?;
+    // observer is compiled once: by the test build, whose binary the package holds.
+    phases.run("host tests (build)", || {
+        crate::arch::cross_setup(Arch::host())?;
+        crate::build_tests(&[]).map(|_| ())
+    })?;
+    let deb = phases.run("package", || package::pack(Arch::host()))?;
     // The fuzz targets' build (another toolchain, nothing shared) runs at nice 19 beside
     // the host tests and the torture, which mostly wait.
     let fuzz_build = fuzz::build_in_background()?;

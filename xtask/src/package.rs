@@ -28,7 +28,20 @@ pub fn package(arch: Arch) -> Result<PathBuf> {
         arch::cross_setup(arch)?;
         crate::build_observer(&["--target", arch.musl()])?;
     }
+    pack(arch)
+}
+
+/// The package of `arch` from the static observer already built (target/<musl>/release/
+/// observer, the host's too for the completions and man pages). The test command packs the
+/// binary its test build made: `cargo test` builds observer with the features the
+/// dev-dependencies add to shared crates (the CRI test's gRPC stack turns on more of hyper,
+/// tower and syn), so a `cargo build` before it would compile observer and most of its
+/// dependencies a second time — same code, other feature sets of those crates.
+pub fn pack(arch: Arch) -> Result<PathBuf> {
     let bin = static_observer();
+    if !bin.is_file() {
+        bail!("{} is not built", bin.display());
+    }
     // Generated assets outside target/ (cargo-deb reads paths under target/ as build
     // products); the .deb goes to target/package/.
     let out = root().join(".package");
