@@ -83,7 +83,7 @@ pub(crate) struct AgentConfig {
 /// Where the event loop's output goes besides the table: API subscribers and the
 /// history store's writer.
 pub(crate) struct Outputs {
-    events: broadcast::Sender<crate::table::exe_hash::Published>,
+    events: broadcast::Sender<crate::table::Published>,
     store: crate::store::Writer,
 }
 

@@ -20,10 +20,7 @@ use crate::{
     host::scan,
     probes::DRAIN_EVERY,
     store,
-    table::{
-        exe_hash::{Hasher, Published},
-        Table,
-    },
+    table::{exe_hash::Hasher, Published, Table},
 };
 
 /// How often an idle agent (no event in its last drain, no stream subscriber, nothing to
@@ -157,7 +154,9 @@ pub(super) struct Outlets<'a> {
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
 /// on to API subscribers and the exporter, then the history entries they ended to the
 /// exporter and the history store. An exec's executable is opened now, while its process
-/// may still live, and hashed off this loop.
+/// may still live, and hashed off this loop. A fork, exec or exit goes on with its
+/// process's exec session as the table has it once the event is applied: the setns, fork
+/// or cgroup move that made a session came before its first exec.
 pub(super) fn apply(
     reader: &mut EventReader,
     table: &mut Table,
@@ -183,9 +182,14 @@ pub(super) fn apply(
         if let Some(h) = &exe {
             table.set_exe_hash(ev.header().tgid, h.clone());
         }
-        out.exporter.event(&ev, table, before, exe.as_ref());
-        if out.subscribers.receiver_count() > 0 {
-            let _ = out.subscribers.send((ev, exe));
+        let streamed = out.subscribers.receiver_count() > 0;
+        let session = (streamed || out.exporter.wants(&ev))
+            .then(|| table.session_of(&ev))
+            .flatten();
+        out.exporter
+            .event(&ev, table, before, exe.as_ref(), session.as_ref());
+        if streamed {
+            let _ = out.subscribers.send(Published { ev, exe, session });
         }
     });
     if out.exporter.wants_history() || out.store.wants() {

@@ -68,7 +68,7 @@ pub(crate) enum Request {
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) requests: mpsc::Sender<Request>,
-    pub(crate) events: broadcast::Sender<crate::table::exe_hash::Published>,
+    pub(crate) events: broadcast::Sender<crate::table::Published>,
     pub(crate) resolver: Arc<Mutex<Resolver>>,
     /// The durable history store, for the history and `why` views (None: off).
     pub(crate) store: Option<Arc<crate::store::Store>>,
@@ -308,9 +308,11 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
         loop {
             let line = match rx.recv().await {
-                Ok((ev, exe)) if mask & (1 << ev.kind() as u32) != 0 => {
-                    let hash = assemble::exe_hash(exe).await;
-                    let json = EventJson::new(&ev).with_exe_hash(hash);
+                Ok(p) if mask & (1 << p.ev.kind() as u32) != 0 => {
+                    let hash = assemble::exe_hash(p.exe).await;
+                    let json = EventJson::new(&p.ev)
+                        .with_exe_hash(hash)
+                        .with_session(p.session.as_deref());
                     let mut l = serde_json::to_vec(&json).unwrap_or_default();
                     l.push(b'\n');
                     l

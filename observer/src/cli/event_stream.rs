@@ -1,10 +1,13 @@
-//! `observer events`: the live event stream, straight from the ring buffer.
+//! `observer events`: the live event stream, straight from the ring buffer, with the exec
+//! session of each fork, exec and exit's process from a table of its own
+//! (event_sessions.rs).
 
 use std::{
     collections::VecDeque,
     io::{self, BufWriter, Write},
     path::PathBuf,
     process::ExitCode,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,6 +16,7 @@ use clap::Args;
 use observer_common::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::event_sessions::Sessions;
 use crate::{
     events::{
         kind_from_name,
@@ -20,8 +24,11 @@ use crate::{
         Event,
     },
     probes::{self, btf::DEFAULT_BTF, KernelStats, ProbeConfig, Probes},
-    table::exe_hash::{ExeHash, HashConfig, Hasher, Reason},
-    views::event_line::{text_line_hashed, EventJson},
+    table::{
+        exe_hash::{ExeHash, HashConfig, Hasher, Reason},
+        sessions::Session,
+    },
+    views::event_line::{text_line_with, EventJson},
 };
 
 #[derive(Args)]
@@ -55,6 +62,10 @@ pub(crate) struct EventsArgs {
     /// line, and those after it, wait up to 2 s for its hash.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     hash: bool,
+    /// Mark the fork, exec and exit events of exec sessions' processes (`entered`, `[exec
+    /// by …]`): a /proc scan before streaming starts, and a process table kept meanwhile.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    sessions: bool,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -103,56 +114,82 @@ impl Filter {
     }
 }
 
-/// Where accepted events go; the first write error stops the stream (a closed pipe is a
-/// normal way to stop, e.g. `observer events | head`). An exec whose executable is being
-/// hashed holds its line, and the lines after it, until the hash is known or HASH_WAIT
-/// passed: the order stays the kernel's.
+/// An accepted event waiting for its line: an exec's hash, its process's session, and how
+/// long it may wait for the hash.
+struct Held {
+    ev: Event,
+    exe: Option<ExeHash>,
+    session: Option<Arc<Session>>,
+    until: Instant,
+}
+
+/// Where events go; the first write error stops the stream (a closed pipe is a normal way
+/// to stop, e.g. `observer events | head`). Every event is applied to the sessions' table,
+/// accepted or not. An exec whose executable is being hashed holds its line, and the lines
+/// after it, until the hash is known or HASH_WAIT passed: the order stays the kernel's.
 struct Sink<W: Write> {
     out: W,
     err: Option<io::Error>,
     json: bool,
     filter: Filter,
     hasher: Hasher,
-    held: VecDeque<(Event, Option<ExeHash>, Instant)>,
+    sessions: Sessions,
+    held: VecDeque<Held>,
 }
 
 impl<W: Write> Sink<W> {
     fn emit(&mut self, ev: Event) {
-        if self.err.is_some() || !self.filter.accepts(&ev) {
+        if self.err.is_some() {
+            return;
+        }
+        let session = self.sessions.apply(&ev);
+        if !self.filter.accepts(&ev) {
             return;
         }
         let exe = match &ev {
             Event::Exec(e) => Some(self.hasher.on_exec(e.header.tgid, e)),
             _ => None,
         };
-        self.held.push_back((ev, exe, Instant::now() + HASH_WAIT));
+        self.held.push_back(Held {
+            ev,
+            exe,
+            session,
+            until: Instant::now() + HASH_WAIT,
+        });
         self.release(false);
     }
 
     /// Writes the held lines that may go (all of them when `all`).
     fn release(&mut self, all: bool) {
-        while let Some((_, exe, until)) = self.held.front() {
-            let pending = exe
+        while let Some(h) = self.held.front() {
+            let pending = h
+                .exe
                 .as_ref()
                 .is_some_and(|h| h.now() == Err(Reason::Pending));
-            if pending && !all && Instant::now() < *until {
+            if pending && !all && Instant::now() < h.until {
                 return;
             }
-            let (ev, exe, _) = self.held.pop_front().expect("front");
-            self.write(&ev, exe.map(|h| h.now()));
+            let h = self.held.pop_front().expect("front");
+            self.write(&h.ev, h.session.as_deref(), h.exe.map(|h| h.now()));
         }
     }
 
-    fn write(&mut self, ev: &Event, hash: Option<Result<crate::table::exe_hash::Digest, Reason>>) {
+    fn write(
+        &mut self,
+        ev: &Event,
+        session: Option<&Session>,
+        hash: Option<Result<crate::table::exe_hash::Digest, Reason>>,
+    ) {
         if self.err.is_some() {
             return;
         }
         let r = if self.json {
-            serde_json::to_writer(&mut self.out, &EventJson::new(ev).with_exe_hash(hash))
+            let json = EventJson::new(ev).with_exe_hash(hash).with_session(session);
+            serde_json::to_writer(&mut self.out, &json)
                 .map_err(io::Error::from)
                 .and_then(|_| self.out.write_all(b"\n"))
         } else {
-            writeln!(self.out, "{}", text_line_hashed(ev, hash))
+            writeln!(self.out, "{}", text_line_with(ev, session, hash))
         };
         if let Err(e) = r {
             self.err = Some(e);
@@ -161,6 +198,7 @@ impl<W: Write> Sink<W> {
 
     /// Writes what may go and flushes; false once writing has failed.
     fn flush(&mut self) -> bool {
+        self.sessions.tidy();
         self.release(false);
         if self.err.is_none() {
             if let Err(e) = self.out.flush() {
@@ -183,10 +221,17 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         bpf_stats: false,
     };
     let (mut probes, ring) = Probes::load(&cfg)?;
-    // Nothing here seeds: the BTF parse kept for the task iterators is not needed.
+    // The sessions' table is seeded from /proc: the BTF parse kept for the task iterators
+    // is not needed.
     probes.release_kernel_btf();
     probes.forward_kernel_log();
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
+    // After the ring buffer opened: what starts during the scan is applied from it.
+    let sessions = if args.sessions {
+        Sessions::seed()
+    } else {
+        Sessions::off()
+    };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let filter = Filter {
@@ -213,6 +258,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
         } else {
             Hasher::off()
         },
+        sessions,
         held: VecDeque::new(),
     };
     let stop = async {

@@ -4,6 +4,7 @@
 
 mod agent;
 pub(crate) mod config;
+mod event_sessions;
 mod event_stream;
 mod launcher;
 mod views;

@@ -126,16 +126,10 @@ enum Answer {
     Error(ApiError),
 }
 
-fn local(view: &View) -> anyhow::Result<Answer> {
-    if matches!(view, View::Status) {
-        anyhow::bail!("no agent answers on the socket: `observer status` describes a running agent (start one with `observer agent`)");
-    }
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("observer: no agent running; this is a one-shot /proc scan (zombie ages, exit codes and adoptions need `observer agent`)");
-    }
+/// A table of every process /proc shows now (their command lines, executables and the
+/// exec sessions they are in too): what the one-shot views and `observer events` start from.
+pub(super) fn scanned_table(cgroupfs: &CgroupFs) -> Table {
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
-    let cgroupfs = CgroupFs::discover();
     let mut table = Table::new(host_pidns, cgroupfs.clone());
     table.seed(&scan::scan_all(true), boot_now_ns());
     let missing = table.missing_details();
@@ -148,7 +142,19 @@ fn local(view: &View) -> anyhow::Result<Answer> {
             cgroupfs.v2.as_deref(),
         ))
     }));
-    let src = Local(table);
+    table
+}
+
+fn local(view: &View) -> anyhow::Result<Answer> {
+    if matches!(view, View::Status) {
+        anyhow::bail!("no agent answers on the socket: `observer status` describes a running agent (start one with `observer agent`)");
+    }
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("observer: no agent running; this is a one-shot /proc scan (zombie ages, exit codes and adoptions need `observer agent`)");
+    }
+    let cgroupfs = CgroupFs::discover();
+    let src = Local(scanned_table(&cgroupfs));
     let resolver = std::sync::Mutex::new(Resolver::new(StateDirs::default()));
     let mut ctx = ViewCtx {
         now_ns: boot_now_ns(),

@@ -37,8 +37,10 @@ struct HistoryLine<'a> {
 pub(super) fn write(out: &mut Vec<u8>, item: &Item, names: Option<&Names>) -> bool {
     let start = out.len();
     let r = match item {
-        Item::Event(ev, _, exe) => {
-            let json = EventJson::new(ev).with_exe_hash(exe.as_ref().map(|h| h.get(HASH_WAIT)));
+        Item::Event(ev, _, exe, session) => {
+            let json = EventJson::new(ev)
+                .with_exe_hash(exe.as_ref().map(|h| h.get(HASH_WAIT)))
+                .with_session(session.as_deref());
             // EventJson's object with the schema and the names spliced in first.
             out.extend_from_slice(b"{\"schema\":\"");
             out.extend_from_slice(EVENT_SCHEMA.as_bytes());
@@ -144,7 +146,7 @@ mod tests {
     fn an_event_line_is_the_events_route_object_with_the_schema_first() {
         let ev = exec();
         let mut out = b"previous\n".to_vec();
-        assert!(write(&mut out, &Item::Event(ev, None, None), None));
+        assert!(write(&mut out, &Item::Event(ev, None, None, None), None));
         let line = std::str::from_utf8(&out[9..]).unwrap();
         assert!(line.starts_with("{\"schema\":\"observer.event/v2\",\"type\":\"exec\""));
         assert!(
@@ -168,7 +170,11 @@ mod tests {
             pod_uid: None,
         };
         let mut out = Vec::new();
-        assert!(write(&mut out, &Item::Event(ev, None, None), Some(&names)));
+        assert!(write(
+            &mut out,
+            &Item::Event(ev, None, None, None),
+            Some(&names)
+        ));
         let line = std::str::from_utf8(&out).unwrap();
         assert!(
             line.starts_with("{\"schema\":\"observer.event/v2\",\"container_id\":\"c0ffee\","),

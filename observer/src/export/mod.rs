@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::{
     containers::{names::StateDirs, ContainerKey},
     events::{kind_from_name, Event},
-    table::{exe_hash::ExeHash, history::Ended, Table},
+    table::{exe_hash::ExeHash, history::Ended, sessions::Session, Table},
     views::status::ExportCounts,
 };
 pub(crate) use origin::Origin;
@@ -120,15 +120,21 @@ impl Types {
               history entries are rare"
 )]
 enum Item {
-    /// An event, its process's container, and for an exec its executable's hash.
-    Event(Event, Option<Arc<Origin>>, Option<ExeHash>),
+    /// An event, its process's container, for an exec its executable's hash, and its
+    /// process's exec session.
+    Event(
+        Event,
+        Option<Arc<Origin>>,
+        Option<ExeHash>,
+        Option<Arc<Session>>,
+    ),
     History(Box<(ContainerKey, Ended)>, Arc<Origin>),
 }
 
 impl Item {
     fn origin(&self) -> Option<&Origin> {
         match self {
-            Item::Event(_, o, _) => o.as_deref(),
+            Item::Event(_, o, ..) => o.as_deref(),
             Item::History(_, o) => Some(o),
         }
     }
@@ -234,21 +240,27 @@ impl Exporter {
     }
 
     /// An event as it was applied (secrets already masked), with its process's container
-    /// (`before`: looked up before it was applied; else it is looked up now) and an exec's
-    /// executable hash (the writer waits for it).
+    /// (`before`: looked up before it was applied; else it is looked up now), an exec's
+    /// executable hash (the writer waits for it) and the process's exec session.
     pub(crate) fn event(
         &self,
         ev: &Event,
         table: &Table,
         before: Option<Arc<Origin>>,
         exe: Option<&ExeHash>,
+        session: Option<&Arc<Session>>,
     ) {
         if !self.wants(ev) {
             return;
         }
         let origin = before.or_else(|| self.origin(table, ev));
         for q in &self.queues {
-            q.offer(Item::Event(*ev, origin.clone(), exe.cloned()));
+            q.offer(Item::Event(
+                *ev,
+                origin.clone(),
+                exe.cloned(),
+                session.cloned(),
+            ));
         }
     }
 
@@ -347,7 +359,7 @@ mod tests {
         });
         let table = Table::new(1, Default::default());
         for _ in 0..5 {
-            x.event(&free, &table, None, None);
+            x.event(&free, &table, None, None, None);
         }
         assert!(!x.wants_history(), "history was not asked for");
         let c = &x.counts()[0];

@@ -89,9 +89,6 @@ impl Reason {
 
 pub(crate) type Digest = [u8; 32];
 
-/// An applied event as API subscribers get it: an exec with its executable's hash.
-pub(crate) type Published = (crate::events::Event, Option<ExeHash>);
-
 /// One identity's result, set once by a worker; readers may wait for it.
 #[derive(Debug, Default)]
 pub(crate) struct Entry {

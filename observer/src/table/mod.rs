@@ -28,6 +28,16 @@ use crate::{
     host::{cgroupfs::CgroupFs, scan},
 };
 
+/// An applied event as API subscribers get it: with an exec's executable hash, and the
+/// exec session of its process (fork, exec, exit) as the table had it once the event was
+/// applied.
+#[derive(Clone, Debug)]
+pub(crate) struct Published {
+    pub(crate) ev: crate::events::Event,
+    pub(crate) exe: Option<exe_hash::ExeHash>,
+    pub(crate) session: Option<std::sync::Arc<sessions::Session>>,
+}
+
 /// Counters about the table itself (exported by the agent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TableStats {
@@ -395,9 +405,11 @@ impl Table {
 
     /// Fills command lines, executables and namespace inodes read after the seed, unless
     /// the process changed meanwhile (an exec brought its own, or the pid now belongs to
-    /// another process); what an event already set stays.
+    /// another process); what an event already set stays. With the command lines known,
+    /// the exec sessions that began before the seed are deduced (sessions.rs).
     pub(crate) fn fill_details(&mut self, found: Vec<scan::Details>) {
         let tick = self.tick_ns;
+        let mut filled = Vec::with_capacity(found.len());
         for d in found {
             let Some(p) = self.procs.get(&d.pid) else {
                 continue;
@@ -423,7 +435,9 @@ impl Table {
                     *have = read;
                 }
             }
+            filled.push(d.pid);
         }
+        self.note_startup_entries(&filled);
     }
 
     /// Containers that have processes (from the registry's member counts: no pass over the

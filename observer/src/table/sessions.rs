@@ -8,12 +8,20 @@
 //! How it came in is read from its host ancestors at that moment and kept: the runtime's
 //! exec process and the client exit right after (runc exec is gone within milliseconds and
 //! the root is adopted by the shim). Nothing is looked up later.
+//!
+//! A session that began before the agent is deduced once at start-up, when the command
+//! lines of the processes found are read: a process in its container's pid namespace,
+//! not the container's first process, whose host parent is outside (the shim or conmon
+//! that adopted it, nsenter, ...). It says so (`Seen::Startup`), and its time is its
+//! root's start.
 
 use std::sync::Arc;
 
 use observer_common::COMM_LEN;
+use rustc_hash::FxHashMap;
 
 use super::Table;
+use crate::events::Event;
 
 /// How a session came in, deduced from its host ancestors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -90,8 +98,36 @@ pub(crate) struct Session {
     /// Its host ancestors when it came in, parent first: the runtime's and the tool's
     /// processes, up to the first one outside them (not the host's PID 1).
     pub(crate) by: Box<[HostLink]>,
-    /// Boot-clock ns when it came in.
+    /// Boot-clock ns when it came in (for one seen at start-up: its root's start).
     pub(crate) at_ns: u64,
+    pub(crate) seen: Seen,
+}
+
+/// When the agent learnt of a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Seen {
+    /// As it came in: its ancestors were read then (runc still ran).
+    #[default]
+    Entry = 0,
+    /// At the agent's start-up, from what was left of its ancestors then (the shim or
+    /// conmon that adopted it, nsenter, ...): it began before the agent.
+    Startup = 1,
+}
+
+impl Seen {
+    /// The stable number the durable store keeps (0: seen as it came in).
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_code(c: u8) -> Seen {
+        if c == Seen::Startup.code() {
+            Seen::Startup
+        } else {
+            Seen::Entry
+        }
+    }
 }
 
 impl Session {
@@ -217,20 +253,35 @@ impl Table {
     /// Records `pid`'s session if it just came into its container from outside: in the
     /// container's pid namespace, not its PID 1, its host parent in another namespace.
     pub(super) fn note_entry(&mut self, pid: u32, at_ns: u64) {
-        let Some(p) = self.procs.get(&pid) else {
+        if !self.came_from_outside(pid) {
             return;
+        }
+        if let Some(s) = self.session_from_ancestors(pid, at_ns, Seen::Entry) {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.session = Some(Arc::new(s));
+            }
+        }
+    }
+
+    /// Whether `pid` has no session yet and sits in its container's pid namespace, not as
+    /// its PID 1, with its host parent (live) in another namespace.
+    fn came_from_outside(&self, pid: u32) -> bool {
+        let Some(p) = self.procs.get(&pid) else {
+            return false;
         };
         if p.session.is_some() || p.container.is_none() || p.pid_level == 0 || p.ns_pid() == 1 {
-            return;
+            return false;
         }
-        let Some(parent) = self.procs.get(&p.ppid) else {
-            return;
-        };
-        if parent.pidns() == 0 || parent.pidns() == p.pidns() || parent.is_zombie() {
-            return;
-        }
+        self.procs.get(&p.ppid).is_some_and(|parent| {
+            parent.pidns() != 0 && parent.pidns() != p.pidns() && !parent.is_zombie()
+        })
+    }
+
+    /// The session `pid` is the root of, read from its host ancestors as they are now;
+    /// None when they say it did not come in as one (a runtime starting a container).
+    fn session_from_ancestors(&self, pid: u32, at_ns: u64, seen: Seen) -> Option<Session> {
         let mut links = Vec::with_capacity(MAX_CHAIN);
-        let mut cur = Some(parent);
+        let mut cur = self.procs.get(&self.procs.get(&pid)?.ppid);
         while let Some(a) = cur.filter(|a| a.pid > 1 && links.len() < MAX_CHAIN) {
             links.push(a);
             cur = self.procs.get(&a.ppid).filter(|n| n.pid != a.pid);
@@ -242,9 +293,7 @@ impl Table {
                 argv: a.argv.bytes(),
             })
             .collect();
-        let Some(via) = via_of(&chain) else {
-            return;
-        };
+        let via = via_of(&chain)?;
         let by = links[..by_len(&chain)]
             .iter()
             .map(|a| HostLink {
@@ -252,15 +301,93 @@ impl Table {
                 comm: a.comm,
             })
             .collect();
-        let s = Arc::new(Session {
+        Some(Session {
             root: pid,
             via,
             by,
             at_ns,
-        });
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.session = Some(s);
+            seen,
+        })
+    }
+
+    /// Sessions that began before the agent: each of `pids` (processes found at start-up,
+    /// their command lines read) that came into its container from outside and is not the
+    /// container's first process is a session's root, deduced from its host ancestors now
+    /// (the shim or conmon that adopted it, nsenter, ...), at its start time; its
+    /// descendants inherit it.
+    pub(crate) fn note_startup_entries(&mut self, pids: &[u32]) {
+        let inits = self.container_inits();
+        for &pid in pids {
+            let Some(p) = self.procs.get(&pid) else {
+                continue;
+            };
+            let first = p.container.is_some_and(|c| inits.get(&c) == Some(&pid));
+            if first || !self.came_from_outside(pid) {
+                continue;
+            }
+            let Some(s) = self.session_from_ancestors(pid, p.start_time_ns, Seen::Startup) else {
+                continue;
+            };
+            self.spread_session(pid, &Arc::new(s));
         }
+    }
+
+    /// Each container's first process: PID 1 of its pid namespace, else (a pod member in a
+    /// shared one, whose PID 1 is the sandbox's) the earliest started of those in its own
+    /// cgroup whose host parent is outside the namespace (one that joined only the
+    /// namespace, as nsenter's child does, is not in the container's cgroup).
+    fn container_inits(&self) -> FxHashMap<u32, u32> {
+        let mut best: FxHashMap<u32, (bool, u64, u32)> = FxHashMap::default();
+        for p in self.procs.values().filter(|p| p.pid_level > 0) {
+            let Some(c) = p.container else {
+                continue;
+            };
+            let pid1 = p.ns_pid() == 1;
+            let first_in_cgroup = self.registry.attribute_is_runtime(p.cgroup)
+                && self
+                    .procs
+                    .get(&p.ppid)
+                    .is_some_and(|par| par.pidns() != p.pidns());
+            if !pid1 && !first_in_cgroup {
+                continue;
+            }
+            let key = (!pid1, p.start_time_ns, p.pid);
+            best.entry(c)
+                .and_modify(|b| *b = (*b).min(key))
+                .or_insert(key);
+        }
+        best.into_iter().map(|(c, (_, _, pid))| (c, pid)).collect()
+    }
+
+    /// `root` and its descendants in containers that have no session yet run in `s`.
+    fn spread_session(&mut self, root: u32, s: &Arc<Session>) {
+        let mut todo = vec![root];
+        let mut n = 0;
+        while let Some(pid) = todo.pop().filter(|_| n <= self.procs.len()) {
+            n += 1;
+            let Some(p) = self.procs.get_mut(&pid) else {
+                continue;
+            };
+            if p.container.is_none() || p.session.is_some() {
+                continue;
+            }
+            p.session = Some(s.clone());
+            todo.extend(self.children(pid));
+        }
+    }
+
+    /// The session of the process an exec, fork or exit event is about, as the table has
+    /// it once the event is applied (None for other events, and for a process the table
+    /// holds another holder of the PID for).
+    pub(crate) fn session_of(&self, ev: &Event) -> Option<Arc<Session>> {
+        let h = ev.header();
+        let p = self.procs.get(&h.tgid)?;
+        match ev {
+            Event::Exec(_) | Event::Fork(_) => {}
+            Event::Exit(e) if e.is_leader == 0 || self.same(p, e.task.start_time_ns) => {}
+            _ => return None,
+        }
+        p.session.clone()
     }
 }
 

@@ -1,12 +1,16 @@
 //! How one kernel event is shown: a JSON object per line (`observer events --json`, the
-//! agent's event stream) or a readable line.
+//! agent's event stream) or a readable line. What the table knew of the event's process
+//! when it was applied (its exec session) is handed in by the caller that applied it.
 
 use std::fmt::Write as _;
 
 use observer_common::{TaskInfo, NS_COUNT, NS_NAMES};
 use serde::Serialize;
 
-use crate::events::{c_str, exit_status, split_args, Event, TaskInfoExt};
+use crate::{
+    events::{c_str, exit_status, split_args, Event, TaskInfoExt},
+    table::sessions::Session,
+};
 
 #[derive(Serialize)]
 pub struct EventJson<'a> {
@@ -32,6 +36,9 @@ pub struct EventJson<'a> {
     /// True when a kernel read failed for this event (some fields may read 0).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) read_error: bool,
+    /// The exec session of the process (fork, exec and exit events; absent outside one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) entered: Option<super::sessions::EnteredView>,
     #[serde(flatten)]
     pub(crate) detail: Detail<'a>,
 }
@@ -217,6 +224,13 @@ impl<'a> EventJson<'a> {
         self
     }
 
+    /// The exec session the event's process was in when the event was applied (the caller
+    /// asks the table: `Table::session_of`).
+    pub(crate) fn with_session(mut self, s: Option<&Session>) -> Self {
+        self.entered = s.map(|s| super::sessions::entered_view(s, self.pid));
+        self
+    }
+
     pub fn new(ev: &'a Event) -> Self {
         let h = ev.header();
         let t: &TaskInfo = ev.task().unwrap_or(&NO_TASK);
@@ -292,6 +306,7 @@ impl<'a> EventJson<'a> {
             uid: t.uid,
             gid: t.gid,
             read_error: t.flags & observer_common::TASK_FLAG_READ_ERROR != 0,
+            entered: None,
             detail,
         }
     }
@@ -328,14 +343,24 @@ pub fn text_line(ev: &Event) -> String {
     s
 }
 
-/// `text_line`, and for an exec its executable's SHA-256 (`sha256=<hex>`, or
-/// `sha256=-(gone)` and the like saying why there is none); nothing when hashing is off.
-pub(crate) fn text_line_hashed(
+/// `text_line`, the exec session of the event's process (`[exec by docker exec]`, as
+/// `sessions::short_mark`), and for an exec its executable's SHA-256 (`sha256=<hex>`, or
+/// `sha256=-(gone)` and the like saying why there is none; nothing when hashing is off).
+pub(crate) fn text_line_with(
     ev: &Event,
+    session: Option<&Session>,
     hash: Option<Result<crate::table::exe_hash::Digest, crate::table::exe_hash::Reason>>,
 ) -> String {
     use crate::table::exe_hash::{hex, Reason};
     let mut s = text_line(ev);
+    if let Some(session) = session {
+        let e = super::sessions::entered_view(session, ev.header().tgid);
+        let _ = write!(
+            s,
+            " {}",
+            super::text::one_line(&super::sessions::short_mark(&e))
+        );
+    }
     match hash {
         Some(Ok(d)) => {
             let _ = write!(s, " sha256={}", hex(&d));
@@ -485,19 +510,53 @@ mod hash_tests {
         let plain = text_line(&ev);
         let d = [0xab; 32];
         assert_eq!(
-            text_line_hashed(&ev, Some(Ok(d))),
+            text_line_with(&ev, None, Some(Ok(d))),
             format!("{plain} sha256={}", "ab".repeat(32))
         );
         assert_eq!(
-            text_line_hashed(&ev, Some(Err(Reason::TooLarge))),
+            text_line_with(&ev, None, Some(Err(Reason::TooLarge))),
             format!("{plain} sha256=-(too_large)")
         );
         // Hashing off, or not an exec: the line as before.
-        assert_eq!(text_line_hashed(&ev, Some(Err(Reason::Off))), plain);
-        assert_eq!(text_line_hashed(&ev, None), plain);
+        assert_eq!(text_line_with(&ev, None, Some(Err(Reason::Off))), plain);
+        assert_eq!(text_line_with(&ev, None, None), plain);
         // The names are the JSON's.
         for r in [Reason::Gone, Reason::NotSeen, Reason::Pending, Reason::Busy] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.name());
         }
+    }
+
+    #[test]
+    fn a_session_processs_event_carries_entered_and_its_line_the_mark_before_the_hash() {
+        use crate::table::sessions::{HostLink, Seen, Via};
+        // SAFETY: plain integers: all zeroes is a valid value.
+        let mut e: ExecEvent = unsafe { std::mem::zeroed() };
+        e.header.kind = EventKind::Exec as u32;
+        e.header.tgid = 901;
+        let ev = Event::Exec(e);
+        let mut comm = [0u8; observer_common::COMM_LEN];
+        comm[..4].copy_from_slice(b"runc");
+        let s = Session {
+            root: 900,
+            via: Via::DockerExec,
+            by: vec![HostLink { pid: 812, comm }].into(),
+            at_ns: 7,
+            seen: Seen::Entry,
+        };
+        let d = [0xab; 32];
+        let line = text_line_with(&ev, Some(&s), Some(Ok(d)));
+        let want = format!(
+            "{} [exec by docker exec, root 900] sha256={}",
+            text_line(&ev),
+            "ab".repeat(32)
+        );
+        assert_eq!(line, want);
+        let json = serde_json::to_value(EventJson::new(&ev).with_session(Some(&s))).unwrap();
+        assert_eq!(json["entered"]["via"], "docker exec");
+        assert_eq!(json["entered"]["root_pid"], 900);
+        assert_eq!(json["entered"]["root"], false);
+        assert_eq!(json["entered"]["by"][0]["pid"], 812);
+        let plain = serde_json::to_value(EventJson::new(&ev).with_session(None)).unwrap();
+        assert!(plain.get("entered").is_none(), "{plain}");
     }
 }

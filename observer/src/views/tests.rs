@@ -106,6 +106,7 @@ fn entered(root_pid: u32) -> super::sessions::EnteredView {
         time_ns: 1,
         root_pid,
         root: true,
+        seen_at: Default::default(),
     }
 }
 

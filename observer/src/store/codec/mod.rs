@@ -12,7 +12,9 @@
 //! An entry of an exec session (table/sessions.rs) is followed by its session record: a
 //! trailing record, not a new schema — postcard leaves bytes after a record alone, so an
 //! agent that does not know it reads the entry without its session, and an entry without
-//! one reads as having none.
+//! one reads as having none. A session the agent deduced at its start-up (it began before
+//! the agent) has one more trailing record after that, its `Seen` code, by the same rule:
+//! an agent that does not know it reads the session as seen when it came in.
 //!
 //! The bytes come back from a file on disk: decoding any bytes returns an error or an
 //! entry, never panics, and allocates no more than the bytes it was given can describe.
@@ -30,7 +32,7 @@ use crate::{
         exe_hash::{Digest, ExeHash, ExeId, Reason},
         history::{Ended, ExecOf, InitEnd, Link},
         process::ExecCred,
-        sessions::{HostLink, Session, Via},
+        sessions::{HostLink, Seen, Session, Via},
         signal_facts::{OomFacts, Sender, SignalFact},
     },
 };
@@ -61,6 +63,9 @@ struct SessionRec {
     by: Vec<(u32, Vec<u8>)>,
     /// When it came in − the entry's end (negative: before it).
     at_rel: i64,
+    /// `Seen::code`: a record of its own after this one, when not `Entry` (see above).
+    #[serde(skip)]
+    seen: u8,
 }
 
 fn session_rec(s: &Session, end: u64) -> SessionRec {
@@ -69,6 +74,7 @@ fn session_rec(s: &Session, end: u64) -> SessionRec {
         via: s.via.code(),
         by: s.by.iter().map(|l| (l.pid, comm_bytes(&l.comm))).collect(),
         at_rel: rel(s.at_ns, end),
+        seen: s.seen.code(),
     }
 }
 
@@ -85,6 +91,7 @@ fn session(r: SessionRec, end: u64) -> Session {
             })
             .collect(),
         at_ns: abs(r.at_rel, end),
+        seen: Seen::from_code(r.seen),
     }
 }
 
@@ -364,7 +371,13 @@ pub(super) fn encode(e: &Ended, container: u32, boot: u32, refs: &mut dyn Refs) 
 pub(super) fn decode(bytes: &[u8]) -> Result<Entry, postcard::Error> {
     let (mut entry, rest): (Entry, _) = postcard::take_from_bytes(bytes)?;
     if !rest.is_empty() {
-        entry.session = postcard::from_bytes(rest).ok();
+        entry.session =
+            postcard::take_from_bytes(rest)
+                .ok()
+                .map(|(mut s, seen): (SessionRec, &[u8])| {
+                    s.seen = postcard::from_bytes(seen).unwrap_or(0);
+                    s
+                });
     }
     Ok(entry)
 }
@@ -375,6 +388,9 @@ impl Entry {
         let mut b = postcard::to_allocvec(self).unwrap_or_default();
         if let Some(s) = &self.session {
             b.extend(postcard::to_allocvec(s).unwrap_or_default());
+            if s.seen != 0 {
+                b.extend(postcard::to_allocvec(&s.seen).unwrap_or_default());
+            }
         }
         b
     }

@@ -169,6 +169,7 @@ fn in_session(mut e: Ended) -> Ended {
         ]
         .into(),
         at_ns: e.end_ns - 2_000_000_000,
+        seen: crate::table::sessions::Seen::Entry,
     }));
     e
 }
@@ -192,6 +193,34 @@ fn an_exec_session_comes_back_and_an_older_reader_reads_the_entry_without_it() {
     let plain = encode(&without, 3, 2, &mut refs).len();
     let cut = decode(&bytes[..plain + 2]).unwrap();
     assert!(cut.session.is_none());
+}
+
+#[test]
+fn a_session_seen_at_start_up_says_so_after_a_round_trip_and_older_readers_keep_the_rest() {
+    use crate::table::sessions::Seen;
+    let mut refs = VecRefs::default();
+    let e = in_session(full(1234, 9_000_000_000_000));
+    let entry_bytes = encode(&e, 3, 2, &mut refs);
+    let mut s = (**e.session.as_ref().unwrap()).clone();
+    s.seen = Seen::Startup;
+    let mut startup = e.clone();
+    startup.session = Some(std::sync::Arc::new(s));
+    let bytes = encode(&startup, 3, 2, &mut refs);
+    assert_eq!(bytes.len(), entry_bytes.len() + 1, "one byte more");
+    assert_eq!(
+        decode(&bytes).unwrap().ended(&refs).session,
+        startup.session
+    );
+    // A reader of the session record alone (the agent before this one) has it as seen
+    // when it came in; entries of that agent read as such.
+    let (head, _) = postcard::take_from_bytes::<Entry>(&bytes).unwrap();
+    let plain = postcard::to_allocvec(&head).unwrap().len();
+    let older: SessionRec = postcard::from_bytes(&bytes[plain..]).unwrap();
+    assert_eq!(older.seen, 0);
+    assert_eq!(
+        decode(&entry_bytes).unwrap().ended(&refs).session,
+        e.session
+    );
 }
 
 #[test]

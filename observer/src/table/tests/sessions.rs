@@ -1,10 +1,11 @@
 //! Exec sessions: which processes came into a container from outside, how, and that their
 //! descendants and history entries keep it.
 
-use super::{exec, exit, fork, table, task, Table, HOST_NS, TICK};
+use super::{exec, exit, fork, scanned, table, task, Table, HOST_NS, TICK};
 use crate::{
     containers::{cgroup::Runtime, ContainerKey},
-    table::sessions::Via,
+    host::scan::{Details, Scanned},
+    table::sessions::{Seen, Via},
 };
 
 const PIDNS: u32 = 4026532300;
@@ -164,4 +165,165 @@ fn host_processes_and_host_children_have_no_session() {
         &["nsenter", "-t", "500", "-n", "ip"],
     );
     assert!(tb.get(41).unwrap().session.is_none());
+}
+
+#[test]
+fn an_exec_fork_and_exit_of_a_session_process_are_applied_with_its_session() {
+    let mut tb = table();
+    docker_container(&mut tb);
+    host(&mut tb, 50, 10, "runc", &["runc", "exec", "abc"]);
+    let root = task(50, &[600, 3], PIDNS, 60 * TICK, "runc:[2:INIT]");
+    let fork_ev = fork(600, root);
+    tb.apply(&fork_ev);
+    // Its first exec (right after the fork that made the session) already carries it.
+    let exec_ev = exec(600, root, "/bin/sh", &["sh"]);
+    tb.apply(&exec_ev);
+    for ev in [&fork_ev, &exec_ev] {
+        let s = tb.session_of(ev).expect("in the session");
+        assert!(s.is_root(600) && s.via == Via::DockerExec);
+    }
+    let init = task(20, &[500, 1], PIDNS, 30 * TICK, "sleep");
+    let init_exec = exec(500, init, "/bin/sleep", &["sleep"]);
+    tb.apply(&init_exec);
+    assert!(tb.session_of(&init_exec).is_none(), "PID 1 is no session");
+    // A late exit of an earlier holder of the PID is not the session's.
+    let earlier = task(50, &[600, 3], PIDNS, 5 * TICK, "sh");
+    assert!(tb
+        .session_of(&exit(600, 600, earlier, 0, true, 70 * TICK))
+        .is_none());
+    let ended = exit(600, 600, root, 0, true, 70 * TICK);
+    tb.apply(&ended);
+    assert_eq!(
+        tb.session_of(&ended).map(|s| s.root),
+        Some(600),
+        "a zombie's"
+    );
+}
+
+/// Docker container `id` (one hex digit, repeated) as /proc shows its cgroup.
+fn docker_cgroup(id: char) -> String {
+    format!("/docker/{}", id.to_string().repeat(64))
+}
+
+/// A process as the start-up scan found it, with its command line.
+fn seen(pid: u32, ppid: u32, pids: &[u32], cgroup: &str, comm: &str, argv: &[&str]) -> Scanned {
+    let pidns = if pids.len() > 1 { PIDNS } else { HOST_NS };
+    let mut s = scanned(pid, ppid, u64::from(pid) * TICK, cgroup, pids, pidns, 'S');
+    s.comm = comm.into();
+    s.cmdline = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    s
+}
+
+/// The details pass after a seed of `scans`: what marks the sessions found then.
+fn details(tb: &mut Table, scans: &[Scanned]) {
+    let found = scans
+        .iter()
+        .map(|s| Details {
+            pid: s.pid,
+            start_ns: s.start_time_ns,
+            argv: s.cmdline.clone(),
+            exe: "/bin/x".into(),
+            ns: s.ns,
+            cgroup_id: 0,
+        })
+        .collect();
+    tb.fill_details(found);
+}
+
+fn seed_with_details(tb: &mut Table, scans: &[Scanned]) {
+    tb.seed(scans, 0);
+    details(tb, scans);
+}
+
+const SHIM: [&str; 5] = ["containerd-shim-runc-v2", "-namespace", "moby", "-id", "a"];
+
+#[test]
+fn sessions_that_began_before_the_seed_are_deduced_from_what_adopted_them_then() {
+    let (a, b) = (docker_cgroup('a'), docker_cgroup('b'));
+    let scans = [
+        seen(10, 1, &[10], "/", "containerd-shim", &SHIM),
+        seen(11, 1, &[11], "/", "conmon", &["/usr/bin/conmon", "-c", "b"]),
+        seen(40, 1, &[40], "/", "bash", &["bash"]),
+        seen(
+            41,
+            40,
+            &[41],
+            "/",
+            "nsenter",
+            &["nsenter", "-t", "50", "-a", "sleep"],
+        ),
+        seen(50, 10, &[50, 1], &a, "sleep", &["sleep", "1000"]),
+        seen(51, 50, &[51, 2], &a, "sh", &["sh"]),
+        seen(
+            60,
+            10,
+            &[60, 3],
+            &a,
+            "sh",
+            &["sh", "-c", "sleep 600 & wait"],
+        ),
+        seen(61, 60, &[61, 4], &a, "sleep", &["sleep", "600"]),
+        seen(70, 41, &[70, 5], "/", "sleep", &["sleep", "1000"]),
+        // A pod member in the same pid namespace (no PID 1 of its own), then a podman
+        // exec into it.
+        seen(80, 11, &[80, 6], &b, "sleep", &["sleep", "1000"]),
+        seen(90, 11, &[90, 7], &b, "sh", &["sh"]),
+    ];
+    let mut tb = table();
+    seed_with_details(&mut tb, &scans);
+    let via = |tb: &Table, pid| tb.get(pid).unwrap().session.as_ref().map(|s| s.via);
+    for (pid, why) in [(50, "PID 1"), (51, "forked by PID 1"), (80, "a pod member")] {
+        assert_eq!(via(&tb, pid), None, "{pid}: {why}");
+    }
+    assert_eq!(via(&tb, 60), Some(Via::DockerExec));
+    assert_eq!(via(&tb, 70), Some(Via::Nsenter));
+    assert_eq!(via(&tb, 90), Some(Via::PodmanExec));
+    let s = tb.get(60).unwrap().session.clone().unwrap();
+    assert_eq!((s.root, s.at_ns, s.seen), (60, 60 * TICK, Seen::Startup));
+    assert_eq!(s.by.iter().map(|l| l.pid).collect::<Vec<_>>(), [10]);
+    let child = tb.get(61).unwrap().session.clone().expect("inherited");
+    assert!(std::sync::Arc::ptr_eq(&s, &child));
+    let by: Vec<u32> = tb
+        .get(70)
+        .unwrap()
+        .session
+        .as_ref()
+        .unwrap()
+        .by
+        .iter()
+        .map(|l| l.pid)
+        .collect();
+    assert_eq!(by, [41, 40]);
+    // A child forked after the seed inherits it.
+    tb.apply(&fork(62, task(60, &[62, 8], PIDNS, 100 * TICK, "sh")));
+    assert_eq!(via(&tb, 62), Some(Via::DockerExec));
+}
+
+#[test]
+fn what_starts_between_the_seed_and_the_details_pass_is_judged_by_its_events_only() {
+    let a = docker_cgroup('a');
+    let scans = [
+        seen(10, 1, &[10], "/", "containerd-shim", &SHIM),
+        seen(50, 10, &[50, 1], &a, "sleep", &["sleep", "1000"]),
+    ];
+    let mut tb = table();
+    tb.seed(&scans, 0);
+    // A pod member started into the pid namespace by `runc create`, adopted by the shim
+    // when runc ends; and a `runc exec` whose root the shim adopts too.
+    host(&mut tb, 54, 10, "runc", &["runc", "create", "m"]);
+    tb.apply(&fork(800, task(54, &[800, 5], PIDNS, 80 * TICK, "sleep")));
+    host(&mut tb, 55, 10, "runc", &["runc", "exec", "a"]);
+    tb.apply(&fork(600, task(55, &[600, 3], PIDNS, 60 * TICK, "sh")));
+    for pid in [54, 55] {
+        let runc = task(10, &[pid], HOST_NS, u64::from(pid) * TICK, "runc");
+        tb.apply(&exit(pid, pid, runc, 0, true, 90 * TICK));
+    }
+    tb.resolve_pending(|pid| Some((10, u64::from(pid) / 10)));
+    details(&mut tb, &scans);
+    assert!(tb.get(800).unwrap().session.is_none(), "not a session");
+    let s = tb.get(600).unwrap().session.clone().expect("came in");
+    assert_eq!((s.via, s.seen), (Via::DockerExec, Seen::Entry));
 }
