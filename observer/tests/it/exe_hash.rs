@@ -21,7 +21,7 @@ use crate::common::{
     eventually, last_until,
     launcher::Ctr,
     runtimes::{docker, ok, Docker},
-    sh, subscribe, EventStream, Killed, Stopped,
+    sh, subscribe, EventStream, Killed, Stopped, TextStream,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -95,44 +95,6 @@ fn hashed_process(agent: &Agent, pid: u64) -> Value {
     })
 }
 
-/// `observer events` as text, written to a file.
-struct TextStream {
-    child: Killed,
-    file: PathBuf,
-}
-
-impl TextStream {
-    fn start(file: &Path) -> TextStream {
-        let mut child = Command::new(crate::common::observer_bin())
-            .args(["events", "--type", "exec"])
-            .stdout(std::fs::File::create(file).unwrap())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        err.read_line(&mut first).unwrap();
-        assert!(first.contains("streaming events"), "{first}");
-        TextStream {
-            child: Killed(child),
-            file: file.to_path_buf(),
-        }
-    }
-
-    /// The first line `want` accepts, waiting for it (a held exec line comes with its hash).
-    fn line(&mut self, want: impl Fn(&str) -> bool) -> String {
-        eventually(T, "the exec's text line", || {
-            assert!(self.child.0.try_wait().unwrap().is_none(), "events stopped");
-            let text = std::fs::read_to_string(&self.file).ok()?;
-            // Whole lines only: the file may end mid-line.
-            text.split_inclusive('\n')
-                .filter_map(|l| l.strip_suffix('\n'))
-                .find(|l| want(l))
-                .map(str::to_string)
-        })
-    }
-}
-
 #[test]
 fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
     let agent = Agent::start(&[]);
@@ -141,7 +103,7 @@ fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
     unique_copy("/usr/bin/sleep", &bin, "host");
     let mut stream = EventStream::start(&["--type", "exec"]);
     let text_file = dir.path("events.txt");
-    let mut text = TextStream::start(&text_file);
+    let mut text = TextStream::start(&text_file, &["--type", "exec"]);
     // Subscribed once the header has come: the child's exec is in the stream.
     let (mut api, mut seen) = subscribe(&agent.socket, "/v1/events?type=exec");
     let child = Killed(Command::new(&bin).arg("60").spawn().unwrap());

@@ -271,3 +271,251 @@ fn observer_exec_is_a_session_by_the_observer_command_exported_and_stored() {
     let stored = ended_session(&again, name, &s);
     assert_eq!(stored["entered"], e["entered"], "{stored}");
 }
+
+/// The NDJSON events of a stream read so far (chunk-size lines and a line cut by the last
+/// read are skipped).
+fn events_in(seen: &str) -> Vec<Value> {
+    seen.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Reads the stream `s` (`seen`: what was read of it) until `found` finds what it wants in
+/// its events.
+fn read_until<R>(
+    s: &mut std::os::unix::net::UnixStream,
+    seen: &mut String,
+    found: impl Fn(&[Value]) -> Option<R>,
+) -> R {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + T;
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(r) = found(&events_in(seen)) {
+            return r;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "not found in /v1/events within {T:?}:\n{seen}"
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(n @ 1..) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            r => panic!("/v1/events ended ({r:?}):\n{seen}"),
+        }
+    }
+}
+
+fn is(e: &Value, kind: &str, pid: u64) -> bool {
+    e["type"] == kind && e["pid"].as_u64() == Some(pid) && e["tid"] == e["pid"]
+}
+
+fn argv_is(e: &Value, argv: &[&str]) -> bool {
+    e["type"] == "exec" && e["argv"] == json!(argv)
+}
+
+/// The events of a session whose root ran `sh -c <body>` and forked and exec'd `sleep 0.5`
+/// (root exec, child fork, child exec, child exit, root exit), and the exec of a `sleep
+/// 0.2` PID 1 (`pid1`) forked: None until all are in `evs`.
+fn session_events(evs: &[Value], body: &str, pid1: u64) -> Option<(Vec<Value>, Value)> {
+    let root_exec = evs.iter().find(|e| argv_is(e, &["sh", "-c", body]))?;
+    let root = root_exec["pid"].as_u64()?;
+    let child_exec = evs
+        .iter()
+        .find(|e| argv_is(e, &["sleep", "0.5"]) && e["ppid"].as_u64() == Some(root))?;
+    let child = child_exec["pid"].as_u64()?;
+    let mut all = vec![root_exec.clone(), child_exec.clone()];
+    for (kind, pid) in [("fork", child), ("exit", child), ("exit", root)] {
+        all.push(evs.iter().find(|e| is(e, kind, pid))?.clone());
+    }
+    let init_child = evs
+        .iter()
+        .find(|e| argv_is(e, &["sleep", "0.2"]) && e["ppid"].as_u64() == Some(pid1))?;
+    Some((all, init_child.clone()))
+}
+
+/// Every event of a session's process says so, with its root; none of PID 1's or its
+/// children's does.
+fn check_session_events(all: &[Value], evs: &[Value], pid1: u64, whose: &str) {
+    let root = all[0]["pid"].clone();
+    for e in all {
+        let s = &e["entered"];
+        assert_eq!(s["via"], "docker exec", "{whose}: {e}");
+        assert_eq!(s["root_pid"], root, "{whose}: {e}");
+        assert_eq!(s["root"], e["pid"] == root, "{whose}: {e}");
+        assert_eq!(s["seen_at"], "entry", "{whose}: {e}");
+        assert_eq!(s["by"][0]["comm"], "runc", "{whose}: {e}");
+    }
+    let init: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["pid"].as_u64() == Some(pid1) || e["ppid"].as_u64() == Some(pid1))
+        .collect();
+    assert!(
+        init.iter().any(|e| e["type"] == "exec"),
+        "{whose}: {init:?}"
+    );
+    for e in init {
+        assert!(e.get("entered").is_none(), "{whose}: {e}");
+    }
+}
+
+#[test]
+fn a_docker_exec_sessions_events_carry_entered_and_the_containers_own_do_not() {
+    docker_ready();
+    let agent = Agent::start(&["--docker-root", DOCKER_ROOT]);
+    let dir = TempDir::new("observer-exec-sessions", "events");
+    let text_file = dir.0.join("events.txt");
+    let mut text = TextStream::start(&text_file, &["--type", "exec", "--hash", "off"]);
+    let mut stream = EventStream::start(&["--type", "fork,exec,exit", "--hash", "off"]);
+    // Subscribed once the header has come: the container's start is in the stream too.
+    let (mut api, mut seen) = subscribe(&agent.socket, "/v1/events?type=fork,exec,exit");
+    let name = "observer-test-exec-events";
+    let init = "while :; do sleep 0.2 & wait; done";
+    let (c, _id) = Docker::run(name, &[], &["sh", "-c", init]);
+    let pid1 = u64::from(c.pid1());
+    let body = "sleep 0.5 & wait";
+    ok(docker().args(["exec", name, "sh", "-c", body]));
+
+    let (all, _) = read_until(&mut api, &mut seen, |evs| session_events(evs, body, pid1));
+    check_session_events(&all, &events_in(&seen), pid1, "/v1/events");
+    assert!(
+        events_in(&seen)
+            .iter()
+            .any(|e| is(e, "exec", pid1) && e.get("entered").is_none()),
+        "PID 1's own exec, without entered"
+    );
+
+    // `observer events` (its own table) says the same, as JSON and as text.
+    let root = all[0]["pid"].as_u64().unwrap();
+    stream.wait_for(T, "the session root's exit", |e| is(e, "exit", root));
+    stream.wait_for(T, "an exec PID 1 forked", |e| {
+        argv_is(e, &["sleep", "0.2"]) && e["ppid"].as_u64() == Some(pid1)
+    });
+    let (all, _) = session_events(&stream.seen, body, pid1).expect("in observer events");
+    check_session_events(&all, &stream.seen, pid1, "observer events --json");
+    let child = &all[1]["pid"];
+    let root_line = text.line(|l| l.contains(&format!(" pid={root} ")));
+    assert!(root_line.ends_with("[exec by docker exec]"), "{root_line}");
+    let child_line = text.line(|l| l.contains(&format!(" pid={child} ")));
+    assert!(
+        child_line.ends_with(&format!("[exec by docker exec, root {root}]")),
+        "{child_line}"
+    );
+    let init_line = text.line(|l| l.contains(&format!(" ppid={pid1} ")));
+    assert!(!init_line.contains("[exec by"), "{init_line}");
+}
+
+/// The host pid of the process in pid namespace `pidns` whose argv is `argv`.
+fn pid_in(pidns: u64, argv: &[&str]) -> u64 {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    eventually(T, &argv.join(" "), || {
+        pids_in_pidns(pidns)
+            .into_iter()
+            .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
+    })
+}
+
+/// Its start time in clock ticks since boot (/proc/<pid>/stat field 22).
+fn start_ticks(pid: u64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// The process object of `pid` in `tree`, checked against /proc: a session seen at
+/// start-up, `via`, its host parent first in `by`, its start as when it came in.
+fn check_seen_at_startup(tree: &Value, pid: u64, via: &str, parent_comm: &str) -> Value {
+    let p = tree["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap_or_else(|| panic!("{pid} not in {tree:#}"))
+        .clone();
+    let facts = proc_facts(pid).expect("it runs");
+    let s = &p["entered"];
+    assert_eq!(s["via"], via, "{p:#}");
+    assert_eq!((&s["root"], &s["root_pid"]), (&json!(true), &json!(pid)));
+    assert_eq!(s["seen_at"], "startup", "{p:#}");
+    assert_eq!(
+        s["by"][0]["pid"], facts.ppid,
+        "its host parent: {p:#} {facts:?}"
+    );
+    assert_eq!(s["by"][0]["comm"], parent_comm, "{p:#}");
+    assert!(
+        facts.ns_pids.len() == 2 && facts.ns_pids[1] > 1,
+        "{facts:?}"
+    );
+    assert_eq!(s["time_ns"], p["start_time_ns"], "{p:#}");
+    let tick = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert_eq!(
+        s["time_ns"].as_u64().unwrap() / tick,
+        start_ticks(pid),
+        "{p:#}"
+    );
+    p
+}
+
+#[test]
+fn sessions_that_began_before_the_agent_are_marked_at_start_up_and_the_init_is_not() {
+    docker_ready();
+    let name = "observer-test-exec-before";
+    let (c, _id) = Docker::run(name, &[], &["sleep", "1000"]);
+    let pid1 = c.pid1();
+    let pidns = ns_inode(pid1, "pid");
+    ok(docker().args(["exec", "-d", name, "sleep", "1001"]));
+    let nsenter = Killed(
+        Command::new("nsenter")
+            .args(["-t", &pid1.to_string(), "-a", "sleep", "1002"])
+            .spawn()
+            .unwrap(),
+    );
+    let exec_pid = pid_in(pidns, &["sleep", "1001"]);
+    let entered_pid = pid_in(pidns, &["sleep", "1002"]);
+    // Docker's own account of its exec (`docker exec -d` printed nothing): its pid.
+    let exec_ids = c.inspect("{{range .ExecIDs}}{{.}} {{end}}");
+    let exec_id = exec_ids.split_whitespace().next().expect("an exec id");
+    let api = ok(Command::new("curl").args([
+        "-sf",
+        "--unix-socket",
+        DOCKER_SOCK.trim_start_matches("unix://"),
+        &format!("http://docker/exec/{exec_id}/json"),
+    ]));
+    let exec: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(exec["Pid"], exec_pid, "{exec:#}");
+
+    let agent = Agent::start(&["--docker-root", DOCKER_ROOT]);
+    agent.wait_startup_details();
+    let (mut api, mut seen) = subscribe(&agent.socket, "/v1/events?type=exit");
+    let tree = agent.json(&["tree", name]);
+    check_seen_at_startup(&tree, exec_pid, "docker exec", "containerd-shim");
+    let p = check_seen_at_startup(&tree, entered_pid, "nsenter", "nsenter");
+    assert_eq!(p["entered"]["by"][0]["pid"], nsenter.0.id());
+    let procs = tree["processes"].as_array().unwrap();
+    let init = procs.iter().find(|p| p["pid"] == pid1).expect("PID 1");
+    assert_eq!(init["ns_pid"], 1);
+    assert!(init.get("entered").is_none(), "{init:#}");
+    let marked = procs.iter().filter(|p| p.get("entered").is_some()).count();
+    assert_eq!(marked, 2, "{tree:#}");
+    let (_, text, _) = agent.cli(&["tree", name]);
+    eprintln!("$ observer tree {name}\n{text}");
+    assert!(
+        text.contains("[exec by docker exec: containerd-shim ("),
+        "{text}"
+    );
+    assert!(text.contains(", seen at start-up]"), "{text}");
+
+    // Its end, as an event, says so too.
+    assert_eq!(unsafe { libc::kill(exec_pid as i32, libc::SIGKILL) }, 0);
+    let exit = read_until(&mut api, &mut seen, |evs| {
+        evs.iter().find(|e| is(e, "exit", exec_pid)).cloned()
+    });
+    assert_eq!(exit["entered"]["via"], "docker exec", "{exit}");
+    assert_eq!(exit["entered"]["seen_at"], "startup", "{exit}");
+    unsafe { libc::kill(entered_pid as i32, libc::SIGKILL) };
+}

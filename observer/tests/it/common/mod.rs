@@ -424,3 +424,42 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// `observer events <extra>` as text, written to a file.
+pub struct TextStream {
+    child: Killed,
+    file: PathBuf,
+}
+
+impl TextStream {
+    pub fn start(file: &Path, extra: &[&str]) -> TextStream {
+        let mut child = observer()
+            .arg("events")
+            .args(extra)
+            .stdout(std::fs::File::create(file).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(first.contains("streaming events"), "{first}");
+        TextStream {
+            child: Killed(child),
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// The first line `want` accepts, waiting for it (a held exec line comes with its hash).
+    pub fn line(&mut self, want: impl Fn(&str) -> bool) -> String {
+        eventually(Duration::from_secs(20), "the event's text line", || {
+            assert!(self.child.0.try_wait().unwrap().is_none(), "events stopped");
+            let text = std::fs::read_to_string(&self.file).ok()?;
+            // Whole lines only: the file may end mid-line.
+            text.split_inclusive('\n')
+                .filter_map(|l| l.strip_suffix('\n'))
+                .find(|l| want(l))
+                .map(str::to_string)
+        })
+    }
+}
