@@ -32,7 +32,7 @@ const LIMITS: gc::Limits = gc::Limits {
     },
 };
 
-/// `--sessions off`: no table.
+/// The table (None: `--sessions off`) and when it was last tidied and collected.
 pub(super) struct Sessions {
     table: Option<Table>,
     tidied: Instant,
@@ -40,22 +40,18 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
-    pub(super) fn off() -> Sessions {
+    /// `on`: the table of what runs now. The ring buffer must be open already: what starts
+    /// during the scan is applied from it afterwards.
+    pub(super) fn new(on: bool) -> Sessions {
+        let table = on.then(|| {
+            let mut t = super::views::scanned_table(&CgroupFs::discover());
+            t.history_limits = LIMITS.history;
+            t
+        });
         Sessions {
-            table: None,
+            table,
             tidied: Instant::now(),
             collected: Instant::now(),
-        }
-    }
-
-    /// The table of what runs now. The ring buffer must be open already: what starts
-    /// during the scan is applied from it afterwards.
-    pub(super) fn seed() -> Sessions {
-        let mut table = super::views::scanned_table(&CgroupFs::discover());
-        table.history_limits = LIMITS.history;
-        Sessions {
-            table: Some(table),
-            ..Sessions::off()
         }
     }
 

@@ -227,11 +227,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     probes.forward_kernel_log();
     let mut reader = EventReader::new(ring).context("registering the ring buffer with tokio")?;
     // After the ring buffer opened: what starts during the scan is applied from it.
-    let sessions = if args.sessions {
-        Sessions::seed()
-    } else {
-        Sessions::off()
-    };
+    let sessions = Sessions::new(args.sessions);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let filter = Filter {
