@@ -264,7 +264,10 @@ impl Table {
     }
 
     /// Whether `pid` has no session yet and sits in its container's pid namespace, not as
-    /// its PID 1, with its host parent (live) in another namespace.
+    /// its PID 1, with its host parent (live) in another namespace — and that parent is not
+    /// the container's own: a process of the container that made a pid namespace of its
+    /// own (unshare) and forked into it (nsenter, setns) entered nothing from outside, and
+    /// its name, which it picks, would otherwise say how it came in.
     fn came_from_outside(&self, pid: u32) -> bool {
         let Some(p) = self.procs.get(&pid) else {
             return false;
@@ -273,7 +276,10 @@ impl Table {
             return false;
         }
         self.procs.get(&p.ppid).is_some_and(|parent| {
-            parent.pidns() != 0 && parent.pidns() != p.pidns() && !parent.is_zombie()
+            parent.pidns() != 0
+                && parent.pidns() != p.pidns()
+                && !parent.is_zombie()
+                && !(parent.pid_level > 0 && parent.container == p.container)
         })
     }
 

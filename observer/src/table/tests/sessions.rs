@@ -327,3 +327,42 @@ fn what_starts_between_the_seed_and_the_details_pass_is_judged_by_its_events_onl
     let s = tb.get(600).unwrap().session.clone().expect("came in");
     assert_eq!((s.via, s.seen), (Via::DockerExec, Seen::Entry));
 }
+
+/// A second pid namespace, nested in PIDNS.
+const INNER_PIDNS: u32 = 4026532400;
+
+/// A process of docker container `a`'s, as the start-up scan found it, in `INNER_PIDNS`
+/// (made by a process of the container) when `pids` has three levels.
+fn seen_nested(pid: u32, ppid: u32, pids: &[u32], comm: &str, argv: &[&str]) -> Scanned {
+    let mut s = seen(pid, ppid, pids, &docker_cgroup('a'), comm, argv);
+    if pids.len() > 2 {
+        s.ns[observer_common::NS_PID] = INNER_PIDNS;
+    }
+    s
+}
+
+#[test]
+fn a_container_process_forking_into_a_pid_namespace_of_its_own_is_no_session_whatever_its_name() {
+    // Inside container a: `unshare -pf sleep` (PID 1 of the inner namespace, 53), then a
+    // process named nsenter (52) forks into it (54) — the name says nsenter, but nothing
+    // came in from outside the container.
+    let nsenter = ["nsenter", "-t", "53", "-p", "sh"];
+    let scans = [
+        seen(10, 1, &[10], "/", "containerd-shim", &SHIM),
+        seen_nested(50, 10, &[50, 1], "sleep", &["sleep", "1000"]),
+        seen_nested(52, 50, &[52, 2], "nsenter", &nsenter),
+        seen_nested(53, 50, &[53, 3, 1], "sleep", &["sleep", "1000"]),
+        seen_nested(54, 52, &[54, 4, 2], "sh", &["sh"]),
+    ];
+    let mut tb = table();
+    seed_with_details(&mut tb, &scans);
+    assert!(tb.get(54).unwrap().container.is_some());
+    assert!(tb.get(54).unwrap().session.is_none(), "seen at start-up");
+    // The same, live: its fork into the namespace is no entry either.
+    tb.apply(&fork(
+        55,
+        task(52, &[55, 5, 3], INNER_PIDNS, 90 * TICK, "nsenter"),
+    ));
+    assert_eq!(tb.get(55).unwrap().container, tb.get(52).unwrap().container);
+    assert!(tb.get(55).unwrap().session.is_none(), "seen as it came in");
+}
