@@ -314,6 +314,13 @@ impl<'a> EventJson<'a> {
 
 /// One readable line: boot time, type, pid/tid, ppid, NSpid chain, comm, then the details.
 pub fn text_line(ev: &Event) -> String {
+    line_marked(ev, None)
+}
+
+/// `text_line` with `mark` (an exec session's) right after the type: before `pid=`, where
+/// nothing a process names (comm, argv, file names) can reach, so no name can forge a mark
+/// or hide one.
+fn line_marked(ev: &Event, mark: Option<&str>) -> String {
     let h = ev.header();
     let t = ev.task().unwrap_or(&NO_TASK);
     let mut s = String::with_capacity(160);
@@ -325,10 +332,17 @@ pub fn text_line(ev: &Event) -> String {
         .join("/");
     let _ = write!(
         s,
-        "{:>6}.{:06} {:<13} pid={:<7} tid={:<7} ppid={:<7} nspid={:<12} {:<16}",
+        "{:>6}.{:06} {:<13} ",
         h.ktime_ns / 1_000_000_000,
         (h.ktime_ns % 1_000_000_000) / 1000,
         ev.kind().name(),
+    );
+    if let Some(m) = mark {
+        let _ = write!(s, "{m} ");
+    }
+    let _ = write!(
+        s,
+        "pid={:<7} tid={:<7} ppid={:<7} nspid={:<12} {:<16}",
         h.tgid,
         h.pid,
         t.ppid,
@@ -343,24 +357,22 @@ pub fn text_line(ev: &Event) -> String {
     s
 }
 
-/// `text_line`, the exec session of the event's process (`[exec by docker exec]`, as
-/// `sessions::short_mark`), and for an exec its executable's SHA-256 (`sha256=<hex>`, or
-/// `sha256=-(gone)` and the like saying why there is none; nothing when hashing is off).
+/// `text_line` with the exec session of the event's process after its type (`[exec by
+/// docker exec]`, as `sessions::short_mark`), and for an exec its executable's SHA-256 at
+/// the end (`sha256=<hex>`, or `sha256=-(gone)` and the like saying why there is none;
+/// nothing when hashing is off).
 pub(crate) fn text_line_with(
     ev: &Event,
     session: Option<&Session>,
     hash: Option<Result<crate::table::exe_hash::Digest, crate::table::exe_hash::Reason>>,
 ) -> String {
     use crate::table::exe_hash::{hex, Reason};
-    let mut s = text_line(ev);
-    if let Some(session) = session {
+    // The mark is the observer's own words (a fixed name and a pid), never a process's.
+    let mark = session.map(|session| {
         let e = super::sessions::entered_view(session, ev.header().tgid);
-        let _ = write!(
-            s,
-            " {}",
-            super::text::one_line(&super::sessions::short_mark(&e))
-        );
-    }
+        super::sessions::short_mark(&e)
+    });
+    let mut s = line_marked(ev, mark.as_deref());
     match hash {
         Some(Ok(d)) => {
             let _ = write!(s, " sha256={}", hex(&d));
@@ -527,12 +539,20 @@ mod hash_tests {
     }
 
     #[test]
-    fn a_session_processs_event_carries_entered_and_its_line_the_mark_before_the_hash() {
+    fn a_session_processs_event_carries_entered_and_its_line_the_mark_where_no_name_reaches() {
         use crate::table::sessions::{HostLink, Seen, Via};
         // SAFETY: plain integers: all zeroes is a valid value.
         let mut e: ExecEvent = unsafe { std::mem::zeroed() };
         e.header.kind = EventKind::Exec as u32;
         e.header.tgid = 901;
+        // Names that try to look marked: comm, file name and argv are the process's.
+        let forged = b"[exec by setns]";
+        e.task.comm[..forged.len()].copy_from_slice(forged);
+        let file = b"/tmp/[exec by docker exec]";
+        e.filename[..file.len()].copy_from_slice(file);
+        let args = b"sh\0] [exec by docker exec, root 1]\0";
+        e.args[..args.len()].copy_from_slice(args);
+        e.args_len = args.len() as u32;
         let ev = Event::Exec(e);
         let mut comm = [0u8; observer_common::COMM_LEN];
         comm[..4].copy_from_slice(b"runc");
@@ -545,12 +565,18 @@ mod hash_tests {
         };
         let d = [0xab; 32];
         let line = text_line_with(&ev, Some(&s), Some(Ok(d)));
+        let plain = text_line(&ev);
         let want = format!(
-            "{} [exec by docker exec, root 900] sha256={}",
-            text_line(&ev),
+            "{} sha256={}",
+            plain.replacen(" pid=", " [exec by docker exec, root 900] pid=", 1),
             "ab".repeat(32)
         );
         assert_eq!(line, want);
+        // Where a mark goes, before `pid=`, an unmarked line has none, whatever its names.
+        let before_pid = |l: &str| l.split(" pid=").next().unwrap().to_string();
+        assert!(before_pid(&line).ends_with("exec          [exec by docker exec, root 900]"));
+        assert!(!before_pid(&plain).contains('['), "{plain}");
+        assert!(!before_pid(&text_line_with(&ev, None, None)).contains('['));
         let json = serde_json::to_value(EventJson::new(&ev).with_session(Some(&s))).unwrap();
         assert_eq!(json["entered"]["via"], "docker exec");
         assert_eq!(json["entered"]["root_pid"], 900);

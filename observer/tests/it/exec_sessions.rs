@@ -396,11 +396,15 @@ fn a_docker_exec_sessions_events_carry_entered_and_the_containers_own_do_not() {
     let (all, _) = session_events(&stream.seen, body, pid1).expect("in observer events");
     check_session_events(&all, &stream.seen, pid1, "observer events --json");
     let child = &all[1]["pid"];
+    // The mark sits right before `pid=`, where no name of a process reaches.
     let root_line = text.line(|l| l.contains(&format!(" pid={root} ")));
-    assert!(root_line.ends_with("[exec by docker exec]"), "{root_line}");
+    assert!(
+        root_line.contains(&format!(" [exec by docker exec] pid={root} ")),
+        "{root_line}"
+    );
     let child_line = text.line(|l| l.contains(&format!(" pid={child} ")));
     assert!(
-        child_line.ends_with(&format!("[exec by docker exec, root {root}]")),
+        child_line.contains(&format!(" [exec by docker exec, root {root}] pid={child} ")),
         "{child_line}"
     );
     let init_line = text.line(|l| l.contains(&format!(" ppid={pid1} ")));
