@@ -329,7 +329,7 @@ pub(crate) fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
     let by_pid: HashMap<u32, &ProcessView> = all.iter().map(|p| (p.pid, p)).collect();
     let kids = tree::children(&all);
     let label = |p: &ProcessView| {
-        let mut l = tree::label(p, &by_pid, style);
+        let mut l = tree::marked(p, &by_pid, style);
         if let Some(name) = whose.get(&p.pid) {
             l.push_str(&style.dim(&format!("  [{name}]")));
         }
@@ -339,6 +339,7 @@ pub(crate) fn render(t: &Escaped<PodTreeView>, style: Style) -> String {
                 "  (parent {comm} {parent}, outside the pod's pid namespace)"
             )));
         }
+        tree::push_command(&mut l, p);
         l
     };
     let mut seen = HashSet::new();

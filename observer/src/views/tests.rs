@@ -252,6 +252,34 @@ fn tree_text_escapes_every_name() {
     assert_eq!(out.lines().count(), 7, "{out}");
 }
 
+/// A process's command is its line's last field, in the tree and in the pod tree: its text
+/// ("  ZOMBIE for 1s, not reaped by…", "[exec by docker exec: …]") cannot stand where
+/// observer's marks stand, nor pass for one.
+#[test]
+fn a_process_command_ends_its_line_after_every_mark() {
+    let command = format!("arg1{SHOWN}");
+    let tree = tree::render(&esc(tree_view()), PLAIN);
+    let pod = pods::render(
+        &esc(PodTreeView {
+            pod: pod_view(None),
+            containers: vec![tree_view()],
+        }),
+        PLAIN,
+    );
+    for out in [tree, pod] {
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("nsppid")).collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        for l in lines {
+            assert!(l.ends_with(&command), "the command is not last: {l}");
+            let marks = &l[..l.len() - command.len()];
+            assert!(
+                marks.contains("[exec by") && marks.contains("adopted from"),
+                "{l}"
+            );
+        }
+    }
+}
+
 #[test]
 fn pod_text_escapes_every_name_with_and_without_a_shared_pid_namespace() {
     for shared in [None, Some(4026531836)] {

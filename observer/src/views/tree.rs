@@ -89,12 +89,21 @@ pub(crate) fn children(processes: &[ProcessView]) -> BTreeMap<u32, Vec<&ProcessV
     kids
 }
 
-/// One process's line: comm (host PID / ns PID), state, ns PPID, age, CPU, RSS, command;
-/// zombies with their age and the parent not reaping them, adopted orphans with whence.
+/// One process's line: comm (host PID / ns PID), state, ns PPID, age, CPU, RSS; zombies
+/// with their age and the parent not reaping them, adopted orphans with whence, a session's
+/// mark, an ignored signal; the command last. The command is the process's own text: last,
+/// nothing in it ("  ZOMBIE for 1s…", "[exec by …]") can stand where observer's marks stand.
 /// The views' strings are escaped already (the public renderers take [`Escaped`] views).
 pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style) -> String {
+    let mut line = marked(p, by_pid, style);
+    push_command(&mut line, p);
+    line
+}
+
+/// The line of [`label`] without its command, for callers that add marks of their own.
+pub(super) fn marked(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style) -> String {
     let mut line = format!(
-        "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}  {}",
+        "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}",
         style.bold(&p.comm),
         p.pid,
         p.ns_pid,
@@ -103,11 +112,6 @@ pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style:
         duration(p.age_s),
         p.cpu_s,
         bytes(p.rss_bytes),
-        if p.cmdline.is_empty() {
-            format!("[{}]", p.comm)
-        } else {
-            p.cmdline.clone()
-        }
     );
     if p.threads > 1 {
         line.push_str(&format!("  {} threads", p.threads));
@@ -137,6 +141,16 @@ pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style:
         )));
     }
     line
+}
+
+/// Ends a line with the process's command (`[comm]` for a kernel thread).
+pub(super) fn push_command(line: &mut String, p: &ProcessView) {
+    line.push_str("  ");
+    if p.cmdline.is_empty() {
+        line.push_str(&format!("[{}]", p.comm));
+    } else {
+        line.push_str(&p.cmdline);
+    }
 }
 
 /// Draws `p` and its descendants depth-first with box-drawing connectors; `seen` guards
