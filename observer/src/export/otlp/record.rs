@@ -7,13 +7,14 @@
 //!
 //! The record is written as protobuf straight into the request's buffer (`wire.rs`) from
 //! a tape of the line (`json.rs`): no serde_json tree, no `LogRecord` with a String per
-//! attribute, no second walk for lengths (16 µs a record before, about 1.5 now). Why from
-//! the line and not from the typed item `line::write` serialises: the line is needed
-//! anyway (it is the body), reading back bytes we just wrote costs little, and a second
-//! serialisation of the views' types would be a second schema to keep in step with the
-//! first. Members come in serde_json `Map` order — sorted by key, the last of equal keys
-//! kept — as the records built from its tree had them (`reference.rs`, the old builder,
-//! is what `equivalence_tests.rs` holds these bytes to).
+//! attribute, no second walk for lengths (about 7x less CPU a record than before:
+//! docs/export.md, "What it costs"). Why from the line and not from the typed item
+//! `line::write` serialises: the line is needed anyway (it is the body), reading back
+//! bytes we just wrote costs little, and a second serialisation of the views' types would
+//! be a second schema to keep in step with the first. Members come in serde_json `Map`
+//! order — sorted by key, the last of equal keys kept — as the records built from its
+//! tree had them (`reference.rs`, the old builder, is what `equivalence_tests.rs` holds
+//! these bytes to).
 
 use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
 
