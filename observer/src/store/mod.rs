@@ -91,6 +91,9 @@ impl Limits {
 #[derive(Default)]
 struct Counts {
     written: AtomicU64,
+    /// Entries offered and not yet committed (or dropped): 0 once everything the table
+    /// ended before is on disk.
+    queued: AtomicU64,
     /// Entries never stored: the queue was full, or the store could not be written.
     dropped: AtomicU64,
     evicted: AtomicU64,
@@ -162,6 +165,7 @@ impl Store {
             entries: get(&c.entries),
             bytes: get(&c.bytes),
             written: get(&c.written),
+            queued: get(&c.queued),
             dropped: get(&c.dropped),
             evicted: get(&c.evicted),
             errors: get(&c.errors),
@@ -243,7 +247,10 @@ impl Writer {
             return;
         };
         for e in entries {
+            // Counted before it is sent: the writer may take it (and count it done) at once.
+            store.counts.queued.fetch_add(1, Ordering::Relaxed);
             if tx.try_send(e.clone()).is_err() {
+                store.counts.queued.fetch_sub(1, Ordering::Relaxed);
                 store.counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -294,6 +301,11 @@ fn run(store: &Store, rx: &mpsc::Receiver<(ContainerKey, Ended)>, names: &Mutex<
                 .dropped
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
+        // Committed or counted as dropped: no longer waiting.
+        store
+            .counts
+            .queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
         if closed {
             return;

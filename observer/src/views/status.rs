@@ -148,6 +148,10 @@ pub(crate) struct StoreStatus {
     /// The entries' accounted size (bytes).
     pub(crate) bytes: u64,
     pub(crate) written: u64,
+    /// Entries waiting for the writer's next commit (once a second); absent from agents
+    /// older than the field.
+    #[serde(default)]
+    pub(crate) queued: u64,
     /// Entries never stored: the writer's queue was full, or the store was failing.
     pub(crate) dropped: u64,
     /// Entries evicted by --history-disk-max and --history-disk-retention, the oldest first.

@@ -183,8 +183,12 @@ fn named_by_its_state(agent: &Agent, rt: Oci, id: &str) {
     });
     assert_eq!(c["runtime"], rt.bin, "{c}");
     assert_eq!(c["init_pid"].as_u64(), Some(pid), "{c}");
-    let t = tree_equal_to_proc(agent, id, T);
-    assert_eq!(t["processes"].as_array().unwrap().len(), 2, "{t:#}");
+    // `runc run -d` returns once the init was told to start, maybe before it ran `sleep
+    // 1001` and forked: until then the tree (like /proc) holds one `runc:[2:INIT]`.
+    eventually(T, "the container's two processes, equal to /proc", || {
+        let t = tree_equal_to_proc(agent, id, T);
+        (t["processes"].as_array()?.len() == 2).then_some(())
+    });
 }
 
 fn state_pid(id: &str) -> u64 {

@@ -11,27 +11,35 @@
 //! never waits; this thread (a current-thread runtime of its own) makes records of what
 //! waits, up to BATCH per request, and sends them — retried with exponential backoff —
 //! while the queue drops and counts what it cannot take. The record is the JSON line with
-//! semantic-convention attributes (`record.rs`).
+//! semantic-convention attributes (`record.rs`), written as protobuf straight into the
+//! request (`wire.rs`).
 
 mod client;
+#[cfg(test)]
+mod equivalence_tests;
+mod json;
 mod record;
+#[cfg(test)]
+mod reference;
+mod wire;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Bytes;
 use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceRequest,
-    common::v1::{any_value::Value as Any, AnyValue, InstrumentationScope, KeyValue},
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    common::v1::{any_value::Value as Any, AnyValue, KeyValue},
     resource::v1::Resource,
 };
-use prost::Message;
 use tokio::sync::mpsc;
 
 pub(crate) use client::OtlpConfig;
 use client::{Client, Outcome};
 
-use super::{line, origin::SinkNames, Counts, Item};
+use super::{
+    line,
+    origin::{Names, SinkNames},
+    Counts, Item,
+};
 use crate::host::clock::boot_now_ns;
 
 /// Records per request: what waits is sent at once, up to this many.
@@ -45,7 +53,7 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 /// A started OTLP sink, before its thread runs.
 pub(super) struct Sink {
     client: Client,
-    resource: Resource,
+    batch: Batch,
 }
 
 impl Sink {
@@ -53,8 +61,38 @@ impl Sink {
     pub(super) fn new(cfg: &OtlpConfig) -> anyhow::Result<Sink> {
         Ok(Sink {
             client: Client::new(cfg)?,
-            resource: resource(),
+            batch: Batch::new(&resource()),
         })
+    }
+}
+
+/// A request being filled, and what its records reuse: kept from batch to batch, so that
+/// a record allocates nothing once the buffers have grown.
+struct Batch {
+    request: wire::Request,
+    line: Vec<u8>,
+    scratch: record::Scratch,
+}
+
+impl Batch {
+    fn new(resource: &Resource) -> Batch {
+        Batch {
+            request: wire::Request::new(resource),
+            line: Vec::new(),
+            scratch: record::Scratch::default(),
+        }
+    }
+
+    /// Adds the record of `item` (from the container `names`); false when it makes none.
+    fn push(&mut self, item: &Item, names: Option<&Names>, offset: u64, now: u64) -> bool {
+        self.line.clear();
+        if !line::write(&mut self.line, item, names) {
+            return false;
+        }
+        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        let scratch = &mut self.scratch;
+        self.request
+            .push(|out| record::write(out, scratch, line, offset, now))
     }
 }
 
@@ -110,15 +148,13 @@ pub(super) fn run(rx: mpsc::Receiver<Item>, sink: Sink, counts: &Counts, r: &mut
 async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let mut failing = false;
     while let Some(first) = rx.recv().await {
-        let (records, unwritable) = records(first, &mut rx, r);
+        let unwritable = fill(&mut sink.batch, first, &mut rx, r);
         Counts::add(&counts.dropped, unwritable);
-        if records.is_empty() {
+        let n = sink.batch.request.len() as u64;
+        if n == 0 {
             continue;
         }
-        let n = records.len() as u64;
-        let body = sink
-            .client
-            .body(request(&sink.resource, records).encode_to_vec());
+        let body = sink.client.body(sink.batch.request.finish());
         match send(&mut sink.client, body).await {
             Ok(rejected) => {
                 let rejected = rejected.min(n);
@@ -142,51 +178,27 @@ async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r:
     }
 }
 
-/// The records of `first` and of what waits after it (up to BATCH), and how many items
-/// would not make a record.
-fn records(first: Item, rx: &mut mpsc::Receiver<Item>, r: &mut SinkNames) -> (Vec<LogRecord>, u64) {
+/// A new request in `batch` with the records of `first` and of what waits after it (up
+/// to BATCH); how many items would not make a record.
+fn fill(batch: &mut Batch, first: Item, rx: &mut mpsc::Receiver<Item>, r: &mut SinkNames) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let offset = now.saturating_sub(boot_now_ns());
-    let mut out = Vec::new();
+    batch.request.clear();
     let mut failed = 0;
-    let mut buf = Vec::new();
     let mut next = Some(first);
     while let Some(item) = next {
-        buf.clear();
         let names = item.origin().map(|o| r.names(o));
-        let rec = line::write(&mut buf, &item, names.as_ref())
-            .then(|| record::log_record(buf.strip_suffix(b"\n").unwrap_or(&buf), offset, now))
-            .flatten();
-        match rec {
-            Some(rec) => out.push(rec),
-            None => failed += 1,
+        if !batch.push(&item, names.as_ref(), offset, now) {
+            failed += 1;
         }
-        if out.len() >= BATCH {
+        if batch.request.len() >= BATCH {
             break;
         }
         next = rx.try_recv().ok();
     }
-    (out, failed)
-}
-
-fn request(resource: &Resource, log_records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(resource.clone()),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "observer".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..InstrumentationScope::default()
-                }),
-                log_records,
-                ..ScopeLogs::default()
-            }],
-            ..ResourceLogs::default()
-        }],
-    }
+    failed
 }
 
 /// One batch, tried up to ATTEMPTS times: the records the collector rejected, or why it

@@ -1,6 +1,31 @@
-//! The JSON line → log record mapping, on lines as the sinks write them.
+//! The JSON line → log record mapping, on lines as the sinks write them (the record's
+//! bytes read back with OpenTelemetry's generated types).
+
+use opentelemetry_proto::tonic::{
+    common::v1::any_value::Value as Any,
+    logs::v1::{LogRecord, ScopeLogs},
+};
+use prost::Message;
 
 use super::*;
+
+/// The record `write` makes of `line`, decoded.
+fn log_record(line: &[u8], unix_offset_ns: u64, now_unix_ns: u64) -> Option<LogRecord> {
+    let mut out = b"before".to_vec();
+    if !write(
+        &mut out,
+        &mut Scratch::default(),
+        line,
+        unix_offset_ns,
+        now_unix_ns,
+    ) {
+        assert_eq!(out, b"before", "nothing appended");
+        return None;
+    }
+    let mut scope = ScopeLogs::decode(&out[b"before".len()..]).expect("protobuf");
+    assert_eq!(scope.log_records.len(), 1);
+    scope.log_records.pop()
+}
 
 fn attrs(r: &LogRecord) -> std::collections::BTreeMap<String, Any> {
     r.attributes
