@@ -208,8 +208,8 @@ fn check(text: &str) {
     let _ = parse_file(text);
     let mut r = Registry::new(1);
     let p = r.intern_file(text);
-    let _ = r.attribute(p, 1);
-    let _ = r.attribute(p, 2);
+    let _ = r.attribute(p, 1, 1);
+    let _ = r.attribute(p, 2, 1);
     for line in text.lines() {
         let _ = parse_line(line);
         let _ = parse_path(line);

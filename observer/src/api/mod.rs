@@ -10,13 +10,14 @@
 //! before, as every other route), `/metrics` (Prometheus), `/v1/status`, `/v1/containers`, `/v1/processes[?container=X]`,
 //! `/v1/containers/{ref}/tree` (303 to the pod's tree for a pod reference), `/v1/pods`,
 //! `/v1/pods/{ref}/tree`, `/v1/zombies`, `/v1/containers/{ref}/history[?since=&failed=&comm=&boot=&exec=]`,
-//! `/v1/why/{ref}` (a container or a pid), `/v1/events[?type=a,b]` (NDJSON stream),
+//! `/v1/why/{ref}[?boot=]` (a container, pod or pid), `/v1/events[?type=a,b]` (NDJSON stream),
 //! `/v1/signals` (the same stream, signal and OOM events only).
 
 pub(crate) mod assemble;
 pub mod client;
 pub(crate) mod connections;
 pub(crate) mod listeners;
+mod queries;
 pub(crate) mod reasons;
 pub(crate) mod service;
 pub(crate) mod web;
@@ -106,7 +107,9 @@ impl Source for AgentSource<'_> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = match self {
-            ApiError::NotFound { .. } | ApiError::NotAPod { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::NotAPod { .. } | ApiError::NotInBoot { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Ambiguous { .. } => StatusCode::CONFLICT,
             ApiError::IsPod { .. } => StatusCode::SEE_OTHER,
             ApiError::Unavailable | ApiError::Changed => StatusCode::SERVICE_UNAVAILABLE,
@@ -226,46 +229,6 @@ fn tree_by_reference<T: Serialize + DeserializeOwned + Send + 'static>(
 #[derive(Deserialize)]
 struct ProcessesQuery {
     container: Option<String>,
-}
-
-/// `?since=10m&failed=true&comm=sh&boot=-1&exec=true` of `/v1/containers/{ref}/history`.
-#[derive(Deserialize)]
-struct HistoryQuery {
-    since: Option<String>,
-    #[serde(default)]
-    failed: bool,
-    comm: Option<String>,
-    boot: Option<i32>,
-    #[serde(default)]
-    exec: bool,
-}
-
-/// A `?since=` that is not a duration (400).
-#[derive(Debug, thiserror::Error)]
-#[error("since={since}: {source} (e.g. 10m, 90s, 2h)\n")]
-struct BadSince {
-    since: String,
-    source: humantime::DurationError,
-}
-
-impl HistoryQuery {
-    fn filter(self) -> Result<crate::views::endings::HistoryFilter, BadSince> {
-        let since_s = match self.since {
-            Some(s) => Some(
-                humantime::parse_duration(&s)
-                    .map_err(|source| BadSince { since: s, source })?
-                    .as_secs_f64(),
-            ),
-            None => None,
-        };
-        Ok(crate::views::endings::HistoryFilter {
-            since_s,
-            failed: self.failed,
-            comm: self.comm,
-            boot: self.boot,
-            exec: self.exec,
-        })
-    }
 }
 
 #[derive(Deserialize)]
@@ -517,7 +480,7 @@ pub(crate) fn router(st: ApiState) -> Router {
             get(
                 |State(st): State<ApiState>,
                  Path(r): Path<String>,
-                 Query(q): Query<HistoryQuery>| async move {
+                 Query(q): Query<queries::HistoryQuery>| async move {
                     match q.filter() {
                         Ok(f) => blocking(st, move |s, c| service::history(s, c, &r, &f)).await,
                         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -525,7 +488,16 @@ pub(crate) fn router(st: ApiState) -> Router {
                 },
             ),
         )
-        .route("/v1/why/{reference}", get(by_reference(service::why)))
+        .route(
+            "/v1/why/{reference}",
+            get(
+                |State(st): State<ApiState>,
+                 Path(r): Path<String>,
+                 Query(q): Query<queries::WhyQuery>| async move {
+                    blocking(st, move |s, c| service::why(s, c, &r, q.boot)).await
+                },
+            ),
+        )
         .route("/v1/events", get(events))
         .route(
             "/v1/signals",
@@ -550,16 +522,6 @@ fn listing<T: Serialize + Send + 'static>(
        + Send
        + 'static {
     move |State(st): State<ApiState>| Box::pin(blocking(st, move |s, c| view(s, c)))
-}
-
-/// A view of what the path's `{reference}` names, as a route's handler.
-#[allow(clippy::type_complexity)]
-fn by_reference<T: Serialize + Send + 'static>(
-    view: fn(&dyn Source, &mut ViewCtx, &str) -> Result<T, ApiError>,
-) -> impl Fn(State<ApiState>, Path<String>) -> ViewFuture + Clone + Send + 'static {
-    move |State(st): State<ApiState>, Path(r): Path<String>| {
-        Box::pin(blocking(st, move |s, c| view(s, c, &r)))
-    }
 }
 
 /// Every route but /healthz answers 503 until the agent is ready.

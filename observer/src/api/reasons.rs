@@ -7,7 +7,7 @@
 
 use super::{
     assemble::{self, ViewCtx},
-    service::{dated_entries, history_key, snap, ApiError, Source},
+    service::{dated_entries, history_key, snap, ApiError, Dated, Source},
 };
 use crate::{
     containers::{ContainerData, ContainerKey},
@@ -23,28 +23,43 @@ use crate::{
     },
 };
 
-/// `observer why <container|pod|pid>`.
-pub(crate) fn why(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<WhyView, ApiError> {
+/// `observer why <container|pod|pid> [--boot N]`: `boot` is the boot to answer from (0
+/// this one, -1 the one before...; a pid is of this one); by default this one when the
+/// container is known in it, else the latest it has records in.
+pub(crate) fn why(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    boot: Option<i32>,
+) -> Result<WhyView, ApiError> {
     match history_key(src, ctx, query) {
-        Ok((key, summary)) => why_container(src, ctx, query, key, summary),
-        Err(ApiError::IsPod { .. }) => why_pod(src, ctx, query)?.ok_or(ApiError::NotFound {
+        Ok((key, summary)) => why_container(src, ctx, query, key, summary, boot),
+        Err(ApiError::IsPod { .. }) => why_pod(src, ctx, query, boot)?.ok_or(ApiError::NotFound {
             query: query.into(),
             candidates: vec![],
         }),
         Err(ApiError::NotFound { candidates, .. }) => {
             if let Ok(pid) = query.trim().parse::<u32>() {
-                return why_pid(src, ctx, query, pid);
+                return match boot {
+                    Some(b) if b != 0 => Err(ApiError::NotInBoot {
+                        query: query.into(),
+                        boot: b,
+                        boots: vec![],
+                    }),
+                    _ => why_pid(src, ctx, query, pid),
+                };
             }
             let not_found = |candidates| ApiError::NotFound {
                 query: query.into(),
                 candidates,
             };
-            match why_pod(src, ctx, query) {
+            let stored = |ctx: &mut ViewCtx, candidates| {
+                why_stored_pod(src, ctx, query, boot)?.ok_or_else(|| not_found(candidates))
+            };
+            match why_pod(src, ctx, query, boot) {
                 Ok(Some(w)) => Ok(w),
-                Ok(None) => why_stored_pod(src, ctx, query)?.ok_or_else(|| not_found(candidates)),
-                Err(ApiError::NotFound { candidates, .. }) => {
-                    why_stored_pod(src, ctx, query)?.ok_or_else(|| not_found(candidates))
-                }
+                Ok(None) => stored(ctx, candidates),
+                Err(ApiError::NotFound { candidates, .. }) => stored(ctx, candidates),
                 Err(e) => Err(e),
             }
         }
@@ -98,7 +113,12 @@ fn with_ended(src: &dyn Source) -> Result<(Vec<ContainerSummary>, u64), ApiError
 
 /// A pod's answer: each of its containers' (running or ended), then what they add up to.
 /// None when `query` names a container rather than a pod.
-fn why_pod(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<Option<WhyView>, ApiError> {
+fn why_pod(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    query: &str,
+    boot: Option<i32>,
+) -> Result<Option<WhyView>, ApiError> {
     for _ in 0..3 {
         let (all, generation) = with_ended(src)?;
         let pod = match assemble::select(ctx, &all, query, |_| None) {
@@ -138,7 +158,8 @@ fn why_pod(src: &dyn Source, ctx: &mut ViewCtx, query: &str) -> Result<Option<Wh
                 .filter(|n| *n != base.container.key.id)
                 .unwrap_or_else(|| short_id(&base.container.key.id));
             let key = base.container.key.clone();
-            let why = why_container(src, ctx, &name, key.clone(), s.container(i).cloned())?;
+            let live = s.container(i).cloned();
+            let why = member_why(src, ctx, &name, key.clone(), live, boot)?;
             members.push(PodMemberWhy {
                 name,
                 id: key.id,
@@ -167,6 +188,7 @@ fn why_stored_pod(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
+    boot: Option<i32>,
 ) -> Result<Option<WhyView>, ApiError> {
     let Some(pod) = ctx.store.and_then(|s| s.pod(query)) else {
         return Ok(None);
@@ -178,7 +200,7 @@ fn why_stored_pod(
             .name
             .filter(|n| *n != m.key.id)
             .unwrap_or_else(|| short_id(&m.key.id));
-        let why = why_container(src, ctx, &name, m.key.clone(), None)?;
+        let why = member_why(src, ctx, &name, m.key.clone(), None, boot)?;
         members.push(PodMemberWhy {
             name,
             id: m.key.id,
@@ -300,17 +322,41 @@ fn container_label(ctx: &mut ViewCtx, key: &ContainerKey, stored: Option<String>
     }
 }
 
-/// Why a container's PID 1 runs, or how it ended.
+/// A pod member's answer: one without a record in the boot asked for says so (the pod's
+/// answer is not an error for it).
+fn member_why(
+    src: &dyn Source,
+    ctx: &mut ViewCtx,
+    name: &str,
+    key: ContainerKey,
+    summary: Option<ContainerSummary>,
+    boot: Option<i32>,
+) -> Result<WhyView, ApiError> {
+    match why_container(src, ctx, name, key, summary, boot) {
+        Err(ApiError::NotInBoot { boot, .. }) => Ok(no_record(name, boot)),
+        r => r,
+    }
+}
+
+/// An ended process of `boot` that is its container's PID 1 (or has no parent in it).
+fn is_init(d: &Dated, boot: i32) -> bool {
+    d.view.boot == boot && (d.view.ns_pid == 1 || d.view.parents.is_empty())
+}
+
+/// Why a container's PID 1 runs, or how it ended: in `boot` when asked (an error when the
+/// container has no record in it), else in this boot when it is known in it, else in the
+/// latest boot it has records in.
 fn why_container(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
     key: ContainerKey,
     summary: Option<ContainerSummary>,
+    boot: Option<i32>,
 ) -> Result<WhyView, ApiError> {
     let now = ctx.now_ns;
     let subject = format!("container {query}");
-    if let Some(c) = &summary {
+    if let Some(c) = summary.as_ref().filter(|_| boot.unwrap_or(0) == 0) {
         let s = snap(src, Scope::Container(c.index))?;
         if let Some(p) = c
             .init_pid
@@ -322,28 +368,71 @@ fn why_container(
             return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid, now)));
         }
     }
-    let init = dated_entries(src, ctx, vec![key])?
-        .0
-        .into_iter()
-        .filter(|d| d.view.ns_pid == 1 || d.view.parents.is_empty())
-        .max_by_key(|d| (d.view.boot, d.view.end_time_ns));
-    match init {
-        Some(d) => {
-            let e = d.view;
-            let w = format!("PID 1 of {query}, {} (host pid {})", e.comm, e.pid);
-            Ok(why::ended(subject, &w, e, d.now_ns))
+    let entries = dated_entries(src, ctx, vec![key.clone()], boot)?.0;
+    let chosen = match boot {
+        Some(b) if entries.is_empty() && !(b == 0 && summary.is_some()) => {
+            return Err(ApiError::NotInBoot {
+                query: query.into(),
+                boot: b,
+                boots: boots_of(src, ctx, &key, summary.is_some())?,
+            });
         }
-        None => Ok(WhyView {
-            subject,
-            alive: false,
-            paragraph: format!(
-                "{query} has no running PID 1 and no record of how it ended: it ended before \
-                 the agent started, or its history expired"
-            ),
-            signals: vec![],
-            ended: None,
-            containers: vec![],
-            earlier: vec![],
-        }),
+        Some(b) => b,
+        None if summary.is_some() || entries.iter().any(|d| d.view.boot == 0) => 0,
+        None => entries.iter().map(|d| d.view.boot).max().unwrap_or(0),
+    };
+    let init = entries
+        .into_iter()
+        .filter(|d| is_init(d, chosen))
+        .max_by_key(|d| d.view.end_time_ns);
+    let Some(d) = init else {
+        return Ok(no_record(query, chosen));
+    };
+    let e = d.view;
+    let in_boot = match e.boot {
+        0 => String::new(),
+        b => format!(", boot {b}"),
+    };
+    let w = format!("PID 1 of {query}, {} (host pid {}{in_boot})", e.comm, e.pid);
+    Ok(why::ended(subject, &w, e, d.now_ns))
+}
+
+/// The boots `key` has records in, the newest first: this one when it runs or the
+/// in-memory history has it, and those of the history store.
+fn boots_of(
+    src: &dyn Source,
+    ctx: &ViewCtx,
+    key: &ContainerKey,
+    live: bool,
+) -> Result<Vec<i32>, ApiError> {
+    let mut boots = ctx.store.map(|s| s.boots(key)).unwrap_or_default();
+    let s = snap(src, Scope::History(vec![key.clone()]))?;
+    let in_memory = s.history.iter().any(|(_, es)| !es.is_empty());
+    if (live || in_memory) && !boots.contains(&0) {
+        boots.insert(0, 0);
+    }
+    Ok(boots)
+}
+
+/// A container without a running PID 1 nor a record of how it ended (in `boot`).
+fn no_record(query: &str, boot: i32) -> WhyView {
+    let paragraph = match boot {
+        0 => format!(
+            "{query} has no running PID 1 and no record of how it ended: it ended before \
+             the agent started, or its history expired"
+        ),
+        b => format!(
+            "{query} has no record of how its PID 1 ended in boot {b}: it ended before an \
+             agent with a history store ran, or its history expired"
+        ),
+    };
+    WhyView {
+        subject: format!("container {query}"),
+        alive: false,
+        paragraph,
+        signals: vec![],
+        ended: None,
+        containers: vec![],
+        earlier: vec![],
     }
 }

@@ -51,6 +51,14 @@ pub(crate) enum ApiError {
     /// The containers changed under every try at a consistent answer (registry compactions).
     #[error("the containers changed while the answer was made; ask again")]
     Changed,
+    /// A boot was asked for (`--boot`) and the container has no record in it: `boots`
+    /// are those it has records in (0 this one, -1 the one before...).
+    #[error("no record of `{query}` in boot {boot}")]
+    NotInBoot {
+        query: String,
+        boot: i32,
+        boots: Vec<i32>,
+    },
 }
 
 impl Escaped<ApiError> {
@@ -63,6 +71,13 @@ impl Escaped<ApiError> {
             }
             ApiError::NotFound { candidates, .. } | ApiError::Ambiguous { candidates, .. } => {
                 format!("{}; candidates:\n  {}", **self, candidates.join("\n  "))
+            }
+            ApiError::NotInBoot { boots, .. } if boots.is_empty() => {
+                format!("{}; it has none in any boot the agent knows of", **self)
+            }
+            ApiError::NotInBoot { boots, .. } => {
+                let b: Vec<String> = boots.iter().map(i32::to_string).collect();
+                format!("{}; it has records in boot {}", **self, b.join(", "))
             }
             e @ (ApiError::IsPod { .. }
             | ApiError::NotAPod { .. }
@@ -242,19 +257,19 @@ fn ended_container_key(
 ) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
     let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
     let q = query.trim();
-    let mut hits: Vec<ContainerKey> = keys
-        .into_iter()
-        .filter(|k| {
-            k.id == q
-                || (q.len() >= 4 && k.id.starts_with(q))
-                || ctx.meta(k, None, None).name.as_deref() == Some(q)
-        })
-        .collect();
-    if let Some(store) = ctx.store {
-        for (k, _) in store.find(q) {
-            if !hits.contains(&k) {
-                hits.push(k);
-            }
+    let mut hits: Vec<ContainerKey> = Vec::new();
+    let found = keys.into_iter().filter(|k| {
+        k.id == q
+            || (q.len() >= 4 && k.id.starts_with(q))
+            || ctx.meta(k, None, None).name.as_deref() == Some(q)
+    });
+    let stored = ctx.store.map(|s| s.find(q)).unwrap_or_default();
+    // Generations of one bare container's inode (containers::ContainerKey): the newest.
+    for k in found.chain(stored.into_iter().map(|(k, _)| k)) {
+        match hits.iter_mut().find(|h| h.same_base(&k)) {
+            Some(h) if h.generation < k.generation => *h = k,
+            Some(_) => {}
+            None => hits.push(k),
         }
     }
     match hits.len() {
@@ -279,24 +294,46 @@ pub(super) struct Dated {
 
 /// The ended processes of these containers, from memory and from the history store (an
 /// entry in both once), oldest first; and the evictions from the in-memory histories.
+/// `boot`: only of that boot (0 this one, -1 the one before...); of a bare container's
+/// inode, the generation that has entries in it.
 pub(super) fn dated_entries(
     src: &dyn Source,
     ctx: &ViewCtx,
     keys: Vec<ContainerKey>,
+    boot: Option<i32>,
 ) -> Result<(Vec<Dated>, u64), ApiError> {
     let s = snap(src, Scope::History(keys.clone()))?;
     let mut seen = rustc_hash::FxHashSet::default();
     let mut out: Vec<Dated> = Vec::new();
-    for e in s.history.iter().flat_map(|(_, es)| es) {
+    let memory = s.history.iter().filter(|_| boot.is_none_or(|b| b == 0));
+    for e in memory.flat_map(|(_, es)| es) {
         seen.insert((e.pid, e.start_ns));
         out.push(Dated {
             view: endings::ended_view(e, ctx.now_ns),
             now_ns: ctx.now_ns,
         });
     }
-    for key in keys.iter().filter(|_| ctx.store.is_some()) {
-        for st in ctx.store.map(|s| s.entries(key)).unwrap_or_default() {
+    for key in &keys {
+        // The next generation of a bare container's inode the table knows of: this one's
+        // processes started before it (the store's newest generation may be that one's).
+        let next = s
+            .history_keys
+            .iter()
+            .filter(|k| k.same_base(key) && k.generation > key.generation)
+            .map(|k| k.generation)
+            .min();
+        let stored = ctx.store.map(|s| match boot {
+            Some(b) => s.entries_in(key, b),
+            None => s.entries(key),
+        });
+        for st in stored.unwrap_or_default() {
             if st.boot == 0 && seen.contains(&(st.ended.pid, st.ended.start_ns)) {
+                continue;
+            }
+            // Of another namespace with this inode in this boot (an earlier or a later one).
+            let of_this =
+                st.ended.start_ns > key.generation && next.is_none_or(|n| st.ended.start_ns <= n);
+            if st.boot == 0 && !of_this {
                 continue;
             }
             let mut view = endings::ended_view(&st.ended, st.now_ns);
@@ -319,7 +356,7 @@ pub(crate) fn history(
     filter: &HistoryFilter,
 ) -> Result<HistoryView, ApiError> {
     let (key, _) = history_key(src, ctx, query)?;
-    let (entries, evicted_total) = dated_entries(src, ctx, vec![key.clone()])?;
+    let (entries, evicted_total) = dated_entries(src, ctx, vec![key.clone()], filter.boot)?;
     let entries = entries
         .into_iter()
         .filter(|d| filter.keep(&d.view, d.now_ns))

@@ -185,3 +185,148 @@ fn a_view_waiting_for_the_store_leaves_the_name_resolver_free() {
     store.fail_for_test();
     assert!(view.join().unwrap(), "nothing found, once the store failed");
 }
+
+/// `why <container> --boot N` (review item 4): by default from this boot when the container
+/// ran in it, else from the latest boot it has records in, saying which; `--boot -1` from
+/// the one before; a boot without a record of it is an error (the CLI exits 1 on it).
+#[test]
+fn why_answers_from_the_boot_asked_for_and_says_which() {
+    use crate::{
+        containers::{cgroup::Runtime, ContainerKey},
+        host::clock::boot_now_ns,
+        store::tests::{full, two_boots},
+    };
+    let dir = std::env::temp_dir().join(format!("observer-api-whyboot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = |id: &str| ContainerKey::new(Runtime::Docker, id);
+    // A PID 1 that exited with `code` at `end` (on its boot's clock).
+    let init = |pid: u32, code: u32, end: u64| {
+        let mut e = full(pid, end);
+        (e.ns_pid, e.status, e.signal) = (1, code << 8, None);
+        e.chain = Box::new([]);
+        e
+    };
+    let hour = 3_600_000_000_000;
+    let now = boot_now_ns();
+    // web ended in the boot before; db in both.
+    let store = two_boots(
+        &dir,
+        &[
+            (key("abcdef0123"), init(10, 7, hour)),
+            (key("0123abcdef"), init(11, 1, hour)),
+        ],
+        &[(key("0123abcdef"), init(12, 2, now - 1_000_000_000))],
+    );
+    let src = EndsAfterRegistry {
+        table: crate::table::tests::table().into(),
+        end: None.into(),
+    };
+    let resolver =
+        std::sync::Mutex::new(crate::containers::names::Resolver::new(Default::default()));
+    let cgroupfs = CgroupFs::default();
+    let mut ctx = assemble::ViewCtx {
+        now_ns: now,
+        resolver: &resolver,
+        cgroupfs: &cgroupfs,
+        cgroup_files: None,
+        stat_files: None,
+        store: Some(&store),
+    };
+    let mut why = |q: &str, boot| service::why(&src, &mut ctx, q, boot);
+    for boot in [None, Some(-1)] {
+        let w = why("ctr-abcdef0123", boot).unwrap();
+        let e = w.ended.as_ref().unwrap();
+        assert_eq!((e.exit_code, e.boot), (7, -1), "{boot:?}");
+        assert!(
+            w.paragraph.contains("host pid 10, boot -1)"),
+            "{}",
+            w.paragraph
+        );
+    }
+    let w = why("ctr-0123abcdef", None).unwrap();
+    assert_eq!(w.ended.as_ref().unwrap().exit_code, 2, "this boot's");
+    assert!(!w.paragraph.contains("boot"), "{}", w.paragraph);
+    let w = why("ctr-0123abcdef", Some(-1)).unwrap();
+    assert_eq!(w.ended.as_ref().unwrap().exit_code, 1, "the boot before's");
+    for boot in [0, -2] {
+        match why("ctr-abcdef0123", Some(boot)) {
+            Err(e @ service::ApiError::NotInBoot { .. }) => {
+                let text = crate::views::tests::esc(e).explain();
+                assert!(text.contains("it has records in boot -1"), "{text}");
+            }
+            other => panic!("boot {boot}: {other:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bare container's earlier generation (its pid-namespace inode reused after its init
+/// ended) answers with its own processes only: the history store's newest generation of the
+/// inode is the later namespace's, and was merged into the earlier one's answer (`why` of
+/// the earlier one's name named the later one's PID 1).
+#[test]
+fn an_earlier_generation_of_an_inode_is_not_answered_with_the_later_ones_entries() {
+    use crate::{
+        containers::{cgroup::Runtime, ContainerKey},
+        host::clock::boot_now_ns,
+        store::tests::two_boots,
+        table::tests::{exit, fork, free, table, task, TICK},
+    };
+    let pidns = 4026532300;
+    let t0 = boot_now_ns().saturating_sub(60_000_000_000);
+    let mut tb = table();
+    let ended = |tb: &mut crate::table::Table, pid: u32, t: observer_common::TaskInfo, at| {
+        tb.apply(&exit(pid, pid, t, 0, true, at));
+        tb.apply(&free(pid, t));
+    };
+    let (init, child) = (
+        task(10, &[500, 1], pidns, t0, "init"),
+        task(500, &[501, 2], pidns, t0 + TICK, "sh"),
+    );
+    tb.apply(&fork(500, init));
+    tb.apply(&fork(501, child));
+    ended(&mut tb, 501, child, t0 + 2 * TICK);
+    ended(&mut tb, 500, init, t0 + 3 * TICK);
+    let second = task(10, &[600, 1], pidns, t0 + 10 * TICK, "init2");
+    tb.apply(&fork(600, second));
+    ended(&mut tb, 600, second, t0 + 11 * TICK);
+    let first = ContainerKey::new(Runtime::Bare, pidns.to_string());
+    let later = ContainerKey {
+        generation: t0 + 3 * TICK,
+        ..first.clone()
+    };
+    // The store has all three (its own rule makes two generations of them).
+    let all: Vec<_> = [&first, &later]
+        .into_iter()
+        .flat_map(|k| tb.history().of(k).unwrap().iter().cloned())
+        .map(|e| (first.clone(), e))
+        .collect();
+    assert_eq!(all.len(), 3);
+    let dir = std::env::temp_dir().join(format!("observer-api-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = two_boots(&dir, &[], &all);
+    let src = EndsAfterRegistry {
+        table: tb.into(),
+        end: None.into(),
+    };
+    let resolver =
+        std::sync::Mutex::new(crate::containers::names::Resolver::new(Default::default()));
+    let cgroupfs = CgroupFs::default();
+    let ctx = assemble::ViewCtx {
+        now_ns: boot_now_ns(),
+        resolver: &resolver,
+        cgroupfs: &cgroupfs,
+        cgroup_files: None,
+        stat_files: None,
+        store: Some(&store),
+    };
+    let pids = |k: &ContainerKey| -> Vec<u32> {
+        let (d, _) = service::dated_entries(&src, &ctx, vec![k.clone()], None).unwrap();
+        d.iter().map(|d| d.view.pid).collect()
+    };
+    let (a, b) = (pids(&first), pids(&later));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!((a, b), (vec![501, 500], vec![600]));
+}

@@ -81,7 +81,12 @@ enum Command {
         comm: Option<String>,
         /// Only processes that ended in this boot of the node: 0 the current one, -1 the
         /// one before, ... (entries of earlier boots come from the history store).
-        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(..=0))]
+        #[arg(
+            long,
+            value_name = "N",
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(i32).range(..=0)
+        )]
         boot: Option<i32>,
         /// Only exec sessions: processes that came into the container from outside
         /// (`docker exec`, `kubectl exec`, `podman exec`, `ctr task exec`, `nsenter`,
@@ -98,6 +103,17 @@ enum Command {
         /// A container (as for `history`), a pod (`namespace/name`, name, UID or sandbox
         /// id, as for `tree`; also once all its containers ended) or a host pid.
         target: String,
+        /// Answer from this boot of the node: 0 the current one, -1 the one before, ...
+        /// (default: the current one when the container ran in it, else the latest it has
+        /// records of; a host pid is of the current one). Exits 1 when it has no record in
+        /// that boot.
+        #[arg(
+            long,
+            value_name = "N",
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(i32).range(..=0)
+        )]
+        boot: Option<i32>,
         #[command(flatten)]
         opts: views::ViewOpts,
     },
@@ -231,7 +247,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
             ),
         ),
-        Command::Why { target, opts } => views::run(opts, views::View::Why(target)),
+        Command::Why { target, boot, opts } => views::run(opts, views::View::Why(target, boot)),
         Command::Status { opts } => views::run(opts, views::View::Status),
         Command::Events(args) => event_stream::run(args),
         Command::Launcher(cmd) => Ok(launcher::run(cmd)),

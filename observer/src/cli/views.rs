@@ -62,7 +62,8 @@ pub(crate) enum View {
     Containers,
     Zombies,
     History(String, HistoryFilter),
-    Why(String),
+    /// A reference, and the boot to answer from.
+    Why(String, Option<i32>),
     /// The agent's account of itself (`observer status`); only an agent can answer.
     Status,
 }
@@ -113,7 +114,8 @@ fn api_path(v: &View) -> String {
             };
             format!("/v1/containers/{}/history{q}", enc(c))
         }
-        View::Why(t) => format!("/v1/why/{}", enc(t)),
+        View::Why(t, None) => format!("/v1/why/{}", enc(t)),
+        View::Why(t, Some(b)) => format!("/v1/why/{}?boot={b}", enc(t)),
         View::Status => "/v1/status".into(),
     }
 }
@@ -178,7 +180,7 @@ fn local(view: &View) -> anyhow::Result<Answer> {
         View::Containers => to(service::containers(&src, &mut ctx)),
         View::Zombies => to(service::zombies(&src, &mut ctx)),
         View::History(c, f) => to(service::history(&src, &mut ctx, c, f)),
-        View::Why(t) => to(service::why(&src, &mut ctx, t)),
+        View::Why(t, b) => to(service::why(&src, &mut ctx, t, *b)),
         View::Status => unreachable!("answered above: only an agent has a status"),
     }
 }
@@ -268,7 +270,7 @@ pub(crate) fn run(opts: ViewOpts, view: View) -> anyhow::Result<ExitCode> {
         }
         View::Zombies => lists::render_zombies(&typed::<Vec<ZombieView>>(&v)?, opts.no_headers),
         View::History(..) => endings::render(&typed::<HistoryView>(&v)?),
-        View::Why(_) => why::render(&typed::<WhyView>(&v)?),
+        View::Why(..) => why::render(&typed::<WhyView>(&v)?),
         View::Status => status::render(&typed::<Health>(&v)?),
     };
     crate::stdout::print(&text)?;

@@ -24,6 +24,41 @@ pub(crate) struct ContainerKey {
     /// Runtime id (64 hex for docker/podman/CRI; any string for containerd/lxc/launcher;
     /// the pid-ns inode for bare containers).
     pub(crate) id: String,
+    /// A bare container's generation: the kernel reuses pid-namespace inodes, so a
+    /// namespace whose processes started after the end of the init of an earlier one with
+    /// the same inode is another container. Its generation is that end (boot-clock ns): its
+    /// processes started after it (the history store's rule, store/write.rs). 0 for the
+    /// first the agent saw, and for every runtime's container.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) generation: u64,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ContainerKey {
+    pub(crate) fn new(runtime: Runtime, id: impl Into<String>) -> ContainerKey {
+        ContainerKey {
+            runtime,
+            id: id.into(),
+            generation: 0,
+        }
+    }
+
+    /// The key without its generation: what the history store and the runtimes know it by.
+    pub(crate) fn base(&self) -> ContainerKey {
+        ContainerKey::new(self.runtime, self.id.clone())
+    }
+
+    /// Whether both are generations of the same runtime container or pid-namespace inode.
+    pub(crate) fn same_base(&self, other: &ContainerKey) -> bool {
+        self.runtime == other.runtime && self.id == other.id
+    }
 }
 
 /// Per-container event counters (monotonic).
@@ -92,6 +127,9 @@ pub(crate) struct Container {
     /// Boot-clock ns since which it has had no members, as first noticed by the table's
     /// collection pass (0 while it has members).
     pub(crate) idle_since_ns: u64,
+    /// Boot-clock ns the init of its pid namespace ended (0: not seen). The namespace ended
+    /// with it: a process with its inode that started later is of another namespace.
+    pub(crate) init_end_ns: u64,
 }
 
 /// Index 0 of the path table: "no path known".
@@ -104,6 +142,10 @@ pub struct Registry {
     containers: Vec<Container>,
     by_key: FxHashMap<ContainerKey, u32>,
     by_pidns: FxHashMap<u32, u32>,
+    /// Per pid-namespace inode, the end of the last init seen of a namespace that had it:
+    /// the generation of the next bare container with it (kept after its container is
+    /// evicted, so that no two generations get one key; `forget_bare_ends`).
+    bare_ends: FxHashMap<u32, u64>,
     /// cgroup v2 ids seen with their interned paths.
     cgroup_ids: FxHashMap<u64, u32>,
     host_pidns: u32,
@@ -128,6 +170,7 @@ impl Registry {
             containers: Vec::new(),
             by_key: FxHashMap::default(),
             by_pidns: FxHashMap::default(),
+            bare_ends: FxHashMap::default(),
             cgroup_ids: FxHashMap::default(),
             host_pidns,
             generation: 0,
@@ -267,10 +310,7 @@ impl Registry {
     }
 
     fn container_for(&mut self, m: CgroupMatch, path: u32) -> u32 {
-        let key = ContainerKey {
-            runtime: m.runtime,
-            id: m.id,
-        };
+        let key = ContainerKey::new(m.runtime, m.id);
         if let Some(&c) = self.by_key.get(&key) {
             let c_ref = &mut self.containers[c as usize];
             if m.role == Role::Member && c_ref.cgroup == NO_PATH {
@@ -295,13 +335,15 @@ impl Registry {
             counters: Counters::default(),
             signals: SignalCounters::default(),
             idle_since_ns: 0,
+            init_end_ns: 0,
         });
         self.by_key.insert(key, c);
         c
     }
 
-    /// The container a process with this cgroup path and pid namespace belongs to.
-    pub fn attribute(&mut self, path: u32, pidns: u32) -> Option<u32> {
+    /// The container a process with this cgroup path and pid namespace, started at
+    /// `start_ns` (boot clock), belongs to.
+    pub fn attribute(&mut self, path: u32, pidns: u32, start_ns: u64) -> Option<u32> {
         match self.path_match.get(path as usize).copied().flatten() {
             Some((c, Role::Member)) => {
                 if pidns != 0 && pidns != self.host_pidns {
@@ -309,7 +351,14 @@ impl Registry {
                     if cont.pidns == 0 {
                         cont.pidns = pidns;
                     }
-                    self.by_pidns.entry(pidns).or_insert(c);
+                    // A namespace that ended (its init did) no longer holds the inode.
+                    let held = self
+                        .by_pidns
+                        .get(&pidns)
+                        .is_some_and(|&o| o == c || self.containers[o as usize].init_end_ns == 0);
+                    if !held {
+                        self.by_pidns.insert(pidns, c);
+                    }
                 }
                 Some(c)
             }
@@ -319,31 +368,70 @@ impl Registry {
                     return None;
                 }
                 if let Some(&c) = self.by_pidns.get(&pidns) {
-                    return Some(c);
+                    let end = self.containers[c as usize].init_end_ns;
+                    if end == 0 || start_ns <= end {
+                        return Some(c);
+                    }
+                    // Its namespace ended with its init, before this process started: this
+                    // one is of a new namespace the kernel gave the same inode.
+                    self.by_pidns.remove(&pidns);
                 }
-                let key = ContainerKey {
-                    runtime: Runtime::Bare,
-                    id: pidns.to_string(),
-                };
-                let c = self.containers.len() as u32;
-                self.containers.push(Container {
-                    key: key.clone(),
-                    pod_uid: None,
-                    pod_id: None,
-                    ctr_namespace: None,
-                    cgroup: NO_PATH,
-                    pidns,
-                    members: Default::default(),
-                    threads: 0,
-                    counters: Counters::default(),
-                    signals: SignalCounters::default(),
-                    idle_since_ns: 0,
-                });
-                self.by_key.insert(key, c);
-                self.by_pidns.insert(pidns, c);
-                Some(c)
+                Some(self.new_bare(pidns, start_ns))
             }
         }
+    }
+
+    /// A bare container for pid namespace `pidns`, of the generation a process started at
+    /// `start_ns` is of.
+    fn new_bare(&mut self, pidns: u32, start_ns: u64) -> u32 {
+        let generation = self
+            .bare_ends
+            .get(&pidns)
+            .copied()
+            .filter(|&end| start_ns > end)
+            .unwrap_or(0);
+        let key = ContainerKey {
+            generation,
+            ..ContainerKey::new(Runtime::Bare, pidns.to_string())
+        };
+        let c = self.containers.len() as u32;
+        self.containers.push(Container {
+            key: key.clone(),
+            pod_uid: None,
+            pod_id: None,
+            ctr_namespace: None,
+            cgroup: NO_PATH,
+            pidns,
+            members: Default::default(),
+            threads: 0,
+            counters: Counters::default(),
+            signals: SignalCounters::default(),
+            idle_since_ns: 0,
+            init_end_ns: 0,
+        });
+        self.by_key.insert(key, c);
+        self.by_pidns.insert(pidns, c);
+        c
+    }
+
+    /// The init of container `c`'s pid namespace `pidns` (PID 1 in it) ended at `at_ns`:
+    /// so did the namespace (the kernel killed the rest of it).
+    pub(crate) fn init_ended(&mut self, c: u32, pidns: u32, at_ns: u64) {
+        let Some(cont) = self.containers.get_mut(c as usize) else {
+            return;
+        };
+        if cont.pidns != pidns || pidns == 0 || pidns == self.host_pidns {
+            return;
+        }
+        cont.init_end_ns = at_ns.max(1);
+        let end = self.bare_ends.entry(pidns).or_default();
+        *end = (*end).max(cont.init_end_ns);
+    }
+
+    /// Forgets the inits that ended before `before_ns`: the histories of their generations
+    /// have expired, so a key of theirs names nothing any more.
+    pub(crate) fn forget_bare_ends(&mut self, before_ns: u64) {
+        self.bare_ends.retain(|_, end| *end >= before_ns);
     }
 
     /// Whether the path names a runtime container's member cgroup.
@@ -402,30 +490,27 @@ mod tests {
         let id = "a".repeat(64);
         let p = r.intern_path(&format!("/docker/{id}"));
         assert_eq!(r.intern_path(&format!("/docker/{id}")), p);
-        let c = r.attribute(p, 200).unwrap();
+        let c = r.attribute(p, 200, 1).unwrap();
         assert_eq!(
             r.get(c).unwrap().key,
-            ContainerKey {
-                runtime: Runtime::Docker,
-                id: id.clone()
-            }
+            ContainerKey::new(Runtime::Docker, id.clone())
         );
         assert_eq!(r.get(c).unwrap().pidns, 200);
         // A process entered into that pid namespace from a host cgroup joins the container.
         let host = r.intern_path("/user.slice/session-1.scope");
-        assert_eq!(r.attribute(host, 200), Some(c));
+        assert_eq!(r.attribute(host, 200, 1), Some(c));
         // The host pid namespace never makes a container.
-        assert_eq!(r.attribute(host, 100), None);
+        assert_eq!(r.attribute(host, 100, 1), None);
     }
 
     #[test]
     fn unknown_pid_namespace_outside_runtime_cgroups_is_a_bare_container() {
         let mut r = Registry::new(100);
-        let c = r.attribute(NO_PATH, 4026532177).unwrap();
+        let c = r.attribute(NO_PATH, 4026532177, 1).unwrap();
         let cont = r.get(c).unwrap();
         assert_eq!(cont.key.runtime, Runtime::Bare);
         assert_eq!(cont.key.id, "4026532177");
-        assert_eq!(r.attribute(NO_PATH, 4026532177), Some(c));
+        assert_eq!(r.attribute(NO_PATH, 4026532177, 1), Some(c));
     }
 
     #[test]
@@ -433,7 +518,7 @@ mod tests {
         let mut r = Registry::new(100);
         let id = "b".repeat(64);
         let p = r.intern_path(&format!("/machine.slice/libpod-conmon-{id}.scope"));
-        assert_eq!(r.attribute(p, 100), None);
+        assert_eq!(r.attribute(p, 100, 1), None);
         assert!(r.shim_of_path(p).is_some());
     }
 

@@ -141,6 +141,17 @@ impl Resolver {
         if let Some(m) = self.fresh(key) {
             return m;
         }
+        self.meta_now(key, ctr_namespace, init_pid)
+    }
+
+    /// `meta` read from the runtime's state now, whatever is cached (the history store
+    /// asks when a container's PID 1 ended: the name it has after a `docker rename`).
+    pub(crate) fn meta_now(
+        &mut self,
+        key: &ContainerKey,
+        ctr_namespace: Option<&str>,
+        init_pid: Option<u32>,
+    ) -> Meta {
         let mut m = self.lookup(key, ctr_namespace, init_pid);
         if m.name.is_none() {
             // Its runtime removed it: the name it had still names its history.
@@ -317,10 +328,7 @@ mod tests {
     use super::*;
 
     fn key(runtime: Runtime, id: &str) -> ContainerKey {
-        ContainerKey {
-            runtime,
-            id: id.into(),
-        }
+        ContainerKey::new(runtime, id)
     }
 
     fn tmp(name: &str) -> PathBuf {

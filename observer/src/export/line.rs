@@ -192,10 +192,7 @@ mod tests {
 
     #[test]
     fn a_history_line_is_the_ended_process_with_its_container() {
-        let key = ContainerKey {
-            runtime: Runtime::Bare,
-            id: "4026532771".into(),
-        };
+        let key = ContainerKey::new(Runtime::Bare, "4026532771");
         let mut comm = [0u8; COMM_LEN];
         comm[..2].copy_from_slice(b"sh");
         let e = Ended {

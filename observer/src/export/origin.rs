@@ -174,10 +174,7 @@ mod tests {
     #[test]
     fn names_take_the_resolved_runtime_and_the_cgroup_paths_pod_uid_first() {
         let o = Origin {
-            key: ContainerKey {
-                runtime: Runtime::Cri,
-                id: "abc".into(),
-            },
+            key: ContainerKey::new(Runtime::Cri, "abc"),
             ctr_namespace: Some("k8s.io".into()),
             pod_uid: Some("uid-from-cgroup".into()),
             init_pid: None,
@@ -199,10 +196,7 @@ mod tests {
         );
         let bare = Names::new(
             &Origin {
-                key: ContainerKey {
-                    runtime: Runtime::Bare,
-                    id: "4026532771".into(),
-                },
+                key: ContainerKey::new(Runtime::Bare, "4026532771"),
                 ctr_namespace: None,
                 pod_uid: None,
                 init_pid: Some(7),
@@ -241,10 +235,7 @@ mod tests {
             ..StateDirs::default()
         };
         let bare = |i: u32| Origin {
-            key: ContainerKey {
-                runtime: Runtime::Bare,
-                id: (4_026_000_000 + i).to_string(),
-            },
+            key: ContainerKey::new(Runtime::Bare, (4_026_000_000 + i).to_string()),
             ctr_namespace: None,
             pod_uid: None,
             // A live process: its state is searched for in every state file.

@@ -15,7 +15,10 @@
 //!   (i64 ns, little endian) as last seen in that boot: a stored boot-clock time becomes a
 //!   wall-clock time with it;
 //! - `containers`: container number → (runtime, id, name when known, Kubernetes namespace,
-//!   pod name and uid when known, whether it is the pod's sandbox), postcard;
+//!   pod name and uid when known, whether it is the pod's sandbox), postcard; then, added
+//!   later in schema 2 (an older agent's postcard ignores trailing bytes), the record's
+//!   tail: a bare container's init (its host pid, and its end with that boot's number) and
+//!   the names the container had before its current one (a `docker rename`);
 //! - `entries`: sequence number (insertion order, so the oldest first) → codec.rs bytes;
 //! - `by_container`: (container number, sequence number) → (), the per-container index.
 
@@ -70,7 +73,27 @@ pub(super) struct ContainerRec {
     pub(super) pod_uid: Option<String>,
     /// It is its pod's sandbox (pause/infra container).
     pub(super) sandbox: bool,
+    /// Encoded after the fields above (`bytes`, `decode`).
+    #[serde(skip)]
+    pub(super) tail: RecTail,
 }
+
+/// What a container's record holds after its first fields: an older agent reads the
+/// record without it (postcard ignores trailing bytes); a record without it has none.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct RecTail {
+    /// A bare container's init: its host pid (a namespace has one init: another pid is
+    /// another namespace with the same inode) ...
+    pub(super) init_pid: Option<u32>,
+    /// ... and its end, with the number of the boot it ended in (write.rs generation).
+    pub(super) init_end: Option<(u32, u64)>,
+    /// The names it had before `name` (a `docker rename`, a name learnt later), the
+    /// oldest first: a query of one still finds it.
+    pub(super) earlier_names: Vec<String>,
+}
+
+/// Names a record keeps besides its current one, at most (the newest).
+const EARLIER_NAMES: usize = 4;
 
 impl ContainerRec {
     /// `key` as its runtime's metadata (the resolver's) describe it.
@@ -83,6 +106,7 @@ impl ContainerRec {
             pod: m.pod,
             pod_uid: m.pod_uid,
             sandbox: m.sandbox,
+            tail: RecTail::default(),
         }
     }
 
@@ -98,11 +122,62 @@ impl ContainerRec {
         qualified || pod == q || self.pod_uid.as_deref() == Some(q)
     }
 
+    /// Its bytes: the fields, then the tail when it holds anything.
+    pub(super) fn bytes(&self) -> Vec<u8> {
+        let mut b = postcard::to_allocvec(self).unwrap_or_default();
+        if self.tail != RecTail::default() {
+            b.extend(postcard::to_allocvec(&self.tail).unwrap_or_default());
+        }
+        b
+    }
+
+    /// A record from its bytes (any bytes: None, never a panic); a tail that does not
+    /// decode is left out.
+    pub(super) fn decode(bytes: &[u8]) -> Option<ContainerRec> {
+        let (mut rec, rest): (ContainerRec, _) = postcard::take_from_bytes(bytes).ok()?;
+        if !rest.is_empty() {
+            rec.tail = postcard::from_bytes(rest).unwrap_or_default();
+        }
+        Some(rec)
+    }
+
+    /// Takes `name` as its current name, keeping the one it had among its earlier names;
+    /// false when it had it already.
+    pub(super) fn rename(&mut self, name: &str) -> bool {
+        if self.name.as_deref() == Some(name) {
+            return false;
+        }
+        let earlier = &mut self.tail.earlier_names;
+        earlier.retain(|n| n != name);
+        if let Some(old) = self.name.take() {
+            earlier.retain(|n| *n != old);
+            earlier.push(old);
+        }
+        if earlier.len() > EARLIER_NAMES {
+            earlier.drain(..earlier.len() - EARLIER_NAMES);
+        }
+        self.name = Some(name.to_string());
+        true
+    }
+
+    /// Pod facts its runtime gave after it was first stored (its state was not readable
+    /// then); false when it had some already, or `m` has none.
+    pub(super) fn learn_pod(&mut self, m: &Meta) -> bool {
+        if self.pod.is_some() || m.pod.is_none() {
+            return false;
+        }
+        self.pod.clone_from(&m.pod);
+        self.pod_namespace.clone_from(&m.pod_namespace);
+        self.pod_uid.clone_from(&m.pod_uid);
+        self.sandbox = m.sandbox;
+        true
+    }
+
     pub(super) fn key(&self) -> Option<ContainerKey> {
-        Some(ContainerKey {
-            runtime: runtime_from(&self.runtime)?,
-            id: self.id.clone(),
-        })
+        Some(ContainerKey::new(
+            runtime_from(&self.runtime)?,
+            self.id.clone(),
+        ))
     }
 }
 

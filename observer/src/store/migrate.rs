@@ -106,10 +106,7 @@ fn containers(w: &redb::WriteTransaction) -> Result<(), redb::Error> {
             name: c.name,
             ..ContainerRec::default()
         };
-        t.insert(
-            k,
-            postcard::to_allocvec(&rec).unwrap_or_default().as_slice(),
-        )?;
+        t.insert(k, rec.bytes().as_slice())?;
     }
     Ok(())
 }

@@ -28,12 +28,15 @@ mod db;
 mod generation_tests;
 mod migrate;
 #[cfg(test)]
+mod name_tests;
+#[cfg(test)]
 mod pid_tests;
 mod read;
+mod records;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod write;
 
 use std::{
@@ -276,9 +279,13 @@ fn run(store: &Store, rx: &mpsc::Receiver<(ContainerKey, Ended)>, names: &Mutex<
     let mut retry_at = Instant::now();
     let mut expire_at = Instant::now();
     let mut batch = Vec::new();
-    let mut meta = |k: &ContainerKey| {
+    let mut meta = |k: &ContainerKey, look: records::Look| {
         let mut r = names.lock().unwrap_or_else(|e| e.into_inner());
-        r.meta(k, None, None)
+        match look {
+            records::Look::Cached => r.fresh(k),
+            records::Look::Any => Some(r.meta(k, None, None)),
+            records::Look::Now => Some(r.meta_now(k, None, None)),
+        }
     };
     loop {
         let due = Instant::now() + COMMIT_EVERY;
@@ -389,7 +396,7 @@ fn commit(
     store: &Store,
     o: &mut write::Open,
     batch: &[(ContainerKey, Ended)],
-    meta: &mut dyn FnMut(&ContainerKey) -> crate::containers::names::Meta,
+    meta: &mut records::MetaFn,
 ) -> Result<(), redb::Error> {
     match o.commit(batch, meta, &store.cfg.limits, write::Now::read()) {
         Ok(c) => {

@@ -67,14 +67,23 @@ impl Containers {
         self.0.get(&n)
     }
 
-    /// The number of `key`'s newest generation (write.rs `generation`: a bare container's
-    /// reused inode is a new container with a number of its own).
+    /// The number of `key`'s newest generation (records.rs: a bare container's reused
+    /// inode is a new container with a number of its own).
     fn newest(&self, key: &ContainerKey) -> Option<u32> {
-        self.0
+        self.generations(key).first().copied()
+    }
+
+    /// The numbers of `key`'s generations, the newest first.
+    fn generations(&self, key: &ContainerKey) -> Vec<u32> {
+        let key = key.base();
+        let mut v: Vec<u32> = self
+            .0
             .iter()
-            .filter(|(_, c)| c.key().as_ref() == Some(key))
+            .filter(|(_, c)| c.key().as_ref() == Some(&key))
             .map(|(n, _)| *n)
-            .max()
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v
     }
 }
 
@@ -106,18 +115,26 @@ impl Store {
             .clone()
     }
 
-    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name.
+    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name;
+    /// else by a name one had before (a `docker rename`), unless another has it now.
     pub(crate) fn find(&self, query: &str) -> Vec<(ContainerKey, Option<String>)> {
         let q = query.trim();
         let Some(all) = self.reading().and_then(|r| containers(&r).ok()) else {
             return Vec::new();
         };
+        let now = |c: &ContainerRec| {
+            c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
+        };
+        let before = |c: &ContainerRec| c.tail.earlier_names.iter().any(|n| n == q);
+        let named: &dyn Fn(&ContainerRec) -> bool = if all.0.values().any(now) {
+            &now
+        } else {
+            &before
+        };
         let mut hits: Vec<(u32, ContainerKey, Option<String>)> = all
             .0
             .into_iter()
-            .filter(|(_, c)| {
-                c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
-            })
+            .filter(|(_, c)| named(c))
             .filter_map(|(n, c)| Some((n, c.key()?, c.name)))
             .collect();
         // A key's newest generation (a bare container's inode reused) answers for it.
@@ -196,10 +213,21 @@ impl Store {
 
     /// `key`'s stored entries (the newest MAX_ENTRIES), oldest first.
     pub(crate) fn entries(&self, key: &ContainerKey) -> Vec<Stored> {
+        self.entries_of(key, None)
+    }
+
+    /// `key`'s stored entries of boot `boot` (0: this one, -1: the one before...), oldest
+    /// first: of a bare container's generations (its inode reused), the newest that has
+    /// entries in that boot.
+    pub(crate) fn entries_in(&self, key: &ContainerKey, boot: i32) -> Vec<Stored> {
+        self.entries_of(key, Some(boot))
+    }
+
+    fn entries_of(&self, key: &ContainerKey, boot: Option<i32>) -> Vec<Stored> {
         let Some(r) = self.reading() else {
             return Vec::new();
         };
-        match entries(&r, key) {
+        match entries(&r, key, boot) {
             Ok(v) => v,
             Err(e) => {
                 log::warn!("history store: reading {}'s entries: {e}", key.id);
@@ -207,6 +235,23 @@ impl Store {
             }
         }
     }
+
+    /// The boots any generation of `key` has entries in (0: this one, -1: the one
+    /// before...), the newest first.
+    pub(crate) fn boots(&self, key: &ContainerKey) -> Vec<i32> {
+        let Some(r) = self.reading() else {
+            return Vec::new();
+        };
+        boots(&r, key).unwrap_or_else(|e| {
+            log::warn!("history store: reading {}'s boots: {e}", key.id);
+            Vec::new()
+        })
+    }
+}
+
+/// A stored boot's number as queries count it: 0 this one, -1 the one before...
+fn relative(boot: u32, this: u32) -> i32 {
+    (i64::from(boot) - i64::from(this)).clamp(i64::from(i32::MIN), 0) as i32
 }
 
 fn containers(r: &Reading) -> Result<Containers, redb::Error> {
@@ -219,18 +264,21 @@ fn containers(r: &Reading) -> Result<Containers, redb::Error> {
     let mut v = rustc_hash::FxHashMap::default();
     for row in t.iter()? {
         let (k, val) = row?;
-        if let Ok(c) = postcard::from_bytes::<ContainerRec>(val.value()) {
+        if let Some(c) = ContainerRec::decode(val.value()) {
             v.insert(k.value(), c);
         }
     }
     Ok(Containers(v))
 }
 
-fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> {
+/// The entries of `key`'s newest generation; with `boot`, of the newest generation that has
+/// entries in that boot, only those.
+fn entries(r: &Reading, key: &ContainerKey, boot: Option<i32>) -> Result<Vec<Stored>, redb::Error> {
     let ctrs = containers(r)?;
-    let Some(n) = ctrs.newest(key) else {
-        return Ok(Vec::new());
-    };
+    let mut numbers = ctrs.generations(key);
+    if boot.is_none() {
+        numbers.truncate(1);
+    }
     let txn = r.db.begin_read()?;
     let (Ok(index), Ok(table)) = (txn.open_table(BY_CONTAINER), txn.open_table(ENTRIES)) else {
         return Ok(Vec::new());
@@ -246,30 +294,61 @@ fn entries(r: &Reading, key: &ContainerKey) -> Result<Vec<Stored>, redb::Error> 
         }
     }
     let now = (boot_now_ns(), unix_now_ns());
-    let mut out = Vec::new();
-    for row in index.range((n, 0)..=(n, u64::MAX))?.rev().take(MAX_ENTRIES) {
-        let seq = row?.0.value().1;
-        let Some(bytes) = table.get(seq)? else {
-            continue;
-        };
-        let Ok(e) = codec::decode(bytes.value()) else {
-            continue;
-        };
-        let boot = (i64::from(e.boot) - i64::from(r.boot)).clamp(i64::from(i32::MIN), 0) as i32;
-        let now_ns = if boot == 0 {
-            now.0
-        } else {
-            let off = offsets.get(&e.boot).copied().unwrap_or(0);
-            (i128::from(now.1) - i128::from(off)).max(0) as u64
-        };
-        out.push(Stored {
-            ended: e.ended(&ctrs),
-            boot,
-            now_ns,
-        });
+    for n in numbers {
+        let mut out = Vec::new();
+        for row in index.range((n, 0)..=(n, u64::MAX))?.rev() {
+            let seq = row?.0.value().1;
+            let Some(bytes) = table.get(seq)? else {
+                continue;
+            };
+            let of_boot = codec::head(bytes.value()).map(|h| relative(h.1, r.boot));
+            if boot.is_some_and(|b| of_boot != Some(b)) {
+                continue;
+            }
+            let Ok(e) = codec::decode(bytes.value()) else {
+                continue;
+            };
+            let boot = relative(e.boot, r.boot);
+            let now_ns = if boot == 0 {
+                now.0
+            } else {
+                let off = offsets.get(&e.boot).copied().unwrap_or(0);
+                (i128::from(now.1) - i128::from(off)).max(0) as u64
+            };
+            out.push(Stored {
+                ended: e.ended(&ctrs),
+                boot,
+                now_ns,
+            });
+            if out.len() >= MAX_ENTRIES {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            out.reverse();
+            return Ok(out);
+        }
     }
-    out.reverse();
-    Ok(out)
+    Ok(Vec::new())
+}
+
+/// The boots any generation of `key` has entries in, the newest first (their heads only).
+fn boots(r: &Reading, key: &ContainerKey) -> Result<Vec<i32>, redb::Error> {
+    let numbers = containers(r)?.generations(key);
+    let txn = r.db.begin_read()?;
+    let (Ok(index), Ok(table)) = (txn.open_table(BY_CONTAINER), txn.open_table(ENTRIES)) else {
+        return Ok(Vec::new());
+    };
+    let mut found = std::collections::BTreeSet::new();
+    for n in numbers {
+        for row in index.range((n, 0)..=(n, u64::MAX))? {
+            let seq = row?.0.value().1;
+            if let Some(h) = table.get(seq)?.and_then(|v| codec::head(v.value())) {
+                found.insert(relative(h.1, r.boot));
+            }
+        }
+    }
+    Ok(found.into_iter().rev().collect())
 }
 
 /// A scan back from the newest entry: entries are stored in the order they came, so this

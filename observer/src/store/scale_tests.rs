@@ -24,7 +24,7 @@ fn many_containers_are_evicted_and_read_in_time_linear_in_the_entries() {
     let s = store(&dir, 1 << 30);
     let mut o = open_store(&s).unwrap();
     let now = boot_now_ns();
-    let mut meta = |_: &ContainerKey| Meta::default();
+    let mut meta = |_: &ContainerKey, _| Some(Meta::default());
     let batch: Vec<_> = (0..CONTAINERS)
         .map(|i| (key(&format!("c{i}")), full(i + 1, now)))
         .collect();

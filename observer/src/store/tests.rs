@@ -4,10 +4,8 @@
 
 use std::{path::PathBuf, sync::atomic::Ordering};
 
-use super::{
-    codec::tests::{full, key},
-    db, open_store, write, Limits, Store, StoreConfig,
-};
+pub(crate) use super::codec::tests::full;
+use super::{codec::tests::key, db, open_store, write, Limits, Store, StoreConfig};
 use crate::{
     containers::{names::Meta, ContainerKey},
     host::clock::{boot_id, boot_now_ns, unix_now_ns},
@@ -47,6 +45,40 @@ pub(super) fn store(dir: &Dir, disk_max: u64) -> std::sync::Arc<Store> {
     })
 }
 
+/// A store in `dir` holding `before` as an agent of the boot before this one wrote it a day
+/// ago, then `now` as this boot's agent did; each container named `ctr-<its id>` (for other
+/// modules' tests).
+pub(crate) fn two_boots(
+    dir: &std::path::Path,
+    before: &[(ContainerKey, Ended)],
+    now: &[(ContainerKey, Ended)],
+) -> std::sync::Arc<Store> {
+    let s = Store::new(StoreConfig {
+        dir: dir.to_path_buf(),
+        limits: Limits {
+            disk_max: 64 << 20,
+            retention_ns: 7 * DAY_NS,
+        },
+    });
+    let mut meta = |k: &ContainerKey, _| {
+        Some(Meta {
+            name: Some(format!("ctr-{}", k.id)),
+            ..Meta::default()
+        })
+    };
+    let file = db::open(dir, &s).unwrap();
+    let then_offset = (unix_now_ns() - DAY_NS - 3_600_000_000_000) as i64;
+    let (b, offsets) = db::register_boot(&file, &[7u8; 16], then_offset).unwrap();
+    let mut o = write::Open::load(file, b, offsets).unwrap();
+    o.commit(before, &mut meta, &s.cfg.limits, write::Now::read())
+        .unwrap();
+    drop(o);
+    let mut o = open_store(&s).unwrap();
+    o.commit(now, &mut meta, &s.cfg.limits, write::Now::read())
+        .unwrap();
+    s
+}
+
 fn batch(ctr: &str, pids: std::ops::Range<u32>, end_ns: u64) -> Vec<(ContainerKey, Ended)> {
     pids.map(|p| (key(ctr), full(p, end_ns + u64::from(p))))
         .collect()
@@ -57,9 +89,11 @@ pub(super) fn commit(
     o: &mut write::Open,
     b: &[(ContainerKey, Ended)],
 ) -> write::Committed {
-    let mut meta = |k: &ContainerKey| Meta {
-        name: (k.id == "abcdef0123").then(|| "web".to_string()),
-        ..Meta::default()
+    let mut meta = |k: &ContainerKey, _| {
+        Some(Meta {
+            name: (k.id == "abcdef0123").then(|| "web".to_string()),
+            ..Meta::default()
+        })
     };
     o.commit(b, &mut meta, &s.cfg.limits, write::Now::read())
         .unwrap()
@@ -197,7 +231,7 @@ fn a_step_of_the_wall_clock_ages_no_entry_of_this_boot() {
     // The node's time is set 30 days ahead after the agent started (a fresh VM, NTP).
     let mut stepped = write::Now::read();
     stepped.unix_ns += 30 * DAY_NS;
-    let mut name = |_: &ContainerKey| Meta::default();
+    let mut name = |_: &ContainerKey, _| Some(Meta::default());
     let c = o
         .commit(&batch("b", 1..2, now), &mut name, &s.cfg.limits, stepped)
         .unwrap();
@@ -405,16 +439,16 @@ fn a_containers_pod_is_kept_and_finds_its_containers() {
     let mut o = open_store(&s).unwrap();
     let now = boot_now_ns();
     // pause and app are web-0's; lonely (and the senders' container) are in no pod.
-    let mut meta = |k: &ContainerKey| {
+    let mut meta = |k: &ContainerKey, _| {
         let in_pod = k.id == "pause" || k.id == "app";
-        Meta {
+        Some(Meta {
             name: Some(format!("c-{}", k.id)),
             pod_namespace: in_pod.then(|| "shop".to_string()),
             pod: in_pod.then(|| "web-0".to_string()),
             pod_uid: in_pod.then(|| "0b5c1b7e-uid".to_string()),
             sandbox: k.id == "pause",
             ..Meta::default()
-        }
+        })
     };
     let mut b = batch("pause", 1..2, now);
     b.extend(batch("app", 2..4, now));

@@ -11,12 +11,13 @@ use redb::{Database, ReadableTable, ReadableTableMetadata};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
-    codec::{self, Refs},
+    codec,
     db::{ContainerRec, BY_CONTAINER, CONTAINERS, ENTRIES, META},
+    records::{self, Gen, MetaFn, Named, Seen, TxnRefs},
     Limits,
 };
 use crate::{
-    containers::{cgroup::Runtime, names::Meta, ContainerKey},
+    containers::{cgroup::Runtime, ContainerKey},
     table::history::Ended,
 };
 
@@ -33,9 +34,10 @@ pub(super) struct Open {
     containers: FxHashMap<ContainerKey, u32>,
     /// The same, by number: what forgetting an emptied container looks up.
     numbers: FxHashMap<u32, ContainerKey>,
-    /// Bare containers whose init ended in this agent's life: their number and the init's
-    /// end (a process that started after it is of a new namespace with the same inode).
-    inits_ended: FxHashMap<ContainerKey, (u32, u64)>,
+    /// Each bare container's current generation in this boot (records.rs).
+    gens: FxHashMap<ContainerKey, Gen>,
+    /// Each container's name and whether it has its pod's facts, as stored.
+    names: FxHashMap<u32, Named>,
     next_container: u32,
     next_seq: u64,
     /// The entries' accounted size (bytes + ENTRY_OVERHEAD each).
@@ -69,58 +71,6 @@ pub(super) struct Committed {
     pub(super) evicted: u64,
 }
 
-/// Container numbers, with the containers first seen in this batch to be added.
-struct TxnRefs<'a> {
-    known: &'a mut FxHashMap<ContainerKey, u32>,
-    next: &'a mut u32,
-    new: Vec<(u32, ContainerKey)>,
-    inits_ended: &'a mut FxHashMap<ContainerKey, (u32, u64)>,
-}
-
-impl TxnRefs<'_> {
-    /// The number of the container `e` ended in. A bare container is known by its pid
-    /// namespace's inode, which the kernel reuses (review item 4: reused inodes merged
-    /// containers' histories and kept the first one's name): its namespace ends with its
-    /// init, so a process that started after that is of a new container — a generation with
-    /// a number and a record (named afresh) of its own. Across boots, load() starts one.
-    fn generation(&mut self, key: &ContainerKey, e: &Ended) -> u32 {
-        if key.runtime != Runtime::Bare {
-            return self.number(key);
-        }
-        if let Some(&(n, init_end)) = self.inits_ended.get(key) {
-            if e.start_ns <= init_end {
-                return n;
-            }
-            self.inits_ended.remove(key);
-            if self.known.get(key) == Some(&n) {
-                self.known.remove(key);
-            }
-        }
-        let n = self.number(key);
-        if e.ns_pid == 1 {
-            self.inits_ended.insert(key.clone(), (n, e.end_ns));
-        }
-        n
-    }
-}
-
-impl Refs for TxnRefs<'_> {
-    fn number(&mut self, key: &ContainerKey) -> u32 {
-        if let Some(&n) = self.known.get(key) {
-            return n;
-        }
-        let n = *self.next;
-        *self.next += 1;
-        self.known.insert(key.clone(), n);
-        self.new.push((n, key.clone()));
-        n
-    }
-
-    fn key(&self, _: u32) -> Option<ContainerKey> {
-        None
-    }
-}
-
 impl Open {
     /// Loads the writer's state from an opened file.
     pub(super) fn load(
@@ -128,22 +78,18 @@ impl Open {
         boot: u32,
         offsets: Vec<(u32, i64)>,
     ) -> Result<Open, redb::Error> {
-        let (mut containers, mut meta) = (FxHashMap::default(), (0, 0));
-        let mut numbers = FxHashMap::default();
+        let mut meta = (0, 0);
         let mut per_container = FxHashMap::<u32, u64>::default();
         // Each container's last entry's boot.
         let mut last_boot = FxHashMap::<u32, u32>::default();
-        let (next_seq, entries) = {
+        let (recs, next_seq, entries) = {
             let r = redb::ReadableDatabase::begin_read(&db)?;
+            let mut recs = Vec::new();
             if let Ok(t) = r.open_table(CONTAINERS) {
                 for row in t.iter()? {
                     let (k, v) = row?;
-                    let key = postcard::from_bytes::<ContainerRec>(v.value())
-                        .ok()
-                        .and_then(|c| c.key());
-                    if let Some(key) = key {
-                        numbers.insert(k.value(), key.clone());
-                        containers.insert(key, k.value());
+                    if let Some(rec) = ContainerRec::decode(v.value()) {
+                        recs.push((k.value(), rec));
                     }
                 }
             }
@@ -161,37 +107,57 @@ impl Open {
                             last_boot.insert(c, b);
                         }
                     }
-                    (t.last()?.map_or(0, |(k, _)| k.value() + 1), t.len()?)
+                    (recs, t.last()?.map_or(0, |(k, _)| k.value() + 1), t.len()?)
                 }
-                Err(_) => (0, 0),
+                Err(_) => (recs, 0, 0),
             }
         };
-        // The newest generation of each container (numbers go up) is the one written to; a
-        // bare container of an earlier boot is another container (its inode was reused).
-        containers.retain(|k: &ContainerKey, n| {
-            k.runtime != Runtime::Bare || last_boot.get(n) == Some(&boot)
-        });
-        Ok(Open {
+        let mut o = Open {
             db: Arc::new(db),
             boot,
             offsets: offsets.into_iter().collect(),
-            containers,
-            numbers,
-            inits_ended: FxHashMap::default(),
+            containers: FxHashMap::default(),
+            numbers: FxHashMap::default(),
+            gens: FxHashMap::default(),
+            names: FxHashMap::default(),
             next_container: meta.1 as u32,
             next_seq,
             bytes: meta.0,
             entries,
             per_container,
-        })
+        };
+        o.take_records(recs, &last_boot);
+        Ok(o)
+    }
+
+    /// The stored containers' numbers, names and generations. The newest generation of
+    /// each container (numbers go up: the records come in their order) is the one written
+    /// to; a bare container of an earlier boot is another container (its inode was reused).
+    fn take_records(&mut self, recs: Vec<(u32, ContainerRec)>, last_boot: &FxHashMap<u32, u32>) {
+        for (n, rec) in recs {
+            self.names.insert(n, Named::of(&rec));
+            let Some(key) = rec.key() else {
+                continue;
+            };
+            self.numbers.insert(n, key.clone());
+            if key.runtime == Runtime::Bare {
+                if last_boot.get(&n) != Some(&self.boot) {
+                    continue;
+                }
+                self.gens
+                    .insert(key.clone(), records::loaded_gen(n, &rec, self.boot));
+            }
+            self.containers.insert(key, n);
+        }
     }
 
     /// Writes `batch` and evicts what the bounds require, in one transaction.
-    /// `meta` gives a container's name and pod when it is first stored.
+    /// `meta` gives a container's name and pod when it is first stored, and when they
+    /// change (records.rs).
     pub(super) fn commit(
         &mut self,
         batch: &[(ContainerKey, Ended)],
-        meta: &mut dyn FnMut(&ContainerKey) -> Meta,
+        meta: &mut MetaFn,
         lim: &Limits,
         now: Now,
     ) -> Result<Committed, redb::Error> {
@@ -206,10 +172,20 @@ impl Open {
                 known: &mut self.containers,
                 next: &mut self.next_container,
                 new: Vec::new(),
-                inits_ended: &mut self.inits_ended,
+                gens: &mut self.gens,
+                inits: FxHashMap::default(),
             };
+            let mut seen = Seen::default();
             for (key, e) in batch {
-                let c = refs.generation(key, e);
+                let base;
+                let k = if key.generation == 0 {
+                    key
+                } else {
+                    base = key.base();
+                    &base
+                };
+                let c = refs.generation(k, e);
+                records::saw(&mut seen, c, key, e);
                 let bytes = codec::encode(e, c, self.boot, &mut refs);
                 entries.insert(self.next_seq, bytes.as_slice())?;
                 index.insert((c, self.next_seq), ())?;
@@ -219,16 +195,14 @@ impl Open {
                 self.entries += 1;
                 done.written += 1;
             }
-            let new = std::mem::take(&mut refs.new);
+            let (new, inits) = (
+                std::mem::take(&mut refs.new),
+                std::mem::take(&mut refs.inits),
+            );
             let mut ctrs = w.open_table(CONTAINERS)?;
-            for (n, key) in new {
-                self.numbers.insert(n, key.clone());
-                let rec = ContainerRec::of(&key, meta(&key));
-                ctrs.insert(
-                    n,
-                    postcard::to_allocvec(&rec).unwrap_or_default().as_slice(),
-                )?;
-            }
+            let names = &mut self.names;
+            records::add_new(&mut ctrs, new, &mut seen, meta, names, &mut self.numbers)?;
+            records::update(&mut ctrs, &seen, &inits, self.boot, meta, names)?;
             let touched = self.evict(&mut entries, &mut index, lim, now)?;
             done.evicted = touched.1;
             self.forget_empty(&index, &mut ctrs, touched.0)?;
@@ -365,7 +339,14 @@ impl Open {
         for c in touched {
             if index.range((c, 0)..=(c, u64::MAX))?.next().is_none() {
                 ctrs.remove(c)?;
+                self.names.remove(&c);
                 if let Some(key) = self.numbers.remove(&c) {
+                    if let Some(g) = self.gens.get_mut(&key) {
+                        g.prev = g.prev.filter(|p| p.0 != c);
+                        if g.n == c {
+                            self.gens.remove(&key);
+                        }
+                    }
                     // Unless a newer generation of it has the key now.
                     if self.containers.get(&key) == Some(&c) {
                         self.containers.remove(&key);

@@ -75,6 +75,8 @@ impl Table {
     pub(crate) fn collect(&mut self, now_ns: u64, lim: &Limits) -> bool {
         self.history_limits = lim.history;
         self.history.expire(now_ns, &lim.history);
+        self.registry
+            .forget_bare_ends(now_ns.saturating_sub(lim.history.retention_ns));
         let evict = self.evictable(now_ns, lim);
         // Interners no bigger than twice what was referenced at the last walk (plus slack)
         // cannot be over that now either: no walk of every process (50,000 of them on a big

@@ -281,6 +281,9 @@ impl Table {
             exe_hash: p.exe_hash.clone(),
             session: p.session.clone(),
         };
+        if e.ns_pid == 1 && p.pid_level > 0 {
+            self.registry.init_ended(c, p.pidns(), at_ns);
+        }
         let Some(container) = self.registry.get_mut(c) else {
             return;
         };

@@ -292,7 +292,7 @@ impl Table {
             return;
         };
         let (old, path, pidns, threads) = (p.container, p.cgroup, p.pidns(), p.threads);
-        let new = self.registry.attribute(path, pidns);
+        let new = self.registry.attribute(path, pidns, p.start_time_ns);
         if new == old {
             return;
         }

@@ -46,9 +46,15 @@ pub(crate) fn select(
     let listed: Vec<(&ContainerSummary, &Meta)> =
         containers.iter().zip(metas.iter().copied()).collect();
     let pick = |hits: Vec<&(&ContainerSummary, &Meta)>| -> Option<Selection> {
+        let first = &hits.first()?.0.container.key;
         match hits.len() {
-            0 => None,
             1 => Some(Selection::Found(hits[0].0.index)),
+            // Generations of one bare container's inode (a namespace's processes reaped
+            // late beside the next one's): the newest.
+            _ if hits.iter().all(|h| h.0.container.key.same_base(first)) => hits
+                .iter()
+                .max_by_key(|h| h.0.container.key.generation)
+                .map(|h| Selection::Found(h.0.index)),
             _ => Some(Selection::Ambiguous(
                 hits.iter().map(|(s, m)| describe(s, m)).collect(),
             )),

@@ -1,9 +1,10 @@
 //! The durable history store (`--state-dir`): `observer history` and `observer why` answer
 //! after the agent was killed with SIGKILL or stopped with SIGTERM, from a new agent on the
 //! same state directory — by name (the container removed meanwhile), id and id prefix,
-//! with exit codes and signals; and a store on a full or read-only file system leaves the
-//! agent running on its in-memory history, with a warning and the error metric. Run as
-//! root (the full-disk test mounts a small tmpfs of its own, under its own directory).
+//! with exit codes and signals, and by both names of a container `docker rename` renamed;
+//! and a store on a full or read-only file system leaves the agent running on its in-memory
+//! history, with a warning and the error metric. Run as root (the full-disk test mounts a
+//! small tmpfs of its own, under its own directory).
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -424,4 +425,59 @@ fn why_of_a_pid_answers_from_the_store_after_a_restart() {
     let p = w["paragraph"].as_str().unwrap();
     assert!(p.contains("in bare container"), "which process it was: {p}");
     drop(second);
+}
+
+/// `docker rename` (review item 4): the store keeps the name a container ended with, so a
+/// new agent answers `why <new name>` after Docker forgot it, and the name it had before
+/// still finds it (no other container has it).
+#[test]
+fn a_renamed_docker_container_is_answered_by_its_new_and_old_name_from_the_store() {
+    use crate::common::runtimes::{docker, docker_ready, Docker, DOCKER_ROOT};
+    let dir = Dir::new("rename");
+    let (old, new) = ("observer-test-store-old", "observer-test-store-new");
+    docker_ready();
+    let _ = docker().args(["rm", "-f", new]).output();
+    let args = ["--docker-root", DOCKER_ROOT, "--state-dir", dir.arg()];
+    let first = Agent::start(&args);
+    let mut c = Docker::run(old, &[], &["sh", "-c", "sh -c 'exit 3'; sleep 1000"]).0;
+    // A view that may fail while the agent catches up (the new name not known yet).
+    let json = |args: &[&str]| -> Option<Value> {
+        let (code, out, _) = first.cli(&[args, &["-o", "json"]].concat());
+        serde_json::from_str(&out).ok().filter(|_| code == 0)
+    };
+    // Its child's end stored under its first name, then the rename and PID 1's end.
+    eventually(T, "the child's end", || {
+        let h = json(&["history", old])?;
+        h["entries"]
+            .as_array()?
+            .iter()
+            .any(|e| e["exit_code"] == 3)
+            .then_some(())
+    });
+    all_committed(&first);
+    assert!(docker()
+        .args(["rename", old, new])
+        .status()
+        .unwrap()
+        .success());
+    c.0 = new.into();
+    assert!(docker().args(["kill", new]).status().unwrap().success());
+    let want = eventually(T, "PID 1's end", || {
+        let w = json(&["why", new])?;
+        let want = endings(&json(&["history", new])?);
+        (w["ended"]["exit_code"] == 137).then_some(want)
+    });
+    all_committed(&first);
+    assert!(want.iter().any(|e| e.0 == 3), "{want:?}");
+    drop(first.crash());
+    drop(c);
+    let second = Agent::start(&args);
+    let w = second.json(&["why", new]);
+    assert_eq!(w["ended"]["exit_code"], 137, "{w:#}");
+    assert_eq!(w["ended"]["ns_pid"], 1, "{w:#}");
+    for q in [new, old] {
+        let h = second.json(&["history", q]);
+        assert_eq!(h["name"], new, "history {q}: {h:#}");
+        assert_eq!(endings(&h), want, "history {q}: {h:#}");
+    }
 }

@@ -291,15 +291,15 @@ fn a_user_slice_holding_a_real_containers_id_does_not_join_it() {
     let host = 100;
     let mut r = Registry::new(host);
     let real = r.intern_path(&format!("/docker/{ID}"));
-    let c = r.attribute(real, 200).unwrap();
+    let c = r.attribute(real, 200, 1).unwrap();
     assert_eq!(r.get(c).unwrap().key.id, ID);
     for p in user_paths(ID) {
         let path = r.intern_path(&p);
         assert_ne!(path, NO_PATH);
         // In the host pid namespace: the host, not the container.
-        assert_eq!(r.attribute(path, host), None, "{p}");
+        assert_eq!(r.attribute(path, host, 1), None, "{p}");
         // In a pid namespace of its own: a bare container keyed by that namespace.
-        let b = r.attribute(path, 300).unwrap();
+        let b = r.attribute(path, 300, 1).unwrap();
         assert_ne!(b, c, "{p}");
         assert_eq!(r.get(b).unwrap().key.runtime, Runtime::Bare, "{p}");
     }

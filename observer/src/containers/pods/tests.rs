@@ -26,10 +26,7 @@ fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 fn data(path: &str) -> ContainerData {
     let m = parse_path(path).unwrap_or_else(|| panic!("{path}"));
     ContainerData {
-        key: crate::containers::ContainerKey {
-            runtime: m.runtime,
-            id: m.id,
-        },
+        key: crate::containers::ContainerKey::new(m.runtime, m.id),
         pod_uid: m.pod_uid,
         pod_id: m.pod_id,
         ctr_namespace: m.namespace,

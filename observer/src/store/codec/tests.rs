@@ -25,10 +25,7 @@ pub(crate) fn comm(s: &str) -> [u8; COMM_LEN] {
 }
 
 pub(crate) fn key(id: &str) -> ContainerKey {
-    ContainerKey {
-        runtime: Runtime::Docker,
-        id: id.into(),
-    }
+    ContainerKey::new(Runtime::Docker, id)
 }
 
 fn signal(sig: u32, at_ns: u64, from: Option<ContainerKey>) -> SignalFact {

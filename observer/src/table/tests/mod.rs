@@ -512,7 +512,7 @@ fn ended_containers_and_their_paths_are_evicted_live_ones_never() {
     assert_eq!(tb.registry.get(c).unwrap().key.id, ids[4]);
     // An evicted container's cgroup seen again names it anew.
     let path = tb.registry.intern_path(&format!("/docker/{}", ids[0]));
-    let again = tb.registry.attribute(path, HOST_NS).unwrap();
+    let again = tb.registry.attribute(path, HOST_NS, 1).unwrap();
     assert_eq!(tb.registry.get(again).unwrap().key.id, ids[0]);
 }
 

@@ -101,10 +101,7 @@ fn a_session_outlives_its_runtime_and_its_history_entry_keeps_it() {
         "recorded when it came in"
     );
     tb.apply(&exit(600, 600, root, 7, true, 90 * TICK));
-    let key = ContainerKey {
-        runtime: Runtime::Bare,
-        id: PIDNS.to_string(),
-    };
+    let key = ContainerKey::new(Runtime::Bare, PIDNS.to_string());
     let h = tb.history().of(&key).expect("history");
     let e = h.iter().find(|e| e.pid == 600).unwrap();
     let s = e.session.as_deref().expect("the entry keeps its session");
