@@ -121,15 +121,24 @@ impl TextStream {
 
     /// The first line `want` accepts, waiting for it (a held exec line comes with its hash).
     fn line(&mut self, want: impl Fn(&str) -> bool) -> String {
-        eventually(T, "the exec's text line", || {
+        let deadline = std::time::Instant::now() + T;
+        loop {
             assert!(self.child.0.try_wait().unwrap().is_none(), "events stopped");
-            let text = std::fs::read_to_string(&self.file).ok()?;
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
             // Whole lines only: the file may end mid-line.
-            text.split_inclusive('\n')
+            let found = text
+                .split_inclusive('\n')
                 .filter_map(|l| l.strip_suffix('\n'))
-                .find(|l| want(l))
-                .map(str::to_string)
-        })
+                .find(|l| want(l));
+            if let Some(l) = found {
+                return l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the exec's text line; `observer events` wrote:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
