@@ -452,14 +452,23 @@ impl TextStream {
 
     /// The first line `want` accepts, waiting for it (a held exec line comes with its hash).
     pub fn line(&mut self, want: impl Fn(&str) -> bool) -> String {
-        eventually(Duration::from_secs(20), "the event's text line", || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
             assert!(self.child.0.try_wait().unwrap().is_none(), "events stopped");
-            let text = std::fs::read_to_string(&self.file).ok()?;
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
             // Whole lines only: the file may end mid-line.
-            text.split_inclusive('\n')
+            let found = text
+                .split_inclusive('\n')
                 .filter_map(|l| l.strip_suffix('\n'))
-                .find(|l| want(l))
-                .map(str::to_string)
-        })
+                .find(|l| want(l));
+            if let Some(l) = found {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the event's text line; `observer events` wrote:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
