@@ -22,7 +22,7 @@ use crate::{
     table::{
         exe_hash::{ExeHash, Reason},
         history::{Ended, ExecOf, InitEnd, Link},
-        sessions::{HostLink, Session, Via},
+        sessions::{HostLink, Seen, Session, Via},
         signal_facts::{OomFacts, Sender, SignalFact},
     },
 };
@@ -190,6 +190,7 @@ fn ended(pid: u32, argv: &[u8], full: bool) -> Ended {
     let other = ContainerKey {
         runtime: Runtime::Docker,
         id: "f".repeat(64),
+        generation: 0,
     };
     e.adopted_from = Some(99);
     e.status = 9;
@@ -230,6 +231,7 @@ fn ended(pid: u32, argv: &[u8], full: bool) -> Ended {
         ]
         .into(),
         at_ns: end_ns - 2_000_000_000,
+        seen: Seen::Startup,
     }));
     e
 }
@@ -274,12 +276,19 @@ fn item_lines() -> Vec<Vec<u8>> {
     let names = names();
     for (i, ev) in events().into_iter().enumerate() {
         let hash = matches!(ev, Event::Exec(_)).then(|| ExeHash::known(Ok([i as u8; 32])));
-        out.push(written(&Item::Event(ev, None, None), None));
-        out.push(written(&Item::Event(ev, None, hash), Some(&names[i % 3])));
+        out.push(written(&Item::Event(ev, None, None, None), None));
+        let session = (i % 2 == 0)
+            .then(|| ended(900, b"sh", true).session)
+            .flatten();
+        out.push(written(
+            &Item::Event(ev, None, hash, session),
+            Some(&names[i % 3]),
+        ));
     }
     let key = ContainerKey {
         runtime: Runtime::Bare,
         id: "4026532771".into(),
+        generation: 7,
     };
     let origin = Arc::new(Origin::bare_for_tests(&key));
     let huge: Vec<u8> = (0..3000)

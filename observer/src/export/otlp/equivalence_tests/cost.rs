@@ -106,9 +106,10 @@ fn storm_items() -> Vec<(Item, Option<Names>)> {
     let key = ContainerKey {
         runtime: Runtime::Bare,
         id: "4026532771".into(),
+        generation: 0,
     };
     let origin = Arc::new(Origin::bare_for_tests(&key));
-    let pick = |i: usize| (Item::Event(ev[i], None, None), Some(bare.clone()));
+    let pick = |i: usize| (Item::Event(ev[i], None, None, None), Some(bare.clone()));
     vec![
         pick(2),
         pick(0),
