@@ -372,19 +372,23 @@ fn a_missing_cgroup_controller_is_named_and_can_be_ignored_on_request() {
     // Hide the pids controller in a private mount namespace: unmount its v1 hierarchy
     // (hybrid and v1 hosts) and mask it from cgroup2's controller list (v2 hosts).
     let v2 = cgroup2_mount();
+    // The masked list: in the run's temporary directory, removed after (it was /tmp's).
+    let list = std::env::temp_dir().join(format!("obs-controllers-{}", std::process::id()));
     let script = format!(
         "umount -l /sys/fs/cgroup/pids 2>/dev/null; \
-         grep -v '^$' {v2}/cgroup.controllers | tr ' ' '\\n' | grep -vx pids | tr '\\n' ' ' > /tmp/obs-controllers; \
-         mount --bind /tmp/obs-controllers {v2}/cgroup.controllers; \
+         grep -v '^$' {v2}/cgroup.controllers | tr ' ' '\\n' | grep -vx pids | tr '\\n' ' ' > {list}; \
+         mount --bind {list} {v2}/cgroup.controllers; \
          {bin} run --name obs-t-nopids --pids-max 5 -- true; echo rc=$?; \
          {bin} run --name obs-t-nopids --pids-max 5 --ignore-missing-limits -- true; echo rc=$?",
         v2 = v2.display(),
+        list = list.display(),
         bin = observer_bin()
     );
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&list);
     let _ = run(&["rm", "-f", "obs-t-nopids"]);
     let text = format!(
         "{}{}",
