@@ -19,3 +19,5 @@ pub(crate) mod why;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tree_tests;
