@@ -275,13 +275,7 @@ async fn stream(args: EventsArgs) -> anyhow::Result<ExitCode> {
     };
     drop(probes);
     if args.stats {
-        print_stats(&kstats, &reader.stats);
-        if sink.hasher.is_on() {
-            let counts: Vec<String> = (sink.hasher.counts().pairs().iter())
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            eprintln!("executable hashes: {}", counts.join(", "));
-        }
+        print_stats(&kstats, &reader.stats, &sink.hasher);
     }
     report_losses(&kstats);
     if broken_pipe {
@@ -327,8 +321,8 @@ fn deliver_the_rest<W: Write>(reader: &mut EventReader, sink: &mut Sink<W>) {
     sink.flush();
 }
 
-/// `--stats`: the kernel's and this reader's counts by type.
-fn print_stats(kstats: &KernelStats, received: &ReaderStats) {
+/// `--stats`: the kernel's and this reader's counts by type, and the hashers' results.
+fn print_stats(kstats: &KernelStats, received: &ReaderStats, hasher: &Hasher) {
     eprintln!(
         "{:<14} {:>10} {:>10} {:>10} {:>10} {:>11}",
         "type", "emitted", "dropped", "skipped", "received", "read_errors"
@@ -346,6 +340,12 @@ fn print_stats(kstats: &KernelStats, received: &ReaderStats) {
     }
     if received.decode_errors > 0 {
         eprintln!("undecodable records: {}", received.decode_errors);
+    }
+    if hasher.is_on() {
+        let counts: Vec<String> = (hasher.counts().pairs().iter())
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        eprintln!("executable hashes: {}", counts.join(", "));
     }
 }
 
