@@ -132,6 +132,26 @@ pub(crate) struct Container {
     pub(crate) init_end_ns: u64,
 }
 
+impl Container {
+    /// A container just seen: no pod facts, members or counts yet.
+    fn new(key: ContainerKey, cgroup: u32, pidns: u32) -> Container {
+        Container {
+            key,
+            pod_uid: None,
+            pod_id: None,
+            ctr_namespace: None,
+            cgroup,
+            pidns,
+            members: Default::default(),
+            threads: 0,
+            counters: Counters::default(),
+            signals: SignalCounters::default(),
+            idle_since_ns: 0,
+            init_end_ns: 0,
+        }
+    }
+}
+
 /// Index 0 of the path table: "no path known".
 pub(crate) const NO_PATH: u32 = 0;
 
@@ -319,23 +339,16 @@ impl Registry {
             return c;
         }
         let c = self.containers.len() as u32;
+        let cgroup = if m.role == Role::Member {
+            path
+        } else {
+            NO_PATH
+        };
         self.containers.push(Container {
-            key: key.clone(),
             pod_uid: m.pod_uid,
             pod_id: m.pod_id,
             ctr_namespace: m.namespace,
-            cgroup: if m.role == Role::Member {
-                path
-            } else {
-                NO_PATH
-            },
-            pidns: 0,
-            members: Default::default(),
-            threads: 0,
-            counters: Counters::default(),
-            signals: SignalCounters::default(),
-            idle_since_ns: 0,
-            init_end_ns: 0,
+            ..Container::new(key.clone(), cgroup, 0)
         });
         self.by_key.insert(key, c);
         c
@@ -395,20 +408,8 @@ impl Registry {
             ..ContainerKey::new(Runtime::Bare, pidns.to_string())
         };
         let c = self.containers.len() as u32;
-        self.containers.push(Container {
-            key: key.clone(),
-            pod_uid: None,
-            pod_id: None,
-            ctr_namespace: None,
-            cgroup: NO_PATH,
-            pidns,
-            members: Default::default(),
-            threads: 0,
-            counters: Counters::default(),
-            signals: SignalCounters::default(),
-            idle_since_ns: 0,
-            init_end_ns: 0,
-        });
+        self.containers
+            .push(Container::new(key.clone(), NO_PATH, pidns));
         self.by_key.insert(key, c);
         self.by_pidns.insert(pidns, c);
         c
