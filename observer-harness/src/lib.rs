@@ -65,11 +65,14 @@ impl std::error::Error for StartError {}
 /// How to start an agent: `cmd` ends in `observer agent` (perhaps behind a wrapper, with
 /// its own environment); the harness adds `--socket`, `--listen 127.0.0.1:0`, a
 /// `--state-dir` beside the socket (unless `extra` has one: never the node's
-/// /var/lib/observer) and `extra`.
+/// /var/lib/observer; or `state_dir` is false: a build older than the store) and `extra`.
 pub struct Start<'a> {
     pub cmd: Command,
     pub socket: &'a Path,
     pub extra: &'a [&'a str],
+    /// Whether the agent takes `--state-dir` (false for a build older than the history
+    /// store, as `bench --baseline` may run).
+    pub state_dir: bool,
     /// How long it may take to say where its API listens.
     pub ready_within: Duration,
     /// Called with each line it prints on stderr, from a thread of its own.
@@ -86,10 +89,12 @@ impl Agent {
             mut cmd,
             socket,
             extra,
+            state_dir,
             ready_within,
             mut on_line,
         } = s;
-        let state_dir = (!extra.contains(&"--state-dir")).then(|| socket.with_extension("history"));
+        let state_dir = (state_dir && !extra.contains(&"--state-dir"))
+            .then(|| socket.with_extension("history"));
         if let Some(d) = &state_dir {
             cmd.arg("--state-dir").arg(d);
         }

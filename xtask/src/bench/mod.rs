@@ -69,12 +69,18 @@ impl Agent {
     fn start_bin(bin: &std::path::Path, extra: &[&str]) -> Result<Agent> {
         let socket =
             std::env::temp_dir().join(format!("observer-bench-{}.sock", std::process::id()));
+        // A build older than the history store has no --state-dir.
+        let state_dir = Command::new(bin)
+            .args(["agent", "--help"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--state-dir"));
         let mut cmd = Command::new(bin);
         cmd.env("RUST_LOG", "info").arg("agent");
         let agent = observer_harness::Agent::start(observer_harness::Start {
             cmd,
             socket: &socket,
             extra,
+            state_dir,
             ready_within: Duration::from_secs(120),
             on_line: Box::new(|l| {
                 // Every check that disagreed and every correction, with both sides: a

@@ -60,6 +60,7 @@ impl Agent {
             cmd,
             socket: &socket,
             extra,
+            state_dir: true,
             ready_within: Duration::from_secs(120),
             on_line: Box::new(move |l| {
                 let _ = writeln!(file, "{l}");

@@ -130,6 +130,9 @@ struct Console {
     done: bool,
     results: Vec<(String, Outcome)>,
     carried: Vec<(String, String)>,
+    /// When the test running now started (its `start` line): each result says how long
+    /// its test took, so the matrix's slow tests can be found from its output.
+    test_started: Option<Instant>,
 }
 
 impl Console {
@@ -151,8 +154,14 @@ impl Console {
                 Some("skip") => Outcome::Skip(f.next().unwrap_or("").to_string()),
                 _ => Outcome::Fail,
             };
-            eprintln!("  {label}: {name}: {outcome:?}");
+            let took = self.test_started.take().map(|t| t.elapsed().as_secs_f64());
+            eprintln!(
+                "  {label}: {name}: {outcome:?} ({:.1}s)",
+                took.unwrap_or(0.0)
+            );
             self.results.push((name, outcome));
+        } else if rest.starts_with("start ") {
+            self.test_started = Some(Instant::now());
         } else if let Some((path, data)) =
             rest.strip_prefix("carry ").and_then(|c| c.split_once(' '))
         {

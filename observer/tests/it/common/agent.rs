@@ -57,6 +57,7 @@ impl Agent {
             cmd,
             socket,
             extra,
+            state_dir: true,
             ready_within: Duration::from_secs(60),
             on_line: Box::new(|l| eprintln!("agent: {l}")),
         })
