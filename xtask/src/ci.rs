@@ -90,10 +90,13 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         crate::build_tests(&[]).map(|_| ())
     })?;
     let deb = phases.run("package", || package::pack(Arch::host()))?;
+    // The kernel matrix boots its guests now, beside the host tests: TCG keeps a core busy
+    // per guest while the host tests mostly wait (on runtimes, agents and timers).
+    let matrix = (!no_vm).then(|| Leg::start(Arch::host(), vm::DEFAULT_KERNELS, "matrix"));
     // The fuzz targets' build (another toolchain, nothing shared) runs at nice 19 beside
-    // the host tests and the torture, which mostly wait.
+    // the host tests and the torture.
     let fuzz_build = fuzz::build_in_background()?;
-    phases.run("host tests (run)", || {
+    let host = phases.run("host tests (run)", || {
         host_tests(
             args,
             &[
@@ -103,48 +106,89 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
                 ("OBSERVER_PY_VENV", kube.as_os_str()),
             ],
         )
-    })?;
-    phases.run("torture", || torture::torture(60))?;
+    });
+    let torture = host.and_then(|()| phases.run("torture", || torture::torture(60)));
     // Each fuzz target briefly: its regressions, then new inputs from its seeds.
-    phases.run("fuzz", || {
-        fuzz::wait_for_build(fuzz_build)?;
-        fuzz::fuzz(&[], 10)
-    })?;
-    if no_vm {
-        return Ok(());
-    }
-    vm_leg(phases, Arch::host(), vm::DEFAULT_KERNELS, "matrix")?;
+    let fuzz = torture.and_then(|()| {
+        phases.run("fuzz", || {
+            fuzz::wait_for_build(fuzz_build)?;
+            fuzz::fuzz(&[], 10)
+        })
+    });
     // arm64 nodes: the whole VM set on the newest kernel, cross-built and emulated (its
     // prepare builds the arm64 integration tests, and with them observer; 6.1 and 5.10 run
-    // on demand with `cargo xtask vm-test --arch arm64`).
-    if Arch::host() != Arch::Arm64 {
-        vm_leg(phases, Arch::Arm64, &["newest"], "arm64 leg")?;
-    }
-    Ok(())
+    // on demand with `cargo xtask vm-test --arch arm64`). It boots beside the matrix's
+    // last guests.
+    let arm64 = (fuzz.is_ok() && matrix.is_some() && Arch::host() != Arch::Arm64)
+        .then(|| Leg::start(Arch::Arm64, &["newest"], "arm64 leg"));
+    let legs = [matrix, arm64]
+        .into_iter()
+        .flatten()
+        .map(|l| l.finish(phases));
+    // Every leg is waited for (its guests are stopped), whatever failed first.
+    let legs: Vec<Result<()>> = legs.collect();
+    fuzz?;
+    legs.into_iter().collect()
 }
 
-/// The VM set on `kernels` of `arch`, as rows: its prepare (builds, initramfs, kernel
-/// packages), each kernel, and the leg's wall time (`name`); kernels boot two at a time, so
-/// their rows overlap.
-fn vm_leg(phases: &mut Phases, arch: Arch, kernels: &[&str], name: &str) -> Result<()> {
-    let start = Instant::now();
-    let (times, r) = vm::vm_matrix(vm::VmArgs {
-        kernels: kernels.iter().map(|k| k.to_string()).collect(),
-        refresh: false,
-        timeout: Duration::from_secs(900),
-        only: None,
-        arch,
-    });
-    let prepare = match arch {
-        a if a.is_host() => "vm prepare".to_string(),
-        a => format!("vm {a} prepare"),
-    };
-    phases.add(&prepare, times.prepare, times.prepare_ok);
-    for k in &times.kernels {
-        phases.add(&format!("vm {}", k.label), k.took, k.ok);
+/// A VM leg under way: its prepare (builds, initramfs, kernel packages) done, its guests
+/// booting on a thread of their own, two at a time.
+struct Leg {
+    name: &'static str,
+    label: String,
+    start: Instant,
+    run: std::result::Result<Booting, (vm::VmTimes, anyhow::Error)>,
+}
+
+/// The thread booting a leg's guests: the leg's times and verdict when it ends.
+type Booting = std::thread::JoinHandle<(vm::VmTimes, Result<()>)>;
+
+impl Leg {
+    fn start(arch: Arch, kernels: &[&str], name: &'static str) -> Leg {
+        let start = Instant::now();
+        let args = vm::VmArgs {
+            kernels: kernels.iter().map(|k| k.to_string()).collect(),
+            refresh: false,
+            timeout: Duration::from_secs(900),
+            only: None,
+            arch,
+        };
+        let label = match arch {
+            a if a.is_host() => "vm prepare".to_string(),
+            a => format!("vm {a} prepare"),
+        };
+        let run = vm::prepare_matrix(args).map(|p| std::thread::spawn(move || p.boot()));
+        Leg {
+            name,
+            label,
+            start,
+            run,
+        }
     }
-    phases.add(&format!("vm {name} (wall)"), start.elapsed(), r.is_ok());
-    r
+
+    /// Waits for the leg's guests; adds its rows: the prepare, each kernel (the kernels
+    /// overlap) and the leg's wall time from its prepare on.
+    fn finish(self, phases: &mut Phases) -> Result<()> {
+        let (times, r) = match self.run {
+            Ok(h) => h.join().unwrap_or_else(|_| {
+                (
+                    vm::VmTimes::default(),
+                    Err(anyhow::anyhow!("the VM leg's thread panicked")),
+                )
+            }),
+            Err((times, e)) => (times, Err(e)),
+        };
+        phases.add(&self.label, times.prepare, times.prepare_ok);
+        for k in &times.kernels {
+            phases.add(&format!("vm {}", k.label), k.took, k.ok);
+        }
+        phases.add(
+            &format!("vm {} (wall)", self.name),
+            self.start.elapsed(),
+            r.is_ok(),
+        );
+        r
+    }
 }
 
 /// `cargo fmt --check` and clippy with warnings denied, for the host crates. The eBPF crate

@@ -79,27 +79,60 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
 
 /// Runs the matrix; its times also when it fails.
 pub fn vm_matrix(args: VmArgs) -> (VmTimes, Result<()>) {
+    match prepare_matrix(args) {
+        Ok(p) => p.boot(),
+        Err((times, e)) => (times, Err(e)),
+    }
+}
+
+/// A matrix ready to boot: what [`prepare_matrix`] built and fetched.
+pub struct Prepared {
+    args: VmArgs,
+    times: VmTimes,
+    initrd: PathBuf,
+    kernels: Vec<kernels::Kernel>,
+}
+
+/// The matrix's builds, initramfs and kernels; its times also when it fails.
+pub fn prepare_matrix(args: VmArgs) -> std::result::Result<Prepared, (VmTimes, anyhow::Error)> {
     let mut times = VmTimes::default();
     let t = Instant::now();
     let prepared = prepare(&args);
     times.prepare = t.elapsed();
     times.prepare_ok = prepared.is_ok();
-    let (initrd, kernels) = match prepared {
-        Ok(p) => p,
-        Err(e) => return (times, Err(e)),
-    };
-    let table = boot_all(&kernels, &initrd, &args);
-    times.kernels = table
-        .iter()
-        .map(|k| KernelTime {
-            label: k.label.clone(),
-            took: Duration::from_secs_f64(k.seconds),
-            ok: k.aborted.is_none()
-                && k.results.iter().all(|(_, o)| *o != Outcome::Fail)
-                && !k.results.is_empty(),
-        })
-        .collect();
-    (times, summary(&table))
+    match prepared {
+        Ok((initrd, kernels)) => Ok(Prepared {
+            args,
+            times,
+            initrd,
+            kernels,
+        }),
+        Err(e) => Err((times, e)),
+    }
+}
+
+impl Prepared {
+    /// Boots every kernel (two at a time); the times of the whole matrix and its verdict.
+    pub fn boot(self) -> (VmTimes, Result<()>) {
+        let Prepared {
+            args,
+            mut times,
+            initrd,
+            kernels,
+        } = self;
+        let table = boot_all(&kernels, &initrd, &args);
+        times.kernels = table
+            .iter()
+            .map(|k| KernelTime {
+                label: k.label.clone(),
+                took: Duration::from_secs_f64(k.seconds),
+                ok: k.aborted.is_none()
+                    && k.results.iter().all(|(_, o)| *o != Outcome::Fail)
+                    && !k.results.is_empty(),
+            })
+            .collect();
+        (times, summary(&table))
+    }
 }
 
 /// The static builds, the initramfs and the kernels (fetched with apt, one after another).
