@@ -80,7 +80,7 @@ impl Table {
             p.comm = e.task.comm;
             p.exe = exe;
             p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
-            p.exec_cred = Some(super::process::ExecCred::of(e));
+            p.exec_cred = Some(std::sync::Arc::new(super::process::ExecCred::of(e)));
             // The agent sets the new image's (set_exe_hash); other callers leave none.
             p.exe_hash = None;
             let c = p.container;

@@ -271,7 +271,7 @@ impl Table {
             oom,
             with_namespace,
             ignored,
-            exec: p.exec_cred.map(|cred| {
+            exec: p.exec_cred.as_deref().map(|&cred| {
                 Box::new(ExecOf {
                     uid: p.uid,
                     gid: p.gid,

@@ -201,23 +201,21 @@ impl Table {
             self.remove(pid); // pid reused: the old process's free was missed
         }
         let mut p = new_process(pid, t);
-        let parent = self
-            .procs
-            .get(&t.ppid)
-            .map(|par| (par.exe, par.argv, par.cgroup_id, par.cgroup, par.exec_cred));
-        if let Some((exe, argv, _, _, cred)) = parent {
-            p.exe = exe;
-            p.argv = argv;
-            p.exec_cred = cred;
-            // A forked child runs its parent's image.
-            p.exe_hash = self.procs.get(&t.ppid).and_then(|par| par.exe_hash.clone());
+        let par = self.procs.get(&t.ppid);
+        if let Some(par) = par {
+            // A forked child runs its parent's image (its credentials and hash shared).
+            p.exe = par.exe;
+            p.argv = par.argv;
+            p.exec_cred = par.exec_cred.clone();
+            p.exe_hash = par.exe_hash.clone();
         }
+        let parent = par.map(|par| (par.cgroup_id, par.cgroup));
         p.cgroup = match parent {
-            Some((_, _, id, path, _)) if id == 0 || id == t.cgroup_id => path,
+            Some((id, path)) if id == 0 || id == t.cgroup_id => path,
             // Forked straight into another cgroup (clone3 CLONE_INTO_CGROUP): no attach event.
             _ => self
                 .path_of_cgroup_id(t.cgroup_id, now)
-                .or(parent.map(|(_, _, _, path, _)| path))
+                .or(parent.map(|(_, path)| path))
                 .unwrap_or(NO_PATH),
         };
         self.insert(p);

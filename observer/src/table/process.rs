@@ -140,8 +140,10 @@ pub(crate) struct Process {
     pub(crate) last_event_ns: u64,
     /// The credentials its image was exec'd with, as the exec event read them (a forked
     /// child runs its parent's image with its credentials: inherited); None when the agent
-    /// saw no exec of its image. Not live: a setuid(2) after the exec is not seen.
-    pub(crate) exec_cred: Option<ExecCred>,
+    /// saw no exec of its image. Not live: a setuid(2) after the exec is not seen. Shared
+    /// (an exec's children and their children run its image): 8 bytes a process, not 64 —
+    /// the process map holds tens of thousands of entries on a big node.
+    pub(crate) exec_cred: Option<std::sync::Arc<ExecCred>>,
     /// The SHA-256 of its executable (exe_hash.rs), as for `exec_cred`: None when the agent
     /// saw no exec of its image.
     pub(crate) exe_hash: Option<super::exe_hash::ExeHash>,

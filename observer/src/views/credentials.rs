@@ -173,7 +173,7 @@ pub(crate) struct ExecCredView {
 
 /// The view of a table process's exec credentials (its real ids beside them).
 pub(crate) fn exec_cred_view(p: &crate::table::Process) -> Option<ExecCredView> {
-    let c = p.exec_cred?;
+    let c = *p.exec_cred.as_deref()?;
     Some(ExecCredView {
         euid: c.euid,
         egid: c.egid,
