@@ -124,6 +124,17 @@ impl ExecOf {
     }
 }
 
+impl Ended {
+    /// The host pid of its pid namespace's init, when it is that init or its parents
+    /// reach it.
+    pub(crate) fn init_pid(&self) -> Option<u32> {
+        if self.ns_pid == 1 {
+            return Some(self.pid);
+        }
+        self.chain.iter().find(|l| l.ns_pid == 1).map(|l| l.pid)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct History {
     rings: FxHashMap<ContainerKey, VecDeque<Ended>>,
