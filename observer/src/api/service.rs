@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::assemble::{self, ViewCtx};
 use crate::{
     containers::{pods::Pod, ContainerKey},
+    store::Bounds,
     table::{
+        history::Ended,
         snapshot::{Scope, Snapshot},
         summary::ContainerSummary,
     },
@@ -314,26 +316,15 @@ pub(super) fn dated_entries(
         });
     }
     for key in &keys {
-        // The next generation of a bare container's inode the table knows of: this one's
-        // processes started before it (the store's newest generation may be that one's).
-        let next = s
-            .history_keys
-            .iter()
-            .filter(|k| k.same_base(key) && k.generation > key.generation)
-            .map(|k| k.generation)
-            .min();
-        let stored = ctx.store.map(|s| match boot {
-            Some(b) => s.entries_in(key, b),
-            None => s.entries(key),
-        });
+        let stored = ctx
+            .store
+            .map(|st| match (boot, generation_bounds(&s, key)) {
+                (Some(0) | None, Some(b)) => st.entries_within(key, b),
+                (Some(b), _) => st.entries_in(key, b),
+                (None, None) => st.entries(key),
+            });
         for st in stored.unwrap_or_default() {
             if st.boot == 0 && seen.contains(&(st.ended.pid, st.ended.start_ns)) {
-                continue;
-            }
-            // Of another namespace with this inode in this boot (an earlier or a later one).
-            let of_this =
-                st.ended.start_ns > key.generation && next.is_none_or(|n| st.ended.start_ns <= n);
-            if st.boot == 0 && !of_this {
                 continue;
             }
             let mut view = endings::ended_view(&st.ended, st.now_ns);
@@ -346,6 +337,31 @@ pub(super) fn dated_entries(
     }
     out.sort_by_key(|d| (d.view.boot, d.view.end_time_ns));
     Ok((out, s.history_evicted))
+}
+
+/// The bounds of a bare container's generation when the table knows another of its inode
+/// (else None: the store's newest generation answers): its processes started after its
+/// generation and up to the next one the table knows, under the init its entries name.
+/// The store's entries within them answer for it, whichever of the store's generations
+/// has them: the store's newest may be a later namespace's, and an earlier agent's entries
+/// (before a restart) only the store has.
+fn generation_bounds(s: &Snapshot, key: &ContainerKey) -> Option<Bounds> {
+    let next = s
+        .history_keys
+        .iter()
+        .filter(|k| k.same_base(key) && k.generation > key.generation)
+        .map(|k| k.generation)
+        .min();
+    (key.generation > 0 || next.is_some()).then(|| Bounds {
+        after: key.generation,
+        until: next,
+        init_pid: s
+            .history
+            .iter()
+            .filter(|(k, _)| k == key)
+            .flat_map(|(_, es)| es)
+            .find_map(Ended::init_pid),
+    })
 }
 
 /// The processes of a container that already ended (`observer history`).

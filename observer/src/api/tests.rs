@@ -261,48 +261,51 @@ fn why_answers_from_the_boot_asked_for_and_says_which() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A bare container's earlier generation (its pid-namespace inode reused after its init
-/// ended) answers with its own processes only: the history store's newest generation of the
-/// inode is the later namespace's, and was merged into the earlier one's answer (`why` of
-/// the earlier one's name named the later one's PID 1).
-#[test]
-fn an_earlier_generation_of_an_inode_is_not_answered_with_the_later_ones_entries() {
+/// The answers (pids, the oldest end first) for the two generations of a bare container's
+/// inode the table saw: the first's init 500 and its child 501, ended; then the second's
+/// init 600, ended. The history store has their entries, after those `before` ended in a
+/// table of its own: what an agent that ran before a restart stored, and this table never
+/// saw. The first generation's key is the table's (generation 0), the second's starts at the
+/// first's init's end.
+fn generation_answers(before: impl FnOnce(&mut crate::table::Table, u32, u64)) -> [Vec<u32>; 2] {
     use crate::{
         containers::{cgroup::Runtime, ContainerKey},
         host::clock::boot_now_ns,
         store::tests::two_boots,
-        table::tests::{exit, fork, free, table, task, TICK},
+        table::tests::{fork, table, task, TICK},
     };
     let pidns = 4026532300;
     let t0 = boot_now_ns().saturating_sub(60_000_000_000);
+    let mut earlier = table();
+    before(&mut earlier, pidns, t0);
     let mut tb = table();
-    let ended = |tb: &mut crate::table::Table, pid: u32, t: observer_common::TaskInfo, at| {
-        tb.apply(&exit(pid, pid, t, 0, true, at));
-        tb.apply(&free(pid, t));
-    };
     let (init, child) = (
         task(10, &[500, 1], pidns, t0, "init"),
         task(500, &[501, 2], pidns, t0 + TICK, "sh"),
     );
     tb.apply(&fork(500, init));
     tb.apply(&fork(501, child));
-    ended(&mut tb, 501, child, t0 + 2 * TICK);
-    ended(&mut tb, 500, init, t0 + 3 * TICK);
+    end(&mut tb, 501, child, t0 + 2 * TICK);
+    end(&mut tb, 500, init, t0 + 3 * TICK);
     let second = task(10, &[600, 1], pidns, t0 + 10 * TICK, "init2");
     tb.apply(&fork(600, second));
-    ended(&mut tb, 600, second, t0 + 11 * TICK);
+    end(&mut tb, 600, second, t0 + 11 * TICK);
     let first = ContainerKey::new(Runtime::Bare, pidns.to_string());
     let later = ContainerKey {
         generation: t0 + 3 * TICK,
         ..first.clone()
     };
-    // The store has all three (its own rule makes two generations of them).
-    let all: Vec<_> = [&first, &later]
-        .into_iter()
-        .flat_map(|k| tb.history().of(k).unwrap().iter().cloned())
+    // The store has them all (its own rule makes generations of them), the earlier
+    // agent's first.
+    let mut before: Vec<_> = earlier.history().keys().cloned().collect();
+    before.sort();
+    let all: Vec<_> = before
+        .iter()
+        .map(|k| (&earlier, k))
+        .chain([(&tb, &first), (&tb, &later)])
+        .flat_map(|(t, k)| t.history().of(k).into_iter().flatten().cloned())
         .map(|e| (first.clone(), e))
         .collect();
-    assert_eq!(all.len(), 3);
     let dir = std::env::temp_dir().join(format!("observer-api-gen-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -326,7 +329,46 @@ fn an_earlier_generation_of_an_inode_is_not_answered_with_the_later_ones_entries
         let (d, _) = service::dated_entries(&src, &ctx, vec![k.clone()], None).unwrap();
         d.iter().map(|d| d.view.pid).collect()
     };
-    let (a, b) = (pids(&first), pids(&later));
+    let answers = [pids(&first), pids(&later)];
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!((a, b), (vec![501, 500], vec![600]));
+    answers
+}
+
+/// A process of `tb` ends at `at` and is reaped: its history entry.
+fn end(tb: &mut crate::table::Table, pid: u32, t: observer_common::TaskInfo, at: u64) {
+    use crate::table::tests::{exit, free};
+    tb.apply(&exit(pid, pid, t, 0, true, at));
+    tb.apply(&free(pid, t));
+}
+
+/// A bare container's earlier generation (its pid-namespace inode reused after its init
+/// ended) answers with its own processes only: the history store's newest generation of the
+/// inode is the later namespace's, and was merged into the earlier one's answer (`why` of
+/// the earlier one's name named the later one's PID 1).
+#[test]
+fn an_earlier_generation_of_an_inode_is_not_answered_with_the_later_ones_entries() {
+    let [first, later] = generation_answers(|_, _, _| {});
+    assert_eq!((first, later), (vec![501, 500], vec![600]));
+}
+
+/// An earlier generation's entries that only the history store has (they ended before the
+/// agent restarted: its table never saw them) are in its answer, once each beside the
+/// table's: before, only the store's newest generation was read, the later namespace's,
+/// and the earlier one's stored entries were missed. Those of a namespace before it with
+/// the inode (its init ended before the restart: the table's first generation has no
+/// lower bound) are not: it is under another init.
+#[test]
+fn an_earlier_generation_is_answered_with_the_entries_only_the_store_has() {
+    use crate::table::tests::{fork, task, TICK};
+    let [first, later] = generation_answers(|tb, pidns, t0| {
+        let gone = task(10, &[400, 1], pidns, t0 - 20 * TICK, "init0");
+        tb.apply(&fork(400, gone));
+        end(tb, 400, gone, t0 - 15 * TICK);
+        let init = task(10, &[500, 1], pidns, t0, "init");
+        let child = task(500, &[502, 3], pidns, t0 + TICK / 2, "sh");
+        tb.apply(&fork(500, init));
+        tb.apply(&fork(502, child));
+        end(tb, 502, child, t0 + TICK);
+    });
+    assert_eq!((first, later), (vec![502, 501, 500], vec![600]));
 }

@@ -193,26 +193,11 @@ mod tests {
     #[test]
     fn a_history_line_is_the_ended_process_with_its_container() {
         let key = ContainerKey::new(Runtime::Bare, "4026532771");
-        let mut comm = [0u8; COMM_LEN];
-        comm[..2].copy_from_slice(b"sh");
         let e = Ended {
-            pid: 9,
-            ns_pid: 1,
-            comm,
-            argv: b"sh\0-c\0exit 7\0".to_vec().into(),
-            exe: "/bin/sh".into(),
-            chain: Box::new([]),
-            adopted_from: None,
             start_ns: 1,
             end_ns: 2,
             status: 7 << 8,
-            signal: None,
-            oom: None,
-            with_namespace: None,
-            ignored: Box::new([]),
-            exec: None,
-            exe_hash: None,
-            session: None,
+            ..Ended::fixture(9, "sh", b"sh\0-c\0exit 7\0", "/bin/sh")
         };
         let names = Names {
             container_id: key.id.clone(),

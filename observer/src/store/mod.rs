@@ -39,6 +39,8 @@ mod scale_tests;
 pub(crate) mod tests;
 mod write;
 
+pub(crate) use read::Bounds;
+
 use std::{
     path::PathBuf,
     sync::{

@@ -30,6 +30,16 @@ pub(crate) struct Stored {
     pub(crate) now_ns: u64,
 }
 
+/// A generation of a bare container's inode as the table knows it (api/service.rs): its
+/// processes started after `after` and up to `until` (boot-clock ns of this boot), under
+/// the init `init_pid` when that is known.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub(crate) after: u64,
+    pub(crate) until: Option<u64>,
+    pub(crate) init_pid: Option<u32>,
+}
+
 /// A pod as the store knows it: from its containers' records.
 #[derive(Debug, PartialEq)]
 pub(crate) struct StoredPod {
@@ -223,6 +233,20 @@ impl Store {
         self.entries_of(key, Some(boot))
     }
 
+    /// This boot's stored entries of a generation of a bare container's inode as the table
+    /// bounds it, oldest first, from whichever of the store's generations has them (the
+    /// store makes its own: its newest may be a later namespace's, and after an agent
+    /// restart the table's generation may span two of the store's).
+    pub(crate) fn entries_within(&self, key: &ContainerKey, b: Bounds) -> Vec<Stored> {
+        let Some(r) = self.reading() else {
+            return Vec::new();
+        };
+        entries_within(&r, key, b).unwrap_or_else(|e| {
+            log::warn!("history store: reading {}'s entries: {e}", key.id);
+            Vec::new()
+        })
+    }
+
     fn entries_of(&self, key: &ContainerKey, boot: Option<i32>) -> Vec<Stored> {
         let Some(r) = self.reading() else {
             return Vec::new();
@@ -271,6 +295,103 @@ fn containers(r: &Reading) -> Result<Containers, redb::Error> {
     Ok(Containers(v))
 }
 
+/// Which of a generation's entries a query takes.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// All of them.
+    All,
+    /// Those of that boot (0: this one, -1: the one before...).
+    Boot(i32),
+    /// This boot's within the bounds.
+    Within(Bounds),
+}
+
+/// A read of stored entries: the entry tables, and each boot's clock offset.
+struct Scan {
+    index: redb::ReadOnlyTable<(u32, u64), ()>,
+    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+    offsets: rustc_hash::FxHashMap<u32, i64>,
+    /// This boot's number.
+    this: u32,
+    /// Now, on the boot clock and the wall clock.
+    now: (u64, u64),
+}
+
+impl Scan {
+    /// None: the store has no entries yet.
+    fn open(r: &Reading) -> Result<Option<Scan>, redb::Error> {
+        let txn = r.db.begin_read()?;
+        let (Ok(index), Ok(table)) = (txn.open_table(BY_CONTAINER), txn.open_table(ENTRIES)) else {
+            return Ok(None);
+        };
+        // Boots the store saw in another agent's life may be newer than this one's list.
+        let mut offsets = r.offsets.clone();
+        if let Ok(b) = txn.open_table(super::db::BOOTS) {
+            for row in b.iter()? {
+                let (k, v) = row?;
+                if let Some((_, off)) = parse_boot(v.value()) {
+                    offsets.entry(k.value()).or_insert(off);
+                }
+            }
+        }
+        Ok(Some(Scan {
+            index,
+            table,
+            offsets,
+            this: r.boot,
+            now: (boot_now_ns(), unix_now_ns()),
+        }))
+    }
+
+    /// Generation `n`'s entries that `pick` takes, the newest first, added to `out` while it
+    /// holds fewer than MAX_ENTRIES.
+    fn generation(
+        &self,
+        n: u32,
+        pick: Pick,
+        ctrs: &Containers,
+        out: &mut Vec<Stored>,
+    ) -> Result<(), redb::Error> {
+        for row in self.index.range((n, 0)..=(n, u64::MAX))?.rev() {
+            if out.len() >= MAX_ENTRIES {
+                break;
+            }
+            let seq = row?.0.value().1;
+            let Some(bytes) = self.table.get(seq)? else {
+                continue;
+            };
+            let of_boot = codec::head(bytes.value()).map(|h| relative(h.1, self.this));
+            let wanted = match pick {
+                Pick::All => true,
+                Pick::Boot(b) => of_boot == Some(b),
+                Pick::Within(_) => of_boot == Some(0),
+            };
+            let Some(e) = wanted.then(|| codec::decode(bytes.value()).ok()).flatten() else {
+                continue;
+            };
+            let boot = relative(e.boot, self.this);
+            let now_ns = if boot == 0 {
+                self.now.0
+            } else {
+                let off = self.offsets.get(&e.boot).copied().unwrap_or(0);
+                (i128::from(self.now.1) - i128::from(off)).max(0) as u64
+            };
+            let ended = e.ended(ctrs);
+            if let Pick::Within(b) = pick {
+                if ended.start_ns <= b.after || b.until.is_some_and(|u| ended.start_ns > u) {
+                    continue;
+                }
+            }
+            out.push(Stored {
+                ended,
+                boot,
+                now_ns,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The entries of `key`'s newest generation; with `boot`, of the newest generation that has
 /// entries in that boot, only those.
 fn entries(r: &Reading, key: &ContainerKey, boot: Option<i32>) -> Result<Vec<Stored>, redb::Error> {
@@ -279,57 +400,44 @@ fn entries(r: &Reading, key: &ContainerKey, boot: Option<i32>) -> Result<Vec<Sto
     if boot.is_none() {
         numbers.truncate(1);
     }
-    let txn = r.db.begin_read()?;
-    let (Ok(index), Ok(table)) = (txn.open_table(BY_CONTAINER), txn.open_table(ENTRIES)) else {
+    let Some(scan) = Scan::open(r)? else {
         return Ok(Vec::new());
     };
-    // Boots the store saw in another agent's life may be newer than this one's list.
-    let mut offsets = r.offsets.clone();
-    if let Ok(b) = txn.open_table(super::db::BOOTS) {
-        for row in b.iter()? {
-            let (k, v) = row?;
-            if let Some((_, off)) = parse_boot(v.value()) {
-                offsets.entry(k.value()).or_insert(off);
-            }
-        }
-    }
-    let now = (boot_now_ns(), unix_now_ns());
+    let pick = boot.map_or(Pick::All, Pick::Boot);
     for n in numbers {
         let mut out = Vec::new();
-        for row in index.range((n, 0)..=(n, u64::MAX))?.rev() {
-            let seq = row?.0.value().1;
-            let Some(bytes) = table.get(seq)? else {
-                continue;
-            };
-            let of_boot = codec::head(bytes.value()).map(|h| relative(h.1, r.boot));
-            if boot.is_some_and(|b| of_boot != Some(b)) {
-                continue;
-            }
-            let Ok(e) = codec::decode(bytes.value()) else {
-                continue;
-            };
-            let boot = relative(e.boot, r.boot);
-            let now_ns = if boot == 0 {
-                now.0
-            } else {
-                let off = offsets.get(&e.boot).copied().unwrap_or(0);
-                (i128::from(now.1) - i128::from(off)).max(0) as u64
-            };
-            out.push(Stored {
-                ended: e.ended(&ctrs),
-                boot,
-                now_ns,
-            });
-            if out.len() >= MAX_ENTRIES {
-                break;
-            }
-        }
+        scan.generation(n, pick, &ctrs, &mut out)?;
         if !out.is_empty() {
             out.reverse();
             return Ok(out);
         }
     }
     Ok(Vec::new())
+}
+
+/// This boot's entries of `key`'s generations within `b`, the oldest first. A generation
+/// whose init ended by `b.after` (or in another boot) has none: no process enters a
+/// namespace whose init ended; nor has one under another init than `b.init_pid`.
+fn entries_within(r: &Reading, key: &ContainerKey, b: Bounds) -> Result<Vec<Stored>, redb::Error> {
+    let ctrs = containers(r)?;
+    let Some(scan) = Scan::open(r)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for n in ctrs.generations(key) {
+        let Some(tail) = ctrs.rec(n).map(|c| &c.tail) else {
+            continue;
+        };
+        let ended_before = tail
+            .init_end
+            .is_some_and(|(boot, end)| boot != r.boot || end <= b.after);
+        let other_init = matches!((tail.init_pid, b.init_pid), (Some(x), Some(y)) if x != y);
+        if !ended_before && !other_init {
+            scan.generation(n, Pick::Within(b), &ctrs, &mut out)?;
+        }
+    }
+    out.sort_by_key(|s| s.ended.end_ns);
+    Ok(out)
 }
 
 /// The boots any generation of `key` has entries in, the newest first (their heads only).

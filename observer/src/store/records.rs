@@ -87,14 +87,6 @@ pub(super) struct Gen {
     pub(super) prev: Option<(u32, Init)>,
 }
 
-/// The host pid of the init of `e`'s namespace, when `e` is it or its parents reach it.
-fn init_pid(e: &Ended) -> Option<u32> {
-    if e.ns_pid == 1 {
-        return Some(e.pid);
-    }
-    e.chain.iter().find(|l| l.ns_pid == 1).map(|l| l.pid)
-}
-
 /// Container numbers, with the containers first seen in this batch to be added.
 pub(super) struct TxnRefs<'a> {
     pub(super) known: &'a mut FxHashMap<ContainerKey, u32>,
@@ -112,7 +104,7 @@ impl TxnRefs<'_> {
         if key.runtime != Runtime::Bare {
             return self.number(key);
         }
-        let pid = init_pid(e);
+        let pid = e.init_pid();
         let mut prev = None;
         if let Some(g) = self.gens.get_mut(key) {
             if let Some((n, _)) = g.prev.filter(|(_, i)| i.holds(e.start_ns, pid)) {

@@ -124,6 +124,47 @@ impl ExecOf {
     }
 }
 
+#[cfg(test)]
+impl Ended {
+    /// A process that was its pid namespace's PID 1 and exited 0, with nothing else known:
+    /// what tests build their entries on, setting what they check.
+    pub(crate) fn fixture(pid: u32, comm: &str, argv: &[u8], exe: &str) -> Ended {
+        let mut c = [0u8; COMM_LEN];
+        let n = comm.len().min(COMM_LEN - 1);
+        c[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        Ended {
+            pid,
+            ns_pid: 1,
+            comm: c,
+            argv: argv.into(),
+            exe: exe.into(),
+            chain: Box::new([]),
+            adopted_from: None,
+            start_ns: 0,
+            end_ns: 0,
+            status: 0,
+            signal: None,
+            oom: None,
+            with_namespace: None,
+            ignored: Box::new([]),
+            exec: None,
+            exe_hash: None,
+            session: None,
+        }
+    }
+}
+
+impl Ended {
+    /// The host pid of its pid namespace's init, when it is that init or its parents
+    /// reach it.
+    pub(crate) fn init_pid(&self) -> Option<u32> {
+        if self.ns_pid == 1 {
+            return Some(self.pid);
+        }
+        self.chain.iter().find(|l| l.ns_pid == 1).map(|l| l.pid)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct History {
     rings: FxHashMap<ContainerKey, VecDeque<Ended>>,

@@ -64,6 +64,28 @@ pub(crate) struct OomFacts {
     pub(crate) memory_bytes: Option<u64>,
 }
 
+#[cfg(test)]
+impl OomFacts {
+    /// An OOM kill at `at_ns` with some facts known and some not (tests of the store's
+    /// codec and of the exports).
+    pub(crate) fn fixture(at_ns: u64) -> OomFacts {
+        let mut trigger_comm = [0u8; COMM_LEN];
+        trigger_comm[..5].copy_from_slice(b"alloc");
+        OomFacts {
+            at_ns,
+            total_vm_kb: 1 << 20,
+            anon_rss_kb: Some(1000),
+            file_rss_kb: None,
+            shmem_rss_kb: Some(0),
+            oom_score_adj: Some(-1000),
+            trigger_pid: 8,
+            trigger_comm,
+            memory_limit_bytes: Some(64 << 20),
+            memory_bytes: None,
+        }
+    }
+}
+
 /// Facts about one live process beyond what its events give.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ProcSignals {

@@ -312,30 +312,38 @@ fn a_read_only_state_dir_leaves_the_agent_on_its_in_memory_history() {
     drop(agent);
 }
 
-/// The state directory of the reboot test, and where its first boot leaves what the second
-/// checks against (outside the state directory: the store moves foreign files aside).
-const REBOOT_DIR: &str = "/var/lib/observer-test-reboot";
-const REBOOT_FACTS: &str = "/var/lib/observer-test-reboot-facts";
-const REBOOT_TEST: &str = "store::a_rebooted_guest_answers_why_for_a_container_that_ended_before";
-
-/// Copies the files of `dir` (not recursive: the store keeps one level) to the VM runner's
-/// carry directory of this test, to be put back in the next boot.
-fn carry(dir: &str) {
-    let to = PathBuf::from("/tmp/observer-carry")
-        .join(REBOOT_TEST)
-        .join(dir.trim_start_matches('/'));
-    std::fs::create_dir_all(&to).unwrap();
-    for f in std::fs::read_dir(dir).unwrap().flatten() {
-        if f.file_type().unwrap().is_file() {
-            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
-        }
-    }
+/// The VM guest's disk (a virtio block device the runner attaches to both boots, mounted
+/// by the guest's init): the reboot test's state directory, and where its first boot
+/// leaves what the second checks against (outside the state directory: the store moves
+/// foreign files aside).
+fn reboot_dirs() -> (PathBuf, PathBuf) {
+    let disk = std::env::var_os("OBSERVER_VM_DISK")
+        .map(PathBuf::from)
+        .expect("the VM runner's disk, mounted by the guest's init (OBSERVER_VM_DISK)");
+    (
+        disk.join("observer-test-reboot"),
+        disk.join("observer-test-reboot-facts"),
+    )
 }
 
-/// A reboot: in a VM guest's first boot a container ends and the agent is stopped; the
-/// runner carries the state directory into the guest's next boot (as its disk would keep
-/// it), where a new agent answers `why` and `history` for that container, its entries marked
-/// as the boot before (`boot: -1`, `--boot -1`). The host cannot be rebooted by a test: there
+/// Writes `data` to `path` and makes it durable, with its directory entry: the guest powers
+/// off without syncing its disk.
+fn write_durably(path: &std::path::Path, data: &str) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    std::fs::File::open(path.parent().unwrap())
+        .unwrap()
+        .sync_all()
+        .unwrap();
+}
+
+/// A reboot, as at a power cut: in a VM guest's first boot a container ends, its entries
+/// are committed and the agent is killed (SIGKILL); the guest powers off without syncing or
+/// unmounting its disk, where the state directory is. In the guest's next boot, on the same
+/// disk, a new agent answers `why` and `history` for that container, its entries marked as
+/// the boot before (`boot: -1`, `--boot -1`). The host cannot be rebooted by a test: there
 /// it says it is skipped.
 #[test]
 fn a_rebooted_guest_answers_why_for_a_container_that_ended_before() {
@@ -343,30 +351,31 @@ fn a_rebooted_guest_answers_why_for_a_container_that_ended_before() {
     let boot_id = || std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     match std::env::var("OBSERVER_VM_BOOT").as_deref() {
         Ok("1") => {
-            for d in [REBOOT_DIR, REBOOT_FACTS] {
+            let (state, facts) = reboot_dirs();
+            for d in [&state, &facts] {
                 let _ = std::fs::remove_dir_all(d);
                 std::fs::create_dir_all(d).unwrap();
             }
             let _rm = Rm(name);
-            let agent = Agent::start(&["--state-dir", REBOOT_DIR]);
+            let agent = Agent::start(&["--state-dir", state.to_str().unwrap()]);
             let h = ended_container(&agent, name);
-            let (st, _) = agent.stop_with(libc::SIGTERM);
-            assert!(st.success());
+            drop(agent.crash());
             let want = serde_json::to_string(&endings(&h)).unwrap();
-            std::fs::write(format!("{REBOOT_FACTS}/endings.json"), want).unwrap();
-            std::fs::write(format!("{REBOOT_FACTS}/boot_id"), boot_id()).unwrap();
-            carry(REBOOT_DIR);
-            carry(REBOOT_FACTS);
+            // The test's own facts, made durable after the agent is gone (its commits were
+            // its own to make durable).
+            write_durably(&facts.join("endings.json"), &want);
+            write_durably(&facts.join("boot_id"), &boot_id());
+            println!("observer-test-reboot: its second half runs in the guest's next boot");
         }
         Ok("2") => {
-            let before = std::fs::read_to_string(format!("{REBOOT_FACTS}/boot_id"))
-                .expect("the first boot's facts, carried by the VM runner");
+            let (state, facts) = reboot_dirs();
+            let before = std::fs::read_to_string(facts.join("boot_id"))
+                .expect("the first boot's facts, on the VM runner's disk");
             assert_ne!(before, boot_id(), "a new boot");
-            let want: Vec<(i64, String, String)> = serde_json::from_str(
-                &std::fs::read_to_string(format!("{REBOOT_FACTS}/endings.json")).unwrap(),
-            )
-            .unwrap();
-            let agent = Agent::start(&["--state-dir", REBOOT_DIR]);
+            let want: Vec<(i64, String, String)> =
+                serde_json::from_str(&std::fs::read_to_string(facts.join("endings.json")).unwrap())
+                    .unwrap();
+            let agent = Agent::start(&["--state-dir", state.to_str().unwrap()]);
             let w = agent.json(&["why", name]);
             assert_eq!(w["alive"], false, "{w:#}");
             assert_eq!(w["ended"]["exit_code"], 7, "{w:#}");

@@ -1,6 +1,7 @@
 //! The guest's root filesystem: busybox, a few util-linux tools and crun with their
-//! libraries, the static observer binary, the static integration-test binary and an /init
-//! that runs each test of the VM's modules on its own and prints one parseable line per test.
+//! libraries, the static observer binary, the static integration-test binary, the kernels'
+//! modules for the run's disk and an /init that mounts the disk, runs each test of the VM's
+//! modules on its own and prints one parseable line per test.
 
 use std::{
     fs,
@@ -59,17 +60,24 @@ mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 # tracefs is left unmounted on purpose: observer mounts it when it is missing.
 echo "observer-vm: kernel $(uname -r)"
-# Which boot of the guest this is (observer.boot=N; 1 unless the runner reboots it). Files
-# the boot before carried (/carry/<path>.gz.b64, appended to the initramfs by the runner)
-# go back where they were, as a disk would have kept them.
+# The run's disk (mod.rs: a virtio block device with an ext4 file system, the same in both
+# boots of a kernel's run) on /disk, for the tests that keep files across a reboot
+# (OBSERVER_VM_DISK). Its drivers are modules in Debian's kernels: loaded in the order the
+# runner wrote (modules.rs).
+m=/lib/modules/$(uname -r)
+if [ -f "$m/load" ]; then
+  while read -r k; do
+    insmod "$m/$k.ko" || echo "observer-vm: note: insmod $k failed"
+  done < "$m/load"
+fi
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+mkdir -p /disk
+if mount -t ext4 /dev/vda /disk; then export OBSERVER_VM_DISK=/disk
+else echo "observer-vm: note: no disk mounted on /disk"; fi
+# Which boot of the guest this is (observer.boot=N; 1 unless the runner reboots it).
 boot=$(sed -n 's/.*observer\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
 export OBSERVER_VM_BOOT=${boot:-1}
-if [ -d /carry ]; then
-  find /carry -type f -name '*.gz.b64' | while read -r f; do
-    p=${f#/carry}; p=${p%.gz.b64}
-    mkdir -p "$(dirname "$p")" && base64 -d < "$f" | gunzip > "$p"
-  done
-fi
 # `cargo xtask vm-test --only NAME` passes observer.only=NAME on the kernel command line.
 only=$(sed -n 's/.*observer\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
 # One test binary; the tests of the modules in /tests/modules run, each in a process of its
@@ -86,31 +94,31 @@ while read -r m; do
       why=$(sed -n 's/.*observer-test-skip: //p' /tmp/out | head -n 1)
       if [ -n "$why" ]; then echo "observer-vm: result $t skip $why"
       else echo "observer-vm: result $t pass"; fi
+      # A test whose second half runs in the next boot says so (store.rs).
+      if grep -q '^observer-test-reboot: ' /tmp/out; then echo "observer-vm: reboot $t"; fi
     else
       { grep -m 1 -A 6 'panicked at' /tmp/out; echo '[...]'; tail -n 60 /tmp/out; } | sed 's/^/  | /'
       echo "observer-vm: result $t fail"
     fi
   done < /tmp/list
 done < /tests/modules
-# What a test wants kept across a reboot: /tmp/observer-carry/<test>/<path>, one line each.
-if [ -d /tmp/observer-carry ]; then
-  (cd /tmp/observer-carry && find . -type f) | while read -r f; do
-    echo "observer-vm: carry ${f#./} $(gzip -c "/tmp/observer-carry/$f" | base64 -w 0)"
-  done
-fi
 echo "observer-vm: done"
-poweroff -f
+# As at a power cut: the disk is neither synced (-n) nor unmounted. What reaches it is what
+# the programs wrote to it themselves (the history store's commits are fsync'd).
+poweroff -n -f
 "#;
 
 /// Builds `out` (a gzip'd newc cpio) from the given binaries; the guest runs the tests of
 /// `modules`. Its tools are the host's (`sysroot` None) or those of the unpacked packages
-/// of another machine (guest.rs).
+/// of another machine (guest.rs). `kernel_modules`: each kernel's `<release>/` directories
+/// of modules for the disk (modules.rs), put in `/lib/modules/`.
 pub fn build(
     work: &Path,
     observer: &Path,
     tests: &Path,
     modules: &[&str],
     sysroot: Option<&Path>,
+    kernel_modules: &[&Path],
     out: &Path,
 ) -> Result<()> {
     let root = work.join("root");
@@ -136,6 +144,7 @@ pub fn build(
             Some(s) => super::guest::copy_with_libs(s, tool, &root)?,
         }
     }
+    copy_modules(kernel_modules, &root.join("lib/modules"))?;
     fs::copy(observer, root.join("bin/observer"))?;
     fs::copy(tests, root.join("tests/it"))?;
     fs::write(root.join("tests/modules"), modules.join("\n") + "\n")?;
@@ -151,6 +160,22 @@ pub fn build(
         "find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'",
         out.display()
     )))
+}
+
+/// Copies each kernel's `<release>/` directories of modules into `to`.
+fn copy_modules(kernel_modules: &[&Path], to: &Path) -> Result<()> {
+    for dir in kernel_modules {
+        for release in fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+            let release = release?;
+            let into = to.join(release.file_name());
+            fs::create_dir_all(&into)?;
+            for f in fs::read_dir(release.path())? {
+                let f = f?;
+                fs::copy(f.path(), into.join(f.file_name()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies an ELF binary and the shared libraries `ldd` lists to the same paths under `root`.

@@ -1,6 +1,7 @@
 //! Debian kernel packages for the VM matrix: resolve the newest package of a series in the
 //! suite that carries it, download it once with `apt-get download` (private sources lists for
-//! suites the host lacks), extract vmlinuz with `dpkg -x`, cache under .vm-cache/kernels.
+//! suites the host lacks), extract vmlinuz and the modules the guest's disk needs
+//! (modules.rs) with `dpkg -x`, cache under .vm-cache/kernels.
 
 use std::{
     fs,
@@ -150,6 +151,8 @@ pub struct Kernel {
     pub label: String,
     pub package: String,
     pub vmlinuz: PathBuf,
+    /// `<release>/`: the modules of the guest's disk and their `load` order (modules.rs).
+    pub modules: PathBuf,
 }
 
 /// How a kernel of `arch` is named in the matrix: the series' label, prefixed by the
@@ -167,16 +170,18 @@ pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Resul
     let label = label(arch, s.label);
     let dir = cache.join("kernels").join(&label);
     let marker = dir.join("package");
+    // A kernel cached before the guest had a disk lacks its modules: fetched again.
+    let cached = |pkg: &str| {
+        (dir.join("vmlinuz").is_file() && dir.join("modules").is_dir()).then(|| Kernel {
+            label: label.clone(),
+            package: pkg.trim().into(),
+            vmlinuz: dir.join("vmlinuz"),
+            modules: dir.join("modules"),
+        })
+    };
     if !refresh {
-        if let Ok(pkg) = fs::read_to_string(&marker) {
-            let vmlinuz = dir.join("vmlinuz");
-            if vmlinuz.is_file() {
-                return Ok(Kernel {
-                    label,
-                    package: pkg.trim().into(),
-                    vmlinuz,
-                });
-            }
+        if let Some(k) = fs::read_to_string(&marker).ok().and_then(|p| cached(&p)) {
+            return Ok(k);
         }
     }
     let apt = Apt::for_arch(cache, s.suites, arch)?;
@@ -186,13 +191,10 @@ pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Resul
     let newest = names
         .first()
         .with_context(|| format!("no package matching {pattern} in {:?}", s.suites))?;
-    let cached = fs::read_to_string(&marker).unwrap_or_default();
-    if cached.trim() == newest && dir.join("vmlinuz").is_file() {
-        return Ok(Kernel {
-            label,
-            package: newest.clone(),
-            vmlinuz: dir.join("vmlinuz"),
-        });
+    if fs::read_to_string(&marker).unwrap_or_default().trim() == newest {
+        if let Some(k) = cached(newest) {
+            return Ok(k);
+        }
     }
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -203,6 +205,7 @@ pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Resul
     if let Some(cfg) = find_prefixed(&x, "config") {
         fs::rename(cfg, dir.join("config"))?;
     }
+    super::modules::keep(&x, &dir.join("modules"))?;
     fs::remove_dir_all(&x)?;
     fs::write(&marker, &pkg)?;
     if !dir.join("vmlinuz").is_file() {
@@ -212,6 +215,7 @@ pub fn fetch(cache: &Path, s: &KernelSeries, arch: Arch, refresh: bool) -> Resul
         label,
         package: pkg,
         vmlinuz: dir.join("vmlinuz"),
+        modules: dir.join("modules"),
     })
 }
 
@@ -227,6 +231,11 @@ fn extract_first(apt: &Apt, names: &[String], dir: &Path, x: &Path) -> Result<St
             // Newer Debian kernels (≥ 6.17 in sid) moved the image into linux-binary-<version>.
             let binary = pkg.replacen("linux-image-", "linux-binary-", 1);
             got = extract(apt, &binary, dir, x);
+        }
+        if got.is_ok() && super::modules::tree(x).is_none() {
+            // ... and its modules into linux-modules-<version>.
+            let modules = pkg.replacen("linux-image-", "linux-modules-", 1);
+            got = extract(apt, &modules, dir, x);
         }
         match got {
             Ok(()) => return Ok(pkg.clone()),

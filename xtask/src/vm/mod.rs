@@ -4,6 +4,7 @@
 mod guest;
 mod initramfs;
 pub(crate) mod kernels;
+mod modules;
 mod qemu;
 
 use std::{
@@ -14,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::{arch::Arch, setup, util::root};
 use qemu::Outcome;
@@ -141,7 +142,16 @@ fn prepare(args: &VmArgs) -> Result<(PathBuf, Vec<kernels::Kernel>)> {
         Arch::Amd64 => "qemu-system-x86",
         Arch::Arm64 => "qemu-system-arm",
     };
-    setup::apt_install(&[qemu, "cpio", "busybox-static", "util-linux"])?;
+    // e2fsprogs makes the guest's disk; xz and zstd decompress its kernel modules.
+    setup::apt_install(&[
+        qemu,
+        "cpio",
+        "busybox-static",
+        "util-linux",
+        "e2fsprogs",
+        "xz-utils",
+        "zstd",
+    ])?;
     if !args.arch.is_host() {
         // readelf finds the libraries of another machine's tools (guest.rs).
         setup::apt_install(&["binutils"])?;
@@ -160,21 +170,23 @@ fn prepare(args: &VmArgs) -> Result<(PathBuf, Vec<kernels::Kernel>)> {
             Some(guest::sysroot(&cache, args.arch)?),
         )
     };
+    let kernels: Vec<kernels::Kernel> = args
+        .kernels
+        .iter()
+        .map(|label| kernels::fetch(&cache, kernels::series(label)?, args.arch, args.refresh))
+        .collect::<Result<_>>()?;
     let initrd = work.join("initramfs.gz");
     std::fs::create_dir_all(&work)?;
+    let modules: Vec<&Path> = kernels.iter().map(|k| k.modules.as_path()).collect();
     initramfs::build(
         &work,
         &observer,
         &tests,
         VM_MODULES,
         sysroot.as_deref(),
+        &modules,
         &initrd,
     )?;
-    let kernels = args
-        .kernels
-        .iter()
-        .map(|label| kernels::fetch(&cache, kernels::series(label)?, args.arch, args.refresh))
-        .collect::<Result<_>>()?;
     Ok((initrd, kernels))
 }
 
@@ -241,6 +253,7 @@ fn boot_kernel(
 ) -> Result<KernelRun> {
     eprintln!("vm-test: {} ({})", k.label, k.package);
     let log = cache.join("logs").join(format!("{}.log", k.label));
+    let disk = Disk::new(cache, &k.label)?;
     // The guest's init runs only the tests whose name contains `observer.only`.
     let cmdline = args
         .only
@@ -253,6 +266,7 @@ fn boot_kernel(
             &k.label,
             &k.vmlinuz,
             initrd,
+            &disk.0,
             &log,
             args.timeout,
             a,
@@ -270,9 +284,9 @@ fn boot_kernel(
         *accel.lock().unwrap_or_else(|e| e.into_inner()) = qemu::Accel::Tcg;
         run = boot(qemu::Accel::Tcg)?;
     }
-    if run.aborted.is_none() && !run.carried.is_empty() {
+    if run.aborted.is_none() && !run.reboots.is_empty() {
         let accel = *accel.lock().unwrap_or_else(|e| e.into_inner());
-        reboot(k, initrd, cache, args, accel, &mut run)?;
+        reboot(k, initrd, &disk.0, cache, args, accel, &mut run)?;
     }
     if let Some(why) = &run.aborted {
         eprintln!(
@@ -290,46 +304,59 @@ fn boot_kernel(
     })
 }
 
-/// The guest's next boot, for the tests whose first boot carried files across (the files
-/// put back where they were, as a disk keeps them): the initramfs with one more archive
-/// appended (the kernel unpacks concatenated archives in order), holding each file as
-/// `/carry/<path>.gz.b64`. The second half of each such test runs with `observer.boot=2`;
-/// its result is named `<test> (after a reboot)`.
+/// The guest's disk for one kernel's run, both boots of it: a sparse raw image with an
+/// ext4 file system, made on the host (the guest's init mounts it on /disk). Removed when
+/// dropped.
+struct Disk(PathBuf);
+
+/// Its size: the store's file of a test is a few MiB; an ext4 of this size has 1 KiB blocks
+/// and a 4 MiB journal.
+const DISK_BYTES: u64 = 128 << 20;
+
+impl Disk {
+    fn new(cache: &Path, label: &str) -> Result<Disk> {
+        let disk = Disk(cache.join(format!("disk-{label}.img")));
+        let _ = std::fs::remove_file(&disk.0);
+        std::fs::File::create(&disk.0)?.set_len(DISK_BYTES)?;
+        // Its inode tables and journal written now, not by the guest's kernel in the
+        // background while the tests run.
+        crate::util::run(
+            Command::new("mkfs.ext4")
+                .args(["-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+                .arg(&disk.0),
+        )?;
+        Ok(disk)
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The guest's next boot, for each test whose first boot asked for one (`observer-vm:
+/// reboot <test>`): the same initramfs and the same disk, with what the first boot wrote on
+/// it and no more — that boot powered off without unmounting or syncing it (initramfs.rs),
+/// as at a power cut. The second half of each such test runs with `observer.boot=2`; its
+/// result is named `<test> (after a reboot)`.
 fn reboot(
     k: &kernels::Kernel,
     initrd: &Path,
+    disk: &Path,
     cache: &Path,
     args: &VmArgs,
     accel: qemu::Accel,
     run: &mut qemu::Boot,
 ) -> Result<()> {
-    let work = cache.join(format!("reboot-{}-{}", args.arch, k.label));
-    let _ = std::fs::remove_dir_all(&work);
-    let mut tests: Vec<String> = Vec::new();
-    for (path, data) in &run.carried {
-        let (test, file) = path
-            .split_once('/')
-            .context("a carried path without a test")?;
-        if !tests.iter().any(|t| t == test) {
-            tests.push(test.to_string());
-        }
-        let dst = work.join("carry").join(format!("{file}.gz.b64"));
-        std::fs::create_dir_all(dst.parent().context("a path without a parent")?)?;
-        std::fs::write(&dst, data)?;
-    }
-    let next = work.join("initramfs.gz");
-    std::fs::copy(initrd, &next)?;
-    crate::util::run(Command::new("sh").current_dir(&work).arg("-c").arg(format!(
-        "find carry -print0 | cpio --null -o -H newc --quiet | gzip -1 >> '{}'",
-        next.display()
-    )))?;
-    for test in tests {
+    for test in std::mem::take(&mut run.reboots) {
         let log = cache.join("logs").join(format!("{}-reboot.log", k.label));
         let second = qemu::boot(
             args.arch,
             &k.label,
             &k.vmlinuz,
-            &next,
+            initrd,
+            disk,
             &log,
             args.timeout,
             accel,
@@ -346,7 +373,6 @@ fn reboot(
             break;
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
 

@@ -1,6 +1,6 @@
-//! Boots one kernel with the test initramfs under qemu and collects the guest's result lines.
-//! The guest powers off when done; the runner kills qemu on a kernel panic, soft lockup or
-//! timeout, and keeps the whole console log.
+//! Boots one kernel with the test initramfs and the run's disk under qemu and collects the
+//! guest's result lines. The guest powers off when done; the runner kills qemu on a kernel
+//! panic, soft lockup or timeout, and keeps the whole console log.
 
 use std::{
     fs::File,
@@ -31,8 +31,8 @@ pub struct Boot {
     /// Why the run ended early (panic, lockup, timeout, qemu failure), if it did.
     pub aborted: Option<String>,
     pub seconds: f64,
-    /// Files tests asked to keep across a reboot: (`<test>/<path>`, gzip'd base64).
-    pub carried: Vec<(String, String)>,
+    /// The tests whose second half runs in the guest's next boot (mod.rs `reboot`).
+    pub reboots: Vec<String>,
 }
 
 const FATAL: &[&str] = &["Kernel panic", "soft lockup", "BUG: ", "Oops: "];
@@ -80,16 +80,22 @@ fn machine(arch: Arch, accel: Accel) -> (&'static str, Vec<&'static str>, &'stat
     }
 }
 
-/// Starts qemu for the guest; its console (stdout, and stderr prefixed `qemu: `) arrives
-/// line by line on the receiver.
+/// Starts qemu for the guest, `disk` its virtio block device (`/dev/vda`: on PCI on both
+/// machines, arm64's `virt` included); its console (stdout, and stderr prefixed `qemu: `)
+/// arrives line by line on the receiver.
 fn spawn(
     arch: Arch,
     accel: Accel,
     vmlinuz: &Path,
-    initrd: &Path,
+    (initrd, disk): (&Path, &Path),
     cmdline: &str,
 ) -> Result<(Child, Receiver<String>)> {
     let (qemu, first, console) = machine(arch, accel);
+    // A comma in qemu's option values is written twice.
+    let drive = format!(
+        "file={},if=virtio,format=raw",
+        disk.to_string_lossy().replace(',', ",,")
+    );
     let mut child = Command::new(qemu)
         .args(first)
         .args(["-smp", "2", "-m", "1536", "-nographic", "-no-reboot"])
@@ -97,6 +103,8 @@ fn spawn(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
+        .arg("-drive")
+        .arg(drive)
         .arg("-append")
         .arg(format!(
             "console={console} panic=-1 quiet loglevel=3 {cmdline}"
@@ -129,7 +137,7 @@ struct Console {
     booted: bool,
     done: bool,
     results: Vec<(String, Outcome)>,
-    carried: Vec<(String, String)>,
+    reboots: Vec<String>,
     /// When the test running now started (its `start` line): each result says how long
     /// its test took, so the matrix's slow tests can be found from its output.
     test_started: Option<Instant>,
@@ -162,10 +170,8 @@ impl Console {
             self.results.push((name, outcome));
         } else if rest.starts_with("start ") {
             self.test_started = Some(Instant::now());
-        } else if let Some((path, data)) =
-            rest.strip_prefix("carry ").and_then(|c| c.split_once(' '))
-        {
-            self.carried.push((path.to_string(), data.to_string()));
+        } else if let Some(test) = rest.strip_prefix("reboot ") {
+            self.reboots.push(test.to_string());
         } else if rest == "done" {
             self.done = true;
         } else if let Some(k) = rest.strip_prefix("kernel ") {
@@ -188,6 +194,7 @@ pub fn boot(
     label: &str,
     vmlinuz: &Path,
     initrd: &Path,
+    disk: &Path,
     log: &Path,
     timeout: Duration,
     accel: Accel,
@@ -195,7 +202,7 @@ pub fn boot(
     cmdline: &str,
 ) -> Result<Boot> {
     let started = Instant::now();
-    let (mut child, rx) = spawn(arch, accel, vmlinuz, initrd, cmdline)?;
+    let (mut child, rx) = spawn(arch, accel, vmlinuz, (initrd, disk), cmdline)?;
     let mut logf = File::create(log)?;
     let deadline = started + timeout;
     let mut con = Console::default();
@@ -207,12 +214,7 @@ pub fn boot(
         match rx.recv_timeout(limit.saturating_duration_since(Instant::now())) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r');
-                // A carried file is a long line of base64: its start is enough in the log.
-                let shown = match line.find(" carry ") {
-                    Some(_) => line.get(..200).unwrap_or(line),
-                    None => line,
-                };
-                writeln!(logf, "{shown}")?;
+                writeln!(logf, "{line}")?;
                 if let Some(why) = con.line(label, started, line) {
                     // Keep the trace that follows in the log.
                     let until = Instant::now() + Duration::from_secs(3);
@@ -248,6 +250,6 @@ pub fn boot(
         results: con.results,
         aborted,
         seconds: started.elapsed().as_secs_f64(),
-        carried: con.carried,
+        reboots: con.reboots,
     })
 }

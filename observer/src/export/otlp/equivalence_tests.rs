@@ -161,28 +161,17 @@ fn signal(sig: u32, code: i32, at_ns: u64, from: Option<ContainerKey>) -> Signal
 fn ended(pid: u32, argv: &[u8], full: bool) -> Ended {
     let end_ns = 96_120_000_000;
     let mut e = Ended {
-        pid,
         ns_pid: 7,
-        comm: comm("worker"),
-        argv: argv.into(),
-        exe: "/usr/bin/dash".into(),
         chain: vec![Link {
             pid: 41_170,
             ns_pid: 1,
             comm: comm("sh"),
         }]
         .into(),
-        adopted_from: None,
         start_ns: 81_230_000_000,
         end_ns,
         status: 7 << 8,
-        signal: None,
-        oom: None,
-        with_namespace: None,
-        ignored: Box::new([]),
-        exec: None,
-        exe_hash: None,
-        session: None,
+        ..Ended::fixture(pid, "worker", argv, "/usr/bin/dash")
     };
     if !full {
         return e;
@@ -195,18 +184,7 @@ fn ended(pid: u32, argv: &[u8], full: bool) -> Ended {
     e.adopted_from = Some(99);
     e.status = 9;
     e.signal = Some(Box::new(signal(9, 128, end_ns - 10, None)));
-    e.oom = Some(Box::new(OomFacts {
-        at_ns: end_ns - 20,
-        total_vm_kb: 1 << 20,
-        anon_rss_kb: Some(1000),
-        file_rss_kb: None,
-        shmem_rss_kb: Some(0),
-        oom_score_adj: Some(-1000),
-        trigger_pid: 8,
-        trigger_comm: comm("alloc"),
-        memory_limit_bytes: Some(64 << 20),
-        memory_bytes: None,
-    }));
+    e.oom = Some(Box::new(OomFacts::fixture(end_ns - 20)));
     e.with_namespace = Some(Box::new(InitEnd {
         pid: 41_170,
         comm: comm("sh"),

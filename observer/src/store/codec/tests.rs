@@ -49,11 +49,7 @@ fn signal(sig: u32, at_ns: u64, from: Option<ContainerKey>) -> SignalFact {
 /// death with the pid namespace.
 pub(crate) fn full(pid: u32, end_ns: u64) -> Ended {
     Ended {
-        pid,
         ns_pid: 7,
-        comm: comm("worker"),
-        argv: b"sh\0-c\0sleep 1\0".to_vec().into(),
-        exe: "/bin/busybox".into(),
         chain: vec![Link {
             pid: 100,
             ns_pid: 1,
@@ -65,18 +61,7 @@ pub(crate) fn full(pid: u32, end_ns: u64) -> Ended {
         end_ns,
         status: 9,
         signal: Some(Box::new(signal(9, end_ns - 10, Some(key("other"))))),
-        oom: Some(Box::new(OomFacts {
-            at_ns: end_ns - 20,
-            total_vm_kb: 1 << 20,
-            anon_rss_kb: Some(1000),
-            file_rss_kb: None,
-            shmem_rss_kb: Some(0),
-            oom_score_adj: Some(-1000),
-            trigger_pid: 8,
-            trigger_comm: comm("alloc"),
-            memory_limit_bytes: Some(64 << 20),
-            memory_bytes: None,
-        })),
+        oom: Some(Box::new(OomFacts::fixture(end_ns - 20))),
         with_namespace: Some(Box::new(InitEnd {
             pid: 100,
             comm: comm("sh"),
@@ -84,9 +69,7 @@ pub(crate) fn full(pid: u32, end_ns: u64) -> Ended {
             cause: Some(signal(15, end_ns - 30, None)),
         })),
         ignored: vec![signal(15, end_ns - 1_000_000_000, None)].into(),
-        exec: None,
-        exe_hash: None,
-        session: None,
+        ..Ended::fixture(pid, "worker", b"sh\0-c\0sleep 1\0", "/bin/busybox")
     }
 }
 
