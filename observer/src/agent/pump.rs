@@ -104,12 +104,18 @@ impl<'a> Pump<'a> {
 
     /// Applies every event waiting in the ring buffer; returns how many.
     pub(super) fn apply(&mut self, table: &mut Table) -> usize {
-        let out = Outlets {
+        let mut out = Outlets {
             subscribers: &self.subscribers,
-            exporter: &self.exporter,
+            exporter: &mut self.exporter,
             store: &self.store,
         };
-        apply(&mut self.reader, table, &out, &mut self.hasher, self.redact)
+        apply(
+            &mut self.reader,
+            table,
+            &mut out,
+            &mut self.hasher,
+            self.redact,
+        )
     }
 
     /// What became of the executables of the execs applied, and the cache's size.
@@ -147,20 +153,21 @@ impl<'a> Pump<'a> {
 /// Where applied events go on to.
 pub(super) struct Outlets<'a> {
     pub(super) subscribers: &'a broadcast::Sender<Published>,
-    pub(super) exporter: &'a Exporter,
+    pub(super) exporter: &'a mut Exporter,
     pub(super) store: &'a store::Writer,
 }
 
 /// Applies every event waiting in the ring buffer (secrets masked first), and passes them
 /// on to API subscribers and the exporter, then the history entries they ended to the
-/// exporter and the history store. An exec's executable is opened now, while its process
+/// exporter and the history store; the exporter hands the drain's items to its sinks at
+/// the end. An exec's executable is opened now, while its process
 /// may still live, and hashed off this loop. A fork, exec or exit goes on with its
 /// process's exec session as the table has it once the event is applied: the setns, fork
 /// or cgroup move that made a session came before its first exec.
 pub(super) fn apply(
     reader: &mut EventReader,
     table: &mut Table,
-    out: &Outlets,
+    out: &mut Outlets,
     hasher: &mut Hasher,
     redact: Option<&Redactor>,
 ) -> usize {
@@ -197,6 +204,7 @@ pub(super) fn apply(
         out.store.offer(&ended);
         out.exporter.history(ended);
     }
+    out.exporter.flush();
     n
 }
 

@@ -53,14 +53,14 @@ pub(super) async fn start<'a>(
     table.history_limits = cfg.memory.history;
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
     let details = read_details(&table, cfg.redact.clone(), cgroup2);
-    let exporter =
+    let mut exporter =
         Exporter::start(&cfg.export, &cfg.state_dirs).context("starting the export sinks")?;
     if exporter.wants_history() || store.wants() {
         table.keep_ended_for_export();
     }
-    let out = pump::Outlets {
+    let mut out = pump::Outlets {
         subscribers: &events,
-        exporter: &exporter,
+        exporter: &mut exporter,
         store: &store,
     };
     let mut hasher =
@@ -68,7 +68,7 @@ pub(super) async fn start<'a>(
     let buffered = pump::apply(
         &mut reader,
         &mut table,
-        &out,
+        &mut out,
         &mut hasher,
         cfg.redact.as_ref(),
     );

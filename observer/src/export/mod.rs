@@ -1,13 +1,15 @@
 //! Every event and every history entry, out of the node as JSON lines (`--export-file`,
 //! `--export-stdout`; docs/export.md has the schema). The event loop only offers: each
-//! sink has a bounded queue to a writer thread of its own, and what a queue cannot take
-//! is dropped and counted there and then — a slow disk never slows the table. The writer
-//! turns items into lines (`line.rs`) and writes them in batches to a rotated file or to
-//! stdout (`sink.rs`), both through the same code.
+//! sink has a bounded queue to a writer thread of its own, handed what a drain exported
+//! in one batch at the drain's end (`queue.rs`), and what a queue cannot take is dropped
+//! and counted there and then — a slow disk never slows the table. The writer turns items
+//! into lines (`line.rs`) and writes them in batches to a rotated file or to stdout
+//! (`sink.rs`), both through the same code.
 
 mod line;
 mod origin;
 mod otlp;
+mod queue;
 mod sink;
 
 use std::{
@@ -19,7 +21,6 @@ use std::{
 };
 
 use observer_common::EventKind;
-use tokio::sync::mpsc;
 
 use crate::{
     containers::{names::StateDirs, ContainerKey},
@@ -29,6 +30,7 @@ use crate::{
 };
 pub(crate) use origin::Origin;
 use origin::{Origins, SinkNames};
+use queue::Inbox;
 
 /// Items a sink's queue holds before it drops: about a second of a storm of short-lived
 /// processes (4 to 5 events each at ~3,000 per second); the queue's memory grows with
@@ -54,7 +56,7 @@ pub(crate) struct ExportConfig {
 pub(crate) use otlp::OtlpConfig;
 
 /// A sink's thread: its queue, its counts and its own names.
-type Runner = Box<dyn FnOnce(mpsc::Receiver<Item>, &Counts, &mut SinkNames) + Send>;
+type Runner = Box<dyn FnOnce(Inbox, &Counts, &mut SinkNames) + Send>;
 
 /// `--export-types`: event types by the names /v1/events uses, plus `history`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,26 +158,21 @@ impl Counts {
 /// The event loop's end of one sink.
 struct Queue {
     name: &'static str,
-    tx: mpsc::Sender<Item>,
+    tx: queue::Sender,
     counts: Arc<Counts>,
     /// Disconnected when the writer thread has ended.
     done: std::sync::mpsc::Receiver<()>,
 }
 
-impl Queue {
-    fn offer(&self, item: Item) {
-        if self.tx.try_send(item).is_err() {
-            Counts::add(&self.counts.dropped, 1);
-        }
-    }
-}
-
-/// The event loop's end of the sinks: offers events and history entries, never waits.
+/// The event loop's end of the sinks: gathers a drain's events and history entries and
+/// offers them at its end (`flush`), never waits.
 #[derive(Default)]
 pub(crate) struct Exporter {
     queues: Vec<Queue>,
     types: Types,
     origins: Origins,
+    /// What this drain exported so far.
+    batch: Vec<Item>,
 }
 
 impl Exporter {
@@ -197,7 +194,7 @@ impl Exporter {
         }
         let mut queues = Vec::new();
         for (name, runner) in runners {
-            let (tx, rx) = mpsc::channel(QUEUE);
+            let (tx, rx) = queue::bounded(QUEUE);
             let counts = Arc::new(Counts::default());
             let c = counts.clone();
             let mut names = SinkNames::new(dirs.clone());
@@ -219,6 +216,7 @@ impl Exporter {
             queues,
             types: cfg.types,
             origins: Origins::default(),
+            batch: Vec::new(),
         })
     }
 
@@ -241,9 +239,10 @@ impl Exporter {
 
     /// An event as it was applied (secrets already masked), with its process's container
     /// (`before`: looked up before it was applied; else it is looked up now), an exec's
-    /// executable hash (the writer waits for it) and the process's exec session.
+    /// executable hash (the writer waits for it) and the process's exec session; the sinks
+    /// get it at the next `flush`.
     pub(crate) fn event(
-        &self,
+        &mut self,
         ev: &Event,
         table: &Table,
         before: Option<Arc<Origin>>,
@@ -254,28 +253,33 @@ impl Exporter {
             return;
         }
         let origin = before.or_else(|| self.origin(table, ev));
-        for q in &self.queues {
-            q.offer(Item::Event(
-                *ev,
-                origin.clone(),
-                exe.cloned(),
-                session.cloned(),
-            ));
-        }
+        self.batch
+            .push(Item::Event(*ev, origin, exe.cloned(), session.cloned()));
     }
 
-    /// History entries the table recorded since the last call.
-    pub(crate) fn history(&self, entries: Vec<(ContainerKey, Ended)>) {
+    /// History entries the table recorded since the last call (the sinks get them at the
+    /// next `flush`).
+    pub(crate) fn history(&mut self, entries: Vec<(ContainerKey, Ended)>) {
         if !self.wants_history() {
             return;
         }
         for e in entries {
             let origin = self.origins.of_key(&e.0);
-            let (last, rest) = self.queues.split_last().expect("not empty");
-            for q in rest {
-                q.offer(Item::History(Box::new(e.clone()), origin.clone()));
-            }
-            last.offer(Item::History(Box::new(e), origin));
+            self.batch.push(Item::History(Box::new(e), origin));
+        }
+    }
+
+    /// Hands what was gathered since the last call to every sink's queue, as one batch
+    /// they share (a drain's end: one wake-up of each sink's thread, not one per item).
+    pub(crate) fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        // The next drain's buffer starts at this one's size: no regrowth while it fills.
+        let next = Vec::with_capacity(self.batch.len());
+        let items: queue::Shared = Arc::new(std::mem::replace(&mut self.batch, next));
+        for q in &self.queues {
+            q.tx.offer(&items, &q.counts);
         }
     }
 
@@ -324,9 +328,9 @@ mod tests {
 
     #[test]
     fn what_a_full_queue_cannot_take_is_dropped_and_counted_without_waiting() {
-        let (tx, mut rx) = mpsc::channel(2);
+        let (tx, mut rx) = queue::bounded(2);
         let (_done_tx, done) = std::sync::mpsc::channel();
-        let x = Exporter {
+        let mut x = Exporter {
             queues: vec![Queue {
                 name: "file",
                 tx,
@@ -335,6 +339,7 @@ mod tests {
             }],
             types: Types::parse("free").unwrap(),
             origins: Origins::default(),
+            batch: Vec::new(),
         };
         let free = Event::Free(observer_common::FreeEvent {
             header: observer_common::EventHeader {
@@ -361,10 +366,13 @@ mod tests {
         for _ in 0..5 {
             x.event(&free, &table, None, None, None);
         }
+        assert_eq!(x.counts()[0].dropped, 0, "offered at the flush");
+        x.flush();
+        assert!(x.batch.is_empty());
         assert!(!x.wants_history(), "history was not asked for");
         let c = &x.counts()[0];
         assert_eq!((c.sink.as_str(), c.sent, c.dropped), ("file", 0, 3));
-        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+        assert!(rx.next().is_some() && rx.next().is_some() && rx.next().is_none());
     }
 
     #[test]

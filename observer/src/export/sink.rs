@@ -22,12 +22,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
-
 use super::{
     line,
     origin::{self, SinkNames},
-    Counts, Item,
+    Counts, Inbox, Item,
 };
 
 /// A batch is written once it holds this much, or when the queue is empty.
@@ -132,25 +130,18 @@ impl Failure {
 }
 
 /// The writer thread: until the agent drops the queue's sender.
-pub(super) fn run(
-    mut rx: mpsc::Receiver<Item>,
-    mut target: Target,
-    counts: &Counts,
-    names: &mut SinkNames,
-) {
+pub(super) fn run(mut inbox: Inbox, mut target: Target, counts: &Counts, names: &mut SinkNames) {
     let mut batch = Batch::default();
     let mut logged = Logged::default();
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(item) = next {
+    while inbox.blocking_wait() {
+        while let Some(item) = inbox.next() {
             let n = item.origin().map(|o| names.names(o));
-            if !batch.push(&item, n.as_ref()) {
+            if !batch.push(item, n.as_ref()) {
                 Counts::add(&counts.dropped, 1);
             }
             if batch.buf.len() >= BATCH_BYTES {
                 break;
             }
-            next = rx.try_recv().ok();
         }
         let n = batch.len();
         match target.write(&batch) {

@@ -184,13 +184,16 @@ impl ExeHash {
     }
 }
 
-/// A digest as lower-case hex (what sha256sum prints).
+/// A digest as lower-case hex (what sha256sum prints): by table rather than the formatter
+/// per byte, since every exported exec line carries one.
 pub(crate) fn hex(d: &Digest) -> String {
-    use std::fmt::Write as _;
-    d.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 /// `--hash`, `--hash-cache`, `--hash-max-size`.

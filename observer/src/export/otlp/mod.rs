@@ -17,6 +17,7 @@
 mod client;
 #[cfg(test)]
 mod equivalence_tests;
+mod gzip;
 mod json;
 mod record;
 #[cfg(test)]
@@ -25,20 +26,18 @@ mod wire;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub(crate) use client::OtlpConfig;
+use client::{Client, Outcome};
 use hyper::body::Bytes;
 use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value as Any, AnyValue, KeyValue},
     resource::v1::Resource,
 };
-use tokio::sync::mpsc;
-
-pub(crate) use client::OtlpConfig;
-use client::{Client, Outcome};
 
 use super::{
     line,
     origin::{Names, SinkNames},
-    Counts, Item,
+    Counts, Inbox, Item,
 };
 use crate::host::clock::boot_now_ns;
 
@@ -135,20 +134,20 @@ fn kv(key: &str, v: String) -> KeyValue {
 }
 
 /// The writer thread: until the agent drops the queue's sender.
-pub(super) fn run(rx: mpsc::Receiver<Item>, sink: Sink, counts: &Counts, r: &mut SinkNames) {
+pub(super) fn run(inbox: Inbox, sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     match rt {
-        Ok(rt) => rt.block_on(serve(rx, sink, counts, r)),
+        Ok(rt) => rt.block_on(serve(inbox, sink, counts, r)),
         Err(e) => log::error!("export to OTLP: cannot start its runtime: {e}"),
     }
 }
 
-async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r: &mut SinkNames) {
+async fn serve(mut inbox: Inbox, mut sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let mut failing = false;
-    while let Some(first) = rx.recv().await {
-        let unwritable = fill(&mut sink.batch, first, &mut rx, r);
+    while inbox.wait().await {
+        let unwritable = fill(&mut sink.batch, &mut inbox, r);
         Counts::add(&counts.dropped, unwritable);
         let n = sink.batch.request.len() as u64;
         if n == 0 {
@@ -178,25 +177,23 @@ async fn serve(mut rx: mpsc::Receiver<Item>, mut sink: Sink, counts: &Counts, r:
     }
 }
 
-/// A new request in `batch` with the records of `first` and of what waits after it (up
-/// to BATCH); how many items would not make a record.
-fn fill(batch: &mut Batch, first: Item, rx: &mut mpsc::Receiver<Item>, r: &mut SinkNames) -> u64 {
+/// A new request in `batch` with the records of what waits in `inbox` (up to BATCH); how
+/// many items would not make a record.
+fn fill(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let offset = now.saturating_sub(boot_now_ns());
     batch.request.clear();
     let mut failed = 0;
-    let mut next = Some(first);
-    while let Some(item) = next {
+    while let Some(item) = inbox.next() {
         let names = item.origin().map(|o| r.names(o));
-        if !batch.push(&item, names.as_ref(), offset, now) {
+        if !batch.push(item, names.as_ref(), offset, now) {
             failed += 1;
         }
         if batch.request.len() >= BATCH {
             break;
         }
-        next = rx.try_recv().ok();
     }
     failed
 }

@@ -1,0 +1,216 @@
+//! The hand-off between the event loop and the sinks' threads. What one drain of the ring
+//! buffer exports is gathered in one batch, shared by every sink (each event copied once,
+//! a history entry never cloned), and handed to each sink's queue when the drain ends: one
+//! send, and at most one wake-up of a sink's thread, per drain rather than per item (a
+//! wake-up per event cost the agent more than the line it carried). A queue is bounded in
+//! items, not batches: what does not fit when a batch is offered is dropped from it and
+//! counted there and then, and the loop never waits.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use tokio::sync::mpsc;
+
+use super::{Counts, Item};
+
+/// Items of one drain, shared by the sinks; the last sink done with it frees it (on its
+/// own thread, not the loop's).
+pub(super) type Shared = Arc<Vec<Item>>;
+
+/// The first `take` items of a shared batch: what fitted in one sink's queue.
+struct Share {
+    items: Shared,
+    take: usize,
+}
+
+/// Makes a queue of `bound` items: the event loop's end and the sink's.
+pub(super) fn bounded(bound: usize) -> (Sender, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Sender {
+            tx,
+            queued: queued.clone(),
+            bound,
+        },
+        Inbox {
+            rx,
+            queued,
+            current: None,
+            next: 0,
+        },
+    )
+}
+
+/// The event loop's end of one sink's queue.
+pub(super) struct Sender {
+    tx: mpsc::UnboundedSender<Share>,
+    /// Items sent that the sink has not finished taking.
+    queued: Arc<AtomicUsize>,
+    bound: usize,
+}
+
+impl Sender {
+    /// Offers a drain's items: as many as the queue has room for are queued, the rest are
+    /// dropped and counted in `counts`.
+    pub(super) fn offer(&self, items: &Shared, counts: &Counts) {
+        let n = items.len();
+        let room = self
+            .bound
+            .saturating_sub(self.queued.load(Ordering::Acquire));
+        let take = n.min(room);
+        Counts::add(&counts.dropped, (n - take) as u64);
+        if take == 0 {
+            return;
+        }
+        self.queued.fetch_add(take, Ordering::AcqRel);
+        let share = Share {
+            items: items.clone(),
+            take,
+        };
+        if self.tx.send(share).is_err() {
+            // The sink's thread has ended: nothing it is offered is written.
+            self.queued.fetch_sub(take, Ordering::AcqRel);
+            Counts::add(&counts.dropped, take as u64);
+        }
+    }
+}
+
+/// A sink's end of its queue: the items of the batches it was handed, one at a time.
+pub(super) struct Inbox {
+    rx: mpsc::UnboundedReceiver<Share>,
+    queued: Arc<AtomicUsize>,
+    current: Option<Share>,
+    /// The index of the next item of `current`.
+    next: usize,
+}
+
+impl Inbox {
+    /// Waits until an item is there; false once the agent dropped the queue and every item
+    /// was taken.
+    pub(super) fn blocking_wait(&mut self) -> bool {
+        if self.pending() {
+            return true;
+        }
+        self.done_with_current();
+        let s = self.rx.blocking_recv();
+        self.received(s)
+    }
+
+    /// `blocking_wait` for a sink that runs on a runtime of its own.
+    pub(super) async fn wait(&mut self) -> bool {
+        if self.pending() {
+            return true;
+        }
+        self.done_with_current();
+        let s = self.rx.recv().await;
+        self.received(s)
+    }
+
+    /// The next item already handed over, without waiting.
+    pub(super) fn next(&mut self) -> Option<&Item> {
+        if !self.pending() {
+            self.done_with_current();
+            let s = self.rx.try_recv().ok();
+            if !self.received(s) {
+                return None;
+            }
+        }
+        let s = self.current.as_ref()?;
+        self.next += 1;
+        Some(&s.items[self.next - 1])
+    }
+
+    /// Whether `current` has items left.
+    fn pending(&self) -> bool {
+        self.current.as_ref().is_some_and(|s| self.next < s.take)
+    }
+
+    /// The current batch's items are all taken: they leave the queue's count.
+    fn done_with_current(&mut self) {
+        if let Some(s) = self.current.take() {
+            self.queued.fetch_sub(s.take, Ordering::AcqRel);
+        }
+    }
+
+    fn received(&mut self, s: Option<Share>) -> bool {
+        self.next = 0;
+        self.current = s;
+        self.current.is_some()
+    }
+}
+
+impl Drop for Inbox {
+    /// A sink that ends leaves nothing counted as queued (the loop's offers then fail).
+    fn drop(&mut self) {
+        self.done_with_current();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free(pid: u32) -> Item {
+        // SAFETY: a record of plain integers: all zeroes is a valid value.
+        let mut ev: observer_common::FreeEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = observer_common::EventKind::Free as u32;
+        ev.header.tgid = pid;
+        Item::Event(crate::events::Event::Free(ev), None, None, None)
+    }
+
+    fn pid(i: &Item) -> u32 {
+        match i {
+            Item::Event(ev, ..) => ev.header().tgid,
+            Item::History(..) => 0,
+        }
+    }
+
+    #[test]
+    fn a_queue_takes_batches_up_to_its_bound_in_items_and_counts_the_rest_dropped() {
+        let (tx, mut inbox) = bounded(5);
+        let counts = Counts::default();
+        tx.offer(&Arc::new((1..=3).map(free).collect()), &counts);
+        tx.offer(&Arc::new((4..=7).map(free).collect()), &counts);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 2, "6 and 7");
+        tx.offer(&Arc::new(vec![free(8)]), &counts);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 3, "full");
+        assert!(inbox.blocking_wait());
+        let mut got = Vec::new();
+        while let Some(i) = inbox.next() {
+            got.push(pid(i));
+        }
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert_eq!(inbox.queued.load(Ordering::Relaxed), 0, "taken: room again");
+        tx.offer(&Arc::new(vec![free(9)]), &counts);
+        assert_eq!(inbox.next().map(pid), Some(9));
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 3);
+        assert!(inbox.next().is_none());
+    }
+
+    #[test]
+    fn a_sink_that_ended_takes_nothing_and_what_it_is_offered_is_dropped() {
+        let (tx, inbox) = bounded(5);
+        let counts = Counts::default();
+        tx.offer(&Arc::new(vec![free(1)]), &counts);
+        drop(inbox);
+        tx.offer(&Arc::new(vec![free(2), free(3)]), &counts);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn the_inbox_ends_once_the_loop_dropped_its_end_and_everything_was_taken() {
+        let (tx, mut inbox) = bounded(5);
+        let counts = Counts::default();
+        tx.offer(&Arc::new(vec![free(1), free(2)]), &counts);
+        drop(tx);
+        assert!(inbox.blocking_wait());
+        assert_eq!(inbox.next().map(pid), Some(1));
+        assert!(inbox.blocking_wait(), "one left");
+        assert_eq!(inbox.next().map(pid), Some(2));
+        assert!(!inbox.blocking_wait());
+        assert_eq!(inbox.queued.load(Ordering::Relaxed), 0);
+    }
+}
