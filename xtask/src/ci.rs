@@ -140,8 +140,9 @@ struct Leg {
     run: std::result::Result<Booting, (vm::VmTimes, anyhow::Error)>,
 }
 
-/// The thread booting a leg's guests: the leg's times and verdict when it ends.
-type Booting = std::thread::JoinHandle<(vm::VmTimes, Result<()>)>;
+/// The thread booting a leg's guests: the leg's times, its verdict, and its wall time from
+/// its prepare on, taken when its last guest ended (not when it is waited for).
+type Booting = std::thread::JoinHandle<(vm::VmTimes, Result<()>, Duration)>;
 
 impl Leg {
     fn start(arch: Arch, kernels: &[&str], name: &'static str) -> Leg {
@@ -157,7 +158,12 @@ impl Leg {
             a if a.is_host() => "vm prepare".to_string(),
             a => format!("vm {a} prepare"),
         };
-        let run = vm::prepare_matrix(args).map(|p| std::thread::spawn(move || p.boot()));
+        let run = vm::prepare_matrix(args).map(|p| {
+            std::thread::spawn(move || {
+                let (times, r) = p.boot();
+                (times, r, start.elapsed())
+            })
+        });
         Leg {
             name,
             label,
@@ -167,26 +173,23 @@ impl Leg {
     }
 
     /// Waits for the leg's guests; adds its rows: the prepare, each kernel (the kernels
-    /// overlap) and the leg's wall time from its prepare on.
+    /// overlap) and the leg's wall time from its prepare to its last guest's end.
     fn finish(self, phases: &mut Phases) -> Result<()> {
-        let (times, r) = match self.run {
+        let (times, r, wall) = match self.run {
             Ok(h) => h.join().unwrap_or_else(|_| {
                 (
                     vm::VmTimes::default(),
                     Err(anyhow::anyhow!("the VM leg's thread panicked")),
+                    self.start.elapsed(),
                 )
             }),
-            Err((times, e)) => (times, Err(e)),
+            Err((times, e)) => (times, Err(e), self.start.elapsed()),
         };
         phases.add(&self.label, times.prepare, times.prepare_ok);
         for k in &times.kernels {
             phases.add(&format!("vm {}", k.label), k.took, k.ok);
         }
-        phases.add(
-            &format!("vm {} (wall)", self.name),
-            self.start.elapsed(),
-            r.is_ok(),
-        );
+        phases.add(&format!("vm {} (wall)", self.name), wall, r.is_ok());
         r
     }
 }
