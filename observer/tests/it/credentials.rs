@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{
     runtimes::{docker, docker_ready},
-    sh, EventStream, Killed,
+    sh, skipped_in_vm, EventStream, Killed,
 };
 
 const T: Duration = Duration::from_secs(15);
@@ -123,8 +123,7 @@ fn a_file_with_capabilities_gives_them_at_exec_and_says_so() {
 #[test]
 fn a_docker_containers_capabilities_at_exec_match_its_proc_status() {
     const CAP_SYS_ADMIN: u64 = 1 << 21;
-    if std::env::var_os("OBSERVER_VM").is_some() {
-        println!("observer-test-skip: Docker is not in the VM image; runs on the host");
+    if skipped_in_vm("Docker is not in the VM image; runs on the host") {
         return;
     }
     let image = docker_ready();

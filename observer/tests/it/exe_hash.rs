@@ -21,7 +21,7 @@ use crate::common::{
     eventually, last_until,
     launcher::Ctr,
     runtimes::{docker, ok, Docker},
-    sh, subscribe, EventStream, Killed, Stopped, TextStream,
+    sh, skipped_in_vm, subscribe, EventStream, Killed, Stopped, TextStream,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -158,8 +158,7 @@ fn a_host_binarys_hash_is_what_sha256sum_says_in_events_and_ps() {
 
 #[test]
 fn a_docker_containers_binary_has_the_hash_sha256sum_gives_inside_it() {
-    if std::env::var_os("OBSERVER_VM").is_some() {
-        println!("observer-test-skip: Docker is not in the VM image; runs on the host");
+    if skipped_in_vm("Docker is not in the VM image; runs on the host") {
         return;
     }
     let agent = Agent::start(&[]);

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{agent::*, eventually, runtimes::*};
+use crate::common::{agent::*, eventually, runtimes::*, skipped_in_vm};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -202,8 +202,7 @@ fn oci_pid(rt: Oci, id: &str) -> u64 {
 
 #[test]
 fn runc_containers_have_their_names_and_cri_annotations_make_a_pod() {
-    if std::env::var_os("OBSERVER_VM").is_some() {
-        println!("observer-test-skip: runc is not in the VM image; runs on the host");
+    if skipped_in_vm("runc is not in the VM image; runs on the host") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("observer-test-oci-{}", std::process::id()));

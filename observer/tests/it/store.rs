@@ -237,13 +237,13 @@ fn runs_on_memory(agent: &Agent, n: u32) {
     assert!(warned.contains("WARN"), "a warning: {warned}");
 }
 
+/// Why the full-tmpfs tests skip in the kernel matrix.
+const FULL_TMPFS_ON_HOST: &str = "a full tmpfs is the same on every kernel (the matrix runs the \
+                                  store's file-format tests); runs on the host";
+
 #[test]
 fn a_full_disk_leaves_the_agent_on_its_in_memory_history() {
-    if std::env::var_os("OBSERVER_VM").is_some() {
-        println!(
-            "observer-test-skip: a full tmpfs is the same on every kernel (the matrix runs \
-             the store's file-format tests); runs on the host"
-        );
+    if skipped_in_vm(FULL_TMPFS_ON_HOST) {
         return;
     }
     let mut dir = Dir::new("full");
@@ -268,11 +268,7 @@ fn a_full_disk_leaves_the_agent_on_its_in_memory_history() {
 /// left: every amount from 4 to 32 KiB is tried.
 #[test]
 fn a_disk_full_before_the_store_exists_moves_nothing_aside() {
-    if std::env::var_os("OBSERVER_VM").is_some() {
-        println!(
-            "observer-test-skip: a full tmpfs is the same on every kernel (the matrix runs \
-             the store's file-format tests); runs on the host"
-        );
+    if skipped_in_vm(FULL_TMPFS_ON_HOST) {
         return;
     }
     let mut dir = Dir::new("full0");
@@ -456,8 +452,7 @@ fn why_of_a_pid_answers_from_the_store_after_a_restart() {
 #[test]
 fn a_renamed_docker_container_is_answered_by_its_new_and_old_name_from_the_store() {
     use crate::common::runtimes::{docker, docker_ready, Docker, DOCKER_ROOT};
-    if std::env::var_os("OBSERVER_VM").is_some() {
-        println!("observer-test-skip: Docker is not in the VM image; runs on the host");
+    if skipped_in_vm("Docker is not in the VM image; runs on the host") {
         return;
     }
     let dir = Dir::new("rename");
