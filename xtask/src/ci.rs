@@ -18,11 +18,39 @@ use anyhow::{bail, Context, Result};
 
 use crate::{arch::Arch, fuzz, hygiene, package, setup, tools, torture, util::root, vm};
 
-/// One row of the table: a phase, its wall time, whether it passed.
+/// One row of the table: a phase, its wall time, the machine's busy CPU time meanwhile
+/// (None for the VM legs' rows, which overlap the phases), whether it passed.
 struct Phase {
     name: String,
     took: Duration,
+    busy: Option<Duration>,
     ok: bool,
+}
+
+/// CPU time the whole machine has spent busy (not idle, not waiting for I/O) since boot,
+/// from /proc/stat's `cpu` line: what tells a phase that waits from one that computes, and
+/// how far the run is from what two cores can do at all.
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(busy * 1000 / hz)
 }
 
 /// The phases run so far.
@@ -35,9 +63,14 @@ impl Phases {
     /// Runs `f` as the phase `name`, timed.
     fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         eprintln!("test: phase {name}");
-        let t = Instant::now();
+        let (t, busy) = (Instant::now(), machine_busy());
         let r = f();
-        self.add(name, t.elapsed(), r.is_ok());
+        self.rows.push(Phase {
+            name: name.to_string(),
+            took: t.elapsed(),
+            busy: Some(machine_busy().saturating_sub(busy)),
+            ok: r.is_ok(),
+        });
         r.with_context(|| format!("phase {name}"))
     }
 
@@ -45,21 +78,32 @@ impl Phases {
         self.rows.push(Phase {
             name: name.to_string(),
             took,
+            busy: None,
             ok,
         });
     }
 
-    fn print(&self, total: Duration) {
-        println!("\nphase                  time   result");
+    /// The table; `cpu` is the machine's busy CPU time during the phase (guests beside it
+    /// included), and the total's says how close the run is to what the cores can do.
+    fn print(&self, total: Duration, busy: Duration) {
+        println!("\nphase                  time      cpu   result");
         for p in &self.rows {
             println!(
-                "{:<20} {:>6}   {}",
+                "{:<20} {:>6}   {:>6}   {}",
                 p.name,
                 mmss(p.took),
+                p.busy.map_or(String::new(), mmss),
                 if p.ok { "ok" } else { "FAILED" }
             );
         }
-        println!("{:<20} {:>6}", "total", mmss(total));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "{:<20} {:>6}   {:>6}   ({cores} cores busy {:.0}% of the run)",
+            "total",
+            mmss(total),
+            mmss(busy),
+            100.0 * busy.as_secs_f64() / (total.as_secs_f64() * cores as f64).max(1e-9)
+        );
     }
 }
 
@@ -70,10 +114,10 @@ fn mmss(d: Duration) -> String {
 
 /// The test command: every phase, then the table of phase times.
 pub fn test(no_vm: bool, args: &[String]) -> Result<()> {
-    let t = Instant::now();
+    let (t, busy) = (Instant::now(), machine_busy());
     let mut phases = Phases::default();
     let r = phases_in_order(&mut phases, no_vm, args);
-    phases.print(t.elapsed());
+    phases.print(t.elapsed(), machine_busy().saturating_sub(busy));
     r
 }
 
@@ -83,6 +127,10 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         hygiene::survive_interrupts();
         Ok((tools::promtool()?, tools::kube_validators()?))
     })?;
+    // The fuzz targets' build (another toolchain, nothing shared) runs at nice 19 from here
+    // on: it takes what the lint, the host build's serial stretches (its build scripts, the
+    // eBPF link, the test binary's link), the host tests and the torture leave idle.
+    let fuzz_build = fuzz::build_in_background()?;
     phases.run("lint", lint)?;
     // observer is compiled once: by the test build, whose binary the package holds.
     phases.run("host tests (build)", || {
@@ -93,9 +141,6 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
     // The kernel matrix boots its guests now, beside the host tests: TCG keeps a core busy
     // per guest while the host tests mostly wait (on runtimes, agents and timers).
     let matrix = (!no_vm).then(|| Leg::start(Arch::host(), vm::DEFAULT_KERNELS, "matrix"));
-    // The fuzz targets' build (another toolchain, nothing shared) runs at nice 19 beside
-    // the host tests and the torture.
-    let fuzz_build = fuzz::build_in_background()?;
     let host = phases.run("host tests (run)", || {
         host_tests(
             args,
