@@ -7,7 +7,11 @@
 //! embedded structs (`ns.inum`), and bitfields are refused (a byte offset cannot reach them)
 //! except through `bit_offset`, for the one flag read by bit (linux_binprm.secureexec).
 
-use std::path::{Path, PathBuf};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use btf_rs::{Backend, Btf, Type};
 use observer_common::{Offsets, ABSENT};
@@ -19,6 +23,11 @@ pub(crate) const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub(crate) struct KernelBtf {
     btf: Btf,
     path: PathBuf,
+    /// The structs looked up so far, by name: a lookup by name walks every type of vmlinux
+    /// (~130,000; btf-rs keeps no name index with the mmap backend), and the offsets take
+    /// ~50 lookups of a dozen structs — a third of the agent's start-up before, and seconds
+    /// of it in an emulated guest.
+    structs: RefCell<HashMap<String, Option<btf_rs::Struct>>>,
 }
 
 impl KernelBtf {
@@ -38,6 +47,7 @@ impl KernelBtf {
         Ok(KernelBtf {
             btf,
             path: path.to_path_buf(),
+            structs: RefCell::default(),
         })
     }
 
@@ -50,14 +60,19 @@ impl KernelBtf {
 
     /// The struct definition named `name` (forward declarations skipped).
     fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
-        self.btf
-            .resolve_types_by_name(name)
-            .ok()?
-            .into_iter()
-            .find_map(|t| match t {
+        if let Some(s) = self.structs.borrow().get(name) {
+            return s.clone();
+        }
+        let found = self.btf.resolve_types_by_name(name).ok().and_then(|types| {
+            types.into_iter().find_map(|t| match t {
                 Type::Struct(s) => Some(s),
                 _ => None,
             })
+        });
+        self.structs
+            .borrow_mut()
+            .insert(name.to_string(), found.clone());
+        found
     }
 
     /// Strips typedef/const/volatile/restrict/type-tag layers.
