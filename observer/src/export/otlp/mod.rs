@@ -14,6 +14,8 @@
 //! semantic-convention attributes (`record.rs`), written as protobuf straight into the
 //! request (`wire.rs`).
 
+#[cfg(test)]
+mod batch_tests;
 mod client;
 #[cfg(test)]
 mod equivalence_tests;
@@ -41,8 +43,15 @@ use super::{
 };
 use crate::host::clock::boot_now_ns;
 
-/// Records per request: what waits is sent at once, up to this many.
+/// Records per request: a batch is sent once it holds this many, or DELAY after its
+/// first record, whichever comes first.
 const BATCH: usize = 2048;
+/// How long a batch waits for more records: the OpenTelemetry SDK's batch processor's
+/// scheduled delay (`OTEL_BLRP_SCHEDULE_DELAY`, 1 s). Sending what waited at each drain
+/// of the ring buffer made a storm of 16,000 events about 230 requests of 70 records,
+/// and the requests (HTTP, a compressor's reset, the thread's wake-ups) cost more than
+/// the records in them (docs/export.md, "What it costs").
+const DELAY: Duration = Duration::from_secs(1);
 /// Tries of one batch before it is dropped (and counted): about 15 s of backoff.
 const ATTEMPTS: u32 = 6;
 const FIRST_DELAY: Duration = Duration::from_millis(500);
@@ -53,6 +62,8 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 pub(super) struct Sink {
     client: Client,
     batch: Batch,
+    /// DELAY (shorter in tests).
+    delay: Duration,
 }
 
 impl Sink {
@@ -61,6 +72,7 @@ impl Sink {
         Ok(Sink {
             client: Client::new(cfg)?,
             batch: Batch::new(&resource()),
+            delay: DELAY,
         })
     }
 }
@@ -147,7 +159,7 @@ pub(super) fn run(inbox: Inbox, sink: Sink, counts: &Counts, r: &mut SinkNames) 
 async fn serve(mut inbox: Inbox, mut sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let mut failing = false;
     while inbox.wait().await {
-        let unwritable = fill(&mut sink.batch, &mut inbox, r);
+        let unwritable = gather(&mut sink.batch, &mut inbox, r, sink.delay).await;
         Counts::add(&counts.dropped, unwritable);
         let n = sink.batch.request.len() as u64;
         if n == 0 {
@@ -177,14 +189,29 @@ async fn serve(mut inbox: Inbox, mut sink: Sink, counts: &Counts, r: &mut SinkNa
     }
 }
 
-/// A new request in `batch` with the records of what waits in `inbox` (up to BATCH); how
-/// many items would not make a record.
+/// A new request in `batch` with the records of what comes into `inbox` until it holds
+/// BATCH, `delay` has passed since it began, or the agent closed the queue (it stops: what
+/// waits goes at once); how many items would not make a record.
+async fn gather(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames, delay: Duration) -> u64 {
+    let until = tokio::time::Instant::now() + delay;
+    batch.request.clear();
+    let mut failed = fill(batch, inbox, r);
+    while batch.request.len() < BATCH {
+        match tokio::time::timeout_at(until, inbox.wait()).await {
+            Ok(true) => failed += fill(batch, inbox, r),
+            Ok(false) | Err(_) => break,
+        }
+    }
+    failed
+}
+
+/// The records of what waits in `inbox`, added to `batch` until it holds BATCH; how many
+/// items would not make a record.
 fn fill(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let offset = now.saturating_sub(boot_now_ns());
-    batch.request.clear();
     let mut failed = 0;
     while let Some(item) = inbox.next() {
         let names = item.origin().map(|o| r.names(o));
