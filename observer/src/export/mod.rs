@@ -277,7 +277,7 @@ impl Exporter {
         }
         // The next drain's buffer starts at this one's size: no regrowth while it fills.
         let next = Vec::with_capacity(self.batch.len());
-        let items: queue::Shared = Arc::new(std::mem::replace(&mut self.batch, next));
+        let items = queue::Drained::new(std::mem::replace(&mut self.batch, next));
         for q in &self.queues {
             q.tx.offer(&items, &q.counts);
         }

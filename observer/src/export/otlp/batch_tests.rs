@@ -87,9 +87,9 @@ fn records_wait_for_a_full_batch_or_the_delay_and_go_at_once_when_the_queue_clos
 
     // Two drains 100 ms apart: one request, after the delay.
     let t = Instant::now();
-    tx.offer(&Arc::new((1..=2).map(free).collect()), &counts);
+    tx.offer(&queue::Drained::new((1..=2).map(free).collect()), &counts);
     std::thread::sleep(Duration::from_millis(100));
-    tx.offer(&Arc::new((3..=5).map(free).collect()), &counts);
+    tx.offer(&queue::Drained::new((3..=5).map(free).collect()), &counts);
     let (n, at) = wait("the delayed batch");
     assert_eq!(n, 5, "both drains in one request");
     assert!(at - t >= delay, "sent after {:?}", at - t);
@@ -97,7 +97,7 @@ fn records_wait_for_a_full_batch_or_the_delay_and_go_at_once_when_the_queue_clos
     // A drain of more than a batch: a full batch at once, the rest after the delay.
     let t = Instant::now();
     let many: Vec<Item> = (0..BATCH as u32 + 1).map(free).collect();
-    tx.offer(&Arc::new(many), &counts);
+    tx.offer(&queue::Drained::new(many), &counts);
     let (n, at) = wait("the full batch");
     assert_eq!(n, BATCH);
     assert!(at - t < delay, "a full batch waits for nothing: {:?}", at - t);
@@ -107,7 +107,7 @@ fn records_wait_for_a_full_batch_or_the_delay_and_go_at_once_when_the_queue_clos
 
     // The agent stops: what waits goes without waiting for the delay.
     let t = Instant::now();
-    tx.offer(&Arc::new(vec![free(9)]), &counts);
+    tx.offer(&queue::Drained::new(vec![free(9)]), &counts);
     std::thread::sleep(Duration::from_millis(50));
     drop(tx);
     let (n, at) = wait("the last batch");

@@ -36,11 +36,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::{
-    line,
-    origin::{Names, SinkNames},
-    Counts, Inbox, Item,
-};
+use super::{origin::SinkNames, Counts, Inbox};
 use crate::host::clock::boot_now_ns;
 
 /// Records per request: a batch is sent once it holds this many, or DELAY after its
@@ -81,7 +77,6 @@ impl Sink {
 /// a record allocates nothing once the buffers have grown.
 struct Batch {
     request: wire::Request,
-    line: Vec<u8>,
     scratch: record::Scratch,
 }
 
@@ -89,18 +84,14 @@ impl Batch {
     fn new(resource: &Resource) -> Batch {
         Batch {
             request: wire::Request::new(resource),
-            line: Vec::new(),
             scratch: record::Scratch::default(),
         }
     }
 
-    /// Adds the record of `item` (from the container `names`); false when it makes none.
-    fn push(&mut self, item: &Item, names: Option<&Names>, offset: u64, now: u64) -> bool {
-        self.line.clear();
-        if !line::write(&mut self.line, item, names) {
-            return false;
-        }
-        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+    /// Adds the record of an item's JSON `line` (its newline is not the record's); false
+    /// when it makes none.
+    fn push(&mut self, line: &[u8], offset: u64, now: u64) -> bool {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
         let scratch = &mut self.scratch;
         self.request
             .push(|out| record::write(out, scratch, line, offset, now))
@@ -213,9 +204,11 @@ fn fill(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let offset = now.saturating_sub(boot_now_ns());
     let mut failed = 0;
-    while let Some(item) = inbox.next() {
-        let names = item.origin().map(|o| r.names(o));
-        if !batch.push(item, names.as_ref(), offset, now) {
+    while let Some(next) = inbox.next() {
+        let made = next
+            .line(r)
+            .is_some_and(|line| batch.push(line, offset, now));
+        if !made {
             failed += 1;
         }
         if batch.request.len() >= BATCH {
