@@ -90,6 +90,7 @@ pub(super) struct Next<'a> {
 }
 
 impl<'a> Next<'a> {
+    #[cfg(test)]
     pub(super) fn item(&self) -> &'a Item {
         &self.drained.items[self.i]
     }
@@ -291,7 +292,10 @@ mod tests {
         let l2 = a.next().unwrap().line(&mut names).unwrap().to_vec();
         assert!(l1.ends_with(b"\n") && l2.ends_with(b"\n") && l1 != l2);
         let b1 = b.next().unwrap().line(&mut names).unwrap().as_ptr();
-        assert_eq!(b1, at, "the other sink reads the same line, not one of its own");
+        assert_eq!(
+            b1, at,
+            "the other sink reads the same line, not one of its own"
+        );
         assert!(b.next().is_none());
     }
 

@@ -96,11 +96,15 @@ fn records_wait_for_a_full_batch_or_the_delay_and_go_at_once_when_the_queue_clos
 
     // A drain of more than a batch: a full batch at once, the rest after the delay.
     let t = Instant::now();
-    let many: Vec<Item> = (0..BATCH as u32 + 1).map(free).collect();
+    let many: Vec<Item> = (0..=BATCH as u32).map(free).collect();
     tx.offer(&queue::Drained::new(many), &counts);
     let (n, at) = wait("the full batch");
     assert_eq!(n, BATCH);
-    assert!(at - t < delay, "a full batch waits for nothing: {:?}", at - t);
+    assert!(
+        at - t < delay,
+        "a full batch waits for nothing: {:?}",
+        at - t
+    );
     let (n, at) = wait("the rest");
     assert_eq!(n, 1);
     assert!(at - t >= delay, "{:?}", at - t);

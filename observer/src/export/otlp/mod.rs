@@ -9,7 +9,8 @@
 //! next to the agent's hyper and rustls), and its retries are an experimental feature.
 //! Here the sink is the file sink's model: the event loop offers into a bounded queue and
 //! never waits; this thread (a current-thread runtime of its own) makes records of what
-//! waits, up to BATCH per request, and sends them — retried with exponential backoff —
+//! comes, up to BATCH per request or for DELAY (the SDK's batch processor's rule), and
+//! sends them — retried with exponential backoff —
 //! while the queue drops and counts what it cannot take. The record is the JSON line with
 //! semantic-convention attributes (`record.rs`), written as protobuf straight into the
 //! request (`wire.rs`).
