@@ -2,9 +2,10 @@
 //! `--export-stdout`; docs/export.md has the schema). The event loop only offers: each
 //! sink has a bounded queue to a writer thread of its own, handed what a drain exported
 //! in one batch at the drain's end (`queue.rs`), and what a queue cannot take is dropped
-//! and counted there and then — a slow disk never slows the table. The writer turns items
-//! into lines (`line.rs`) and writes them in batches to a rotated file or to stdout
-//! (`sink.rs`), both through the same code.
+//! and counted there and then — a slow disk never slows the table. The first sink that
+//! wants a batch's lines makes them (`line.rs`) for every sink (`queue.rs`); a writer
+//! writes them in batches to a rotated file or to stdout (`sink.rs`), both through the
+//! same code, or makes OpenTelemetry records of them (`otlp/`).
 
 mod line;
 mod origin;
@@ -277,7 +278,7 @@ impl Exporter {
         }
         // The next drain's buffer starts at this one's size: no regrowth while it fills.
         let next = Vec::with_capacity(self.batch.len());
-        let items: queue::Shared = Arc::new(std::mem::replace(&mut self.batch, next));
+        let items = queue::Drained::new(std::mem::replace(&mut self.batch, next));
         for q in &self.queues {
             q.tx.offer(&items, &q.counts);
         }

@@ -5,24 +5,102 @@
 //! wake-up per event cost the agent more than the line it carried). A queue is bounded in
 //! items, not batches: what does not fit when a batch is offered is dropped from it and
 //! counted there and then, and the loop never waits.
+//!
+//! Every sink writes the same JSON line of an item (the OTLP record is made from it), so a
+//! batch's lines are made once, by the first sink that wants them, and the others read
+//! them (`Next::line`): making the line twice was a quarter of the file and OTLP sinks'
+//! cost per item beyond the records themselves (docs/export.md, "What it costs").
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
-    Arc,
+    Arc, OnceLock,
 };
 
 use tokio::sync::mpsc;
 
-use super::{Counts, Item};
+use super::{line, origin::SinkNames, Counts, Item};
 
-/// Items of one drain, shared by the sinks; the last sink done with it frees it (on its
-/// own thread, not the loop's).
-pub(super) type Shared = Arc<Vec<Item>>;
+/// Items of one drain, shared by the sinks, and their lines once a sink made them; the
+/// last sink done with it frees it (on its own thread, not the loop's).
+pub(super) type Shared = Arc<Drained>;
+
+/// What one drain exported.
+pub(super) struct Drained {
+    items: Vec<Item>,
+    lines: OnceLock<Lines>,
+}
+
+impl Drained {
+    pub(super) fn new(items: Vec<Item>) -> Shared {
+        Arc::new(Drained {
+            items,
+            lines: OnceLock::new(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Every item's line, made on the first call (the container names from that sink's
+    /// `names`; another sink that asks meanwhile waits for them).
+    fn lines(&self, names: &mut SinkNames) -> &Lines {
+        self.lines.get_or_init(|| Lines::of(&self.items, names))
+    }
+}
+
+/// The items' lines in one buffer, each with its newline, and where each ends; an item
+/// that would not serialize has an empty one.
+struct Lines {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    fn of(items: &[Item], names: &mut SinkNames) -> Lines {
+        let mut l = Lines {
+            buf: Vec::new(),
+            ends: Vec::with_capacity(items.len()),
+        };
+        for item in items {
+            let n = item.origin().map(|o| names.names(o));
+            // Nothing is appended when it fails: its line is empty.
+            line::write(&mut l.buf, item, n.as_ref());
+            l.ends.push(l.buf.len());
+        }
+        l
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+        Some(&self.buf[start..*self.ends.get(i)?]).filter(|l| !l.is_empty())
+    }
+}
 
 /// The first `take` items of a shared batch: what fitted in one sink's queue.
 struct Share {
     items: Shared,
     take: usize,
+}
+
+/// One item taken from a sink's queue.
+pub(super) struct Next<'a> {
+    drained: &'a Drained,
+    i: usize,
+}
+
+impl<'a> Next<'a> {
+    #[cfg(test)]
+    pub(super) fn item(&self) -> &'a Item {
+        &self.drained.items[self.i]
+    }
+
+    /// The item's JSON line with its newline (made once for every sink: the container's
+    /// names are looked up in `names` if this sink is the first to ask); None when it
+    /// would not serialize.
+    pub(super) fn line(&self, names: &mut SinkNames) -> Option<&'a [u8]> {
+        self.drained.lines(names).get(self.i)
+    }
 }
 
 /// Makes a queue of `bound` items: the event loop's end and the sink's.
@@ -110,7 +188,7 @@ impl Inbox {
     }
 
     /// The next item already handed over, without waiting.
-    pub(super) fn next(&mut self) -> Option<&Item> {
+    pub(super) fn next(&mut self) -> Option<Next<'_>> {
         if !self.pending() {
             self.done_with_current();
             let s = self.rx.try_recv().ok();
@@ -120,7 +198,10 @@ impl Inbox {
         }
         let s = self.current.as_ref()?;
         self.next += 1;
-        Some(&s.items[self.next - 1])
+        Some(Next {
+            drained: &s.items,
+            i: self.next - 1,
+        })
     }
 
     /// Whether `current` has items left.
@@ -161,8 +242,8 @@ mod tests {
         Item::Event(crate::events::Event::Free(ev), None, None, None)
     }
 
-    fn pid(i: &Item) -> u32 {
-        match i {
+    fn pid(n: Next) -> u32 {
+        match n.item() {
             Item::Event(ev, ..) => ev.header().tgid,
             Item::History(..) => 0,
         }
@@ -172,10 +253,10 @@ mod tests {
     fn a_queue_takes_batches_up_to_its_bound_in_items_and_counts_the_rest_dropped() {
         let (tx, mut inbox) = bounded(5);
         let counts = Counts::default();
-        tx.offer(&Arc::new((1..=3).map(free).collect()), &counts);
-        tx.offer(&Arc::new((4..=7).map(free).collect()), &counts);
+        tx.offer(&Drained::new((1..=3).map(free).collect()), &counts);
+        tx.offer(&Drained::new((4..=7).map(free).collect()), &counts);
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 2, "6 and 7");
-        tx.offer(&Arc::new(vec![free(8)]), &counts);
+        tx.offer(&Drained::new(vec![free(8)]), &counts);
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 3, "full");
         assert!(inbox.blocking_wait());
         let mut got = Vec::new();
@@ -184,19 +265,47 @@ mod tests {
         }
         assert_eq!(got, [1, 2, 3, 4, 5]);
         assert_eq!(inbox.queued.load(Ordering::Relaxed), 0, "taken: room again");
-        tx.offer(&Arc::new(vec![free(9)]), &counts);
+        tx.offer(&Drained::new(vec![free(9)]), &counts);
         assert_eq!(inbox.next().map(pid), Some(9));
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 3);
         assert!(inbox.next().is_none());
     }
 
     #[test]
+    fn a_batchs_lines_are_made_once_and_every_sink_reads_the_same_bytes() {
+        let (file, mut a) = bounded(5);
+        let (otlp, mut b) = bounded(1);
+        let counts = Counts::default();
+        let batch = Drained::new(vec![free(1), free(2)]);
+        file.offer(&batch, &counts);
+        otlp.offer(&batch, &counts);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 1, "b took one");
+        let mut names = SinkNames::new(crate::containers::names::StateDirs::default());
+        let (l1, at) = {
+            let n = a.next().unwrap();
+            let l = n.line(&mut names).unwrap();
+            let mut want = Vec::new();
+            assert!(line::write(&mut want, n.item(), None));
+            assert_eq!(l, &want[..], "the line line::write makes");
+            (l.to_vec(), l.as_ptr())
+        };
+        let l2 = a.next().unwrap().line(&mut names).unwrap().to_vec();
+        assert!(l1.ends_with(b"\n") && l2.ends_with(b"\n") && l1 != l2);
+        let b1 = b.next().unwrap().line(&mut names).unwrap().as_ptr();
+        assert_eq!(
+            b1, at,
+            "the other sink reads the same line, not one of its own"
+        );
+        assert!(b.next().is_none());
+    }
+
+    #[test]
     fn a_sink_that_ended_takes_nothing_and_what_it_is_offered_is_dropped() {
         let (tx, inbox) = bounded(5);
         let counts = Counts::default();
-        tx.offer(&Arc::new(vec![free(1)]), &counts);
+        tx.offer(&Drained::new(vec![free(1)]), &counts);
         drop(inbox);
-        tx.offer(&Arc::new(vec![free(2), free(3)]), &counts);
+        tx.offer(&Drained::new(vec![free(2), free(3)]), &counts);
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 2);
     }
 
@@ -204,7 +313,7 @@ mod tests {
     fn the_inbox_ends_once_the_loop_dropped_its_end_and_everything_was_taken() {
         let (tx, mut inbox) = bounded(5);
         let counts = Counts::default();
-        tx.offer(&Arc::new(vec![free(1), free(2)]), &counts);
+        tx.offer(&Drained::new(vec![free(1), free(2)]), &counts);
         drop(tx);
         assert!(inbox.blocking_wait());
         assert_eq!(inbox.next().map(pid), Some(1));

@@ -22,11 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    line,
-    origin::{self, SinkNames},
-    Counts, Inbox, Item,
-};
+use super::{origin::SinkNames, Counts, Inbox};
 
 /// A batch is written once it holds this much, or when the queue is empty.
 const BATCH_BYTES: usize = 256 << 10;
@@ -73,16 +69,8 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, item: &Item, names: Option<&origin::Names>) -> bool {
-        let ok = line::write(&mut self.buf, item, names);
-        if ok {
-            self.ends.push(self.buf.len());
-        }
-        ok
-    }
-
-    #[cfg(test)]
-    fn push_raw(&mut self, line: &[u8]) {
+    /// A whole line, its newline included.
+    fn push(&mut self, line: &[u8]) {
         self.buf.extend_from_slice(line);
         self.ends.push(self.buf.len());
     }
@@ -134,10 +122,10 @@ pub(super) fn run(mut inbox: Inbox, mut target: Target, counts: &Counts, names: 
     let mut batch = Batch::default();
     let mut logged = Logged::default();
     while inbox.blocking_wait() {
-        while let Some(item) = inbox.next() {
-            let n = item.origin().map(|o| names.names(o));
-            if !batch.push(item, n.as_ref()) {
-                Counts::add(&counts.dropped, 1);
+        while let Some(next) = inbox.next() {
+            match next.line(names) {
+                Some(line) => batch.push(line),
+                None => Counts::add(&counts.dropped, 1),
             }
             if batch.buf.len() >= BATCH_BYTES {
                 break;

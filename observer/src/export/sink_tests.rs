@@ -18,7 +18,7 @@ fn lines(from: usize, n: usize, width: usize) -> Batch {
     for i in from..from + n {
         let mut l = format!("{i:0w$}", w = width - 1).into_bytes();
         l.push(b'\n');
-        b.push_raw(&l);
+        b.push(&l);
     }
     b
 }

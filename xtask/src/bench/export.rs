@@ -95,7 +95,9 @@ fn round(extra: &[&str]) -> Result<(f64, f64, f64, u64)> {
     let (e0, _) = agent.event_totals()?;
     let cpu0 = agent.cpu_s();
     let (wall, cpu) = time_workload(&mut super::storm_cmd())?;
-    thread::sleep(Duration::from_millis(300));
+    // The OTLP sink holds a batch up to a second (otlp/mod.rs, DELAY): the agent's CPU
+    // is read once the storm's last batch was sent, so that its records are counted.
+    thread::sleep(Duration::from_millis(1500));
     let (e1, lost) = agent.event_totals()?;
     if lost > 0 {
         bail!("the agent lost {lost} events in an export round ({extra:?})");

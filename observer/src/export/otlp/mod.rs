@@ -9,11 +9,14 @@
 //! next to the agent's hyper and rustls), and its retries are an experimental feature.
 //! Here the sink is the file sink's model: the event loop offers into a bounded queue and
 //! never waits; this thread (a current-thread runtime of its own) makes records of what
-//! waits, up to BATCH per request, and sends them — retried with exponential backoff —
+//! comes, up to BATCH per request or for DELAY (the SDK's batch processor's rule), and
+//! sends them — retried with exponential backoff —
 //! while the queue drops and counts what it cannot take. The record is the JSON line with
 //! semantic-convention attributes (`record.rs`), written as protobuf straight into the
 //! request (`wire.rs`).
 
+#[cfg(test)]
+mod batch_tests;
 mod client;
 #[cfg(test)]
 mod equivalence_tests;
@@ -34,15 +37,18 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::{
-    line,
-    origin::{Names, SinkNames},
-    Counts, Inbox, Item,
-};
+use super::{origin::SinkNames, Counts, Inbox};
 use crate::host::clock::boot_now_ns;
 
-/// Records per request: what waits is sent at once, up to this many.
+/// Records per request: a batch is sent once it holds this many, or DELAY after its
+/// first record, whichever comes first.
 const BATCH: usize = 2048;
+/// How long a batch waits for more records: the OpenTelemetry SDK's batch processor's
+/// scheduled delay (`OTEL_BLRP_SCHEDULE_DELAY`, 1 s). Sending what waited at each drain
+/// of the ring buffer made a storm of 16,000 events about 230 requests of 70 records,
+/// and the requests (HTTP, a compressor's reset, the thread's wake-ups) cost more than
+/// the records in them (docs/export.md, "What it costs").
+const DELAY: Duration = Duration::from_secs(1);
 /// Tries of one batch before it is dropped (and counted): about 15 s of backoff.
 const ATTEMPTS: u32 = 6;
 const FIRST_DELAY: Duration = Duration::from_millis(500);
@@ -53,6 +59,8 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 pub(super) struct Sink {
     client: Client,
     batch: Batch,
+    /// DELAY (shorter in tests).
+    delay: Duration,
 }
 
 impl Sink {
@@ -61,6 +69,7 @@ impl Sink {
         Ok(Sink {
             client: Client::new(cfg)?,
             batch: Batch::new(&resource()),
+            delay: DELAY,
         })
     }
 }
@@ -69,7 +78,6 @@ impl Sink {
 /// a record allocates nothing once the buffers have grown.
 struct Batch {
     request: wire::Request,
-    line: Vec<u8>,
     scratch: record::Scratch,
 }
 
@@ -77,18 +85,14 @@ impl Batch {
     fn new(resource: &Resource) -> Batch {
         Batch {
             request: wire::Request::new(resource),
-            line: Vec::new(),
             scratch: record::Scratch::default(),
         }
     }
 
-    /// Adds the record of `item` (from the container `names`); false when it makes none.
-    fn push(&mut self, item: &Item, names: Option<&Names>, offset: u64, now: u64) -> bool {
-        self.line.clear();
-        if !line::write(&mut self.line, item, names) {
-            return false;
-        }
-        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+    /// Adds the record of an item's JSON `line` (its newline is not the record's); false
+    /// when it makes none.
+    fn push(&mut self, line: &[u8], offset: u64, now: u64) -> bool {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
         let scratch = &mut self.scratch;
         self.request
             .push(|out| record::write(out, scratch, line, offset, now))
@@ -147,7 +151,7 @@ pub(super) fn run(inbox: Inbox, sink: Sink, counts: &Counts, r: &mut SinkNames) 
 async fn serve(mut inbox: Inbox, mut sink: Sink, counts: &Counts, r: &mut SinkNames) {
     let mut failing = false;
     while inbox.wait().await {
-        let unwritable = fill(&mut sink.batch, &mut inbox, r);
+        let unwritable = gather(&mut sink.batch, &mut inbox, r, sink.delay).await;
         Counts::add(&counts.dropped, unwritable);
         let n = sink.batch.request.len() as u64;
         if n == 0 {
@@ -177,18 +181,35 @@ async fn serve(mut inbox: Inbox, mut sink: Sink, counts: &Counts, r: &mut SinkNa
     }
 }
 
-/// A new request in `batch` with the records of what waits in `inbox` (up to BATCH); how
-/// many items would not make a record.
+/// A new request in `batch` with the records of what comes into `inbox` until it holds
+/// BATCH, `delay` has passed since it began, or the agent closed the queue (it stops: what
+/// waits goes at once); how many items would not make a record.
+async fn gather(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames, delay: Duration) -> u64 {
+    let until = tokio::time::Instant::now() + delay;
+    batch.request.clear();
+    let mut failed = fill(batch, inbox, r);
+    while batch.request.len() < BATCH {
+        match tokio::time::timeout_at(until, inbox.wait()).await {
+            Ok(true) => failed += fill(batch, inbox, r),
+            Ok(false) | Err(_) => break,
+        }
+    }
+    failed
+}
+
+/// The records of what waits in `inbox`, added to `batch` until it holds BATCH; how many
+/// items would not make a record.
 fn fill(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let offset = now.saturating_sub(boot_now_ns());
-    batch.request.clear();
     let mut failed = 0;
-    while let Some(item) = inbox.next() {
-        let names = item.origin().map(|o| r.names(o));
-        if !batch.push(item, names.as_ref(), offset, now) {
+    while let Some(next) = inbox.next() {
+        let made = next
+            .line(r)
+            .is_some_and(|line| batch.push(line, offset, now));
+        if !made {
             failed += 1;
         }
         if batch.request.len() >= BATCH {
