@@ -1,8 +1,9 @@
 //! The process table: the single owner of process and container state. Seeded at start-up
 //! (from the kernel's task iterator, or /proc), then driven by kernel events in order;
 //! checked and reconciled against /proc periodically. Applying an
-//! event does no I/O and, in steady state, no allocation: processes live in a hash map keyed
-//! by host pid, command lines in fixed inline buffers, children in an intrusive list.
+//! event does no I/O and allocates only for an exec (its command line and credentials, once
+//! each): processes live in a hash map keyed by host pid, command lines shared by the
+//! processes forked from an exec, children in an intrusive list.
 //!
 //! Identity is (host pid, start time): a pid whose start time changed is a new process.
 
@@ -19,7 +20,7 @@ pub(crate) mod snapshot;
 pub(crate) mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
-pub(crate) use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
+pub(crate) use process::{Adopter, Adoption, Bounded, ExitInfo, Process};
 pub(crate) use reconcile::Disagreement;
 use rustc_hash::FxHashMap;
 
@@ -205,7 +206,7 @@ impl Table {
         if let Some(par) = par {
             // A forked child runs its parent's image (its credentials and hash shared).
             p.exe = par.exe;
-            p.argv = par.argv;
+            p.argv = par.argv.clone();
             p.exec_cred = par.exec_cred.clone();
             p.exe_hash = par.exe_hash.clone();
         }
@@ -422,7 +423,7 @@ impl Table {
             };
             let p = self.procs.get_mut(&d.pid).expect("present");
             if p.argv.is_empty() {
-                p.argv = Fixed::from_bytes(&d.argv);
+                p.argv = Bounded::from_bytes(&d.argv);
             }
             p.exe = exe_id;
             if p.cgroup_id == 0 {
@@ -478,7 +479,7 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         container: None,
         comm: t.comm,
         exe: 0,
-        argv: Fixed::default(),
+        argv: Bounded::default(),
         threads: 1,
         exit: None,
         adoption: None,

@@ -1,51 +1,47 @@
-//! One process as the table knows it. Fixed-size inline buffers for comm and the command
-//! line, and the executable as an interned path (intern.rs: allocated once per distinct
-//! path), keep the event path free of allocations (a fork copies, an exec overwrites).
+//! One process as the table knows it. comm in a fixed inline buffer, the executable as an
+//! interned path (intern.rs: allocated once per distinct path) and the command line shared
+//! with the processes forked from it (a fork takes references; an exec allocates its own
+//! command line and credentials, each once).
 
 use observer_common::{COMM_LEN, MAX_PID_LEVELS, NS_COUNT, NS_PID};
 
 /// Bytes of argv kept per process (the kernel side captures the same bound).
 pub(crate) const ARGV_BYTES: usize = observer_common::ARGS_LEN;
 
-/// An inline byte string of at most N bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fixed<const N: usize> {
-    len: u16,
-    buf: [u8; N],
-}
+/// A byte string of at most N bytes (longer input is cut), shared rather than copied: a
+/// forked child holds its parent's command line (a reference count, not N bytes), and the
+/// process map's entries stay small (16 bytes here against N inline — at 50,000 processes
+/// the map's 65,536 buckets paid 16 MB for inline command lines). Empty holds nothing.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Bounded<const N: usize>(Option<std::sync::Arc<[u8]>>);
 
-impl<const N: usize> Default for Fixed<N> {
-    fn default() -> Self {
-        Fixed {
-            len: 0,
-            buf: [0; N],
-        }
-    }
-}
-
-impl<const N: usize> std::fmt::Debug for Fixed<N> {
+impl<const N: usize> std::fmt::Debug for Bounded<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(self.bytes()))
     }
 }
 
-impl<const N: usize> Fixed<N> {
+impl<const N: usize> Bounded<N> {
     pub(crate) fn from_bytes(b: &[u8]) -> Self {
-        let n = b.len().min(N);
-        let mut f = Fixed {
-            len: n as u16,
-            buf: [0; N],
-        };
-        f.buf[..n].copy_from_slice(&b[..n]);
-        f
+        let b = &b[..b.len().min(N)];
+        Bounded((!b.is_empty()).then(|| std::sync::Arc::from(b)))
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        self.0.as_deref().unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_none()
+    }
+
+    /// Whether both hold the same buffer (not merely equal bytes).
+    #[cfg(test)]
+    pub(crate) fn shares(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// NUL-separated arguments (argv buffers).
@@ -125,7 +121,7 @@ pub(crate) struct Process {
     pub(crate) comm: [u8; COMM_LEN],
     /// Interned executable path (Table::exe); 0 = unknown (processes seen first by a scan).
     pub(crate) exe: u32,
-    pub(crate) argv: Fixed<ARGV_BYTES>,
+    pub(crate) argv: Bounded<ARGV_BYTES>,
     pub(crate) threads: u32,
     /// Set when the whole thread group has exited: a zombie until reaped (freed).
     pub(crate) exit: Option<ExitInfo>,

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use observer_common::MAX_PID_LEVELS;
 
-use super::{ExitInfo, Fixed, Process, Table, Unconfirmed, CONFIRM_NS};
+use super::{Bounded, ExitInfo, Process, Table, Unconfirmed, CONFIRM_NS};
 use crate::host::scan::Scanned;
 
 /// How old a process unknown to the table must be for a check to call it a miss.
@@ -86,7 +86,7 @@ impl Table {
             container: None,
             comm,
             exe: 0,
-            argv: Fixed::from_bytes(&s.cmdline),
+            argv: Bounded::from_bytes(&s.cmdline),
             threads: s.threads.max(1),
             // /proc has no exit time: the zombie's age counts from when observer saw it; its
             // wait status is in stat.
