@@ -57,6 +57,77 @@ impl<const N: usize> Bounded<N> {
     }
 }
 
+/// A process's namespace inodes, indexed by observer_common::NS_*, shared: a container's
+/// processes, and a forked child with its parent, hold one set (8 bytes a process in the
+/// process map, not 36). Reads see the array; a write copies a set others hold first.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Namespaces(std::sync::Arc<[u32; NS_COUNT]>);
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Deref for Namespaces {
+    type Target = [u32; NS_COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Namespaces {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl Namespaces {
+    pub(crate) fn new(ns: [u32; NS_COUNT]) -> Self {
+        Namespaces(std::sync::Arc::new(ns))
+    }
+
+    /// Changes the set by `f`; a set that comes out the same is not copied (every event
+    /// carries the namespaces: they seldom change).
+    pub(crate) fn update(&mut self, f: impl FnOnce(&mut [u32; NS_COUNT])) {
+        let mut ns = *self.0;
+        f(&mut ns);
+        if ns != *self.0 {
+            self.0 = std::sync::Arc::new(ns);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shares(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The last command line and namespace set the table made for a process: the next one
+/// that has the same shares them (the seed's processes come a container at a time, a
+/// storm's children are alike), so a node's processes do not each hold a copy.
+#[derive(Debug, Default)]
+pub(crate) struct LastShared {
+    argv: Bounded<ARGV_BYTES>,
+    ns: Option<Namespaces>,
+}
+
+impl LastShared {
+    pub(crate) fn argv(&mut self, b: &[u8]) -> Bounded<ARGV_BYTES> {
+        if self.argv.bytes() != &b[..b.len().min(ARGV_BYTES)] {
+            self.argv = Bounded::from_bytes(b);
+        }
+        self.argv.clone()
+    }
+
+    pub(crate) fn ns(&mut self, ns: &[u32; NS_COUNT]) -> Namespaces {
+        match &self.ns {
+            Some(last) if **last == *ns => last.clone(),
+            _ => self.ns.insert(Namespaces::new(*ns)).clone(),
+        }
+    }
+}
+
 /// How a parent's exit left this process: who adopted it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,8 +181,8 @@ pub(crate) struct Process {
     /// Depth of the pid namespace (0 = host) and the PID at each level, host first.
     pub(crate) pid_level: u32,
     pub(crate) ns_pids: [u32; MAX_PID_LEVELS],
-    /// Namespace inodes, indexed by observer_common::NS_*.
-    pub(crate) ns: [u32; NS_COUNT],
+    /// Namespace inodes, indexed by observer_common::NS_* (shared).
+    pub(crate) ns: Namespaces,
     /// cgroup v2 id (0 when unknown).
     pub(crate) cgroup_id: u64,
     /// Interned cgroup path used for attribution (see containers::Registry).
