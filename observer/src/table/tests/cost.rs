@@ -68,3 +68,63 @@ fn apply_storm(tb: &mut crate::table::Table, events: &[Event]) {
         black_box(tb.take_ended());
     }
 }
+
+/// Resident KiB of this process (VmRSS).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `cargo test --release --lib -- --ignored --nocapture table_memory_at_50k`: what a table
+/// seeded with the scale benchmark's node (981 containers of a shell and 49 `sleep`s, one
+/// of 1,000; each container its own namespaces; 51,095 processes) adds to the resident
+/// size, and the process map's share of it by its bucket count.
+#[test]
+#[ignore = "a measurement, not a test: run it in release with --ignored --nocapture"]
+fn table_memory_at_50k() {
+    use super::scanned;
+    let mut scans = Vec::with_capacity(51_095);
+    let mut pid = 1000;
+    for c in 0..981u32 {
+        let n = if c == 0 { 1000 } else { 50 };
+        let (pidns, shell) = (4_026_600_000 + c, pid);
+        for i in 0..n {
+            let mut s = scanned(
+                pid,
+                if i == 0 { 1 } else { shell },
+                TICK,
+                "/",
+                &[pid, i + 1],
+                pidns,
+                'S',
+            );
+            s.ns[observer_common::NS_MNT] = pidns + 1_000_000;
+            s.cmdline = if i == 0 {
+                b"sh\0-c\0loop\0".to_vec()
+            } else {
+                b"sleep\036000\0".to_vec()
+            };
+            scans.push(s);
+            pid += 1;
+        }
+    }
+    let before = rss_kib();
+    let mut tb = table();
+    tb.seed(&scans, 0);
+    let after = rss_kib();
+    let buckets = (tb.len() * 8 / 7).next_power_of_two();
+    let entry = std::mem::size_of::<(u32, crate::table::Process)>();
+    println!(
+        "table of {} processes: +{:.1} MB resident; the process map {} buckets × {} bytes = {:.1} MB",
+        tb.len(),
+        (after - before) as f64 / 1024.0,
+        buckets,
+        entry,
+        (buckets * (entry + 1)) as f64 / 1048576.0
+    );
+    black_box(&tb);
+}
