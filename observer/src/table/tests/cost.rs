@@ -106,7 +106,7 @@ fn table_memory_at_50k() {
             s.cmdline = if i == 0 {
                 b"sh\0-c\0loop\0".to_vec()
             } else {
-                b"sleep\036000\0".to_vec()
+                b"sleep\x0036000\0".to_vec()
             };
             scans.push(s);
             pid += 1;
