@@ -1,5 +1,6 @@
 //! The process entry: small, and sharing its command line and namespaces with its
 //! parent's rather than holding copies (the process map is the agent's biggest allocation).
+
 use super::{exec, fork, table, task, HOST_NS, TICK};
 use crate::table::Process;
 
