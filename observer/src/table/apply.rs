@@ -1,10 +1,10 @@
 //! Applying one kernel event to the table: the process it concerns is created, refreshed,
-//! ended or removed, and its container's counters move. No I/O, and in steady state no
-//! allocation.
+//! ended or removed, and its container's counters move. No I/O, and no allocation but an
+//! exec's (its command line and credentials).
 
 use observer_common::{CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FreeEvent};
 
-use super::{ExitInfo, Fixed, Table};
+use super::{Bounded, ExitInfo, Table};
 use crate::events::{c_str, Event};
 
 impl Table {
@@ -79,7 +79,7 @@ impl Table {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.comm = e.task.comm;
             p.exe = exe;
-            p.argv = Fixed::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
+            p.argv = Bounded::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
             p.exec_cred = Some(std::sync::Arc::new(super::process::ExecCred::of(e)));
             // The agent sets the new image's (set_exe_hash); other callers leave none.
             p.exe_hash = None;

@@ -1,8 +1,9 @@
 //! The process table: the single owner of process and container state. Seeded at start-up
 //! (from the kernel's task iterator, or /proc), then driven by kernel events in order;
 //! checked and reconciled against /proc periodically. Applying an
-//! event does no I/O and, in steady state, no allocation: processes live in a hash map keyed
-//! by host pid, command lines in fixed inline buffers, children in an intrusive list.
+//! event does no I/O and allocates only for an exec (its command line and credentials, once
+//! each): processes live in a hash map keyed by host pid, command lines shared by the
+//! processes forked from an exec, children in an intrusive list.
 //!
 //! Identity is (host pid, start time): a pid whose start time changed is a new process.
 
@@ -19,7 +20,7 @@ pub(crate) mod snapshot;
 pub(crate) mod summary;
 
 use observer_common::{EventKind, TaskInfo, KIND_SLOTS, NS_COUNT};
-pub(crate) use process::{Adopter, Adoption, ExitInfo, Fixed, Process};
+pub(crate) use process::{Adopter, Adoption, Bounded, ExitInfo, Process};
 pub(crate) use reconcile::Disagreement;
 use rustc_hash::FxHashMap;
 
@@ -107,6 +108,8 @@ pub(crate) struct Table {
     cgroupfs: CgroupFs,
     /// Boot-clock ns of the last cgroup-tree walk (walks are rate-limited to one a second).
     last_walk_ns: u64,
+    /// What the next new process may share with the last one made.
+    shared: process::LastShared,
 }
 
 impl Table {
@@ -127,6 +130,7 @@ impl Table {
             tick_ns: scan::tick_ns(),
             cgroupfs,
             last_walk_ns: 0,
+            shared: process::LastShared::default(),
         }
     }
 
@@ -200,12 +204,16 @@ impl Table {
             }
             self.remove(pid); // pid reused: the old process's free was missed
         }
-        let mut p = new_process(pid, t);
         let par = self.procs.get(&t.ppid);
+        let ns = match par {
+            Some(par) if *par.ns == t.ns => par.ns.clone(),
+            _ => self.shared.ns(&t.ns),
+        };
+        let mut p = new_process(pid, t, ns);
         if let Some(par) = par {
             // A forked child runs its parent's image (its credentials and hash shared).
             p.exe = par.exe;
-            p.argv = par.argv;
+            p.argv = par.argv.clone();
             p.exec_cred = par.exec_cred.clone();
             p.exe_hash = par.exe_hash.clone();
         }
@@ -237,7 +245,7 @@ impl Table {
             }
             self.remove(pid);
         }
-        let mut p = new_process(pid, t);
+        let mut p = new_process(pid, t, self.shared.ns(&t.ns));
         p.start_exact = leader;
         p.cgroup = self.path_of_cgroup_id(t.cgroup_id, 0).unwrap_or(NO_PATH);
         self.insert(p);
@@ -260,7 +268,7 @@ impl Table {
             p.ns_pids = t.ns_pids;
         }
         let old_pidns = p.pidns();
-        merge_ns(&mut p.ns, &t.ns);
+        p.ns.update(|ns| merge_ns(ns, &t.ns));
         if p.cgroup_id == 0 {
             p.cgroup_id = t.cgroup_id;
         }
@@ -422,17 +430,19 @@ impl Table {
             };
             let p = self.procs.get_mut(&d.pid).expect("present");
             if p.argv.is_empty() {
-                p.argv = Fixed::from_bytes(&d.argv);
+                p.argv = self.shared.argv(&d.argv);
             }
             p.exe = exe_id;
             if p.cgroup_id == 0 {
                 p.cgroup_id = d.cgroup_id;
             }
-            for (have, read) in p.ns.iter_mut().zip(d.ns) {
-                if *have == 0 {
-                    *have = read;
+            p.ns.update(|ns| {
+                for (have, read) in ns.iter_mut().zip(d.ns) {
+                    if *have == 0 {
+                        *have = read;
+                    }
                 }
-            }
+            });
             filled.push(d.pid);
         }
         self.note_startup_entries(&filled);
@@ -462,7 +472,7 @@ impl Table {
     }
 }
 
-fn new_process(pid: u32, t: &TaskInfo) -> Process {
+fn new_process(pid: u32, t: &TaskInfo, ns: process::Namespaces) -> Process {
     Process {
         pid,
         start_time_ns: t.start_time_ns,
@@ -472,13 +482,13 @@ fn new_process(pid: u32, t: &TaskInfo) -> Process {
         gid: t.gid,
         pid_level: t.pid_level,
         ns_pids: t.ns_pids,
-        ns: t.ns,
+        ns,
         cgroup_id: t.cgroup_id,
         cgroup: NO_PATH,
         container: None,
         comm: t.comm,
         exe: 0,
-        argv: Fixed::default(),
+        argv: Bounded::default(),
         threads: 1,
         exit: None,
         adoption: None,

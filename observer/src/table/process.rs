@@ -1,51 +1,47 @@
-//! One process as the table knows it. Fixed-size inline buffers for comm and the command
-//! line, and the executable as an interned path (intern.rs: allocated once per distinct
-//! path), keep the event path free of allocations (a fork copies, an exec overwrites).
+//! One process as the table knows it. comm in a fixed inline buffer, the executable as an
+//! interned path (intern.rs: allocated once per distinct path) and the command line shared
+//! with the processes forked from it (a fork takes references; an exec allocates its own
+//! command line and credentials, each once).
 
 use observer_common::{COMM_LEN, MAX_PID_LEVELS, NS_COUNT, NS_PID};
 
 /// Bytes of argv kept per process (the kernel side captures the same bound).
 pub(crate) const ARGV_BYTES: usize = observer_common::ARGS_LEN;
 
-/// An inline byte string of at most N bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fixed<const N: usize> {
-    len: u16,
-    buf: [u8; N],
-}
+/// A byte string of at most N bytes (longer input is cut), shared rather than copied: a
+/// forked child holds its parent's command line (a reference count, not N bytes), and the
+/// process map's entries stay small (16 bytes here against N inline — at 50,000 processes
+/// the map's 65,536 buckets paid 16 MB for inline command lines). Empty holds nothing.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Bounded<const N: usize>(Option<std::sync::Arc<[u8]>>);
 
-impl<const N: usize> Default for Fixed<N> {
-    fn default() -> Self {
-        Fixed {
-            len: 0,
-            buf: [0; N],
-        }
-    }
-}
-
-impl<const N: usize> std::fmt::Debug for Fixed<N> {
+impl<const N: usize> std::fmt::Debug for Bounded<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(self.bytes()))
     }
 }
 
-impl<const N: usize> Fixed<N> {
+impl<const N: usize> Bounded<N> {
     pub(crate) fn from_bytes(b: &[u8]) -> Self {
-        let n = b.len().min(N);
-        let mut f = Fixed {
-            len: n as u16,
-            buf: [0; N],
-        };
-        f.buf[..n].copy_from_slice(&b[..n]);
-        f
+        let b = &b[..b.len().min(N)];
+        Bounded((!b.is_empty()).then(|| std::sync::Arc::from(b)))
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        self.0.as_deref().unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_none()
+    }
+
+    /// Whether both hold the same buffer (not merely equal bytes).
+    #[cfg(test)]
+    pub(crate) fn shares(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// NUL-separated arguments (argv buffers).
@@ -58,6 +54,77 @@ impl<const N: usize> Fixed<N> {
         b.split(|&c| c == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
+    }
+}
+
+/// A process's namespace inodes, indexed by observer_common::NS_*, shared: a container's
+/// processes, and a forked child with its parent, hold one set (8 bytes a process in the
+/// process map, not 36). Reads see the array; a write copies a set others hold first.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Namespaces(std::sync::Arc<[u32; NS_COUNT]>);
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Deref for Namespaces {
+    type Target = [u32; NS_COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Namespaces {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl Namespaces {
+    pub(crate) fn new(ns: [u32; NS_COUNT]) -> Self {
+        Namespaces(std::sync::Arc::new(ns))
+    }
+
+    /// Changes the set by `f`; a set that comes out the same is not copied (every event
+    /// carries the namespaces: they seldom change).
+    pub(crate) fn update(&mut self, f: impl FnOnce(&mut [u32; NS_COUNT])) {
+        let mut ns = *self.0;
+        f(&mut ns);
+        if ns != *self.0 {
+            self.0 = std::sync::Arc::new(ns);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shares(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The last command line and namespace set the table made for a process: the next one
+/// that has the same shares them (the seed's processes come a container at a time, a
+/// storm's children are alike), so a node's processes do not each hold a copy.
+#[derive(Debug, Default)]
+pub(crate) struct LastShared {
+    argv: Bounded<ARGV_BYTES>,
+    ns: Option<Namespaces>,
+}
+
+impl LastShared {
+    pub(crate) fn argv(&mut self, b: &[u8]) -> Bounded<ARGV_BYTES> {
+        if self.argv.bytes() != &b[..b.len().min(ARGV_BYTES)] {
+            self.argv = Bounded::from_bytes(b);
+        }
+        self.argv.clone()
+    }
+
+    pub(crate) fn ns(&mut self, ns: &[u32; NS_COUNT]) -> Namespaces {
+        match &self.ns {
+            Some(last) if **last == *ns => last.clone(),
+            _ => self.ns.insert(Namespaces::new(*ns)).clone(),
+        }
     }
 }
 
@@ -114,8 +181,8 @@ pub(crate) struct Process {
     /// Depth of the pid namespace (0 = host) and the PID at each level, host first.
     pub(crate) pid_level: u32,
     pub(crate) ns_pids: [u32; MAX_PID_LEVELS],
-    /// Namespace inodes, indexed by observer_common::NS_*.
-    pub(crate) ns: [u32; NS_COUNT],
+    /// Namespace inodes, indexed by observer_common::NS_* (shared).
+    pub(crate) ns: Namespaces,
     /// cgroup v2 id (0 when unknown).
     pub(crate) cgroup_id: u64,
     /// Interned cgroup path used for attribution (see containers::Registry).
@@ -125,7 +192,7 @@ pub(crate) struct Process {
     pub(crate) comm: [u8; COMM_LEN],
     /// Interned executable path (Table::exe); 0 = unknown (processes seen first by a scan).
     pub(crate) exe: u32,
-    pub(crate) argv: Fixed<ARGV_BYTES>,
+    pub(crate) argv: Bounded<ARGV_BYTES>,
     pub(crate) threads: u32,
     /// Set when the whole thread group has exited: a zombie until reaped (freed).
     pub(crate) exit: Option<ExitInfo>,

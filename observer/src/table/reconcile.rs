@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use observer_common::MAX_PID_LEVELS;
 
-use super::{ExitInfo, Fixed, Process, Table, Unconfirmed, CONFIRM_NS};
+use super::{ExitInfo, Process, Table, Unconfirmed, CONFIRM_NS};
 use crate::host::scan::Scanned;
 
 /// How old a process unknown to the table must be for a check to call it a miss.
@@ -80,13 +80,13 @@ impl Table {
             gid: s.gid,
             pid_level: s.ns_pids.len().saturating_sub(1) as u32,
             ns_pids,
-            ns: s.ns,
+            ns: self.shared.ns(&s.ns),
             cgroup_id: s.cgroup_id,
             cgroup,
             container: None,
             comm,
             exe: 0,
-            argv: Fixed::from_bytes(&s.cmdline),
+            argv: self.shared.argv(&s.cmdline),
             threads: s.threads.max(1),
             // /proc has no exit time: the zombie's age counts from when observer saw it; its
             // wait status is in stat.

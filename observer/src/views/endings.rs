@@ -228,7 +228,7 @@ fn init_view(i: &InitEnd, now_ns: u64) -> InitEndView {
 
 pub(crate) fn ended_view(e: &Ended, now_ns: u64) -> EndedView {
     let st = exit_status(e.status);
-    let argv = crate::table::Fixed::<{ crate::table::process::ARGV_BYTES }>::from_bytes(&e.argv);
+    let argv = crate::table::Bounded::<{ crate::table::process::ARGV_BYTES }>::from_bytes(&e.argv);
     let cred = e
         .exec
         .as_deref()

@@ -254,7 +254,7 @@ pub(crate) fn process_view(
         cpu_s: (live.cpu_ticks * tick) as f64 / 1e9,
         rss_bytes: live.rss_pages * basis.page_size,
         pidns: p.pidns(),
-        ns: crate::views::event_line::NsJson(p.ns),
+        ns: crate::views::event_line::NsJson(*p.ns),
         cgroup: snap.cgroup(p.cgroup).to_string(),
         cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
         container,

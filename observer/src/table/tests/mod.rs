@@ -5,6 +5,8 @@ use observer_common::*;
 use super::*;
 use crate::{containers::cgroup::Runtime, events::Event, host::scan::Scanned};
 
+mod cost;
+mod entry;
 mod history;
 mod sessions;
 mod startup;

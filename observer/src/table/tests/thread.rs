@@ -83,3 +83,21 @@ fn a_thread_moved_to_another_cgroup_alone_leaves_its_process_where_it_was() {
     assert_eq!((p.cgroup, p.cgroup_id), before);
     assert_eq!(p.container, None);
 }
+
+/// A forked child holds its parent's namespace set (shared, not a copy); when the child
+/// unshares, it gets a set of its own and the parent's stays as it was.
+#[test]
+fn a_forked_child_shares_its_parents_namespaces_until_it_changes_one() {
+    let mut tb = table();
+    let parent = task(1, &[500], HOST_NS, TICK, "sh");
+    tb.apply(&fork(500, parent));
+    let mut child = task(500, &[510], HOST_NS, 2 * TICK, "sh");
+    tb.apply(&fork(510, child));
+    assert!(tb.get(510).unwrap().ns.shares(&tb.get(500).unwrap().ns));
+    child.ns[NS_NET] = 4026532990;
+    tb.apply(&ns_event(EventKind::Unshare, 510, 510, child));
+    let (p, c) = (tb.get(500).unwrap(), tb.get(510).unwrap());
+    assert_eq!((c.ns[NS_NET], c.ns[NS_MNT]), (4026532990, 7));
+    assert_eq!(p.ns[NS_NET], 0, "the parent's set is untouched");
+    assert!(!c.ns.shares(&p.ns));
+}
