@@ -306,9 +306,7 @@ fn generation_answers(before: impl FnOnce(&mut crate::table::Table, u32, u64)) -
         .flat_map(|(t, k)| t.history().of(k).into_iter().flatten().cloned())
         .map(|e| (first.clone(), e))
         .collect();
-    let dir = std::env::temp_dir().join(format!("observer-api-gen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = store_dir("gen");
     let store = two_boots(&dir, &[], &all);
     let src = EndsAfterRegistry {
         table: tb.into(),
@@ -332,6 +330,17 @@ fn generation_answers(before: impl FnOnce(&mut crate::table::Table, u32, u64)) -
     let answers = [pids(&first), pids(&later)];
     let _ = std::fs::remove_dir_all(&dir);
     answers
+}
+
+/// A new directory for a store of one call's own: the tests run in parallel, and a store
+/// file another test holds open does not open (two of them shared one and failed at times).
+fn store_dir(name: &str) -> std::path::PathBuf {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("observer-api-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A process of `tb` ends at `at` and is reaped: its history entry.
