@@ -9,13 +9,13 @@
 //! an agent restart). The id (the inode) names them all, and the newest answers.
 
 use super::{db::ContainerRec, read::containers, Store};
-use crate::containers::ContainerKey;
+use crate::containers::{cgroup::Runtime, ContainerKey};
 
 /// Which of a stored container's generations a reference named.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Gens {
-    /// All of them (its id or id prefix; a container that is not bare has one): the
-    /// newest answers.
+    /// All of them (its id or id prefix; any reference of a container that is not bare,
+    /// which has one): the newest answers.
     #[default]
     All,
     /// Those that bore the name asked for (the store's numbers, the newest first): the
@@ -78,10 +78,20 @@ impl Store {
             } else {
                 &before
             };
+        // A key that is not a bare container's is one container (its memory's history is
+        // its own): all of it.
+        let by = |key: &ContainerKey, c: &ContainerRec| match named(c)? {
+            By::Name if key.runtime == Runtime::Bare => Some(By::Name),
+            _ => Some(By::Id),
+        };
         let mut hits: Vec<(u32, ContainerKey, By)> = all
             .0
             .iter()
-            .filter_map(|(n, c)| Some((*n, c.key()?, named(c)?)))
+            .filter_map(|(n, c)| {
+                let key = c.key()?;
+                let b = by(&key, c)?;
+                Some((*n, key, b))
+            })
             .collect();
         // Each key's generations together, the newest first.
         hits.sort_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));

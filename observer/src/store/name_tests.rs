@@ -66,6 +66,8 @@ fn a_renamed_container_is_stored_with_its_new_name_and_found_by_both() {
     let mut o = open_store(&s).unwrap();
     let found = vec![(key("abcdef0123"), Some("api".to_string()))];
     assert_eq!(pairs(s.find("api")), found, "its new name");
+    // One container (not a bare one's generations): the memory's history of it is its own.
+    assert_eq!(s.find("api")[0].gens, super::Gens::All);
     assert_eq!(
         pairs(s.find("web")),
         found,

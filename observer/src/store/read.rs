@@ -12,7 +12,7 @@ use super::{
     Reading, Store,
 };
 use crate::{
-    containers::ContainerKey,
+    containers::{cgroup::Runtime, ContainerKey},
     host::clock::{boot_now_ns, unix_now_ns},
     table::history::Ended,
 };
@@ -158,7 +158,11 @@ impl Store {
                     key: c.key()?,
                     name: c.name.clone(),
                     sandbox: c.sandbox,
-                    gens: Gens::Named(vec![n]),
+                    gens: if c.runtime == Runtime::Bare.as_str() {
+                        Gens::Named(vec![n])
+                    } else {
+                        Gens::All
+                    },
                 })
             })
             .collect();
