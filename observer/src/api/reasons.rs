@@ -7,10 +7,11 @@
 
 use super::{
     assemble::{self, ViewCtx},
-    service::{dated_entries, history_key, snap, ApiError, Dated, Source},
+    service::{dated_entries, history_key, snap, ApiError, Dated, Named, Source},
 };
 use crate::{
     containers::{ContainerData, ContainerKey},
+    store::Gens,
     table::{
         snapshot::{Scope, Snapshot},
         summary::ContainerSummary,
@@ -33,7 +34,7 @@ pub(crate) fn why(
     boot: Option<i32>,
 ) -> Result<WhyView, ApiError> {
     match history_key(src, ctx, query) {
-        Ok((key, summary)) => why_container(src, ctx, query, key, summary, boot),
+        Ok(named) => why_container(src, ctx, query, named, boot),
         Err(ApiError::IsPod { .. }) => why_pod(src, ctx, query, boot)?.ok_or(ApiError::NotFound {
             query: query.into(),
             candidates: vec![],
@@ -159,7 +160,12 @@ fn why_pod(
                 .unwrap_or_else(|| short_id(&base.container.key.id));
             let key = base.container.key.clone();
             let live = s.container(i).cloned();
-            let why = member_why(src, ctx, &name, key.clone(), live, boot)?;
+            let named = Named {
+                key: key.clone(),
+                summary: live,
+                gens: Gens::All,
+            };
+            let why = member_why(src, ctx, &name, named, boot)?;
             members.push(PodMemberWhy {
                 name,
                 id: key.id,
@@ -200,7 +206,13 @@ fn why_stored_pod(
             .name
             .filter(|n| *n != m.key.id)
             .unwrap_or_else(|| short_id(&m.key.id));
-        let why = member_why(src, ctx, &name, m.key.clone(), None, boot)?;
+        // The generation its pod had (a bare container's inode is reused).
+        let named = Named {
+            key: m.key.clone(),
+            summary: None,
+            gens: m.gens,
+        };
+        let why = member_why(src, ctx, &name, named, boot)?;
         members.push(PodMemberWhy {
             name,
             id: m.key.id,
@@ -328,11 +340,10 @@ fn member_why(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     name: &str,
-    key: ContainerKey,
-    summary: Option<ContainerSummary>,
+    named: Named,
     boot: Option<i32>,
 ) -> Result<WhyView, ApiError> {
-    match why_container(src, ctx, name, key, summary, boot) {
+    match why_container(src, ctx, name, named, boot) {
         Err(ApiError::NotInBoot { boot, .. }) => Ok(no_record(name, boot)),
         r => r,
     }
@@ -350,10 +361,10 @@ fn why_container(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
-    key: ContainerKey,
-    summary: Option<ContainerSummary>,
+    named: Named,
     boot: Option<i32>,
 ) -> Result<WhyView, ApiError> {
+    let Named { key, summary, gens } = named;
     let now = ctx.now_ns;
     let subject = format!("container {query}");
     if let Some(c) = summary.as_ref().filter(|_| boot.unwrap_or(0) == 0) {
@@ -368,13 +379,13 @@ fn why_container(
             return Ok(why::live(subject, &w, ns_init, signals_of(&s, p.pid, now)));
         }
     }
-    let entries = dated_entries(src, ctx, vec![key.clone()], boot)?.0;
+    let entries = dated_entries(src, ctx, &key, &gens, boot)?.0;
     let chosen = match boot {
         Some(b) if entries.is_empty() && !(b == 0 && summary.is_some()) => {
             return Err(ApiError::NotInBoot {
                 query: query.into(),
                 boot: b,
-                boots: boots_of(src, ctx, &key, summary.is_some())?,
+                boots: boots_of(src, ctx, &key, &gens, summary.is_some())?,
             });
         }
         Some(b) => b,
@@ -398,16 +409,18 @@ fn why_container(
 }
 
 /// The boots `key` has records in, the newest first: this one when it runs or the
-/// in-memory history has it, and those of the history store.
+/// in-memory history has it (unless only the store answers: `Named::gens`), and those of
+/// the history store.
 fn boots_of(
     src: &dyn Source,
     ctx: &ViewCtx,
     key: &ContainerKey,
+    gens: &Gens,
     live: bool,
 ) -> Result<Vec<i32>, ApiError> {
-    let mut boots = ctx.store.map(|s| s.boots(key)).unwrap_or_default();
+    let mut boots = ctx.store.map(|s| s.boots_of(key, gens)).unwrap_or_default();
     let s = snap(src, Scope::History(vec![key.clone()]))?;
-    let in_memory = s.history.iter().any(|(_, es)| !es.is_empty());
+    let in_memory = *gens == Gens::All && s.history.iter().any(|(_, es)| !es.is_empty());
     if (live || in_memory) && !boots.contains(&0) {
         boots.insert(0, 0);
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::assemble::{self, ViewCtx};
 use crate::{
     containers::{pods::Pod, ContainerKey},
-    store::Bounds,
+    store::{Bounds, Gens},
     table::{
         history::Ended,
         snapshot::{Scope, Snapshot},
@@ -223,6 +223,28 @@ pub(crate) fn zombies(src: &dyn Source, ctx: &mut ViewCtx) -> Result<Vec<ZombieV
     Ok(assemble::zombies(ctx, &snap(src, Scope::Zombies)?))
 }
 
+/// What a history or `why` reference names: a container's key, its summary while it runs,
+/// and which of its stored generations answer.
+pub(crate) struct Named {
+    pub(crate) key: ContainerKey,
+    pub(crate) summary: Option<ContainerSummary>,
+    /// `Gens::All` but for a container only the history store knows by the name asked (a
+    /// bare container's earlier generation, the agent's memory knowing none by it): the
+    /// generations that bore the name, and only the store answers for them — the memory's
+    /// history of the same inode is another namespace's (issue #26).
+    pub(crate) gens: Gens,
+}
+
+impl Named {
+    fn of(key: ContainerKey, summary: Option<ContainerSummary>) -> Named {
+        Named {
+            key,
+            summary,
+            gens: Gens::All,
+        }
+    }
+}
+
 /// The container a history or `why` reference names: a container the registry has, or
 /// one only a history remains of (its runtime removed it and the registry let it go),
 /// by id, id prefix or the name it last had.
@@ -230,12 +252,12 @@ pub(super) fn history_key(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
-) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
+) -> Result<Named, ApiError> {
     // The container's own snapshot (from its member set, checked to be of the registry
     // generation the reference was resolved in), not every container's summary.
     match container_snapshot(src, ctx, query) {
         Ok((s, Target::Container(i))) => match s.container(i) {
-            Some(c) => Ok((c.container.key.clone(), Some(c.clone()))),
+            Some(c) => Ok(Named::of(c.container.key.clone(), Some(c.clone()))),
             // Its last process ended between the two looks: only its history remains.
             None => ended_container_key(src, ctx, query, Vec::new()),
         },
@@ -250,39 +272,47 @@ pub(super) fn history_key(
 }
 
 /// The key of a container only a history remains of (in memory, or in the history
-/// store), by id, id prefix or last name.
+/// store), by id, id prefix or last name. What the memory knows answers for it; what only
+/// the store knows, with the generations the reference named.
 fn ended_container_key(
     src: &dyn Source,
     ctx: &mut ViewCtx,
     query: &str,
     candidates: Vec<String>,
-) -> Result<(ContainerKey, Option<ContainerSummary>), ApiError> {
+) -> Result<Named, ApiError> {
     let keys = snap(src, Scope::History(Vec::new()))?.history_keys;
     let q = query.trim();
-    let mut hits: Vec<ContainerKey> = Vec::new();
+    let mut hits: Vec<Named> = Vec::new();
     let found = keys.into_iter().filter(|k| {
         k.id == q
             || (q.len() >= 4 && k.id.starts_with(q))
             || ctx.meta(k, None, None).name.as_deref() == Some(q)
     });
-    let stored = ctx.store.map(|s| s.find(q)).unwrap_or_default();
     // Generations of one bare container's inode (containers::ContainerKey): the newest.
-    for k in found.chain(stored.into_iter().map(|(k, _)| k)) {
-        match hits.iter_mut().find(|h| h.same_base(&k)) {
-            Some(h) if h.generation < k.generation => *h = k,
+    for k in found {
+        match hits.iter_mut().find(|h| h.key.same_base(&k)) {
+            Some(h) if h.key.generation < k.generation => h.key = k,
             Some(_) => {}
-            None => hits.push(k),
+            None => hits.push(Named::of(k, None)),
+        }
+    }
+    for f in ctx.store.map(|s| s.find(q)).unwrap_or_default() {
+        if !hits.iter().any(|h| h.key.same_base(&f.key)) {
+            hits.push(Named {
+                gens: f.gens,
+                ..Named::of(f.key, None)
+            });
         }
     }
     match hits.len() {
-        1 => Ok((hits.into_iter().next().expect("one"), None)),
+        1 => Ok(hits.into_iter().next().expect("one")),
         0 => Err(ApiError::NotFound {
             query: query.into(),
             candidates,
         }),
         _ => Err(ApiError::Ambiguous {
             query: query.into(),
-            candidates: hits.iter().map(|k| k.id.clone()).collect(),
+            candidates: hits.iter().map(|h| h.key.id.clone()).collect(),
         }),
     }
 }
@@ -294,20 +324,25 @@ pub(super) struct Dated {
     pub(super) now_ns: u64,
 }
 
-/// The ended processes of these containers, from memory and from the history store (an
-/// entry in both once), oldest first; and the evictions from the in-memory histories.
+/// The ended processes of a container, from memory and from the history store (an entry
+/// in both once), oldest first; and the evictions from the in-memory histories. `gens`:
+/// its stored generations that answer (`Named::gens`: when not all, the store alone).
 /// `boot`: only of that boot (0 this one, -1 the one before...); of a bare container's
 /// inode, the generation that has entries in it.
 pub(super) fn dated_entries(
     src: &dyn Source,
     ctx: &ViewCtx,
-    keys: Vec<ContainerKey>,
+    key: &ContainerKey,
+    gens: &Gens,
     boot: Option<i32>,
 ) -> Result<(Vec<Dated>, u64), ApiError> {
-    let s = snap(src, Scope::History(keys.clone()))?;
+    let s = snap(src, Scope::History(vec![key.clone()]))?;
     let mut seen = rustc_hash::FxHashSet::default();
     let mut out: Vec<Dated> = Vec::new();
-    let memory = s.history.iter().filter(|_| boot.is_none_or(|b| b == 0));
+    let memory = s
+        .history
+        .iter()
+        .filter(|_| *gens == Gens::All && boot.is_none_or(|b| b == 0));
     for e in memory.flat_map(|(_, es)| es) {
         seen.insert((e.pid, e.start_ns));
         out.push(Dated {
@@ -315,25 +350,21 @@ pub(super) fn dated_entries(
             now_ns: ctx.now_ns,
         });
     }
-    for key in &keys {
-        let stored = ctx
-            .store
-            .map(|st| match (boot, generation_bounds(&s, key)) {
-                (Some(0) | None, Some(b)) => st.entries_within(key, b),
-                (Some(b), _) => st.entries_in(key, b),
-                (None, None) => st.entries(key),
-            });
-        for st in stored.unwrap_or_default() {
-            if st.boot == 0 && seen.contains(&(st.ended.pid, st.ended.start_ns)) {
-                continue;
-            }
-            let mut view = endings::ended_view(&st.ended, st.now_ns);
-            view.boot = st.boot;
-            out.push(Dated {
-                view,
-                now_ns: st.now_ns,
-            });
+    let bounds = generation_bounds(&s, key).filter(|_| *gens == Gens::All);
+    let stored = ctx.store.map(|st| match (boot, bounds) {
+        (Some(0) | None, Some(b)) => st.entries_within(key, b),
+        _ => st.entries_of(key, gens, boot),
+    });
+    for st in stored.unwrap_or_default() {
+        if st.boot == 0 && seen.contains(&(st.ended.pid, st.ended.start_ns)) {
+            continue;
         }
+        let mut view = endings::ended_view(&st.ended, st.now_ns);
+        view.boot = st.boot;
+        out.push(Dated {
+            view,
+            now_ns: st.now_ns,
+        });
     }
     out.sort_by_key(|d| (d.view.boot, d.view.end_time_ns));
     Ok((out, s.history_evicted))
@@ -371,17 +402,19 @@ pub(crate) fn history(
     query: &str,
     filter: &HistoryFilter,
 ) -> Result<HistoryView, ApiError> {
-    let (key, _) = history_key(src, ctx, query)?;
-    let (entries, evicted_total) = dated_entries(src, ctx, vec![key.clone()], filter.boot)?;
+    let Named { key, gens, .. } = history_key(src, ctx, query)?;
+    let (entries, evicted_total) = dated_entries(src, ctx, &key, &gens, filter.boot)?;
     let entries = entries
         .into_iter()
         .filter(|d| filter.keep(&d.view, d.now_ns))
         .map(|d| d.view)
         .collect();
-    let name = ctx
-        .meta(&key, None, None)
-        .name
-        .or_else(|| ctx.store.and_then(|s| s.name(&key)));
+    let stored = |ctx: &ViewCtx| ctx.store.and_then(|s| s.name_of(&key, &gens));
+    // The runtime's name of the key is the memory's generation's.
+    let name = match &gens {
+        Gens::All => ctx.meta(&key, None, None).name.or_else(|| stored(ctx)),
+        Gens::Named(_) => stored(ctx),
+    };
     Ok(HistoryView {
         runtime: key.runtime.as_str().to_string(),
         id: key.id,

@@ -271,7 +271,7 @@ fn generation_answers(before: impl FnOnce(&mut crate::table::Table, u32, u64)) -
     use crate::{
         containers::{cgroup::Runtime, ContainerKey},
         host::clock::boot_now_ns,
-        store::tests::two_boots,
+        store::{tests::two_boots, Gens},
         table::tests::{fork, table, task, TICK},
     };
     let pidns = 4026532300;
@@ -306,9 +306,7 @@ fn generation_answers(before: impl FnOnce(&mut crate::table::Table, u32, u64)) -
         .flat_map(|(t, k)| t.history().of(k).into_iter().flatten().cloned())
         .map(|e| (first.clone(), e))
         .collect();
-    let dir = std::env::temp_dir().join(format!("observer-api-gen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = store_dir("gen");
     let store = two_boots(&dir, &[], &all);
     let src = EndsAfterRegistry {
         table: tb.into(),
@@ -326,12 +324,23 @@ fn generation_answers(before: impl FnOnce(&mut crate::table::Table, u32, u64)) -
         store: Some(&store),
     };
     let pids = |k: &ContainerKey| -> Vec<u32> {
-        let (d, _) = service::dated_entries(&src, &ctx, vec![k.clone()], None).unwrap();
+        let (d, _) = service::dated_entries(&src, &ctx, k, &Gens::All, None).unwrap();
         d.iter().map(|d| d.view.pid).collect()
     };
     let answers = [pids(&first), pids(&later)];
     let _ = std::fs::remove_dir_all(&dir);
     answers
+}
+
+/// A new directory for a store of one call's own: the tests run in parallel, and a store
+/// file another test holds open does not open (two of them shared one and failed at times).
+fn store_dir(name: &str) -> std::path::PathBuf {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("observer-api-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A process of `tb` ends at `at` and is reaped: its history entry.
@@ -371,4 +380,121 @@ fn an_earlier_generation_is_answered_with_the_entries_only_the_store_has() {
         end(tb, 502, child, t0 + TICK);
     });
     assert_eq!((first, later), (vec![502, 501, 500], vec![600]));
+}
+
+/// `history` and `why` of a bare container's generations (store::generation_tests's three:
+/// `then` in the boot before, `first` and `second` in this one), stored by earlier agents:
+/// the memory of this one has none of them, or only `ended` later namespaces of the inode.
+/// For each query and boot: the answer's name and (pid, boot) of its entries; `why`'s PID 1
+/// (pid, exit code, boot), or the boots a NotInBoot error lists.
+type Answers = Vec<(
+    Option<String>,
+    Vec<(u32, i32)>,
+    Result<(u32, i32, i32), Vec<i32>>,
+)>;
+
+fn generations_after_restart(ended: &[(u32, u64)], queries: &[(&str, Option<i32>)]) -> Answers {
+    use crate::{
+        host::clock::boot_now_ns,
+        store::generation_tests::three_generations,
+        table::tests::{fork, table, task},
+        views::endings::HistoryFilter,
+    };
+    let dir = store_dir("genname");
+    let store = three_generations(&dir);
+    let mut tb = table();
+    for &(pid, start) in ended {
+        let t = task(10, &[pid, 1], 4026532300, start, "later");
+        tb.apply(&fork(pid, t));
+        end(&mut tb, pid, t, start + 1_000_000_000);
+    }
+    let src = EndsAfterRegistry {
+        table: tb.into(),
+        end: None.into(),
+    };
+    let resolver =
+        std::sync::Mutex::new(crate::containers::names::Resolver::new(Default::default()));
+    let cgroupfs = CgroupFs::default();
+    let mut ctx = assemble::ViewCtx {
+        now_ns: boot_now_ns(),
+        resolver: &resolver,
+        cgroupfs: &cgroupfs,
+        cgroup_files: None,
+        stat_files: None,
+        store: Some(&store),
+    };
+    let mut out = Vec::new();
+    for &(q, boot) in queries {
+        let filter = HistoryFilter {
+            boot,
+            ..HistoryFilter::default()
+        };
+        let h = service::history(&src, &mut ctx, q, &filter).unwrap();
+        let pids = h.entries.iter().map(|e| (e.pid, e.boot)).collect();
+        let why = match service::why(&src, &mut ctx, q, boot) {
+            Ok(w) => {
+                let e = w.ended.expect("an ended PID 1");
+                Ok((e.pid, e.exit_code, e.boot))
+            }
+            Err(service::ApiError::NotInBoot { boots, .. }) => Err(boots),
+            Err(e) => panic!("why {q} {boot:?}: {e:?}"),
+        };
+        out.push((h.name, pids, why));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// Issue #26: after a restart, the agent's memory knowing no generation of a bare
+/// container's inode, `history`/`why` of an earlier generation's name answered with the
+/// store's newest generation's (`second`'s init 700). Each name answers with its own
+/// generation, `--boot -1` included, and the inode with the newest.
+#[test]
+fn an_earlier_generations_name_answers_with_its_own_entries_after_a_restart() {
+    let name = |n: &str| Some(n.to_string());
+    let got = generations_after_restart(
+        &[],
+        &[
+            ("first", None),
+            ("first", Some(0)),
+            ("then", None),
+            ("then", Some(-1)),
+            ("second", None),
+            ("4026532300", None),
+            ("4026532300", Some(-1)),
+        ],
+    );
+    let want: Answers = vec![
+        (name("first"), vec![(500, 0), (499, 0)], Ok((499, 2, 0))),
+        (name("first"), vec![(500, 0), (499, 0)], Ok((499, 2, 0))),
+        (name("then"), vec![(41, -1)], Ok((41, 1, -1))),
+        (name("then"), vec![(41, -1)], Ok((41, 1, -1))),
+        (name("second"), vec![(700, 0)], Ok((700, 3, 0))),
+        (name("second"), vec![(700, 0)], Ok((700, 3, 0))),
+        (name("second"), vec![(41, -1)], Ok((41, 1, -1))),
+    ];
+    assert_eq!(got, want);
+    // A generation has no record in another's boot.
+    let got = generations_after_restart(&[], &[("first", Some(-1)), ("then", Some(0))]);
+    assert_eq!(got[0].2, Err(vec![0]));
+    assert_eq!(got[1].2, Err(vec![-1]));
+    assert!(got[0].1.is_empty() && got[1].1.is_empty(), "{got:?}");
+}
+
+/// The same when this agent's memory has a later namespace of the inode (its first
+/// generation: the table's key is the store's key of the inode): an earlier generation's
+/// name answers with that generation only, not with the memory's processes of the inode.
+#[test]
+fn an_earlier_generations_name_takes_nothing_from_a_later_namespace_in_memory() {
+    let later = crate::host::clock::boot_now_ns() - 20_000_000_000;
+    let got = generations_after_restart(
+        &[(950, later)],
+        &[("first", None), ("then", None), ("then", Some(0))],
+    );
+    assert_eq!(got[0].1, [(500, 0), (499, 0)], "{got:?}");
+    assert_eq!(got[0].2, Ok((499, 2, 0)));
+    assert_eq!(got[1].1, [(41, -1)], "{got:?}");
+    assert_eq!(got[1].2, Ok((41, 1, -1)));
+    // The memory's processes of the inode are not the boot's record of `then`.
+    assert_eq!((&got[2].1[..], &got[2].2), (&[][..], &Err(vec![-1])));
 }

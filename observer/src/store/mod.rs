@@ -24,8 +24,9 @@
 
 mod codec;
 mod db;
+mod find;
 #[cfg(test)]
-mod generation_tests;
+pub(crate) mod generation_tests;
 mod migrate;
 #[cfg(test)]
 mod name_tests;
@@ -39,6 +40,7 @@ mod scale_tests;
 pub(crate) mod tests;
 mod write;
 
+pub(crate) use find::Gens;
 pub(crate) use read::Bounds;
 
 use std::{

@@ -1,5 +1,5 @@
-//! Queries of the store, for the API's history and `why` views: which stored containers a
-//! reference names (id, id prefix of 4 or more, the name they had, or their pod), and a container's
+//! Queries of the store, for the API's history and `why` views: which stored pods a
+//! reference names (find.rs: which containers), and a container's
 //! entries with their boot (0: this one, -1: the one before...) and wall-clock end. They
 //! run on the API's blocking threads; a store that is not open answers nothing.
 
@@ -8,10 +8,11 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::{
     codec::{self, Refs},
     db::{parse_boot, ContainerRec, BY_CONTAINER, CONTAINERS, ENTRIES},
+    find::Gens,
     Reading, Store,
 };
 use crate::{
-    containers::ContainerKey,
+    containers::{cgroup::Runtime, ContainerKey},
     host::clock::{boot_now_ns, unix_now_ns},
     table::history::Ended,
 };
@@ -54,6 +55,8 @@ pub(crate) struct PodMember {
     pub(crate) key: ContainerKey,
     pub(crate) name: Option<String>,
     pub(crate) sandbox: bool,
+    /// The generation the pod had (a bare container's inode is reused).
+    pub(crate) gens: Gens,
 }
 
 /// An entry of this boot found by its host pid, with its container and the name that had.
@@ -70,26 +73,26 @@ const PID_SCAN_MAX: usize = 2_000_000;
 
 /// The containers table, for looking numbers up while decoding (each entry and each of its
 /// signals' senders looks one up: a hash map, not a search of every container).
-struct Containers(rustc_hash::FxHashMap<u32, ContainerRec>);
+pub(super) struct Containers(pub(super) rustc_hash::FxHashMap<u32, ContainerRec>);
 
 impl Containers {
-    fn rec(&self, n: u32) -> Option<&ContainerRec> {
+    pub(super) fn rec(&self, n: u32) -> Option<&ContainerRec> {
         self.0.get(&n)
     }
 
     /// The number of `key`'s newest generation (records.rs: a bare container's reused
     /// inode is a new container with a number of its own).
-    fn newest(&self, key: &ContainerKey) -> Option<u32> {
-        self.generations(key).first().copied()
+    pub(super) fn newest(&self, key: &ContainerKey) -> Option<u32> {
+        self.generations(key, &Gens::All).first().copied()
     }
 
-    /// The numbers of `key`'s generations, the newest first.
-    fn generations(&self, key: &ContainerKey) -> Vec<u32> {
+    /// The numbers of `key`'s generations of `gens`, the newest first.
+    fn generations(&self, key: &ContainerKey, gens: &Gens) -> Vec<u32> {
         let key = key.base();
         let mut v: Vec<u32> = self
             .0
             .iter()
-            .filter(|(_, c)| c.key().as_ref() == Some(&key))
+            .filter(|(n, c)| gens.has(**n) && c.key().as_ref() == Some(&key))
             .map(|(n, _)| *n)
             .collect();
         v.sort_unstable_by(|a, b| b.cmp(a));
@@ -112,7 +115,7 @@ impl Refs for Containers {
 const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
-    fn reading(&self) -> Option<Reading> {
+    pub(super) fn reading(&self) -> Option<Reading> {
         let until = std::time::Instant::now() + OPEN_WAIT;
         while self.state.load(std::sync::atomic::Ordering::Relaxed) == super::State::Opening as u8
             && std::time::Instant::now() < until
@@ -123,37 +126,6 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// Stored containers `query` names: by id, id prefix (4 characters or more) or name;
-    /// else by a name one had before (a `docker rename`), unless another has it now.
-    pub(crate) fn find(&self, query: &str) -> Vec<(ContainerKey, Option<String>)> {
-        let q = query.trim();
-        let Some(all) = self.reading().and_then(|r| containers(&r).ok()) else {
-            return Vec::new();
-        };
-        let now = |c: &ContainerRec| {
-            c.id == q || (q.len() >= 4 && c.id.starts_with(q)) || c.name.as_deref() == Some(q)
-        };
-        let before = |c: &ContainerRec| c.tail.earlier_names.iter().any(|n| n == q);
-        let named: &dyn Fn(&ContainerRec) -> bool = if all.0.values().any(now) {
-            &now
-        } else {
-            &before
-        };
-        let mut hits: Vec<(u32, ContainerKey, Option<String>)> = all
-            .0
-            .into_iter()
-            .filter(|(_, c)| named(c))
-            .filter_map(|(n, c)| Some((n, c.key()?, c.name)))
-            .collect();
-        // A key's newest generation (a bare container's inode reused) answers for it.
-        let order = |h: &(u32, ContainerKey, Option<String>)| {
-            (h.1.runtime.as_str(), h.1.id.clone(), std::cmp::Reverse(h.0))
-        };
-        hits.sort_by_key(order);
-        hits.dedup_by(|a, b| a.1 == b.1);
-        hits.into_iter().map(|(_, k, name)| (k, name)).collect()
     }
 
     /// The stored pod `query` names (`<namespace>/<pod>`, the pod's name or uid), its
@@ -181,11 +153,16 @@ impl Store {
         found.sort_by_key(|(n, c)| (!c.sandbox, *n));
         let members = found
             .into_iter()
-            .filter_map(|(_, c)| {
+            .filter_map(|(n, c)| {
                 Some(PodMember {
                     key: c.key()?,
                     name: c.name.clone(),
                     sandbox: c.sandbox,
+                    gens: if c.runtime == Runtime::Bare.as_str() {
+                        Gens::Named(vec![n])
+                    } else {
+                        Gens::All
+                    },
                 })
             })
             .collect();
@@ -198,11 +175,11 @@ impl Store {
         })
     }
 
-    /// The name a stored container had.
-    pub(crate) fn name(&self, key: &ContainerKey) -> Option<String> {
+    /// The name a stored container had: the newest of `gens`'s.
+    pub(crate) fn name_of(&self, key: &ContainerKey, gens: &Gens) -> Option<String> {
         let r = self.reading()?;
         let mut all = containers(&r).ok()?;
-        let n = all.newest(key)?;
+        let n = *all.generations(key, gens).first()?;
         all.0.remove(&n).and_then(|c| c.name)
     }
 
@@ -221,16 +198,22 @@ impl Store {
         }
     }
 
-    /// `key`'s stored entries (the newest MAX_ENTRIES), oldest first.
-    pub(crate) fn entries(&self, key: &ContainerKey) -> Vec<Stored> {
-        self.entries_of(key, None)
-    }
-
-    /// `key`'s stored entries of boot `boot` (0: this one, -1: the one before...), oldest
-    /// first: of a bare container's generations (its inode reused), the newest that has
-    /// entries in that boot.
-    pub(crate) fn entries_in(&self, key: &ContainerKey, boot: i32) -> Vec<Stored> {
-        self.entries_of(key, Some(boot))
+    /// The stored entries (the newest MAX_ENTRIES), oldest first, of the newest of `key`'s
+    /// generations `gens` names; with `boot` (0: this one, -1: the one before...), of the
+    /// newest of them that has entries in that boot, those only.
+    pub(crate) fn entries_of(
+        &self,
+        key: &ContainerKey,
+        gens: &Gens,
+        boot: Option<i32>,
+    ) -> Vec<Stored> {
+        let Some(r) = self.reading() else {
+            return Vec::new();
+        };
+        entries(&r, key, gens, boot).unwrap_or_else(|e| {
+            log::warn!("history store: reading {}'s entries: {e}", key.id);
+            Vec::new()
+        })
     }
 
     /// This boot's stored entries of a generation of a bare container's inode as the table
@@ -247,26 +230,13 @@ impl Store {
         })
     }
 
-    fn entries_of(&self, key: &ContainerKey, boot: Option<i32>) -> Vec<Stored> {
+    /// The boots the generations of `key` that `gens` names have entries in (0: this one,
+    /// -1: the one before...), the newest first.
+    pub(crate) fn boots_of(&self, key: &ContainerKey, gens: &Gens) -> Vec<i32> {
         let Some(r) = self.reading() else {
             return Vec::new();
         };
-        match entries(&r, key, boot) {
-            Ok(v) => v,
-            Err(e) => {
-                log::warn!("history store: reading {}'s entries: {e}", key.id);
-                Vec::new()
-            }
-        }
-    }
-
-    /// The boots any generation of `key` has entries in (0: this one, -1: the one
-    /// before...), the newest first.
-    pub(crate) fn boots(&self, key: &ContainerKey) -> Vec<i32> {
-        let Some(r) = self.reading() else {
-            return Vec::new();
-        };
-        boots(&r, key).unwrap_or_else(|e| {
+        boots(&r, key, gens).unwrap_or_else(|e| {
             log::warn!("history store: reading {}'s boots: {e}", key.id);
             Vec::new()
         })
@@ -278,7 +248,7 @@ fn relative(boot: u32, this: u32) -> i32 {
     (i64::from(boot) - i64::from(this)).clamp(i64::from(i32::MIN), 0) as i32
 }
 
-fn containers(r: &Reading) -> Result<Containers, redb::Error> {
+pub(super) fn containers(r: &Reading) -> Result<Containers, redb::Error> {
     let txn = r.db.begin_read()?;
     let t = match txn.open_table(CONTAINERS) {
         Ok(t) => t,
@@ -392,11 +362,16 @@ impl Scan {
     }
 }
 
-/// The entries of `key`'s newest generation; with `boot`, of the newest generation that has
-/// entries in that boot, only those.
-fn entries(r: &Reading, key: &ContainerKey, boot: Option<i32>) -> Result<Vec<Stored>, redb::Error> {
+/// The entries of the newest of `key`'s generations `gens` names; with `boot`, of the newest
+/// of them that has entries in that boot, only those.
+fn entries(
+    r: &Reading,
+    key: &ContainerKey,
+    gens: &Gens,
+    boot: Option<i32>,
+) -> Result<Vec<Stored>, redb::Error> {
     let ctrs = containers(r)?;
-    let mut numbers = ctrs.generations(key);
+    let mut numbers = ctrs.generations(key, gens);
     if boot.is_none() {
         numbers.truncate(1);
     }
@@ -424,7 +399,7 @@ fn entries_within(r: &Reading, key: &ContainerKey, b: Bounds) -> Result<Vec<Stor
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for n in ctrs.generations(key) {
+    for n in ctrs.generations(key, &Gens::All) {
         let Some(tail) = ctrs.rec(n).map(|c| &c.tail) else {
             continue;
         };
@@ -440,9 +415,10 @@ fn entries_within(r: &Reading, key: &ContainerKey, b: Bounds) -> Result<Vec<Stor
     Ok(out)
 }
 
-/// The boots any generation of `key` has entries in, the newest first (their heads only).
-fn boots(r: &Reading, key: &ContainerKey) -> Result<Vec<i32>, redb::Error> {
-    let numbers = containers(r)?.generations(key);
+/// The boots the generations of `key` that `gens` names have entries in, the newest first
+/// (their heads only).
+fn boots(r: &Reading, key: &ContainerKey, gens: &Gens) -> Result<Vec<i32>, redb::Error> {
+    let numbers = containers(r)?.generations(key, gens);
     let txn = r.db.begin_read()?;
     let (Ok(index), Ok(table)) = (txn.open_table(BY_CONTAINER), txn.open_table(ENTRIES)) else {
         return Ok(Vec::new());
@@ -513,4 +489,24 @@ pub(super) fn containers_for_test(s: &Store) -> Vec<ContainerRec> {
         .and_then(|r| containers(&r).ok())
         .map(|c| c.0.into_values().collect())
         .unwrap_or_default()
+}
+
+/// The shorthands of the tests: every generation of `key` (the newest answers).
+#[cfg(test)]
+impl Store {
+    pub(crate) fn entries(&self, key: &ContainerKey) -> Vec<Stored> {
+        self.entries_of(key, &Gens::All, None)
+    }
+
+    pub(crate) fn entries_in(&self, key: &ContainerKey, boot: i32) -> Vec<Stored> {
+        self.entries_of(key, &Gens::All, Some(boot))
+    }
+
+    pub(crate) fn boots(&self, key: &ContainerKey) -> Vec<i32> {
+        self.boots_of(key, &Gens::All)
+    }
+
+    pub(crate) fn name(&self, key: &ContainerKey) -> Option<String> {
+        self.name_of(key, &Gens::All)
+    }
 }

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, sync::atomic::Ordering};
 
 pub(crate) use super::codec::tests::full;
-use super::{codec::tests::key, db, open_store, write, Limits, Store, StoreConfig};
+use super::{codec::tests::key, db, find::pairs, open_store, write, Limits, Store, StoreConfig};
 use crate::{
     containers::{names::Meta, ContainerKey},
     host::clock::{boot_id, boot_now_ns, unix_now_ns},
@@ -119,7 +119,7 @@ fn entries_survive_a_reopen_and_are_found_by_id_prefix_and_name() {
     assert_eq!(mode & 0o777, 0o600, "root's alone");
     for q in ["abcdef0123", "abcd", "web"] {
         assert_eq!(
-            s.find(q),
+            pairs(s.find(q)),
             vec![(key("abcdef0123"), Some("web".into()))],
             "{q}"
         );
@@ -416,7 +416,7 @@ fn a_schema_1_file_is_migrated_in_place_and_written_after() {
             assert_eq!(&g.ended, w, "{ctr}: as before, exec and hash absent");
         }
         assert_eq!(
-            s.find(&format!("name-{ctr}")),
+            pairs(s.find(&format!("name-{ctr}"))),
             vec![(key(ctr), Some(format!("name-{ctr}")))]
         );
     }
