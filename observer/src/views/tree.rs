@@ -31,7 +31,8 @@ pub(crate) fn build(
     let order = tree_order(&views);
     // Moved into tree order, not cloned (a view is a few hundred bytes and allocations).
     let mut slots: Vec<Option<ProcessView>> = views.into_iter().map(Some).collect();
-    let processes: Vec<ProcessView> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    let mut processes: Vec<ProcessView> = Vec::with_capacity(order.len());
+    processes.extend(order.into_iter().filter_map(|i| slots[i].take()));
     let inside: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let mut outside_parents: Vec<OutsideParent> = processes
         .iter()
