@@ -461,12 +461,22 @@ pub(crate) fn parallel<T: Sync, R: Send>(
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().filter_map(f).collect::<Vec<_>>()))
+            .map(|c| {
+                s.spawn(move || {
+                    let mut part = Vec::with_capacity(c.len());
+                    part.extend(c.iter().filter_map(f));
+                    part
+                })
+            })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+        // Sized once, here and in each thread: a view's results are a few hundred bytes
+        // each (a tree's 1,000 process views), and a growing vector copied them at each
+        // doubling (filter_map gives no size hint), into fresh pages each time.
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(h.join().unwrap_or_default());
+        }
+        out
     })
 }
 

@@ -142,20 +142,26 @@ pub(crate) fn cap_names(caps: u64) -> String {
     names_of(caps)
 }
 
-/// The names of the bits of `caps`, comma-separated (`none` for no bit).
+/// The names of the bits of `caps`, comma-separated (`none` for no bit), written into one
+/// string: every process of a tree has its capabilities named.
 fn names_of(caps: u64) -> String {
-    let names: Vec<String> = (0..64)
-        .filter(|b| caps & (1u64 << b) != 0)
-        .map(|b| {
-            CAP_NAMES
-                .get(b)
-                .map_or_else(|| format!("cap_{b}"), |n| (*n).to_string())
-        })
-        .collect();
+    use std::fmt::Write as _;
+    let mut names = String::new();
+    for b in (0..64).filter(|b| caps & (1u64 << b) != 0) {
+        if !names.is_empty() {
+            names.push(',');
+        }
+        match CAP_NAMES.get(b) {
+            Some(n) => names.push_str(n),
+            None => {
+                let _ = write!(names, "cap_{b}");
+            }
+        }
+    }
     if names.is_empty() {
         "none".into()
     } else {
-        names.join(",")
+        names
     }
 }
 

@@ -3,6 +3,7 @@
 //! facts only the host has (live /proc facts, cgroup resources, runtime names), which the
 //! API reads before it builds a view (api/assemble.rs) — and reads nothing itself.
 
+mod control_check;
 pub(crate) mod credentials;
 pub(crate) mod endings;
 pub mod event_line;

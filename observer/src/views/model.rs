@@ -236,7 +236,7 @@ pub(crate) fn process_view(
         ns_ppid,
         state: live.state.to_string(),
         live: is_live,
-        comm: live.comm.clone(),
+        comm: live.comm,
         cmdline: argv.join(" "),
         argv,
         exe: snap.exe(p.exe).to_string(),

@@ -61,8 +61,12 @@ pub(crate) fn one_line(s: &str) -> String {
 pub struct Escaped<T>(T);
 
 impl<T: Serialize + DeserializeOwned> Escaped<T> {
-    /// A view built in this process (the agent renders trees as text).
+    /// A view built in this process (the agent renders trees as text). Only a view with
+    /// a control character somewhere goes through its JSON form.
     pub(crate) fn new(view: T) -> Result<Self, serde_json::Error> {
+        if super::control_check::is_clean(&view) {
+            return Ok(Escaped(view));
+        }
         let json = serde_json::to_vec(&view)?;
         match escaped_json(&json) {
             Cow::Borrowed(_) => Ok(Escaped(view)),
@@ -332,6 +336,77 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// `Escaped::new` looks for control characters in the view itself, not its JSON: both
+    /// find the same ones, in strings, characters, keys and variant names alike, and a view
+    /// with one comes out as its JSON route makes it.
+    #[test]
+    fn a_view_is_clean_exactly_when_its_json_has_nothing_to_escape() {
+        #[derive(Serialize)]
+        enum E {
+            Unit,
+            New(String),
+            Tuple(u8, char),
+            Struct { s: Option<String> },
+        }
+        #[derive(Serialize)]
+        struct V {
+            s: String,
+            c: char,
+            m: std::collections::BTreeMap<String, Vec<E>>,
+            n: (u32, f64, Option<bool>),
+        }
+        let v = |x: &str| {
+            let c = x.chars().next().unwrap_or('a');
+            let e = vec![
+                E::Unit,
+                E::New(x.into()),
+                E::Tuple(1, c),
+                E::Struct { s: Some(x.into()) },
+            ];
+            [
+                V {
+                    s: x.into(),
+                    c: 'a',
+                    m: Default::default(),
+                    n: (1, 0.5, None),
+                },
+                V {
+                    s: "ok".into(),
+                    c,
+                    m: Default::default(),
+                    n: (1, 0.5, Some(true)),
+                },
+                V {
+                    s: "ok".into(),
+                    c: 'a',
+                    m: [(x.to_string(), vec![])].into(),
+                    n: (1, 0.5, None),
+                },
+                V {
+                    s: "ok".into(),
+                    c: 'a',
+                    m: [("k".to_string(), e)].into(),
+                    n: (1, 0.5, None),
+                },
+            ]
+        };
+        for c in (0..0x300u32).filter_map(char::from_u32) {
+            for s in [c.to_string(), format!("a{c}\"\\{c}{c}b")] {
+                for view in v(&s) {
+                    let json = serde_json::to_vec(&view).unwrap();
+                    let borrowed = matches!(escaped_json(&json), Cow::Borrowed(_));
+                    assert_eq!(
+                        super::super::control_check::is_clean(&view),
+                        borrowed,
+                        "{c:?}"
+                    );
+                }
+            }
+        }
+        let hostile = "a\u{1b}[2J\u{9b}b".to_string();
+        assert_eq!(*Escaped::new(hostile.clone()).unwrap(), one_line(&hostile));
     }
 
     #[test]

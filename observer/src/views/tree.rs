@@ -31,7 +31,8 @@ pub(crate) fn build(
     let order = tree_order(&views);
     // Moved into tree order, not cloned (a view is a few hundred bytes and allocations).
     let mut slots: Vec<Option<ProcessView>> = views.into_iter().map(Some).collect();
-    let processes: Vec<ProcessView> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    let mut processes: Vec<ProcessView> = Vec::with_capacity(order.len());
+    processes.extend(order.into_iter().filter_map(|i| slots[i].take()));
     let inside: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let mut outside_parents: Vec<OutsideParent> = processes
         .iter()
@@ -102,7 +103,10 @@ pub(super) fn label(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style:
 
 /// The line of [`label`] without its command, for callers that add marks of their own.
 pub(super) fn marked(p: &ProcessView, by_pid: &HashMap<u32, &ProcessView>, style: Style) -> String {
-    let mut line = format!(
+    // Room for the marks and the command, which `label` appends: one allocation a line.
+    let mut line = String::with_capacity(160 + p.cmdline.len());
+    let _ = write!(
+        line,
         "{} ({} / ns {})  {}  nsppid {}  age {}  cpu {:.2}s  rss {}",
         style.bold(&p.comm),
         p.pid,
@@ -176,13 +180,16 @@ pub(super) fn walk<'a>(
     } else {
         "├─ "
     };
-    let _ = writeln!(out, "{prefix}{branch}{}", label(p));
-    let child_prefix = if top {
-        prefix.to_string()
-    } else {
-        format!("{prefix}{}", if last { "   " } else { "│  " })
-    };
+    out.push_str(prefix);
+    out.push_str(branch);
+    out.push_str(&label(p));
+    out.push('\n');
     if let Some(ch) = kids.get(&p.pid).filter(|_| p.ppid != p.pid) {
+        let child_prefix = if top {
+            prefix.to_string()
+        } else {
+            format!("{prefix}{}", if last { "   " } else { "│  " })
+        };
         for (i, c) in ch.iter().enumerate() {
             walk(
                 c,
