@@ -104,19 +104,7 @@ fn bundle(
     pid_ns: Option<String>,
     cgroup: Option<String>,
 ) -> PathBuf {
-    let b = dir.join(id);
-    std::fs::create_dir_all(b.join("rootfs")).unwrap();
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(b.join("rootfs"))
-        .arg("-xf")
-        .arg(rootfs_tar()));
-    ok(Command::new(rt.bin).arg("spec").current_dir(&b));
-    let p = b.join("config.json");
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    cfg["process"]["args"] = json!(args);
-    cfg["process"]["terminal"] = json!(false);
-    cfg["process"]["env"] = json!(["PATH=/bin"]);
+    let (b, mut cfg) = spec_bundle(rt.bin, dir, id, args);
     cfg["annotations"] = annotations;
     if let Some(c) = cgroup {
         cfg["linux"]["cgroupsPath"] = json!(c);
@@ -128,7 +116,7 @@ fn bundle(
             }
         }
     }
-    std::fs::write(&p, cfg.to_string()).unwrap();
+    write_config(&b, &cfg);
     b
 }
 

@@ -72,6 +72,31 @@ pub fn rootfs_tar() -> PathBuf {
     tar
 }
 
+/// A bundle in `dir/<id>` for the OCI runtime `bin`: the busybox rootfs and `<bin> spec`'s
+/// config with `args`, no terminal and PATH=/bin. Returns the bundle and that config, for
+/// the caller's own changes; [`write_config`] puts it in place.
+pub fn spec_bundle(bin: &str, dir: &Path, id: &str, args: &[&str]) -> (PathBuf, serde_json::Value) {
+    let b = dir.join(id);
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(b.join("rootfs"))
+        .arg("-xf")
+        .arg(rootfs_tar()));
+    ok(Command::new(bin).arg("spec").current_dir(&b));
+    let p = b.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    cfg["process"]["args"] = serde_json::json!(args);
+    cfg["process"]["terminal"] = serde_json::json!(false);
+    cfg["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+    (b, cfg)
+}
+
+/// Writes a bundle's config (from [`spec_bundle`]).
+pub fn write_config(bundle: &Path, cfg: &serde_json::Value) {
+    std::fs::write(bundle.join("config.json"), cfg.to_string()).unwrap();
+}
+
 /// Starts `cmd` in the background, detached from the test (the run's other tests reuse it),
 /// logging to `log`; its pid goes to /run/observer-test/daemons/<name>.pid, where the end of
 /// `cargo xtask test` finds it to stop it.
