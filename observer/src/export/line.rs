@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{origin::Names, Item};
+use super::{origin::Names, otlp::typed::Records, Item};
 use crate::{
     host::clock::boot_now_ns,
     views::{
@@ -34,7 +34,19 @@ struct HistoryLine<'a> {
 
 /// Appends `item` (from the container `names`) and a newline to `out`; false (nothing
 /// appended) when it would not serialize.
+#[cfg(test)]
 pub(super) fn write(out: &mut Vec<u8>, item: &Item, names: Option<&Names>) -> bool {
+    write_with(out, item, names, None)
+}
+
+/// `write`, and with `records` the item's OTLP record attributes, made from the same view
+/// (the same executable hash, the same `ago_s`): none when the line was not made.
+pub(super) fn write_with(
+    out: &mut Vec<u8>,
+    item: &Item,
+    names: Option<&Names>,
+    mut records: Option<&mut Records>,
+) -> bool {
     let start = out.len();
     let r = match item {
         Item::Event(ev, _, exe, session) => {
@@ -45,26 +57,36 @@ pub(super) fn write(out: &mut Vec<u8>, item: &Item, names: Option<&Names>) -> bo
             out.extend_from_slice(b"{\"schema\":\"");
             out.extend_from_slice(EVENT_SCHEMA.as_bytes());
             out.extend_from_slice(b"\",");
-            names
+            let r = names
                 .map_or(Ok(()), |n| splice(out, n, true))
-                .and_then(|()| splice(out, &json, false))
+                .and_then(|()| splice(out, &json, false));
+            if let (Ok(()), Some(rec)) = (&r, records.as_deref_mut()) {
+                rec.event(EVENT_SCHEMA, names, &json);
+            }
+            r
         }
         Item::History(h, _) => {
             if let Some(exe) = &h.1.exe_hash {
                 let _ = exe.get(HASH_WAIT);
             }
-            serde_json::to_writer(
-                &mut *out,
-                &HistoryLine {
-                    schema: HISTORY_SCHEMA,
-                    names: names.unwrap_or(&Names::default()),
-                    entry: ended_view(&h.1, boot_now_ns()),
-                },
-            )
+            let none = Names::default();
+            let line = HistoryLine {
+                schema: HISTORY_SCHEMA,
+                names: names.unwrap_or(&none),
+                entry: ended_view(&h.1, boot_now_ns()),
+            };
+            let r = serde_json::to_writer(&mut *out, &line);
+            if let (Ok(()), Some(rec)) = (&r, records.as_deref_mut()) {
+                rec.history(HISTORY_SCHEMA, line.names, &line.entry);
+            }
+            r
         }
     };
     if r.is_err() {
         out.truncate(start);
+        if let Some(rec) = records {
+            rec.none();
+        }
         return false;
     }
     out.push(b'\n');

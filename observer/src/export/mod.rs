@@ -174,6 +174,8 @@ pub(crate) struct Exporter {
     origins: Origins,
     /// What this drain exported so far.
     batch: Vec<Item>,
+    /// An OTLP sink is on: a batch's lines are made with its records' attributes.
+    records: bool,
 }
 
 impl Exporter {
@@ -218,6 +220,7 @@ impl Exporter {
             types: cfg.types,
             origins: Origins::default(),
             batch: Vec::new(),
+            records: cfg.otlp.is_some(),
         })
     }
 
@@ -278,7 +281,7 @@ impl Exporter {
         }
         // The next drain's buffer starts at this one's size: no regrowth while it fills.
         let next = Vec::with_capacity(self.batch.len());
-        let items = queue::Drained::new(std::mem::replace(&mut self.batch, next));
+        let items = queue::Drained::with(std::mem::replace(&mut self.batch, next), self.records);
         for q in &self.queues {
             q.tx.offer(&items, &q.counts);
         }
@@ -341,6 +344,7 @@ mod tests {
             types: Types::parse("free").unwrap(),
             origins: Origins::default(),
             batch: Vec::new(),
+            records: false,
         };
         let free = Event::Free(observer_common::FreeEvent {
             header: observer_common::EventHeader {

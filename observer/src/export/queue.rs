@@ -18,7 +18,12 @@ use std::sync::{
 
 use tokio::sync::mpsc;
 
-use super::{line, origin::SinkNames, Counts, Item};
+use super::{
+    line,
+    origin::SinkNames,
+    otlp::typed::{Head, Records},
+    Counts, Item,
+};
 
 /// Items of one drain, shared by the sinks, and their lines once a sink made them; the
 /// last sink done with it frees it (on its own thread, not the loop's).
@@ -27,13 +32,23 @@ pub(super) type Shared = Arc<Drained>;
 /// What one drain exported.
 pub(super) struct Drained {
     items: Vec<Item>,
+    /// The OTLP records' attributes are made with the lines (an OTLP sink is on).
+    records: bool,
     lines: OnceLock<Lines>,
 }
 
 impl Drained {
+    /// Items whose lines are made with their OTLP records' attributes.
+    #[cfg(test)]
     pub(super) fn new(items: Vec<Item>) -> Shared {
+        Drained::with(items, true)
+    }
+
+    /// Items whose lines are made with (`records`) or without their records' attributes.
+    pub(super) fn with(items: Vec<Item>, records: bool) -> Shared {
         Arc::new(Drained {
             items,
+            records,
             lines: OnceLock::new(),
         })
     }
@@ -45,27 +60,31 @@ impl Drained {
     /// Every item's line, made on the first call (the container names from that sink's
     /// `names`; another sink that asks meanwhile waits for them).
     fn lines(&self, names: &mut SinkNames) -> &Lines {
-        self.lines.get_or_init(|| Lines::of(&self.items, names))
+        self.lines
+            .get_or_init(|| Lines::of(&self.items, names, self.records))
     }
 }
 
 /// The items' lines in one buffer, each with its newline, and where each ends; an item
-/// that would not serialize has an empty one.
+/// that would not serialize has an empty one. With `records`, the OTLP records'
+/// attributes, made from the same views in the same pass.
 struct Lines {
     buf: Vec<u8>,
     ends: Vec<usize>,
+    records: Option<Records>,
 }
 
 impl Lines {
-    fn of(items: &[Item], names: &mut SinkNames) -> Lines {
+    fn of(items: &[Item], names: &mut SinkNames, records: bool) -> Lines {
         let mut l = Lines {
             buf: Vec::new(),
             ends: Vec::with_capacity(items.len()),
+            records: records.then(Records::default),
         };
         for item in items {
             let n = item.origin().map(|o| names.names(o));
-            // Nothing is appended when it fails: its line is empty.
-            line::write(&mut l.buf, item, n.as_ref());
+            // Nothing is appended when it fails: its line is empty (and no record).
+            line::write_with(&mut l.buf, item, n.as_ref(), l.records.as_mut());
             l.ends.push(l.buf.len());
         }
         l
@@ -100,6 +119,13 @@ impl<'a> Next<'a> {
     /// would not serialize.
     pub(super) fn line(&self, names: &mut SinkNames) -> Option<&'a [u8]> {
         self.drained.lines(names).get(self.i)
+    }
+
+    /// The item's line and its OTLP record's attributes (made with the lines); None when
+    /// it has no record.
+    pub(super) fn record(&self, names: &mut SinkNames) -> Option<(&'a [u8], (&'a [u8], Head))> {
+        let lines = self.drained.lines(names);
+        Some((lines.get(self.i)?, lines.records.as_ref()?.get(self.i)?))
     }
 }
 

@@ -5,6 +5,7 @@
 //! The timing harness of docs/export.md's per-record figure is `equivalence_tests/cost.rs`.
 
 mod cost;
+mod typed;
 
 use std::sync::Arc;
 
@@ -250,17 +251,25 @@ fn written(item: &Item, names: Option<&Names>) -> Vec<u8> {
 /// history entries with and without exec, credentials, hash and session, one with a huge
 /// argv.
 fn item_lines() -> Vec<Vec<u8>> {
+    items()
+        .iter()
+        .map(|(item, names)| written(item, names.as_ref()))
+        .collect()
+}
+
+/// The items of `item_lines`, with the container names of each.
+fn items() -> Vec<(Item, Option<Names>)> {
     let mut out = Vec::new();
     let names = names();
     for (i, ev) in events().into_iter().enumerate() {
         let hash = matches!(ev, Event::Exec(_)).then(|| ExeHash::known(Ok([i as u8; 32])));
-        out.push(written(&Item::Event(ev, None, None, None), None));
+        out.push((Item::Event(ev, None, None, None), None));
         let session = (i % 2 == 0)
             .then(|| ended(900, b"sh", true).session)
             .flatten();
-        out.push(written(
-            &Item::Event(ev, None, hash, session),
-            Some(&names[i % 3]),
+        out.push((
+            Item::Event(ev, None, hash, session),
+            Some(names[i % 3].clone()),
         ));
     }
     let key = ContainerKey {
@@ -287,7 +296,7 @@ fn item_lines() -> Vec<Vec<u8>> {
     .enumerate()
     {
         let item = Item::History(Box::new((key.clone(), e)), origin.clone());
-        out.push(written(&item, Some(&names[i % 3])));
+        out.push((item, Some(names[i % 3].clone())));
     }
     out
 }

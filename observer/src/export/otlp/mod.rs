@@ -12,8 +12,9 @@
 //! comes, up to BATCH per request or for DELAY (the SDK's batch processor's rule), and
 //! sends them — retried with exponential backoff —
 //! while the queue drops and counts what it cannot take. The record is the JSON line with
-//! semantic-convention attributes (`record.rs`), written as protobuf straight into the
-//! request (`wire.rs`).
+//! semantic-convention attributes (`schema.rs`), written as protobuf from the typed view the
+//! line is made of, in the same pass (`typed.rs`), and put straight into the request
+//! (`wire.rs`).
 
 #[cfg(test)]
 mod batch_tests;
@@ -21,10 +22,16 @@ mod client;
 #[cfg(test)]
 mod equivalence_tests;
 mod gzip;
+#[cfg(test)]
 mod json;
+#[cfg(test)]
 mod record;
 #[cfg(test)]
 mod reference;
+mod schema;
+pub(super) mod typed;
+mod typed_flat;
+mod typed_ser;
 mod wire;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,10 +81,12 @@ impl Sink {
     }
 }
 
-/// A request being filled, and what its records reuse: kept from batch to batch, so that
-/// a record allocates nothing once the buffers have grown.
+/// A request being filled, kept from batch to batch, so that a record allocates nothing
+/// once the buffer has grown.
 struct Batch {
     request: wire::Request,
+    /// What the line reader (`record.rs`, the tests' reference) reuses.
+    #[cfg(test)]
     scratch: record::Scratch,
 }
 
@@ -85,17 +94,19 @@ impl Batch {
     fn new(resource: &Resource) -> Batch {
         Batch {
             request: wire::Request::new(resource),
+            #[cfg(test)]
             scratch: record::Scratch::default(),
         }
     }
 
-    /// Adds the record of an item's JSON `line` (its newline is not the record's); false
-    /// when it makes none.
-    fn push(&mut self, line: &[u8], offset: u64, now: u64) -> bool {
+    /// Adds the record of an item: its JSON `line` (its newline is not the record's) and
+    /// the attributes made with it.
+    fn push(&mut self, line: &[u8], part: (&[u8], typed::Head), offset: u64, now: u64) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let scratch = &mut self.scratch;
-        self.request
-            .push(|out| record::write(out, scratch, line, offset, now))
+        self.request.push(|out| {
+            typed::write(out, line, part, offset, now);
+            true
+        });
     }
 }
 
@@ -206,11 +217,9 @@ fn fill(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames) -> u64 {
     let offset = now.saturating_sub(boot_now_ns());
     let mut failed = 0;
     while let Some(next) = inbox.next() {
-        let made = next
-            .line(r)
-            .is_some_and(|line| batch.push(line, offset, now));
-        if !made {
-            failed += 1;
+        match next.record(r) {
+            Some((line, part)) => batch.push(line, part, offset, now),
+            None => failed += 1,
         }
         if batch.request.len() >= BATCH {
             break;

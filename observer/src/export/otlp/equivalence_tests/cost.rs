@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use super::{
-    super::{client::gzip, json::Tape, BATCH},
+    super::{client::gzip, json::Tape, typed::Records, BATCH},
     *,
 };
 
@@ -61,10 +61,102 @@ fn otlp_record_cost() {
             black_box(crate::export::line::write(&mut line, item, names.as_ref()));
         }
     });
+    let items = storm_batch();
+    let typed = best(|| black_box(typed_batch(&mut batch, &items)));
+    let with = best(|| black_box(typed_lines(&items).0.len()));
+    let per = |t: f64| t * 1e6 / BATCH as f64;
+    println!("line::write (storm mix): {:.2} µs/line", per(write));
     println!(
-        "line::write (storm mix): {:.2} µs/line",
-        write * 1e6 / BATCH as f64
+        "typed (storm mix): the line and its record's attributes {:.2} µs/item, then the \
+         record {:.2} µs/record (line and record: {:.2} µs; was line {:.2} + record from \
+         the line {:.2})",
+        per(with),
+        per(typed - with),
+        per(typed),
+        per(write),
+        per(best(|| black_box(
+            direct_request_in(&mut batch, &storm_lines_batch(&storm)).len()
+        )))
     );
+}
+
+/// BATCH items of the storm's mix.
+fn storm_batch() -> Vec<(Item, Option<Names>)> {
+    std::iter::repeat_with(storm_items)
+        .flatten()
+        .take(BATCH)
+        .collect()
+}
+
+fn storm_lines_batch(storm: &[(Item, Option<Names>)]) -> Vec<Vec<u8>> {
+    storm
+        .iter()
+        .map(|(i, n)| written(i, n.as_ref()))
+        .cycle()
+        .take(BATCH)
+        .collect()
+}
+
+/// Lines and their records' attributes for `items`, as a batch's first sink makes them.
+fn typed_lines(items: &[(Item, Option<Names>)]) -> (Vec<u8>, Vec<usize>, Records) {
+    let (mut buf, mut ends, mut recs) = (Vec::new(), Vec::new(), Records::default());
+    for (item, names) in items {
+        crate::export::line::write_with(&mut buf, item, names.as_ref(), Some(&mut recs));
+        ends.push(buf.len());
+    }
+    (buf, ends, recs)
+}
+
+/// The typed path whole: lines and attributes, then the request (as the sink has it).
+#[inline(never)]
+fn typed_batch(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> usize {
+    let (buf, ends, recs) = typed_lines(items);
+    batch.request.clear();
+    let mut start = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        if let Some(part) = recs.get(i) {
+            batch.push(&buf[start..end], part, OFFSET, NOW);
+        }
+        start = end;
+    }
+    batch.request.finish().len()
+}
+
+/// The line path whole, for the same count: lines, then records read back from them.
+#[inline(never)]
+fn line_batch(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> usize {
+    let mut buf = Vec::new();
+    let mut ends = Vec::new();
+    for (item, names) in items {
+        crate::export::line::write(&mut buf, item, names.as_ref());
+        ends.push(buf.len());
+    }
+    batch.request.clear();
+    let mut start = 0;
+    for &end in &ends {
+        let l = &buf[start..end - 1];
+        let s = &mut batch.scratch;
+        batch
+            .request
+            .push(|out| record::write(out, s, l, OFFSET, NOW));
+        start = end;
+    }
+    batch.request.finish().len()
+}
+
+/// The storm's items in batches (204,800 in all), each made into lines and a request by
+/// the typed path (`--toggle-collect='*typed_batch*'`) and by the line path
+/// (`'*line_batch*'`): `valgrind --tool=callgrind … --ignored --exact
+/// export::otlp::equivalence_tests::cost::otlp_typed_profile`.
+#[test]
+#[ignore = "a profile's workload, not a test"]
+fn otlp_typed_profile() {
+    let mut batch = Batch::new(&resource());
+    let items = storm_batch();
+    for _ in 0..50 {
+        black_box(typed_batch(&mut batch, &items));
+        black_box(line_batch(&mut batch, &items));
+    }
 }
 
 /// The direct path alone, on 100 batches of the storm's mix (204,800 records), for a

@@ -1,0 +1,289 @@
+//! The typed encoder (`typed.rs`, what the sink sends) against the line reader it replaced
+//! (`record.rs`) and the tree builder before that (`reference.rs`): for every item of the
+//! equivalence tests — exec with a hash, exit with a signal, OOM, history entries with and
+//! without their parent, a redacted argv — the request is the same bytes, so no attribute
+//! is lost, renamed or changed; and for every shape serde's data model has (what a view
+//! may grow), the attributes are the line reader's.
+
+use serde::Serialize;
+
+use super::{
+    super::{
+        schema::Kind,
+        typed::{self, Head, Records},
+    },
+    *,
+};
+use crate::{events::redact::Redactor, export::line};
+
+/// Each item's line and its typed request, made as the sink makes them (one pass).
+fn typed_request(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let (mut buf, mut ends, mut recs) = (Vec::new(), Vec::new(), Records::default());
+    for (item, names) in items {
+        assert!(line::write_with(
+            &mut buf,
+            item,
+            names.as_ref(),
+            Some(&mut recs)
+        ));
+        ends.push(buf.len());
+    }
+    let mut lines = Vec::new();
+    batch.request.clear();
+    for (i, &end) in ends.iter().enumerate() {
+        let start = i.checked_sub(1).map_or(0, |p| ends[p]);
+        let line = &buf[start..end];
+        lines.push(line.strip_suffix(b"\n").unwrap().to_vec());
+        batch.push(line, recs.get(i).expect("a record"), OFFSET, NOW);
+    }
+    (lines, batch.request.finish().to_vec())
+}
+
+/// The items, and an exec whose secret `--redact-args` masked before export.
+fn all_items() -> Vec<(Item, Option<Names>)> {
+    let mut v = items();
+    let mut ev = events()[0];
+    Redactor::new("password=.*").unwrap().event(&mut ev);
+    v.push((Item::Event(ev, None, None, None), Some(names()[0].clone())));
+    v
+}
+
+#[test]
+fn every_item_makes_the_bytes_the_line_reader_and_the_tree_builder_made() {
+    let res = resource();
+    let mut batch = Batch::new(&res);
+    for item in all_items() {
+        let (lines, got) = typed_request(&mut batch, std::slice::from_ref(&item));
+        let shown = String::from_utf8_lossy(&lines[0][..lines[0].len().min(300)]).into_owned();
+        let want = direct_request(&mut batch, &lines);
+        assert!(got == want, "the line reader's bytes: {shown}");
+        assert!(
+            got == reference_request(&res, &lines).0,
+            "the tree builder's bytes: {shown}"
+        );
+    }
+    // All in one request, the encoder's buffers carried from item to item.
+    let (lines, got) = typed_request(&mut batch, &all_items());
+    assert_eq!(got, reference_request(&res, &lines).0);
+}
+
+/// The attributes of the request's records by key (a record each).
+fn attributes(request: &[u8]) -> Vec<Vec<(String, String)>> {
+    let req = ExportLogsServiceRequest::decode(request).unwrap();
+    req.resource_logs[0].scope_logs[0]
+        .log_records
+        .iter()
+        .map(|r| {
+            r.attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), format!("{:?}", kv.value)))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_attributes_that_matter_are_there_and_a_secret_is_not() {
+    let mut batch = Batch::new(&resource());
+    let (lines, got) = typed_request(&mut batch, &all_items());
+    let records = attributes(&got);
+    let has = |i: usize, key: &str, value: &str| {
+        records[i]
+            .iter()
+            .any(|(k, v)| k == key && v.contains(value))
+    };
+    let line = |i: usize| String::from_utf8_lossy(&lines[i]).into_owned();
+    // items(): per event, without then with names; events() order.
+    assert!(
+        has(3, "process.executable.hash.sha256", "01010101"),
+        "{}",
+        line(3)
+    );
+    assert!(has(1, "container.id", "c0ffee") && has(1, "k8s.pod.name", "web-0"));
+    assert!(has(
+        1,
+        "process.command_line",
+        "/bin/true --password=hunter2"
+    ));
+    assert!(
+        has(9, "observer.signal.number", "IntValue(9)"),
+        "{}",
+        line(9)
+    );
+    assert!(has(21, "observer.oom.total_vm_kb", "IntValue(1048576)"));
+    assert!(has(
+        23,
+        "observer.oom.memory_limit_bytes",
+        "IntValue(67108864)"
+    ));
+    let history = 24;
+    assert!(has(history, "process.parent_pid", "IntValue(41170)"));
+    assert!(has(history, "observer.schema", "observer.history/v2"));
+    assert!(has(
+        history + 1,
+        "observer.signal.sender.comm",
+        "containerd-shim"
+    ));
+    assert!(has(history + 1, "observer.exec.via", "kubectl exec"));
+    assert!(
+        !records[history + 3]
+            .iter()
+            .any(|(k, _)| k == "process.parent_pid"),
+        "a container's PID 1 has no parent in it"
+    );
+    let redacted = records.len() - 1;
+    assert!(has(redacted, "process.command_line", "/bin/true --***"));
+    assert!(
+        !records[redacted].iter().any(|(_, v)| v.contains("hunter2")),
+        "the secret is not in the redacted record"
+    );
+}
+
+/// Every shape of serde's data model, as a view might grow one.
+#[derive(Serialize)]
+struct Shapes {
+    unit: (),
+    none: Option<u8>,
+    some: Option<Option<i8>>,
+    big: u64,
+    neg: i64,
+    small: f32,
+    nan: f64,
+    inf: f32,
+    ch: char,
+    #[serde(with = "serde_bytes_like")]
+    bytes: Vec<u8>,
+    tuple: (u8, &'static str, ()),
+    unit_variant: E,
+    newtype_variant: E,
+    list_variant: Vec<E>,
+    map: std::collections::BTreeMap<i32, Vec<Option<f64>>>,
+    dup: Dup,
+    argv: Vec<&'static str>,
+    nested: Nested,
+    empty: Nested0,
+    unit_struct: U,
+    newtype: N,
+}
+
+#[derive(Serialize)]
+enum E {
+    Plain,
+    Wrapped(Nested),
+}
+
+#[derive(Serialize)]
+struct Nested {
+    z: [u16; 2],
+    argv: &'static str,
+    a: Option<Nested0>,
+    #[serde(flatten)]
+    more: std::collections::BTreeMap<&'static str, bool>,
+}
+
+#[derive(Serialize)]
+struct Nested0 {}
+
+#[derive(Serialize)]
+struct U;
+
+#[derive(Serialize)]
+struct N(&'static str);
+
+/// A map with the same key twice (serde_json keeps the last).
+struct Dup;
+
+impl Serialize for Dup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("k", &1)?;
+        m.serialize_entry("", &[Some(true), None])?;
+        m.serialize_entry("k", &"last")?;
+        m.end()
+    }
+}
+
+mod serde_bytes_like {
+    pub(super) fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+}
+
+fn nested() -> Nested {
+    Nested {
+        z: [7, 65535],
+        argv: "not top-level",
+        a: Some(Nested0 {}),
+        more: [("flag", true), ("a", false)].into_iter().collect(),
+    }
+}
+
+#[test]
+fn every_shape_of_a_view_is_written_as_the_line_reader_wrote_its_json() {
+    let shapes = Shapes {
+        unit: (),
+        none: None,
+        some: Some(Some(-3)),
+        big: u64::MAX,
+        neg: i64::MIN,
+        small: 0.1,
+        nan: f64::NAN,
+        inf: f32::INFINITY,
+        ch: 'é',
+        bytes: vec![0, 255],
+        tuple: (1, "two", ()),
+        unit_variant: E::Plain,
+        newtype_variant: E::Wrapped(nested()),
+        list_variant: vec![E::Plain, E::Wrapped(nested())],
+        map: [(-1, vec![Some(1.5), None]), (10, vec![])]
+            .into_iter()
+            .collect(),
+        dup: Dup,
+        argv: vec!["a b", "", "c"],
+        nested: nested(),
+        empty: Nested0 {},
+        unit_struct: U,
+        newtype: N("n"),
+    };
+    for kind in [Kind::History, Kind::Signal, Kind::Oom, Kind::Exit] {
+        let event_type = match kind {
+            Kind::History => None,
+            Kind::Signal => Some("signal"),
+            Kind::Oom => Some("oom"),
+            _ => Some("exit"),
+        };
+        let typed_shapes = Typed {
+            t: event_type,
+            s: &shapes,
+        };
+        let line = serde_json::to_vec(&typed_shapes).unwrap();
+        let mut enc = typed::Encoder::default();
+        enc.object(kind, |o| o.flatten(&typed_shapes)).unwrap();
+        let head = Head {
+            time_ns: 0,
+            warn: kind == Kind::Oom,
+            event_type,
+        };
+        let mut got = Vec::new();
+        typed::write(&mut got, &line, (&enc.scratch, head), 0, NOW);
+        let mut want = Vec::new();
+        assert!(record::write(
+            &mut want,
+            &mut record::Scratch::default(),
+            &line,
+            0,
+            NOW
+        ));
+        assert!(got == want, "{}", String::from_utf8_lossy(&line));
+    }
+}
+
+/// `Shapes` with an event's `type` first, as a line has it.
+#[derive(Serialize)]
+struct Typed<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    t: Option<&'static str>,
+    #[serde(flatten)]
+    s: &'a Shapes,
+}
