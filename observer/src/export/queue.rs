@@ -77,15 +77,19 @@ struct Lines {
 impl Lines {
     fn of(items: &[Item], names: &mut SinkNames, records: bool) -> Lines {
         let mut l = Lines {
-            buf: Vec::new(),
+            // About a storm's line each: the buffer seldom grows.
+            buf: Vec::with_capacity(items.len() * 640),
             ends: Vec::with_capacity(items.len()),
-            records: records.then(Records::default),
+            records: records.then(|| Records::for_items(items.len())),
         };
         for item in items {
             let n = item.origin().map(|o| names.names(o));
             // Nothing is appended when it fails: its line is empty (and no record).
             line::write_with(&mut l.buf, item, n.as_ref(), l.records.as_mut());
             l.ends.push(l.buf.len());
+        }
+        if let Some(r) = &mut l.records {
+            r.made();
         }
         l
     }

@@ -23,8 +23,8 @@ use super::{
 pub(super) type Result<T> = std::result::Result<T, Unencodable>;
 
 impl Encoder {
-    /// Writes the attributes of one line's object into `scratch` (cleared first): `f` adds
-    /// its members; on an error nothing is left half-written.
+    /// Writes the attributes of one line's object (`attributes`): `f` adds its members; on
+    /// an error there are none.
     pub(super) fn object(
         &mut self,
         kind: Kind,
@@ -36,9 +36,10 @@ impl Encoder {
         self.entries.clear();
         self.path.clear();
         let mut top = Obj::open(self, Mode::Attr);
+        top.top = true;
         let r = f(&mut top).and_then(|()| SerializeMap::end(top));
         if r.is_err() {
-            self.scratch.clear();
+            self.tmp.clear();
         }
         r
     }
@@ -54,6 +55,8 @@ pub(super) struct Obj<'e> {
     keys_from: usize,
     seq: u32,
     pending: Option<(u32, u32)>,
+    /// The line's own object (its attributes end in `tmp`).
+    top: bool,
 }
 
 impl<'e> Obj<'e> {
@@ -66,6 +69,7 @@ impl<'e> Obj<'e> {
             mode,
             seq: 0,
             pending: None,
+            top: false,
         }
     }
 
@@ -149,8 +153,13 @@ impl SerializeMap for Obj<'_> {
     }
 
     fn end(self) -> Result<()> {
-        self.enc
-            .close(self.mode, self.from, self.bytes_from, self.keys_from);
+        self.enc.close(
+            self.mode,
+            self.top,
+            self.from,
+            self.bytes_from,
+            self.keys_from,
+        );
         Ok(())
     }
 }

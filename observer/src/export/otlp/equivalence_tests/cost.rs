@@ -99,11 +99,13 @@ fn storm_lines_batch(storm: &[(Item, Option<Names>)]) -> Vec<Vec<u8>> {
 
 /// Lines and their records' attributes for `items`, as a batch's first sink makes them.
 fn typed_lines(items: &[(Item, Option<Names>)]) -> (Vec<u8>, Vec<usize>, Records) {
-    let (mut buf, mut ends, mut recs) = (Vec::new(), Vec::new(), Records::default());
+    let mut buf = Vec::with_capacity(items.len() * 640);
+    let (mut ends, mut recs) = (Vec::new(), Records::for_items(items.len()));
     for (item, names) in items {
         crate::export::line::write_with(&mut buf, item, names.as_ref(), Some(&mut recs));
         ends.push(buf.len());
     }
+    recs.made();
     (buf, ends, recs)
 }
 
@@ -125,7 +127,7 @@ fn typed_batch(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> usize {
 /// The line path whole, for the same count: lines, then records read back from them.
 #[inline(never)]
 fn line_batch(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> usize {
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(items.len() * 640);
     let mut ends = Vec::new();
     for (item, names) in items {
         crate::export::line::write(&mut buf, item, names.as_ref());

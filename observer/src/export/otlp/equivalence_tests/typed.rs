@@ -266,7 +266,7 @@ fn every_shape_of_a_view_is_written_as_the_line_reader_wrote_its_json() {
             event_type,
         };
         let mut got = Vec::new();
-        typed::write(&mut got, &line, (&enc.scratch, head), 0, NOW);
+        typed::write(&mut got, &line, (enc.attributes(), head), 0, NOW);
         let mut want = Vec::new();
         assert!(record::write(
             &mut want,
