@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::{
     line,
     origin::SinkNames,
-    otlp::typed::{Head, Records},
+    otlp::typed::{Part, Records},
     Counts, Item,
 };
 
@@ -127,7 +127,7 @@ impl<'a> Next<'a> {
 
     /// The item's line and its OTLP record's attributes (made with the lines); None when
     /// it has no record.
-    pub(super) fn record(&self, names: &mut SinkNames) -> Option<(&'a [u8], (&'a [u8], Head))> {
+    pub(super) fn record(&self, names: &mut SinkNames) -> Option<(&'a [u8], Part<'a>)> {
         let lines = self.drained.lines(names);
         Some((lines.get(self.i)?, lines.records.as_ref()?.get(self.i)?))
     }

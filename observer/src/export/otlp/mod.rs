@@ -101,7 +101,7 @@ impl Batch {
 
     /// Adds the record of an item: its JSON `line` (its newline is not the record's) and
     /// the attributes made with it.
-    fn push(&mut self, line: &[u8], part: (&[u8], typed::Head), offset: u64, now: u64) {
+    fn push(&mut self, line: &[u8], part: typed::Part, offset: u64, now: u64) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         self.request.push(|out| {
             typed::write(out, line, part, offset, now);

@@ -322,6 +322,9 @@ thread_local! {
     static ENCODER: std::cell::Cell<Option<Encoder>> = const { std::cell::Cell::new(None) };
 }
 
+/// An item's record besides its body: its attributes and its head.
+pub(crate) type Part<'a> = (&'a [u8], Head);
+
 /// The records' attributes of a batch's items, in one buffer, made with their lines.
 #[derive(Default)]
 pub(crate) struct Records {
@@ -402,7 +405,7 @@ impl Records {
     }
 
     /// Item `i`'s attributes and head, if it has a record.
-    pub(crate) fn get(&self, i: usize) -> Option<(&[u8], Head)> {
+    pub(crate) fn get(&self, i: usize) -> Option<Part<'_>> {
         let (start, end, head) = (*self.parts.get(i)?)?;
         Some((&self.attrs[start..end], head))
     }
@@ -414,7 +417,7 @@ impl Records {
 pub(super) fn write(
     out: &mut Vec<u8>,
     line: &[u8],
-    (attrs, h): (&[u8], Head),
+    (attrs, h): Part,
     unix_offset_ns: u64,
     now_unix_ns: u64,
 ) {

@@ -149,9 +149,8 @@ impl<'o, 'e> Serializer for Members<'o, 'e> {
 pub(super) struct Key<'k>(pub(super) &'k mut String);
 
 impl Key<'_> {
-    fn text(self, t: impl std::fmt::Display) -> Result<()> {
+    fn text(self, t: impl std::fmt::Display) {
         let _ = write!(self.0, "{t}");
-        Ok(())
     }
 }
 
@@ -185,34 +184,44 @@ impl Serializer for Key<'_> {
     );
 
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_i8(self, v: i8) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_i16(self, v: i16) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_i32(self, v: i32) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_i64(self, v: i64) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_u8(self, v: u8) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_u16(self, v: u16) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_u32(self, v: u32) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_u64(self, v: u64) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_char(self, v: char) -> Result<()> {
-        self.text(v)
+        self.text(v);
+        Ok(())
     }
     fn serialize_str(self, v: &str) -> Result<()> {
         self.0.push_str(v);

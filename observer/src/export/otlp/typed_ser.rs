@@ -283,9 +283,8 @@ struct Value<'e> {
 }
 
 impl Value<'_> {
-    fn scalar(self, s: Scalar) -> Result<()> {
+    fn scalar(self, s: Scalar) {
         self.enc.scalar(self.mode, s);
-        Ok(())
     }
 }
 
@@ -306,31 +305,40 @@ impl<'e> Serializer for Value<'e> {
     type SerializeStructVariant = Impossible<(), Unencodable>;
 
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.scalar(Scalar::Bool(v))
+        self.scalar(Scalar::Bool(v));
+        Ok(())
     }
     fn serialize_i8(self, v: i8) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_i16(self, v: i16) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_i32(self, v: i32) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_i64(self, v: i64) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_u8(self, v: u8) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_u16(self, v: u16) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_u32(self, v: u32) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_u64(self, v: u64) -> Result<()> {
-        self.scalar(int(v))
+        self.scalar(int(v));
+        Ok(())
     }
     fn serialize_f32(self, v: f32) -> Result<()> {
         // serde_json writes an f32's shortest text, which reads back as this f64.
@@ -343,13 +351,16 @@ impl<'e> Serializer for Value<'e> {
             Scalar::Double(v)
         } else {
             Scalar::Null
-        })
+        });
+        Ok(())
     }
     fn serialize_char(self, v: char) -> Result<()> {
-        self.scalar(Scalar::Str(v.encode_utf8(&mut [0; 4])))
+        self.scalar(Scalar::Str(v.encode_utf8(&mut [0; 4])));
+        Ok(())
     }
     fn serialize_str(self, v: &str) -> Result<()> {
-        self.scalar(Scalar::Str(v))
+        self.scalar(Scalar::Str(v));
+        Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         let mut s = self.serialize_seq(Some(v.len()))?;
@@ -359,19 +370,23 @@ impl<'e> Serializer for Value<'e> {
         SerializeSeq::end(s)
     }
     fn serialize_none(self) -> Result<()> {
-        self.scalar(Scalar::Null)
+        self.scalar(Scalar::Null);
+        Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<()> {
         v.serialize(self)
     }
     fn serialize_unit(self) -> Result<()> {
-        self.scalar(Scalar::Null)
+        self.scalar(Scalar::Null);
+        Ok(())
     }
     fn serialize_unit_struct(self, _: &'static str) -> Result<()> {
-        self.scalar(Scalar::Null)
+        self.scalar(Scalar::Null);
+        Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<()> {
-        self.scalar(Scalar::Str(variant))
+        self.scalar(Scalar::Str(variant));
+        Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result<()> {
         v.serialize(self)

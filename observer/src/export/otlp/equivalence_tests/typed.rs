@@ -144,6 +144,7 @@ fn the_attributes_that_matter_are_there_and_a_secret_is_not() {
 struct Shapes {
     unit: (),
     none: Option<u8>,
+    #[expect(clippy::option_option, reason = "a nested option is one of the shapes")]
     some: Option<Option<i8>>,
     big: u64,
     neg: i64,
