@@ -88,13 +88,14 @@ impl KernelBtf {
                 }
             },
         };
-        log::debug!("{}: {how:?}", path.display());
-        Ok(KernelBtf {
+        let kbtf = KernelBtf {
             btf,
             path: path.to_path_buf(),
             how,
             structs: RefCell::default(),
-        })
+        };
+        log::debug!("{}: {:?}", kbtf.path.display(), kbtf.how);
+        Ok(kbtf)
     }
 
     fn err(&self, reason: String) -> ProbeError {
