@@ -131,6 +131,7 @@ struct Inbox {
 pub(crate) async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow::Result<()> {
     // The listeners come first, so /healthz answers and /readyz says 503 while the
     // programs load and the table is seeded.
+    let t = std::time::Instant::now();
     let cgroupfs = CgroupFs::discover();
     let (ev_tx, _) = broadcast::channel(8192);
     let (req_tx, req_rx) = mpsc::channel::<Request>(64);
@@ -164,6 +165,7 @@ pub(crate) async fn run(cfg: AgentConfig, api: tokio::runtime::Handle) -> anyhow
             .await
             .context("starting the listeners")??
     };
+    crate::probes::phase("the listeners", t);
     // Its thread opens the file (a check of a big one reads it whole) while start-up goes on.
     let writer = match store {
         Some(s) => Writer::start(s, resolver).context("starting the history store's writer")?,

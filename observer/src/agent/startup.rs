@@ -22,7 +22,7 @@ use crate::{
     events::{reader::EventReader, redact::Redactor},
     export::Exporter,
     host::{cgroupfs::CgroupFs, clock::boot_now_ns, resource_files::ResourceFiles, scan},
-    probes::Probes,
+    probes::{phase, Probes},
     table::{exe_hash::Hasher, Table},
 };
 
@@ -46,13 +46,18 @@ pub(super) async fn start<'a>(
     let super::Outputs { events, store } = outputs;
     crate::host::heap::tune();
     let mut readiness = Readiness::new(ready);
+    let t = Instant::now();
     let (probes, mut reader) = load(cfg, cgroup_files).await?;
+    phase("the programs loaded and attached", t);
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let cgroup2 = cgroupfs.v2.clone();
     let mut table = Table::new(host_pidns, cgroupfs);
     table.history_limits = cfg.memory.history;
+    let t = Instant::now();
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
+    phase("the seed", t);
     let details = read_details(&table, cfg.redact.clone(), cgroup2);
+    let t = Instant::now();
     let mut exporter =
         Exporter::start(&cfg.export, &cfg.state_dirs).context("starting the export sinks")?;
     if exporter.wants_history() || store.wants() {
@@ -72,6 +77,7 @@ pub(super) async fn start<'a>(
         &mut hasher,
         cfg.redact.as_ref(),
     );
+    phase("the exporter, hashers and buffered events", t);
     log::info!(
         "seeded {} processes from {} in {:.0} ms, then applied {buffered} events buffered meanwhile",
         table.len(),

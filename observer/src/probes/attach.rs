@@ -93,10 +93,12 @@ pub(super) fn attach_all(
     // cannot know it ever was).
     for prog @ (category, name, _, _) in PROGRAMS.iter().rev() {
         let full = format!("{category}:{name}");
+        let t = std::time::Instant::now();
         match unavailable(tracefs, offsets, category, name) {
             Some(why) => a.missing.push((full, why.to_string())),
             None => attach_one(ebpf, cfg, kernel_btf, *prog, full, &mut a)?,
         }
+        super::phase(&format!("{category}:{name} loaded and attached"), t);
     }
     // Listed in PROGRAMS' order, as before.
     let at = |tp: &String| {

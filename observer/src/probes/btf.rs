@@ -20,9 +20,41 @@ use super::ProbeError;
 
 pub(crate) const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// How the BTF file was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opened {
+    /// Mapped: types are parsed as they are looked up.
+    Mapped,
+    /// Read into a memfd, which is mapped (the file itself refused mmap).
+    MappedCopy,
+    /// Parsed whole (neither could be mapped).
+    Parsed,
+}
+
+/// `path`'s BTF read into a memfd and mapped from there: for a file that cannot be mapped
+/// itself (sysfs's vmlinux before ~6.16), so that only the types looked up are parsed.
+fn mapped_copy(path: &Path) -> std::io::Result<Btf> {
+    use std::{io::Write, os::fd::FromRawFd};
+    let bytes = std::fs::read(path)?;
+    // SAFETY: a C string literal; the descriptor returned is checked and owned below.
+    let fd = unsafe { libc::memfd_create(c"observer-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created and owned by nothing else.
+    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+    copy.write_all(&bytes)?;
+    drop(bytes);
+    // btf-rs maps a path only: the memfd's, open while it maps it (the map keeps it after).
+    let via = format!("/proc/self/fd/{fd}");
+    Btf::from_file_with_backend(&via, Backend::Mmap).map_err(std::io::Error::other)
+}
+
 pub(crate) struct KernelBtf {
     btf: Btf,
     path: PathBuf,
+    /// How it was opened (the log says, `-vv`).
+    how: Opened,
     /// The structs looked up so far, by name: a lookup by name walks every type of vmlinux
     /// (~130,000; btf-rs keeps no name index with the mmap backend), and the offsets take
     /// ~50 lookups of a dozen structs — a third of the agent's start-up before, and seconds
@@ -37,18 +69,33 @@ impl KernelBtf {
         }
         // Mmap: only the ~50 types looked up below are parsed, not the whole of vmlinux
         // (faster start, and none of the memory a full parse keeps). Kernels before ~6.16
-        // cannot mmap /sys/kernel/btf/vmlinux (ENODEV): parse it whole there.
-        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
-            .or_else(|_| Btf::from_file_with_backend(path, Backend::Cache))
-            .map_err(|e| ProbeError::Btf {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        Ok(KernelBtf {
+        // cannot mmap /sys/kernel/btf/vmlinux (ENODEV): there the file is copied into a
+        // memfd, which maps. Parsing it whole took 1.2–1.6 s of each agent's start in the
+        // emulated 5.10 and 6.1 guests (~0.3 s mapped; docs/testing.md).
+        let (btf, how) = match Btf::from_file_with_backend(path, Backend::Mmap) {
+            Ok(btf) => (btf, Opened::Mapped),
+            Err(_) => match mapped_copy(path) {
+                Ok(btf) => (btf, Opened::MappedCopy),
+                Err(e) => {
+                    log::debug!("{}: no mapped copy ({e}); parsing it whole", path.display());
+                    let btf = Btf::from_file_with_backend(path, Backend::Cache).map_err(|e| {
+                        ProbeError::Btf {
+                            path: path.to_path_buf(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    (btf, Opened::Parsed)
+                }
+            },
+        };
+        let kbtf = KernelBtf {
             btf,
             path: path.to_path_buf(),
+            how,
             structs: RefCell::default(),
-        })
+        };
+        log::debug!("{}: {:?}", kbtf.path.display(), kbtf.how);
+        Ok(kbtf)
     }
 
     fn err(&self, reason: String) -> ProbeError {
@@ -315,5 +362,50 @@ impl KernelBtf {
         )?;
         o.sb_dev = self.optional("super_block", "s_dev")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write, os::fd::AsRawFd};
+
+    use super::*;
+
+    /// The running kernel's BTF, or None (with a note) where it has none.
+    fn kernel_btf() -> Option<Vec<u8>> {
+        match std::fs::read(DEFAULT_BTF) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("skipped: no {DEFAULT_BTF} ({e})");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_btf_file_that_cannot_be_mapped_is_mapped_from_a_copy_with_the_same_offsets() {
+        let Some(bytes) = kernel_btf() else { return };
+        let file = std::env::temp_dir().join(format!("observer-btf-{}", std::process::id()));
+        std::fs::write(&file, &bytes).unwrap();
+        let mapped = KernelBtf::open(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(mapped.how, Opened::Mapped);
+        // A pipe cannot be mapped (as sysfs's vmlinux before ~6.16).
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let writer = std::thread::spawn(move || tx.write_all(&bytes));
+        let piped =
+            KernelBtf::open(Path::new(&format!("/proc/self/fd/{}", rx.as_raw_fd()))).unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(piped.how, Opened::MappedCopy);
+        assert_eq!(piped.offsets().unwrap(), mapped.offsets().unwrap());
+    }
+
+    #[test]
+    fn a_file_that_is_no_btf_is_a_clear_error() {
+        let file = std::env::temp_dir().join(format!("observer-nobtf-{}", std::process::id()));
+        std::fs::write(&file, b"not BTF at all").unwrap();
+        let e = KernelBtf::open(&file).err().expect("refused");
+        std::fs::remove_file(&file).unwrap();
+        assert!(e.to_string().starts_with("reading BTF from "), "{e}");
     }
 }

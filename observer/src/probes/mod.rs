@@ -231,9 +231,13 @@ impl Probes {
         if cfg.ringbuf_bytes < 4096 || !cfg.ringbuf_bytes.is_power_of_two() {
             return Err(ProbeError::RingBufSize(cfg.ringbuf_bytes));
         }
+        let t = std::time::Instant::now();
         let tracefs = tracefs::ensure_mounted()?;
         let offsets = attach::offsets(&cfg.btf, &tracefs)?;
+        phase("the member offsets (BTF, tracefs)", t);
+        let t = std::time::Instant::now();
         let mut ebpf = attach::load_object(cfg, &offsets)?;
+        phase("the object (maps, feature probes)", t);
         let mut kernel_btf = None;
         let a = attach::attach_all(&mut ebpf, cfg, &tracefs, &offsets, &mut kernel_btf)?;
         let (events, stats) = attach::take_maps(&mut ebpf)?;
@@ -364,12 +368,14 @@ fn parsed_btf<'a>(
     path: &std::path::Path,
 ) -> Result<&'a aya::Btf, ProbeError> {
     if slot.is_none() {
+        let t = std::time::Instant::now();
         let btf = aya::Btf::parse_file(path, aya::Endianness::default()).map_err(|e| {
             ProbeError::Btf {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             }
         })?;
+        phase("the kernel BTF parsed (aya)", t);
         *slot = Some(btf);
     }
     Ok(slot.as_ref().expect("parsed above"))
@@ -387,6 +393,15 @@ where
         ))?
         .try_into()
         .map_err(|source| ProbeError::Program { name, source })
+}
+
+/// Says at debug level how long a step of the start-up took (`-vv`): where an agent's
+/// start goes, in an emulated guest too.
+pub(crate) fn phase(what: &str, since: std::time::Instant) {
+    log::debug!(
+        "start-up: {what} in {:.1} ms",
+        since.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 /// A byte size given on the command line that is not one.

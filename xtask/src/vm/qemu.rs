@@ -185,6 +185,12 @@ impl Console {
     }
 }
 
+/// A console line as the log keeps it: prefixed with the seconds since qemu started, so
+/// that where a guest's time goes (boot, each test) can be read from its log.
+fn stamped(started: Instant, line: &str) -> String {
+    format!("[{:8.2}] {line}", started.elapsed().as_secs_f64())
+}
+
 /// Boots and runs the guest (`cmdline`: the runner's `observer.*` parameters for its init).
 /// With `boot_timeout`, gives up early (`Boot::booted` false) when
 /// the guest's init has not printed its first line by then — how a hanging KVM shows.
@@ -214,14 +220,14 @@ pub fn boot(
         match rx.recv_timeout(limit.saturating_duration_since(Instant::now())) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r');
-                writeln!(logf, "{line}")?;
+                writeln!(logf, "{}", stamped(started, line))?;
                 if let Some(why) = con.line(label, started, line) {
                     // Keep the trace that follows in the log.
                     let until = Instant::now() + Duration::from_secs(3);
                     while let Ok(l) =
                         rx.recv_timeout(until.saturating_duration_since(Instant::now()))
                     {
-                        writeln!(logf, "{}", l.trim_end_matches('\r'))?;
+                        writeln!(logf, "{}", stamped(started, l.trim_end_matches('\r')))?;
                     }
                     break Some(why);
                 }
@@ -252,4 +258,19 @@ pub fn boot(
         seconds: started.elapsed().as_secs_f64(),
         reboots: con.reboots,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_carry_the_seconds_since_qemu_started() {
+        let started = Instant::now() - Duration::from_millis(12_345);
+        let l = stamped(started, "observer-vm: start tree::x");
+        let (secs, rest) = l.split_once("] ").unwrap();
+        let secs: f64 = secs.trim_start_matches('[').trim().parse().unwrap();
+        assert!((12.3..13.5).contains(&secs), "{l}");
+        assert_eq!(rest, "observer-vm: start tree::x");
+    }
 }
