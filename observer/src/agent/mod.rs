@@ -218,7 +218,10 @@ async fn serve(
         tokio::select! {
             r = agent.pump.wait() => {
                 r?;
-                agent.pump.on_wake(&mut agent.table);
+                let next = agent.pump.on_wake(&mut agent.table);
+                if agent.housekeeping.settle_due_within(next) {
+                    agent.chore(Chore::Settle);
+                }
             }
             Some(req) = requests.recv() => agent.answer(req, &mut requests),
             due = agent.reconciler.due() => {

@@ -2,8 +2,11 @@
 //! them to the table and passes them on to API subscribers and to the export sinks (with
 //! the history entries the table recorded meanwhile). It wakes when the kernel side
 //! says the buffer filled past an eighth, else on its own drain timer — every DRAIN_EVERY
-//! while there is work, once a second on an idle node (each wake-up costs more than the
-//! work there: about 0.2 ms of a core, most of it scheduling).
+//! while someone waits for the events (a stream subscriber, an export sink) or new
+//! executables turn up, every UNWATCHED_DRAIN_EVERY while events flow with no one waiting
+//! for them (views and scrapes drain first), once a second on an idle node. Each wake-up
+//! costs more than the work there: 40–60 µs of a core on a 2-core VM, most of it scheduling
+//! — in a spawn storm two thirds of the loop's CPU (docs/performance.md).
 
 use std::{pin::Pin, time::Duration};
 
@@ -27,6 +30,12 @@ use crate::{
 /// settle) drains the ring buffer.
 const IDLE_DRAIN_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the ring buffer is drained while events flow and no one waits for them: no
+/// stream subscriber, no export sink, every exec's executable known to the hash cache.
+/// Requests apply what waits before they are answered, so views never lag; what waits
+/// longer is only the table's own copy.
+const UNWATCHED_DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 pub(super) struct Pump<'a> {
     reader: EventReader,
     subscribers: broadcast::Sender<Published>,
@@ -37,6 +46,10 @@ pub(super) struct Pump<'a> {
     hasher: Hasher,
     /// The last drain found events (housekeeping runs at its busy pace meanwhile).
     busy: bool,
+    /// Export sinks are on (fixed at start): applied events are waited for.
+    exporting: bool,
+    /// The hasher's cache misses when the drain timer was last set.
+    misses_seen: u64,
     drain: Pin<Box<Sleep>>,
 }
 
@@ -54,8 +67,10 @@ impl<'a> Pump<'a> {
             reader,
             subscribers,
             redact,
+            exporting: !exporter.counts().is_empty(),
             exporter,
             store,
+            misses_seen: hasher.misses(),
             hasher,
             busy: true,
             drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
@@ -71,21 +86,24 @@ impl<'a> Pump<'a> {
         r.context("waiting on the ring buffer")
     }
 
-    /// A wake-up: applies what waits, records adoptions, and sets the next drain.
-    pub(super) fn on_wake(&mut self, table: &mut Table) {
+    /// A wake-up: applies what waits, records adoptions, and sets the next drain; returns
+    /// how far off that is.
+    pub(super) fn on_wake(&mut self, table: &mut Table) -> Duration {
         self.busy = self.apply(table) > 0;
         adopt_orphans(table);
-        // While events flow or someone streams them, drain every DRAIN_EVERY; when a drain
-        // found nothing, once a second (views and scrapes drain first, and the kernel side
-        // wakes the agent when the buffer fills past an eighth).
-        let next = next_drain(
-            self.busy,
-            self.subscribers.receiver_count() > 0,
-            table.has_pending(),
-        );
+        let misses = self.hasher.misses();
+        let next = next_drain(Pace {
+            busy: self.busy,
+            streaming: self.subscribers.receiver_count() > 0,
+            exporting: self.exporting,
+            orphans_pending: table.has_pending(),
+            new_exes: misses != self.misses_seen,
+        });
+        self.misses_seen = misses;
         self.drain
             .as_mut()
             .reset(tokio::time::Instant::now() + next);
+        next
     }
 
     /// Before answering a request: everything that happened before the question is applied
@@ -216,12 +234,36 @@ pub(super) fn adopt_orphans(table: &mut Table) {
     }
 }
 
-/// When the next drain is due after one that found `busy` events.
-fn next_drain(busy: bool, streaming: bool, orphans_pending: bool) -> Duration {
-    if busy || streaming || orphans_pending {
+/// What a drain found, and who waits for the events.
+#[derive(Clone, Copy, Default)]
+struct Pace {
+    /// The drain found events.
+    busy: bool,
+    /// A stream subscriber is connected.
+    streaming: bool,
+    /// Export sinks are on.
+    exporting: bool,
+    /// Orphans wait for their new parent to be read from /proc.
+    orphans_pending: bool,
+    /// Since the last drain an exec's executable was not in the hash cache: more new ones
+    /// may follow, to be opened while their processes live.
+    new_exes: bool,
+}
+
+/// When the next drain is due. Every DRAIN_EVERY while someone streams, orphans wait, or
+/// events flow to an export sink or with new executables; every UNWATCHED_DRAIN_EVERY
+/// while events flow with no one waiting for them; when a drain found nothing, once a
+/// second (views and scrapes drain first, and the kernel side wakes the agent when the
+/// buffer fills past an eighth).
+fn next_drain(p: Pace) -> Duration {
+    if p.streaming || p.orphans_pending {
+        DRAIN_EVERY
+    } else if !p.busy {
+        IDLE_DRAIN_EVERY
+    } else if p.exporting || p.new_exes {
         DRAIN_EVERY
     } else {
-        IDLE_DRAIN_EVERY
+        UNWATCHED_DRAIN_EVERY
     }
 }
 
@@ -231,17 +273,64 @@ mod tests {
 
     #[test]
     fn an_idle_node_is_drained_once_a_second_and_any_work_brings_the_fast_pace_back() {
-        assert_eq!(next_drain(false, false, false), IDLE_DRAIN_EVERY);
-        assert_eq!(next_drain(true, false, false), DRAIN_EVERY);
-        assert_eq!(
-            next_drain(false, true, false),
-            DRAIN_EVERY,
-            "a stream subscriber"
-        );
-        assert_eq!(
-            next_drain(false, false, true),
-            DRAIN_EVERY,
-            "orphans to adopt"
-        );
+        let idle = Pace::default();
+        assert_eq!(next_drain(idle), IDLE_DRAIN_EVERY);
+        let streaming = Pace {
+            streaming: true,
+            ..idle
+        };
+        assert_eq!(next_drain(streaming), DRAIN_EVERY, "a stream subscriber");
+        let orphans = Pace {
+            orphans_pending: true,
+            ..idle
+        };
+        assert_eq!(next_drain(orphans), DRAIN_EVERY, "orphans to adopt");
+        let exporting = Pace {
+            exporting: true,
+            ..idle
+        };
+        assert_eq!(next_drain(exporting), IDLE_DRAIN_EVERY, "sinks, no events");
+    }
+
+    #[test]
+    fn events_no_one_waits_for_are_drained_less_often_unless_new_executables_turn_up() {
+        let busy = Pace {
+            busy: true,
+            ..Pace::default()
+        };
+        assert_eq!(next_drain(busy), UNWATCHED_DRAIN_EVERY);
+        assert!(UNWATCHED_DRAIN_EVERY > DRAIN_EVERY);
+        for (p, why) in [
+            (
+                Pace {
+                    streaming: true,
+                    ..busy
+                },
+                "a stream subscriber",
+            ),
+            (
+                Pace {
+                    exporting: true,
+                    ..busy
+                },
+                "export sinks",
+            ),
+            (
+                Pace {
+                    new_exes: true,
+                    ..busy
+                },
+                "an executable the hash cache did not know",
+            ),
+            (
+                Pace {
+                    orphans_pending: true,
+                    ..busy
+                },
+                "orphans to adopt",
+            ),
+        ] {
+            assert_eq!(next_drain(p), DRAIN_EVERY, "{why}");
+        }
     }
 }

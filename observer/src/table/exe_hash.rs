@@ -319,6 +319,8 @@ pub(crate) struct Hasher {
     lru: Lru,
     workers: Option<Workers>,
     counts: Arc<Counts>,
+    /// Execs the cache could not answer (hashing on): a file opened, or why not.
+    misses: u64,
 }
 
 impl Hasher {
@@ -334,6 +336,7 @@ impl Hasher {
             lru: Lru::new(cfg.cache),
             workers,
             counts: Arc::default(),
+            misses: 0,
         })
     }
 
@@ -347,6 +350,7 @@ impl Hasher {
             lru: Lru::new(1),
             workers: None,
             counts: Arc::default(),
+            misses: 0,
         }
     }
 
@@ -361,6 +365,13 @@ impl Hasher {
 
     pub(crate) fn is_on(&self) -> bool {
         self.workers.is_some()
+    }
+
+    /// Execs so far that the cache could not answer (none while hashing is off): the event
+    /// loop keeps its quick drain pace while new executables turn up, so that their
+    /// processes are still there to open.
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses
     }
 
     /// The exec of `e` by process `pid`, just read from the ring buffer: its hash from the
@@ -386,6 +397,7 @@ impl Hasher {
             }
             self.lru.remove(&id);
         }
+        self.misses += 1;
         if id.size > self.cfg.max_size {
             add(&self.counts.too_large);
             return ExeHash::Null(Reason::TooLarge);

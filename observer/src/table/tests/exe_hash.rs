@@ -68,7 +68,26 @@ fn an_identity_is_hashed_once_and_then_answered_from_the_cache() {
     }
     assert_eq!(count(&h, "computed"), 1);
     assert_eq!(count(&h, "cached"), 100);
+    assert_eq!(h.misses(), 1, "only the first exec missed the cache");
     std::fs::remove_file(p).unwrap();
+}
+
+#[test]
+fn every_exec_the_cache_cannot_answer_is_a_miss_and_none_while_hashing_is_off() {
+    let mut h = Hasher::start(cfg(16)).unwrap();
+    let _ = h.exec_with(id(1), || Err(std::io::ErrorKind::NotFound.into()));
+    let big = ExeId {
+        size: (256 << 20) + 1,
+        ..id(2)
+    };
+    let _ = h.exec_with(big, || panic!("too large: not opened"));
+    assert_eq!(h.misses(), 2, "a gone process and a too large file");
+    let mut off = Hasher::off();
+    assert_eq!(
+        off.exec_with(id(3), || panic!("off")).now(),
+        Err(Reason::Off)
+    );
+    assert_eq!(off.misses(), 0);
 }
 
 #[test]
