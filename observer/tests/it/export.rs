@@ -186,13 +186,17 @@ fn argv_has(v: &Value, word: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(word)))
 }
 
-/// `n` runs of /bin/true (with a secret and `mark` on their command line) by a shell that
-/// is PID 1 of a new pid namespace — a bare container, so each has a history entry — and
-/// that shell then runs `/bin/true MARK-end` and exits with 7.
+/// `n` runs of a `true` (common::tiny's binary, with a secret and `mark` on their command
+/// line) by a shell that is PID 1 of a new pid namespace — a bare container, so each has a
+/// history entry — and that shell then runs `true MARK-end` and exits with 7.
 fn storm(n: u32, mark: &str) {
+    let bin = TempDir::new("export", "storm-bin");
+    let t = bin.0.join("true");
+    tiny::write(&t, mark);
+    let t = t.display();
     let script = format!(
-        "i=0; while [ $i -lt {n} ]; do /bin/true secret=hunter2 {mark} $i; i=$((i+1)); done; \
-         /bin/true {mark}-end; exit 7"
+        "i=0; while [ $i -lt {n} ]; do {t} secret=hunter2 {mark} $i; i=$((i+1)); done; \
+         {t} {mark}-end; exit 7"
     );
     let st = Command::new("unshare")
         .args(["--pid", "--fork", "sh", "-c", &script])

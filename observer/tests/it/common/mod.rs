@@ -7,6 +7,7 @@ pub mod cri;
 pub mod launcher;
 pub mod prometheus;
 pub mod runtimes;
+pub mod tiny;
 
 use std::{
     io::{BufRead, BufReader},
