@@ -19,7 +19,8 @@ use anyhow::{bail, Context, Result};
 use crate::{arch::Arch, fuzz, hygiene, package, setup, tools, torture, util::root, vm};
 
 /// One row of the table: a phase, its wall time, the machine's busy CPU time meanwhile
-/// (None for the VM legs' rows, which overlap the phases), whether it passed.
+/// (for a guest's row its qemu's own CPU time, inside the overlapping phases' figures;
+/// none for a leg's prepare and wall rows), whether it passed.
 struct Phase {
     name: String,
     took: Duration,
@@ -74,11 +75,11 @@ impl Phases {
         r.with_context(|| format!("phase {name}"))
     }
 
-    fn add(&mut self, name: &str, took: Duration, ok: bool) {
+    fn add(&mut self, name: &str, took: Duration, busy: Option<Duration>, ok: bool) {
         self.rows.push(Phase {
             name: name.to_string(),
             took,
-            busy: None,
+            busy,
             ok,
         });
     }
@@ -230,11 +231,11 @@ impl Leg {
             }),
             Err((times, e)) => (times, Err(e), self.start.elapsed()),
         };
-        phases.add(&self.label, times.prepare, times.prepare_ok);
+        phases.add(&self.label, times.prepare, None, times.prepare_ok);
         for k in &times.kernels {
-            phases.add(&format!("vm {}", k.label), k.took, k.ok);
+            phases.add(&format!("vm {}", k.label), k.took, Some(k.cpu), k.ok);
         }
-        phases.add(&format!("vm {} (wall)", self.name), wall, r.is_ok());
+        phases.add(&format!("vm {} (wall)", self.name), wall, None, r.is_ok());
         r
     }
 }

@@ -45,6 +45,8 @@ struct KernelRun {
     label: String,
     package: String,
     seconds: f64,
+    /// qemu's CPU time, both boots.
+    cpu: Duration,
     results: Vec<(String, Outcome)>,
     aborted: Option<String>,
 }
@@ -71,6 +73,8 @@ pub struct VmTimes {
 pub struct KernelTime {
     pub label: String,
     pub took: Duration,
+    /// qemu's CPU time for the kernel's guest.
+    pub cpu: Duration,
     pub ok: bool,
 }
 
@@ -127,6 +131,7 @@ impl Prepared {
             .map(|k| KernelTime {
                 label: k.label.clone(),
                 took: Duration::from_secs_f64(k.seconds),
+                cpu: k.cpu,
                 ok: k.aborted.is_none()
                     && k.results.iter().all(|(_, o)| *o != Outcome::Fail)
                     && !k.results.is_empty(),
@@ -238,6 +243,7 @@ fn boot_or_abort(
         label: k.label.clone(),
         package: k.package.clone(),
         seconds: 0.0,
+        cpu: Duration::ZERO,
         results: Vec::new(),
         aborted: Some(format!("{e:#}")),
     })
@@ -305,6 +311,7 @@ fn boot_kernel(
         label: k.label.clone(),
         package: k.package.clone(),
         seconds: run.seconds,
+        cpu: run.cpu,
         results: run.results,
         aborted: run.aborted,
     })
@@ -370,6 +377,7 @@ fn reboot(
             &format!("observer.only={test} observer.boot=2"),
         )?;
         run.seconds += second.seconds;
+        run.cpu += second.cpu;
         run.aborted = second.aborted;
         let again = format!("{test} (after a reboot)");
         let outcome = second.results.into_iter().find(|(t, _)| *t == test);
@@ -435,12 +443,14 @@ fn summary(table: &[KernelRun]) -> Result<()> {
         label: k,
         package: pkg,
         seconds: secs,
+        cpu,
         aborted,
         ..
     } in table
     {
         println!(
-            "{k:<7} {pkg}: {secs:.0}s{}",
+            "{k:<7} {pkg}: {secs:.0}s, qemu's CPU {:.0}s{}",
+            cpu.as_secs_f64(),
             aborted
                 .as_ref()
                 .map(|a| format!(" — ABORTED: {a}"))

@@ -31,6 +31,9 @@ pub struct Boot {
     /// Why the run ended early (panic, lockup, timeout, qemu failure), if it did.
     pub aborted: Option<String>,
     pub seconds: f64,
+    /// The CPU time qemu used (user + system): what the guest cost the host, which its
+    /// wall time does not say when guests and builds share the cores.
+    pub cpu: Duration,
     /// The tests whose second half runs in the guest's next boot (mod.rs `reboot`).
     pub reboots: Vec<String>,
 }
@@ -247,6 +250,7 @@ pub fn boot(
     if aborted.is_some() {
         let _ = child.kill();
     }
+    let cpu = cpu_at_exit(child.id());
     let status = child.wait()?;
     if aborted.is_none() && !con.done {
         aborted = Some(format!("guest stopped before finishing (qemu {status})"));
@@ -256,8 +260,35 @@ pub fn boot(
         results: con.results,
         aborted,
         seconds: started.elapsed().as_secs_f64(),
+        cpu,
         reboots: con.reboots,
     })
+}
+
+/// The CPU time of the exited (not yet reaped) child `pid`: waited for without reaping
+/// (`WNOWAIT`), so its /proc/<pid>/stat still holds its times; zero if that fails.
+fn cpu_at_exit(pid: u32) -> Duration {
+    // SAFETY: waitid on our own child, writing only into the zeroed siginfo it is given.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu(&s))
+        .unwrap_or_default()
+}
+
+/// utime + stime of a /proc/<pid>/stat line (fields 14 and 15, counted after the
+/// parenthesised command name, which may hold spaces).
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split(' ').skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz))
 }
 
 #[cfg(test)]
@@ -272,5 +303,18 @@ mod tests {
         let secs: f64 = secs.trim_start_matches('[').trim().parse().unwrap();
         assert!((12.3..13.5).contains(&secs), "{l}");
         assert_eq!(rest, "observer-vm: start tree::x");
+    }
+
+    #[test]
+    fn a_guests_cpu_is_its_user_and_system_time() {
+        // SAFETY: sysconf reads a constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let line = format!(
+            "4242 (qemu-system-x86 (a) b) S 1 2 3 0 -1 4194560 9 0 0 0 {} {} 0 0 20 0 3 0",
+            3 * hz,
+            hz / 2
+        );
+        assert_eq!(stat_cpu(&line), Some(Duration::from_millis(3500)));
+        assert_eq!(stat_cpu("garbage"), None);
     }
 }
