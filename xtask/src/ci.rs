@@ -1,7 +1,7 @@
-//! `cargo xtask test`, CI's command: setup, lint, the package, the host tests, the torture,
-//! fuzzing, the kernel matrix and the arm64 leg (the VM set on the newest arm64 kernel), one
-//! phase after another, with a table of how long each took printed at the end (also when a
-//! phase failed).
+//! `cargo xtask test`, CI's command: setup, lint, the package, the host tests, the torture
+//! and fuzzing one phase after another, and beside them, from the host tests on, the kernel
+//! matrix and then the arm64 leg (the VM set on the newest arm64 kernel); a table of how
+//! long each took is printed at the end (also when a phase failed).
 //!
 //! Everything is compiled once per target: the musl release build of observer that the
 //! package ships is the binary the host tests, the torture, the hygiene check and the VM
@@ -139,9 +139,13 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         crate::build_tests(&[]).map(|_| ())
     })?;
     let deb = phases.run("package", || package::pack(Arch::host()))?;
-    // The kernel matrix boots its guests now, beside the host tests: TCG keeps a core busy
-    // per guest while the host tests mostly wait (on runtimes, agents and timers).
-    let matrix = (!no_vm).then(|| Leg::start(Arch::host(), vm::DEFAULT_KERNELS, "matrix"));
+    // The VM legs boot their guests now, beside the host tests (TCG keeps a core busy per
+    // guest while the host tests mostly wait on runtimes, agents and timers): the kernel
+    // matrix, then — as soon as its guests are done, not after the torture and fuzzing —
+    // the arm64 leg, the whole VM set on the newest arm64 kernel, cross-built and emulated
+    // (its prepare builds the arm64 integration tests, and with them observer; 6.1 and
+    // 5.10 run on demand with `cargo xtask vm-test --arch arm64`).
+    let legs = (!no_vm).then(|| std::thread::spawn(vm_legs));
     let host = phases.run("host tests (run)", || {
         host_tests(
             args,
@@ -161,37 +165,40 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
             fuzz::fuzz(&[], 10)
         })
     });
-    // arm64 nodes: the whole VM set on the newest kernel, cross-built and emulated (its
-    // prepare builds the arm64 integration tests, and with them observer; 6.1 and 5.10 run
-    // on demand with `cargo xtask vm-test --arch arm64`). It boots beside the matrix's
-    // last guests.
-    let arm64 = (fuzz.is_ok() && matrix.is_some() && Arch::host() != Arch::Arm64)
-        .then(|| Leg::start(Arch::Arm64, &["newest"], "arm64 leg"));
-    let legs = [matrix, arm64]
-        .into_iter()
-        .flatten()
-        .map(|l| l.finish(phases));
     // Every leg is waited for (its guests are stopped), whatever failed first.
-    let legs: Vec<Result<()>> = legs.collect();
+    let legs: Vec<Result<()>> = match legs.map(std::thread::JoinHandle::join) {
+        None => Vec::new(),
+        Some(Ok(legs)) => legs.into_iter().map(|l| l.rows(phases)).collect(),
+        Some(Err(_)) => vec![Err(anyhow::anyhow!("the VM legs' thread panicked"))],
+    };
     fuzz?;
     legs.into_iter().collect()
 }
 
-/// A VM leg under way: its prepare (builds, initramfs, kernel packages) done, its guests
-/// booting on a thread of their own, two at a time.
-struct Leg {
-    name: &'static str,
-    label: String,
-    start: Instant,
-    run: std::result::Result<Booting, (vm::VmTimes, anyhow::Error)>,
+/// The VM legs one after another: the kernel matrix, then on an amd64 host the arm64 leg,
+/// whose prepare (a cross-build of observer and its tests, two cores' worth) runs at nice
+/// 10 beside the host tests, which are the run's longest chain.
+fn vm_legs() -> Vec<LegRun> {
+    let mut legs = vec![LegRun::run(Arch::host(), vm::DEFAULT_KERNELS, "matrix")];
+    if Arch::host() != Arch::Arm64 {
+        legs.push(LegRun::run(Arch::Arm64, &["newest"], "arm64 leg"));
+    }
+    legs
 }
 
-/// The thread booting a leg's guests: the leg's times, its verdict, and its wall time from
-/// its prepare on, taken when its last guest ended (not when it is waited for).
-type Booting = std::thread::JoinHandle<(vm::VmTimes, Result<()>, Duration)>;
+/// A VM leg that ran: its prepare (builds, initramfs, kernel packages), then its guests,
+/// two at a time.
+struct LegRun {
+    name: &'static str,
+    label: String,
+    times: vm::VmTimes,
+    result: Result<()>,
+    /// From its prepare's start to its last guest's end.
+    wall: Duration,
+}
 
-impl Leg {
-    fn start(arch: Arch, kernels: &[&str], name: &'static str) -> Leg {
+impl LegRun {
+    fn run(arch: Arch, kernels: &[&str], name: &'static str) -> LegRun {
         let start = Instant::now();
         let args = vm::VmArgs {
             kernels: kernels.iter().map(|k| k.to_string()).collect(),
@@ -204,39 +211,55 @@ impl Leg {
             a if a.is_host() => "vm prepare".to_string(),
             a => format!("vm {a} prepare"),
         };
-        let run = vm::prepare_matrix(args).map(|p| {
-            std::thread::spawn(move || {
-                let (times, r) = p.boot();
-                (times, r, start.elapsed())
-            })
-        });
-        Leg {
+        // The prepare's builds inherit this thread's nice value; the guests get the
+        // default back (their tests wait on timers: they must not starve).
+        let cross = !arch.is_host();
+        if cross {
+            set_thread_nice(10);
+        }
+        let prepared = vm::prepare_matrix(args);
+        if cross {
+            set_thread_nice(0);
+        }
+        let (times, result) = match prepared {
+            Ok(p) => p.boot(),
+            Err((times, e)) => (times, Err(e)),
+        };
+        LegRun {
             name,
             label,
-            start,
-            run,
+            times,
+            result,
+            wall: start.elapsed(),
         }
     }
 
-    /// Waits for the leg's guests; adds its rows: the prepare, each kernel (the kernels
-    /// overlap) and the leg's wall time from its prepare to its last guest's end.
-    fn finish(self, phases: &mut Phases) -> Result<()> {
-        let (times, r, wall) = match self.run {
-            Ok(h) => h.join().unwrap_or_else(|_| {
-                (
-                    vm::VmTimes::default(),
-                    Err(anyhow::anyhow!("the VM leg's thread panicked")),
-                    self.start.elapsed(),
-                )
-            }),
-            Err((times, e)) => (times, Err(e), self.start.elapsed()),
-        };
-        phases.add(&self.label, times.prepare, None, times.prepare_ok);
+    /// Adds the leg's rows: the prepare, each kernel (the kernels overlap, each with its
+    /// qemu's CPU time) and the leg's wall time.
+    fn rows(self, phases: &mut Phases) -> Result<()> {
+        let LegRun {
+            name,
+            label,
+            times,
+            result,
+            wall,
+        } = self;
+        phases.add(&label, times.prepare, None, times.prepare_ok);
         for k in &times.kernels {
             phases.add(&format!("vm {}", k.label), k.took, Some(k.cpu), k.ok);
         }
-        phases.add(&format!("vm {} (wall)", self.name), wall, None, r.is_ok());
-        r
+        phases.add(&format!("vm {name} (wall)"), wall, None, result.is_ok());
+        result
+    }
+}
+
+/// Sets the calling thread's nice value (on Linux a thread's own; the processes it starts
+/// inherit it). Best effort: a failure leaves the run at its priority.
+fn set_thread_nice(nice: i32) {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
     }
 }
 
