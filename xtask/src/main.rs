@@ -159,20 +159,21 @@ pub(crate) fn cargo_test() -> Command {
     cargo_test_for(Arch::host())
 }
 
-/// [`cargo_test`] for the static build of `arch`.
+/// [`cargo_test`] for the static build of `arch`. A cross build (arm64 on this host) is
+/// only ever run by the VM guests, so it builds what they run and nothing else: the
+/// integration tests `it` (and with them observer), not the unit tests, which never run
+/// here, and without debug information, which the guests' binaries are stripped of anyway
+/// (vm/initramfs.rs). The binaries' code is the release profile's, as the host's.
 pub(crate) fn cargo_test_for(arch: Arch) -> Command {
     let mut c = Command::new("cargo");
-    c.current_dir(root()).args([
-        "test",
-        "--release",
-        "--locked",
-        "-p",
-        "observer",
-        "-p",
-        "observer-common",
-        "--target",
-        arch.musl(),
-    ]);
+    c.current_dir(root())
+        .args(["test", "--release", "--locked", "-p", "observer"]);
+    if arch.is_host() {
+        c.args(["-p", "observer-common"]);
+    } else {
+        c.args(["--test", "it", "--config", "profile.release.debug=0"]);
+    }
+    c.args(["--target", arch.musl()]);
     c
 }
 
@@ -425,4 +426,45 @@ fn hygiene_check_cmd() -> Result<()> {
     .find(|p| p.exists())
     .context("no observer binary: build one first (cargo build --release -p observer)")?;
     hygiene::selfcheck::check(&observer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_host_test_build_builds_every_test_with_the_release_profile() {
+        let a = args(&cargo_test_for(Arch::host()));
+        assert!(
+            a.windows(2).any(|w| w == ["-p", "observer-common"]),
+            "{a:?}"
+        );
+        assert!(!a.iter().any(|x| x == "--test" || x == "--config"), "{a:?}");
+    }
+
+    #[test]
+    fn a_cross_test_build_builds_only_what_the_guests_run_without_debug_info() {
+        let cross = [Arch::Amd64, Arch::Arm64]
+            .into_iter()
+            .find(|a| !a.is_host())
+            .expect("one machine is not the host");
+        let a = args(&cargo_test_for(cross));
+        assert!(a.windows(2).any(|w| w == ["--test", "it"]), "{a:?}");
+        assert!(!a.iter().any(|x| x == "observer-common"), "{a:?}");
+        assert!(
+            a.windows(2)
+                .any(|w| w == ["--config", "profile.release.debug=0"]),
+            "{a:?}"
+        );
+        assert!(
+            a.windows(2).any(|w| w == ["--target", cross.musl()]),
+            "{a:?}"
+        );
+    }
 }
