@@ -24,7 +24,8 @@ fn typed_request(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> (Vec<Vec
             &mut buf,
             item,
             names.as_ref(),
-            Some(&mut recs)
+            Some(&mut recs),
+            std::time::Instant::now(),
         ));
         ends.push(buf.len());
     }
@@ -288,3 +289,4 @@ struct Typed<'a> {
     #[serde(flatten)]
     s: &'a Shapes,
 }
+
