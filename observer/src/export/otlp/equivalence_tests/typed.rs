@@ -441,3 +441,32 @@ fn hostile_names_argv_paths_and_numbers_make_the_tree_builders_bytes() {
         assert!(got == want, "round {round}: the tree builder's bytes");
     }
 }
+
+/// A batch with an item of megabytes (names a runtime's state file holds) makes its
+/// record, but the encoder this thread keeps for the next batch gives the megabytes back.
+#[test]
+fn a_huge_item_is_encoded_but_not_kept_in_the_threads_encoder() {
+    let big = Names {
+        container_name: Some("n".repeat(6 << 20)),
+        pod: Some("\u{1}".repeat(3 << 20)),
+        ..names()[0].clone()
+    };
+    let ev = events()[0];
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut recs = Records::for_items(1);
+        assert!(line::write_with(
+            &mut line,
+            &Item::Event(ev, None, None, None),
+            Some(&big),
+            Some(&mut recs),
+            std::time::Instant::now(),
+        ));
+        recs.made();
+        assert!(recs.get(0).is_some_and(|(a, _)| a.len() > 9 << 20));
+        let kept = typed::kept_capacity();
+        assert!(kept > 0 && kept <= 6 << 20, "{kept} bytes kept");
+    })
+    .join()
+    .unwrap();
+}
