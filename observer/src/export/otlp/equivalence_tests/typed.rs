@@ -367,7 +367,10 @@ fn hostile_items(r: &mut Rng) -> Vec<(Item, Option<Names>)> {
             _ => {}
         }
         let hash = ExeHash::known(Ok([r.next() as u8; 32]));
-        out.push((Item::Event(ev, None, Some(hash), None), Some(hostile_names(r))));
+        out.push((
+            Item::Event(ev, None, Some(hash), None),
+            Some(hostile_names(r)),
+        ));
     }
     let key = ContainerKey {
         runtime: Runtime::Docker,
@@ -469,4 +472,41 @@ fn a_huge_item_is_encoded_but_not_kept_in_the_threads_encoder() {
     })
     .join()
     .unwrap();
+}
+
+/// The fuzz target's way in makes what a sink makes: the line, and a request of its one
+/// record whose body is that line.
+#[test]
+fn the_fuzz_targets_entry_makes_the_line_and_its_request() {
+    let mut r = Rng(7);
+    for ev in events() {
+        let texts = [r.text(70), r.text(300), r.text(3), String::new()];
+        let names = [&*texts[0], &*texts[1], &*texts[2], &*texts[3]];
+        let (line, request) = super::super::line_and_request(&ev, names).expect("a line");
+        let (lines, want) = typed_request(
+            &mut Batch::new(&resource()),
+            &[(
+                Item::Event(ev, None, None, None),
+                Some(Names {
+                    container_id: texts[0].clone(),
+                    container_name: Some(texts[1].clone()),
+                    runtime: "containerd".into(),
+                    pod: Some(texts[2].clone()),
+                    pod_namespace: Some(texts[3].clone()),
+                    pod_uid: None,
+                }),
+            )],
+        );
+        assert_eq!(line, lines[0]);
+        let (got, want) = (
+            ExportLogsServiceRequest::decode(&request[..]).unwrap(),
+            ExportLogsServiceRequest::decode(&want[..]).unwrap(),
+        );
+        let attrs = |q: &ExportLogsServiceRequest| {
+            q.resource_logs[0].scope_logs[0].log_records[0]
+                .attributes
+                .clone()
+        };
+        assert_eq!(attrs(&got), attrs(&want));
+    }
 }
