@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         rest = more;
     }
     for (n, t) in names.iter_mut().zip(&texts) {
-        *n = t;
+        *n = &**t;
     }
     let Ok(ev) = Event::decode(rest) else { return };
     let Some((line, request)) = line_and_request(&ev, names) else {
