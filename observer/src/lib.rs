@@ -52,7 +52,8 @@ pub mod cli;
 pub mod containers;
 /// Decoding kernel records and argv buffers, for the fuzz targets.
 pub mod events;
-mod export;
+/// An event's line and OTLP request as the sinks make them, for the fuzz targets.
+pub mod export;
 /// The /proc parsers, for the fuzz targets.
 pub mod host;
 mod intern;

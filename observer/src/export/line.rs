@@ -3,6 +3,8 @@
 //! (`views::endings::EndedView`); both with the container they came from and its names
 //! (`origin::Names`; an event of a host process has none).
 
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 
 use super::{origin::Names, otlp::typed::Records, Item};
@@ -19,9 +21,13 @@ use crate::{
 pub(crate) const EVENT_SCHEMA: &str = "observer.event/v2";
 pub(crate) const HISTORY_SCHEMA: &str = "observer.history/v2";
 
-/// How long a line waits for its executable's hash while a worker computes it (on the
-/// sink's thread: only this sink waits).
-const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a drain's lines wait, all together, for their executables' hashes while the
+/// workers compute them. Not per line: anyone can exec files of their own, each hashed for
+/// up to 2 s at the workers' rate (a 256 MiB file touched before each run), and lines that
+/// waited 2 s each stalled the drain's lines — which every sink reads, the file sink too —
+/// by 2 s an exec: 256 such execs, 8 minutes of nothing exported but drops. A hash not
+/// ready by then is `pending` on the line.
+pub(super) const HASH_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Serialize)]
 struct HistoryLine<'a> {
@@ -36,22 +42,25 @@ struct HistoryLine<'a> {
 /// appended) when it would not serialize.
 #[cfg(test)]
 pub(super) fn write(out: &mut Vec<u8>, item: &Item, names: Option<&Names>) -> bool {
-    write_with(out, item, names, None)
+    write_with(out, item, names, None, Instant::now() + HASH_WAIT)
 }
 
 /// `write`, and with `records` the item's OTLP record attributes, made from the same view
-/// (the same executable hash, the same `ago_s`): none when the line was not made.
+/// (the same executable hash, the same `ago_s`): none when the line was not made. A hash
+/// being computed is waited for until `hashes_until`.
 pub(super) fn write_with(
     out: &mut Vec<u8>,
     item: &Item,
     names: Option<&Names>,
     mut records: Option<&mut Records>,
+    hashes_until: Instant,
 ) -> bool {
     let start = out.len();
+    let wait = hashes_until.saturating_duration_since(Instant::now());
     let r = match item {
         Item::Event(ev, _, exe, session) => {
             let json = EventJson::new(ev)
-                .with_exe_hash(exe.as_ref().map(|h| h.get(HASH_WAIT)))
+                .with_exe_hash(exe.as_ref().map(|h| h.get(wait)))
                 .with_session(session.as_deref());
             // EventJson's object with the schema and the names spliced in first.
             out.extend_from_slice(b"{\"schema\":\"");
@@ -67,7 +76,7 @@ pub(super) fn write_with(
         }
         Item::History(h, _) => {
             if let Some(exe) = &h.1.exe_hash {
-                let _ = exe.get(HASH_WAIT);
+                let _ = exe.get(wait);
             }
             let none = Names::default();
             let line = HistoryLine {

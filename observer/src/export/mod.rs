@@ -54,6 +54,7 @@ pub(crate) struct ExportConfig {
     pub(crate) types: Types,
 }
 
+pub use otlp::line_and_request;
 pub(crate) use otlp::OtlpConfig;
 
 /// A sink's thread: its queue, its counts and its own names.

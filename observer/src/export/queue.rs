@@ -82,10 +82,17 @@ impl Lines {
             ends: Vec::with_capacity(items.len()),
             records: records.then(|| Records::for_items(items.len())),
         };
+        let hashes_until = std::time::Instant::now() + line::HASH_WAIT;
         for item in items {
             let n = item.origin().map(|o| names.names(o));
             // Nothing is appended when it fails: its line is empty (and no record).
-            line::write_with(&mut l.buf, item, n.as_ref(), l.records.as_mut());
+            line::write_with(
+                &mut l.buf,
+                item,
+                n.as_ref(),
+                l.records.as_mut(),
+                hashes_until,
+            );
             l.ends.push(l.buf.len());
         }
         if let Some(r) = &mut l.records {
@@ -327,6 +334,32 @@ mod tests {
             "the other sink reads the same line, not one of its own"
         );
         assert!(b.next().is_none());
+    }
+
+    /// Execs of executables whose hashes take long (never, here): the drain's lines wait
+    /// HASH_WAIT for them together, not each in turn.
+    #[test]
+    fn a_drains_lines_wait_for_slow_hashes_once_not_once_each() {
+        use crate::table::exe_hash::{Entry, ExeHash};
+        // SAFETY: a record of plain integers and byte arrays: all zeroes is a valid value.
+        let mut ev: observer_common::ExecEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = observer_common::EventKind::Exec as u32;
+        let slow = || {
+            let hash = ExeHash::Entry(std::sync::Arc::new(Entry::default()));
+            Item::Event(crate::events::Event::Exec(ev), None, Some(hash), None)
+        };
+        let batch = Drained::new(vec![slow(), slow(), slow()]);
+        let (tx, mut inbox) = bounded(5);
+        tx.offer(&batch, &Counts::default());
+        let mut names = SinkNames::new(crate::containers::names::StateDirs::default());
+        let at = std::time::Instant::now();
+        let l = inbox.next().unwrap().line(&mut names).unwrap();
+        let took = at.elapsed();
+        assert!(
+            took >= line::HASH_WAIT && took < 2 * line::HASH_WAIT,
+            "{took:?}"
+        );
+        assert!(String::from_utf8_lossy(l).contains("pending"));
     }
 
     #[test]

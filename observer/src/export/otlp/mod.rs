@@ -44,8 +44,11 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::{origin::SinkNames, Counts, Inbox};
-use crate::host::clock::boot_now_ns;
+use super::{
+    origin::{Names, SinkNames},
+    Counts, Inbox,
+};
+use crate::{events::Event, host::clock::boot_now_ns};
 
 /// Records per request: a batch is sent once it holds this many, or DELAY after its
 /// first record, whichever comes first.
@@ -108,6 +111,37 @@ impl Batch {
             true
         });
     }
+}
+
+/// The `otlp_records` fuzz target's way in: `ev`'s JSON line (without its newline) and
+/// the OTLP request of its record, in a container named by `names` (id, name, pod, pod
+/// namespace), made in one pass as a sink makes them; None when the event makes no line.
+pub fn line_and_request(ev: &Event, names: [&str; 4]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let names = Names {
+        container_id: names[0].into(),
+        container_name: Some(names[1].into()),
+        runtime: "containerd".into(),
+        pod: Some(names[2].into()),
+        pod_namespace: Some(names[3].into()),
+        pod_uid: None,
+    };
+    let item = super::Item::Event(*ev, None, None, None);
+    let mut line = Vec::new();
+    let mut records = typed::Records::for_items(1);
+    let made = super::line::write_with(
+        &mut line,
+        &item,
+        Some(&names),
+        Some(&mut records),
+        std::time::Instant::now(),
+    );
+    records.made();
+    let part = records.get(0).filter(|_| made)?;
+    let mut batch = Batch::new(&resource());
+    batch.push(&line, part, 1, 2);
+    let request = batch.request.finish().to_vec();
+    line.pop();
+    Some((line, request))
 }
 
 /// The node: `k8s.node.name` from the DaemonSet's downward API (`NODE_NAME` or

@@ -315,6 +315,51 @@ pub(crate) struct Head {
     pub(super) event_type: Option<&'static str>,
 }
 
+/// The most each of a kept encoder's buffers keeps: an item of the storm takes ~2 KB; one
+/// with names of megabytes (a runtime's state file may hold 16 MiB) is written as it is,
+/// but its buffers are not kept from batch to batch.
+const ENCODER_KEEP: usize = 1 << 20;
+
+impl Encoder {
+    /// Done with (the last item's attributes taken): emptied, its buffers down to
+    /// ENCODER_KEEP.
+    fn shrink(&mut self) {
+        for b in [&mut self.scratch, &mut self.tmp, &mut self.argv] {
+            b.clear();
+        }
+        self.keys.clear();
+        self.path.clear();
+        self.entries.clear();
+        self.scratch.shrink_to(ENCODER_KEEP);
+        self.tmp.shrink_to(ENCODER_KEEP);
+        self.keys.shrink_to(ENCODER_KEEP);
+        self.path.shrink_to(ENCODER_KEEP);
+        self.argv.shrink_to(ENCODER_KEEP);
+        self.entries
+            .shrink_to(ENCODER_KEEP / std::mem::size_of::<Entry>());
+    }
+
+    /// The bytes its buffers hold on to.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.scratch.capacity()
+            + self.tmp.capacity()
+            + self.keys.capacity()
+            + self.path.capacity()
+            + self.argv.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+}
+
+/// The bytes this thread's kept encoder holds on to (none kept: 0).
+#[cfg(test)]
+pub(super) fn kept_capacity() -> usize {
+    let enc = ENCODER.take();
+    let n = enc.as_ref().map_or(0, Encoder::capacity);
+    ENCODER.set(enc);
+    n
+}
+
 thread_local! {
     /// The encoder of the thread making a batch's lines (a sink's), kept from batch to
     /// batch: a new one for every drain's batch regrew its buffers each time (their
@@ -345,9 +390,12 @@ impl Records {
         }
     }
 
-    /// Every item's attributes are made: the encoder goes back to this thread.
+    /// Every item's attributes are made: the encoder goes back to this thread, without
+    /// what an item larger than ENCODER_KEEP grew it by.
     pub(crate) fn made(&mut self) {
-        ENCODER.set(Some(std::mem::take(&mut self.enc)));
+        let mut enc = std::mem::take(&mut self.enc);
+        enc.shrink();
+        ENCODER.set(Some(enc));
     }
 
     /// The record of an event line: `schema`, the container's `names`, then the event.

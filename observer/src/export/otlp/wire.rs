@@ -21,6 +21,13 @@ pub(super) const LEN: u8 = 2;
 /// The longest varint (a u64).
 const MAX_VARINT: usize = 10;
 
+/// The most a request's buffer keeps between batches: about three of the storm's batches
+/// (2,048 records of ~1,300 bytes). A batch of larger records — long names from a runtime's
+/// state files, paths and argv of control bytes that the line escapes six times over —
+/// grows it as far as it needs, and the next batch gives the excess back instead of the
+/// agent keeping its largest batch ever for good.
+pub(super) const KEEP: usize = 8 << 20;
+
 /// The key of field `field` (< 16: every field number used here is) of wire type `wt`.
 pub(super) fn key(out: &mut Vec<u8>, field: u8, wt: u8) {
     debug_assert!(field < 16);
@@ -132,9 +139,10 @@ impl Request {
         1 + MAX_VARINT + self.resource.len() + 1 + MAX_VARINT
     }
 
-    /// An empty request.
+    /// An empty request (its buffer back to KEEP if a batch grew it beyond).
     pub(super) fn clear(&mut self) {
         self.out.clear();
+        self.out.shrink_to(KEEP);
         self.out.resize(self.head_room(), 0);
         self.out.extend_from_slice(&self.scope);
         self.records = 0;
@@ -175,6 +183,30 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_batch_does_not_stay_in_the_kept_buffer() {
+        let mut r = Request::new(&Resource::default());
+        let record = vec![b'x'; 1 << 20];
+        for _ in 0..2 * KEEP / record.len() {
+            r.push(|out| {
+                bytes(out, 2, &record);
+                true
+            });
+        }
+        assert!(r.finish().len() > 2 * KEEP);
+        r.clear();
+        assert!(r.out.capacity() <= KEEP, "{}", r.out.capacity());
+        // A batch within KEEP keeps its buffer: no allocation from batch to batch.
+        r.push(|out| {
+            bytes(out, 2, &record);
+            true
+        });
+        let _ = r.finish();
+        let (at, cap) = (r.out.as_ptr(), r.out.capacity());
+        r.clear();
+        assert_eq!((r.out.as_ptr(), r.out.capacity()), (at, cap));
+    }
 
     #[test]
     fn varints_and_nested_lengths_are_protobufs_own() {

@@ -102,7 +102,13 @@ fn typed_lines(items: &[(Item, Option<Names>)]) -> (Vec<u8>, Vec<usize>, Records
     let mut buf = Vec::with_capacity(items.len() * 640);
     let (mut ends, mut recs) = (Vec::new(), Records::for_items(items.len()));
     for (item, names) in items {
-        crate::export::line::write_with(&mut buf, item, names.as_ref(), Some(&mut recs));
+        crate::export::line::write_with(
+            &mut buf,
+            item,
+            names.as_ref(),
+            Some(&mut recs),
+            std::time::Instant::now(),
+        );
         ends.push(buf.len());
     }
     recs.made();
