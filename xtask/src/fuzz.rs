@@ -13,12 +13,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{root, run};
 
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "event_decode",
     "cgroup_paths",
     "proc_files",
     "state_files",
     "api_requests",
+    "otlp_records",
 ];
 
 /// cargo-fuzz from crates.io (built with the stable toolchain; it drives the nightly).
