@@ -2,9 +2,10 @@
 //! them to the table and passes them on to API subscribers and to the export sinks (with
 //! the history entries the table recorded meanwhile). It wakes when the kernel side
 //! says the buffer filled past an eighth, else on its own drain timer — every DRAIN_EVERY
-//! while someone waits for the events (a stream subscriber, an export sink) or new
-//! executables turn up, every UNWATCHED_DRAIN_EVERY while events flow with no one waiting
-//! for them (views and scrapes drain first), once a second on an idle node. Each wake-up
+//! while someone waits for the events (a stream subscriber, an export sink) or processes
+//! of new executables end before their files could be opened, every UNWATCHED_DRAIN_EVERY
+//! while events flow with no one waiting for them (views and scrapes drain first), once a
+//! second on an idle node. Each wake-up
 //! costs more than the work there: 40–60 µs of a core on a 2-core VM, most of it scheduling
 //! — in a spawn storm two thirds of the loop's CPU (docs/performance.md).
 
@@ -31,7 +32,8 @@ use crate::{
 const IDLE_DRAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the ring buffer is drained while events flow and no one waits for them: no
-/// stream subscriber, no export sink, every exec's executable known to the hash cache.
+/// stream subscriber, no export sink, every exec's executable known to the hash cache or
+/// opened.
 /// Requests apply what waits before they are answered, so views never lag; what waits
 /// longer is only the table's own copy.
 const UNWATCHED_DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -48,8 +50,8 @@ pub(super) struct Pump<'a> {
     busy: bool,
     /// Export sinks are on (fixed at start): applied events are waited for.
     exporting: bool,
-    /// The hasher's cache misses when the drain timer was last set.
-    misses_seen: u64,
+    /// Execs whose executable could not be opened, when the drain timer was last set.
+    unopened_seen: u64,
     drain: Pin<Box<Sleep>>,
 }
 
@@ -70,7 +72,7 @@ impl<'a> Pump<'a> {
             exporting: !exporter.counts().is_empty(),
             exporter,
             store,
-            misses_seen: hasher.misses(),
+            unopened_seen: hasher.unopened(),
             hasher,
             busy: true,
             drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
@@ -91,15 +93,15 @@ impl<'a> Pump<'a> {
     pub(super) fn on_wake(&mut self, table: &mut Table) -> Duration {
         self.busy = self.apply(table) > 0;
         adopt_orphans(table);
-        let misses = self.hasher.misses();
+        let unopened = self.hasher.unopened();
         let next = next_drain(Pace {
             busy: self.busy,
             streaming: self.subscribers.receiver_count() > 0,
             exporting: self.exporting,
             orphans_pending: table.has_pending(),
-            new_exes: misses != self.misses_seen,
+            new_exes: unopened != self.unopened_seen,
         });
-        self.misses_seen = misses;
+        self.unopened_seen = unopened;
         self.drain
             .as_mut()
             .reset(tokio::time::Instant::now() + next);
@@ -245,14 +247,15 @@ struct Pace {
     exporting: bool,
     /// Orphans wait for their new parent to be read from /proc.
     orphans_pending: bool,
-    /// Since the last drain an exec's executable was not in the hash cache: more new ones
-    /// may follow, to be opened while their processes live.
+    /// Since the last drain an exec's executable was not in the hash cache and could not be
+    /// opened (its process gone, its path naming another file): more execs of it may
+    /// follow, to be opened while their processes live.
     new_exes: bool,
 }
 
 /// When the next drain is due. Every DRAIN_EVERY while someone streams, orphans wait, or
-/// events flow to an export sink or with new executables; every UNWATCHED_DRAIN_EVERY
-/// while events flow with no one waiting for them; when a drain found nothing, once a
+/// events flow to an export sink or with new executables that could not be opened; every
+/// UNWATCHED_DRAIN_EVERY while events flow with no one waiting for them; when a drain found nothing, once a
 /// second (views and scrapes drain first, and the kernel side wakes the agent when the
 /// buffer fills past an eighth).
 fn next_drain(p: Pace) -> Duration {
