@@ -5,14 +5,14 @@
 //! while someone waits for the events (a stream subscriber, an export sink) or processes
 //! of new executables end before their files could be opened, every UNWATCHED_DRAIN_EVERY
 //! while events flow with no one waiting for them (views and scrapes drain first), once a
-//! second on an idle node. Each wake-up
-//! costs more than the work there: 40–60 µs of a core on a 2-core VM, most of it scheduling
-//! — in a spawn storm two thirds of the loop's CPU (docs/performance.md).
+//! second on an idle node. Each wake-up costs more than the work there: 40–60 µs of a core
+//! on a 2-core VM, most of it scheduling — in a spawn storm two thirds of the loop's CPU
+//! (docs/performance.md); the timer is the kernel's (alarm.rs), so a drain is one wake-up.
 
-use std::{pin::Pin, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::{sync::broadcast, time::Sleep};
+use tokio::sync::broadcast;
 
 use crate::{
     events::{
@@ -52,7 +52,8 @@ pub(super) struct Pump<'a> {
     exporting: bool,
     /// Execs whose executable could not be opened, when the drain timer was last set.
     unopened_seen: u64,
-    drain: Pin<Box<Sleep>>,
+    /// The drain timer (the kernel's: one wake-up a drain).
+    drain: super::alarm::Alarm,
 }
 
 impl<'a> Pump<'a> {
@@ -63,9 +64,9 @@ impl<'a> Pump<'a> {
         redact: Option<&'a Redactor>,
         out: (Exporter, store::Writer),
         hasher: Hasher,
-    ) -> Pump<'a> {
+    ) -> std::io::Result<Pump<'a>> {
         let (exporter, store) = out;
-        Pump {
+        Ok(Pump {
             reader,
             subscribers,
             redact,
@@ -75,15 +76,15 @@ impl<'a> Pump<'a> {
             unopened_seen: hasher.unopened(),
             hasher,
             busy: true,
-            drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
-        }
+            drain: super::alarm::Alarm::new(DRAIN_EVERY)?,
+        })
     }
 
     /// Waits until the ring buffer has data or the drain timer fires.
     pub(super) async fn wait(&mut self) -> anyhow::Result<()> {
         let r = tokio::select! {
             r = self.reader.readable() => r,
-            _ = &mut self.drain => Ok(()),
+            r = self.drain.fired() => r,
         };
         r.context("waiting on the ring buffer")
     }
@@ -102,9 +103,7 @@ impl<'a> Pump<'a> {
             new_exes: unopened != self.unopened_seen,
         });
         self.unopened_seen = unopened;
-        self.drain
-            .as_mut()
-            .reset(tokio::time::Instant::now() + next);
+        self.set_drain(next);
         next
     }
 
@@ -115,11 +114,17 @@ impl<'a> Pump<'a> {
     pub(super) fn catch_up(&mut self, table: &mut Table) {
         if self.apply(table) > 0 {
             self.busy = true;
-            self.drain
-                .as_mut()
-                .reset(tokio::time::Instant::now() + DRAIN_EVERY);
+            self.set_drain(DRAIN_EVERY);
         }
         adopt_orphans(table);
+    }
+
+    /// The next drain is due `after` from now.
+    fn set_drain(&mut self, after: Duration) {
+        if let Err(e) = self.drain.set(after) {
+            // Not seen: the timer takes any duration. The buffer's own wake-ups still come.
+            log::warn!("setting the drain timer: {e}");
+        }
     }
 
     /// Applies every event waiting in the ring buffer; returns how many.
@@ -191,6 +196,9 @@ pub(super) fn apply(
     hasher: &mut Hasher,
     redact: Option<&Redactor>,
 ) -> usize {
+    // Asked once a drain (the count takes a lock): a subscriber that comes during a drain
+    // gets the events from the next one on, as if it had come just after.
+    let streamed = out.subscribers.receiver_count() > 0;
     let n = reader.drain(&mut |mut ev| {
         if let Some(r) = redact {
             r.event(&mut ev);
@@ -209,7 +217,6 @@ pub(super) fn apply(
         if let Some(h) = &exe {
             table.set_exe_hash(ev.header().tgid, h.clone());
         }
-        let streamed = out.subscribers.receiver_count() > 0;
         let session = (streamed || out.exporter.wants(&ev))
             .then(|| table.session_of(&ev))
             .flatten();
@@ -255,9 +262,9 @@ struct Pace {
 
 /// When the next drain is due. Every DRAIN_EVERY while someone streams, orphans wait, or
 /// events flow to an export sink or with new executables that could not be opened; every
-/// UNWATCHED_DRAIN_EVERY while events flow with no one waiting for them; when a drain found nothing, once a
-/// second (views and scrapes drain first, and the kernel side wakes the agent when the
-/// buffer fills past an eighth).
+/// UNWATCHED_DRAIN_EVERY while events flow with no one waiting for them; when a drain
+/// found nothing, once a second (views and scrapes drain first, and the kernel side wakes
+/// the agent when the buffer fills past an eighth).
 fn next_drain(p: Pace) -> Duration {
     if p.streaming || p.orphans_pending {
         DRAIN_EVERY
