@@ -94,17 +94,24 @@ pub(crate) fn open_exe(pid: u32) -> io::Result<(File, FileId)> {
 /// the file is never opened, nor waited for — and only a regular file is then opened for
 /// reading, through its descriptor (the same inode, no second lookup).
 pub(crate) fn open_path(path: &[u8]) -> io::Result<(File, FileId)> {
-    use std::os::unix::{ffi::OsStrExt, fs::OpenOptionsExt};
+    use std::os::fd::FromRawFd;
     if !path.starts_with(b"/") {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not an absolute path",
         ));
     }
-    let at = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(std::ffi::OsStr::from_bytes(path))?;
+    // Not std's OpenOptions: on musl it masks O_PATH out of custom flags (musl's O_ACCMODE
+    // holds it), and a FIFO would be opened for reading — waited for.
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let at = File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) });
     if !at.metadata()?.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
