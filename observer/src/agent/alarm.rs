@@ -59,7 +59,7 @@ impl Alarm {
             it_value: libc::timespec {
                 // At most ~34 years: fits any time_t.
                 tv_sec: after.as_secs().min(1 << 30).try_into().unwrap_or_default(),
-                tv_nsec: libc::c_long::try_from(after.subsec_nanos()).unwrap_or(0),
+                tv_nsec: after.subsec_nanos().into(),
             },
         };
         // SAFETY: a valid itimerspec; the old value is not asked for.
