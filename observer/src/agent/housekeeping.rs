@@ -4,11 +4,11 @@
 //! agent only as often as there is work: on an idle node each wake-up costs more than the
 //! work.
 
-use std::{pin::Pin, time::Duration};
+use std::time::Duration;
 
-use tokio::time::{Interval, MissedTickBehavior, Sleep};
+use tokio::time::{Interval, MissedTickBehavior};
 
-use super::{pump::Pump, trim_heap};
+use super::{alarm::Alarm, pump::Pump, trim_heap};
 use crate::{
     host::{clock::boot_now_ns, scan},
     probes::Probes,
@@ -30,7 +30,8 @@ pub(super) enum Chore {
 }
 
 pub(super) struct Housekeeping {
-    settle: Pin<Box<Sleep>>,
+    /// The settle timer (the kernel's: see alarm.rs).
+    settle: Alarm,
     collect: Interval,
     /// The kernel's loss count when last looked at.
     last_dropped: u64,
@@ -39,15 +40,15 @@ pub(super) struct Housekeeping {
 impl Housekeeping {
     /// Starts the timers: settling HOUSEKEEPING_EVERY from now, collecting at once and then
     /// every COLLECT_EVERY.
-    pub(super) fn new() -> Housekeeping {
-        let settle = Box::pin(tokio::time::sleep(HOUSEKEEPING_EVERY));
+    pub(super) fn new() -> std::io::Result<Housekeeping> {
+        let settle = Alarm::new(HOUSEKEEPING_EVERY)?;
         let mut collect = tokio::time::interval(COLLECT_EVERY);
         collect.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        Housekeeping {
+        Ok(Housekeeping {
             settle,
             collect,
             last_dropped: 0,
-        }
+        })
     }
 
     /// Losses are counted from the kernel's count now.
@@ -67,7 +68,12 @@ impl Housekeeping {
 
     pub(super) async fn due(&mut self) -> Chore {
         tokio::select! {
-            _ = &mut self.settle => Chore::Settle,
+            r = self.settle.fired() => {
+                if let Err(e) = r {
+                    log::warn!("waiting on the settle timer: {e}");
+                }
+                Chore::Settle
+            }
             _ = self.collect.tick() => Chore::Collect,
         }
     }
@@ -77,9 +83,9 @@ impl Housekeeping {
     pub(super) fn settle(&mut self, table: &mut Table, pump: &mut Pump, probes: &Probes) -> bool {
         let work =
             pump.busy() || table.has_unconfirmed() || table.has_exited() || table.has_pending();
-        self.settle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + next_settle(work));
+        if let Err(e) = self.settle.set(next_settle(work)) {
+            log::warn!("setting the settle timer: {e}");
+        }
         if table.has_unconfirmed() {
             pump.apply(table);
             let missed = table.settle(boot_now_ns());

@@ -14,6 +14,7 @@
 //! collection), `readiness` (/readyz, the service manager and its watchdog, the state file)
 //! and `shutdown` (signals and the clean stop).
 
+mod alarm;
 pub(crate) mod health;
 mod housekeeping;
 mod marker;

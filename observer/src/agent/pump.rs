@@ -2,16 +2,17 @@
 //! them to the table and passes them on to API subscribers and to the export sinks (with
 //! the history entries the table recorded meanwhile). It wakes when the kernel side
 //! says the buffer filled past an eighth, else on its own drain timer — every DRAIN_EVERY
-//! while someone waits for the events (a stream subscriber, an export sink) or new
-//! executables turn up, every UNWATCHED_DRAIN_EVERY while events flow with no one waiting
-//! for them (views and scrapes drain first), once a second on an idle node. Each wake-up
-//! costs more than the work there: 40–60 µs of a core on a 2-core VM, most of it scheduling
-//! — in a spawn storm two thirds of the loop's CPU (docs/performance.md).
+//! while someone waits for the events (a stream subscriber, an export sink) or processes
+//! of new executables end before their files could be opened, every UNWATCHED_DRAIN_EVERY
+//! while events flow with no one waiting for them (views and scrapes drain first), once a
+//! second on an idle node. Each wake-up costs more than the work there: 40–60 µs of a core
+//! on a 2-core VM, most of it scheduling — in a spawn storm two thirds of the loop's CPU
+//! (docs/performance.md); the timer is the kernel's (alarm.rs), so a drain is one wake-up.
 
-use std::{pin::Pin, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::{sync::broadcast, time::Sleep};
+use tokio::sync::broadcast;
 
 use crate::{
     events::{
@@ -31,7 +32,8 @@ use crate::{
 const IDLE_DRAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the ring buffer is drained while events flow and no one waits for them: no
-/// stream subscriber, no export sink, every exec's executable known to the hash cache.
+/// stream subscriber, no export sink, every exec's executable known to the hash cache or
+/// opened.
 /// Requests apply what waits before they are answered, so views never lag; what waits
 /// longer is only the table's own copy.
 const UNWATCHED_DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -48,9 +50,10 @@ pub(super) struct Pump<'a> {
     busy: bool,
     /// Export sinks are on (fixed at start): applied events are waited for.
     exporting: bool,
-    /// The hasher's cache misses when the drain timer was last set.
-    misses_seen: u64,
-    drain: Pin<Box<Sleep>>,
+    /// Execs whose executable could not be opened, when the drain timer was last set.
+    unopened_seen: u64,
+    /// The drain timer (the kernel's: one wake-up a drain).
+    drain: super::alarm::Alarm,
 }
 
 impl<'a> Pump<'a> {
@@ -61,27 +64,27 @@ impl<'a> Pump<'a> {
         redact: Option<&'a Redactor>,
         out: (Exporter, store::Writer),
         hasher: Hasher,
-    ) -> Pump<'a> {
+    ) -> std::io::Result<Pump<'a>> {
         let (exporter, store) = out;
-        Pump {
+        Ok(Pump {
             reader,
             subscribers,
             redact,
             exporting: !exporter.counts().is_empty(),
             exporter,
             store,
-            misses_seen: hasher.misses(),
+            unopened_seen: hasher.unopened(),
             hasher,
             busy: true,
-            drain: Box::pin(tokio::time::sleep(DRAIN_EVERY)),
-        }
+            drain: super::alarm::Alarm::new(DRAIN_EVERY)?,
+        })
     }
 
     /// Waits until the ring buffer has data or the drain timer fires.
     pub(super) async fn wait(&mut self) -> anyhow::Result<()> {
         let r = tokio::select! {
             r = self.reader.readable() => r,
-            _ = &mut self.drain => Ok(()),
+            r = self.drain.fired() => r,
         };
         r.context("waiting on the ring buffer")
     }
@@ -91,18 +94,16 @@ impl<'a> Pump<'a> {
     pub(super) fn on_wake(&mut self, table: &mut Table) -> Duration {
         self.busy = self.apply(table) > 0;
         adopt_orphans(table);
-        let misses = self.hasher.misses();
+        let unopened = self.hasher.unopened();
         let next = next_drain(Pace {
             busy: self.busy,
             streaming: self.subscribers.receiver_count() > 0,
             exporting: self.exporting,
             orphans_pending: table.has_pending(),
-            new_exes: misses != self.misses_seen,
+            new_exes: unopened != self.unopened_seen,
         });
-        self.misses_seen = misses;
-        self.drain
-            .as_mut()
-            .reset(tokio::time::Instant::now() + next);
+        self.unopened_seen = unopened;
+        self.set_drain(next);
         next
     }
 
@@ -113,11 +114,17 @@ impl<'a> Pump<'a> {
     pub(super) fn catch_up(&mut self, table: &mut Table) {
         if self.apply(table) > 0 {
             self.busy = true;
-            self.drain
-                .as_mut()
-                .reset(tokio::time::Instant::now() + DRAIN_EVERY);
+            self.set_drain(DRAIN_EVERY);
         }
         adopt_orphans(table);
+    }
+
+    /// The next drain is due `after` from now.
+    fn set_drain(&mut self, after: Duration) {
+        if let Err(e) = self.drain.set(after) {
+            // Not seen: the timer takes any duration. The buffer's own wake-ups still come.
+            log::warn!("setting the drain timer: {e}");
+        }
     }
 
     /// Applies every event waiting in the ring buffer; returns how many.
@@ -189,6 +196,9 @@ pub(super) fn apply(
     hasher: &mut Hasher,
     redact: Option<&Redactor>,
 ) -> usize {
+    // Asked once a drain (the count takes a lock): a subscriber that comes during a drain
+    // gets the events from the next one on, as if it had come just after.
+    let streamed = out.subscribers.receiver_count() > 0;
     let n = reader.drain(&mut |mut ev| {
         if let Some(r) = redact {
             r.event(&mut ev);
@@ -207,7 +217,6 @@ pub(super) fn apply(
         if let Some(h) = &exe {
             table.set_exe_hash(ev.header().tgid, h.clone());
         }
-        let streamed = out.subscribers.receiver_count() > 0;
         let session = (streamed || out.exporter.wants(&ev))
             .then(|| table.session_of(&ev))
             .flatten();
@@ -245,16 +254,17 @@ struct Pace {
     exporting: bool,
     /// Orphans wait for their new parent to be read from /proc.
     orphans_pending: bool,
-    /// Since the last drain an exec's executable was not in the hash cache: more new ones
-    /// may follow, to be opened while their processes live.
+    /// Since the last drain an exec's executable was not in the hash cache and could not be
+    /// opened (its process gone, its path naming another file): more execs of it may
+    /// follow, to be opened while their processes live.
     new_exes: bool,
 }
 
 /// When the next drain is due. Every DRAIN_EVERY while someone streams, orphans wait, or
-/// events flow to an export sink or with new executables; every UNWATCHED_DRAIN_EVERY
-/// while events flow with no one waiting for them; when a drain found nothing, once a
-/// second (views and scrapes drain first, and the kernel side wakes the agent when the
-/// buffer fills past an eighth).
+/// events flow to an export sink or with new executables that could not be opened; every
+/// UNWATCHED_DRAIN_EVERY while events flow with no one waiting for them; when a drain
+/// found nothing, once a second (views and scrapes drain first, and the kernel side wakes
+/// the agent when the buffer fills past an eighth).
 fn next_drain(p: Pace) -> Duration {
     if p.streaming || p.orphans_pending {
         DRAIN_EVERY

@@ -86,7 +86,7 @@ pub(super) async fn start<'a>(
     );
     readiness.declare_ready(cfg, servers, &table);
     let reconciler = Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
-    let mut housekeeping = Housekeeping::new();
+    let mut housekeeping = Housekeeping::new().context("creating the settle timer")?;
     readiness.start_watchdog();
     let pump = pump::Pump::new(
         reader,
@@ -94,7 +94,8 @@ pub(super) async fn start<'a>(
         cfg.redact.as_ref(),
         (exporter, store),
         hasher,
-    );
+    )
+    .context("creating the drain timer")?;
     housekeeping.count_losses_from(&probes);
     Ok(Agent {
         cfg,

@@ -155,8 +155,13 @@ impl TaskInfoExt for TaskInfo {
 /// The text before the first NUL; bytes that are not UTF-8 become U+FFFD, as /proc-based
 /// views show them (a name is never cut short at its first odd byte).
 pub(crate) fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(c_bytes(bytes))
+}
+
+/// The bytes before the first NUL (all of them when there is none).
+pub(crate) fn c_bytes(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end])
+    &bytes[..end]
 }
 
 /// Splits a NUL-separated argv buffer (`len` bytes in use) into arguments.

@@ -88,6 +88,44 @@ pub(crate) fn open_exe(pid: u32) -> io::Result<(File, FileId)> {
     Ok((f, id))
 }
 
+/// Opens the file an exec's absolute `path` names now (the process that ran it may be gone;
+/// the caller compares the identity with the exec's). The path is resolved with `O_PATH`,
+/// which opens nothing — a FIFO, a device or a socket an unprivileged user swapped in for
+/// the file is never opened, nor waited for — and only a regular file is then opened for
+/// reading, through its descriptor (the same inode, no second lookup).
+pub(crate) fn open_path(path: &[u8]) -> io::Result<(File, FileId)> {
+    use std::os::fd::FromRawFd;
+    if !path.starts_with(b"/") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an absolute path",
+        ));
+    }
+    // Not std's OpenOptions: on musl it masks O_PATH out of custom flags (musl's O_ACCMODE
+    // holds it), and a FIFO would be opened for reading — waited for.
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let at = File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) });
+    if !at.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let f = File::open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&at)
+    ))?;
+    let id = FileId::of(&f)?;
+    Ok((f, id))
+}
+
 /// Why a file's digest was not read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DigestError {
@@ -187,6 +225,33 @@ mod tests {
         let stale = FileId { size: 4, ..id };
         assert!(matches!(sha256(f, stale), Err(DigestError::Changed)));
         std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_path_opens_a_regular_file_only_and_never_waits_for_a_fifo() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("observer-open-path-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bin");
+        std::fs::write(&file, b"abc").unwrap();
+        let (mut f, id) = open_path(file.as_os_str().as_bytes()).unwrap();
+        assert_eq!(id, FileId::of(&File::open(&file).unwrap()).unwrap());
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abc", "opened for reading");
+        // Opening a FIFO for reading would block until a writer came: it is not opened.
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_path(fifo.as_os_str().as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(
+            open_path(b"bin").is_err(),
+            "a relative path names nothing here"
+        );
+        assert!(open_path(dir.join("none").as_os_str().as_bytes()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

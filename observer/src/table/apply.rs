@@ -1,10 +1,10 @@
 //! Applying one kernel event to the table: the process it concerns is created, refreshed,
 //! ended or removed, and its container's counters move. No I/O, and no allocation but an
-//! exec's (its command line and credentials).
+//! exec's (its command line and credentials, unless the last exec had the same).
 
 use observer_common::{CgroupAttachEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FreeEvent};
 
-use super::{Bounded, ExitInfo, Table};
+use super::{ExitInfo, Table};
 use crate::events::{c_str, Event};
 
 impl Table {
@@ -79,8 +79,10 @@ impl Table {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.comm = e.task.comm;
             p.exe = exe;
-            p.argv = Bounded::from_bytes(&e.args[..(e.args_len as usize).min(e.args.len())]);
-            p.exec_cred = Some(std::sync::Arc::new(super::process::ExecCred::of(e)));
+            p.argv = self
+                .shared
+                .argv(&e.args[..(e.args_len as usize).min(e.args.len())]);
+            p.exec_cred = Some(self.shared.cred(super::process::ExecCred::of(e)));
             // The agent sets the new image's (set_exe_hash); other callers leave none.
             p.exe_hash = None;
             let c = p.container;

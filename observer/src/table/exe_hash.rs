@@ -58,7 +58,8 @@ impl ExeId {
 pub(crate) enum Reason {
     /// Hashing is off (`--hash off`).
     Off,
-    /// The process (or its file, as it was at the exec) was gone before it could be opened.
+    /// The process (or its file, as it was at the exec) was gone before it could be opened,
+    /// and the exec's path named another file by then, or none.
     Gone,
     /// Larger than `--hash-max-size`.
     TooLarge,
@@ -313,6 +314,21 @@ impl Lru {
     }
 }
 
+/// The executable of an exec of `id` by `pid`, to be checked against `id`: what the process
+/// runs, else — it is gone, or runs another file by now — what the exec's absolute `path`
+/// names, if that is still the same file. A short-lived process is gone by the time its
+/// exec is read (a shell's loop of `/bin/true`: dozens of misses in a row at a storm's
+/// start, each keeping the quick drain pace): the path finds its file all the same. Its
+/// identity is the one the exec read (device, inode, size, mtime: what the cache trusts
+/// for every later exec too); a path in another mount namespace names another file here,
+/// or none, and the exec stays `gone`.
+fn open_exec(id: ExeId, pid: u32, path: &[u8]) -> std::io::Result<(std::fs::File, FileId)> {
+    match exe_file::open_exe(pid) {
+        Ok((f, fid)) if id.is(&fid) => Ok((f, fid)),
+        first => exe_file::open_path(path).or(first),
+    }
+}
+
 /// The event loop's end: answers each exec from the cache or queues a read.
 pub(crate) struct Hasher {
     cfg: HashConfig,
@@ -321,6 +337,8 @@ pub(crate) struct Hasher {
     counts: Arc<Counts>,
     /// Execs the cache could not answer (hashing on): a file opened, or why not.
     misses: u64,
+    /// Misses whose executable could not be opened: `gone`.
+    unopened: u64,
 }
 
 impl Hasher {
@@ -337,6 +355,7 @@ impl Hasher {
             workers,
             counts: Arc::default(),
             misses: 0,
+            unopened: 0,
         })
     }
 
@@ -351,6 +370,7 @@ impl Hasher {
             workers: None,
             counts: Arc::default(),
             misses: 0,
+            unopened: 0,
         }
     }
 
@@ -367,17 +387,28 @@ impl Hasher {
         self.workers.is_some()
     }
 
-    /// Execs so far that the cache could not answer (none while hashing is off): the event
-    /// loop keeps its quick drain pace while new executables turn up, so that their
-    /// processes are still there to open.
+    /// Execs so far that the cache could not answer (none while hashing is off).
+    #[cfg(test)]
     pub(crate) fn misses(&self) -> u64 {
         self.misses
     }
 
+    /// Execs so far whose executable could be opened neither through their process nor by
+    /// their path (`gone`): short-lived processes of a binary this agent cannot reach but
+    /// through them, so the event loop keeps its quick drain pace while they turn up, to
+    /// catch one of them alive. (A miss that found its file needs no haste: the cache now
+    /// answers the next exec of that binary.)
+    pub(crate) fn unopened(&self) -> u64 {
+        self.unopened
+    }
+
     /// The exec of `e` by process `pid`, just read from the ring buffer: its hash from the
-    /// cache, or a read queued (the file opened now, while the process may still live).
+    /// cache, or a read queued (the file opened now, while the process may still live, else
+    /// by the exec's path: see [`open_exec`]).
     pub(crate) fn on_exec(&mut self, pid: u32, e: &observer_common::ExecEvent) -> ExeHash {
-        self.exec_with(ExeId::of(e), || exe_file::open_exe(pid))
+        let id = ExeId::of(e);
+        let path = crate::events::c_bytes(&e.filename);
+        self.exec_with(id, || open_exec(id, pid, path))
     }
 
     /// `on_exec` with the opening of the file given.
@@ -405,6 +436,7 @@ impl Hasher {
         let file = match open() {
             Ok((f, fid)) if id.is(&fid) => f,
             _ => {
+                self.unopened += 1;
                 add(&self.counts.gone);
                 return ExeHash::Null(Reason::Gone);
             }

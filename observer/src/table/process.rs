@@ -103,13 +103,16 @@ impl Namespaces {
     }
 }
 
-/// The last command line and namespace set the table made for a process: the next one
-/// that has the same shares them (the seed's processes come a container at a time, a
-/// storm's children are alike), so a node's processes do not each hold a copy.
+/// The last command line, namespace set and exec credentials the table made for a
+/// process: the next one that has the same shares them (the seed's processes come a
+/// container at a time, a storm's children are alike, a loop execs one program over and
+/// over), so a node's processes do not each hold a copy, and such an exec allocates
+/// nothing.
 #[derive(Debug, Default)]
 pub(crate) struct LastShared {
     argv: Bounded<ARGV_BYTES>,
     ns: Option<Namespaces>,
+    cred: Option<std::sync::Arc<ExecCred>>,
 }
 
 impl LastShared {
@@ -118,6 +121,13 @@ impl LastShared {
             self.argv = Bounded::from_bytes(b);
         }
         self.argv.clone()
+    }
+
+    pub(crate) fn cred(&mut self, c: ExecCred) -> std::sync::Arc<ExecCred> {
+        match &self.cred {
+            Some(last) if **last == c => last.clone(),
+            _ => self.cred.insert(std::sync::Arc::new(c)).clone(),
+        }
     }
 
     pub(crate) fn ns(&mut self, ns: &[u32; NS_COUNT]) -> Namespaces {

@@ -40,3 +40,29 @@ fn a_command_line_is_cut_at_its_bound_and_an_empty_one_is_empty() {
         Bounded::<4>::from_bytes(b"ab")
     );
 }
+
+/// A loop exec'ing one program (a shell's `while ...; do /bin/true; done`): each exec shares
+/// the last one's command line and credentials rather than allocating its own.
+#[test]
+fn consecutive_execs_of_the_same_command_line_and_credentials_share_them() {
+    let mut tb = table();
+    tb.apply(&fork(100, task(1, &[100], HOST_NS, TICK, "sh")));
+    for pid in [200, 201] {
+        let t = task(100, &[pid], HOST_NS, 2 * TICK, "sh");
+        tb.apply(&fork(pid, t));
+        tb.apply(&exec(pid, t, "/bin/true", &["/bin/true"]));
+    }
+    let (a, b) = (tb.get(200).unwrap().clone(), tb.get(201).unwrap());
+    assert_eq!(b.argv.args(), ["/bin/true"]);
+    assert!(b.argv.shares(&a.argv), "one command line buffer");
+    let (ca, cb) = (a.exec_cred.as_ref().unwrap(), b.exec_cred.as_ref().unwrap());
+    assert!(std::sync::Arc::ptr_eq(ca, cb), "one credentials entry");
+    // Another command line is its own.
+    let t = task(100, &[202], HOST_NS, 3 * TICK, "sh");
+    tb.apply(&fork(202, t));
+    tb.apply(&exec(202, t, "/bin/true", &["/bin/true", "x"]));
+    let c = tb.get(202).unwrap();
+    assert_eq!(c.argv.args(), ["/bin/true", "x"]);
+    assert!(!c.argv.shares(&a.argv));
+    assert_eq!(tb.get(200).unwrap().argv.args(), ["/bin/true"]);
+}

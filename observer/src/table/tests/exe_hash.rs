@@ -178,3 +178,65 @@ fn a_full_queue_is_busy_and_counted() {
     drop(h);
     std::fs::remove_file(&fifo).unwrap();
 }
+
+#[test]
+fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() {
+    use std::os::unix::ffi::OsStrExt;
+    let (p, fid) = file("by-path", b"abc");
+    let path = p.as_os_str().as_bytes();
+    // No process has pid 0 in /proc: the process is gone, its file is still at its path.
+    let mut h = Hasher::start(cfg(16)).unwrap();
+    let r = h.exec_with(fid, || open_exec(fid, 0, path));
+    assert_eq!(
+        hex(&r.get(WAIT).unwrap()),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(count(&h, "gone"), 0);
+    // The path names another file now (another identity): never hashed under the exec's.
+    let other = ExeId {
+        ino: fid.ino + 1,
+        ..fid
+    };
+    assert_eq!(
+        h.exec_with(other, || open_exec(other, 0, path)).now(),
+        Err(Reason::Gone)
+    );
+    // A living process is opened through /proc, whatever its path says.
+    let me = std::process::id();
+    let exe = std::fs::metadata("/proc/self/exe").unwrap();
+    let mine = ExeId {
+        dev: exe.dev() as u32,
+        ino: exe.ino(),
+        size: exe.size(),
+        mtime_ns: exe.mtime() * 1_000_000_000 + exe.mtime_nsec(),
+    };
+    let (_, via) = open_exec(mine, me, b"/nonexistent").unwrap();
+    assert_eq!(via.ino, mine.ino);
+    std::fs::remove_file(&p).unwrap();
+    let mut fresh = Hasher::start(cfg(16)).unwrap();
+    assert_eq!(
+        fresh.exec_with(fid, || open_exec(fid, 0, path)).now(),
+        Err(Reason::Gone),
+        "the process and its file gone"
+    );
+}
+
+/// The event loop keeps its quick pace only while execs escape it: a miss whose file was
+/// opened (through the process or by its path) is answered by the cache from then on.
+#[test]
+fn only_a_miss_whose_file_could_not_be_opened_counts_as_unopened() {
+    let (p, fid) = file("unopened", b"abc");
+    let mut h = Hasher::start(cfg(16)).unwrap();
+    assert!(h.exec_with(fid, opener(&p)).get(WAIT).is_ok());
+    let big = ExeId {
+        size: (256 << 20) + 1,
+        ..id(2)
+    };
+    let _ = h.exec_with(big, || panic!("too large: not opened"));
+    assert_eq!((h.misses(), h.unopened()), (2, 0));
+    let gone = h.exec_with(id(3), || Err(std::io::ErrorKind::NotFound.into()));
+    assert_eq!(gone.now(), Err(Reason::Gone));
+    assert_eq!((h.misses(), h.unopened()), (3, 1));
+    assert_eq!(Hasher::off().unopened(), 0);
+    std::fs::remove_file(p).unwrap();
+}
