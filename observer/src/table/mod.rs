@@ -274,7 +274,12 @@ impl Table {
         }
         let old_ppid = p.ppid;
         let pidns_changed = p.pidns() != old_pidns;
-        if t.ppid != 0 && t.ppid != old_ppid {
+        // An event the orphan made between its parent's exit event and the kernel's
+        // reparenting still names that parent; read from /proc, the adoption can be applied
+        // before it. The kernel never moves a process back under a parent that exited (nor
+        // under a later holder of its PID: new parents are ancestors, older than the child).
+        let stale = p.adoption.is_some_and(|a| a.from == t.ppid);
+        if t.ppid != 0 && t.ppid != old_ppid && !stale {
             let old_gone = self.procs.get(&old_ppid).is_none_or(|o| o.is_zombie());
             self.reparent(pid, t.ppid, old_gone.then_some(old_ppid), now);
         }

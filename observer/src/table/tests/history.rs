@@ -1,6 +1,6 @@
 //! Histories of ended processes: what an entry says about an orphan's parents.
 
-use super::{exit, fork, table, task, TICK};
+use super::{exec, exit, fork, table, task, Adopter, TICK};
 use crate::containers::{cgroup::Runtime, ContainerKey};
 
 #[test]
@@ -120,4 +120,38 @@ fn a_reused_pid_namespace_inode_is_a_new_container_once_its_init_ended() {
     let c = tb.get(700).unwrap().container.unwrap();
     assert_eq!(tb.registry.get(c).unwrap().key.generation, 11 * TICK);
     assert_eq!(tb.history().keys().count(), 2, "two histories, none merged");
+}
+
+/// Seen on 5.10 under emulation: the orphan exec'd between its parent's exit event and the
+/// kernel's reparenting, so its exec event (applied after /proc showed the adoption) still
+/// named the exited parent, and the table put it back there.
+#[test]
+fn an_orphans_event_naming_its_exited_parent_does_not_undo_the_adoption() {
+    let mut tb = table();
+    let pidns = 4026532200;
+    tb.apply(&fork(745, task(10, &[745, 1], pidns, TICK, "init")));
+    tb.apply(&fork(747, task(745, &[747, 2], pidns, 2 * TICK, "sh")));
+    tb.apply(&fork(749, task(747, &[749, 3], pidns, 3 * TICK, "sh")));
+    tb.apply(&exit(
+        747,
+        747,
+        task(745, &[747, 2], pidns, 2 * TICK, "sh"),
+        0,
+        true,
+        4 * TICK,
+    ));
+    tb.resolve_pending(|pid| (pid == 749).then_some((745, 3)));
+    assert_eq!(tb.get(749).unwrap().ppid, 745);
+    // The exec it made before the kernel moved it, applied now.
+    tb.apply(&exec(
+        749,
+        task(747, &[749, 3], pidns, 3 * TICK, "sleep"),
+        "/bin/sleep",
+        &["sleep", "1001"],
+    ));
+    let p = tb.get(749).unwrap();
+    assert_eq!(p.ppid, 745, "back under its exited parent");
+    assert_eq!(p.adoption.unwrap().by, Adopter::NamespaceInit);
+    assert!(tb.children(745).contains(&749));
+    assert!(!tb.children(747).contains(&749));
 }
