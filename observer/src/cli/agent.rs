@@ -506,11 +506,11 @@ fn parse_hash_max(s: &str) -> anyhow::Result<u64> {
     Ok(b)
 }
 
-/// `on` or `off`.
-fn parse_on_off(s: &str) -> Result<bool, String> {
+/// `on` or `off` (the value parser of every on/off flag: `agent` and `events`).
+pub(super) fn parse_on_off(s: &str) -> anyhow::Result<bool> {
     match s {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => Err(format!("`{s}`: say `on` or `off`")),
+        _ => anyhow::bail!("`{s}`: say `on` or `off`"),
     }
 }

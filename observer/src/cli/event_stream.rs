@@ -60,20 +60,12 @@ pub(crate) struct EventsArgs {
     tracepoint_kind: probes::TracepointKind,
     /// Hash each exec's executable (`exe_sha256`, as `observer agent --hash`); an exec's
     /// line, and those after it, wait up to 2 s for its hash.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = super::agent::parse_on_off, action = clap::ArgAction::Set)]
     hash: bool,
     /// Mark the fork, exec and exit events of exec sessions' processes (`entered`, `[exec
     /// by …]`): a /proc scan before streaming starts, and a process table kept meanwhile.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = super::agent::parse_on_off, action = clap::ArgAction::Set)]
     sessions: bool,
-}
-
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("`{s}`: say `on` or `off`")),
-    }
 }
 
 /// How long an exec's line waits for its executable's hash.

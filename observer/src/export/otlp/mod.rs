@@ -262,17 +262,31 @@ fn fill(batch: &mut Batch, inbox: &mut Inbox, r: &mut SinkNames) -> u64 {
     failed
 }
 
+/// Why a batch was not delivered.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// Refused for good (a status or an error that trying again cannot mend).
+    #[error("{0}")]
+    Refused(String),
+    /// Every attempt met an error worth trying again.
+    #[error("{why} ({tries} tries)")]
+    GaveUp { why: String, tries: u32 },
+}
+
 /// One batch, tried up to ATTEMPTS times: the records the collector rejected, or why it
 /// could not be sent.
-async fn send(client: &mut Client, body: Bytes) -> Result<u64, String> {
+async fn send(client: &mut Client, body: Bytes) -> Result<u64, SendError> {
     let mut delay = FIRST_DELAY;
     let mut attempt = 1;
     loop {
         match client.post(body.clone()).await {
             Outcome::Sent { rejected } => return Ok(rejected),
-            Outcome::Failed(why) => return Err(why),
+            Outcome::Failed(why) => return Err(SendError::Refused(why)),
             Outcome::Retry(why, _) if attempt >= ATTEMPTS => {
-                return Err(format!("{why} ({attempt} tries)"))
+                return Err(SendError::GaveUp {
+                    why,
+                    tries: attempt,
+                })
             }
             Outcome::Retry(why, after) => {
                 log::debug!("export to {}: {why}; trying again", client.url());
