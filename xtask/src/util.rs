@@ -3,6 +3,7 @@
 use std::{
     path::PathBuf,
     process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -89,5 +90,44 @@ impl Drop for PidMax {
                 self.old
             );
         }
+    }
+}
+
+/// The CPU time (user + system) process `pid` has used, from /proc/<pid>/stat: zero when it
+/// cannot be read. An exited child's stays readable until it is reaped.
+pub fn process_cpu(pid: u32) -> Duration {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu(&s))
+        .unwrap_or_default()
+}
+
+/// utime + stime of a /proc/<pid>/stat line (fields 14 and 15, counted after the
+/// parenthesised command name, which may hold spaces and parentheses).
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_cpu_is_its_user_and_system_time() {
+        // SAFETY: sysconf reads a constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let line = format!(
+            "4242 (qemu-system-x86 (a) b) S 1 2 3 0 -1 4194560 9 0 0 0 {} {} 0 0 20 0 3 0",
+            3 * hz,
+            hz / 2
+        );
+        assert_eq!(stat_cpu(&line), Some(Duration::from_millis(3500)));
+        assert_eq!(stat_cpu("garbage"), None);
+        assert!(process_cpu(std::process::id()) <= process_cpu(std::process::id()));
     }
 }

@@ -156,17 +156,7 @@ fn bpf_runs_by_id(pid: u32) -> std::collections::BTreeMap<u64, Runs> {
 /// utime + stime of a whole process in seconds, exited threads included (a sum over
 /// /proc/<pid>/task loses the time of the runtime's blocking threads once they end).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    crate::util::process_cpu(pid).as_secs_f64()
 }
 
 /// bpf_stats counters of each BPF program `pid` holds, by program name (bpftool's names;

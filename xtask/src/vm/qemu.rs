@@ -274,21 +274,7 @@ fn cpu_at_exit(pid: u32) -> Duration {
     if r != 0 {
         return Duration::ZERO;
     }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| stat_cpu(&s))
-        .unwrap_or_default()
-}
-
-/// utime + stime of a /proc/<pid>/stat line (fields 14 and 15, counted after the
-/// parenthesised command name, which may hold spaces).
-fn stat_cpu(stat: &str) -> Option<Duration> {
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split(' ').skip(11);
-    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_millis(ticks * 1000 / hz))
+    crate::util::process_cpu(pid)
 }
 
 #[cfg(test)]
@@ -303,18 +289,5 @@ mod tests {
         let secs: f64 = secs.trim_start_matches('[').trim().parse().unwrap();
         assert!((12.3..13.5).contains(&secs), "{l}");
         assert_eq!(rest, "observer-vm: start tree::x");
-    }
-
-    #[test]
-    fn a_guests_cpu_is_its_user_and_system_time() {
-        // SAFETY: sysconf reads a constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        let line = format!(
-            "4242 (qemu-system-x86 (a) b) S 1 2 3 0 -1 4194560 9 0 0 0 {} {} 0 0 20 0 3 0",
-            3 * hz,
-            hz / 2
-        );
-        assert_eq!(stat_cpu(&line), Some(Duration::from_millis(3500)));
-        assert_eq!(stat_cpu("garbage"), None);
     }
 }
