@@ -298,7 +298,8 @@ impl Exporter {
         }
     }
 
-    /// Per sink: lines written, and lines dropped (a full queue or a failed write).
+    /// Per sink: lines written, lines dropped (a full queue or a failed write), and lines
+    /// waiting in its queue.
     pub(crate) fn counts(&self) -> Vec<ExportCounts> {
         self.queues
             .iter()
@@ -306,6 +307,7 @@ impl Exporter {
                 sink: q.name.to_string(),
                 sent: q.counts.sent.load(Ordering::Relaxed),
                 dropped: q.counts.dropped.load(Ordering::Relaxed),
+                queued: q.tx.queued() as u64,
             })
             .collect()
     }

@@ -168,6 +168,11 @@ pub(super) struct Sender {
 }
 
 impl Sender {
+    /// Items offered and taken that the sink has not finished taking.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// Offers a drain's items: as many as the queue has room for are queued, the rest are
     /// dropped and counted in `counts`.
     pub(super) fn offer(&self, items: &Shared, counts: &Counts) {

@@ -162,12 +162,15 @@ pub(crate) struct StoreStatus {
     pub(crate) moved_aside: u64,
 }
 
-/// One export sink's lines: written, and dropped (its queue was full or a write failed).
+/// One export sink's lines: written, dropped (its queue was full or a write failed), and
+/// waiting in its queue now.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ExportCounts {
     pub(crate) sink: String,
     pub(crate) sent: u64,
     pub(crate) dropped: u64,
+    #[serde(default)]
+    pub(crate) queued: u64,
 }
 
 /// Connections of one API listener.

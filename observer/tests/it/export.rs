@@ -190,19 +190,86 @@ fn argv_has(v: &Value, word: &str) -> bool {
 /// line) by a shell that is PID 1 of a new pid namespace — a bare container, so each has a
 /// history entry — and that shell then runs `true MARK-end` and exits with 7.
 fn storm(n: u32, mark: &str) {
-    let bin = TempDir::new("export", "storm-bin");
-    let t = bin.0.join("true");
-    tiny::write(&t, mark);
-    let t = t.display();
-    let script = format!(
-        "i=0; while [ $i -lt {n} ]; do {t} secret=hunter2 {mark} $i; i=$((i+1)); done; \
-         {t} {mark}-end; exit 7"
-    );
-    let st = Command::new("unshare")
-        .args(["--pid", "--fork", "sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert_eq!(st.code(), Some(7), "the storm's shell");
+    Storm::start(n, mark).end();
+}
+
+/// A storm's shell that, its `n` runs done, waits to be told to end: the test lets its
+/// last lines (`MARK-end`'s exec, the shell's own history entry) come once the storm's are
+/// out of the queues, so that a queue the storm filled cannot drop them. Killed (with
+/// everything in its pid namespace) if the test ends before it did.
+struct Storm {
+    unshare: Option<std::process::Child>,
+    dir: TempDir,
+}
+
+impl Storm {
+    fn start(n: u32, mark: &str) -> Storm {
+        let dir = TempDir::new("export", "storm-bin");
+        let t = dir.0.join("true");
+        tiny::write(&t, mark);
+        let fifo = dir.0.join("go");
+        let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(ok.success(), "mkfifo {}", fifo.display());
+        let (t, fifo, looped) = (t.display(), fifo.display(), dir.0.join("looped"));
+        // `: >` and `read` are the shell's own: no exec of theirs in the export.
+        let script = format!(
+            "i=0; while [ $i -lt {n} ]; do {t} secret=hunter2 {mark} $i; i=$((i+1)); done; \
+             : > {}; read _ < {fifo}; {t} {mark}-end; exit 7",
+            looped.display()
+        );
+        let unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        let mut s = Storm {
+            unshare: Some(unshare),
+            dir,
+        };
+        eventually(T * 5, "the storm's runs", || {
+            let c = s.unshare.as_mut().unwrap();
+            let ended = c.try_wait().unwrap();
+            assert!(ended.is_none(), "the storm's shell ended early: {ended:?}");
+            looped.exists().then_some(())
+        });
+        s
+    }
+
+    /// Once the storm's `lines` left the sinks' queues (every sink wrote or dropped that
+    /// many more than `before`, and none has a line queued), lets the shell end.
+    fn end_after(self, a: &Agent, before: u64, lines: u64) {
+        eventually(T, "the storm's lines out of the export queues", || {
+            let (out, queued) = queues(a);
+            (out >= before + lines && queued == 0).then_some(())
+        });
+        self.end();
+    }
+
+    fn end(mut self) {
+        std::fs::write(self.dir.0.join("go"), "\n").unwrap();
+        let st = self.unshare.take().unwrap().wait().unwrap();
+        assert_eq!(st.code(), Some(7), "the storm's shell");
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.unshare.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Lines written or dropped so far (the least of every sink's), and lines queued (all
+/// sinks').
+fn queues(a: &Agent) -> (u64, u64) {
+    let st = status(a);
+    let sinks = st["export"].as_array().unwrap();
+    let out = sinks
+        .iter()
+        .map(|s| u64_of(s, "sent") + u64_of(s, "dropped"));
+    let queued = sinks.iter().map(|s| u64_of(s, "queued")).sum();
+    (out.min().unwrap_or(0), queued)
 }
 
 #[test]
@@ -226,7 +293,8 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
         "--redact-args",
         "secret=\\S*",
     ]);
-    storm(N, &mark);
+    let before = queues(&a).0;
+    Storm::start(N, &mark).end_after(&a, before, 2 * N as u64);
     // The last line the storm causes: its shell's history entry.
     let last = ["observer.history/v2", "\"comm\":\"sh\"", &mark];
     let (_, dropped) = settled(&a, "file", &path, &last);
@@ -314,6 +382,8 @@ fn file_sink_exports_every_exec_and_history_entry_of_a_storm_across_rotated_gzip
         m.contains("observer_export_dropped_total{sink=\"file\"}"),
         "{m}"
     );
+    assert!(m.contains("# TYPE observer_export_queued gauge"), "{m}");
+    assert!(m.contains("observer_export_queued{sink=\"file\"}"), "{m}");
 }
 
 #[test]
@@ -344,7 +414,8 @@ fn export_types_exec_rotated_with_keep_3_and_stdout_has_the_same_lines() {
         "exec",
     ];
     let a = Agent::launch(cmd, &socket, &args).unwrap();
-    storm(N, &mark);
+    let before = queues(&a).0;
+    Storm::start(N, &mark).end_after(&a, before, N as u64);
     let end = format!("{mark}-end");
     let (_, dropped) = settled(&a, "file", &path, &[&end]);
     let (_, out_dropped) = settled(&a, "stdout", &stdout, &[&end]);

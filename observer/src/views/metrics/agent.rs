@@ -318,8 +318,14 @@ fn export(h: &Health, fams: &mut Vec<Family>) {
             |c| c.dropped,
         ),
     ];
-    for (name, help, field) in figures {
-        push(fams, name, help, true, &|f| {
+    let queued: (&'static str, &'static str, Field) = (
+        "observer_export_queued",
+        "Lines waiting in an export sink's queue (it drops what does not fit).",
+        |c| c.queued,
+    );
+    let gauges = std::iter::once((queued, false));
+    for ((name, help, field), counter) in figures.map(|f| (f, true)).into_iter().chain(gauges) {
+        push(fams, name, help, counter, &|f| {
             for c in &h.export {
                 f.add1("sink", &c.sink, field(c) as f64);
             }
