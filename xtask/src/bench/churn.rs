@@ -7,7 +7,7 @@
 
 use std::{
     ffi::CString,
-    path::{Path, PathBuf},
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
@@ -26,7 +26,7 @@ const FLAT: f64 = 1.10;
 
 pub fn churn(r: &mut Report) -> Result<()> {
     let exes = std::env::temp_dir().join(format!("observer-bench-exes-{}", std::process::id()));
-    let cg = cgroup2_root()?.join(format!("observer-bench-{}", std::process::id()));
+    let cg = super::cpu::cgroup2_root()?.join(format!("observer-bench-{}", std::process::id()));
     let result = (|| {
         let agent = Agent::start_with(&["--container-retention", &format!("{RETENTION_S}s")])?;
         processes(r, &agent, &exes)?;
@@ -238,20 +238,6 @@ fn remove_cgroups(cg: &Path) {
     }
     let _ = std::fs::remove_dir(cg.join("docker"));
     let _ = std::fs::remove_dir(cg);
-}
-
-/// The cgroup2 mount: /sys/fs/cgroup on pure v2, /sys/fs/cgroup/unified on hybrid.
-fn cgroup2_root() -> Result<PathBuf> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
-    mi.lines()
-        .find(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|t| t.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .context("no cgroup2 mount: the churn benchmark needs one")
 }
 
 fn mb(kb: u64) -> f64 {

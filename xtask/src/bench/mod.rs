@@ -34,6 +34,7 @@ use crate::util::{root, run};
 
 mod bpf_stats;
 mod churn;
+mod cpu;
 mod export;
 mod hostile;
 mod peers;
@@ -45,14 +46,19 @@ fn observer() -> PathBuf {
 }
 
 /// The shared harness's agent (observer-harness, as the integration tests start it), run
-/// from the release build with `RUST_LOG=info`; its reconciliation lines are echoed.
-struct Agent(observer_harness::Agent);
+/// from the release build with `RUST_LOG=info`; its reconciliation lines are echoed. It
+/// runs in a cgroup of its own where there is a cgroup2 mount, for its CPU time in µs.
+struct Agent {
+    agent: observer_harness::Agent,
+    /// Dropped after the agent: the group is removed once it is empty.
+    cpu: Option<cpu::CpuGroup>,
+}
 
 impl std::ops::Deref for Agent {
     type Target = observer_harness::Agent;
 
     fn deref(&self) -> &observer_harness::Agent {
-        &self.0
+        &self.agent
     }
 }
 
@@ -93,7 +99,10 @@ impl Agent {
                 }
             }),
         })?;
-        Ok(Agent(agent))
+        let cpu = cpu::CpuGroup::adopt(agent.pid())
+            .inspect_err(|e| eprintln!("bench: agent CPU from /proc in 10 ms ticks: {e:#}"))
+            .ok();
+        Ok(Agent { agent, cpu })
     }
 
     /// GET on the HTTP listener: the body.
@@ -101,8 +110,10 @@ impl Agent {
         Ok(observer_harness::http_body(&self.http_get(path)?))
     }
 
+    /// CPU time so far, µs-exact from its cgroup where it has one.
     fn cpu_s(&self) -> f64 {
-        cpu_seconds(self.pid())
+        let group = self.cpu.as_ref().and_then(|g| g.seconds());
+        group.unwrap_or_else(|| cpu_seconds(self.pid()))
     }
 }
 

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Result};
 
-use super::{cpu_seconds, launcher, median, observer, rm, time_cmd, Agent, Report};
+use super::{launcher, median, observer, rm, time_cmd, Agent, Report};
 
 /// (small containers, label): each size adds small containers to the node.
 const SIZES: [(usize, &str); 3] = [(0, "1k"), (180, "10k"), (980, "50k")];
@@ -112,11 +112,11 @@ fn idle(agent: &Agent, n: usize) -> Result<Idle> {
     let (scans0, corr0) = counters(agent)?;
     let mut pcts = Vec::with_capacity(n);
     for i in 0..n {
-        // From /proc/<pid>/stat, which keeps the time of threads that have exited (the
-        // runtime's blocking threads end when idle; a sum over /proc/<pid>/task loses theirs).
-        let cpu0 = cpu_seconds(agent.pid());
+        // Its cgroup's count (or /proc/<pid>/stat's), which keeps the time of threads that
+        // have exited (the runtime's blocking threads end when idle).
+        let cpu0 = agent.cpu_s();
         thread::sleep(Duration::from_secs(IDLE_S));
-        let pct = (cpu_seconds(agent.pid()) - cpu0) / IDLE_S as f64 * 100.0;
+        let pct = (agent.cpu_s() - cpu0) / IDLE_S as f64 * 100.0;
         eprintln!("bench: idle window {}/{n}: {pct:.3}% of a core", i + 1);
         pcts.push(pct);
     }
