@@ -35,20 +35,27 @@ use crate::{
     },
 };
 
-/// How long an event line waits for its executable's hash while a worker computes it.
+/// How long after its exec an event line waits for its executable's hash.
 pub(crate) const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An exec event's executable hash for the event stream: waits (this subscriber only, off
-/// the event loop) up to [`HASH_WAIT`] while it is computed, then says `pending`.
+/// the event loop) while it is computed, until [`HASH_WAIT`] after the exec (`at_ns`, the
+/// boot clock), then says `pending`. Counted from the exec, not from when the subscriber
+/// came to its line, lines of execs close together wait together: a local user exec'ing
+/// fresh big files (~2 s of hashing each) cannot hold a stream back 2 s per exec.
 pub(crate) async fn exe_hash(
     h: Option<crate::table::exe_hash::ExeHash>,
+    at_ns: u64,
 ) -> Option<Result<crate::table::exe_hash::Digest, crate::table::exe_hash::Reason>> {
     use crate::table::exe_hash::Reason;
     let h = h?;
-    let until = tokio::time::Instant::now() + HASH_WAIT;
+    let wait = HASH_WAIT.as_nanos() as u64;
+    let now = crate::host::clock::boot_now_ns();
+    // An exec stamped after now (it cannot be) waits HASH_WAIT at most.
+    let until = at_ns.saturating_add(wait).min(now.saturating_add(wait));
     loop {
         match h.now() {
-            Err(Reason::Pending) if tokio::time::Instant::now() < until => {
+            Err(Reason::Pending) if crate::host::clock::boot_now_ns() < until => {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             r => return Some(r),
@@ -354,5 +361,28 @@ mod tests {
         assert!(live.live);
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(json["live"], false);
+    }
+
+    /// Three execs of executables whose hashes take long (never, here), all at one time:
+    /// a subscriber's three lines wait HASH_WAIT together from the execs, not once each;
+    /// an exec HASH_WAIT ago does not wait at all.
+    #[tokio::test]
+    async fn lines_of_execs_close_together_wait_for_slow_hashes_once() {
+        use crate::table::exe_hash::{Entry, ExeHash, Reason};
+        let slow = || Some(ExeHash::Entry(std::sync::Arc::new(Entry::default())));
+        let at = boot_now_ns();
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            assert_eq!(exe_hash(slow(), at).await, Some(Err(Reason::Pending)));
+        }
+        let took = t.elapsed();
+        assert!(
+            took >= HASH_WAIT - std::time::Duration::from_millis(10) && took < 2 * HASH_WAIT,
+            "{took:?}"
+        );
+        let t = std::time::Instant::now();
+        let old = at.saturating_sub(HASH_WAIT.as_nanos() as u64);
+        assert_eq!(exe_hash(slow(), old).await, Some(Err(Reason::Pending)));
+        assert!(t.elapsed() < std::time::Duration::from_millis(100));
     }
 }

@@ -272,7 +272,7 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
         loop {
             let line = match rx.recv().await {
                 Ok(p) if mask & (1 << p.ev.kind() as u32) != 0 => {
-                    let hash = assemble::exe_hash(p.exe).await;
+                    let hash = assemble::exe_hash(p.exe, p.ev.header().ktime_ns).await;
                     let json = EventJson::new(&p.ev)
                         .with_exe_hash(hash)
                         .with_session(p.session.as_deref());
