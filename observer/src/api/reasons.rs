@@ -33,6 +33,16 @@ pub(crate) fn why(
     query: &str,
     boot: Option<i32>,
 ) -> Result<WhyView, ApiError> {
+    // A number is a pid first: as a container reference a member's pid names its container,
+    // and `why <pid>` answers for the process (an ended one still in the table, not yet
+    // reaped, answered for its whole container). A pid-namespace inode or an id prefix
+    // names no process, and is looked up as a container after.
+    if let (Ok(pid), None | Some(0)) = (query.trim().parse::<u32>(), boot) {
+        match why_pid(src, ctx, query, pid) {
+            Err(ApiError::NotFound { .. }) => {}
+            answer => return answer,
+        }
+    }
     match history_key(src, ctx, query) {
         Ok(named) => why_container(src, ctx, query, named, boot),
         Err(ApiError::IsPod { .. }) => why_pod(src, ctx, query, boot)?.ok_or(ApiError::NotFound {

@@ -131,6 +131,10 @@ fn a_kill_from_a_host_shell_names_that_shell_as_the_sender() {
             .any(|p| p["pid"] == sleep)
             .then_some(())
     });
+    // A number is a pid first: the running member, not its container, is answered for.
+    let w = why(&agent, &sleep.to_string());
+    assert_eq!(w["subject"], format!("pid {sleep}"), "{w:#}");
+    assert_eq!(w["alive"], true, "{w:#}");
     let shell = Command::new("sh")
         .args(["-c", &format!("kill -KILL {sleep}; echo $$")])
         .output()
