@@ -111,7 +111,55 @@ pub(crate) fn open_path(path: &[u8]) -> io::Result<(File, FileId)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a new descriptor that nothing else owns.
-    let at = File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) });
+    regular(File::from(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(raw)
+    }))
+}
+
+/// Opens the file an exec's absolute `path` names in the root of process `pid`: a
+/// container's short-lived process ran a file of its own root, which its parent (alive
+/// still) shares. Resolved by openat2 under /proc/<pid>/root with `RESOLVE_IN_ROOT` — `..`
+/// and absolute symlinks stay inside that root, as they did for the exec — and
+/// `RESOLVE_NO_MAGICLINKS` (no /proc/<pid>/fd/… way out), as `O_PATH`; then only a
+/// regular file is opened (as `open_path`). No openat2 (before 5.6): an error.
+pub(crate) fn open_in_root(pid: u32, path: &[u8]) -> io::Result<(File, FileId)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let Some(rel) = path.strip_prefix(b"/") else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an absolute path",
+        ));
+    };
+    let c = std::ffi::CString::new(rel)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    let root = File::open(format!("/proc/{pid}/root"))?;
+    // SAFETY: three integers (libc marks the struct non-exhaustive): zeroes are valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a NUL-terminated path and an open_how of the size passed; the result is
+    // checked.
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    regular(File::from(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(raw as i32)
+    }))
+}
+
+/// `at` (an `O_PATH` descriptor) opened for reading if it is a regular file, through its
+/// descriptor (the same inode, no second lookup).
+fn regular(at: File) -> io::Result<(File, FileId)> {
     if !at.metadata()?.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -267,5 +315,58 @@ mod tests {
         assert!(w.try_run(|| {}), "one waits in the queue");
         assert!(!w.try_run(|| {}), "the queue is full");
         drop(hold_tx);
+    }
+
+    /// A process chrooted into a directory: a path is found in its root, an absolute
+    /// symlink there stays in it, and `..` cannot climb out of it.
+    #[test]
+    fn a_path_in_another_processs_root_is_resolved_inside_that_root() {
+        let dir = std::env::temp_dir().join(format!("observer-in-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/x"), b"inside").unwrap();
+        std::os::unix::fs::symlink("/bin/x", dir.join("bin/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc/hostname", dir.join("bin/up")).unwrap();
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: the child calls only async-signal-safe functions (chroot, pause, _exit)
+        // before it is killed.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                libc::chroot(c.as_ptr());
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        assert!(pid > 0);
+        let pid = pid as u32;
+        // Until the child's chroot took effect.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/root")).unwrap() != dir {
+            assert!(std::time::Instant::now() < until, "chroot");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let read = |p: &[u8]| -> io::Result<Vec<u8>> {
+            let (mut f, _) = open_in_root(pid, p)?;
+            let mut v = Vec::new();
+            f.read_to_end(&mut v)?;
+            Ok(v)
+        };
+        assert_eq!(read(b"/bin/x").unwrap(), b"inside");
+        assert_eq!(
+            read(b"/bin/abs").unwrap(),
+            b"inside",
+            "an absolute link stays inside"
+        );
+        assert!(read(b"/bin/up").is_err(), "no way out by ..");
+        assert!(read(b"/bin").is_err(), "a directory is not opened");
+        assert!(read(b"bin/x").is_err(), "a relative path is refused");
+        // SAFETY: the child this test forked.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

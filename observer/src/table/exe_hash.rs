@@ -316,17 +316,27 @@ impl Lru {
 
 /// The executable of an exec of `id` by `pid`, to be checked against `id`: what the process
 /// runs, else — it is gone, or runs another file by now — what the exec's absolute `path`
-/// names, if that is still the same file. A short-lived process is gone by the time its
-/// exec is read (a shell's loop of `/bin/true`: dozens of misses in a row at a storm's
-/// start, each keeping the quick drain pace): the path finds its file all the same. Its
-/// identity is the one the exec read (device, inode, size, mtime: what the cache trusts
-/// for every later exec too); a path in another mount namespace names another file here,
-/// or none, and the exec stays `gone`.
-fn open_exec(id: ExeId, pid: u32, path: &[u8]) -> std::io::Result<(std::fs::File, FileId)> {
-    match exe_file::open_exe(pid) {
+/// names, if that is still the same file: here, then in the root of the parent `ppid`. A
+/// short-lived process is gone by the time its exec is read (a shell's loop of `/bin/true`:
+/// dozens of misses in a row at a storm's start, each keeping the quick drain pace): the
+/// path finds its file all the same; a container's process ran a file of the container's
+/// root, which its parent (a shell in the container, alive still) has too. Its identity is
+/// the one the exec read (device, inode, size, mtime: what the cache trusts for every later
+/// exec too): a path that names another file, here or there, leaves the exec `gone`.
+fn open_exec(
+    id: ExeId,
+    pid: u32,
+    ppid: u32,
+    path: &[u8],
+) -> std::io::Result<(std::fs::File, FileId)> {
+    let same = |r: std::io::Result<(std::fs::File, FileId)>| match r {
         Ok((f, fid)) if id.is(&fid) => Ok((f, fid)),
-        first => exe_file::open_path(path).or(first),
-    }
+        Ok(_) => Err(std::io::Error::other("another file")),
+        Err(e) => Err(e),
+    };
+    same(exe_file::open_exe(pid))
+        .or_else(|_| same(exe_file::open_path(path)))
+        .or_else(|_| same(exe_file::open_in_root(ppid, path)))
 }
 
 /// The event loop's end: answers each exec from the cache or queues a read.
@@ -408,7 +418,7 @@ impl Hasher {
     pub(crate) fn on_exec(&mut self, pid: u32, e: &observer_common::ExecEvent) -> ExeHash {
         let id = ExeId::of(e);
         let path = crate::events::c_bytes(&e.filename);
-        self.exec_with(id, || open_exec(id, pid, path))
+        self.exec_with(id, || open_exec(id, pid, e.task.ppid, path))
     }
 
     /// `on_exec` with the opening of the file given.

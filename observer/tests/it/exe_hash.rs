@@ -251,6 +251,41 @@ fn a_1_ms_process_gets_its_hash_from_the_cache_or_says_gone() {
     assert_eq!(ev["exe_hash_reason"], "gone", "{ev}");
 }
 
+/// A 1 ms process of a container, run from a file only the container has (its own /tmp):
+/// gone by the time its exec is read, its executable is found by its path in the root of
+/// its parent, the container's shell, and hashed.
+#[test]
+fn a_containers_1_ms_process_gets_its_hash_from_its_parents_root() {
+    let tag = format!("short-{}", std::process::id());
+    let mut stream = EventStream::start(&["--type", "exec"]);
+    let script = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.1; done; /tmp/{tag} 1; : > /tmp/done; sleep 600"
+    );
+    let c = Ctr::start("obs-t-exe-hash-short", &[], &["sh", "-c", &script]);
+    let root = PathBuf::from(format!("/proc/{}/root/tmp", c.pid1()));
+    let bin = root.join(&tag);
+    tiny::write(&bin, &tag);
+    let want = sha256sum(&bin);
+    let path = format!("/tmp/{tag}");
+    assert!(!Path::new(&path).exists(), "{path} is the container's only");
+    {
+        // The reader stopped: the process has long ended when its exec is read.
+        let _stopped = Stopped::new(stream.pid());
+        std::fs::write(root.join("go"), "").unwrap();
+        eventually(T, "the container's 1 ms process", || {
+            root.join("done").exists().then_some(())
+        });
+    }
+    let ev = stream.wait_for(T, &format!("the exec of {path}"), |v| {
+        v["type"] == "exec" && v["filename"] == path.as_str()
+    });
+    assert_eq!(ev["exe_sha256"], want.as_str(), "{ev}");
+    assert!(
+        !Path::new(&format!("/proc/{}", ev["pid"])).exists(),
+        "ended before its exec was read: {ev}"
+    );
+}
+
 /// Counts of one `observer events --stats` run's exec lines.
 #[derive(Debug, Default)]
 struct Lines {

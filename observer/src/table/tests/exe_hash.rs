@@ -186,7 +186,7 @@ fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() 
     let path = p.as_os_str().as_bytes();
     // No process has pid 0 in /proc: the process is gone, its file is still at its path.
     let mut h = Hasher::start(cfg(16)).unwrap();
-    let r = h.exec_with(fid, || open_exec(fid, 0, path));
+    let r = h.exec_with(fid, || open_exec(fid, 0, 0, path));
     assert_eq!(
         hex(&r.get(WAIT).unwrap()),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -198,7 +198,7 @@ fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() 
         ..fid
     };
     assert_eq!(
-        h.exec_with(other, || open_exec(other, 0, path)).now(),
+        h.exec_with(other, || open_exec(other, 0, 0, path)).now(),
         Err(Reason::Gone)
     );
     // A living process is opened through /proc, whatever its path says.
@@ -210,12 +210,12 @@ fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() 
         size: exe.size(),
         mtime_ns: exe.mtime() * 1_000_000_000 + exe.mtime_nsec(),
     };
-    let (_, via) = open_exec(mine, me, b"/nonexistent").unwrap();
+    let (_, via) = open_exec(mine, me, 0, b"/nonexistent").unwrap();
     assert_eq!(via.ino, mine.ino);
     std::fs::remove_file(&p).unwrap();
     let mut fresh = Hasher::start(cfg(16)).unwrap();
     assert_eq!(
-        fresh.exec_with(fid, || open_exec(fid, 0, path)).now(),
+        fresh.exec_with(fid, || open_exec(fid, 0, 0, path)).now(),
         Err(Reason::Gone),
         "the process and its file gone"
     );
