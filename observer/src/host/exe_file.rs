@@ -68,8 +68,11 @@ pub(crate) struct FileId {
 
 impl FileId {
     fn of(f: &File) -> io::Result<FileId> {
-        let m = f.metadata()?;
-        Ok(FileId {
+        Ok(FileId::of_meta(&f.metadata()?))
+    }
+
+    fn of_meta(m: &std::fs::Metadata) -> FileId {
+        FileId {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
@@ -77,7 +80,7 @@ impl FileId {
                 .mtime()
                 .saturating_mul(1_000_000_000)
                 .saturating_add(m.mtime_nsec()),
-        })
+        }
     }
 }
 
@@ -88,12 +91,13 @@ pub(crate) fn open_exe(pid: u32) -> io::Result<(File, FileId)> {
     Ok((f, id))
 }
 
-/// Opens the file an exec's absolute `path` names now (the process that ran it may be gone;
-/// the caller compares the identity with the exec's). The path is resolved with `O_PATH`,
-/// which opens nothing — a FIFO, a device or a socket an unprivileged user swapped in for
-/// the file is never opened, nor waited for — and only a regular file is then opened for
-/// reading, through its descriptor (the same inode, no second lookup).
-pub(crate) fn open_path(path: &[u8]) -> io::Result<(File, FileId)> {
+/// Opens the file an exec's absolute `path` names now, if it is still the exec's file `want`
+/// (the process that ran it may be gone). The path is resolved with `O_PATH`, which opens
+/// nothing — a FIFO, a device or a socket an unprivileged user swapped in for the file is
+/// never opened, nor waited for — and only a regular file of identity `want` is then opened
+/// for reading, through its descriptor (the same inode, no second lookup): the path is the
+/// exec's, named in its process's mount namespace, and here names what its user chose.
+pub(crate) fn open_path(path: &[u8], want: &FileId) -> io::Result<(File, FileId)> {
     use std::os::fd::FromRawFd;
     if !path.starts_with(b"/") {
         return Err(io::Error::new(
@@ -111,9 +115,10 @@ pub(crate) fn open_path(path: &[u8]) -> io::Result<(File, FileId)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a new descriptor that nothing else owns.
-    regular(File::from(unsafe {
-        std::os::fd::OwnedFd::from_raw_fd(raw)
-    }))
+    regular(
+        File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) }),
+        want,
+    )
 }
 
 /// Opens the file an exec's absolute `path` names in the root of process `pid`: a
@@ -121,8 +126,9 @@ pub(crate) fn open_path(path: &[u8]) -> io::Result<(File, FileId)> {
 /// still) shares. Resolved by openat2 under /proc/<pid>/root with `RESOLVE_IN_ROOT` — `..`
 /// and absolute symlinks stay inside that root, as they did for the exec — and
 /// `RESOLVE_NO_MAGICLINKS` (no /proc/<pid>/fd/… way out), as `O_PATH`; then only a
-/// regular file is opened (as `open_path`). No openat2 (before 5.6): an error.
-pub(crate) fn open_in_root(pid: u32, path: &[u8]) -> io::Result<(File, FileId)> {
+/// regular file of identity `want` is opened (as `open_path`). No openat2 (before 5.6): an
+/// error.
+pub(crate) fn open_in_root(pid: u32, path: &[u8], want: &FileId) -> io::Result<(File, FileId)> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let Some(rel) = path.strip_prefix(b"/") else {
         return Err(io::Error::new(
@@ -132,7 +138,20 @@ pub(crate) fn open_in_root(pid: u32, path: &[u8]) -> io::Result<(File, FileId)> 
     };
     let c = std::ffi::CString::new(rel)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
-    let root = File::open(format!("/proc/{pid}/root"))?;
+    // The root as `O_PATH` too: not opened for reading (a FUSE daemon's directory is).
+    let proc_root = std::ffi::CString::new(format!("/proc/{pid}/root")).expect("no NUL");
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            proc_root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let root = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     // SAFETY: three integers (libc marks the struct non-exhaustive): zeroes are valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
@@ -152,19 +171,26 @@ pub(crate) fn open_in_root(pid: u32, path: &[u8]) -> io::Result<(File, FileId)> 
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a new descriptor that nothing else owns.
-    regular(File::from(unsafe {
-        std::os::fd::OwnedFd::from_raw_fd(raw as i32)
-    }))
+    regular(
+        File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) }),
+        want,
+    )
 }
 
-/// `at` (an `O_PATH` descriptor) opened for reading if it is a regular file, through its
-/// descriptor (the same inode, no second lookup).
-fn regular(at: File) -> io::Result<(File, FileId)> {
-    if !at.metadata()?.file_type().is_file() {
+/// `at` (an `O_PATH` descriptor) opened for reading if it is a regular file of identity
+/// `want`, through its descriptor (the same inode, no second lookup). The identity is
+/// checked before: no other file is opened for reading (an open has effects of its own on
+/// some files: a FUSE daemon's, a pseudo-file's).
+fn regular(at: File, want: &FileId) -> io::Result<(File, FileId)> {
+    let m = at.metadata()?;
+    if !m.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
+    }
+    if FileId::of_meta(&m) != *want {
+        return Err(io::Error::other("another file"));
     }
     let f = File::open(format!(
         "/proc/self/fd/{}",
@@ -282,8 +308,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bin");
         std::fs::write(&file, b"abc").unwrap();
-        let (mut f, id) = open_path(file.as_os_str().as_bytes()).unwrap();
-        assert_eq!(id, FileId::of(&File::open(&file).unwrap()).unwrap());
+        let want = FileId::of(&File::open(&file).unwrap()).unwrap();
+        let (mut f, id) = open_path(file.as_os_str().as_bytes(), &want).unwrap();
+        assert_eq!(id, want);
         let mut s = String::new();
         f.read_to_string(&mut s).unwrap();
         assert_eq!(s, "abc", "opened for reading");
@@ -292,13 +319,14 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
         // SAFETY: a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = open_path(fifo.as_os_str().as_bytes()).unwrap_err();
+        let fifo_id = FileId::of_meta(&std::fs::metadata(&fifo).unwrap());
+        let e = open_path(fifo.as_os_str().as_bytes(), &fifo_id).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
         assert!(
-            open_path(b"bin").is_err(),
+            open_path(b"bin", &want).is_err(),
             "a relative path names nothing here"
         );
-        assert!(open_path(dir.join("none").as_os_str().as_bytes()).is_err());
+        assert!(open_path(dir.join("none").as_os_str().as_bytes(), &want).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -315,6 +343,21 @@ mod tests {
         assert!(w.try_run(|| {}), "one waits in the queue");
         assert!(!w.try_run(|| {}), "the queue is full");
         drop(hold_tx);
+    }
+
+    /// Whether anything was opened (not as `O_PATH`) in directory `dir`, or `dir` itself,
+    /// since this was called (inotify's IN_OPEN).
+    fn open_watch(dir: &std::path::Path) -> impl Fn() -> bool {
+        // SAFETY: plain syscalls, results checked (the descriptor lives as long as the test).
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0);
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        assert!(unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) } >= 0);
+        move || {
+            let mut buf = [0u8; 4096];
+            // SAFETY: a buffer of the length passed.
+            unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 }
+        }
     }
 
     /// A process chrooted into a directory: a path is found in its root, an absolute
@@ -341,32 +384,49 @@ mod tests {
         }
         assert!(pid > 0);
         let pid = pid as u32;
+        // Killed and reaped however the test ends (a failed assertion too).
+        struct Reap(u32);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                // SAFETY: the child this test forked.
+                unsafe {
+                    libc::kill(self.0 as i32, libc::SIGKILL);
+                    libc::waitpid(self.0 as i32, std::ptr::null_mut(), 0);
+                }
+            }
+        }
+        let reap = Reap(pid);
         // Until the child's chroot took effect.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::fs::read_link(format!("/proc/{pid}/root")).unwrap() != dir {
             assert!(std::time::Instant::now() < until, "chroot");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let read = |p: &[u8]| -> io::Result<Vec<u8>> {
-            let (mut f, _) = open_in_root(pid, p)?;
+        let id = |p: &str| FileId::of_meta(&std::fs::metadata(p).unwrap());
+        let (x, hostname) = (id(dir.join("bin/x").to_str().unwrap()), id("/etc/hostname"));
+        let read = |p: &[u8], want: &FileId| -> io::Result<Vec<u8>> {
+            let (mut f, _) = open_in_root(pid, p, want)?;
             let mut v = Vec::new();
             f.read_to_end(&mut v)?;
             Ok(v)
         };
-        assert_eq!(read(b"/bin/x").unwrap(), b"inside");
+        assert_eq!(read(b"/bin/x", &x).unwrap(), b"inside");
         assert_eq!(
-            read(b"/bin/abs").unwrap(),
+            read(b"/bin/abs", &x).unwrap(),
             b"inside",
             "an absolute link stays inside"
         );
-        assert!(read(b"/bin/up").is_err(), "no way out by ..");
-        assert!(read(b"/bin").is_err(), "a directory is not opened");
-        assert!(read(b"bin/x").is_err(), "a relative path is refused");
-        // SAFETY: the child this test forked.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-        }
+        assert!(read(b"/bin/up", &hostname).is_err(), "no way out by ..");
+        let bin = id(dir.join("bin").to_str().unwrap());
+        assert!(read(b"/bin", &bin).is_err(), "a directory is not opened");
+        assert!(read(b"bin/x", &x).is_err(), "a relative path is refused");
+        let opened = open_watch(&dir);
+        assert!(
+            read(b"/bin/x", &hostname).is_err(),
+            "another file is not opened"
+        );
+        assert!(!opened(), "nothing of the root is opened for reading");
+        drop(reap);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

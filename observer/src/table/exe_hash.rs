@@ -43,6 +43,16 @@ impl ExeId {
         }
     }
 
+    /// This identity as fstat(2) says it.
+    fn file_id(&self) -> FileId {
+        FileId {
+            dev: u64::from(self.dev),
+            ino: self.ino,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }
+    }
+
     /// Whether an open file is this executable (not another one, nor this one rewritten).
     fn is(&self, f: &FileId) -> bool {
         u64::from(self.dev) == f.dev
@@ -329,14 +339,15 @@ fn open_exec(
     ppid: u32,
     path: &[u8],
 ) -> std::io::Result<(std::fs::File, FileId)> {
+    let want = id.file_id();
     let same = |r: std::io::Result<(std::fs::File, FileId)>| match r {
         Ok((f, fid)) if id.is(&fid) => Ok((f, fid)),
         Ok(_) => Err(std::io::Error::other("another file")),
         Err(e) => Err(e),
     };
     same(exe_file::open_exe(pid))
-        .or_else(|_| same(exe_file::open_path(path)))
-        .or_else(|_| same(exe_file::open_in_root(ppid, path)))
+        .or_else(|_| same(exe_file::open_path(path, &want)))
+        .or_else(|_| same(exe_file::open_in_root(ppid, path, &want)))
 }
 
 /// The event loop's end: answers each exec from the cache or queues a read.
@@ -453,12 +464,7 @@ impl Hasher {
         };
         let entry = Arc::new(Entry::default());
         let (e, counts) = (entry.clone(), self.counts.clone());
-        let fid = FileId {
-            dev: u64::from(id.dev),
-            ino: id.ino,
-            size: id.size,
-            mtime_ns: id.mtime_ns,
-        };
+        let fid = id.file_id();
         let queued = workers.try_run(move || {
             let r = exe_file::sha256(file, fid);
             match &r {

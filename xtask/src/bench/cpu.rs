@@ -27,6 +27,8 @@ pub(super) fn cgroup2_root() -> Result<PathBuf> {
 /// moved back to where it was, and the group removed, when dropped.
 pub(super) struct CpuGroup {
     dir: PathBuf,
+    /// The process moved in (read by tests only: the drop moves what the group holds).
+    #[cfg_attr(not(test), allow(dead_code))]
     pid: u32,
     /// The process's cgroup2 group before (a path under the mount).
     home: PathBuf,
@@ -66,8 +68,14 @@ impl CpuGroup {
 
 impl Drop for CpuGroup {
     fn drop(&mut self) {
-        // The agent may have ended already: then the move fails and the group is empty.
-        let _ = std::fs::write(self.home.join("cgroup.procs"), self.pid.to_string());
+        // What is still in the group (the agent, if it runs still, and what it started) goes
+        // back where the agent was. Not `pid` blindly: the bench drops this after the agent
+        // was reaped, when its pid may name another process by now, which is not the
+        // bench's to move.
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for p in procs.split_whitespace() {
+            let _ = std::fs::write(self.home.join("cgroup.procs"), p);
+        }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -108,6 +116,44 @@ mod tests {
         assert!(!dir.exists(), "{} removed", dir.display());
         drop(stdin);
         child.wait().unwrap();
+    }
+
+    /// The agent was reaped before the group drops, and its pid is another process's by
+    /// now: that process stays where it is.
+    #[test]
+    fn a_reused_pid_is_not_moved_when_the_group_drops() {
+        if !nix_root() || cgroup2_root().is_err() {
+            return;
+        }
+        let cgroup = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let mut agent = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let mut g = CpuGroup::adopt(agent.id()).unwrap();
+        let dir = g.dir.clone();
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+        // Another process, as if it had the agent's pid now, and the agent's home elsewhere
+        // than that process's group.
+        let mut other = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let before = cgroup(other.id());
+        let home = cgroup2_root()
+            .unwrap()
+            .join(format!("observer-bench-cpu-home-{}", std::process::id()));
+        std::fs::create_dir(&home).unwrap();
+        g.pid = other.id();
+        g.home = home.clone();
+        drop(g);
+        let after = cgroup(other.id());
+        other.kill().unwrap();
+        other.wait().unwrap();
+        let _ = std::fs::remove_dir(&home);
+        assert_eq!(after, before, "a process the bench did not start was moved");
+        assert!(!dir.exists(), "{} removed", dir.display());
     }
 
     fn nix_root() -> bool {

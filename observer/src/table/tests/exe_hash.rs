@@ -240,3 +240,34 @@ fn only_a_miss_whose_file_could_not_be_opened_counts_as_unopened() {
     assert_eq!(Hasher::off().unopened(), 0);
     std::fs::remove_file(p).unwrap();
 }
+
+/// A gone process's exec path that names another file by now (a hostile user's: a host
+/// file named as the file they exec'd was named in their own mount namespace, say) is
+/// refused on its identity before it is opened for reading: the root agent opens for
+/// reading no file but the exec's (inotify sees no open; the lookup as O_PATH opens none).
+#[test]
+fn a_path_naming_another_file_is_not_opened_for_reading() {
+    use std::os::unix::ffi::OsStrExt;
+    let (p, fid) = file("not-opened", b"abc");
+    let path = p.as_os_str().as_bytes();
+    // SAFETY: plain syscalls; the results are checked, the descriptor closed.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    let c = std::ffi::CString::new(path).unwrap();
+    assert!(unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) } >= 0);
+    let opened = || {
+        let mut buf = [0u8; 4096];
+        // SAFETY: a buffer of the length passed.
+        unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 }
+    };
+    let other = ExeId {
+        ino: fid.ino + 1,
+        ..fid
+    };
+    assert!(open_exec(other, 0, 0, path).is_err());
+    assert!(!opened(), "another file was opened for reading");
+    assert!(open_exec(fid, 0, 0, path).is_ok());
+    assert!(opened(), "the exec's file is opened");
+    unsafe { libc::close(fd) };
+    std::fs::remove_file(&p).unwrap();
+}
