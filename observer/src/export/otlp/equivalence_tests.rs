@@ -1,8 +1,7 @@
-//! The direct encoder (`record.rs` into `wire::Request`) against the builder it replaced
-//! (`reference.rs`: serde_json tree → `LogRecord` → prost): on lines of every kind, made by
-//! `line::write` from real items and written by hand for the odd cases, the request bytes
-//! are the same bytes, and decode (`ExportLogsServiceRequest::decode`) to equal requests.
-//! The timing harness of docs/export.md's per-record figure is `equivalence_tests/cost.rs`.
+//! The items the typed encoder (`typed.rs` into `wire::Request`, what the sink sends) is
+//! held to the builder it replaced with (`reference.rs`: serde_json tree → `LogRecord` →
+//! prost; `equivalence_tests/typed.rs`), and the timing harness of docs/export.md's
+//! per-record figure (`equivalence_tests/cost.rs`).
 
 mod cost;
 mod typed;
@@ -15,7 +14,7 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 
-use super::{record, reference, resource, Batch};
+use super::{reference, resource, Batch};
 use crate::{
     containers::{cgroup::Runtime, ContainerKey},
     events::Event,
@@ -247,17 +246,8 @@ fn written(item: &Item, names: Option<&Names>) -> Vec<u8> {
     line
 }
 
-/// Lines as `line::write` makes them: every event, with and without a container, and
-/// history entries with and without exec, credentials, hash and session, one with a huge
-/// argv.
-fn item_lines() -> Vec<Vec<u8>> {
-    items()
-        .iter()
-        .map(|(item, names)| written(item, names.as_ref()))
-        .collect()
-}
-
-/// The items of `item_lines`, with the container names of each.
+/// Every kind of item: events (with and without hash, session and names) and history
+/// entries, with the container names of each.
 fn items() -> Vec<(Item, Option<Names>)> {
     let mut out = Vec::new();
     let names = names();
@@ -301,62 +291,6 @@ fn items() -> Vec<(Item, Option<Names>)> {
     out
 }
 
-/// Lines written by hand: shapes `line::write` does not make today but a line may have
-/// (odd numbers, escapes, duplicate keys, deep nesting, long values), and non-lines.
-fn odd_lines() -> Vec<Vec<u8>> {
-    let long = "é".repeat(9000);
-    let mut v: Vec<Vec<u8>> = [
-        "{}",
-        r#"{"type":5,"time_ns":3}"#,
-        r#"{"type":"exit","signal":9,"time_ns":18446744073709551615}"#,
-        r#"{"type":"","time_ns":-5}"#,
-        r#"{"schema":"x","argv":"not a list","failed":true,"end_time_ns":1.5}"#,
-        r#"{"argv":[1,"a",null,{"k":"v","a":[]},["x"],"b",""],"failed":"true"}"#,
-        r#"{"argv":[]}"#,
-        r#"{"parents":{"pid":1}}"#,
-        r#"{"parents":[{"pid":null}]}"#,
-        r#"{"parents":[{"pid":1,"pid":2}],"pid":3,"pid":4}"#,
-        r#"{"parents":[[1],{"pid":5}]}"#,
-        r#"{"k\u00e9y":1,"kéy":2,"a\"b":3,"a\\b":{"c\nd":"\u0000\b\f\r\t\/"}}"#,
-        r#"{"observer_aaaa":1,"observer_aaab":2,"observer":3,"observe":4,"observer\u0000":5}"#,
-        r#"{"a":{"b":{"c":{"d":[{"e":{"f":[[{"g":null}]]}}]}}}}"#,
-        r#"{"duration_s":0.1,"x":-0.0,"y":1e308,"z":5e-324,"w":-1.5e-7,"v":2.5E+3}"#,
-        r#"{"a":-0,"b":-9223372036854775808,"c":-9223372036854775809,"d":18446744073709551616}"#,
-        r#"{"a":9223372036854775807,"b":9223372036854775808,"c":0,"d":1.0}"#,
-        r#" { "pid" : 1 , "x" : [ 1 , 2 ] , "y" : { } } "#,
-        r#"{"":1,"l":[{"":"","b":[null,true,false,{}]}],"e":{"":null,"f":{"":0}}}"#,
-        r#"{"type":"signal","signal":"SIGTERM","signo":15,"code":-6,"group":false,"result":"ignored","sender":{"pid":1,"comm":"x"},"killed_by":{"signal":"a"}}"#,
-        r#"{"type":"oom","time_ns":1,"pid":2,"tid":2,"ns":{"pid":null,"mnt":4},"victim_pid":2,"cpu":0,"read_error":true,"entered":{"via":"x"}}"#,
-        r#"{"killed_by":{"signal":"SIGKILL","signo":9,"sender":{"origin":"kernel"}},"signal":"SIGKILL","entered":{"by":[{"pid":1}],"root":false},"oom":{"time_ns":4}}"#,
-        r#"{"type":"exec","emoji":"😀\ud83d\ude00","bidi":"\u202e","argv":["a b","c\td","\"q\""]}"#,
-        // Not JSON objects, or not JSON: no record either way.
-        "not json",
-        "[1,2]",
-        "\"str\"",
-        "null",
-        r#"{"a":1}garbage"#,
-        r#"{"a":"\ud800"}"#,
-        r#"{"a":"\udc00\ud800"}"#,
-        r#"{"a":1e400}"#,
-        r#"{"a":01}"#,
-        r#"{"a":"b
-c"}"#,
-        "",
-    ]
-    .iter()
-    .map(|l| l.as_bytes().to_vec())
-    .collect();
-    v.push(
-        format!(
-            r#"{{"comm":"{long}","nested":{{"s":"{long}"}},"list":["{long}",{{"k":"{long}"}}]}}"#
-        )
-        .into_bytes(),
-    );
-    v.push(b"{\"a\":\"\xff\"}".to_vec());
-    v.push(b"{\"a\":\"\xc3\"}".to_vec());
-    v
-}
-
 /// The old path's request for `lines` (None for a line it made no record of).
 #[inline(never)]
 fn reference_request(res: &Resource, lines: &[Vec<u8>]) -> (Vec<u8>, usize) {
@@ -366,115 +300,4 @@ fn reference_request(res: &Resource, lines: &[Vec<u8>]) -> (Vec<u8>, usize) {
         .collect();
     let n = records.len();
     (reference::request(res, records).encode_to_vec(), n)
-}
-
-fn direct_request(batch: &mut Batch, lines: &[Vec<u8>]) -> Vec<u8> {
-    direct_request_in(batch, lines).to_vec()
-}
-
-/// The direct path's request for `lines`, in the batch's buffer (as the sink has it).
-#[inline(never)]
-fn direct_request_in<'b>(batch: &'b mut Batch, lines: &[Vec<u8>]) -> &'b [u8] {
-    batch.request.clear();
-    for l in lines {
-        let s = &mut batch.scratch;
-        batch
-            .request
-            .push(|out| record::write(out, s, l, OFFSET, NOW));
-    }
-    batch.request.finish()
-}
-
-#[test]
-fn every_line_makes_the_records_bytes_the_tree_builder_made() {
-    let res = resource();
-    let mut batch = Batch::new(&res);
-    let lines: Vec<Vec<u8>> = item_lines().into_iter().chain(odd_lines()).collect();
-    assert!(lines.iter().any(|l| l.len() > 20_000), "a 3-byte length");
-    for line in &lines {
-        let shown = String::from_utf8_lossy(&line[..line.len().min(300)]).into_owned();
-        let (want, n) = reference_request(&res, std::slice::from_ref(line));
-        let got = direct_request(&mut batch, std::slice::from_ref(line));
-        assert_eq!(
-            batch.request.len(),
-            n,
-            "a record, or none, as before: {shown}"
-        );
-        let decoded = ExportLogsServiceRequest::decode(&got[..]).expect("protobuf");
-        assert_eq!(
-            decoded,
-            ExportLogsServiceRequest::decode(&want[..]).unwrap(),
-            "{shown}"
-        );
-        assert!(got == want, "the same bytes: {shown}");
-    }
-    // All in one request, with what records reuse carried from line to line.
-    let (want, n) = reference_request(&res, &lines);
-    assert_eq!(direct_request(&mut batch, &lines), want);
-    assert_eq!(
-        (batch.request.len(), n),
-        (lines.len() - 13, lines.len() - 13)
-    );
-}
-
-/// Damaged lines, from every line above: each cut short (every prefix of a short line, a
-/// few hundred of a long one) and bytes overwritten, inserted or removed — the JSON
-/// syntax bytes, escapes, control bytes, bytes of broken UTF-8 — by a fixed generator, so
-/// a failure comes back. The values of a line come from the processes watched: whatever
-/// the bytes, the direct path neither panics nor differs from the tree builder — it takes
-/// exactly the lines serde_json takes, and makes the same bytes of them.
-#[test]
-fn damaged_lines_make_the_tree_builders_bytes_or_no_record_as_it_did() {
-    const BYTES: &[u8] = b"\"\\{}[],:0-+.eE9u tnf\x00\x1f\x7f\xc3\xa9\xed\xf0\xff";
-    let res = resource();
-    let mut batch = Batch::new(&res);
-    let lines: Vec<Vec<u8>> = item_lines().into_iter().chain(odd_lines()).collect();
-    let mut damaged = Vec::new();
-    for l in &lines {
-        let step = (l.len() / 300).max(1);
-        damaged.extend((0..l.len()).step_by(step).map(|n| l[..n].to_vec()));
-    }
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut rand = |n: usize| {
-        // xorshift64: a fixed sequence, no dependency.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
-    for _ in 0..20_000 {
-        let mut l = lines[rand(lines.len())].clone();
-        for _ in 0..=rand(3) {
-            let (at, b) = (rand(l.len() + 1), BYTES[rand(BYTES.len())]);
-            match rand(3) {
-                0 if at < l.len() => l[at] = b,
-                1 if at < l.len() => {
-                    l.remove(at);
-                }
-                _ => l.insert(at, b),
-            }
-        }
-        damaged.push(l);
-    }
-    let mut taken = 0;
-    for line in &damaged {
-        let (want, n) = reference_request(&res, std::slice::from_ref(line));
-        let got = direct_request(&mut batch, std::slice::from_ref(line));
-        let shown = String::from_utf8_lossy(&line[..line.len().min(300)]).into_owned();
-        assert_eq!(
-            batch.request.len(),
-            n,
-            "a record, or none, as before: {shown}"
-        );
-        assert!(got == want, "the same bytes: {shown}");
-        taken += n;
-    }
-    // Both outcomes were exercised, and the lines in one batch (scratch carried over).
-    assert!(
-        taken > damaged.len() / 20 && taken < damaged.len(),
-        "{taken} taken"
-    );
-    let (want, n) = reference_request(&res, &damaged[..2000]);
-    assert_eq!(direct_request(&mut batch, &damaged[..2000]), want);
-    assert_eq!(batch.request.len(), n);
 }

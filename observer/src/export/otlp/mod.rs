@@ -23,10 +23,6 @@ mod client;
 mod equivalence_tests;
 mod gzip;
 #[cfg(test)]
-mod json;
-#[cfg(test)]
-mod record;
-#[cfg(test)]
 mod reference;
 mod schema;
 pub(super) mod typed;
@@ -88,17 +84,12 @@ impl Sink {
 /// once the buffer has grown.
 struct Batch {
     request: wire::Request,
-    /// What the line reader (`record.rs`, the tests' reference) reuses.
-    #[cfg(test)]
-    scratch: record::Scratch,
 }
 
 impl Batch {
     fn new(resource: &Resource) -> Batch {
         Batch {
             request: wire::Request::new(resource),
-            #[cfg(test)]
-            scratch: record::Scratch::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! the protobuf field numbers, the record's head (time, severity, body) and event name,
 //! and the attribute names of the line's members (OpenTelemetry's semantic conventions
 //! where one exists, `observer.<key>` otherwise). The typed encoder the sink uses
-//! (`typed.rs`) and the line reader the tests hold it to (`record.rs`) share them.
+//! (`typed.rs`) and the tree builder the tests hold it to (`reference.rs`) share them.
 
 use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
 

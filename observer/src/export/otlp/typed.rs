@@ -4,13 +4,14 @@
 //! drive serde_json for the line, so there is still one schema: a key added to a view
 //! reaches the line and the record alike, under the names `schema.rs` gives.
 //!
-//! Why not from the line any more (`record.rs`, which read the line back into a tape): that
+//! Why not from the line any more (a line reader, since removed, read it back into a tape): that
 //! was 37,000 instructions a record on the storm's mix, a third of it reading back bytes
 //! just written, a sixth sorting what was read; this is made in the same pass as the line,
 //! from the view already built, and the sink's thread then only puts the line (the body),
 //! these attribute bytes and the times around them (docs/export.md, "What it costs").
 //!
-//! The bytes are the line reader's, to the byte (`typed_tests.rs` compares them): members
+//! The bytes are the tree builder's (`reference.rs`), to the byte
+//! (`equivalence_tests/typed.rs` compares them): members
 //! in serde_json `Map` order — sorted by key, the last of equal keys kept — so each object's
 //! members are written to a scratch buffer first and copied out in that order when the
 //! object ends; nulls left out at the top and in flattened objects, kept (as an empty
@@ -207,7 +208,7 @@ impl Encoder {
     }
 
     /// `argv`'s list, written from `start` as `process.command_args`, ends: the command line
-    /// of its strings goes in front of it (as the line reader wrote them).
+    /// of its strings goes in front of it (as the tree builder writes them).
     pub(super) fn argv_done(&mut self, start: usize) {
         self.tmp.clear();
         self.tmp.extend_from_slice(&self.scratch[start..]);

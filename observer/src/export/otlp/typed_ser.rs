@@ -1,5 +1,5 @@
 //! The serde side of the typed encoder (`typed.rs`): serializers that take a view's values
-//! where the JSON line has them and write them as the line reader would have — objects
+//! where the JSON line has them and write them as the tree builder would — objects
 //! flattened into dotted attributes at the top, lists as ArrayValues, objects in lists as
 //! key-value lists — mirroring serde_json's data model (unit and None are null, a unit
 //! variant is its name, a newtype variant an object of one member, bytes a list of

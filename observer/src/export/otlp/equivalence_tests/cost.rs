@@ -4,79 +4,50 @@
 use std::hint::black_box;
 
 use super::{
-    super::{client::gzip, json::Tape, typed::Records, BATCH},
+    super::{client::gzip, typed::Records, BATCH},
     *,
 };
 
 /// `cargo test --release --lib -- --ignored --nocapture otlp_record_cost`: µs per record
-/// (thread CPU time) of the old and the direct path on the same lines (a storm's mix —
-/// fork, exec, exit, free and a history line per process — and every line of the
-/// equivalence tests), in batches of 2,048 as the sink sends them; then gzip of the
-/// direct batch, and `line::write` of the storm's items.
+/// (thread CPU time) of the tree builder (`reference.rs`, from the lines) and of the typed
+/// path (the line and its record's attributes in one pass, then the record) on a storm's
+/// mix — fork, exec, exit, free and a history line per process — in batches of 2,048 as
+/// the sink sends them; then gzip of the batch, and `line::write` of the storm's items.
 #[test]
 #[ignore = "a measurement, not a test: run it in release with --ignored --nocapture"]
 fn otlp_record_cost() {
     let res = resource();
     let mut batch = Batch::new(&res);
-    let all: Vec<Vec<u8>> = item_lines().into_iter().chain(odd_lines()).collect();
-    let storm = storm_items();
-    let storm_lines: Vec<Vec<u8>> = storm.iter().map(|(i, n)| written(i, n.as_ref())).collect();
-    for (what, lines) in [("storm mix", &storm_lines), ("all lines", &all)] {
-        let lines: Vec<Vec<u8>> = lines.iter().cycle().take(BATCH).cloned().collect();
-        let old = best(|| black_box(reference_request(&res, &lines).0.len()));
-        let new = best(|| black_box(direct_request_in(&mut batch, &lines).len()));
-        let body = direct_request(&mut batch, &lines);
-        let gz = best(|| black_box(gzip(&body).len()));
-        let mut tape = Tape::default();
-        let parse = best(|| {
-            for l in &lines {
-                black_box(
-                    std::str::from_utf8(l)
-                        .ok()
-                        .and_then(|t| tape.parse(t))
-                        .is_some(),
-                );
-            }
-        });
-        let per = |t: f64| t * 1e6 / lines.len() as f64;
-        println!(
-            "{what}: of which reading the line (json.rs) {:.2} µs/record",
-            per(parse)
-        );
-        println!(
-            "{what}: old {:.2} µs/record, direct {:.2} µs/record ({:.1}x); gzip level 1 \
-             {:.2} µs/record, {} → {} bytes/record",
-            per(old),
-            per(new),
-            old / new,
-            per(gz),
-            body.len() / lines.len(),
-            gzip(&body).len() / lines.len()
-        );
-    }
+    let items = storm_batch();
+    let lines = storm_lines_batch(&storm_items());
+    let old = best(|| black_box(reference_request(&res, &lines).0.len()));
+    let typed = best(|| black_box(typed_batch(&mut batch, &items)));
+    let with = best(|| black_box(typed_lines(&items).0.len()));
+    typed_batch(&mut batch, &items);
+    let body = batch.request.finish().to_vec();
+    let gz = best(|| black_box(gzip(&body).len()));
     let mut line = Vec::new();
     let write = best(|| {
-        for (item, names) in storm.iter().cycle().take(BATCH) {
+        for (item, names) in &items {
             line.clear();
             black_box(crate::export::line::write(&mut line, item, names.as_ref()));
         }
     });
-    let items = storm_batch();
-    let typed = best(|| black_box(typed_batch(&mut batch, &items)));
-    let with = best(|| black_box(typed_lines(&items).0.len()));
     let per = |t: f64| t * 1e6 / BATCH as f64;
-    println!("line::write (storm mix): {:.2} µs/line", per(write));
     println!(
-        "typed (storm mix): the line and its record's attributes {:.2} µs/item, then the \
-         record {:.2} µs/record (line and record: {:.2} µs; was line {:.2} + record from \
-         the line {:.2})",
+        "storm mix: tree builder {:.2} µs/record; typed: the line and its record's \
+         attributes {:.2} µs/item, then the record {:.2} µs/record (line and record {:.2} µs, \
+         {:.1}x less than line::write {:.2} + the tree builder); gzip level 1 {:.2} µs/record, \
+         {} → {} bytes/record",
+        per(old),
         per(with),
         per(typed - with),
         per(typed),
+        (write + old) / typed,
         per(write),
-        per(best(|| black_box(
-            direct_request_in(&mut batch, &storm_lines_batch(&storm)).len()
-        )))
+        per(gz),
+        body.len() / BATCH,
+        gzip(&body).len() / BATCH
     );
 }
 
@@ -130,53 +101,17 @@ fn typed_batch(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> usize {
     batch.request.finish().len()
 }
 
-/// The line path whole, for the same count: lines, then records read back from them.
-#[inline(never)]
-fn line_batch(batch: &mut Batch, items: &[(Item, Option<Names>)]) -> usize {
-    let mut buf = Vec::with_capacity(items.len() * 640);
-    let mut ends = Vec::new();
-    for (item, names) in items {
-        crate::export::line::write(&mut buf, item, names.as_ref());
-        ends.push(buf.len());
-    }
-    batch.request.clear();
-    let mut start = 0;
-    for &end in &ends {
-        let l = &buf[start..end - 1];
-        let s = &mut batch.scratch;
-        batch
-            .request
-            .push(|out| record::write(out, s, l, OFFSET, NOW));
-        start = end;
-    }
-    batch.request.finish().len()
-}
-
 /// The storm's items in batches (204,800 in all), each made into lines and a request by
-/// the typed path (`--toggle-collect='*typed_batch*'`) and by the line path
-/// (`'*line_batch*'`): `valgrind --tool=callgrind … --ignored --exact
-/// export::otlp::equivalence_tests::cost::otlp_typed_profile`.
+/// the typed path, for a profiler or an instruction count, which the machine's load does
+/// not change: `valgrind --tool=callgrind --toggle-collect='*typed_batch*' … --ignored
+/// --exact export::otlp::equivalence_tests::cost::otlp_typed_profile`.
 #[test]
 #[ignore = "a profile's workload, not a test"]
 fn otlp_typed_profile() {
     let mut batch = Batch::new(&resource());
     let items = storm_batch();
-    for _ in 0..50 {
+    for _ in 0..100 {
         black_box(typed_batch(&mut batch, &items));
-        black_box(line_batch(&mut batch, &items));
-    }
-}
-
-/// The direct path alone, on 100 batches of the storm's mix (204,800 records), for a
-/// profiler or an instruction count, which the machine's load does not change:
-/// `valgrind --tool=callgrind --toggle-collect='*direct_request_in*' <test binary>
-/// --ignored --exact export::otlp::equivalence_tests::otlp_direct_profile`.
-#[test]
-#[ignore = "a profile's workload, not a test"]
-fn otlp_direct_profile() {
-    let mut batch = Batch::new(&resource());
-    for lines in profile_batches() {
-        black_box(direct_request_in(&mut batch, &lines).len());
     }
 }
 
