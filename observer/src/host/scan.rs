@@ -440,8 +440,23 @@ pub(crate) fn scan_all(with_cmdline: bool) -> Vec<Scanned> {
     // Cgroups first: a process that starts after this read has its file read instead.
     let cgroups = super::cgroupfs::CgroupFs::discover().members();
     parallel(&pids(), |&p| {
-        scan_pid(p, host, with_cmdline, Some(&cgroups))
+        let mut s = scan_pid(p, host, with_cmdline, Some(&cgroups))?;
+        other_namespaces(&mut s);
+        Some(s)
     })
+}
+
+/// Reads the namespaces besides the pid one a scan left unknown. A full scan's processes
+/// are what reconciliation adds after lost events, and one that has no event after (a
+/// `sleep`, a zombie) would keep them unknown for good (the start-up `Details` pass covers
+/// only the start-up's processes): 8 fstatat a process, on a scan that reads several
+/// files of each anyway.
+fn other_namespaces(s: &mut Scanned) {
+    for (i, name) in NS_NAMES.iter().enumerate().filter(|(i, _)| *i != NS_PID) {
+        if s.ns[i] == 0 {
+            s.ns[i] = ns_inode(s.pid, name);
+        }
+    }
 }
 
 /// Maps `f` over `items` on up to 4 threads (as many as there are CPUs), keeping order.
@@ -482,7 +497,23 @@ pub(crate) fn parallel<T: Sync, R: Send>(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_stat;
+    use super::*;
+
+    /// A full scan's process has every namespace /proc shows, not the pid one alone: what
+    /// reconciliation adds after lost events keeps them (the torture run of 2026-12-06:
+    /// reconciled processes without further events had mnt, net, … unknown for good).
+    #[test]
+    fn a_full_scans_process_has_every_namespace_proc_shows() {
+        let me = std::process::id();
+        let s = scan_all(false)
+            .into_iter()
+            .find(|s| s.pid == me)
+            .expect("listed");
+        for (i, name) in NS_NAMES.iter().enumerate() {
+            assert_eq!(s.ns[i], ns_inode(me, name), "{name}");
+        }
+        assert!(s.ns.iter().filter(|n| **n != 0).count() >= 7, "{:?}", s.ns);
+    }
 
     #[test]
     fn stat_parsing_survives_what_fuzzing_found_and_hostile_comms() {
