@@ -282,7 +282,7 @@ fn start_scan(redact: Option<Redactor>) -> ScanJob {
         // The scan's own threads are not this one: the process's CPU, which also counts
         // the event loop meanwhile (a little more than the scan cost, never less).
         let cpu = process_cpu();
-        let mut s = scan::scan_all(true);
+        let mut s = scan::scan_all(true, true);
         if let Some(r) = &redact {
             for p in &mut s {
                 if let Some(masked) = r.argv(&p.cmdline) {

@@ -179,7 +179,7 @@ fn seed_scan(
         Some(Err(e)) => log::info!("seeding from /proc: the task iterator is unavailable ({e})"),
         None => {}
     }
-    Ok((scan::scan_all(false), "proc"))
+    Ok((scan::scan_all(false, false), "proc"))
 }
 
 /// Starts reading the command lines and executables (secrets masked) of the processes the

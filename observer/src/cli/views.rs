@@ -133,7 +133,7 @@ enum Answer {
 pub(super) fn scanned_table(cgroupfs: &CgroupFs) -> Table {
     let host_pidns = scan::ns_inode(std::process::id(), "pid");
     let mut table = Table::new(host_pidns, cgroupfs.clone());
-    table.seed(&scan::scan_all(true), boot_now_ns());
+    table.seed(&scan::scan_all(true, false), boot_now_ns());
     let missing = table.missing_details();
     table.fill_details(scan::parallel(&missing, |&(pid, start, ns)| {
         Some(scan::Details::read(
