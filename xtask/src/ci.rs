@@ -1,7 +1,8 @@
 //! `cargo xtask test`, CI's command: setup, lint, the package, the host tests, the torture
-//! and fuzzing one phase after another, and beside them, from the host tests on, the kernel
-//! matrix and then the arm64 leg (the VM set on the newest arm64 kernel); a table of how
-//! long each took is printed at the end (also when a phase failed).
+//! and fuzzing one phase after another, beside them from the host tests on the kernel
+//! matrix, and last the arm64 leg (the VM set on the newest arm64 kernel) on its own; a
+//! table of how long each took is printed at the end (also when a phase failed), with the
+//! run's time before the arm64 leg (the budget is that time, plus the leg's).
 //!
 //! Everything is compiled once per target: the musl release build of observer that the
 //! package ships is the binary the host tests, the torture, the hygiene check and the VM
@@ -55,12 +56,31 @@ fn machine_busy() -> Duration {
 }
 
 /// The phases run so far.
-#[derive(Default)]
 struct Phases {
     rows: Vec<Phase>,
+    /// When the run began, and the machine's busy time then.
+    start: (Instant, Duration),
 }
 
 impl Phases {
+    fn new() -> Phases {
+        Phases {
+            rows: Vec::new(),
+            start: (Instant::now(), machine_busy()),
+        }
+    }
+
+    /// A row for the run so far (its time and the machine's busy CPU time since the start).
+    fn mark(&mut self, name: &str) {
+        let (t, busy) = self.start;
+        self.add(
+            name,
+            t.elapsed(),
+            Some(machine_busy().saturating_sub(busy)),
+            true,
+        );
+    }
+
     /// Runs `f` as the phase `name`, timed.
     fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         eprintln!("test: phase {name}");
@@ -86,7 +106,9 @@ impl Phases {
 
     /// The table; `cpu` is the machine's busy CPU time during the phase (guests beside it
     /// included), and the total's says how close the run is to what the cores can do.
-    fn print(&self, total: Duration, busy: Duration) {
+    fn print(&self) {
+        let (t, busy) = self.start;
+        let (total, busy) = (t.elapsed(), machine_busy().saturating_sub(busy));
         println!("\nphase                  time      cpu   result");
         for p in &self.rows {
             println!(
@@ -115,10 +137,9 @@ fn mmss(d: Duration) -> String {
 
 /// The test command: every phase, then the table of phase times.
 pub fn test(no_vm: bool, args: &[String]) -> Result<()> {
-    let (t, busy) = (Instant::now(), machine_busy());
-    let mut phases = Phases::default();
+    let mut phases = Phases::new();
     let r = phases_in_order(&mut phases, no_vm, args);
-    phases.print(t.elapsed(), machine_busy().saturating_sub(busy));
+    phases.print();
     r
 }
 
@@ -128,10 +149,11 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         hygiene::survive_interrupts();
         Ok((tools::promtool()?, tools::kube_validators()?))
     })?;
-    // The fuzz targets' build (another toolchain, nothing shared) runs at nice 19 from here
-    // on: it takes what the lint, the host build's serial stretches (its build scripts, the
-    // eBPF link, the test binary's link), the host tests and the torture leave idle.
-    let fuzz_build = fuzz::build_in_background()?;
+    // The fuzz targets' build (another toolchain, nothing shared; the quick profile, a
+    // third of `-O`'s CPU) runs at nice 19 from here on: it takes what the lint, the host
+    // build's serial stretches (its build scripts, the eBPF link, the test binary's link),
+    // the host tests and the torture leave idle.
+    let fuzz_build = fuzz::build_in_background(fuzz::Opt::Quick)?;
     phases.run("lint", lint)?;
     // observer is compiled once: by the test build, whose binary the package holds.
     phases.run("host tests (build)", || {
@@ -139,13 +161,10 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
         crate::build_tests(&[]).map(|_| ())
     })?;
     let deb = phases.run("package", || package::pack(Arch::host()))?;
-    // The VM legs boot their guests now, beside the host tests (TCG keeps a core busy per
-    // guest while the host tests mostly wait on runtimes, agents and timers): the kernel
-    // matrix, then — as soon as its guests are done, not after the torture and fuzzing —
-    // the arm64 leg, the whole VM set on the newest arm64 kernel, cross-built and emulated
-    // (its prepare builds the arm64 integration tests, and with them observer; 6.1 and
-    // 5.10 run on demand with `cargo xtask vm-test --arch arm64`).
-    let legs = (!no_vm).then(|| std::thread::spawn(vm_legs));
+    // The kernel matrix boots its guests now, beside the host tests (TCG keeps a core busy
+    // per guest while the host tests mostly wait on runtimes, agents and timers).
+    let matrix = (!no_vm)
+        .then(|| std::thread::spawn(|| LegRun::run(Arch::host(), vm::DEFAULT_KERNELS, "matrix")));
     let host = phases.run("host tests (run)", || {
         host_tests(
             args,
@@ -157,33 +176,36 @@ fn phases_in_order(phases: &mut Phases, no_vm: bool, args: &[String]) -> Result<
             ],
         )
     });
-    let torture = host.and_then(|()| phases.run("torture", || torture::torture(60)));
+    let torture = host.and_then(|()| phases.run("torture", || torture::torture(60, false)));
     // Each fuzz target briefly: its regressions, then new inputs from its seeds.
     let fuzz = torture.and_then(|()| {
         phases.run("fuzz", || {
             fuzz::wait_for_build(fuzz_build)?;
-            fuzz::fuzz(&[], 10)
+            fuzz::fuzz(&[], 10, fuzz::Opt::Quick)
         })
     });
-    // Every leg is waited for (its guests are stopped), whatever failed first.
-    let legs: Vec<Result<()>> = match legs.map(std::thread::JoinHandle::join) {
-        None => Vec::new(),
-        Some(Ok(legs)) => legs.into_iter().map(|l| l.rows(phases)).collect(),
-        Some(Err(_)) => vec![Err(anyhow::anyhow!("the VM legs' thread panicked"))],
-    };
+    // The matrix is waited for (its guests are stopped), whatever failed first.
+    let matrix = join(matrix, phases);
     fuzz?;
-    legs.into_iter().collect()
+    matrix?;
+    // The arm64 leg last, on its own: what #27 adds to the run's budget is its row alone.
+    // It runs the whole VM set on the newest arm64 kernel, cross-built and emulated (its
+    // prepare builds the arm64 integration tests, and with them observer; 6.1 and 5.10 run
+    // on demand with `cargo xtask vm-test --arch arm64`).
+    phases.mark("before the arm64 leg");
+    if !no_vm && Arch::host() != Arch::Arm64 {
+        LegRun::run(Arch::Arm64, &["newest"], "arm64 leg").rows(phases)?;
+    }
+    Ok(())
 }
 
-/// The VM legs one after another: the kernel matrix, then on an amd64 host the arm64 leg,
-/// whose prepare (a cross-build of observer and its tests, two cores' worth) runs at nice
-/// 10 beside the host tests, which are the run's longest chain.
-fn vm_legs() -> Vec<LegRun> {
-    let mut legs = vec![LegRun::run(Arch::host(), vm::DEFAULT_KERNELS, "matrix")];
-    if Arch::host() != Arch::Arm64 {
-        legs.push(LegRun::run(Arch::Arm64, &["newest"], "arm64 leg"));
+/// The leg's rows once its thread ended (none when it did not run).
+fn join(leg: Option<std::thread::JoinHandle<LegRun>>, phases: &mut Phases) -> Result<()> {
+    match leg.map(std::thread::JoinHandle::join) {
+        None => Ok(()),
+        Some(Ok(leg)) => leg.rows(phases),
+        Some(Err(_)) => Err(anyhow::anyhow!("the VM matrix's thread panicked")),
     }
-    legs
 }
 
 /// A VM leg that ran: its prepare (builds, initramfs, kernel packages), then its guests,
@@ -211,16 +233,7 @@ impl LegRun {
             a if a.is_host() => "vm prepare".to_string(),
             a => format!("vm {a} prepare"),
         };
-        // The prepare's builds inherit this thread's nice value; the guests get the
-        // default back (their tests wait on timers: they must not starve).
-        let cross = !arch.is_host();
-        if cross {
-            set_thread_nice(10);
-        }
         let prepared = vm::prepare_matrix(args);
-        if cross {
-            set_thread_nice(0);
-        }
         let (times, result) = match prepared {
             Ok(p) => p.boot(),
             Err((times, e)) => (times, Err(e)),
@@ -250,16 +263,6 @@ impl LegRun {
         }
         phases.add(&format!("vm {name} (wall)"), wall, None, result.is_ok());
         result
-    }
-}
-
-/// Sets the calling thread's nice value (on Linux a thread's own; the processes it starts
-/// inherit it). Best effort: a failure leaves the run at its priority.
-fn set_thread_nice(nice: i32) {
-    // SAFETY: gettid and setpriority on the calling thread only.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
     }
 }
 

@@ -35,9 +35,10 @@ const SMALL_PID_MAX: u64 = 8192;
 /// Processes and threads the workload may hold at once.
 const PIDS_MAX: u32 = 2048;
 
-/// Runs the torture for `secs` seconds against the static release build (built first; the
-/// test command's package step built it already).
-pub fn torture(secs: u64) -> Result<()> {
+/// Runs the torture for `secs` seconds against the static release build, built first when
+/// `build` (the test command's host build made it already: a cargo call there would only
+/// wait for the target directory's lock).
+pub fn torture(secs: u64, build: bool) -> Result<()> {
     if !is_root() {
         bail!(
             "the torture run loads eBPF, freezes cgroups and sets kernel.pid_max: run it as root"
@@ -45,7 +46,9 @@ pub fn torture(secs: u64) -> Result<()> {
     }
     crate::setup::apt_install(PACKAGES)?;
     crate::setup::rust_target(crate::vm::MUSL)?;
-    crate::build_observer(&["--target", crate::vm::MUSL])?;
+    if build {
+        crate::build_observer(&["--target", crate::vm::MUSL])?;
+    }
     host::catch_interrupts();
     let dir = root().join("target/torture");
     std::fs::create_dir_all(dir.join("tmp"))?;
