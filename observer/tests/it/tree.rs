@@ -113,7 +113,16 @@ fn by_cmd<'a>(tree: &'a Value, cmd: &str) -> &'a Value {
         .unwrap()
         .iter()
         .find(|p| p["cmdline"] == cmd)
-        .unwrap_or_else(|| panic!("no `{cmd}` in {tree:#}"))
+        .unwrap_or_else(|| {
+            // Each process on a line: the whole tree is longer than a guest's log keeps.
+            let lines: Vec<String> = tree["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| format!("{} {} {} {}", p["pid"], p["comm"], p["cmdline"], p["argv"]))
+                .collect();
+            panic!("no `{cmd}` in the tree:\n{}", lines.join("\n"))
+        })
 }
 
 #[test]
