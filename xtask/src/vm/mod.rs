@@ -210,15 +210,23 @@ fn boot_all(kernels: &[kernels::Kernel], initrd: &Path, args: &VmArgs) -> Vec<Ke
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, kernels.len().max(1));
-    // Worker w boots kernels w, w + workers, ...; the runs come back in the kernels' order.
+    // Each worker takes the next kernel not yet taken, the list's last first: the newer
+    // kernels take longest under TCG (newest 3:28 of CPU, 5.10 2:35), and the longest first
+    // end together. The runs come back in the kernels' order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut runs: Vec<(usize, KernelRun)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (cache, accel) = (&cache, &accel);
+            .map(|_| {
+                let (cache, accel, next) = (&cache, &accel, &next);
                 s.spawn(move || {
-                    let mine = kernels.iter().enumerate().skip(w).step_by(workers);
-                    mine.map(|(i, k)| (i, boot_or_abort(k, initrd, cache, args, accel)))
-                        .collect::<Vec<_>>()
+                    let mut mine = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(i) = kernels.len().checked_sub(n + 1) else {
+                            return mine;
+                        };
+                        mine.push((i, boot_or_abort(&kernels[i], initrd, cache, args, accel)));
+                    }
                 })
             })
             .collect();
