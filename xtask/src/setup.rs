@@ -44,6 +44,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "catatonit",
     // tests/it/oci.rs: containers runc and crun start by themselves (crun in the VM matrix)
     "crun",
+    // a FUSE filesystem the test stops: tests/it/stalls.rs
+    "bindfs",
     // bpftool: tests/it/resilience.rs checks that a killed agent leaves no program behind
     "bpftool",
     // a real Prometheus and promtool for tests/it/metrics.rs

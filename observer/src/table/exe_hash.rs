@@ -350,6 +350,28 @@ fn open_exec(
         .or_else(|_| same(exe_file::open_in_root(ppid, path, &want)))
 }
 
+/// A worker's job for a miss: the exec's file opened (`gone` when it cannot be, or is
+/// another file now), then read.
+fn open_and_hash(
+    id: ExeId,
+    open: impl FnOnce() -> std::io::Result<(std::fs::File, FileId)>,
+    counts: &Counts,
+) -> Result<Digest, Reason> {
+    let file = match open() {
+        Ok((f, fid)) if id.is(&fid) => f,
+        _ => {
+            add(&counts.gone);
+            return Err(Reason::Gone);
+        }
+    };
+    let r = exe_file::sha256(file, id.file_id());
+    match &r {
+        Ok(_) => add(&counts.computed),
+        Err(DigestError::Changed | DigestError::Io(_)) => add(&counts.error),
+    }
+    r.map_err(|_| Reason::Error)
+}
+
 /// The event loop's end: answers each exec from the cache or queues a read.
 pub(crate) struct Hasher {
     cfg: HashConfig,
@@ -358,8 +380,6 @@ pub(crate) struct Hasher {
     counts: Arc<Counts>,
     /// Execs the cache could not answer (hashing on): a file opened, or why not.
     misses: u64,
-    /// Misses whose executable could not be opened: `gone`.
-    unopened: u64,
 }
 
 impl Hasher {
@@ -376,7 +396,6 @@ impl Hasher {
             workers,
             counts: Arc::default(),
             misses: 0,
-            unopened: 0,
         })
     }
 
@@ -391,7 +410,6 @@ impl Hasher {
             workers: None,
             counts: Arc::default(),
             misses: 0,
-            unopened: 0,
         }
     }
 
@@ -418,26 +436,32 @@ impl Hasher {
     /// their path (`gone`): short-lived processes of a binary this agent cannot reach but
     /// through them, so the event loop keeps its quick drain pace while they turn up, to
     /// catch one of them alive. (A miss that found its file needs no haste: the cache now
-    /// answers the next exec of that binary.)
+    /// answers the next exec of that binary.) Counted by the workers, which open the files.
     pub(crate) fn unopened(&self) -> u64 {
-        self.unopened
+        self.counts.gone.load(Ordering::Relaxed)
     }
 
     /// The exec of `e` by process `pid`, just read from the ring buffer: its hash from the
-    /// cache, or a read queued (the file opened now, while the process may still live, else
-    /// by the exec's path: see [`open_exec`]).
+    /// cache, or a read queued (the file opened by a worker at once, while the process may
+    /// still live, else by the exec's path: see [`open_exec`]).
     pub(crate) fn on_exec(&mut self, pid: u32, e: &observer_common::ExecEvent) -> ExeHash {
         let id = ExeId::of(e);
-        let path = crate::events::c_bytes(&e.filename);
-        self.exec_with(id, || open_exec(id, pid, e.task.ppid, path))
+        let ppid = e.task.ppid;
+        self.exec_with(id, || {
+            let path = crate::events::c_bytes(&e.filename).to_vec();
+            move || open_exec(id, pid, ppid, &path)
+        })
     }
 
-    /// `on_exec` with the opening of the file given.
-    fn exec_with(
-        &mut self,
-        id: ExeId,
-        open: impl FnOnce() -> std::io::Result<(std::fs::File, FileId)>,
-    ) -> ExeHash {
+    /// `on_exec` with the opening of the file given (made on a miss only). The file is
+    /// opened by a worker, never on the event loop: opening it (or only looking it up, or
+    /// its attributes) waits for its filesystem, and a FUSE daemon — rootless podman's
+    /// fuse-overlayfs, any user's in a user namespace — answers when it likes. A stalled one
+    /// holds a worker (execs find the queue full: `busy`), not the loop.
+    fn exec_with<O>(&mut self, id: ExeId, opener: impl FnOnce() -> O) -> ExeHash
+    where
+        O: FnOnce() -> std::io::Result<(std::fs::File, FileId)> + Send + 'static,
+    {
         let Some(workers) = &self.workers else {
             return ExeHash::Null(Reason::Off);
         };
@@ -454,25 +478,10 @@ impl Hasher {
             add(&self.counts.too_large);
             return ExeHash::Null(Reason::TooLarge);
         }
-        let file = match open() {
-            Ok((f, fid)) if id.is(&fid) => f,
-            _ => {
-                self.unopened += 1;
-                add(&self.counts.gone);
-                return ExeHash::Null(Reason::Gone);
-            }
-        };
+        let open = opener();
         let entry = Arc::new(Entry::default());
         let (e, counts) = (entry.clone(), self.counts.clone());
-        let fid = id.file_id();
-        let queued = workers.try_run(move || {
-            let r = exe_file::sha256(file, fid);
-            match &r {
-                Ok(_) => add(&counts.computed),
-                Err(DigestError::Changed | DigestError::Io(_)) => add(&counts.error),
-            }
-            e.finish(r.map_err(|_| Reason::Error));
-        });
+        let queued = workers.try_run(move || e.finish(open_and_hash(id, open, &counts)));
         if !queued {
             add(&self.counts.busy);
             return ExeHash::Null(Reason::Busy);

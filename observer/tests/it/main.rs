@@ -42,6 +42,7 @@ mod resilience;
 mod runtimes;
 mod scale;
 mod seed;
+mod stalls;
 mod store;
 mod systemd;
 mod tree;

@@ -34,18 +34,40 @@ fn file(name: &str, content: &[u8]) -> (std::path::PathBuf, ExeId) {
     (p, id)
 }
 
-fn opener(p: &std::path::Path) -> impl FnOnce() -> std::io::Result<(File, FileId)> + '_ {
+/// How a test opens a miss's file: made on the loop, run by a worker.
+type Open = Box<dyn FnOnce() -> std::io::Result<(File, FileId)> + Send>;
+
+fn opener(p: &std::path::Path) -> impl FnOnce() -> Open {
+    let p = p.to_path_buf();
     move || {
-        let f = File::open(p)?;
-        let m = f.metadata()?;
-        let fid = FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        };
-        Ok((f, fid))
+        Box::new(move || {
+            let f = File::open(&p)?;
+            let m = f.metadata()?;
+            let fid = FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            };
+            Ok((f, fid))
+        })
     }
+}
+
+/// A process gone, its path naming nothing.
+fn gone() -> impl FnOnce() -> Open {
+    || Box::new(|| Err(std::io::ErrorKind::NotFound.into()))
+}
+
+/// A miss that must not open anything (answered from the cache, too large, hashing off).
+fn not_opened(why: &'static str) -> impl FnOnce() -> Open {
+    move || panic!("{why}: not opened")
+}
+
+/// `open_exec` of a process gone (pid 0) that ran `path`.
+fn exec_at(id: ExeId, path: &[u8]) -> impl FnOnce() -> Open {
+    let path = path.to_vec();
+    move || Box::new(move || open_exec(id, 0, 0, &path))
 }
 
 fn count(h: &Hasher, what: &str) -> u64 {
@@ -63,7 +85,7 @@ fn an_identity_is_hashed_once_and_then_answered_from_the_cache() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
     for _ in 0..100 {
-        let again = h.exec_with(fid, || panic!("a cached identity is not opened"));
+        let again = h.exec_with(fid, not_opened("a cached identity is not opened"));
         assert_eq!(again.now(), Ok(d));
     }
     assert_eq!(count(&h, "computed"), 1);
@@ -75,16 +97,16 @@ fn an_identity_is_hashed_once_and_then_answered_from_the_cache() {
 #[test]
 fn every_exec_the_cache_cannot_answer_is_a_miss_and_none_while_hashing_is_off() {
     let mut h = Hasher::start(cfg(16)).unwrap();
-    let _ = h.exec_with(id(1), || Err(std::io::ErrorKind::NotFound.into()));
+    let _ = h.exec_with(id(1), gone());
     let big = ExeId {
         size: (256 << 20) + 1,
         ..id(2)
     };
-    let _ = h.exec_with(big, || panic!("too large: not opened"));
+    let _ = h.exec_with(big, not_opened("too large"));
     assert_eq!(h.misses(), 2, "a gone process and a too large file");
     let mut off = Hasher::off();
     assert_eq!(
-        off.exec_with(id(3), || panic!("off")).now(),
+        off.exec_with(id(3), not_opened("off")).now(),
         Err(Reason::Off)
     );
     assert_eq!(off.misses(), 0);
@@ -93,17 +115,17 @@ fn every_exec_the_cache_cannot_answer_is_a_miss_and_none_while_hashing_is_off() 
 #[test]
 fn a_gone_process_a_replaced_file_and_a_large_one_have_no_hash_and_say_why() {
     let mut h = Hasher::start(cfg(16)).unwrap();
-    let gone = h.exec_with(id(1), || Err(std::io::ErrorKind::NotFound.into()));
-    assert_eq!(gone.now(), Err(Reason::Gone));
+    let g = h.exec_with(id(1), gone());
+    assert_eq!(g.get(WAIT), Err(Reason::Gone));
     // The file the process runs now is not the one the exec read: never hashed under it.
     let (p, fid) = file("replaced", b"new content");
     let stale = ExeId { size: 3, ..fid };
-    assert_eq!(h.exec_with(stale, opener(&p)).now(), Err(Reason::Gone));
+    assert_eq!(h.exec_with(stale, opener(&p)).get(WAIT), Err(Reason::Gone));
     let big = ExeId {
         size: (256 << 20) + 1,
         ..fid
     };
-    let r = h.exec_with(big, || panic!("too large: not opened"));
+    let r = h.exec_with(big, not_opened("too large"));
     assert_eq!(r.now(), Err(Reason::TooLarge));
     assert_eq!(count(&h, "gone"), 2);
     assert_eq!(count(&h, "too_large"), 1);
@@ -123,13 +145,17 @@ fn the_least_recently_used_identity_is_evicted_and_counted_but_its_processes_kee
     let (a, b, c) = (id(1), id(2), id(3));
     h.learn(a, [1; 32]);
     h.learn(b, [2; 32]);
-    let held = h.exec_with(a, || panic!("cached")); // a is now the most recent
+    let held = h.exec_with(a, not_opened("cached")); // a is now the most recent
     h.learn(c, [3; 32]); // evicts b
     assert_eq!(count(&h, "evicted"), 1);
     assert_eq!(h.cached(), 2);
-    let r = h.exec_with(b, || Err(std::io::ErrorKind::NotFound.into()));
-    assert_eq!(r.now(), Err(Reason::Gone), "b was evicted: opened again");
-    assert_eq!(h.exec_with(c, || panic!("cached")).now(), Ok([3; 32]));
+    let r = h.exec_with(b, gone());
+    assert_eq!(
+        r.get(WAIT),
+        Err(Reason::Gone),
+        "b was evicted: opened again"
+    );
+    assert_eq!(h.exec_with(c, not_opened("cached")).now(), Ok([3; 32]));
     h.learn(id(4), [4; 32]);
     h.learn(id(5), [5; 32]);
     assert_eq!(held.now(), Ok([1; 32]), "a process keeps its entry");
@@ -149,18 +175,20 @@ fn a_full_queue_is_busy_and_counted() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let open_fifo = |ino| {
         let fifo = fifo.clone();
-        move || {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&fifo)?;
-            let fid = FileId {
-                dev: 1,
-                ino,
-                size: 10,
-                mtime_ns: 5,
-            };
-            Ok((f, fid))
+        move || -> Open {
+            Box::new(move || {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&fifo)?;
+                let fid = FileId {
+                    dev: 1,
+                    ino,
+                    size: 10,
+                    mtime_ns: 5,
+                };
+                Ok((f, fid))
+            })
         }
     };
     let first = h.exec_with(id(1), open_fifo(1));
@@ -186,7 +214,7 @@ fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() 
     let path = p.as_os_str().as_bytes();
     // No process has pid 0 in /proc: the process is gone, its file is still at its path.
     let mut h = Hasher::start(cfg(16)).unwrap();
-    let r = h.exec_with(fid, || open_exec(fid, 0, 0, path));
+    let r = h.exec_with(fid, exec_at(fid, path));
     assert_eq!(
         hex(&r.get(WAIT).unwrap()),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -198,7 +226,7 @@ fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() 
         ..fid
     };
     assert_eq!(
-        h.exec_with(other, || open_exec(other, 0, 0, path)).now(),
+        h.exec_with(other, exec_at(other, path)).get(WAIT),
         Err(Reason::Gone)
     );
     // A living process is opened through /proc, whatever its path says.
@@ -215,7 +243,7 @@ fn a_gone_process_is_hashed_from_its_exec_path_while_that_names_the_same_file() 
     std::fs::remove_file(&p).unwrap();
     let mut fresh = Hasher::start(cfg(16)).unwrap();
     assert_eq!(
-        fresh.exec_with(fid, || open_exec(fid, 0, 0, path)).now(),
+        fresh.exec_with(fid, exec_at(fid, path)).get(WAIT),
         Err(Reason::Gone),
         "the process and its file gone"
     );
@@ -232,10 +260,10 @@ fn only_a_miss_whose_file_could_not_be_opened_counts_as_unopened() {
         size: (256 << 20) + 1,
         ..id(2)
     };
-    let _ = h.exec_with(big, || panic!("too large: not opened"));
+    let _ = h.exec_with(big, not_opened("too large"));
     assert_eq!((h.misses(), h.unopened()), (2, 0));
-    let gone = h.exec_with(id(3), || Err(std::io::ErrorKind::NotFound.into()));
-    assert_eq!(gone.now(), Err(Reason::Gone));
+    let g = h.exec_with(id(3), gone());
+    assert_eq!(g.get(WAIT), Err(Reason::Gone));
     assert_eq!((h.misses(), h.unopened()), (3, 1));
     assert_eq!(Hasher::off().unopened(), 0);
     std::fs::remove_file(p).unwrap();
@@ -270,4 +298,33 @@ fn a_path_naming_another_file_is_not_opened_for_reading() {
     assert!(opened(), "the exec's file is opened");
     unsafe { libc::close(fd) };
     std::fs::remove_file(&p).unwrap();
+}
+
+/// Opening the file waits as long as its filesystem likes (a stopped FUSE daemon): that is
+/// a worker's wait, never the caller's (the event loop). Opened by the caller, the first
+/// exec here held it for the open's 5 s.
+#[test]
+fn an_open_that_hangs_holds_a_worker_not_the_event_loop() {
+    let mut h = Hasher::start(HashConfig {
+        workers: 1,
+        queue: 1,
+        ..HashConfig::default()
+    })
+    .unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let t = std::time::Instant::now();
+    let stuck = h.exec_with(id(1), move || -> Open {
+        Box::new(move || {
+            let _ = held.recv_timeout(Duration::from_secs(5));
+            Err(std::io::ErrorKind::NotFound.into())
+        })
+    });
+    // The queue's one place is taken, then every later miss is busy: none waits.
+    let later: Vec<ExeHash> = (2..10).map(|i| h.exec_with(id(i), gone())).collect();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "the caller waited {took:?}");
+    assert!(later.iter().any(|r| r.now() == Err(Reason::Busy)));
+    assert_eq!(stuck.now(), Err(Reason::Pending));
+    release.send(()).unwrap();
+    assert_eq!(stuck.get(WAIT), Err(Reason::Gone));
 }
