@@ -2,12 +2,13 @@
 //! and bpf-linker; main.rs embeds the object with include_bytes_aligned!.
 //! `cargo xtask setup` installs the toolchain pieces this needs.
 //!
-//! This is aya-build 0.2's `build_ebpf` (no longer a dependency) with one difference: the eBPF crate is built in one directory of the workspace's target,
+//! This is aya-build 0.2's `build_ebpf` with one difference: the eBPF crate is built in one directory of the workspace's target,
 //! `target/ebpf`, not under this script's OUT_DIR. OUT_DIR differs for every run of the
 //! script — the package build, clippy (which builds the script itself differently), each
 //! target architecture — and each run compiled `core` and the programs again (~30 s of CPU,
-//! on the test command's lint and arm64 paths); in one directory cargo finds them fresh, and
-//! its lock orders builds that run at once. The object does not depend on the target's
+//! on the test command's lint and arm64 paths); in one directory cargo finds them fresh. A
+//! lock file there is held from the build to the copy, so builds that run at once (clippy
+//! beside a build, two targets) take turns and none copies an object another rewrites. The object does not depend on the target's
 //! architecture: the programs are tracepoints whose offsets come from BTF and tracefs at load
 //! time, and no `bpf_target_arch` is passed (aya-ebpf then takes the build machine's, which
 //! only its kprobe and uprobe register helpers read; observer has neither); the arm64 leg of
@@ -36,11 +37,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() != Ok("little") {
         bail!("observer's kernel programs are built for little-endian machines only");
     }
-    let cargo_metadata::Metadata {
-        packages,
-        target_directory,
-        ..
-    } = cargo_metadata::MetadataCommand::new()
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
         .context("cargo metadata")?;
@@ -56,11 +53,30 @@ fn main() -> anyhow::Result<()> {
     // reruns this script; its binary, the programs, is watched here.
     println!("cargo:rerun-if-changed={root_dir}");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let built = build(target_directory.join("ebpf").as_std_path())
+    let dir = ebpf_dir(&out_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = std::fs::File::create(dir.join("observer-build.lock"))?;
+    lock.lock().context("locking the eBPF build")?;
+    let built = build(&dir)
         .context("building the eBPF programs failed: run `cargo xtask setup` to install the nightly toolchain, rust-src and bpf-linker")?;
     std::fs::copy(&built, out_dir.join("observer"))
         .with_context(|| format!("copying {}", built.display()))?;
     Ok(())
+}
+
+/// `ebpf` in the directory that holds this build's profile directories: OUT_DIR is
+/// `<dir>[/<target triple>]/<profile>/build/<package>-<hash>/out`, whatever `--target-dir`,
+/// `CARGO_TARGET_DIR` or `build.target-dir` said. Under OUT_DIR itself (aya-build's place:
+/// nothing shared) if it is not laid out so.
+fn ebpf_dir(out_dir: &Path) -> PathBuf {
+    let Some(mut dir) = out_dir.ancestors().nth(4) else {
+        return out_dir.join("ebpf");
+    };
+    let target = std::env::var_os("TARGET");
+    if target.is_some() && dir.file_name() == target.as_deref() {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    dir.join("ebpf")
 }
 
 /// `cargo build` of observer-ebpf's programs into `target_dir`, as aya-build runs it; the

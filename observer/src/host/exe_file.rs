@@ -1,8 +1,8 @@
 //! A process's executable, read for hashing: opened through `/proc/<pid>/exe` while the
-//! process lives (the descriptor stays valid after it ends, so the file can be read later,
-//! off the event loop), its identity from fstat(2), and its SHA-256 read on a worker. The
-//! workers are a small pool with a bounded queue: what it cannot take is refused at once,
-//! never waited for.
+//! process lives (the descriptor stays valid after it ends, so the file can be read later),
+//! its identity from fstat(2), and its SHA-256 read. Both happen on workers, never on the
+//! event loop: small pools with a bounded queue, whose jobs are refused at once when it is
+//! full, never waited for.
 
 use std::{
     fs::File,
@@ -84,11 +84,22 @@ impl FileId {
     }
 }
 
-/// Opens the executable of `pid` (the one it runs now) and says what it is.
-pub(crate) fn open_exe(pid: u32) -> io::Result<(File, FileId)> {
-    let f = File::open(format!("/proc/{pid}/exe"))?;
-    let id = FileId::of(&f)?;
-    Ok((f, id))
+/// Opens the executable of `pid` (the one it runs now) if it is the regular file `want`:
+/// looked up as `O_PATH` and opened for reading only once its identity is the exec's (the
+/// pid may be another process's by now, running another file).
+pub(crate) fn open_exe(pid: u32, want: &FileId) -> io::Result<(File, FileId)> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(format!("/proc/{pid}/exe")).expect("no NUL");
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    regular(
+        File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) }),
+        want,
+    )
 }
 
 /// Opens the file an exec's absolute `path` names now, if it is still the exec's file `want`
@@ -234,7 +245,8 @@ pub(crate) fn sha256(mut f: File, id: FileId) -> Result<[u8; 32], DigestError> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A few threads taking jobs from one bounded queue.
+/// A few threads taking jobs from one bounded queue (a clone queues to the same threads).
+#[derive(Clone)]
 pub(crate) struct Workers {
     tx: mpsc::SyncSender<Job>,
 }

@@ -1,9 +1,10 @@
 //! Which binary a process runs, by content: the SHA-256 of its executable, computed once per
 //! identity (device, inode, size, mtime — what the exec event read of `bprm->file`). At the
-//! exec the event loop only looks the identity up in an LRU cache, or opens
-//! `/proc/<pid>/exe` (checked by fstat against the event: a replaced file is never hashed
-//! under the old identity) and queues the read on a small pool of workers; it never reads
-//! the file. A process holds its identity's entry (an `Arc`), so that an eviction from the
+//! exec the event loop only looks the identity up in an LRU cache, or queues the opening of
+//! the file on a small pool of openers; one opens `/proc/<pid>/exe` (checked by fstat
+//! against the event: a replaced file is never hashed under the old identity) and queues
+//! the read on the readers, whose reads are paced (`--hash` reads at most 128 MiB a
+//! second). The loop never touches the file. A process holds its identity's entry (an `Arc`), so that an eviction from the
 //! cache never takes a hash from a process that has it; readers of a result still being
 //! computed may wait for it, bounded, on their own thread.
 
@@ -345,38 +346,47 @@ fn open_exec(
         Ok(_) => Err(std::io::Error::other("another file")),
         Err(e) => Err(e),
     };
-    same(exe_file::open_exe(pid))
+    same(exe_file::open_exe(pid, &want))
         .or_else(|_| same(exe_file::open_path(path, &want)))
         .or_else(|_| same(exe_file::open_in_root(ppid, path, &want)))
 }
 
-/// A worker's job for a miss: the exec's file opened (`gone` when it cannot be, or is
-/// another file now), then read.
-fn open_and_hash(
-    id: ExeId,
+/// An opener's job for a miss: the exec's file opened (`gone` when it cannot be, or is
+/// another file now), then its read queued on the readers (`busy` when they are full).
+fn open_then_read(
+    (id, entry): (ExeId, Arc<Entry>),
     open: impl FnOnce() -> std::io::Result<(std::fs::File, FileId)>,
-    counts: &Counts,
-) -> Result<Digest, Reason> {
+    readers: &Workers,
+    counts: &Arc<Counts>,
+) {
     let file = match open() {
         Ok((f, fid)) if id.is(&fid) => f,
         _ => {
             add(&counts.gone);
-            return Err(Reason::Gone);
+            return entry.finish(Err(Reason::Gone));
         }
     };
-    let r = exe_file::sha256(file, id.file_id());
-    match &r {
-        Ok(_) => add(&counts.computed),
-        Err(DigestError::Changed | DigestError::Io(_)) => add(&counts.error),
+    let (e, c) = (entry.clone(), counts.clone());
+    let queued = readers.try_run(move || {
+        let r = exe_file::sha256(file, id.file_id());
+        match &r {
+            Ok(_) => add(&c.computed),
+            Err(DigestError::Changed | DigestError::Io(_)) => add(&c.error),
+        }
+        e.finish(r.map_err(|_| Reason::Error));
+    });
+    if !queued {
+        add(&counts.busy);
+        entry.finish(Err(Reason::Busy));
     }
-    r.map_err(|_| Reason::Error)
 }
 
 /// The event loop's end: answers each exec from the cache or queues a read.
 pub(crate) struct Hasher {
     cfg: HashConfig,
     lru: Lru,
-    workers: Option<Workers>,
+    /// Openers, then readers (none when hashing is off).
+    workers: Option<(Workers, Workers)>,
     counts: Arc<Counts>,
     /// Execs the cache could not answer (hashing on): a file opened, or why not.
     misses: u64,
@@ -386,7 +396,10 @@ impl Hasher {
     /// Starts the workers (none when hashing is off).
     pub(crate) fn start(cfg: HashConfig) -> std::io::Result<Hasher> {
         let workers = if cfg.on {
-            Some(Workers::start(cfg.workers, cfg.queue, "exe-hash")?)
+            Some((
+                Workers::start(cfg.workers, cfg.queue, "exe-open")?,
+                Workers::start(cfg.workers, cfg.queue, "exe-hash")?,
+            ))
         } else {
             None
         };
@@ -454,15 +467,17 @@ impl Hasher {
     }
 
     /// `on_exec` with the opening of the file given (made on a miss only). The file is
-    /// opened by a worker, never on the event loop: opening it (or only looking it up, or
+    /// opened by an opener, never on the event loop: opening it (or only looking it up, or
     /// its attributes) waits for its filesystem, and a FUSE daemon — rootless podman's
     /// fuse-overlayfs, any user's in a user namespace — answers when it likes. A stalled one
-    /// holds a worker (execs find the queue full: `busy`), not the loop.
+    /// holds an opener (two of them hold both: execs of files not seen before are `pending`
+    /// and then `busy` until it answers), not the loop. The openers do not wait for the
+    /// readers' pace, so a short-lived process is opened while it may still live.
     fn exec_with<O>(&mut self, id: ExeId, opener: impl FnOnce() -> O) -> ExeHash
     where
         O: FnOnce() -> std::io::Result<(std::fs::File, FileId)> + Send + 'static,
     {
-        let Some(workers) = &self.workers else {
+        let Some((openers, readers)) = &self.workers else {
             return ExeHash::Null(Reason::Off);
         };
         if let Some(e) = self.lru.get(&id) {
@@ -480,8 +495,8 @@ impl Hasher {
         }
         let open = opener();
         let entry = Arc::new(Entry::default());
-        let (e, counts) = (entry.clone(), self.counts.clone());
-        let queued = workers.try_run(move || e.finish(open_and_hash(id, open, &counts)));
+        let (e, counts, readers) = (entry.clone(), self.counts.clone(), readers.clone());
+        let queued = openers.try_run(move || open_then_read((id, e), open, &readers, &counts));
         if !queued {
             add(&self.counts.busy);
             return ExeHash::Null(Reason::Busy);

@@ -88,17 +88,25 @@ impl Drop for Kid {
     }
 }
 
-/// `observer ps` against `agent`, or None when it did not answer within `T`.
+/// `observer ps` against `agent`, or None when it did not answer within `T` (then killed).
 fn ps_within(agent: &Agent) -> Option<serde_json::Value> {
-    let mut cmd = observer();
-    cmd.args(["ps", "-o", "json", "--socket"])
-        .arg(&agent.socket);
+    let mut child = observer()
+        .args(["ps", "-o", "json", "--socket"])
+        .arg(&agent.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let out = cmd.output().ok();
-        let _ = tx.send(out.and_then(|o| serde_json::from_slice(&o.stdout).ok()));
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut bytes);
+        let _ = tx.send(bytes);
     });
-    rx.recv_timeout(T).ok().flatten()
+    let answer = rx.recv_timeout(T).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    serde_json::from_slice(&answer?).ok()
 }
 
 fn listed(ps: &serde_json::Value, pid: u32) -> Option<&serde_json::Value> {
@@ -128,9 +136,9 @@ fn a_stalled_filesystem_holds_a_hash_worker_not_the_event_loop() {
     std::fs::write(&bin, bytes).unwrap();
     sh(&format!("chmod 755 {}", bin.display()));
     // The agent stopped, a process execs from the mount and the daemon is stopped in turn:
-    // the agent reads that exec when every open of the file waits.
-    // SAFETY: signals to the test's own agent.
-    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    // the agent reads that exec when every open of the file waits. (Resumed on drop too: a
+    // stopped agent would never stop.)
+    let stopped = Stopped::new(agent.pid());
     let fused = Kid(Command::new(fuse.mnt().join("sleep"))
         .arg("600")
         .spawn()
@@ -142,7 +150,7 @@ fn a_stalled_filesystem_holds_a_hash_worker_not_the_event_loop() {
         wchan.contains("nanosleep").then_some(())
     });
     fuse.signal(libc::SIGSTOP);
-    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    drop(stopped);
     let other = Kid(Command::new("/bin/sleep").arg("601").spawn().unwrap());
     let ps = eventually(
         T,

@@ -328,3 +328,48 @@ fn an_open_that_hangs_holds_a_worker_not_the_event_loop() {
     release.send(()).unwrap();
     assert_eq!(stuck.get(WAIT), Err(Reason::Gone));
 }
+
+/// A miss's file is opened at once, not behind the reads: a reader may pace itself or wait
+/// on a file for seconds, and a short-lived process's executable must be opened while it
+/// lives. (One pool for both: the second open waited behind the first read, for good.)
+#[test]
+fn opening_a_file_does_not_wait_for_the_readers() {
+    let mut h = Hasher::start(HashConfig {
+        workers: 1,
+        queue: 1,
+        ..HashConfig::default()
+    })
+    .unwrap();
+    // A FIFO held open for writing too: the one reader blocks reading it, for good.
+    let fifo = std::env::temp_dir().join(format!("observer-exe-hash-fifo2-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let path = fifo.clone();
+    let (first_opened, first_seen) = std::sync::mpsc::channel();
+    let reading = h.exec_with(id(1), move || -> Open {
+        Box::new(move || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let _ = first_opened.send(());
+            Ok((f, id(1).file_id()))
+        })
+    });
+    // The opener free again (its one queue place too): the first file is the reader's.
+    first_seen.recv_timeout(WAIT).unwrap();
+    let (opened, seen) = std::sync::mpsc::channel();
+    let next = h.exec_with(id(2), move || -> Open {
+        Box::new(move || {
+            let _ = opened.send(());
+            Err(std::io::ErrorKind::NotFound.into())
+        })
+    });
+    assert!(
+        seen.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the second file's open waited for the first one's read"
+    );
+    assert_eq!(next.get(WAIT), Err(Reason::Gone));
+    assert_eq!(reading.now(), Err(Reason::Pending));
+    std::fs::remove_file(&fifo).unwrap();
+}
