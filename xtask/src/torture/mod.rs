@@ -267,14 +267,17 @@ fn run(dir: &Path, time: Duration) -> Result<()> {
 }
 
 /// The run's findings so far.
+/// How long after a counted loss a correction it explains may be counted (see `Tally::add`).
+const LOSS_WINDOW: Duration = Duration::from_secs(5);
+
 struct Tally {
     rounds: u32,
     procs: usize,
     zombies: usize,
     deepest: usize,
     mismatches: usize,
-    /// Counters at the start and after each round.
-    samples: Vec<agent::Counters>,
+    /// Counters at the start and after each round, with when (since the start).
+    samples: Vec<(Duration, agent::Counters)>,
     unexplained: u64,
 }
 
@@ -286,7 +289,7 @@ impl Tally {
             zombies: 0,
             deepest: 0,
             mismatches: 0,
-            samples: vec![c],
+            samples: vec![(Duration::ZERO, c)],
             unexplained: 0,
         }
     }
@@ -298,16 +301,23 @@ impl Tally {
         self.deepest = self.deepest.max(r.deepest);
         self.mismatches += r.mismatches.len();
         let n = self.samples.len();
-        let prev = self.samples[n - 1];
-        // A correction is explained by a loss counted in the same interval or the one
-        // before (reconciliation runs at once when a loss is counted).
-        let lost_before = n >= 2 && prev.lost() > self.samples[n - 2].lost();
+        let prev = self.samples[n - 1].1;
+        // A correction is explained by a loss counted in this interval or the one before,
+        // or within LOSS_WINDOW: reconciliation runs at once when a loss is counted, but a
+        // process it finds without a fork event is a correction only once that event has
+        // not come for 2 s (`start missed`), often two rounds later.
+        let window_start = self
+            .samples
+            .iter()
+            .rposition(|(t, _)| *t + LOSS_WINDOW < at)
+            .unwrap_or(0)
+            .min(n.saturating_sub(2));
         let corrected = c.corrections - prev.corrections;
-        let unexplained = corrected > 0 && c.lost() == prev.lost() && !lost_before;
+        let unexplained = corrected > 0 && c.lost() == self.samples[window_start].1.lost();
         if unexplained {
             self.unexplained += corrected;
         }
-        self.samples.push(c);
+        self.samples.push((at, c));
         eprintln!(
             "torture: {:5.1} s: {} processes ({} zombies: {}) frozen in {} ms, agent caught up in {} ms: {} mismatches; corrections {}{}, events lost {}",
             at.as_secs_f64(),
@@ -327,8 +337,8 @@ impl Tally {
     }
 
     fn finish(&self, run: &Run, wraps: u32) -> Result<()> {
-        let first = self.samples[0];
-        let last = *self.samples.last().expect("the first sample");
+        let first = self.samples[0].1;
+        let last = self.samples.last().expect("the first sample").1;
         eprintln!(
             "torture: {} rounds, {} process comparisons ({} of zombies, ns PID chains up to {} deep), \
              {wraps} PID wraps (pid_max {}): {} mismatches; agent: {} events, {} checks, {} corrections in {} \
