@@ -88,18 +88,8 @@ impl FileId {
 /// looked up as `O_PATH` and opened for reading only once its identity is the exec's (the
 /// pid may be another process's by now, running another file).
 pub(crate) fn open_exe(pid: u32, want: &FileId) -> io::Result<(File, FileId)> {
-    use std::os::fd::FromRawFd;
     let c = std::ffi::CString::new(format!("/proc/{pid}/exe")).expect("no NUL");
-    // SAFETY: a NUL-terminated path; the result is checked.
-    let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    regular(
-        File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) }),
-        want,
-    )
+    open_regular(&c, want)
 }
 
 /// Opens the file an exec's absolute `path` names now, if it is still the exec's file `want`
@@ -109,19 +99,24 @@ pub(crate) fn open_exe(pid: u32, want: &FileId) -> io::Result<(File, FileId)> {
 /// for reading, through its descriptor (the same inode, no second lookup): the path is the
 /// exec's, named in its process's mount namespace, and here names what its user chose.
 pub(crate) fn open_path(path: &[u8], want: &FileId) -> io::Result<(File, FileId)> {
-    use std::os::fd::FromRawFd;
     if !path.starts_with(b"/") {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not an absolute path",
         ));
     }
-    // Not std's OpenOptions: on musl it masks O_PATH out of custom flags (musl's O_ACCMODE
-    // holds it), and a FIFO would be opened for reading — waited for.
     let c = std::ffi::CString::new(path)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    open_regular(&c, want)
+}
+
+/// `path` looked up as `O_PATH` (nothing opened), then [`regular`]. Not std's OpenOptions:
+/// on musl it masks O_PATH out of custom flags (musl's O_ACCMODE holds it), and a FIFO would
+/// be opened for reading — waited for.
+fn open_regular(path: &std::ffi::CStr, want: &FileId) -> io::Result<(File, FileId)> {
+    use std::os::fd::FromRawFd;
     // SAFETY: a NUL-terminated path; the result is checked.
-    let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
