@@ -2,14 +2,14 @@
 //! and bpf-linker; main.rs embeds the object with include_bytes_aligned!.
 //! `cargo xtask setup` installs the toolchain pieces this needs.
 //!
-//! This is aya-build 0.2's `build_ebpf` with one difference: the eBPF crate is built in one directory of the workspace's target,
-//! `target/ebpf`, not under this script's OUT_DIR. OUT_DIR differs for every run of the
+//! This is aya-build 0.2's `build_ebpf` with one difference: the eBPF crate is built in one
+//! directory of the workspace's target, `target/ebpf`, not under this script's OUT_DIR. OUT_DIR differs for every run of the
 //! script — the package build, clippy (which builds the script itself differently), each
 //! target architecture — and each run compiled `core` and the programs again (~30 s of CPU,
 //! on the test command's lint and arm64 paths); in one directory cargo finds them fresh. A
 //! lock file there is held from the build to the copy, so builds that run at once (clippy
-//! beside a build, two targets) take turns and none copies an object another rewrites. The object does not depend on the target's
-//! architecture: the programs are tracepoints whose offsets come from BTF and tracefs at load
+//! beside a build, two targets) take turns and none copies an object another rewrites. The
+//! object does not depend on the target's architecture: the programs are tracepoints whose offsets come from BTF and tracefs at load
 //! time, and no `bpf_target_arch` is passed (aya-ebpf then takes the build machine's, which
 //! only its kprobe and uprobe register helpers read; observer has neither); the arm64 leg of
 //! the test command runs this object.

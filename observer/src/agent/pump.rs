@@ -186,8 +186,8 @@ pub(super) struct Outlets<'a> {
 /// on to API subscribers and the exporter, then the history entries they ended to the
 /// exporter and the history store; the exporter hands the drain's items to its sinks at
 /// the end. An exec's executable is opened at once by an opener thread, while its process
-/// may still live, and hashed by another: never on this loop. A fork, exec or exit goes on with its
-/// process's exec session as the table has it once the event is applied: the setns, fork
+/// may still live, and hashed by another: never on this loop. A fork, exec or exit goes on
+/// with its process's exec session as the table has it once the event is applied: the setns, fork
 /// or cgroup move that made a session came before its first exec.
 pub(super) fn apply(
     reader: &mut EventReader,

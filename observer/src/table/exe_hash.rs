@@ -4,9 +4,10 @@
 //! the file on a small pool of openers; one opens `/proc/<pid>/exe` (checked by fstat
 //! against the event: a replaced file is never hashed under the old identity) and queues
 //! the read on the readers, whose reads are paced (`--hash` reads at most 128 MiB a
-//! second). The loop never touches the file. A process holds its identity's entry (an `Arc`), so that an eviction from the
-//! cache never takes a hash from a process that has it; readers of a result still being
-//! computed may wait for it, bounded, on their own thread.
+//! second). The loop never touches the file. A process holds its identity's entry (an
+//! `Arc`), so that an eviction from the cache never takes a hash from a process that has
+//! it; readers of a result still being computed may wait for it, bounded, on their own
+//! thread.
 
 use std::{
     sync::{
@@ -455,7 +456,7 @@ impl Hasher {
     }
 
     /// The exec of `e` by process `pid`, just read from the ring buffer: its hash from the
-    /// cache, or a read queued (the file opened by a worker at once, while the process may
+    /// cache, or a read queued (the file opened by an opener at once, while the process may
     /// still live, else by the exec's path: see [`open_exec`]).
     pub(crate) fn on_exec(&mut self, pid: u32, e: &observer_common::ExecEvent) -> ExeHash {
         let id = ExeId::of(e);
