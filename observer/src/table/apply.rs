@@ -110,6 +110,7 @@ impl Table {
         let path = self.path_of_cgroup_id(id, now);
         let p = self.procs.get_mut(&pid).expect("checked above");
         p.cgroup_id = id;
+        p.cgroup_ns = now;
         if let Some(path) = path.filter(|_| v2_path) {
             p.cgroup = path;
             self.reattribute(pid);
@@ -190,6 +191,7 @@ impl Table {
             }
             if e.hierarchy_id == 0 || names_container {
                 p.cgroup = idx;
+                p.cgroup_ns = h.ktime_ns;
                 self.reattribute(pid);
             }
         }

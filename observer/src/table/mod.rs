@@ -502,6 +502,7 @@ fn new_process(pid: u32, t: &TaskInfo, ns: process::Namespaces) -> Process {
         prev_sibling: 0,
         last_event: process::SCANNED,
         last_event_ns: 0,
+        cgroup_ns: 0,
         exec_cred: None,
         exe_hash: None,
         session: None,

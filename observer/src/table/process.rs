@@ -215,6 +215,10 @@ pub(crate) struct Process {
     /// /proc and no event followed) and its time: what a correction's log line quotes.
     pub(crate) last_event: u8,
     pub(crate) last_event_ns: u64,
+    /// The time of the last event that moved it to another cgroup (0: none since it was
+    /// created): a scan that began before it read an older cgroup. Not `last_event_ns` —
+    /// a busy process's threads make events all day, which must not hide a lost move.
+    pub(crate) cgroup_ns: u64,
     /// The credentials its image was exec'd with, as the exec event read them (a forked
     /// child runs its parent's image with its credentials: inherited); None when the agent
     /// saw no exec of its image. Not live: a setuid(2) after the exec is not seen. Shared

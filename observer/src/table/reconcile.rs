@@ -100,6 +100,7 @@ impl Table {
             prev_sibling: 0,
             last_event: super::process::SCANNED,
             last_event_ns: 0,
+            cgroup_ns: 0,
             exec_cred: None,
             exe_hash: None,
             session: None,
@@ -325,8 +326,8 @@ impl Table {
 
     /// A move to another cgroup whose attach event was lost: the table's cgroup is none of
     /// those /proc lists for the process (or its cgroup2 id names another cgroup2 path).
-    /// Judged only for a running process no event touched since the scan began — a later
-    /// event (its move, say) is newer than what the scan read.
+    /// Judged only for a running process no move was applied to since the scan began — a
+    /// later move is newer than what the scan read (other events say nothing of its cgroup).
     fn correct_cgroup(
         &mut self,
         s: &Scanned,
@@ -334,7 +335,7 @@ impl Table {
         proc_cgroup: &dyn Fn(u32) -> Option<String>,
     ) -> u64 {
         let p = &self.procs[&s.pid];
-        if p.is_zombie() || s.is_zombie() || p.last_event_ns >= scan_start_ns {
+        if p.is_zombie() || s.is_zombie() || p.cgroup_ns >= scan_start_ns {
             return 0;
         }
         if self.cgroup_agrees(p, &s.cgroup) {

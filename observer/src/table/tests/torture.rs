@@ -79,6 +79,29 @@ fn a_move_seen_after_the_scan_began_is_kept() {
     assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), "/torture/c");
 }
 
+/// torture, 21,415 events lost beside the kernel matrix: a worker's move to `/c` was lost,
+/// and its threads' exit events (after the loss-triggered scan began) made the correction
+/// skip it as "touched since the scan began" — it stayed in `/a` until the next full scan.
+/// Only an event that sets the cgroup is newer than what the scan read.
+#[test]
+fn a_lost_move_is_corrected_although_other_events_of_the_process_followed_the_scan() {
+    use super::{exit, scanned, thread};
+    let mut tb = table();
+    tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "xtask")));
+    tb.apply(&attach(800, "/torture/a", 72, 0)); // at 3 ticks
+    tb.apply(&thread(
+        800,
+        801,
+        task(1, &[801], HOST_NS, 4 * TICK, "xtask"),
+    ));
+    // Moved to /torture/c: the event was lost; the scan begins at 10 ticks; a thread exits.
+    let t = task(1, &[801], HOST_NS, 4 * TICK, "xtask");
+    tb.apply(&exit(800, 801, t, 0, false, 11 * TICK));
+    let s = scanned(800, 1, TICK, "/torture/c", &[800], HOST_NS, 'S');
+    assert_eq!(tb.reconcile(&[s], 10 * TICK, 12 * TICK, |_| Some(1)), 1);
+    assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), "/torture/c");
+}
+
 /// A hybrid host: a process the table files under its v1 container path (its attach event
 /// named a container there) while /proc's cgroup2 line says otherwise is where /proc says.
 #[test]
