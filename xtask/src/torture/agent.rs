@@ -138,6 +138,30 @@ impl Agent {
         }
     }
 
+    /// When events were lost since `lost_before`, waits until the agent has finished a
+    /// reconciliation after this call began: a loss is its cue to rescan /proc, and a round
+    /// that compared before that scan ended would count what the agent was about to correct.
+    /// Returns how long it waited (None: nothing lost).
+    pub fn reconciled_after_loss(&self, lost_before: u64) -> Result<Option<Duration>> {
+        let t = Instant::now();
+        let c = self.counters()?;
+        if c.lost() == lost_before {
+            return Ok(None);
+        }
+        loop {
+            if self.counters()?.reconciliations > c.reconciliations {
+                return Ok(Some(t.elapsed()));
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "the agent had not reconciled 30 s after losing {} events",
+                    c.lost() - lost_before
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The agent's own pid (its RSS and CPU are reported).
     pub fn pid(&self) -> u32 {
         self.inner.pid()

@@ -131,20 +131,30 @@ struct Round {
     mismatches: Vec<String>,
     freeze: Duration,
     catch_up: Duration,
+    /// How long the agent took to reconcile after a loss in this round's interval.
+    reconcile: Option<Duration>,
 }
 
 /// Freezes the workload, waits for the agent, compares, thaws (also when comparing failed).
-fn check(run: &Run, ids: &HashSet<u64>) -> Result<Round> {
+fn check(run: &Run, ids: &HashSet<u64>, lost_before: u64) -> Result<Round> {
     let cg = &run.work.cg;
     let freeze = cg.freeze()?;
-    let r = compare_frozen(run, ids, freeze);
+    let r = compare_frozen(run, ids, freeze, lost_before);
     cg.thaw()?;
     r
 }
 
-fn compare_frozen(run: &Run, ids: &HashSet<u64>, freeze: Duration) -> Result<Round> {
+/// Compares once the agent has applied every event emitted before the freeze and, when
+/// events were lost since `lost_before` (the last round's count), reconciled after them.
+fn compare_frozen(
+    run: &Run,
+    ids: &HashSet<u64>,
+    freeze: Duration,
+    lost_before: u64,
+) -> Result<Round> {
     let (agent, cg) = (&run.agent, &run.work.cg);
     let catch_up = agent.caught_up()?;
+    let reconcile = agent.reconciled_after_loss(lost_before)?;
     // Two answers in a row that agree on the workload: nothing left in flight.
     let mut last = None;
     let mut ps = agent.json(&["ps"])?;
@@ -171,6 +181,7 @@ fn compare_frozen(run: &Run, ids: &HashSet<u64>, freeze: Duration) -> Result<Rou
         mismatches,
         freeze,
         catch_up,
+        reconcile,
     })
 }
 
@@ -257,7 +268,7 @@ fn run(dir: &Path, time: Duration) -> Result<()> {
         if let Some(st) = run.work.root.try_wait()? {
             bail!("the workload's first process ended: {st}");
         }
-        let round = check(&run, &ids)?;
+        let round = check(&run, &ids, tally.lost())?;
         tally.add(t0.elapsed(), &round, run.agent.counters()?);
     }
     if host::interrupted() {
@@ -319,13 +330,17 @@ impl Tally {
         }
         self.samples.push((at, c));
         eprintln!(
-            "torture: {:5.1} s: {} processes ({} zombies: {}) frozen in {} ms, agent caught up in {} ms: {} mismatches; corrections {}{}, events lost {}",
+            "torture: {:5.1} s: {} processes ({} zombies: {}) frozen in {} ms, agent caught up in {} ms{}: {} mismatches; corrections {}{}, events lost {}",
             at.as_secs_f64(),
             r.procs,
             r.zombies,
             r.parents,
             r.freeze.as_millis(),
             r.catch_up.as_millis(),
+            r.reconcile.map_or(String::new(), |d| format!(
+                " and reconciled in {} ms",
+                d.as_millis()
+            )),
             r.mismatches.len(),
             c.corrections,
             if unexplained { " (NEW, WITHOUT LOSS)" } else { "" },
@@ -334,6 +349,11 @@ impl Tally {
         for m in &r.mismatches {
             eprintln!("torture: MISMATCH {m}");
         }
+    }
+
+    /// Events lost as of the last round.
+    fn lost(&self) -> u64 {
+        self.samples.last().map_or(0, |(_, c)| c.lost())
     }
 
     fn finish(&self, run: &Run, wraps: u32) -> Result<()> {
