@@ -51,12 +51,13 @@ impl Housekeeping {
         })
     }
 
-    /// Losses are counted from the kernel's count now.
-    pub(super) fn count_losses_from(&mut self, probes: &Probes) {
+    /// Losses are counted from the kernel's count now, which it returns.
+    pub(super) fn count_losses_from(&mut self, probes: &Probes) -> u64 {
         self.last_dropped = probes
             .kernel_stats()
             .map(|k| k.total_dropped())
             .unwrap_or(0);
+        self.last_dropped
     }
 
     /// Whether settling is due before `window` has passed: a drain's wake-up then settles
@@ -78,9 +79,14 @@ impl Housekeeping {
         }
     }
 
-    /// Settles, reaps and adopts; returns whether the kernel lost events since last time
-    /// (the table then needs a full scan).
-    pub(super) fn settle(&mut self, table: &mut Table, pump: &mut Pump, probes: &Probes) -> bool {
+    /// Settles, reaps and adopts; returns the kernel's loss count if it lost events since
+    /// last time (the table then needs a full scan).
+    pub(super) fn settle(
+        &mut self,
+        table: &mut Table,
+        pump: &mut Pump,
+        probes: &Probes,
+    ) -> Option<u64> {
         let work =
             pump.busy() || table.has_unconfirmed() || table.has_exited() || table.has_pending();
         if let Err(e) = self.settle.set(next_settle(work)) {
@@ -101,14 +107,12 @@ impl Housekeeping {
             .kernel_stats()
             .map(|k| k.total_dropped())
             .unwrap_or(self.last_dropped);
-        let Some(lost) = lost_since(self.last_dropped, dropped) else {
-            return false;
-        };
+        let lost = lost_since(self.last_dropped, dropped)?;
         log::warn!(
             "{lost} events lost in the kernel (ring buffer full, or a program's run skipped): reconciling with /proc now"
         );
         self.last_dropped = dropped;
-        true
+        Some(dropped)
     }
 
     /// Forgets ended containers and unreferenced paths past their limits.

@@ -283,6 +283,7 @@ impl Agent<'_> {
             btf_attached: &self.probes.btf_attached,
             missing: &self.probes.missing,
             reconciliations: self.reconciler.reconciliations,
+            lost_reconciled: self.reconciler.lost_reconciled,
             checks: self.reconciler.checks,
             startup_details_pending: self.reconciler.details_pending(),
             seed: self.seed,
@@ -301,11 +302,11 @@ impl Agent<'_> {
     fn chore(&mut self, chore: Chore) {
         match chore {
             Chore::Settle => {
-                if self
-                    .housekeeping
-                    .settle(&mut self.table, &mut self.pump, &self.probes)
+                if let Some(lost) =
+                    self.housekeeping
+                        .settle(&mut self.table, &mut self.pump, &self.probes)
                 {
-                    self.reconciler.on_losses();
+                    self.reconciler.on_losses(lost);
                 }
             }
             Chore::Collect => Housekeeping::collect(&mut self.table, &self.cfg.memory),

@@ -42,6 +42,8 @@ type DetailsResult = Result<Vec<scan::Details>, RecvError>;
 /// A reconciliation scan running on a blocking thread.
 struct ScanJob {
     started_ns: u64,
+    /// The kernel's loss count as the agent knew it when the scan began.
+    lost_before: u64,
     rx: oneshot::Receiver<(Vec<scan::Scanned>, Duration, Duration)>,
 }
 
@@ -73,6 +75,11 @@ pub(super) struct Reconciler<'a> {
     full_every: Duration,
     /// Events were lost while a scan ran: that scan may predate what they described.
     rescan: bool,
+    /// The kernel's loss count (dropped and skipped events) when the agent last read it.
+    lost_seen: u64,
+    /// The loss count as of the start of the last full scan that ended: losses above it
+    /// are not reconciled yet (the table may be wrong about what they described).
+    pub(super) lost_reconciled: u64,
     pub(super) reconciliations: u64,
     pub(super) checks: u64,
     /// How long the last scan (the seed's first) took.
@@ -105,6 +112,8 @@ impl<'a> Reconciler<'a> {
             check_range: None,
             full_every: cfg.full_reconcile_every,
             rescan: false,
+            lost_seen: 0,
+            lost_reconciled: 0,
             reconciliations: 0,
             checks: 0,
             last_scan,
@@ -147,10 +156,17 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    /// Events were lost in the kernel: a full scan now, or again after the running one.
-    pub(super) fn on_losses(&mut self) {
+    /// The kernel's loss count at start-up: the seed reflects what was lost before.
+    pub(super) fn count_losses_from(&mut self, lost: u64) {
+        (self.lost_seen, self.lost_reconciled) = (lost, lost);
+    }
+
+    /// Events were lost in the kernel (`lost` in all so far): a full scan now, or again
+    /// after the running one.
+    pub(super) fn on_losses(&mut self, lost: u64) {
+        self.lost_seen = lost;
         if self.job.is_none() {
-            self.job = Some(start_scan(self.cfg.redact.clone()));
+            self.start_full();
         } else {
             self.rescan = true;
         }
@@ -166,7 +182,7 @@ impl<'a> Reconciler<'a> {
 
     fn on_tick(&mut self, probes: &mut Probes, table: &Table) {
         if full_due(self.last_full.elapsed(), self.full_every) {
-            self.job = Some(start_scan(self.cfg.redact.clone()));
+            self.start_full();
         } else {
             self.check_range = self.pace.next_range(|| table.pids());
             self.check = Some(match &self.check_range {
@@ -205,13 +221,19 @@ impl<'a> Reconciler<'a> {
             for line in disagreement_lines(&differ) {
                 log::info!("{line}");
             }
-            self.job = Some(start_scan(self.cfg.redact.clone()));
+            self.start_full();
         }
     }
 
+    fn start_full(&mut self) {
+        self.job = Some(start_scan(self.cfg.redact.clone(), self.lost_seen));
+    }
+
     fn on_scan(&mut self, r: ScanResult, table: &mut Table, pump: &mut Pump) {
-        let started_ns = self.job.take().expect("guarded").started_ns;
+        let job = self.job.take().expect("guarded");
+        let started_ns = job.started_ns;
         if let Ok((scans, took, cpu)) = r {
+            self.lost_reconciled = self.lost_reconciled.max(job.lost_before);
             self.full_every = spaced(
                 "full scans",
                 self.full_every,
@@ -245,7 +267,7 @@ impl<'a> Reconciler<'a> {
             }
         }
         if std::mem::take(&mut self.rescan) {
-            self.job = Some(start_scan(self.cfg.redact.clone()));
+            self.start_full();
         }
     }
 }
@@ -274,7 +296,7 @@ fn full_due(since_last_full: Duration, every: Duration) -> bool {
     since_last_full >= every
 }
 
-fn start_scan(redact: Option<Redactor>) -> ScanJob {
+fn start_scan(redact: Option<Redactor>, lost_before: u64) -> ScanJob {
     let (tx, rx) = oneshot::channel();
     let started_ns = boot_now_ns();
     tokio::task::spawn_blocking(move || {
@@ -292,7 +314,11 @@ fn start_scan(redact: Option<Redactor>) -> ScanJob {
         }
         let _ = tx.send((s, t.elapsed(), process_cpu().saturating_sub(cpu)));
     });
-    ScanJob { started_ns, rx }
+    ScanJob {
+        started_ns,
+        lost_before,
+        rx,
+    }
 }
 
 /// The cheap reconciliation check: every process id, compared with the table on the event

@@ -85,7 +85,8 @@ pub(super) async fn start<'a>(
         seeded.took.as_secs_f64() * 1e3
     );
     readiness.declare_ready(cfg, servers, &table);
-    let reconciler = Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
+    let mut reconciler =
+        Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
     let mut housekeeping = Housekeeping::new().context("creating the settle timer")?;
     readiness.start_watchdog();
     let pump = pump::Pump::new(
@@ -96,7 +97,7 @@ pub(super) async fn start<'a>(
         hasher,
     )
     .context("creating the drain timer")?;
-    housekeeping.count_losses_from(&probes);
+    reconciler.count_losses_from(housekeeping.count_losses_from(&probes));
     Ok(Agent {
         cfg,
         servers,

@@ -59,6 +59,11 @@ pub(crate) struct Health {
     pub(crate) missing: Vec<(String, String)>,
     pub(crate) corrections: u64,
     pub(crate) reconciliations: u64,
+    /// The events lost in the kernel (`dropped` and `skipped` summed over `events`) before
+    /// the last full scan that ended began: the table reflects every loss up to this count;
+    /// one above it is being reconciled (a scan runs, or starts within a settle period).
+    #[serde(default)]
+    pub(crate) lost_reconciled: u64,
     /// Cheap reconciliation checks (every process id, from a task-iterator pass or /proc's
     /// directory, compared with the table); those that found a disagreement started a full
     /// scan.
@@ -188,6 +193,19 @@ pub(crate) struct ConnCounts {
 }
 
 /// `observer status`: what the agent does and what it costs the node, for one node.
+impl Health {
+    /// Events lost in the kernel, dropped or skipped.
+    pub(crate) fn lost(&self) -> u64 {
+        self.events.iter().map(|e| e.dropped + e.skipped).sum()
+    }
+
+    /// Events lost since the last full scan that ended began: what they described may be
+    /// wrong in the table until the scan they started ends.
+    pub(crate) fn lost_unreconciled(&self) -> u64 {
+        self.lost().saturating_sub(self.lost_reconciled)
+    }
+}
+
 pub(crate) fn render(h: &super::text::Escaped<Health>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -232,6 +250,16 @@ pub(crate) fn render(h: &super::text::Escaped<Health>) -> String {
             per_run
         );
     }
+    if h.lost() > 0 {
+        let _ = writeln!(
+            out,
+            "\nlost: {} events in all, {} not yet reconciled with /proc ({} corrections in {} full scans)",
+            h.lost(),
+            h.lost_unreconciled(),
+            h.corrections,
+            h.reconciliations
+        );
+    }
     if h.bpf_stats {
         let ns: u64 = h.events.iter().map(|e| e.run_ns).sum();
         let _ = writeln!(
@@ -247,4 +275,43 @@ pub(crate) fn render(h: &super::text::Escaped<Health>) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(kind: &str, dropped: u64, skipped: u64) -> EventCounts {
+        EventCounts {
+            kind: kind.into(),
+            dropped,
+            skipped,
+            ..EventCounts::default()
+        }
+    }
+
+    #[test]
+    fn losses_above_the_last_scans_count_are_unreconciled_and_said_so() {
+        let mut h = Health {
+            events: vec![counts("fork", 30, 2), counts("exec", 8, 0)],
+            lost_reconciled: 32,
+            corrections: 3,
+            reconciliations: 2,
+            ..Health::default()
+        };
+        assert_eq!((h.lost(), h.lost_unreconciled()), (40, 8));
+        let text = render(&super::super::text::Escaped::new(h.clone()).unwrap());
+        assert!(
+            text.contains("lost: 40 events in all, 8 not yet reconciled with /proc (3 corrections in 2 full scans)"),
+            "{text}"
+        );
+        h.lost_reconciled = 40;
+        assert_eq!(h.lost_unreconciled(), 0);
+        h.events.clear();
+        let text = render(&super::super::text::Escaped::new(h).unwrap());
+        assert!(
+            !text.contains("lost:"),
+            "nothing lost, nothing said: {text}"
+        );
+    }
 }

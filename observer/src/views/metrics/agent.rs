@@ -69,7 +69,7 @@ fn scalars(h: &Health, fams: &mut Vec<Family>) {
 type Scalar = (&'static str, &'static str, bool, f64);
 
 /// What the node runs and the table holds.
-fn table_figures(h: &Health) -> [Scalar; 7] {
+fn table_figures(h: &Health) -> [Scalar; 8] {
     [
         (
             "observer_processes",
@@ -112,6 +112,12 @@ fn table_figures(h: &Health) -> [Scalar; 7] {
             "Table entries fixed by reconciliation with /proc.",
             true,
             h.corrections as f64,
+        ),
+        (
+            "observer_events_lost_unreconciled",
+            "Events lost in the kernel since the last full scan that ended began: what they described may be wrong in the table until the scan they started ends.",
+            false,
+            h.lost_unreconciled() as f64,
         ),
     ]
 }
