@@ -138,27 +138,30 @@ impl Agent {
         }
     }
 
-    /// When events were lost since `lost_before`, waits until the agent has finished a
-    /// reconciliation after this call began: a loss is its cue to rescan /proc, and a round
-    /// that compared before that scan ended would count what the agent was about to correct.
-    /// Returns how long it waited (None: nothing lost).
-    pub fn reconciled_after_loss(&self, lost_before: u64) -> Result<Option<Duration>> {
+    /// Waits until the agent has reconciled every event lost so far — a full scan begun
+    /// after it noticed the loss has ended (status `lost_reconciled`): a loss is its cue to
+    /// rescan /proc, and a round that compared before that scan ended would count what the
+    /// agent was about to correct. Returns how long it waited (None: nothing to wait for).
+    pub fn reconciled(&self) -> Result<Option<Duration>> {
         let t = Instant::now();
         let c = self.counters()?;
-        if c.lost() == lost_before {
+        let lost = c.dropped + c.skipped;
+        let reconciled = |st: &Value| st["lost_reconciled"].as_u64().unwrap_or(0);
+        if reconciled(&self.status()?) >= lost {
             return Ok(None);
         }
         loop {
-            if self.counters()?.reconciliations > c.reconciliations {
+            thread::sleep(Duration::from_millis(10));
+            let st = self.status()?;
+            if reconciled(&st) >= lost {
                 return Ok(Some(t.elapsed()));
             }
             if t.elapsed() > Duration::from_secs(30) {
                 bail!(
-                    "the agent had not reconciled 30 s after losing {} events",
-                    c.lost() - lost_before
+                    "the agent had not reconciled 30 s after losing {lost} events in all (reconciled up to {})",
+                    reconciled(&st)
                 );
             }
-            thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -136,25 +136,20 @@ struct Round {
 }
 
 /// Freezes the workload, waits for the agent, compares, thaws (also when comparing failed).
-fn check(run: &Run, ids: &HashSet<u64>, lost_before: u64) -> Result<Round> {
+fn check(run: &Run, ids: &HashSet<u64>) -> Result<Round> {
     let cg = &run.work.cg;
     let freeze = cg.freeze()?;
-    let r = compare_frozen(run, ids, freeze, lost_before);
+    let r = compare_frozen(run, ids, freeze);
     cg.thaw()?;
     r
 }
 
-/// Compares once the agent has applied every event emitted before the freeze and, when
-/// events were lost since `lost_before` (the last round's count), reconciled after them.
-fn compare_frozen(
-    run: &Run,
-    ids: &HashSet<u64>,
-    freeze: Duration,
-    lost_before: u64,
-) -> Result<Round> {
+/// Compares once the agent has applied every event emitted before the freeze and
+/// reconciled every loss.
+fn compare_frozen(run: &Run, ids: &HashSet<u64>, freeze: Duration) -> Result<Round> {
     let (agent, cg) = (&run.agent, &run.work.cg);
     let catch_up = agent.caught_up()?;
-    let reconcile = agent.reconciled_after_loss(lost_before)?;
+    let reconcile = agent.reconciled()?;
     // Two answers in a row that agree on the workload: nothing left in flight.
     let mut last = None;
     let mut ps = agent.json(&["ps"])?;
@@ -268,7 +263,7 @@ fn run(dir: &Path, time: Duration) -> Result<()> {
         if let Some(st) = run.work.root.try_wait()? {
             bail!("the workload's first process ended: {st}");
         }
-        let round = check(&run, &ids, tally.lost())?;
+        let round = check(&run, &ids)?;
         tally.add(t0.elapsed(), &round, run.agent.counters()?);
     }
     if host::interrupted() {
@@ -349,11 +344,6 @@ impl Tally {
         for m in &r.mismatches {
             eprintln!("torture: MISMATCH {m}");
         }
-    }
-
-    /// Events lost as of the last round.
-    fn lost(&self) -> u64 {
-        self.samples.last().map_or(0, |(_, c)| c.lost())
     }
 
     fn finish(&self, run: &Run, wraps: u32) -> Result<()> {
