@@ -84,6 +84,9 @@ struct Run {
     /// The agent's event stream, kept per PID for the mismatches' reports.
     history: history::History,
     agent: agent::Agent,
+    /// The agent's counters before the workload started: what the workload's start cost
+    /// (events lost, corrections) is the first round's.
+    before: agent::Counters,
 }
 
 fn start(dir: &Path, secs: u64) -> Result<Run> {
@@ -111,6 +114,7 @@ fn start(dir: &Path, secs: u64) -> Result<Run> {
             host::join_now(&join)
         });
     }
+    let before = agent.counters()?;
     let root = cmd.spawn().context("starting the workload")?;
     Ok(Run {
         work: Workload { root, cg },
@@ -118,6 +122,7 @@ fn start(dir: &Path, secs: u64) -> Result<Run> {
         pid_max,
         history,
         agent,
+        before,
     })
 }
 
@@ -252,7 +257,7 @@ fn run(dir: &Path, time: Duration) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
     let mut rng = Rng(seed | 1);
-    let mut tally = Tally::new(run.agent.counters()?);
+    let mut tally = Tally::new(run.before);
     let (mut last_pid, mut wraps) = (0, 0);
     let t0 = Instant::now();
     while t0.elapsed() < time {
