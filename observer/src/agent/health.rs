@@ -74,7 +74,7 @@ pub(crate) fn health(i: Inputs) -> Health {
         missing: i.missing.to_vec(),
         corrections: t.stats.corrections,
         reconciliations: i.reconciliations,
-        lost_reconciled: i.lost_reconciled,
+        lost_reconciled: Some(i.lost_reconciled),
         checks: i.checks,
         startup_details_pending: i.startup_details_pending,
         seed: i.seed.to_string(),

@@ -51,13 +51,19 @@ impl Housekeeping {
         })
     }
 
-    /// Losses are counted from the kernel's count now, which it returns.
-    pub(super) fn count_losses_from(&mut self, probes: &Probes) -> u64 {
-        self.last_dropped = probes
+    /// Losses are counted from `lost`, the kernel's count before the seed: one during the
+    /// seed or the rest of start-up (the ring buffer is not read meanwhile) is noticed at
+    /// the first settle and starts a full scan.
+    pub(super) fn count_losses_from(&mut self, lost: u64) {
+        self.last_dropped = lost;
+    }
+
+    /// The kernel's loss count now: dropped and skipped events of every type.
+    pub(super) fn kernel_lost(probes: &Probes) -> u64 {
+        probes
             .kernel_stats()
             .map(|k| k.total_dropped())
-            .unwrap_or(0);
-        self.last_dropped
+            .unwrap_or(0)
     }
 
     /// Whether settling is due before `window` has passed: a drain's wake-up then settles

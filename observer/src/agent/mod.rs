@@ -17,6 +17,7 @@
 mod alarm;
 pub(crate) mod health;
 mod housekeeping;
+mod losses;
 mod marker;
 mod pace;
 mod pump;
@@ -283,7 +284,7 @@ impl Agent<'_> {
             btf_attached: &self.probes.btf_attached,
             missing: &self.probes.missing,
             reconciliations: self.reconciler.reconciliations,
-            lost_reconciled: self.reconciler.lost_reconciled,
+            lost_reconciled: self.reconciler.losses.reconciled(),
             checks: self.reconciler.checks,
             startup_details_pending: self.reconciler.details_pending(),
             seed: self.seed,

@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use super::{
+    losses::Losses,
     pace::{Pace, BUDGET},
     pump::Pump,
     trim_heap, AgentConfig,
@@ -75,11 +76,8 @@ pub(super) struct Reconciler<'a> {
     full_every: Duration,
     /// Events were lost while a scan ran: that scan may predate what they described.
     rescan: bool,
-    /// The kernel's loss count (dropped and skipped events) when the agent last read it.
-    lost_seen: u64,
-    /// The loss count as of the start of the last full scan that ended: losses above it
-    /// are not reconciled yet (the table may be wrong about what they described).
-    pub(super) lost_reconciled: u64,
+    /// The kernel's losses the agent knows of, and those the table was reconciled after.
+    pub(super) losses: Losses,
     pub(super) reconciliations: u64,
     pub(super) checks: u64,
     /// How long the last scan (the seed's first) took.
@@ -112,8 +110,7 @@ impl<'a> Reconciler<'a> {
             check_range: None,
             full_every: cfg.full_reconcile_every,
             rescan: false,
-            lost_seen: 0,
-            lost_reconciled: 0,
+            losses: Losses::from(0),
             reconciliations: 0,
             checks: 0,
             last_scan,
@@ -156,15 +153,10 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    /// The kernel's loss count at start-up: the seed reflects what was lost before.
-    pub(super) fn count_losses_from(&mut self, lost: u64) {
-        (self.lost_seen, self.lost_reconciled) = (lost, lost);
-    }
-
     /// Events were lost in the kernel (`lost` in all so far): a full scan now, or again
     /// after the running one.
     pub(super) fn on_losses(&mut self, lost: u64) {
-        self.lost_seen = lost;
+        self.losses.noticed(lost);
         if self.job.is_none() {
             self.start_full();
         } else {
@@ -226,14 +218,18 @@ impl<'a> Reconciler<'a> {
     }
 
     fn start_full(&mut self) {
-        self.job = Some(start_scan(self.cfg.redact.clone(), self.lost_seen));
+        self.job = Some(start_scan(
+            self.cfg.redact.clone(),
+            self.losses.at_scan_start(),
+        ));
     }
 
     fn on_scan(&mut self, r: ScanResult, table: &mut Table, pump: &mut Pump) {
         let job = self.job.take().expect("guarded");
         let started_ns = job.started_ns;
+        // A failed scan (its thread panicked) is retried if it had losses to reconcile.
+        self.rescan |= self.losses.scan_ended(job.lost_before, r.is_ok());
         if let Ok((scans, took, cpu)) = r {
-            self.lost_reconciled = self.lost_reconciled.max(job.lost_before);
             self.full_every = spaced(
                 "full scans",
                 self.full_every,
@@ -296,10 +292,16 @@ fn full_due(since_last_full: Duration, every: Duration) -> bool {
     since_last_full >= every
 }
 
+/// Starts a full scan two clock ticks from now: the reconciliation judges only processes
+/// that began two ticks before the scan (/proc's start times have tick precision), and one
+/// younger than that whose move was lost must have lost it after the losses `lost_before`
+/// counts (they were read before this call) — another loss, another scan.
 fn start_scan(redact: Option<Redactor>, lost_before: u64) -> ScanJob {
     let (tx, rx) = oneshot::channel();
-    let started_ns = boot_now_ns();
+    let delay = Duration::from_nanos(2 * scan::tick_ns());
+    let started_ns = boot_now_ns() + delay.as_nanos() as u64;
     tokio::task::spawn_blocking(move || {
+        std::thread::sleep(delay);
         let t = Instant::now();
         // The scan's own threads are not this one: the process's CPU, which also counts
         // the event loop meanwhile (a little more than the scan cost, never less).

@@ -53,6 +53,7 @@ pub(super) async fn start<'a>(
     let cgroup2 = cgroupfs.v2.clone();
     let mut table = Table::new(host_pidns, cgroupfs);
     table.history_limits = cfg.memory.history;
+    let lost_before_seed = Housekeeping::kernel_lost(&probes);
     let t = Instant::now();
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
     phase("the seed", t);
@@ -97,7 +98,8 @@ pub(super) async fn start<'a>(
         hasher,
     )
     .context("creating the drain timer")?;
-    reconciler.count_losses_from(housekeeping.count_losses_from(&probes));
+    housekeeping.count_losses_from(lost_before_seed);
+    reconciler.losses = super::losses::Losses::from(lost_before_seed);
     Ok(Agent {
         cfg,
         servers,

@@ -110,9 +110,9 @@ impl Table {
         let path = self.path_of_cgroup_id(id, now);
         let p = self.procs.get_mut(&pid).expect("checked above");
         p.cgroup_id = id;
-        p.cgroup_ns = now;
         if let Some(path) = path.filter(|_| v2_path) {
             p.cgroup = path;
+            p.cgroup_ns = now;
             self.reattribute(pid);
         }
     }

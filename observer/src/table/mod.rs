@@ -219,7 +219,10 @@ impl Table {
         }
         let parent = par.map(|par| (par.cgroup_id, par.cgroup));
         p.cgroup = match parent {
-            Some((id, path)) if id == 0 || id == t.cgroup_id => path,
+            Some((id, path)) if id == t.cgroup_id => path,
+            // The parent's id is unknown (a scan found it, or corrected its cgroup): the
+            // child's names its cgroup if the registry knows it (no walk on a fork).
+            Some((0, path)) => self.registry.path_of_cgroup_id(t.cgroup_id).unwrap_or(path),
             // Forked straight into another cgroup (clone3 CLONE_INTO_CGROUP): no attach event.
             _ => self
                 .path_of_cgroup_id(t.cgroup_id, now)
@@ -269,7 +272,8 @@ impl Table {
         }
         let old_pidns = p.pidns();
         p.ns.update(|ns| merge_ns(ns, &t.ns));
-        if p.cgroup_id == 0 {
+        // An event older than the last move or correction names an earlier cgroup.
+        if p.cgroup_id == 0 && now >= p.cgroup_ns {
             p.cgroup_id = t.cgroup_id;
         }
         let old_ppid = p.ppid;
@@ -438,7 +442,8 @@ impl Table {
                 p.argv = self.shared.argv(&d.argv);
             }
             p.exe = exe_id;
-            if p.cgroup_id == 0 {
+            // Not after a correction (the read may predate it).
+            if p.cgroup_id == 0 && p.cgroup_ns == 0 {
                 p.cgroup_id = d.cgroup_id;
             }
             p.ns.update(|ns| {

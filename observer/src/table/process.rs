@@ -215,8 +215,9 @@ pub(crate) struct Process {
     /// /proc and no event followed) and its time: what a correction's log line quotes.
     pub(crate) last_event: u8,
     pub(crate) last_event_ns: u64,
-    /// The time of the last event that moved it to another cgroup (0: none since it was
-    /// created): a scan that began before it read an older cgroup. Not `last_event_ns` —
+    /// When its cgroup path was last set by an event (an attach, or an exec naming another
+    /// cgroup2 id) or a correction (0: never since it was created): a scan begun before then
+    /// read an older cgroup, and an event made before then names one. Not `last_event_ns`:
     /// a busy process's threads make events all day, which must not hide a lost move.
     pub(crate) cgroup_ns: u64,
     /// The credentials its image was exec'd with, as the exec event read them (a forked

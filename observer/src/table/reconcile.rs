@@ -277,7 +277,7 @@ impl Table {
             self.exited.insert(s.pid);
             fixes += 1;
         }
-        fixes + self.correct_cgroup(s, scan_start_ns, proc_cgroup)
+        fixes + self.correct_cgroup(s, scan_start_ns, now_ns, proc_cgroup)
     }
 
     /// Whether the table's cgroup for `p` is one of the paths the `/proc/<pid>/cgroup`
@@ -332,6 +332,7 @@ impl Table {
         &mut self,
         s: &Scanned,
         scan_start_ns: u64,
+        now_ns: u64,
         proc_cgroup: &dyn Fn(u32) -> Option<String>,
     ) -> u64 {
         let p = &self.procs[&s.pid];
@@ -363,9 +364,10 @@ impl Table {
         let idx = self.registry.intern_file(&file);
         let p = self.procs.get_mut(&s.pid).expect("present");
         p.cgroup = idx;
-        // Its cgroup2 id is unknown until an event names it (an id learned for the path
-        // earlier may be a removed cgroup's of the same name).
+        // Its cgroup2 id is unknown until an event newer than now names it (an id learned
+        // for the path earlier may be a removed cgroup's of the same name).
         p.cgroup_id = 0;
+        p.cgroup_ns = now_ns;
         self.reattribute(s.pid);
         1
     }

@@ -59,11 +59,12 @@ pub(crate) struct Health {
     pub(crate) missing: Vec<(String, String)>,
     pub(crate) corrections: u64,
     pub(crate) reconciliations: u64,
-    /// The events lost in the kernel (`dropped` and `skipped` summed over `events`) before
-    /// the last full scan that ended began: the table reflects every loss up to this count;
-    /// one above it is being reconciled (a scan runs, or starts within a settle period).
+    /// Of the events lost in the kernel (`dropped` and `skipped` summed over `events`), those
+    /// lost before the start of the most recent completed full scan: the table reflects them;
+    /// a loss above this count is being reconciled (a scan runs, or starts within a settle
+    /// period). None from an agent that does not say.
     #[serde(default)]
-    pub(crate) lost_reconciled: u64,
+    pub(crate) lost_reconciled: Option<u64>,
     /// Cheap reconciliation checks (every process id, from a task-iterator pass or /proc's
     /// directory, compared with the table); those that found a disagreement started a full
     /// scan.
@@ -199,13 +200,15 @@ impl Health {
         self.events.iter().map(|e| e.dropped + e.skipped).sum()
     }
 
-    /// Events lost since the last full scan that ended began: what they described may be
-    /// wrong in the table until the scan they started ends.
-    pub(crate) fn lost_unreconciled(&self) -> u64 {
-        self.lost().saturating_sub(self.lost_reconciled)
+    /// Events lost after the start of the most recent completed full scan: what they
+    /// described may be wrong in the table until the scan they started ends. None from an
+    /// agent that does not say.
+    pub(crate) fn lost_unreconciled(&self) -> Option<u64> {
+        self.lost_reconciled.map(|r| self.lost().saturating_sub(r))
     }
 }
 
+/// `observer status`: the agent's health as text.
 pub(crate) fn render(h: &super::text::Escaped<Health>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -251,11 +254,13 @@ pub(crate) fn render(h: &super::text::Escaped<Health>) -> String {
         );
     }
     if h.lost() > 0 {
+        let pending = h.lost_unreconciled().map_or(String::new(), |n| {
+            format!(", {n} not yet reconciled with /proc")
+        });
         let _ = writeln!(
             out,
-            "\nlost: {} events in all, {} not yet reconciled with /proc ({} corrections in {} full scans)",
+            "\nlost: {} events in all{pending} ({} corrections in {} full scans)",
             h.lost(),
-            h.lost_unreconciled(),
             h.corrections,
             h.reconciliations
         );
@@ -294,19 +299,25 @@ mod tests {
     fn losses_above_the_last_scans_count_are_unreconciled_and_said_so() {
         let mut h = Health {
             events: vec![counts("fork", 30, 2), counts("exec", 8, 0)],
-            lost_reconciled: 32,
+            lost_reconciled: Some(32),
             corrections: 3,
             reconciliations: 2,
             ..Health::default()
         };
-        assert_eq!((h.lost(), h.lost_unreconciled()), (40, 8));
+        assert_eq!((h.lost(), h.lost_unreconciled()), (40, Some(8)));
         let text = render(&super::super::text::Escaped::new(h.clone()).unwrap());
         assert!(
             text.contains("lost: 40 events in all, 8 not yet reconciled with /proc (3 corrections in 2 full scans)"),
             "{text}"
         );
-        h.lost_reconciled = 40;
-        assert_eq!(h.lost_unreconciled(), 0);
+        h.lost_reconciled = None;
+        let text = render(&super::super::text::Escaped::new(h.clone()).unwrap());
+        assert!(
+            text.contains("lost: 40 events in all (3 corrections"),
+            "an older agent's status: {text}"
+        );
+        h.lost_reconciled = Some(40);
+        assert_eq!(h.lost_unreconciled(), Some(0));
         h.events.clear();
         let text = render(&super::super::text::Escaped::new(h).unwrap());
         assert!(

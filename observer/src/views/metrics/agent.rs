@@ -115,9 +115,9 @@ fn table_figures(h: &Health) -> [Scalar; 8] {
         ),
         (
             "observer_events_lost_unreconciled",
-            "Events lost in the kernel since the last full scan that ended began: what they described may be wrong in the table until the scan they started ends.",
+            "Events lost in the kernel after the start of the most recent completed full scan: what they described may be wrong in the table until the scan they started ends.",
             false,
-            h.lost_unreconciled() as f64,
+            h.lost_unreconciled().unwrap_or(0) as f64,
         ),
     ]
 }
