@@ -29,6 +29,16 @@ fn learn(tb: &mut crate::table::Table, id: u64, path: &str) {
     tb.registry.learn_cgroup_id(id, idx);
 }
 
+/// An exec of `pid` at `at` whose task is in the cgroup2 id `id`.
+fn exec_in(pid: u32, at: u64, id: u64) -> Event {
+    let mut ev = super::exec(pid, task(1, &[pid], HOST_NS, TICK, "sh"), "/bin/x", &["x"]);
+    if let Event::Exec(e) = &mut ev {
+        e.header.ktime_ns = at;
+        e.task.cgroup_id = id;
+    }
+    ev
+}
+
 /// torture: a zombie's pid written to another cgroup's cgroup.procs. The write succeeds and
 /// the tracepoint fires, but the kernel skips exiting tasks: /proc showed the zombie in
 /// `/observer-torture-4077/c`, the agent in `/observer-torture-4077` (where it was sent).
@@ -112,17 +122,12 @@ fn a_lost_move_is_corrected_although_other_events_of_the_process_followed_the_sc
 /// cgroup and corrects nothing.
 #[test]
 fn a_move_an_exec_revealed_after_the_scan_began_is_kept() {
-    use super::{exec, scanned};
+    use super::scanned;
     let mut tb = table();
     learn(&mut tb, 73, "/torture/c");
     tb.apply(&fork(800, task(1, &[800], HOST_NS, TICK, "sh")));
     tb.apply(&attach(800, "/torture/a", 72, 0)); // at 3 ticks
-    let mut ev = exec(800, task(1, &[800], HOST_NS, TICK, "sh"), "/bin/x", &["x"]);
-    if let Event::Exec(e) = &mut ev {
-        e.header.ktime_ns = 11 * TICK;
-        e.task.cgroup_id = 73;
-    }
-    tb.apply(&ev);
+    tb.apply(&exec_in(800, 11 * TICK, 73));
     assert_eq!(tb.registry.path(tb.get(800).unwrap().cgroup), "/torture/c");
     let s = scanned(800, 1, TICK, "/torture/a", &[800], HOST_NS, 'S');
     assert_eq!(tb.reconcile(&[s], 10 * TICK, 12 * TICK, |_| Some(1)), 0);
@@ -135,7 +140,7 @@ fn a_move_an_exec_revealed_after_the_scan_began_is_kept() {
 /// own id's path, not its parent's.
 #[test]
 fn a_corrected_cgroup_takes_no_id_from_an_older_event_and_its_children_their_own() {
-    use super::{exec, scanned};
+    use super::scanned;
     let mut tb = table();
     learn(&mut tb, 73, "/torture/c");
     learn(&mut tb, 74, "/torture/d");
@@ -143,15 +148,7 @@ fn a_corrected_cgroup_takes_no_id_from_an_older_event_and_its_children_their_own
     tb.apply(&attach(800, "/torture/a", 72, 0));
     let s = scanned(800, 1, TICK, "/torture/c", &[800], HOST_NS, 'S');
     assert_eq!(tb.reconcile(&[s], 10 * TICK, 12 * TICK, |_| Some(1)), 1);
-    let exec_at = |at: u64, id: u64| {
-        let mut ev = exec(800, task(1, &[800], HOST_NS, TICK, "sh"), "/bin/x", &["x"]);
-        if let Event::Exec(e) = &mut ev {
-            e.header.ktime_ns = at;
-            e.task.cgroup_id = id;
-        }
-        ev
-    };
-    tb.apply(&exec_at(11 * TICK, 72));
+    tb.apply(&exec_in(800, 11 * TICK, 72));
     assert_eq!(
         tb.get(800).unwrap().cgroup_id,
         0,
@@ -161,7 +158,7 @@ fn a_corrected_cgroup_takes_no_id_from_an_older_event_and_its_children_their_own
     child.cgroup_id = 74;
     tb.apply(&fork(801, child));
     assert_eq!(tb.registry.path(tb.get(801).unwrap().cgroup), "/torture/d");
-    tb.apply(&exec_at(13 * TICK, 73));
+    tb.apply(&exec_in(800, 13 * TICK, 73));
     let p = tb.get(800).unwrap();
     assert_eq!(
         (tb.registry.path(p.cgroup), p.cgroup_id),
