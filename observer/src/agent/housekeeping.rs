@@ -33,8 +33,6 @@ pub(super) struct Housekeeping {
     /// The settle timer (the kernel's: see alarm.rs).
     settle: Alarm,
     collect: Interval,
-    /// The kernel's loss count when last looked at.
-    last_dropped: u64,
 }
 
 impl Housekeeping {
@@ -44,26 +42,13 @@ impl Housekeeping {
         let settle = Alarm::new(HOUSEKEEPING_EVERY)?;
         let mut collect = tokio::time::interval(COLLECT_EVERY);
         collect.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        Ok(Housekeeping {
-            settle,
-            collect,
-            last_dropped: 0,
-        })
+        Ok(Housekeeping { settle, collect })
     }
 
-    /// Losses are counted from `lost`, the kernel's count before the seed: one during the
-    /// seed or the rest of start-up (the ring buffer is not read meanwhile) is noticed at
-    /// the first settle and starts a full scan.
-    pub(super) fn count_losses_from(&mut self, lost: u64) {
-        self.last_dropped = lost;
-    }
-
-    /// The kernel's loss count now: dropped and skipped events of every type.
-    pub(super) fn kernel_lost(probes: &Probes) -> u64 {
-        probes
-            .kernel_stats()
-            .map(|k| k.total_dropped())
-            .unwrap_or(0)
+    /// The kernel's loss count now: dropped and skipped events of every type (None when
+    /// its counters cannot be read).
+    pub(super) fn kernel_lost(probes: &Probes) -> Option<u64> {
+        probes.kernel_stats().map(|k| k.total_dropped()).ok()
     }
 
     /// Whether settling is due before `window` has passed: a drain's wake-up then settles
@@ -85,8 +70,8 @@ impl Housekeeping {
         }
     }
 
-    /// Settles, reaps and adopts; returns the kernel's loss count if it lost events since
-    /// last time (the table then needs a full scan).
+    /// Settles, reaps and adopts; returns the kernel's loss count, for the reconciler to
+    /// tell whether events were lost since it last looked (the table then needs a full scan).
     pub(super) fn settle(
         &mut self,
         table: &mut Table,
@@ -109,16 +94,7 @@ impl Housekeeping {
             table.reap_gone(scan::exists);
         }
         super::pump::adopt_orphans(table);
-        let dropped = probes
-            .kernel_stats()
-            .map(|k| k.total_dropped())
-            .unwrap_or(self.last_dropped);
-        let lost = lost_since(self.last_dropped, dropped)?;
-        log::warn!(
-            "{lost} events lost in the kernel (ring buffer full, or a program's run skipped): reconciling with /proc now"
-        );
-        self.last_dropped = dropped;
-        Some(dropped)
+        Self::kernel_lost(probes)
     }
 
     /// Forgets ended containers and unreferenced paths past their limits.
@@ -141,11 +117,6 @@ fn due_within(deadline: tokio::time::Instant, now: tokio::time::Instant, window:
     deadline <= now + window
 }
 
-/// Events lost since the count was `before`, if any.
-fn lost_since(before: u64, now: u64) -> Option<u64> {
-    (now > before).then(|| now - before)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,12 +134,5 @@ mod tests {
         assert!(due_within(now + ms(30), now, ms(50)));
         assert!(due_within(now, now, ms(20)), "due now");
         assert!(!due_within(now + ms(180), now, ms(20)));
-    }
-
-    #[test]
-    fn only_a_rising_loss_count_means_lost_events() {
-        assert_eq!(lost_since(3, 3), None);
-        assert_eq!(lost_since(3, 10), Some(7));
-        assert_eq!(lost_since(3, 0), None, "a lower count is no loss");
     }
 }

@@ -23,9 +23,12 @@ impl Losses {
         }
     }
 
-    /// The agent read the kernel's count `lost`.
-    pub(super) fn noticed(&mut self, lost: u64) {
+    /// The agent read the kernel's count `lost`; returns how many events it lost since the
+    /// last reading, if any (only a rising count means lost events).
+    pub(super) fn noticed(&mut self, lost: u64) -> Option<u64> {
+        let new = (lost > self.seen).then(|| lost - self.seen);
         self.seen = self.seen.max(lost);
+        new
     }
 
     /// What a scan starting now will have reconciled once it ends.
@@ -60,21 +63,23 @@ mod tests {
             "the seed reflects what was lost before it"
         );
         let running = l.at_scan_start();
-        l.noticed(12); // while that scan ran: it may predate what was lost
+        // While that scan ran: it may predate what was lost.
+        assert_eq!(l.noticed(12), Some(7));
         assert!(!l.scan_ended(running, true));
         assert_eq!(l.reconciled(), 5);
         let next = l.at_scan_start();
         assert!(!l.scan_ended(next, true));
         assert_eq!(l.reconciled(), 12);
+        assert_eq!(l.noticed(12), None);
         // A count read late never lowers what is known.
-        l.noticed(7);
+        assert_eq!(l.noticed(7), None, "a lower count is no loss");
         assert_eq!(l.at_scan_start(), 12);
     }
 
     #[test]
     fn a_failed_scan_reconciles_nothing_and_asks_for_another_if_it_had_losses_to() {
         let mut l = Losses::from(0);
-        l.noticed(3);
+        assert_eq!(l.noticed(3), Some(3));
         let job = l.at_scan_start();
         assert!(l.scan_ended(job, false), "a retry: 3 losses unreconciled");
         assert_eq!(l.reconciled(), 0);

@@ -307,7 +307,7 @@ impl Agent<'_> {
                     self.housekeeping
                         .settle(&mut self.table, &mut self.pump, &self.probes)
                 {
-                    self.reconciler.on_losses(lost);
+                    self.reconciler.on_kernel_losses(lost);
                 }
             }
             Chore::Collect => Housekeeping::collect(&mut self.table, &self.cfg.memory),

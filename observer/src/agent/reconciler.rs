@@ -87,13 +87,16 @@ pub(super) struct Reconciler<'a> {
 }
 
 impl<'a> Reconciler<'a> {
-    /// Starts the check timer; the seed was the first scan.
+    /// Starts the check timer; the seed was the first scan. Losses count from
+    /// `lost_before_seed`, the kernel's count read before the seed: one during start-up (the
+    /// ring buffer is not read meanwhile) is noticed at the first settle and starts a scan.
     pub(super) async fn new(
         cfg: &'a AgentConfig,
         details: oneshot::Receiver<Vec<scan::Details>>,
         seed: &str,
         last_scan: Duration,
         states: BTreeMap<String, u64>,
+        lost_before_seed: u64,
     ) -> Reconciler<'a> {
         let mut timer = tokio::time::interval(cfg.reconcile_every);
         timer.tick().await; // the seed was the first scan
@@ -110,7 +113,7 @@ impl<'a> Reconciler<'a> {
             check_range: None,
             full_every: cfg.full_reconcile_every,
             rescan: false,
-            losses: Losses::from(0),
+            losses: Losses::from(lost_before_seed),
             reconciliations: 0,
             checks: 0,
             last_scan,
@@ -153,10 +156,15 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    /// Events were lost in the kernel (`lost` in all so far): a full scan now, or again
-    /// after the running one.
-    pub(super) fn on_losses(&mut self, lost: u64) {
-        self.losses.noticed(lost);
+    /// The kernel's loss count is `lost`: if it rose, a full scan now, or again after the
+    /// running one.
+    pub(super) fn on_kernel_losses(&mut self, lost: u64) {
+        let Some(new) = self.losses.noticed(lost) else {
+            return;
+        };
+        log::warn!(
+            "{new} events lost in the kernel (ring buffer full, or a program's run skipped): reconciling with /proc now"
+        );
         if self.job.is_none() {
             self.start_full();
         } else {

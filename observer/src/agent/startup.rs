@@ -53,7 +53,7 @@ pub(super) async fn start<'a>(
     let cgroup2 = cgroupfs.v2.clone();
     let mut table = Table::new(host_pidns, cgroupfs);
     table.history_limits = cfg.memory.history;
-    let lost_before_seed = Housekeeping::kernel_lost(&probes);
+    let lost_before_seed = Housekeeping::kernel_lost(&probes).unwrap_or(0);
     let t = Instant::now();
     let (probes, seeded) = seed(cfg, probes, &mut table).await?;
     phase("the seed", t);
@@ -86,9 +86,16 @@ pub(super) async fn start<'a>(
         seeded.took.as_secs_f64() * 1e3
     );
     readiness.declare_ready(cfg, servers, &table);
-    let mut reconciler =
-        Reconciler::new(cfg, details, seeded.source, seeded.took, seeded.states).await;
-    let mut housekeeping = Housekeeping::new().context("creating the settle timer")?;
+    let reconciler = Reconciler::new(
+        cfg,
+        details,
+        seeded.source,
+        seeded.took,
+        seeded.states,
+        lost_before_seed,
+    )
+    .await;
+    let housekeeping = Housekeeping::new().context("creating the settle timer")?;
     readiness.start_watchdog();
     let pump = pump::Pump::new(
         reader,
@@ -98,8 +105,6 @@ pub(super) async fn start<'a>(
         hasher,
     )
     .context("creating the drain timer")?;
-    housekeeping.count_losses_from(lost_before_seed);
-    reconciler.losses = super::losses::Losses::from(lost_before_seed);
     Ok(Agent {
         cfg,
         servers,
